@@ -1,0 +1,49 @@
+"""The ``homepage`` command line: one module per area registers its commands on ``app``."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+from rich.console import Console
+
+from homepage.errors import HomepageError
+
+app = typer.Typer(
+    name="homepage",
+    help="Homepage row ranking service: data, models, replay evaluation and the API.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+err = Console(stderr=True)
+
+
+def _register() -> None:
+    # Each module adds its commands to ``app`` when imported.
+    from homepage.cli import data, serving  # noqa: F401
+    from homepage.cli import models  # noqa: F401
+
+
+def main() -> None:
+    """Console-script entry point: user errors become one line and exit code 2."""
+    _register()
+    try:
+        app(standalone_mode=False)
+    except HomepageError as e:
+        err.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+        sys.exit(2)
+    except (typer.Abort, KeyboardInterrupt):
+        err.print("aborted")
+        sys.exit(130)
+    except typer.Exit as e:
+        sys.exit(e.exit_code)
+    except SystemExit:
+        raise
+    except Exception as e:  # click usage errors and the like
+        import click
+
+        if isinstance(e, click.ClickException):
+            e.show()
+            sys.exit(e.exit_code)
+        raise

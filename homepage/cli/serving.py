@@ -1,0 +1,1 @@
+"""Serving commands: publish, rollback, serve."""

@@ -1,0 +1,196 @@
+"""The event log held in memory as sorted numpy columns, answering "state as of t".
+
+An event at time ``ts`` is visible at ``t`` iff ``ts <= t``. Nothing after ``t`` leaks
+into a state: every query slices the sorted arrays at ``searchsorted(ts, t, "right")``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from homepage.catalog import Catalog
+from homepage.state import PLAY, RATING, GlobalState, UserState, frozen
+
+DAY = 86_400
+
+
+@dataclass(frozen=True, eq=False)
+class EventLog:
+    """Interactions (plays and ratings) sorted two ways: by (user, ts) and by ts."""
+
+    n_titles: int
+    # by (user, ts)
+    user_ids: np.ndarray  # unique users, sorted
+    user_ptr: np.ndarray  # offsets into the by-user arrays, len(user_ids) + 1
+    u_title_ids: np.ndarray
+    u_title_idx: np.ndarray
+    u_ts: np.ndarray
+    u_kinds: np.ndarray
+    u_stars: np.ndarray
+    u_progress: np.ndarray
+    # by ts (only events of titles in the catalog)
+    t_ts: np.ndarray
+    t_title_idx: np.ndarray
+    t_region: np.ndarray  # int32 code into ``regions``, -1 unknown
+    t_stars: np.ndarray
+    t_kinds: np.ndarray
+    t_user_pos: np.ndarray  # position of the event's user in ``user_ids``
+    regions: tuple[str, ...]
+    user_region: dict[int, str]
+
+    # ---------------------------------------------------------------- build
+    @classmethod
+    def from_frame(cls, events: pd.DataFrame, catalog: Catalog, users: pd.DataFrame | None = None) -> EventLog:
+        """Build from a dataset's events table; impressions are left out of the state."""
+        kinds = events["kind"].to_numpy(np.int8)
+        keep = (kinds == PLAY) | (kinds == RATING)
+        user = events["user_id"].to_numpy(np.int64)[keep]
+        tid = events["title_id"].to_numpy(np.int64)[keep]
+        ts = events["ts"].to_numpy(np.int64)[keep]
+        kinds = kinds[keep]
+        stars = _float_col(events, "stars", keep)
+        progress = _float_col(events, "progress", keep)
+        tidx = catalog.index_of(tid)
+
+        order = np.lexsort((ts, user))
+        u_sorted = user[order]
+        user_ids, starts = np.unique(u_sorted, return_index=True)
+        user_ptr = np.append(starts, u_sorted.size).astype(np.int64)
+
+        region_of: dict[int, str] = {}
+        if users is not None and len(users):
+            reg = users["region"]
+            region_of = {int(u): str(r) for u, r in zip(users["user_id"], reg) if r is not None and r == r}
+        regions = tuple(sorted(set(region_of.values())))
+        rcode = {r: i for i, r in enumerate(regions)}
+        user_rcode = np.array([rcode.get(region_of.get(int(u), ""), -1) for u in user_ids], dtype=np.int32)
+
+        t_order = np.argsort(ts, kind="stable")
+        t_order = t_order[tidx[t_order] >= 0]
+        t_user_pos = np.searchsorted(user_ids, user[t_order])
+        return cls(
+            n_titles=len(catalog),
+            user_ids=frozen(user_ids),
+            user_ptr=frozen(user_ptr),
+            u_title_ids=frozen(tid[order]),
+            u_title_idx=frozen(tidx[order]),
+            u_ts=frozen(ts[order]),
+            u_kinds=frozen(kinds[order]),
+            u_stars=frozen(stars[order]),
+            u_progress=frozen(progress[order]),
+            t_ts=frozen(ts[t_order]),
+            t_title_idx=frozen(tidx[t_order]),
+            t_region=frozen(user_rcode[t_user_pos] if user_ids.size else np.zeros(0, np.int32)),
+            t_stars=frozen(stars[t_order]),
+            t_kinds=frozen(kinds[t_order]),
+            t_user_pos=frozen(t_user_pos.astype(np.int64)),
+            regions=regions,
+            user_region=region_of,
+        )
+
+    # ---------------------------------------------------------------- queries
+    def __len__(self) -> int:
+        return int(self.u_ts.shape[0])
+
+    @property
+    def first_ts(self) -> int | None:
+        return int(self.t_ts[0]) if self.t_ts.size else None
+
+    @property
+    def last_ts(self) -> int | None:
+        return int(self.t_ts[-1]) if self.t_ts.size else None
+
+    def quantile_time(self, q: float) -> int:
+        """The q-quantile of event times: the default split is ``quantile_time(0.8)``."""
+        if not self.t_ts.size:
+            raise ValueError("empty event log has no time quantiles")
+        return int(np.quantile(self.t_ts, q, method="lower"))
+
+    def user_span(self, user_id: int) -> tuple[int, int]:
+        """(start, end) offsets of one user's events in the by-user arrays."""
+        pos = int(np.searchsorted(self.user_ids, user_id))
+        if pos >= self.user_ids.size or self.user_ids[pos] != user_id:
+            return 0, 0
+        return int(self.user_ptr[pos]), int(self.user_ptr[pos + 1])
+
+    def user_state(self, user_id: int, t: int, favourite_genres: tuple[str, ...] = ()) -> UserState:
+        """The user's state as of ``t``; an empty state for unknown users."""
+        a, b = self.user_span(user_id)
+        region = self.user_region.get(int(user_id))
+        if a == b:
+            return UserState.empty(int(user_id), int(t), region, favourite_genres)
+        b = a + int(np.searchsorted(self.u_ts[a:b], t, side="right"))
+        return UserState(
+            user_id=int(user_id),
+            as_of=int(t),
+            region=region,
+            title_ids=self.u_title_ids[a:b],
+            title_idx=self.u_title_idx[a:b],
+            ts=self.u_ts[a:b],
+            kinds=self.u_kinds[a:b],
+            stars=self.u_stars[a:b],
+            progress=self.u_progress[a:b],
+            favourite_genres=favourite_genres,
+        )
+
+    def user_states(self, user_ids: Iterable[int], t: int) -> list[UserState]:
+        return [self.user_state(int(u), t) for u in user_ids]
+
+    def after(self, user_id: int, t: int, horizon: int | None = None) -> np.ndarray:
+        """Catalog indices the user interacted with in ``(t, t + horizon]``: replay targets."""
+        a, b = self.user_span(user_id)
+        ts = self.u_ts[a:b]
+        lo = int(np.searchsorted(ts, t, side="right"))
+        hi = b - a if horizon is None else int(np.searchsorted(ts, t + horizon, side="right"))
+        idx = self.u_title_idx[a + lo : a + hi]
+        return idx[idx >= 0]
+
+    def global_state(self, t: int, half_life: float = 7 * DAY) -> GlobalState:
+        """World statistics over every event with ``ts <= t``."""
+        n = int(np.searchsorted(self.t_ts, t, side="right"))
+        tidx = self.t_title_idx[:n]
+        w = np.exp2(-(t - self.t_ts[:n]).astype(np.float64) / half_life)
+        is_rating = self.t_kinds[:n] == RATING
+        rcounts: dict[str, np.ndarray] = {}
+        rdecayed: dict[str, np.ndarray] = {}
+        if self.regions:
+            reg = self.t_region[:n]
+            ok = reg >= 0
+            flat = reg[ok].astype(np.int64) * self.n_titles + tidx[ok]
+            size = len(self.regions) * self.n_titles
+            c = np.bincount(flat, minlength=size).reshape(len(self.regions), self.n_titles)
+            d = np.bincount(flat, weights=w[ok], minlength=size).reshape(len(self.regions), self.n_titles)
+            for i, r in enumerate(self.regions):
+                rcounts[r] = frozen(c[i])
+                rdecayed[r] = frozen(d[i])
+        return GlobalState(
+            as_of=int(t),
+            half_life=float(half_life),
+            counts=frozen(np.bincount(tidx, minlength=self.n_titles).astype(np.int64)),
+            decayed=frozen(np.bincount(tidx, weights=w, minlength=self.n_titles)),
+            rating_sum=frozen(np.bincount(tidx[is_rating], weights=self.t_stars[:n][is_rating], minlength=self.n_titles)),
+            rating_count=frozen(np.bincount(tidx[is_rating], minlength=self.n_titles).astype(np.int64)),
+            region_counts=rcounts,
+            region_decayed=rdecayed,
+            n_users=int(np.unique(self.t_user_pos[:n]).size),
+        )
+
+    def global_states(self, times: Sequence[int], half_life: float = 7 * DAY) -> Iterator[GlobalState]:
+        """Global states at several times (any order), yielded in the order given."""
+        for t in times:
+            yield self.global_state(int(t), half_life)
+
+    def interactions(self, until: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(user position, title index, ts, stars) of known-title events with ``ts <= until``: fitting input."""
+        n = self.t_ts.size if until is None else int(np.searchsorted(self.t_ts, until, side="right"))
+        return self.t_user_pos[:n], self.t_title_idx[:n], self.t_ts[:n], self.t_stars[:n]
+
+
+def _float_col(events: pd.DataFrame, name: str, keep: np.ndarray) -> np.ndarray:
+    if name not in events.columns:
+        return np.full(int(keep.sum()), np.nan, np.float32)
+    return events[name].to_numpy(np.float32, na_value=np.nan)[keep]

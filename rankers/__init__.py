@@ -1,0 +1,1 @@
+"""Row generators: the ranker contract, the registry and the built-in rankers."""

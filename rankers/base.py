@@ -1,0 +1,150 @@
+"""The ranker contract: a named, configured row generator, fitted offline, pure online.
+
+A ranker is fitted on the event log up to a time ``until`` (``fit``), saves a
+self-describing artifact (``save``/``load``: ``manifest.json`` plus ``arrays.npz``, no
+pickle), and turns one user's state into candidate rows (``rows``) with no I/O.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, ClassVar, Self
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from homepage.catalog import Catalog
+from homepage.errors import HomepageError
+from homepage.domain import CandidateRow, RequestContext
+from homepage.eventlog import EventLog
+from homepage.state import GlobalState, UserState
+
+
+class StateNeed(StrEnum):
+    """Parts of the state a ranker reads; the store fetches the union of what rankers declare."""
+
+    HISTORY = "history"  # the user's plays and ratings
+    PROGRESS = "progress"  # latest watch progress per title
+    PROFILE = "profile"  # region, favourite genres
+    POPULARITY = "popularity"  # global and per-region counts and rating sums
+    TRENDING = "trending"  # global and per-region decayed counts
+
+
+class RankerConfig(BaseModel):
+    """Base configuration; subclasses add their own fields. Frozen, unknown keys rejected."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    row_length: int = Field(default=50, ge=1, le=1000, description="titles per candidate row")
+    max_rows: int = Field(default=1, ge=0, le=100, description="most rows this ranker proposes")
+
+    def config_hash(self) -> str:
+        blob = json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+
+@dataclass(frozen=True, eq=False)
+class FitInput:
+    """What a ranker is fitted on: the log and catalog, using only events with ts <= until."""
+
+    log: EventLog
+    catalog: Catalog
+    until: int
+    world: GlobalState  # the global state as of ``until``
+
+
+@dataclass(frozen=True, eq=False)
+class RankRequest:
+    """What a ranker sees at request time."""
+
+    user: UserState
+    world: GlobalState
+    catalog: Catalog
+    context: RequestContext
+
+
+class ArtifactError(HomepageError):
+    """A saved ranker artifact does not match the code loading it."""
+
+
+class Ranker(ABC):
+    """Base class of every ranker; see the module docstring for the contract."""
+
+    name: ClassVar[str]
+    Config: ClassVar[type[RankerConfig]] = RankerConfig
+    needs: ClassVar[frozenset[StateNeed]] = frozenset()
+    artifact_version: ClassVar[int] = 1
+
+    def __init__(self, config: RankerConfig | dict[str, Any] | None = None) -> None:
+        if config is None:
+            config = self.Config()
+        elif isinstance(config, dict):
+            config = self.Config.model_validate(config)
+        elif not isinstance(config, self.Config):
+            raise TypeError(f"{type(self).__name__}: config must be {self.Config.__name__}")
+        self.config = config
+        self.train_window_: tuple[int | None, int] | None = None
+
+    # ------------------------------------------------------------- contract
+    def fit(self, data: FitInput) -> Self:
+        """Learn from ``data``; the base records the training window. Returns self."""
+        self.train_window_ = (data.log.first_ts, int(data.until))
+        return self
+
+    @abstractmethod
+    def rows(self, request: RankRequest) -> list[CandidateRow]:
+        """Candidate rows for one user, best first; must be deterministic and pure."""
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """Learned arrays to save; empty for stateless rankers."""
+        return {}
+
+    def restore(self, arrays: dict[str, np.ndarray]) -> None:
+        """Take back what ``arrays`` returned."""
+
+    # ------------------------------------------------------------- artifacts
+    def manifest(self) -> dict[str, Any]:
+        return {
+            "ranker": self.name,
+            "artifact_version": self.artifact_version,
+            "config": self.config.model_dump(mode="json"),
+            "config_hash": self.config.config_hash(),
+            "train_window": list(self.train_window_) if self.train_window_ else None,
+            "created": time.time(),
+        }
+
+    def save(self, directory: Path) -> Path:
+        """Write ``manifest.json`` and ``arrays.npz`` into ``directory``."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        np.savez(directory / "arrays.npz", **self.arrays())
+        (directory / "manifest.json").write_text(json.dumps(self.manifest(), indent=2, sort_keys=True))
+        return directory
+
+    @classmethod
+    def load(cls, directory: Path) -> Self:
+        """Load an artifact written by ``save``; refuses one from another ranker or version."""
+        directory = Path(directory)
+        try:
+            manifest = json.loads((directory / "manifest.json").read_text())
+        except FileNotFoundError as e:
+            raise ArtifactError(f"{directory}: no manifest.json") from e
+        if manifest.get("ranker") != cls.name:
+            raise ArtifactError(f"{directory}: artifact of ranker {manifest.get('ranker')!r}, not {cls.name!r}")
+        if manifest.get("artifact_version") != cls.artifact_version:
+            raise ArtifactError(
+                f"{directory}: {cls.name} artifact version {manifest.get('artifact_version')}, "
+                f"code reads {cls.artifact_version}"
+            )
+        ranker = cls(cls.Config.model_validate(manifest["config"]))
+        window = manifest.get("train_window")
+        ranker.train_window_ = tuple(window) if window else None  # type: ignore[assignment]
+        with np.load(directory / "arrays.npz", allow_pickle=False) as npz:
+            ranker.restore({k: npz[k] for k in npz.files})
+        return ranker
