@@ -20,9 +20,12 @@ err = Console(stderr=True)
 
 
 def _register() -> None:
-    # Each module adds its commands to ``app`` when imported.
-    from homepage.cli import data, serving  # noqa: F401
-    from homepage.cli import models  # noqa: F401
+    """Import every module of this package; each adds its commands to ``app``."""
+    import importlib
+    import pkgutil
+
+    for mod in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
+        importlib.import_module(f"{__name__}.{mod.name}")
 
 
 def main() -> None:

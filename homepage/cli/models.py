@@ -1,1 +1,0 @@
-"""Model commands: train and evaluation."""

@@ -1,1 +1,0 @@
-"""Serving commands: publish, rollback, serve."""

@@ -1,0 +1,28 @@
+"""Shared test fixtures: where the public data lives, and the rule for when it is missing."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+def shared_path(*parts: str) -> Path:
+    """A path under ../shared/data; skips the test when absent, except in CI where it fails."""
+    p = SHARED_DATA.joinpath(*parts)
+    if not p.exists():
+        msg = f"{p} not found: the public datasets live in ../shared/data beside the checkout"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(msg + " (CI=true: these tests must run)")
+        pytest.skip(msg)
+    return p
+
+
+@pytest.fixture(scope="session")
+def mlsmall_dir() -> Path:
+    """The ml-latest-small release."""
+    return shared_path("movielens-latest-small")
