@@ -170,11 +170,14 @@ def write_dataset(
     variants: pd.DataFrame | None = None,
     inputs_sha256: dict[str, str] | None = None,
     extra: dict[str, object] | None = None,
+    extra_arrays: dict[str, dict[str, np.ndarray]] | None = None,
 ) -> Manifest:
     """Write a dataset into ``out`` atomically: the old contents stay until the new are complete.
 
     The tables are written into a temporary sibling directory, which then replaces ``out``
     by renames, so a crash at any point leaves either the old or the new dataset.
+    ``extra_arrays`` maps a file stem to arrays saved beside the tables as ``<stem>.npz``
+    (the synthetic world keeps its ground truth there).
     """
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -193,6 +196,8 @@ def write_dataset(
         var = variants if variants is not None else pd.DataFrame(columns=VARIANT_SCHEMA.names)
         pq.write_table(conform(var, VARIANT_SCHEMA), tmp / "variants.parquet")
         pq.write_table(conform(users, USER_SCHEMA), tmp / "users.parquet")
+        for stem, arrays in (extra_arrays or {}).items():
+            np.savez_compressed(tmp / f"{stem}.npz", **arrays)
         kinds = ev.column("kind").to_numpy()
         kind_counts = {KIND_BY_CODE[int(k)].value: int(c) for k, c in zip(*np.unique(kinds, return_counts=True))}
         manifest = Manifest(
