@@ -1,0 +1,60 @@
+"""Serving commands: ``publish`` (dataset state and model bundle into Redis) and ``rollback``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from homepage.cli import app
+from homepage.config import load_config
+from homepage.publish import publish_dataset
+from homepage.settings import get_settings
+from homepage.store import connect
+
+
+@app.command("publish")
+def publish(
+    dataset: Path = typer.Argument(..., help="Dataset directory."),
+    models: Path | None = typer.Option(None, "--models", help="Model bundle dir, or a models dir with LATEST."),
+    at: int | None = typer.Option(None, "--at", help="State as of this Unix time (default: the last event)."),
+    config: Path | None = typer.Option(None, "--config", help="Pipeline config JSON (trending half-life)."),
+    keep: int | None = typer.Option(None, "--keep", min=1, help="Published versions to keep (default: settings)."),
+) -> None:
+    """Load a dataset's state into Redis as a new version and make it active."""
+    half_life = load_config(config).half_life_seconds
+    store = connect(get_settings())
+    try:
+        with Progress(
+            TextColumn("publishing users"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), transient=True
+        ) as bar:
+            task = bar.add_task("users", total=None)
+            result = publish_dataset(
+                store,
+                dataset,
+                at=at,
+                models=models,
+                half_life=half_life,
+                keep=keep,
+                progress=lambda done, total: bar.update(task, completed=done, total=total),
+            )
+    finally:
+        store.close()
+    m = result.meta
+    typer.echo(
+        f"published {m.version} (state as of {m.as_of}, {result.users_written} users"
+        f"{', bundle ' + m.bundle_version if m.bundle_version else ''}) in {result.seconds:.1f}s"
+    )
+    if result.deleted_versions:
+        typer.echo(f"deleted old versions: {', '.join(result.deleted_versions)}")
+
+
+@app.command("rollback")
+def rollback() -> None:
+    """Make the previous published version active again."""
+    store = connect(get_settings())
+    try:
+        typer.echo(f"active version: {store.rollback()}")
+    finally:
+        store.close()

