@@ -1,0 +1,40 @@
+"""``homepage ingest movielens``: a MovieLens release -> a dataset directory."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
+
+from homepage.cli import err
+from homepage.cli.data import ingest_app
+
+
+@ingest_app.command("movielens")
+def movielens(
+    src: Path = typer.Argument(..., help="An unpacked MovieLens release (ml-latest-small, ml-1m, ml-100k, ml-25m, ...)."),
+    out: Path = typer.Option(..., "--out", help="Dataset directory to write (replaced atomically)."),
+    metadata: Path | None = typer.Option(None, "--metadata", help="MeLU-format metadata CSV (director, cast, rating, poster)."),
+    skip_bad: bool = typer.Option(False, "--skip-bad", help="Skip malformed rows (counted) instead of stopping."),
+    quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
+) -> None:
+    """Ingest a MovieLens release of any layout; ratings become rating events."""
+    from homepage.ingest import ingest_bytes, ingest_movielens
+
+    total = ingest_bytes(src, metadata)
+    columns = (TextColumn("ingest"), BarColumn(), DownloadColumn(), TransferSpeedColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=err, disable=quiet, transient=True) as progress:
+        task = progress.add_task("ingest", total=total)
+        manifest, bad = ingest_movielens(
+            src, out, metadata=metadata, skip_bad=skip_bad, on_bytes=lambda n: progress.advance(task, n)
+        )
+    if bad.total:
+        err.print(f"[yellow]skipped {bad.total} malformed rows[/]", highlight=False)
+        for f, c in sorted(bad.counts.items()):
+            lines = ", ".join(str(x) for x in bad.first_lines.get(f, []))
+            err.print(f"  {f}: {c} (first at lines {lines}; {bad.first_messages.get(f, '')})", highlight=False)
+    c = manifest.counts
+    typer.echo(
+        f"{out}: {manifest.source}, {c['events']} events, {c['titles']} titles, {c['users']} users, {c['variants']} variants"
+    )

@@ -1,0 +1,134 @@
+"""``ingest_movielens``: a MovieLens release (any layout) -> a dataset directory."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from artwork.variants import derive_variants
+from homepage.dataset import EVENT_SCHEMA, Manifest, sha256_file, write_dataset
+from homepage.domain import EVENT_CODES, EventKind
+from homepage.ingest.badrows import BadRows
+from homepage.ingest.metadata import join_metadata, read_metadata
+from homepage.ingest.movielens import MovieLensTables, detect_layout, input_files, read_movielens
+from homepage.ingest.ratings import Ratings
+from homepage.ingest.regions import zip_to_region
+from homepage.ingest.titles import build_titles
+
+
+def ingest_bytes(src: Path, metadata: Path | None = None) -> int:
+    """Total size of the files an ingest of ``src`` reads (for a progress bar)."""
+    layout, d = detect_layout(src)
+    total = sum(p.stat().st_size for p in input_files(layout, d))
+    return total + (Path(metadata).stat().st_size if metadata is not None and Path(metadata).is_file() else 0)
+
+
+def events_table(r: Ratings) -> pa.Table:
+    """Rating events as an Arrow table of ``EVENT_SCHEMA``; fields MovieLens lacks are null."""
+    n = len(r)
+    cols = {
+        "user_id": pa.array(r.user_id, pa.int64()),
+        "title_id": pa.array(r.title_id, pa.int64()),
+        "kind": pa.array(np.full(n, EVENT_CODES[EventKind.RATING], np.int8), pa.int8()),
+        "ts": pa.array(r.ts, pa.int64()),
+        "stars": pa.array(r.stars, pa.float32()),
+    }
+    arrays = []
+    for f in EVENT_SCHEMA:
+        if f.name in cols:
+            arrays.append(cols[f.name])
+        elif f.name in ("row_index", "col_index"):  # the dataset convention for "not from a page"
+            arrays.append(pa.array(np.full(n, -1, np.int16), pa.int16()))
+        else:
+            arrays.append(pa.nulls(n, f.type))
+    return pa.Table.from_arrays(arrays, schema=EVENT_SCHEMA)
+
+
+def build_users(t: MovieLensTables) -> pd.DataFrame:
+    """Every user seen (ratings, tags, users file); region from zip codes; created = first event."""
+    r = t.ratings
+    first = pd.Series(r.ts).groupby(r.user_id).min() if len(r) else pd.Series(dtype=np.int64)
+    ids = [np.unique(r.user_id)]
+    if t.tags is not None and len(t.tags):
+        ids.append(t.tags["user_id"].to_numpy(np.int64))
+        first = pd.concat([first, t.tags.groupby("user_id")["ts"].min()]).groupby(level=0).min()
+    if t.users is not None:
+        ids.append(t.users["user_id"].to_numpy(np.int64))
+    uid = np.unique(np.concatenate(ids))
+    users = pd.DataFrame({"user_id": uid})
+    if t.users is not None:
+        region = zip_to_region(t.users["zip"])
+        lookup = pd.Series(region.to_numpy(), index=t.users["user_id"].to_numpy())
+        lookup = lookup[~lookup.index.duplicated(keep="first")]
+        users["region"] = users["user_id"].map(lookup).astype(object)
+        users["region"] = users["region"].where(users["region"].notna(), None)
+    else:
+        users["region"] = None
+    created = users["user_id"].map(first)
+    users["created"] = created.astype("Int64")
+    return users
+
+
+def guess_release(d: Path) -> str | None:
+    """``ml-25m`` etc. from the directory name or the README, when either says."""
+    for text in (d.name, *(p.read_text(errors="replace")[:2000] for p in (d / "README.txt", d / "README") if p.is_file())):
+        if m := re.search(r"\bml-(latest-small|latest|\d+[mk])\b", text, re.IGNORECASE):
+            return "ml-" + m.group(1).lower()
+    return None
+
+
+def ingest_movielens(
+    src: Path,
+    out: Path,
+    *,
+    metadata: Path | None = None,
+    skip_bad: bool = False,
+    on_bytes: Callable[[int], None] | None = None,
+) -> tuple[Manifest, BadRows]:
+    """Read a MovieLens release (layout detected), optionally join MeLU metadata, write ``out``.
+
+    Ratings become ``rating`` events with ``stars``; titles get name, year, genres, top tags
+    (and director, cast, maturity with ``metadata``); every title gets artwork variants.
+    Raises :class:`HomepageError` on the first malformed row unless ``skip_bad``.
+    """
+    src, out = Path(src), Path(out)
+    bad = BadRows(skip=skip_bad)
+    tables = read_movielens(src, bad, on_bytes=on_bytes)
+    titles = build_titles(tables.movies, tables.tags)
+    inputs = dict(tables.inputs_sha256)
+    posters: dict[int, str] = {}
+    extra: dict[str, object] = {"layout": tables.layout.name, "release": guess_release(detect_layout(src)[1])}
+    if metadata is not None:
+        meta = read_metadata(Path(metadata), bad)
+        titles, posters = join_metadata(titles, meta)
+        inputs[f"metadata/{Path(metadata).name}"] = sha256_file(Path(metadata))
+        if on_bytes is not None:
+            on_bytes(Path(metadata).stat().st_size)
+        extra["metadata"] = {
+            "file": Path(metadata).name,
+            "rows": meta.rows,
+            "titles_with_cast": int(sum(1 for c in titles["cast"] if len(c))),
+            "titles_with_director": int(sum(1 for c in titles["director"] if len(c))),
+            "posters": len(posters),
+        }
+    variants = derive_variants(titles, posters)
+    known = np.isin(tables.ratings.title_id, titles["title_id"].to_numpy(np.int64))
+    users = build_users(tables)
+    extra["skipped_rows"] = bad.summary()
+    extra["ratings_of_unknown_titles"] = int((~known).sum())
+    manifest = write_dataset(
+        out,
+        source=tables.layout.name,
+        events=events_table(tables.ratings),
+        titles=titles,
+        users=users,
+        variants=variants,
+        inputs_sha256=inputs,
+        extra=extra,
+    )
+    return manifest, bad

@@ -1,0 +1,273 @@
+"""Chunked, vectorised reader for the big ratings file of every MovieLens layout.
+
+The file is read in blocks of bytes cut at line ends, so memory stays bounded however
+large the file is, and each block is parsed by pandas' C parser straight into numbers
+(the fast path). Only a block that fails to parse cleanly is re-read as strings, where
+masks find the bad rows and their 1-based line numbers.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from homepage.errors import HomepageError
+from homepage.ingest.badrows import BadRows
+
+RATING_MIN, RATING_MAX = 0.5, 5.0
+FIELD_SEP = b"\x1f"  # multi-byte separators (``::``) are rewritten to this before parsing
+_INT = r"\d+"
+
+
+@dataclass(frozen=True, slots=True)
+class DelimitedFormat:
+    """How one ratings file is laid out: separator, header, and where each field is."""
+
+    sep: bytes
+    header: tuple[str, ...] | None  # expected column names, or None when the file has no header
+    n_fields: int = 4
+    user: int = 0
+    item: int = 1
+    rating: int = 2
+    ts: int = 3
+    encoding: str = "utf-8"
+
+
+@dataclass(frozen=True, slots=True)
+class Ratings:
+    """Ratings as compact parallel arrays."""
+
+    user_id: np.ndarray  # int64
+    title_id: np.ndarray  # int64
+    stars: np.ndarray  # float32
+    ts: np.ndarray  # int64
+
+    def __len__(self) -> int:
+        return int(self.user_id.shape[0])
+
+
+def iter_blocks(
+    path: Path,
+    *,
+    skip_lines: int,
+    block_bytes: int,
+    on_bytes: Callable[[int], None] | None,
+    hasher: hashlib._Hash | None,
+) -> Iterator[tuple[bytes, int, list[bytes]]]:
+    """Yield ``(block, first_line_number, skipped_lines)``; blocks end at a line end.
+
+    ``skipped_lines`` (the header) is only non-empty with the first block.
+    """
+    with open(path, "rb") as fh:
+        head: list[bytes] = []
+        for _ in range(skip_lines):
+            line = fh.readline()
+            head.append(line)
+            if hasher is not None:
+                hasher.update(line)
+            if on_bytes is not None:
+                on_bytes(len(line))
+        line_no = skip_lines + 1
+        rest = b""
+        while True:
+            chunk = fh.read(block_bytes)
+            if hasher is not None and chunk:
+                hasher.update(chunk)
+            if on_bytes is not None and chunk:
+                on_bytes(len(chunk))
+            if not chunk:
+                if rest or head:
+                    yield rest, line_no, head
+                return
+            data = rest + chunk
+            cut = data.rfind(b"\n")
+            if cut < 0:
+                rest = data
+                continue
+            block, rest = data[: cut + 1], data[cut + 1 :]
+            yield block, line_no, head
+            head = []
+            line_no += block.count(b"\n")
+
+
+def _check_header(name: str, fmt: DelimitedFormat, head: list[bytes]) -> DelimitedFormat:
+    """Map the header's column names to field positions; a missing column is an error."""
+    if fmt.header is None:
+        return fmt
+    if not head or not head[0].strip():
+        raise HomepageError(f"{name}:1: empty file, expected a header {','.join(fmt.header)}")
+    cols = [c.strip() for c in head[0].decode(fmt.encoding, "replace").strip().split(fmt.sep.decode())]
+    missing = [c for c in fmt.header if c not in cols]
+    if missing:
+        raise HomepageError(f"{name}:1: expected columns {','.join(fmt.header)}, found {','.join(cols)}")
+    pos = {c: i for i, c in enumerate(cols)}
+    u, i, r, t = (pos[c] for c in fmt.header)
+    return DelimitedFormat(fmt.sep, fmt.header, len(cols), u, i, r, t, fmt.encoding)
+
+
+def _fast_parse(block: bytes, fmt: DelimitedFormat) -> pd.DataFrame | None:
+    """Parse a clean block straight into numbers; None when anything is off."""
+    dtypes: dict[int, str] = {fmt.user: "int64", fmt.item: "int64", fmt.rating: "float64", fmt.ts: "int64"}
+    try:
+        df = pd.read_csv(
+            io.BytesIO(block),
+            sep=FIELD_SEP.decode() if len(fmt.sep) > 1 else fmt.sep.decode(),
+            header=None,
+            usecols=list(dtypes),
+            dtype=dtypes,
+            quoting=csv.QUOTE_NONE,
+            engine="c",
+            na_filter=False,
+        )
+    except (ValueError, pd.errors.ParserError, OverflowError):
+        return None
+    sep = FIELD_SEP if len(fmt.sep) > 1 else fmt.sep
+    n_lines = block.count(b"\n") + (0 if block.endswith(b"\n") else 1)
+    # usecols lets over-long lines through silently; exact totals catch them (and blank lines)
+    if df.shape[1] != 4 or len(df) != n_lines or block.count(sep) != n_lines * (fmt.n_fields - 1):
+        return None
+    r = df[fmt.rating].to_numpy()
+    if (
+        not np.isfinite(r).all()
+        or (r < RATING_MIN).any()
+        or (r > RATING_MAX).any()
+        or (df[fmt.user].to_numpy() < 0).any()
+        or (df[fmt.item].to_numpy() < 0).any()
+        or (df[fmt.ts].to_numpy() < 0).any()
+    ):
+        return None
+    return df
+
+
+def _field_counts(block: bytes, sep: bytes) -> tuple[np.ndarray, np.ndarray]:
+    """Per physical line of ``block``: number of fields, and whether the line is blank."""
+    a = np.frombuffer(block, dtype=np.uint8)
+    nl = a == 10
+    line_of = np.cumsum(nl) - nl  # line index of every byte
+    n_lines = int(nl.sum()) + (0 if block.endswith(b"\n") else 1)
+    seps = np.bincount(line_of[a == sep[0]], minlength=n_lines)
+    content = np.bincount(line_of[(a != 10) & (a != 13) & (a != 32) & (a != 9)], minlength=n_lines)
+    return seps[:n_lines] + 1, content[:n_lines] == 0
+
+
+def row_problem(fields: list[str], fmt: DelimitedFormat, names: tuple[str, str, str, str]) -> str | None:
+    """The problem with one split row, or None: the scalar twin of the masks in ``_slow_parse``."""
+    if len(fields) != fmt.n_fields:
+        return f"expected {fmt.n_fields} fields, found {len(fields)}"
+    user, item, rating, ts = (fields[p].strip() for p in (fmt.user, fmt.item, fmt.rating, fmt.ts))
+    for label, v in ((names[0], user), (names[1], item)):
+        if not v.isdigit():
+            return f"{label} {v!r} is not an integer"
+    try:
+        r = float(rating)
+    except ValueError:
+        return f"{names[2]} {rating!r} is not a number"
+    if not RATING_MIN <= r <= RATING_MAX:
+        return f"{names[2]} {rating} is outside {RATING_MIN:g}..{RATING_MAX:g}"
+    if not ts.isdigit():
+        return f"{names[3]} {ts!r} is not an integer"
+    return None
+
+
+def _slow_parse(
+    block: bytes, first_line: int, fmt: DelimitedFormat, name: str, names: tuple[str, str, str, str], bad: BadRows
+) -> pd.DataFrame:
+    """Parse a block that failed the fast path: find bad rows with masks, report, drop them."""
+    sep = FIELD_SEP if len(fmt.sep) > 1 else fmt.sep
+    n_fields, blank = _field_counts(block, sep)
+    wrong = (n_fields != fmt.n_fields) & ~blank
+    if wrong.any():  # blank out over-long lines so every physical line stays one parsed row
+        lines = block.split(b"\n")
+        for i in np.flatnonzero(wrong):
+            lines[i] = b""
+        block = b"\n".join(lines)
+    df = pd.read_csv(
+        io.BytesIO(block),
+        sep=sep.decode(),
+        header=None,
+        names=list(range(fmt.n_fields)),
+        dtype=str,
+        quoting=csv.QUOTE_NONE,
+        engine="c",
+        na_filter=False,
+        skip_blank_lines=False,
+        encoding=fmt.encoding,
+        encoding_errors="replace",
+    )
+    df = df.iloc[: len(n_fields)]
+    strip = {k: df[p].str.strip() for k, p in (("u", fmt.user), ("i", fmt.item), ("r", fmt.rating), ("t", fmt.ts))}
+    stars = pd.to_numeric(strip["r"], errors="coerce").to_numpy(np.float64)
+    ok_num = (
+        strip["u"].str.fullmatch(_INT).fillna(False).to_numpy(bool)
+        & strip["i"].str.fullmatch(_INT).fillna(False).to_numpy(bool)
+        & strip["t"].str.fullmatch(_INT).fillna(False).to_numpy(bool)
+        & (stars >= RATING_MIN)
+        & (stars <= RATING_MAX)
+    )
+    bad_mask = ~blank & (wrong | ~ok_num)
+    if bad_mask.any():
+        idx = np.flatnonzero(bad_mask)
+        i0 = int(idx[0])
+        if wrong[i0]:
+            msg = f"expected {fmt.n_fields} fields, found {int(n_fields[i0])}"
+        else:
+            msg = row_problem([str(x) for x in df.iloc[i0].tolist()], fmt, names) or "unparsable line"
+        bad.found(name, idx + first_line, msg)
+    keep = ~blank & ~bad_mask
+    return pd.DataFrame(
+        {
+            fmt.user: strip["u"][keep].astype("int64").to_numpy(),
+            fmt.item: strip["i"][keep].astype("int64").to_numpy(),
+            fmt.rating: stars[keep],
+            fmt.ts: strip["t"][keep].astype("int64").to_numpy(),
+        }
+    )
+
+
+def read_ratings(
+    path: Path,
+    fmt: DelimitedFormat,
+    bad: BadRows,
+    *,
+    on_bytes: Callable[[int], None] | None = None,
+    block_bytes: int = 32 << 20,
+) -> tuple[Ratings, str]:
+    """Read a ratings file of any layout into compact arrays; also returns its sha256.
+
+    Memory is about the final arrays (28 bytes a rating) plus two blocks.
+    """
+    name = path.name
+    names = fmt.header if fmt.header is not None else ("user id", "item id", "rating", "timestamp")
+    hasher = hashlib.sha256()
+    parts: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
+    skip = 1 if fmt.header is not None else 0
+    for block, first_line, head in iter_blocks(path, skip_lines=skip, block_bytes=block_bytes, on_bytes=on_bytes, hasher=hasher):
+        if head:
+            fmt = _check_header(name, fmt, head)
+        if not block.strip():
+            continue
+        if len(fmt.sep) > 1:
+            block = block.replace(fmt.sep, FIELD_SEP)
+        df = _fast_parse(block, fmt)
+        if df is None:
+            df = _slow_parse(block, first_line, fmt, name, names, bad)  # type: ignore[arg-type]
+        parts.append(
+            (
+                df[fmt.user].to_numpy(np.int64),
+                df[fmt.item].to_numpy(np.int64),
+                df[fmt.rating].to_numpy(np.float32),
+                df[fmt.ts].to_numpy(np.int64),
+            )
+        )
+        del df
+    if skip and not parts:
+        raise HomepageError(f"{name}:1: empty file, expected a header {','.join(fmt.header or ())}")
+    cols = [np.concatenate([p[k] for p in parts]) if parts else np.zeros(0, dt) for k, dt in enumerate((np.int64, np.int64, np.float32, np.int64))]
+    return Ratings(*cols), hasher.hexdigest()

@@ -1,0 +1,56 @@
+"""The titles table from MovieLens movies and tags: name and year split, genres, top tags."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+# "Toy Story (1995)", "Fawlty Towers (1975-1979)", "Babylon 5 (1994) " -> name, year
+YEAR_RE = r"^(?P<name>.*?)\s*\((?P<year>\d{4})(?:\s*[-\u2013]\s*(?:\d{4})?)?\)\s*$"
+TOP_TAGS = 5
+
+
+def split_title(raw: pd.Series) -> tuple[pd.Series, np.ndarray]:
+    """Names without the trailing ``(year)``, and years as int32 (0 when the title has none)."""
+    raw = raw.astype(object).fillna("").astype(str).str.strip()
+    parts = raw.str.extract(YEAR_RE)
+    has = parts["year"].notna()
+    names = raw.where(~has, parts["name"].str.strip())
+    names = names.where(names.str.len() > 0, raw)  # a title that is only "(1995)" keeps it
+    years = pd.to_numeric(parts["year"], errors="coerce").fillna(0).to_numpy(np.int32)
+    return names.astype(object), years
+
+
+def top_tags(tags: pd.DataFrame | None, k: int = TOP_TAGS) -> pd.Series:
+    """The ``k`` most frequent tags per title, lower-cased; ties broken alphabetically."""
+    if tags is None or tags.empty:
+        return pd.Series(dtype=object)
+    t = pd.DataFrame({"title_id": tags["title_id"].to_numpy(), "tag": tags["tag"].astype(str).str.strip().str.lower()})
+    t = t[t["tag"].str.len() > 0]
+    counts = t.groupby(["title_id", "tag"], sort=False).size().rename("n").reset_index()
+    counts = counts.sort_values(["title_id", "n", "tag"], ascending=[True, False, True], kind="stable")
+    best = counts.groupby("title_id", sort=False).head(k)
+    return best.groupby("title_id", sort=True)["tag"].agg(list)
+
+
+def build_titles(movies: pd.DataFrame, tags: pd.DataFrame | None, k_tags: int = TOP_TAGS) -> pd.DataFrame:
+    """A frame with the columns of ``TITLE_SCHEMA``; cast, director and maturity left empty."""
+    m = movies.drop_duplicates("title_id", keep="first").reset_index(drop=True)
+    names, years = split_title(m["title"])
+    if "year_hint" in m.columns:
+        years = np.where(years == 0, m["year_hint"].to_numpy(np.int32), years).astype(np.int32)
+    tag_lists = top_tags(tags, k_tags)
+    tag_col = m["title_id"].map(tag_lists)
+    empty = [[] for _ in range(len(m))]
+    return pd.DataFrame(
+        {
+            "title_id": m["title_id"].to_numpy(np.int64),
+            "name": names.to_numpy(),
+            "year": years,
+            "genres": m["genres"].to_numpy(),
+            "cast": empty,
+            "director": [[] for _ in range(len(m))],
+            "maturity": pd.Series([None] * len(m), dtype=object),
+            "tags": [x if isinstance(x, list) else [] for x in tag_col],
+        }
+    )
