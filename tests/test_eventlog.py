@@ -1,0 +1,73 @@
+"""Property tests of the event log's "state as of t": nothing after t, and equal to a naive pandas recomputation."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from homepage.catalog import Catalog
+from homepage.eventlog import EventLog
+
+CATALOG = Catalog.from_frames(pd.DataFrame({"title_id": [1, 2, 3, 4, 5, 6], "name": list("abcdef")}))
+USERS = pd.DataFrame({"user_id": [1, 2, 3, 4], "region": ["EU", "US", "EU", None]})
+HALF_LIFE = 10.0
+
+event = st.tuples(
+    st.integers(1, 5),  # user (5 has no profile)
+    st.integers(1, 8),  # title (7 and 8 are not in the catalog)
+    st.sampled_from([0, 1, 2]),  # play, rating, impression
+    st.integers(0, 50),  # ts
+    st.floats(0.5, 5.0, width=32),  # stars (used for ratings)
+    st.one_of(st.none(), st.floats(0.0, 1.0, width=32)),  # progress
+)
+
+
+def frame(events: list[tuple[int, int, int, int, float, float | None]]) -> pd.DataFrame:
+    df = pd.DataFrame(events, columns=["user_id", "title_id", "kind", "ts", "stars", "progress"])
+    df["kind"] = df["kind"].astype(np.int8)
+    df["stars"] = np.where(df["kind"] == 1, df["stars"], np.nan).astype(np.float32)
+    df["progress"] = df["progress"].astype(np.float32)
+    return df.sort_values("ts", kind="stable").reset_index(drop=True)  # as write_dataset stores it
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(event, max_size=40), st.integers(-1, 55))
+def test_user_state_as_of_t_equals_naive_pandas(events: list, t: int) -> None:
+    df = frame(events)
+    log = EventLog.from_frame(df, CATALOG, USERS)
+    for u in range(1, 7):
+        s = log.user_state(u, t)
+        assert (s.ts <= t).all()
+        naive = df[(df.user_id == u) & (df.ts <= t) & df.kind.isin([0, 1])].sort_values("ts", kind="stable")
+        np.testing.assert_array_equal(s.title_ids, naive.title_id.to_numpy())
+        np.testing.assert_array_equal(s.ts, naive.ts.to_numpy())
+        np.testing.assert_array_equal(s.kinds, naive.kind.to_numpy())
+        np.testing.assert_array_equal(s.stars, naive.stars.to_numpy())
+        np.testing.assert_array_equal(s.progress, naive.progress.to_numpy())
+        np.testing.assert_array_equal(s.title_idx, CATALOG.index_of(naive.title_id.to_numpy()))
+        assert s.region == {1: "EU", 2: "US", 3: "EU"}.get(u)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(event, max_size=40), st.integers(-1, 55))
+def test_global_state_as_of_t_equals_naive_pandas(events: list, t: int) -> None:
+    df = frame(events)
+    g = EventLog.from_frame(df, CATALOG, USERS).global_state(t, HALF_LIFE)
+    seen = df[(df.ts <= t) & df.kind.isin([0, 1]) & df.title_id.isin(CATALOG.title_ids)].copy()
+    seen["idx"] = CATALOG.index_of(seen.title_id.to_numpy())
+    seen["w"] = np.exp2(-(t - seen.ts.to_numpy(np.float64)) / HALF_LIFE)
+    n = len(CATALOG)
+    counts = seen.groupby("idx").size().reindex(range(n), fill_value=0).to_numpy(np.int64)
+    decayed = seen.groupby("idx").w.sum().reindex(range(n), fill_value=0.0).to_numpy(np.float64)
+    ratings = seen[seen.kind == 1]
+    rsum = ratings.groupby("idx").stars.sum().reindex(range(n), fill_value=0.0).to_numpy(np.float64)
+    np.testing.assert_array_equal(g.counts, counts)
+    np.testing.assert_allclose(g.decayed, decayed, rtol=1e-12)
+    np.testing.assert_allclose(g.rating_sum, rsum, rtol=1e-6)
+    assert g.n_users == seen.user_id.nunique()
+    region = seen.user_id.map({1: "EU", 2: "US", 3: "EU"})
+    for r in ("EU", "US"):
+        expected = seen[region == r].groupby("idx").size().reindex(range(n), fill_value=0).to_numpy(np.int64)
+        np.testing.assert_array_equal(g.region_counts[r], expected)

@@ -1,0 +1,166 @@
+"""``homepage publish`` / ``rollback`` end to end, and a publish killed half-way."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from redis_fixtures import *  # noqa: F403
+from redis_fixtures import make_store, write_small_dataset
+from typer.testing import CliRunner
+
+from homepage.catalog import Catalog
+from homepage.cli import _register, app
+from homepage.dataset import load_dataset
+from homepage.errors import HomepageError
+from homepage.eventlog import EventLog
+from homepage.publish import locate_bundle, publish_dataset
+from homepage.settings import Settings, get_settings
+from homepage.store import RedisStore
+
+
+def cli_env(settings: Settings, **extra: str) -> dict[str, str]:
+    """Environment variables that make the CLI use ``settings``' back end and prefix."""
+    env = {"HOMEPAGE_KEY_PREFIX": settings.key_prefix, "HOMEPAGE_EMBEDDED_DIR": str(settings.embedded_dir)}
+    if settings.redis_url:
+        env["REDIS_URL"] = settings.redis_url
+    env.update(extra)
+    return env
+
+
+@pytest.fixture
+def cli_settings(store_settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Iterator[Settings]:
+    """Point ``get_settings()`` (what the CLI reads) at the test's back end and prefix."""
+    monkeypatch.delenv("REDIS_URL", raising=False)
+    for k, v in cli_env(store_settings).items():
+        monkeypatch.setenv(k, v)
+    get_settings.cache_clear()
+    yield store_settings
+    get_settings.cache_clear()
+
+
+@pytest.fixture(scope="module")
+def small(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_small_dataset(tmp_path_factory.mktemp("ds") / "small")
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("models")
+    (root / "m7" / "rankers").mkdir(parents=True)
+    (root / "m7" / "manifest.json").write_text('{"version": "m7", "features": ["a", "b"]}')
+    (root / "m7" / "rankers" / "top_n.npz").write_bytes(np.arange(100, dtype=np.int64).tobytes())
+    (root / "LATEST").write_text("m7\n")
+    return root
+
+
+def test_cli_publish_then_rollback(
+    store: RedisStore, cli_settings: Settings, small: Path, models: Path, tmp_path: Path
+) -> None:
+    _register()
+    runner = CliRunner()
+    ds = load_dataset(small)
+    t_mid = int(np.quantile(ds.events["ts"], 0.5))
+    first = runner.invoke(app, ["publish", str(small), "--at", str(t_mid)])
+    assert first.exit_code == 0, first.output
+    v1 = store.active_version()
+    assert v1 is not None and v1 in first.output
+    second = runner.invoke(app, ["publish", str(small), "--models", str(models)])
+    assert second.exit_code == 0, second.output
+    v2 = store.active_version()
+    assert v2 != v1 and store.versions() == [v1, v2]
+    assert (store.meta(v1).as_of, store.meta(v2).as_of) == (t_mid, int(ds.events["ts"].max()))
+    out = store.materialize_bundle(v2, tmp_path)
+    assert (out / "rankers" / "top_n.npz").read_bytes() == (models / "m7" / "rankers" / "top_n.npz").read_bytes()
+    assert store.meta(v2).bundle_version == "m7"
+
+    back = runner.invoke(app, ["rollback"])
+    assert back.exit_code == 0 and v1 in back.output
+    assert store.active_version() == v1
+    again = runner.invoke(app, ["rollback"])
+    assert isinstance(again.exception, HomepageError) and "no version before" in str(again.exception)
+
+
+def test_publish_keeps_the_configured_number_of_versions(store: RedisStore, cli_settings: Settings, small: Path) -> None:
+    names = [publish_dataset(store, small, keep=2).meta.version for _ in range(3)]
+    assert store.versions() == names[1:]
+    assert not list(store.client.scan_iter(match=store.keys.version_pattern(names[0])))
+
+
+@pytest.mark.parametrize(
+    ("layout", "message"),
+    [
+        ({}, "not a model bundle"),
+        ({"LATEST": "nope"}, "names 'nope'"),
+        ({"manifest.json": "{oops"}, "manifest.json: line 1"),
+    ],
+)
+def test_bad_models_dir_is_a_one_line_error(tmp_path: Path, layout: dict[str, str], message: str) -> None:
+    for name, text in layout.items():
+        (tmp_path / name).write_text(text)
+    with pytest.raises(HomepageError, match=message):
+        locate_bundle(tmp_path)
+
+
+def _wait(cond, timeout: float, what: str) -> None:  # type: ignore[no-untyped-def]
+    end = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > end:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.02)
+
+
+def test_publish_killed_half_way_leaves_the_old_version_served(
+    store: RedisStore, store_settings: Settings, small: Path, tmp_path: Path
+) -> None:
+    ds = load_dataset(small)
+    catalog = Catalog.from_frames(ds.titles)
+    log = EventLog.from_frame(ds.events, catalog, ds.users)
+    old = publish_dataset(store, small).meta.version
+    big = write_small_dataset(tmp_path / "big", n_users=20_000, events_per_user=2, seed=3)
+
+    env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}
+    env.update(cli_env(store_settings, HOMEPAGE_PUBLISH_BATCH_USERS="1", HOMEPAGE_PUBLISH_LEASE_SECONDS="1"))
+    code = "from homepage.cli import main; main()"
+    proc = subprocess.Popen([sys.executable, "-c", code, "publish", str(big)], env=env, stderr=subprocess.PIPE)
+    try:
+        started = lambda: store.client.scard(store.keys.all_versions) > 1  # noqa: E731
+        _wait(lambda: started() or proc.poll() is not None, 60, "the publish to start writing")
+        time.sleep(0.3)  # let it write some users
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+    assert proc.returncode == -signal.SIGKILL, "the publish finished before it was killed: make the dataset bigger"
+    orphan = next(v.decode() for v in store.client.smembers(store.keys.all_versions) if v.decode() != old)
+    assert store.client.hget(store.keys.meta(orphan), "state") == b"writing"
+    orphan_keys = list(store.client.scan_iter(match=store.keys.version_pattern(orphan), count=1000))
+    assert any(k.endswith(b":hist") for k in orphan_keys), "killed before any user was written"
+
+    # the old version is still the one served, intact
+    assert store.active_version() == old and store.versions() == [old]
+    t = int(ds.events["ts"].max())
+    for u in log.user_ids[:5]:
+        np.testing.assert_array_equal(store.read_user_state(int(u), t, catalog).ts, log.user_state(int(u), t).ts)
+
+    # gc leaves it alone while its lease lives, and deletes it once the lease has expired
+    _wait(lambda: not store.client.exists(store.keys.lease(orphan)), 10, "the orphan's lease to expire")
+    newer = publish_dataset(store, small, keep=5)
+    assert orphan in newer.deleted_versions
+    assert not any(store.client.scan_iter(match=store.keys.version_pattern(orphan), count=1000))
+    assert store.versions() == [old, newer.meta.version]
+
+
+def test_store_fixture_is_isolated(store: RedisStore, store_settings: Settings) -> None:
+    """Each test's prefix is its own: nothing published yet under it."""
+    assert store.active_version() is None and store.versions() == []
+    assert make_store(store.client, store_settings).keys.prefix == store_settings.key_prefix
