@@ -1,0 +1,315 @@
+"""MovieLens ingest: every layout, bad rows with file and line, atomic replace, metadata, variants."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from artwork.variants import VARIANT_ID_RE, derive_variants
+from homepage.dataset import VARIANT_SCHEMA, load_dataset
+from homepage.domain import EVENT_CODES, EventKind
+from homepage.errors import HomepageError
+from homepage.ingest import ingest_movielens
+from homepage.ingest.regions import zip_to_region
+from conftest import shared_path
+
+DATA = Path(__file__).parent / "data" / "ingest"
+MELU = ("movie-metadata-melu-ml1m", "movies_people_posters.csv")
+
+
+def copy_layout(name: str, tmp_path: Path) -> Path:
+    dst = tmp_path / name
+    shutil.copytree(DATA / name, dst)
+    return dst
+
+
+def replace_line(path: Path, line_no: int, text: str, encoding: str = "utf-8") -> None:
+    """Replace 1-based line ``line_no`` of ``path`` (appending when it is one past the end)."""
+    lines = path.read_text(encoding=encoding).splitlines()
+    if line_no == len(lines) + 1:
+        lines.append(text)
+    else:
+        lines[line_no - 1] = text
+    path.write_text("\n".join(lines) + "\n", encoding=encoding)
+
+
+# --- every layout -----------------------------------------------------------------------------
+
+LAYOUT_CASES = [
+    # dir, layout, events, titles, users, {title_id: (name, year, genres)}, {user_id: region}
+    (
+        "ml-latest-small-like", "movielens-csv", 7, 5, 4,
+        {1: ("Toy Story", 1995, ["Adventure", "Animation", "Children", "Comedy", "Fantasy"]),
+         2: ("American President, The", 1995, ["Comedy", "Drama", "Romance"]),
+         3: ("Babylon 5", 0, ["Sci-Fi"]), 4: ("Fawlty Towers", 1975, ["Comedy"]), 5: ("Some Documentary", 2015, [])},
+        {1: None, 4: None},
+    ),
+    (
+        "ml-1m-like", "movielens-dat", 4, 3, 4,
+        {1: ("Toy Story", 1995, ["Animation", "Children", "Comedy"]), 2: ("Misérables, Les", 1995, ["Drama", "Musical"])},
+        {1: "US-4", 2: "US-7", 3: "INTL", 4: "US-0"},
+    ),
+    (
+        "ml-10m-like", "movielens-dat", 3, 3, 4,
+        {3: ("Grumpier Old Men", 1995, ["Comedy", "Romance"])},
+        {1: None, 15: None},
+    ),
+    (
+        "ml-100k", "movielens-100k", 5, 4, 4,
+        {1: ("Toy Story", 1995, ["Animation", "Children", "Comedy"]), 3: ("Café au lait", 1994, ["Comedy"]),
+         4: ("unknown", 0, [])},
+        {1: "US-8", 2: "US-9", 3: "US-3", 4: "INTL"},
+    ),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("name", "layout", "n_events", "n_titles", "n_users", "titles", "regions"),
+    LAYOUT_CASES,
+    ids=[c[0] for c in LAYOUT_CASES],
+)
+def test_layouts(tmp_path, name, layout, n_events, n_titles, n_users, titles, regions) -> None:
+    manifest, bad = ingest_movielens(DATA / name, tmp_path / "ds")
+    ds = load_dataset(tmp_path / "ds")
+    assert manifest.source == layout and manifest.extra["layout"] == layout
+    assert (len(ds.events), len(ds.titles), len(ds.users)) == (n_events, n_titles, n_users)
+    assert set(ds.events["kind"]) == {EVENT_CODES[EventKind.RATING]}
+    assert ds.events["stars"].between(0.5, 5).all()
+    assert ds.events["progress"].isna().all() and ds.events["watch_seconds"].isna().all()
+    assert bad.total == 0 and manifest.extra["skipped_rows"]["total"] == 0
+    by_id = ds.titles.set_index("title_id")
+    for tid, (tname, year, genres) in titles.items():
+        assert (by_id.at[tid, "name"], by_id.at[tid, "year"], list(by_id.at[tid, "genres"])) == (tname, year, genres)
+    users = ds.users.set_index("user_id")
+    for uid, region in regions.items():
+        got = users.at[uid, "region"]
+        assert (None if pd.isna(got) else got) == region
+    inputs = {p.name for p in (DATA / name).iterdir()}
+    assert set(manifest.inputs_sha256) <= inputs and len(manifest.inputs_sha256) >= 2
+    assert len(ds.variants) >= n_titles  # at least the neutral variant for every title
+
+
+def test_tags_are_lower_cased_most_frequent_first(tmp_path) -> None:
+    ingest_movielens(DATA / "ml-latest-small-like", tmp_path / "ds")
+    titles = load_dataset(tmp_path / "ds").titles.set_index("title_id")
+    assert list(titles.at[1, "tags"]) == ["pixar", "fun"]  # "Pixar" + "pixar" = 2, "fun" = 1
+    assert list(titles.at[2, "tags"]) == ["politics, us"]  # quoted comma kept
+    assert list(titles.at[3, "tags"]) == []
+
+
+def test_users_seen_only_in_tags_are_kept_with_their_first_time(tmp_path) -> None:
+    ingest_movielens(DATA / "ml-latest-small-like", tmp_path / "ds")
+    users = load_dataset(tmp_path / "ds").users.set_index("user_id")
+    assert users.at[4, "created"] == 1500000000  # only in tags.csv
+    assert users.at[1, "created"] == 964982224  # earliest of user 1's events
+
+
+def test_unknown_layout_lists_the_understood_ones(tmp_path) -> None:
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "ratings.txt").write_text("1,2,3,4\n")
+    with pytest.raises(HomepageError) as e:
+        ingest_movielens(tmp_path / "src", tmp_path / "ds")
+    msg = str(e.value)
+    assert "unknown MovieLens layout" in msg and "ratings.txt" in msg
+    for name in ("movielens-csv", "movielens-dat", "movielens-100k", "ml-25m", "ml-1m", "ml-100k"):
+        assert name in msg
+    assert not (tmp_path / "ds").exists()
+
+
+def test_unpacked_zip_directory_is_looked_into(tmp_path) -> None:
+    shutil.copytree(DATA / "ml-1m-like", tmp_path / "outer" / "ml-1m")
+    manifest, _ = ingest_movielens(tmp_path / "outer", tmp_path / "ds")
+    assert manifest.source == "movielens-dat" and manifest.extra["release"] == "ml-1m"
+
+
+# --- malformed rows ---------------------------------------------------------------------------
+
+BAD_ROWS = [
+    # layout dir, file, 1-based line, replacement text, expected message
+    ("ml-latest-small-like", "ratings.csv", 4, "2,1,x,1445714835", "ratings.csv:4: rating 'x' is not a number"),
+    ("ml-latest-small-like", "ratings.csv", 2, "1,1,7.5,964982703", "ratings.csv:2: rating 7.5 is outside 0.5..5"),
+    ("ml-latest-small-like", "ratings.csv", 3, "1,2,0,964982224", "ratings.csv:3: rating 0 is outside 0.5..5"),
+    ("ml-latest-small-like", "ratings.csv", 5, "u2,3,0.5,1445714900", "ratings.csv:5: userId 'u2' is not an integer"),
+    ("ml-latest-small-like", "ratings.csv", 6, "3,four,2.0,1306463323", "ratings.csv:6: movieId 'four' is not an integer"),
+    ("ml-latest-small-like", "ratings.csv", 7, "3,5,4.5,yesterday", "ratings.csv:7: timestamp 'yesterday' is not an integer"),
+    ("ml-latest-small-like", "ratings.csv", 8, "3,1,3.0", "ratings.csv:8: expected 4 fields, found 3"),
+    ("ml-latest-small-like", "ratings.csv", 9, "3,1,3.0,1306463500,extra", "ratings.csv:9: expected 4 fields, found 5"),
+    ("ml-latest-small-like", "ratings.csv", 1, "user,movie,stars,time", "ratings.csv:1: expected columns userId,movieId,rating,timestamp"),
+    ("ml-latest-small-like", "movies.csv", 3, "x2,Jumanji (1995),Comedy", "movies.csv:3: movieId 'x2' is not an integer"),
+    ("ml-latest-small-like", "movies.csv", 4, "3,Babylon 5", "movies.csv:4: expected 3 fields, found 2"),
+    ("ml-latest-small-like", "tags.csv", 2, "2,1,Pixar,soon", "tags.csv:2: timestamp 'soon' is not an integer"),
+    ("ml-1m-like", "ratings.dat", 3, "2::2::four::978301968", "ratings.dat:3: rating 'four' is not a number"),
+    ("ml-1m-like", "ratings.dat", 2, "1::3::3", "ratings.dat:2: expected 4 fields, found 3"),
+    ("ml-1m-like", "users.dat", 2, "2::M::56::16", "users.dat:2: expected 5 fields, found 4"),
+    ("ml-1m-like", "movies.dat", 1, "one::Toy Story (1995)::Comedy", "movies.dat:1: MovieID 'one' is not an integer"),
+    ("ml-100k", "u.data", 5, "3\t4\t6\t889751712", "u.data:5: rating 6 is outside 0.5..5"),
+    ("ml-100k", "u.data", 1, "1 1 5 874965758", "u.data:1: expected 4 fields, found 1"),
+    ("ml-100k", "u.item", 2, "2|GoldenEye (1995)|01-Jan-1995||x|0|1|1|0|0|0|0|0|0|0|0|0|0|0|0|0|yes|0|0",
+     "u.item:2: genre flag Thriller 'yes' is not 0 or 1"),
+    ("ml-100k", "u.user", 4, "4|24|M|technician", "u.user:4: expected 5 fields, found 4"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("layout", "file", "line", "text", "message"), BAD_ROWS, ids=[m for *_, m in BAD_ROWS])
+def test_malformed_row_names_file_and_line(tmp_path, layout, file, line, text, message) -> None:
+    src = copy_layout(layout, tmp_path)
+    replace_line(src / file, line, text, encoding="latin-1" if layout != "ml-latest-small-like" else "utf-8")
+    with pytest.raises(HomepageError) as e:
+        ingest_movielens(src, tmp_path / "ds")
+    assert str(e.value).startswith(message)
+    assert not (tmp_path / "ds").exists()
+
+
+def test_first_bad_line_is_reported_in_a_later_block(tmp_path) -> None:
+    """Line numbers stay right across block boundaries of the chunked reader."""
+    from homepage.ingest.badrows import BadRows
+    from homepage.ingest.ratings import DelimitedFormat, read_ratings
+
+    rows = [f"{i % 97},{i % 13},{1 + i % 5}.0,{1000 + i}" for i in range(5000)]
+    rows[3999] = "1,2,3.0,later"  # file line 4001 (header is line 1)
+    path = tmp_path / "ratings.csv"
+    path.write_text("userId,movieId,rating,timestamp\n" + "\n".join(rows) + "\n")
+    fmt = DelimitedFormat(b",", ("userId", "movieId", "rating", "timestamp"))
+    with pytest.raises(HomepageError, match=r"^ratings\.csv:4001: timestamp 'later' is not an integer$"):
+        read_ratings(path, fmt, BadRows(), block_bytes=4096)
+    ratings, _ = read_ratings(path, fmt, BadRows(skip=True), block_bytes=4096)
+    assert len(ratings) == 4999
+    assert np.array_equal(ratings.ts[:5], 1000 + np.arange(5))
+
+
+def test_skip_bad_counts_and_first_lines(tmp_path) -> None:
+    src = copy_layout("ml-latest-small-like", tmp_path)
+    replace_line(src / "ratings.csv", 3, "1,2,x,964982224")
+    replace_line(src / "ratings.csv", 6, "3,4,2.0")
+    replace_line(src / "ratings.csv", 9, "")  # a blank line is not a bad row
+    replace_line(src / "movies.csv", 4, "three,Babylon 5,Sci-Fi")
+    manifest, bad = ingest_movielens(src, tmp_path / "ds", skip_bad=True)
+    skipped = manifest.extra["skipped_rows"]
+    assert skipped["total"] == 3 == bad.total
+    assert skipped["by_file"]["ratings.csv"]["count"] == 2
+    assert skipped["by_file"]["ratings.csv"]["first_lines"] == [3, 6]
+    assert skipped["by_file"]["movies.csv"]["first_lines"] == [4]
+    assert manifest.counts["events"] == 7 - 2 and manifest.counts["titles"] == 5 - 1
+
+
+def test_failed_ingest_keeps_the_old_dataset(tmp_path) -> None:
+    out = tmp_path / "ds"
+    ingest_movielens(DATA / "ml-latest-small-like", out)
+    before = json.loads((out / "manifest.json").read_text())
+    src = copy_layout("ml-1m-like", tmp_path)
+    replace_line(src / "ratings.dat", 4, "3::1::1::not-a-time", encoding="latin-1")
+    with pytest.raises(HomepageError, match="ratings.dat:4"):
+        ingest_movielens(src, out)
+    ds = load_dataset(out)
+    assert json.loads((out / "manifest.json").read_text()) == before
+    assert len(ds.events) == 7 and ds.manifest.source == "movielens-csv"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ds", "ml-1m-like"]  # no temp dirs left
+
+
+# --- regions and variants ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("zip_code", "region"),
+    [("55117", "US-5"), ("98107-4616", "US-9"), (" 02139", "US-0"), ("T8H1N", "INTL"), ("L9G2B", "INTL"), ("", None)],
+)
+def test_zip_to_region(zip_code, region) -> None:
+    assert zip_to_region(pd.Series([zip_code])).iloc[0] == region
+
+
+def test_derive_variants() -> None:
+    titles = pd.DataFrame(
+        {
+            "title_id": [10, 20, 30],
+            "genres": [["Comedy", "Horror", "Drama", "War"], [], ["Sci-Fi"]],
+            "cast": [["Tom Hanks", "Tim Allen", "Don Rickles"], [], ["坂本 龍一", "Zoë Kravitz"]],
+        }
+    )
+    v = derive_variants(titles, {10: "https://img.example/10.jpg", 99: "https://img.example/99.jpg"})
+    assert list(v.columns) == VARIANT_SCHEMA.names
+    assert v["variant_id"].is_unique and all(VARIANT_ID_RE.match(x) for x in v["variant_id"])
+    per = v.groupby("title_id").size().to_dict()
+    assert per == {10: 1 + 3 + 2 + 1, 20: 1, 30: 1 + 1 + 2}
+    t10 = v[v["title_id"] == 10].set_index("variant_id")
+    assert list(t10.index) == ["10-n", "10-g-comedy", "10-g-horror", "10-g-drama", "10-c-tom-hanks", "10-c-tim-allen", "10-p"]
+    assert t10.at["10-p", "image_url"] == "https://img.example/10.jpg" and t10.at["10-p", "tone"] == "poster"
+    assert t10.at["10-g-horror", "image_url"] == "/artwork/10/10-g-horror.svg"
+    assert t10.at["10-g-horror", "emphasis_genre"] == "Horror" and t10.at["10-c-tom-hanks", "featured_cast"] == "Tom Hanks"
+    assert set(v[v["title_id"] == 30]["featured_cast"].dropna()) == {"坂本 龍一", "Zoë Kravitz"}
+    assert "30-c-zoe-kravitz" in set(v["variant_id"])
+    assert 99 not in set(v["title_id"])
+
+
+# --- real data ------------------------------------------------------------------------------
+
+
+@pytest.mark.shared_data
+def test_cli_ingest_ml_latest_small(mlsmall_dir, tmp_path) -> None:
+    from homepage.cli import _register, app
+
+    _register()
+    runner = CliRunner()
+    out = tmp_path / "x"
+    res = runner.invoke(app, ["ingest", "movielens", str(mlsmall_dir), "--out", str(out), "--quiet"])
+    assert res.exit_code == 0, res.output
+    res = runner.invoke(app, ["dataset", "info", str(out), "--json"])
+    info = json.loads(res.stdout)
+    assert (info["events"], info["titles"], info["users"]) == (100836, 9742, 610)
+    assert info["kinds"] == {"rating": 100836} and info["source"] == "movielens-csv"
+    ds = load_dataset(out)
+    assert ds.manifest.extra["release"] == "ml-latest-small"
+    assert ds.titles["year"].gt(0).mean() > 0.99
+    assert not any("(no genres listed)" in g for g in ds.titles["genres"])
+    assert ds.variants["title_id"].nunique() == 9742
+
+
+@pytest.mark.shared_data
+def test_metadata_join_on_melu(mlsmall_dir, tmp_path) -> None:
+    meta = shared_path(*MELU)
+    manifest, _ = ingest_movielens(mlsmall_dir, tmp_path / "ds", metadata=meta)
+    ds = load_dataset(tmp_path / "ds")
+    toy = ds.titles.set_index("title_id").loc[1]
+    assert list(toy["director"]) == ["John Lasseter"]
+    assert list(toy["cast"])[:2] == ["Tom Hanks", "Tim Allen"] and toy["maturity"] == "G"
+    posters = ds.variants[ds.variants["tone"] == "poster"]
+    assert posters.set_index("title_id").at[1, "image_url"].startswith("https://")
+    assert {"1-c-tom-hanks", "1-c-tim-allen", "1-p"} <= set(ds.variants["variant_id"])
+    assert manifest.extra["metadata"]["titles_with_cast"] > 2500  # the README: 2,949 movies join
+    assert any(k.startswith("metadata/") for k in manifest.inputs_sha256)
+    no_meta = ds.titles[~ds.titles["title_id"].isin(pd.read_csv(meta)["movieId"])]
+    assert all(len(c) == 0 for c in no_meta["cast"]) and no_meta["maturity"].isna().all()
+
+
+def test_cli_error_is_one_line_with_exit_code_2(tmp_path, monkeypatch, capsys) -> None:
+    from homepage.cli import main
+
+    src = copy_layout("ml-latest-small-like", tmp_path)
+    replace_line(src / "ratings.csv", 5, "2,3,lots,1445714900")
+    monkeypatch.setattr("sys.argv", ["homepage", "ingest", "movielens", str(src), "--out", str(tmp_path / "ds")])
+    with pytest.raises(SystemExit) as e:
+        main()
+    assert e.value.code == 2
+    stderr = capsys.readouterr().err
+    assert re.search(r"ratings\.csv:5: rating 'lots' is not a number", stderr)
+    assert "Traceback" not in stderr
+
+
+def test_cli_skip_bad_reports_on_stderr(tmp_path, monkeypatch, capsys) -> None:
+    from homepage.cli import main
+
+    src = copy_layout("ml-100k", tmp_path)
+    replace_line(src / "u.data", 2, "1\t2\t9\t876893171", encoding="latin-1")
+    replace_line(src / "u.data", 4, "3\tx\t1\t876893119", encoding="latin-1")
+    out = tmp_path / "ds"
+    monkeypatch.setattr("sys.argv", ["homepage", "ingest", "movielens", str(src), "--out", str(out), "--skip-bad", "--quiet"])
+    main()  # returns normally on success
+    stderr = capsys.readouterr().err
+    assert "skipped 2 malformed rows" in stderr and "u.data: 2 (first at lines 2, 4;" in stderr
+    assert load_dataset(out).manifest.counts["events"] == 3
