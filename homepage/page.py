@@ -1,0 +1,194 @@
+"""``build_page``: the one code path from a user's state to a page, used by the API and by replay.
+
+Online the state comes from Redis, offline from the event log as of t; either way this
+function sees only plain data and fitted models, and does no I/O.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+
+from homepage.catalog import Catalog
+from homepage.domain import CandidateRow, Page, PlacedRow, RequestContext, RowReason
+from homepage.pagebuilder.candidates import CandidateMatrix, TitleStats
+from homepage.pagebuilder.features import DEVICES, UserSignals
+from homepage.pagebuilder.loop import assemble
+from homepage.pagebuilder.model import PageModel
+from homepage.pagebuilder.policies import policy as get_policy
+from homepage.pagebuilder.rules import PageRules
+from homepage.state import GlobalState, UserState
+from rankers.base import RankRequest, Ranker
+
+log = logging.getLogger(__name__)
+
+KIND_VOCAB: tuple[str, ...] = (
+    "continue_watching",
+    "top_picks",
+    "genre",
+    "popular",
+    "popular_region",
+    "trending",
+    "trending_region",
+    "because_you_watched",
+    "single_list",
+)
+
+
+@dataclass(eq=False)
+class PageModels:
+    """Everything ``build_page`` needs from a model bundle, loaded once per version."""
+
+    version: str
+    config_hash: str
+    catalog: Catalog
+    rankers: tuple[Ranker, ...]
+    page_model: PageModel | None = None
+    artwork: Any | None = None  # artwork.selector.ArtworkSelector
+    rules: PageRules = field(default_factory=PageRules)
+    _stats: dict[tuple[int, int], TitleStats] = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        self.rules.check({r.name for r in self.rankers})
+        self.allowed = self.rules.allowed_titles(self.catalog.maturity)
+
+    @property
+    def ranker_vocab(self) -> tuple[str, ...]:
+        if self.page_model is not None:
+            return self.page_model.ranker_vocab
+        return tuple(sorted({r.name for r in self.rankers}))
+
+    @property
+    def kind_vocab(self) -> tuple[str, ...]:
+        return self.page_model.kind_vocab if self.page_model is not None else KIND_VOCAB
+
+    @property
+    def personal(self) -> Ranker | None:
+        for r in self.rankers:
+            if hasattr(r, "score_titles"):
+                return r
+        return None
+
+    def title_stats(self, world: GlobalState) -> TitleStats:
+        """Per-title statistics, cached per world state (online the world changes every few seconds)."""
+        key = (id(world), world.as_of)
+        stats = self._stats.get(key)
+        if stats is None:
+            if len(self._stats) > 8:
+                self._stats.clear()
+            stats = self._stats[key] = TitleStats.compute(world, self.catalog)
+        return stats
+
+
+def collect_candidates(rankers: Sequence[Ranker], request: RankRequest) -> tuple[list[CandidateRow], list[str]]:
+    """Every ranker's rows; a failing ranker is skipped and noted, never fails the page."""
+    rows: list[CandidateRow] = []
+    notes: list[str] = []
+    for r in rankers:
+        try:
+            rows.extend(r.rows(request))
+        except Exception as e:  # a plug-in can fail in any way; the page must still be built
+            log.exception("ranker %s failed", r.name)
+            notes.append(f"ranker {r.name} failed: {type(e).__name__}")
+    return rows, notes
+
+
+def user_signals(user: UserState, models: PageModels, request: RequestContext) -> tuple[UserSignals, np.ndarray | None]:
+    """Per-request features shared by all rows, and the raw personalised scores (None if cold)."""
+    raw: np.ndarray | None = None
+    personal = models.personal
+    if personal is not None and len(user.known_titles):
+        raw = np.asarray(personal.score_titles(user), dtype=np.float32)  # type: ignore[attr-defined]
+    days = (request.now - int(user.ts[-1])) / 86_400 if len(user) else float("nan")
+    device = DEVICES.index(request.device) if request.device in DEVICES else -1
+    hour = request.hour if request.hour is not None else -1
+    return UserSignals(UserSignals.standardise(raw), len(user), days, device, hour), raw
+
+
+def single_list_rows(user: UserState, world: GlobalState, raw: np.ndarray | None, rows: int, cols: int) -> list[CandidateRow]:
+    """The personalised top R x C unseen titles cut into rows (popularity for cold users)."""
+    scores = (raw if raw is not None else world.counts.astype(np.float32)).astype(np.float64, copy=True)
+    scores[user.known_titles] = -np.inf
+    n = min(rows * cols, int(np.isfinite(scores).sum()))
+    if n == 0:
+        return []
+    top = np.argpartition(-scores, n - 1)[:n]
+    top = top[np.lexsort((top, -scores[top]))]
+    return [
+        CandidateRow(
+            row_id=f"single_list:{i}",
+            ranker="personalized",
+            display_title="Top picks for you" if i == 0 else f"More top picks ({i + 1})",
+            title_ids=top[i * cols : (i + 1) * cols],  # catalog indices, mapped below
+            scores=scores[top[i * cols : (i + 1) * cols]].astype(np.float32),
+            reason=RowReason(kind="single_list"),
+        )
+        for i in range((n + cols - 1) // cols)
+    ]
+
+
+def page_id_for(user_id: int, now: int, policy: str, version: str, nonce: str = "") -> str:
+    return hashlib.sha1(f"{user_id}:{now}:{policy}:{version}:{nonce}".encode()).hexdigest()[:16]
+
+
+def build_page(
+    user: UserState,
+    world: GlobalState,
+    models: PageModels,
+    request: RequestContext,
+    *,
+    policy: str = "stage-wise",
+    explain: bool = False,
+    nonce: str = "",
+) -> Page:
+    """Build the page for ``request`` from ``user``'s state and the ``world`` state."""
+    spec = get_policy(policy)
+    catalog = models.catalog
+    stats = models.title_stats(world)
+    signals, raw = user_signals(user, models, request)
+    notes: list[str] = []
+    if spec.single_list:
+        cands = single_list_rows(user, world, raw, request.rows, request.cols)
+        cands = [replace(c, title_ids=catalog.title_ids[c.title_ids]) for c in cands]
+    else:
+        cands, notes = collect_candidates(models.rankers, RankRequest(user, world, catalog, request))
+    cm = CandidateMatrix.build(cands, catalog, models.ranker_vocab, models.kind_vocab, models.allowed)
+    scorer = spec.make_scorer(models.page_model, cm)
+    rules = models.rules.content_only() if spec.single_list else models.rules
+    placed, _ = assemble(cm, catalog, stats, signals, scorer, rules, models.ranker_vocab, request.rows, request.cols, explain)
+    if models.artwork is not None and placed:
+        placed = choose_artwork(models, user, request, placed)
+    return Page(
+        page_id=page_id_for(user.user_id, request.now, policy, models.version, nonce),
+        user_id=user.user_id,
+        rows=tuple(placed),
+        policy=policy,
+        model_version=models.version,
+        config_hash=models.config_hash,
+        notes=tuple(notes),
+    )
+
+
+def choose_artwork(models: PageModels, user: UserState, request: RequestContext, placed: list[PlacedRow]) -> list[PlacedRow]:
+    """Pick a variant for every title on the page in one vectorised call."""
+    width = max(len(r.title_ids) for r in placed)
+    grid = np.full((len(placed), width), -1, dtype=np.int64)
+    for i, r in enumerate(placed):
+        grid[i, : len(r.title_ids)] = models.catalog.index_of(np.array(r.title_ids, dtype=np.int64))
+    choice = models.artwork.choose_for_user(user, grid, request.now)
+    out = []
+    for i, r in enumerate(placed):
+        n = len(r.title_ids)
+        out.append(
+            replace(
+                r,
+                variant_ids=tuple(str(v) for v in choice.variant_ids[i, :n]),
+                propensities=tuple(float(p) for p in choice.propensity[i, :n]),
+            )
+        )
+    return out

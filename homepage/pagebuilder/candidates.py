@@ -1,0 +1,95 @@
+"""Candidate rows as one padded matrix, plus the per-title statistics the page builder reads.
+
+Turning the rankers' rows into arrays once per request lets every stage of the page
+loop be a handful of numpy operations over (rows x positions).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from homepage.catalog import Catalog
+from homepage.domain import CandidateRow
+from homepage.state import GlobalState
+
+
+@dataclass(frozen=True, eq=False)
+class TitleStats:
+    """Per-title signals as of the world's time, each scaled to about [0, 1]."""
+
+    popularity: np.ndarray  # log1p(count) / max
+    trend: np.ndarray  # log1p(decayed) / max
+    freshness: np.ndarray  # 1 for this year's titles, 0 for 30+ years old or unknown
+    genre_unit: np.ndarray  # (n_titles, n_genres) float32, rows L2-normalised
+
+    @staticmethod
+    def compute(world: GlobalState, catalog: Catalog) -> TitleStats:
+        def scaled(x: np.ndarray) -> np.ndarray:
+            v = np.log1p(np.asarray(x, dtype=np.float64))
+            m = v.max() if v.size else 0.0
+            return (v / m if m > 0 else v).astype(np.float32)
+
+        year_now = 1970 + world.as_of / (365.25 * 86_400)
+        years = catalog.years.astype(np.float32)
+        fresh = np.where(years > 0, np.clip(1.0 - (year_now - years) / 30.0, 0.0, 1.0), 0.0).astype(np.float32)
+        gm = catalog.genre_matrix.astype(np.float32)
+        norms = np.sqrt(gm.sum(axis=1, keepdims=True))
+        gu = np.divide(gm, norms, out=np.zeros_like(gm), where=norms > 0)
+        return TitleStats(scaled(world.counts), scaled(world.decayed), fresh, gu)
+
+
+@dataclass(frozen=True, eq=False)
+class CandidateMatrix:
+    """K candidate rows padded to L positions: title indices (-1 pad) and row attributes."""
+
+    rows: tuple[CandidateRow, ...]
+    titles: np.ndarray  # (K, L) int64 catalog indices, -1 pad
+    valid: np.ndarray  # (K, L) bool
+    scores: np.ndarray  # (K, L) float32 the ranker's title scores, NaN pad
+    ranker: np.ndarray  # (K,) int, code in the ranker vocabulary (len(vocab) = other)
+    kind: np.ndarray  # (K,) int, code in the reason-kind vocabulary
+    row_score: np.ndarray  # (K,) float32
+    length: np.ndarray  # (K,) int
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    @staticmethod
+    def build(
+        rows: list[CandidateRow],
+        catalog: Catalog,
+        ranker_vocab: tuple[str, ...],
+        kind_vocab: tuple[str, ...],
+        allowed: np.ndarray | None = None,
+    ) -> CandidateMatrix:
+        """Map every row's title ids to catalog indices in one call; drop unknown or disallowed titles."""
+        k = len(rows)
+        lengths = np.array([len(r) for r in rows], dtype=np.int64)
+        width = int(lengths.max()) if k else 0
+        flat = catalog.index_of(np.concatenate([r.title_ids for r in rows])) if k else np.zeros(0, np.int64)
+        if allowed is not None and flat.size:
+            flat = np.where((flat >= 0) & allowed[np.maximum(flat, 0)], flat, -1)
+        titles = np.full((k, width), -1, dtype=np.int64)
+        scores = np.full((k, width), np.nan, dtype=np.float32)
+        starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]) if k else lengths
+        for i, (s, n) in enumerate(zip(starts, lengths)):
+            seg = flat[s : s + n]
+            keep = seg >= 0
+            m = int(keep.sum())
+            titles[i, :m] = seg[keep]
+            scores[i, :m] = rows[i].scores[keep]
+        valid = titles >= 0
+        rindex = {n: i for i, n in enumerate(ranker_vocab)}
+        kindex = {n: i for i, n in enumerate(kind_vocab)}
+        return CandidateMatrix(
+            rows=tuple(rows),
+            titles=titles,
+            valid=valid,
+            scores=scores,
+            ranker=np.array([rindex.get(r.ranker, len(ranker_vocab)) for r in rows], dtype=np.int64),
+            kind=np.array([kindex.get(r.reason.kind, len(kind_vocab)) for r in rows], dtype=np.int64),
+            row_score=np.array([r.row_score for r in rows], dtype=np.float32),
+            length=valid.sum(axis=1),
+        )

@@ -1,0 +1,172 @@
+"""Training data for the page model from interaction history, built with the replay machinery.
+
+For a request at time t, a row's label at a stage is its marginal gain: the user's titles
+played after t that it adds and the rows above did not already cover, discounted by
+column position, graded into relevance levels. Stage contexts follow the greedy order of
+the best rows (an oracle that knows the targets), and they run through the very same
+page loop and feature code as serving, so training and inference cannot drift apart.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from homepage.domain import RequestContext
+from homepage.eventlog import EventLog
+from homepage.page import PageModels, collect_candidates, user_signals
+from homepage.pagebuilder.candidates import CandidateMatrix
+from homepage.pagebuilder.features import StageView
+from homepage.pagebuilder.loop import assemble
+from homepage.replay.protocol import Requests
+from homepage.replay.run import WorldCache
+from rankers.base import RankRequest
+
+LEVELS = 4
+
+
+class OracleScorer:
+    """Scores each row by its true marginal gain on this request (training only)."""
+
+    stagewise = True
+
+    def __init__(self, targets: np.ndarray, cols: int) -> None:
+        self.targets = targets
+        self.disc = 1.0 / np.log2(np.arange(cols) + 2.0)
+
+    def gains(self, view: StageView) -> np.ndarray:
+        hit = np.isin(view.effective, self.targets) & (view.effective >= 0)
+        return (hit * self.disc[: view.effective.shape[1]]).sum(axis=1)
+
+    def score(self, view: StageView, cm: CandidateMatrix) -> np.ndarray:
+        # ties (typically zero gain) broken by the ranker's own row score, deterministically
+        return self.gains(view) + 1e-6 * np.tanh(cm.row_score[view.remaining])
+
+
+def grade(gains: np.ndarray) -> np.ndarray:
+    """Relevance levels 0..LEVELS: 0 for no gain, else relative to the stage's best row."""
+    top = gains.max() if gains.size else 0.0
+    if top <= 0:
+        return np.zeros(gains.shape, dtype=np.int32)
+    return np.where(gains > 0, np.ceil(LEVELS * gains / top), 0).astype(np.int32)
+
+
+@dataclass(frozen=True, eq=False)
+class StageData:
+    """LambdaRank training data: one query group per (request, stage)."""
+
+    X: np.ndarray
+    y: np.ndarray
+    groups: np.ndarray  # group sizes, in order
+    request_of_group: np.ndarray  # which request each group came from (for splits)
+
+    def subset(self, keep_requests: np.ndarray) -> StageData:
+        keep_g = np.isin(self.request_of_group, keep_requests)
+        row_g = np.repeat(np.arange(self.groups.size), self.groups)
+        keep_rows = keep_g[row_g]
+        return StageData(self.X[keep_rows], self.y[keep_rows], self.groups[keep_g], self.request_of_group[keep_g])
+
+
+def stage_data(
+    log: EventLog,
+    models: PageModels,
+    requests: Requests,
+    half_life: float,
+    rows: int,
+    cols: int,
+    world_granularity: int = 3600,
+    progress: Callable[[int], None] | None = None,
+) -> StageData:
+    """Greedy-oracle stage groups for every request (skipping stages where no row gains)."""
+    worlds = WorldCache(log, half_life, world_granularity)
+    Xs, ys, sizes, owners = [], [], [], []
+    catalog = models.catalog
+    for i in range(len(requests)):
+        uid, t = int(requests.user_ids[i]), int(requests.times[i])
+        user = log.user_state(uid, t)
+        world = worlds.at(t)
+        ctx = RequestContext(user_id=uid, now=t, rows=rows, cols=cols)
+        cands, _ = collect_candidates(models.rankers, RankRequest(user, world, catalog, ctx))
+        cm = CandidateMatrix.build(cands, catalog, models.ranker_vocab, models.kind_vocab, models.allowed)
+        signals, _ = user_signals(user, models, ctx)
+        oracle = OracleScorer(requests.targets[i], cols)
+        _, traces = assemble(cm, catalog, models.title_stats(world), signals, oracle, models.rules, models.ranker_vocab, rows, cols, explain=True)
+        for tr in traces:
+            ok = tr.eligible
+            if ok.sum() < 2:
+                continue
+            g = oracle.gains(tr.view)[ok]
+            if g.max() <= 0:
+                continue
+            Xs.append(tr.view.X[ok])
+            ys.append(grade(g))
+            sizes.append(int(ok.sum()))
+            owners.append(i)
+        if progress is not None:
+            progress(1)
+    if not Xs:
+        raise ValueError("no training groups: no request had a candidate row covering a later play")
+    return StageData(np.concatenate(Xs), np.concatenate(ys), np.array(sizes, dtype=np.int64), np.array(owners, dtype=np.int64))
+
+
+@dataclass(frozen=True)
+class PageTrainingReport:
+    """What training saw and how well the model did on held-back requests."""
+
+    inner_split: int
+    until: int
+    requests: int
+    groups: int
+    rows: int
+    valid_ndcg_at_1: float | None
+
+
+def train_page_model(
+    log: EventLog,
+    models_at_inner_split: PageModels,
+    inner_split: int,
+    until: int,
+    half_life: float,
+    rows: int = 10,
+    cols: int = 10,
+    max_requests: int = 3000,
+    requests_per_user: int = 3,
+    num_rounds: int = 400,
+    seed: int = 0,
+    progress: Callable[[int], None] | None = None,
+) -> tuple["PageModel", PageTrainingReport]:
+    """Fit the page model on requests in (inner_split, until] against rankers fitted up to ``inner_split``.
+
+    Rankers fitted on the same events as the targets would make their scores look better
+    in training than in serving; fitting them up to ``inner_split`` keeps the page model
+    honest. The final bundle refits the rankers up to ``until``.
+    """
+    from homepage.pagebuilder.model import PageModel
+    from homepage.replay.protocol import ReplayProtocol, sample_requests
+
+    protocol = ReplayProtocol(split_time=inner_split, requests_per_user=requests_per_user, max_requests=max_requests, seed=seed, rows=rows, cols=cols)
+    requests = sample_requests(log, protocol, until=until)
+    data = stage_data(log, models_at_inner_split, requests, half_life, rows, cols, progress=progress)
+    rng = np.random.default_rng(seed)
+    users = np.unique(requests.user_ids)
+    valid_users = rng.choice(users, size=max(1, users.size // 7), replace=False) if users.size > 7 else np.zeros(0, np.int64)
+    valid_req = np.flatnonzero(np.isin(requests.user_ids, valid_users))
+    train_req = np.setdiff1d(np.arange(len(requests)), valid_req)
+    tr, va = data.subset(train_req), data.subset(valid_req)
+    valid = (va.X, va.y, va.groups) if va.groups.size else None
+    model = PageModel.fit(
+        tr.X,
+        tr.y,
+        tr.groups,
+        models_at_inner_split.ranker_vocab,
+        models_at_inner_split.kind_vocab,
+        num_rounds=num_rounds,
+        valid=valid,
+        extra_manifest={"inner_split": inner_split, "until": until, "source": "interaction_history"},
+    )
+    best = model.booster.best_score.get("valid", {}).get("ndcg@1") if valid else None
+    report = PageTrainingReport(inner_split, until, len(requests), int(data.groups.size), int(data.y.size), best)
+    model.manifest["training"] = report.__dict__
+    return model, report

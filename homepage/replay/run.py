@@ -1,0 +1,160 @@
+"""Replay: rebuild each request's state as of t, build its page with ``build_page``, score it.
+
+The pages come from the very function the API calls, so what is measured here is what
+would have been served. Per-request metrics are kept for paired comparisons.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from itertools import combinations
+
+import numpy as np
+
+from homepage.domain import Page, RequestContext
+from homepage.eventlog import EventLog
+from homepage.page import PageModels, build_page
+from homepage.replay.metrics import PER_REQUEST, bootstrap_coverage, bootstrap_mean, score_page
+from homepage.replay.protocol import ReplayProtocol, Requests
+from homepage.state import GlobalState
+
+
+@dataclass(eq=False)
+class PolicyRun:
+    """Everything measured for one policy over the requests."""
+
+    name: str
+    values: dict[str, list[float]] = field(default_factory=lambda: {m: [] for m in PER_REQUEST})
+    shown: list[np.ndarray] = field(default_factory=list)
+    hit_heat: np.ndarray | None = None
+    ranker_hits: dict[str, int] = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+@dataclass(eq=False)
+class ReplayResult:
+    protocol: ReplayProtocol
+    split_time: int
+    requests: Requests
+    runs: dict[str, PolicyRun]
+    n_titles: int
+    model_version: str
+
+    def to_json(self, n_boot: int = 1000) -> dict[str, object]:
+        """The report: per policy and metric a mean with a 95% interval, paired differences, slices."""
+        warm = ~self.requests.cold
+        out: dict[str, object] = {
+            "protocol": {
+                **self.protocol.model_dump(),
+                "split_time": self.split_time,
+                "requests": len(self.requests),
+                "warm_requests": int(warm.sum()),
+                "cold_requests": int((~warm).sum()),
+                "users": int(np.unique(self.requests.user_ids).size),
+                "model_version": self.model_version,
+            },
+            "policies": {name: self._summary(run, warm, n_boot) for name, run in self.runs.items()},
+            "slices": {"cold": {name: self._summary(run, ~warm, n_boot, coverage=False) for name, run in self.runs.items()}},
+            "paired": {},
+            "pages_per_second": {name: len(self.requests) / run.seconds if run.seconds else None for name, run in self.runs.items()},
+        }
+        paired: dict[str, object] = {}
+        for a, b in combinations(self.runs, 2):
+            diff = {}
+            for m in PER_REQUEST:
+                va = np.asarray(self.runs[a].values[m])[warm]
+                vb = np.asarray(self.runs[b].values[m])[warm]
+                mean, lo, hi = bootstrap_mean(va - vb, n_boot)
+                diff[m] = {"mean": mean, "ci": [lo, hi]}
+            paired[f"{a} - {b}"] = diff
+        out["paired"] = paired
+        return out
+
+    def _summary(self, run: PolicyRun, mask: np.ndarray, n_boot: int, coverage: bool = True) -> dict[str, object]:
+        res: dict[str, object] = {}
+        for m in PER_REQUEST:
+            v = np.asarray(run.values[m])[mask]
+            mean, lo, hi = bootstrap_mean(v, n_boot)
+            res[m] = {"mean": mean, "ci": [lo, hi]}
+        if coverage:
+            shown = [s for s, keep in zip(run.shown, mask) if keep]
+            mean, lo, hi = bootstrap_coverage(shown, self.n_titles)
+            res["coverage"] = {"mean": mean, "ci": [lo, hi]}
+            total = sum(run.ranker_hits.values())
+            res["ranker_hit_share"] = {k: v / total for k, v in sorted(run.ranker_hits.items())} if total else {}
+        return res
+
+
+def page_grid(page: Page, models: PageModels, rows: int, cols: int) -> tuple[np.ndarray, list[str]]:
+    """A page as an (R, C) grid of catalog indices (-1 empty) and the ranker of each row."""
+    grid = np.full((rows, cols), -1, dtype=np.int64)
+    for i, r in enumerate(page.rows[:rows]):
+        idx = models.catalog.index_of(np.array(r.title_ids[:cols], dtype=np.int64))
+        grid[i, : idx.size] = idx
+    return grid, [r.ranker for r in page.rows[:rows]] + [""] * max(0, rows - len(page.rows))
+
+
+class WorldCache:
+    """Global states at request times rounded down to a granularity (a few recomputations)."""
+
+    def __init__(self, log: EventLog, half_life: float, granularity: int) -> None:
+        self.log, self.half_life, self.granularity = log, half_life, granularity
+        self._cache: dict[int, GlobalState] = {}
+
+    def at(self, t: int) -> GlobalState:
+        key = t - t % self.granularity
+        world = self._cache.get(key)
+        if world is None:
+            if len(self._cache) > 64:
+                self._cache.clear()
+            world = self._cache[key] = self.log.global_state(key, self.half_life)
+        return world
+
+
+def replay(
+    log: EventLog,
+    models: PageModels,
+    policies: list[str],
+    requests: Requests,
+    protocol: ReplayProtocol,
+    half_life: float,
+    split_time: int,
+    progress: Callable[[int], None] | None = None,
+) -> ReplayResult:
+    """Build and score one page per request and policy."""
+    import time
+
+    catalog = models.catalog
+    gm = catalog.genre_matrix
+    runs = {p: PolicyRun(p, hit_heat=np.zeros((protocol.rows, protocol.cols))) for p in policies}
+    worlds = WorldCache(log, half_life, protocol.world_granularity)
+    self_info_cache: dict[int, np.ndarray] = {}
+    for i in range(len(requests)):
+        uid, t = int(requests.user_ids[i]), int(requests.times[i])
+        user = log.user_state(uid, t)
+        world = worlds.at(t)
+        si = self_info_cache.get(id(world))
+        if si is None:
+            share = (world.counts + 1.0) / (world.counts.sum() + len(catalog))
+            si = self_info_cache[id(world)] = -np.log2(share)
+            if len(self_info_cache) > 64:
+                self_info_cache.clear()
+        ctx = RequestContext(user_id=uid, now=t, rows=protocol.rows, cols=protocol.cols)
+        for p in policies:
+            t0 = time.perf_counter()
+            page = build_page(user, world, models, ctx, policy=p)
+            runs[p].seconds += time.perf_counter() - t0
+            grid, rankers = page_grid(page, models, protocol.rows, protocol.cols)
+            s = score_page(grid, rankers, requests.targets[i], gm, si, (protocol.viewport_rows, protocol.viewport_cols))
+            run = runs[p]
+            for m, v in s.values.items():
+                run.values[m].append(v)
+            run.shown.append(grid[grid >= 0])
+            if not requests.cold[i]:
+                run.hit_heat += s.hits_grid
+                for r in s.hit_rankers:
+                    run.ranker_hits[r] = run.ranker_hits.get(r, 0) + 1
+        if progress is not None:
+            progress(1)
+    return ReplayResult(protocol, split_time, requests, runs, len(catalog), models.version)
