@@ -13,6 +13,8 @@ import numpy as np
 import pandas as pd
 
 from artwork.feedback import LoggedFeedback
+from artwork.ope import Estimate, evaluate_policy
+from artwork.reward_model import cross_fitted_q
 from homepage.errors import HomepageError
 
 POLICIES = ("random", "bts")
@@ -82,3 +84,19 @@ def position_action_dist(logs: LoggedFeedback) -> np.ndarray:
     counts = np.zeros((logs.n_positions, logs.n_actions))
     np.add.at(counts, (pos, logs.action), 1.0)
     return counts / counts.sum(axis=1, keepdims=True)
+
+
+def bts_from_random(
+    root: Path, campaign: str, n_boot: int = 200, seed: int = 0, replay_runs: int = 20
+) -> tuple[tuple[Estimate, ...], float]:
+    """Estimate the Thompson-sampling policy's click rate from the uniform-random policy's log.
+
+    Returns the estimates (replay, ips, snips, dr with the cross-fitted tabular reward
+    model) and the click rate observed in the Thompson-sampling policy's own log.
+    """
+    random_logs = read_open_bandit(root, "random", campaign)
+    bts_logs = read_open_bandit(root, "bts", campaign)
+    dist = position_action_dist(bts_logs)[random_logs.position]
+    q = cross_fitted_q(random_logs, seed=seed)
+    est = evaluate_policy(random_logs, dist, q, n_boot=n_boot, seed=seed, replay_runs=replay_runs)
+    return est, float(bts_logs.reward.mean())
