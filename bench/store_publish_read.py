@@ -67,7 +67,7 @@ def main() -> None:
             store = RedisStore.from_url(args.url, prefix, settings=Settings(redis_url=args.url, key_prefix=prefix))
         else:
             emb = EmbeddedRedis(Path(tmp) / "redis")
-            store = RedisStore(emb.start(), prefix, settings=Settings(key_prefix=prefix))
+            store = RedisStore.from_socket(emb.start(), prefix, settings=Settings(key_prefix=prefix))
         try:
             ds = load_dataset(ds_path)
             catalog = Catalog.from_frames(ds.titles, ds.variants)

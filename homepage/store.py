@@ -285,6 +285,13 @@ class RedisStore:
         client = redis.Redis.from_url(url, socket_timeout=s.socket_timeout, socket_connect_timeout=s.connect_timeout)
         return cls(client, prefix, settings=s)
 
+    @classmethod
+    def from_socket(cls, path: Path, prefix: str = "hp", *, settings: Settings | None = None) -> RedisStore:
+        """A store on the server listening on the unix socket ``path`` (the embedded one)."""
+        s = settings or Settings(key_prefix=prefix)
+        client = redis.Redis(unix_socket_path=str(path), socket_timeout=s.socket_timeout)
+        return cls(client, prefix, settings=s)
+
     def close(self) -> None:
         """Close connections; stop the embedded server if this store started it."""
         self.client.close()
@@ -781,5 +788,7 @@ def connect(settings: Settings) -> RedisStore:
     """A store on ``settings.redis_url``, or on the embedded server when no URL is set."""
     if settings.redis_url:
         return RedisStore.from_url(settings.redis_url, settings.key_prefix, settings=settings)
-    emb = EmbeddedRedis(settings.embedded_dir, socket_timeout=settings.socket_timeout)
-    return RedisStore(emb.start(), settings.key_prefix, settings=settings, embedded=emb)
+    emb = EmbeddedRedis(settings.embedded_dir)
+    store = RedisStore.from_socket(emb.start(), settings.key_prefix, settings=settings)
+    store._embedded = emb
+    return store

@@ -22,7 +22,7 @@ from homepage.store import RedisStore, StoreUnavailable
 
 DEFAULT_TEST_URL = "redis://127.0.0.1:6379/9"
 
-__all__ = ["BACKENDS", "write_small_dataset", "embedded_redis", "url_client", "redis_backend", "store", "store_settings", "make_store"]
+__all__ = ["BACKENDS", "write_small_dataset", "embedded_redis", "embedded_client", "url_client", "redis_backend", "store", "store_settings", "make_store"]
 
 BACKENDS = ("embedded", "url")
 
@@ -41,6 +41,14 @@ def embedded_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Embedde
     emb.start()
     yield emb
     emb.stop()
+
+
+@pytest.fixture(scope="session")
+def embedded_client(embedded_redis: EmbeddedRedis) -> Iterator[Any]:
+    """A client on the embedded server."""
+    store = RedisStore.from_socket(embedded_redis.start())
+    yield store.client
+    store.client.close()
 
 
 @pytest.fixture(scope="session")
@@ -63,7 +71,7 @@ def url_client() -> Iterator[Any]:
 def redis_backend(request: pytest.FixtureRequest) -> tuple[str, Any]:
     """(back-end name, client) for each back end."""
     if request.param == "embedded":
-        return "embedded", request.getfixturevalue("embedded_redis").start()
+        return "embedded", request.getfixturevalue("embedded_client")
     return "url", request.getfixturevalue("url_client")
 
 

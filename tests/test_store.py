@@ -250,15 +250,20 @@ def test_store_unavailable_when_nothing_listens(world: World) -> None:
 
 def test_embedded_redis_keeps_data_across_restarts(tmp_path: Path) -> None:
     emb = EmbeddedRedis(tmp_path / "r")
-    client = emb.start()
+    first = RedisStore.from_socket(emb.start())
     assert emb.started_here
-    client.set("hp:probe", b"kept")
-    second = EmbeddedRedis(tmp_path / "r")  # another process would find the running server the same way
-    assert second.start().get("hp:probe") == b"kept" and not second.started_here
-    second.stop()
+    first.client.set("hp:probe", b"kept")
+    second = EmbeddedRedis(tmp_path / "r")  # another process finds the running server the same way
+    other = RedisStore.from_socket(second.start())
+    assert other.client.get("hp:probe") == b"kept" and not second.started_here
+    other.close()
+    first.close()
     emb.stop()
+    assert not EmbeddedRedis(tmp_path / "r").socket_path.exists()  # stopped: its socket is gone
     again = EmbeddedRedis(tmp_path / "r")
-    assert again.start().get("hp:probe") == b"kept" and again.started_here
+    restarted = RedisStore.from_socket(again.start())
+    assert restarted.client.get("hp:probe") == b"kept" and again.started_here
+    restarted.close()
     again.stop()
 
 
