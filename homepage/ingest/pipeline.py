@@ -49,11 +49,38 @@ def events_table(r: Ratings) -> pa.Table:
     return pa.Table.from_arrays(arrays, schema=EVENT_SCHEMA)
 
 
+def sort_in_time(tables: MovieLensTables) -> None:
+    """Put the ratings in time order (stable), one column at a time so memory stays near 1x."""
+    r = tables.ratings
+    if len(r) < 2 or not (r.ts[1:] < r.ts[:-1]).any():
+        return
+    order = np.argsort(r.ts, kind="stable")
+    cols = [r.user_id, r.title_id, r.stars, r.ts]
+    del r
+    tables.ratings = None  # type: ignore[assignment]  # drop the last reference to the unsorted columns
+    for k in range(len(cols)):
+        cols[k] = cols[k][order]
+    tables.ratings = Ratings(*cols)
+
+
+def unknown_count(ids: np.ndarray, known: np.ndarray) -> int:
+    """How many of ``ids`` are not in ``known``; a lookup table keeps memory at a byte an id."""
+    if ids.size == 0:
+        return 0
+    top = int(max(ids.max(), known.max(initial=0)))
+    if ids.min() < 0 or top > 50_000_000:
+        return int((~np.isin(ids, known)).sum())
+    table = np.zeros(top + 1, dtype=bool)
+    table[known[known >= 0]] = True
+    return int(ids.size - np.count_nonzero(table[ids]))
+
+
 def build_users(t: MovieLensTables) -> pd.DataFrame:
     """Every user seen (ratings, tags, users file); region from zip codes; created = first event."""
-    r = t.ratings
-    first = pd.Series(r.ts).groupby(r.user_id).min() if len(r) else pd.Series(dtype=np.int64)
-    ids = [np.unique(r.user_id)]
+    r = t.ratings  # in time order, so a user's first row is their first rating
+    rated, first_at = np.unique(r.user_id, return_index=True)
+    first = pd.Series(r.ts[first_at], index=rated)
+    ids = [rated]
     if t.tags is not None and len(t.tags):
         ids.append(t.tags["user_id"].to_numpy(np.int64))
         first = pd.concat([first, t.tags.groupby("user_id")["ts"].min()]).groupby(level=0).min()
@@ -117,10 +144,10 @@ def ingest_movielens(
             "posters": len(posters),
         }
     variants = derive_variants(titles, posters)
-    known = np.isin(tables.ratings.title_id, titles["title_id"].to_numpy(np.int64))
+    sort_in_time(tables)  # write_dataset then has nothing to sort
     users = build_users(tables)
     extra["skipped_rows"] = bad.summary()
-    extra["ratings_of_unknown_titles"] = int((~known).sum())
+    extra["ratings_of_unknown_titles"] = unknown_count(tables.ratings.title_id, titles["title_id"].to_numpy(np.int64))
     manifest = write_dataset(
         out,
         source=tables.layout.name,

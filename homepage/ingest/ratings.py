@@ -42,7 +42,7 @@ class DelimitedFormat:
 
 @dataclass(frozen=True, slots=True)
 class Ratings:
-    """Ratings as compact parallel arrays."""
+    """Ratings as compact parallel arrays (28 bytes a rating)."""
 
     user_id: np.ndarray  # int64
     title_id: np.ndarray  # int64
@@ -246,7 +246,7 @@ def read_ratings(
     name = path.name
     names = fmt.header if fmt.header is not None else ("user id", "item id", "rating", "timestamp")
     hasher = hashlib.sha256()
-    parts: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
+    cols: tuple[list[np.ndarray], ...] = ([], [], [], [])  # per column, so each is joined and freed alone
     skip = 1 if fmt.header is not None else 0
     for block, first_line, head in iter_blocks(path, skip_lines=skip, block_bytes=block_bytes, on_bytes=on_bytes, hasher=hasher):
         if head:
@@ -258,16 +258,11 @@ def read_ratings(
         df = _fast_parse(block, fmt)
         if df is None:
             df = _slow_parse(block, first_line, fmt, name, names, bad)  # type: ignore[arg-type]
-        parts.append(
-            (
-                df[fmt.user].to_numpy(np.int64),
-                df[fmt.item].to_numpy(np.int64),
-                df[fmt.rating].to_numpy(np.float32),
-                df[fmt.ts].to_numpy(np.int64),
-            )
-        )
+        for k, (pos, dt) in enumerate(((fmt.user, np.int64), (fmt.item, np.int64), (fmt.rating, np.float32), (fmt.ts, np.int64))):
+            cols[k].append(df[pos].to_numpy(dt))
         del df
-    if skip and not parts:
-        raise HomepageError(f"{name}:1: empty file, expected a header {','.join(fmt.header or ())}")
-    cols = [np.concatenate([p[k] for p in parts]) if parts else np.zeros(0, dt) for k, dt in enumerate((np.int64, np.int64, np.float32, np.int64))]
-    return Ratings(*cols), hasher.hexdigest()
+    joined = []
+    for parts, dt in zip(cols, (np.int64, np.int64, np.float32, np.int64)):
+        joined.append(np.concatenate(parts) if parts else np.zeros(0, dt))
+        parts.clear()
+    return Ratings(*joined), hasher.hexdigest()

@@ -1,0 +1,117 @@
+"""Ingest at scale: a synthetic ml-25m-shaped release, time and peak memory, extrapolated.
+
+ml-25m itself (25M ratings, 650 MB ratings.csv) is not available here, so this writes a
+release of the same shape (``--rows`` ratings, 62k movies with genres, 162k users) to
+``--dir`` and ingests it in a fresh subprocess per repeat, so ``ru_maxrss`` is the
+ingest's own peak. The baseline, measured in the same run the same way, is a plain
+``pandas.read_csv`` of the whole ratings file with default dtypes (no validation, no
+output): the ratio says what chunking, validation, and writing the dataset cost.
+
+    /tmp/venv/bin/python bench/ingest_scale.py --rows 5000000 --repeats 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+ML25M_ROWS = 25_000_095
+ML25M_BYTES = 678_260_987  # size of ml-25m/ratings.csv
+GENRES = "Action Adventure Animation Children Comedy Crime Documentary Drama Fantasy Film-Noir Horror IMAX Musical Mystery Romance Sci-Fi Thriller War Western".split()
+
+CHILD = r"""
+import json, resource, sys, time
+from pathlib import Path
+t0 = time.perf_counter()
+if sys.argv[1] == "ingest":
+    from homepage.ingest import ingest_movielens
+    m, _ = ingest_movielens(Path(sys.argv[2]), Path(sys.argv[3]))
+    n = m.counts["events"]
+else:
+    import pandas as pd
+    n = len(pd.read_csv(Path(sys.argv[2]) / "ratings.csv"))
+dt = time.perf_counter() - t0
+print(json.dumps({"seconds": dt, "rows": n, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+"""
+
+
+def write_release(d: Path, rows: int, seed: int = 0) -> None:
+    """A release in the movielens-csv layout with ml-25m's shape."""
+    rng = np.random.default_rng(seed)
+    d.mkdir(parents=True, exist_ok=True)
+    n_movies, n_users = 62_423, 162_541
+    k = rng.integers(1, 4, n_movies)
+    genres = ["|".join(rng.choice(GENRES, size=int(j), replace=False)) for j in k]
+    years = rng.integers(1920, 2020, n_movies)
+    pd.DataFrame(
+        {"movieId": np.arange(1, n_movies + 1), "title": [f"Movie {i}, The ({y})" for i, y in enumerate(years)], "genres": genres}
+    ).to_csv(d / "movies.csv", index=False)
+    chunk = 1_000_000
+    with open(d / "ratings.csv", "w") as fh:
+        fh.write("userId,movieId,rating,timestamp\n")
+        for start in range(0, rows, chunk):
+            n = min(chunk, rows - start)
+            users = np.sort(rng.integers(1, n_users + 1, n))
+            movies = (rng.zipf(1.3, n) % n_movies) + 1
+            stars = rng.integers(1, 11, n) / 2
+            ts = rng.integers(789_652_009, 1_574_327_703, n)
+            pd.DataFrame({"u": users, "m": movies, "r": stars, "t": ts}).to_csv(fh, header=False, index=False)
+
+
+def run(mode: str, src: Path, out: Path) -> dict[str, float]:
+    res = subprocess.run([sys.executable, "-c", CHILD, mode, str(src), str(out)], capture_output=True, text=True, check=True)
+    return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+def ensure_release(d: Path, rows: int) -> Path:
+    src = d / f"src-{rows}"
+    if not (src / "ratings.csv").is_file() or sum(1 for _ in open(src / "ratings.csv", "rb")) != rows + 1:
+        t = time.perf_counter()
+        write_release(src, rows)
+        print(f"wrote {rows:,} ratings in {time.perf_counter() - t:.1f} s")
+    return src
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rows", type=int, default=5_000_000, help="ratings in the large release (a 5x smaller one fits the line)")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--dir", type=Path, default=Path("/tmp/ingest-scale"))
+    args = ap.parse_args()
+    sizes = (args.rows // 5, args.rows)
+    med: dict[int, dict[str, dict[str, float]]] = {}
+    for rows in sizes:
+        src = ensure_release(args.dir, rows)
+        runs: dict[str, list[dict[str, float]]] = {"ingest": [], "read_csv": []}
+        for _ in range(args.repeats):  # interleaved so machine load hits both alike
+            runs["ingest"].append(run("ingest", src, args.dir / "out"))
+            runs["read_csv"].append(run("read_csv", src, args.dir / "out"))
+        med[rows] = {k: {m: statistics.median(r[m] for r in v) for m in ("seconds", "peak_rss_mb")} for k, v in runs.items()}
+        ing, base = med[rows]["ingest"], med[rows]["read_csv"]
+        size = (src / "ratings.csv").stat().st_size
+        print(f"ratings.csv {rows:>10,} rows {size / 1e6:5.0f} MB, median of {args.repeats}:")
+        print(f"  ingest    {ing['seconds']:7.1f} s  peak RSS {ing['peak_rss_mb']:7.0f} MB")
+        print(f"  read_csv  {base['seconds']:7.1f} s  peak RSS {base['peak_rss_mb']:7.0f} MB  (baseline: plain pandas, no validation, no output)")
+        print(f"  ratio ingest/read_csv: time {ing['seconds'] / base['seconds']:.2f}, memory {ing['peak_rss_mb'] / base['peak_rss_mb']:.2f}")
+    # a line through the two sizes: fixed cost (imports, 62k titles, variants) + per-rating cost
+    (a, b) = sizes
+    for what in ("seconds", "peak_rss_mb"):
+        ya, yb = med[a]["ingest"][what], med[b]["ingest"][what]
+        slope = (yb - ya) / (b - a)
+        fixed = ya - slope * a
+        unit = "s" if what == "seconds" else "MB"
+        per = f"{slope * 1e6:.2f} s per million ratings" if what == "seconds" else f"{slope * 2**20:.0f} bytes a rating"
+        print(f"ingest {what}: fixed {fixed:.1f} {unit} + {per} -> ml-25m ({ML25M_ROWS:,} ratings): ~{fixed + slope * ML25M_ROWS:.0f} {unit}")
+    print(json.dumps({"sizes": sizes, "median": {str(k): v for k, v in med.items()}}))
+
+
+if __name__ == "__main__":
+    main()
