@@ -1,0 +1,246 @@
+"""The versioned model bundle: everything the API needs to serve, in one directory.
+
+Layout::
+
+    MODELS/
+      LATEST                      the newest version name, written last
+      v20261122T101500-1a2b3c4d/
+        manifest.json             version, train window, dataset, config + hash, rankers, ...
+        rankers/<name>/           each ranker's artifact (manifest.json + arrays.npz)
+        catalog/                  titles.parquet and variants.parquet from the dataset
+
+A bundle is written into a temporary directory and renamed into place, so a reader sees a
+whole bundle or none. ``load_bundle`` refuses an artifact whose ranker is not registered or
+whose config hash differs from the bundle manifest.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pyarrow.parquet as pq
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+from homepage.catalog import Catalog
+from homepage.config import PipelineConfig
+from homepage.dataset import TITLE_SCHEMA, VARIANT_SCHEMA, Dataset, conform
+from homepage.errors import HomepageError
+from homepage.eventlog import EventLog
+from rankers.base import ArtifactError, FitInput, Ranker
+from rankers.registry import build_rankers, ranker_class
+
+BUNDLE_FORMAT = 1
+LATEST = "LATEST"
+
+
+class BundleError(HomepageError):
+    """A model bundle is missing, incomplete or inconsistent with the code loading it."""
+
+
+@dataclass(frozen=True, eq=False)
+class ModelBundle:
+    """A loaded (or just written) bundle."""
+
+    path: Path
+    version: str
+    manifest: dict[str, Any]
+    config: PipelineConfig
+    catalog: Catalog
+    rankers: tuple[Ranker, ...]
+
+    @property
+    def until(self) -> int:
+        """The training cut-off: events with ts <= until were used."""
+        return int(self.manifest["train_window"][1])
+
+
+def git_commit() -> str | None:
+    """The commit of the code doing the training, or None outside a git checkout."""
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=Path(__file__).resolve().parent,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=False,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+def version_name(created: float, config_hash: str, dataset: Dataset, until: int) -> str:
+    """``v<UTC time>-<hash8>``; the hash covers the config, the dataset and the cut-off."""
+    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime(created))
+    blob = json.dumps([config_hash, str(dataset.path), dataset.manifest.to_json(), until], sort_keys=True, default=str)
+    return f"v{stamp}-{hashlib.sha256(blob.encode()).hexdigest()[:8]}"
+
+
+def train_bundle(
+    dataset: Dataset, out: Path, config: PipelineConfig, until: int | None = None, progress: bool = False
+) -> ModelBundle:
+    """Fit every configured ranker on events with ts <= ``until`` and write one bundle under ``out``.
+
+    ``until`` defaults to ``EventLog.quantile_time(config.split_quantile)``, the split that
+    evaluation and replay use.
+    """
+    out = Path(out)
+    rankers = build_rankers(list(config.rankers))  # fail on a bad name before any work
+    catalog = Catalog.from_frames(dataset.titles, dataset.variants)
+    log = EventLog.from_frame(dataset.events, catalog, dataset.users)
+    if not len(log):
+        raise BundleError(f"{dataset.path}: no plays or ratings to train on")
+    until = log.quantile_time(config.split_quantile) if until is None else int(until)
+    if log.first_ts is not None and until < log.first_ts:
+        raise BundleError(f"--until {until}: before the first event of {dataset.path} ({log.first_ts})")
+    world = log.global_state(until, config.half_life_seconds)
+    data = FitInput(log=log, catalog=catalog, until=until, world=world)
+    created = time.time()
+    chash = config.config_hash()
+    version = version_name(created, chash, dataset, until)
+
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{version}.tmp-", dir=out))
+    try:
+        entries = _fit_and_save(rankers, data, tmp, progress)
+        _write_catalog(dataset, tmp / "catalog")
+        manifest: dict[str, Any] = {
+            "bundle_format": BUNDLE_FORMAT,
+            "version": version,
+            "created": created,
+            "train_window": [log.first_ts, until],
+            "dataset": {
+                "path": str(dataset.path),
+                "source": dataset.manifest.source,
+                "counts": dataset.manifest.counts,
+                "events_used": int(data.log.interactions(until)[0].size),
+            },
+            "config": json.loads(config.model_dump_json()),
+            "config_hash": chash,
+            "rankers": entries,
+            "components": {},
+            "git_commit": git_commit(),
+            "metrics": {},
+        }
+        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True))
+        os.chmod(tmp, 0o755)
+        final = out / version
+        if final.exists():  # same inputs in the same second: replace, the contents are equivalent
+            shutil.rmtree(final)
+        os.rename(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    _write_latest(out, version)
+    return ModelBundle(final, version, manifest, config, catalog, tuple(rankers))
+
+
+def _fit_and_save(rankers: list[Ranker], data: FitInput, tmp: Path, progress: bool) -> list[dict[str, str]]:
+    """Fit each ranker and save its artifact into ``tmp/rankers/<dir>``, with a progress bar when asked."""
+    entries: list[dict[str, str]] = []
+    used: set[str] = set()
+    with Progress(
+        TextColumn("[bold]{task.description}"), BarColumn(), TimeElapsedColumn(), disable=not progress, transient=False
+    ) as bar:
+        for ranker in rankers:
+            task = bar.add_task(f"fit {ranker.name}", total=1)
+            ranker.fit(data)
+            d = ranker.name
+            i = 2
+            while d in used:  # the same ranker configured twice
+                d, i = f"{ranker.name}-{i}", i + 1
+            used.add(d)
+            ranker.save(tmp / "rankers" / d)
+            entries.append({"name": ranker.name, "dir": f"rankers/{d}", "config_hash": ranker.config.config_hash()})
+            bar.update(task, completed=1)
+    return entries
+
+
+def _write_catalog(dataset: Dataset, out: Path) -> None:
+    """Copy the dataset's catalog tables, or write them from the frames when the files are absent."""
+    out.mkdir(parents=True)
+    for name, frame, schema in (("titles", dataset.titles, TITLE_SCHEMA), ("variants", dataset.variants, VARIANT_SCHEMA)):
+        src = Path(dataset.path) / f"{name}.parquet"
+        if src.is_file():
+            shutil.copyfile(src, out / f"{name}.parquet")
+        else:
+            pq.write_table(conform(frame, schema), out / f"{name}.parquet")
+
+
+def _write_latest(out: Path, version: str) -> None:
+    """Point ``LATEST`` at ``version`` with an atomic replace."""
+    tmp = out / f".{LATEST}.tmp-{os.getpid()}"
+    tmp.write_text(version + "\n")
+    os.replace(tmp, out / LATEST)
+
+
+def resolve(path: Path) -> Path:
+    """A bundle directory: ``path`` itself, or ``path/<LATEST>`` for a MODELS directory."""
+    path = Path(path)
+    if (path / "manifest.json").is_file():
+        return path
+    latest = path / LATEST
+    if latest.is_file():
+        version = latest.read_text().strip()
+        if not (path / version / "manifest.json").is_file():
+            raise BundleError(f"{latest}: names version {version!r}, which has no manifest.json")
+        return path / version
+    raise BundleError(f"{path}: not a model bundle (no manifest.json) nor a models directory (no {LATEST})")
+
+
+def load_bundle(path: Path) -> ModelBundle:
+    """Load a bundle (a bundle directory, or a models directory's latest) and check it against the code."""
+    bdir = resolve(path)
+    mpath = bdir / "manifest.json"
+    try:
+        manifest = json.loads(mpath.read_text())
+    except json.JSONDecodeError as e:
+        raise BundleError(f"{mpath}:{e.lineno}: invalid JSON: {e.msg}") from e
+    if manifest.get("bundle_format") != BUNDLE_FORMAT:
+        raise BundleError(f"{mpath}: bundle format {manifest.get('bundle_format')}, this code reads {BUNDLE_FORMAT}")
+    try:
+        config = PipelineConfig.model_validate(manifest["config"])
+    except Exception as e:
+        raise BundleError(f"{mpath}: config: {e}") from e
+    if config.config_hash() != manifest.get("config_hash"):
+        raise BundleError(f"{mpath}: config_hash {manifest.get('config_hash')} does not match its config ({config.config_hash()})")
+    rankers = tuple(_load_ranker(bdir, entry) for entry in manifest.get("rankers", []))
+    try:
+        catalog = Catalog.from_frames(
+            pq.read_table(bdir / "catalog" / "titles.parquet").to_pandas(),
+            pq.read_table(bdir / "catalog" / "variants.parquet").to_pandas(),
+        )
+    except FileNotFoundError as e:
+        raise BundleError(f"{bdir}: catalog missing ({e.filename})") from e
+    return ModelBundle(bdir, str(manifest["version"]), manifest, config, catalog, rankers)
+
+
+def _load_ranker(bdir: Path, entry: dict[str, Any]) -> Ranker:
+    """One ranker artifact, refused when unregistered or when its config hash disagrees with the manifest."""
+    name = entry.get("name")
+    cls = ranker_class(str(name))  # RankerNotFound names the ranker
+    adir = bdir / str(entry.get("dir", f"rankers/{name}"))
+    try:
+        ranker = cls.load(adir)
+    except ArtifactError as e:
+        raise BundleError(f"ranker {name!r}: {e}") from e
+    except Exception as e:
+        raise BundleError(f"ranker {name!r}: cannot load {adir}: {e}") from e
+    art = json.loads((adir / "manifest.json").read_text())
+    got = ranker.config.config_hash()
+    if got != entry.get("config_hash") or art.get("config_hash") != entry.get("config_hash"):
+        raise BundleError(
+            f"ranker {name!r}: artifact config hash {art.get('config_hash')} (recomputed {got}) "
+            f"differs from the bundle manifest's {entry.get('config_hash')}"
+        )
+    return ranker

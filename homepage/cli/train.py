@@ -1,0 +1,47 @@
+"""``homepage train``: fit every configured ranker and write a versioned model bundle."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from pathlib import Path
+
+import typer
+
+from homepage.cli import app
+
+
+def parse_time(text: str) -> int:
+    """Unix seconds from ``text``: an integer, or an ISO date/time (UTC unless it says otherwise)."""
+    from homepage.errors import HomepageError
+
+    s = text.strip()
+    if s.lstrip("-").isdigit():
+        return int(s)
+    try:
+        dt = datetime.fromisoformat(s.replace("Z", "+00:00"))
+    except ValueError as e:
+        raise HomepageError(f"--until: {text!r} is neither Unix seconds nor an ISO date/time") from e
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=timezone.utc)
+    return int(dt.timestamp())
+
+
+@app.command("train")
+def train(
+    dataset: Path = typer.Argument(..., help="Dataset directory (from `homepage ingest` or `homepage generate`)."),
+    out: Path = typer.Option(..., "--out", help="Models directory; the bundle goes into OUT/<version>/."),
+    until: str | None = typer.Option(
+        None, "--until", help="Train on events up to this time (ISO or Unix seconds); default: the split quantile."
+    ),
+    config: Path | None = typer.Option(None, "--config", help="Pipeline config JSON; default: the built-in config."),
+) -> None:
+    """Fit every configured ranker on events with ts <= UNTIL and write one model bundle."""
+    from homepage.bundle import train_bundle
+    from homepage.config import load_config
+    from homepage.dataset import load_dataset
+
+    cfg = load_config(config)
+    t = parse_time(until) if until is not None else None
+    ds = load_dataset(dataset, columns=["user_id", "title_id", "kind", "ts", "progress", "stars"])
+    bundle = train_bundle(ds, out, cfg, until=t, progress=True)
+    typer.echo(str(bundle.path))

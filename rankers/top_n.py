@@ -1,0 +1,143 @@
+"""Top-N: the most popular titles overall and in the user's region; also serves cold start.
+
+Popularity is the interaction count, or, with ``bayesian``, the mean rating shrunk toward
+the global mean by ``prior_count`` pseudo-ratings (an IMDb-style weighted rating), among
+titles with at least ``min_count`` interactions. The regional row ranks by regional
+counts (the world keeps no regional ratings). The ranking of a world is computed once
+and cached for as long as that ``GlobalState`` object lives, so a request only filters it.
+"""
+
+from __future__ import annotations
+
+import re
+import weakref
+from collections.abc import Callable
+
+import numpy as np
+from pydantic import Field
+
+from homepage.domain import CandidateRow, RowReason
+from homepage.state import GlobalState, UserState
+from rankers.base import RankerConfig, Ranker, RankRequest, StateNeed
+from rankers.similarity import top_k
+
+
+class TopNConfig(RankerConfig):
+    """Configuration of :class:`TopNRanker`."""
+
+    max_rows: int = Field(default=2, ge=0, le=2, description="overall row, then regional row")
+    min_count: int = Field(default=5, ge=0, description="interactions a title needs to be ranked")
+    bayesian: bool = Field(default=True, description="rank by Bayesian-average rating instead of count")
+    prior_count: float = Field(default=20.0, ge=0.0, description="pseudo-ratings at the global mean")
+    overall: bool = True
+    regional: bool = True
+    exclude_seen: bool = True
+    display_title: str = "Top 10 today"
+    region_display_title: str = "Top in your region"
+
+
+class PopularityRows:
+    """Per-world cache of a full popularity ranking, then filtered per user. Shared with trending."""
+
+    def __init__(self, score: Callable[[GlobalState, str | None], np.ndarray | None]) -> None:
+        self._score = score
+        self._cache: weakref.WeakKeyDictionary[GlobalState, dict[str | None, tuple[np.ndarray, np.ndarray]]]
+        self._cache = weakref.WeakKeyDictionary()
+
+    def ranking(self, world: GlobalState, region: str | None) -> tuple[np.ndarray, np.ndarray]:
+        """All rankable titles of ``world`` (overall when region is None), best first."""
+        per_world = self._cache.get(world)
+        if per_world is None:
+            per_world = {}
+            self._cache[world] = per_world
+        if region not in per_world:
+            s = self._score(world, region)
+            per_world[region] = top_k(s, s.size) if s is not None else (np.zeros(0, np.int64), np.zeros(0, np.float32))
+        return per_world[region]
+
+    def row(self, world: GlobalState, region: str | None, user: UserState, k: int, exclude_seen: bool) -> tuple[np.ndarray, np.ndarray]:
+        """Catalog indices and scores of the best ``k`` titles the user may be shown."""
+        idx, sc = self.ranking(world, region)
+        seen = user.known_titles if exclude_seen else np.zeros(0, np.int64)
+        head = min(idx.size, k + seen.size)
+        idx, sc = idx[:head], sc[:head]
+        if seen.size:
+            keep = ~np.isin(idx, seen)
+            idx, sc = idx[keep], sc[keep]
+        return idx[:k], sc[:k]
+
+
+def safe_id(text: str) -> str:
+    """``text`` with every character a row id may not hold (see ``Event.row_id``) replaced by ``_``."""
+    return re.sub(r"[^A-Za-z0-9_.:@-]", "_", text)
+
+
+def user_region(request: RankRequest) -> str | None:
+    """The request's region when given, else the user's profile region."""
+    return request.context.region or request.user.region
+
+
+def make_row(
+    ranker: str, row_id: str, display: str, reason: RowReason, request: RankRequest, idx: np.ndarray, sc: np.ndarray
+) -> CandidateRow:
+    """A candidate row from catalog indices; the row score is the mean of the top scores, squashed to (0, 1)."""
+    mean = float(np.mean(sc)) if sc.size else 0.0
+    return CandidateRow(
+        row_id=row_id,
+        ranker=ranker,
+        display_title=display,
+        title_ids=request.catalog.title_ids[idx].astype(np.int64),
+        scores=sc.astype(np.float32),
+        reason=reason,
+        row_score=mean / (1.0 + abs(mean)),
+    )
+
+
+class TopNRanker(Ranker):
+    """Most popular titles overall and per region; stateless (reads ``GlobalState``)."""
+
+    name = "top_n"
+    Config = TopNConfig
+    needs = frozenset({StateNeed.HISTORY, StateNeed.PROFILE, StateNeed.POPULARITY})
+    config: TopNConfig
+
+    def __init__(self, config: TopNConfig | dict | None = None) -> None:
+        super().__init__(config)
+        self._rows = PopularityRows(self.scores)
+
+    def scores(self, world: GlobalState, region: str | None) -> np.ndarray | None:
+        """Popularity of every title (-inf where not rankable); None when the region is unknown."""
+        cfg = self.config
+        if region is None:
+            counts = world.counts.astype(np.float64)
+            rs, rc = world.rating_sum, world.rating_count.astype(np.float64)
+            if cfg.bayesian and rc.sum() > 0:
+                mean = rs.sum() / rc.sum()
+                s = (rs + cfg.prior_count * mean) / (rc + cfg.prior_count) if cfg.prior_count > 0 else rs / np.maximum(rc, 1)
+                # ties (e.g. titles with no ratings) go to the more watched title
+                s = s + 1e-6 * counts / max(counts.max(), 1.0)
+                s = np.where(rc > 0, s, -np.inf) if cfg.prior_count == 0 else s
+            else:
+                s = counts.copy()
+        else:
+            if region not in world.region_counts:
+                return None
+            counts = world.region_counts[region].astype(np.float64)
+            s = counts.copy()
+        s[(counts < max(cfg.min_count, 1))] = -np.inf
+        return s
+
+    def rows(self, request: RankRequest) -> list[CandidateRow]:
+        cfg = self.config
+        out: list[CandidateRow] = []
+        if cfg.overall and len(out) < cfg.max_rows:
+            idx, sc = self._rows.row(request.world, None, request.user, cfg.row_length, cfg.exclude_seen)
+            if idx.size:
+                out.append(make_row(self.name, "top_n", cfg.display_title, RowReason(kind="top_n"), request, idx, sc))
+        region = user_region(request)
+        if cfg.regional and region is not None and len(out) < cfg.max_rows:
+            idx, sc = self._rows.row(request.world, region, request.user, cfg.row_length, cfg.exclude_seen)
+            if idx.size:
+                reason = RowReason(kind="top_n_region", region=region)
+                out.append(make_row(self.name, f"top_n:region:{safe_id(region)}", cfg.region_display_title, reason, request, idx, sc))
+        return out

@@ -1,0 +1,220 @@
+"""Video to video: "Because you watched X" rows from precomputed item-item neighbours.
+
+Fit: the cosine of titles over the binary user x title matrix up to ``until`` (each user's
+latest ``max_user_titles`` titles, shrunk by ``shrinkage`` so rare pairs do not look
+perfect) is blended with content similarity (genres, cast and director, tags, and year
+proximity); the best ``n_neighbours`` of every title are kept. Content candidates
+are the ``content_pool`` most interacted titles (plus everything co-watched), which bounds
+fit cost at n_titles x pool and keeps obscure titles out of these rows.
+
+Request: anchors are the user's recent, strongly engaged titles (rated >= ``min_stars``
+or watched to ``min_progress``), scored by engagement and recency; an anchor too similar
+to one already chosen (in its neighbour list above ``max_anchor_similarity``, or sharing
+over ``max_anchor_overlap`` of its neighbours) is skipped. Each anchor gives a row of its
+neighbours the user has not seen.
+"""
+
+from __future__ import annotations
+
+from typing import Self
+
+import numpy as np
+from pydantic import Field
+
+from homepage.domain import CandidateRow, RowReason
+from homepage.state import PLAY, RATING, UserState
+from rankers.base import FitInput, RankerConfig, Ranker, RankRequest, StateNeed
+from rankers.similarity import content_features, neighbours, row_top_k, user_title_matrix
+from rankers.top_n import make_row
+
+DAY = 86_400.0
+
+
+class VideoToVideoConfig(RankerConfig):
+    """Configuration of :class:`VideoToVideoRanker`."""
+
+    row_length: int = Field(default=30, ge=1, le=1000)
+    max_rows: int = Field(default=3, ge=0, le=100)
+    n_neighbours: int = Field(default=60, ge=1, le=1000, description="neighbours kept per title")
+    collaborative_weight: float = Field(default=0.7, ge=0.0, le=1.0, description="the rest is content")
+    shrinkage: float = Field(default=10.0, ge=0.0, description="added to the cosine denominator")
+    max_user_titles: int = Field(default=200, ge=1, description="latest distinct titles per user used for co-occurrence")
+    content_pool: int = Field(default=3000, ge=1, description="most interacted titles eligible as content neighbours")
+    year_scale: float = Field(default=10.0, gt=0.0, description="year distance at which year similarity falls to 1/e")
+    min_stars: float = Field(default=4.0, description="a rating at least this makes an anchor")
+    min_progress: float = Field(default=0.8, ge=0.0, le=1.0, description="a play at least this far makes an anchor")
+    anchor_half_life_days: float = Field(default=30.0, gt=0.0)
+    anchor_pool: int = Field(default=50, ge=1, description="latest distinct titles considered as anchors")
+    max_anchor_similarity: float = Field(default=0.3, ge=0.0)
+    max_anchor_overlap: float = Field(default=0.4, ge=0.0, le=1.0)
+    min_row_length: int = Field(default=3, ge=1)
+    block_size: int = Field(default=1024, ge=16, le=65536, description="titles per block at fit")
+
+
+class VideoToVideoRanker(Ranker):
+    """Because-you-watched rows; learned: ``neighbours_`` and ``neighbour_scores_`` (n_titles, k)."""
+
+    name = "video_to_video"
+    Config = VideoToVideoConfig
+    needs = frozenset({StateNeed.HISTORY, StateNeed.PROGRESS})
+    config: VideoToVideoConfig
+
+    def __init__(self, config: VideoToVideoConfig | dict | None = None) -> None:
+        super().__init__(config)
+        self.neighbours_: np.ndarray | None = None
+        self.neighbour_scores_: np.ndarray | None = None
+
+    # ------------------------------------------------------------------ fit
+    def fit(self, data: FitInput, on_block: object = None) -> Self:
+        super().fit(data)
+        cfg = self.config
+        n = len(data.catalog)
+        user_pos, title_idx, _, _ = data.log.interactions(data.until)
+        x = user_title_matrix(user_pos, title_idx, int(data.log.user_ids.size), n, cfg.max_user_titles)
+        xt = x.T.tocsr()
+        n_i = np.asarray(x.sum(axis=0)).ravel().astype(np.float32)
+        sq = np.sqrt(n_i)
+        content = content_features(data.catalog, year_scale=cfg.year_scale)
+        pool_idx = np.sort(np.argsort(-n_i, kind="stable")[: cfg.content_pool]) if cfg.collaborative_weight < 1 else np.zeros(0, np.int64)
+        pool_pos = np.full(n, -1, np.int64)
+        pool_pos[pool_idx] = np.arange(pool_idx.size)
+        alpha = np.float32(cfg.collaborative_weight)
+        k = cfg.n_neighbours
+
+        def block_candidates(a: int, b: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+            co = (xt[a:b] @ x).tocoo()
+            r, c = co.row.astype(np.int64), co.col.astype(np.int64)
+            cf = alpha * co.data / (sq[a + r] * sq[c] + np.float32(cfg.shrinkage) + np.float32(1e-9))
+            if co.nnz > 0.05 * (b - a) * n:  # dense co-occurrence: score every pair
+                s = np.zeros((b - a, n), np.float32)
+                s[r, c] = cf
+                if pool_idx.size:
+                    s[:, pool_idx] += (1 - alpha) * content.against(slice(a, b), pool_idx)
+                s[np.arange(b - a), np.arange(a, b)] = 0.0
+                return row_top_k(s, k)
+            if not pool_idx.size:
+                return r, c, cf
+            # sparse co-occurrence: content against the pool, co-watched titles outside it as they are
+            d = (1 - alpha) * content.against(slice(a, b), pool_idx)
+            inpool = pool_pos[c] >= 0
+            d[r[inpool], pool_pos[c[inpool]]] += cf[inpool]
+            self_pos = pool_pos[a:b]
+            has = self_pos >= 0
+            d[np.flatnonzero(has), self_pos[has]] = 0.0
+            dr, dc, dv = row_top_k(d, k)
+            out = ~inpool
+            return np.concatenate([dr, r[out]]), np.concatenate([pool_idx[dc], c[out]]), np.concatenate([dv, cf[out]])
+
+        cb = on_block if callable(on_block) else None
+        self.neighbours_, self.neighbour_scores_ = neighbours(n, cfg.n_neighbours, block_candidates, cfg.block_size, cb)
+        return self
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        if self.neighbours_ is None:
+            return {}
+        return {"neighbours": self.neighbours_, "neighbour_scores": self.neighbour_scores_}
+
+    def restore(self, arrays: dict[str, np.ndarray]) -> None:
+        if "neighbours" in arrays:
+            self.neighbours_ = arrays["neighbours"]
+            self.neighbour_scores_ = arrays["neighbour_scores"]
+
+    # ------------------------------------------------------------------ request
+    def anchor_scores(self, user: UserState) -> tuple[np.ndarray, np.ndarray]:
+        """(catalog index, anchor score) of the user's eligible anchors, best first."""
+        cfg = self.config
+        known = (user.title_idx >= 0) & (user.title_idx < self._n_fitted())
+        if not known.any():
+            return np.zeros(0, np.int64), np.zeros(0, np.float64)
+        idx, ts, kinds = user.title_idx[known], user.ts[known], user.kinds[known]
+        stars, prog = user.stars[known], user.progress[known]
+        strong = ((kinds == RATING) & (stars >= cfg.min_stars)) | ((kinds == PLAY) & (prog >= cfg.min_progress))
+        if not strong.any():
+            return np.zeros(0, np.int64), np.zeros(0, np.float64)
+        engagement = np.where(kinds == RATING, stars / 5.0, prog).astype(np.float64)
+        idx, ts, engagement = idx[strong], ts[strong], engagement[strong]
+        # latest strong event per title, then the latest ``anchor_pool`` titles
+        r = idx[::-1]
+        _, first = np.unique(r, return_index=True)
+        keep = np.sort(idx.size - 1 - first)[-cfg.anchor_pool :]
+        idx, ts, engagement = idx[keep], ts[keep], engagement[keep]
+        age = np.maximum(user.as_of - ts, 0).astype(np.float64)
+        score = engagement * (0.25 + 0.75 * np.exp2(-age / (cfg.anchor_half_life_days * DAY)))
+        order = np.lexsort((-ts, -score))  # equal scores: the more recent first
+        return idx[order], score[order]
+
+    def choose_anchors(self, user: UserState) -> list[tuple[int, float]]:
+        """Up to ``max_rows`` anchors, best first, none a near duplicate of one chosen before."""
+        cfg = self.config
+        chosen: list[tuple[int, float]] = []
+        if self.neighbours_ is None:
+            return chosen
+        idx, score = self.anchor_scores(user)
+        chosen_sets: list[np.ndarray] = []
+        head = min(cfg.row_length, self.neighbours_.shape[1])
+        for i, s in zip(idx.tolist(), score.tolist()):
+            if len(chosen) >= cfg.max_rows:
+                break
+            nb = self.neighbours_[i]
+            if nb[0] < 0:
+                continue
+            mine = nb[:head][nb[:head] >= 0]
+            too_close = False
+            for (a, _), theirs in zip(chosen, chosen_sets):
+                if self._similarity(a, i) > cfg.max_anchor_similarity or self._similarity(i, a) > cfg.max_anchor_similarity:
+                    too_close = True
+                    break
+                overlap = np.intersect1d(mine, theirs, assume_unique=True).size / max(1, min(mine.size, theirs.size))
+                if overlap > cfg.max_anchor_overlap:
+                    too_close = True
+                    break
+            if not too_close:
+                chosen.append((i, s))
+                chosen_sets.append(mine)
+        return chosen
+
+    def _similarity(self, a: int, b: int) -> float:
+        """Score of b in a's neighbour list, 0 when absent."""
+        assert self.neighbours_ is not None and self.neighbour_scores_ is not None
+        hit = np.flatnonzero(self.neighbours_[a] == b)
+        return float(self.neighbour_scores_[a, hit[0]]) if hit.size else 0.0
+
+    def _n_fitted(self) -> int:
+        return 0 if self.neighbours_ is None else int(self.neighbours_.shape[0])
+
+    def rows(self, request: RankRequest) -> list[CandidateRow]:
+        cfg = self.config
+        if self.neighbours_ is None or cfg.max_rows == 0:
+            return []
+        anchors = self.choose_anchors(request.user)
+        if not anchors:
+            return []
+        seen = request.user.known_titles
+        n_cat = len(request.catalog)
+        out: list[CandidateRow] = []
+        for anchor, a_score in anchors:
+            nb, ns = self.neighbours_[anchor], self.neighbour_scores_[anchor]  # type: ignore[index]
+            ok = (nb >= 0) & (nb < n_cat)
+            nb, ns = nb[ok].astype(np.int64), ns[ok]
+            if seen.size:
+                keep = ~np.isin(nb, seen)
+                nb, ns = nb[keep], ns[keep]
+            nb, ns = nb[: cfg.row_length], ns[: cfg.row_length]
+            if nb.size < cfg.min_row_length:
+                continue
+            tid = int(request.catalog.title_ids[anchor])
+            name = request.catalog.names[anchor]
+            row = make_row(
+                self.name,
+                f"video_to_video:{tid}",
+                f"Because you watched {name}",
+                RowReason(kind="because_you_watched", anchor_title_id=tid),
+                request,
+                nb,
+                ns,
+            )
+            out.append(
+                CandidateRow(row.row_id, row.ranker, row.display_title, row.title_ids, row.scores, row.reason, float(a_score))
+            )
+        return out
+
