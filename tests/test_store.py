@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import uuid
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from redis_fixtures import *  # noqa: F403  (fixtures: store, embedded_redis, url_client, ...)
 from redis_fixtures import write_small_dataset
 
@@ -269,3 +272,32 @@ def test_embedded_redis_keeps_data_across_restarts(tmp_path: Path) -> None:
 
 def test_kind_codes_cover_the_history_dtype() -> None:
     assert set(KIND_BY_CODE) <= set(range(np.iinfo(HISTORY_DTYPE["kind"]).max))
+
+
+new_event = st.tuples(
+    st.integers(1, 6),  # user
+    st.integers(1, 34),  # title * 10 (31..34 are not in the catalog)
+    st.sampled_from(["play", "rating", "impression"]),
+    st.integers(-5 * 86_400, 5 * 86_400),  # ts relative to the publish time, in any order
+    st.one_of(st.none(), st.floats(0.0, 1.0)),
+)
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.lists(new_event, max_size=25), batch=st.integers(1, 5), dt=st.integers(-6 * 86_400, 6 * 86_400))
+def test_appends_in_any_order_read_like_the_event_log(
+    store: RedisStore, world: World, data: list, batch: int, dt: int
+) -> None:
+    world.publish(store, f"h{uuid.uuid4().hex[:8]}")
+    events = [
+        Event(user_id=u, title_id=10 * t, kind=k, ts=world.t + d, progress=p, stars=(p or 0.5) * 10 if k == "rating" else None)
+        for u, t, k, d, p in data
+    ]
+    for i in range(0, len(events), batch):
+        store.append_events(events[i : i + batch], world.catalog)
+    log2 = world.with_events(events)
+    now = world.t + dt
+    for u in range(1, 7):
+        assert_user_equal(store.read_user_state(u, now, world.catalog), log2.user_state(u, now))
+    if dt >= 5 * 86_400:  # the counters hold every event; the log's state as of now does too
+        assert_global_equal(store.read_global_state(now, world.catalog), log2.global_state(now, HALF_LIFE))
