@@ -81,6 +81,9 @@ def test_cli_publish_then_rollback(
     assert (out / "rankers" / "top_n.npz").read_bytes() == (models / "m7" / "rankers" / "top_n.npz").read_bytes()
     assert store.meta(v2).bundle_version == "m7"
 
+    listed = runner.invoke(app, ["versions"])
+    assert listed.exit_code == 0 and listed.output.splitlines()[-1].startswith(f"* {v2}")
+
     back = runner.invoke(app, ["rollback"])
     assert back.exit_code == 0 and v1 in back.output
     assert store.active_version() == v1

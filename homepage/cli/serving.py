@@ -1,7 +1,8 @@
-"""Serving commands: ``publish`` (dataset state and model bundle into Redis) and ``rollback``."""
+"""Serving commands: ``publish`` (dataset state and model bundle into Redis), ``rollback``, ``versions``."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import typer
@@ -56,5 +57,20 @@ def rollback() -> None:
     store = connect(get_settings())
     try:
         typer.echo(f"active version: {store.rollback()}")
+    finally:
+        store.close()
+
+
+@app.command("versions")
+def versions() -> None:
+    """List the published versions (oldest first); ``*`` marks the active one."""
+    store = connect(get_settings())
+    try:
+        active = store.active_version()
+        for v in store.versions():
+            m = store.meta(v)
+            as_of = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(m.as_of))
+            mark = "*" if v == active else " "
+            typer.echo(f"{mark} {v}  as of {as_of}  users {m.n_users}  bundle {m.bundle_version or '-'}")
     finally:
         store.close()
