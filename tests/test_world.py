@@ -242,3 +242,27 @@ def test_cli_generate_writes_a_loadable_world(tmp_path: Path) -> None:
     assert WorldTruth.load(out).n_users == 50 and read_manifest(out).source == "synthetic"
     res = CliRunner().invoke(app, ["generate", "--users", "50", "--titles", "40", "--events", "3", "--out", str(out)])
     assert res.exit_code != 0 and "--events" in str(res.exception or res.output)
+
+
+def test_title_sampler_draws_from_the_softmax_without_repeats() -> None:
+    from fixtures.world import _catalog, _TitleSampler
+
+    p = WorldParams(n_users=10, n_titles=150, seed=5)
+    cat = _catalog(p, np.random.default_rng(0))
+    cat["title_factors"] = np.zeros((p.n_titles, p.k), np.float32)
+    sampler = _TitleSampler(p, cat)
+    logits = np.random.default_rng(1).normal(0, 1.5, p.n_titles).astype(np.float32)
+    rows = 20_000
+    key = np.zeros((rows, sampler.nb * sampler.block), np.float32) - np.inf
+    key[:, : p.n_titles] = logits
+    row, title = sampler.draw(np.random.default_rng(2), key, np.ones(rows, np.int64))
+    assert np.array_equal(row, np.arange(rows))
+    soft = np.exp(logits - logits.max())
+    soft /= soft.sum()
+    freq = np.bincount(title, minlength=p.n_titles) / rows
+    assert np.all(np.abs(freq - soft) < 5 * np.sqrt(soft * (1 - soft) / rows) + 1e-4)
+    key = np.zeros((50, sampler.nb * sampler.block), np.float32) - np.inf
+    key[:, : p.n_titles] = logits
+    row, title = sampler.draw(np.random.default_rng(3), key, np.full(50, 40))
+    assert np.bincount(row).tolist() == [40] * 50
+    assert np.unique(row * 1000 + title).size == row.size
