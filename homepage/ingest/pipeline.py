@@ -75,15 +75,26 @@ def unknown_count(ids: np.ndarray, known: np.ndarray) -> int:
     return int(ids.size - np.count_nonzero(table[ids]))
 
 
+def first_times(user_id: np.ndarray, ts: np.ndarray) -> pd.Series:
+    """Each user's earliest time, indexed by user id (a dense table when ids are small: no sort)."""
+    if user_id.size == 0:
+        return pd.Series(dtype=np.int64)
+    top = int(user_id.max())
+    if user_id.min() < 0 or top > 50_000_000:
+        return pd.Series(ts).groupby(user_id).min()
+    first = np.full(top + 1, np.iinfo(np.int64).max, dtype=np.int64)
+    np.minimum.at(first, user_id, ts)
+    seen = np.flatnonzero(first != np.iinfo(np.int64).max)
+    return pd.Series(first[seen], index=seen)
+
+
 def build_users(t: MovieLensTables) -> pd.DataFrame:
     """Every user seen (ratings, tags, users file); region from zip codes; created = first event."""
-    r = t.ratings  # in time order, so a user's first row is their first rating
-    rated, first_at = np.unique(r.user_id, return_index=True)
-    first = pd.Series(r.ts[first_at], index=rated)
-    ids = [rated]
+    first = first_times(t.ratings.user_id, t.ratings.ts)
     if t.tags is not None and len(t.tags):
-        ids.append(t.tags["user_id"].to_numpy(np.int64))
-        first = pd.concat([first, t.tags.groupby("user_id")["ts"].min()]).groupby(level=0).min()
+        tag_first = first_times(t.tags["user_id"].to_numpy(np.int64), t.tags["ts"].to_numpy(np.int64))
+        first = pd.concat([first, tag_first]).groupby(level=0).min()
+    ids = [first.index.to_numpy(np.int64)]
     if t.users is not None:
         ids.append(t.users["user_id"].to_numpy(np.int64))
     uid = np.unique(np.concatenate(ids))
@@ -96,8 +107,7 @@ def build_users(t: MovieLensTables) -> pd.DataFrame:
         users["region"] = users["region"].where(users["region"].notna(), None)
     else:
         users["region"] = None
-    created = users["user_id"].map(first)
-    users["created"] = created.astype("Int64")
+    users["created"] = users["user_id"].map(first).astype("Int64")
     return users
 
 

@@ -103,7 +103,7 @@ def _check_header(name: str, fmt: DelimitedFormat, head: list[bytes]) -> Delimit
         return fmt
     if not head or not head[0].strip():
         raise HomepageError(f"{name}:1: empty file, expected a header {','.join(fmt.header)}")
-    cols = [c.strip() for c in head[0].decode(fmt.encoding, "replace").strip().split(fmt.sep.decode())]
+    cols = [c.strip() for c in head[0].decode(fmt.encoding, "replace").lstrip("\ufeff").strip().split(fmt.sep.decode())]
     missing = [c for c in fmt.header if c not in cols]
     if missing:
         raise HomepageError(f"{name}:1: expected columns {','.join(fmt.header)}, found {','.join(cols)}")
