@@ -68,8 +68,15 @@ def score(
     return np.where(table.valid[titles], s, -np.inf)
 
 
-def score_one(theta: np.ndarray, context: np.ndarray, titles: np.ndarray, table: VariantTable, static: np.ndarray) -> np.ndarray:
-    """``score`` for one user over many titles, plus ``static`` (n_titles, K): the serving fast path.
+def score_one(
+    theta: np.ndarray,
+    context: np.ndarray,
+    titles: np.ndarray,
+    table: VariantTable,
+    static: np.ndarray,
+    user_w: np.ndarray | None = None,
+) -> np.ndarray:
+    """``score`` (+ ``user_score``) for one user over many titles, plus ``static`` (n_titles, K): the serving fast path.
 
     The user's weights per attribute value are folded into three small lookup vectors
     first, so the page costs three gathers and two adds.
@@ -81,7 +88,48 @@ def score_one(theta: np.ndarray, context: np.ndarray, titles: np.ndarray, table:
     by_emph = u[: g + 1] + theta[-2] * np.append(context[g : 2 * g], 0.0)
     by_tone = u[g + 1 : p - 2] + u[p - 1]
     by_cast = np.append(theta[-1] * context[2 * g :] + u[p - 2], 0.0)  # index -1: no cast member
+    if user_w is not None:
+        by_emph = by_emph + np.append(user_w[0] * context[:g] + user_w[2], 0.0)
+        by_cast[:-1] += user_w[1] * context[2 * g :] + user_w[3]
+        by_tone = by_tone + user_w[4:]
     return by_emph[table.emphasis[titles]] + by_tone[table.tone[titles]] + by_cast[table.cast[titles]] + static[titles]
+
+
+def user_dim(n_tones: int) -> int:
+    """Per-user weights: genre match, cast match, has emphasis, has cast, tone one-hot (T + 1)."""
+    return 4 + n_tones + 1
+
+
+def user_score(
+    user_w: np.ndarray, contexts: np.ndarray, rows: np.ndarray, titles: np.ndarray, table: VariantTable
+) -> np.ndarray:
+    """The per-user part of the score (n, K): ``user_w`` (n, user_dim) are row i's user's own weights."""
+    g = table.n_genres
+    _, _, xc = _user_parts(contexts, g)
+    xg = np.hstack([contexts[:, :g], np.zeros((contexts.shape[0], 1), contexts.dtype)])
+    emph, tone, cast = table.emphasis[titles], table.tone[titles], table.cast[titles]
+    r = rows[:, None]
+    w = user_w[:, :, None] if user_w.ndim == 2 else user_w
+    s = w[:, 0] * xg[r, emph] + w[:, 1] * xc[r, cast] + w[:, 2] * (emph < g) + w[:, 3] * (cast >= 0)
+    return s + np.take_along_axis(user_w[:, 4:], tone, axis=1)
+
+
+def user_design(contexts: np.ndarray, rows: np.ndarray, titles: np.ndarray, actions: np.ndarray, table: VariantTable) -> np.ndarray:
+    """Explicit per-user features (n, user_dim) of the logged variant, matching ``user_score``."""
+    g, t = table.n_genres, len(table.tones)
+    n = titles.shape[0]
+    emph = table.emphasis[titles, actions]
+    tone = table.tone[titles, actions]
+    cast = table.cast[titles, actions]
+    _, _, xc = _user_parts(contexts, g)
+    xg = np.hstack([contexts[:, :g], np.zeros((contexts.shape[0], 1), contexts.dtype)])
+    z = np.zeros((n, user_dim(t)))
+    z[:, 0] = xg[rows, emph]
+    z[:, 1] = xc[rows, cast]
+    z[:, 2] = emph < g
+    z[:, 3] = cast >= 0
+    z[np.arange(n), 4 + tone] = 1.0
+    return z
 
 
 def design(contexts: np.ndarray, rows: np.ndarray, titles: np.ndarray, actions: np.ndarray, table: VariantTable) -> np.ndarray:

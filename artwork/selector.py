@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from artwork.context import ContextLayout
-from artwork.features import feature_names, n_features, score, score_one
+from artwork.features import feature_names, n_features, score, score_one, user_dim, user_score
 from artwork.feedback import LoggedFeedback
 from artwork.training import fit_weights
 from artwork.variant_table import VariantTable
@@ -87,12 +87,14 @@ class ArtworkSelector:
         stable_period: int = 7 * 86_400,
         ridge: float = 1.0,
         bias_prior: float = 200.0,
+        user_prior: float = 10.0,
         salt: int = 0,
     ):
         self.epsilon = epsilon
         self.stable_period = stable_period
         self.ridge = ridge
         self.bias_prior = bias_prior
+        self.user_prior = user_prior
         self.salt = salt
 
     # ------------------------------------------------------------------ fitting
@@ -141,13 +143,17 @@ class ArtworkSelector:
         progress: Callable[[int, int], None] | None = None,
     ) -> ArtworkSelector:
         """Train on logged impressions (``logs.title_idx``, ``logs.action`` = variant position, reward = play)."""
-        for name in ("theta_", "_bias_ids", "_bias_values", "tones_", "genres_"):
+        for name in ("theta_", "_bias_ids", "_bias_values", "tones_", "genres_", "user_ids_", "user_weights_"):
             self.__dict__.pop(name, None)
         self.prepare(catalog)
         if contexts.shape[1] != self.layout_.dim:
             raise HomepageError(f"contexts: {contexts.shape[1]} columns, the catalog's layout has {self.layout_.dim}")
-        fitted = fit_weights(logs, contexts, self.table_, context_row, self.ridge, self.bias_prior, progress)
+        fitted = fit_weights(
+            logs, contexts, self.table_, context_row, self.ridge, self.bias_prior, self.user_prior, progress
+        )
         self.theta_ = fitted.theta
+        self.user_ids_ = fitted.user_ids
+        self.user_weights_ = fitted.user_weights
         valid = self.table_.valid
         self._bias_ids = self.table_.variant_ids[valid]
         self._bias_values = fitted.variant_bias[valid]
@@ -162,19 +168,41 @@ class ArtworkSelector:
         if not hasattr(self, "table_"):
             raise HomepageError("ArtworkSelector: call prepare(catalog) or fit(...) before choosing")
 
-    def scores(self, contexts: np.ndarray, rows: np.ndarray, titles: np.ndarray) -> np.ndarray:
-        """Predicted play propensity scores (n, K) of each title's variants; -inf on padding."""
+    def user_weights(self, user_ids: np.ndarray) -> np.ndarray:
+        """Each user's own weights (n, user_dim); zeros for users the model never saw."""
+        p = user_dim(len(self.tones_))
+        ids = getattr(self, "user_ids_", np.zeros(0, np.int64))
+        user_ids = np.asarray(user_ids, np.int64)
+        if ids.size == 0:
+            return np.zeros((user_ids.size, p))
+        pos = np.minimum(np.searchsorted(ids, user_ids), ids.size - 1)
+        return np.where((ids[pos] == user_ids)[:, None], self.user_weights_[pos], 0.0)
+
+    def scores(
+        self, contexts: np.ndarray, rows: np.ndarray, titles: np.ndarray, user_ids: np.ndarray | None = None
+    ) -> np.ndarray:
+        """Predicted play probabilities (n, K) of each title's variants; -inf on padding.
+
+        ``user_ids`` (n,) adds each user's own learnt weights; without it, the shared model only.
+        """
         self._need_prepared()
-        s = score(self.theta_, contexts, rows, titles, self.table_)
-        return s + self.variant_bias_[titles]
+        s = score(self.theta_, contexts, rows, titles, self.table_) + self.variant_bias_[titles]
+        if user_ids is not None:
+            s = s + user_score(self.user_weights(user_ids), contexts, rows, titles, self.table_)
+        return s
 
     def action_probabilities(
-        self, contexts: np.ndarray, titles: np.ndarray, context_row: np.ndarray | None = None, epsilon: float | None = None
+        self,
+        contexts: np.ndarray,
+        titles: np.ndarray,
+        context_row: np.ndarray | None = None,
+        epsilon: float | None = None,
+        user_ids: np.ndarray | None = None,
     ) -> np.ndarray:
         """The policy's distribution (n, K) over each title's variants (averaged over its hashed draws)."""
         eps = self.epsilon if epsilon is None else epsilon
         rows = np.arange(titles.shape[0]) if context_row is None else np.asarray(context_row, np.int64)
-        s = self.scores(contexts, rows, titles)
+        s = self.scores(contexts, rows, titles, user_ids)
         k = self.table_.n_variants[titles]
         greedy = np.argmax(s, axis=1)
         valid = self.table_.valid[titles]
@@ -189,7 +217,8 @@ class ArtworkSelector:
         flat = title_idx.reshape(-1)
         present = flat >= 0
         t = np.where(present, flat, 0)
-        s = score_one(self.theta_, np.asarray(context, dtype=np.float64), t, self.table_, self._static_)
+        uw = self.user_weights(np.array([user_id]))[0]
+        s = score_one(self.theta_, np.asarray(context, dtype=np.float64), t, self.table_, self._static_, uw)
         greedy = np.argmax(s, axis=1)
         k = self.table_.n_variants[t]
         u_explore, u_arm = stable_uniforms(int(user_id), self.table_.title_ids[t], int(now) // self.stable_period, self.salt)
@@ -217,6 +246,7 @@ class ArtworkSelector:
                 "stable_period": self.stable_period,
                 "ridge": self.ridge,
                 "bias_prior": self.bias_prior,
+                "user_prior": self.user_prior,
                 "salt": self.salt,
             },
             "genres": list(self.genres_),
@@ -234,7 +264,15 @@ class ArtworkSelector:
         path = Path(path)
         ids = getattr(self, "_bias_ids", np.zeros(0, str))
         vals = getattr(self, "_bias_values", np.zeros(0))
-        np.savez(path.with_suffix(".npz"), theta=self.theta_, bias_ids=ids.astype(str), bias_values=vals)
+        p = user_dim(len(self.tones_))
+        np.savez(
+            path.with_suffix(".npz"),
+            theta=self.theta_,
+            bias_ids=ids.astype(str),
+            bias_values=vals,
+            user_ids=getattr(self, "user_ids_", np.zeros(0, np.int64)),
+            user_weights=getattr(self, "user_weights_", np.zeros((0, p))),
+        )
         path.with_suffix(".json").write_text(json.dumps(self.manifest(), indent=2))
 
     @classmethod
@@ -258,6 +296,8 @@ class ArtworkSelector:
             sel.theta_ = z["theta"]
             sel._bias_ids = z["bias_ids"]
             sel._bias_values = z["bias_values"]
+            sel.user_ids_ = z["user_ids"]
+            sel.user_weights_ = z["user_weights"]
         sel.genres_, sel.tones_ = genres, tones
         sel.n_train_rows_ = man.get("n_train_rows", 0)
         sel.train_play_rate_ = man.get("train_play_rate", float("nan"))

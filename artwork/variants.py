@@ -25,7 +25,6 @@ GENRE_TONE = {
     "Comedy": "comedic",
     "Animation": "bright", "Children": "bright", "Musical": "bright", "Fantasy": "bright", "Romance": "bright",
 }  # fmt: skip
-_KIND_ORDER = {"n": 0, "g": 1, "c": 2, "p": 3}
 
 
 def slug(text: str) -> str:
@@ -35,60 +34,66 @@ def slug(text: str) -> str:
     return s or "x" + hashlib.sha1(text.encode()).hexdigest()[:8]
 
 
-def _ids(title_ids: np.ndarray, infix: str, values: pd.Series | None = None) -> list[str]:
-    """``<title_id>-<infix>`` or ``<title_id>-<infix>-<slug(value)>``, slugging each distinct value once."""
-    if values is None:
-        return [f"{t}-{infix}" for t in title_ids.tolist()]
-    uniq = pd.unique(values.to_numpy(object))
-    lookup = dict(zip(uniq, (slug(str(v)) for v in uniq)))
-    return [f"{t}-{infix}-{lookup[v]}" for t, v in zip(title_ids.tolist(), values.to_numpy(object).tolist())]
-
-
-def _leading(titles: pd.DataFrame, col: str, k: int) -> pd.DataFrame:
-    """``(title_id, value, pos)`` for the first ``k`` entries of a list column, vectorised."""
+def _leading(titles: pd.DataFrame, col: str, k: int) -> tuple[np.ndarray, list[str], np.ndarray]:
+    """``(title_ids, values, positions)`` of the first ``k`` non-empty entries of a list column."""
     if col not in titles.columns or titles.empty:
-        return pd.DataFrame({"title_id": pd.Series(dtype=np.int64), "value": pd.Series(dtype=object), "pos": pd.Series(dtype=np.int64)})
-    s = titles[["title_id", col]].explode(col)
-    s = s[s[col].notna() & (s[col].astype(str).str.len() > 0)]
-    pos = s.groupby(level=0).cumcount().to_numpy()
-    s = s.assign(pos=pos)[pos < k]
-    return pd.DataFrame({"title_id": s["title_id"].to_numpy(np.int64), "value": s[col].astype(str).to_numpy(), "pos": s["pos"].to_numpy()})
+        return np.zeros(0, np.int64), [], np.zeros(0, np.int64)
+    heads = [[str(x) for x in v if x is not None and str(x)][:k] if v is not None else [] for v in titles[col].tolist()]
+    lengths = np.fromiter((len(h) for h in heads), np.int64, len(heads))
+    values = [x for h in heads for x in h]
+    tids = np.repeat(titles["title_id"].to_numpy(np.int64), lengths)
+    starts = np.repeat(np.cumsum(lengths) - lengths, lengths)
+    return tids, values, np.arange(len(values), dtype=np.int64) - starts
+
+
+def _slugged(tids: np.ndarray, infix: str, values: list[str]) -> list[str]:
+    """``<title_id>-<infix>-<slug(value)>``, slugging each distinct value once."""
+    lookup = {v: slug(v) for v in set(values)}
+    return [f"{t}-{infix}-{lookup[v]}" for t, v in zip(tids.tolist(), values)]
 
 
 def derive_variants(titles: pd.DataFrame, posters: dict[int, str] | None = None) -> pd.DataFrame:
-    """Variants for every title, with the columns of ``VARIANT_SCHEMA``.
+    """Variants for every title, with the columns of ``VARIANT_SCHEMA``, ordered by title then kind.
 
     ``titles`` needs ``title_id``; ``genres`` and ``cast`` (list columns) are used when present.
     ``posters`` maps title id to a real image URL, kept as is (tone ``poster``).
     """
-    t = titles.reset_index(drop=True)
-    ids = t["title_id"].to_numpy(np.int64)
-    neutral = pd.DataFrame({"title_id": ids, "kind": "n", "pos": 0, "variant_id": _ids(ids, "n"),
-                            "emphasis_genre": None, "featured_cast": None, "tone": "neutral"})  # fmt: skip
-    g = _leading(t, "genres", MAX_GENRES)
-    genre = pd.DataFrame({"title_id": g["title_id"], "kind": "g", "pos": g["pos"],
-                          "variant_id": _ids(g["title_id"].to_numpy(), "g", g["value"]),
-                          "emphasis_genre": g["value"], "featured_cast": None,
-                          "tone": [GENRE_TONE.get(x, "neutral") for x in g["value"].tolist()]})  # fmt: skip
-    c = _leading(t, "cast", MAX_CAST)
-    cast = pd.DataFrame({"title_id": c["title_id"], "kind": "c", "pos": c["pos"],
-                         "variant_id": _ids(c["title_id"].to_numpy(), "c", c["value"]),
-                         "emphasis_genre": None, "featured_cast": c["value"], "tone": "neutral"})  # fmt: skip
+    ids = titles["title_id"].to_numpy(np.int64)
+    g_t, g_v, g_pos = _leading(titles, "genres", MAX_GENRES)
+    c_t, c_v, c_pos = _leading(titles, "cast", MAX_CAST)
     known = set(ids.tolist())
-    p_items = [(int(k), str(v)) for k, v in (posters or {}).items() if int(k) in known and v]
-    p_ids = np.array([k for k, _ in p_items], dtype=np.int64)
-    poster = pd.DataFrame({"title_id": p_ids, "kind": "p", "pos": 0,
-                           "variant_id": _ids(p_ids, "p"),
-                           "emphasis_genre": None, "featured_cast": None, "tone": "poster",
-                           "image_url": [u for _, u in p_items]})  # fmt: skip
-    parts = [x for x in (neutral, genre, cast, poster) if len(x)]
-    if not parts:
-        return pd.DataFrame({f.name: pd.Series(dtype=object) for f in VARIANT_SCHEMA}).astype({"title_id": np.int64})
-    v = pd.concat(parts, ignore_index=True)
-    v["order"] = v["kind"].map(_KIND_ORDER)
-    v = v.sort_values(["title_id", "order", "pos"], kind="stable").drop_duplicates("variant_id", keep="first")
-    placeholder = [f"/artwork/{t}/{vid}.svg" for t, vid in zip(v["title_id"].tolist(), v["variant_id"].tolist())]
-    real = v["image_url"].tolist() if "image_url" in v.columns else [None] * len(v)
-    v["image_url"] = [r if k == "p" else ph for r, k, ph in zip(real, v["kind"].tolist(), placeholder)]
-    v["title_id"] = v["title_id"].astype(np.int64)
-    return v[VARIANT_SCHEMA.names].reset_index(drop=True)
+    p_items = sorted((int(t), str(u)) for t, u in (posters or {}).items() if int(t) in known and u)
+    p_t = np.array([t for t, _ in p_items], dtype=np.int64)
+    n_g, n_c, n_p = len(g_v), len(c_v), len(p_items)
+    none = [None]
+    tid = np.concatenate([ids, g_t, c_t, p_t])
+    kind = np.repeat(np.array([0, 1, 2, 3], np.int8), [len(ids), n_g, n_c, n_p])
+    pos = np.concatenate([np.zeros(len(ids), np.int64), g_pos, c_pos, np.zeros(n_p, np.int64)])
+    vid = [f"{t}-n" for t in ids.tolist()] + _slugged(g_t, "g", g_v) + _slugged(c_t, "c", c_v) + [f"{t}-p" for t in p_t.tolist()]
+    genre = none * len(ids) + g_v + none * (n_c + n_p)
+    cast = none * (len(ids) + n_g) + c_v + none * n_p
+    tone = ["neutral"] * len(ids) + [GENRE_TONE.get(g, "neutral") for g in g_v] + ["neutral"] * n_c + ["poster"] * n_p
+    url = [f"/artwork/{t}/{v}.svg" for t, v in zip(tid[: len(tid) - n_p].tolist(), vid)] + [u for _, u in p_items]
+    order = np.lexsort((pos, kind, tid))
+    seen: set[str] = set()
+    keep = []
+    for i in order.tolist():  # two names with one slug in a title: keep the first
+        if vid[i] not in seen:
+            seen.add(vid[i])
+            keep.append(i)
+    take = np.asarray(keep, dtype=np.int64)
+
+    def col(values: list) -> np.ndarray:  # type: ignore[type-arg]
+        return np.asarray(values, dtype=object)[take] if len(take) else np.zeros(0, object)
+
+    return pd.DataFrame(
+        {
+            "variant_id": col(vid),
+            "title_id": tid[take],
+            "emphasis_genre": col(genre),
+            "featured_cast": col(cast),
+            "tone": col(tone),
+            "image_url": col(url),
+        },
+        columns=VARIANT_SCHEMA.names,
+    )

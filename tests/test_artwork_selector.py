@@ -124,7 +124,7 @@ def test_propensities_are_exact_and_exploration_rate_is_configurable(
 ) -> None:
     cat, _, ctx = world
     page = np.arange(60).reshape(6, 10)
-    probs = fitted.action_probabilities(np.repeat(ctx[3:4], 60, axis=0), page.ravel())
+    probs = fitted.action_probabilities(np.repeat(ctx[3:4], 60, axis=0), page.ravel(), user_ids=np.full(60, 3))
     np.testing.assert_allclose(probs.sum(axis=1), 1.0)
     explored, counts = 0, np.zeros_like(probs)
     n_visits = 400
@@ -160,10 +160,17 @@ def test_fast_path_equals_explicit_features(
     for k in range(4):
         x = design(ctx, rows, titles, np.full(60, k), fitted.table_)
         np.testing.assert_allclose(s[:, k], x @ fitted.theta_, rtol=1e-6, atol=1e-9)
-    c = fitted.choose(ctx[0], titles.reshape(6, 10), user_id=0, now=NOW)
-    full = fitted.scores(ctx[:1], np.zeros(60, np.int64), titles)
-    greedy = full.argmax(axis=1).reshape(6, 10)
-    assert (c.variant_pos[~c.explored] == greedy[~c.explored]).all()
+    # the serving fast path includes the user's own weights exactly like the batch path
+    assert np.abs(fitted.user_weights(np.array([0]))).sum() > 0
+    from artwork.features import score_one
+
+    for user in (0, 10_000):  # a trained user, and one the model never saw (shared model only)
+        fast = score_one(fitted.theta_, ctx[0].astype(np.float64), titles, fitted.table_, fitted._static_, fitted.user_weights(np.array([user]))[0])
+        full = fitted.scores(ctx[:1], np.zeros(60, np.int64), titles, user_ids=np.full(60, user))
+        np.testing.assert_allclose(fast[np.isfinite(full)], full[np.isfinite(full)], rtol=1e-6, atol=1e-9)
+        c = fitted.choose(ctx[0], titles.reshape(6, 10), user_id=user, now=NOW)
+        greedy = full.argmax(axis=1).reshape(6, 10)
+        assert (c.variant_pos[~c.explored] == greedy[~c.explored]).all()
 
 
 def test_padding_cells_and_titles_without_variants(fitted: ArtworkSelector, world: tuple[Catalog, np.ndarray, np.ndarray]) -> None:
