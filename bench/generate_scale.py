@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import resource
 import shutil
+import sys
 import time
 from pathlib import Path
 
@@ -22,6 +23,12 @@ def _peak_rss_mb() -> float:
     own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     kids = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     return (own + kids) / 1024.0
+
+
+def _cpu_s() -> float:
+    """User + system CPU seconds of this process (the machine may be shared: wall time is not all ours)."""
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
 
 
 def _size_mb(path: Path) -> float:
@@ -39,8 +46,18 @@ def main() -> None:
     args = ap.parse_args()
     params = WorldParams(n_users=args.users, n_titles=args.titles, n_events=args.events, seed=args.seed)
 
+    step = max(1, args.users // 10)
+    marks = iter(range(step, args.users + step, step))
+    next_mark = [next(marks)]
+
+    def progress(done: int, total: int) -> None:
+        if done >= next_mark[0]:
+            print(f"  {done}/{total} users after {time.perf_counter() - t0:.0f} s", file=sys.stderr, flush=True)
+        while done >= next_mark[0]:
+            next_mark[0] = next(marks, total + 1)
+
     t0 = time.perf_counter()
-    world = generate_world(params)
+    world = generate_world(params, progress=progress)
     t1 = time.perf_counter()
     manifest = write_world(world, args.out)
     t2 = time.perf_counter()
@@ -50,6 +67,7 @@ def main() -> None:
     print(f"generate   {t1 - t0:8.1f} s")
     print(f"write      {t2 - t1:8.1f} s")
     print(f"total      {t2 - t0:8.1f} s   ({n_events / (t2 - t0):,.0f} events/s end to end)")
+    print(f"cpu        {_cpu_s():8.1f} s   (user + system of this process)")
     print(f"peak RSS   {_peak_rss_mb():8.0f} MB (self + children)")
     print(f"on disk    {_size_mb(args.out):8.1f} MB  ({args.out})")
     if not args.keep:
