@@ -1,0 +1,1 @@
+"""Offline evaluation of rankers: metrics, peer baselines from other libraries, and the temporal protocol."""

@@ -1,0 +1,162 @@
+"""The temporal ranker-evaluation protocol: our rankers and peer baselines on one train/test split.
+
+Train on events with ts <= T. Test users have at least one event before and one after T;
+their positives are the distinct titles they interacted with after T that they had not
+seen by T. Every method gets the same train matrix and excludes the user's seen titles.
+Hyperparameters of peers (EASE's lambda) are tuned on a validation split inside the
+training period (train <= T_val, positives in (T_val, T]), never on the test period.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+
+from homepage.catalog import Catalog
+from homepage.domain import RequestContext
+from homepage.evaluation.peers import EASE, Peer, default_peers
+from homepage.evaluation.ranker_metrics import summarise
+from homepage.eventlog import EventLog
+from rankers.base import FitInput, Ranker, RankRequest
+from rankers.factorization import interaction_matrix
+
+K_MAX = 50
+KS = (10, 20, 50)
+EASE_LAMBDAS = (50.0, 200.0, 500.0, 1000.0)
+Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True, eq=False)
+class Split:
+    """A train matrix over every user of the log, and the test users with their positives."""
+
+    until: int
+    train: sp.csr_matrix  # (n_users, n_titles) binary, events with ts <= until
+    users: np.ndarray  # row numbers (user positions in the log) of test users
+    positives: list[np.ndarray]  # title indices per test user
+    popularity: np.ndarray  # training interactions per title
+
+    @property
+    def seen(self) -> sp.csr_matrix:
+        return self.train[self.users]
+
+
+def temporal_split(log: EventLog, until: int, *, end: int | None = None, min_stars: float | None = None) -> Split:
+    """The split at ``until``; positives are taken from events in (until, end] (end = the log's end)."""
+    user_pos, title_idx, ts, stars = log.interactions(end)
+    n_users, n_titles = int(log.user_ids.size), log.n_titles
+    tr = ts <= until
+    train = interaction_matrix(user_pos[tr], title_idx[tr], n_users, n_titles)
+    te = ~tr
+    if min_stars is not None:
+        te &= np.isnan(stars) | (stars >= min_stars)  # plays have no stars and always count
+    test = interaction_matrix(user_pos[te], title_idx[te], n_users, n_titles)
+    test = test - test.multiply(train)  # drop titles seen by ``until``
+    test.eliminate_zeros()
+    has_train = np.diff(train.indptr) > 0
+    has_test = np.diff(test.indptr) > 0
+    users = np.flatnonzero(has_train & has_test)
+    positives = [test.indices[test.indptr[u] : test.indptr[u + 1]].astype(np.int64) for u in users]
+    popularity = np.bincount(title_idx[tr], minlength=n_titles).astype(np.float64)
+    return Split(int(until), train, users, positives, popularity)
+
+
+def validation_time(log: EventLog, until: int, q: float = 0.9) -> int:
+    """The q-quantile of training event times: the validation split inside the training period."""
+    n = int(np.searchsorted(log.t_ts, until, side="right"))
+    return int(np.quantile(log.t_ts[:n], q, method="lower"))
+
+
+def peer_metrics(peer: Peer, split: Split) -> dict[str, float]:
+    """Fit ``peer`` on the split's train matrix and score its top-50 lists."""
+    peer.fit(split.train)
+    ranked = peer.recommend(split.users, split.seen, K_MAX)
+    return summarise(ranked, split.positives, split.popularity, KS)
+
+
+def ranked_lists(ranker: Ranker, log: EventLog, catalog: Catalog, split: Split) -> np.ndarray:
+    """Each test user's rows merged into one list (row order, then position; no repeats, no seen titles)."""
+    world = log.global_state(split.until)
+    out = np.full((split.users.size, K_MAX), -1, np.int64)
+    for i, u in enumerate(split.users):
+        uid = int(log.user_ids[u])
+        user = log.user_state(uid, split.until)
+        req = RankRequest(user, world, catalog, RequestContext(user_id=uid, now=split.until))
+        rows = ranker.rows(req)
+        if not rows:
+            continue
+        idx = catalog.index_of(np.concatenate([r.title_ids for r in rows]))
+        _, first = np.unique(idx, return_index=True)
+        idx = idx[np.sort(first)]
+        seen = split.train.indices[split.train.indptr[u] : split.train.indptr[u + 1]]
+        idx = idx[(idx >= 0) & ~np.isin(idx, seen)][:K_MAX]
+        out[i, : idx.size] = idx
+    return out
+
+
+def ranker_metrics(ranker: Ranker, log: EventLog, catalog: Catalog, split: Split) -> dict[str, float]:
+    """Fit ``ranker`` on events up to the split time and score its merged lists."""
+    ranker.fit(FitInput(log=log, catalog=catalog, until=split.until, world=log.global_state(split.until)))
+    return summarise(ranked_lists(ranker, log, catalog, split), split.positives, split.popularity, KS)
+
+
+def tune_ease(log: EventLog, until: int, lambdas: Sequence[float] = EASE_LAMBDAS, q: float = 0.9) -> tuple[float, dict[str, float]]:
+    """EASE's lambda with the best validation NDCG@20 (split at ``validation_time``): (lambda, ndcg by lambda)."""
+    val = temporal_split(log, validation_time(log, until, q), end=until)
+    scores = {str(lam): peer_metrics(EASE(lam=lam), val)["ndcg@20"] for lam in lambdas}
+    best = max(lambdas, key=lambda lam: (scores[str(lam)], -lam))
+    return float(best), scores
+
+
+def run_protocol(
+    log: EventLog,
+    catalog: Catalog,
+    until: int,
+    rankers: Sequence[tuple[str, Ranker | str]],
+    *,
+    peers: Sequence[Peer] | None = None,
+    ease_lambdas: Sequence[float] = EASE_LAMBDAS,
+    min_stars: float | None = None,
+    progress: Progress | None = None,
+) -> dict[str, Any]:
+    """The whole comparison as the JSON-ready dict ``{"protocol", "rankers", "peers"}``.
+
+    ``rankers`` pairs a name with an unfitted ranker, or with a string saying why it was skipped.
+    """
+    step = progress or (lambda _msg: None)
+    split = temporal_split(log, until, min_stars=min_stars)
+    tuning: dict[str, Any] = {}
+    if peers is None:
+        step("tuning EASE on the validation split")
+        lam, by_lam = tune_ease(log, until, ease_lambdas)
+        tuning["ease_lambda"] = {"chosen": lam, "validation_ndcg@20": by_lam}
+        peers = default_peers(ease_lambda=lam)
+    out_peers: dict[str, dict[str, float]] = {}
+    for peer in peers:
+        step(f"peer {peer.name}")
+        out_peers[peer.name] = peer_metrics(peer, split) | {"params": peer.params()}  # type: ignore[operator]
+    out_rankers: dict[str, Any] = {}
+    for name, ranker in rankers:
+        if isinstance(ranker, str):
+            out_rankers[name] = {"skipped": ranker}
+            continue
+        step(f"ranker {name}")
+        out_rankers[name] = ranker_metrics(ranker, log, catalog, split)
+    protocol = {
+        "split_time": int(until),
+        "validation_time": validation_time(log, until),
+        "train_interactions": int(split.train.nnz),
+        "test_users": int(split.users.size),
+        "positives": int(sum(p.size for p in split.positives)),
+        "n_titles": int(catalog.title_ids.size),
+        "ks": list(KS),
+        "min_stars": min_stars,
+        "positives_rule": "distinct titles interacted with after T, not seen by T",
+        "exclude_seen": True,
+        "tuning": tuning,
+    }
+    return {"protocol": protocol, "rankers": out_rankers, "peers": out_peers}
