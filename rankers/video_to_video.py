@@ -150,28 +150,35 @@ class VideoToVideoRanker(Ranker):
         if self.neighbours_ is None:
             return chosen
         idx, score = self.anchor_scores(user)
-        chosen_sets: list[np.ndarray] = []
+        chosen_sets: list[tuple[np.ndarray, np.ndarray]] = []
         head = min(cfg.row_length, self.neighbours_.shape[1])
         for i, s in zip(idx.tolist(), score.tolist()):
             if len(chosen) >= cfg.max_rows:
                 break
-            nb = self.neighbours_[i]
+            nb, ns = self.neighbours_[i, :head], self.neighbour_scores_[i, :head]  # type: ignore[index]
             if nb[0] < 0:
                 continue
-            mine = nb[:head][nb[:head] >= 0]
-            too_close = False
-            for (a, _), theirs in zip(chosen, chosen_sets):
-                if self._similarity(a, i) > cfg.max_anchor_similarity or self._similarity(i, a) > cfg.max_anchor_similarity:
-                    too_close = True
-                    break
-                overlap = np.intersect1d(mine, theirs, assume_unique=True).size / max(1, min(mine.size, theirs.size))
-                if overlap > cfg.max_anchor_overlap:
-                    too_close = True
-                    break
-            if not too_close:
+            mine = (nb[nb >= 0], ns[nb >= 0])
+            if not any(self._too_close(a, i, mine, theirs) for (a, _), theirs in zip(chosen, chosen_sets)):
                 chosen.append((i, s))
                 chosen_sets.append(mine)
         return chosen
+
+    def _too_close(self, a: int, b: int, nb_b: tuple[np.ndarray, np.ndarray], nb_a: tuple[np.ndarray, np.ndarray]) -> bool:
+        """Whether anchor b nearly duplicates chosen anchor a: directly similar, or similar neighbours.
+
+        The neighbour overlap is score-weighted (sum over shared neighbours of the smaller
+        score, over the smaller total), so weak tail neighbours shared by everything in a
+        small catalog do not count as overlap.
+        """
+        cfg = self.config
+        if max(self._similarity(a, b), self._similarity(b, a)) > cfg.max_anchor_similarity:
+            return True
+        _, ia, ib = np.intersect1d(nb_a[0], nb_b[0], assume_unique=True, return_indices=True)
+        if ia.size == 0:
+            return False
+        shared = float(np.minimum(nb_a[1][ia], nb_b[1][ib]).sum())
+        return shared / max(1e-12, min(float(nb_a[1].sum()), float(nb_b[1].sum()))) > cfg.max_anchor_overlap
 
     def _similarity(self, a: int, b: int) -> float:
         """Score of b in a's neighbour list, 0 when absent."""

@@ -1,0 +1,169 @@
+"""The model bundle: train -> load gives the same rows; tampering is refused; ``homepage train`` end to end."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pytest
+
+from homepage.bundle import BundleError, load_bundle, train_bundle
+from homepage.config import PipelineConfig
+from homepage.dataset import load_dataset, write_dataset
+from homepage.domain import RequestContext
+from homepage.errors import HomepageError
+from homepage.eventlog import EventLog
+from rankers.base import RankRequest
+from rankers.testing import synthetic_frames
+
+BUILTINS = ("top_n", "trending", "continue_watching", "video_to_video")
+
+
+@pytest.fixture(scope="module")
+def dataset_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    titles, variants, users, events = synthetic_frames(150, 50, 25, seed=5)
+    out = tmp_path_factory.mktemp("ds") / "world"
+    write_dataset(out, source="synthetic-test", events=events, titles=titles, users=users, variants=variants)
+    return out
+
+
+@pytest.fixture(scope="module")
+def config() -> PipelineConfig:
+    """The four built-in rankers only; no page model (its own tests train it), so these stay fast."""
+    extra = {"page": {"train_model": False}} if "page" in PipelineConfig.model_fields else {}
+    return PipelineConfig.model_validate({"rankers": [{"name": n} for n in BUILTINS], **extra})
+
+
+@pytest.fixture(scope="module")
+def trained(dataset_dir: Path, config: PipelineConfig, tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    models = tmp_path_factory.mktemp("models")
+    return train_bundle(load_dataset(dataset_dir), models, config), models
+
+
+def rows_of(bundle, dataset_dir: Path) -> list:  # type: ignore[no-untyped-def]
+    ds = load_dataset(dataset_dir)
+    log = EventLog.from_frame(ds.events, bundle.catalog, ds.users)
+    world = log.global_state(bundle.until, bundle.config.half_life_seconds)
+    out = []
+    for u in list(ds.users["user_id"][:10]) + [10**9]:
+        req = RankRequest(log.user_state(int(u), bundle.until), world, bundle.catalog, RequestContext(int(u), bundle.until))
+        for r in bundle.rankers:
+            out.append([(x.row_id, x.title_ids.tolist(), x.scores.tolist()) for x in r.rows(req)])
+    return out
+
+
+def test_manifest_describes_the_bundle(trained, dataset_dir: Path, config: PipelineConfig) -> None:  # type: ignore[no-untyped-def]
+    bundle, models = trained
+    m = json.loads((bundle.path / "manifest.json").read_text())
+    assert re.fullmatch(r"v\d{8}T\d{6}-[0-9a-f]{8}", m["version"]) and bundle.path.name == m["version"]
+    assert (models / "LATEST").read_text().strip() == m["version"]
+    ds = load_dataset(dataset_dir)
+    log_until = EventLog.from_frame(ds.events, bundle.catalog, ds.users).quantile_time(0.8)
+    assert m["train_window"][1] == log_until == bundle.until  # default split: the 0.8 quantile
+    assert m["config_hash"] == config.config_hash() and PipelineConfig.model_validate(m["config"]) == config
+    assert [r["name"] for r in m["rankers"]] == list(BUILTINS)
+    for r in m["rankers"]:
+        assert (bundle.path / r["dir"] / "manifest.json").is_file()
+    assert m["dataset"]["source"] == "synthetic-test" and m["dataset"]["counts"]["titles"] == 150
+    assert m["components"] == {} and m["metrics"] == {}  # nothing but rankers configured
+    assert (bundle.path / "catalog" / "titles.parquet").is_file() and (bundle.path / "catalog" / "variants.parquet").is_file()
+    assert not [p for p in models.iterdir() if p.name.startswith(".")], "temporary files left behind"
+
+
+def test_round_trip_gives_the_same_rows(trained, dataset_dir: Path) -> None:  # type: ignore[no-untyped-def]
+    bundle, models = trained
+    loaded = load_bundle(models)  # the models dir resolves through LATEST
+    assert loaded.version == bundle.version and loaded.until == bundle.until
+    assert loaded.catalog.title_ids.tolist() == bundle.catalog.title_ids.tolist()
+    assert [r.name for r in loaded.rankers] == [r.name for r in bundle.rankers]
+    before, after = rows_of(bundle, dataset_dir), rows_of(loaded, dataset_dir)
+    assert before == after and any(before)
+
+
+def copy_bundle(bundle, tmp_path: Path) -> Path:  # type: ignore[no-untyped-def]
+    import shutil
+
+    dst = tmp_path / bundle.path.name
+    shutil.copytree(bundle.path, dst)
+    return dst
+
+
+@pytest.mark.parametrize(
+    ("tamper", "message"),
+    [
+        (lambda m: m.update(config_hash="0" * 12), "config_hash"),
+        (lambda m: m["config"].update(split_quantile=0.5), "config_hash"),
+        (lambda m: m["rankers"][0].update(config_hash="f" * 16), "ranker 'top_n'"),
+        (lambda m: m["rankers"][1].update(name="no_such_ranker"), "no_such_ranker"),
+        (lambda m: m.update(bundle_format=99), "bundle format"),
+    ],
+)
+def test_load_refuses_a_tampered_manifest(trained, tmp_path: Path, tamper, message: str) -> None:  # type: ignore[no-untyped-def]
+    d = copy_bundle(trained[0], tmp_path)
+    m = json.loads((d / "manifest.json").read_text())
+    tamper(m)
+    (d / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(HomepageError, match=re.escape(message)):
+        load_bundle(d)
+
+
+def test_load_refuses_an_artifact_whose_config_changed(trained, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    d = copy_bundle(trained[0], tmp_path)
+    art = d / "rankers" / "trending" / "manifest.json"
+    a = json.loads(art.read_text())
+    a["config"]["min_recent"] = 99.0
+    art.write_text(json.dumps(a))
+    with pytest.raises(BundleError, match="ranker 'trending'"):
+        load_bundle(d)
+
+
+def test_load_names_a_path_that_is_no_bundle(tmp_path: Path) -> None:
+    with pytest.raises(BundleError, match="not a model bundle"):
+        load_bundle(tmp_path)
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-c", "from homepage.cli import main; main()", *args], capture_output=True, text=True, timeout=300
+    )
+
+
+def test_homepage_train_cli(dataset_dir: Path, config: PipelineConfig, tmp_path: Path) -> None:
+    cfg = tmp_path / "pipeline.json"
+    cfg.write_text(config.model_dump_json())
+    until = "2023-12-10T00:00:00"
+    p = run_cli("train", str(dataset_dir), "--out", str(tmp_path / "models"), "--config", str(cfg), "--until", until)
+    assert p.returncode == 0, p.stderr
+    path = Path(p.stdout.strip().splitlines()[-1])
+    assert path.parent == tmp_path / "models" and (path / "manifest.json").is_file()
+    b = load_bundle(tmp_path / "models")
+    assert b.path == path
+    assert b.until == int(datetime(2023, 12, 10, tzinfo=timezone.utc).timestamp())
+    # Unix seconds mean the same instant
+    p2 = run_cli("train", str(dataset_dir), "--out", str(tmp_path / "m2"), "--config", str(cfg), "--until", str(b.until))
+    assert p2.returncode == 0, p2.stderr
+    assert load_bundle(tmp_path / "m2").until == b.until
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--until", "next tuesday"], "--until"),
+        (["--config", "/nonexistent/pipeline.json"], "config file not found"),
+    ],
+)
+def test_homepage_train_cli_errors(dataset_dir: Path, tmp_path: Path, args: list[str], message: str) -> None:
+    p = run_cli("train", str(dataset_dir), "--out", str(tmp_path / "models"), *args)
+    assert p.returncode == 2 and message in p.stderr and "Traceback" not in p.stderr
+    assert not (tmp_path / "models" / "LATEST").exists()
+
+
+def test_homepage_train_cli_names_an_unregistered_ranker(dataset_dir: Path, tmp_path: Path) -> None:
+    cfg = tmp_path / "pipeline.json"
+    cfg.write_text(json.dumps({"rankers": [{"name": "top_n"}, {"name": "nope_ranker"}]}))
+    p = run_cli("train", str(dataset_dir), "--out", str(tmp_path / "models"), "--config", str(cfg))
+    assert p.returncode == 2 and "nope_ranker" in p.stderr

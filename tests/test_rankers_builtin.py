@@ -1,0 +1,246 @@
+"""Built-in rankers on tiny hand-made worlds where the right answer is known by construction."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from homepage.catalog import Catalog
+from homepage.domain import RequestContext
+from homepage.eventlog import EventLog
+from homepage.state import PLAY, RATING, UserState
+from rankers.base import FitInput, RankRequest
+from rankers.continue_watching import ContinueWatchingRanker
+from rankers.similarity import top_k, user_title_matrix
+from rankers.top_n import TopNRanker
+from rankers.trending import TrendingRanker
+from rankers.video_to_video import VideoToVideoRanker
+
+DAY = 86_400
+T = 1_700_000_000
+
+
+class Tiny:
+    """A world from a list of (user, title, kind, ts, progress, stars) events."""
+
+    def __init__(self, events: list[tuple], titles: pd.DataFrame | None = None, regions: dict[int, str] | None = None,
+                 half_life: float = 7 * DAY, until: int = T) -> None:
+        if titles is None:
+            ids = sorted({e[1] for e in events})
+            titles = pd.DataFrame({"title_id": ids, "name": [f"T{i}" for i in ids]})
+        self.catalog = Catalog.from_frames(titles)
+        ev = pd.DataFrame(events, columns=["user_id", "title_id", "kind", "ts", "progress", "stars"])
+        ev["kind"] = ev["kind"].astype(np.int8)
+        users = pd.DataFrame({"user_id": list((regions or {}).keys()), "region": list((regions or {}).values())})
+        self.log = EventLog.from_frame(ev.sort_values("ts", kind="stable"), self.catalog, users)
+        self.until = until
+        self.world = self.log.global_state(until, half_life)
+
+    def fit(self, ranker):  # type: ignore[no-untyped-def]
+        return ranker.fit(FitInput(self.log, self.catalog, self.until, self.world))
+
+    def request(self, user_id: int, region: str | None = None, user: UserState | None = None) -> RankRequest:
+        u = user if user is not None else self.log.user_state(user_id, self.until)
+        return RankRequest(u, self.world, self.catalog, RequestContext(user_id=user_id, now=self.until, region=region))
+
+    def ids(self, row) -> list[int]:  # type: ignore[no-untyped-def]
+        return row.title_ids.tolist()
+
+
+def plays(user: int, title: int, n: int = 1, ts: int = T - DAY, progress: float | None = 1.0) -> list[tuple]:
+    return [(user * 1000 + i, title, PLAY, ts, progress, np.nan) if user < 0 else (user, title, PLAY, ts, progress, np.nan) for i in range(n)]
+
+
+def ratings(title: int, stars: float, n: int, first_user: int = 1000) -> list[tuple]:
+    return [(first_user + i, title, RATING, T - DAY, np.nan, stars) for i in range(n)]
+
+
+# ------------------------------------------------------------------------------ top_n
+def test_top_n_counts_with_min_count() -> None:
+    # title 10 watched by 5 users, 20 by 3, 30 by 1; each event a distinct user
+    ev = [(u, 10, PLAY, T - DAY, 1.0, np.nan) for u in range(5)]
+    ev += [(100 + u, 20, PLAY, T - DAY, 1.0, np.nan) for u in range(3)]
+    ev += [(200, 30, PLAY, T - DAY, 1.0, np.nan)]
+    w = Tiny(ev)
+    rows = w.fit(TopNRanker({"bayesian": False, "min_count": 2, "regional": False})).rows(w.request(999))
+    assert [w.ids(r) for r in rows] == [[10, 20]]
+    rows = w.fit(TopNRanker({"bayesian": False, "min_count": 0, "regional": False})).rows(w.request(999))
+    assert w.ids(rows[0]) == [10, 20, 30]
+    assert rows[0].display_title == "Top 10 today" and rows[0].reason.kind == "top_n"
+
+
+def test_top_n_bayesian_average_shrinks_few_ratings() -> None:
+    # A: 10 x 3.0 stars; B: 2 x 5.0; C: 30 x 4.5. Global mean 175/42 = 4.17.
+    ev = ratings(1, 3.0, 10, 1000) + ratings(2, 5.0, 2, 2000) + ratings(3, 4.5, 30, 3000)
+    w = Tiny(ev)
+    shrunk = w.fit(TopNRanker({"min_count": 0, "prior_count": 20, "regional": False})).rows(w.request(1))
+    # B = (10 + 20*4.17)/22 = 4.24 < C = (135 + 20*4.17)/50 = 4.37; A = (30 + 83.3)/30 = 3.78
+    assert w.ids(shrunk[0]) == [3, 2, 1]
+    raw = w.fit(TopNRanker({"min_count": 0, "prior_count": 0, "regional": False})).rows(w.request(1))
+    assert w.ids(raw[0]) == [2, 3, 1]  # plain means 5.0, 4.5, 3.0
+    gated = w.fit(TopNRanker({"min_count": 5, "prior_count": 0, "regional": False})).rows(w.request(1))
+    assert w.ids(gated[0]) == [3, 1]  # B has 2 ratings: below the minimum count
+    counts = w.fit(TopNRanker({"min_count": 0, "bayesian": False, "regional": False})).rows(w.request(1))
+    assert w.ids(counts[0]) == [3, 1, 2]
+
+
+def test_top_n_region_row_and_context_override() -> None:
+    # region EU watches title 2 most, US watches title 1 most
+    ev = [(u, 1, PLAY, T - DAY, 1.0, np.nan) for u in range(1, 6)] + [(u, 2, PLAY, T - DAY, 1.0, np.nan) for u in range(6, 9)]
+    regions = {**{u: "US" for u in range(1, 6)}, **{u: "EU" for u in range(6, 9)}}
+    regions[50] = "EU"
+    w = Tiny(ev, regions=regions)
+    r = w.fit(TopNRanker({"bayesian": False, "min_count": 1}))
+    rows = r.rows(w.request(50))
+    assert [x.row_id for x in rows] == ["top_n", "top_n:region:EU"]
+    assert w.ids(rows[0]) == [1, 2] and w.ids(rows[1]) == [2]
+    assert rows[1].reason.region == "EU" and rows[1].display_title == "Top in your region"
+    over = r.rows(w.request(50, region="US"))
+    assert over[1].row_id == "top_n:region:US" and w.ids(over[1]) == [1]
+    assert len(r.rows(w.request(50, region="Mars"))) == 1  # unknown region: the overall row only
+
+
+def test_top_n_excludes_seen_unless_configured_and_serves_cold_users() -> None:
+    ev = [(u, t, PLAY, T - DAY, 1.0, np.nan) for t in (1, 2, 3) for u in range(t * 10, t * 10 + 5 - t)]
+    w = Tiny(ev)
+    seen_first = 10  # user 10 watched title 1
+    rows = w.fit(TopNRanker({"bayesian": False, "min_count": 1})).rows(w.request(seen_first))
+    assert 1 not in w.ids(rows[0])
+    rows = w.fit(TopNRanker({"bayesian": False, "min_count": 1, "exclude_seen": False})).rows(w.request(seen_first))
+    assert w.ids(rows[0])[0] == 1
+    cold = w.fit(TopNRanker({"bayesian": False, "min_count": 1})).rows(w.request(424242))
+    assert w.ids(cold[0]) == [1, 2, 3]
+
+
+# ------------------------------------------------------------------------------ trending
+def test_trending_prefers_recent_with_equal_counts() -> None:
+    ev = [(u, 1, PLAY, T - 10 * DAY, 1.0, np.nan) for u in range(3)] + [(10 + u, 2, PLAY, T - DAY, 1.0, np.nan) for u in range(3)]
+    w = Tiny(ev)
+    rows = w.fit(TrendingRanker({"min_recent": 0})).rows(w.request(999))
+    assert w.ids(rows[0]) == [2, 1]
+    assert rows[0].scores[0] == pytest.approx(3 * 2 ** (-1 / 7), rel=1e-5)
+    assert rows[0].scores[1] == pytest.approx(3 * 2 ** (-10 / 7), rel=1e-5)
+
+
+@pytest.mark.parametrize(("half_life_days", "expected"), [(7, [2, 1]), (28, [1, 2])])
+def test_trending_follows_the_half_life(half_life_days: int, expected: list[int]) -> None:
+    # title 1: 4 plays two weeks ago; title 2: 2 plays now.
+    # half-life 7 d: 4 x 1/4 = 1 < 2; half-life 28 d: 4 x 2^-0.5 = 2.83 > 2.
+    ev = [(u, 1, PLAY, T - 14 * DAY, 1.0, np.nan) for u in range(4)] + [(10 + u, 2, PLAY, T, 1.0, np.nan) for u in range(2)]
+    w = Tiny(ev, half_life=half_life_days * DAY)
+    rows = w.fit(TrendingRanker({"min_recent": 0})).rows(w.request(999))
+    assert w.ids(rows[0]) == expected
+
+
+def test_trending_min_recent_drops_noise() -> None:
+    ev = [(u, 1, PLAY, T, 1.0, np.nan) for u in range(5)] + [(9, 2, PLAY, T, 1.0, np.nan)]
+    w = Tiny(ev)
+    rows = w.fit(TrendingRanker({"min_recent": 2.0})).rows(w.request(999))
+    assert w.ids(rows[0]) == [1]
+
+
+# ------------------------------------------------------------------------------ continue watching
+def test_continue_watching_partial_titles_by_recency() -> None:
+    u = 1
+    ev = [
+        (u, 1, PLAY, T - 5 * DAY, 0.1, np.nan),
+        (u, 2, PLAY, T - 4 * DAY, 0.5, np.nan),
+        (u, 3, PLAY, T - 3 * DAY, 1.0, np.nan),  # finished
+        (u, 4, PLAY, T - 2 * DAY, 0.02, np.nan),  # a sample, not a start
+        (u, 5, PLAY, T - 1 * DAY, 0.9, np.nan),  # at the finish threshold: finished
+        (u, 6, PLAY, T - 1 * DAY, 0.85, np.nan),
+        (u, 7, PLAY, T - 9 * DAY, 0.3, np.nan),
+        (u, 7, PLAY, T - 8 * DAY, 0.95, np.nan),  # later finished: latest progress wins
+    ]
+    w = Tiny(ev)
+    rows = w.fit(ContinueWatchingRanker()).rows(w.request(u))
+    assert len(rows) == 1 and rows[0].reason.kind == "continue_watching"
+    assert w.ids(rows[0]) == [6, 2, 1]
+
+
+def test_continue_watching_penalises_moving_on() -> None:
+    # same progress and age; after title 1 the user played three other titles, after title 2 none
+    u = 1
+    ev = [(u, 1, PLAY, T - 3 * DAY, 0.5, np.nan)] + [(u, 10 + i, PLAY, T - 3 * DAY + 100 * (i + 1), 1.0, np.nan) for i in range(3)]
+    ev += [(u, 2, PLAY, T - 3 * DAY + 1000, 0.5, np.nan)]
+    w = Tiny(ev)
+    cfg = {"recency_half_life_days": 10_000}  # recency practically equal
+    assert w.ids(w.fit(ContinueWatchingRanker(cfg)).rows(w.request(u))[0]) == [2, 1]
+
+
+def test_continue_watching_empty_without_progress() -> None:
+    ev = [(1, t, RATING, T - DAY, np.nan, 4.0) for t in range(1, 6)] + [(1, 9, PLAY, T - DAY, np.nan, np.nan)]
+    w = Tiny(ev)
+    assert w.fit(ContinueWatchingRanker()).rows(w.request(1)) == []
+    assert w.fit(ContinueWatchingRanker()).rows(w.request(12345)) == []
+
+
+# ------------------------------------------------------------------------------ video to video
+def v2v_world() -> Tiny:
+    """Comedies 1-5 co-watched by users 100-119, horrors 6-10 by users 200-219; title 11 is a comedy nobody saw."""
+    titles = pd.DataFrame(
+        {
+            "title_id": list(range(1, 12)),
+            "name": [f"Movie {i}" for i in range(1, 12)],
+            "year": [2000] * 11,
+            "genres": [["Comedy"]] * 5 + [["Horror"]] * 5 + [["Comedy"]],
+        }
+    )
+    ev = [(u, t, PLAY, T - 30 * DAY + t, 1.0, np.nan) for u in range(100, 120) for t in range(1, 6)]
+    ev += [(u, t, PLAY, T - 30 * DAY + t, 1.0, np.nan) for u in range(200, 220) for t in range(6, 11)]
+    # the user: loved comedies 1 and 2 (near duplicates of each other) and horror 6
+    ev += [(1, 1, RATING, T - 3 * DAY, np.nan, 5.0), (1, 2, RATING, T - 2 * DAY, np.nan, 5.0), (1, 6, RATING, T - 4 * DAY, np.nan, 4.5)]
+    ev += [(1, 9, RATING, T - DAY, np.nan, 1.0)]  # disliked: not an anchor
+    return Tiny(ev, titles=titles)
+
+
+def test_video_to_video_neighbours_share_genre_and_cowatching() -> None:
+    w = v2v_world()
+    r = w.fit(VideoToVideoRanker({"n_neighbours": 4}))
+    cat = w.catalog
+    nb = r.neighbours_[cat.index_of([1])[0]]
+    assert set(cat.title_ids[nb].tolist()) == {2, 3, 4, 5}
+    nb6 = r.neighbours_[cat.index_of([6])[0]]
+    assert set(cat.title_ids[nb6].tolist()) == {7, 8, 9, 10}
+    # the unseen comedy has content neighbours only: comedies
+    nb11 = r.neighbours_[cat.index_of([11])[0]]
+    assert set(cat.title_ids[nb11[nb11 >= 0]].tolist()) <= {1, 2, 3, 4, 5}
+
+
+def test_video_to_video_anchors_are_engaged_and_not_near_duplicates() -> None:
+    w = v2v_world()
+    r = w.fit(VideoToVideoRanker({"max_rows": 3, "min_row_length": 1}))
+    rows = r.rows(w.request(1))
+    anchors = [x.reason.anchor_title_id for x in rows]
+    assert anchors[0] == 2  # most recent strong engagement
+    assert 1 not in anchors  # a near duplicate of 2
+    assert 6 in anchors and 9 not in anchors  # engaged horror yes, disliked title no
+    for x in rows:
+        assert x.reason.kind == "because_you_watched"
+        assert x.display_title == f"Because you watched Movie {x.reason.anchor_title_id}"
+        assert not set(x.title_ids.tolist()) & {1, 2, 6, 9}  # nothing the user has seen
+
+
+def test_video_to_video_artifact_round_trip(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    w = v2v_world()
+    r = w.fit(VideoToVideoRanker({"min_row_length": 1}))
+    loaded = VideoToVideoRanker.load(r.save(tmp_path / "v2v"))
+    assert np.array_equal(loaded.neighbours_, r.neighbours_)
+    assert [x.title_ids.tolist() for x in loaded.rows(w.request(1))] == [x.title_ids.tolist() for x in r.rows(w.request(1))]
+
+
+# ------------------------------------------------------------------------------ similarity helpers
+def test_top_k_orders_breaks_ties_by_index_and_excludes() -> None:
+    s = np.array([1.0, 3.0, 3.0, np.nan, 2.0, -np.inf, 3.0])
+    idx, sc = top_k(s, 3)
+    assert idx.tolist() == [1, 2, 6] and sc.tolist() == [3.0, 3.0, 3.0]
+    idx, _ = top_k(s, 10, exclude=np.array([2]))
+    assert idx.tolist() == [1, 6, 4, 0]  # nan and -inf never picked
+    assert top_k(np.zeros(0), 5)[0].size == 0
+
+
+def test_user_title_matrix_keeps_each_users_latest_titles() -> None:
+    # user 0 interacted with titles 0, 1, 2, 1 (time order); cap 2 keeps the latest two distinct: 1 and 2
+    m = user_title_matrix(np.array([0, 0, 0, 0, 1]), np.array([0, 1, 2, 1, 0]), 2, 3, max_per_user=2)
+    assert m.toarray().tolist() == [[0, 1, 1], [1, 0, 0]]
