@@ -114,6 +114,9 @@ def train_bundle(
     try:
         entries = _fit_and_save(rankers, data, tmp, progress)
         _write_catalog(dataset, tmp / "catalog")
+        components: dict[str, Any] = {}
+        if config.page.train_model:
+            components["page_model"] = _fit_page_model(log, catalog, config, until, tmp, progress)
         manifest: dict[str, Any] = {
             "bundle_format": BUNDLE_FORMAT,
             "version": version,
@@ -128,7 +131,7 @@ def train_bundle(
             "config": json.loads(config.model_dump_json()),
             "config_hash": chash,
             "rankers": entries,
-            "components": {},
+            "components": components,
             "git_commit": git_commit(),
             "metrics": {},
         }
@@ -164,6 +167,18 @@ def _fit_and_save(rankers: list[Ranker], data: FitInput, tmp: Path, progress: bo
             entries.append({"name": ranker.name, "dir": f"rankers/{d}", "config_hash": ranker.config.config_hash()})
             bar.update(task, completed=1)
     return entries
+
+
+def _fit_page_model(log: EventLog, catalog: Catalog, config: PipelineConfig, until: int, tmp: Path, progress: bool) -> dict[str, Any]:
+    """Train the stage-wise page model and save it (compiled when lleaves is available) into ``tmp/page_model``."""
+    from homepage.pagebuilder.training import fit_page_model
+
+    try:
+        model, report = fit_page_model(log, catalog, config, until, progress)
+    except ValueError as e:
+        raise BundleError(f"page model: {e}") from e
+    model.save(tmp / "page_model", compile=True)
+    return {"dir": "page_model", "training": report.__dict__}
 
 
 def _write_catalog(dataset: Dataset, out: Path) -> None:

@@ -88,14 +88,14 @@ class Catalog:
                         ArtworkVariant(
                             variant_id=str(row.variant_id),
                             title_id=int(row.title_id),
-                            emphasis_genre=row.emphasis_genre or None,
-                            featured_cast=row.featured_cast or None,
-                            tone=row.tone or "neutral",
-                            image_url=row.image_url or "",
+                            emphasis_genre=_text(row.emphasis_genre),
+                            featured_cast=_text(row.featured_cast),
+                            tone=_text(row.tone) or "neutral",
+                            image_url=_text(row.image_url) or "",
                         )
                     )
         years = t["year"].fillna(0).to_numpy(np.int32) if "year" in t.columns else np.zeros(len(t), np.int32)
-        maturity = tuple((m or None) for m in t["maturity"]) if "maturity" in t.columns else (None,) * len(t)
+        maturity = tuple(_text(m) for m in t["maturity"]) if "maturity" in t.columns else (None,) * len(t)
         return cls(
             title_ids=ids,
             names=tuple(str(n) for n in t["name"]),
@@ -108,3 +108,11 @@ class Catalog:
             tags=tuples("tags"),
             variants=tuple(tuple(v) for v in per_title),
         )
+
+
+def _text(x: object) -> str | None:
+    """A string cell as str, or None when missing (pandas gives None or NaN for missing strings)."""
+    if x is None or (isinstance(x, float) and x != x):
+        return None
+    s = str(x)
+    return s or None

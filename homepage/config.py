@@ -6,18 +6,38 @@ import hashlib
 import json
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from homepage.errors import HomepageError
+from homepage.pagebuilder.rules import PageRules
 from rankers.registry import RankerSpec
 
+# A homepage is chosen from 20 to 60 candidate rows: enough overlap between rows that
+# what is placed above matters, which is what the stage-wise page builder exploits.
 DEFAULT_RANKERS: tuple[RankerSpec, ...] = (
-    RankerSpec(name="continue_watching"),
-    RankerSpec(name="personalized"),
-    RankerSpec(name="top_n"),
-    RankerSpec(name="trending"),
-    RankerSpec(name="video_to_video"),
+    RankerSpec(name="continue_watching", config={"max_rows": 1}),
+    RankerSpec(name="personalized", config={"max_rows": 10}),
+    RankerSpec(name="top_n", config={"max_rows": 2}),
+    RankerSpec(name="trending", config={"max_rows": 2}),
+    RankerSpec(name="video_to_video", config={"max_rows": 8}),
 )
+
+
+class PageConfig(BaseModel):
+    """The page shape, its business rules, and how the page model is trained."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    rows: int = Field(default=10, ge=1, le=100)
+    cols: int = Field(default=10, ge=1, le=100)
+    rules: PageRules = Field(default_factory=PageRules)
+    train_model: bool = Field(default=True, description="train the stage-wise LightGBM page model in `homepage train`")
+    inner_quantile: float = Field(
+        default=0.8, gt=0.0, lt=1.0, description="rankers for page-model training data are fitted up to this quantile of the training window"
+    )
+    requests_per_user: int = Field(default=10, ge=1, le=1000)
+    max_requests: int = Field(default=6000, ge=10)
+    num_rounds: int = Field(default=400, ge=1, le=10_000)
 
 
 class PipelineConfig(BaseModel):
@@ -28,6 +48,15 @@ class PipelineConfig(BaseModel):
     rankers: tuple[RankerSpec, ...] = DEFAULT_RANKERS
     split_quantile: float = Field(default=0.8, gt=0.0, lt=1.0, description="default train/test split")
     trending_half_life_days: float = Field(default=7.0, gt=0.0, le=3650.0)
+    page: PageConfig = Field(default_factory=PageConfig)
+
+    @model_validator(mode="after")
+    def _rules_name_configured_rankers(self) -> PipelineConfig:
+        try:
+            self.page.rules.check({r.name for r in self.rankers})
+        except HomepageError as e:
+            raise ValueError(f"page.{e}") from e
+        return self
 
     def config_hash(self) -> str:
         blob = json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()

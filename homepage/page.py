@@ -53,6 +53,28 @@ class PageModels:
     rules: PageRules = field(default_factory=PageRules)
     _stats: dict[tuple[int, int], TitleStats] = field(default_factory=dict, repr=False)
 
+    @classmethod
+    def from_bundle(cls, bundle: Any, rules: PageRules | None = None) -> PageModels:
+        """The page-building view of a ``homepage.bundle.ModelBundle`` (page model and artwork if present)."""
+        components = bundle.manifest.get("components", {})
+        page_model = None
+        if "page_model" in components:
+            page_model = PageModel.load(bundle.path / components["page_model"]["dir"])
+        artwork = None
+        if "artwork" in components:
+            from artwork.selector import ArtworkSelector
+
+            artwork = ArtworkSelector.load(bundle.path / components["artwork"]["dir"]).prepare(bundle.catalog)
+        return cls(
+            version=bundle.version,
+            config_hash=bundle.manifest.get("config_hash", ""),
+            catalog=bundle.catalog,
+            rankers=bundle.rankers,
+            page_model=page_model,
+            artwork=artwork,
+            rules=rules if rules is not None else bundle.config.page.rules,
+        )
+
     def __post_init__(self) -> None:
         self.rules.check({r.name for r in self.rankers})
         self.allowed = self.rules.allowed_titles(self.catalog.maturity)
@@ -107,10 +129,11 @@ def user_signals(user: UserState, models: PageModels, request: RequestContext) -
     days = (request.now - int(user.ts[-1])) / 86_400 if len(user) else float("nan")
     device = DEVICES.index(request.device) if request.device in DEVICES else -1
     hour = request.hour if request.hour is not None else -1
-    return UserSignals(UserSignals.standardise(raw), len(user), days, device, hour), raw
+    value = UserSignals.rank_value(raw, user.known_titles)
+    return UserSignals(UserSignals.standardise(raw), value, len(user), days, device, hour), raw
 
 
-def single_list_rows(user: UserState, world: GlobalState, raw: np.ndarray | None, rows: int, cols: int) -> list[CandidateRow]:
+def single_list_rows(user: UserState, world: GlobalState, raw: np.ndarray | None, catalog: Catalog, rows: int, cols: int) -> list[CandidateRow]:
     """The personalised top R x C unseen titles cut into rows (popularity for cold users)."""
     scores = (raw if raw is not None else world.counts.astype(np.float32)).astype(np.float64, copy=True)
     scores[user.known_titles] = -np.inf
@@ -124,7 +147,7 @@ def single_list_rows(user: UserState, world: GlobalState, raw: np.ndarray | None
             row_id=f"single_list:{i}",
             ranker="personalized",
             display_title="Top picks for you" if i == 0 else f"More top picks ({i + 1})",
-            title_ids=top[i * cols : (i + 1) * cols],  # catalog indices, mapped below
+            title_ids=catalog.title_ids[top[i * cols : (i + 1) * cols]],
             scores=scores[top[i * cols : (i + 1) * cols]].astype(np.float32),
             reason=RowReason(kind="single_list"),
         )
@@ -136,6 +159,23 @@ def page_id_for(user_id: int, now: int, policy: str, version: str, nonce: str = 
     return hashlib.sha1(f"{user_id}:{now}:{policy}:{version}:{nonce}".encode()).hexdigest()[:16]
 
 
+@dataclass(frozen=True, eq=False)
+class PreparedRequest:
+    """The per-request work every policy shares: candidate rows and user signals."""
+
+    candidates: tuple[CandidateRow, ...]
+    notes: tuple[str, ...]
+    signals: UserSignals
+    raw_personal: np.ndarray | None
+
+
+def prepare_request(user: UserState, world: GlobalState, models: PageModels, request: RequestContext) -> PreparedRequest:
+    """Run the rankers and compute the user's signals once for a request."""
+    signals, raw = user_signals(user, models, request)
+    cands, notes = collect_candidates(models.rankers, RankRequest(user, world, models.catalog, request))
+    return PreparedRequest(tuple(cands), tuple(notes), signals, raw)
+
+
 def build_page(
     user: UserState,
     world: GlobalState,
@@ -145,22 +185,25 @@ def build_page(
     policy: str = "stage-wise",
     explain: bool = False,
     nonce: str = "",
+    prepared: PreparedRequest | None = None,
 ) -> Page:
-    """Build the page for ``request`` from ``user``'s state and the ``world`` state."""
+    """Build the page for ``request`` from ``user``'s state and the ``world`` state.
+
+    ``prepared`` lets replay share one ``prepare_request`` between the policies it
+    compares; it must come from the same user, world, models and request.
+    """
     spec = get_policy(policy)
     catalog = models.catalog
-    stats = models.title_stats(world)
-    signals, raw = user_signals(user, models, request)
-    notes: list[str] = []
+    prep = prepared if prepared is not None else prepare_request(user, world, models, request)
     if spec.single_list:
-        cands = single_list_rows(user, world, raw, request.rows, request.cols)
-        cands = [replace(c, title_ids=catalog.title_ids[c.title_ids]) for c in cands]
+        cands = single_list_rows(user, world, prep.raw_personal, catalog, request.rows, request.cols)
     else:
-        cands, notes = collect_candidates(models.rankers, RankRequest(user, world, catalog, request))
+        cands = list(prep.candidates)
     cm = CandidateMatrix.build(cands, catalog, models.ranker_vocab, models.kind_vocab, models.allowed)
     scorer = spec.make_scorer(models.page_model, cm)
     rules = models.rules.content_only() if spec.single_list else models.rules
-    placed, _ = assemble(cm, catalog, stats, signals, scorer, rules, models.ranker_vocab, request.rows, request.cols, explain)
+    stats = models.title_stats(world)
+    placed, _ = assemble(cm, catalog, stats, prep.signals, scorer, rules, models.ranker_vocab, request.rows, request.cols, explain)
     if models.artwork is not None and placed:
         placed = choose_artwork(models, user, request, placed)
     return Page(
@@ -170,7 +213,7 @@ def build_page(
         policy=policy,
         model_version=models.version,
         config_hash=models.config_hash,
-        notes=tuple(notes),
+        notes=prep.notes,
     )
 
 

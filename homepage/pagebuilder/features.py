@@ -23,6 +23,9 @@ FEATURE_NAMES: tuple[str, ...] = (
     "pers_max",
     "pers_first",
     "pers_rel",
+    "value_disc",
+    "value_viewport",
+    "value_count",
     "pop_mean",
     "trend_mean",
     "fresh_mean",
@@ -37,8 +40,10 @@ FEATURE_NAMES: tuple[str, ...] = (
     "device",
     "hour",
 )
+COL: dict[str, int] = {name: i for i, name in enumerate(FEATURE_NAMES)}
 CATEGORICAL: tuple[str, ...] = ("ranker", "reason_kind", "device")
 DEVICES: tuple[str, ...] = ("tv", "web", "mobile", "tablet")
+VIEWPORT_COLS = 6  # columns a user sees without scrolling, for the viewport value feature
 
 
 @dataclass(frozen=True, eq=False)
@@ -46,10 +51,27 @@ class UserSignals:
     """Per-request inputs that are the same for every row."""
 
     personal: np.ndarray | None  # (n_titles,) float32 personalised scores, standardised; None if cold
+    value: np.ndarray | None  # (n_titles,) 1/log2(2 + rank) for the user's top unseen titles, else 0
     history_len: int
     days_since_last: float  # NaN for cold users
     device: int  # index in DEVICES, or NaN-coded -1
     hour: int  # -1 unknown
+
+    @staticmethod
+    def rank_value(scores: np.ndarray | None, exclude: np.ndarray, top: int = 200) -> np.ndarray | None:
+        """How valuable each title is to this user by personal rank, 0 beyond the top ``top`` unseen."""
+        if scores is None or scores.size == 0:
+            return None
+        s = scores.astype(np.float64, copy=True)
+        s[exclude] = -np.inf
+        k = min(top, int(np.isfinite(s).sum()))
+        value = np.zeros(s.size, dtype=np.float32)
+        if k == 0:
+            return value
+        best = np.argpartition(-s, k - 1)[:k]
+        best = best[np.lexsort((best, -s[best]))]
+        value[best] = 1.0 / np.log2(np.arange(k) + 2.0)
+        return value
 
     @staticmethod
     def standardise(scores: np.ndarray | None) -> np.ndarray | None:
@@ -134,44 +156,52 @@ def stage_view(
     dup_share = (page.shown[Tc[:, :head]] & orig).sum(axis=1) / np.maximum(orig.sum(axis=1), 1)
 
     X = np.empty((k, len(FEATURE_NAMES)), dtype=np.float32)
-    X[:, 0] = cm.ranker[remaining]
-    X[:, 1] = cm.kind[remaining]
-    X[:, 2] = cm.row_score[remaining]
-    X[:, 3] = cm.length[remaining]
-    X[:, 4] = n_eff / cols
-    X[:, 5] = dup_share
+    X[:, COL["ranker"]] = cm.ranker[remaining]
+    X[:, COL["reason_kind"]] = cm.kind[remaining]
+    X[:, COL["row_score"]] = cm.row_score[remaining]
+    X[:, COL["row_len"]] = cm.length[remaining]
+    X[:, COL["fill"]] = n_eff / cols
+    X[:, COL["dup_share"]] = dup_share
     if user.personal is not None:
         P = np.where(emask, user.personal[effc], 0.0)
         pmean = P.sum(axis=1) / denom
-        X[:, 6] = np.where(n_eff > 0, pmean, np.nan)
-        X[:, 7] = np.where(n_eff > 0, np.where(emask, P, -np.inf).max(axis=1), np.nan)
-        X[:, 8] = np.where(n_eff > 0, P[:, 0], np.nan)
-        X[:, 9] = X[:, 6] - (np.nanmax(X[:, 6]) if np.any(n_eff > 0) else 0.0)
+        X[:, COL["pers_mean"]] = np.where(n_eff > 0, pmean, np.nan)
+        X[:, COL["pers_max"]] = np.where(n_eff > 0, np.where(emask, P, -np.inf).max(axis=1), np.nan)
+        X[:, COL["pers_first"]] = np.where(n_eff > 0, P[:, 0], np.nan)
+        X[:, COL["pers_rel"]] = X[:, COL["pers_mean"]] - (np.nanmax(X[:, COL["pers_mean"]]) if np.any(n_eff > 0) else 0.0)
     else:
-        X[:, 6:10] = np.nan
-    X[:, 10] = np.where(emask, stats.popularity[effc], 0.0).sum(axis=1) / denom
-    X[:, 11] = np.where(emask, stats.trend[effc], 0.0).sum(axis=1) / denom
-    X[:, 12] = np.where(emask, stats.freshness[effc], 0.0).sum(axis=1) / denom
+        X[:, COL["pers_mean"] : COL["pers_rel"] + 1] = np.nan
+    if user.value is not None:
+        val = np.where(emask, user.value[effc], 0.0)
+        disc = 1.0 / np.log2(np.arange(cols) + 2.0)
+        X[:, COL["value_disc"]] = val @ disc
+        X[:, COL["value_viewport"]] = val[:, :VIEWPORT_COLS] @ disc[:VIEWPORT_COLS]
+        X[:, COL["value_count"]] = (val > 0).sum(axis=1)
+    else:
+        X[:, COL["value_disc"] : COL["value_count"] + 1] = np.nan
+    X[:, COL["pop_mean"]] = np.where(emask, stats.popularity[effc], 0.0).sum(axis=1) / denom
+    X[:, COL["trend_mean"]] = np.where(emask, stats.trend[effc], 0.0).sum(axis=1) / denom
+    X[:, COL["fresh_mean"]] = np.where(emask, stats.freshness[effc], 0.0).sum(axis=1) / denom
 
     G = stats.genre_unit[effc] * emask[:, :, None]  # (k, C, n_genres)
     prof = G.sum(axis=1) / denom[:, None]
     pn = np.linalg.norm(prof, axis=1)
     pnorm = np.divide(prof, pn[:, None], out=np.zeros_like(prof), where=pn[:, None] > 0)
     gpage = np.linalg.norm(page.page_genre)
-    X[:, 13] = pnorm @ (page.page_genre / gpage) if gpage > 0 else 0.0
+    X[:, COL["genre_sim_page"]] = pnorm @ (page.page_genre / gpage) if gpage > 0 else 0.0
     if page.placed_profiles:
         above = np.stack(page.placed_profiles)
         an = np.linalg.norm(above, axis=1, keepdims=True)
         above = np.divide(above, an, out=np.zeros_like(above), where=an > 0)
-        X[:, 14] = (pnorm @ above.T).max(axis=1)
+        X[:, COL["genre_sim_max_above"]] = (pnorm @ above.T).max(axis=1)
     else:
-        X[:, 14] = 0.0
-    X[:, 15] = ((prof > 0) & ~page.viewport_genres).sum(axis=1)
-    X[:, 16] = page.ranker_count[cm.ranker[remaining]]
-    X[:, 17] = page.kind_count[cm.kind[remaining]]
-    X[:, 18] = stage
-    X[:, 19] = np.log1p(user.history_len)
-    X[:, 20] = user.days_since_last
-    X[:, 21] = user.device if user.device >= 0 else np.nan
-    X[:, 22] = user.hour if user.hour >= 0 else np.nan
+        X[:, COL["genre_sim_max_above"]] = 0.0
+    X[:, COL["new_genres"]] = ((prof > 0) & ~page.viewport_genres).sum(axis=1)
+    X[:, COL["same_ranker_above"]] = page.ranker_count[cm.ranker[remaining]]
+    X[:, COL["same_kind_above"]] = page.kind_count[cm.kind[remaining]]
+    X[:, COL["stage"]] = stage
+    X[:, COL["hist_len_log"]] = np.log1p(user.history_len)
+    X[:, COL["days_since_last"]] = user.days_since_last
+    X[:, COL["device"]] = user.device if user.device >= 0 else np.nan
+    X[:, COL["hour"]] = user.hour if user.hour >= 0 else np.nan
     return StageView(remaining, eff, n_eff, prof, X)

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from typing import TYPE_CHECKING
+
 from homepage.domain import RequestContext
 from homepage.eventlog import EventLog
 from homepage.page import PageModels, collect_candidates, user_signals
@@ -23,6 +25,11 @@ from homepage.pagebuilder.loop import assemble
 from homepage.replay.protocol import Requests
 from homepage.replay.run import WorldCache
 from rankers.base import RankRequest
+
+if TYPE_CHECKING:
+    from homepage.catalog import Catalog
+    from homepage.config import PipelineConfig
+    from homepage.pagebuilder.model import PageModel
 
 LEVELS = 4
 
@@ -166,7 +173,43 @@ def train_page_model(
         valid=valid,
         extra_manifest={"inner_split": inner_split, "until": until, "source": "interaction_history"},
     )
-    best = model.booster.best_score.get("valid", {}).get("ndcg@1") if valid else None
+    best = float(model.booster.best_score["valid"]["ndcg@1"]) if valid and "valid" in model.booster.best_score else None
     report = PageTrainingReport(inner_split, until, len(requests), int(data.groups.size), int(data.y.size), best)
     model.manifest["training"] = report.__dict__
+    return model, report
+
+
+def fit_page_model(log: EventLog, catalog: "Catalog", config: "PipelineConfig", until: int, progress: bool = False) -> tuple["PageModel", PageTrainingReport]:
+    """Train the page model for a bundle fitted up to ``until`` (rankers refitted at an inner split)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from rankers.base import FitInput
+    from rankers.registry import build_rankers
+
+    n = int(np.searchsorted(log.t_ts, until, side="right"))
+    if n < 10:
+        raise ValueError("too few events before --until to train a page model")
+    inner = int(np.quantile(log.t_ts[:n], config.page.inner_quantile, method="lower"))
+    rankers = build_rankers(list(config.rankers))
+    world = log.global_state(inner, config.half_life_seconds)
+    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), disable=not progress) as bar:
+        task = bar.add_task("page model: fit rankers at inner split", total=len(rankers))
+        for r in rankers:
+            r.fit(FitInput(log, catalog, inner, world))
+            bar.advance(task)
+        models = PageModels("inner", config.config_hash(), catalog, tuple(rankers), rules=config.page.rules)
+        task = bar.add_task("page model: stage data", total=None)
+        model, report = train_page_model(
+            log,
+            models,
+            inner,
+            until,
+            config.half_life_seconds,
+            rows=config.page.rows,
+            cols=config.page.cols,
+            max_requests=config.page.max_requests,
+            requests_per_user=config.page.requests_per_user,
+            num_rounds=config.page.num_rounds,
+            progress=lambda k: bar.advance(task, k),
+        )
     return model, report

@@ -81,11 +81,11 @@ def bootstrap_mean(values: np.ndarray, n_boot: int = 1000, seed: int = 0, alpha:
 
 
 def bootstrap_coverage(shown_per_request: list[np.ndarray], n_titles: int, n_boot: int = 200, seed: int = 0) -> tuple[float, float, float]:
-    """Catalog coverage with a basic (reflected) bootstrap interval over requests.
+    """Catalog coverage with a bias-shifted percentile bootstrap interval over requests.
 
-    A resample repeats requests, so it covers fewer distinct titles than the sample: the
-    percentile interval would sit below the point estimate. The basic interval
-    (2p - q_hi, 2p - q_lo) corrects that bias.
+    A resample repeats requests, so it covers fewer distinct titles than the sample and
+    the plain percentile interval would sit below the point estimate; the interval is
+    shifted by that bootstrap bias (median resample minus point), keeping its spread.
     """
     from scipy import sparse
 
@@ -99,5 +99,6 @@ def bootstrap_coverage(shown_per_request: list[np.ndarray], n_titles: int, n_boo
     rng = np.random.default_rng(seed)
     W = np.stack([np.bincount(rng.integers(0, n, n), minlength=n) for _ in range(n_boot)])
     covered = (M.T @ W.T > 0).sum(axis=0) / n_titles
-    q_lo, q_hi = np.quantile(np.asarray(covered).ravel(), [0.025, 0.975])
-    return point, float(max(0.0, 2 * point - q_hi)), float(min(1.0, 2 * point - q_lo))
+    q_lo, q_mid, q_hi = np.quantile(np.asarray(covered).ravel(), [0.025, 0.5, 0.975])
+    bias = q_mid - point
+    return point, float(max(0.0, q_lo - bias)), float(min(1.0, q_hi - bias))

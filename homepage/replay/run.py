@@ -14,7 +14,7 @@ import numpy as np
 
 from homepage.domain import Page, RequestContext
 from homepage.eventlog import EventLog
-from homepage.page import PageModels, build_page
+from homepage.page import PageModels, build_page, prepare_request
 from homepage.replay.metrics import PER_REQUEST, bootstrap_coverage, bootstrap_mean, score_page
 from homepage.replay.protocol import ReplayProtocol, Requests
 from homepage.state import GlobalState
@@ -141,10 +141,13 @@ def replay(
             if len(self_info_cache) > 64:
                 self_info_cache.clear()
         ctx = RequestContext(user_id=uid, now=t, rows=protocol.rows, cols=protocol.cols)
+        t0 = time.perf_counter()
+        prepared = prepare_request(user, world, models, ctx)
+        shared = (time.perf_counter() - t0) / len(policies)
         for p in policies:
             t0 = time.perf_counter()
-            page = build_page(user, world, models, ctx, policy=p)
-            runs[p].seconds += time.perf_counter() - t0
+            page = build_page(user, world, models, ctx, policy=p, prepared=prepared)
+            runs[p].seconds += time.perf_counter() - t0 + shared
             grid, rankers = page_grid(page, models, protocol.rows, protocol.cols)
             s = score_page(grid, rankers, requests.targets[i], gm, si, (protocol.viewport_rows, protocol.viewport_cols))
             run = runs[p]
