@@ -37,32 +37,42 @@ class TopNConfig(RankerConfig):
 
 
 class PopularityRows:
-    """Per-world cache of a full popularity ranking, then filtered per user. Shared with trending."""
+    """Per-world cache of the head of a popularity ranking, filtered per user. Shared with trending.
 
-    def __init__(self, score: Callable[[GlobalState, str | None], np.ndarray | None]) -> None:
+    The head (a few times the row length) is computed once per ``GlobalState`` object and
+    kept while that object lives; a user who has seen most of it gets a full recomputation
+    with their titles excluded, so the row is always the true top-k of what they may see.
+    """
+
+    def __init__(self, score: Callable[[GlobalState, str | None], np.ndarray | None], head: int) -> None:
         self._score = score
-        self._cache: weakref.WeakKeyDictionary[GlobalState, dict[str | None, tuple[np.ndarray, np.ndarray]]]
+        self._head = head
+        self._cache: weakref.WeakKeyDictionary[GlobalState, dict[str | None, tuple[np.ndarray, np.ndarray, np.ndarray | None]]]
         self._cache = weakref.WeakKeyDictionary()
 
-    def ranking(self, world: GlobalState, region: str | None) -> tuple[np.ndarray, np.ndarray]:
-        """All rankable titles of ``world`` (overall when region is None), best first."""
+    def _entry(self, world: GlobalState, region: str | None) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         per_world = self._cache.get(world)
         if per_world is None:
             per_world = {}
             self._cache[world] = per_world
         if region not in per_world:
             s = self._score(world, region)
-            per_world[region] = top_k(s, s.size) if s is not None else (np.zeros(0, np.int64), np.zeros(0, np.float32))
+            if s is None:
+                e = np.zeros(0, np.int64)
+                per_world[region] = (e, np.zeros(0, np.float32), None)
+            else:
+                idx, sc = top_k(s, self._head)
+                per_world[region] = (idx, sc, s if idx.size == self._head else None)
         return per_world[region]
 
     def row(self, world: GlobalState, region: str | None, user: UserState, k: int, exclude_seen: bool) -> tuple[np.ndarray, np.ndarray]:
         """Catalog indices and scores of the best ``k`` titles the user may be shown."""
-        idx, sc = self.ranking(world, region)
+        idx, sc, full = self._entry(world, region)
         seen = user.known_titles if exclude_seen else np.zeros(0, np.int64)
-        head = min(idx.size, k + seen.size)
-        idx, sc = idx[:head], sc[:head]
         if seen.size:
             keep = ~np.isin(idx, seen)
+            if full is not None and int(keep.sum()) < k:  # the head ran out: rank everything
+                return top_k(full, k, exclude=seen)
             idx, sc = idx[keep], sc[keep]
         return idx[:k], sc[:k]
 
@@ -103,7 +113,7 @@ class TopNRanker(Ranker):
 
     def __init__(self, config: TopNConfig | dict | None = None) -> None:
         super().__init__(config)
-        self._rows = PopularityRows(self.scores)
+        self._rows = PopularityRows(self.scores, head=4 * self.config.row_length + 200)
 
     def scores(self, world: GlobalState, region: str | None) -> np.ndarray | None:
         """Popularity of every title (-inf where not rankable); None when the region is unknown."""

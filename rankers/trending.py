@@ -40,7 +40,7 @@ class TrendingRanker(Ranker):
 
     def __init__(self, config: TrendingConfig | dict | None = None) -> None:
         super().__init__(config)
-        self._rows = PopularityRows(self.scores)
+        self._rows = PopularityRows(self.scores, head=4 * self.config.row_length + 200)
 
     def scores(self, world: GlobalState, region: str | None) -> np.ndarray | None:
         """Decayed counts (-inf below ``min_recent``); None when the region is unknown."""

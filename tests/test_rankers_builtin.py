@@ -244,3 +244,13 @@ def test_user_title_matrix_keeps_each_users_latest_titles() -> None:
     # user 0 interacted with titles 0, 1, 2, 1 (time order); cap 2 keeps the latest two distinct: 1 and 2
     m = user_title_matrix(np.array([0, 0, 0, 0, 1]), np.array([0, 1, 2, 1, 0]), 2, 3, max_per_user=2)
     assert m.toarray().tolist() == [[0, 1, 1], [1, 0, 0]]
+
+
+def test_top_n_user_who_saw_the_whole_head_still_gets_the_next_best() -> None:
+    # title t is played by 400 - t users, so popularity falls with t; user 1 saw the 250 most popular
+    ev = [(10_000 + u, t, PLAY, T - DAY, 1.0, np.nan) for t in range(1, 301) for u in range(400 - t)]
+    ev += [(1, t, PLAY, T - DAY, 1.0, np.nan) for t in range(1, 251)]
+    w = Tiny(ev)
+    r = w.fit(TopNRanker({"bayesian": False, "min_count": 1, "row_length": 3}))
+    assert w.ids(r.rows(w.request(1))[0]) == [251, 252, 253]
+    assert w.ids(r.rows(w.request(2))[0]) == [1, 2, 3]
