@@ -85,14 +85,19 @@ def score_one(
     p = phi_dim(g, len(table.tones))
     w = theta[: (g + 1) * p].reshape(g + 1, p)
     u = context[:g] @ w[:g] + w[g]  # (p,)
-    by_emph = u[: g + 1] + theta[-2] * np.append(context[g : 2 * g], 0.0)
-    by_tone = u[g + 1 : p - 2] + u[p - 1]
-    by_cast = np.append(theta[-1] * context[2 * g :] + u[p - 2], 0.0)  # index -1: no cast member
+    cast_ctx = context[2 * g :]
+    lut = np.empty(g + 1 + len(table.tones) + 1 + table.n_cast + 1)
+    e, t = g + 1, g + 1 + len(table.tones) + 1
+    lut[:g] = u[:g] + theta[-2] * context[g : 2 * g]  # emphasised genre
+    lut[g] = u[g]  # no emphasis
+    lut[e:t] = u[g + 1 : p - 2] + u[p - 1]  # tone, plus the intercept (every variant has one tone)
+    lut[t:-1] = theta[-1] * cast_ctx + u[p - 2]  # featured cast member
+    lut[-1] = 0.0  # no cast member
     if user_w is not None:
-        by_emph = by_emph + np.append(user_w[0] * context[:g] + user_w[2], 0.0)
-        by_cast[:-1] += user_w[1] * context[2 * g :] + user_w[3]
-        by_tone = by_tone + user_w[4:]
-    return by_emph[table.emphasis[titles]] + by_tone[table.tone[titles]] + by_cast[table.cast[titles]] + static[titles]
+        lut[:g] += user_w[0] * context[:g] + user_w[2]
+        lut[e:t] += user_w[4:]
+        lut[t:-1] += user_w[1] * cast_ctx + user_w[3]
+    return lut[table.lookup_codes[titles]].sum(axis=-1) + static[titles]
 
 
 def user_dim(n_tones: int) -> int:

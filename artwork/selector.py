@@ -85,7 +85,7 @@ class ArtworkSelector:
         self,
         epsilon: float = 0.05,
         stable_period: int = 7 * 86_400,
-        ridge: float = 1.0,
+        ridge: float = 30.0,
         bias_prior: float = 200.0,
         user_prior: float = 10.0,
         salt: int = 0,
@@ -178,6 +178,14 @@ class ArtworkSelector:
         pos = np.minimum(np.searchsorted(ids, user_ids), ids.size - 1)
         return np.where((ids[pos] == user_ids)[:, None], self.user_weights_[pos], 0.0)
 
+    def _user_row(self, user_id: int) -> np.ndarray | None:
+        """One user's own weights, or None when the model has none for them (the fast path of ``user_weights``)."""
+        ids = getattr(self, "user_ids_", None)
+        if ids is None or ids.size == 0:
+            return None
+        i = int(np.searchsorted(ids, user_id))
+        return self.user_weights_[i] if i < ids.size and ids[i] == user_id else None
+
     def scores(
         self, contexts: np.ndarray, rows: np.ndarray, titles: np.ndarray, user_ids: np.ndarray | None = None
     ) -> np.ndarray:
@@ -217,7 +225,7 @@ class ArtworkSelector:
         flat = title_idx.reshape(-1)
         present = flat >= 0
         t = np.where(present, flat, 0)
-        uw = self.user_weights(np.array([user_id]))[0]
+        uw = self._user_row(int(user_id))
         s = score_one(self.theta_, np.asarray(context, dtype=np.float64), t, self.table_, self._static_, uw)
         greedy = np.argmax(s, axis=1)
         k = self.table_.n_variants[t]
@@ -227,12 +235,15 @@ class ArtworkSelector:
         pos = np.where(explore, arm, greedy)
         prop = np.where(pos == greedy, 1.0 - self.epsilon, 0.0) + self.epsilon / np.maximum(k, 1)
         has = present & (k > 0)
-        pos = np.where(has, pos, -1)
-        ids = np.where(has, self.table_.variant_ids[t, np.maximum(pos, 0)], "")
+        ids = self.table_.variant_ids[t, pos]
+        if not has.all():
+            pos = np.where(has, pos, -1)
+            ids = np.where(has, ids, "")
+            prop = np.where(has, prop, 1.0)
         return ArtworkChoice(
             variant_pos=pos.reshape(shape),
             variant_ids=ids.reshape(shape),
-            propensity=np.where(has, prop, 1.0).reshape(shape),
+            propensity=prop.reshape(shape),
             explored=(explore & has).reshape(shape),
         )
 

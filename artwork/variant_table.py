@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -23,6 +24,7 @@ class VariantTable:
     variant_ids: np.ndarray  # str (n_titles, K), "" for padding
     tones: tuple[str, ...]
     n_genres: int
+    n_cast: int
 
     @property
     def max_variants(self) -> int:
@@ -32,6 +34,13 @@ class VariantTable:
     def valid(self) -> np.ndarray:
         """bool (n_titles, K): which positions hold a real variant."""
         return np.arange(self.max_variants)[None, :] < self.n_variants[:, None]
+
+    @cached_property
+    def lookup_codes(self) -> np.ndarray:
+        """(n_titles, K, 3) positions in the concatenated [emphasis | tone | cast] lookup vector of ``score_one``."""
+        g1, t1 = self.n_genres + 1, len(self.tones) + 1
+        cast = np.where(self.cast >= 0, self.cast, self.n_cast)
+        return np.stack([self.emphasis, g1 + self.tone, g1 + t1 + cast], axis=-1).astype(np.intp)
 
     def fingerprint(self) -> str:
         """A short hash of the variant ids, to tell catalogs apart."""
@@ -60,4 +69,4 @@ class VariantTable:
                 tone[i, j] = t.get(v.tone, len(tones))
                 cast[i, j] = a.get(v.featured_cast, -1)  # type: ignore[arg-type]
                 ids[i, j] = v.variant_id
-        return cls(catalog.title_ids.astype(np.int64), nv, emphasis, tone, cast, ids.astype(str), tuple(tones), len(layout.genres))
+        return cls(catalog.title_ids.astype(np.int64), nv, emphasis, tone, cast, ids.astype(str), tuple(tones), len(layout.genres), len(layout.cast))

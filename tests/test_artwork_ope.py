@@ -36,7 +36,7 @@ def truth(mu: np.ndarray, dist: np.ndarray, pos: np.ndarray) -> float:
 @pytest.mark.parametrize("uniform", [True, False])
 @pytest.mark.parametrize("kind", ["deterministic", "stochastic"])
 def test_estimators_recover_the_known_value(uniform: bool, kind: str) -> None:
-    logs, mu = bandit_logs(60_000, seed=1, uniform=uniform)
+    logs, mu = bandit_logs(30_000, seed=1, uniform=uniform)
     n = len(logs)
     if kind == "deterministic":
         dist = np.zeros((n, 5))
@@ -44,10 +44,11 @@ def test_estimators_recover_the_known_value(uniform: bool, kind: str) -> None:
     else:
         dist = np.tile(np.array([0.1, 0.1, 0.3, 0.4, 0.1]), (n, 1))
     v = truth(mu, dist, logs.position)
-    est = evaluate_policy(logs, dist, cross_fitted_q(logs), n_boot=100, replay_runs=5)
+    est = evaluate_policy(logs, dist, cross_fitted_q(logs), n_boot=60, replay_runs=5)
     assert [e.estimator for e in est] == list(ESTIMATORS)
     for e in est:
-        assert abs(e.value - v) / v < 0.06, (e, v)
+        # within twice the 95% half-width (a 4-sigma band: fails on bias, not on bad luck) and 8%
+        assert abs(e.value - v) <= e.high - e.low and abs(e.value - v) / v < 0.08, (e, v)
         assert e.low <= e.value <= e.high
     # and the interval of at least the importance estimators covers the truth
     assert sum(e.low <= v <= e.high for e in est) >= 3
