@@ -97,12 +97,14 @@ class _Implicit(Peer):
         os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
         self.model_ = self._model()
         with warnings.catch_warnings():  # implicit warns about its own internal coo -> csr conversions
-            warnings.simplefilter("ignore", category=UserWarning)
+            warnings.simplefilter("ignore")
             self.model_.fit(x, show_progress=False)  # type: ignore[attr-defined]
         return self
 
     def recommend(self, users: np.ndarray, x_users: sp.csr_matrix, k: int) -> np.ndarray:
-        ids, scores = self.model_.recommend(users, x_users, N=k, filter_already_liked_items=True)  # type: ignore[attr-defined]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ids, scores = self.model_.recommend(users, x_users, N=k, filter_already_liked_items=True)  # type: ignore[attr-defined]
         ids = np.asarray(ids, np.int64)
         return np.where(np.isfinite(scores) & (scores > -1e30), ids, -1)
 

@@ -3,8 +3,9 @@
 Train on events with ts <= T. Test users have at least one event before and one after T;
 their positives are the distinct titles they interacted with after T that they had not
 seen by T. Every method gets the same train matrix and excludes the user's seen titles.
-Hyperparameters of peers (EASE's lambda) are tuned on a validation split inside the
-training period (train <= T_val, positives in (T_val, T]), never on the test period.
+Hyperparameters of peers (EASE's lambda) are tuned on validation splits inside the
+training period (train <= T_q, positives in (T_q, T], T_q the q-quantile of training
+event times for q in 0.8 and 0.9), never on the test period.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from rankers.factorization import interaction_matrix
 K_MAX = 50
 KS = (10, 20, 50)
 EASE_LAMBDAS = (50.0, 200.0, 500.0, 1000.0)
+VALIDATION_QS = (0.8, 0.9)  # validation splits at these quantiles of training time
 Progress = Callable[[str], None]
 
 
@@ -104,10 +106,23 @@ def ranker_metrics(ranker: Ranker, log: EventLog, catalog: Catalog, split: Split
     return summarise(ranked_lists(ranker, log, catalog, split), split.positives, split.popularity, KS)
 
 
-def tune_ease(log: EventLog, until: int, lambdas: Sequence[float] = EASE_LAMBDAS, q: float = 0.9) -> tuple[float, dict[str, float]]:
-    """EASE's lambda with the best validation NDCG@20 (split at ``validation_time``): (lambda, ndcg by lambda)."""
-    val = temporal_split(log, validation_time(log, until, q), end=until)
-    scores = {str(lam): peer_metrics(EASE(lam=lam), val)["ndcg@20"] for lam in lambdas}
+def tune_ease(
+    log: EventLog, until: int, lambdas: Sequence[float] = EASE_LAMBDAS, qs: Sequence[float] = VALIDATION_QS
+) -> tuple[float, dict[str, float]]:
+    """EASE's lambda with the best user-weighted validation NDCG@20 over the splits at ``qs``.
+
+    Returns (lambda, mean NDCG@20 by lambda). A single lambda is returned without fitting.
+    """
+    if len(lambdas) == 1:
+        return float(lambdas[0]), {}
+    sums = {str(lam): 0.0 for lam in lambdas}
+    users = 0
+    for q in qs:
+        val = temporal_split(log, validation_time(log, until, q), end=until)
+        users += int(val.users.size)
+        for lam in lambdas:
+            sums[str(lam)] += peer_metrics(EASE(lam=lam), val)["ndcg@20"] * val.users.size
+    scores = {k: v / max(users, 1) for k, v in sums.items()}
     best = max(lambdas, key=lambda lam: (scores[str(lam)], -lam))
     return float(best), scores
 
@@ -133,7 +148,7 @@ def run_protocol(
     if peers is None:
         step("tuning EASE on the validation split")
         lam, by_lam = tune_ease(log, until, ease_lambdas)
-        tuning["ease_lambda"] = {"chosen": lam, "validation_ndcg@20": by_lam}
+        tuning["ease_lambda"] = {"chosen": lam, "validation_ndcg@20": by_lam, "validation_quantiles": list(VALIDATION_QS)}
         peers = default_peers(ease_lambda=lam)
     out_peers: dict[str, dict[str, float]] = {}
     for peer in peers:
@@ -148,7 +163,7 @@ def run_protocol(
         out_rankers[name] = ranker_metrics(ranker, log, catalog, split)
     protocol = {
         "split_time": int(until),
-        "validation_time": validation_time(log, until),
+        "validation_times": [validation_time(log, until, q) for q in VALIDATION_QS],
         "train_interactions": int(split.train.nnz),
         "test_users": int(split.users.size),
         "positives": int(sum(p.size for p in split.positives)),

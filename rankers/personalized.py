@@ -1,0 +1,218 @@
+"""Personalised rows: "Top picks for you" and "<Genre> for you" from a blend of three scores.
+
+score(user, title) = w_item * item-model score (a pruned EASE item-item model applied to the
+user's recency-weighted history) + w_mf * implicit-ALS score (the user vector folded in from
+the same history) + w_pop * a recency-weighted popularity prior; each part is scaled to a
+maximum of 1 first. Nothing about a user is stored: both user-side parts are computed from
+``RankRequest.user`` at request time, so one new play changes the page without retraining.
+Default hyperparameters were chosen on a validation split inside the training period of
+ml-latest-small (``homepage.evaluation.tuning.tune_personalized``), never on the test period.
+"""
+
+from __future__ import annotations
+
+from typing import Self
+
+import numpy as np
+import scipy.sparse as sp
+from pydantic import Field
+
+from homepage.catalog import Catalog
+from homepage.domain import CandidateRow, RowReason
+from homepage.state import UserState
+from rankers.base import FitInput, RankerConfig, Ranker, RankRequest, StateNeed
+from rankers.factorization import FoldIn, fit_als, fit_ease, interaction_matrix, prune_rows, sparse_scores
+
+PLURALS = {
+    "Comedy": "Comedies",
+    "Drama": "Dramas",
+    "Thriller": "Thrillers",
+    "Documentary": "Documentaries",
+    "Western": "Westerns",
+    "Musical": "Musicals",
+    "Mystery": "Mysteries",
+    "Romance": "Romances",
+    "Animation": "Animated films",
+    "Children": "Family films",
+    "Film-Noir": "Film noir",
+    "IMAX": "IMAX films",
+}
+
+
+def genre_row_title(genre: str) -> str:
+    """ "Comedies for you", "Horror films for you"."""
+    return f"{PLURALS.get(genre, genre + ' films')} for you"
+
+
+class PersonalizedConfig(RankerConfig):
+    """Hyperparameters of the blend; defaults tuned on a validation split of ml-latest-small's training period."""
+
+    max_rows: int = Field(default=5, ge=0, le=100, description="top picks plus up to max_rows-1 genre rows")
+    exclude_seen: bool = Field(default=True, description="leave out titles the user already played or rated")
+    factors: int = Field(default=32, ge=2, le=512)
+    als_regularization: float = Field(default=1.0, ge=0.0)
+    als_alpha: float = Field(default=2.0, gt=0.0)
+    als_iterations: int = Field(default=15, ge=1, le=200)
+    ease_lambda: float = Field(default=1000.0, gt=0.0)
+    ease_min_count: int = Field(default=2, ge=1, description="titles with fewer training users get no item model")
+    ease_max_items: int = Field(default=6000, ge=1, le=30_000, description="most popular titles in the item model")
+    neighbours: int = Field(default=200, ge=1, le=5000, description="item-model weights kept per title")
+    history_half_life: float = Field(default=0.0, ge=0.0, description="interactions; 0 = no recency decay")
+    max_history: int = Field(default=500, ge=1, le=100_000, description="most recent distinct titles used")
+    weight_item: float = Field(default=1.0, ge=0.0)
+    weight_mf: float = Field(default=0.15, ge=0.0)
+    weight_pop: float = Field(default=2.0, ge=0.0)
+    popularity_half_life_days: float = Field(default=180.0, gt=0.0)
+    genre_pool: int = Field(default=1000, ge=10, description="top titles filtered into genre rows")
+    min_genre_titles: int = Field(default=10, ge=1, description="shortest genre row worth proposing")
+    seed: int = 0
+
+
+class PersonalizedRanker(Ranker):
+    """Implicit MF with request-time fold-in, blended with a pruned item model and a popularity prior."""
+
+    name = "personalized"
+    Config = PersonalizedConfig
+    needs = frozenset({StateNeed.HISTORY})
+    artifact_version = 1
+    config: PersonalizedConfig
+
+    # ------------------------------------------------------------------ fit
+    def fit(self, data: FitInput) -> Self:
+        """Fit ALS and the item model on interactions with ts <= until; the popularity prior as of until."""
+        super().fit(data)
+        c = self.config
+        user_pos, title_idx, ts, _ = data.log.interactions(data.until)
+        n_titles = len(data.catalog)
+        x = interaction_matrix(user_pos, title_idx, int(data.log.user_ids.size), n_titles)
+        self.item_factors_ = fit_als(
+            x, factors=c.factors, regularization=c.als_regularization, alpha=c.als_alpha,
+            iterations=c.als_iterations, seed=c.seed,
+        )
+        items, b = fit_ease(x, c.ease_lambda, min_count=c.ease_min_count, max_items=c.ease_max_items)
+        self.item_model_ = prune_rows(b, items, n_titles, c.neighbours)
+        age_days = (int(data.until) - ts).astype(np.float64) / 86_400.0
+        pop = np.log1p(np.bincount(title_idx, weights=np.exp2(-age_days / c.popularity_half_life_days), minlength=n_titles))
+        self.prior_ = (pop / max(pop.max(initial=0.0), 1e-12)).astype(np.float32)
+        self._fold = None
+        return self
+
+    @property
+    def n_titles(self) -> int:
+        return int(self.prior_.shape[0])
+
+    @property
+    def fold_(self) -> FoldIn:
+        if getattr(self, "_fold", None) is None:
+            self._fold = FoldIn.of(self.item_factors_, self.config.als_regularization, self.config.als_alpha)
+        return self._fold
+
+    # ------------------------------------------------------------------ scoring
+    def history(self, user: UserState) -> tuple[np.ndarray, np.ndarray]:
+        """(distinct title indices, recency weights in (0, 1]) of the user's most recent titles."""
+        known = user.known_titles  # most recent first
+        known = known[known < self.n_titles][: self.config.max_history]
+        hl = self.config.history_half_life
+        w = np.ones(known.size) if hl <= 0 else np.exp2(-np.arange(known.size) / hl)
+        return known, w
+
+    def user_vector(self, user: UserState) -> np.ndarray:
+        """The user's ALS vector folded in from their current history: (factors,) float32."""
+        items, w = self.history(user)
+        return self.fold_.user_vector(items, w)
+
+    def score_titles(self, user: UserState) -> np.ndarray:
+        """One blended score per catalog title index (float32), nothing excluded."""
+        c = self.config
+        items, w = self.history(user)
+        s = np.multiply(self.prior_, np.float32(c.weight_pop))
+        if items.size == 0:
+            return s
+        if c.weight_item > 0:
+            si = sparse_scores(self.item_model_, items, w, self.n_titles)
+            nz = np.flatnonzero(si > 0)  # the item model touches few titles: add only those
+            if nz.size:
+                vals = si[nz]
+                s[nz] += (vals * (c.weight_item / vals.max())).astype(np.float32)
+        if c.weight_mf > 0:
+            sm = self.item_factors_ @ self.fold_.user_vector(items, w)
+            top = max(float(sm.max(initial=0.0)), -float(sm.min(initial=0.0)))
+            if top > 0:
+                sm *= np.float32(c.weight_mf / top)
+                s += sm
+        return s
+
+    # ------------------------------------------------------------------ rows
+    def rows(self, request: RankRequest) -> list[CandidateRow]:
+        """Top picks, then the user's top genres filtered from the same scores; none for cold users."""
+        c = self.config
+        user = request.user
+        items, w = self.history(user)
+        if items.size == 0 or c.max_rows == 0:
+            return []
+        scores = self.score_titles(user)
+        n = min(self.n_titles, len(request.catalog))
+        scores = scores[:n]
+        if c.exclude_seen:
+            scores[items[items < n]] = -np.inf
+        pool = _top(scores, min(max(c.genre_pool, c.row_length), n))
+        out = [self._row(request.catalog, "top_picks", "Top picks for you", pool[: c.row_length], scores, RowReason(kind="top_picks"))]
+        for g in self._top_genres(request.catalog, items[items < n], w[items < n], c.max_rows - 1):
+            in_genre = pool[request.catalog.genre_matrix[pool, g]][: c.row_length]
+            if in_genre.size >= min(c.min_genre_titles, c.row_length):
+                genre = request.catalog.genres[g]
+                reason = RowReason(kind="genre", genre=genre)
+                out.append(self._row(request.catalog, f"genre:{genre}", genre_row_title(genre), in_genre, scores, reason))
+        return out
+
+    def _row(
+        self, catalog: Catalog, key: str, title: str, idx: np.ndarray, scores: np.ndarray, reason: RowReason
+    ) -> CandidateRow:
+        s = scores[idx]
+        return CandidateRow(
+            row_id=f"{self.name}:{key}",
+            ranker=self.name,
+            display_title=title,
+            title_ids=catalog.title_ids[idx].astype(np.int64),
+            scores=s.astype(np.float32),
+            reason=reason,
+            row_score=float(s[:10].mean()) if s.size else 0.0,
+        )
+
+    @staticmethod
+    def _top_genres(catalog: Catalog, items: np.ndarray, w: np.ndarray, k: int) -> list[int]:
+        """Genre indices the user's recency-weighted history leans to most, strongest first."""
+        if k <= 0 or catalog.genre_matrix.shape[1] == 0 or items.size == 0:
+            return []
+        aff = w @ catalog.genre_matrix[items]
+        order = np.lexsort((np.arange(aff.size), -aff))
+        return [int(g) for g in order[:k] if aff[g] > 0]
+
+    # ------------------------------------------------------------------ artifact
+    def arrays(self) -> dict[str, np.ndarray]:
+        m = self.item_model_
+        return {
+            "item_factors": self.item_factors_,
+            "prior": self.prior_,
+            "item_indptr": m.indptr.astype(np.int64),
+            "item_indices": m.indices.astype(np.int32),
+            "item_data": m.data.astype(np.float32),
+        }
+
+    def restore(self, arrays: dict[str, np.ndarray]) -> None:
+        self.item_factors_ = np.ascontiguousarray(arrays["item_factors"], np.float32)
+        self.prior_ = np.asarray(arrays["prior"], np.float32)
+        n = self.prior_.shape[0]
+        self.item_model_ = sp.csr_matrix(
+            (arrays["item_data"], arrays["item_indices"], arrays["item_indptr"]), shape=(n, n)
+        )
+        self._fold = None
+
+
+def _top(scores: np.ndarray, k: int) -> np.ndarray:
+    """Indices of the ``k`` best finite scores, best first; ties broken by index (deterministic)."""
+    k = min(k, int(np.isfinite(scores).sum()))
+    if k <= 0:
+        return np.zeros(0, np.int64)
+    part = np.argpartition(-scores, k - 1)[:k] if k < scores.size else np.arange(scores.size)
+    return part[np.lexsort((part, -scores[part]))].astype(np.int64)

@@ -1,0 +1,156 @@
+"""The personalised ranker: fold-in at request time, rows, determinism, artifact round trip."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+from homepage.catalog import Catalog  # noqa: E402
+from homepage.domain import RequestContext  # noqa: E402
+from homepage.eventlog import EventLog  # noqa: E402
+from homepage.state import UserState, frozen  # noqa: E402
+from rankers.base import FitInput, RankRequest  # noqa: E402
+from rankers.personalized import PersonalizedRanker, genre_row_title  # noqa: E402
+from rankers.testing import check_id, ranker_checks  # noqa: E402
+
+N_TITLES = 60
+GENRES = ["Comedy", "Horror", "Drama"]
+SMALL = dict(factors=8, als_iterations=5, ease_lambda=5.0, ease_min_count=1, neighbours=20, row_length=10)
+
+
+def two_taste_world(seed: int = 0) -> tuple[Catalog, EventLog, int]:
+    """Titles 0-29 are comedies, 30-59 horror (every 3rd also drama); users like one block each."""
+    rng = np.random.default_rng(seed)
+    genres = [["Comedy"] if i < 30 else ["Horror"] for i in range(N_TITLES)]
+    for i in range(0, N_TITLES, 3):
+        genres[i] = genres[i] + ["Drama"]
+    titles = pd.DataFrame({"title_id": np.arange(N_TITLES) + 100, "name": [f"t{i}" for i in range(N_TITLES)],
+                           "year": 2000, "genres": genres})
+    catalog = Catalog.from_frames(titles)
+    rows = []
+    for u in range(40):
+        block = 0 if u % 2 == 0 else 30
+        for j, t in enumerate(rng.choice(30, size=12, replace=False)):
+            rows.append((u, 100 + block + int(t), 1, 1_000 + 10 * u + j, 4.0))
+    ev = pd.DataFrame(rows, columns=["user_id", "title_id", "kind", "ts", "stars"])
+    log = EventLog.from_frame(ev, catalog)
+    return catalog, log, int(ev.ts.max())
+
+
+def fitted(config: dict | None = None) -> tuple[PersonalizedRanker, Catalog, EventLog, int]:
+    catalog, log, until = two_taste_world()
+    r = PersonalizedRanker({**SMALL, **(config or {})})
+    r.fit(FitInput(log=log, catalog=catalog, until=until, world=log.global_state(until)))
+    return r, catalog, log, until
+
+
+def request(user: UserState, catalog: Catalog, log: EventLog, now: int) -> RankRequest:
+    return RankRequest(user, log.global_state(now), catalog, RequestContext(user_id=user.user_id, now=now))
+
+
+def with_plays(user: UserState, title_ids: list[int], catalog: Catalog, t0: int) -> UserState:
+    """The user after playing ``title_ids`` (no refit): history arrays extended."""
+    n = len(title_ids)
+    ids = np.asarray(title_ids, np.int64)
+    return UserState(
+        user_id=user.user_id, as_of=t0 + n, region=user.region,
+        title_ids=frozen(np.concatenate([user.title_ids, ids])),
+        title_idx=frozen(np.concatenate([user.title_idx, catalog.index_of(ids)])),
+        ts=frozen(np.concatenate([user.ts, t0 + np.arange(1, n + 1)])),
+        kinds=frozen(np.concatenate([user.kinds, np.zeros(n, np.int8)])),
+        stars=frozen(np.concatenate([user.stars, np.full(n, np.nan, np.float32)])),
+        progress=frozen(np.concatenate([user.progress, np.ones(n, np.float32)])),
+    )
+
+
+def test_rows_follow_the_users_taste_and_exclude_seen() -> None:
+    r, catalog, log, until = fitted()
+    user = log.user_state(0, until)  # a comedy user
+    rows = r.rows(request(user, catalog, log, until))
+    top = rows[0]
+    assert top.reason.kind == "top_picks" and top.display_title == "Top picks for you"
+    assert len(top) == 10
+    assert not np.isin(top.title_ids, user.title_ids).any()
+    assert (catalog.index_of(top.title_ids[:5]) < 30).all(), "a comedy fan's best picks are comedies"
+    assert np.all(np.diff(top.scores) <= 0)
+    genre_rows = [row for row in rows[1:] if row.reason.kind == "genre"]
+    assert genre_rows and genre_rows[0].reason.genre == "Comedy"
+    assert genre_rows[0].display_title == genre_row_title("Comedy") == "Comedies for you"
+    g = catalog.genre_index["Comedy"]
+    assert catalog.genre_matrix[catalog.index_of(genre_rows[0].title_ids), g].all()
+    assert len({row.row_id for row in rows}) == len(rows) <= r.config.max_rows
+
+
+def test_exclude_seen_can_be_turned_off() -> None:
+    r, catalog, log, until = fitted({"exclude_seen": False, "row_length": 30})
+    user = log.user_state(0, until)
+    top = r.rows(request(user, catalog, log, until))[0]
+    assert np.isin(top.title_ids, user.title_ids).any()
+
+
+def test_one_new_play_changes_top_picks_without_refit() -> None:
+    r, catalog, log, until = fitted()
+    before_arrays = {k: v.copy() for k, v in r.arrays().items()}
+    user = log.user_state(0, until)  # comedy fan
+    before = r.rows(request(user, catalog, log, until))[0]
+    horror = [100 + 30 + i for i in range(30) if 100 + 30 + i not in set(user.title_ids)][:1]
+    after_user = with_plays(user, horror, catalog, until)
+    after = r.rows(request(after_user, catalog, log, until + 1))[0]
+    assert not np.array_equal(before.title_ids, after.title_ids)
+    assert not np.array_equal(r.user_vector(user), r.user_vector(after_user))
+    assert horror[0] not in after.title_ids  # the new play is now seen
+    s0, s1 = r.score_titles(user), r.score_titles(after_user)
+    assert s1[30:].mean() > s0[30:].mean(), "a horror play raises horror scores"
+    for k, v in r.arrays().items():  # nothing was refitted or mutated
+        np.testing.assert_array_equal(v, before_arrays[k])
+
+
+def test_cold_user_gets_no_rows_but_scores_exist() -> None:
+    r, catalog, log, until = fitted()
+    cold = UserState.empty(999, until)
+    assert r.rows(request(cold, catalog, log, until)) == []
+    s = r.score_titles(cold)
+    assert s.dtype == np.float32 and s.shape == (N_TITLES,)
+    assert r.user_vector(cold).shape == (8,)
+
+
+def test_fit_and_rows_are_deterministic() -> None:
+    a, catalog, log, until = fitted()
+    b, *_ = fitted()
+    for k, v in a.arrays().items():
+        np.testing.assert_array_equal(v, b.arrays()[k])
+    user = log.user_state(1, until)
+    ra, rb = a.rows(request(user, catalog, log, until)), b.rows(request(user, catalog, log, until))
+    assert [r.row_id for r in ra] == [r.row_id for r in rb]
+    for x, y in zip(ra, rb):
+        np.testing.assert_array_equal(x.title_ids, y.title_ids)
+        np.testing.assert_array_equal(x.scores, y.scores)
+
+
+def test_save_load_round_trip_gives_identical_scores(tmp_path: Path) -> None:
+    r, catalog, log, until = fitted()
+    loaded = PersonalizedRanker.load(r.save(tmp_path / "personalized"))
+    assert loaded.config == r.config and loaded.train_window_ == r.train_window_
+    for u in (0, 1, 7):
+        user = log.user_state(u, until)
+        np.testing.assert_array_equal(loaded.score_titles(user), r.score_titles(user))
+        np.testing.assert_array_equal(loaded.user_vector(user), r.user_vector(user))
+
+
+def test_does_not_mutate_its_input() -> None:
+    r, catalog, log, until = fitted()
+    user = log.user_state(2, until)
+    copy = user.title_idx.copy()
+    r.rows(request(user, catalog, log, until))
+    np.testing.assert_array_equal(user.title_idx, copy)
+
+
+@pytest.mark.parametrize("check", ranker_checks(), ids=check_id)
+def test_conformance(check) -> None:  # type: ignore[no-untyped-def]
+    check(PersonalizedRanker)

@@ -1,0 +1,171 @@
+"""Ranker evaluation: metrics on hand-made cases, the temporal split, peers, and ``homepage eval rankers``."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.sparse as sp
+
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+from homepage.catalog import Catalog  # noqa: E402
+from homepage.cli.eval import parse_lambdas  # noqa: E402
+from homepage.domain import CandidateRow, RowReason  # noqa: E402
+from homepage.errors import HomepageError  # noqa: E402
+from homepage.evaluation.peers import default_peers, top_k_masked  # noqa: E402
+from homepage.evaluation.ranker_eval import ranked_lists, temporal_split  # noqa: E402
+from homepage.evaluation.ranker_metrics import coverage, hit_matrix, ndcg_at_k, novelty, recall_at_k, summarise  # noqa: E402
+from homepage.eventlog import EventLog  # noqa: E402
+from rankers.base import Ranker, RankRequest  # noqa: E402
+
+
+# ------------------------------------------------------------------ metrics, by hand
+def test_recall_and_ndcg_with_positives_at_rank_1_and_3() -> None:
+    ranked = np.array([[5, 1, 7, 9]])
+    positives = [np.array([7, 5])]
+    hits = hit_matrix(ranked, positives)
+    assert hits.tolist() == [[True, False, True, False]]
+    n_pos = np.array([2])
+    assert recall_at_k(hits, n_pos, 1)[0] == pytest.approx(1 / 1)  # denominator min(k, |pos|) = 1
+    assert recall_at_k(hits, n_pos, 2)[0] == pytest.approx(1 / 2)
+    assert recall_at_k(hits, n_pos, 4)[0] == pytest.approx(2 / 2)
+    # DCG = 1/log2(2) + 1/log2(4) = 1.5; ideal for 2 positives = 1 + 1/log2(3)
+    assert ndcg_at_k(hits, n_pos, 4)[0] == pytest.approx(1.5 / (1 + 1 / math.log2(3)))
+    assert ndcg_at_k(hits, n_pos, 2)[0] == pytest.approx(1 / (1 + 1 / math.log2(3)))
+
+
+def test_metrics_with_padding_misses_and_many_positives() -> None:
+    ranked = np.array([[3, -1, -1], [0, 1, 2]])
+    positives = [np.array([-1, 4]), np.arange(10)]  # -1 padding never counts as a hit
+    hits = hit_matrix(ranked, positives)
+    n_pos = np.array([2, 10])
+    np.testing.assert_allclose(recall_at_k(hits, n_pos, 3), [0.0, 1.0])  # 3 hits / min(3, 10)
+    np.testing.assert_allclose(ndcg_at_k(hits, n_pos, 3), [0.0, 1.0])
+    assert math.isnan(recall_at_k(np.zeros((1, 3), bool), np.array([0]), 3)[0])
+
+
+def test_coverage_and_novelty_by_hand() -> None:
+    assert coverage(np.array([[0, 1], [1, 2]]), n_titles=10, k=2) == pytest.approx(3 / 10)
+    assert coverage(np.array([[0, 1], [1, 2]]), n_titles=10, k=1) == pytest.approx(2 / 10)
+    pop = np.array([2.0, 2.0, 4.0])  # shares 1/4, 1/4, 1/2 -> -log2: 2, 2, 1
+    assert novelty(np.array([[0, 2]]), pop, k=2) == pytest.approx(1.5)
+    m = summarise(np.array([[0, 2]]), [np.array([2])], pop, ks=(1, 2))
+    assert m["recall@1"] == 0.0 and m["recall@2"] == 1.0 and m["users"] == 1.0
+
+
+# ------------------------------------------------------------------ split and peers
+def tiny_log() -> tuple[Catalog, EventLog]:
+    titles = pd.DataFrame({"title_id": [10, 20, 30, 40], "name": list("abcd"), "year": 2000, "genres": [["X"]] * 4})
+    catalog = Catalog.from_frames(titles)
+    ev = pd.DataFrame(
+        [
+            (1, 10, 1, 100, 4.0),  # user 1: before T
+            (1, 20, 1, 200, 2.0),  # after T: a positive
+            (1, 10, 1, 210, 5.0),  # after T but seen before: not a positive
+            (1, 40, 0, 220, np.nan),  # a play after T: a positive
+            (2, 30, 1, 200, 3.0),  # user 2 only after T: not a test user
+            (3, 30, 1, 50, 3.0),  # user 3 only before T: not a test user
+        ],
+        columns=["user_id", "title_id", "kind", "ts", "stars"],
+    )
+    return catalog, EventLog.from_frame(ev, catalog)
+
+
+def test_temporal_split_positives() -> None:
+    catalog, log = tiny_log()
+    s = temporal_split(log, 150)
+    assert log.user_ids[s.users].tolist() == [1]
+    assert sorted(catalog.title_ids[s.positives[0]].tolist()) == [20, 40]
+    assert s.train.nnz == 2 and s.popularity.tolist() == [1, 0, 1, 0]
+    strict = temporal_split(log, 150, min_stars=3.0)  # the 2-star rating drops; the play stays
+    assert catalog.title_ids[strict.positives[0]].tolist() == [40]
+
+
+def test_peers_exclude_seen_titles() -> None:
+    rng = np.random.default_rng(0)
+    x = sp.csr_matrix((rng.random((30, 25)) < 0.3).astype(np.float32))
+    users = np.arange(0, 30, 3)
+    for peer in default_peers(ease_lambda=10.0):
+        ranked = peer.fit(x).recommend(users, x[users], 10)
+        assert ranked.shape == (users.size, 10), peer.name
+        for row, u in zip(ranked, users):
+            assert not np.isin(row[row >= 0], x[u].indices).any(), peer.name
+            assert len(set(row[row >= 0].tolist())) == int((row >= 0).sum()), peer.name
+
+
+def test_top_k_masked_orders_and_pads() -> None:
+    scores = np.array([[0.1, 0.9, 0.5, 0.7]])
+    seen = sp.csr_matrix(np.array([[0, 1, 0, 0]], np.float32))
+    assert top_k_masked(scores, seen, 4).tolist() == [[3, 2, 0, -1]]
+
+
+class TwoRows(Ranker):
+    """Rows [20, 10, 30] and [30, 40]: merged they give 20, 30, 40 for user 1 (10 is seen)."""
+
+    name = "two_rows"
+
+    def rows(self, request: RankRequest) -> list[CandidateRow]:
+        def row(i: int, ids: list[int]) -> CandidateRow:
+            s = np.linspace(1, 0, len(ids)).astype(np.float32)
+            return CandidateRow(f"r{i}", self.name, "x", np.array(ids, np.int64), s, RowReason(kind="x"))
+
+        return [row(0, [20, 10, 30]), row(1, [30, 40])]
+
+
+def test_rows_merge_by_row_then_position_without_repeats_or_seen() -> None:
+    catalog, log = tiny_log()
+    s = temporal_split(log, 150)
+    ranked = ranked_lists(TwoRows(), log, catalog, s)
+    got = ranked[0][ranked[0] >= 0]
+    assert catalog.title_ids[got].tolist() == [20, 30, 40]
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [("abc", "not a comma-separated list"), ("", "needs positive numbers"), ("10,-1", "needs positive numbers")],
+)
+def test_bad_ease_lambdas(text: str, message: str) -> None:
+    with pytest.raises(HomepageError, match=message) as e:
+        parse_lambdas(text)
+    assert "--ease-lambdas" in str(e.value)
+
+
+# ------------------------------------------------------------------ the command on ml-latest-small
+@pytest.fixture(scope="session")
+def mlsmall_dataset(mlsmall_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """ml-latest-small as a dataset directory, through the real ingest."""
+    from homepage.ingest import ingest_movielens
+
+    out = tmp_path_factory.mktemp("mlsmall") / "ds"
+    ingest_movielens(mlsmall_dir, out)
+    return out
+
+
+@pytest.mark.shared_data
+def test_eval_rankers_on_ml_latest_small(mlsmall_dataset: Path, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from homepage.cli import _register, app
+
+    _register()
+    out = tmp_path / "eval.json"
+    res = CliRunner().invoke(app, ["eval", "rankers", str(mlsmall_dataset), "--json", str(out), "--ease-lambdas", "1000"])
+    assert res.exit_code == 0, res.output
+    result = json.loads(out.read_text())
+    assert set(result) == {"protocol", "rankers", "peers"}
+    assert set(result["peers"]) == {"most_popular", "ease", "implicit_als", "implicit_bpr", "implicit_cosine"}
+    assert result["protocol"]["test_users"] > 0
+    assert all(t < result["protocol"]["split_time"] for t in result["protocol"]["validation_times"])
+    personal = result["rankers"]["personalized"]
+    for m in ("ndcg@20", "recall@20", "coverage", "novelty"):
+        assert 0.0 <= personal[m] and all(m in p for p in result["peers"].values())
+    best_peer = max(p["ndcg@20"] for p in result["peers"].values())
+    assert personal["ndcg@20"] >= best_peer, (personal["ndcg@20"], best_peer)
+    assert personal["ndcg@20"] > result["peers"]["most_popular"]["ndcg@20"]
+    assert "rankers vs peers" in res.output
