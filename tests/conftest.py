@@ -26,3 +26,8 @@ def shared_path(*parts: str) -> Path:
 def mlsmall_dir() -> Path:
     """The ml-latest-small release."""
     return shared_path("movielens-latest-small")
+
+
+# Real-Redis fixtures (``store`` on the embedded server and on REDIS_URL), shared by every
+# test module so the session starts one embedded server.
+from redis_fixtures import *  # noqa: E402, F401, F403
