@@ -25,6 +25,7 @@ from homepage.ingest.badrows import BadRows
 from homepage.ingest.ratings import DelimitedFormat, Ratings, read_ratings
 from homepage.ingest.textrows import TextFormat, read_rows
 
+OnBytes = Callable[[int], None] | None  # progress callback: bytes just read
 NO_GENRE = {"(no genres listed)", "unknown", ""}
 GENRE_ALIASES = {"Children's": "Children"}  # ml-1m/ml-100k spelling -> the newer releases' spelling
 ML100K_GENRES = (
@@ -94,7 +95,7 @@ def input_files(layout: Layout, d: Path) -> list[Path]:
 
 
 def read_movielens(
-    src: Path, bad: BadRows, *, on_bytes: Callable[[int], None] | None = None
+    src: Path, bad: BadRows, *, on_bytes: OnBytes = None
 ) -> MovieLensTables:
     """Detect the layout of ``src`` and read it; malformed rows go through ``bad``."""
     layout, d = detect_layout(src)
@@ -147,13 +148,13 @@ def _users_frame(rows: list[list[str]], zip_at: int) -> pd.DataFrame:
     )
 
 
-def _ratings(path: Path, fmt: DelimitedFormat, bad: BadRows, on_bytes, hashes: dict[str, str]) -> Ratings:  # type: ignore[no-untyped-def]
+def _ratings(path: Path, fmt: DelimitedFormat, bad: BadRows, on_bytes: OnBytes, hashes: dict[str, str]) -> Ratings:
     r, digest = read_ratings(path, fmt, bad, on_bytes=on_bytes)
     hashes[path.name] = digest
     return r
 
 
-def _read_csv(layout: Layout, d: Path, bad: BadRows, on_bytes) -> MovieLensTables:  # type: ignore[no-untyped-def]
+def _read_csv(layout: Layout, d: Path, bad: BadRows, on_bytes: OnBytes) -> MovieLensTables:
     hashes: dict[str, str] = {}
     rows, _ = read_rows(d / "movies.csv", TextFormat(",", 3, ("movieId", "title", "genres")), bad)
     movies = _movies_frame(rows, 1)
@@ -165,7 +166,7 @@ def _read_csv(layout: Layout, d: Path, bad: BadRows, on_bytes) -> MovieLensTable
     return MovieLensTables(layout, ratings, movies, tags, None, hashes)
 
 
-def _read_dat(layout: Layout, d: Path, bad: BadRows, on_bytes) -> MovieLensTables:  # type: ignore[no-untyped-def]
+def _read_dat(layout: Layout, d: Path, bad: BadRows, on_bytes: OnBytes) -> MovieLensTables:
     hashes: dict[str, str] = {}
     rows, _ = read_rows(
         d / "movies.dat", TextFormat("::", 3, rest_field=1), bad, names=("MovieID", "Title", "Genres")
@@ -197,7 +198,7 @@ def _flags_ok(fields: list[str]) -> str | None:
     return None
 
 
-def _read_100k(layout: Layout, d: Path, bad: BadRows, on_bytes) -> MovieLensTables:  # type: ignore[no-untyped-def]
+def _read_100k(layout: Layout, d: Path, bad: BadRows, on_bytes: OnBytes) -> MovieLensTables:
     hashes: dict[str, str] = {}
     names = ("movie id", "movie title", "release date", "video release date", "IMDb URL", *ML100K_GENRES)
     rows, _ = read_rows(d / "u.item", TextFormat("|", 24), bad, names=names, check=_flags_ok)
