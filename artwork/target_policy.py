@@ -76,7 +76,9 @@ def resolve_policy(spec: str, logs: LoggedFeedback, catalog: Catalog | None = No
         if logs.title_idx is None or logs.context is None:
             raise HomepageError("logs: a model policy needs title_idx and ctx_* columns")
         sel = ArtworkSelector.load(Path(path), catalog)
-        probs = sel.action_probabilities(logs.context, logs.title_idx, epsilon=float(eps) if eps else None)
+        probs = sel.action_probabilities(
+            logs.context, logs.title_idx, epsilon=float(eps) if eps else None, user_ids=logs.user_id
+        )
         out = np.zeros((len(logs), logs.n_actions))
         k = min(probs.shape[1], logs.n_actions)
         out[:, :k] = probs[:, :k]

@@ -4,8 +4,10 @@ Ridge regression of the play indicator on the shared features (:mod:`artwork.fea
 each impression weighted by 1 / propensity (normalised to mean 1), so arms the logging
 policy rarely showed count as much as those it showed often: the fit targets the
 reward of every arm, not of the logging policy's habits. Then each variant gets a
-shrunk residual bias (a "hybrid" model: shared weights plus a per-variant offset that
-a variant only earns with enough impressions of its own).
+shrunk residual bias and each user small ridge weights of their own (how much they
+respond to genre, cast and tone emphasis): a "hybrid" model, where a variant or a user
+only moves away from the shared weights with enough impressions of its own. The three
+parts are fitted in turn (backfitting), ``n_rounds`` times.
 """
 
 from __future__ import annotations
@@ -48,6 +50,7 @@ def fit_weights(
     bias_prior: float = 200.0,
     user_prior: float = 10.0,
     progress: Callable[[int, int], None] | None = None,
+    n_rounds: int = 2,
 ) -> FittedWeights:
     """Fit on ``logs`` (which must carry ``title_idx``); row i's context is ``contexts[context_row[i]]``."""
     if logs.title_idx is None:
@@ -58,38 +61,65 @@ def fit_weights(
     w = 1.0 / logs.propensity
     w = w / w.mean()
     d = n_features(table.n_genres, len(table.tones))
-    a = np.zeros((d, d))
-    b = np.zeros(d)
     n = len(logs)
+    a = np.zeros((d, d))
     for start in range(0, n, CHUNK):
         sl = slice(start, min(start + CHUNK, n))
         x = design(contexts, rows[sl], logs.title_idx[sl], logs.action[sl], table)
         a += x.T @ (x * w[sl, None])
-        b += x.T @ (w[sl] * logs.reward[sl])
         if progress is not None:
-            progress(sl.stop, n)
+            progress(sl.stop, n * (1 + n_rounds))
     # ridge, but leave the global intercept (last phi slot times the xg intercept) unpenalised
     reg = np.full(d, ridge)
     reg[d - 3] = 1e-6
-    theta = np.linalg.solve(a + np.diag(reg), b)
-    rows_all = np.arange(n)
-    pred = np.concatenate(
-        [
-            score(theta, contexts, rows[s : s + CHUNK], logs.title_idx[s : s + CHUNK], table)[
-                rows_all[: min(CHUNK, n - s)], logs.action[s : s + CHUNK]
-            ]
-            for s in range(0, n, CHUNK)
-        ]
-    )
+    a_inv_ready = a + np.diag(reg)
     bias = np.zeros(table.emphasis.shape)
-    if bias_prior < np.inf:
-        cell = logs.title_idx * table.max_variants + logs.action
-        resid = np.bincount(cell, weights=w * (logs.reward - pred), minlength=bias.size)
-        mass = np.bincount(cell, weights=w, minlength=bias.size)
-        bias = (resid / (mass + bias_prior)).reshape(bias.shape)
-        pred = pred + bias[logs.title_idx, logs.action]
-    users, user_w = fit_user_weights(logs, contexts, rows, table, logs.reward - pred, w, user_prior)
+    cell = logs.title_idx * table.max_variants + logs.action
+    other = np.zeros(n)  # the per-variant and per-user parts, fitted in turn (backfitting)
+    z = user_design(contexts, rows, logs.title_idx, logs.action, table)
+    users, user_w = np.zeros(0, np.int64), np.zeros((0, z.shape[1]))
+    for r in range(n_rounds):
+        target = logs.reward - other
+        b = np.zeros(d)
+        for start in range(0, n, CHUNK):
+            sl = slice(start, min(start + CHUNK, n))
+            x = design(contexts, rows[sl], logs.title_idx[sl], logs.action[sl], table)
+            b += x.T @ (w[sl] * target[sl])
+            if progress is not None:
+                progress(n * (1 + r) + sl.stop, n * (1 + n_rounds))
+        theta = np.linalg.solve(a_inv_ready, b)
+        pred = _logged_scores(theta, contexts, rows, logs, table)
+        user_part = _user_part(users, user_w, logs.user_id, z)
+        if bias_prior < np.inf:
+            resid = np.bincount(cell, weights=w * (logs.reward - pred - user_part), minlength=bias.size)
+            mass = np.bincount(cell, weights=w, minlength=bias.size)
+            bias = (resid / (mass + bias_prior)).reshape(bias.shape)
+        bias_part = bias[logs.title_idx, logs.action]
+        users, user_w = fit_user_weights(logs, contexts, rows, table, logs.reward - pred - bias_part, w, user_prior, z)
+        other = bias_part + _user_part(users, user_w, logs.user_id, z)
     return FittedWeights(theta, bias, users, user_w, n, float(logs.reward.mean()))
+
+
+def _logged_scores(
+    theta: np.ndarray, contexts: np.ndarray, rows: np.ndarray, logs: LoggedFeedback, table: VariantTable
+) -> np.ndarray:
+    """The shared model's score of each logged (row, action), in chunks."""
+    n = len(logs)
+    out = np.empty(n)
+    for s in range(0, n, CHUNK):
+        sl = slice(s, min(s + CHUNK, n))
+        sc = score(theta, contexts, rows[sl], logs.title_idx[sl], table)
+        out[sl] = sc[np.arange(sl.stop - sl.start), logs.action[sl]]
+    return out
+
+
+def _user_part(users: np.ndarray, user_w: np.ndarray, user_id: np.ndarray | None, z: np.ndarray) -> np.ndarray:
+    """Each logged row's per-user term z . w_user (0 for users without weights)."""
+    if users.size == 0 or user_id is None:
+        return np.zeros(z.shape[0])
+    pos = np.minimum(np.searchsorted(users, user_id), users.size - 1)
+    hit = users[pos] == user_id
+    return np.where(hit, np.einsum("np,np->n", z, user_w[pos]), 0.0)
 
 
 def fit_user_weights(
@@ -100,6 +130,7 @@ def fit_user_weights(
     residual: np.ndarray,
     w: np.ndarray,
     prior: float,
+    z: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Each user's own ridge weights (how much they respond to genre, cast and tone emphasis) on the residual.
 
@@ -111,7 +142,8 @@ def fit_user_weights(
         return np.zeros(0, np.int64), np.zeros((0, p))
     users, uidx = np.unique(logs.user_id, return_inverse=True)
     n_u = users.size
-    z = user_design(contexts, rows, logs.title_idx, logs.action, table)
+    if z is None:
+        z = user_design(contexts, rows, logs.title_idx, logs.action, table)
     a = np.zeros((n_u, p, p))
     for i in range(p):
         for j in range(i, p):

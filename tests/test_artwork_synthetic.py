@@ -23,9 +23,15 @@ from homepage.eventlog import EventLog
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory: pytest.TempPathFactory) -> tuple[BrowsingSimulator, Catalog, np.ndarray]:
+def world_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("artwork") / "world"
     write_world(generate_world(WorldParams(n_users=200, n_titles=150, seed=3)), out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def world(world_dir: Path) -> tuple[BrowsingSimulator, Catalog, np.ndarray]:
+    out = world_dir
     ds = load_dataset(out)
     truth = WorldTruth.load(out)
     catalog = Catalog.from_frames(ds.titles, ds.variants)
@@ -78,3 +84,35 @@ def test_evaluate_command_on_parquet_logs(world: tuple[BrowsingSimulator, Catalo
         assert v["low"] <= v["estimate"] <= v["high"]
     table = CliRunner().invoke(app, ["artwork", "evaluate", str(tmp_path / "logs.parquet"), "--policy", "uniform", "--n-boot", "20"])
     assert table.exit_code == 0 and "95%" in table.output and "snips" in table.output
+
+
+def test_evaluate_command_with_a_saved_model(
+    world: tuple[BrowsingSimulator, Catalog, np.ndarray], world_dir: Path, tmp_path: Path
+) -> None:
+    """Train, save, and evaluate the model from the command line: the CLI agrees with the library."""
+    from artwork.feedback import LoggedFeedback
+    from artwork.ope import evaluate_policy
+    from artwork.selector import ArtworkSelector
+
+    sim, catalog, ctx = world
+    train = simulate_uniform_logs(sim, 20_000, seed=5).logs
+    sel = ArtworkSelector(epsilon=0.1).fit(train, ctx, catalog, context_row=train.user_id)
+    sel.save(tmp_path / "model")
+    ev = simulate_uniform_logs(sim, 4_000, seed=6).logs
+    ev = LoggedFeedback(
+        ev.action, ev.reward, ev.propensity, ev.n_actions, title_idx=ev.title_idx, user_id=ev.user_id,
+        n_choices=ev.n_choices, context=ctx[ev.user_id],
+    )
+    write_feedback(ev, tmp_path / "ev.parquet")
+    ds_dir = world_dir
+    _register()
+    result = CliRunner().invoke(
+        app,
+        ["artwork", "evaluate", str(tmp_path / "ev.parquet"), "--policy", f"model:{tmp_path / 'model'}@0.0",
+         "--dataset", str(ds_dir), "--json", "--n-boot", "0"],
+    )
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.output)["estimates"]
+    dist = sel.action_probabilities(ctx, ev.title_idx, ev.user_id, epsilon=0.0, user_ids=ev.user_id)
+    (ips,) = evaluate_policy(ev, dist, estimators=("ips",), n_boot=0)
+    assert out["ips"]["estimate"] == pytest.approx(ips.value)
