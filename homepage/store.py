@@ -350,30 +350,7 @@ class RedisStore:
         pipe.get(self.keys.hist(v, user_id))
         pipe.hgetall(self.keys.profile(v, user_id))
         raw_hist, profile = pipe.execute()
-        region = profile.get(b"region")
-        region_s = region.decode() if region else None
-        genres = tuple(json.loads(profile[b"genres"])) if profile.get(b"genres") else ()
-        rec = unpack_history(raw_hist)
-        if rec.size:
-            rec = rec[rec["ts"] <= now]
-            ts = rec["ts"]
-            if ts.size > 1 and np.any(ts[1:] < ts[:-1]):  # late events were appended out of order
-                rec = rec[np.argsort(ts, kind="stable")]
-        if not rec.size:
-            return UserState.empty(int(user_id), int(now), region_s, genres)
-        tids = np.ascontiguousarray(rec["title_id"])
-        return UserState(
-            user_id=int(user_id),
-            as_of=int(now),
-            region=region_s,
-            title_ids=frozen(tids),
-            title_idx=frozen(catalog.index_of(tids)),
-            ts=frozen(np.ascontiguousarray(rec["ts"])),
-            kinds=frozen(np.ascontiguousarray(rec["kind"])),
-            stars=frozen(np.ascontiguousarray(rec["stars"])),
-            progress=frozen(np.ascontiguousarray(rec["progress"])),
-            favourite_genres=genres,
-        )
+        return _user_state(user_id, now, catalog, raw_hist, profile)
 
     @_guarded
     def read_global_state(self, now: int, catalog: Catalog, version: str | None = None) -> GlobalState:
@@ -752,6 +729,74 @@ class RedisStore:
         )
 
     @_guarded
+    def read_request(
+        self, user_id: int, now: int, catalog: Catalog, cache_field: str, version: str
+    ) -> tuple[bytes | None, UserState]:
+        """A page request's one round-trip: the cached page for ``cache_field`` (or None) and the user's state."""
+        pipe = self.client.pipeline(transaction=False)
+        pipe.hget(self.keys.page(version, user_id), cache_field)
+        pipe.get(self.keys.hist(version, user_id))
+        pipe.hgetall(self.keys.profile(version, user_id))
+        cached, raw_hist, profile = pipe.execute()
+        return cached, _user_state(user_id, now, catalog, raw_hist, profile)
+
+    @_guarded
+    def page_served(
+        self, user_id: int, cache_field: str, page: bytes, ttl_seconds: int, served: str | None, version: str
+    ) -> None:
+        """Cache a built page under (user, request parameters) with a TTL and log it to the served stream."""
+        key = self.keys.page(version, user_id)
+        pipe = self.client.pipeline(transaction=False)
+        pipe.hset(key, cache_field, page)
+        pipe.expire(key, ttl_seconds)
+        if served is not None:
+            pipe.xadd(
+                self.keys.served,
+                {"u": str(int(user_id)), "p": served},
+                maxlen=self.settings.served_maxlen,
+                approximate=True,
+            )
+        pipe.execute()
+
+    @_guarded
+    def set_profile(self, user_id: int, region: str | None, genres: Sequence[str], version: str | None = None) -> None:
+        """Replace a user's profile (region, favourite genres) in the active version; drops their cached page."""
+        v = self._resolve(version)
+        key = self.keys.profile(v, user_id)
+        pipe = self.client.pipeline(transaction=True)
+        pipe.delete(key)
+        mapping = {"genres": json.dumps([str(g) for g in genres])}
+        if region is not None:
+            mapping["region"] = region
+        pipe.hset(key, mapping=mapping)
+        pipe.delete(self.keys.page(v, user_id))
+        pipe.execute()
+
+    @_guarded
+    def served_entries(self, count: int | None = None) -> list[tuple[str, int, str]]:
+        """(stream id, user id, page JSON) of logged served pages, oldest first."""
+        return [
+            (eid.decode(), int(f[b"u"]), f[b"p"].decode())
+            for eid, f in self._stream_entries(self.keys.served)
+            if b"p" in f
+        ][: count if count is not None else None]
+
+    @_guarded
+    def event_entries(self) -> list[tuple[str, int, str]]:
+        """(stream id, user id, event JSON) of the events stream, oldest first."""
+        return [(eid.decode(), int(f[b"u"]), f[b"e"].decode()) for eid, f in self._stream_entries(self.keys.events)]
+
+    @_guarded
+    def put_floor_page(self, page: bytes) -> None:
+        """Store the benchmark's precomputed page (``p:bench:floor``)."""
+        self.client.set(f"{self.keys.prefix}:bench:floor", page)
+
+    @_guarded
+    def get_floor_page(self) -> bytes | None:
+        """The benchmark floor: one GET of a precomputed page."""
+        return self.client.get(f"{self.keys.prefix}:bench:floor")
+
+    @_guarded
     def memory_bytes(self, version: str | None = None) -> int:
         """Sum of MEMORY USAGE over a version's keys (a measurement helper; SCANs the keyspace)."""
         v = self._resolve(version)
@@ -759,6 +804,34 @@ class RedisStore:
         for key in self.client.scan_iter(match=self.keys.version_pattern(v), count=SCAN_COUNT):
             pipe.memory_usage(key, samples=0)
         return int(sum(x or 0 for x in pipe.execute()))
+
+
+def _user_state(user_id: int, now: int, catalog: Catalog, raw_hist: bytes | None, profile: Mapping[bytes, bytes]) -> UserState:
+    """A user's state as of ``now`` from the stored history and profile."""
+    region = profile.get(b"region")
+    region_s = region.decode() if region else None
+    genres = tuple(json.loads(profile[b"genres"])) if profile.get(b"genres") else ()
+    rec = unpack_history(raw_hist)
+    if rec.size:
+        rec = rec[rec["ts"] <= now]
+        ts = rec["ts"]
+        if ts.size > 1 and np.any(ts[1:] < ts[:-1]):  # late events were appended out of order
+            rec = rec[np.argsort(ts, kind="stable")]
+    if not rec.size:
+        return UserState.empty(int(user_id), int(now), region_s, genres)
+    tids = np.ascontiguousarray(rec["title_id"])
+    return UserState(
+        user_id=int(user_id),
+        as_of=int(now),
+        region=region_s,
+        title_ids=frozen(tids),
+        title_idx=frozen(catalog.index_of(tids)),
+        ts=frozen(np.ascontiguousarray(rec["ts"])),
+        kinds=frozen(np.ascontiguousarray(rec["kind"])),
+        stars=frozen(np.ascontiguousarray(rec["stars"])),
+        progress=frozen(np.ascontiguousarray(rec["progress"])),
+        favourite_genres=genres,
+    )
 
 
 def _profiles(users: Any) -> dict[int, dict[str, str]]:

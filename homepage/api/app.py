@@ -1,0 +1,138 @@
+"""The FastAPI app factory: settings, the store connection and models in the lifespan, error handling.
+
+``create_app()`` does no work; the lifespan connects to Redis (``REDIS_URL`` or the
+embedded server), loads the active model bundle, reads the world state, and starts the
+background refresh that follows newly published versions without a restart. If Redis
+is down at start-up the app still starts: pages are degraded until it answers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from homepage.api.security import BodyLimit
+from homepage.api.settings import ServeSettings, get_serve_settings
+from homepage.errors import HomepageError
+from homepage.metrics import ServingMetrics
+from homepage.service import PageService
+from homepage.settings import Settings, get_settings
+from homepage.store import StoreUnavailable, connect
+
+log = logging.getLogger(__name__)
+RETRY_AFTER = "1"
+
+
+def create_app(settings: ServeSettings | None = None, store_settings: Settings | None = None) -> FastAPI:
+    """The API; settings default to the environment's (``HOMEPAGE_*``, ``REDIS_URL``)."""
+    serve = settings or get_serve_settings()
+    base = store_settings or get_settings()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # a short socket timeout: a hung Redis must not hold a worker thread past a few deadlines
+        s = base.model_copy(update={"socket_timeout": serve.redis_timeout, "connect_timeout": serve.redis_timeout})
+        store = await asyncio.to_thread(connect, s)
+        service = PageService(store, serve.service_config(), app.state.metrics)
+        app.state.service = service
+        await asyncio.to_thread(service.refresh)
+        task = asyncio.create_task(_refresh_after(service))
+        try:
+            yield
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            service.close()
+            store.close()
+
+    app = FastAPI(
+        title="Homepage row ranking API",
+        version="0.1.0",
+        description="Personalised homepage rows, event ingestion and model versions, served from Redis.",
+        lifespan=lifespan,
+    )
+    app.state.settings = serve
+    app.state.metrics = ServingMetrics()
+    _install_handlers(app)
+    from homepage.api import routes_admin, routes_events, routes_pages
+
+    app.include_router(routes_pages.router)
+    app.include_router(routes_events.router)
+    app.include_router(routes_admin.router)
+    app.add_middleware(BodyLimit, max_bytes=serve.max_body_bytes)
+    app.add_middleware(Timing)
+    return app
+
+
+async def _refresh_after(service: PageService) -> None:
+    await asyncio.sleep(service.config.refresh_seconds)
+    await service.refresh_forever()
+
+
+def _install_handlers(app: FastAPI) -> None:
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = [{"field": _field(e.get("loc", ())), "message": str(e.get("msg", ""))} for e in exc.errors()]
+        detail = "; ".join(f"{e['field']}: {e['message']}" for e in errors[:5]) or "invalid request"
+        return JSONResponse({"detail": detail, "errors": errors[:20]}, status_code=422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return JSONResponse({"detail": str(exc.detail)}, status_code=exc.status_code, headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(StoreUnavailable)
+    async def unavailable(request: Request, exc: StoreUnavailable) -> JSONResponse:
+        return JSONResponse({"detail": "storage unavailable, retry later"}, status_code=503, headers={"Retry-After": RETRY_AFTER})
+
+    @app.exception_handler(HomepageError)
+    async def user_error(request: Request, exc: HomepageError) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=400)
+
+    @app.exception_handler(Exception)
+    async def internal(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error on %s", request.url.path)
+        return JSONResponse({"detail": "internal error"}, status_code=500)
+
+
+def _field(loc: Any) -> str:
+    parts = [str(p) for p in loc if p not in ("body", "query", "path", "header")]
+    return ".".join(parts) or ".".join(str(p) for p in loc)
+
+
+class Timing:
+    """ASGI middleware: per-endpoint latency histogram and status counts (route templates, not raw paths)."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        t0 = time.perf_counter()
+        status = 500
+
+        async def send_status(msg: dict[str, Any]) -> None:
+            nonlocal status
+            if msg["type"] == "http.response.start":
+                status = msg["status"]
+            await send(msg)
+
+        try:
+            await self.app(scope, receive, send_status)
+        finally:
+            route = scope.get("route")
+            endpoint = getattr(route, "path", "unmatched")
+            metrics: ServingMetrics = scope["app"].state.metrics
+            metrics.latency.labels(endpoint, scope["method"]).observe(time.perf_counter() - t0)
+            metrics.responses.labels(endpoint, str(status)).inc()

@@ -1,0 +1,41 @@
+"""Admin endpoints: erase a user (privacy) and reload the active model version."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Path, Request
+
+from homepage.api.schemas import MAX_ID, Deleted, ErrorOut, Reloaded
+from homepage.api.security import require_api_key
+from homepage.service import PageService
+
+router = APIRouter(dependencies=[Depends(require_api_key)])
+UserId = Annotated[int, Path(ge=0, le=MAX_ID, description="user id")]
+ERRORS = {401: {"model": ErrorOut}, 403: {"model": ErrorOut}, 422: {"model": ErrorOut}, 503: {"model": ErrorOut}}
+
+
+def _service(request: Request) -> PageService:
+    return request.app.state.service
+
+
+@router.delete("/users/{user_id}", response_model=Deleted, responses=ERRORS)
+async def delete_user(request: Request, user_id: UserId) -> Deleted:
+    """Erase every key and stream entry of the user, in every version."""
+    service = _service(request)
+    n = await service.run(service.store.delete_user, user_id)
+    return Deleted(user_id=user_id, deleted=n)
+
+
+@router.post("/admin/reload", response_model=Reloaded, responses=ERRORS)
+async def reload(request: Request) -> Reloaded:
+    """Re-read the active version and load its model bundle now."""
+    service = _service(request)
+    ok = await service.run(service.refresh, True)
+    cur = service.loaded
+    return Reloaded(
+        store_version=cur.store_version if cur else None,
+        model_version=cur.models.version if cur else None,
+        ok=ok,
+        error=service.last_error,
+    )

@@ -1,0 +1,51 @@
+"""Write endpoints: events (acknowledged only once Redis has them) and user profiles."""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated
+
+from fastapi import APIRouter, Body, Depends, HTTPException, Path, Request
+
+from homepage.api.schemas import MAX_ID, ErrorOut, EventBatch, EventIn, EventsAccepted, ProfileIn, ProfileOut
+from homepage.api.security import require_api_key
+from homepage.service import PageService
+from homepage.store import StoreError, StoreUnavailable
+
+router = APIRouter(dependencies=[Depends(require_api_key)])
+UserId = Annotated[int, Path(ge=0, le=MAX_ID, description="user id")]
+WRITE_ERRORS = {401: {"model": ErrorOut}, 403: {"model": ErrorOut}, 413: {"model": ErrorOut}, 422: {"model": ErrorOut}, 503: {"model": ErrorOut}}
+
+
+def _service(request: Request) -> PageService:
+    return request.app.state.service
+
+
+@router.post("/events", status_code=202, response_model=EventsAccepted, responses=WRITE_ERRORS)
+async def post_events(request: Request, body: Annotated[EventIn | EventBatch, Body()]) -> EventsAccepted:
+    """One event or a batch of up to 1,000. 202 only after Redis applied them (stream, user state, counters) in one transaction."""
+    items = body.events if isinstance(body, EventBatch) else [body]
+    now = int(time.time())
+    events = [e.to_event(now) for e in items]
+    keys = [e.idempotency_key for e in items]
+    service = _service(request)
+    try:
+        n = await service.run(service.ingest, events, keys)
+    except (StoreUnavailable, StoreError) as e:
+        service.metrics.events_rejected.inc(len(events))
+        raise StoreUnavailable(str(e)) from e
+    return EventsAccepted(accepted=n, duplicates=len(events) - n)
+
+
+@router.put("/users/{user_id}", response_model=ProfileOut, responses=WRITE_ERRORS)
+async def put_user(request: Request, user_id: UserId, profile: ProfileIn) -> ProfileOut:
+    """Set a profile (region, favourite genres); it shapes a new user's first page."""
+    service = _service(request)
+    cur = service.loaded
+    if cur is not None:
+        known = set(cur.models.catalog.genres)
+        for i, g in enumerate(profile.favourite_genres):
+            if g not in known:
+                raise HTTPException(422, f"favourite_genres.{i}: unknown genre {g!r}")
+    await service.run(service.set_profile, user_id, profile.region, profile.favourite_genres)
+    return ProfileOut(user_id=user_id, **profile.model_dump())

@@ -1,0 +1,150 @@
+"""Read endpoints: homepage, titles, health, metrics (and the benchmark floor when enabled)."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from typing import Annotated
+
+import numpy as np
+from fastapi import APIRouter, HTTPException, Path, Query, Request, Response
+
+from homepage.api.schemas import (
+    DEVICE_PATTERN,
+    MAX_ID,
+    REGION_PATTERN,
+    ErrorOut,
+    Health,
+    PageOut,
+    SimilarOut,
+    TitleCard,
+    TitleOut,
+)
+from homepage.service import PageParams, PageService
+from homepage.store import StoreUnavailable
+
+router = APIRouter()
+UserId = Annotated[int, Path(ge=0, le=MAX_ID, description="user id")]
+TitleId = Annotated[int, Path(ge=0, le=MAX_ID, description="title id")]
+JSON = "application/json"
+
+
+def _service(request: Request) -> PageService:
+    return request.app.state.service
+
+
+@router.get(
+    "/homepage/{user_id}",
+    response_model=PageOut,
+    responses={200: {"model": PageOut}, 422: {"model": ErrorOut}},
+    summary="The user's homepage: rows of titles with artwork",
+)
+async def homepage(
+    request: Request,
+    user_id: UserId,
+    rows: Annotated[int, Query(ge=1, le=50)] = 10,
+    cols: Annotated[int, Query(ge=1, le=50)] = 10,
+    device: Annotated[str | None, Query(pattern=DEVICE_PATTERN)] = None,
+    region: Annotated[str | None, Query(pattern=REGION_PATTERN)] = None,
+    explain: bool = False,
+) -> Response:
+    """A personalised page within the deadline, or the popular fallback marked ``degraded``. Never an error for unknown users."""
+    result = await _service(request).page(user_id, PageParams(rows, cols, device, region, explain), secrets.token_hex(4))
+    headers = {"X-Cache": "hit" if result.cache_hit else "miss"}
+    if result.degraded:
+        headers["X-Degraded"] = result.reason or "1"
+    return Response(result.body, media_type=JSON, headers=headers)
+
+
+def _loaded(request: Request):  # type: ignore[no-untyped-def]
+    cur = _service(request).loaded
+    if cur is None:
+        raise HTTPException(503, "model not loaded yet", headers={"Retry-After": "1"})
+    return cur
+
+
+@router.get("/titles/{title_id}", response_model=TitleOut, responses={404: {"model": ErrorOut}, 503: {"model": ErrorOut}})
+async def title(request: Request, title_id: TitleId) -> TitleOut:
+    """A catalog entry with its artwork variants."""
+    cur = _loaded(request)
+    cat = cur.models.catalog
+    idx = int(cat.index_of(np.array([title_id]))[0])
+    if idx < 0:
+        raise HTTPException(404, f"title_id: {title_id} is not in the catalog")
+    t = cat.title(idx)
+    return TitleOut(
+        title_id=t.title_id,
+        name=t.name,
+        year=t.year,
+        genres=list(t.genres),
+        cast=list(t.cast),
+        director=list(t.director),
+        maturity=t.maturity,
+        variants=[TitleCard(title_id=t.title_id, name=t.name, year=t.year, variant_id=v.variant_id, image_url=v.image_url or None) for v in t.variants],
+    )
+
+
+@router.get("/titles/{title_id}/similar", response_model=SimilarOut, responses={404: {"model": ErrorOut}, 503: {"model": ErrorOut}})
+async def similar(request: Request, title_id: TitleId, limit: Annotated[int, Query(ge=1, le=100)] = 20) -> SimilarOut:
+    """Titles similar to one (the video-to-video neighbours: co-occurrence blended with content)."""
+    cur = _loaded(request)
+    cat = cur.models.catalog
+    idx = int(cat.index_of(np.array([title_id]))[0])
+    if idx < 0:
+        raise HTTPException(404, f"title_id: {title_id} is not in the catalog")
+    v2v = next((r for r in cur.models.rankers if getattr(r, "neighbours_", None) is not None), None)
+    if v2v is None or idx >= v2v.neighbours_.shape[0]:
+        return SimilarOut(title_id=title_id, similar=[])
+    nb = np.asarray(v2v.neighbours_[idx])
+    sc = np.asarray(v2v.neighbour_scores_[idx])
+    ok = (nb >= 0) & (nb != idx)
+    cards = [cur.cards.title(int(j), float(s), None, None) for j, s in zip(nb[ok][:limit], sc[ok][:limit])]
+    return SimilarOut(title_id=title_id, similar=[TitleCard(**c) for c in cards])
+
+
+@router.get("/health/live", response_model=Health)
+async def live() -> Health:
+    """The process is up."""
+    return Health(status="live")
+
+
+@router.get("/health/ready", response_model=Health, responses={503: {"model": Health}})
+async def ready(request: Request, response: Response) -> Health:
+    """200 when Redis answers and a model is loaded; 503 otherwise."""
+    service = _service(request)
+    cur = service.loaded
+    try:
+        ok = await asyncio.wait_for(service.run(service.store.ping), timeout=1.0)
+    except (StoreUnavailable, TimeoutError):
+        ok = False
+    error = None if ok else "redis unavailable"
+    if cur is None:
+        error = service.last_error or "model not loaded"
+    elif ok and service.last_error:
+        error = service.last_error
+    if error:
+        response.status_code = 503
+    return Health(
+        status="ready" if not error else "unavailable",
+        store_version=cur.store_version if cur else None,
+        model_version=cur.models.version if cur else None,
+        error=error,
+    )
+
+
+@router.get("/metrics", response_class=Response, responses={200: {"content": {"text/plain": {}}}})
+async def metrics(request: Request) -> Response:
+    """Prometheus metrics of this worker."""
+    return Response(request.app.state.metrics.render(), media_type="text/plain; version=0.0.4")
+
+
+@router.get("/bench/floor/{user_id}", include_in_schema=False)
+async def floor(request: Request, user_id: int) -> Response:
+    """Benchmark floor: a precomputed page of the same size, read straight from Redis (one GET)."""
+    if not request.app.state.settings.bench_endpoints:
+        raise HTTPException(404, "Not Found")
+    service = _service(request)
+    body = await service.run(service.store.get_floor_page)
+    if body is None:
+        raise HTTPException(404, "no floor page stored")
+    return Response(body, media_type=JSON)

@@ -1,0 +1,157 @@
+"""Request and response models of the API (bounded: sizes, lengths, id charsets)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from homepage.domain import Event, EventKind
+
+MAX_ID = 2**62
+ID_PATTERN = r"^[A-Za-z0-9_.:-]+$"
+REGION_PATTERN = r"^[A-Za-z0-9_-]{1,16}$"
+DEVICE_PATTERN = r"^[a-z_]{1,16}$"
+MAX_BATCH = 1000
+
+
+class Reason(BaseModel):
+    kind: str
+    anchor_title_id: int | None = None
+    genre: str | None = None
+    region: str | None = None
+
+
+class TitleCard(BaseModel):
+    title_id: int
+    name: str
+    year: int | None = None
+    variant_id: str | None = Field(default=None, description="artwork variant shown")
+    image_url: str | None = None
+    score: float | None = None
+    propensity: float | None = Field(default=None, description="probability the artwork selector chose this variant")
+
+
+class Row(BaseModel):
+    row_id: str
+    ranker: str
+    display_title: str
+    reason: Reason
+    score: float | None = None
+    titles: list[TitleCard]
+    features: dict[str, float | None] | None = None
+
+
+class PageRequestEcho(BaseModel):
+    rows: int
+    cols: int
+    device: str | None = None
+    region: str | None = None
+    hour: int
+    now: int = Field(description="request time (Unix seconds) the page was built for")
+
+
+class PageOut(BaseModel):
+    """A homepage."""
+
+    page_id: str
+    user_id: int
+    model_version: str | None
+    store_version: str | None
+    config_hash: str | None
+    policy: str
+    generated_at: float
+    world_as_of: int | None = Field(description="time of the world state (trending counters) used")
+    degraded: bool = Field(description="true for the fallback page (Redis or the model did not answer in time)")
+    request: PageRequestEcho
+    rows: list[Row]
+    notes: list[str]
+
+
+class EventIn(BaseModel):
+    """One event; ``idempotency_key`` makes a client retry safe. ``ts`` defaults to the server's time."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    user_id: int = Field(ge=0, le=MAX_ID)
+    title_id: int = Field(ge=0, le=MAX_ID)
+    kind: EventKind
+    ts: int | None = Field(default=None, ge=0, le=2**40)
+    watch_seconds: float | None = Field(default=None, ge=0, le=10**6)
+    progress: float | None = Field(default=None, ge=0.0, le=1.0)
+    stars: float | None = Field(default=None, ge=0.0, le=10.0)
+    page_id: str | None = Field(default=None, max_length=64, pattern=ID_PATTERN)
+    row_id: str | None = Field(default=None, max_length=128, pattern=r"^[A-Za-z0-9_.:@-]+$")
+    row_index: int | None = Field(default=None, ge=0, le=1000)
+    col_index: int | None = Field(default=None, ge=0, le=1000)
+    variant_id: str | None = Field(default=None, max_length=128, pattern=ID_PATTERN)
+    propensity: float | None = Field(default=None, gt=0.0, le=1.0)
+    idempotency_key: str | None = Field(default=None, min_length=8, max_length=128, pattern=ID_PATTERN)
+
+    def to_event(self, now: int) -> Event:
+        data = self.model_dump(exclude={"idempotency_key"}, exclude_none=True)
+        data.setdefault("ts", now)
+        return Event(**data)
+
+
+class EventBatch(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    events: Annotated[list[EventIn], Field(min_length=1, max_length=MAX_BATCH)]
+
+
+class EventsAccepted(BaseModel):
+    accepted: int = Field(description="events applied now")
+    duplicates: int = Field(description="events skipped: their idempotency key was already applied")
+
+
+class ProfileIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    region: str | None = Field(default=None, pattern=REGION_PATTERN)
+    favourite_genres: list[Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9 '&()_./-]+$")]] = Field(
+        default_factory=list, max_length=20
+    )
+
+
+class ProfileOut(ProfileIn):
+    user_id: int
+
+
+class TitleOut(BaseModel):
+    title_id: int
+    name: str
+    year: int | None = None
+    genres: list[str]
+    cast: list[str]
+    director: list[str]
+    maturity: str | None = None
+    variants: list[TitleCard]
+
+
+class SimilarOut(BaseModel):
+    title_id: int
+    similar: list[TitleCard]
+
+
+class Deleted(BaseModel):
+    user_id: int
+    deleted: int = Field(description="keys and stream entries erased")
+
+
+class Reloaded(BaseModel):
+    store_version: str | None
+    model_version: str | None
+    ok: bool
+    error: str | None = None
+
+
+class Health(BaseModel):
+    status: str
+    store_version: str | None = None
+    model_version: str | None = None
+    error: str | None = None
+
+
+class ErrorOut(BaseModel):
+    detail: str

@@ -1,0 +1,48 @@
+"""API settings from the environment (``HOMEPAGE_*``), read once and cached; tests pass their own."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import AliasChoices, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from homepage.service import ServiceConfig
+
+
+class ServeSettings(BaseSettings):
+    """How the API serves: deadline, cache, security and bounds."""
+
+    model_config = SettingsConfigDict(env_prefix="HOMEPAGE_", extra="ignore", frozen=True, populate_by_name=True)
+
+    api_key: SecretStr | None = Field(default=None, description="X-API-Key required by write and admin endpoints")
+    dev_allow_writes: bool = Field(
+        default=False,
+        validation_alias=AliasChoices("HOMEPAGE_DEV", "HOMEPAGE_DEV_ALLOW_WRITES"),
+        description="development only: accept writes when no API key is configured",
+    )
+    deadline_ms: float = Field(default=50.0, gt=0, le=60_000, description="per-request deadline of GET /homepage")
+    page_cache_seconds: int = Field(default=30, ge=1, le=86_400)
+    policy: str | None = Field(default=None, description="page policy; default stage-wise when the bundle has a page model")
+    refresh_seconds: float = Field(default=2.0, gt=0, le=3600, description="how often the world state and active version are re-read")
+    redis_timeout: float = Field(default=0.25, gt=0, le=60, description="Redis socket timeout of the API (short: a hung Redis must not hold requests)")
+    models_dir: Path = Field(default=Path("var/serving-models"), description="where published bundles are unpacked")
+    threads: int = Field(default=8, ge=1, le=256)
+    max_body_bytes: int = Field(default=2_000_000, ge=1024, le=100_000_000)
+    bench_endpoints: bool = Field(default=False, description="expose the benchmark floor endpoint")
+
+    def service_config(self) -> ServiceConfig:
+        return ServiceConfig(
+            deadline_seconds=self.deadline_ms / 1000.0,
+            page_cache_seconds=self.page_cache_seconds,
+            policy=self.policy,
+            refresh_seconds=self.refresh_seconds,
+            models_dir=self.models_dir,
+            threads=self.threads,
+        )
+
+
+@lru_cache(maxsize=1)
+def get_serve_settings() -> ServeSettings:
+    return ServeSettings()

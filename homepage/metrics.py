@@ -1,0 +1,30 @@
+"""Prometheus metrics of the serving API, in a registry per app (tests may build several apps)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 1.0, 2.5)
+
+
+class ServingMetrics:
+    """Request latency per endpoint, page outcomes, fallbacks, cache hits, rows per ranker, events."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.latency = Histogram(
+            "homepage_request_seconds", "Request latency by endpoint", ["endpoint", "method"], buckets=LATENCY_BUCKETS, registry=r
+        )
+        self.responses = Counter("homepage_responses", "Responses by endpoint and status", ["endpoint", "status"], registry=r)
+        self.pages = Counter("homepage_pages", "Pages served by outcome (built, cache_hit, degraded)", ["outcome"], registry=r)
+        self.fallbacks = Counter("homepage_fallbacks", "Fallback pages by reason", ["reason"], registry=r)
+        self.cache_hits = Counter("homepage_page_cache_hits", "Page cache hits", registry=r)
+        self.rows_served = Counter("homepage_rows_served", "Rows served by ranker", ["ranker"], registry=r)
+        self.events = Counter("homepage_events_ingested", "Events acknowledged (applied in Redis)", registry=r)
+        self.events_duplicate = Counter("homepage_events_duplicate", "Events skipped by idempotency key", registry=r)
+        self.events_rejected = Counter("homepage_events_unavailable", "Events refused with 503 (Redis unavailable)", registry=r)
+        self.model_reloads = Counter("homepage_model_reloads", "Model versions loaded", registry=r)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

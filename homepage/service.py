@@ -1,0 +1,272 @@
+"""The request service: the active models, the world state refreshed in the background, the deadline.
+
+``PageService`` ties one page request together: one pipelined Redis read (page cache,
+history, profile), then ``build_page`` in process, under a per-request deadline after
+which the in-memory fallback page is served instead. It holds no request state; the
+loaded models, world state and fallback are swapped atomically by ``refresh``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import threading
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from homepage.bundle import load_bundle
+from homepage.domain import Event, Page, RequestContext
+from homepage.fallback import FallbackPages, empty_page
+from homepage.metrics import ServingMetrics
+from homepage.page import PageModels, build_page
+from homepage.page_json import TitleCards, dumps, page_json
+from homepage.state import GlobalState
+from homepage.store import RedisStore, StoreError, StoreUnavailable
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ServiceConfig:
+    """How the service serves: deadline, cache TTL, policy, refresh period, where bundles are unpacked."""
+
+    deadline_seconds: float = 0.05
+    page_cache_seconds: int = 30
+    policy: str | None = None  # None: stage-wise when the bundle has a page model, else row-ranking
+    refresh_seconds: float = 2.0
+    models_dir: Path = Path("var/serving-models")
+    threads: int = 8
+    log_served: bool = True
+
+
+@dataclass(frozen=True)
+class PageParams:
+    """What a client may ask of a page."""
+
+    rows: int = 10
+    cols: int = 10
+    device: str | None = None
+    region: str | None = None
+    explain: bool = False
+
+    def cache_field(self, policy: str) -> str:
+        return f"{policy}|{self.rows}|{self.cols}|{self.device or ''}|{self.region or ''}|{int(self.explain)}"
+
+
+@dataclass(frozen=True, eq=False)
+class Loaded:
+    """One published version, ready to serve: models, world state, fallback and display cards."""
+
+    store_version: str
+    models: PageModels
+    policy: str
+    cards: TitleCards
+    world: GlobalState
+    fallback: FallbackPages
+
+
+@dataclass(frozen=True)
+class PageResult:
+    body: bytes
+    degraded: bool
+    cache_hit: bool
+    reason: str = ""
+    rows_by_ranker: tuple[str, ...] = field(default_factory=tuple)
+
+
+class PageService:
+    """Serves pages and ingests events against a ``RedisStore``; see the module docstring."""
+
+    def __init__(self, store: RedisStore, config: ServiceConfig, metrics: ServingMetrics | None = None) -> None:
+        self.store = store
+        self.config = config
+        self.metrics = metrics or ServingMetrics()
+        self.loaded: Loaded | None = None
+        self.redis_ok = False
+        self.last_error: str | None = None
+        self._pool = ThreadPoolExecutor(max_workers=config.threads, thread_name_prefix="page")
+        self._refresh_lock = threading.Lock()
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    # ------------------------------------------------------------ state refresh (background)
+    def refresh(self, force: bool = False) -> bool:
+        """Follow the active version (loading a new bundle when it changes) and re-read the world state.
+
+        Returns True when Redis answered. Never raises for Redis or bundle trouble: the
+        service keeps serving what it has and notes the error (``/health/ready`` shows it).
+        """
+        with self._refresh_lock:
+            try:
+                version = self.store.active_version()
+                if version is None:
+                    raise StoreError("no published version: run `homepage publish`")
+                cur = self.loaded
+                now = int(time.time())
+                if cur is None or force or cur.store_version != version:
+                    models = self._load_models(version)
+                    self.metrics.model_reloads.inc()
+                else:
+                    models = cur.models
+                world = self.store.read_global_state(now, models.catalog, version)
+                policy = self.config.policy or ("stage-wise" if models.page_model is not None else "row-ranking")
+                cards = cur.cards if cur is not None and cur.models is models else TitleCards.from_catalog(models.catalog)
+                self.loaded = Loaded(
+                    store_version=version,
+                    models=models,
+                    policy=policy,
+                    cards=cards,
+                    world=world,
+                    fallback=FallbackPages.from_world(world, models.catalog, models.allowed, models.version),
+                )
+                self.redis_ok, self.last_error = True, None
+                return True
+            except StoreUnavailable as e:
+                self.redis_ok, self.last_error = False, str(e)
+            except Exception as e:  # a bad bundle must not take the service down
+                log.exception("refresh failed")
+                self.redis_ok, self.last_error = True, f"{type(e).__name__}: {e}"
+            return False
+
+    def _load_models(self, version: str) -> PageModels:
+        bundle_dir = self.store.materialize_bundle(version, Path(self.config.models_dir))
+        return PageModels.from_bundle(load_bundle(bundle_dir))
+
+    async def refresh_forever(self) -> None:
+        """The lifespan's background task: refresh every ``refresh_seconds`` (sooner while unhealthy)."""
+        loop = asyncio.get_running_loop()
+        while True:
+            ok = await loop.run_in_executor(None, self.refresh)
+            await asyncio.sleep(self.config.refresh_seconds if ok else min(0.5, self.config.refresh_seconds))
+
+    @property
+    def ready(self) -> bool:
+        return self.loaded is not None and self.redis_ok and self.last_error is None
+
+    # ------------------------------------------------------------ pages
+    def build(self, user_id: int, params: PageParams, now: int, nonce: str = "") -> PageResult:
+        """The personalised page (cached or built); raises ``StoreUnavailable`` or anything the models raise."""
+        cur = self.loaded
+        if cur is None:
+            raise StoreUnavailable("no model loaded yet")
+        field_ = params.cache_field(cur.policy)
+        cached, user = self.store.read_request(user_id, now, cur.models.catalog, field_, cur.store_version)
+        if cached is not None:
+            return PageResult(cached, degraded=False, cache_hit=True)
+        hour = (now // 3600) % 24
+        ctx = RequestContext(user_id, now, params.rows, params.cols, params.device, hour, params.region)
+        page = build_page(user, cur.world, cur.models, ctx, policy=cur.policy, explain=params.explain, nonce=nonce)
+        page = _with_time(page, now)
+        request = {"rows": params.rows, "cols": params.cols, "device": params.device, "region": params.region, "hour": hour, "now": now}
+        body = dumps(page_json(page, cur.cards, store_version=cur.store_version, world_as_of=cur.world.as_of, request=request))
+        served = _served_record(page, now) if self.config.log_served else None
+        try:
+            self.store.page_served(user_id, field_, body, self.config.page_cache_seconds, served, cur.store_version)
+        except StoreUnavailable:
+            pass  # the page is good; only its cache entry and log line are lost
+        return PageResult(body, degraded=False, cache_hit=False, rows_by_ranker=tuple(r.ranker for r in page.rows))
+
+    def fallback(self, user_id: int, params: PageParams, now: int, reason: str) -> PageResult:
+        """The degraded page from memory: no I/O."""
+        cur = self.loaded
+        request = {"rows": params.rows, "cols": params.cols, "device": params.device, "region": params.region, "hour": (now // 3600) % 24, "now": now}
+        if cur is None:
+            page = _with_time(empty_page(user_id, reason), now)
+            body = page_json(page, _NO_CARDS, store_version=None, world_as_of=None, request=request)
+        else:
+            page = _with_time(cur.fallback.page(user_id, params.rows, params.cols, params.region, reason), now)
+            body = page_json(page, cur.cards, store_version=cur.store_version, world_as_of=cur.fallback.as_of, request=request)
+        return PageResult(dumps(body), degraded=True, cache_hit=False, reason=reason, rows_by_ranker=tuple(r.ranker for r in page.rows))
+
+    async def page(self, user_id: int, params: PageParams, nonce: str = "") -> PageResult:
+        """A page within the deadline: personalised when Redis and the model answer in time, else the fallback."""
+        now = int(time.time())
+        loop = asyncio.get_running_loop()
+        reason = ""
+        try:
+            fut = loop.run_in_executor(self._pool, self.build, user_id, params, now, nonce)
+            result = await asyncio.wait_for(fut, timeout=self.config.deadline_seconds)
+        except TimeoutError:
+            reason = "deadline"
+        except StoreUnavailable:
+            reason = "redis_unavailable"
+            self.redis_ok = False
+        except Exception:
+            log.exception("page build failed for user %s", user_id)
+            reason = "model_error"
+        if reason:
+            result = self.fallback(user_id, params, now, reason)
+            self.metrics.fallbacks.labels(reason).inc()
+            self.metrics.pages.labels("degraded").inc()
+        elif result.cache_hit:
+            self.metrics.cache_hits.inc()
+            self.metrics.pages.labels("cache_hit").inc()
+        else:
+            self.metrics.pages.labels("built").inc()
+        for r in result.rows_by_ranker:
+            self.metrics.rows_served.labels(r).inc()
+        return result
+
+    # ------------------------------------------------------------ writes
+    def ingest(self, events: Sequence[Event], keys: Sequence[str | None]) -> int:
+        """Apply events in Redis (stream, user state, counters, cache invalidation); returns how many were new."""
+        cur = self.loaded
+        if cur is None:
+            raise StoreUnavailable("no model loaded yet")
+        n = self.store.append_events(events, cur.models.catalog, keys)
+        self.metrics.events.inc(n)
+        self.metrics.events_duplicate.inc(len(events) - n)
+        return n
+
+    def set_profile(self, user_id: int, region: str | None, genres: Sequence[str]) -> None:
+        cur = self.loaded
+        self.store.set_profile(user_id, region, genres, cur.store_version if cur is not None else None)
+
+    async def run(self, fn: Any, *args: Any) -> Any:
+        """Run blocking store work in the service's thread pool."""
+        return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
+
+
+def _with_time(page: Page, now: int) -> Page:
+    from dataclasses import replace
+
+    return replace(page, generated_at=float(now))
+
+
+def _served_record(page: Page, now: int) -> str:
+    """The served-page log line: ids, rows, columns, artwork and propensities."""
+    return json.dumps(
+        {
+            "page_id": page.page_id,
+            "user_id": page.user_id,
+            "ts": now,
+            "policy": page.policy,
+            "model_version": page.model_version,
+            "rows": [
+                {
+                    "row_id": r.row_id,
+                    "ranker": r.ranker,
+                    "titles": list(r.title_ids),
+                    "variants": list(r.variant_ids),
+                    "propensities": list(r.propensities),
+                }
+                for r in page.rows
+            ],
+        },
+        separators=(",", ":"),
+    )
+
+
+class _NoCards:
+    """Display cards when nothing is loaded: the fallback has no rows, so nothing is looked up."""
+
+    catalog: Any = None
+
+
+_NO_CARDS: Any = _NoCards()
