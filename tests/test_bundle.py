@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
@@ -126,13 +125,33 @@ def test_load_names_a_path_that_is_no_bundle(tmp_path: Path) -> None:
         load_bundle(tmp_path)
 
 
-def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-c", "from homepage.cli import main; main()", *args], capture_output=True, text=True, timeout=300
-    )
+class Ran:
+    """Exit code and captured output of one in-process CLI run."""
+
+    def __init__(self, returncode: int, stdout: str, stderr: str) -> None:
+        self.returncode, self.stdout, self.stderr = returncode, stdout, stderr
 
 
-def test_homepage_train_cli(dataset_dir: Path, config: PipelineConfig, tmp_path: Path) -> None:
+@pytest.fixture
+def run_cli(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
+    """Run ``homepage <args>`` through the real console entry point, in this process (no import cost)."""
+    from homepage.cli import main
+
+    def run(*args: str) -> Ran:
+        capsys.readouterr()
+        monkeypatch.setattr(sys, "argv", ["homepage", *args])
+        code = 0
+        try:
+            main()
+        except SystemExit as e:
+            code = int(e.code or 0)
+        out = capsys.readouterr()
+        return Ran(code, out.out, out.err)
+
+    return run
+
+
+def test_homepage_train_cli(dataset_dir: Path, config: PipelineConfig, tmp_path: Path, run_cli) -> None:  # type: ignore[no-untyped-def]
     cfg = tmp_path / "pipeline.json"
     cfg.write_text(config.model_dump_json())
     until = "2023-12-10T00:00:00"
@@ -156,13 +175,13 @@ def test_homepage_train_cli(dataset_dir: Path, config: PipelineConfig, tmp_path:
         (["--config", "/nonexistent/pipeline.json"], "config file not found"),
     ],
 )
-def test_homepage_train_cli_errors(dataset_dir: Path, tmp_path: Path, args: list[str], message: str) -> None:
+def test_homepage_train_cli_errors(dataset_dir: Path, tmp_path: Path, args: list[str], message: str, run_cli) -> None:  # type: ignore[no-untyped-def]
     p = run_cli("train", str(dataset_dir), "--out", str(tmp_path / "models"), *args)
     assert p.returncode == 2 and message in p.stderr and "Traceback" not in p.stderr
     assert not (tmp_path / "models" / "LATEST").exists()
 
 
-def test_homepage_train_cli_names_an_unregistered_ranker(dataset_dir: Path, tmp_path: Path) -> None:
+def test_homepage_train_cli_names_an_unregistered_ranker(dataset_dir: Path, tmp_path: Path, run_cli) -> None:  # type: ignore[no-untyped-def]
     cfg = tmp_path / "pipeline.json"
     cfg.write_text(json.dumps({"rankers": [{"name": "top_n"}, {"name": "nope_ranker"}]}))
     p = run_cli("train", str(dataset_dir), "--out", str(tmp_path / "models"), "--config", str(cfg))
