@@ -4,8 +4,9 @@ Fit: the cosine of titles over the binary user x title matrix up to ``until`` (e
 latest ``max_user_titles`` titles, shrunk by ``shrinkage`` so rare pairs do not look
 perfect) is blended with content similarity (genres, cast and director, tags, and year
 proximity); the best ``n_neighbours`` of every title are kept. Content candidates
-are the ``content_pool`` most interacted titles (plus everything co-watched), which bounds
-fit cost at n_titles x pool and keeps obscure titles out of these rows.
+are the ``content_pool`` most interacted titles, which bounds fit cost at n_titles x pool
+and keeps obscure titles out of these rows; co-watched titles outside the pool remain
+candidates on their collaborative score alone.
 
 Request: anchors are the user's recent, strongly engaged titles (rated >= ``min_stars``
 or watched to ``min_progress``), scored by engagement and recency; an anchor too similar
@@ -16,6 +17,7 @@ neighbours the user has not seen.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Self
 
 import numpy as np
@@ -65,7 +67,8 @@ class VideoToVideoRanker(Ranker):
         self.neighbour_scores_: np.ndarray | None = None
 
     # ------------------------------------------------------------------ fit
-    def fit(self, data: FitInput, on_block: object = None) -> Self:
+    def fit(self, data: FitInput, on_block: Callable[[int], None] | None = None) -> Self:
+        """Precompute every title's neighbours; ``on_block(n)`` is told after each block of n titles."""
         super().fit(data)
         cfg = self.config
         n = len(data.catalog)
@@ -105,8 +108,7 @@ class VideoToVideoRanker(Ranker):
             out = ~inpool
             return np.concatenate([dr, r[out]]), np.concatenate([pool_idx[dc], c[out]]), np.concatenate([dv, cf[out]])
 
-        cb = on_block if callable(on_block) else None
-        self.neighbours_, self.neighbour_scores_ = neighbours(n, cfg.n_neighbours, block_candidates, cfg.block_size, cb)
+        self.neighbours_, self.neighbour_scores_ = neighbours(n, cfg.n_neighbours, block_candidates, cfg.block_size, on_block)
         return self
 
     def arrays(self) -> dict[str, np.ndarray]:
