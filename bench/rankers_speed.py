@@ -141,7 +141,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--dataset", type=Path, default=None)
     ap.add_argument("--users", type=int, default=200)
-    ap.add_argument("--factors", type=int, default=64)
+    ap.add_argument("--factors", type=int, default=PersonalizedRanker.Config().factors)
     ap.add_argument("--skip-movielens", action="store_true")
     args = ap.parse_args()
     synthetic_personalized(60_000, args.factors, neighbours=200, modelled=6000, history=50, seed=0)

@@ -169,3 +169,31 @@ def test_eval_rankers_on_ml_latest_small(mlsmall_dataset: Path, tmp_path: Path) 
     assert personal["ndcg@20"] >= best_peer, (personal["ndcg@20"], best_peer)
     assert personal["ndcg@20"] > result["peers"]["most_popular"]["ndcg@20"]
     assert "rankers vs peers" in res.output
+
+
+# ------------------------------------------------------------------ tuning on validation splits
+def test_grid_is_every_combination() -> None:
+    from homepage.evaluation.tuning import grid
+
+    assert grid({"b": [1, 2], "a": ["x"]}) == [{"a": "x", "b": 1}, {"a": "x", "b": 2}]
+    assert grid({}) == [{}]
+
+
+def test_tune_personalized_never_looks_past_until() -> None:
+    from homepage.evaluation.tuning import tune_personalized
+    from rankers.testing import small_world
+
+    w = small_world()
+    small = {"factors": 4, "als_iterations": 2, "ease_min_count": 1}
+    res = tune_personalized(w.log, w.catalog, w.until, {"ease_lambda": [10.0]}, {"weight_pop": [0.0, 1.0]}, base=small)
+    assert [r[0]["weight_pop"] for r in res] != [] and len(res) == 2
+    assert res[0][1] >= res[1][1]
+    # the same search with every event after ``until`` removed gives the same answer: no leakage
+    from homepage.eventlog import EventLog as Log
+
+    user_pos, title_idx, ts, stars = w.log.interactions(w.until)
+    ev = pd.DataFrame({"user_id": w.log.user_ids[user_pos], "title_id": w.catalog.title_ids[title_idx],
+                       "kind": 1, "ts": ts, "stars": np.nan_to_num(stars, nan=3.0)})
+    cut = Log.from_frame(ev, w.catalog)
+    res_cut = tune_personalized(cut, w.catalog, w.until, {"ease_lambda": [10.0]}, {"weight_pop": [0.0, 1.0]}, base=small)
+    assert [(r[0], round(r[1], 9)) for r in res] == [(r[0], round(r[1], 9)) for r in res_cut]

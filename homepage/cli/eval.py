@@ -57,6 +57,9 @@ def eval_rankers(
     config: Path | None = typer.Option(None, "--config", help="Pipeline config JSON (which rankers)."),
     min_stars: float | None = typer.Option(None, "--min-stars", help="Positives need at least these stars."),
     ease_lambdas: str = typer.Option("50,200,500,1000", "--ease-lambdas", help="EASE lambdas tried on validation."),
+    tune_personalized: bool = typer.Option(
+        False, "--tune-personalized", help="Search the personalised blend weights on the validation splits first."
+    ),
 ) -> None:
     """Temporal split: fit on ts <= T, score each test user's top 50 against titles they met after T."""
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
@@ -87,7 +90,7 @@ def eval_rankers(
     with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), transient=True) as bar:
         task = bar.add_task("splitting", total=None)
         result = run_protocol(
-            log, catalog, t, rankers, ease_lambdas=lambdas, min_stars=min_stars,
+            log, catalog, t, rankers, ease_lambdas=lambdas, min_stars=min_stars, tune_personalized=tune_personalized,
             progress=lambda msg: bar.update(task, description=msg),
         )
     result["protocol"]["dataset"] = str(dataset)

@@ -136,11 +136,14 @@ def run_protocol(
     peers: Sequence[Peer] | None = None,
     ease_lambdas: Sequence[float] = EASE_LAMBDAS,
     min_stars: float | None = None,
+    tune_personalized: bool = False,
     progress: Progress | None = None,
 ) -> dict[str, Any]:
     """The whole comparison as the JSON-ready dict ``{"protocol", "rankers", "peers"}``.
 
     ``rankers`` pairs a name with an unfitted ranker, or with a string saying why it was skipped.
+    With ``tune_personalized`` the personalised ranker's blend weights (and EASE lambda, the
+    one chosen for the EASE peer) are searched on the same validation splits first.
     """
     step = progress or (lambda _msg: None)
     split = temporal_split(log, until, min_stars=min_stars)
@@ -154,6 +157,8 @@ def run_protocol(
     for peer in peers:
         step(f"peer {peer.name}")
         out_peers[peer.name] = peer_metrics(peer, split) | {"params": peer.params()}  # type: ignore[operator]
+    if tune_personalized:
+        rankers = [(n, _tuned(r, log, catalog, until, tuning, step)) for n, r in rankers]
     out_rankers: dict[str, Any] = {}
     for name, ranker in rankers:
         if isinstance(ranker, str):
@@ -175,3 +180,23 @@ def run_protocol(
         "tuning": tuning,
     }
     return {"protocol": protocol, "rankers": out_rankers, "peers": out_peers}
+
+
+PERSONALIZED_SCORE_GRID = {"weight_pop": (0.0, 0.3, 1.0, 2.0), "weight_mf": (0.0, 0.15, 0.5)}
+
+
+def _tuned(ranker: Ranker | str, log: EventLog, catalog: Catalog, until: int, tuning: dict[str, Any], step: Progress) -> Ranker | str:
+    """The personalised ranker with its best validation settings; any other ranker unchanged."""
+    from homepage.evaluation.tuning import tune_personalized
+    from rankers.personalized import PersonalizedRanker
+
+    if not isinstance(ranker, PersonalizedRanker):
+        return ranker
+    lam = tuning.get("ease_lambda", {}).get("chosen", ranker.config.ease_lambda)
+    base = ranker.config.model_dump()
+    results = tune_personalized(
+        log, catalog, until, {"ease_lambda": [lam]}, PERSONALIZED_SCORE_GRID, base=base, progress=step
+    )
+    best, ndcg, recall = results[0]
+    tuning["personalized"] = {"chosen": best, "validation_ndcg@20": ndcg, "validation_recall@20": recall}
+    return PersonalizedRanker(ranker.config.model_copy(update=best))
