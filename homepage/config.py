@@ -38,6 +38,9 @@ class PageConfig(BaseModel):
     requests_per_user: int = Field(default=10, ge=1, le=1000)
     max_requests: int = Field(default=6000, ge=10)
     num_rounds: int = Field(default=400, ge=1, le=10_000)
+    dagger_rounds: int = Field(
+        default=1, ge=0, le=5, description="extra training rounds on stage contexts that follow the model's own choices (DAgger)"
+    )
 
 
 class PipelineConfig(BaseModel):

@@ -1,12 +1,18 @@
 """Stage features: every remaining candidate row described given the rows already placed.
 
-The same function feeds training (labels from the replay machinery) and inference, so
-the model is always scored on exactly the features it was trained on.
+The same code feeds training (labels from the replay machinery) and inference, so the
+model is always scored on exactly the features it was trained on.
+
+It is incremental: the per-title signals of every candidate row are gathered once per
+request (``RowTables``); when a row is placed, only the rows that lose titles to it are
+re-aggregated, and the page-level columns (similarity to the page, rows of the same
+kind above, the stage) are updated in a few whole-column operations. A stage therefore
+costs a fixed, small number of numpy calls whatever the number of rows.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -26,6 +32,8 @@ FEATURE_NAMES: tuple[str, ...] = (
     "value_disc",
     "value_viewport",
     "value_count",
+    "value_rel",
+    "value_share",
     "pop_mean",
     "trend_mean",
     "fresh_mean",
@@ -44,6 +52,9 @@ COL: dict[str, int] = {name: i for i, name in enumerate(FEATURE_NAMES)}
 CATEGORICAL: tuple[str, ...] = ("ranker", "reason_kind", "device")
 DEVICES: tuple[str, ...] = ("tv", "web", "mobile", "tablet")
 VIEWPORT_COLS = 6  # columns a user sees without scrolling, for the viewport value feature
+
+# per-position signals aggregated over a row's effective titles, in this order in RowTables.signals
+_PERS, _POP, _TREND, _FRESH, _GENRE0 = 0, 1, 2, 3, 4
 
 
 @dataclass(frozen=True, eq=False)
@@ -82,126 +93,172 @@ class UserSignals:
         return (s - float(s.mean())) / sd if sd > 0 else s - float(s.mean())
 
 
-@dataclass(eq=False)
-class PageSoFar:
-    """What the rows already placed cover: the state the stage features are conditioned on."""
-
-    n_titles: int
-    n_genres: int
-    n_rankers: int
-    n_kinds: int
-    shown: np.ndarray = field(init=False)
-    page_genre: np.ndarray = field(init=False)
-    placed_profiles: list[np.ndarray] = field(default_factory=list)
-    ranker_count: np.ndarray = field(init=False)
-    kind_count: np.ndarray = field(init=False)
-    viewport_genres: np.ndarray = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.shown = np.zeros(self.n_titles, dtype=bool)
-        self.page_genre = np.zeros(self.n_genres, dtype=np.float32)
-        self.ranker_count = np.zeros(self.n_rankers + 1, dtype=np.int64)
-        self.kind_count = np.zeros(self.n_kinds + 1, dtype=np.int64)
-        self.viewport_genres = np.zeros(self.n_genres, dtype=bool)
-
-    def place(self, ranker: int, kind: int, titles: np.ndarray, profile: np.ndarray, genres: np.ndarray, in_viewport: bool) -> None:
-        self.shown[titles] = True
-        self.page_genre += profile
-        self.placed_profiles.append(profile)
-        self.ranker_count[ranker] += 1
-        self.kind_count[kind] += 1
-        if in_viewport:
-            self.viewport_genres |= genres
-
-
 @dataclass(frozen=True, eq=False)
 class StageView:
-    """One stage: the remaining rows' effective titles and their feature matrix."""
+    """One stage: the remaining rows, their effective titles and their feature matrix.
+
+    ``take`` marks, per remaining row and original position, the titles the row would show
+    now (still new to the page, first ``cols`` of them); ``rank`` is their column.
+    """
 
     remaining: np.ndarray  # (k,) row indices into the candidate matrix
-    effective: np.ndarray  # (k, C) catalog indices after removing shown titles, -1 pad
+    titles: np.ndarray  # (k, L) catalog indices, -1 pad
+    take: np.ndarray  # (k, L) bool
+    rank: np.ndarray  # (k, L) int, column of each taken title
     n_effective: np.ndarray  # (k,)
     profiles: np.ndarray  # (k, n_genres) mean genre vector of the effective titles
     X: np.ndarray  # (k, len(FEATURE_NAMES)) float32
 
+    def effective(self, j: int) -> np.ndarray:
+        """Catalog indices row ``j`` (a position in ``remaining``) would show now, in order."""
+        return self.titles[j][self.take[j]]
 
-def stage_view(
-    cm: CandidateMatrix,
-    remaining: np.ndarray,
-    page: PageSoFar,
-    stats: TitleStats,
-    user: UserSignals,
-    stage: int,
-    cols: int,
-) -> StageView:
-    """Features of the ``remaining`` rows at ``stage``, given ``page``."""
-    T = cm.titles[remaining]
-    V = cm.valid[remaining]
-    k = T.shape[0]
-    Tc = np.maximum(T, 0)
-    avail = V & ~page.shown[Tc]
-    take = avail & (np.cumsum(avail, axis=1) <= cols)
-    n_eff = take.sum(axis=1)
-    # effective titles in original order: stable sort puts taken positions first
-    order = np.argsort(~take, axis=1, kind="stable")[:, :cols]
-    eff = np.take_along_axis(np.where(take, T, -1), order, axis=1)
-    if eff.shape[1] < cols:
-        eff = np.pad(eff, ((0, 0), (0, cols - eff.shape[1])), constant_values=-1)
-    emask = eff >= 0
-    effc = np.maximum(eff, 0)
-    denom = np.maximum(n_eff, 1).astype(np.float32)
+    def discounted_hits(self, targets: np.ndarray, disc: np.ndarray) -> np.ndarray:
+        """Per row: sum of ``disc[column]`` over its effective titles that are in ``targets``."""
+        hit = self.take & np.isin(self.titles, targets)
+        return np.where(hit, disc[np.minimum(self.rank, disc.size - 1)], 0.0).sum(axis=1)
 
-    head = min(cols, T.shape[1])
-    orig = V[:, :head]
-    dup_share = (page.shown[Tc[:, :head]] & orig).sum(axis=1) / np.maximum(orig.sum(axis=1), 1)
 
-    X = np.empty((k, len(FEATURE_NAMES)), dtype=np.float32)
-    X[:, COL["ranker"]] = cm.ranker[remaining]
-    X[:, COL["reason_kind"]] = cm.kind[remaining]
-    X[:, COL["row_score"]] = cm.row_score[remaining]
-    X[:, COL["row_len"]] = cm.length[remaining]
-    X[:, COL["fill"]] = n_eff / cols
-    X[:, COL["dup_share"]] = dup_share
-    if user.personal is not None:
-        P = np.where(emask, user.personal[effc], 0.0)
-        pmean = P.sum(axis=1) / denom
-        X[:, COL["pers_mean"]] = np.where(n_eff > 0, pmean, np.nan)
-        X[:, COL["pers_max"]] = np.where(n_eff > 0, np.where(emask, P, -np.inf).max(axis=1), np.nan)
-        X[:, COL["pers_first"]] = np.where(n_eff > 0, P[:, 0], np.nan)
-        X[:, COL["pers_rel"]] = X[:, COL["pers_mean"]] - (np.nanmax(X[:, COL["pers_mean"]]) if np.any(n_eff > 0) else 0.0)
-    else:
-        X[:, COL["pers_mean"] : COL["pers_rel"] + 1] = np.nan
-    if user.value is not None:
-        val = np.where(emask, user.value[effc], 0.0)
-        disc = 1.0 / np.log2(np.arange(cols) + 2.0)
-        X[:, COL["value_disc"]] = val @ disc
-        X[:, COL["value_viewport"]] = val[:, :VIEWPORT_COLS] @ disc[:VIEWPORT_COLS]
-        X[:, COL["value_count"]] = (val > 0).sum(axis=1)
-    else:
-        X[:, COL["value_disc"] : COL["value_count"] + 1] = np.nan
-    X[:, COL["pop_mean"]] = np.where(emask, stats.popularity[effc], 0.0).sum(axis=1) / denom
-    X[:, COL["trend_mean"]] = np.where(emask, stats.trend[effc], 0.0).sum(axis=1) / denom
-    X[:, COL["fresh_mean"]] = np.where(emask, stats.freshness[effc], 0.0).sum(axis=1) / denom
+class StageFeatures:
+    """The page being built and the stage features of every candidate row, kept up to date.
 
-    G = stats.genre_unit[effc] * emask[:, :, None]  # (k, C, n_genres)
-    prof = G.sum(axis=1) / denom[:, None]
-    pn = np.linalg.norm(prof, axis=1)
-    pnorm = np.divide(prof, pn[:, None], out=np.zeros_like(prof), where=pn[:, None] > 0)
-    gpage = np.linalg.norm(page.page_genre)
-    X[:, COL["genre_sim_page"]] = pnorm @ (page.page_genre / gpage) if gpage > 0 else 0.0
-    if page.placed_profiles:
-        above = np.stack(page.placed_profiles)
-        an = np.linalg.norm(above, axis=1, keepdims=True)
-        above = np.divide(above, an, out=np.zeros_like(above), where=an > 0)
-        X[:, COL["genre_sim_max_above"]] = (pnorm @ above.T).max(axis=1)
-    else:
-        X[:, COL["genre_sim_max_above"]] = 0.0
-    X[:, COL["new_genres"]] = ((prof > 0) & ~page.viewport_genres).sum(axis=1)
-    X[:, COL["same_ranker_above"]] = page.ranker_count[cm.ranker[remaining]]
-    X[:, COL["same_kind_above"]] = page.kind_count[cm.kind[remaining]]
-    X[:, COL["stage"]] = stage
-    X[:, COL["hist_len_log"]] = np.log1p(user.history_len)
-    X[:, COL["days_since_last"]] = user.days_since_last
-    X[:, COL["device"]] = user.device if user.device >= 0 else np.nan
-    X[:, COL["hour"]] = user.hour if user.hour >= 0 else np.nan
-    return StageView(remaining, eff, n_eff, prof, X)
+    ``view(stage, remaining)`` gives the features of the remaining rows; ``place(row)``
+    puts a row on the page and marks the rows that lost titles to it for re-aggregation.
+    """
+
+    def __init__(
+        self, cm: CandidateMatrix, stats: TitleStats, user: UserSignals, cols: int, n_rankers: int, n_kinds: int, viewport_rows: int
+    ) -> None:
+        K, L = cm.titles.shape
+        self.cm, self.cols, self.viewport_rows = cm, cols, viewport_rows
+        self.T = cm.titles
+        Tc = np.maximum(cm.titles, 0)
+        self.Tc = Tc
+        n_titles = stats.popularity.shape[0]
+        G = stats.genre_unit.shape[1]
+        sig = np.zeros((K, L, _GENRE0 + G), dtype=np.float32)
+        pers = user.personal
+        if pers is not None:
+            sig[:, :, _PERS] = pers[Tc]
+        sig[:, :, _POP] = stats.popularity[Tc]
+        sig[:, :, _TREND] = stats.trend[Tc]
+        sig[:, :, _FRESH] = stats.freshness[Tc]
+        sig[:, :, _GENRE0:] = stats.genre_unit[Tc]
+        sig *= cm.valid[:, :, None]
+        self.sig = sig
+        self.pers = np.where(cm.valid, sig[:, :, _PERS], -np.inf) if pers is not None else None
+        self.value = np.where(cm.valid, user.value[Tc], 0.0).astype(np.float32) if user.value is not None else None
+        width = max(L, 1)
+        self.disc = (1.0 / np.log2(np.arange(width) + 2.0)).astype(np.float32)
+        self.disc_c = np.where(np.arange(width) < cols, self.disc, 0.0).astype(np.float32)
+        self.disc_v = np.where(np.arange(width) < min(VIEWPORT_COLS, cols), self.disc, 0.0).astype(np.float32)
+        self.head = min(cols, L)
+        self.head_n = np.maximum(cm.valid[:, : self.head].sum(axis=1), 1)
+
+        self.shown = np.zeros(n_titles, dtype=bool)
+        self.avail = cm.valid.copy()
+        self.take = np.zeros((K, L), dtype=bool)
+        self.rank = np.zeros((K, L), dtype=np.int64)
+        self.n_eff = np.zeros(K, dtype=np.int64)
+        self.prof = np.zeros((K, G), dtype=np.float32)
+        self.pnorm = np.zeros((K, G), dtype=np.float32)
+        self.page_genre = np.zeros(G, dtype=np.float32)
+        self.above: list[np.ndarray] = []
+        self.ranker_count = np.zeros(n_rankers + 1, dtype=np.int64)
+        self.kind_count = np.zeros(n_kinds + 1, dtype=np.int64)
+        self.viewport_genres = np.zeros(G, dtype=bool)
+
+        X = np.zeros((K, len(FEATURE_NAMES)), dtype=np.float32)
+        X[:, COL["ranker"]] = cm.ranker
+        X[:, COL["reason_kind"]] = cm.kind
+        X[:, COL["row_score"]] = cm.row_score
+        X[:, COL["row_len"]] = cm.length
+        X[:, COL["hist_len_log"]] = np.log1p(user.history_len)
+        X[:, COL["days_since_last"]] = user.days_since_last
+        X[:, COL["device"]] = user.device if user.device >= 0 else np.nan
+        X[:, COL["hour"]] = user.hour if user.hour >= 0 else np.nan
+        if pers is None:
+            X[:, COL["pers_mean"] : COL["pers_rel"] + 1] = np.nan
+        if self.value is None:
+            X[:, COL["value_disc"] : COL["value_share"] + 1] = np.nan
+        self.X = X
+        self.dirty = np.arange(K)
+
+    def _aggregate(self, rows: np.ndarray) -> None:
+        """Re-derive the effective titles and title aggregates of ``rows`` (those that lost titles)."""
+        X, cols = self.X, self.cols
+        avail = self.avail[rows]
+        csum = np.cumsum(avail, axis=1)
+        take = avail & (csum <= cols)
+        rank = csum - 1
+        n_eff = np.minimum(csum[:, -1], cols) if csum.shape[1] else np.zeros(rows.size, np.int64)
+        self.take[rows], self.rank[rows], self.n_eff[rows] = take, rank, n_eff
+        denom = np.maximum(n_eff, 1).astype(np.float32)
+        sums = np.einsum("kl,klf->kf", take.astype(np.float32), self.sig[rows]) / denom[:, None]
+        prof = sums[:, _GENRE0:]
+        self.prof[rows] = prof
+        pn = np.linalg.norm(prof, axis=1, keepdims=True)
+        self.pnorm[rows] = np.divide(prof, pn, out=np.zeros_like(prof), where=pn > 0)
+        has = n_eff > 0
+        X[rows, COL["fill"]] = n_eff / cols
+        X[rows, COL["pop_mean"]] = sums[:, _POP]
+        X[rows, COL["trend_mean"]] = sums[:, _TREND]
+        X[rows, COL["fresh_mean"]] = sums[:, _FRESH]
+        head = self.head
+        X[rows, COL["dup_share"]] = (self.cm.valid[rows, :head] & ~avail[:, :head]).sum(axis=1) / self.head_n[rows]
+        if self.pers is not None:
+            P = self.pers[rows]
+            X[rows, COL["pers_mean"]] = np.where(has, sums[:, _PERS], np.nan)
+            X[rows, COL["pers_max"]] = np.where(has, np.where(take, P, -np.inf).max(axis=1), np.nan)
+            first = np.argmax(take, axis=1)
+            X[rows, COL["pers_first"]] = np.where(has, P[np.arange(rows.size), first], np.nan)
+        if self.value is not None:
+            V = np.where(take, self.value[rows], 0.0)
+            r = np.minimum(rank, self.disc.size - 1)
+            X[rows, COL["value_disc"]] = (V * self.disc_c[r]).sum(axis=1)
+            X[rows, COL["value_viewport"]] = (V * self.disc_v[r]).sum(axis=1)
+            X[rows, COL["value_count"]] = (V > 0).sum(axis=1)
+            total = self.value[rows].sum(axis=1)
+            X[rows, COL["value_share"]] = np.divide(V.sum(axis=1), total, out=np.zeros(rows.size, np.float32), where=total > 0)
+
+    def view(self, stage: int, remaining: np.ndarray) -> StageView:
+        """Features of the ``remaining`` rows at ``stage``."""
+        if self.dirty.size:
+            self._aggregate(self.dirty)
+            self.dirty = self.dirty[:0]
+        X = self.X
+        X[:, COL["stage"]] = stage
+        pnorm = self.pnorm[remaining]
+        g = float(np.linalg.norm(self.page_genre))
+        Xr = X[remaining]
+        Xr[:, COL["genre_sim_page"]] = pnorm @ (self.page_genre / g) if g > 0 else 0.0
+        Xr[:, COL["genre_sim_max_above"]] = (pnorm @ np.stack(self.above).T).max(axis=1) if self.above else 0.0
+        prof = self.prof[remaining]
+        Xr[:, COL["new_genres"]] = ((prof > 0) & ~self.viewport_genres).sum(axis=1)
+        Xr[:, COL["same_ranker_above"]] = self.ranker_count[self.cm.ranker[remaining]]
+        Xr[:, COL["same_kind_above"]] = self.kind_count[self.cm.kind[remaining]]
+        if self.pers is not None and remaining.size:
+            pm = Xr[:, COL["pers_mean"]]
+            Xr[:, COL["pers_rel"]] = pm - (np.nanmax(pm) if not np.all(np.isnan(pm)) else 0.0)
+        if self.value is not None and remaining.size:
+            vd = Xr[:, COL["value_disc"]]
+            Xr[:, COL["value_rel"]] = vd - vd.max()
+        return StageView(
+            remaining, self.T[remaining], self.take[remaining], self.rank[remaining], self.n_eff[remaining], prof, Xr
+        )
+
+    def place(self, row: int, stage: int) -> np.ndarray:
+        """Put candidate ``row`` on the page at ``stage``; returns the catalog indices it shows."""
+        titles = self.T[row][self.take[row]]
+        self.shown[titles] = True
+        prof = self.prof[row]
+        self.page_genre += prof
+        self.above.append(self.pnorm[row].copy())
+        self.ranker_count[self.cm.ranker[row]] += 1
+        self.kind_count[self.cm.kind[row]] += 1
+        if stage < self.viewport_rows:
+            self.viewport_genres |= prof > 0
+        lost = self.avail & self.shown[self.Tc]
+        self.dirty = np.flatnonzero(lost.any(axis=1))
+        self.avail &= ~lost
+        return titles

@@ -14,10 +14,10 @@ import numpy as np
 from homepage.catalog import Catalog
 from homepage.domain import PlacedRow
 from homepage.pagebuilder.candidates import CandidateMatrix, TitleStats
-from homepage.pagebuilder.features import FEATURE_NAMES, PageSoFar, StageView, UserSignals, stage_view
+from homepage.pagebuilder.features import COL, FEATURE_NAMES, StageFeatures, StageView, UserSignals
 from homepage.pagebuilder.rules import PageRules, eligible
 
-NEW_GENRES = FEATURE_NAMES.index("new_genres")
+NEW_GENRES = COL["new_genres"]
 
 
 class RowScorer(Protocol):
@@ -51,59 +51,48 @@ def assemble(
     explain: bool = False,
 ) -> tuple[list[PlacedRow], list[StageTrace]]:
     """Build up to ``rows`` rows of up to ``cols`` titles; returns the rows and (if explain) the traces."""
-    page = PageSoFar(len(catalog), len(catalog.genres), len(ranker_vocab), int(cm.kind.max(initial=0)) + 1)
-    remaining = np.arange(len(cm))
+    feats = StageFeatures(cm, stats, user, cols, len(ranker_vocab), int(cm.kind.max(initial=0)) + 1, rules.viewport_rows)
+    alive = np.ones(len(cm), dtype=bool)
     placed: list[PlacedRow] = []
     traces: list[StageTrace] = []
     static_scores: np.ndarray | None = None
     names = list(ranker_vocab)
     for stage in range(rows):
+        remaining = np.flatnonzero(alive)
         if remaining.size == 0:
             break
-        view = stage_view(cm, remaining, page, stats, user, stage, cols)
-        if scorer.stagewise or static_scores is None:
+        view = feats.view(stage, remaining)
+        if scorer.stagewise:
             s = np.asarray(scorer.score(view, cm), dtype=np.float64)
-            if not scorer.stagewise:
-                static_scores = np.full(len(cm), -np.inf)
-                static_scores[remaining] = s
-        if not scorer.stagewise:
+        else:
+            if static_scores is None:
+                static_scores = np.asarray(scorer.score(view, cm), dtype=np.float64)
             s = static_scores[remaining]
         ok, forced = eligible(
-            rules,
-            stage,
-            names,
-            cm.ranker[remaining],
-            view.n_effective,
-            view.X[:, NEW_GENRES],
-            page.ranker_count,
-            int(page.viewport_genres.sum()),
+            rules, stage, names, cm.ranker[remaining], view.n_effective, view.X[:, NEW_GENRES], feats.ranker_count, int(feats.viewport_genres.sum())
         )
         if not ok.any():
             break
-        masked = np.where(ok, s, -np.inf)
-        best = int(np.argmax(masked))
+        best = int(np.argmax(np.where(ok, s, -np.inf)))
         row_i = int(remaining[best])
-        eff = view.effective[best, : view.n_effective[best]]
+        keep = view.take[best]
+        eff = feats.place(row_i, stage)
         cand = cm.rows[row_i]
-        pos = {int(t): j for j, t in enumerate(cm.titles[row_i]) if t >= 0}
-        title_scores = tuple(float(cm.scores[row_i, pos[int(t)]]) for t in eff)
-        genres = view.profiles[best] > 0
-        page.place(int(cm.ranker[row_i]), int(cm.kind[row_i]), eff, view.profiles[best], genres, stage < rules.viewport_rows)
         placed.append(
             PlacedRow(
                 row_id=cand.row_id,
                 ranker=cand.ranker,
                 display_title=cand.display_title,
                 reason=cand.reason,
-                title_ids=tuple(int(x) for x in catalog.title_ids[eff]),
-                scores=title_scores,
+                title_ids=tuple(catalog.title_ids[eff].tolist()),
+                scores=tuple(cm.scores[row_i][keep].tolist()),
                 stage=stage,
                 score=float(s[best]),
                 forced_by=forced,
-                features=dict(zip(FEATURE_NAMES, (float(x) for x in view.X[best]))) if explain else None,
+                features=dict(zip(FEATURE_NAMES, view.X[best].tolist())) if explain else None,
             )
         )
         if explain:
             traces.append(StageTrace(view, s, ok, best))
-        remaining = np.delete(remaining, best)
+        alive[row_i] = False
     return placed, traces

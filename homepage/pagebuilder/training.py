@@ -21,7 +21,7 @@ from homepage.eventlog import EventLog
 from homepage.page import PageModels, collect_candidates, user_signals
 from homepage.pagebuilder.candidates import CandidateMatrix
 from homepage.pagebuilder.features import StageView
-from homepage.pagebuilder.loop import assemble
+from homepage.pagebuilder.loop import RowScorer, assemble
 from homepage.replay.protocol import Requests
 from homepage.replay.run import WorldCache
 from rankers.base import RankRequest
@@ -44,12 +44,23 @@ class OracleScorer:
         self.disc = 1.0 / np.log2(np.arange(cols) + 2.0)
 
     def gains(self, view: StageView) -> np.ndarray:
-        hit = np.isin(view.effective, self.targets) & (view.effective >= 0)
-        return (hit * self.disc[: view.effective.shape[1]]).sum(axis=1)
+        return view.discounted_hits(self.targets, self.disc)
 
     def score(self, view: StageView, cm: CandidateMatrix) -> np.ndarray:
         # ties (typically zero gain) broken by the ranker's own row score, deterministically
         return self.gains(view) + 1e-6 * np.tanh(cm.row_score[view.remaining])
+
+
+class ModelFollower:
+    """Scores rows with a trained page model: training contexts that follow the model's choices."""
+
+    stagewise = True
+
+    def __init__(self, model: "PageModel") -> None:
+        self.model = model
+
+    def score(self, view: StageView, cm: CandidateMatrix) -> np.ndarray:
+        return self.model.predict(view.X)
 
 
 def grade(gains: np.ndarray) -> np.ndarray:
@@ -69,6 +80,14 @@ class StageData:
     groups: np.ndarray  # group sizes, in order
     request_of_group: np.ndarray  # which request each group came from (for splits)
 
+    def concat(self, other: StageData) -> StageData:
+        return StageData(
+            np.concatenate([self.X, other.X]),
+            np.concatenate([self.y, other.y]),
+            np.concatenate([self.groups, other.groups]),
+            np.concatenate([self.request_of_group, other.request_of_group]),
+        )
+
     def subset(self, keep_requests: np.ndarray) -> StageData:
         keep_g = np.isin(self.request_of_group, keep_requests)
         row_g = np.repeat(np.arange(self.groups.size), self.groups)
@@ -85,8 +104,14 @@ def stage_data(
     cols: int,
     world_granularity: int = 3600,
     progress: Callable[[int], None] | None = None,
+    follow: "PageModel | None" = None,
 ) -> StageData:
-    """Greedy-oracle stage groups for every request (skipping stages where no row gains)."""
+    """Oracle-labelled stage groups for every request (skipping stages where no row gains).
+
+    The stage contexts follow the oracle's greedy choices, or with ``follow`` the model's
+    own choices (DAgger): at serving time the rows above come from the model, so it must
+    also learn what to do after its own imperfect choices.
+    """
     worlds = WorldCache(log, half_life, world_granularity)
     Xs, ys, sizes, owners = [], [], [], []
     catalog = models.catalog
@@ -99,7 +124,8 @@ def stage_data(
         cm = CandidateMatrix.build(cands, catalog, models.ranker_vocab, models.kind_vocab, models.allowed)
         signals, _ = user_signals(user, models, ctx)
         oracle = OracleScorer(requests.targets[i], cols)
-        _, traces = assemble(cm, catalog, models.title_stats(world), signals, oracle, models.rules, models.ranker_vocab, rows, cols, explain=True)
+        driver: RowScorer = oracle if follow is None else ModelFollower(follow)
+        _, traces = assemble(cm, catalog, models.title_stats(world), signals, driver, models.rules, models.ranker_vocab, rows, cols, explain=True)
         for tr in traces:
             ok = tr.eligible
             if ok.sum() < 2:
@@ -143,36 +169,43 @@ def train_page_model(
     num_rounds: int = 400,
     seed: int = 0,
     progress: Callable[[int], None] | None = None,
+    dagger_rounds: int = 1,
 ) -> tuple["PageModel", PageTrainingReport]:
     """Fit the page model on requests in (inner_split, until] against rankers fitted up to ``inner_split``.
 
     Rankers fitted on the same events as the targets would make their scores look better
     in training than in serving; fitting them up to ``inner_split`` keeps the page model
-    honest. The final bundle refits the rankers up to ``until``.
+    honest. The final bundle refits the rankers up to ``until``. After the first fit on
+    oracle-greedy contexts, each of ``dagger_rounds`` adds the stages met when following
+    the current model (labelled by the oracle) and refits on everything.
     """
     from homepage.pagebuilder.model import PageModel
     from homepage.replay.protocol import ReplayProtocol, sample_requests
 
     protocol = ReplayProtocol(split_time=inner_split, requests_per_user=requests_per_user, max_requests=max_requests, seed=seed, rows=rows, cols=cols)
     requests = sample_requests(log, protocol, until=until)
-    data = stage_data(log, models_at_inner_split, requests, half_life, rows, cols, progress=progress)
     rng = np.random.default_rng(seed)
     users = np.unique(requests.user_ids)
     valid_users = rng.choice(users, size=max(1, users.size // 7), replace=False) if users.size > 7 else np.zeros(0, np.int64)
     valid_req = np.flatnonzero(np.isin(requests.user_ids, valid_users))
     train_req = np.setdiff1d(np.arange(len(requests)), valid_req)
-    tr, va = data.subset(train_req), data.subset(valid_req)
-    valid = (va.X, va.y, va.groups) if va.groups.size else None
-    model = PageModel.fit(
-        tr.X,
-        tr.y,
-        tr.groups,
-        models_at_inner_split.ranker_vocab,
-        models_at_inner_split.kind_vocab,
-        num_rounds=num_rounds,
-        valid=valid,
-        extra_manifest={"inner_split": inner_split, "until": until, "source": "interaction_history"},
-    )
+    extra = {"inner_split": inner_split, "until": until, "source": "interaction_history", "dagger_rounds": dagger_rounds}
+
+    def fit(data: StageData) -> PageModel:
+        tr, va = data.subset(train_req), data.subset(valid_req)
+        valid = (va.X, va.y, va.groups) if va.groups.size else None
+        return PageModel.fit(
+            tr.X, tr.y, tr.groups, models_at_inner_split.ranker_vocab, models_at_inner_split.kind_vocab,
+            num_rounds=num_rounds, valid=valid, extra_manifest=extra,
+        )
+
+    data = stage_data(log, models_at_inner_split, requests, half_life, rows, cols, progress=progress)
+    model = fit(data)
+    for _ in range(dagger_rounds):
+        more = stage_data(log, models_at_inner_split, requests, half_life, rows, cols, progress=progress, follow=model)
+        data = data.concat(more)
+        model = fit(data)
+    valid = data.subset(valid_req).groups.size > 0
     best = float(model.booster.best_score["valid"]["ndcg@1"]) if valid and "valid" in model.booster.best_score else None
     report = PageTrainingReport(inner_split, until, len(requests), int(data.groups.size), int(data.y.size), best)
     model.manifest["training"] = report.__dict__
@@ -210,6 +243,7 @@ def fit_page_model(log: EventLog, catalog: "Catalog", config: "PipelineConfig", 
             max_requests=config.page.max_requests,
             requests_per_user=config.page.requests_per_user,
             num_rounds=config.page.num_rounds,
+            dagger_rounds=config.page.dagger_rounds,
             progress=lambda k: bar.advance(task, k),
         )
     return model, report

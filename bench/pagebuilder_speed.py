@@ -1,0 +1,118 @@
+"""Page-builder latency: ``build_page`` from 40 candidate rows to a 20 x 25 page, on one core.
+
+Measures p50/p99 of the page-building step (candidate matrix, stage features, every page
+model call, rules, de-duplication; the rankers' own time is excluded: their candidate rows
+are prepared once per request with ``prepare_request``) for the stage-wise policy and for
+row-ranking on the same requests, and prints the ratio.
+
+    OMP_NUM_THREADS=1 python bench/pagebuilder_speed.py --models MODELS [--dataset DIR] [--requests 300]
+
+``--models`` is a bundle from ``homepage train`` (its page model is compiled with lleaves
+when available). The rankers are refitted here at the bundle's cut-off with more rows each
+(personalised genre rows, more "because you watched" anchors) so that a request yields
+at least 40 candidate rows; requests with fewer are skipped, longer lists are cut to 40.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+import numpy as np  # noqa: E402
+
+ML_SMALL = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "movielens-latest-small"
+BENCH_RANKERS = {"continue_watching": 1, "personalized": 14, "top_n": 2, "trending": 2, "video_to_video": 24}
+
+
+def pct(ms: np.ndarray) -> str:
+    return f"p50 {np.median(ms):.3f} ms  p99 {np.percentile(ms, 99):.3f} ms  mean {ms.mean():.3f} ms"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--models", type=Path, required=True)
+    ap.add_argument("--dataset", type=Path, default=None, help="ingested dataset; default: ingest ml-latest-small into a temp dir")
+    ap.add_argument("--requests", type=int, default=300)
+    ap.add_argument("--rows", type=int, default=20)
+    ap.add_argument("--cols", type=int, default=25)
+    ap.add_argument("--candidates", type=int, default=40)
+    ap.add_argument("--repeat", type=int, default=3, help="timed builds per request and policy (the median is kept)")
+    args = ap.parse_args()
+
+    from homepage.bundle import load_bundle
+    from homepage.dataset import load_dataset
+    from homepage.domain import RequestContext
+    from homepage.eventlog import EventLog
+    from homepage.page import PageModels, build_page, prepare_request
+    from rankers.base import FitInput
+    from rankers.registry import RankerSpec, build_rankers
+
+    bundle = load_bundle(args.models)
+    with tempfile.TemporaryDirectory() as tmp:
+        dataset = args.dataset
+        if dataset is None:
+            from homepage.ingest import ingest_movielens
+
+            dataset = Path(tmp) / "mlsmall"
+            ingest_movielens(ML_SMALL, dataset)
+        ds = load_dataset(dataset, columns=["user_id", "title_id", "kind", "ts", "progress", "stars"])
+    log = EventLog.from_frame(ds.events, bundle.catalog, ds.users)
+    specs = [RankerSpec(name=s.name, config={**s.config, "max_rows": BENCH_RANKERS.get(s.name, s.config.get("max_rows", 1))}) for s in bundle.config.rankers]
+    rankers = build_rankers(specs)
+    until = bundle.until
+    world = log.global_state(until, bundle.config.half_life_seconds)
+    t0 = time.perf_counter()
+    for r in rankers:
+        r.fit(FitInput(log, bundle.catalog, until, world))
+    print(f"rankers refitted with more rows in {time.perf_counter() - t0:.1f} s")
+    pm = PageModels.from_bundle(bundle)
+    models = PageModels(pm.version, pm.config_hash, pm.catalog, tuple(rankers), page_model=pm.page_model, rules=pm.rules)
+    compiled = pm.page_model is not None and pm.page_model._compiled is not None
+    print(f"page model: {'lleaves compiled' if compiled else 'LightGBM Booster.predict'}, {pm.page_model.booster.num_trees() if pm.page_model else 0} trees")
+
+    rng = np.random.default_rng(0)
+    users = log.user_ids[rng.permutation(log.user_ids.size)]
+    prepared = []
+    for uid in users:
+        user = log.user_state(int(uid), until)
+        if user.is_cold:
+            continue
+        ctx = RequestContext(user_id=int(uid), now=until, rows=args.rows, cols=args.cols)
+        prep = prepare_request(user, world, models, ctx)
+        if len(prep.candidates) < args.candidates:
+            continue
+        prep = type(prep)(prep.candidates[: args.candidates], prep.notes, prep.signals, prep.raw_personal)
+        prepared.append((user, ctx, prep))
+        if len(prepared) >= args.requests:
+            break
+    print(f"{len(prepared)} requests with {args.candidates} candidate rows each, page {args.rows} x {args.cols}")
+
+    results: dict[str, np.ndarray] = {}
+    for policy in ("row-ranking", "stage-wise"):
+        for user, ctx, prep in prepared[:20]:  # warm-up
+            build_page(user, world, models, ctx, policy=policy, prepared=prep)
+        ms = np.empty(len(prepared))
+        for i, (user, ctx, prep) in enumerate(prepared):
+            reps = np.empty(args.repeat)
+            for j in range(args.repeat):
+                t = time.perf_counter()
+                page = build_page(user, world, models, ctx, policy=policy, prepared=prep)
+                reps[j] = (time.perf_counter() - t) * 1e3
+            ms[i] = np.median(reps)
+            shown = [x for r in page.rows for x in r.title_ids]
+            assert len(shown) == len(set(shown)), "duplicate titles on a page"
+        results[policy] = ms
+        print(f"{policy:12s} {pct(ms)}  rows placed {len(page.rows)}")
+    ratio = np.median(results["stage-wise"]) / np.median(results["row-ranking"])
+    p99 = np.percentile(results["stage-wise"], 99) / np.percentile(results["row-ranking"], 99)
+    print(f"stage-wise / row-ranking: p50 x{ratio:.2f}, p99 x{p99:.2f} (targets: stage-wise p50 <= 2 ms, p99 <= 5 ms)")
+
+
+if __name__ == "__main__":
+    main()

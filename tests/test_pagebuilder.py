@@ -1,0 +1,367 @@
+"""Page builder: de-duplication, business rules, determinism, the page model's manifest,
+the compiled predictor, explain mode and the stage features' dependence on the page above.
+
+Everything runs on a hand-made catalog of 80 titles and hand-made rankers, with a real
+(tiny) LightGBM model; no data files are needed.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import ClassVar
+
+import numpy as np
+import pandas as pd
+import pytest
+from pydantic import ValidationError
+
+from homepage.catalog import Catalog
+from homepage.domain import CandidateRow, RequestContext, RowReason
+from homepage.errors import HomepageError
+from homepage.page import KIND_VOCAB, PageModels, build_page
+from homepage.pagebuilder.candidates import CandidateMatrix, TitleStats
+from homepage.pagebuilder.features import COL, FEATURE_NAMES, StageFeatures, UserSignals
+from homepage.pagebuilder.loop import assemble
+from homepage.pagebuilder.model import PageModel
+from homepage.pagebuilder.policies import TemplateScorer
+from homepage.pagebuilder.rules import PageRules
+from homepage.pagebuilder.training import OracleScorer, grade
+from homepage.state import GlobalState, UserState, frozen
+from rankers.base import Ranker, RankRequest
+
+N_TITLES = 80
+GENRES = ("Action", "Comedy", "Drama", "Horror", "Romance", "Sci-Fi")
+RANKERS = ("continue_watching", "personalized", "top_n", "video_to_video")
+POLICIES = ("stage-wise", "row-ranking", "template", "single-list")
+
+
+def make_catalog() -> Catalog:
+    rng = np.random.default_rng(3)
+    genres = [tuple(sorted({GENRES[i % 6], GENRES[int(rng.integers(6))]})) for i in range(N_TITLES)]
+    maturity = ["R" if i % 10 == 9 else "PG" for i in range(N_TITLES)]
+    titles = pd.DataFrame(
+        {
+            "title_id": np.arange(1, N_TITLES + 1) * 10,
+            "name": [f"t{i}" for i in range(N_TITLES)],
+            "year": 1990 + np.arange(N_TITLES) % 30,
+            "genres": genres,
+            "maturity": maturity,
+        }
+    )
+    return Catalog.from_frames(titles)
+
+
+CATALOG = make_catalog()
+
+
+def world() -> GlobalState:
+    counts = np.arange(N_TITLES, 0, -1).astype(np.int64)
+    z = np.zeros(N_TITLES)
+    return GlobalState(10**9, 7 * 86400.0, frozen(counts), frozen(counts * 0.5), frozen(z), frozen(z.astype(np.int64)))
+
+
+def row(ranker: str, key: str, idx: list[int] | np.ndarray, kind: str, score: float = 0.0) -> CandidateRow:
+    idx = np.asarray(idx, dtype=np.int64)
+    return CandidateRow(
+        row_id=f"{ranker}:{key}",
+        ranker=ranker,
+        display_title=key,
+        title_ids=CATALOG.title_ids[idx],
+        scores=np.linspace(1.0, 0.1, idx.size).astype(np.float32),
+        reason=RowReason(kind=kind, anchor_title_id=int(CATALOG.title_ids[idx[0]]) if kind == "because_you_watched" else None),
+        row_score=score,
+    )
+
+
+def candidate_rows() -> list[CandidateRow]:
+    """Overlapping rows: personalised rows share titles, v2v rows overlap each other."""
+    return [
+        row("continue_watching", "cw", [70, 71, 72, 73, 74], "continue_watching", 1.0),
+        row("personalized", "top", list(range(0, 30)), "top_picks", 2.0),
+        row("personalized", "g1", list(range(0, 40, 2)), "genre", 1.5),
+        row("personalized", "g2", list(range(1, 40, 2)), "genre", 1.4),
+        row("personalized", "g3", list(range(5, 35)), "genre", 1.3),
+        row("top_n", "pop", list(range(40, 70)), "popular", 0.5),
+        row("top_n", "pop2", list(range(45, 75)), "popular_region", 0.4),
+        *[row("video_to_video", f"a{a}", list(range(a, a + 20)), "because_you_watched", 1.0 - a / 100) for a in (10, 20, 30, 50)],
+    ]
+
+
+class HandRanker(Ranker):
+    """A ranker returning the hand-made rows of its name (a real Ranker, not a mock)."""
+
+    name: ClassVar[str] = "hand"
+
+    def rows(self, request: RankRequest) -> list[CandidateRow]:
+        return [r for r in candidate_rows() if r.ranker == self.name]
+
+
+def hand_rankers() -> tuple[Ranker, ...]:
+    return tuple(type(f"Hand_{n}", (HandRanker,), {"name": n})() for n in RANKERS)
+
+
+def personal_scores() -> np.ndarray:
+    return np.linspace(3.0, -1.0, N_TITLES).astype(np.float32)
+
+
+class Personal(HandRanker):
+    name: ClassVar[str] = "personalized"
+
+    def score_titles(self, user: UserState) -> np.ndarray:
+        return personal_scores()
+
+
+def user() -> UserState:
+    idx = np.array([76, 77, 78, 79], dtype=np.int64)
+    return UserState(
+        user_id=1,
+        as_of=10**9,
+        region=None,
+        title_ids=frozen(CATALOG.title_ids[idx]),
+        title_idx=frozen(idx),
+        ts=frozen(np.arange(4, dtype=np.int64) + 10**9 - 100),
+        kinds=frozen(np.zeros(4, np.int8)),
+        stars=frozen(np.full(4, np.nan, np.float32)),
+        progress=frozen(np.full(4, np.nan, np.float32)),
+    )
+
+
+def signals() -> UserSignals:
+    raw = personal_scores()
+    return UserSignals(UserSignals.standardise(raw), UserSignals.rank_value(raw, np.array([76, 77, 78, 79])), 4, 1.0, -1, -1)
+
+
+VOCAB = tuple(sorted(RANKERS))
+
+
+def matrix(rows: list[CandidateRow] | None = None, allowed: np.ndarray | None = None) -> CandidateMatrix:
+    return CandidateMatrix.build(rows if rows is not None else candidate_rows(), CATALOG, VOCAB, KIND_VOCAB, allowed)
+
+
+def build(rules: PageRules, scorer: object | None = None, rows: int = 8, cols: int = 10, explain: bool = False):  # noqa: ANN201
+    cm = matrix(allowed=rules.allowed_titles(CATALOG.maturity))
+    stats = TitleStats.compute(world(), CATALOG)
+    return assemble(cm, CATALOG, stats, signals(), scorer or TemplateScorer(), rules, VOCAB, rows, cols, explain)
+
+
+@pytest.fixture(scope="module")
+def page_model(tmp_path_factory: pytest.TempPathFactory) -> PageModel:
+    """A tiny real LambdaRank model fitted on oracle-labelled stages of random targets."""
+    rng = np.random.default_rng(0)
+    Xs, ys, sizes = [], [], []
+    cm = matrix()
+    stats = TitleStats.compute(world(), CATALOG)
+    for _ in range(40):
+        targets = rng.choice(N_TITLES, size=12, replace=False)
+        oracle = OracleScorer(targets, 10)
+        _, traces = assemble(cm, CATALOG, stats, signals(), oracle, PageRules(rules=()), VOCAB, 6, 10, explain=True)
+        for tr in traces:
+            g = oracle.gains(tr.view)
+            if g.max() > 0:
+                Xs.append(tr.view.X)
+                ys.append(grade(g))
+                sizes.append(len(g))
+    model = PageModel.fit(
+        np.concatenate(Xs), np.concatenate(ys), np.array(sizes), VOCAB, KIND_VOCAB, num_rounds=20, params={"min_data_in_leaf": 5, "num_threads": 1}
+    )
+    d = tmp_path_factory.mktemp("pm")
+    model.save(d, compile=False)
+    return PageModel.load(d, compile=False)
+
+
+def page_models(model: PageModel | None, rules: PageRules | None = None) -> PageModels:
+    rankers = tuple(Personal() if r.name == "personalized" else r for r in hand_rankers())
+    return PageModels("test", "h", CATALOG, rankers, page_model=model, rules=rules or PageRules())
+
+
+def flat(page) -> list[int]:  # noqa: ANN001
+    return [t for r in page.rows for t in r.title_ids]
+
+
+# ------------------------------------------------------------------ policies
+
+
+@pytest.mark.parametrize("policy", POLICIES)
+def test_no_duplicates_and_determinism(page_model: PageModel, policy: str) -> None:
+    models = page_models(page_model)
+    ctx = RequestContext(user_id=1, now=10**9, rows=8, cols=10)
+    a = build_page(user(), world(), models, ctx, policy=policy)
+    b = build_page(user(), world(), models, ctx, policy=policy)
+    ids = flat(a)
+    assert len(a.rows) >= 3
+    assert len(ids) == len(set(ids))
+    assert not set(ids) & set(CATALOG.title_ids[[76, 77, 78, 79]].tolist()) or policy != "single-list"
+    assert a.grid() == b.grid() and [r.row_id for r in a.rows] == [r.row_id for r in b.rows]
+    assert a.page_id == b.page_id
+
+
+def test_stagewise_differs_from_row_ranking_only_through_the_page_above(page_model: PageModel) -> None:
+    """Row-ranking scores every row once on the empty page: its row scores never change."""
+    models = page_models(page_model)
+    ctx = RequestContext(user_id=1, now=10**9, rows=8, cols=10)
+    rr = build_page(user(), world(), models, ctx, policy="row-ranking", explain=True)
+    sw = build_page(user(), world(), models, ctx, policy="stage-wise", explain=True)
+    assert rr.rows[0].row_id == sw.rows[0].row_id  # same model, same empty page at stage 0
+    assert rr.rows[0].score == pytest.approx(sw.rows[0].score)
+
+
+# ------------------------------------------------------------------ rules
+
+
+def test_pin_within_n() -> None:
+    placed, _ = build(PageRules(rules=({"rule": "pin", "ranker": "continue_watching", "within": 2},)))
+    pos = [i for i, r in enumerate(placed) if r.ranker == "continue_watching"]
+    assert pos and pos[0] <= 1
+    if pos[0] == 1:
+        assert placed[1].forced_by == "pin:continue_watching"
+
+
+def test_max_rows_per_ranker() -> None:
+    placed, _ = build(PageRules(rules=({"rule": "max_rows", "ranker": "*", "max": 2}, {"rule": "max_rows", "ranker": "top_n", "max": 1})))
+    counts = pd.Series([r.ranker for r in placed]).value_counts()
+    assert counts.max() <= 2 and counts.get("top_n", 0) <= 1
+    assert len(placed) >= 4
+
+
+def test_min_titles() -> None:
+    placed, _ = build(PageRules(rules=({"rule": "min_titles", "n": 8},)), cols=10)
+    assert placed and all(len(r.title_ids) >= 8 for r in placed)
+    short, _ = build(PageRules(rules=()), rows=11)
+    assert any(len(r.title_ids) < 8 for r in short)  # the rule is what removed them
+
+
+def test_min_viewport_genres() -> None:
+    rules = PageRules(viewport_rows=2, viewport_cols=10, rules=({"rule": "min_viewport_genres", "k": 6},))
+    placed, _ = build(rules)
+    vp = [CATALOG.index_of(np.array(r.title_ids)) for r in placed[:2]]
+    genres = CATALOG.genre_matrix[np.concatenate(vp)].any(axis=0).sum()
+    assert genres >= 6
+
+
+def test_maturity_rule_filters_titles() -> None:
+    placed, _ = build(PageRules(rules=({"rule": "maturity", "allowed": ["PG"]},)))
+    shown = CATALOG.index_of(np.array([t for r in placed for t in r.title_ids]))
+    assert shown.size and all(CATALOG.maturity[i] == "PG" for i in shown)
+    unfiltered, _ = build(PageRules(rules=()))
+    assert any(CATALOG.maturity[i] == "R" for r in unfiltered for i in CATALOG.index_of(np.array(r.title_ids)))
+
+
+@pytest.mark.parametrize(
+    ("rule", "message"),
+    [
+        ({"rule": "pin", "ranker": "nope", "within": 2}, "(pin): unknown ranker 'nope'"),
+        ({"rule": "max_rows", "ranker": "ghost", "max": 2}, "(max_rows): unknown ranker 'ghost'"),
+    ],
+)
+def test_rules_naming_unknown_rankers_are_rejected(rule: dict, message: str) -> None:
+    with pytest.raises(HomepageError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        PageRules(rules=(rule,)).check(set(RANKERS))
+
+
+@pytest.mark.parametrize(
+    ("rule", "field"),
+    [
+        ({"rule": "pin", "ranker": "top_n", "within": 0}, "pin.within"),
+        ({"rule": "max_rows", "max": -1}, "max_rows.max"),
+        ({"rule": "min_titles", "n": 0}, "min_titles.n"),
+        ({"rule": "min_viewport_genres", "k": 0}, "min_viewport_genres.k"),
+        ({"rule": "maturity"}, "maturity.allowed"),
+        ({"rule": "surprise"}, "rules.0"),
+    ],
+)
+def test_invalid_rule_configs_name_the_rule(rule: dict, field: str) -> None:
+    with pytest.raises(ValidationError) as e:
+        PageRules(rules=(rule,))
+    locs = [".".join(str(p) for p in err["loc"]) for err in e.value.errors()]
+    assert any(field in loc for loc in locs), locs
+
+
+# ------------------------------------------------------------------ features
+
+
+def test_stage_features_change_when_an_overlapping_row_is_placed_above() -> None:
+    cm = matrix()
+    stats = TitleStats.compute(world(), CATALOG)
+    feats = StageFeatures(cm, stats, signals(), 10, len(VOCAB), len(KIND_VOCAB), 4)
+    everything = np.arange(len(cm))
+    before = feats.view(0, everything).X
+    top = [r.row_id for r in cm.rows].index("personalized:top")
+    g3 = [r.row_id for r in cm.rows].index("personalized:g3")  # overlaps top
+    pop = [r.row_id for r in cm.rows].index("top_n:pop")  # disjoint from top
+    shown = set(feats.place(top, 0).tolist())
+    assert shown == set(range(10))
+    rest = np.delete(everything, top)
+    after = feats.view(1, rest).X
+    b = {i: before[i] for i in everything}
+    a = {i: after[j] for j, i in enumerate(rest)}
+    for name in ("dup_share", "value_disc", "pers_mean", "value_share"):
+        assert a[g3][COL[name]] != b[g3][COL[name]], name
+        assert a[pop][COL[name]] == pytest.approx(b[pop][COL[name]], nan_ok=True), name
+    assert a[g3][COL["dup_share"]] > 0 and a[g3][COL["value_disc"]] < b[g3][COL["value_disc"]]
+    assert a[g3][COL["same_ranker_above"]] == 1 and a[pop][COL["same_ranker_above"]] == 0
+    assert a[g3][COL["stage"]] == 1 and a[g3][COL["genre_sim_max_above"]] > 0
+    # the effective titles of g3 no longer contain anything placed above
+    assert not shown & set(feats.view(2, rest).effective(int(np.flatnonzero(rest == g3)[0])).tolist())
+
+
+def test_incremental_features_equal_a_fresh_computation() -> None:
+    """After any sequence of placements, re-aggregating every row from scratch gives the same X."""
+    cm = matrix()
+    stats = TitleStats.compute(world(), CATALOG)
+    inc = StageFeatures(cm, stats, signals(), 10, len(VOCAB), len(KIND_VOCAB), 4)
+    alive = np.ones(len(cm), bool)
+    for stage, r in enumerate([1, 4, 8, 2]):
+        inc.view(stage, np.flatnonzero(alive))
+        inc.place(r, stage)
+        alive[r] = False
+    rem = np.flatnonzero(alive)
+    got = inc.view(4, rem).X
+    inc.dirty = np.arange(len(cm))  # force a full re-aggregation
+    fresh = inc.view(4, rem).X
+    np.testing.assert_allclose(got, fresh, rtol=1e-6, equal_nan=True)
+
+
+# ------------------------------------------------------------------ model
+
+
+def test_explain_gives_stage_features_score_rule_reason(page_model: PageModel) -> None:
+    rules = PageRules(rules=({"rule": "pin", "ranker": "continue_watching", "within": 2},))
+    models = page_models(page_model, rules)
+    page = build_page(user(), world(), models, RequestContext(user_id=1, now=10**9, rows=6, cols=10), explain=True)
+    assert [r.stage for r in page.rows] == list(range(len(page.rows)))
+    for r in page.rows:
+        assert r.features is not None and list(r.features) == list(FEATURE_NAMES)
+        assert r.features["stage"] == r.stage
+        assert np.isfinite(r.score)
+        assert r.reason.kind in KIND_VOCAB
+    forced = [r for r in page.rows if r.forced_by]
+    assert all(r.forced_by == "pin:continue_watching" for r in forced)
+    assert any(r.ranker == "continue_watching" for r in page.rows[:2])
+    quiet = build_page(user(), world(), models, RequestContext(user_id=1, now=10**9, rows=6, cols=10))
+    assert all(r.features is None for r in quiet.rows)
+
+
+def test_page_model_refuses_features_that_differ(page_model: PageModel, tmp_path) -> None:  # noqa: ANN001
+    d = page_model.save(tmp_path / "pm", compile=False)
+    m = json.loads((d / "manifest.json").read_text())
+    m["feature_names"] = [*m["feature_names"][:-1], "moon_phase"]
+    (d / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(HomepageError, match="features differ.*moon_phase"):
+        PageModel.load(d, compile=False)
+    m["feature_names"] = list(reversed(FEATURE_NAMES))
+    (d / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(HomepageError, match="order"):
+        PageModel.load(d, compile=False)
+
+
+def test_lleaves_predictions_equal_lightgbm(page_model: PageModel, tmp_path) -> None:  # noqa: ANN001
+    pytest.importorskip("lleaves")
+    d = page_model.save(tmp_path / "pm", compile=False)
+    compiled = PageModel.load(d, compile=True)
+    if compiled._compiled is None:
+        pytest.skip("lleaves could not compile on this machine")
+    cm = matrix()
+    _, traces = assemble(cm, CATALOG, TitleStats.compute(world(), CATALOG), signals(), TemplateScorer(), PageRules(rules=()), VOCAB, 6, 10, explain=True)
+    X = np.concatenate([t.view.X for t in traces])
+    X[::7, COL["device"]] = np.nan
+    np.testing.assert_allclose(compiled.predict(X), page_model.booster.predict(X, num_threads=1), rtol=1e-9, atol=1e-12)
