@@ -27,6 +27,7 @@ def replay_command(
     cols: int = typer.Option(10, "--cols", min=1, max=100),
     seed: int = typer.Option(0, "--seed"),
     bootstrap: int = typer.Option(1000, "--bootstrap", min=100, help="Bootstrap resamples for the intervals."),
+    workers: int = typer.Option(2, "--workers", min=1, max=64, help="Processes building pages in parallel."),
 ) -> None:
     """Replay held-out requests: rebuild each user's state as of t, build the page with every
     policy through the same build_page the API uses, and score it against what the user
@@ -82,7 +83,7 @@ def replay_command(
     console = Console(stderr=True)
     with Progress(TextColumn("replay"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console) as bar:
         task = bar.add_task("replay", total=len(requests))
-        result = replay(log, pm, names, requests, protocol, bundle.config.half_life_seconds, T, progress=lambda n: bar.advance(task, n))
+        result = replay(log, pm, names, requests, protocol, bundle.config.half_life_seconds, T, progress=lambda n: bar.advance(task, n), workers=workers)
     report = result.to_json(n_boot=bootstrap)
     print_tables(report, Console())
     if json_out is not None:

@@ -40,6 +40,8 @@ class ReplayResult:
     runs: dict[str, PolicyRun]
     n_titles: int
     model_version: str
+    wall_seconds: float = 0.0
+    workers: int = 1
 
     def to_json(self, n_boot: int = 1000) -> dict[str, object]:
         """The report: per policy and metric a mean with a 95% interval, paired differences, slices."""
@@ -57,7 +59,12 @@ class ReplayResult:
             "policies": {name: self._summary(run, warm, n_boot) for name, run in self.runs.items()},
             "slices": {"cold": {name: self._summary(run, ~warm, n_boot, coverage=False) for name, run in self.runs.items()}},
             "paired": {},
-            "pages_per_second": {name: len(self.requests) / run.seconds if run.seconds else None for name, run in self.runs.items()},
+            "speed": {
+                "workers": self.workers,
+                "wall_seconds": self.wall_seconds,
+                "pages_per_second": len(self.requests) * len(self.runs) / self.wall_seconds if self.wall_seconds else None,
+                "ms_per_page_by_policy": {name: 1000 * run.seconds * self.workers / max(len(self.requests), 1) for name, run in self.runs.items()},
+            },
         }
         paired: dict[str, object] = {}
         for a, b in combinations(self.runs, 2):
@@ -112,6 +119,69 @@ class WorldCache:
         return world
 
 
+@dataclass(frozen=True, eq=False)
+class RequestScore:
+    """One request's page under one policy, scored."""
+
+    values: dict[str, float]
+    shown: np.ndarray
+    hits_grid: np.ndarray
+    hit_rankers: tuple[str, ...]
+    seconds: float
+
+
+@dataclass(eq=False)
+class _Job:
+    """What a replay worker needs; set before forking so workers share it copy-on-write."""
+
+    log: EventLog
+    models: PageModels
+    policies: list[str]
+    requests: Requests
+    protocol: ReplayProtocol
+    half_life: float
+
+
+_JOB: _Job | None = None
+
+
+def _score_requests(indices: list[int]) -> list[dict[str, RequestScore]]:
+    """Build and score every policy's page for the requests at ``indices``."""
+    import time
+
+    job = _JOB
+    assert job is not None
+    models, protocol, requests = job.models, job.protocol, job.requests
+    catalog = models.catalog
+    worlds = WorldCache(job.log, job.half_life, protocol.world_granularity)
+    self_info: dict[int, np.ndarray] = {}
+    out = []
+    for i in indices:
+        uid, t = int(requests.user_ids[i]), int(requests.times[i])
+        user = job.log.user_state(uid, t)
+        world = worlds.at(t)
+        si = self_info.get(world.as_of)
+        if si is None:
+            if len(self_info) > 64:
+                self_info.clear()
+            share = (world.counts + 1.0) / (world.counts.sum() + len(catalog))
+            si = self_info[world.as_of] = -np.log2(share)
+        ctx = RequestContext(user_id=uid, now=t, rows=protocol.rows, cols=protocol.cols)
+        t0 = time.perf_counter()
+        prepared = prepare_request(user, world, models, ctx)
+        shared = (time.perf_counter() - t0) / len(job.policies)
+        scores = {}
+        for p in job.policies:
+            t0 = time.perf_counter()
+            page = build_page(user, world, models, ctx, policy=p, prepared=prepared)
+            seconds = time.perf_counter() - t0 + shared
+            grid, rankers = page_grid(page, models, protocol.rows, protocol.cols)
+            s = score_page(grid, rankers, requests.targets[i], catalog.genre_matrix, si, (protocol.viewport_rows, protocol.viewport_cols))
+            scores[p] = RequestScore(s.values, grid[grid >= 0], s.hits_grid, s.hit_rankers, seconds)
+        out.append(scores)
+    return out
+
+
 def replay(
     log: EventLog,
     models: PageModels,
@@ -121,43 +191,45 @@ def replay(
     half_life: float,
     split_time: int,
     progress: Callable[[int], None] | None = None,
+    workers: int = 1,
 ) -> ReplayResult:
-    """Build and score one page per request and policy."""
+    """Build and score one page per request and policy; ``workers`` > 1 forks that many processes."""
     import time
 
-    catalog = models.catalog
-    gm = catalog.genre_matrix
+    global _JOB
+    started = time.perf_counter()
+    _JOB = _Job(log, models, policies, requests, protocol, half_life)
+    chunk = 16
+    batches = [list(range(a, min(a + chunk, len(requests)))) for a in range(0, len(requests), chunk)]
+    results: list[dict[str, RequestScore]] = []
+    try:
+        if workers > 1 and len(batches) > 1:
+            import multiprocessing as mp
+
+            with mp.get_context("fork").Pool(workers) as pool:
+                for part in pool.imap(_score_requests, batches):
+                    results.extend(part)
+                    if progress is not None:
+                        progress(len(part))
+        else:
+            for batch in batches:
+                part = _score_requests(batch)
+                results.extend(part)
+                if progress is not None:
+                    progress(len(part))
+    finally:
+        _JOB = None
     runs = {p: PolicyRun(p, hit_heat=np.zeros((protocol.rows, protocol.cols))) for p in policies}
-    worlds = WorldCache(log, half_life, protocol.world_granularity)
-    self_info_cache: dict[int, np.ndarray] = {}
-    for i in range(len(requests)):
-        uid, t = int(requests.user_ids[i]), int(requests.times[i])
-        user = log.user_state(uid, t)
-        world = worlds.at(t)
-        si = self_info_cache.get(id(world))
-        if si is None:
-            share = (world.counts + 1.0) / (world.counts.sum() + len(catalog))
-            si = self_info_cache[id(world)] = -np.log2(share)
-            if len(self_info_cache) > 64:
-                self_info_cache.clear()
-        ctx = RequestContext(user_id=uid, now=t, rows=protocol.rows, cols=protocol.cols)
-        t0 = time.perf_counter()
-        prepared = prepare_request(user, world, models, ctx)
-        shared = (time.perf_counter() - t0) / len(policies)
-        for p in policies:
-            t0 = time.perf_counter()
-            page = build_page(user, world, models, ctx, policy=p, prepared=prepared)
-            runs[p].seconds += time.perf_counter() - t0 + shared
-            grid, rankers = page_grid(page, models, protocol.rows, protocol.cols)
-            s = score_page(grid, rankers, requests.targets[i], gm, si, (protocol.viewport_rows, protocol.viewport_cols))
+    for i, scores in enumerate(results):
+        for p, s in scores.items():
             run = runs[p]
             for m, v in s.values.items():
                 run.values[m].append(v)
-            run.shown.append(grid[grid >= 0])
+            run.shown.append(s.shown)
+            run.seconds += s.seconds / max(workers, 1)
             if not requests.cold[i]:
                 run.hit_heat += s.hits_grid
                 for r in s.hit_rankers:
                     run.ranker_hits[r] = run.ranker_hits.get(r, 0) + 1
-        if progress is not None:
-            progress(1)
-    return ReplayResult(protocol, split_time, requests, runs, len(catalog), models.version)
+    wall = time.perf_counter() - started
+    return ReplayResult(protocol, split_time, requests, runs, len(models.catalog), models.version, wall, workers)
