@@ -146,3 +146,58 @@ def write_small_dataset(
     )
     write_dataset(path, source="test", events=events, titles=titles, users=users)
     return path
+
+
+# ---------------------------------------------------------------- serving: a real uvicorn server
+def free_port() -> int:
+    """A free loopback TCP port."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class LiveServer:
+    """A real uvicorn server in a thread, serving ``app`` on loopback (lifespan included)."""
+
+    def __init__(self, app: Any, port: int | None = None) -> None:
+        import uvicorn
+
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning", access_log=False))
+        self.thread: Any = None
+
+    def __enter__(self) -> LiveServer:
+        import threading
+        import time
+
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.thread.start()
+        deadline = time.monotonic() + 60
+        while not self.server.started:
+            if not self.thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("uvicorn did not start")
+            time.sleep(0.02)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=30)
+
+
+@pytest.fixture(scope="session")
+def serving_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A model bundle (rankers only, no page model: cheap) trained on the committed small world."""
+    from homepage.bundle import train_bundle
+    from homepage.config import PageConfig, PipelineConfig
+    from homepage.dataset import load_dataset
+
+    world = Path(__file__).resolve().parents[1] / "fixtures" / "world-small"
+    out = tmp_path_factory.mktemp("serving-models")
+    return train_bundle(load_dataset(world), out, PipelineConfig(page=PageConfig(train_model=False))).path
+
+
+WORLD_SMALL = Path(__file__).resolve().parents[1] / "fixtures" / "world-small"
+__all__ += ["free_port", "LiveServer", "serving_bundle", "WORLD_SMALL"]

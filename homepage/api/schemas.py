@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from homepage.domain import Event, EventKind
 
@@ -87,6 +87,12 @@ class EventIn(BaseModel):
     variant_id: str | None = Field(default=None, max_length=128, pattern=ID_PATTERN)
     propensity: float | None = Field(default=None, gt=0.0, le=1.0)
     idempotency_key: str | None = Field(default=None, min_length=8, max_length=128, pattern=ID_PATTERN)
+
+    @model_validator(mode="after")
+    def _kind_fields(self) -> EventIn:
+        if self.kind == EventKind.RATING and self.stars is None:
+            raise ValueError("stars: required for a rating event")
+        return self
 
     def to_event(self, now: int) -> Event:
         data = self.model_dump(exclude={"idempotency_key"}, exclude_none=True)

@@ -1,0 +1,100 @@
+"""``homepage serve`` (the API under uvicorn) and ``homepage demo`` (generate, train, publish, serve)."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+
+import typer
+
+from homepage.cli import app
+
+WORLD_SMALL = Path(__file__).resolve().parents[2] / "fixtures" / "world-small"
+
+
+def run_server(host: str, port: int, workers: int) -> None:
+    """Run the API with uvicorn; with no ``REDIS_URL`` the embedded Redis is started here, shared by the workers."""
+    import uvicorn
+
+    from homepage.embedded_redis import EmbeddedRedis
+    from homepage.settings import get_settings
+
+    settings = get_settings()
+    emb = None
+    if not settings.redis_url:
+        emb = EmbeddedRedis(settings.embedded_dir)
+        emb.start()  # the workers find it listening and connect to its socket
+    try:
+        uvicorn.run(
+            "homepage.api.app:create_app",
+            factory=True,
+            host=host,
+            port=port,
+            workers=workers,
+            log_level="warning",
+            access_log=False,
+        )
+    finally:
+        if emb is not None:
+            emb.stop()
+
+
+@app.command("serve")
+def serve(
+    host: str = typer.Option("127.0.0.1", "--host", help="Interface to listen on."),
+    port: int = typer.Option(8000, "--port", min=1, max=65535),
+    workers: int = typer.Option(1, "--workers", min=1, max=64, help="uvicorn worker processes."),
+) -> None:
+    """Serve the API against REDIS_URL, or the embedded Redis that `homepage publish` used."""
+    typer.echo(f"serving on http://{host}:{port} (docs at /docs)")
+    run_server(host, port, workers)
+
+
+@app.command("demo")
+def demo(
+    users: int | None = typer.Option(None, "--users", min=10, help="Generate a world of this many users (default: the committed world-small)."),
+    titles: int | None = typer.Option(None, "--titles", min=10, help="Titles of the generated world."),
+    port: int = typer.Option(8000, "--port", min=1, max=65535),
+    var: Path = typer.Option(Path("var"), "--var", help="Where the demo writes its data, models and Redis."),
+) -> None:
+    """The whole chain on the synthetic world: generate, train, publish into an embedded Redis, serve."""
+    import pandas as pd
+
+    from homepage.bundle import train_bundle
+    from homepage.config import PipelineConfig
+    from homepage.dataset import load_dataset
+    from homepage.publish import publish_dataset
+    from homepage.settings import get_settings
+    from homepage.store import connect
+
+    var = var.resolve()
+    if users is None and titles is None:
+        world = WORLD_SMALL
+        typer.echo(f"world: {world} (committed, 2000 users x 1000 titles)")
+    else:
+        from fixtures.world import WorldParams, generate_world, write_world
+
+        world = var / "world"
+        typer.echo(f"generating {users or 2000} users x {titles or 1000} titles into {world}")
+        write_world(generate_world(WorldParams(n_users=users or 2000, n_titles=titles or 1000, seed=7)), world)
+    ds = load_dataset(world)
+    typer.echo("training (rankers and the stage-wise page model; about a minute on the small world)")
+    bundle = train_bundle(ds, var / "models", PipelineConfig(), progress=True)
+    os.environ.setdefault("HOMEPAGE_EMBEDDED_DIR", str(var / "redis"))
+    os.environ.setdefault("HOMEPAGE_MODELS_DIR", str(var / "serving-models"))
+    if not os.environ.get("HOMEPAGE_API_KEY"):
+        os.environ["HOMEPAGE_API_KEY"] = secrets.token_urlsafe(24)
+    get_settings.cache_clear()
+    store = connect(get_settings())
+    try:
+        result = publish_dataset(store, world, models=bundle.path)
+    finally:
+        store.close()
+    typer.echo(f"published {result.meta.version} with bundle {bundle.version}")
+    users_tab: pd.DataFrame = ds.users
+    some = int(users_tab["user_id"].iloc[len(users_tab) // 2])
+    typer.echo(f"try:   curl http://127.0.0.1:{port}/homepage/{some}")
+    typer.echo(f"docs:  http://127.0.0.1:{port}/docs")
+    typer.echo(f"writes need the header X-API-Key: {os.environ['HOMEPAGE_API_KEY']}")
+    run_server("127.0.0.1", port, 1)

@@ -1,0 +1,264 @@
+"""The API over real HTTP (uvicorn on loopback) against real Redis, embedded and REDIS_URL."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from redis_fixtures import BACKENDS, WORLD_SMALL, LiveServer, make_store, test_redis_url
+
+from homepage.api.app import create_app
+from homepage.api.settings import ServeSettings
+from homepage.publish import publish_dataset
+from homepage.settings import Settings
+from homepage.store import RedisStore
+
+API_KEY = "test-key-" + uuid.uuid4().hex
+
+
+@dataclass
+class Api:
+    url: str
+    store: RedisStore
+    settings: Settings
+    version: str
+    client: httpx.Client
+
+    def get(self, path: str, **kw: Any) -> httpx.Response:
+        return self.client.get(path, **kw)
+
+    def write(self, method: str, path: str, **kw: Any) -> httpx.Response:
+        return self.client.request(method, path, headers={"X-API-Key": API_KEY}, **kw)
+
+
+def backend_settings(name: str, request: pytest.FixtureRequest) -> tuple[Settings, Any]:
+    prefix = f"t{uuid.uuid4().hex[:10]}"
+    if name == "embedded":
+        emb = request.getfixturevalue("embedded_redis")
+        return Settings(key_prefix=prefix, embedded_dir=emb.data_dir), request.getfixturevalue("embedded_client")
+    return Settings(redis_url=test_redis_url(), key_prefix=prefix), request.getfixturevalue("url_client")
+
+
+def drop_prefix(client: Any, prefix: str) -> None:
+    keys = list(client.scan_iter(match=f"{prefix}:*", count=1000))
+    for i in range(0, len(keys), 500):
+        client.unlink(*keys[i : i + 500])
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def api(request: pytest.FixtureRequest, serving_bundle: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
+    """The committed small world published with a bundle, served by a live uvicorn server."""
+    settings, client = backend_settings(request.param, request)
+    store = make_store(client, settings)
+    version = publish_dataset(store, WORLD_SMALL, models=serving_bundle).meta.version
+    serve = ServeSettings(
+        api_key=API_KEY,
+        deadline_ms=2000,  # functional tests: never fall back because the shared CI box is busy
+        refresh_seconds=0.3,
+        models_dir=tmp_path_factory.mktemp("unpacked"),
+        max_body_bytes=200_000,
+    )
+    try:
+        with LiveServer(create_app(serve, settings)) as srv, httpx.Client(base_url=srv.url, timeout=30) as http:
+            yield Api(srv.url, store, settings, version, http)
+    finally:
+        drop_prefix(client, settings.key_prefix)
+
+
+def known_user(api: Api) -> int:
+    import pandas as pd
+
+    users = pd.read_parquet(WORLD_SMALL / "users.parquet")
+    return int(users["user_id"].iloc[3])
+
+
+def test_homepage_has_the_documented_fields(api: Api) -> None:
+    u = known_user(api)
+    r = api.get(f"/homepage/{u}", params={"rows": 6, "cols": 5, "device": "tv"})
+    assert r.status_code == 200
+    page = r.json()
+    assert page["user_id"] == u and page["degraded"] is False
+    assert page["store_version"] == api.version and page["model_version"] and page["config_hash"]
+    assert page["world_as_of"] >= page["generated_at"] - 60
+    assert 1 <= len(page["rows"]) <= 6
+    seen: set[int] = set()
+    for row in page["rows"]:
+        assert row["row_id"] and row["ranker"] and row["display_title"] and row["reason"]["kind"]
+        assert 1 <= len(row["titles"]) <= 5
+        for t in row["titles"]:
+            assert t["title_id"] not in seen  # no title twice on a page
+            seen.add(t["title_id"])
+            assert t["name"] and t["variant_id"] and t["image_url"]
+    assert page["request"]["rows"] == 6 and page["request"]["device"] == "tv"
+
+
+@pytest.mark.parametrize("user", [0, 987_654_321, 2**62])
+def test_unknown_users_get_a_page_not_an_error(api: Api, user: int) -> None:
+    r = api.get(f"/homepage/{user}")
+    assert r.status_code == 200
+    page = r.json()
+    assert page["degraded"] is False and len(page["rows"]) >= 2
+    assert {row["ranker"] for row in page["rows"]} & {"trending", "top_n"}
+
+
+def test_profile_shapes_a_new_users_first_page(api: Api) -> None:
+    import pandas as pd
+
+    regions = pd.read_parquet(WORLD_SMALL / "users.parquet")["region"].dropna().unique()
+    region = str(regions[0])
+    user = 900_000_001
+    before = api.get(f"/homepage/{user}").json()
+    assert not any(row["reason"]["region"] == region for row in before["rows"])
+    r = api.write("PUT", f"/users/{user}", json={"region": region, "favourite_genres": []})
+    assert r.status_code == 200 and r.json()["region"] == region
+    after = api.get(f"/homepage/{user}").json()
+    assert any(row["reason"]["region"] == region for row in after["rows"])
+    bad = api.write("PUT", f"/users/{user}", json={"region": region, "favourite_genres": ["No Such Genre"]})
+    assert bad.status_code == 422 and "favourite_genres.0" in bad.json()["detail"]
+
+
+def test_cache_hit_then_a_play_invalidates_it_and_shows_at_once(api: Api) -> None:
+    u = known_user(api) + 1
+    first = api.get(f"/homepage/{u}")
+    again = api.get(f"/homepage/{u}")
+    assert first.headers["x-cache"] == "miss" and again.headers["x-cache"] == "hit"
+    assert again.json()["page_id"] == first.json()["page_id"]
+    shown = [t["title_id"] for row in first.json()["rows"] for t in row["titles"]]
+    title = shown[-1]
+    r = api.write("POST", "/events", json={"user_id": u, "title_id": title, "kind": "play", "progress": 0.4})
+    assert r.status_code == 202 and r.json() == {"accepted": 1, "duplicates": 0}
+    after = api.get(f"/homepage/{u}")
+    assert after.headers["x-cache"] == "miss"
+    rows = after.json()["rows"]
+    cw = [row for row in rows if row["ranker"] == "continue_watching"]
+    assert cw and title in [t["title_id"] for t in cw[0]["titles"]]
+
+
+def test_events_are_in_redis_when_acknowledged_and_retries_are_safe(api: Api) -> None:
+    u = 900_000_002
+    title = int(api.get("/homepage/1").json()["rows"][0]["titles"][0]["title_id"])
+    ev = {"user_id": u, "title_id": title, "kind": "rating", "stars": 4.0, "ts": 1_790_000_000, "idempotency_key": f"k-{uuid.uuid4().hex}"}
+    assert api.write("POST", "/events", json=ev).json() == {"accepted": 1, "duplicates": 0}
+    assert api.write("POST", "/events", json=ev).json() == {"accepted": 0, "duplicates": 1}
+    state = api.store.read_user_state(u, 1_800_000_000, _catalog(api))
+    assert list(state.title_ids) == [title] and float(state.stars[0]) == 4.0
+    batch = [{"user_id": u, "title_id": title, "kind": "impression", "ts": 1_790_000_100 + i} for i in range(300)]
+    r = api.write("POST", "/events", json={"events": batch})
+    assert r.status_code == 202 and r.json()["accepted"] == 300
+    logged = [e for e in api.store.event_entries() if e[1] == u]
+    assert len(logged) == 301
+
+
+def _catalog(api: Api) -> Any:
+    from homepage.bundle import load_bundle
+
+    return load_bundle(api.store.materialize_bundle(api.version, Path(api.settings.embedded_dir).parent / "cat-check")).catalog
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"user_id": -1, "title_id": 1, "kind": "play"}, "user_id"),
+        ({"user_id": 1, "title_id": 1, "kind": "watch"}, "kind"),
+        ({"user_id": 1, "title_id": 1, "kind": "rating"}, "stars"),
+        ({"user_id": 1, "title_id": 1, "kind": "play", "progress": 1.5}, "progress"),
+        ({"user_id": 1, "title_id": 1, "kind": "play", "page_id": "a b"}, "page_id"),
+        ({"user_id": 1, "title_id": 1, "kind": "play", "colour": 1}, "colour"),
+        ({"events": []}, "events"),
+        ({"events": [{"user_id": 1, "title_id": 1, "kind": "play"}] * 1001}, "events"),
+    ],
+)
+def test_bad_events_are_422_naming_the_field(api: Api, body: dict[str, Any], field: str) -> None:
+    r = api.write("POST", "/events", json=body)
+    assert r.status_code == 422, r.text
+    assert field in r.text
+    assert "Traceback" not in r.text
+
+
+@pytest.mark.parametrize(
+    ("path", "field"),
+    [("/homepage/abc", "user_id"), ("/homepage/1?rows=0", "rows"), ("/homepage/1?cols=51", "cols"), ("/homepage/1?device=T%20V", "device"), ("/homepage/1?region=" + "x" * 40, "region")],
+)
+def test_bad_page_parameters_are_422_naming_the_field(api: Api, path: str, field: str) -> None:
+    r = api.get(path)
+    assert r.status_code == 422 and r.json()["detail"].startswith(field)
+
+
+def test_writes_need_the_api_key(api: Api) -> None:
+    ev = {"user_id": 1, "title_id": 1, "kind": "impression"}
+    assert api.client.post("/events", json=ev).status_code == 401
+    wrong = api.client.post("/events", json=ev, headers={"X-API-Key": API_KEY[:-1] + "x"})
+    assert wrong.status_code == 401 and API_KEY not in wrong.text
+    assert api.client.delete("/users/1").status_code == 401
+    assert api.client.post("/admin/reload").status_code == 401
+    assert api.write("POST", "/events", json=ev).status_code == 202
+
+
+def test_bodies_are_bounded(api: Api) -> None:
+    body = b'{"events": [' + b" " * 300_000 + b"]}"
+    r = api.client.post("/events", content=body, headers={"Content-Type": "application/json", "X-API-Key": API_KEY})
+    assert r.status_code == 413
+
+
+def test_titles_and_similar(api: Api) -> None:
+    page = api.get("/homepage/5").json()
+    tid = page["rows"][0]["titles"][0]["title_id"]
+    t = api.get(f"/titles/{tid}").json()
+    assert t["title_id"] == tid and t["name"] and t["variants"]
+    sim = api.get(f"/titles/{tid}/similar", params={"limit": 5}).json()
+    assert 1 <= len(sim["similar"]) <= 5 and tid not in [s["title_id"] for s in sim["similar"]]
+    assert api.get("/titles/99999999").status_code == 404
+
+
+def test_health_and_metrics(api: Api) -> None:
+    assert api.get("/health/live").status_code == 200
+    ready = api.get("/health/ready")
+    assert ready.status_code == 200 and ready.json()["store_version"] == api.version
+    api.get("/homepage/7")
+    api.get("/homepage/7")
+    text = api.get("/metrics").text
+    assert 'homepage_request_seconds_bucket{endpoint="/homepage/{user_id}"' in text
+    assert "homepage_page_cache_hits_total" in text and 'homepage_rows_served_total{ranker="' in text
+    assert "homepage_events_ingested_total" in text
+
+
+def test_delete_user_erases_keys_and_stream_entries(api: Api) -> None:
+    u = 900_000_003
+    api.write("PUT", f"/users/{u}", json={"region": "EU"})
+    api.write("POST", "/events", json={"user_id": u, "title_id": 1, "kind": "play", "progress": 0.5, "ts": 1_790_000_000})
+    api.get(f"/homepage/{u}")
+    r = api.write("DELETE", f"/users/{u}")
+    assert r.status_code == 200 and r.json()["deleted"] >= 3
+    assert not [e for e in api.store.event_entries() if e[1] == u]
+    assert not [e for e in api.store.served_entries() if e[1] == u]
+    assert api.store.read_user_state(u, 1_800_000_000, _catalog(api)).is_cold
+
+
+def test_new_version_is_picked_up_without_restart_and_rollback_returns(api: Api, serving_bundle: Path) -> None:
+    import time
+
+    v2 = publish_dataset(api.store, WORLD_SMALL, models=serving_bundle).meta.version
+
+    def served_version() -> str:
+        return api.get("/homepage/11", params={"rows": 3}).json()["store_version"]
+
+    deadline = time.monotonic() + 10
+    while served_version() != v2 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert served_version() == v2
+    assert api.store.rollback() == api.version
+    r = api.write("POST", "/admin/reload")
+    assert r.status_code == 200 and r.json()["store_version"] == api.version
+    assert served_version() == api.version
+
+
+def test_writes_are_refused_without_a_configured_key(api: Api, tmp_path: Path) -> None:
+    serve = ServeSettings(api_key=None, dev_allow_writes=False, models_dir=tmp_path)
+    with LiveServer(create_app(serve, api.settings)) as srv:
+        r = httpx.post(f"{srv.url}/events", json={"user_id": 1, "title_id": 1, "kind": "impression"})
+        assert r.status_code == 403 and "HOMEPAGE_API_KEY" in r.json()["detail"]
