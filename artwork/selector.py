@@ -247,6 +247,15 @@ class ArtworkSelector:
             explored=(explore & has).reshape(shape),
         )
 
+    def period_start(self, now: int) -> int:
+        """Start of the stability period holding ``now``.
+
+        Build the context passed to ``choose`` from the user's state as of this time (not
+        ``now``), and a play in the middle of a period cannot flip the greedy variant either:
+        the choice then changes only at period boundaries or when exploration is due.
+        """
+        return (int(now) // self.stable_period) * self.stable_period
+
     # ------------------------------------------------------------------ persistence
     def manifest(self) -> dict[str, object]:
         return {
