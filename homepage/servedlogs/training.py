@@ -1,0 +1,158 @@
+"""Page-model training from served logs, with labels corrected for 2-D position bias.
+
+For each served layout the rows are replayed in their served order through the shared page
+loop (``LoggedOrderScorer``), so the stage features are exactly those serving computes. At
+stage s the query group is the served rows placed at s or below; a row's label is its
+estimated value *at slot s*:
+
+- corrected: ``sum over its played titles of theta[s, k] / theta[p, c]``: each play is
+  divided by the examination of the slot (p, c) it was served in (an unbiased estimate of
+  the title's attraction under the position-based model, weights clipped at 1 / floor)
+  and re-discounted by the slot (s, k) the title would take if the row moved up to s;
+- uncorrected: the raw count of plays, as if every slot were equally examined.
+
+Labels are graded per group (``homepage.pagebuilder.training.grade``) for LambdaRank.
+Rows the logging policy never served have no label and stay out of training.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from homepage.domain import RequestContext
+from homepage.errors import HomepageError
+from homepage.eventlog import EventLog
+from homepage.page import PageModels, prepare_request
+from homepage.pagebuilder.candidates import CandidateMatrix
+from homepage.pagebuilder.features import COL, StageView
+from homepage.pagebuilder.loop import assemble
+from homepage.pagebuilder.model import PageModel
+from homepage.pagebuilder.training import StageData, grade
+from homepage.replay.run import WorldCache
+from homepage.servedlogs.layouts import layouts
+from homepage.servedlogs.stagegrid import effective_grid
+
+
+class LoggedOrderScorer:
+    """Places the served rows in their served order (replaying a logged page through the loop)."""
+
+    stagewise = True
+
+    def __init__(self, order: np.ndarray) -> None:
+        self.order = order  # candidate-matrix row index served at each stage
+
+    def score(self, view: StageView, cm: CandidateMatrix) -> np.ndarray:
+        stage = int(view.X[0, COL["stage"]]) if view.X.shape[0] else 0
+        target = self.order[stage] if stage < self.order.size else -1
+        return (view.remaining == target).astype(np.float64)
+
+
+@dataclass(frozen=True)
+class ServedTrainingReport:
+    layouts: int
+    replayed_stages: int
+    groups: int
+    rows: int
+    truncated_layouts: int  # a served row was not among today's candidates, or the rules refused it
+
+
+def served_stage_data(
+    logs: pd.DataFrame,
+    log: EventLog,
+    models: PageModels,
+    theta: np.ndarray | None,
+    half_life: float,
+    floor: float = 0.05,
+    progress: Callable[[int], None] | None = None,
+) -> tuple[StageData, ServedTrainingReport]:
+    """Stage groups from served layouts; ``theta`` (R, C) relative examination, None = uncorrected labels."""
+    catalog = models.catalog
+    worlds = WorldCache(log, half_life, 3600)
+    Xs, ys, sizes, owners = [], [], [], []
+    n_layouts = truncated = stages = 0
+    for li, lay in enumerate(layouts(logs, catalog)):
+        n_layouts += 1
+        R, C = lay.grid.shape
+        user = log.user_state(lay.user_id, lay.ts)
+        world = worlds.at(lay.ts)
+        ctx = RequestContext(user_id=lay.user_id, now=lay.ts, rows=R, cols=C)
+        prep = prepare_request(user, world, models, ctx)
+        cm = CandidateMatrix.build(list(prep.candidates), catalog, models.ranker_vocab, models.kind_vocab, models.allowed)
+        where = {row.row_id: i for i, row in enumerate(cm.rows)}
+        order = []
+        for rid in lay.row_ids:
+            if rid not in where:
+                break
+            order.append(where[rid])
+        order_a = np.array(order, dtype=np.int64)
+        _, traces = assemble(cm, catalog, models.title_stats(world), prep.signals, LoggedOrderScorer(order_a), models.rules, models.ranker_vocab, len(order), C, explain=True)
+        done = 0
+        for s, tr in enumerate(traces):
+            if int(tr.view.remaining[tr.chosen]) != order_a[s]:
+                break  # the rules refused the served order from here on
+            done += 1
+        if done < R:
+            truncated += 1
+        stages += done
+        for s in range(done):
+            view = traces[s].view
+            served_rows = order_a[s:done]
+            pos = {int(ci): s + k for k, ci in enumerate(served_rows)}  # cm row -> served row_index
+            members = np.flatnonzero(np.isin(view.remaining, served_rows))
+            if members.size < 2:
+                continue
+            gains = np.zeros(members.size)
+            grid = effective_grid(view, C)
+            for g, m in enumerate(members):
+                p = pos[int(view.remaining[m])]
+                cols_played = np.flatnonzero(lay.plays[p] > 0)
+                if cols_played.size == 0:
+                    continue
+                if theta is None:
+                    gains[g] = lay.plays[p, cols_played].sum()
+                    continue
+                eff = grid[m]
+                for c in cols_played:
+                    k = np.flatnonzero(eff == lay.grid[p, c])
+                    k = int(k[0]) if k.size else int(c)
+                    gains[g] += lay.plays[p, c] * theta[s, min(k, theta.shape[1] - 1)] / max(theta[p, c], floor)
+            if gains.max() <= 0:
+                continue
+            Xs.append(view.X[members])
+            ys.append(grade(gains))
+            sizes.append(members.size)
+            owners.append(li)
+        if progress is not None:
+            progress(1)
+    if not Xs:
+        raise HomepageError("served log: no stage group with a play; nothing to train on")
+    data = StageData(np.concatenate(Xs), np.concatenate(ys), np.array(sizes, dtype=np.int64), np.array(owners, dtype=np.int64))
+    return data, ServedTrainingReport(n_layouts, stages, int(data.groups.size), int(data.y.size), truncated)
+
+
+def train_from_served_logs(
+    logs: pd.DataFrame,
+    log: EventLog,
+    models: PageModels,
+    theta: np.ndarray | None,
+    half_life: float,
+    num_rounds: int = 200,
+    floor: float = 0.05,
+    progress: Callable[[int], None] | None = None,
+) -> tuple[PageModel, ServedTrainingReport]:
+    """Fit a page model on served layouts (corrected labels when ``theta`` is given)."""
+    data, report = served_stage_data(logs, log, models, theta, half_life, floor, progress)
+    model = PageModel.fit(
+        data.X,
+        data.y,
+        data.groups,
+        models.ranker_vocab,
+        models.kind_vocab,
+        num_rounds=num_rounds,
+        extra_manifest={"source": "served_logs", "position_correction": theta is not None, "training": report.__dict__},
+    )
+    return model, report
