@@ -7,14 +7,14 @@ from typing import Annotated
 
 from fastapi import APIRouter, Body, Depends, HTTPException, Path, Request
 
-from homepage.api.schemas import MAX_ID, ErrorOut, EventBatch, EventIn, EventsAccepted, ProfileIn, ProfileOut
+from homepage.api.schemas import COMMON_RESPONSES, MAX_ID, ErrorOut, EventBatch, EventIn, EventsAccepted, ProfileIn, ProfileOut
 from homepage.api.security import require_api_key
 from homepage.service import PageService
 from homepage.store import StoreError, StoreUnavailable
 
-router = APIRouter(dependencies=[Depends(require_api_key)])
+router = APIRouter(dependencies=[Depends(require_api_key)], responses=COMMON_RESPONSES)
 UserId = Annotated[int, Path(ge=0, le=MAX_ID, description="user id")]
-WRITE_ERRORS = {401: {"model": ErrorOut}, 403: {"model": ErrorOut}, 413: {"model": ErrorOut}, 422: {"model": ErrorOut}, 503: {"model": ErrorOut}}
+WRITE_ERRORS = {401: {"model": ErrorOut}, 403: {"model": ErrorOut}, 413: {"model": ErrorOut}, 503: {"model": ErrorOut}}
 
 
 def _service(request: Request) -> PageService:

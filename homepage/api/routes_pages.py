@@ -10,6 +10,7 @@ import numpy as np
 from fastapi import APIRouter, HTTPException, Path, Query, Request, Response
 
 from homepage.api.schemas import (
+    COMMON_RESPONSES,
     DEVICE_PATTERN,
     MAX_ID,
     REGION_PATTERN,
@@ -23,7 +24,7 @@ from homepage.api.schemas import (
 from homepage.service import PageParams, PageService
 from homepage.store import StoreUnavailable
 
-router = APIRouter()
+router = APIRouter(responses=COMMON_RESPONSES)
 UserId = Annotated[int, Path(ge=0, le=MAX_ID, description="user id")]
 TitleId = Annotated[int, Path(ge=0, le=MAX_ID, description="title id")]
 JSON = "application/json"
@@ -36,7 +37,7 @@ def _service(request: Request) -> PageService:
 @router.get(
     "/homepage/{user_id}",
     response_model=PageOut,
-    responses={200: {"model": PageOut}, 422: {"model": ErrorOut}},
+    responses={200: {"model": PageOut}},
     summary="The user's homepage: rows of titles with artwork",
 )
 async def homepage(

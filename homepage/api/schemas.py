@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -161,3 +161,18 @@ class Health(BaseModel):
 
 class ErrorOut(BaseModel):
     detail: str
+
+
+class FieldError(BaseModel):
+    field: str
+    message: str
+
+
+class InvalidOut(BaseModel):
+    """422: the request does not validate; ``detail`` names the field(s)."""
+
+    detail: str
+    errors: list[FieldError] = Field(default_factory=list)
+
+
+COMMON_RESPONSES: dict[int | str, dict[str, Any]] = {400: {"model": ErrorOut}, 413: {"model": ErrorOut}, 422: {"model": InvalidOut}}
