@@ -37,6 +37,7 @@ class ServiceConfig:
 
     deadline_seconds: float = 0.05
     page_cache_seconds: int = 30
+    cache_reads: bool = True  # False: the cache is still read (same round trip) and written, but ignored
     policy: str | None = None  # None: stage-wise when the bundle has a page model, else row-ranking
     refresh_seconds: float = 2.0
     models_dir: Path = Path("var/serving-models")
@@ -156,8 +157,11 @@ class PageService:
         if cur is None:
             raise StoreUnavailable("no model loaded yet")
         field_ = params.cache_field(cur.policy)
-        cached, user = self.store.read_request(user_id, now, cur.models.catalog, field_, cur.store_version)
-        if cached is not None:
+        cached, user = self.store.read_request(
+            user_id, now, cur.models.catalog, field_, cur.store_version, use_cache=self.config.cache_reads
+        )
+        if user is None:
+            assert cached is not None
             return PageResult(cached, degraded=False, cache_hit=True)
         hour = (now // 3600) % 24
         ctx = RequestContext(user_id, now, params.rows, params.cols, params.device, hour, params.region)

@@ -730,14 +730,19 @@ class RedisStore:
 
     @_guarded
     def read_request(
-        self, user_id: int, now: int, catalog: Catalog, cache_field: str, version: str
-    ) -> tuple[bytes | None, UserState]:
-        """A page request's one round-trip: the cached page for ``cache_field`` (or None) and the user's state."""
+        self, user_id: int, now: int, catalog: Catalog, cache_field: str, version: str, *, use_cache: bool = True
+    ) -> tuple[bytes | None, UserState | None]:
+        """A page request's one round-trip: the cached page for ``cache_field`` and the user's state.
+
+        On a cache hit (with ``use_cache``) the state is not parsed and None is returned for it.
+        """
         pipe = self.client.pipeline(transaction=False)
         pipe.hget(self.keys.page(version, user_id), cache_field)
         pipe.get(self.keys.hist(version, user_id))
         pipe.hgetall(self.keys.profile(version, user_id))
         cached, raw_hist, profile = pipe.execute()
+        if cached is not None and use_cache:
+            return cached, None
         return cached, _user_state(user_id, now, catalog, raw_hist, profile)
 
     @_guarded

@@ -262,3 +262,38 @@ def test_writes_are_refused_without_a_configured_key(api: Api, tmp_path: Path) -
     with LiveServer(create_app(serve, api.settings)) as srv:
         r = httpx.post(f"{srv.url}/events", json={"user_id": 1, "title_id": 1, "kind": "impression"})
         assert r.status_code == 403 and "HOMEPAGE_API_KEY" in r.json()["detail"]
+
+
+def test_served_pages_export_with_attributed_plays(api: Api, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from typer.testing import CliRunner
+
+    from homepage.cli import _register, app
+    from homepage.servedlogs.schema import read_served_logs
+    from homepage.settings import get_settings
+
+    u = 900_000_004
+    page = api.get(f"/homepage/{u}", params={"rows": 3, "cols": 4}).json()
+    row = page["rows"][1]
+    title = row["titles"][2]
+    play = {"user_id": u, "title_id": title["title_id"], "kind": "play", "progress": 0.9, "page_id": page["page_id"],
+            "row_id": row["row_id"], "row_index": 1, "col_index": 2, "variant_id": title["variant_id"]}
+    assert api.write("POST", "/events", json=play).status_code == 202
+    monkeypatch.setenv("HOMEPAGE_KEY_PREFIX", api.settings.key_prefix)
+    if api.settings.redis_url:
+        monkeypatch.setenv("REDIS_URL", api.settings.redis_url)
+    else:
+        monkeypatch.delenv("REDIS_URL", raising=False)
+        monkeypatch.setenv("HOMEPAGE_EMBEDDED_DIR", str(api.settings.embedded_dir))
+    get_settings.cache_clear()
+    try:
+        _register()
+        out = tmp_path / "served.parquet"
+        res = CliRunner().invoke(app, ["logs", "export", "--out", str(out)])
+        assert res.exit_code == 0, res.output
+    finally:
+        get_settings.cache_clear()
+    logs = read_served_logs(out)
+    mine = logs[logs["page_id"] == page["page_id"]]
+    assert len(mine) == sum(len(r["titles"]) for r in page["rows"])
+    played = mine[mine["played"] == 1]
+    assert played[["row_index", "col_index", "title_id"]].values.tolist() == [[1, 2, title["title_id"]]]

@@ -24,6 +24,7 @@ class ServeSettings(BaseSettings):
     )
     deadline_ms: float = Field(default=50.0, gt=0, le=60_000, description="per-request deadline of GET /homepage")
     page_cache_seconds: int = Field(default=30, ge=1, le=86_400)
+    page_cache_reads: bool = Field(default=True, description="off: every request builds its page (benchmarks of the miss path)")
     policy: str | None = Field(default=None, description="page policy; default stage-wise when the bundle has a page model")
     refresh_seconds: float = Field(default=2.0, gt=0, le=3600, description="how often the world state and active version are re-read")
     redis_timeout: float = Field(default=0.25, gt=0, le=60, description="Redis socket timeout of the API (short: a hung Redis must not hold requests)")
@@ -36,6 +37,7 @@ class ServeSettings(BaseSettings):
         return ServiceConfig(
             deadline_seconds=self.deadline_ms / 1000.0,
             page_cache_seconds=self.page_cache_seconds,
+            cache_reads=self.page_cache_reads,
             policy=self.policy,
             refresh_seconds=self.refresh_seconds,
             models_dir=self.models_dir,

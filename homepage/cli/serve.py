@@ -98,3 +98,27 @@ def demo(
     typer.echo(f"docs:  http://127.0.0.1:{port}/docs")
     typer.echo(f"writes need the header X-API-Key: {os.environ['HOMEPAGE_API_KEY']}")
     run_server("127.0.0.1", port, 1)
+
+
+logs_app = typer.Typer(help="Served-page logs.", no_args_is_help=True)
+app.add_typer(logs_app, name="logs")
+
+
+@logs_app.command("export")
+def logs_export(out: Path = typer.Option(..., "--out", help="Parquet file to write (served-log format).")) -> None:
+    """Export served pages joined with their attributed plays, for replay and training."""
+    from homepage.errors import HomepageError
+    from homepage.logs_export import served_impressions
+    from homepage.servedlogs.schema import write_served_logs
+    from homepage.settings import get_settings
+    from homepage.store import connect
+
+    if out.suffix != ".parquet":
+        raise HomepageError(f"--out {out}: must end in .parquet")
+    store = connect(get_settings())
+    try:
+        frame = served_impressions(store.served_entries(), store.event_entries())
+    finally:
+        store.close()
+    write_served_logs(frame, out)
+    typer.echo(f"{out}: {frame['page_id'].nunique()} pages, {len(frame)} impressions, {int(frame['played'].sum())} attributed plays")

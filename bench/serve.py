@@ -1,0 +1,246 @@
+"""Serving benchmark: throughput and p50/p99 latency of the API on loopback, against a floor from the same run.
+
+For 1 and 2 uvicorn workers it measures, with a closed-loop load generator (client
+processes x keep-alive threads):
+
+- ``floor``: ``GET /bench/floor/{u}``, a precomputed page of the same size read straight
+  from Redis by the same app (one GET, no page building): the ceiling of the stack;
+- ``homepage miss``: ``GET /homepage/{u}`` with cache reads off (the server still does the
+  pipelined read, builds, caches and logs the page);
+- ``homepage miss @50%``: the same at half the measured maximum, open loop, for p99;
+- ``homepage hit``: ``GET /homepage/{u}`` with the page cache warm;
+- ``events``: ``POST /events`` in batches of 100.
+
+Targets on 2 cores: miss >= 25% of floor throughput, hit >= 75%, p99 <= 25 ms at half
+load, events >= 5,000/s. Usage::
+
+    python bench/serve.py [--models BUNDLE] [--seconds 5] [--workers 1 2] [--json OUT]
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+WORLD = ROOT / "fixtures" / "world-small"
+API_KEY = "bench-" + uuid.uuid4().hex
+N_USERS = 2000
+
+
+# ------------------------------------------------------------------ load generation (client processes)
+def _worker(port: int, kind: str, seconds: float, threads: int, rate: float | None, seed: int) -> list[float]:
+    """One client process: ``threads`` keep-alive connections; closed loop, or open loop at ``rate`` req/s."""
+    lat: list[float] = []
+    lock = threading.Lock()
+    stop_at = time.monotonic() + seconds
+
+    def run(t: int) -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        rng = np.random.default_rng(seed * 1000 + t)
+        mine: list[float] = []
+        interval = threads / rate if rate else 0.0
+        next_at = time.monotonic() + rng.uniform(0, interval) if rate else 0.0
+        n = 0
+        while True:
+            now = time.monotonic()
+            if now >= stop_at:
+                break
+            if rate:
+                if now < next_at:
+                    time.sleep(next_at - now)
+                next_at += interval
+            u = int(rng.integers(1, N_USERS + 1))
+            n += 1
+            if kind == "events":
+                body = json.dumps(
+                    {"events": [{"user_id": int(rng.integers(1, N_USERS + 1)), "title_id": int(rng.integers(1, 1000)), "kind": "impression", "ts": 1_790_000_000 + n} for _ in range(100)]}
+                )
+                t0 = time.perf_counter()
+                conn.request("POST", "/events", body, {"Content-Type": "application/json", "X-API-Key": API_KEY})
+            else:
+                path = f"/bench/floor/{u}" if kind == "floor" else f"/homepage/{u}"
+                t0 = time.perf_counter()
+                conn.request("GET", path)
+            r = conn.getresponse()
+            r.read()
+            dt = time.perf_counter() - t0
+            if r.status >= 500 or (kind == "events" and r.status != 202) or (kind != "events" and r.status != 200):
+                dt = -dt  # an error: counted apart
+            mine.append(dt)
+        conn.close()
+        with lock:
+            lat.extend(mine)
+
+    ths = [threading.Thread(target=run, args=(t,)) for t in range(threads)]
+    for th in ths:
+        th.start()
+    for th in ths:
+        th.join()
+    return lat
+
+
+def load(port: int, kind: str, seconds: float, procs: int, threads: int, rate: float | None = None) -> dict[str, float]:
+    with ProcessPoolExecutor(procs) as ex:
+        futs = [ex.submit(_worker, port, kind, seconds, threads, rate / procs if rate else None, i) for i in range(procs)]
+        lat = np.array([x for f in futs for x in f.result()])
+    ok = lat[lat > 0]
+    per = 100 if kind == "events" else 1
+    return {
+        "requests_per_s": ok.size / seconds,
+        "items_per_s": ok.size * per / seconds,
+        "p50_ms": float(np.percentile(ok, 50) * 1000) if ok.size else float("nan"),
+        "p99_ms": float(np.percentile(ok, 99) * 1000) if ok.size else float("nan"),
+        "errors": int((lat < 0).sum()),
+        "n": int(ok.size),
+    }
+
+
+# ------------------------------------------------------------------ server
+def start_server(workers: int, port: int, env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "uvicorn", "homepage.api.app:create_app", "--factory", "--host", "127.0.0.1", "--port", str(port),
+         "--workers", str(workers), "--log-level", "warning", "--no-access-log"],
+        env=env, stdout=subprocess.DEVNULL, stderr=open(log, "ab"),
+    )
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        try:
+            c = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+            c.request("GET", "/health/ready")
+            if c.getresponse().status == 200:
+                return proc
+        except OSError:
+            pass
+        if proc.poll() is not None:
+            raise SystemExit(f"server exited: see {log}")
+        time.sleep(0.2)
+    proc.terminate()
+    raise SystemExit(f"server not ready in 120 s: see {log}")
+
+
+def stop_server(proc: subprocess.Popen[bytes]) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+# ------------------------------------------------------------------ main
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--models", type=Path, help="model bundle to serve (default: train one on world-small with a small page model)")
+    ap.add_argument("--seconds", type=float, default=5.0)
+    ap.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    ap.add_argument("--procs", type=int, default=2, help="client processes")
+    ap.add_argument("--threads", type=int, default=4, help="keep-alive connections per client process")
+    ap.add_argument("--deadline-ms", type=float, default=1000.0, help="server deadline (high: measure building, not falling back)")
+    ap.add_argument("--json", type=Path, help="write the table here")
+    args = ap.parse_args()
+
+    from homepage.embedded_redis import EmbeddedRedis
+    from homepage.publish import publish_dataset
+    from homepage.settings import Settings
+    from homepage.store import connect
+
+    work = Path(tempfile.mkdtemp(prefix="bench-serve-"))
+    models = args.models
+    if models is None:
+        from homepage.bundle import train_bundle
+        from homepage.config import PageConfig, PipelineConfig
+        from homepage.dataset import load_dataset
+
+        print("training a bundle on world-small (small page model) ...", flush=True)
+        cfg = PipelineConfig(page=PageConfig(max_requests=300, num_rounds=50))
+        models = train_bundle(load_dataset(WORLD), work / "models", cfg).path
+    emb = EmbeddedRedis(work / "redis")
+    emb.start()
+    settings = Settings(key_prefix="bench", embedded_dir=work / "redis")
+    store = connect(settings)
+    publish_dataset(store, WORLD, models=models)
+    env = {
+        **os.environ,
+        "HOMEPAGE_EMBEDDED_DIR": str(work / "redis"),
+        "HOMEPAGE_KEY_PREFIX": "bench",
+        "HOMEPAGE_API_KEY": API_KEY,
+        "HOMEPAGE_MODELS_DIR": str(work / "unpacked"),
+        "HOMEPAGE_BENCH_ENDPOINTS": "1",
+        "HOMEPAGE_DEADLINE_MS": str(args.deadline_ms),
+        "HOMEPAGE_PAGE_CACHE_SECONDS": "600",
+        "OPENBLAS_NUM_THREADS": "1",
+    }
+    env.pop("REDIS_URL", None)
+    rows: list[dict[str, object]] = []
+    try:
+        for workers in args.workers:
+            port = free_port()
+            # forced misses: the server ignores what the cache read returns
+            proc = start_server(workers, port, {**env, "HOMEPAGE_PAGE_CACHE_READS": "0"}, work / "api.log")
+            try:
+                page = _get(port, "/homepage/1")
+                store.put_floor_page(page)  # a real page of the same size
+                load(port, "floor", 1.0, args.procs, args.threads)  # warm up
+                load(port, "miss", 1.0, args.procs, args.threads)
+                floor = load(port, "floor", args.seconds, args.procs, args.threads)
+                miss = load(port, "miss", args.seconds, args.procs, args.threads)
+                half = load(port, "miss", args.seconds, args.procs, args.threads, rate=miss["requests_per_s"] / 2)
+            finally:
+                stop_server(proc)
+            proc = start_server(workers, port, env, work / "api.log")
+            try:
+                load(port, "hit", max(args.seconds, 2.0), args.procs, args.threads)  # warm: every user cached
+                hit = load(port, "hit", args.seconds, args.procs, args.threads)
+                events = load(port, "events", args.seconds, args.procs, args.threads)
+            finally:
+                stop_server(proc)
+            for name, r in (("floor", floor), ("homepage miss", miss), ("homepage miss @50%", half), ("homepage hit", hit), ("events (x100)", events)):
+                ratio = r["requests_per_s"] / floor["requests_per_s"] if name.startswith(("homepage", "floor")) else float("nan")
+                rows.append({"workers": workers, "endpoint": name, **r, "vs_floor": ratio})
+                print(
+                    f"workers={workers}  {name:20s} {r['requests_per_s']:8.1f} req/s  {r['items_per_s']:9.1f} items/s  "
+                    f"p50 {r['p50_ms']:7.2f} ms  p99 {r['p99_ms']:7.2f} ms  errors {r['errors']}  vs floor {ratio:5.1%}",
+                    flush=True,
+                )
+    finally:
+        store.close()
+        emb.stop()
+        shutil.rmtree(work, ignore_errors=True)
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(rows, indent=2))
+
+
+def _get(port: int, path: str) -> bytes:
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    c.request("GET", path)
+    r = c.getresponse()
+    body = r.read()
+    if r.status != 200:
+        raise SystemExit(f"GET {path}: {r.status} {body[:200]!r}")
+    return body
+
+
+if __name__ == "__main__":
+    main()
