@@ -67,18 +67,21 @@ def spd_inverse(g: np.ndarray) -> np.ndarray:
     return np.triu(p) + np.triu(p, 1).T
 
 
-def prune_rows(b: np.ndarray, items: np.ndarray, n_titles: int, k: int) -> sp.csr_matrix:
-    """Keep the ``k`` largest positive weights in each row of ``b`` as a (n_titles, n_titles) CSR.
+def prune_rows(b: np.ndarray, items: np.ndarray, n_titles: int, k: int, *, keep_negative: bool = False) -> sp.csr_matrix:
+    """Keep the ``k`` largest weights in each row of ``b`` as a (n_titles, n_titles) CSR.
 
-    Row i holds what a play of title ``items[i]`` adds to every other title's score.
+    Row i holds what a play of title ``items[i]`` adds to every other title's score. By
+    default only positive weights are ranked and kept; ``keep_negative`` ranks by magnitude
+    and keeps both signs (EASE's negative weights push down titles the history argues against).
     """
     n = b.shape[0]
     k = int(min(k, max(n - 1, 1)))
     if n == 0:
         return sp.csr_matrix((n_titles, n_titles), dtype=np.float32)
-    top = np.argpartition(-b, k - 1, axis=1)[:, :k] if k < n else np.tile(np.arange(n), (n, 1))
+    key = -np.abs(b) if keep_negative else -b
+    top = np.argpartition(key, k - 1, axis=1)[:, :k] if k < n else np.tile(np.arange(n), (n, 1))
     w = np.take_along_axis(b, top, axis=1)
-    keep = w > 0
+    keep = w != 0 if keep_negative else w > 0
     r = np.repeat(items, keep.sum(axis=1))
     c = items[top[keep]]
     m = sp.csr_matrix((w[keep].astype(np.float32), (r, c)), shape=(n_titles, n_titles), dtype=np.float32)

@@ -57,6 +57,7 @@ class PersonalizedConfig(RankerConfig):
     ease_min_count: int = Field(default=2, ge=1, description="titles with fewer training users get no item model")
     ease_max_items: int = Field(default=6000, ge=1, le=30_000, description="most popular titles in the item model")
     neighbours: int = Field(default=200, ge=1, le=5000, description="item-model weights kept per title")
+    keep_negative: bool = Field(default=True, description="keep negative item-model weights (by magnitude)")
     history_half_life: float = Field(default=0.0, ge=0.0, description="interactions; 0 = no recency decay")
     max_history: int = Field(default=500, ge=1, le=100_000, description="most recent distinct titles used")
     weight_item: float = Field(default=1.0, ge=0.0)
@@ -90,7 +91,7 @@ class PersonalizedRanker(Ranker):
             iterations=c.als_iterations, seed=c.seed,
         )
         items, b = fit_ease(x, c.ease_lambda, min_count=c.ease_min_count, max_items=c.ease_max_items)
-        self.item_model_ = prune_rows(b, items, n_titles, c.neighbours)
+        self.item_model_ = prune_rows(b, items, n_titles, c.neighbours, keep_negative=c.keep_negative)
         age_days = (int(data.until) - ts).astype(np.float64) / 86_400.0
         pop = np.log1p(np.bincount(title_idx, weights=np.exp2(-age_days / c.popularity_half_life_days), minlength=n_titles))
         self.prior_ = (pop / max(pop.max(initial=0.0), 1e-12)).astype(np.float32)
@@ -130,10 +131,10 @@ class PersonalizedRanker(Ranker):
             return s
         if c.weight_item > 0:
             si = sparse_scores(self.item_model_, items, w, self.n_titles)
-            nz = np.flatnonzero(si > 0)  # the item model touches few titles: add only those
-            if nz.size:
-                vals = si[nz]
-                s[nz] += (vals * (c.weight_item / vals.max())).astype(np.float32)
+            nz = np.flatnonzero(si)  # the item model touches few titles: add only those
+            top = float(si.max(initial=0.0)) if nz.size else 0.0
+            if top > 0:
+                s[nz] += (si[nz] * (c.weight_item / top)).astype(np.float32)
         if c.weight_mf > 0:
             sm = self.item_factors_ @ self.fold_.user_vector(items, w)
             top = max(float(sm.max(initial=0.0)), -float(sm.min(initial=0.0)))
