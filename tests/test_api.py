@@ -297,3 +297,38 @@ def test_served_pages_export_with_attributed_plays(api: Api, tmp_path: Path, mon
     assert len(mine) == sum(len(r["titles"]) for r in page["rows"])
     played = mine[mine["played"] == 1]
     assert played[["row_index", "col_index", "title_id"]].values.tolist() == [[1, 2, title["title_id"]]]
+
+
+def test_homepage_serve_command_serves_the_published_version(api: Api, tmp_path: Path) -> None:
+    import os
+    import shutil
+    import subprocess
+    import time
+
+    from redis_fixtures import free_port
+
+    port = free_port()
+    env = {**os.environ, "HOMEPAGE_KEY_PREFIX": api.settings.key_prefix, "HOMEPAGE_MODELS_DIR": str(tmp_path), "OPENBLAS_NUM_THREADS": "1"}
+    if api.settings.redis_url:
+        env["REDIS_URL"] = api.settings.redis_url
+    else:
+        env.pop("REDIS_URL", None)
+        env["HOMEPAGE_EMBEDDED_DIR"] = str(api.settings.embedded_dir)
+    exe = shutil.which("homepage") or str(Path(__import__("sys").executable).parent / "homepage")
+    proc = subprocess.Popen([exe, "serve", "--port", str(port)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                r = httpx.get(f"http://127.0.0.1:{port}/health/ready", timeout=2)
+                if r.status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert proc.poll() is None and time.monotonic() < deadline, "homepage serve did not become ready"
+            time.sleep(0.1)
+        page = httpx.get(f"http://127.0.0.1:{port}/homepage/42", timeout=10).json()
+        assert page["store_version"] == api.store.active_version() and page["rows"]
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
