@@ -5,7 +5,8 @@ Randomised pages (a ``random_share`` of them) show the logging policy's rows in 
 random order with the titles shuffled within each row (``shuffle_page``): what is shown no
 longer depends on where, so on those pages a slot's click-through rate is proportional to
 its examination probability, which ``homepage.servedlogs.examination`` estimates. A built
-page can be served to several visits (the page cache), each sampled independently.
+page can be served to several visits (the page cache), each sampled independently; a
+randomised page is reshuffled for every visit.
 """
 
 from __future__ import annotations
@@ -79,30 +80,37 @@ def simulate_served_logs(
         ctx = RequestContext(user_id=uid, now=t, rows=spec.rows, cols=spec.cols)
         prep = prepare_request(user, world, models, ctx)
         page = build_page(user, world, models, ctx, policy=spec.policy, prepared=prep)
-        placed, props, policy = list(page.rows), [1.0] * len(page.rows), spec.policy
-        if randomised[i]:
-            placed, props = shuffle_page(placed, rng)
-            policy = RANDOM_POLICY
-        if not placed:
-            continue
-        grid = np.full((len(placed), spec.cols), -1, dtype=np.int64)
-        for r, row in enumerate(placed):
-            grid[r, : len(row.title_ids)] = row.title_ids[: spec.cols]
-        variants = None
-        if any(row.variant_ids for row in placed):
-            variants = np.full(grid.shape, "", dtype=object)
-            for r, row in enumerate(placed):
-                variants[r, : len(row.variant_ids)] = row.variant_ids[: spec.cols]
-        _, plays = sim.sample_visits(uid, grid, variants, spec.visits_per_page, rng)
-        for v in range(spec.visits_per_page):
-            _append(cols, plays[v], grid, variants, placed, props, uid, t, policy, page_id_for(uid, t, policy, models.version, nonce=f"{i}.{v}"))
         if progress is not None:
             progress(1)
+        if not page.rows:
+            continue
+        for v in range(spec.visits_per_page):
+            placed, props, policy = list(page.rows), [1.0] * len(page.rows), spec.policy
+            if randomised[i]:  # a fresh shuffle per visit: each page's content visits every slot
+                placed, props = shuffle_page(placed, rng)
+                policy = RANDOM_POLICY
+            grid, variants = _grids(placed, spec.cols)
+            _, played = sim.sample(uid, grid, variants, rng)
+            pid = page_id_for(uid, t, policy, models.version, nonce=f"{i}.{v}")
+            _append(cols, played, grid, variants, placed, props, uid, t, policy, pid)
     frame = pd.DataFrame(cols)
     frame["played"] = frame["played"].astype(np.int8)
     frame["row_index"] = frame["row_index"].astype(np.int32)
     frame["col_index"] = frame["col_index"].astype(np.int32)
     return frame
+
+
+def _grids(placed: list[PlacedRow], cols: int) -> tuple[np.ndarray, np.ndarray | None]:
+    """Title ids (-1 empty) and variant ids (None without artwork) of a page as (R, C) grids."""
+    grid = np.full((len(placed), cols), -1, dtype=np.int64)
+    for r, row in enumerate(placed):
+        grid[r, : min(len(row.title_ids), cols)] = row.title_ids[:cols]
+    if not any(row.variant_ids for row in placed):
+        return grid, None
+    variants = np.full(grid.shape, "", dtype=object)
+    for r, row in enumerate(placed):
+        variants[r, : min(len(row.variant_ids), cols)] = row.variant_ids[:cols]
+    return grid, variants
 
 
 def _append(

@@ -1,7 +1,7 @@
 """The (rows x columns) grid of titles each remaining row would show at a stage.
 
-``StageView`` is being reworked (a dense ``effective`` array, or ``titles``/``take``/``rank``
-with an ``effective(j)`` method); this adapter reads either, so the served-log code does
+``StageView`` is being reworked (a dense ``effective`` array, or an ``effective(j)`` method
+over lazily kept arrays); this adapter reads either through the public attribute only, so the served-log code does
 not depend on which one is installed.
 """
 
@@ -20,10 +20,8 @@ def effective_grid(view: StageView, cols: int) -> np.ndarray:
         if out.shape[1] < cols:
             out = np.pad(out, ((0, 0), (0, cols - out.shape[1])), constant_values=-1)
         return out
-    take = np.asarray(view.take)  # type: ignore[attr-defined]
-    rank = np.asarray(view.rank)  # type: ignore[attr-defined]
-    titles = np.asarray(view.titles)  # type: ignore[attr-defined]
     out = np.full((view.remaining.size, cols), -1, dtype=np.int64)
-    rr, ll = np.nonzero(take & (rank < cols))
-    out[rr, rank[rr, ll]] = titles[rr, ll]
+    for j in range(view.remaining.size):
+        titles = np.asarray(eff(j))[:cols]
+        out[j, : titles.size] = titles
     return out

@@ -31,6 +31,7 @@ from homepage.pagebuilder.candidates import CandidateMatrix
 from homepage.pagebuilder.features import COL, StageView
 from homepage.pagebuilder.loop import assemble
 from homepage.pagebuilder.model import PageModel
+from homepage.pagebuilder.rules import MaturityRule, MaxRowsRule, MinTitlesRule
 from homepage.pagebuilder.training import StageData, grade
 from homepage.replay.run import WorldCache
 from homepage.servedlogs.layouts import layouts
@@ -70,26 +71,47 @@ def served_stage_data(
     progress: Callable[[int], None] | None = None,
 ) -> tuple[StageData, ServedTrainingReport]:
     """Stage groups from served layouts; ``theta`` (R, C) relative examination, None = uncorrected labels."""
+    data, report = served_stage_data_multi(logs, log, models, [theta], half_life, floor, progress)
+    return data[0], report
+
+
+def served_stage_data_multi(
+    logs: pd.DataFrame,
+    log: EventLog,
+    models: PageModels,
+    thetas: list[np.ndarray | None],
+    half_life: float,
+    floor: float = 0.05,
+    progress: Callable[[int], None] | None = None,
+) -> tuple[list[StageData], ServedTrainingReport]:
+    """``served_stage_data`` for several label schemes at once (the stage features are shared)."""
     catalog = models.catalog
     worlds = WorldCache(log, half_life, 3600)
-    Xs, ys, sizes, owners = [], [], [], []
+    replay_rules = models.rules.model_copy(update={"rules": tuple(r for r in models.rules.rules if isinstance(r, (MaxRowsRule, MinTitlesRule, MaturityRule)))})
+    Xs: list[list[np.ndarray]] = [[] for _ in thetas]
+    ys: list[list[np.ndarray]] = [[] for _ in thetas]
+    sizes: list[list[int]] = [[] for _ in thetas]
+    owners: list[list[int]] = [[] for _ in thetas]
     n_layouts = truncated = stages = 0
+    cached: tuple | None = None
     for li, lay in enumerate(layouts(logs, catalog)):
         n_layouts += 1
         R, C = lay.grid.shape
-        user = log.user_state(lay.user_id, lay.ts)
-        world = worlds.at(lay.ts)
-        ctx = RequestContext(user_id=lay.user_id, now=lay.ts, rows=R, cols=C)
-        prep = prepare_request(user, world, models, ctx)
-        cm = CandidateMatrix.build(list(prep.candidates), catalog, models.ranker_vocab, models.kind_vocab, models.allowed)
-        where = {row.row_id: i for i, row in enumerate(cm.rows)}
+        if cached is None or cached[0] != (lay.user_id, lay.ts, R, C):  # layouts of one request are adjacent
+            user = log.user_state(lay.user_id, lay.ts)
+            world = worlds.at(lay.ts)
+            ctx = RequestContext(user_id=lay.user_id, now=lay.ts, rows=R, cols=C)
+            prep = prepare_request(user, world, models, ctx)
+            cm = CandidateMatrix.build(list(prep.candidates), catalog, models.ranker_vocab, models.kind_vocab, models.allowed)
+            cached = ((lay.user_id, lay.ts, R, C), world, prep, cm, {row.row_id: i for i, row in enumerate(cm.rows)})
+        _, world, prep, cm, where = cached
         order = []
         for rid in lay.row_ids:
             if rid not in where:
                 break
             order.append(where[rid])
         order_a = np.array(order, dtype=np.int64)
-        _, traces = assemble(cm, catalog, models.title_stats(world), prep.signals, LoggedOrderScorer(order_a), models.rules, models.ranker_vocab, len(order), C, explain=True)
+        _, traces = assemble(cm, catalog, models.title_stats(world), prep.signals, LoggedOrderScorer(order_a), replay_rules, models.ranker_vocab, len(order), C, explain=True)
         done = 0
         for s, tr in enumerate(traces):
             if int(tr.view.remaining[tr.chosen]) != order_a[s]:
@@ -105,33 +127,44 @@ def served_stage_data(
             members = np.flatnonzero(np.isin(view.remaining, served_rows))
             if members.size < 2:
                 continue
-            gains = np.zeros(members.size)
             grid = effective_grid(view, C)
-            for g, m in enumerate(members):
-                p = pos[int(view.remaining[m])]
-                cols_played = np.flatnonzero(lay.plays[p] > 0)
-                if cols_played.size == 0:
+            for li_, theta in enumerate(thetas):
+                gains = _gains(members, view.remaining, pos, grid, lay.grid, lay.plays, theta, s, floor)
+                if gains.max() <= 0:
                     continue
-                if theta is None:
-                    gains[g] = lay.plays[p, cols_played].sum()
-                    continue
-                eff = grid[m]
-                for c in cols_played:
-                    k = np.flatnonzero(eff == lay.grid[p, c])
-                    k = int(k[0]) if k.size else int(c)
-                    gains[g] += lay.plays[p, c] * theta[s, min(k, theta.shape[1] - 1)] / max(theta[p, c], floor)
-            if gains.max() <= 0:
-                continue
-            Xs.append(view.X[members])
-            ys.append(grade(gains))
-            sizes.append(members.size)
-            owners.append(li)
+                Xs[li_].append(view.X[members])
+                ys[li_].append(grade(gains))
+                sizes[li_].append(members.size)
+                owners[li_].append(li)
         if progress is not None:
             progress(1)
-    if not Xs:
+    if not Xs[0]:
         raise HomepageError("served log: no stage group with a play; nothing to train on")
-    data = StageData(np.concatenate(Xs), np.concatenate(ys), np.array(sizes, dtype=np.int64), np.array(owners, dtype=np.int64))
-    return data, ServedTrainingReport(n_layouts, stages, int(data.groups.size), int(data.y.size), truncated)
+    data = [StageData(np.concatenate(x), np.concatenate(y), np.array(g, dtype=np.int64), np.array(o, dtype=np.int64)) for x, y, g, o in zip(Xs, ys, sizes, owners) if x]
+    if len(data) < len(thetas):
+        raise HomepageError("served log: no stage group with a play under one of the label schemes")
+    return data, ServedTrainingReport(n_layouts, stages, int(data[0].groups.size), int(data[0].y.size), truncated)
+
+
+def _gains(members: np.ndarray, remaining: np.ndarray, pos: dict[int, int], eff: np.ndarray, served: np.ndarray, plays: np.ndarray, theta: np.ndarray | None, s: int, floor: float) -> np.ndarray:
+    """Label values of the group's rows at stage ``s`` (see the module docstring).
+
+    Only plays of titles the row would still show at stage s count (a title shown in a row
+    placed between s and the row's own slot may be taken by that row in the loop).
+    """
+    gains = np.zeros(members.size)
+    for g, m in enumerate(members):
+        p = pos[int(remaining[m])]
+        for c in np.flatnonzero(plays[p] > 0):
+            k = np.flatnonzero(eff[m] == served[p, c])
+            if k.size == 0:
+                continue
+            if theta is None:
+                gains[g] += plays[p, c]
+            else:
+                R, C = theta.shape
+                gains[g] += plays[p, c] * theta[min(s, R - 1), min(int(k[0]), C - 1)] / max(theta[min(p, R - 1), min(c, C - 1)], floor)
+    return gains
 
 
 def train_from_served_logs(
@@ -146,13 +179,17 @@ def train_from_served_logs(
 ) -> tuple[PageModel, ServedTrainingReport]:
     """Fit a page model on served layouts (corrected labels when ``theta`` is given)."""
     data, report = served_stage_data(logs, log, models, theta, half_life, floor, progress)
-    model = PageModel.fit(
+    return fit_on_stage_data(data, report, models, theta is not None, num_rounds), report
+
+
+def fit_on_stage_data(data: StageData, report: ServedTrainingReport, models: PageModels, corrected: bool, num_rounds: int = 200) -> PageModel:
+    """LambdaRank on served stage groups, with the provenance in the model manifest."""
+    return PageModel.fit(
         data.X,
         data.y,
         data.groups,
         models.ranker_vocab,
         models.kind_vocab,
         num_rounds=num_rounds,
-        extra_manifest={"source": "served_logs", "position_correction": theta is not None, "training": report.__dict__},
+        extra_manifest={"source": "served_logs", "position_correction": corrected, "training": report.__dict__},
     )
-    return model, report

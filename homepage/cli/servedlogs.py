@@ -1,0 +1,202 @@
+"""Served-log commands: simulate logs on the synthetic world, estimate examination,
+train the page model from logs, and replay policies against logged pages."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from homepage.cli import app
+
+
+def _progress(label: str, total: int) -> Any:
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    bar = Progress(TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=Console(stderr=True))
+    return bar, bar.add_task(label, total=total)
+
+
+def _load(dataset: Path, models: Path) -> tuple[Any, Any, Any]:
+    """The bundle, its page models and the dataset's event log indexed like the bundle's catalog."""
+    from homepage.bundle import load_bundle
+    from homepage.dataset import load_dataset
+    from homepage.eventlog import EventLog
+    from homepage.page import PageModels
+
+    bundle = load_bundle(models)
+    ds = load_dataset(dataset, columns=["user_id", "title_id", "kind", "ts", "progress", "stars"])
+    log = EventLog.from_frame(ds.events, bundle.catalog, ds.users)
+    return bundle, PageModels.from_bundle(bundle), log
+
+
+def _check_window(bundle: Any, logs: Any, served_logs: Path) -> None:
+    from homepage.errors import HomepageError
+
+    first = int(logs["ts"].min())
+    if bundle.until > first:
+        raise HomepageError(
+            f"--models: bundle {bundle.version} was trained on events up to {bundle.until}, after the first served page "
+            f"of {served_logs} ({first}); retrain with `homepage train --until` at or before it"
+        )
+
+
+@app.command("simulate-logs")
+def simulate_logs(
+    world: Path = typer.Argument(..., help="Synthetic world directory (from `homepage generate`), with truth.npz."),
+    models: Path = typer.Option(..., "--models", help="Models directory or bundle trained on the world."),
+    out: Path = typer.Option(..., "--out", help="Served-log Parquet file to write."),
+    pages: int = typer.Option(2000, "--pages", min=1, help="Pages built (each served to --visits visits)."),
+    visits: int = typer.Option(10, "--visits", min=1, help="Visits per built page (the page cache), sampled independently."),
+    random_share: float = typer.Option(0.2, "--random-share", min=0.0, max=1.0, help="Share of pages with rows and titles shuffled."),
+    policy: str = typer.Option("template", "--policy", help="The logging policy."),
+    rows: int = typer.Option(10, "--rows", min=1, max=100),
+    cols: int = typer.Option(10, "--cols", min=1, max=100),
+    seed: int = typer.Option(0, "--seed"),
+) -> None:
+    """Serve pages to the world's users after the bundle's training cut-off and log what they
+    played, with the browsing simulator deciding examination and plays."""
+    from fixtures.simulator import BrowsingSimulator, WorldTruth
+    from homepage.errors import HomepageError
+    from homepage.pagebuilder.policies import policy as get_policy
+    from homepage.servedlogs.schema import write_served_logs
+    from homepage.servedlogs.simulate import LogSpec, simulate_served_logs
+
+    truth = WorldTruth.load(world)
+    bundle, pm, log = _load(world, models)
+    if get_policy(policy).needs_model and pm.page_model is None:
+        raise HomepageError(f"--policy: {policy!r} needs a page model, and bundle {bundle.version} has none")
+    end = int(log.last_ts or bundle.until)
+    if end <= bundle.until:
+        raise HomepageError(f"--models: bundle {bundle.version} was trained up to the end of {world}; train it with --until before the end")
+    spec = LogSpec(n_pages=pages, start=bundle.until + 1, end=end, random_share=random_share, policy=policy, rows=rows, cols=cols,
+                   half_life=bundle.config.half_life_seconds, seed=seed, visits_per_page=visits)
+    sim = BrowsingSimulator(truth, seed=seed)
+    bar, task = _progress("simulate", pages)
+    with bar:
+        frame = simulate_served_logs(sim, log, pm, log.user_ids, spec, progress=lambda n: bar.advance(task, n))
+    write_served_logs(frame, out)
+    typer.echo(f"{out}: {frame['page_id'].nunique()} pages, {len(frame)} impressions, {int(frame['played'].sum())} plays")
+
+
+@app.command("examination")
+def examination(
+    served_logs: Path = typer.Argument(..., help="Served-log Parquet file."),
+    rows: int = typer.Option(10, "--rows", min=1, max=100),
+    cols: int = typer.Option(10, "--cols", min=1, max=100),
+    method: str = typer.Option("factorised", "--method", help="factorised (row x column) or full (one rate per slot)."),
+    json_out: Path | None = typer.Option(None, "--json", help="Write the estimate here."),
+) -> None:
+    """Estimate each slot's examination probability (relative to the top-left slot) from the
+    randomised pages of a served log."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from homepage.servedlogs.examination import estimate_examination
+    from homepage.servedlogs.schema import read_served_logs
+
+    est = estimate_examination(read_served_logs(served_logs), rows, cols, method=method)
+    table = Table(title=f"relative examination ({est.method}, {est.pages} randomised pages)")
+    table.add_column("row")
+    for c in range(cols):
+        table.add_column(str(c), justify="right")
+    for r in range(rows):
+        table.add_row(str(r), *(f"{x:.2f}" for x in est.theta[r]))
+    Console().print(table)
+    if json_out is not None:
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        json_out.write_text(json.dumps({"method": est.method, "pages": est.pages, "theta": est.theta.tolist(), "impressions": est.impressions.tolist(), "plays": est.plays.tolist()}, indent=1))
+
+
+@app.command("train-from-logs")
+def train_from_logs(
+    dataset: Path = typer.Argument(..., help="Dataset the served users' histories come from."),
+    models: Path = typer.Option(..., "--models", help="Models directory or bundle (its rankers make the candidate rows)."),
+    served_logs: Path = typer.Option(..., "--served-logs", help="Served-log Parquet file."),
+    out: Path = typer.Option(..., "--out", help="Directory to write the page model into."),
+    correction: bool = typer.Option(True, "--correction/--no-correction", help="Correct plays for the examination of their slot."),
+    rounds: int = typer.Option(200, "--rounds", min=1, max=10_000),
+    floor: float = typer.Option(0.05, "--floor", min=0.001, max=1.0, help="Examination floor (IPS weights <= 1/floor)."),
+) -> None:
+    """Train the stage-wise page model from served pages, labels corrected for 2-D position bias."""
+    from homepage.servedlogs.examination import estimate_examination
+    from homepage.servedlogs.schema import read_served_logs
+    from homepage.servedlogs.training import train_from_served_logs
+
+    logs = read_served_logs(served_logs)
+    bundle, pm, log = _load(dataset, models)
+    _check_window(bundle, logs, served_logs)
+    R = int(logs["row_index"].max()) + 1
+    C = int(logs["col_index"].max()) + 1
+    theta = estimate_examination(logs, R, C).theta if correction else None
+    n_layouts = int(logs.groupby(["user_id", "ts", "policy"]).ngroups)
+    bar, task = _progress("stage data", n_layouts)
+    with bar:
+        model, report = train_from_served_logs(logs, log, pm, theta, bundle.config.half_life_seconds, rounds, floor, progress=lambda n: bar.advance(task, n))
+    model.manifest["served_logs"] = str(served_logs)
+    model.save(out, compile=False)
+    typer.echo(f"{out}: page model from {report.layouts} layouts, {report.groups} stage groups, correction={'on' if correction else 'off'}")
+
+
+@app.command("replay-logs")
+def replay_logs(
+    dataset: Path = typer.Argument(..., help="Dataset the served users' histories come from."),
+    models: Path = typer.Option(..., "--models", help="Models directory or bundle."),
+    served_logs: Path = typer.Option(..., "--served-logs", help="Served-log Parquet file (pages actually served)."),
+    policies: str = typer.Option("row-ranking,template", "--policies", help="Comma-separated policies built with the bundle."),
+    page_models: list[str] = typer.Option([], "--page-model", help="NAME=DIR: also replay stage-wise with this page model (repeatable)."),
+    floor: float = typer.Option(0.05, "--floor", min=0.001, max=1.0),
+    json_out: Path | None = typer.Option(None, "--json", help="Write the report JSON here."),
+    bootstrap: int = typer.Option(1000, "--bootstrap", min=100),
+) -> None:
+    """Estimate policies' page quality from served pages: rebuild each served page for the same
+    user and time, score it against what was played there (re-discounted, and corrected by the
+    examination of the new slot over the served one)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from homepage.errors import HomepageError
+    from homepage.page import PageModels
+    from homepage.pagebuilder.model import PageModel
+    from homepage.pagebuilder.policies import policy as get_policy
+    from homepage.servedlogs.examination import estimate_examination
+    from homepage.servedlogs.replay import MEASURES, ReplayPolicy, replay_served_logs
+    from homepage.servedlogs.schema import read_served_logs
+
+    logs = read_served_logs(served_logs)
+    bundle, pm, log = _load(dataset, models)
+    _check_window(bundle, logs, served_logs)
+    entries = []
+    for name in (p.strip() for p in policies.split(",") if p.strip()):
+        if get_policy(name).needs_model and pm.page_model is None:
+            raise HomepageError(f"--policies: {name!r} needs a page model, and bundle {bundle.version} has none")
+        entries.append(ReplayPolicy(name, pm, name))
+    for spec in page_models:
+        name, sep, path = spec.partition("=")
+        if not sep or not name or not path:
+            raise HomepageError(f"--page-model: {spec!r} is not NAME=DIR")
+        model = PageModel.load(Path(path), compile=False)
+        entries.append(ReplayPolicy(name, PageModels(pm.version, pm.config_hash, pm.catalog, pm.rankers, page_model=model, artwork=pm.artwork, rules=pm.rules), "stage-wise"))
+    if not entries:
+        raise HomepageError("--policies: give at least one policy or --page-model")
+    R = int(logs["row_index"].max()) + 1
+    C = int(logs["col_index"].max()) + 1
+    theta = estimate_examination(logs, R, C).theta
+    n_layouts = int(logs.groupby(["user_id", "ts", "policy"]).ngroups)
+    bar, task = _progress("replay", n_layouts)
+    with bar:
+        result = replay_served_logs(logs, log, entries, theta, bundle.config.half_life_seconds, floor, progress=lambda n: bar.advance(task, n))
+    report = result.to_json(bootstrap)
+    table = Table(title=f"served-log replay: {report['layouts']} layouts, {report['visits']} visits")
+    table.add_column("policy")
+    for m in MEASURES:
+        table.add_column(m, justify="right")
+    for name, res in report["policies"].items():  # type: ignore[union-attr]
+        table.add_row(name, *(f"{res[m]['mean']:.3f} [{res[m]['ci'][0]:.3f}, {res[m]['ci'][1]:.3f}]" for m in MEASURES))
+    Console().print(table)
+    if json_out is not None:
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        json_out.write_text(json.dumps(report, indent=2))
