@@ -202,6 +202,11 @@ def test_kill_redis_under_load_then_restart(redis_proc: RedisProcess, api_proc: 
         for th in threads:
             th.join(timeout=30)
 
+    print(
+        f"pages {len(load.pages)} (degraded {sum(bool(p.degraded) for p in load.pages)}), max {max(p.seconds for p in load.pages) * 1000:.0f} ms; "
+        f"events {len(load.events)} requests, {len(load.acked)} acknowledged; "
+        f"first personalised page {min((p.t - back_at for p in load.pages if p.t > back_at and p.degraded is False), default=float('nan')):.2f} s after restart"
+    )
     statuses = {p.status for p in load.pages}
     assert statuses == {200}, f"page statuses {statuses}"
     assert all(e.status in (202, 503) for e in load.events), {e.status for e in load.events}
