@@ -27,7 +27,9 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 import numpy as np  # noqa: E402
 
 ML_SMALL = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "movielens-latest-small"
-BENCH_RANKERS = {"continue_watching": 1, "personalized": 14, "top_n": 2, "trending": 2, "video_to_video": 24}
+BENCH_RANKERS = {"continue_watching": 1, "personalized": 14, "top_n": 2, "trending": 2, "video_to_video": 30}
+# more, less strictly de-duplicated "because you watched" anchors, so requests reach 40 rows
+V2V_EXTRA = {"max_anchor_overlap": 0.9, "max_anchor_similarity": 0.9, "anchor_pool": 100}
 
 
 def pct(ms: np.ndarray) -> str:
@@ -50,6 +52,7 @@ def main() -> None:
     from homepage.domain import RequestContext
     from homepage.eventlog import EventLog
     from homepage.page import PageModels, build_page, prepare_request
+    from homepage.pagebuilder.rules import MaxRowsRule
     from rankers.base import FitInput
     from rankers.registry import RankerSpec, build_rankers
 
@@ -63,7 +66,13 @@ def main() -> None:
             ingest_movielens(ML_SMALL, dataset)
         ds = load_dataset(dataset, columns=["user_id", "title_id", "kind", "ts", "progress", "stars"])
     log = EventLog.from_frame(ds.events, bundle.catalog, ds.users)
-    specs = [RankerSpec(name=s.name, config={**s.config, "max_rows": BENCH_RANKERS.get(s.name, s.config.get("max_rows", 1))}) for s in bundle.config.rankers]
+    specs = [
+        RankerSpec(
+            name=s.name,
+            config={**s.config, "max_rows": BENCH_RANKERS.get(s.name, s.config.get("max_rows", 1)), **(V2V_EXTRA if s.name == "video_to_video" else {})},
+        )
+        for s in bundle.config.rankers
+    ]
     rankers = build_rankers(specs)
     until = bundle.until
     world = log.global_state(until, bundle.config.half_life_seconds)
@@ -72,7 +81,9 @@ def main() -> None:
         r.fit(FitInput(log, bundle.catalog, until, world))
     print(f"rankers refitted with more rows in {time.perf_counter() - t0:.1f} s")
     pm = PageModels.from_bundle(bundle)
-    models = PageModels(pm.version, pm.config_hash, pm.catalog, tuple(rankers), page_model=pm.page_model, rules=pm.rules)
+    # the bundle's rules, with room for 20 rows (the default allows 5 rows per ranker)
+    rules = pm.rules.model_copy(update={"rules": tuple(r for r in pm.rules.rules if r.rule != "max_rows") + (MaxRowsRule(ranker="*", max=10),)})
+    models = PageModels(pm.version, pm.config_hash, pm.catalog, tuple(rankers), page_model=pm.page_model, rules=rules)
     compiled = pm.page_model is not None and pm.page_model._compiled is not None
     print(f"page model: {'lleaves compiled' if compiled else 'LightGBM Booster.predict'}, {pm.page_model.booster.num_trees() if pm.page_model else 0} trees")
 
@@ -93,25 +104,28 @@ def main() -> None:
             break
     print(f"{len(prepared)} requests with {args.candidates} candidate rows each, page {args.rows} x {args.cols}")
 
+    # CPU time of this thread (time.thread_time) is what one core spends, whatever else the
+    # machine runs; wall time is printed beside it
     results: dict[str, np.ndarray] = {}
     for policy in ("row-ranking", "stage-wise"):
         for user, ctx, prep in prepared[:20]:  # warm-up
             build_page(user, world, models, ctx, policy=policy, prepared=prep)
-        ms = np.empty(len(prepared))
+        cpu, wall, placed = np.empty(len(prepared)), np.empty(len(prepared)), np.empty(len(prepared))
         for i, (user, ctx, prep) in enumerate(prepared):
-            reps = np.empty(args.repeat)
+            reps = np.empty((args.repeat, 2))
             for j in range(args.repeat):
-                t = time.perf_counter()
+                c, w = time.thread_time(), time.perf_counter()
                 page = build_page(user, world, models, ctx, policy=policy, prepared=prep)
-                reps[j] = (time.perf_counter() - t) * 1e3
-            ms[i] = np.median(reps)
+                reps[j] = ((time.thread_time() - c) * 1e3, (time.perf_counter() - w) * 1e3)
+            cpu[i], wall[i] = np.median(reps, axis=0)
+            placed[i] = len(page.rows)
             shown = [x for r in page.rows for x in r.title_ids]
             assert len(shown) == len(set(shown)), "duplicate titles on a page"
-        results[policy] = ms
-        print(f"{policy:12s} {pct(ms)}  rows placed {len(page.rows)}")
+        results[policy] = cpu
+        print(f"{policy:12s} CPU {pct(cpu)} | wall {pct(wall)} | rows placed mean {placed.mean():.1f}")
     ratio = np.median(results["stage-wise"]) / np.median(results["row-ranking"])
     p99 = np.percentile(results["stage-wise"], 99) / np.percentile(results["row-ranking"], 99)
-    print(f"stage-wise / row-ranking: p50 x{ratio:.2f}, p99 x{p99:.2f} (targets: stage-wise p50 <= 2 ms, p99 <= 5 ms)")
+    print(f"stage-wise / row-ranking (CPU): p50 x{ratio:.2f}, p99 x{p99:.2f} (targets: stage-wise p50 <= 2 ms, p99 <= 5 ms)")
 
 
 if __name__ == "__main__":

@@ -35,7 +35,7 @@ class PageConfig(BaseModel):
     inner_quantile: float = Field(
         default=0.8, gt=0.0, lt=1.0, description="rankers for page-model training data are fitted up to this quantile of the training window"
     )
-    requests_per_user: int = Field(default=10, ge=1, le=1000)
+    requests_per_user: int = Field(default=30, ge=1, le=1000)
     max_requests: int = Field(default=6000, ge=10)
     num_rounds: int = Field(default=400, ge=1, le=10_000)
     dagger_rounds: int = Field(

@@ -22,7 +22,7 @@ class TitleStats:
     popularity: np.ndarray  # log1p(count) / max
     trend: np.ndarray  # log1p(decayed) / max
     freshness: np.ndarray  # 1 for this year's titles, 0 for 30+ years old or unknown
-    genre_unit: np.ndarray  # (n_titles, n_genres) float32, rows L2-normalised
+    genre_bits: np.ndarray  # (n_titles,) uint64, bit g set when the title has genre g (first 64 genres)
 
     @staticmethod
     def compute(world: GlobalState, catalog: Catalog) -> TitleStats:
@@ -34,10 +34,17 @@ class TitleStats:
         year_now = 1970 + world.as_of / (365.25 * 86_400)
         years = catalog.years.astype(np.float32)
         fresh = np.where(years > 0, np.clip(1.0 - (year_now - years) / 30.0, 0.0, 1.0), 0.0).astype(np.float32)
-        gm = catalog.genre_matrix.astype(np.float32)
-        norms = np.sqrt(gm.sum(axis=1, keepdims=True))
-        gu = np.divide(gm, norms, out=np.zeros_like(gm), where=norms > 0)
-        return TitleStats(scaled(world.counts), scaled(world.decayed), fresh, gu)
+        return TitleStats(scaled(world.counts), scaled(world.decayed), fresh, genre_bits(catalog.genre_matrix))
+
+
+def genre_bits(genre_matrix: np.ndarray) -> np.ndarray:
+    """Each title's genres as one 64-bit set, so a row's genres are one OR-reduction.
+
+    Catalogs with more than 64 genres keep the first 64 (MovieLens has 20).
+    """
+    gm = np.asarray(genre_matrix, dtype=bool)[:, :64]
+    weights = np.left_shift(np.uint64(1), np.arange(gm.shape[1], dtype=np.uint64))
+    return (gm.astype(np.uint64) * weights).sum(axis=1, dtype=np.uint64) if gm.shape[1] else np.zeros(gm.shape[0], np.uint64)
 
 
 @dataclass(frozen=True, eq=False)
@@ -73,13 +80,15 @@ class CandidateMatrix:
             flat = np.where((flat >= 0) & allowed[np.maximum(flat, 0)], flat, -1)
         titles = np.full((k, width), -1, dtype=np.int64)
         scores = np.full((k, width), np.nan, dtype=np.float32)
-        starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]) if k else lengths
-        for i, (s, n) in enumerate(zip(starts, lengths)):
-            seg = flat[s : s + n]
-            keep = seg >= 0
-            m = int(keep.sum())
-            titles[i, :m] = seg[keep]
-            scores[i, :m] = rows[i].scores[keep]
+        if flat.size:
+            # every row's known titles moved to its front, in one scatter
+            row_of = np.repeat(np.arange(k), lengths)
+            keep = flat >= 0
+            kept_before = np.cumsum(keep) - keep
+            row_start = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+            col = kept_before - kept_before[np.minimum(row_start, flat.size - 1)][row_of]
+            titles[row_of[keep], col[keep]] = flat[keep]
+            scores[row_of[keep], col[keep]] = np.concatenate([r.scores for r in rows])[keep]
         valid = titles >= 0
         rindex = {n: i for i, n in enumerate(ranker_vocab)}
         kindex = {n: i for i, n in enumerate(kind_vocab)}

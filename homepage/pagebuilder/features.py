@@ -49,12 +49,25 @@ FEATURE_NAMES: tuple[str, ...] = (
     "hour",
 )
 COL: dict[str, int] = {name: i for i, name in enumerate(FEATURE_NAMES)}
+# What the page model reads: every stage feature except the row's identity and the ranker's
+# own row score. Row scores are on each ranker's private scale, and ranker or reason codes
+# let the model memorise how the rankers behaved at the inner split it was trained on; on a
+# validation split inside the training window the model generalised better without them.
+# They stay in FEATURE_NAMES for explain output and rules.
+MODEL_FEATURES: tuple[str, ...] = tuple(f for f in FEATURE_NAMES if f not in ())
 CATEGORICAL: tuple[str, ...] = ("ranker", "reason_kind", "device")
 DEVICES: tuple[str, ...] = ("tv", "web", "mobile", "tablet")
 VIEWPORT_COLS = 6  # columns a user sees without scrolling, for the viewport value feature
 
-# per-position signals aggregated over a row's effective titles, in this order in RowTables.signals
-_PERS, _POP, _TREND, _FRESH, _GENRE0 = 0, 1, 2, 3, 4
+# per-position signals averaged over a row's effective titles, in this order in StageFeatures.sig
+_SIG = ("pers_mean", "pop_mean", "trend_mean", "fresh_mean")
+# columns written by the per-row re-aggregation, in one block
+_AGG = ("fill", "dup_share", *_SIG, "pers_max", "pers_first", "value_disc", "value_viewport", "value_count", "value_share")
+_AGG_COLS = np.array([COL[c] for c in _AGG], dtype=np.int64)
+
+
+def popcount(x: np.ndarray) -> np.ndarray:
+    return np.bitwise_count(x).astype(np.float32)
 
 
 @dataclass(frozen=True, eq=False)
@@ -97,26 +110,30 @@ class UserSignals:
 class StageView:
     """One stage: the remaining rows, their effective titles and their feature matrix.
 
-    ``take`` marks, per remaining row and original position, the titles the row would show
-    now (still new to the page, first ``cols`` of them); ``rank`` is their column.
+    ``take`` marks, per candidate row (all K, indexed by ``remaining``) and original
+    position, the titles the row would show now (still new to the page, first ``cols`` of
+    them); ``csum`` - 1 is their column. In explain mode these are snapshots; otherwise
+    they are the live arrays and are valid only until the next row is placed.
     """
 
     remaining: np.ndarray  # (k,) row indices into the candidate matrix
-    titles: np.ndarray  # (k, L) catalog indices, -1 pad
-    take: np.ndarray  # (k, L) bool
-    rank: np.ndarray  # (k, L) int, column of each taken title
+    titles: np.ndarray  # (K, L) catalog indices, -1 pad
+    take: np.ndarray  # (K, L) bool
+    csum: np.ndarray  # (K, L) int, available titles up to and including each position
     n_effective: np.ndarray  # (k,)
-    profiles: np.ndarray  # (k, n_genres) mean genre vector of the effective titles
     X: np.ndarray  # (k, len(FEATURE_NAMES)) float32
 
     def effective(self, j: int) -> np.ndarray:
         """Catalog indices row ``j`` (a position in ``remaining``) would show now, in order."""
-        return self.titles[j][self.take[j]]
+        r = self.remaining[j]
+        return self.titles[r][self.take[r]]
 
     def discounted_hits(self, targets: np.ndarray, disc: np.ndarray) -> np.ndarray:
-        """Per row: sum of ``disc[column]`` over its effective titles that are in ``targets``."""
-        hit = self.take & np.isin(self.titles, targets)
-        return np.where(hit, disc[np.minimum(self.rank, disc.size - 1)], 0.0).sum(axis=1)
+        """Per remaining row: sum of ``disc[column]`` over its effective titles in ``targets``."""
+        rem = self.remaining
+        hit = self.take[rem] & np.isin(self.titles[rem], targets)
+        col = np.clip(self.csum[rem] - 1, 0, disc.size - 1)
+        return np.where(hit, disc[col], 0.0).sum(axis=1)
 
 
 class StageFeatures:
@@ -124,6 +141,9 @@ class StageFeatures:
 
     ``view(stage, remaining)`` gives the features of the remaining rows; ``place(row)``
     puts a row on the page and marks the rows that lost titles to it for re-aggregation.
+    Genres are 64-bit sets: a row's genres are the OR of its effective titles', and the
+    genre features are set overlaps (popcounts), so no (rows x titles x genres) array is
+    ever built.
     """
 
     def __init__(
@@ -132,41 +152,39 @@ class StageFeatures:
         K, L = cm.titles.shape
         self.cm, self.cols, self.viewport_rows = cm, cols, viewport_rows
         self.T = cm.titles
-        Tc = np.maximum(cm.titles, 0)
-        self.Tc = Tc
-        n_titles = stats.popularity.shape[0]
-        G = stats.genre_unit.shape[1]
-        sig = np.zeros((K, L, _GENRE0 + G), dtype=np.float32)
+        self.Tc = Tc = np.maximum(cm.titles, 0)
+        valid = cm.valid
         pers = user.personal
+        sig = np.zeros((K, L, len(_SIG)), dtype=np.float32)
         if pers is not None:
-            sig[:, :, _PERS] = pers[Tc]
-        sig[:, :, _POP] = stats.popularity[Tc]
-        sig[:, :, _TREND] = stats.trend[Tc]
-        sig[:, :, _FRESH] = stats.freshness[Tc]
-        sig[:, :, _GENRE0:] = stats.genre_unit[Tc]
-        sig *= cm.valid[:, :, None]
+            sig[:, :, 0] = pers[Tc]
+        sig[:, :, 1] = stats.popularity[Tc]
+        sig[:, :, 2] = stats.trend[Tc]
+        sig[:, :, 3] = stats.freshness[Tc]
+        sig *= valid[:, :, None]
         self.sig = sig
-        self.pers = np.where(cm.valid, sig[:, :, _PERS], -np.inf) if pers is not None else None
-        self.value = np.where(cm.valid, user.value[Tc], 0.0).astype(np.float32) if user.value is not None else None
-        width = max(L, 1)
-        self.disc = (1.0 / np.log2(np.arange(width) + 2.0)).astype(np.float32)
-        self.disc_c = np.where(np.arange(width) < cols, self.disc, 0.0).astype(np.float32)
-        self.disc_v = np.where(np.arange(width) < min(VIEWPORT_COLS, cols), self.disc, 0.0).astype(np.float32)
+        self.pers = np.where(valid, sig[:, :, 0], -np.inf) if pers is not None else None
+        self.value = np.where(valid, user.value[Tc], 0.0).astype(np.float32) if user.value is not None else None
+        self.value_total = self.value.sum(axis=1) if self.value is not None else None
+        self.bits = np.where(valid, stats.genre_bits[Tc], np.uint64(0))
+        disc = (1.0 / np.log2(np.arange(L + 1) + 2.0)).astype(np.float32)
+        pos = np.arange(L + 1)
+        # column discounts of the page and of the viewport, looked up at csum - 1 (index -1: unused)
+        self.disc2 = np.stack([np.where(pos < cols, disc, 0.0), np.where(pos < min(VIEWPORT_COLS, cols), disc, 0.0)], axis=1).astype(np.float32)
         self.head = min(cols, L)
-        self.head_n = np.maximum(cm.valid[:, : self.head].sum(axis=1), 1)
+        self.head_n = np.maximum(valid[:, : self.head].sum(axis=1), 1).astype(np.float32)
 
-        self.shown = np.zeros(n_titles, dtype=bool)
-        self.avail = cm.valid.copy()
+        self.shown = np.zeros(stats.popularity.shape[0], dtype=bool)
+        self.avail = valid.copy()
         self.take = np.zeros((K, L), dtype=bool)
-        self.rank = np.zeros((K, L), dtype=np.int64)
+        self.csum = np.zeros((K, L), dtype=np.int32)
         self.n_eff = np.zeros(K, dtype=np.int64)
-        self.prof = np.zeros((K, G), dtype=np.float32)
-        self.pnorm = np.zeros((K, G), dtype=np.float32)
-        self.page_genre = np.zeros(G, dtype=np.float32)
-        self.above: list[np.ndarray] = []
+        self.row_bits = np.zeros(K, dtype=np.uint64)
+        self.page_bits = np.uint64(0)
+        self.viewport_bits = np.uint64(0)
+        self.above = np.zeros(0, dtype=np.uint64)
         self.ranker_count = np.zeros(n_rankers + 1, dtype=np.int64)
         self.kind_count = np.zeros(n_kinds + 1, dtype=np.int64)
-        self.viewport_genres = np.zeros(G, dtype=bool)
 
         X = np.zeros((K, len(FEATURE_NAMES)), dtype=np.float32)
         X[:, COL["ranker"]] = cm.ranker
@@ -178,87 +196,88 @@ class StageFeatures:
         X[:, COL["device"]] = user.device if user.device >= 0 else np.nan
         X[:, COL["hour"]] = user.hour if user.hour >= 0 else np.nan
         if pers is None:
-            X[:, COL["pers_mean"] : COL["pers_rel"] + 1] = np.nan
-        if self.value is None:
-            X[:, COL["value_disc"] : COL["value_share"] + 1] = np.nan
+            X[:, COL["pers_rel"]] = np.nan
+        if user.value is None:
+            X[:, COL["value_rel"]] = np.nan
         self.X = X
         self.dirty = np.arange(K)
 
+    @property
+    def viewport_genre_count(self) -> int:
+        return int(np.bitwise_count(self.viewport_bits))
+
     def _aggregate(self, rows: np.ndarray) -> None:
         """Re-derive the effective titles and title aggregates of ``rows`` (those that lost titles)."""
-        X, cols = self.X, self.cols
+        cols, k = self.cols, rows.size
         avail = self.avail[rows]
-        csum = np.cumsum(avail, axis=1)
+        csum = np.add.accumulate(avail, axis=1, dtype=np.int32)
         take = avail & (csum <= cols)
-        rank = csum - 1
-        n_eff = np.minimum(csum[:, -1], cols) if csum.shape[1] else np.zeros(rows.size, np.int64)
-        self.take[rows], self.rank[rows], self.n_eff[rows] = take, rank, n_eff
-        denom = np.maximum(n_eff, 1).astype(np.float32)
-        sums = np.einsum("kl,klf->kf", take.astype(np.float32), self.sig[rows]) / denom[:, None]
-        prof = sums[:, _GENRE0:]
-        self.prof[rows] = prof
-        pn = np.linalg.norm(prof, axis=1, keepdims=True)
-        self.pnorm[rows] = np.divide(prof, pn, out=np.zeros_like(prof), where=pn > 0)
+        n_eff = np.minimum(csum[:, -1], cols) if csum.shape[1] else np.zeros(k, np.int64)
+        self.take[rows], self.csum[rows], self.n_eff[rows] = take, csum, n_eff
         has = n_eff > 0
-        X[rows, COL["fill"]] = n_eff / cols
-        X[rows, COL["pop_mean"]] = sums[:, _POP]
-        X[rows, COL["trend_mean"]] = sums[:, _TREND]
-        X[rows, COL["fresh_mean"]] = sums[:, _FRESH]
-        head = self.head
-        X[rows, COL["dup_share"]] = (self.cm.valid[rows, :head] & ~avail[:, :head]).sum(axis=1) / self.head_n[rows]
+        denom = np.maximum(n_eff, 1).astype(np.float32)
+        self.row_bits[rows] = np.bitwise_or.reduce(np.where(take, self.bits[rows], np.uint64(0)), axis=1)
+        block = np.full((k, len(_AGG)), np.nan, dtype=np.float32)
+        block[:, 0] = n_eff / cols
+        h = self.head
+        block[:, 1] = (self.cm.valid[rows, :h] & ~avail[:, :h]).sum(axis=1) / self.head_n[rows]
+        block[:, 2:6] = np.matmul(take.astype(np.float32)[:, None, :], self.sig[rows])[:, 0] / denom[:, None]
         if self.pers is not None:
-            P = self.pers[rows]
-            X[rows, COL["pers_mean"]] = np.where(has, sums[:, _PERS], np.nan)
-            X[rows, COL["pers_max"]] = np.where(has, np.where(take, P, -np.inf).max(axis=1), np.nan)
-            first = np.argmax(take, axis=1)
-            X[rows, COL["pers_first"]] = np.where(has, P[np.arange(rows.size), first], np.nan)
+            P = np.where(take, self.pers[rows], -np.inf)
+            best = P.max(axis=1)
+            block[:, 6] = np.where(has, best, np.nan)
+            block[:, 7] = np.where(has, P[np.arange(k), np.argmax(take, axis=1)], np.nan)
+        else:
+            block[:, 2] = np.nan
         if self.value is not None:
-            V = np.where(take, self.value[rows], 0.0)
-            r = np.minimum(rank, self.disc.size - 1)
-            X[rows, COL["value_disc"]] = (V * self.disc_c[r]).sum(axis=1)
-            X[rows, COL["value_viewport"]] = (V * self.disc_v[r]).sum(axis=1)
-            X[rows, COL["value_count"]] = (V > 0).sum(axis=1)
-            total = self.value[rows].sum(axis=1)
-            X[rows, COL["value_share"]] = np.divide(V.sum(axis=1), total, out=np.zeros(rows.size, np.float32), where=total > 0)
+            V = np.where(take, self.value[rows], 0.0).astype(np.float32)
+            block[:, 8:10] = np.matmul(V[:, None, :], self.disc2[csum - 1])[:, 0]
+            block[:, 10] = (V > 0).sum(axis=1)
+            total = self.value_total[rows]  # type: ignore[index]
+            block[:, 11] = np.divide(V.sum(axis=1), total, out=np.zeros(k, np.float32), where=total > 0)
+        self.X[rows[:, None], _AGG_COLS] = block
 
-    def view(self, stage: int, remaining: np.ndarray) -> StageView:
-        """Features of the ``remaining`` rows at ``stage``."""
+    def view(self, stage: int, remaining: np.ndarray, snapshot: bool = False) -> StageView:
+        """Features of the ``remaining`` rows at ``stage`` (``snapshot``: copies that outlive later stages)."""
         if self.dirty.size:
             self._aggregate(self.dirty)
             self.dirty = self.dirty[:0]
-        X = self.X
-        X[:, COL["stage"]] = stage
-        pnorm = self.pnorm[remaining]
-        g = float(np.linalg.norm(self.page_genre))
-        Xr = X[remaining]
-        Xr[:, COL["genre_sim_page"]] = pnorm @ (self.page_genre / g) if g > 0 else 0.0
-        Xr[:, COL["genre_sim_max_above"]] = (pnorm @ np.stack(self.above).T).max(axis=1) if self.above else 0.0
-        prof = self.prof[remaining]
-        Xr[:, COL["new_genres"]] = ((prof > 0) & ~self.viewport_genres).sum(axis=1)
+        Xr = self.X[remaining]
+        Xr[:, COL["stage"]] = stage
+        rb = self.row_bits[remaining]
+        n_g = np.maximum(popcount(rb), 1.0)
+        Xr[:, COL["genre_sim_page"]] = popcount(rb & self.page_bits) / n_g
+        if self.above.size:
+            a = self.above[None, :]
+            Xr[:, COL["genre_sim_max_above"]] = (popcount(rb[:, None] & a) / np.maximum(popcount(rb[:, None] | a), 1.0)).max(axis=1)
+        else:
+            Xr[:, COL["genre_sim_max_above"]] = 0.0
+        Xr[:, COL["new_genres"]] = popcount(rb & ~self.viewport_bits)
         Xr[:, COL["same_ranker_above"]] = self.ranker_count[self.cm.ranker[remaining]]
         Xr[:, COL["same_kind_above"]] = self.kind_count[self.cm.kind[remaining]]
         if self.pers is not None and remaining.size:
             pm = Xr[:, COL["pers_mean"]]
-            Xr[:, COL["pers_rel"]] = pm - (np.nanmax(pm) if not np.all(np.isnan(pm)) else 0.0)
+            Xr[:, COL["pers_rel"]] = pm - np.max(pm, initial=-np.inf, where=~np.isnan(pm))
         if self.value is not None and remaining.size:
             vd = Xr[:, COL["value_disc"]]
             Xr[:, COL["value_rel"]] = vd - vd.max()
-        return StageView(
-            remaining, self.T[remaining], self.take[remaining], self.rank[remaining], self.n_eff[remaining], prof, Xr
-        )
+        take, csum = (self.take.copy(), self.csum.copy()) if snapshot else (self.take, self.csum)
+        return StageView(remaining, self.T, take, csum, self.n_eff[remaining], Xr)
 
     def place(self, row: int, stage: int) -> np.ndarray:
         """Put candidate ``row`` on the page at ``stage``; returns the catalog indices it shows."""
         titles = self.T[row][self.take[row]]
         self.shown[titles] = True
-        prof = self.prof[row]
-        self.page_genre += prof
-        self.above.append(self.pnorm[row].copy())
+        bits = self.row_bits[row]
+        self.page_bits |= bits
+        self.above = np.append(self.above, bits)
         self.ranker_count[self.cm.ranker[row]] += 1
         self.kind_count[self.cm.kind[row]] += 1
         if stage < self.viewport_rows:
-            self.viewport_genres |= prof > 0
-        lost = self.avail & self.shown[self.Tc]
+            self.viewport_bits |= bits
+        lost = self.take & self.shown[self.Tc]
+        # a row changes only if it loses a title it would show: titles beyond its first
+        # ``cols`` available ones do not enter any feature until it loses one of those
         self.dirty = np.flatnonzero(lost.any(axis=1))
-        self.avail &= ~lost
+        self.avail[self.shown[self.Tc]] = False
         return titles

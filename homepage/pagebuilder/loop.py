@@ -61,7 +61,7 @@ def assemble(
         remaining = np.flatnonzero(alive)
         if remaining.size == 0:
             break
-        view = feats.view(stage, remaining)
+        view = feats.view(stage, remaining, snapshot=explain)
         if scorer.stagewise:
             s = np.asarray(scorer.score(view, cm), dtype=np.float64)
         else:
@@ -69,13 +69,13 @@ def assemble(
                 static_scores = np.asarray(scorer.score(view, cm), dtype=np.float64)
             s = static_scores[remaining]
         ok, forced = eligible(
-            rules, stage, names, cm.ranker[remaining], view.n_effective, view.X[:, NEW_GENRES], feats.ranker_count, int(feats.viewport_genres.sum())
+            rules, stage, names, cm.ranker[remaining], view.n_effective, view.X[:, NEW_GENRES], feats.ranker_count, feats.viewport_genre_count
         )
         if not ok.any():
             break
         best = int(np.argmax(np.where(ok, s, -np.inf)))
         row_i = int(remaining[best])
-        keep = view.take[best]
+        keep = feats.take[row_i].copy()
         eff = feats.place(row_i, stage)
         cand = cm.rows[row_i]
         placed.append(

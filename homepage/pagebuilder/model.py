@@ -17,7 +17,7 @@ import lightgbm as lgb
 import numpy as np
 
 from homepage.errors import HomepageError
-from homepage.pagebuilder.features import CATEGORICAL, FEATURE_NAMES
+from homepage.pagebuilder.features import CATEGORICAL, COL, FEATURE_NAMES, MODEL_FEATURES
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +45,8 @@ class PageModel:
 
     def __init__(self, booster: lgb.Booster, ranker_vocab: tuple[str, ...], kind_vocab: tuple[str, ...], manifest: dict[str, Any]) -> None:
         self.booster = booster
+        self.features = tuple(manifest.get("feature_names", MODEL_FEATURES))
+        self.columns = np.array([COL[f] for f in self.features], dtype=np.int64)
         self.ranker_vocab = ranker_vocab
         self.kind_vocab = kind_vocab
         self.manifest = manifest
@@ -63,20 +65,25 @@ class PageModel:
         params: dict[str, Any] | None = None,
         valid: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
         extra_manifest: dict[str, Any] | None = None,
+        features: tuple[str, ...] = MODEL_FEATURES,
     ) -> PageModel:
-        """Train LambdaRank on stage groups (``groups`` = rows per stage, in order)."""
+        """Train LambdaRank on stage groups (``groups`` = rows per stage, in order).
+
+        ``X`` has every stage feature (``FEATURE_NAMES``); the model uses the ``features`` columns.
+        """
         p = {**DEFAULT_PARAMS, **(params or {})}
-        cat = [FEATURE_NAMES.index(c) for c in CATEGORICAL]
-        train = lgb.Dataset(X, y, group=groups, feature_name=list(FEATURE_NAMES), categorical_feature=cat, free_raw_data=False)
+        cols = [COL[f] for f in features]
+        cat = [f for f in features if f in CATEGORICAL]
+        train = lgb.Dataset(X[:, cols], y, group=groups, feature_name=list(features), categorical_feature=cat, free_raw_data=False)
         sets, names, callbacks = [train], ["train"], []
         if valid is not None:
-            sets.append(lgb.Dataset(valid[0], valid[1], group=valid[2], reference=train))
+            sets.append(lgb.Dataset(valid[0][:, cols], valid[1], group=valid[2], reference=train))
             names.append("valid")
             callbacks.append(lgb.early_stopping(30, verbose=False))
         booster = lgb.train(p, train, num_boost_round=num_rounds, valid_sets=sets, valid_names=names, callbacks=callbacks)
         manifest = {
-            "feature_names": list(FEATURE_NAMES),
-            "categorical": list(CATEGORICAL),
+            "feature_names": list(features),
+            "categorical": cat,
             "ranker_vocab": list(ranker_vocab),
             "kind_vocab": list(kind_vocab),
             "params": {k: v for k, v in p.items() if k != "eval_at"},
@@ -88,9 +95,11 @@ class PageModel:
         return cls(booster, ranker_vocab, kind_vocab, manifest)
 
     def predict(self, X: np.ndarray) -> np.ndarray:
+        """Scores of stage rows; ``X`` has every stage feature, the model reads its own columns."""
+        Xm = X[:, self.columns]
         if self._compiled is not None:
-            return self._compiled.predict(np.ascontiguousarray(X, dtype=np.float64), n_jobs=1)
-        return self.booster.predict(X, num_threads=1)
+            return self._compiled.predict(np.ascontiguousarray(Xm, dtype=np.float64), n_jobs=1)
+        return self.booster.predict(Xm, num_threads=1)
 
     def compile(self, directory: Path) -> bool:
         """Compile with lleaves into ``directory/model.so`` (reused when present); False if unavailable."""
@@ -126,9 +135,9 @@ class PageModel:
             manifest = json.loads((d / "manifest.json").read_text())
         except FileNotFoundError as e:
             raise HomepageError(f"{d}: page model has no manifest.json") from e
-        if manifest.get("feature_names") != list(FEATURE_NAMES):
+        if manifest.get("feature_names") != list(MODEL_FEATURES):
             theirs = manifest.get("feature_names")
-            diff = sorted(set(theirs or []) ^ set(FEATURE_NAMES))
+            diff = sorted(set(theirs or []) ^ set(MODEL_FEATURES))
             raise HomepageError(f"{d}: page model features differ from the code's (differing: {diff or 'order'}); retrain it")
         booster = lgb.Booster(model_file=str(d / "model.txt"))
         model = cls(booster, tuple(manifest["ranker_vocab"]), tuple(manifest["kind_vocab"]), manifest)
