@@ -20,6 +20,9 @@ def replay_command(
     json_out: Path | None = typer.Option(None, "--json", help="Write the report JSON here."),
     report_dir: Path | None = typer.Option(None, "--report", help="Write a Markdown report with PNG plots here."),
     split_time: str | None = typer.Option(None, "--split-time", help="T (ISO or Unix seconds); default: the 80th percentile of event times."),
+    until: str | None = typer.Option(
+        None, "--until", help="Requests and their targets end here (ISO or Unix seconds); for validation replays inside a training window."
+    ),
     horizon_days: float = typer.Option(30.0, "--horizon-days", help="Targets are plays/ratings in (t, t + horizon]."),
     requests_per_user: int = typer.Option(3, "--requests-per-user", min=1),
     max_requests: int = typer.Option(2000, "--max-requests", min=1),
@@ -77,7 +80,7 @@ def replay_command(
             f"--models: bundle {bundle.version} was trained on events up to {bundle.until}, after the split {T}; "
             "retrain with `homepage train --until` at or before the split"
         )
-    requests = sample_requests(log, protocol)
+    requests = sample_requests(log, protocol, until=parse_time(until) if until is not None else None)
     if len(requests) == 0:
         raise HomepageError(f"{dataset}: no user has plays or ratings after the split {T}")
     console = Console(stderr=True)
