@@ -176,7 +176,7 @@ class EventLog:
             rating_count=frozen(np.bincount(tidx[is_rating], minlength=self.n_titles).astype(np.int64)),
             region_counts=rcounts,
             region_decayed=rdecayed,
-            n_users=int(np.unique(self.t_user_pos[:n]).size),
+            n_users=int(np.count_nonzero(np.bincount(self.t_user_pos[:n], minlength=self.user_ids.size))),
         )
 
     def global_states(self, times: Sequence[int], half_life: float = 7 * DAY) -> Iterator[GlobalState]:
