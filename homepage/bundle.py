@@ -117,6 +117,7 @@ def train_bundle(
         components: dict[str, Any] = {}
         if config.page.train_model:
             components["page_model"] = _fit_page_model(log, catalog, config, until, tmp, progress)
+        components["artwork"] = _artwork_component(catalog, config, tmp)
         manifest: dict[str, Any] = {
             "bundle_format": BUNDLE_FORMAT,
             "version": version,
@@ -179,6 +180,16 @@ def _fit_page_model(log: EventLog, catalog: Catalog, config: PipelineConfig, unt
         raise BundleError(f"page model: {e}") from e
     model.save(tmp / "page_model", compile=True)
     return {"dir": "page_model", "training": report.__dict__}
+
+
+def _artwork_component(catalog: Catalog, config: PipelineConfig, tmp: Path) -> dict[str, Any]:
+    """The artwork selector. Datasets carry no logged artwork impressions yet, so it starts
+    untrained: the neutral variant, exploring at ``artwork_epsilon`` with logged propensities,
+    which is the data its training needs."""
+    from artwork.page_artwork import PageArtwork
+
+    PageArtwork.default(catalog, config.artwork_epsilon, config.artwork_stable_days).save(tmp / "artwork")
+    return {"dir": "artwork", "trained": False}
 
 
 def _write_catalog(dataset: Dataset, out: Path) -> None:

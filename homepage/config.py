@@ -39,7 +39,7 @@ class PageConfig(BaseModel):
     max_requests: int = Field(default=6000, ge=10)
     num_rounds: int = Field(default=400, ge=1, le=10_000)
     dagger_rounds: int = Field(
-        default=1, ge=0, le=5, description="extra training rounds on stage contexts that follow the model's own choices (DAgger)"
+        default=0, ge=0, le=5, description="extra training rounds on stage contexts that follow the model's own choices (DAgger); 0: validation on ml-latest-small did not support it"
     )
 
 
@@ -52,6 +52,8 @@ class PipelineConfig(BaseModel):
     split_quantile: float = Field(default=0.8, gt=0.0, lt=1.0, description="default train/test split")
     trending_half_life_days: float = Field(default=7.0, gt=0.0, le=3650.0)
     page: PageConfig = Field(default_factory=PageConfig)
+    artwork_epsilon: float = Field(default=0.05, ge=0.0, le=1.0, description="share of artwork choices explored")
+    artwork_stable_days: float = Field(default=7.0, gt=0.0, le=365.0, description="a user keeps a title's artwork this long")
 
     @model_validator(mode="after")
     def _rules_name_configured_rankers(self) -> PipelineConfig:

@@ -49,7 +49,7 @@ class PageModels:
     catalog: Catalog
     rankers: tuple[Ranker, ...]
     page_model: PageModel | None = None
-    artwork: Any | None = None  # artwork.selector.ArtworkSelector
+    artwork: Any | None = None  # artwork.page_artwork.PageArtwork
     rules: PageRules = field(default_factory=PageRules)
     _stats: dict[tuple[int, int], TitleStats] = field(default_factory=dict, repr=False)
 
@@ -62,9 +62,9 @@ class PageModels:
             page_model = PageModel.load(bundle.path / components["page_model"]["dir"])
         artwork = None
         if "artwork" in components:
-            from artwork.selector import ArtworkSelector
+            from artwork.page_artwork import PageArtwork
 
-            artwork = ArtworkSelector.load(bundle.path / components["artwork"]["dir"]).prepare(bundle.catalog)
+            artwork = PageArtwork.load(bundle.path / components["artwork"]["dir"], bundle.catalog)
         return cls(
             version=bundle.version,
             config_hash=bundle.manifest.get("config_hash", ""),
