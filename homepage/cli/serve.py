@@ -57,6 +57,7 @@ def demo(
     titles: int | None = typer.Option(None, "--titles", min=10, help="Titles of the generated world."),
     port: int = typer.Option(8000, "--port", min=1, max=65535),
     var: Path = typer.Option(Path("var"), "--var", help="Where the demo writes its data, models and Redis."),
+    models: Path | None = typer.Option(None, "--models", help="Serve this trained bundle instead of training one."),
 ) -> None:
     """The whole chain on the synthetic world: generate, train, publish into an embedded Redis, serve."""
     import pandas as pd
@@ -79,8 +80,13 @@ def demo(
         typer.echo(f"generating {users or 2000} users x {titles or 1000} titles into {world}")
         write_world(generate_world(WorldParams(n_users=users or 2000, n_titles=titles or 1000, seed=7)), world)
     ds = load_dataset(world)
-    typer.echo("training (rankers and the stage-wise page model; about a minute on the small world)")
-    bundle = train_bundle(ds, var / "models", PipelineConfig(), progress=True)
+    if models is not None:
+        from homepage.bundle import load_bundle
+
+        bundle = load_bundle(models)
+    else:
+        typer.echo("training (rankers and the stage-wise page model; about a minute on the small world)")
+        bundle = train_bundle(ds, var / "models", PipelineConfig(), progress=True)
     os.environ.setdefault("HOMEPAGE_EMBEDDED_DIR", str(var / "redis"))
     os.environ.setdefault("HOMEPAGE_MODELS_DIR", str(var / "serving-models"))
     if not os.environ.get("HOMEPAGE_API_KEY"):
