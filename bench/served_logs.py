@@ -3,7 +3,7 @@ TRUE expected plays of pages from page models trained on position-biased logs wi
 without correction, against the logging policy, row ranking, template and an oracle greedy page.
 
     python bench/served_logs.py --json OUT.json [--pages 1500 --visits 10 --random-share 0.2
-        --policy template --eval 400 --replay-pages 200 --seed 0 --world fixtures/world-small]
+        --policy template --eval 400 --replay-pages 200 --objective lambdarank --seed 0 --world fixtures/world-small]
 
 Trains a bundle (rankers only) on the world up to its default split, serves pages after it.
 """
@@ -31,6 +31,7 @@ def main() -> int:
     ap.add_argument("--eval", type=int, default=400)
     ap.add_argument("--replay-pages", type=int, default=200)
     ap.add_argument("--rounds", type=int, default=200)
+    ap.add_argument("--objective", choices=("lambdarank", "regression"), default="lambdarank")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
 
@@ -47,11 +48,11 @@ def main() -> int:
     cfg = PipelineConfig(page=PageConfig(train_model=False))
     with tempfile.TemporaryDirectory() as tmp:
         bundle = train_bundle(ds, Path(tmp), cfg)
-    models = PageModels.from_bundle(bundle)
+        models = PageModels.from_bundle(bundle)
     log = EventLog.from_frame(ds.events, bundle.catalog, ds.users)
     sim = BrowsingSimulator(WorldTruth.load(args.world), seed=args.seed)
     spec = ExperimentSpec(pages=args.pages, visits=args.visits, random_share=args.random_share, logging_policy=args.policy,
-                          eval_requests=args.eval, replay_pages=args.replay_pages, num_rounds=args.rounds, seed=args.seed)
+                          eval_requests=args.eval, replay_pages=args.replay_pages, num_rounds=args.rounds, objective=args.objective, seed=args.seed)
     report = run_experiment(sim, log, models, bundle.until + 1, int(log.last_ts), cfg.half_life_seconds, spec,
                             progress=lambda s: print(f"[{time.perf_counter() - t0:6.0f}s] {s}", file=sys.stderr))
 

@@ -23,6 +23,7 @@ from homepage.errors import HomepageError
 from homepage.eventlog import EventLog
 from homepage.page import PageModels
 from homepage.servedlogs.examination import estimate_examination
+from homepage.servedlogs.experiment import with_page_model
 from homepage.servedlogs.layouts import layouts
 from homepage.servedlogs.quality import ORACLE, PolicyEntry, true_expected_plays
 from homepage.servedlogs.replay import score_against_log
@@ -58,7 +59,7 @@ def few_logs(logs: pd.DataFrame) -> pd.DataFrame:
     return logs.merge(keys, on=["user_id", "ts"])
 
 
-def test_log_round_trip_and_validation(logs: pd.DataFrame, tmp_path: Path) -> None:
+def test_log_round_trip_and_validation(logs: pd.DataFrame, world: tuple, tmp_path: Path) -> None:
     assert tuple(logs.columns) == COLUMNS
     path = write_served_logs(logs, tmp_path / "logs.parquet")
     back = read_served_logs(path)
@@ -67,6 +68,9 @@ def test_log_round_trip_and_validation(logs: pd.DataFrame, tmp_path: Path) -> No
     # a uniformly random row order: stage s of an R-row page chose among R - s rows
     rows_per_page = random.groupby("page_id")["row_index"].transform("max") + 1
     assert np.allclose(random["row_propensity"], 1.0 / (rows_per_page - random["row_index"]))
+    if world[2].artwork is not None:  # the bundle's selector chose the artwork, with its propensity
+        assert back["variant_id"].notna().all()
+        assert ((back["artwork_propensity"] > 0) & (back["artwork_propensity"] <= 1)).all()
     bad = logs.copy()
     bad.loc[bad.index[3], "played"] = 2
     with pytest.raises(HomepageError, match="row 3: played"):
@@ -110,7 +114,8 @@ def test_oracle_greedy_page_beats_every_policy_on_true_plays(logs: pd.DataFrame,
     _, bundle, pm, log, sim = world
     theta = estimate_examination(logs, ROWS, COLS).theta
     model, _ = train_from_served_logs(few_logs, log, pm, theta, bundle.config.half_life_seconds, num_rounds=30)
-    trained = PageModels(pm.version, pm.config_hash, pm.catalog, pm.rankers, page_model=model, rules=pm.rules)
+    pm = with_page_model(pm, None, artwork=False)  # the oracle shows neutral artwork; so do the others here
+    trained = with_page_model(pm, model, artwork=False)
     entries = [PolicyEntry("corrected", trained), PolicyEntry("row-ranking", pm, "row-ranking"), PolicyEntry("template", pm, "template"), PolicyEntry(ORACLE, None)]
     rng = np.random.default_rng(0)
     users = rng.choice(log.user_ids, 40)

@@ -36,11 +36,14 @@ class ExperimentSpec:
     replay_pages: int = 200  # held-out served pages for the replay-estimator check (0: skip)
     num_rounds: int = 200
     floor: float = 0.05
+    objective: str = "lambdarank"  # or "regression" on the label values
     seed: int = 0
 
 
-def with_page_model(models: PageModels, page_model: object) -> PageModels:
-    return PageModels(models.version, models.config_hash, models.catalog, models.rankers, page_model=page_model, artwork=models.artwork, rules=models.rules)  # type: ignore[arg-type]
+def with_page_model(models: PageModels, page_model: object, artwork: bool = True) -> PageModels:
+    """``models`` with another page model (and without the artwork selector when ``artwork`` is False)."""
+    return PageModels(models.version, models.config_hash, models.catalog, models.rankers, page_model=page_model,  # type: ignore[arg-type]
+                      artwork=models.artwork if artwork else None, rules=models.rules)
 
 
 def run_experiment(
@@ -57,6 +60,8 @@ def run_experiment(
     import time
 
     say = progress or (lambda s: None)
+    # row choice is what is measured: every page, the oracle's included, shows the neutral artwork
+    models = with_page_model(models, models.page_model, artwork=False)
     rng = np.random.default_rng(spec.seed)
     users = rng.permutation(log.user_ids)
     n_test = max(1, int(users.size * spec.test_share))
@@ -76,10 +81,10 @@ def run_experiment(
 
     t0 = time.perf_counter()
     say("stage data and training: corrected, uncorrected, true examination")
-    (d_corr, d_unc, d_true), rep = served_stage_data_multi(logs, log, models, [est.theta, None, true_rel], half_life, spec.floor)
-    m_corr = fit_on_stage_data(d_corr, rep, models, True, spec.num_rounds)
-    m_unc = fit_on_stage_data(d_unc, rep, models, False, spec.num_rounds)
-    m_true = fit_on_stage_data(d_true, rep, models, True, spec.num_rounds)
+    (d_corr, d_unc, d_true), rep = served_stage_data_multi(logs, log, models, [est.theta, None, true_rel], half_life, spec.floor, graded=spec.objective != "regression")
+    m_corr = fit_on_stage_data(d_corr, rep, models, True, spec.num_rounds, spec.objective)
+    m_unc = fit_on_stage_data(d_unc, rep, models, False, spec.num_rounds, spec.objective)
+    m_true = fit_on_stage_data(d_true, rep, models, True, spec.num_rounds, spec.objective)
     timings["train"] = time.perf_counter() - t0
 
     corrected, uncorrected, true_corr = with_page_model(models, m_corr), with_page_model(models, m_unc), with_page_model(models, m_true)

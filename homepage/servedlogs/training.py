@@ -83,8 +83,12 @@ def served_stage_data_multi(
     half_life: float,
     floor: float = 0.05,
     progress: Callable[[int], None] | None = None,
+    graded: bool = True,
 ) -> tuple[list[StageData], ServedTrainingReport]:
-    """``served_stage_data`` for several label schemes at once (the stage features are shared)."""
+    """``served_stage_data`` for several label schemes at once (the stage features are shared).
+
+    ``graded=False`` keeps the label values themselves (for a pointwise regression objective).
+    """
     catalog = models.catalog
     worlds = WorldCache(log, half_life, 3600)
     replay_rules = models.rules.model_copy(update={"rules": tuple(r for r in models.rules.rules if isinstance(r, (MaxRowsRule, MinTitlesRule, MaturityRule)))})
@@ -133,7 +137,7 @@ def served_stage_data_multi(
                 if gains.max() <= 0:
                     continue
                 Xs[li_].append(view.X[members])
-                ys[li_].append(grade(gains))
+                ys[li_].append(grade(gains) if graded else gains.astype(np.float32))
                 sizes[li_].append(members.size)
                 owners[li_].append(li)
         if progress is not None:
@@ -182,8 +186,9 @@ def train_from_served_logs(
     return fit_on_stage_data(data, report, models, theta is not None, num_rounds), report
 
 
-def fit_on_stage_data(data: StageData, report: ServedTrainingReport, models: PageModels, corrected: bool, num_rounds: int = 200) -> PageModel:
-    """LambdaRank on served stage groups, with the provenance in the model manifest."""
+def fit_on_stage_data(data: StageData, report: ServedTrainingReport, models: PageModels, corrected: bool, num_rounds: int = 200, objective: str = "lambdarank") -> PageModel:
+    """LambdaRank on graded labels, or least squares on label values (``objective="regression"``)."""
+    params = {"objective": "regression", "metric": "l2"} if objective == "regression" else None
     return PageModel.fit(
         data.X,
         data.y,
@@ -191,5 +196,6 @@ def fit_on_stage_data(data: StageData, report: ServedTrainingReport, models: Pag
         models.ranker_vocab,
         models.kind_vocab,
         num_rounds=num_rounds,
-        extra_manifest={"source": "served_logs", "position_correction": corrected, "training": report.__dict__},
+        params=params,
+        extra_manifest={"source": "served_logs", "position_correction": corrected, "objective": objective, "training": report.__dict__},
     )
