@@ -2,8 +2,9 @@
 
 Plain ``Booster.predict`` costs ~160 us a call, and a 20-row page makes 20 calls; the
 model is therefore compiled with lleaves (LLVM) when available (~25 us a call, identical
-predictions), falling back to LightGBM. The manifest carries the ordered feature names
-and vocabularies, and loading refuses a model whose features differ from the code's.
+predictions), falling back to LightGBM. The model reads the ``MODEL_FEATURES`` columns of
+the stage feature matrix; the manifest carries them in order with the vocabularies, and
+loading refuses a model whose features differ from the code's.
 """
 
 from __future__ import annotations
