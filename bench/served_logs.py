@@ -2,7 +2,7 @@
 TRUE expected plays of pages from page models trained on position-biased logs with and
 without correction, against the logging policy, row ranking, template and an oracle greedy page.
 
-    python bench/served_logs.py --json OUT.json [--pages 1500 --visits 10 --random-share 0.2
+    python bench/served_logs.py --json OUT.json [--pages 1200 --visits 20 --random-share 0.05
         --policy template --eval 400 --replay-pages 200 --objective lambdarank --seed 0 --world fixtures/world-small]
 
 Trains a bundle (rankers only) on the world up to its default split, serves pages after it.
@@ -24,9 +24,9 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--json", type=Path, default=None)
     ap.add_argument("--world", type=Path, default=REPO / "fixtures" / "world-small")
-    ap.add_argument("--pages", type=int, default=1500)
-    ap.add_argument("--visits", type=int, default=10)
-    ap.add_argument("--random-share", type=float, default=0.2)
+    ap.add_argument("--pages", type=int, default=1200)
+    ap.add_argument("--visits", type=int, default=20)
+    ap.add_argument("--random-share", type=float, default=0.05)
     ap.add_argument("--policy", default="template")
     ap.add_argument("--eval", type=int, default=400)
     ap.add_argument("--replay-pages", type=int, default=200)

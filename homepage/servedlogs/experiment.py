@@ -25,9 +25,9 @@ from homepage.servedlogs.training import fit_on_stage_data, served_stage_data_mu
 
 @dataclass(frozen=True)
 class ExperimentSpec:
-    pages: int = 1500
-    visits: int = 10
-    random_share: float = 0.2
+    pages: int = 1200
+    visits: int = 20
+    random_share: float = 0.05
     logging_policy: str = "template"
     rows: int = 10
     cols: int = 10
