@@ -39,6 +39,7 @@ ROOT = Path(__file__).resolve().parents[1]
 WORLD = ROOT / "fixtures" / "world-small"
 API_KEY = "bench-" + uuid.uuid4().hex
 N_USERS = 2000
+HIT_USERS = 200  # the hit run requests these users only, each warmed (cached) first
 
 
 # ------------------------------------------------------------------ load generation (client processes)
@@ -63,7 +64,7 @@ def _worker(port: int, kind: str, seconds: float, threads: int, rate: float | No
                 if now < next_at:
                     time.sleep(next_at - now)
                 next_at += interval
-            u = int(rng.integers(1, N_USERS + 1))
+            u = int(rng.integers(1, (HIT_USERS if kind == "hit" else N_USERS) + 1))
             n += 1
             if kind == "events":
                 body = json.dumps(
@@ -112,8 +113,7 @@ def load(port: int, kind: str, seconds: float, procs: int, threads: int, rate: f
 # ------------------------------------------------------------------ server
 def start_server(workers: int, port: int, env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "homepage.api.app:create_app", "--factory", "--host", "127.0.0.1", "--port", str(port),
-         "--workers", str(workers), "--log-level", "warning", "--no-access-log"],
+        [sys.executable, "-m", "homepage.cli.serve", "--port", str(port), "--workers", str(workers)],
         env=env, stdout=subprocess.DEVNULL, stderr=open(log, "ab"),
     )
     deadline = time.monotonic() + 120
@@ -210,7 +210,9 @@ def main() -> None:
                 stop_server(proc)
             proc = start_server(workers, port, env, work / "api.log")
             try:
-                load(port, "hit", max(args.seconds, 2.0), args.procs, args.threads)  # warm: every user cached
+                for u in range(1, HIT_USERS + 1):  # warm: every user of the hit run has a cached page
+                    _get(port, f"/homepage/{u}")
+                load(port, "hit", 1.0, args.procs, args.threads)
                 hit = load(port, "hit", args.seconds, args.procs, args.threads)
                 events = load(port, "events", args.seconds, args.procs, args.threads)
             finally:

@@ -17,6 +17,7 @@ def run_server(host: str, port: int, workers: int) -> None:
     """Run the API with uvicorn; with no ``REDIS_URL`` the embedded Redis is started here, shared by the workers."""
     import uvicorn
 
+    from homepage.api.nodelay import http_protocol
     from homepage.embedded_redis import EmbeddedRedis
     from homepage.settings import get_settings
 
@@ -32,6 +33,7 @@ def run_server(host: str, port: int, workers: int) -> None:
             host=host,
             port=port,
             workers=workers,
+            http=http_protocol(),  # TCP_NODELAY on accepted sockets: uvicorn's multi-worker path loses it
             log_level="warning",
             access_log=False,
         )
@@ -128,3 +130,7 @@ def logs_export(out: Path = typer.Option(..., "--out", help="Parquet file to wri
         store.close()
     write_served_logs(frame, out)
     typer.echo(f"{out}: {frame['page_id'].nunique()} pages, {len(frame)} impressions, {int(frame['played'].sum())} attributed plays")
+
+
+if __name__ == "__main__":  # ``python -m homepage.cli.serve``: the serve command alone (benchmarks)
+    typer.run(serve)
