@@ -81,8 +81,8 @@ def candidate_rows() -> list[CandidateRow]:
         row("personalized", "g1", list(range(0, 40, 2)), "genre", 1.5),
         row("personalized", "g2", list(range(1, 40, 2)), "genre", 1.4),
         row("personalized", "g3", list(range(5, 35)), "genre", 1.3),
-        row("top_n", "pop", list(range(40, 70)), "popular", 0.5),
-        row("top_n", "pop2", list(range(45, 75)), "popular_region", 0.4),
+        row("top_n", "pop", list(range(40, 70)), "top_n", 0.5),
+        row("top_n", "pop2", list(range(45, 75)), "top_n_region", 0.4),
         *[row("video_to_video", f"a{a}", list(range(a, a + 20)), "because_you_watched", 1.0 - a / 100) for a in (10, 20, 30, 50)],
     ]
 
@@ -365,3 +365,15 @@ def test_lleaves_predictions_equal_lightgbm(page_model: PageModel, tmp_path) -> 
     X = np.concatenate([t.view.X for t in traces])
     X[::7, COL["device"]] = np.nan
     np.testing.assert_allclose(compiled.predict(X), page_model.booster.predict(X, num_threads=1), rtol=1e-9, atol=1e-12)
+
+
+def test_every_builtin_reason_kind_is_in_the_page_model_vocabulary() -> None:
+    """A row whose reason kind is missing from the vocabulary reaches the model as 'other'."""
+    import re
+    from pathlib import Path
+
+    from homepage.page import KIND_VOCAB
+
+    src = "\n".join(p.read_text() for p in (Path(__file__).resolve().parents[1] / "rankers").glob("*.py"))
+    kinds = set(re.findall(r'RowReason\(\s*kind="([a-z_]+)"', src))
+    assert kinds and kinds <= set(KIND_VOCAB), kinds - set(KIND_VOCAB)
