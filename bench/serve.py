@@ -15,6 +15,7 @@ Targets on 2 cores: miss >= 25% of floor throughput, hit >= 75%, p99 <= 25 ms at
 load, events >= 5,000/s. Usage::
 
     python bench/serve.py [--models BUNDLE] [--seconds 5] [--workers 1 2] [--json OUT]
+    python bench/serve.py --soak 600 [--window 30]   # 10 min at 70% of max: p99 and server RSS per window
 """
 
 from __future__ import annotations
@@ -158,6 +159,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=4, help="keep-alive connections per client process")
     ap.add_argument("--deadline-ms", type=float, default=1000.0, help="server deadline (high: measure building, not falling back)")
     ap.add_argument("--json", type=Path, help="write the table here")
+    ap.add_argument("--soak", type=float, default=0.0, help="instead: soak this many seconds at 70%% of max miss throughput (1 worker)")
+    ap.add_argument("--window", type=float, default=30.0, help="soak reporting window, seconds")
     args = ap.parse_args()
 
     from homepage.embedded_redis import EmbeddedRedis
@@ -193,6 +196,16 @@ def main() -> None:
     }
     env.pop("REDIS_URL", None)
     rows: list[dict[str, object]] = []
+    if args.soak:
+        try:
+            rows = soak(env, work, args)
+        finally:
+            store.close()
+            emb.stop()
+            shutil.rmtree(work, ignore_errors=True)
+        if args.json:
+            args.json.write_text(json.dumps(rows, indent=2))
+        return
     try:
         for workers in args.workers:
             port = free_port()
@@ -232,6 +245,46 @@ def main() -> None:
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(rows, indent=2))
+
+
+def rss_mb(pid: int) -> float:
+    """Resident memory of a process and its children (uvicorn workers), from /proc."""
+    total = 0
+    pids = [pid]
+    try:
+        pids += [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        pass
+    for p in pids:
+        try:
+            for line in Path(f"/proc/{p}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1])
+        except OSError:
+            pass
+    return total / 1024
+
+
+def soak(env: dict[str, str], work: Path, args: argparse.Namespace) -> list[dict[str, object]]:
+    """Cache-miss load at 70% of the measured maximum for ``args.soak`` seconds: p99 and server RSS per window."""
+    port = free_port()
+    proc = start_server(1, port, {**env, "HOMEPAGE_PAGE_CACHE_READS": "0"}, work / "api.log")
+    rows: list[dict[str, object]] = []
+    try:
+        load(port, "miss", 2.0, args.procs, args.threads)
+        rate = 0.7 * load(port, "miss", args.seconds, args.procs, args.threads)["requests_per_s"]
+        print(f"soak at {rate:.1f} req/s for {args.soak:.0f} s", flush=True)
+        t_end = time.monotonic() + args.soak
+        i = 0
+        while time.monotonic() < t_end:
+            r = load(port, "miss", min(args.window, max(1.0, t_end - time.monotonic())), args.procs, args.threads, rate=rate)
+            mem = rss_mb(proc.pid)
+            rows.append({"window": i, **r, "server_rss_mb": mem})
+            print(f"window {i:3d}  {r['requests_per_s']:7.1f} req/s  p50 {r['p50_ms']:7.2f} ms  p99 {r['p99_ms']:7.2f} ms  errors {r['errors']}  server RSS {mem:7.1f} MB", flush=True)
+            i += 1
+    finally:
+        stop_server(proc)
+    return rows
 
 
 def _get(port: int, path: str) -> bytes:
