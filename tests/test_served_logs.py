@@ -157,7 +157,13 @@ def test_commands_end_to_end(world: tuple, tmp_path: Path) -> None:
     res = runner.invoke(app, ["train-from-logs", str(world_dir), "--models", str(bundle.path), "--served-logs", str(logs), "--out", str(pm_dir), "--rounds", "20"])
     assert res.exit_code == 0, res.output
     out = tmp_path / "replay.json"
-    res = runner.invoke(app, ["replay-logs", str(world_dir), "--models", str(bundle.path), "--served-logs", str(logs),
+    # the service's own logs have no randomised pages: the examination estimate comes from a file then
+    served_only = tmp_path / "service.parquet"
+    frame = read_served_logs(logs)
+    write_served_logs(frame[frame["policy"] != "random"], served_only)
+    res = runner.invoke(app, ["replay-logs", str(world_dir), "--models", str(bundle.path), "--served-logs", str(served_only), "--policies", "row-ranking"])
+    assert res.exit_code != 0 and "randomised" in str(res.exception)
+    res = runner.invoke(app, ["replay-logs", str(world_dir), "--models", str(bundle.path), "--served-logs", str(logs), "--examination", str(ex),
                               "--policies", "row-ranking", "--page-model", f"served={pm_dir}", "--json", str(out)])
     assert res.exit_code == 0, res.output
     rep = json.loads(out.read_text())

@@ -44,6 +44,28 @@ def _check_window(bundle: Any, logs: Any, served_logs: Path) -> None:
         )
 
 
+def _theta(examination_json: Path | None, logs: Any) -> Any:
+    """Relative examination: from ``homepage examination --json`` output, else from the logs' randomised pages."""
+    import numpy as np
+
+    from homepage.errors import HomepageError
+    from homepage.servedlogs.examination import estimate_examination
+
+    R = int(logs["row_index"].max()) + 1
+    C = int(logs["col_index"].max()) + 1
+    if examination_json is None:
+        return estimate_examination(logs, R, C).theta
+    try:
+        theta = np.asarray(json.loads(Path(examination_json).read_text())["theta"], dtype=np.float64)
+    except FileNotFoundError as e:
+        raise HomepageError(f"{examination_json}: not found") from e
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
+        raise HomepageError(f"{examination_json}: not an examination estimate (theta: a rows x cols list): {e}") from e
+    if theta.ndim != 2 or theta.shape[0] < R or theta.shape[1] < C or not (theta > 0).all():
+        raise HomepageError(f"{examination_json}: theta must be positive and at least {R} x {C} (the served pages' size)")
+    return theta
+
+
 @app.command("simulate-logs")
 def simulate_logs(
     world: Path = typer.Argument(..., help="Synthetic world directory (from `homepage generate`), with truth.npz."),
@@ -120,18 +142,16 @@ def train_from_logs(
     correction: bool = typer.Option(True, "--correction/--no-correction", help="Correct plays for the examination of their slot."),
     rounds: int = typer.Option(200, "--rounds", min=1, max=10_000),
     floor: float = typer.Option(0.05, "--floor", min=0.001, max=1.0, help="Examination floor (IPS weights <= 1/floor)."),
+    examination_json: Path | None = typer.Option(None, "--examination", help="Examination estimate (from `homepage examination --json`); default: estimated from this log's randomised pages."),
 ) -> None:
     """Train the stage-wise page model from served pages, labels corrected for 2-D position bias."""
-    from homepage.servedlogs.examination import estimate_examination
     from homepage.servedlogs.schema import read_served_logs
     from homepage.servedlogs.training import train_from_served_logs
 
     logs = read_served_logs(served_logs)
     bundle, pm, log = _load(dataset, models)
     _check_window(bundle, logs, served_logs)
-    R = int(logs["row_index"].max()) + 1
-    C = int(logs["col_index"].max()) + 1
-    theta = estimate_examination(logs, R, C).theta if correction else None
+    theta = _theta(examination_json, logs) if correction else None
     n_layouts = int(logs.groupby(["user_id", "ts", "policy"]).ngroups)
     bar, task = _progress("stage data", n_layouts)
     with bar:
@@ -149,6 +169,7 @@ def replay_logs(
     policies: str = typer.Option("row-ranking,template", "--policies", help="Comma-separated policies built with the bundle."),
     page_models: list[str] = typer.Option([], "--page-model", help="NAME=DIR: also replay stage-wise with this page model (repeatable)."),
     floor: float = typer.Option(0.05, "--floor", min=0.001, max=1.0),
+    examination_json: Path | None = typer.Option(None, "--examination", help="Examination estimate (from `homepage examination --json`); default: estimated from this log's randomised pages."),
     json_out: Path | None = typer.Option(None, "--json", help="Write the report JSON here."),
     bootstrap: int = typer.Option(1000, "--bootstrap", min=100),
 ) -> None:
@@ -162,7 +183,6 @@ def replay_logs(
     from homepage.page import PageModels
     from homepage.pagebuilder.model import PageModel
     from homepage.pagebuilder.policies import policy as get_policy
-    from homepage.servedlogs.examination import estimate_examination
     from homepage.servedlogs.replay import MEASURES, ReplayPolicy, replay_served_logs
     from homepage.servedlogs.schema import read_served_logs
 
@@ -182,9 +202,7 @@ def replay_logs(
         entries.append(ReplayPolicy(name, PageModels(pm.version, pm.config_hash, pm.catalog, pm.rankers, page_model=model, artwork=pm.artwork, rules=pm.rules), "stage-wise"))
     if not entries:
         raise HomepageError("--policies: give at least one policy or --page-model")
-    R = int(logs["row_index"].max()) + 1
-    C = int(logs["col_index"].max()) + 1
-    theta = estimate_examination(logs, R, C).theta
+    theta = _theta(examination_json, logs)
     n_layouts = int(logs.groupby(["user_id", "ts", "policy"]).ngroups)
     bar, task = _progress("replay", n_layouts)
     with bar:
