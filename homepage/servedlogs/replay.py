@@ -13,7 +13,8 @@ scored against the titles the user played on the served page:
   examination of the new slot over the served one. Under the position-based model, a play
   divided by the examination of its slot is an unbiased estimate of the title's attraction,
   so this estimates the expected plays the new page earns *from the titles both pages
-  show*. Applied to the served page itself it returns the observed plays exactly.
+  show*. Applied to the served page itself it returns the observed plays exactly (when
+  no slot's examination is below the floor).
 
 Bias: a title the new page shows but the served page did not contributes nothing, so the
 estimate is pessimistic for a policy that departs from the logging policy, by roughly the
