@@ -169,6 +169,8 @@ def _catalog(api: Api) -> Any:
         ({"user_id": 1, "title_id": 1, "kind": "play", "progress": 1.5}, "progress"),
         ({"user_id": 1, "title_id": 1, "kind": "play", "page_id": "a b"}, "page_id"),
         ({"user_id": 1, "title_id": 1, "kind": "play", "colour": 1}, "colour"),
+        ({"user_id": 1, "title_id": 1, "kind": "impression", "ts": 24937696982}, "ts"),  # found by the fuzzer
+        ({"events": [{"user_id": 1, "title_id": 1, "kind": "play", "ts": 2**39}]}, "events.0.ts"),
         ({"events": []}, "events"),
         ({"events": [{"user_id": 1, "title_id": 1, "kind": "play"}] * 1001}, "events"),
     ],

@@ -68,7 +68,8 @@ def test_manifest_describes_the_bundle(trained, dataset_dir: Path, config: Pipel
     for r in m["rankers"]:
         assert (bundle.path / r["dir"] / "manifest.json").is_file()
     assert m["dataset"]["source"] == "synthetic-test" and m["dataset"]["counts"]["titles"] == 150
-    assert m["components"] == {} and m["metrics"] == {}  # nothing but rankers configured
+    # no page model asked for; the artwork selector is always there (untrained without logged impressions)
+    assert m["components"] == {"artwork": {"dir": "artwork", "trained": False}} and m["metrics"] == {}
     assert (bundle.path / "catalog" / "titles.parquet").is_file() and (bundle.path / "catalog" / "variants.parquet").is_file()
     assert not [p for p in models.iterdir() if p.name.startswith(".")], "temporary files left behind"
 

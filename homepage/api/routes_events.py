@@ -14,6 +14,7 @@ from homepage.store import StoreError, StoreUnavailable
 
 router = APIRouter(dependencies=[Depends(require_api_key)], responses=COMMON_RESPONSES)
 UserId = Annotated[int, Path(ge=0, le=MAX_ID, description="user id")]
+MAX_FUTURE_SECONDS = 86_400  # client clocks drift; an event from further ahead is a bug, and would skew trending
 WRITE_ERRORS = {401: {"model": ErrorOut}, 403: {"model": ErrorOut}, 413: {"model": ErrorOut}, 503: {"model": ErrorOut}}
 
 
@@ -27,6 +28,10 @@ async def post_events(request: Request, body: Annotated[EventIn | EventBatch, Bo
     items = body.events if isinstance(body, EventBatch) else [body]
     now = int(time.time())
     events = [e.to_event(now) for e in items]
+    for i, e in enumerate(events):
+        if e.ts > now + MAX_FUTURE_SECONDS:
+            field = f"events.{i}.ts" if isinstance(body, EventBatch) else "ts"
+            raise HTTPException(422, f"{field}: {e.ts} is more than a day in the future")
     keys = [e.idempotency_key for e in items]
     service = _service(request)
     try:
