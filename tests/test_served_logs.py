@@ -172,6 +172,13 @@ def test_commands_end_to_end(world: tuple, tmp_path: Path) -> None:
     assert rep["policies"]["logged"]["corrected"]["mean"] == pytest.approx(observed)
     # the logging policy rebuilt is the logged page for deterministic pages: full overlap there
     assert rep["policies"]["row-ranking"]["overlap"]["mean"] > 0.5
+    # the replay command itself accepts served logs, with the same estimator
+    out2 = tmp_path / "via-replay.json"
+    res = runner.invoke(app, ["replay", str(world_dir), "--models", str(bundle.path), "--served-logs", str(logs), "--examination", str(ex),
+                              "--policies", "row-ranking", "--json", str(out2)])
+    assert res.exit_code == 0, res.output
+    rep2 = json.loads(out2.read_text())
+    assert rep2["policies"]["row-ranking"] == rep["policies"]["row-ranking"]
     # a served log from before the bundle's cut-off is refused
     early = read_served_logs(logs).assign(ts=int(bundle.until) - 10)
     write_served_logs(early, tmp_path / "early.parquet")

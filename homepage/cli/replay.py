@@ -31,6 +31,15 @@ def replay_command(
     seed: int = typer.Option(0, "--seed"),
     bootstrap: int = typer.Option(1000, "--bootstrap", min=100, help="Bootstrap resamples for the intervals."),
     workers: int = typer.Option(2, "--workers", min=1, max=64, help="Processes building pages in parallel."),
+    served_logs: Path | None = typer.Option(
+        None,
+        "--served-logs",
+        help="Evaluate from logs of pages actually served (impressions with row and column, attributed plays, "
+        "propensities; `homepage logs export` writes them) instead of from the interaction history.",
+    ),
+    examination: Path | None = typer.Option(
+        None, "--examination", help="With --served-logs: slot examination estimate (`homepage examination --json`)."
+    ),
 ) -> None:
     """Replay held-out requests: rebuild each user's state as of t, build the page with every
     policy through the same build_page the API uses, and score it against what the user
@@ -49,6 +58,11 @@ def replay_command(
     from homepage.replay.report import print_tables, write_report
     from homepage.replay.run import replay
 
+    if served_logs is not None:
+        from homepage.cli.servedlogs import replay_logs
+
+        replay_logs(dataset, models, served_logs, policies, [], 0.05, examination, json_out, bootstrap)
+        return
     names = [p.strip() for p in policies.split(",") if p.strip()]
     if not names:
         raise HomepageError("--policies: give at least one policy name")
