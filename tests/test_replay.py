@@ -194,3 +194,32 @@ def test_unknown_policy_is_refused_with_the_known_names(world: dict[str, object]
     assert res.exit_code != 0
     msg = str(res.exception or res.output)
     assert "nope" in msg and "stage-wise" in msg
+
+
+def test_a_third_party_policy_plugs_in_by_name(world: dict[str, object], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A distribution exposing a PolicySpec in the homepage.policies entry-point group is usable by name."""
+    from homepage.pagebuilder import policies
+
+    (tmp_path / "reverse_policy.py").write_text(
+        "from homepage.pagebuilder.policies import PolicySpec, TemplateScorer\n"
+        "SPEC = PolicySpec('reverse-template', lambda model, cm: TemplateScorer(order=('video_to_video', 'top_n', 'trending', 'personalized', 'continue_watching')))\n"
+    )
+    dist = tmp_path / "reverse_policy-0.1.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: reverse-policy\nVersion: 0.1\n")
+    (dist / "entry_points.txt").write_text("[homepage.policies]\nreverse-template = reverse_policy:SPEC\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    policies._plugins.cache_clear()
+    try:
+        assert "reverse-template" in policies.policy_names()
+        log: EventLog = world["log"]  # type: ignore[assignment]
+        models: PageModels = world["models"]  # type: ignore[assignment]
+        u = int(log.user_ids[0])
+        t: int = world["split"]  # type: ignore[assignment]
+        ctx = RequestContext(user_id=u, now=t)
+        mine = build_page(log.user_state(u, t), log.global_state(t), models, ctx, policy="reverse-template")
+        fixed = build_page(log.user_state(u, t), log.global_state(t), models, ctx, policy="template")
+        assert mine.policy == "reverse-template" and mine.rows
+        assert [r.ranker for r in mine.rows] != [r.ranker for r in fixed.rows]
+    finally:
+        policies._plugins.cache_clear()
