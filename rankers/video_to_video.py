@@ -27,7 +27,6 @@ from homepage.domain import CandidateRow, RowReason
 from homepage.state import PLAY, RATING, UserState
 from rankers.base import FitInput, RankerConfig, Ranker, RankRequest, StateNeed
 from rankers.similarity import content_features, neighbours, row_top_k, user_title_matrix
-from rankers.top_n import make_row
 
 DAY = 86_400.0
 
@@ -146,84 +145,86 @@ class VideoToVideoRanker(Ranker):
         return idx[order], score[order]
 
     def choose_anchors(self, user: UserState) -> list[tuple[int, float]]:
-        """Up to ``max_rows`` anchors, best first, none a near duplicate of one chosen before."""
-        cfg = self.config
-        chosen: list[tuple[int, float]] = []
-        if self.neighbours_ is None:
-            return chosen
-        idx, score = self.anchor_scores(user)
-        chosen_sets: list[tuple[np.ndarray, np.ndarray]] = []
-        head = min(cfg.row_length, self.neighbours_.shape[1])
-        for i, s in zip(idx.tolist(), score.tolist()):
-            if len(chosen) >= cfg.max_rows:
-                break
-            nb, ns = self.neighbours_[i, :head], self.neighbour_scores_[i, :head]  # type: ignore[index]
-            if nb[0] < 0:
-                continue
-            mine = (nb[nb >= 0], ns[nb >= 0])
-            if not any(self._too_close(a, i, mine, theirs) for (a, _), theirs in zip(chosen, chosen_sets)):
-                chosen.append((i, s))
-                chosen_sets.append(mine)
-        return chosen
+        """Up to ``max_rows`` anchors, best first, none a near duplicate of one chosen before.
 
-    def _too_close(self, a: int, b: int, nb_b: tuple[np.ndarray, np.ndarray], nb_a: tuple[np.ndarray, np.ndarray]) -> bool:
-        """Whether anchor b nearly duplicates chosen anchor a: directly similar, or similar neighbours.
-
-        The neighbour overlap is score-weighted (sum over shared neighbours of the smaller
-        score, over the smaller total), so weak tail neighbours shared by everything in a
-        small catalog do not count as overlap.
+        Each candidate is compared with all chosen anchors at once (at most ``max_rows`` of
+        them): a few small array comparisons instead of per-pair set operations.
         """
         cfg = self.config
-        if max(self._similarity(a, b), self._similarity(b, a)) > cfg.max_anchor_similarity:
-            return True
-        _, ia, ib = np.intersect1d(nb_a[0], nb_b[0], assume_unique=True, return_indices=True)
-        if ia.size == 0:
-            return False
-        shared = float(np.minimum(nb_a[1][ia], nb_b[1][ib]).sum())
-        return shared / max(1e-12, min(float(nb_a[1].sum()), float(nb_b[1].sum()))) > cfg.max_anchor_overlap
+        chosen: list[tuple[int, float]] = []
+        if self.neighbours_ is None or self.neighbour_scores_ is None or cfg.max_rows == 0:
+            return chosen
+        idx, score = self.anchor_scores(user)
+        nbrs, nscores = self.neighbours_, self.neighbour_scores_
+        head = min(cfg.row_length, nbrs.shape[1])
+        for i, s in zip(idx.tolist(), score.tolist()):
+            if nbrs[i, 0] < 0:
+                continue
+            if not chosen or not self._too_close(np.array([a for a, _ in chosen]), i, head):
+                chosen.append((i, s))
+                if len(chosen) >= cfg.max_rows:
+                    break
+        return chosen
 
-    def _similarity(self, a: int, b: int) -> float:
-        """Score of b in a's neighbour list, 0 when absent."""
+    def _too_close(self, chosen: np.ndarray, b: int, head: int) -> bool:
+        """Whether anchor b nearly duplicates any chosen anchor: directly similar, or similar neighbours.
+
+        Directly similar: either lists the other among its neighbours with a score above
+        ``max_anchor_similarity``. Similar neighbours: the overlap of the first ``head``
+        neighbours is score-weighted (sum over shared neighbours of the smaller score, over
+        the smaller total), so weak tail neighbours shared by everything in a small catalog
+        do not count as overlap.
+        """
         assert self.neighbours_ is not None and self.neighbour_scores_ is not None
-        hit = np.flatnonzero(self.neighbours_[a] == b)
-        return float(self.neighbour_scores_[a, hit[0]]) if hit.size else 0.0
+        cfg = self.config
+        nbrs, nscores = self.neighbours_, self.neighbour_scores_
+        a_nb, a_sc = nbrs[chosen], nscores[chosen]  # (m, k)
+        b_nb, b_sc = nbrs[b], nscores[b]  # (k,)
+        sim_ab = np.where(a_nb == b, a_sc, 0).max(axis=1)  # b's score in each a's list
+        sim_ba = np.where(b_nb[None, :] == chosen[:, None], b_sc[None, :], 0).max(axis=1)
+        if float(np.maximum(sim_ab, sim_ba).max()) > cfg.max_anchor_similarity:
+            return True
+        a_nb, a_sc, b_nb, b_sc = a_nb[:, :head], a_sc[:, :head], b_nb[:head], b_sc[:head]
+        a_sc = np.where(a_nb >= 0, a_sc, 0)
+        b_sc = np.where(b_nb >= 0, b_sc, 0)
+        eq = (a_nb[:, :, None] == b_nb[None, None, :]) & (b_nb >= 0)[None, None, :]  # (m, head, head)
+        shared = (np.minimum(a_sc[:, :, None], b_sc[None, None, :]) * eq).sum(axis=(1, 2))
+        total = np.maximum(np.minimum(a_sc.sum(axis=1), b_sc.sum()), 1e-12)
+        return bool((shared / total > cfg.max_anchor_overlap).any())
 
     def _n_fitted(self) -> int:
         return 0 if self.neighbours_ is None else int(self.neighbours_.shape[0])
 
     def rows(self, request: RankRequest) -> list[CandidateRow]:
         cfg = self.config
-        if self.neighbours_ is None or cfg.max_rows == 0:
+        if self.neighbours_ is None or self.neighbour_scores_ is None or cfg.max_rows == 0:
             return []
         anchors = self.choose_anchors(request.user)
         if not anchors:
             return []
-        seen = request.user.known_titles
         n_cat = len(request.catalog)
+        a = np.array([i for i, _ in anchors], np.int64)
+        nb, ns = self.neighbours_[a], self.neighbour_scores_[a]  # (rows, k)
+        ok = (nb >= 0) & (nb < n_cat)
+        seen = request.user.known_titles
+        if seen.size:
+            ok &= ~np.isin(nb, seen)  # one isin for every anchor's neighbours
         out: list[CandidateRow] = []
-        for anchor, a_score in anchors:
-            nb, ns = self.neighbours_[anchor], self.neighbour_scores_[anchor]  # type: ignore[index]
-            ok = (nb >= 0) & (nb < n_cat)
-            nb, ns = nb[ok].astype(np.int64), ns[ok]
-            if seen.size:
-                keep = ~np.isin(nb, seen)
-                nb, ns = nb[keep], ns[keep]
-            nb, ns = nb[: cfg.row_length], ns[: cfg.row_length]
-            if nb.size < cfg.min_row_length:
+        for j, (anchor, a_score) in enumerate(anchors):
+            keep = np.flatnonzero(ok[j])[: cfg.row_length]
+            if keep.size < cfg.min_row_length:
                 continue
+            idx, sc = nb[j, keep].astype(np.int64), ns[j, keep]
             tid = int(request.catalog.title_ids[anchor])
-            name = request.catalog.names[anchor]
-            row = make_row(
-                self.name,
-                f"video_to_video:{tid}",
-                f"Because you watched {name}",
-                RowReason(kind="because_you_watched", anchor_title_id=tid),
-                request,
-                nb,
-                ns,
-            )
             out.append(
-                CandidateRow(row.row_id, row.ranker, row.display_title, row.title_ids, row.scores, row.reason, float(a_score))
+                CandidateRow(
+                    row_id=f"video_to_video:{tid}",
+                    ranker=self.name,
+                    display_title=f"Because you watched {request.catalog.names[anchor]}",
+                    title_ids=request.catalog.title_ids[idx].astype(np.int64),
+                    scores=sc.astype(np.float32),
+                    reason=RowReason(kind="because_you_watched", anchor_title_id=tid),
+                    row_score=float(a_score),
+                )
             )
         return out
-
