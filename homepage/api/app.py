@@ -64,11 +64,12 @@ def create_app(settings: ServeSettings | None = None, store_settings: Settings |
     app.state.settings = serve
     app.state.metrics = ServingMetrics()
     _install_handlers(app)
-    from homepage.api import routes_admin, routes_events, routes_pages
+    from homepage.api import routes_admin, routes_events, routes_pages, routes_viewer
 
     app.include_router(routes_pages.router)
     app.include_router(routes_events.router)
     app.include_router(routes_admin.router)
+    app.include_router(routes_viewer.router)
     app.add_middleware(BodyLimit, max_bytes=serve.max_body_bytes)
     app.add_middleware(Timing)
     return app

@@ -1,0 +1,303 @@
+"""The homepage viewer: a web page to see, explain and compare pages, and placeholder artwork.
+
+``GET /`` serves a static page (``static/viewer.html``, plain JS, no build step) that reads:
+
+- ``GET /viewer/config``: policies this bundle can build, the default one, and whether
+  click-to-play is on (development mode only: ``HOMEPAGE_DEV=1`` with no API key);
+- ``GET /viewer/users``: sample users (heavy, light, cold-start) from the published state;
+- ``GET /viewer/page/{user}?policy=``: the page for a policy, built by the same
+  ``build_page`` on the same Redis state as ``GET /homepage``, always with explain data and
+  the page model's top feature contributions per row. Viewer pages are neither cached nor
+  logged as served pages: looking at a page in the viewer is not an impression;
+- ``GET /artwork/{title}/{variant}.svg``: a placeholder poster per artwork variant.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated, Any
+
+import numpy as np
+from fastapi import APIRouter, HTTPException, Path as PathParam, Query, Request, Response
+from fastapi.responses import FileResponse
+from pydantic import BaseModel, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from homepage.api.settings import ServeSettings
+from homepage.api.schemas import COMMON_RESPONSES, DEVICE_PATTERN, MAX_ID, REGION_PATTERN, ErrorOut, PageOut
+from homepage.artwork_svg import placeholder_svg
+from homepage.domain import ArtworkVariant, RequestContext
+from homepage.errors import HomepageError
+from homepage.page import build_page
+from homepage.page_json import dumps, page_json
+from homepage.pagebuilder.features import FEATURE_NAMES
+from homepage.pagebuilder.model import PageModel
+from homepage.pagebuilder.policies import policy as get_policy
+from homepage.pagebuilder.policies import policy_names
+from homepage.service import Loaded, PageService
+from homepage.store import StoreUnavailable
+
+STATIC = Path(__file__).resolve().parent / "static"
+ASSETS = {"viewer.js": "text/javascript", "viewer.css": "text/css"}
+DEFAULT_VARIANT = "default"  # the placeholder of a title that has no artwork variants
+COLD_START_BASE = 1_000_000_000  # cold-start samples are the first ids from here with no history
+HTML_CSP = "default-src 'self'; img-src 'self' {extra}; style-src 'self'; script-src 'self'; connect-src 'self'; object-src 'none'; base-uri 'none'"
+SVG_CSP = "default-src 'none'; style-src 'unsafe-inline'"
+TOP_FEATURES = 3
+
+router = APIRouter(responses=COMMON_RESPONSES, tags=["viewer"])
+UserId = Annotated[int, PathParam(ge=0, le=MAX_ID, description="user id")]
+
+
+class ViewerSettings(BaseSettings):
+    """Viewer options from the environment (``HOMEPAGE_VIEWER_*``); tests set ``app.state.viewer_settings``."""
+
+    model_config = SettingsConfigDict(env_prefix="HOMEPAGE_VIEWER_", extra="ignore", frozen=True)
+
+    external_images: bool = Field(default=False, description="show a variant's absolute http(s) image URL instead of the placeholder")
+    sample_size: int = Field(default=200, ge=10, le=5000, description="users sampled to pick the heavy and light examples")
+
+
+@lru_cache(maxsize=1)
+def _env_viewer_settings() -> ViewerSettings:
+    return ViewerSettings()
+
+
+def viewer_settings(request: Request) -> ViewerSettings:
+    return getattr(request.app.state, "viewer_settings", None) or _env_viewer_settings()
+
+
+class ViewerConfig(BaseModel):
+    play_enabled: bool = Field(description="clicking a card records a play (development mode with no API key)")
+    external_images: bool
+    policies: list[str] = Field(description="policies the loaded bundle can build")
+    default_policy: str
+    model_version: str | None
+    store_version: str | None
+
+
+class SampleUser(BaseModel):
+    label: str = Field(description="heavy, light or cold-start")
+    user_id: int
+    events: int = Field(description="events in the user's history")
+
+
+class SampleUsers(BaseModel):
+    samples: list[SampleUser]
+
+
+class FeatureContribution(BaseModel):
+    name: str
+    value: float | None
+    contribution: float
+
+
+class ViewerPageOut(PageOut):
+    """A page as ``GET /homepage`` returns it with ``explain``, plus per row the model's top feature contributions."""
+
+    top_features: list[list[FeatureContribution]] | None = Field(description="per row; null when the policy uses no model")
+
+
+def _loaded(request: Request) -> Loaded:
+    cur = _service(request).loaded
+    if cur is None:
+        raise HTTPException(503, "model not loaded yet", headers={"Retry-After": "1"})
+    return cur
+
+
+def _service(request: Request) -> PageService:
+    return request.app.state.service
+
+
+def available_policies(cur: Loaded) -> list[str]:
+    """Registered policies the loaded bundle can build (those needing a page model only when it has one)."""
+    out = []
+    for name in policy_names():
+        try:
+            spec = get_policy(name)
+        except HomepageError:
+            continue
+        if not spec.needs_model or cur.models.page_model is not None:
+            out.append(name)
+    return out
+
+
+# ------------------------------------------------------------------ the page and its assets
+@router.get("/", include_in_schema=False)
+async def viewer(request: Request) -> FileResponse:
+    """The viewer page."""
+    extra = "https:" if viewer_settings(request).external_images else ""
+    return FileResponse(STATIC / "viewer.html", media_type="text/html", headers={"Content-Security-Policy": HTML_CSP.format(extra=extra)})
+
+
+@router.get("/viewer/static/{name}", include_in_schema=False)
+async def asset(name: str) -> FileResponse:
+    if name not in ASSETS:
+        raise HTTPException(404, "Not Found")
+    return FileResponse(STATIC / name, media_type=ASSETS[name], headers={"Cache-Control": "no-cache"})
+
+
+def play_enabled(serve: ServeSettings) -> bool:
+    """Click-to-play records plays through ``POST /events`` without a key: development mode with no key only."""
+    return bool(serve.dev_allow_writes and (serve.api_key is None or not serve.api_key.get_secret_value()))
+
+
+@router.get("/viewer/config", response_model=ViewerConfig, responses={503: {"model": ErrorOut}})
+async def config(request: Request) -> ViewerConfig:
+    """What the viewer may do here: policies, default policy, click-to-play, external images."""
+    cur = _loaded(request)
+    return ViewerConfig(
+        play_enabled=play_enabled(request.app.state.settings),
+        external_images=viewer_settings(request).external_images,
+        policies=available_policies(cur),
+        default_policy=cur.policy,
+        model_version=cur.models.version,
+        store_version=cur.store_version,
+    )
+
+
+# ------------------------------------------------------------------ sample users
+def pick_samples(history_lengths: dict[int, int]) -> list[tuple[str, int, int]]:
+    """(label, user, events) for the heaviest and the lightest user with any history (ties: lowest id)."""
+    active = sorted((n, u) for u, n in history_lengths.items() if n > 0)
+    if not active:
+        return []
+    heavy = max(active, key=lambda nu: (nu[0], -nu[1]))
+    light = active[0]
+    out = [("heavy", heavy[1], heavy[0])]
+    if light[1] != heavy[1]:
+        out.append(("light", light[1], light[0]))
+    return out
+
+
+def _active_samples(service: PageService, cur: Loaded, size: int) -> list[SampleUser]:
+    """Heavy and light users from a random sample of the version's active users."""
+    store, v, cat = service.store, cur.store_version, cur.models.catalog
+    now = int(time.time())
+    # SRANDMEMBER on the active-user set; the key is named by the store's Keyspace
+    try:
+        members = store.client.srandmember(store.keys.users(v), size) or []
+    except Exception as e:  # redis errors; this module does not import redis (store.py owns it)
+        raise StoreUnavailable(f"sampling users: {e}") from e
+    ids = sorted({int(m) for m in members})
+    lengths = {u: len(store.read_user_state(u, now, cat, v)) for u in ids}
+    return [SampleUser(label=label, user_id=u, events=n) for label, u, n in pick_samples(lengths)]
+
+
+def _cold_user(service: PageService, cur: Loaded) -> SampleUser:
+    """The first id from ``COLD_START_BASE`` with no history (a click in the viewer makes a user warm)."""
+    now = int(time.time())
+    for u in range(COLD_START_BASE, COLD_START_BASE + 100):
+        if not len(service.store.read_user_state(u, now, cur.models.catalog, cur.store_version)):
+            return SampleUser(label="cold-start", user_id=u, events=0)
+    raise HTTPException(409, f"no user without history in {COLD_START_BASE}..{COLD_START_BASE + 99}")
+
+
+@router.get("/viewer/users", response_model=SampleUsers, responses={503: {"model": ErrorOut}})
+async def users(request: Request) -> SampleUsers:
+    """Sample users: the heaviest and lightest of a random sample of active users, and a user with no history."""
+    cur = _loaded(request)
+    service = _service(request)
+    cached: tuple[str, list[SampleUser]] | None = getattr(request.app.state, "viewer_samples", None)
+    if cached is not None and cached[0] == cur.store_version:
+        active = cached[1]
+    else:
+        active = await service.run(_active_samples, service, cur, viewer_settings(request).sample_size)
+        request.app.state.viewer_samples = (cur.store_version, active)
+    cold = await service.run(_cold_user, service, cur)
+    return SampleUsers(samples=[*active, cold])
+
+
+# ------------------------------------------------------------------ pages for a policy
+def top_contributions(model: PageModel, features: list[dict[str, float | None] | None], k: int = TOP_FEATURES) -> list[list[FeatureContribution]]:
+    """Per row, the ``k`` features with the largest absolute contribution (LightGBM's SHAP values) to its score."""
+    X = np.array([[np.nan if f is None or f.get(n) is None else f[n] for n in FEATURE_NAMES] for f in features], dtype=np.float64)
+    X = X.reshape(len(features), len(FEATURE_NAMES))
+    if len(X) == 0:
+        return []
+    contrib = np.asarray(model.booster.predict(X[:, model.columns], pred_contrib=True, num_threads=1))[:, :-1]
+    out = []
+    for i in range(len(X)):
+        order = np.argsort(-np.abs(contrib[i]), kind="stable")[:k]
+        out.append(
+            [
+                FeatureContribution(
+                    name=model.features[j],
+                    value=None if np.isnan(X[i, model.columns[j]]) else float(X[i, model.columns[j]]),
+                    contribution=round(float(contrib[i, j]), 6),
+                )
+                for j in order
+            ]
+        )
+    return out
+
+
+def _policy_page(service: PageService, cur: Loaded, user_id: int, policy: str, ctx: RequestContext) -> bytes:
+    """Build the page for ``policy`` from the user's Redis state: no cache, no served log."""
+    user = service.store.read_user_state(user_id, ctx.now, cur.models.catalog, cur.store_version)
+    page = build_page(user, cur.world, cur.models, ctx, policy=policy, explain=True, nonce=secrets.token_hex(4))
+    request = {"rows": ctx.rows, "cols": ctx.cols, "device": ctx.device, "region": ctx.region, "hour": ctx.hour, "now": ctx.now}
+    body = page_json(page, cur.cards, store_version=cur.store_version, world_as_of=cur.world.as_of, request=request)
+    model = cur.models.page_model
+    uses_model = model is not None and (get_policy(policy).needs_model or policy == "row-ranking")
+    if uses_model and model is not None:
+        top = top_contributions(model, [r.features for r in page.rows])
+        body["top_features"] = [[c.model_dump() for c in row] for row in top]
+    else:
+        body["top_features"] = None
+    return dumps(body)
+
+
+@router.get("/viewer/page/{user_id}", response_model=ViewerPageOut, responses={503: {"model": ErrorOut}})
+async def policy_page(
+    request: Request,
+    user_id: UserId,
+    policy: str | None = None,
+    rows: Annotated[int, Query(ge=1, le=50)] = 10,
+    cols: Annotated[int, Query(ge=1, le=50)] = 10,
+    device: Annotated[str | None, Query(pattern=DEVICE_PATTERN)] = None,
+    region: Annotated[str | None, Query(pattern=REGION_PATTERN)] = None,
+) -> Response:
+    """The user's page under ``policy`` (default: the service's), with explain data; for the viewer's compare view."""
+    cur = _loaded(request)
+    name = policy or cur.policy
+    known = available_policies(cur)
+    if name not in known:
+        raise HTTPException(422, f"policy: {name!r} is not one of {', '.join(known)}")
+    now = int(time.time())
+    ctx = RequestContext(user_id, now, rows, cols, device, (now // 3600) % 24, region)
+    service = _service(request)
+    body = await service.run(_policy_page, service, cur, user_id, name, ctx)
+    return Response(body, media_type="application/json", headers={"Cache-Control": "no-store"})
+
+
+# ------------------------------------------------------------------ artwork
+@router.get(
+    "/artwork/{title_id}/{variant_id}.svg",
+    response_class=Response,
+    responses={200: {"content": {"image/svg+xml": {}}}, 404: {"model": ErrorOut}, 503: {"model": ErrorOut}},
+    tags=["artwork"],
+)
+async def artwork(
+    request: Request,
+    title_id: Annotated[int, PathParam(ge=0, le=MAX_ID)],
+    variant_id: Annotated[str, PathParam(max_length=128, pattern=r"^[A-Za-z0-9_.:-]+$")],
+) -> Response:
+    """A placeholder poster for an artwork variant: title, year, and the variant's emphasis by colour and label."""
+    cat = _loaded(request).models.catalog
+    idx = int(cat.index_of(np.array([title_id]))[0])
+    if idx < 0:
+        raise HTTPException(404, f"title_id: {title_id} is not in the catalog")
+    variants = cat.variants[idx]
+    variant: Any = next((v for v in variants if v.variant_id == variant_id), None)
+    if variant is None and variant_id == DEFAULT_VARIANT and not variants:
+        variant = ArtworkVariant(variant_id=DEFAULT_VARIANT, title_id=title_id)
+    if variant is None:
+        raise HTTPException(404, f"variant_id: {variant_id!r} is not an artwork variant of title {title_id}")
+    year = int(cat.years[idx]) or None
+    svg = placeholder_svg(cat.names[idx], year, variant)
+    headers = {"Cache-Control": "public, max-age=3600", "Content-Security-Policy": SVG_CSP, "X-Content-Type-Options": "nosniff"}
+    return Response(svg, media_type="image/svg+xml", headers=headers)

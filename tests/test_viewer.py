@@ -1,0 +1,334 @@
+"""The homepage viewer: placeholder artwork, the viewer's JSON endpoints, and the page in headless Chromium.
+
+The browser test drives Debian's ``/usr/bin/chromium`` with Playwright (no browser
+download); it skips when Chromium or Playwright is missing, except in CI where it fails.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import uuid
+import xml.etree.ElementTree as ET
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+from redis_fixtures import WORLD_SMALL, LiveServer, make_store
+
+from homepage.api.app import create_app
+from homepage.api.routes_viewer import ViewerSettings, pick_samples, play_enabled, top_contributions
+from homepage.api.settings import ServeSettings
+from homepage.artwork_svg import placeholder_svg, variant_style
+from homepage.domain import ArtworkVariant
+from homepage.publish import publish_dataset
+from homepage.settings import Settings
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+SVG_NS = "{http://www.w3.org/2000/svg}"
+
+
+# ------------------------------------------------------------------ placeholder artwork (pure)
+def _texts(svg: str) -> list[str]:
+    root = ET.fromstring(svg)
+    return ["".join(t.itertext()) for t in root.iter(f"{SVG_NS}text")]
+
+
+def test_placeholder_shows_title_year_and_emphasis_label() -> None:
+    v = ArtworkVariant("7-1", 7, emphasis_genre="Horror", tone="dark")
+    svg = placeholder_svg("The Thing", 1982, v)
+    texts = _texts(svg)
+    assert "The Thing" in texts and "1982" in texts and "Horror" in texts and "dark" in texts
+    title = ET.fromstring(svg).find(f"{SVG_NS}title")
+    assert title is not None and "The Thing (1982)" in (title.text or "")
+
+
+def test_placeholder_escapes_markup_in_names() -> None:
+    name = 'Tom & Jerry <script>alert("x")</script>'
+    svg = placeholder_svg(name, None, ArtworkVariant("1-0", 1))
+    assert "<script" not in svg
+    root = ET.fromstring(svg)  # well-formed despite the name
+    assert all(el.tag.startswith(SVG_NS) for el in root.iter())
+    assert "Tom & Jerry" in " ".join(_texts(svg))
+
+
+def test_emphasis_is_shown_by_colour_and_label() -> None:
+    genres = [variant_style(ArtworkVariant(f"1-{i}", 1, emphasis_genre=g)) for i, g in enumerate(["Action", "Comedy", "Horror", "Sci-Fi"])]
+    assert len({s.hue for s in genres}) == 4 and [s.label for s in genres] == ["Action", "Comedy", "Horror", "Sci-Fi"]
+    cast = variant_style(ArtworkVariant("1-5", 1, featured_cast="Actor 0054"))
+    assert cast.kind == "cast" and "Actor 0054" in cast.label
+    neutral = variant_style(ArtworkVariant("1-0", 1))
+    assert neutral.kind == "neutral" and neutral.saturation <= 12
+    dark = variant_style(ArtworkVariant("1-6", 1, emphasis_genre="Drama", tone="dark"))
+    bright = variant_style(ArtworkVariant("1-7", 1, emphasis_genre="Drama", tone="bright"))
+    assert dark.hue == bright.hue and dark.lightness < bright.lightness and dark.text != bright.text
+    long = placeholder_svg("A " * 60, 2000, ArtworkVariant("1-8", 1, featured_cast="Actor 0001"))
+    assert len(_texts(long)) <= 4 + 3  # at most four title lines, year, tone, label
+
+
+# ------------------------------------------------------------------ pure helpers of the router
+def test_pick_samples_heaviest_and_lightest_active_user() -> None:
+    assert pick_samples({5: 3, 9: 40, 2: 0, 7: 40, 1: 3}) == [("heavy", 7, 40), ("light", 1, 3)]
+    assert pick_samples({4: 2}) == [("heavy", 4, 2)]
+    assert pick_samples({4: 0}) == []
+
+
+@pytest.mark.parametrize(
+    ("dev", "key", "enabled"),
+    [(False, None, False), (True, None, True), (True, "k" * 16, False), (False, "k" * 16, False)],
+)
+def test_click_to_play_only_in_development_mode_without_a_key(dev: bool, key: str | None, enabled: bool) -> None:
+    assert play_enabled(ServeSettings(dev_allow_writes=dev, api_key=key)) is enabled
+
+
+def test_top_contributions_are_shap_values_that_sum_to_the_score() -> None:
+    from homepage.pagebuilder.features import FEATURE_NAMES
+    from homepage.pagebuilder.model import PageModel
+
+    rng = np.random.default_rng(3)
+    n_groups, per = 40, 6
+    X = rng.normal(size=(n_groups * per, len(FEATURE_NAMES)))
+    for c in ("ranker", "reason_kind", "device"):
+        X[:, FEATURE_NAMES.index(c)] = rng.integers(0, 3, len(X))
+    y = (X[:, FEATURE_NAMES.index("pers_mean")] > 0.3).astype(int) + (X[:, FEATURE_NAMES.index("pop_mean")] > 1).astype(int)
+    params = {"min_data_in_leaf": 5, "num_threads": 1}
+    model = PageModel.fit(X, y, np.full(n_groups, per), ("a", "b", "c"), ("x", "y", "z"), num_rounds=20, params=params)
+    rows = [dict(zip(FEATURE_NAMES, x.tolist())) for x in X[:5]]
+    rows[1]["fresh_mean"] = None  # explain output carries missing values as null
+    top = top_contributions(model, rows, k=4)
+    assert len(top) == 5 and all(len(t) == 4 for t in top)
+    Xr = np.array([[np.nan if r[n] is None else r[n] for n in FEATURE_NAMES] for r in rows], dtype=float)[:, model.columns]
+    full = np.asarray(model.booster.predict(Xr, pred_contrib=True))
+    pred = model.booster.predict(Xr)
+    assert np.allclose(full.sum(axis=1), pred, atol=1e-6)
+    for i, t in enumerate(top):
+        mags = [abs(c.contribution) for c in t]
+        assert mags == sorted(mags, reverse=True)
+        assert mags[0] == pytest.approx(np.abs(full[i, :-1]).max(), abs=1e-5)
+        for c in t:
+            assert c.value is None or c.value == pytest.approx(rows[i][c.name])
+    assert "pers_mean" in {c.name for t in top for c in t}  # the feature the labels depend on
+
+
+# ------------------------------------------------------------------ the live service (embedded Redis, development mode)
+@dataclass
+class Viewer:
+    url: str
+    http: httpx.Client
+    user: int  # a user with history
+
+
+@pytest.fixture(scope="module")
+def viewer(request: pytest.FixtureRequest, serving_bundle: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Viewer]:
+    """The small world published to the embedded Redis, served by a live uvicorn in development mode."""
+    import pandas as pd
+
+    emb = request.getfixturevalue("embedded_redis")
+    client = request.getfixturevalue("embedded_client")
+    settings = Settings(key_prefix=f"t{uuid.uuid4().hex[:10]}", embedded_dir=emb.data_dir)
+    store = make_store(client, settings)
+    publish_dataset(store, WORLD_SMALL, models=serving_bundle)
+    serve = ServeSettings(
+        api_key=None,
+        dev_allow_writes=True,
+        deadline_ms=5000,
+        refresh_seconds=0.3,
+        models_dir=tmp_path_factory.mktemp("unpacked"),
+    )
+    app = create_app(serve, settings)
+    app.state.viewer_settings = ViewerSettings(sample_size=100)
+    user = int(pd.read_parquet(WORLD_SMALL / "users.parquet")["user_id"].iloc[5])
+    try:
+        with LiveServer(app) as srv, httpx.Client(base_url=srv.url, timeout=30) as http:
+            yield Viewer(srv.url, http, user)
+    finally:
+        keys = list(client.scan_iter(match=f"{settings.key_prefix}:*", count=1000))
+        for i in range(0, len(keys), 500):
+            client.unlink(*keys[i : i + 500])
+
+
+def test_artwork_endpoint_serves_each_variant_and_404s_unknown_ones(viewer: Viewer) -> None:
+    card = viewer.http.get(f"/homepage/{viewer.user}").json()["rows"][0]["titles"][0]
+    info = viewer.http.get(f"/titles/{card['title_id']}").json()
+    bodies = set()
+    for v in info["variants"]:
+        r = viewer.http.get(f"/artwork/{card['title_id']}/{v['variant_id']}.svg")
+        assert r.status_code == 200 and r.headers["content-type"].startswith("image/svg+xml")
+        assert info["name"][:10] in r.text and "script" not in r.headers["content-security-policy"]
+        bodies.add(r.text)
+    assert len(bodies) == len(info["variants"]) >= 2  # every variant looks different
+    assert viewer.http.get(f"/artwork/{card['title_id']}/no-such.svg").status_code == 404
+    assert viewer.http.get("/artwork/987654321/1-0.svg").status_code == 404
+    assert viewer.http.get(f"/artwork/{card['title_id']}/default.svg").status_code == 404  # it has variants
+
+
+def test_viewer_serves_its_page_and_assets(viewer: Viewer) -> None:
+    r = viewer.http.get("/")
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
+    assert "<h1>Homepage viewer</h1>" in r.text and "script-src 'self'" in r.headers["content-security-policy"]
+    for name in re.findall(r'/viewer/static/([\w.]+)', r.text):
+        assert viewer.http.get(f"/viewer/static/{name}").status_code == 200
+    assert viewer.http.get("/viewer/static/app.py").status_code == 404
+
+
+def test_viewer_config_and_sample_users(viewer: Viewer) -> None:
+    cfg = viewer.http.get("/viewer/config").json()
+    assert cfg["play_enabled"] is True and cfg["default_policy"] in cfg["policies"]
+    assert "template" in cfg["policies"] and "stage-wise" not in cfg["policies"]  # the test bundle has no page model
+    samples = {s["label"]: s for s in viewer.http.get("/viewer/users").json()["samples"]}
+    assert set(samples) == {"heavy", "light", "cold-start"}
+    assert samples["heavy"]["events"] >= samples["light"]["events"] > 0 and samples["cold-start"]["events"] == 0
+    cold = viewer.http.get(f"/viewer/page/{samples['cold-start']['user_id']}").json()
+    assert not any(r["ranker"] == "continue_watching" for r in cold["rows"])
+
+
+def test_viewer_page_for_a_policy_with_explain_data(viewer: Viewer) -> None:
+    served = viewer.http.get(f"/homepage/{viewer.user}", params={"explain": True}).json()
+    page = viewer.http.get(f"/viewer/page/{viewer.user}").json()
+    assert page["policy"] == served["policy"] and page["top_features"] is None  # no page model in the test bundle
+    assert [r["row_id"] for r in page["rows"]] == [r["row_id"] for r in served["rows"]]  # the same build_page, same state
+    stages = [r["features"]["stage"] for r in page["rows"]]
+    assert stages == list(range(len(stages)))
+    tpl = viewer.http.get(f"/viewer/page/{viewer.user}", params={"policy": "template"}).json()
+    assert tpl["policy"] == "template" and tpl["rows"]
+    for bad in ("stage-wise", "no-such-policy"):
+        r = viewer.http.get(f"/viewer/page/{viewer.user}", params={"policy": bad})
+        assert r.status_code == 422 and r.json()["detail"].startswith("policy:")
+
+
+# ------------------------------------------------------------------ the page in headless Chromium
+def _browser() -> Any:
+    """Playwright's Chromium on Debian's binary, or a skip (a failure in CI) naming what is missing."""
+    in_ci = os.environ.get("CI", "").lower() == "true"
+    missing = None
+    if not CHROMIUM.exists() and not shutil.which("chromium"):
+        missing = f"{CHROMIUM} not found: install Debian's chromium package (apt-get install chromium)"
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        missing = missing or "playwright is not installed (pip install playwright; no `playwright install` needed)"
+    if missing:
+        if in_ci:
+            pytest.fail(missing + " (CI=true: the browser test must run)")
+        pytest.skip(missing)
+    return sync_playwright
+
+
+def _card_ids(page: Any, selector: str) -> list[int]:
+    return [int(x) for x in page.eval_on_selector_all(selector, "els => els.map(e => e.dataset.titleId)")]
+
+
+def _watching_user(viewer: Viewer) -> int:
+    """A user of the small world whose page has a continue-watching row (the row needs four titles)."""
+    import pandas as pd
+
+    for u in pd.read_parquet(WORLD_SMALL / "users.parquet")["user_id"].head(60):
+        rows = viewer.http.get(f"/viewer/page/{int(u)}").json()["rows"]
+        if any(r["ranker"] == "continue_watching" for r in rows):
+            return int(u)
+    pytest.fail("no user with a continue-watching row among the first 60 of the small world")
+
+
+def test_viewer_in_headless_chromium(viewer: Viewer, tmp_path: Path) -> None:
+    sync_playwright = _browser()
+    exe = str(CHROMIUM if CHROMIUM.exists() else shutil.which("chromium"))
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=exe, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 900})
+            page.set_default_timeout(30_000)
+            errors: list[str] = []
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.goto(viewer.url + "/")
+
+            # pick the heavy sample user: rows with headings, cards with loaded artwork and alt text
+            page.click("button.sample[data-label='heavy']")
+            page.wait_for_selector(".row .card img")
+            rows = page.locator(".page .row")
+            assert rows.count() >= 3
+            headings = page.locator(".row h3").all_inner_texts()
+            assert all(h.strip() for h in headings) and len(set(headings)) == len(headings)
+            assert page.locator(".row").first.locator(".card").count() >= 2
+            alts = page.eval_on_selector_all(".card img", "els => els.map(e => e.alt)")
+            assert alts and all(a.endswith("poster") and len(a) > len(" poster") for a in alts)
+            page.wait_for_function("() => { const i = document.querySelector('.card img'); return i.complete && i.naturalWidth > 0; }")
+            scroll = page.eval_on_selector(".cards", "e => getComputedStyle(e).overflowX")
+            assert scroll == "auto"
+            assert page.locator("h1").inner_text() == "Homepage viewer" and page.locator("h2:visible").count() >= 1
+
+            # explain: hidden, then per row the ranker, reason, stage and score; per card variant and propensity
+            assert not page.locator(".explain-row").first.is_visible()
+            page.check("#explain-toggle")
+            first = page.locator(".explain-row").first
+            assert first.is_visible()
+            text = first.inner_text()
+            ranker = page.locator(".row").first.get_attribute("data-ranker")
+            assert ranker and ranker in text and "Stage" in text and "Reason" in text and "Score" in text
+            assert re.search(r"variant \S+ · propensity", page.locator(".explain-card").first.inner_text())
+            page.screenshot(path=str(tmp_path / "viewer.png"))
+            if os.environ.get("VIEWER_SCREENSHOT"):
+                page.screenshot(path=os.environ["VIEWER_SCREENSHOT"])
+
+            # keyboard: arrows move focus along a row and down to the next row
+            page.locator(".card[data-row='0'][data-col='0']").focus()
+            page.keyboard.press("ArrowRight")
+            assert page.evaluate("document.activeElement.dataset.col") == "1"
+            page.keyboard.press("ArrowDown")
+            assert page.evaluate("[document.activeElement.dataset.row, document.activeElement.tabIndex]") == ["1", 0]
+
+            # compare two policies: a card is marked exactly when its title is missing from the other page
+            page.check("#compare-toggle")
+            page.select_option("#policy-b", "template")
+            page.wait_for_function("() => document.querySelectorAll('.page').length === 2 && document.querySelectorAll('.page')[1].dataset.policy === 'template'")
+            sides = [
+                set(_card_ids(page, f".page:nth-of-type({i}) .card")) for i in (1, 2)
+            ]
+            for i in (1, 2):
+                marked = set(_card_ids(page, f".page:nth-of-type({i}) .card.only-here"))
+                assert marked == sides[i - 1] - sides[2 - i]
+            page.screenshot(path=str(tmp_path / "viewer-compare.png"))
+            page.uncheck("#compare-toggle")
+            page.wait_for_function("() => document.querySelectorAll('.page').length === 1")
+
+            # try it: a cold-start user plays a title and gets personalised rows at once
+            page.click("button.sample[data-label='cold-start']")
+            page.wait_for_function("() => document.querySelector('.page h2').textContent.includes('user 1000000')")
+            cold_rankers = set(page.eval_on_selector_all(".row", "els => els.map(e => e.dataset.ranker)"))
+            assert cold_rankers and "personalized" not in cold_rankers and "continue_watching" not in cold_rankers
+            page.locator(".row").last.locator(".card").last.click()
+            page.wait_for_function("() => document.getElementById('status').textContent.startsWith('Recorded a play')")
+            assert "personalized" in page.eval_on_selector_all(".row", "els => els.map(e => e.dataset.ranker)")
+
+            # ... and a user who is watching titles plays another: it joins their continue-watching row
+            watcher = _watching_user(viewer)
+            page.fill("#user-id", str(watcher))
+            page.click("#user-form button[type=submit]")
+            page.wait_for_function(f"() => document.querySelector('.page h2').textContent.endsWith('user {watcher}')")
+            card = page.locator(".row").last.locator(".card").last
+            title_id = int(card.get_attribute("data-title-id") or -1)
+            assert title_id not in _card_ids(page, ".row[data-ranker='continue_watching'] .card")
+            page.evaluate("document.getElementById('status').textContent = ''")
+            card.click()
+            page.wait_for_function("() => document.getElementById('status').textContent.startsWith('Recorded a play')")
+            assert title_id in _card_ids(page, ".row[data-ranker='continue_watching'] .card")
+            assert page.evaluate("document.activeElement.dataset.titleId") == str(title_id)  # focus follows the played card
+            page.screenshot(path=str(tmp_path / "viewer-after-play.png"))
+            assert not errors, errors
+        finally:
+            browser.close()
+    assert (tmp_path / "viewer.png").stat().st_size > 10_000
