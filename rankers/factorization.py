@@ -90,9 +90,15 @@ def prune_rows(b: np.ndarray, items: np.ndarray, n_titles: int, k: int, *, keep_
 
 
 def fit_als(
-    x: sp.csr_matrix, *, factors: int, regularization: float, alpha: float, iterations: int, seed: int
+    x: sp.csr_matrix, *, factors: int, regularization: float, alpha: float, iterations: int, seed: int, threads: int = 1
 ) -> np.ndarray:
-    """Implicit-feedback ALS (Hu, Koren, Volinsky 2008) via ``implicit``: the item factors (n_items, f) float32."""
+    """Implicit-feedback ALS (Hu, Koren, Volinsky 2008) via ``implicit``: the item factors (n_items, f) float32.
+
+    ``threads`` only changes speed: implicit's CPU solver updates each user (then each item)
+    independently of the others given the other side's factors, and the Gram matrix comes
+    from single-threaded BLAS, so factors are bitwise identical for any thread count
+    (checked by ``tests/test_personalized.py``).
+    """
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     from implicit.cpu.als import AlternatingLeastSquares
 
@@ -102,7 +108,7 @@ def fit_als(
         alpha=alpha,
         iterations=iterations,
         random_state=seed,
-        num_threads=1,  # determinism: the native solver is order-dependent with threads
+        num_threads=threads,
     )
     model.fit(x, show_progress=False)
     return np.ascontiguousarray(model.item_factors, dtype=np.float32)

@@ -189,27 +189,48 @@ def neighbours(
     block_candidates: Callable[[int, int], tuple[np.ndarray, np.ndarray, np.ndarray]],
     block_size: int = 1024,
     on_block: Callable[[int], None] | None = None,
+    threads: int = 1,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Top-``k`` neighbours of every title from candidate (row in block, title, score) triplets.
 
     ``block_candidates(a, b)`` scores titles a..b against any titles it likes (each pair at
     most once); the title itself and non-positive scores are never neighbours. Returns
     (idx int32, scores float32) of shape (n_titles, k), padded with -1 / 0, best first,
-    ties by lower index.
+    ties by lower index. With ``threads`` > 1, that many blocks are scored at once in a
+    thread pool (scipy's sparse product, BLAS, numpy's partition and sort release the GIL);
+    blocks are independent, so the result does not depend on ``threads``.
     """
     idx = np.full((n_titles, k), -1, np.int32)
     val = np.zeros((n_titles, k), np.float32)
-    for a, b in blocks(n_titles, block_size):
-        r, c, v = block_candidates(a, b)
-        r, c, v = np.asarray(r, np.int64), np.asarray(c, np.int64), np.asarray(v, np.float32)
-        ok = (v > 0) & (r + a != c)
-        r, c, v = r[ok], c[ok], v[ok]
-        order = np.lexsort((c, -v, r))
-        r, c, v = r[order], c[order], v[order]
-        rank = np.arange(r.size) - np.searchsorted(r, r, side="left")
-        keep = rank < k
-        idx[a + r[keep], rank[keep]] = c[keep]
-        val[a + r[keep], rank[keep]] = v[keep]
+    spans = list(blocks(n_titles, block_size))
+    if threads > 1 and len(spans) > 1:
+        from concurrent.futures import ThreadPoolExecutor
+
+        def run(span: tuple[int, int]) -> int:
+            a, b = span
+            _place(idx, val, a, k, *block_candidates(a, b))  # blocks write disjoint rows
+            return b - a
+
+        with ThreadPoolExecutor(threads) as pool:  # ``threads`` blocks in memory at a time
+            for done in pool.map(run, spans):
+                if on_block is not None:
+                    on_block(done)
+        return idx, val
+    for a, b in spans:
+        _place(idx, val, a, k, *block_candidates(a, b))
         if on_block is not None:
             on_block(b - a)
     return idx, val
+
+
+def _place(idx: np.ndarray, val: np.ndarray, a: int, k: int, r: np.ndarray, c: np.ndarray, v: np.ndarray) -> None:
+    """Write the best ``k`` candidates of each row of the block starting at ``a`` into idx / val."""
+    r, c, v = np.asarray(r, np.int64), np.asarray(c, np.int64), np.asarray(v, np.float32)
+    ok = (v > 0) & (r + a != c)
+    r, c, v = r[ok], c[ok], v[ok]
+    order = np.lexsort((c, -v, r))
+    r, c, v = r[order], c[order], v[order]
+    rank = np.arange(r.size) - np.searchsorted(r, r, side="left")
+    keep = rank < k
+    idx[a + r[keep], rank[keep]] = c[keep]
+    val[a + r[keep], rank[keep]] = v[keep]

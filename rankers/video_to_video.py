@@ -50,6 +50,7 @@ class VideoToVideoConfig(RankerConfig):
     max_anchor_overlap: float = Field(default=0.4, ge=0.0, le=1.0)
     min_row_length: int = Field(default=3, ge=1)
     block_size: int = Field(default=1024, ge=16, le=65536, description="titles per block at fit")
+    fit_threads: int = Field(default=2, ge=1, le=64, description="blocks scored at once at fit; the result does not depend on it")
 
 
 class VideoToVideoRanker(Ranker):
@@ -107,7 +108,7 @@ class VideoToVideoRanker(Ranker):
             out = ~inpool
             return np.concatenate([dr, r[out]]), np.concatenate([pool_idx[dc], c[out]]), np.concatenate([dv, cf[out]])
 
-        self.neighbours_, self.neighbour_scores_ = neighbours(n, cfg.n_neighbours, block_candidates, cfg.block_size, on_block)
+        self.neighbours_, self.neighbour_scores_ = neighbours(n, cfg.n_neighbours, block_candidates, cfg.block_size, on_block, threads=cfg.fit_threads)
         return self
 
     def arrays(self) -> dict[str, np.ndarray]:

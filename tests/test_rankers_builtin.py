@@ -254,3 +254,18 @@ def test_top_n_user_who_saw_the_whole_head_still_gets_the_next_best() -> None:
     r = w.fit(TopNRanker({"bayesian": False, "min_count": 1, "row_length": 3}))
     assert w.ids(r.rows(w.request(1))[0]) == [251, 252, 253]
     assert w.ids(r.rows(w.request(2))[0]) == [1, 2, 3]
+
+
+def test_neighbours_do_not_depend_on_fit_threads() -> None:
+    from rankers.similarity import neighbours, row_top_k
+
+    scores = np.random.default_rng(5).random((50, 50)).astype(np.float32)
+
+    def block(a: int, b: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        return row_top_k(scores[a:b], 8)
+
+    one = neighbours(50, 5, block, block_size=7, threads=1)
+    three = neighbours(50, 5, block, block_size=7, threads=3)
+    np.testing.assert_array_equal(one[0], three[0])
+    np.testing.assert_array_equal(one[1], three[1])
+    assert (one[0] >= 0).all()
