@@ -22,7 +22,7 @@ import pytest
 from redis_fixtures import WORLD_SMALL, LiveServer, make_store
 
 from homepage.api.app import create_app
-from homepage.api.routes_viewer import ViewerSettings, pick_samples, play_enabled, top_contributions
+from homepage.api.routes_viewer import ViewerSettings, _category, pick_samples, play_enabled, top_contributions
 from homepage.api.settings import ServeSettings
 from homepage.artwork_svg import placeholder_svg, variant_style
 from homepage.domain import ArtworkVariant
@@ -96,6 +96,11 @@ def test_click_to_play_only_in_development_mode_without_a_key(dev: bool, key: st
     assert play_enabled(ServeSettings(dev_allow_writes=dev, api_key=key)) is enabled
 
 
+@pytest.mark.parametrize(("vocab", "code", "name"), [(("a", "b"), 1.0, "b"), (("a", "b"), 2.0, None), (("a", "b"), -1.0, None), (("a", "b"), 0.5, None), (None, 0.0, None), (("a",), None, None)])
+def test_categorical_codes_are_named(vocab: tuple[str, ...] | None, code: float | None, name: str | None) -> None:
+    assert _category(vocab, code) == name
+
+
 def test_top_contributions_are_shap_values_that_sum_to_the_score() -> None:
     from homepage.pagebuilder.features import FEATURE_NAMES
     from homepage.pagebuilder.model import PageModel
@@ -122,6 +127,10 @@ def test_top_contributions_are_shap_values_that_sum_to_the_score() -> None:
         assert mags[0] == pytest.approx(np.abs(full[i, :-1]).max(), abs=1e-5)
         for c in t:
             assert c.value is None or c.value == pytest.approx(rows[i][c.name])
+            if c.name == "ranker":
+                assert c.category == ("a", "b", "c")[int(rows[i]["ranker"])]
+            elif c.name not in ("reason_kind", "device"):
+                assert c.category is None
     assert "pers_mean" in {c.name for t in top for c in t}  # the feature the labels depend on
 
 

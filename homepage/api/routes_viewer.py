@@ -33,7 +33,7 @@ from homepage.domain import ArtworkVariant, RequestContext
 from homepage.errors import HomepageError
 from homepage.page import build_page
 from homepage.page_json import dumps, page_json
-from homepage.pagebuilder.features import FEATURE_NAMES
+from homepage.pagebuilder.features import DEVICES, FEATURE_NAMES
 from homepage.pagebuilder.model import PageModel
 from homepage.pagebuilder.policies import policy as get_policy
 from homepage.pagebuilder.policies import policy_names
@@ -92,6 +92,7 @@ class SampleUsers(BaseModel):
 class FeatureContribution(BaseModel):
     name: str
     value: float | None
+    category: str | None = Field(default=None, description="the name behind a categorical feature's code (ranker, reason kind, device)")
     contribution: float
 
 
@@ -219,20 +220,23 @@ def top_contributions(model: PageModel, features: list[dict[str, float | None] |
     if len(X) == 0:
         return []
     contrib = np.asarray(model.booster.predict(X[:, model.columns], pred_contrib=True, num_threads=1))[:, :-1]
+    vocab = {"ranker": model.ranker_vocab, "reason_kind": model.kind_vocab, "device": DEVICES}
     out = []
     for i in range(len(X)):
         order = np.argsort(-np.abs(contrib[i]), kind="stable")[:k]
-        out.append(
-            [
-                FeatureContribution(
-                    name=model.features[j],
-                    value=None if np.isnan(X[i, model.columns[j]]) else float(X[i, model.columns[j]]),
-                    contribution=round(float(contrib[i, j]), 6),
-                )
-                for j in order
-            ]
-        )
+        row = []
+        for j in order:
+            name, x = model.features[j], X[i, model.columns[j]]
+            value = None if np.isnan(x) else float(x)
+            row.append(FeatureContribution(name=name, value=value, category=_category(vocab.get(name), value), contribution=round(float(contrib[i, j]), 6)))
+        out.append(row)
     return out
+
+
+def _category(vocab: tuple[str, ...] | None, code: float | None) -> str | None:
+    if vocab is None or code is None or not 0 <= code < len(vocab) or code != int(code):
+        return None
+    return vocab[int(code)]
 
 
 def _policy_page(service: PageService, cur: Loaded, user_id: int, policy: str, ctx: RequestContext) -> bytes:

@@ -39,11 +39,11 @@ function artSrc(card) {
 }
 
 function reasonText(reason) {
-  const parts = [reason.kind];
+  const parts = [];
   if (reason.anchor_title_id !== null && reason.anchor_title_id !== undefined) parts.push(`anchor title ${reason.anchor_title_id}`);
-  if (reason.genre) parts.push(`genre ${reason.genre}`);
+  if (reason.genre) parts.push(reason.genre);
   if (reason.region) parts.push(`region ${reason.region}`);
-  return parts.join(", ");
+  return parts.length ? `${reason.kind} (${parts.join(", ")})` : reason.kind;
 }
 
 function featureList(row, top) {
@@ -51,7 +51,8 @@ function featureList(row, top) {
   if (top && top.length) {
     for (const f of top) {
       const sign = f.contribution >= 0 ? "+" : "";
-      list.append(el("li", { text: `${f.name} = ${fmt(f.value)} (${sign}${fmt(f.contribution)})` }));
+      const value = f.category !== null && f.category !== undefined ? f.category : fmt(f.value);
+      list.append(el("li", { text: `${f.name} = ${value} (${sign}${fmt(f.contribution)})` }));
     }
   } else if (row.features) {
     for (const name of KEY_FEATURES) list.append(el("li", { text: `${name} = ${fmt(row.features[name])}` }));
@@ -62,12 +63,12 @@ function featureList(row, top) {
 function explainRow(row, top) {
   const stage = row.features ? row.features.stage : null;
   const dl = el("dl", { class: "explain explain-row" });
-  const item = (k, v) => dl.append(el("dt", { text: k }), el("dd", { text: v }));
+  const item = (k, v) => dl.append(el("div", {}, el("dt", { text: k }), el("dd", {}, v)));
   item("Ranker", row.ranker);
   item("Reason", reasonText(row.reason));
   item("Stage", stage === null || stage === undefined ? "n/a" : String(stage));
   item("Score", fmt(row.score));
-  dl.append(el("dt", { text: top && top.length ? "Top features (SHAP)" : "Key features" }), el("dd", {}, featureList(row, top)));
+  item(top && top.length ? "Top features (SHAP)" : "Key features", featureList(row, top));
   return dl;
 }
 
