@@ -140,6 +140,8 @@ class Viewer:
     url: str
     http: httpx.Client
     user: int  # a user with history
+    app: Any
+    store: Any
 
 
 @pytest.fixture(scope="module")
@@ -164,7 +166,7 @@ def viewer(request: pytest.FixtureRequest, serving_bundle: Path, tmp_path_factor
     user = int(pd.read_parquet(WORLD_SMALL / "users.parquet")["user_id"].iloc[5])
     try:
         with LiveServer(app) as srv, httpx.Client(base_url=srv.url, timeout=30) as http:
-            yield Viewer(srv.url, http, user)
+            yield Viewer(srv.url, http, user, app, store)
     finally:
         keys = list(client.scan_iter(match=f"{settings.key_prefix}:*", count=1000))
         for i in range(0, len(keys), 500):
@@ -204,6 +206,29 @@ def test_viewer_config_and_sample_users(viewer: Viewer) -> None:
     assert samples["heavy"]["events"] >= samples["light"]["events"] > 0 and samples["cold-start"]["events"] == 0
     cold = viewer.http.get(f"/viewer/page/{samples['cold-start']['user_id']}").json()
     assert not any(r["ranker"] == "continue_watching" for r in cold["rows"])
+
+
+def test_external_images_only_when_configured(viewer: Viewer) -> None:
+    assert viewer.http.get("/viewer/config").json()["external_images"] is False
+    assert "img-src 'self';" in viewer.http.get("/").headers["content-security-policy"]
+    before = viewer.app.state.viewer_settings
+    viewer.app.state.viewer_settings = ViewerSettings(external_images=True)
+    try:
+        assert viewer.http.get("/viewer/config").json()["external_images"] is True
+        assert "img-src 'self' https:;" in viewer.http.get("/").headers["content-security-policy"]
+    finally:
+        viewer.app.state.viewer_settings = before
+
+
+def test_viewer_pages_are_not_logged_as_served(viewer: Viewer) -> None:
+    """Looking at a page in the viewer is not an impression: no served-log entry, no cache entry."""
+    u = viewer.user + 7
+    before = len(viewer.store.served_entries())
+    for policy in ("template", "row-ranking"):
+        assert viewer.http.get(f"/viewer/page/{u}", params={"policy": policy}).status_code == 200
+    assert len(viewer.store.served_entries()) == before
+    assert viewer.http.get(f"/homepage/{u}").headers["x-cache"] == "miss"
+    assert len(viewer.store.served_entries()) == before + 1  # the API's page is logged (the check can fail)
 
 
 def test_viewer_page_for_a_policy_with_explain_data(viewer: Viewer) -> None:

@@ -44,7 +44,7 @@ STATIC = Path(__file__).resolve().parent / "static"
 ASSETS = {"viewer.js": "text/javascript", "viewer.css": "text/css"}
 DEFAULT_VARIANT = "default"  # the placeholder of a title that has no artwork variants
 COLD_START_BASE = 1_000_000_000  # cold-start samples are the first ids from here with no history
-HTML_CSP = "default-src 'self'; img-src 'self' {extra}; style-src 'self'; script-src 'self'; connect-src 'self'; object-src 'none'; base-uri 'none'"
+HTML_CSP = "default-src 'self'; img-src 'self'{extra}; style-src 'self'; script-src 'self'; connect-src 'self'; object-src 'none'; base-uri 'none'"
 SVG_CSP = "default-src 'none'; style-src 'unsafe-inline'"
 TOP_FEATURES = 3
 
@@ -130,7 +130,7 @@ def available_policies(cur: Loaded) -> list[str]:
 @router.get("/", include_in_schema=False)
 async def viewer(request: Request) -> FileResponse:
     """The viewer page."""
-    extra = "https:" if viewer_settings(request).external_images else ""
+    extra = " https:" if viewer_settings(request).external_images else ""
     return FileResponse(STATIC / "viewer.html", media_type="text/html", headers={"Content-Security-Policy": HTML_CSP.format(extra=extra)})
 
 
