@@ -87,11 +87,12 @@ def demo(
 
         bundle = load_bundle(models)
     else:
-        typer.echo("training (rankers and the stage-wise page model; about a minute on the small world)")
+        typer.echo("training (rankers and the stage-wise page model; two to three minutes on the small world)")
         bundle = train_bundle(ds, var / "models", PipelineConfig(), progress=True)
     os.environ.setdefault("HOMEPAGE_EMBEDDED_DIR", str(var / "redis"))
     os.environ.setdefault("HOMEPAGE_MODELS_DIR", str(var / "serving-models"))
-    if not os.environ.get("HOMEPAGE_API_KEY"):
+    dev = os.environ.get("HOMEPAGE_DEV", "").lower() in ("1", "true", "yes")
+    if not os.environ.get("HOMEPAGE_API_KEY") and not dev:  # dev mode: keyless writes, so the viewer can record plays
         os.environ["HOMEPAGE_API_KEY"] = secrets.token_urlsafe(24)
     get_settings.cache_clear()
     store = connect(get_settings())
@@ -104,7 +105,11 @@ def demo(
     some = int(users_tab["user_id"].iloc[len(users_tab) // 2])
     typer.echo(f"try:   curl http://127.0.0.1:{port}/homepage/{some}")
     typer.echo(f"docs:  http://127.0.0.1:{port}/docs")
-    typer.echo(f"writes need the header X-API-Key: {os.environ['HOMEPAGE_API_KEY']}")
+    typer.echo(f"viewer: http://127.0.0.1:{port}/")
+    if os.environ.get("HOMEPAGE_API_KEY"):
+        typer.echo(f"writes need the header X-API-Key: {os.environ['HOMEPAGE_API_KEY']} (HOMEPAGE_DEV=1 for keyless writes and click-to-play)")
+    else:
+        typer.echo("development mode: writes need no key; clicking a card in the viewer records a play")
     run_server("127.0.0.1", port, 1)
 
 
