@@ -154,3 +154,27 @@ def test_does_not_mutate_its_input() -> None:
 @pytest.mark.parametrize("check", ranker_checks(), ids=check_id)
 def test_conformance(check) -> None:  # type: ignore[no-untyped-def]
     check(PersonalizedRanker)
+
+
+def test_small_item_model_keeps_all_weights_and_budget_prunes_large_ones() -> None:
+    full, *_ = fitted({"neighbours": 5})
+    pruned, *_ = fitted({"neighbours": 5, "item_model_budget": 0})
+    per_row_full = np.diff(full.item_model_.indptr)
+    per_row_pruned = np.diff(pruned.item_model_.indptr)
+    assert per_row_pruned.max() <= 5
+    assert per_row_full.max() > 5  # 60 modelled titles fit in the budget: nothing thrown away
+    assert full.kept_per_title(60) >= 59 and full.kept_per_title(6000) == max(5, full.config.item_model_budget // 6000)
+
+
+def test_als_factors_do_not_depend_on_thread_count() -> None:
+    import scipy.sparse as sp
+
+    from rankers.factorization import fit_als
+
+    rng = np.random.default_rng(3)
+    x = sp.random(300, 120, density=0.05, random_state=rng, format="csr", dtype=np.float32)
+    x.data[:] = 1.0
+    kw = dict(factors=8, regularization=1.0, alpha=2.0, iterations=4, seed=0)
+    one = fit_als(x, threads=1, **kw)
+    np.testing.assert_array_equal(fit_als(x, threads=2, **kw), one)
+    assert np.abs(one).sum() > 0

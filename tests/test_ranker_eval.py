@@ -197,3 +197,20 @@ def test_tune_personalized_never_looks_past_until() -> None:
     cut = Log.from_frame(ev, w.catalog)
     res_cut = tune_personalized(cut, w.catalog, w.until, {"ease_lambda": [10.0]}, {"weight_pop": [0.0, 1.0]}, base=small)
     assert [(r[0], round(r[1], 9)) for r in res] == [(r[0], round(r[1], 9)) for r in res_cut]
+
+
+def test_one_se_rule_keeps_a_blend_only_when_it_beats_noise() -> None:
+    from homepage.evaluation.tuning import Setting, simplest_within_one_se
+
+    rng = np.random.default_rng(0)
+    base = rng.random(400)
+    plain = Setting({"weight_pop": 0.0, "weight_mf": 0.0}, base, base)
+    noise = rng.normal(0, 0.05, 400)
+    noise -= noise.mean()  # the gain is exactly 0.001, the standard error about 0.0025
+    tiny_gain = Setting({"weight_pop": 0.3, "weight_mf": 0.0}, base + 0.001 + noise, base)
+    big_gain = Setting({"weight_pop": 2.0, "weight_mf": 0.5}, base + 0.1 + rng.normal(0, 0.05, 400), base)
+    ranked = sorted([plain, tiny_gain], key=lambda s: -s.mean_ndcg)
+    assert ranked[0] is tiny_gain  # best on the mean, but within noise of the plain item model
+    assert simplest_within_one_se(ranked) is plain
+    ranked = sorted([plain, tiny_gain, big_gain], key=lambda s: -s.mean_ndcg)
+    assert simplest_within_one_se(ranked) is big_gain

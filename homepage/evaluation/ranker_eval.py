@@ -182,21 +182,27 @@ def run_protocol(
     return {"protocol": protocol, "rankers": out_rankers, "peers": out_peers}
 
 
-PERSONALIZED_SCORE_GRID = {"weight_pop": (0.0, 0.3, 1.0, 2.0), "weight_mf": (0.0, 0.15, 0.5)}
+PERSONALIZED_SCORE_GRID = {"weight_pop": (0.0, 0.1, 0.3, 1.0, 2.0), "weight_mf": (0.0, 0.05, 0.15, 0.3, 0.5)}
 
 
 def _tuned(ranker: Ranker | str, log: EventLog, catalog: Catalog, until: int, tuning: dict[str, Any], step: Progress) -> Ranker | str:
     """The personalised ranker with its best validation settings; any other ranker unchanged."""
-    from homepage.evaluation.tuning import tune_personalized
+    from homepage.evaluation.tuning import search_personalized, simplest_within_one_se
     from rankers.personalized import PersonalizedRanker
 
     if not isinstance(ranker, PersonalizedRanker):
         return ranker
     lam = tuning.get("ease_lambda", {}).get("chosen", ranker.config.ease_lambda)
     base = ranker.config.model_dump()
-    results = tune_personalized(
+    found = search_personalized(
         log, catalog, until, {"ease_lambda": [lam]}, PERSONALIZED_SCORE_GRID, base=base, progress=step
     )
-    best, ndcg, recall = results[0]
-    tuning["personalized"] = {"chosen": best, "validation_ndcg@20": ndcg, "validation_recall@20": recall}
-    return PersonalizedRanker(ranker.config.model_copy(update=best))
+    chosen = simplest_within_one_se(found)
+    tuning["personalized"] = {
+        "chosen": chosen.params,
+        "rule": "simplest blend within one standard error of the best validation NDCG@20",
+        "validation_ndcg@20": chosen.mean_ndcg,
+        "validation_recall@20": chosen.mean_recall,
+        "best": {"params": found[0].params, "validation_ndcg@20": found[0].mean_ndcg},
+    }
+    return PersonalizedRanker(ranker.config.model_copy(update=chosen.params))
