@@ -148,50 +148,64 @@ class VideoToVideoRanker(Ranker):
     def choose_anchors(self, user: UserState) -> list[tuple[int, float]]:
         """Up to ``max_rows`` anchors, best first, none a near duplicate of one chosen before.
 
-        Each candidate is compared with all chosen anchors at once (at most ``max_rows`` of
-        them): a few small array comparisons instead of per-pair set operations.
+        A candidate nearly duplicates a chosen anchor when either lists the other among its
+        neighbours with a score above ``max_anchor_similarity``, or their first ``row_length``
+        neighbours overlap by more than ``max_anchor_overlap``. The overlap is score-weighted
+        (sum over shared neighbours of the smaller score, over the smaller total), so weak tail
+        neighbours shared by everything in a small catalog do not count. Both are computed for
+        all candidates at once (a similarity matrix, and the head neighbour scores laid out over
+        the union of head neighbours); the greedy pass then costs one vectorised step per chosen anchor.
         """
         cfg = self.config
-        chosen: list[tuple[int, float]] = []
         if self.neighbours_ is None or self.neighbour_scores_ is None or cfg.max_rows == 0:
-            return chosen
+            return []
         idx, score = self.anchor_scores(user)
         nbrs, nscores = self.neighbours_, self.neighbour_scores_
+        has = nbrs[idx, 0] >= 0
+        idx, score = idx[has], score[has]
+        n = idx.size
+        if n == 0:
+            return []
+        full_nb, full_sc = nbrs[idx], nscores[idx]  # (n, k)
+        # direct similarity between candidates: sim[i, j] = score of candidate j in i's list
+        order = np.argsort(idx)
+        sorted_idx = idx[order]
+        loc = np.minimum(np.searchsorted(sorted_idx, full_nb), n - 1)
+        hit = sorted_idx[loc] == full_nb
+        sim = np.zeros((n, n), np.float32)
+        sim[np.nonzero(hit)[0], order[loc[hit]]] = full_sc[hit]
+        close = np.maximum(sim, sim.T) > cfg.max_anchor_similarity
+        # head neighbours as dense (n, union) scores: shared mass = sum of elementwise minima
         head = min(cfg.row_length, nbrs.shape[1])
-        for i, s in zip(idx.tolist(), score.tolist()):
-            if nbrs[i, 0] < 0:
-                continue
-            if not chosen or not self._too_close(np.array([a for a, _ in chosen]), i, head):
-                chosen.append((i, s))
-                if len(chosen) >= cfg.max_rows:
-                    break
-        return chosen
-
-    def _too_close(self, chosen: np.ndarray, b: int, head: int) -> bool:
-        """Whether anchor b nearly duplicates any chosen anchor: directly similar, or similar neighbours.
-
-        Directly similar: either lists the other among its neighbours with a score above
-        ``max_anchor_similarity``. Similar neighbours: the overlap of the first ``head``
-        neighbours is score-weighted (sum over shared neighbours of the smaller score, over
-        the smaller total), so weak tail neighbours shared by everything in a small catalog
-        do not count as overlap.
-        """
-        assert self.neighbours_ is not None and self.neighbour_scores_ is not None
-        cfg = self.config
-        nbrs, nscores = self.neighbours_, self.neighbour_scores_
-        a_nb, a_sc = nbrs[chosen], nscores[chosen]  # (m, k)
-        b_nb, b_sc = nbrs[b], nscores[b]  # (k,)
-        sim_ab = np.where(a_nb == b, a_sc, 0).max(axis=1)  # b's score in each a's list
-        sim_ba = np.where(b_nb[None, :] == chosen[:, None], b_sc[None, :], 0).max(axis=1)
-        if float(np.maximum(sim_ab, sim_ba).max()) > cfg.max_anchor_similarity:
-            return True
-        a_nb, a_sc, b_nb, b_sc = a_nb[:, :head], a_sc[:, :head], b_nb[:head], b_sc[:head]
-        a_sc = np.where(a_nb >= 0, a_sc, 0)
-        b_sc = np.where(b_nb >= 0, b_sc, 0)
-        eq = (a_nb[:, :, None] == b_nb[None, None, :]) & (b_nb >= 0)[None, None, :]  # (m, head, head)
-        shared = (np.minimum(a_sc[:, :, None], b_sc[None, None, :]) * eq).sum(axis=(1, 2))
-        total = np.maximum(np.minimum(a_sc.sum(axis=1), b_sc.sum()), 1e-12)
-        return bool((shared / total > cfg.max_anchor_overlap).any())
+        h_nb = full_nb[:, :head]
+        valid = h_nb >= 0
+        flat = h_nb[valid]
+        by_title = np.argsort(flat, kind="stable")
+        starts = np.ones(flat.size, bool)
+        starts[1:] = flat[by_title[1:]] != flat[by_title[:-1]]
+        col = np.empty(flat.size, np.int64)
+        col[by_title] = np.cumsum(starts) - 1  # column of each head neighbour in the union
+        mass = np.zeros((n, int(starts.sum())), np.float32)
+        mass[np.nonzero(valid)[0], col] = full_sc[:, :head][valid]
+        head_cols = np.full(h_nb.shape, -1, np.int64)
+        head_cols[valid] = col
+        total = mass.sum(axis=1)
+        # greedy: take the best candidate left, then block every candidate too close to it
+        chosen: list[int] = []
+        blocked = np.zeros(n, bool)
+        j = 0
+        while True:
+            chosen.append(j)
+            if len(chosen) >= cfg.max_rows:
+                break
+            cj = head_cols[j][head_cols[j] >= 0]  # only j's own neighbours can be shared
+            shared = np.minimum(mass[:, cj], mass[j, cj]).sum(axis=1)
+            blocked |= close[j] | (shared > cfg.max_anchor_overlap * np.maximum(np.minimum(total, total[j]), 1e-12))
+            rest = np.flatnonzero(~blocked[j + 1 :])
+            if rest.size == 0:
+                break
+            j += 1 + int(rest[0])
+        return [(int(idx[j]), float(score[j])) for j in chosen]
 
     def _n_fitted(self) -> int:
         return 0 if self.neighbours_ is None else int(self.neighbours_.shape[0])
