@@ -175,8 +175,10 @@ class PersonalizedRanker(Ranker):
             scores[items[items < n]] = -np.inf
         pool = _top(scores, min(max(c.genre_pool, c.row_length), n))
         out = [self._row(request.catalog, "top_picks", "Top picks for you", pool[: c.row_length], scores, RowReason(kind="top_picks"))]
-        for g in self._top_genres(request.catalog, items[items < n], w[items < n], c.max_rows - 1):
-            in_genre = pool[request.catalog.genre_matrix[pool, g]][: c.row_length]
+        genres = self._top_genres(request.catalog, items[items < n], w[items < n], c.max_rows - 1)
+        in_genres = request.catalog.genre_matrix[pool][:, genres].T if genres else None  # one gather for all rows
+        for j, g in enumerate(genres):
+            in_genre = pool[in_genres[j]][: c.row_length]  # type: ignore[index]
             if in_genre.size >= min(c.min_genre_titles, c.row_length):
                 genre = request.catalog.genres[g]
                 reason = RowReason(kind="genre", genre=genre)
