@@ -369,7 +369,11 @@ def check_no_mutation(cls: type[Ranker]) -> None:
 
 
 def check_speed(cls: type[Ranker]) -> None:
-    """Median ``rows()`` time on a 60k-title catalog is under the budget (a contract check, not a benchmark)."""
+    """Median ``rows()`` cost on a 60k-title catalog is under the budget (a contract check, not a benchmark).
+
+    It counts the process's CPU time, not wall time: on a shared machine (CI, a laptop running
+    other work) wall time measures the neighbours as much as the ranker.
+    """
     world = large_world()
     r = fitted(cls, world)
     reqs = [world.request(u) for u in world.user_ids]
@@ -378,11 +382,11 @@ def check_speed(cls: type[Ranker]) -> None:
     times = []
     for _ in range(5):
         for q in reqs:
-            t = time.perf_counter()
+            t = time.process_time()
             r.rows(q)
-            times.append((time.perf_counter() - t) * 1000.0)
+            times.append((time.process_time() - t) * 1000.0)
     median = float(np.median(times))
-    assert median < SPEED_BUDGET_MS, f"{cls.__name__}: median rows() {median:.2f} ms on 60k titles, budget {SPEED_BUDGET_MS} ms"
+    assert median < SPEED_BUDGET_MS, f"{cls.__name__}: median rows() {median:.2f} ms CPU on 60k titles, budget {SPEED_BUDGET_MS} ms"
 
 
 def ranker_checks(include_speed: bool = True) -> list[Check]:
