@@ -13,6 +13,8 @@ import re
 import weakref
 from collections.abc import Callable
 
+from typing import Any
+
 import numpy as np
 from pydantic import Field
 
@@ -64,6 +66,25 @@ class PopularityRows:
                 idx, sc = top_k(s, self._head)
                 per_world[region] = (idx, sc, s if idx.size == self._head else None)
         return per_world[region]
+
+    def overall_and_regional(self, ranker: str, kind: str, cfg: Any, request: RankRequest) -> list[CandidateRow]:
+        """The overall row (reason ``kind``), then the user's regional row (``kind``_region), as configured.
+
+        ``cfg`` carries ``overall``, ``regional``, ``max_rows``, ``row_length``, ``exclude_seen``,
+        ``display_title`` and ``region_display_title`` (the top-N and trending configs both do).
+        """
+        out: list[CandidateRow] = []
+        if cfg.overall and len(out) < cfg.max_rows:
+            idx, sc = self.row(request.world, None, request.user, cfg.row_length, cfg.exclude_seen)
+            if idx.size:
+                out.append(make_row(ranker, kind, cfg.display_title, RowReason(kind=kind), request, idx, sc))
+        region = user_region(request)
+        if cfg.regional and region is not None and len(out) < cfg.max_rows:
+            idx, sc = self.row(request.world, region, request.user, cfg.row_length, cfg.exclude_seen)
+            if idx.size:
+                reason = RowReason(kind=f"{kind}_region", region=region)
+                out.append(make_row(ranker, f"{kind}:region:{safe_id(region)}", cfg.region_display_title, reason, request, idx, sc))
+        return out
 
     def row(self, world: GlobalState, region: str | None, user: UserState, k: int, exclude_seen: bool) -> tuple[np.ndarray, np.ndarray]:
         """Catalog indices and scores of the best ``k`` titles the user may be shown."""
@@ -138,16 +159,4 @@ class TopNRanker(Ranker):
         return s
 
     def rows(self, request: RankRequest) -> list[CandidateRow]:
-        cfg = self.config
-        out: list[CandidateRow] = []
-        if cfg.overall and len(out) < cfg.max_rows:
-            idx, sc = self._rows.row(request.world, None, request.user, cfg.row_length, cfg.exclude_seen)
-            if idx.size:
-                out.append(make_row(self.name, "top_n", cfg.display_title, RowReason(kind="top_n"), request, idx, sc))
-        region = user_region(request)
-        if cfg.regional and region is not None and len(out) < cfg.max_rows:
-            idx, sc = self._rows.row(request.world, region, request.user, cfg.row_length, cfg.exclude_seen)
-            if idx.size:
-                reason = RowReason(kind="top_n_region", region=region)
-                out.append(make_row(self.name, f"top_n:region:{safe_id(region)}", cfg.region_display_title, reason, request, idx, sc))
-        return out
+        return self._rows.overall_and_regional(self.name, "top_n", self.config, request)

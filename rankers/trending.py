@@ -12,10 +12,10 @@ from __future__ import annotations
 import numpy as np
 from pydantic import Field
 
-from homepage.domain import CandidateRow, RowReason
+from homepage.domain import CandidateRow
 from homepage.state import GlobalState
 from rankers.base import RankerConfig, Ranker, RankRequest, StateNeed
-from rankers.top_n import PopularityRows, make_row, safe_id, user_region
+from rankers.top_n import PopularityRows
 
 
 class TrendingConfig(RankerConfig):
@@ -54,16 +54,4 @@ class TrendingRanker(Ranker):
         return np.where((d >= self.config.min_recent) & (d > 0), d, -np.inf)
 
     def rows(self, request: RankRequest) -> list[CandidateRow]:
-        cfg = self.config
-        out: list[CandidateRow] = []
-        if cfg.overall and len(out) < cfg.max_rows:
-            idx, sc = self._rows.row(request.world, None, request.user, cfg.row_length, cfg.exclude_seen)
-            if idx.size:
-                out.append(make_row(self.name, "trending", cfg.display_title, RowReason(kind="trending"), request, idx, sc))
-        region = user_region(request)
-        if cfg.regional and region is not None and len(out) < cfg.max_rows:
-            idx, sc = self._rows.row(request.world, region, request.user, cfg.row_length, cfg.exclude_seen)
-            if idx.size:
-                reason = RowReason(kind="trending_region", region=region)
-                out.append(make_row(self.name, f"trending:region:{safe_id(region)}", cfg.region_display_title, reason, request, idx, sc))
-        return out
+        return self._rows.overall_and_regional(self.name, "trending", self.config, request)
