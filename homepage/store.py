@@ -328,6 +328,12 @@ class RedisStore:
         return [v.decode() for v in self.client.lrange(self.keys.versions, 0, -1)]
 
     @_guarded
+    def sample_users(self, n: int, version: str | None = None) -> list[int]:
+        """Up to ``n`` distinct random user ids of a version's active users (for the viewer's samples)."""
+        v = self._resolve(version)
+        return sorted({int(m) for m in self.client.srandmember(self.keys.users(v), n) or []})
+
+    @_guarded
     def meta(self, version: str | None = None) -> VersionMeta:
         """A version's metadata; raises ``StoreError`` for an unknown version."""
         v = self._resolve(version)

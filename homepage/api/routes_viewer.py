@@ -38,7 +38,6 @@ from homepage.pagebuilder.model import PageModel
 from homepage.pagebuilder.policies import policy as get_policy
 from homepage.pagebuilder.policies import policy_names
 from homepage.service import Loaded, PageService
-from homepage.store import StoreUnavailable
 
 STATIC = Path(__file__).resolve().parent / "static"
 ASSETS = {"viewer.js": "text/javascript", "viewer.css": "text/css"}
@@ -178,12 +177,7 @@ def _active_samples(service: PageService, cur: Loaded, size: int) -> list[Sample
     """Heavy and light users from a random sample of the version's active users."""
     store, v, cat = service.store, cur.store_version, cur.models.catalog
     now = int(time.time())
-    # SRANDMEMBER on the active-user set; the key is named by the store's Keyspace
-    try:
-        members = store.client.srandmember(store.keys.users(v), size) or []
-    except Exception as e:  # redis errors; this module does not import redis (store.py owns it)
-        raise StoreUnavailable(f"sampling users: {e}") from e
-    ids = sorted({int(m) for m in members})
+    ids = store.sample_users(size, v)
     lengths = {u: len(store.read_user_state(u, now, cat, v)) for u in ids}
     return [SampleUser(label=label, user_id=u, events=n) for label, u, n in pick_samples(lengths)]
 
