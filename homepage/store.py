@@ -682,7 +682,7 @@ class RedisStore:
                     args.append(0)
                 args.append(_event_record(events[i]) if EVENT_CODES[events[i].kind] in (PLAY, RATING) else b"")
                 args.append(payloads[i])
-            pipe.eval(_USER_STEP, len(keys), *keys, *args)
+            pipe.execute_command("EVAL", _USER_STEP, len(keys), *keys, *args)
         applied = 0
         outboxes: dict[int, list[_OutboxEntry]] = {}
         for u, (n, entries) in zip(by_user, pipe.execute()):
@@ -730,7 +730,7 @@ class RedisStore:
             return
         pipe = self.client.pipeline(transaction=False)
         for u, mark in marks.items():
-            pipe.eval(_TRIM_STEP, 1, self.keys.outbox(u), str(mark))
+            pipe.execute_command("EVAL", _TRIM_STEP, 1, self.keys.outbox(u), str(mark))
         pipe.execute()
 
     @_guarded
