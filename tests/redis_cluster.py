@@ -77,6 +77,7 @@ class ClusterNodeProc:
                 "--cluster-node-timeout", str(NODE_TIMEOUT_MS),
                 "--save", "",
                 "--appendonly", "no",
+                "--repl-diskless-sync-delay", "0",  # replicas sync at once: a replica never synced cannot fail over
                 "--daemonize", "no",
                 "--protected-mode", "no",
             ],
@@ -140,7 +141,7 @@ class LocalCluster:
         return [n for n in self.nodes if n.proc is not None and n.proc.poll() is None]
 
     def wait_ok(self, timeout: float = START_TIMEOUT) -> None:
-        """Until every live node says ``cluster_state:ok`` and they agree on every slot's (live) primary."""
+        """Until every live node says ``cluster_state:ok``, they agree on every slot's live primary, and replicas are in sync."""
         end = time.monotonic() + timeout
         while True:
             live = self.live()
@@ -153,11 +154,18 @@ class LocalCluster:
                 and all(v is not None and v == views[0] for v in views)
                 and set(views[0].values()) <= live_ports  # type: ignore[union-attr]
                 and sum(e - s + 1 for s, e in views[0]) == 16384  # type: ignore[union-attr]
+                and all(self._synced(n) for n in live)
             ):
                 return
             if time.monotonic() > end:
                 raise RuntimeError(f"cluster not ok after {timeout:.0f}s: {states}; logs in {self.root}")
             time.sleep(0.1)
+
+    @staticmethod
+    def _synced(node: ClusterNodeProc) -> bool:
+        """A primary, or a replica whose link to its primary is up (it can take over)."""
+        info = node.info_field("info", "replication")
+        return info.get("role") == "master" or info.get("master_link_status") == "up"
 
     def stop(self) -> None:
         for n in self.nodes:
