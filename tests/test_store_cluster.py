@@ -277,3 +277,59 @@ def test_events_survive_a_primary_killed_between_the_steps(redis_cluster: Any, w
         for key in list(store.client.scan_iter(match=f"{prefix}:*", count=1000)):
             store.client.unlink(key)
         store.close()
+
+
+def test_the_api_serves_and_ingests_on_the_cluster(
+    redis_cluster: Any, cluster_client: Any, serving_bundle: Any, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """``homepage serve`` with ``REDIS_URL=redis+cluster://...``: pages, events (retried), profile, readiness."""
+    import uuid
+
+    import httpx
+    import pandas as pd
+
+    from homepage.api.app import create_app
+    from homepage.api.settings import ServeSettings
+    from homepage.publish import publish_dataset
+
+    key = "test-key-" + uuid.uuid4().hex
+    settings = Settings(redis_url=redis_cluster.url, key_prefix=f"t{uuid.uuid4().hex[:10]}")
+    store = RedisStore.from_url(redis_cluster.url, settings.key_prefix, settings=settings)
+    serve = ServeSettings(api_key=key, deadline_ms=2000, refresh_seconds=0.3, models_dir=tmp_path_factory.mktemp("unpacked"))
+    try:
+        version = publish_dataset(store, WORLD_SMALL, models=serving_bundle).meta.version
+        u = int(pd.read_parquet(WORLD_SMALL / "users.parquet")["user_id"].iloc[3]) + 1
+        with LiveServer(create_app(serve, settings)) as srv, httpx.Client(base_url=srv.url, timeout=30) as http:
+            assert http.get("/health/ready").status_code == 200
+            page = http.get(f"/homepage/{u}").json()
+            assert page["degraded"] is False and page["store_version"] == version and page["rows"]
+            title = [t["title_id"] for row in page["rows"] for t in row["titles"]][-1]
+            catalog = _catalog(store)
+            ti = int(catalog.index_of(np.array([title]))[0])
+            before = int(store.read_global_state(int(time.time()), catalog).counts[ti])
+            ev = {"user_id": u, "title_id": title, "kind": "play", "progress": 0.4, "idempotency_key": "cluster-play-0001"}
+            first = http.post("/events", json=ev, headers={"X-API-Key": key})
+            retry = http.post("/events", json=ev, headers={"X-API-Key": key})
+            assert first.status_code == retry.status_code == 202
+            assert (first.json(), retry.json()) == ({"accepted": 1, "duplicates": 0}, {"accepted": 0, "duplicates": 1})
+            again = http.get(f"/homepage/{u}")
+            cw = [row for row in again.json()["rows"] if row["ranker"] == "continue_watching"]
+            assert cw and title in [t["title_id"] for t in cw[0]["titles"]]
+            after = int(store.read_global_state(int(time.time()), catalog).counts[ti])
+            assert after == before + 1
+            r = http.put(f"/users/{u}", json={"region": "EU", "favourite_genres": []}, headers={"X-API-Key": key})
+            assert r.status_code == 200
+            assert store.read_user_state(u, int(time.time()), catalog).region == "EU"
+    finally:
+        for k in list(cluster_client.scan_iter(match=f"{settings.key_prefix}:*", count=1000)):
+            cluster_client.unlink(k)
+        store.close()
+
+
+def _catalog(store: RedisStore) -> Any:
+    """The committed small world's catalog."""
+    from homepage.catalog import Catalog
+    from homepage.dataset import load_dataset
+
+    ds = load_dataset(WORLD_SMALL)
+    return Catalog.from_frames(ds.titles, ds.variants)
