@@ -65,9 +65,10 @@ the control slot marks the meta complete, appends to the version list and flips 
 a reader that follows the pointer sees the old version or the new one, never a mix.
 
 Decayed counters are stored in log-time form (see ``homepage.decay``), relative to the
-version's ``epoch``. Redis Cluster replicates asynchronously: a primary that dies before its
-replica has a write loses it (use ``appendfsync always`` on the primaries and a short
-``cluster-node-timeout``; the store does not ``WAIT``).
+version's ``epoch``. Redis Cluster replicates asynchronously and the store does not ``WAIT``
+for replicas: a primary killed before its replica received a write loses that write when the
+replica takes over (the window is the replication lag). Durability against that needs
+``WAIT`` on each step's node connection, which this store does not do yet.
 """
 
 from __future__ import annotations
@@ -362,7 +363,7 @@ def _sparse(catalog: Catalog, values: np.ndarray) -> dict[str, str]:
 
 
 # ------------------------------------------------------------------ event steps (Lua, one slot each)
-ATTEMPT_TTL_SECONDS = 300  # how long a resent step-1 script is recognised (client retries take seconds)
+ATTEMPT_TTL_SECONDS = 60  # a resent step-1 script is recognised this long (redis-py resends within seconds)
 
 # KEYS: hist, page, profile, outbox, seq, attempt, idempotency keys...
 # ARGV: idempotency TTL, attempt TTL, then per event: idempotency key's KEYS index (0: none),
@@ -655,7 +656,7 @@ class RedisStore:
             by_user.setdefault(int(e.user_id), []).append(i)
         payloads = _event_payloads(events, catalog, v, m, token)
         applied, outboxes = self._step_user_slots(v, events, ikeys, payloads, by_user, token)
-        marks = self._step_global_slot(outboxes, token)
+        marks = self._step_global_slot(outboxes, token, v)
         self._step_trim_outboxes(marks)
         return applied
 
@@ -690,8 +691,13 @@ class RedisStore:
             outboxes[u] = [_OutboxEntry.parse(u, raw) for raw in entries]
         return applied, outboxes
 
-    def _step_global_slot(self, outboxes: Mapping[int, Sequence[_OutboxEntry]], token: str) -> dict[int, int]:
-        """Step 2: outbox entries into the stream and counters, once each; returns user -> mark."""
+    def _step_global_slot(
+        self, outboxes: Mapping[int, Sequence[_OutboxEntry]], token: str, active: str | None = None
+    ) -> dict[int, int]:
+        """Step 2: outbox entries into the stream and counters, once each; returns user -> mark.
+
+        ``active`` is a version known to exist (the one the call read); others are checked.
+        """
         entries = [e for es in outboxes.values() for e in es]
         if not entries:
             return {}
@@ -703,11 +709,14 @@ class RedisStore:
         def ki(name: str) -> int:
             return key_index.setdefault(name, len(key_index) + 1)
 
+        # an entry left behind across publishes may name a version gc has deleted: count it nowhere
+        versions = sorted({str(e.payload["v"]) for e in entries} - {active})
+        gone = {v for v, ok in zip(versions, self.client.smismember(k.all_versions, versions) if versions else []) if not ok}
         doc = []
         for e in entries:
             p = e.payload
             ops: list[list[Any]] = []
-            if p["t"] is not None:
+            if p["t"] is not None and p["v"] not in gone:
                 v, tid, w = p["v"], p["t"], p["w"]
                 ops.append(["HINCRBY", ki(k.glob(v, "counts")), tid, "1"])
                 ops.append(["HINCRBYFLOAT", ki(k.glob(v, "decayed")), tid, w])

@@ -80,11 +80,11 @@ class FailingStore(RedisStore):
 
     fail_step = 0
 
-    def _step_global_slot(self, outboxes: Any, token: str) -> dict[int, int]:
+    def _step_global_slot(self, outboxes: Any, token: str, active: str | None = None) -> dict[int, int]:
         if self.fail_step == 2:
             self.fail_step = 0
             raise StoreUnavailable("injected: the global slot's node is down")
-        return super()._step_global_slot(outboxes, token)
+        return super()._step_global_slot(outboxes, token, active)
 
     def _step_trim_outboxes(self, marks: Any) -> None:
         if self.fail_step == 3:
@@ -140,6 +140,18 @@ def test_an_abandoned_batch_is_finished_by_the_next_event_or_gc(store: RedisStor
     assert sorted(entries, key=lambda e: e.ts) == sorted(events[:3], key=lambda e: e.ts)
     log2 = world.with_events(events[:3])
     assert_global_equal(store.read_global_state(world.t + 100, world.catalog), log2.global_state(world.t + 100, HALF_LIFE))
+
+
+def test_a_leftover_for_a_deleted_version_recreates_none_of_its_keys(store: RedisStore, world: World) -> None:
+    world.publish(store, "v1")
+    with pytest.raises(StoreUnavailable):
+        _failing(store, 2).append_events(_new_events(world)[:2], world.catalog)
+    world.publish(store, "v2")
+    store._delete_pattern(store.keys.version_pattern("v1"))  # as gc does, had the outbox not been drained first
+    store.client.srem(store.keys.all_versions, "v1")
+    assert store.drain_outboxes() == 1
+    assert not list(store.client.scan_iter(match=store.keys.version_pattern("v1")))
+    assert len(store.event_entries()) == 2  # the stream still records the events
 
 
 def test_a_resent_user_step_applies_once(store: RedisStore, world: World) -> None:
