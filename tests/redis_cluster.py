@@ -161,6 +161,19 @@ class LocalCluster:
                 raise RuntimeError(f"cluster not ok after {timeout:.0f}s: {states}; logs in {self.root}")
             time.sleep(0.1)
 
+    def wait_replicated(self, primary: ClusterNodeProc, timeout: float = 10.0) -> None:
+        """Until ``primary``'s replicas have acknowledged all its writes (replication is asynchronous)."""
+        end = time.monotonic() + timeout
+        while True:
+            info = primary.info_field("info", "replication")
+            offset = info.get("master_repl_offset")
+            acked = [dict(kv.split("=", 1) for kv in v.split(","))["offset"] for k, v in info.items() if k.startswith("slave")]
+            if acked and all(a == offset for a in acked):
+                return
+            if time.monotonic() > end:
+                raise RuntimeError(f"replicas of {primary.port} did not catch up: {info}")
+            time.sleep(0.05)
+
     @staticmethod
     def _synced(node: ClusterNodeProc) -> bool:
         """A primary, or a replica whose link to its primary is up (it can take over)."""

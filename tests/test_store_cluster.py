@@ -257,6 +257,7 @@ def test_events_survive_a_primary_killed_between_the_steps(redis_cluster: Any, w
         u = int(users[0])
         events = [Event(user_id=u, title_id=20, kind="play", ts=world.t + 10, progress=0.4), Event(user_id=u, title_id=30, kind="rating", ts=world.t + 11, stars=4.0)]
         keys = ["kill-00001", "kill-00002"]
+        redis_cluster.wait_replicated(global_primary)  # the published counters are on its replica
         global_primary.kill()
         outcome = "acknowledged"
         try:
@@ -345,3 +346,42 @@ def _catalog(store: RedisStore) -> Any:
 
     ds = load_dataset(WORLD_SMALL)
     return Catalog.from_frames(ds.titles, ds.variants)
+
+
+def test_events_follow_a_failover_of_the_users_node(redis_cluster: Any, world: World) -> None:
+    """The client's slot map is stale after a failover: events and reads still reach the new primary."""
+    import uuid
+
+    prefix = f"t{uuid.uuid4().hex[:10]}"
+    store = RedisStore.from_url(redis_cluster.url, prefix)
+    try:
+        world.publish(store, "v1")
+        u = 1
+        victim = redis_cluster.primary_of_slot(int(store.client.cluster_keyslot(store.keys.hist("v1", u))))
+        assert store.append_events([Event(user_id=u, title_id=20, kind="play", ts=world.t + 1)], world.catalog, ["fo-000001"]) == 1
+        redis_cluster.wait_replicated(victim)  # (the store does not WAIT: see the module docstring)
+        victim.kill()
+        redis_cluster.wait_ok()
+        events = [Event(user_id=u, title_id=20, kind="play", ts=world.t + 1), Event(user_id=u, title_id=30, kind="play", ts=world.t + 2)]
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                n = store.append_events(events, world.catalog, ["fo-000001", "fo-000002"])
+                break
+            except StoreUnavailable:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+        assert n == 1  # the first was applied, and replicated, before the failover
+        log2 = world.with_events(events)
+        now = world.t + 100
+        assert_user_equal(store.read_user_state(u, now, world.catalog), log2.user_state(u, now))
+        assert_global_equal(store.read_global_state(now, world.catalog), log2.global_state(now, HALF_LIFE))
+    finally:
+        for node in redis_cluster.nodes:
+            if node.proc is None or node.proc.poll() is not None:
+                node.start()
+        redis_cluster.wait_ok()
+        for key in list(store.client.scan_iter(match=f"{prefix}:*", count=1000)):
+            store.client.unlink(key)
+        store.close()
