@@ -63,6 +63,7 @@ http {{
     uwsgi_temp_path {workdir}/uwsgi;
     scgi_temp_path {workdir}/scgi;
     client_max_body_size 4m;
+    client_body_buffer_size 1m;  # a batch of 1,000 events stays in memory
     keepalive_timeout 65s;
     keepalive_requests 100000;
 
@@ -182,9 +183,9 @@ class Nginx:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
-    def error_log(self) -> str:
+    def error_log(self, tail: int = 2000) -> str:
         p = self.workdir / "error.log"
-        return p.read_text()[-2000:] if p.exists() else ""
+        return p.read_text()[-tail:] if p.exists() else ""
 
     def access_lines(self) -> list[AccessLine]:
         """The access log so far (nginx flushes its buffer every 200 ms: wait that long after the last request)."""
