@@ -3,7 +3,8 @@
 For each world it publishes the state (as ``homepage publish`` does, without a model
 bundle: the bundle is a per-version cost that grows with the catalog, not the users),
 reads ``INFO memory`` before and after, and samples ``MEMORY USAGE`` per key family
-(user history, user profile, world counters, ...). With two or more worlds of the same
+(user history, user profile, world counters, ...), and times one API node's
+world-state refresh (``read_global_state``: client CPU, Redis time, wall). With two or more worlds of the same
 events-per-user it fits ``memory = fixed + per_user x users`` and prints the figure per
 million users. Every key it wrote is deleted afterwards, pass or fail. Usage::
 
@@ -23,6 +24,7 @@ import uuid
 from collections import defaultdict
 from pathlib import Path
 
+from homepage.catalog import Catalog
 from homepage.dataset import load_dataset
 from homepage.publish import publish_dataset
 from homepage.settings import Settings
@@ -42,12 +44,33 @@ def used_memory(client: object) -> int:
     return int(client.info("memory")["used_memory"])  # type: ignore[attr-defined]
 
 
+def hgetall_usec(client: object) -> float:
+    """Server-side microseconds spent in HGETALL so far (INFO commandstats; the server is shared, so roughly)."""
+    stats = client.info("commandstats")  # type: ignore[attr-defined]
+    return float(stats.get("cmdstat_hgetall", {}).get("usec", 0))
+
+
+def refresh_cost(client: object, store: RedisStore, catalog: Catalog, repeats: int = 5) -> dict[str, float]:
+    """What one API node's world-state refresh costs (every ``HOMEPAGE_REFRESH_SECONDS``): client CPU, Redis time, wall."""
+    now = int(time.time())
+    cpu, wall, server = [], [], []
+    for _ in range(repeats):
+        s0, c0, w0 = hgetall_usec(client), time.process_time(), time.perf_counter()
+        store.read_global_state(now, catalog)
+        cpu.append(time.process_time() - c0)
+        wall.append(time.perf_counter() - w0)
+        server.append((hgetall_usec(client) - s0) / 1e6)
+    med = lambda xs: sorted(xs)[len(xs) // 2]  # noqa: E731
+    return {"refresh_client_cpu_s": med(cpu), "refresh_wall_s": med(wall), "refresh_redis_s": med(server)}
+
+
 def measure(client: object, world: Path, url: str) -> dict[str, object]:
     """Publish ``world`` under a fresh prefix; memory delta and per-family sizes; delete every key written."""
     prefix = f"sizing{uuid.uuid4().hex[:8]}"
     store = RedisStore(client, prefix, settings=Settings(redis_url=url, key_prefix=prefix))
     ds = load_dataset(world)
     n_users, n_events, n_titles = len(ds.users), len(ds.events), len(ds.titles)
+    catalog = Catalog.from_frames(ds.titles, ds.variants)
     del ds
     try:
         before = used_memory(client)
@@ -55,6 +78,7 @@ def measure(client: object, world: Path, url: str) -> dict[str, object]:
         result = publish_dataset(store, world)
         seconds = time.perf_counter() - t0
         after = used_memory(client)
+        refresh = refresh_cost(client, store, catalog)
         keys: dict[str, list[str]] = defaultdict(list)
         for k in client.scan_iter(match=f"{prefix}:*", count=5000):  # type: ignore[attr-defined]
             k = k.decode()
@@ -79,6 +103,7 @@ def measure(client: object, world: Path, url: str) -> dict[str, object]:
         "publish_seconds": seconds,
         "used_memory_delta": after - before,
         "families": families,
+        **refresh,
     }
 
 
@@ -97,6 +122,10 @@ def main() -> None:
             f"{w}: {r['users']} users, {r['events']} events, {r['titles']} titles -> used_memory +{r['used_memory_delta'] / 2**20:.1f} MiB "
             f"({r['used_memory_delta'] / r['users']:.0f} B/user), publish {r['publish_seconds']:.1f} s ({r['users'] / r['publish_seconds']:.0f} users/s)",
             flush=True,
+        )
+        print(
+            f"    world-state refresh of one node: client CPU {r['refresh_client_cpu_s'] * 1000:.0f} ms, "
+            f"Redis HGETALL {r['refresh_redis_s'] * 1000:.0f} ms, wall {r['refresh_wall_s'] * 1000:.0f} ms (medians of 5)"
         )
         for fam, f in r["families"].items():  # type: ignore[union-attr]
             print(f"    {fam:32s} {f['keys']:9d} keys  mean {f['mean_bytes']:9.1f} B  total {f['total_bytes'] / 2**20:8.1f} MiB")
