@@ -239,7 +239,8 @@ def redis_entry_sizes(client: object) -> dict[str, float]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--models", type=Path, help="model bundle to serve (default: train one on world-small with a small page model)")
+    ap.add_argument("--world", type=Path, default=WORLD, help="dataset to publish (default: the committed world-small)")
+    ap.add_argument("--models", type=Path, help="model bundle to serve (default: train one on --world with a small page model)")
     ap.add_argument("--seconds", type=float, default=5.0, help="seconds per measurement")
     ap.add_argument("--kill-seconds", type=float, default=10.0, help="length of the kill run (the kill is half-way)")
     ap.add_argument("--procs", type=int, default=2, help="client processes")
@@ -262,7 +263,7 @@ def main() -> None:
     store = RedisStore.from_url(redis_url, PREFIX)
     nodes: list[ApiNode] = []
     proxies: list[Nginx] = []
-    results: dict[str, object] = {"setups": []}
+    results: dict[str, object] = {"world": str(args.world), "setups": []}
     try:
         models = args.models
         if models is None:
@@ -270,9 +271,9 @@ def main() -> None:
             from homepage.config import PageConfig, PipelineConfig
             from homepage.dataset import load_dataset
 
-            print("training a bundle on world-small (small page model) ...", flush=True)
-            models = train_bundle(load_dataset(WORLD), work / "models", PipelineConfig(page=PageConfig(max_requests=300, num_rounds=50))).path
-        publish_dataset(store, WORLD, models=models)
+            print(f"training a bundle on {args.world} (small page model) ...", flush=True)
+            models = train_bundle(load_dataset(args.world), work / "models", PipelineConfig(page=PageConfig(max_requests=300, num_rounds=50))).path
+        publish_dataset(store, args.world, models=models)
         env = {
             "HOMEPAGE_API_KEY": API_KEY,
             "HOMEPAGE_DEADLINE_MS": str(args.deadline_ms),
