@@ -103,13 +103,28 @@ def cpu_seconds(pid: int) -> float:
     return total
 
 
-def measure(port: int, kind: str, seconds: float, procs: int, threads: int, pids: dict[str, list[int]]) -> dict[str, float]:
-    """``load`` plus the CPU milliseconds each server component spent per successful request."""
+def idle_cpu_per_s(pids: list[int], seconds: float = 4.0) -> float:
+    """CPU seconds per second the processes spend with no requests: the nodes' background world-state refresh."""
+    before = sum(cpu_seconds(p) for p in pids)
+    time.sleep(seconds)
+    return (sum(cpu_seconds(p) for p in pids) - before) / seconds
+
+
+def measure(port: int, kind: str, seconds: float, procs: int, threads: int, pids: dict[str, list[int]], idle: float) -> dict[str, float]:
+    """``load`` plus the CPU milliseconds each server component spent per successful request.
+
+    ``cpu_ms_nodes_net`` subtracts the nodes' idle CPU (``idle`` CPU s/s, their background
+    refresh) over the run: what one more request costs, whatever the refresh period.
+    """
     before = {name: sum(cpu_seconds(p) for p in ps) for name, ps in pids.items()}
+    t0 = time.perf_counter()
     r = load(port, kind, seconds, procs, threads)
+    elapsed = time.perf_counter() - t0
     for name, ps in pids.items():
         spent = sum(cpu_seconds(p) for p in ps) - before[name]
         r[f"cpu_ms_{name}"] = spent * 1000 / max(1, r["n"])
+        if name == "nodes":
+            r["cpu_ms_nodes_net"] = max(0.0, spent - idle * len(ps) * elapsed) * 1000 / max(1, r["n"])
     return r
 
 
@@ -289,6 +304,9 @@ def main() -> None:
                 Nginx(work / f"nginx-{mode}-2", free_port(), ports).start(),
             ]
             node_pids = [n.proc.pid for n in nodes if n.proc is not None]
+            idle = idle_cpu_per_s(node_pids[:1])
+            results[f"node_idle_cpu_per_s_{mode}"] = idle
+            print(f"{mode}: one idle node uses {idle * 1000:.0f} ms CPU per second (its world-state refresh)", flush=True)
             setups = (
                 ("direct, 1 node", ports[0], {"nodes": node_pids[:1], "redis": [redis_proc.pid]}),
                 ("nginx, 1 node", proxies[0].port, {"nodes": node_pids[:1], "nginx": [proxies[0].proc.pid], "redis": [redis_proc.pid]}),  # type: ignore[union-attr]
@@ -299,10 +317,10 @@ def main() -> None:
                     _get(ports[0], f"/homepage/{u}")
             for name, port, pids in setups:
                 load(port, mode, 1.0, args.procs, args.threads)  # warm-up
-                r = measure(port, mode, args.seconds, args.procs, args.threads, pids)
+                r = measure(port, mode, args.seconds, args.procs, args.threads, pids, idle)
                 rows.append({"setup": name, "endpoint": f"homepage {mode}", **r})
                 if mode == "miss":
-                    e = measure(port, "events", args.seconds, args.procs, args.threads, pids)
+                    e = measure(port, "events", args.seconds, args.procs, args.threads, pids, idle)
                     rows.append({"setup": name, "endpoint": "events (x100)", **e})
             if mode == "hit":
                 print(f"kill run: {args.kill_seconds:.0f} s through nginx in front of 2 nodes, SIGKILL of one at {args.kill_seconds / 2:.0f} s", flush=True)
@@ -325,12 +343,12 @@ def main() -> None:
 
     base = {r["endpoint"]: r["requests_per_s"] for r in rows if r["setup"] == "direct, 1 node"}
     print(f"\n{'setup':16s} {'endpoint':15s} {'req/s':>9s} {'items/s':>10s} {'p50 ms':>8s} {'p99 ms':>8s} {'errors':>6s} {'vs direct':>9s}"
-          f" {'CPU ms/req: nodes':>18s} {'nginx':>6s} {'redis':>6s}")
+          f" {'CPU ms/req: nodes':>18s} {'(net)':>6s} {'nginx':>6s} {'redis':>6s}")
     for r in rows:
         ratio = r["requests_per_s"] / base[r["endpoint"]]  # type: ignore[operator]
         r["vs_direct"] = ratio
         print(f"{r['setup']:16s} {r['endpoint']:15s} {r['requests_per_s']:9.1f} {r['items_per_s']:10.1f} {r['p50_ms']:8.2f} {r['p99_ms']:8.2f} {r['errors']:6d} {ratio:9.2f}"
-              f" {r['cpu_ms_nodes']:18.2f} {r.get('cpu_ms_nginx', float('nan')):6.2f} {r['cpu_ms_redis']:6.2f}")
+              f" {r['cpu_ms_nodes']:18.2f} {r['cpu_ms_nodes_net']:6.2f} {r.get('cpu_ms_nginx', float('nan')):6.2f} {r['cpu_ms_redis']:6.2f}")
     k = results["kill"]
     assert isinstance(k, dict)
     print(
