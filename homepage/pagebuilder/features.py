@@ -3,11 +3,12 @@
 The same code feeds training (labels from the replay machinery) and inference, so the
 model is always scored on exactly the features it was trained on.
 
-It is incremental: the per-title signals of every candidate row are gathered once per
-request (``RowTables``); when a row is placed, only the rows that lose titles to it are
-re-aggregated, and the page-level columns (similarity to the page, rows of the same
-kind above, the stage) are updated in a few whole-column operations. A stage therefore
-costs a fixed, small number of numpy calls whatever the number of rows.
+The per-title signals of every candidate row are gathered once per request; when a row
+is placed, the titles it shows are marked and every row's effective titles and
+aggregates are re-derived in one pass of whole-matrix operations, and the page-level
+columns (similarity to the page, rows of the same kind above, the stage) are updated in
+a few whole-column operations. A stage therefore costs a fixed, small number of numpy
+calls whatever the number of rows (``bench/pagebuilder_speed.py``).
 """
 
 from __future__ import annotations
@@ -59,11 +60,20 @@ CATEGORICAL: tuple[str, ...] = ("ranker", "reason_kind", "device")
 DEVICES: tuple[str, ...] = ("tv", "web", "mobile", "tablet")
 VIEWPORT_COLS = 6  # columns a user sees without scrolling, for the viewport value feature
 
-# per-position signals averaged over a row's effective titles, in this order in StageFeatures.sig
-_SIG = ("pers_mean", "pop_mean", "trend_mean", "fresh_mean")
-# columns written by the per-row re-aggregation, in one block
-_AGG = ("fill", "dup_share", *_SIG, "pers_max", "pers_first", "value_disc", "value_viewport", "value_count", "value_share")
+# per-position channels summed over a row's effective titles (StageFeatures.ch)
+_CH = ("head", "pers", "pop", "trend", "fresh", "value", "valued")
+_CH_HEAD, _CH_PERS, _CH_POP, _CH_TREND, _CH_FRESH, _CH_VALUE, _CH_VALUED = range(len(_CH))
+# columns written by the per-row aggregation (NaN where the user has no personal scores)
+_AGG = ("fill", "dup_share", "pers_mean", "pop_mean", "trend_mean", "fresh_mean", "pers_max", "pers_first", "value_disc", "value_viewport", "value_count", "value_share")
 _AGG_COLS = np.array([COL[c] for c in _AGG], dtype=np.int64)
+_FILL, _DUP, _PERS_MEAN, _PERS_MAX, _PERS_FIRST, _PERS_REL = (COL[c] for c in ("fill", "dup_share", "pers_mean", "pers_max", "pers_first", "pers_rel"))
+_VALUE_DISC, _VALUE_COUNT, _VALUE_SHARE, _VALUE_REL = (COL[c] for c in ("value_disc", "value_count", "value_share", "value_rel"))
+_GENRE_SIM_PAGE, _GENRE_SIM_MAX_ABOVE, _NEW_GENRES = (COL[c] for c in ("genre_sim_page", "genre_sim_max_above", "new_genres"))
+_SAME_RANKER_ABOVE, _SAME_KIND_ABOVE, _STAGE = (COL[c] for c in ("same_ranker_above", "same_kind_above", "stage"))
+# adjacent feature columns written as one block
+_POP_TREND_FRESH = slice(COL["pop_mean"], COL["fresh_mean"] + 1)
+_VALUE_DISC_VIEWPORT = slice(COL["value_disc"], COL["value_viewport"] + 1)
+assert (COL["trend_mean"], COL["fresh_mean"], COL["value_viewport"]) == (COL["pop_mean"] + 1, COL["pop_mean"] + 2, COL["value_disc"] + 1)
 
 
 def popcount(x: np.ndarray) -> np.ndarray:
@@ -112,8 +122,7 @@ class StageView:
 
     ``take`` marks, per candidate row (all K, indexed by ``remaining``) and original
     position, the titles the row would show now (still new to the page, first ``cols`` of
-    them); ``csum`` - 1 is their column. In explain mode these are snapshots; otherwise
-    they are the live arrays and are valid only until the next row is placed.
+    them); ``csum`` - 1 is their column. A view never changes after it is made.
     """
 
     remaining: np.ndarray  # (k,) row indices into the candidate matrix
@@ -140,10 +149,14 @@ class StageFeatures:
     """The page being built and the stage features of every candidate row, kept up to date.
 
     ``view(stage, remaining)`` gives the features of the remaining rows; ``place(row)``
-    puts a row on the page and marks the rows that lost titles to it for re-aggregation.
-    Genres are 64-bit sets: a row's genres are the OR of its effective titles', and the
-    genre features are set overlaps (popcounts), so no (rows x titles x genres) array is
-    ever built.
+    puts a row on the page. Every stage re-derives the effective titles and aggregates of
+    all K rows in one pass of whole-matrix numpy calls: at K x L of a few thousand cells a
+    call costs the same whatever its size, so a fixed, small number of calls per stage is
+    cheaper than gathering and scattering the rows that changed. Rows that lost no title
+    they would show get exactly the values they had. Genres are 64-bit sets: a row's genres
+    are the OR of its effective titles', and the genre features are set overlaps
+    (popcounts), so no (rows x titles x genres) array is ever built. Per-request constants
+    (signals gathered per position, same-ranker and same-kind pairs) are computed once.
     """
 
     def __init__(
@@ -153,38 +166,53 @@ class StageFeatures:
         self.cm, self.cols, self.viewport_rows = cm, cols, viewport_rows
         self.T = cm.titles
         self.Tc = Tc = np.maximum(cm.titles, 0)
-        valid = cm.valid
-        pers = user.personal
-        sig = np.zeros((K, L, len(_SIG)), dtype=np.float32)
-        if pers is not None:
-            sig[:, :, 0] = pers[Tc]
-        sig[:, :, 1] = stats.popularity[Tc]
-        sig[:, :, 2] = stats.trend[Tc]
-        sig[:, :, 3] = stats.freshness[Tc]
-        sig *= valid[:, :, None]
-        self.sig = sig
-        self.pers = np.where(valid, sig[:, :, 0], -np.inf) if pers is not None else None
-        self.value = np.where(valid, user.value[Tc], 0.0).astype(np.float32) if user.value is not None else None
-        self.value_total = self.value.sum(axis=1) if self.value is not None else None
-        self.bits = np.where(valid, stats.genre_bits[Tc], np.uint64(0))
-        disc = (1.0 / np.log2(np.arange(L + 1) + 2.0)).astype(np.float32)
-        pos = np.arange(L + 1)
-        # column discounts of the page and of the viewport, looked up at csum - 1 (index -1: unused)
-        self.disc2 = np.stack([np.where(pos < cols, disc, 0.0), np.where(pos < min(VIEWPORT_COLS, cols), disc, 0.0)], axis=1).astype(np.float32)
+        self.valid = valid = cm.valid
         self.head = min(cols, L)
-        self.head_n = np.maximum(valid[:, : self.head].sum(axis=1), 1).astype(np.float32)
+        pers, value = user.personal, user.value
+        # per-position signals, zero at padding; a stage sums them over each row's effective
+        # titles with one product and one matrix-vector call
+        ch = np.zeros((len(_CH), K, L), dtype=np.float32)
+        ch[_CH_HEAD, :, : self.head] = 1.0
+        if pers is not None:
+            ch[_CH_PERS] = pers[Tc]
+        ch[_CH_POP] = stats.popularity[Tc]
+        ch[_CH_TREND] = stats.trend[Tc]
+        ch[_CH_FRESH] = stats.freshness[Tc]
+        if value is not None:
+            ch[_CH_VALUE] = value[Tc]
+            ch[_CH_VALUED] = ch[_CH_VALUE] > 0
+        ch *= valid
+        self.ch = ch
+        self.ones = np.ones(L, dtype=np.float32)
+        self.head_valid = ch[_CH_HEAD].sum(axis=1)
+        self.head_n = np.maximum(self.head_valid, 1.0)
+        self.pers = np.where(valid, ch[_CH_PERS], -np.inf).ravel() if pers is not None else None
+        if value is not None:
+            total = ch[_CH_VALUE].sum(axis=1)
+            # a row with no valuable title has value_share 0 (0 / inf)
+            self.value_total = np.where(total > 0, total, np.float32(np.inf))
+        self.has_value = value is not None
+        self.bits = np.where(valid, stats.genre_bits[Tc], np.uint64(0))
+        disc = (1.0 / np.log2(np.arange(L) + 2.0)).astype(np.float32)
+        pos = np.arange(L)
+        # column discounts of the page and of the viewport, looked up at csum (0: not shown)
+        self.disc2 = np.zeros((2, L + 1), dtype=np.float32)
+        self.disc2[0, 1:] = np.where(pos < cols, disc, 0.0)
+        self.disc2[1, 1:] = np.where(pos < min(VIEWPORT_COLS, cols), disc, 0.0)
+        self.row_start = np.arange(K) * L
 
         self.shown = np.zeros(stats.popularity.shape[0], dtype=bool)
-        self.avail = valid.copy()
-        self.take = np.zeros((K, L), dtype=bool)
-        self.csum = np.zeros((K, L), dtype=np.int32)
-        self.n_eff = np.zeros(K, dtype=np.int64)
-        self.row_bits = np.zeros(K, dtype=np.uint64)
+        self.avail = valid
+        self.stale = True  # the effective titles must be re-derived before the next view
         self.page_bits = np.uint64(0)
         self.viewport_bits = np.uint64(0)
-        self.above = np.zeros(0, dtype=np.uint64)
+        self.above = np.zeros(K, dtype=np.uint64)  # genre sets of the placed rows, in order
+        self.n_above = 0
         self.ranker_count = np.zeros(n_rankers + 1, dtype=np.int64)
         self.kind_count = np.zeros(n_kinds + 1, dtype=np.int64)
+        # placing row r adds 1 to same_ranker_above / same_kind_above of every row sharing its ranker / kind
+        self.same_ranker = (cm.ranker[:, None] == cm.ranker[None, :]).astype(np.float32)
+        self.same_kind = (cm.kind[:, None] == cm.kind[None, :]).astype(np.float32)
 
         X = np.zeros((K, len(FEATURE_NAMES)), dtype=np.float32)
         X[:, COL["ranker"]] = cm.ranker
@@ -195,74 +223,80 @@ class StageFeatures:
         X[:, COL["days_since_last"]] = user.days_since_last
         X[:, COL["device"]] = user.device if user.device >= 0 else np.nan
         X[:, COL["hour"]] = user.hour if user.hour >= 0 else np.nan
+        X[:, _AGG_COLS] = np.nan
         if pers is None:
             X[:, COL["pers_rel"]] = np.nan
-        if user.value is None:
+        if value is None:
             X[:, COL["value_rel"]] = np.nan
         self.X = X
-        self.dirty = np.arange(K)
 
     @property
     def viewport_genre_count(self) -> int:
-        return int(np.bitwise_count(self.viewport_bits))
+        return int(self.viewport_bits).bit_count()
 
-    def _aggregate(self, rows: np.ndarray) -> None:
-        """Re-derive the effective titles and title aggregates of ``rows`` (those that lost titles)."""
-        cols, k = self.cols, rows.size
-        avail = self.avail[rows]
+    def _aggregate(self) -> None:
+        """Re-derive every row's effective titles and title aggregates from the titles still available.
+
+        ``take`` and ``csum`` are new arrays each time and never written afterwards, so a
+        ``StageView`` holding them stays valid after later stages.
+        """
+        cols, avail, X = self.cols, self.avail, self.X
+        K, L = avail.shape
         csum = np.add.accumulate(avail, axis=1, dtype=np.int32)
         take = avail & (csum <= cols)
-        n_eff = np.minimum(csum[:, -1], cols) if csum.shape[1] else np.zeros(k, np.int64)
-        self.take[rows], self.csum[rows], self.n_eff[rows] = take, csum, n_eff
-        has = n_eff > 0
+        n_eff = np.minimum(csum[:, -1], cols) if L else np.zeros(K, np.int64)
+        self.take, self.csum, self.n_eff = take, csum, n_eff
         denom = np.maximum(n_eff, 1).astype(np.float32)
-        self.row_bits[rows] = np.bitwise_or.reduce(np.where(take, self.bits[rows], np.uint64(0)), axis=1)
-        block = np.full((k, len(_AGG)), np.nan, dtype=np.float32)
-        block[:, 0] = n_eff / cols
-        h = self.head
-        block[:, 1] = (self.cm.valid[rows, :h] & ~avail[:, :h]).sum(axis=1) / self.head_n[rows]
-        block[:, 2:6] = np.matmul(take.astype(np.float32)[:, None, :], self.sig[rows])[:, 0] / denom[:, None]
+        # every channel summed over the effective titles: (channels, K)
+        per_pos = self.ch * take
+        sums = (per_pos.reshape(-1, L) @ self.ones).reshape(len(_CH), K)
+        self.row_bits = np.bitwise_or.reduce(np.where(take, self.bits, np.uint64(0)), axis=1)
+        X[:, _FILL] = n_eff / cols
+        # lost titles among the first ``cols`` positions: valid ones there that are not effective
+        X[:, _DUP] = (self.head_valid - sums[_CH_HEAD]) / self.head_n
+        X[:, _POP_TREND_FRESH] = (sums[_CH_POP : _CH_FRESH + 1] / denom).T
         if self.pers is not None:
-            P = np.where(take, self.pers[rows], -np.inf)
-            best = P.max(axis=1)
-            block[:, 6] = np.where(has, best, np.nan)
-            block[:, 7] = np.where(has, P[np.arange(k), np.argmax(take, axis=1)], np.nan)
-        else:
-            block[:, 2] = np.nan
-        if self.value is not None:
-            V = np.where(take, self.value[rows], 0.0).astype(np.float32)
-            block[:, 8:10] = np.matmul(V[:, None, :], self.disc2[csum - 1])[:, 0]
-            block[:, 10] = (V > 0).sum(axis=1)
-            total = self.value_total[rows]  # type: ignore[index]
-            block[:, 11] = np.divide(V.sum(axis=1), total, out=np.zeros(k, np.float32), where=total > 0)
-        self.X[rows[:, None], _AGG_COLS] = block
+            X[:, _PERS_MEAN] = sums[_CH_PERS] / denom
+            has = n_eff > 0
+            X[:, _PERS_MAX] = np.where(has, np.where(take.ravel(), self.pers, -np.inf).reshape(K, L).max(axis=1), np.nan)
+            X[:, _PERS_FIRST] = np.where(has, self.pers.take(self.row_start + take.argmax(axis=1)), np.nan)
+        if self.has_value:
+            # value discounted by the column each effective title would take (csum - 1)
+            X[:, _VALUE_DISC_VIEWPORT] = ((self.disc2.take(csum, axis=1) * per_pos[_CH_VALUE]).reshape(-1, L) @ self.ones).reshape(2, K).T
+            X[:, _VALUE_COUNT] = sums[_CH_VALUED]
+            X[:, _VALUE_SHARE] = sums[_CH_VALUE] / self.value_total
 
     def view(self, stage: int, remaining: np.ndarray, snapshot: bool = False) -> StageView:
-        """Features of the ``remaining`` rows at ``stage`` (``snapshot``: copies that outlive later stages)."""
-        if self.dirty.size:
-            self._aggregate(self.dirty)
-            self.dirty = self.dirty[:0]
-        Xr = self.X[remaining]
-        Xr[:, COL["stage"]] = stage
-        rb = self.row_bits[remaining]
+        """Features of the ``remaining`` rows at ``stage``.
+
+        Views never change after they are made (``snapshot`` is kept for callers that asked
+        for copies; every view is one now).
+        """
+        if self.stale:
+            self._aggregate()
+            self.stale = False
+        Xr = self.X.take(remaining, axis=0)
+        Xr[:, _STAGE] = stage
+        rb = self.row_bits.take(remaining)
         n_g = np.maximum(popcount(rb), 1.0)
-        Xr[:, COL["genre_sim_page"]] = popcount(rb & self.page_bits) / n_g
-        if self.above.size:
-            a = self.above[None, :]
-            Xr[:, COL["genre_sim_max_above"]] = (popcount(rb[:, None] & a) / np.maximum(popcount(rb[:, None] | a), 1.0)).max(axis=1)
+        Xr[:, _GENRE_SIM_PAGE] = popcount(rb & self.page_bits) / n_g
+        if self.n_above:
+            a = self.above[None, : self.n_above]
+            r = rb[:, None]
+            Xr[:, _GENRE_SIM_MAX_ABOVE] = (popcount(r & a) / np.maximum(popcount(r | a), 1.0)).max(axis=1)
         else:
-            Xr[:, COL["genre_sim_max_above"]] = 0.0
-        Xr[:, COL["new_genres"]] = popcount(rb & ~self.viewport_bits)
-        Xr[:, COL["same_ranker_above"]] = self.ranker_count[self.cm.ranker[remaining]]
-        Xr[:, COL["same_kind_above"]] = self.kind_count[self.cm.kind[remaining]]
+            Xr[:, _GENRE_SIM_MAX_ABOVE] = 0.0
+        Xr[:, _NEW_GENRES] = popcount(rb & ~self.viewport_bits)
         if self.pers is not None and remaining.size:
-            pm = Xr[:, COL["pers_mean"]]
-            Xr[:, COL["pers_rel"]] = pm - np.max(pm, initial=-np.inf, where=~np.isnan(pm))
-        if self.value is not None and remaining.size:
-            vd = Xr[:, COL["value_disc"]]
-            Xr[:, COL["value_rel"]] = vd - vd.max()
-        take, csum = (self.take.copy(), self.csum.copy()) if snapshot else (self.take, self.csum)
-        return StageView(remaining, self.T, take, csum, self.n_eff[remaining], Xr)
+            pm = Xr[:, _PERS_MEAN]
+            top = pm.max()
+            if np.isnan(top):
+                top = np.max(pm, initial=-np.inf, where=~np.isnan(pm))
+            Xr[:, _PERS_REL] = pm - top
+        if self.has_value and remaining.size:
+            vd = Xr[:, _VALUE_DISC]
+            Xr[:, _VALUE_REL] = vd - vd.max()
+        return StageView(remaining, self.T, self.take, self.csum, self.n_eff.take(remaining), Xr)
 
     def place(self, row: int, stage: int) -> np.ndarray:
         """Put candidate ``row`` on the page at ``stage``; returns the catalog indices it shows."""
@@ -270,14 +304,14 @@ class StageFeatures:
         self.shown[titles] = True
         bits = self.row_bits[row]
         self.page_bits |= bits
-        self.above = np.append(self.above, bits)
+        self.above[self.n_above] = bits
+        self.n_above += 1
         self.ranker_count[self.cm.ranker[row]] += 1
         self.kind_count[self.cm.kind[row]] += 1
+        self.X[:, _SAME_RANKER_ABOVE] += self.same_ranker[row]
+        self.X[:, _SAME_KIND_ABOVE] += self.same_kind[row]
         if stage < self.viewport_rows:
             self.viewport_bits |= bits
-        lost = self.take & self.shown[self.Tc]
-        # a row changes only if it loses a title it would show: titles beyond its first
-        # ``cols`` available ones do not enter any feature until it loses one of those
-        self.dirty = np.flatnonzero(lost.any(axis=1))
-        self.avail[self.shown[self.Tc]] = False
+        self.avail = self.valid > self.shown[self.Tc]  # valid and not yet shown
+        self.stale = True
         return titles
