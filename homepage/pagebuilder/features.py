@@ -61,8 +61,8 @@ DEVICES: tuple[str, ...] = ("tv", "web", "mobile", "tablet")
 VIEWPORT_COLS = 6  # columns a user sees without scrolling, for the viewport value feature
 
 # per-position channels summed over a row's effective titles (StageFeatures.ch)
-_CH = ("head", "pers", "pop", "trend", "fresh", "value", "valued")
-_CH_HEAD, _CH_PERS, _CH_POP, _CH_TREND, _CH_FRESH, _CH_VALUE, _CH_VALUED = range(len(_CH))
+_CH = ("one", "head", "pers", "pop", "trend", "fresh", "value", "valued", "value_disc", "value_viewport")
+_CH_ONE, _CH_HEAD, _CH_PERS, _CH_POP, _CH_TREND, _CH_FRESH, _CH_VALUE, _CH_VALUED, _CH_VALUE_DISC, _CH_VALUE_VIEWPORT = range(len(_CH))
 # columns written by the per-row aggregation (NaN where the user has no personal scores)
 _AGG = ("fill", "dup_share", "pers_mean", "pop_mean", "trend_mean", "fresh_mean", "pers_max", "pers_first", "value_disc", "value_viewport", "value_count", "value_share")
 _AGG_COLS = np.array([COL[c] for c in _AGG], dtype=np.int64)
@@ -73,11 +73,14 @@ _SAME_RANKER_ABOVE, _SAME_KIND_ABOVE, _STAGE = (COL[c] for c in ("same_ranker_ab
 # adjacent feature columns written as one block
 _POP_TREND_FRESH = slice(COL["pop_mean"], COL["fresh_mean"] + 1)
 _VALUE_DISC_VIEWPORT = slice(COL["value_disc"], COL["value_viewport"] + 1)
+_PERS_FIRST_MAX = [COL["pers_first"], COL["pers_max"]]
+_SAME_ABOVE = slice(COL["same_ranker_above"], COL["same_kind_above"] + 1)
+_REL_FROM, _REL_TO = [COL["pers_mean"], COL["value_disc"]], [COL["pers_rel"], COL["value_rel"]]
+assert COL["same_kind_above"] == COL["same_ranker_above"] + 1
 assert (COL["trend_mean"], COL["fresh_mean"], COL["value_viewport"]) == (COL["pop_mean"] + 1, COL["pop_mean"] + 2, COL["value_disc"] + 1)
 
 
-def popcount(x: np.ndarray) -> np.ndarray:
-    return np.bitwise_count(x).astype(np.float32)
+_ALL_GENRES = np.uint64(2**64 - 1)
 
 
 @dataclass(frozen=True, eq=False)
@@ -169,50 +172,67 @@ class StageFeatures:
         self.valid = valid = cm.valid
         self.head = min(cols, L)
         pers, value = user.personal, user.value
-        # per-position signals, zero at padding; a stage sums them over each row's effective
-        # titles with one product and one matrix-vector call
+        # Per-position signals, zero at padding. A stage weighs them by a lookup on each
+        # position's column (csum): 1 for the first ``cols`` available titles (the effective
+        # ones), the page or viewport column discount for the value channels; one product
+        # and one matrix-vector call then give every row's sums.
         ch = np.zeros((len(_CH), K, L), dtype=np.float32)
+        ch[_CH_ONE] = 1.0
         ch[_CH_HEAD, :, : self.head] = 1.0
         if pers is not None:
             ch[_CH_PERS] = pers[Tc]
-        ch[_CH_POP] = stats.popularity[Tc]
-        ch[_CH_TREND] = stats.trend[Tc]
-        ch[_CH_FRESH] = stats.freshness[Tc]
+        padded = np.where(valid, cm.titles, stats.popularity.shape[0])  # padding reads the zero entry
+        stats.padded_signals.take(padded, axis=1, out=ch[_CH_POP : _CH_FRESH + 1])
         if value is not None:
             ch[_CH_VALUE] = value[Tc]
             ch[_CH_VALUED] = ch[_CH_VALUE] > 0
+            ch[_CH_VALUE_DISC] = ch[_CH_VALUE_VIEWPORT] = ch[_CH_VALUE]
         ch *= valid
         self.ch = ch
+        disc = 1.0 / np.log2(np.arange(L) + 2.0)
+        pos = np.arange(L)
+        # weights by column + 1 (0: not effective): 1 for the first ``cols``, then the page and viewport discounts
+        self.weight = np.zeros((3, L + 1), dtype=np.float32)
+        self.weight[0, 1 : cols + 1] = 1.0
+        self.weight[1, 1:] = np.where(pos < cols, disc, 0.0)
+        self.weight[2, 1:] = np.where(pos < min(VIEWPORT_COLS, cols), disc, 0.0)
+        self.weighted = np.empty_like(ch)  # the channels times their weights, rewritten every stage
         self.ones = np.ones(L, dtype=np.float32)
         self.head_valid = ch[_CH_HEAD].sum(axis=1)
         self.head_n = np.maximum(self.head_valid, 1.0)
-        self.pers = np.where(valid, ch[_CH_PERS], -np.inf).ravel() if pers is not None else None
         if value is not None:
             total = ch[_CH_VALUE].sum(axis=1)
-            # a row with no valuable title has value_share 0 (0 / inf)
-            self.value_total = np.where(total > 0, total, np.float32(np.inf))
-        self.has_value = value is not None
-        self.bits = np.where(valid, stats.genre_bits[Tc], np.uint64(0))
-        disc = (1.0 / np.log2(np.arange(L) + 2.0)).astype(np.float32)
-        pos = np.arange(L)
-        # column discounts of the page and of the viewport, looked up at csum (0: not shown)
-        self.disc2 = np.zeros((2, L + 1), dtype=np.float32)
-        self.disc2[0, 1:] = np.where(pos < cols, disc, 0.0)
-        self.disc2[1, 1:] = np.where(pos < min(VIEWPORT_COLS, cols), disc, 0.0)
-        self.row_start = np.arange(K) * L
+            self.value_total = np.where(total > 0, total, np.float32(np.inf))  # no valuable title: share 0
+        self.has_pers, self.has_value = pers is not None, value is not None
+        if pers is not None:
+            # pers_first and pers_max are the personal score at the first effective position
+            # in row order and in order of decreasing score: one argmax over both orders
+            P = np.where(valid, ch[_CH_PERS], -np.inf)
+            order = np.empty((K, 2, L), dtype=np.int64)  # flat positions in row order, then by decreasing score
+            order[:, 0] = np.arange(K * L).reshape(K, L)
+            np.add(np.argsort(-P, axis=1, kind="stable"), order[:, 0, :1], out=order[:, 1])
+            self.pers_order = order
+            self.pers_ordered = P.ravel().take(order).ravel()  # the scores in those orders
+            self.pers_offset = np.arange(K)[:, None] * (2 * L) + np.array([0, L])  # (K, 2) start of each order
+        self.bits = stats.padded_genre_bits.take(padded)
 
         self.shown = np.zeros(stats.popularity.shape[0], dtype=bool)
         self.avail = valid
         self.stale = True  # the effective titles must be re-derived before the next view
-        self.page_bits = np.uint64(0)
-        self.viewport_bits = np.uint64(0)
-        self.above = np.zeros(K, dtype=np.uint64)  # genre sets of the placed rows, in order
+        # genre sets a row is compared with: everything, the page, genres not yet in the viewport, then each row above
+        self.masks = np.zeros(3 + K, dtype=np.uint64)
+        self.masks[0] = self.masks[2] = _ALL_GENRES
+        # denominators of the overlaps: own count for the page, own + |above| - overlap per row above, 1 otherwise
+        self.own_weight = np.ones(3 + K, dtype=np.float32)
+        self.own_weight[[0, 2]] = 0.0
+        self.union_add = np.zeros(3 + K, dtype=np.float32)
+        self.union_add[[0, 2]] = 1.0
+        self.union_sub = np.ones(3 + K, dtype=np.float32)
+        self.union_sub[:3] = 0.0
         self.n_above = 0
         self.ranker_count = np.zeros(n_rankers + 1, dtype=np.int64)
-        self.kind_count = np.zeros(n_kinds + 1, dtype=np.int64)
-        # placing row r adds 1 to same_ranker_above / same_kind_above of every row sharing its ranker / kind
-        self.same_ranker = (cm.ranker[:, None] == cm.ranker[None, :]).astype(np.float32)
-        self.same_kind = (cm.kind[:, None] == cm.kind[None, :]).astype(np.float32)
+        # placing row r adds 1 to same_ranker_above and same_kind_above of every row sharing its ranker / kind
+        self.same = np.stack([cm.ranker[:, None] == cm.ranker[None, :], cm.kind[:, None] == cm.kind[None, :]], axis=2).astype(np.float32)
 
         X = np.zeros((K, len(FEATURE_NAMES)), dtype=np.float32)
         X[:, COL["ranker"]] = cm.ranker
@@ -232,7 +252,7 @@ class StageFeatures:
 
     @property
     def viewport_genre_count(self) -> int:
-        return int(self.viewport_bits).bit_count()
+        return 64 - int(self.masks[2]).bit_count()
 
     def _aggregate(self) -> None:
         """Re-derive every row's effective titles and title aggregates from the titles still available.
@@ -246,23 +266,26 @@ class StageFeatures:
         take = avail & (csum <= cols)
         n_eff = np.minimum(csum[:, -1], cols) if L else np.zeros(K, np.int64)
         self.take, self.csum, self.n_eff = take, csum, n_eff
-        denom = np.maximum(n_eff, 1).astype(np.float32)
-        # every channel summed over the effective titles: (channels, K)
-        per_pos = self.ch * take
-        sums = (per_pos.reshape(-1, L) @ self.ones).reshape(len(_CH), K)
-        self.row_bits = np.bitwise_or.reduce(np.where(take, self.bits, np.uint64(0)), axis=1)
+        # every channel summed over the effective titles, with its column weight: (channels, K)
+        w = self.weight.take(csum * avail, axis=1)
+        wc = self.weighted
+        np.multiply(self.ch[:_CH_VALUE_DISC], w[0], out=wc[:_CH_VALUE_DISC])
+        np.multiply(self.ch[_CH_VALUE_DISC:], w[1:], out=wc[_CH_VALUE_DISC:])
+        sums = (wc.reshape(-1, L) @ self.ones).reshape(len(_CH), K)
+        self.row_bits = np.bitwise_or.reduce(self.bits * take, axis=1)
         X[:, _FILL] = n_eff / cols
         # lost titles among the first ``cols`` positions: valid ones there that are not effective
         X[:, _DUP] = (self.head_valid - sums[_CH_HEAD]) / self.head_n
-        X[:, _POP_TREND_FRESH] = (sums[_CH_POP : _CH_FRESH + 1] / denom).T
-        if self.pers is not None:
-            X[:, _PERS_MEAN] = sums[_CH_PERS] / denom
-            has = n_eff > 0
-            X[:, _PERS_MAX] = np.where(has, np.where(take.ravel(), self.pers, -np.inf).reshape(K, L).max(axis=1), np.nan)
-            X[:, _PERS_FIRST] = np.where(has, self.pers.take(self.row_start + take.argmax(axis=1)), np.nan)
+        means = sums[_CH_PERS : _CH_FRESH + 1] / np.maximum(sums[_CH_ONE], 1.0)
+        X[:, _POP_TREND_FRESH] = means[1:].T
+        if self.has_pers:
+            X[:, _PERS_MEAN] = means[0]
+            first = take.ravel().take(self.pers_order).argmax(axis=2)  # (K, 2): first effective in row order, by score
+            pf_pm = self.pers_ordered.take(self.pers_offset + first)
+            pf_pm[n_eff == 0] = np.nan
+            X[:, _PERS_FIRST_MAX] = pf_pm
         if self.has_value:
-            # value discounted by the column each effective title would take (csum - 1)
-            X[:, _VALUE_DISC_VIEWPORT] = ((self.disc2.take(csum, axis=1) * per_pos[_CH_VALUE]).reshape(-1, L) @ self.ones).reshape(2, K).T
+            X[:, _VALUE_DISC_VIEWPORT] = sums[_CH_VALUE_DISC : _CH_VALUE_VIEWPORT + 1].T
             X[:, _VALUE_COUNT] = sums[_CH_VALUED]
             X[:, _VALUE_SHARE] = sums[_CH_VALUE] / self.value_total
 
@@ -277,25 +300,22 @@ class StageFeatures:
             self.stale = False
         Xr = self.X.take(remaining, axis=0)
         Xr[:, _STAGE] = stage
-        rb = self.row_bits.take(remaining)
-        n_g = np.maximum(popcount(rb), 1.0)
-        Xr[:, _GENRE_SIM_PAGE] = popcount(rb & self.page_bits) / n_g
-        if self.n_above:
-            a = self.above[None, : self.n_above]
-            r = rb[:, None]
-            Xr[:, _GENRE_SIM_MAX_ABOVE] = (popcount(r & a) / np.maximum(popcount(r | a), 1.0)).max(axis=1)
-        else:
-            Xr[:, _GENRE_SIM_MAX_ABOVE] = 0.0
-        Xr[:, _NEW_GENRES] = popcount(rb & ~self.viewport_bits)
-        if self.pers is not None and remaining.size:
-            pm = Xr[:, _PERS_MEAN]
-            top = pm.max()
-            if np.isnan(top):
-                top = np.max(pm, initial=-np.inf, where=~np.isnan(pm))
-            Xr[:, _PERS_REL] = pm - top
-        if self.has_value and remaining.size:
-            vd = Xr[:, _VALUE_DISC]
-            Xr[:, _VALUE_REL] = vd - vd.max()
+        n = self.n_above
+        # Genre overlaps of each row with: everything (its own count), the page, the genres
+        # not yet in the viewport, each row above; then shares of the row's own genres (page)
+        # and of the union with each row above (|a| + |b| - |a & b|), all in one division.
+        inter = np.bitwise_count(self.row_bits.take(remaining)[:, None] & self.masks[: 3 + n]).astype(np.float32)
+        union = np.maximum(inter[:, :1] * self.own_weight[: 3 + n] + (self.union_add[: 3 + n] - self.union_sub[: 3 + n] * inter), 1.0)
+        share = inter / union
+        Xr[:, _GENRE_SIM_PAGE] = share[:, 1]
+        Xr[:, _NEW_GENRES] = inter[:, 2]
+        Xr[:, _GENRE_SIM_MAX_ABOVE] = share[:, 3:].max(axis=1) if n else 0.0
+        if remaining.size and (self.has_pers or self.has_value):
+            rel = Xr[:, _REL_FROM]
+            top = rel.max(axis=0)
+            if np.isnan(top[0]) and self.has_pers:  # a NaN personal mean is left out of the max
+                top[0] = np.max(rel[:, 0], initial=-np.inf, where=~np.isnan(rel[:, 0]))
+            Xr[:, _REL_TO] = rel - top
         return StageView(remaining, self.T, self.take, self.csum, self.n_eff.take(remaining), Xr)
 
     def place(self, row: int, stage: int) -> np.ndarray:
@@ -303,15 +323,15 @@ class StageFeatures:
         titles = self.T[row][self.take[row]]
         self.shown[titles] = True
         bits = self.row_bits[row]
-        self.page_bits |= bits
-        self.above[self.n_above] = bits
+        masks = self.masks
+        masks[1] |= bits
+        if stage < self.viewport_rows:
+            masks[2] &= ~bits
+        masks[3 + self.n_above] = bits
+        self.union_add[3 + self.n_above] = int(bits).bit_count()
         self.n_above += 1
         self.ranker_count[self.cm.ranker[row]] += 1
-        self.kind_count[self.cm.kind[row]] += 1
-        self.X[:, _SAME_RANKER_ABOVE] += self.same_ranker[row]
-        self.X[:, _SAME_KIND_ABOVE] += self.same_kind[row]
-        if stage < self.viewport_rows:
-            self.viewport_bits |= bits
+        self.X[:, _SAME_ABOVE] += self.same[row]
         self.avail = self.valid > self.shown[self.Tc]  # valid and not yet shown
         self.stale = True
         return titles

@@ -105,7 +105,7 @@ class RulePlan:
     def __init__(self, rules: PageRules, ranker_names: list[str]) -> None:
         self.viewport_rows = rules.viewport_rows
         self.min_titles = 1  # a row must add at least one title
-        limit = np.full(len(ranker_names) + 1, np.iinfo(np.int64).max, dtype=np.int64)  # last: unknown rankers
+        limit = np.full(len(ranker_names) + 1, 2**62, dtype=np.int64)  # no limit; last: unknown rankers
         # in configured order: ("pin", ranker code, stage, label) or ("genres", k, 0, label)
         self.ordered: list[tuple[str, int, int, str]] = []
         for r in rules.rules:
