@@ -280,6 +280,7 @@ class StageFeatures:
         X[:, _POP_TREND_FRESH] = means[1:].T
         if self.has_pers:
             X[:, _PERS_MEAN] = means[0]
+        if self.has_pers and L:  # (rows without titles keep NaN)
             first = take.ravel().take(self.pers_order).argmax(axis=2)  # (K, 2): first effective in row order, by score
             pf_pm = self.pers_ordered.take(self.pers_offset + first)
             pf_pm[n_eff == 0] = np.nan
