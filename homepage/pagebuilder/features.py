@@ -267,10 +267,11 @@ class StageFeatures:
         n_eff = np.minimum(csum[:, -1], cols) if L else np.zeros(K, np.int64)
         self.take, self.csum, self.n_eff = take, csum, n_eff
         # every channel summed over the effective titles, with its column weight: (channels, K)
-        w = self.weight.take(csum * avail, axis=1)
-        wc = self.weighted
-        np.multiply(self.ch[:_CH_VALUE_DISC], w[0], out=wc[:_CH_VALUE_DISC])
-        np.multiply(self.ch[_CH_VALUE_DISC:], w[1:], out=wc[_CH_VALUE_DISC:])
+        column = csum * avail  # column + 1 of each effective title, 0 elsewhere
+        w, wc = self.weight, self.weighted
+        np.multiply(self.ch[:_CH_VALUE_DISC], w[0].take(column), out=wc[:_CH_VALUE_DISC])
+        np.multiply(self.ch[_CH_VALUE_DISC], w[1].take(column), out=wc[_CH_VALUE_DISC])
+        np.multiply(self.ch[_CH_VALUE_VIEWPORT], w[2].take(column), out=wc[_CH_VALUE_VIEWPORT])
         sums = (wc.reshape(-1, L) @ self.ones).reshape(len(_CH), K)
         self.row_bits = np.bitwise_or.reduce(self.bits * take, axis=1)
         X[:, _FILL] = n_eff / cols
