@@ -16,7 +16,7 @@ import numpy as np
 
 from homepage.catalog import Catalog
 from homepage.domain import CandidateRow, Page, PlacedRow, RequestContext, RowReason
-from homepage.pagebuilder.candidates import CandidateMatrix, TitleStats
+from homepage.pagebuilder.candidates import CandidateMatrix, TitleLookup, TitleStats
 from homepage.pagebuilder.features import DEVICES, UserSignals
 from homepage.pagebuilder.loop import assemble
 from homepage.pagebuilder.model import PageModel
@@ -78,6 +78,14 @@ class PageModels:
     def __post_init__(self) -> None:
         self.rules.check({r.name for r in self.rankers})
         self.allowed = self.rules.allowed_titles(self.catalog.maturity)
+        self._lookup: TitleLookup | None = None
+
+    @property
+    def title_lookup(self) -> TitleLookup:
+        """Title id -> catalog index under the maturity rules, built on first use."""
+        if self._lookup is None:
+            self._lookup = TitleLookup(self.catalog, self.allowed)
+        return self._lookup
 
     @property
     def ranker_vocab(self) -> tuple[str, ...]:
@@ -199,7 +207,7 @@ def build_page(
         cands = single_list_rows(user, world, prep.raw_personal, catalog, request.rows, request.cols)
     else:
         cands = list(prep.candidates)
-    cm = CandidateMatrix.build(cands, catalog, models.ranker_vocab, models.kind_vocab, models.allowed)
+    cm = CandidateMatrix.build(cands, catalog, models.ranker_vocab, models.kind_vocab, models.allowed, models.title_lookup)
     scorer = spec.make_scorer(models.page_model, cm)
     rules = models.rules.content_only() if spec.single_list else models.rules
     stats = models.title_stats(world)

@@ -7,6 +7,7 @@ loop be a handful of numpy operations over (rows x positions).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -36,6 +37,18 @@ class TitleStats:
         fresh = np.where(years > 0, np.clip(1.0 - (year_now - years) / 30.0, 0.0, 1.0), 0.0).astype(np.float32)
         return TitleStats(scaled(world.counts), scaled(world.decayed), fresh, genre_bits(catalog.genre_matrix))
 
+    @cached_property
+    def padded_signals(self) -> np.ndarray:
+        """(3, n_titles + 1) popularity, trend, freshness with a zero column at index n_titles (padding)."""
+        out = np.zeros((3, self.popularity.shape[0] + 1), dtype=np.float32)
+        out[:, :-1] = (self.popularity, self.trend, self.freshness)
+        return out
+
+    @cached_property
+    def padded_genre_bits(self) -> np.ndarray:
+        """``genre_bits`` with an empty set at index n_titles (padding)."""
+        return np.append(self.genre_bits, np.uint64(0))
+
 
 def genre_bits(genre_matrix: np.ndarray) -> np.ndarray:
     """Each title's genres as one 64-bit set, so a row's genres are one OR-reduction.
@@ -45,6 +58,34 @@ def genre_bits(genre_matrix: np.ndarray) -> np.ndarray:
     gm = np.asarray(genre_matrix, dtype=bool)[:, :64]
     weights = np.left_shift(np.uint64(1), np.arange(gm.shape[1], dtype=np.uint64))
     return (gm.astype(np.uint64) * weights).sum(axis=1, dtype=np.uint64) if gm.shape[1] else np.zeros(gm.shape[0], np.uint64)
+
+
+class TitleLookup:
+    """Title id -> catalog index, -1 for unknown or disallowed titles, made once per catalog.
+
+    Ids that are small non-negative integers (MovieLens, the synthetic world) are looked up in
+    a dense table, one gather a page instead of a binary search; other catalogs (and
+    ``max_table=0``) use ``Catalog.index_of``. Same answers either way.
+    """
+
+    def __init__(self, catalog: Catalog, allowed: np.ndarray | None = None, max_table: int = 4_000_000) -> None:
+        self.catalog, self.allowed = catalog, allowed
+        ids = catalog.title_ids
+        self.table: np.ndarray | None = None
+        if max_table > 0 and ids.size and int(ids.min()) >= 0 and int(ids.max()) < max(max_table, 8 * ids.size):
+            index = np.arange(ids.size, dtype=np.int64)
+            if allowed is not None:
+                index = np.where(allowed, index, -1)
+            self.table = np.full(int(ids.max()) + 2, -1, dtype=np.int64)  # the last entry answers every id out of range
+            self.table[ids] = index
+
+    def __call__(self, ids: np.ndarray) -> np.ndarray:
+        if self.table is not None:
+            return self.table.take(np.clip(ids, -1, self.table.size - 1))
+        flat = self.catalog.index_of(ids)
+        if self.allowed is not None and flat.size:
+            flat = np.where((flat >= 0) & self.allowed[np.maximum(flat, 0)], flat, -1)
+        return flat
 
 
 @dataclass(frozen=True, eq=False)
@@ -70,14 +111,17 @@ class CandidateMatrix:
         ranker_vocab: tuple[str, ...],
         kind_vocab: tuple[str, ...],
         allowed: np.ndarray | None = None,
+        lookup: TitleLookup | None = None,
     ) -> CandidateMatrix:
-        """Map every row's title ids to catalog indices in one call; drop unknown or disallowed titles."""
+        """Map every row's title ids to catalog indices in one call; drop unknown or disallowed titles.
+
+        ``lookup`` (made from the same catalog and ``allowed``) saves rebuilding the id index per call.
+        """
         k = len(rows)
         lengths = np.array([len(r) for r in rows], dtype=np.int64)
         width = int(lengths.max()) if k else 0
-        flat = catalog.index_of(np.concatenate([r.title_ids for r in rows])) if k else np.zeros(0, np.int64)
-        if allowed is not None and flat.size:
-            flat = np.where((flat >= 0) & allowed[np.maximum(flat, 0)], flat, -1)
+        look = lookup if lookup is not None else TitleLookup(catalog, allowed, max_table=0)
+        flat = look(np.concatenate([r.title_ids for r in rows])) if k else np.zeros(0, np.int64)
         titles = np.full((k, width), -1, dtype=np.int64)
         scores = np.full((k, width), np.nan, dtype=np.float32)
         if flat.size:

@@ -15,7 +15,7 @@ from homepage.catalog import Catalog
 from homepage.domain import PlacedRow
 from homepage.pagebuilder.candidates import CandidateMatrix, TitleStats
 from homepage.pagebuilder.features import COL, FEATURE_NAMES, StageFeatures, StageView, UserSignals
-from homepage.pagebuilder.rules import PageRules, eligible
+from homepage.pagebuilder.rules import PageRules, RulePlan
 
 NEW_GENRES = COL["new_genres"]
 
@@ -52,30 +52,28 @@ def assemble(
 ) -> tuple[list[PlacedRow], list[StageTrace]]:
     """Build up to ``rows`` rows of up to ``cols`` titles; returns the rows and (if explain) the traces."""
     feats = StageFeatures(cm, stats, user, cols, len(ranker_vocab), int(cm.kind.max(initial=0)) + 1, rules.viewport_rows)
+    plan = RulePlan(rules, list(ranker_vocab))
     alive = np.ones(len(cm), dtype=bool)
     placed: list[PlacedRow] = []
     traces: list[StageTrace] = []
     static_scores: np.ndarray | None = None
-    names = list(ranker_vocab)
     for stage in range(rows):
         remaining = np.flatnonzero(alive)
         if remaining.size == 0:
             break
-        view = feats.view(stage, remaining, snapshot=explain)
+        view = feats.view(stage, remaining)
         if scorer.stagewise:
             s = np.asarray(scorer.score(view, cm), dtype=np.float64)
         else:
             if static_scores is None:
                 static_scores = np.asarray(scorer.score(view, cm), dtype=np.float64)
             s = static_scores[remaining]
-        ok, forced = eligible(
-            rules, stage, names, cm.ranker[remaining], view.n_effective, view.X[:, NEW_GENRES], feats.ranker_count, feats.viewport_genre_count
-        )
-        if not ok.any():
-            break
+        ok, forced = plan.eligible(stage, cm.ranker[remaining], view.n_effective, view.X[:, NEW_GENRES], feats.ranker_count, feats.viewport_genre_count)
         best = int(np.argmax(np.where(ok, s, -np.inf)))
+        if not ok[best] and not ok.any():
+            break
         row_i = int(remaining[best])
-        keep = feats.take[row_i].copy()
+        keep = view.take[row_i]
         eff = feats.place(row_i, stage)
         cand = cm.rows[row_i]
         placed.append(

@@ -95,6 +95,56 @@ class PageRules(BaseModel):
         return mask
 
 
+class RulePlan:
+    """The row rules of a ``PageRules``, resolved once per page against the ranker codes.
+
+    Row-count rules become one limit per ranker code, so a stage's eligibility is a couple
+    of vector operations; pins and viewport-genre rules keep their configured order.
+    """
+
+    def __init__(self, rules: PageRules, ranker_names: list[str]) -> None:
+        self.viewport_rows = rules.viewport_rows
+        self.min_titles = 1  # a row must add at least one title
+        limit = np.full(len(ranker_names) + 1, 2**62, dtype=np.int64)  # no limit; last: unknown rankers
+        # in configured order: ("pin", ranker code, stage, label) or ("genres", k, 0, label)
+        self.ordered: list[tuple[str, int, int, str]] = []
+        for r in rules.rules:
+            if isinstance(r, MinTitlesRule):
+                self.min_titles = max(self.min_titles, r.n)
+            elif isinstance(r, MaxRowsRule):
+                if r.ranker == "*":
+                    np.minimum(limit, r.max, out=limit)
+                elif r.ranker in ranker_names:
+                    code = ranker_names.index(r.ranker)
+                    limit[code] = min(limit[code], r.max)
+            elif isinstance(r, PinRule) and r.ranker in ranker_names:
+                self.ordered.append(("pin", ranker_names.index(r.ranker), r.within - 1, f"pin:{r.ranker}"))
+            elif isinstance(r, MinViewportGenresRule):
+                self.ordered.append(("genres", r.k, 0, f"min_viewport_genres:{r.k}"))
+        self.limit = limit
+
+    def eligible(
+        self, stage: int, row_rankers: np.ndarray, n_effective: np.ndarray, new_genres: np.ndarray, ranker_count: np.ndarray, viewport_genre_count: int
+    ) -> tuple[np.ndarray, str | None]:
+        """Which remaining rows may be placed at ``stage``, and the rule forcing the choice if any."""
+        ok = (n_effective >= self.min_titles) & (ranker_count < self.limit)[row_rankers]
+        forced: str | None = None
+        for what, a, b, label in self.ordered:
+            if what == "pin":
+                if stage == b and ranker_count[a] == 0:
+                    mine = ok & (row_rankers == a)
+                    if mine.any():
+                        return mine, label
+            elif stage < self.viewport_rows:
+                need = a - viewport_genre_count
+                if need > 0:
+                    per_stage = math.ceil(need / (self.viewport_rows - stage))
+                    better = ok & (new_genres >= per_stage)
+                    if better.any() and not better.all():
+                        ok, forced = better, label
+        return ok, forced
+
+
 def eligible(
     rules: PageRules,
     stage: int,
@@ -108,29 +158,7 @@ def eligible(
     """Which remaining rows may be placed at ``stage``, and the rule forcing the choice if any.
 
     ``row_rankers`` are codes into ``ranker_names`` (len(ranker_names) = unknown ranker).
+    The page loop resolves the rules once per page with ``RulePlan``; this is the same check
+    for a single stage.
     """
-    ok = n_effective > 0
-    forced: str | None = None
-    for r in rules.rules:
-        if isinstance(r, MinTitlesRule):
-            ok &= n_effective >= r.n
-        elif isinstance(r, MaxRowsRule):
-            if r.ranker == "*":
-                ok &= ranker_count[row_rankers] < r.max
-            elif r.ranker in ranker_names:
-                code = ranker_names.index(r.ranker)
-                ok &= ~((row_rankers == code) & (ranker_count[code] >= r.max))
-    for r in rules.rules:
-        if isinstance(r, PinRule) and r.ranker in ranker_names and stage == r.within - 1:
-            code = ranker_names.index(r.ranker)
-            mine = ok & (row_rankers == code)
-            if ranker_count[code] == 0 and mine.any():
-                return mine, f"pin:{r.ranker}"
-        elif isinstance(r, MinViewportGenresRule) and stage < rules.viewport_rows:
-            need = r.k - viewport_genre_count
-            if need > 0:
-                per_stage = math.ceil(need / (rules.viewport_rows - stage))
-                better = ok & (new_genres >= per_stage)
-                if better.any() and not better.all():
-                    ok, forced = better, f"min_viewport_genres:{r.k}"
-    return ok, forced
+    return RulePlan(rules, ranker_names).eligible(stage, row_rankers, n_effective, new_genres, ranker_count, viewport_genre_count)
