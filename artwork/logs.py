@@ -16,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 
 from artwork.feedback import LoggedFeedback
 from fixtures.simulator import BrowsingSimulator
@@ -82,3 +83,16 @@ def oracle_dist(sim: BrowsingSimulator, logs: LoggedFeedback) -> np.ndarray:
     best = sim.best_variants(logs.user_id, logs.title_idx)
     pos = np.argmax(sim.truth.title_variants[logs.title_idx] == best[:, None], axis=1)
     return np.eye(logs.n_actions)[pos]
+
+
+def feedback_frame(sim_logs: SimulatedLogs, sim: BrowsingSimulator, ts: int | None = None) -> pd.DataFrame:
+    """The logs as an artwork feedback table keyed by real user ids, every impression at ``ts``.
+
+    ``ts`` defaults to the end of the world's history, the time the simulator's truth is
+    evaluated at; ``homepage artwork train`` builds each user's context as of then.
+    """
+    t = sim.truth
+    frame = sim_logs.logs.to_frame()
+    frame["user_id"] = t.user_ids[sim_logs.logs.user_id].astype(np.int64)
+    frame["ts"] = np.int64(t.period_end if ts is None else ts)
+    return frame
