@@ -70,6 +70,12 @@ def _read(path: Path) -> pd.DataFrame:
         raise HomepageError(f"{path}: not a readable Parquet file ({e.__class__.__name__})") from e
 
 
+def _show(value: object) -> str:
+    """A cell as the user wrote it: numpy scalars shown as plain Python values."""
+    item = getattr(value, "item", None)
+    return repr(item() if callable(item) else value)
+
+
 def _first_bad(where: str, bad: np.ndarray, message: str) -> None:
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
@@ -92,16 +98,19 @@ def _int_col(frame: pd.DataFrame, where: str, name: str) -> np.ndarray:
     bad = ~np.isfinite(vals) | (vals != np.round(vals))
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
-        raise HomepageError(f"{where}: row {i}: {name} = {col.iloc[i]!r} is not an integer")
+        raise HomepageError(f"{where}: row {i}: {name} = {_show(col.iloc[i])} is not an integer")
     return vals.astype(np.int64)
 
 
-def _propensity(frame: pd.DataFrame, where: str, name: str) -> np.ndarray:
+def _propensity(frame: pd.DataFrame, where: str, name: str, present: np.ndarray | None = None) -> np.ndarray:
+    """The column as probabilities; rows outside ``present`` (impressions without a choice) are not checked."""
     p = pd.to_numeric(frame[name], errors="coerce").to_numpy(np.float64)
     bad = ~((p > 0) & (p <= 1))
+    if present is not None:
+        bad &= present
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
-        raise HomepageError(f"{where}: row {i}: {name} = {frame[name].iloc[i]!r} is not a probability in (0, 1]")
+        raise HomepageError(f"{where}: row {i}: {name} = {_show(frame[name].iloc[i])} is not a probability in (0, 1]")
     return p
 
 
@@ -110,7 +119,7 @@ def _reward(frame: pd.DataFrame, where: str, name: str) -> np.ndarray:
     bad = ~np.isin(r, (0.0, 1.0))
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
-        raise HomepageError(f"{where}: row {i}: {name} = {frame[name].iloc[i]!r} is not 0 or 1")
+        raise HomepageError(f"{where}: row {i}: {name} = {_show(frame[name].iloc[i])} is not 0 or 1")
     return r
 
 
@@ -146,7 +155,7 @@ def _served(frame: pd.DataFrame, where: str, catalog: Catalog) -> tuple[LoggedFe
         raise HomepageError(f"{where}: row {int(rows[i])}: title_id {int(title_ids[i])} is not in the dataset's catalog")
     action = _variant_positions(catalog, title_idx, sub["variant_id"].astype(str).to_numpy(), where, rows)
     reward = _reward(frame, where, "played")[rows]
-    prop = _propensity(frame.iloc[rows].reset_index(drop=True), where, "artwork_propensity")
+    prop = _propensity(frame, where, "artwork_propensity", has_prop)[rows]
     n_choices = np.array([len(catalog.variants[t]) for t in title_idx.tolist()], np.int64)
     logs = LoggedFeedback(
         action=action,
