@@ -96,12 +96,15 @@ def train_bundle(
     until: int | None = None,
     progress: bool = False,
     artwork_logs: Path | None = None,
+    artwork_grid: tuple[tuple[float, float, float], ...] | None = None,
 ) -> ModelBundle:
     """Fit every configured ranker on events with ts <= ``until`` and write one bundle under ``out``.
 
     ``until`` defaults to ``EventLog.quantile_time(config.split_quantile)``, the split that
     evaluation and replay use. ``artwork_logs`` (served logs or artwork feedback) trains the
-    artwork selector; without it the bundle ships the untrained one.
+    artwork selector, its regularisation chosen from ``artwork_grid`` (default
+    ``artwork.tuning.DEFAULT_GRID``) on a validation split; without logs the bundle ships the
+    untrained selector.
     """
     out = Path(out)
     rankers = build_rankers(list(config.rankers))  # fail on a bad name before any work
@@ -127,7 +130,7 @@ def train_bundle(
         components: dict[str, Any] = {}
         if config.page.train_model:
             components["page_model"] = _fit_page_model(log, catalog, config, until, tmp, progress)
-        components["artwork"] = _artwork_component(catalog, config, tmp, artwork_logs, art_data, progress)
+        components["artwork"] = _artwork_component(catalog, config, tmp, artwork_logs, art_data, progress, artwork_grid)
         manifest: dict[str, Any] = {
             "bundle_format": BUNDLE_FORMAT,
             "version": version,
@@ -212,6 +215,7 @@ def _artwork_component(
     logs: Path | None = None,
     data: TrainingLogs | None = None,
     progress: bool = False,
+    grid: tuple[tuple[float, float, float], ...] | None = None,
 ) -> dict[str, Any]:
     """The artwork selector, trained from ``logs`` when given (the manifest records on what and how).
 
@@ -223,11 +227,11 @@ def _artwork_component(
     if logs is None or data is None:
         PageArtwork.default(catalog, config.artwork_epsilon, config.artwork_stable_days).save(tmp / "artwork")
         return {"dir": "artwork", "trained": False}
-    from artwork.tuning import train_selector
+    from artwork.tuning import DEFAULT_GRID, train_selector
 
     period = _artwork_period(config)
     say = (lambda m: print(f"artwork: {m}")) if progress else None
-    selector, report = train_selector(data, catalog, config.artwork_epsilon, period, progress=say)
+    selector, report = train_selector(data, catalog, config.artwork_epsilon, period, grid or DEFAULT_GRID, progress=say)
     PageArtwork.of(selector, catalog).save(tmp / "artwork")
     return {
         "dir": "artwork",
