@@ -14,6 +14,7 @@ sum_k pi(k | row) attraction(user, title, k).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -83,6 +84,19 @@ def oracle_dist(sim: BrowsingSimulator, logs: LoggedFeedback) -> np.ndarray:
     best = sim.best_variants(logs.user_id, logs.title_idx)
     pos = np.argmax(sim.truth.title_variants[logs.title_idx] == best[:, None], axis=1)
     return np.eye(logs.n_actions)[pos]
+
+
+def write_simulated_feedback(sim: BrowsingSimulator, n: int, path: Path, seed: int = 0) -> SimulatedLogs:
+    """Simulate ``n`` uniform-random impressions and write them as artwork feedback Parquet (real user ids)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    sim_logs = simulate_uniform_logs(sim, n, seed=seed)
+    table = pa.Table.from_pandas(feedback_frame(sim_logs, sim), preserve_index=False)
+    meta = {**(table.schema.metadata or {}), b"artwork.n_actions": str(sim_logs.logs.n_actions).encode()}
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(table.replace_schema_metadata(meta), path)
+    return sim_logs
 
 
 def feedback_frame(sim_logs: SimulatedLogs, sim: BrowsingSimulator, ts: int | None = None) -> pd.DataFrame:

@@ -111,15 +111,8 @@ def simulate(
     seed: int = typer.Option(0, "--seed"),
 ) -> None:
     """Log a uniformly random artwork policy on the world's users (propensity 1/K), plays drawn by the browsing simulator."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    from artwork.logs import feedback_frame, simulate_uniform_logs
+    from artwork.logs import write_simulated_feedback
     from fixtures.simulator import BrowsingSimulator, WorldTruth
 
-    sim = BrowsingSimulator(WorldTruth.load(world))
-    sim_logs = simulate_uniform_logs(sim, impressions, seed=seed)
-    table = pa.Table.from_pandas(feedback_frame(sim_logs, sim), preserve_index=False)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    pq.write_table(table.replace_schema_metadata({**(table.schema.metadata or {}), b"artwork.n_actions": str(sim_logs.logs.n_actions).encode()}), out)
+    sim_logs = write_simulated_feedback(BrowsingSimulator(WorldTruth.load(world)), impressions, out, seed=seed)
     typer.echo(f"{out}: {impressions:,} impressions, play rate {sim_logs.logs.reward.mean():.4f}")

@@ -121,16 +121,11 @@ def _demo_artwork_logs(world: Path, var: Path, impressions: int = 100_000) -> Pa
     demo serves a trained artwork selector; None for a dataset without ground truth."""
     if not (world / "truth.npz").is_file():
         return None
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    from artwork.logs import feedback_frame, simulate_uniform_logs
+    from artwork.logs import write_simulated_feedback
     from fixtures.simulator import BrowsingSimulator, WorldTruth
 
-    sim = BrowsingSimulator(WorldTruth.load(world))
     path = var / "artwork-logs.parquet"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    pq.write_table(pa.Table.from_pandas(feedback_frame(simulate_uniform_logs(sim, impressions, seed=0), sim), preserve_index=False), path)
+    write_simulated_feedback(BrowsingSimulator(WorldTruth.load(world)), impressions, path)
     typer.echo(f"artwork: {impressions:,} simulated impressions of random artwork -> {path}")
     return path
 
