@@ -57,7 +57,11 @@ class TrainingReport:
     def to_json(self) -> dict[str, object]:
         return {
             "chosen": {"ridge": self.ridge, "bias_prior": self.bias_prior, "user_prior": self.user_prior},
-            "selection": "greedy policy's SNIPS play rate on a random validation split of the impressions, then refit on all rows",
+            "selection": (
+                "greedy policy's SNIPS play rate on a random validation split of the impressions, then refit on all rows"
+                if self.trials
+                else "one setting given: no validation, fitted on all rows"
+            ),
             "n_fit": self.n_fit,
             "n_validation": self.n_validation,
             "logged_play_rate": self.logged_play_rate,

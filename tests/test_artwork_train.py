@@ -232,3 +232,17 @@ def test_bundle_refuses_bad_artwork_logs_before_fitting(world: Path, tmp_path: P
     with pytest.raises(HomepageError, match="artwork logs file not found"):
         train_bundle(ds, tmp_path / "m", PipelineConfig(page=PageConfig(train_model=False)), artwork_logs=tmp_path / "none.parquet")
     assert not any((tmp_path / "m").glob("v*"))
+
+
+def test_train_command_takes_artwork_logs(world: Path, trained: Path, tmp_path: Path) -> None:
+    """``homepage train --artwork-logs``: the flag reaches the bundle; a bad file fails before any fitting."""
+    cfg = tmp_path / "pipeline.json"
+    cfg.write_text(json.dumps({"page": {"train_model": False}}))
+    res = CliRunner().invoke(app, ["train", str(world), "--out", str(tmp_path / "m"), "--config", str(cfg),
+                                   "--artwork-logs", str(trained / "logs.parquet")])
+    assert res.exit_code == 0, res.output
+    manifest = json.loads((Path(res.output.strip().splitlines()[-1]) / "manifest.json").read_text())
+    assert manifest["components"]["artwork"]["trained"] is True
+    bad = CliRunner().invoke(app, ["train", str(world), "--out", str(tmp_path / "m2"), "--config", str(cfg),
+                                   "--artwork-logs", str(tmp_path / "missing.parquet")])
+    assert bad.exit_code != 0 and "artwork logs file not found" in str(bad.exception)
