@@ -38,8 +38,6 @@ class Trial:
     bias_prior: float
     user_prior: float
     validation_value: float
-    low: float
-    high: float
 
 
 @dataclass(frozen=True)
@@ -74,8 +72,8 @@ def validation_split(n: int, share: float, seed: int) -> np.ndarray:
     return np.random.default_rng(seed).random(n) < share
 
 
-def greedy_value(selector: ArtworkSelector, data: TrainingLogs, rows: np.ndarray, n_boot: int = 0) -> tuple[float, float, float]:
-    """SNIPS estimate (and bootstrap interval) of ``selector``'s greedy play rate on the logged ``rows``."""
+def greedy_value(selector: ArtworkSelector, data: TrainingLogs, rows: np.ndarray) -> float:
+    """SNIPS estimate of ``selector``'s greedy play rate on the logged ``rows``."""
     logs = data.logs.take(rows)
     probs = selector.action_probabilities(
         data.contexts, logs.title_idx, data.context_row[rows], epsilon=0.0, user_ids=logs.user_id
@@ -83,8 +81,8 @@ def greedy_value(selector: ArtworkSelector, data: TrainingLogs, rows: np.ndarray
     dist = np.zeros((len(logs), logs.n_actions))
     k = min(probs.shape[1], logs.n_actions)
     dist[:, :k] = probs[:, :k]
-    (e,) = evaluate_policy(logs, dist, estimators=("snips",), n_boot=n_boot)
-    return e.value, e.low, e.high
+    (e,) = evaluate_policy(logs, dist, estimators=("snips",), n_boot=0)
+    return e.value
 
 
 def train_selector(
@@ -116,8 +114,8 @@ def train_selector(
             sel = ArtworkSelector(0.0, stable_period, ridge, bias_prior, user_prior).fit(
                 fit_logs, data.contexts, catalog, context_row=data.context_row[fit_rows]
             )
-            value, low, high = greedy_value(sel, data, val_rows)
-            trials.append(Trial(ridge, bias_prior, user_prior, value, low, high))
+            value = greedy_value(sel, data, val_rows)
+            trials.append(Trial(ridge, bias_prior, user_prior, value))
             say(f"ridge {ridge:g}, bias_prior {bias_prior:g}, user_prior {user_prior:g}: validation play rate {value:.4f}")
         best = max(trials, key=lambda t: t.validation_value)
         chosen = (best.ridge, best.bias_prior, best.user_prior)
