@@ -1,10 +1,14 @@
 """User context for the artwork bandit: genre and cast affinities from the user's history.
 
-A context vector is ``[genre (G), recent genre (G), cast (A)]`` where G is the catalog's
-genre vocabulary and A its cast vocabulary (everyone billed on a title or featured on a
-variant). Each block is a smoothed log-lift: how much more of the user's recency-weighted
-history has that genre or actor than the catalog as a whole, so an actor who is in
-many titles does not look loved by everyone. A cold user's context is all zeros.
+A context vector is ``[genre (G), recent genre (G), cast (A), cast by genre (A)]`` where G
+is the catalog's genre vocabulary and A its cast vocabulary (everyone billed on a title or
+featured on a variant). The first three blocks are smoothed log-lifts: how much more of
+the user's recency-weighted history has that genre or actor than the catalog as a whole,
+so an actor who is in many titles does not look loved by everyone. Most users have seen
+few of an actor's titles, so the direct cast lift is sparse; the fourth block is the
+user's genre lift averaged over the genres of the actor's titles ("likes the kind of film
+this actor makes"), which every user with any history has for every actor. A cold user's
+context is all zeros.
 """
 
 from __future__ import annotations
@@ -41,7 +45,7 @@ class ContextLayout:
 
     @property
     def dim(self) -> int:
-        return 2 * len(self.genres) + len(self.cast)
+        return 2 * len(self.genres) + 2 * len(self.cast)
 
     @property
     def genre_slice(self) -> slice:
@@ -53,7 +57,11 @@ class ContextLayout:
 
     @property
     def cast_slice(self) -> slice:
-        return slice(2 * self.n_genres, self.dim)
+        return slice(2 * self.n_genres, 2 * self.n_genres + len(self.cast))
+
+    @property
+    def cast_genre_slice(self) -> slice:
+        return slice(2 * self.n_genres + len(self.cast), self.dim)
 
     @classmethod
     def of(cls, catalog: Catalog) -> ContextLayout:
@@ -80,6 +88,10 @@ class UserContextBuilder:
             (np.ones(rows.size), (rows, cols)), shape=(len(catalog), len(self.layout_.cast))
         )
         n = max(len(catalog), 1)
+        # each actor's genre profile: the mean over their titles of the title's genres, each title summing to 1
+        per_title = gm / np.maximum(gm.sum(axis=1, keepdims=True), 1.0)
+        prof = np.asarray(self.cast_of_title_.T @ per_title)
+        self.cast_genre_profile_ = prof / np.maximum(prof.sum(axis=1, keepdims=True), 1e-12)
         self.genre_base_ = np.maximum(gm.sum(axis=0) / n, 1e-6)
         self.cast_base_ = np.maximum(np.asarray(self.cast_of_title_.sum(axis=0)).ravel() / n, 1e-6)
         return self
@@ -98,11 +110,13 @@ class UserContextBuilder:
         strength = np.where(state.kinds[m] == RATING, np.nan_to_num(state.stars[m], nan=2.5) / 5.0, 1.0)
         w_long = strength * np.exp2(-age / (self.half_life_days * DAY))
         w_recent = strength * np.exp2(-age / (self.recent_half_life_days * DAY))
+        genre = self._lift(w_long, titles, self.genre_of_title_, self.genre_base_)
         return np.concatenate(
             [
-                self._lift(w_long, titles, self.genre_of_title_, self.genre_base_),
+                genre,
                 self._lift(w_recent, titles, self.genre_of_title_, self.genre_base_),
                 self._lift(w_long, titles, self.cast_of_title_, self.cast_base_),
+                (self.cast_genre_profile_ @ genre).astype(np.float32),
             ]
         )
 

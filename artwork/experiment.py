@@ -20,6 +20,8 @@ from artwork.logs import SimulatedLogs, oracle_dist, simulate_uniform_logs
 from artwork.ope import Estimate, evaluate_policy
 from artwork.selector import ArtworkSelector
 from artwork.target_policy import uniform_dist
+from artwork.training_logs import TrainingLogs
+from artwork.tuning import DEFAULT_GRID, train_selector
 from fixtures.simulator import BrowsingSimulator
 from homepage.catalog import Catalog
 from homepage.errors import HomepageError
@@ -39,6 +41,7 @@ class SyntheticResult:
     n_eval: int
     n_train: int
     notes: list[str] = field(default_factory=list)
+    training: dict[str, object] = field(default_factory=dict)  # how the contextual policy was trained
 
 
 def world_contexts(log: EventLog, catalog: Catalog, user_ids: np.ndarray, as_of: int) -> np.ndarray:
@@ -67,10 +70,14 @@ def run_synthetic_experiment(
     n_train: int = 100_000,
     seed: int = 0,
     n_boot: int = 200,
-    user_prior: float = 10.0,
+    grid: tuple[tuple[float, float, float], ...] = DEFAULT_GRID,
     progress: Callable[[str], None] | None = None,
 ) -> SyntheticResult:
-    """Simulate ``n_train + n_eval`` uniform-random impressions; train on the first part, evaluate on the rest."""
+    """Simulate ``n_train + n_eval`` uniform-random impressions; train on the first part, evaluate on the rest.
+
+    The contextual policy is trained like ``homepage artwork train`` does it: regularisation
+    chosen on a validation split of the training logs (never on the truth), then refitted.
+    """
     say = progress or (lambda _msg: None)
     check_alignment(sim, catalog)
     say("simulating logs")
@@ -78,7 +85,8 @@ def run_synthetic_experiment(
     train = sim_logs.take(np.arange(n_train))
     ev: SimulatedLogs = sim_logs.take(np.arange(n_train, n_train + n_eval))
     say("training policies")
-    ctx_sel = ArtworkSelector(epsilon=0.0, user_prior=user_prior).fit(train.logs, contexts, catalog, context_row=train.logs.user_id)
+    data = TrainingLogs(train.logs, contexts, train.logs.user_id, "simulated", 0)
+    ctx_sel, report = train_selector(data, catalog, epsilon=0.0, grid=grid, seed=seed, progress=say)
     flat = ArtworkSelector(epsilon=0.0, user_prior=np.inf).fit(
         train.logs, np.zeros((1, contexts.shape[1]), np.float32), catalog, context_row=np.zeros(n_train, np.int64)
     )
@@ -105,4 +113,4 @@ def run_synthetic_experiment(
     best_single = sim.best_single_variants()
     single_pos = np.argmax(sim.truth.title_variants[logs.title_idx] == best_single[logs.title_idx][:, None], axis=1)
     non_ctx_oracle = ev.true_value(np.eye(k)[single_pos])
-    return SyntheticResult(estimates, truth, oracle, non_ctx_oracle, n_eval, n_train)
+    return SyntheticResult(estimates, truth, oracle, non_ctx_oracle, n_eval, n_train, training=report.to_json())

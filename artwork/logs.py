@@ -14,8 +14,10 @@ sum_k pi(k | row) attraction(user, title, k).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from artwork.feedback import LoggedFeedback
 from fixtures.simulator import BrowsingSimulator
@@ -82,3 +84,29 @@ def oracle_dist(sim: BrowsingSimulator, logs: LoggedFeedback) -> np.ndarray:
     best = sim.best_variants(logs.user_id, logs.title_idx)
     pos = np.argmax(sim.truth.title_variants[logs.title_idx] == best[:, None], axis=1)
     return np.eye(logs.n_actions)[pos]
+
+
+def write_simulated_feedback(sim: BrowsingSimulator, n: int, path: Path, seed: int = 0) -> SimulatedLogs:
+    """Simulate ``n`` uniform-random impressions and write them as artwork feedback Parquet (real user ids)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    sim_logs = simulate_uniform_logs(sim, n, seed=seed)
+    table = pa.Table.from_pandas(feedback_frame(sim_logs, sim), preserve_index=False)
+    meta = {**(table.schema.metadata or {}), b"artwork.n_actions": str(sim_logs.logs.n_actions).encode()}
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(table.replace_schema_metadata(meta), path)
+    return sim_logs
+
+
+def feedback_frame(sim_logs: SimulatedLogs, sim: BrowsingSimulator, ts: int | None = None) -> pd.DataFrame:
+    """The logs as an artwork feedback table keyed by real user ids, every impression at ``ts``.
+
+    ``ts`` defaults to the end of the world's history, the time the simulator's truth is
+    evaluated at; ``homepage artwork train`` builds each user's context as of then.
+    """
+    t = sim.truth
+    frame = sim_logs.logs.to_frame()
+    frame["user_id"] = t.user_ids[sim_logs.logs.user_id].astype(np.int64)
+    frame["ts"] = np.int64(t.period_end if ts is None else ts)
+    return frame

@@ -29,6 +29,11 @@ class PageArtwork:
         selector = ArtworkSelector(epsilon=epsilon, stable_period=int(stable_days * 86_400)).prepare(catalog)
         return cls(selector, UserContextBuilder().prepare(catalog))
 
+    @classmethod
+    def of(cls, selector: ArtworkSelector, catalog: Catalog) -> PageArtwork:
+        """A (trained) selector with the context builder serving uses, both prepared for ``catalog``."""
+        return cls(selector.prepare(catalog), UserContextBuilder().prepare(catalog))
+
     def choose_for_user(self, user: UserState, title_idx: np.ndarray, now: int) -> ArtworkChoice:
         """Variants for the (R, C) grid of catalog indices (-1 empty) shown to ``user`` at ``now``."""
         start = self.selector.period_start(now)

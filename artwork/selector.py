@@ -30,7 +30,7 @@ from artwork.variant_table import VariantTable
 from homepage.catalog import Catalog
 from homepage.errors import HomepageError
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: the cast-by-genre context block and match features
 _M1 = np.uint64(0xBF58476D1CE4E5B9)
 _M2 = np.uint64(0x94D049BB133111EB)
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from artwork.features import design, n_features, score, user_design, user_dim
+from artwork.features import design, intercept_index, n_features, score, user_design, user_dim
 from artwork.feedback import LoggedFeedback
 from artwork.variant_table import VariantTable
 from homepage.errors import HomepageError
@@ -71,7 +71,7 @@ def fit_weights(
             progress(sl.stop, n * (1 + n_rounds))
     # ridge, but leave the global intercept (last phi slot times the xg intercept) unpenalised
     reg = np.full(d, ridge)
-    reg[d - 3] = 1e-6
+    reg[intercept_index(table.n_genres, len(table.tones))] = 1e-6
     a_inv_ready = a + np.diag(reg)
     bias = np.zeros(table.emphasis.shape)
     cell = logs.title_idx * table.max_variants + logs.action

@@ -1,7 +1,7 @@
 """Off-policy evaluation tables: the synthetic world (estimates vs exact truth) and the Open Bandit sample
 (Thompson-sampling click rate estimated from the random policy's logs vs observed).
 
-    python bench/artwork_ope.py --json OUT.json [--users 500 --titles 400 --n-eval 200000 --n-train 200000]
+    python bench/artwork_ope.py --json OUT.json [--users 500 --titles 400 --n-eval 200000 --n-train 400000] [--seed S]
 
 JSON: {"synthetic": {POLICY: {ESTIMATOR: {"estimate", "truth", "rel_error", "low", "high"}}},
        "open_bandit": {CAMPAIGN: {ESTIMATOR: {"estimate", "observed", "rel_error", "low", "high"}}},
@@ -65,6 +65,7 @@ def synthetic(args: argparse.Namespace) -> tuple[dict, dict]:
         "n_eval": res.n_eval,
         "n_train": res.n_train,
         "world": {"users": args.users, "titles": args.titles, "seed": args.seed},
+        "training": res.training,
         "seconds": time.perf_counter() - t0,
     }
     return table, summary
@@ -110,7 +111,7 @@ def main() -> None:
     ap.add_argument("--users", type=int, default=500)
     ap.add_argument("--titles", type=int, default=400)
     ap.add_argument("--n-eval", type=int, default=200_000)
-    ap.add_argument("--n-train", type=int, default=200_000)
+    ap.add_argument("--n-train", type=int, default=400_000, help="training impressions (a separate log from the evaluated one)")
     ap.add_argument("--n-boot", type=int, default=200)
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()

@@ -25,7 +25,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyarrow.parquet as pq
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
@@ -37,6 +37,9 @@ from homepage.errors import HomepageError
 from homepage.eventlog import EventLog
 from rankers.base import ArtifactError, FitInput, Ranker
 from rankers.registry import build_rankers, ranker_class
+
+if TYPE_CHECKING:
+    from artwork.training_logs import TrainingLogs
 
 BUNDLE_FORMAT = 1
 LATEST = "LATEST"
@@ -87,12 +90,21 @@ def version_name(created: float, config_hash: str, dataset: Dataset, until: int)
 
 
 def train_bundle(
-    dataset: Dataset, out: Path, config: PipelineConfig, until: int | None = None, progress: bool = False
+    dataset: Dataset,
+    out: Path,
+    config: PipelineConfig,
+    until: int | None = None,
+    progress: bool = False,
+    artwork_logs: Path | None = None,
+    artwork_grid: tuple[tuple[float, float, float], ...] | None = None,
 ) -> ModelBundle:
     """Fit every configured ranker on events with ts <= ``until`` and write one bundle under ``out``.
 
     ``until`` defaults to ``EventLog.quantile_time(config.split_quantile)``, the split that
-    evaluation and replay use.
+    evaluation and replay use. ``artwork_logs`` (served logs or artwork feedback) trains the
+    artwork selector, its regularisation chosen from ``artwork_grid`` (default
+    ``artwork.tuning.DEFAULT_GRID``) on a validation split; without logs the bundle ships the
+    untrained selector.
     """
     out = Path(out)
     rankers = build_rankers(list(config.rankers))  # fail on a bad name before any work
@@ -103,6 +115,7 @@ def train_bundle(
     until = log.quantile_time(config.split_quantile) if until is None else int(until)
     if log.first_ts is not None and until < log.first_ts:
         raise BundleError(f"--until {until}: before the first event of {dataset.path} ({log.first_ts})")
+    art_data = _read_artwork_logs(artwork_logs, catalog, log, config)  # bad logs fail before any fitting
     world = log.global_state(until, config.half_life_seconds)
     data = FitInput(log=log, catalog=catalog, until=until, world=world)
     created = time.time()
@@ -117,7 +130,7 @@ def train_bundle(
         components: dict[str, Any] = {}
         if config.page.train_model:
             components["page_model"] = _fit_page_model(log, catalog, config, until, tmp, progress)
-        components["artwork"] = _artwork_component(catalog, config, tmp)
+        components["artwork"] = _artwork_component(catalog, config, tmp, artwork_logs, art_data, progress, artwork_grid)
         manifest: dict[str, Any] = {
             "bundle_format": BUNDLE_FORMAT,
             "version": version,
@@ -182,14 +195,59 @@ def _fit_page_model(log: EventLog, catalog: Catalog, config: PipelineConfig, unt
     return {"dir": "page_model", "training": report.__dict__}
 
 
-def _artwork_component(catalog: Catalog, config: PipelineConfig, tmp: Path) -> dict[str, Any]:
-    """The artwork selector. Datasets carry no logged artwork impressions yet, so it starts
-    untrained: the neutral variant, exploring at ``artwork_epsilon`` with logged propensities,
-    which is the data its training needs."""
+def _read_artwork_logs(logs: Path | None, catalog: Catalog, log: EventLog, config: PipelineConfig) -> TrainingLogs | None:
+    """The artwork training impressions with their users' contexts, or None without ``logs``."""
+    if logs is None:
+        return None
+    from artwork.training_logs import read_training_logs
+
+    return read_training_logs(Path(logs), catalog, log, _artwork_period(config))
+
+
+def _artwork_period(config: PipelineConfig) -> int:
+    return max(int(config.artwork_stable_days * 86_400), 1)
+
+
+def _artwork_component(
+    catalog: Catalog,
+    config: PipelineConfig,
+    tmp: Path,
+    logs: Path | None = None,
+    data: TrainingLogs | None = None,
+    progress: bool = False,
+    grid: tuple[tuple[float, float, float], ...] | None = None,
+) -> dict[str, Any]:
+    """The artwork selector, trained from ``logs`` when given (the manifest records on what and how).
+
+    Without logs it starts untrained: the neutral variant, exploring at ``artwork_epsilon``
+    with logged propensities, which is the data its training needs.
+    """
     from artwork.page_artwork import PageArtwork
 
-    PageArtwork.default(catalog, config.artwork_epsilon, config.artwork_stable_days).save(tmp / "artwork")
-    return {"dir": "artwork", "trained": False}
+    if logs is None or data is None:
+        PageArtwork.default(catalog, config.artwork_epsilon, config.artwork_stable_days).save(tmp / "artwork")
+        return {"dir": "artwork", "trained": False}
+    from artwork.tuning import DEFAULT_GRID, train_selector
+
+    period = _artwork_period(config)
+    say = (lambda m: print(f"artwork: {m}")) if progress else None
+    selector, report = train_selector(data, catalog, config.artwork_epsilon, period, grid or DEFAULT_GRID, progress=say)
+    PageArtwork.of(selector, catalog).save(tmp / "artwork")
+    return {
+        "dir": "artwork",
+        "trained": True,
+        "logs": {"path": str(Path(logs).resolve()), "sha256": _sha256(Path(logs)), **data.summary()},
+        "training": report.to_json(),
+    }
+
+
+def _sha256(path: Path) -> str:
+    """The file's SHA-256, so a manifest says exactly which logs a model learnt from."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def _write_catalog(dataset: Dataset, out: Path) -> None:

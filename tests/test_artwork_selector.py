@@ -204,3 +204,25 @@ def test_save_load_round_trip_and_refusal(tmp_path: Path, fitted: ArtworkSelecto
 def test_choose_before_prepare_is_an_error() -> None:
     with pytest.raises(HomepageError, match="prepare"):
         ArtworkSelector().choose(np.zeros(3), np.zeros((1, 1), np.int64), 1, NOW)
+
+
+def test_cast_by_genre_context_reaches_actors_the_user_never_watched() -> None:
+    """Two unwatched actors look the same to the cast lift; the genre of their films tells them apart."""
+    genres = [["Drama"], ["Drama"], ["Drama"], ["Comedy"], ["Comedy"], ["Comedy"]]
+    titles = pd.DataFrame({"title_id": np.arange(1, 7), "name": [f"T{i}" for i in range(6)], "genres": genres,
+                           "cast": [["W"], ["W"], ["D"], ["X"], ["X"], ["C"]]})
+    variants = pd.DataFrame({"variant_id": [f"{i}-0" for i in range(1, 7)], "title_id": np.arange(1, 7),
+                             "emphasis_genre": None, "featured_cast": None, "tone": "neutral", "image_url": ""})
+    cat = Catalog.from_frames(titles, variants)
+    b = UserContextBuilder().prepare(cat)
+    idx = np.array([0, 1], np.int64)  # watched the two Drama titles with W
+    state = UserState(1, NOW, None, cat.title_ids[idx], idx, NOW - DAY * np.array([2, 1]), np.full(2, PLAY, np.int8),
+                      np.full(2, np.nan, np.float32), np.ones(2, np.float32))
+    ctx = b.build(state)
+    lay = b.layout_
+    assert ctx.shape == (lay.dim,) == (2 * len(lay.genres) + 2 * len(lay.cast),)
+    cast, by_genre = ctx[lay.cast_slice], ctx[lay.cast_genre_slice]
+    d, c = lay.cast.index("D"), lay.cast.index("C")
+    assert cast[d] == cast[c]  # neither watched: the direct lift cannot tell them apart
+    assert by_genre[d] > 0 > by_genre[c]  # D makes Drama, which this user watches
+    assert not b.build(UserState.empty(2, NOW)).any()  # a cold user is still all zeros

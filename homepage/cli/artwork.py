@@ -1,4 +1,5 @@
-"""Artwork commands: ``homepage artwork evaluate`` (off-policy evaluation of a policy from logs)."""
+"""Artwork commands: ``homepage artwork evaluate`` (off-policy evaluation from logs), ``train`` (the selector
+from logged impressions) and ``simulate`` (uniform-random artwork logs from a synthetic world)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from rich.table import Table
 
 from homepage.cli import app
 
-artwork_app = typer.Typer(help="Artwork personalisation: off-policy evaluation.", no_args_is_help=True)
+artwork_app = typer.Typer(help="Artwork personalisation: simulate logs, train the selector, evaluate policies off-line.", no_args_is_help=True)
 app.add_typer(artwork_app, name="artwork")
 
 
@@ -65,3 +66,53 @@ def evaluate(
     for e in estimates:
         table.add_row(e.estimator, f"{e.value:.5f}", f"[{e.low:.5f}, {e.high:.5f}]", f"{e.support:,.0f}")
     Console().print(table)
+
+
+@artwork_app.command("train")
+def train(
+    logs: Path = typer.Argument(..., help="Logged impressions: a served-log Parquet (`homepage logs export`, `homepage simulate-logs`) or artwork feedback Parquet (`homepage artwork simulate`)."),
+    dataset: Path = typer.Option(..., "--dataset", help="Dataset directory: the catalog and the histories the users' contexts come from."),
+    out: Path = typer.Option(..., "--out", help="Directory to write the trained selector into (selector.json, selector.npz, training.json)."),
+    epsilon: float = typer.Option(0.05, "--epsilon", min=0.0, max=1.0, help="Exploration rate the trained selector serves with."),
+    stable_days: float = typer.Option(7.0, "--stable-days", min=0.001, max=365.0, help="A user keeps a title's artwork this long."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the validation split."),
+) -> None:
+    """Train the artwork selector from logged impressions, weighting by the logged propensities;
+    the regularisation is chosen on a validation split of the logs."""
+    from artwork.page_artwork import PageArtwork
+    from artwork.training_logs import read_training_logs
+    from artwork.tuning import train_selector
+    from homepage.catalog import Catalog
+    from homepage.dataset import load_dataset
+    from homepage.eventlog import EventLog
+
+    ds = load_dataset(dataset, columns=["user_id", "title_id", "kind", "ts", "progress", "stars"])
+    catalog = Catalog.from_frames(ds.titles, ds.variants)
+    period = max(int(stable_days * 86_400), 1)
+    data = read_training_logs(logs, catalog, EventLog.from_frame(ds.events, catalog, ds.users), period)
+    summary = data.summary()
+    typer.echo(f"{logs}: {summary['impressions']:,} impressions ({summary['kind']}), {summary['users']:,} users, play rate {summary['play_rate']:.4f}")
+    selector, report = train_selector(data, catalog, epsilon, period, seed=seed, progress=typer.echo)
+    PageArtwork.of(selector, catalog).save(out)
+    (Path(out) / "training.json").write_text(
+        json.dumps({"logs": str(logs), "dataset": str(dataset), "data": summary, "training": report.to_json()}, indent=2)
+    )
+    typer.echo(
+        f"{out}: selector trained (ridge {report.ridge:g}, bias_prior {report.bias_prior:g}, user_prior {report.user_prior:g}), "
+        f"epsilon {epsilon:g}"
+    )
+
+
+@artwork_app.command("simulate")
+def simulate(
+    world: Path = typer.Argument(..., help="Synthetic world directory (from `homepage generate`), with truth.npz."),
+    out: Path = typer.Option(..., "--out", help="Artwork feedback Parquet file to write."),
+    impressions: int = typer.Option(200_000, "--impressions", min=1, max=50_000_000, help="Impressions to log."),
+    seed: int = typer.Option(0, "--seed"),
+) -> None:
+    """Log a uniformly random artwork policy on the world's users (propensity 1/K), plays drawn by the browsing simulator."""
+    from artwork.logs import write_simulated_feedback
+    from fixtures.simulator import BrowsingSimulator, WorldTruth
+
+    sim_logs = write_simulated_feedback(BrowsingSimulator(WorldTruth.load(world)), impressions, out, seed=seed)
+    typer.echo(f"{out}: {impressions:,} impressions, play rate {sim_logs.logs.reward.mean():.4f}")

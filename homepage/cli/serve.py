@@ -87,8 +87,11 @@ def demo(
 
         bundle = load_bundle(models)
     else:
+        art_logs = _demo_artwork_logs(world, var)
         typer.echo("training (rankers and the stage-wise page model; two to three minutes on the small world)")
-        bundle = train_bundle(ds, var / "models", PipelineConfig(), progress=True)
+        # one regularisation setting (the middle of the default grid): the demo keeps artwork training to seconds
+        bundle = train_bundle(ds, var / "models", PipelineConfig(), progress=True, artwork_logs=art_logs,
+                              artwork_grid=None if art_logs is None else ((30.0, 200.0, 10.0),))
     os.environ.setdefault("HOMEPAGE_EMBEDDED_DIR", str(var / "redis"))
     os.environ.setdefault("HOMEPAGE_MODELS_DIR", str(var / "serving-models"))
     dev = os.environ.get("HOMEPAGE_DEV", "").lower() in ("1", "true", "yes")
@@ -111,6 +114,20 @@ def demo(
     else:
         typer.echo("development mode: writes need no key; clicking a card in the viewer records a play")
     run_server("127.0.0.1", port, 1)
+
+
+def _demo_artwork_logs(world: Path, var: Path, impressions: int = 100_000) -> Path | None:
+    """Uniform-random artwork impressions on a synthetic world (plays from its browsing simulator), so the
+    demo serves a trained artwork selector; None for a dataset without ground truth."""
+    if not (world / "truth.npz").is_file():
+        return None
+    from artwork.logs import write_simulated_feedback
+    from fixtures.simulator import BrowsingSimulator, WorldTruth
+
+    path = var / "artwork-logs.parquet"
+    write_simulated_feedback(BrowsingSimulator(WorldTruth.load(world)), impressions, path)
+    typer.echo(f"artwork: {impressions:,} simulated impressions of random artwork -> {path}")
+    return path
 
 
 logs_app = typer.Typer(help="Served-page logs.", no_args_is_help=True)

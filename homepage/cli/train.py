@@ -34,6 +34,9 @@ def train(
         None, "--until", help="Train on events up to this time (ISO or Unix seconds); default: the split quantile."
     ),
     config: Path | None = typer.Option(None, "--config", help="Pipeline config JSON; default: the built-in config."),
+    artwork_logs: Path | None = typer.Option(
+        None, "--artwork-logs", help="Logged artwork impressions (served log or artwork feedback Parquet) to train the artwork selector on."
+    ),
 ) -> None:
     """Fit every configured ranker on events with ts <= UNTIL and write one model bundle."""
     from homepage.bundle import train_bundle
@@ -43,5 +46,5 @@ def train(
     cfg = load_config(config)
     t = parse_time(until) if until is not None else None
     ds = load_dataset(dataset, columns=["user_id", "title_id", "kind", "ts", "progress", "stars"])
-    bundle = train_bundle(ds, out, cfg, until=t, progress=True)
+    bundle = train_bundle(ds, out, cfg, until=t, progress=True, artwork_logs=artwork_logs)
     typer.echo(str(bundle.path))

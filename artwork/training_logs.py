@@ -1,0 +1,227 @@
+"""Reading logged artwork impressions for training: served-page logs or artwork feedback files.
+
+Two kinds of Parquet file are accepted, told apart by their columns:
+
+- **served logs** (``homepage logs export`` / ``homepage simulate-logs``, the schema of
+  :mod:`homepage.servedlogs.schema`): one row per title shown on a served page. The arm is
+  the variant's position among its title's variants, the reward ``played`` and the
+  propensity ``artwork_propensity``. Impressions without an artwork choice (null
+  ``variant_id``, e.g. degraded pages) carry no artwork information and are left out;
+- **artwork feedback** (:func:`artwork.feedback.write_feedback`, e.g. from
+  ``homepage artwork simulate``): ``action``, ``reward``, ``propensity``, ``title_idx``,
+  ``user_id`` and an optional ``ts``.
+
+Contexts are the users' histories in the dataset as of the start of each impression's
+stability period, exactly as serving builds them (:mod:`artwork.page_artwork`); a feedback
+file without ``ts`` is read as of the end of the dataset's history. Bad input raises a
+:class:`HomepageError` naming the file and the first offending row (0-based).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+
+from artwork.context import UserContextBuilder
+from artwork.feedback import LoggedFeedback
+from homepage.catalog import Catalog
+from homepage.errors import HomepageError
+from homepage.eventlog import EventLog
+
+SERVED = "served-log"
+FEEDBACK = "artwork-feedback"
+
+
+@dataclass(frozen=True, eq=False)
+class TrainingLogs:
+    """Impressions ready for :meth:`ArtworkSelector.fit`: row i's context is ``contexts[context_row[i]]``."""
+
+    logs: LoggedFeedback  # title_idx = catalog index, action = variant position, user_id = real user id
+    contexts: np.ndarray  # float32 (n_contexts, d)
+    context_row: np.ndarray  # int64 (n,)
+    kind: str  # SERVED or FEEDBACK
+    n_skipped: int  # impressions without an artwork choice, left out
+
+    def summary(self) -> dict[str, object]:
+        """What was trained on, for the bundle manifest and the command's report."""
+        lg = self.logs
+        return {
+            "kind": self.kind,
+            "impressions": len(lg),
+            "skipped_without_artwork": self.n_skipped,
+            "users": int(np.unique(lg.user_id).size) if lg.user_id is not None else 0,
+            "titles": int(np.unique(lg.title_idx).size) if lg.title_idx is not None else 0,
+            "play_rate": float(lg.reward.mean()) if len(lg) else 0.0,
+            "min_propensity": float(lg.propensity.min()) if len(lg) else 0.0,
+        }
+
+
+def _read(path: Path) -> pd.DataFrame:
+    path = Path(path)
+    if not path.is_file():
+        raise HomepageError(f"{path}: artwork logs file not found")
+    try:
+        return pq.read_table(path).to_pandas()
+    except Exception as e:  # pyarrow raises several types for a file that is not Parquet
+        raise HomepageError(f"{path}: not a readable Parquet file ({e.__class__.__name__})") from e
+
+
+def _show(value: object) -> str:
+    """A cell as the user wrote it: numpy scalars shown as plain Python values."""
+    item = getattr(value, "item", None)
+    return repr(item() if callable(item) else value)
+
+
+def _first_bad(where: str, bad: np.ndarray, message: str) -> None:
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise HomepageError(f"{where}: row {i}: {message.format(i=i)}")
+
+
+def _need(frame: pd.DataFrame, where: str, columns: tuple[str, ...], kind: str) -> None:
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        raise HomepageError(f"{where}: missing column {missing[0]!r} ({kind} needs {', '.join(columns)})")
+    for c in columns:
+        _first_bad(where, frame[c].isna().to_numpy(), f"column {c!r} is empty")
+
+
+def _int_col(frame: pd.DataFrame, where: str, name: str) -> np.ndarray:
+    col = frame[name]
+    if pd.api.types.is_integer_dtype(col.dtype):
+        return col.to_numpy(np.int64)
+    vals = pd.to_numeric(col, errors="coerce").to_numpy(np.float64)
+    bad = ~np.isfinite(vals) | (vals != np.round(vals))
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise HomepageError(f"{where}: row {i}: {name} = {_show(col.iloc[i])} is not an integer")
+    return vals.astype(np.int64)
+
+
+def _propensity(frame: pd.DataFrame, where: str, name: str, present: np.ndarray | None = None) -> np.ndarray:
+    """The column as probabilities; rows outside ``present`` (impressions without a choice) are not checked."""
+    p = pd.to_numeric(frame[name], errors="coerce").to_numpy(np.float64)
+    bad = ~((p > 0) & (p <= 1))
+    if present is not None:
+        bad &= present
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise HomepageError(f"{where}: row {i}: {name} = {_show(frame[name].iloc[i])} is not a probability in (0, 1]")
+    return p
+
+
+def _reward(frame: pd.DataFrame, where: str, name: str) -> np.ndarray:
+    r = pd.to_numeric(frame[name], errors="coerce").to_numpy(np.float64)
+    bad = ~np.isin(r, (0.0, 1.0))
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise HomepageError(f"{where}: row {i}: {name} = {_show(frame[name].iloc[i])} is not 0 or 1")
+    return r
+
+
+def _variant_positions(catalog: Catalog, title_idx: np.ndarray, variant_ids: np.ndarray, where: str, rows: np.ndarray) -> np.ndarray:
+    """Position of each variant id within its title's variant tuple; an error names the first stranger."""
+    pos_of = {v.variant_id: j for vs in catalog.variants for j, v in enumerate(vs)}
+    title_of = {v.variant_id: i for i, vs in enumerate(catalog.variants) for v in vs}
+    out = np.empty(title_idx.size, np.int64)
+    for k, (t, v) in enumerate(zip(title_idx.tolist(), variant_ids.tolist())):
+        if title_of.get(v) != t:
+            raise HomepageError(
+                f"{where}: row {int(rows[k])}: variant_id {v!r} is not an artwork variant of title {int(catalog.title_ids[t])}"
+            )
+        out[k] = pos_of[v]
+    return out
+
+
+def _served(frame: pd.DataFrame, where: str, catalog: Catalog) -> tuple[LoggedFeedback, np.ndarray, int]:
+    _need(frame, where, ("user_id", "ts", "title_id", "played"), "a served log")
+    for c in ("variant_id", "artwork_propensity"):
+        if c not in frame.columns:
+            raise HomepageError(f"{where}: missing column {c!r} (a served log needs it to train artwork)")
+    has_variant = frame["variant_id"].notna().to_numpy()
+    has_prop = frame["artwork_propensity"].notna().to_numpy()
+    _first_bad(where, has_variant != has_prop, "variant_id and artwork_propensity must be both set or both empty")
+    rows = np.flatnonzero(has_variant)
+    sub = frame.iloc[rows]
+    title_ids = _int_col(frame, where, "title_id")[rows]
+    title_idx = catalog.index_of(title_ids)
+    bad = title_idx < 0
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise HomepageError(f"{where}: row {int(rows[i])}: title_id {int(title_ids[i])} is not in the dataset's catalog")
+    action = _variant_positions(catalog, title_idx, sub["variant_id"].astype(str).to_numpy(), where, rows)
+    reward = _reward(frame, where, "played")[rows]
+    prop = _propensity(frame, where, "artwork_propensity", has_prop)[rows]
+    n_choices = np.array([len(catalog.variants[t]) for t in title_idx.tolist()], np.int64)
+    logs = LoggedFeedback(
+        action=action,
+        reward=reward,
+        propensity=prop,
+        n_actions=max(int(n_choices.max(initial=1)), int(action.max(initial=0)) + 1),
+        title_idx=title_idx,
+        user_id=_int_col(frame, where, "user_id")[rows],
+        n_choices=n_choices,
+    )
+    return logs, _int_col(frame, where, "ts")[rows], int(frame.shape[0] - rows.size)
+
+
+def _feedback(frame: pd.DataFrame, where: str, catalog: Catalog, default_ts: int) -> tuple[LoggedFeedback, np.ndarray]:
+    _need(frame, where, ("action", "reward", "propensity", "title_idx", "user_id"), "an artwork feedback file")
+    title_idx = _int_col(frame, where, "title_idx")
+    _first_bad(where, (title_idx < 0) | (title_idx >= len(catalog)), "title_idx is not an index of the dataset's catalog")
+    n_choices = np.array([len(catalog.variants[t]) for t in title_idx.tolist()], np.int64)
+    action = _int_col(frame, where, "action")
+    _first_bad(where, (action < 0) | (action >= n_choices), "action is not a variant position of its title")
+    ts = _int_col(frame, where, "ts") if "ts" in frame.columns else np.full(len(frame), default_ts, np.int64)
+    logs = LoggedFeedback(
+        action=action,
+        reward=_reward(frame, where, "reward"),
+        propensity=_propensity(frame, where, "propensity"),
+        n_actions=max((len(v) for v in catalog.variants), default=1),
+        title_idx=title_idx,
+        user_id=_int_col(frame, where, "user_id"),
+        n_choices=n_choices,
+    )
+    return logs, ts
+
+
+def contexts_at(
+    events: EventLog, catalog: Catalog, user_ids: np.ndarray, ts: np.ndarray, stable_period: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """One context per distinct (user, period start), as serving builds it; and each row's index into them."""
+    start = (np.asarray(ts, np.int64) // stable_period) * stable_period
+    keys = np.stack([np.asarray(user_ids, np.int64), start], axis=1)
+    uniq, inverse = np.unique(keys, axis=0, return_inverse=True)
+    builder = UserContextBuilder().prepare(catalog)
+    ctx = np.zeros((uniq.shape[0], builder.layout_.dim), np.float32)
+    for j, (u, t) in enumerate(uniq.tolist()):
+        ctx[j] = builder.build(events.user_state(int(u), int(t)))
+    return ctx, inverse.reshape(-1).astype(np.int64)
+
+
+def read_training_logs(path: Path, catalog: Catalog, events: EventLog, stable_period: int) -> TrainingLogs:
+    """Read ``path`` (either kind) into impressions and contexts against ``catalog`` and ``events``."""
+    where = str(path)
+    frame = _read(Path(path))
+    if len(frame) == 0:
+        raise HomepageError(f"{where}: no rows")
+    if "page_id" in frame.columns:
+        logs, ts, skipped = _served(frame, where, catalog)
+        kind = SERVED
+        if len(logs) == 0:
+            raise HomepageError(f"{where}: none of its {skipped} impressions has an artwork choice (variant_id is empty)")
+    elif "action" in frame.columns:
+        end = int(events.last_ts) if events.last_ts is not None else 0
+        logs, ts = _feedback(frame, where, catalog, end)
+        kind, skipped = FEEDBACK, 0
+    else:
+        raise HomepageError(
+            f"{where}: neither a served log (page_id, title_id, variant_id, artwork_propensity, played) "
+            "nor artwork feedback (action, reward, propensity, title_idx, user_id)"
+        )
+    ctx, row = contexts_at(events, catalog, logs.user_id, ts, stable_period)
+    return TrainingLogs(logs, ctx, row, kind, skipped)
