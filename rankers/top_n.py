@@ -21,7 +21,7 @@ from pydantic import Field
 from homepage.domain import CandidateRow, RowReason
 from homepage.state import GlobalState, UserState
 from rankers.base import RankerConfig, Ranker, RankRequest, StateNeed
-from rankers.similarity import top_k
+from rankers.similarity import not_in, top_k
 
 
 class TopNConfig(RankerConfig):
@@ -91,7 +91,7 @@ class PopularityRows:
         idx, sc, full = self._entry(world, region)
         seen = user.known_titles if exclude_seen else np.zeros(0, np.int64)
         if seen.size:
-            keep = ~np.isin(idx, seen)
+            keep = not_in(idx, seen)
             if full is not None and int(keep.sum()) < k:  # the head ran out: rank everything
                 return top_k(full, k, exclude=seen)
             idx, sc = idx[keep], sc[keep]
