@@ -25,6 +25,7 @@ from homepage.domain import CandidateRow, RowReason
 from homepage.state import UserState
 from rankers.base import FitInput, RankerConfig, Ranker, RankRequest, StateNeed
 from rankers.factorization import FoldIn, dense_scores, fit_als, fit_ease, interaction_matrix, prune_rows, sparse_scores
+from rankers.similarity import mean_of
 
 DENSE_ITEM_MODEL_BYTES = 16 << 20  # a dense copy of the item model up to 2,048 titles
 DENSE_MIN_FILL = 0.1
@@ -232,7 +233,7 @@ class PersonalizedRanker(Ranker):
             title_ids=catalog.title_ids[idx].astype(np.int64),
             scores=s.astype(np.float32),
             reason=reason,
-            row_score=float(s[:10].mean()) if s.size else 0.0,
+            row_score=mean_of(s[:10]) if s.size else 0.0,
         )
 
     @staticmethod
@@ -270,5 +271,5 @@ def _top(scores: np.ndarray, k: int) -> np.ndarray:
     k = min(k, int(np.isfinite(scores).sum()))
     if k <= 0:
         return np.zeros(0, np.int64)
-    part = np.argpartition(-scores, k - 1)[:k] if k < scores.size else np.arange(scores.size)
-    return part[np.lexsort((part, -scores[part]))].astype(np.int64)
+    part = np.sort(np.argpartition(-scores, k - 1)[:k]) if k < scores.size else np.arange(scores.size)
+    return part[np.argsort(-scores[part], kind="stable")].astype(np.int64)  # stable on sorted indices: ties by index
