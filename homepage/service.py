@@ -1,8 +1,9 @@
 """The request service: the active models, the world state refreshed in the background, the deadline.
 
 ``PageService`` ties one page request together: one pipelined Redis read (page cache,
-history, profile), then ``build_page`` in process, under a per-request deadline after
-which the in-memory fallback page is served instead. It holds no request state; the
+history, profile; in the thread pool), then ``build_page`` in process (on the event loop),
+under a per-request deadline after which the in-memory fallback page is served instead.
+See docs/serving-performance.md for why the work is split that way. It holds no request state; the
 loaded models, world state and fallback are swapped atomically by ``refresh``.
 """
 
