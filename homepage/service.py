@@ -216,9 +216,8 @@ class PageService:
 
         Redis I/O runs in the thread pool under the deadline (a slow Redis cannot hold the
         event loop); building the page is CPU work and runs on the event loop itself. A
-        build in a pool thread would compete for the GIL with the loop thread that parses
-        and answers HTTP, and every switch costs up to the interpreter's 5 ms switch
-        interval: that, not the work, made the tail (p99 98 ms at half load).
+        build in a pool thread competes for the GIL with the loop thread that parses and
+        answers HTTP, and each hand-over can wait the interpreter's 5 ms switch interval.
         """
         started = time.monotonic()
         now = int(time.time())
