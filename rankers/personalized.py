@@ -23,8 +23,16 @@ from pydantic import Field
 from homepage.catalog import Catalog
 from homepage.domain import CandidateRow, RowReason
 from homepage.state import UserState
-from rankers.base import FitInput, RankerConfig, Ranker, RankRequest, StateNeed
-from rankers.factorization import FoldIn, dense_scores, fit_als, fit_ease, interaction_matrix, prune_rows, sparse_scores
+from rankers.base import FitInput, Ranker, RankerConfig, RankRequest, StateNeed
+from rankers.factorization import (
+    FoldIn,
+    dense_scores,
+    fit_als,
+    fit_ease,
+    interaction_matrix,
+    prune_rows,
+    sparse_scores,
+)
 from rankers.similarity import mean_of
 
 DENSE_ITEM_MODEL_BYTES = 16 << 20  # a dense copy of the item model up to 2,048 titles

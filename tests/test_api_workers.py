@@ -29,7 +29,7 @@ from homepage.publish import publish_dataset
 from homepage.settings import Settings
 from homepage.store import RedisStore
 
-PAGES_LINE = re.compile(r'^homepage_pages_total\{outcome="(\w+)"\} ([0-9.e+]+)$', re.M)
+PAGES_LINE = re.compile(r'^homepage_pages_total\{outcome="(\w+)"\} ([0-9.e+]+)$', re.MULTILINE)
 
 
 def pages_total(metrics_text: str) -> float:
