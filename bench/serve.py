@@ -11,11 +11,18 @@ processes x keep-alive threads):
 - ``homepage hit``: ``GET /homepage/{u}`` with the page cache warm;
 - ``events``: ``POST /events`` in batches of 100.
 
+Each line also gives the server's CPU time per request (all its processes, from /proc):
+on a shared machine throughput measures the neighbours too, CPU per request does not.
+
 Targets on 2 cores: miss >= 25% of floor throughput, hit >= 75%, p99 <= 25 ms at half
 load, events >= 5,000/s. Usage::
 
     python bench/serve.py [--models BUNDLE] [--seconds 5] [--workers 1 2] [--json OUT]
-    python bench/serve.py --soak 600 [--window 30]   # 10 min at 70% of max: p99 and server RSS per window
+    python bench/serve.py --soak 600 [--soak-workers 1] [--window 30] [--no-table] [--json OUT]
+        # then 10 min of cache misses at 70% of the measured maximum: p50/p99, errors and
+        # each worker's RSS per window, p99 per minute, and the RSS growth first -> last minute
+
+``--json`` writes ``{"machine": ..., "table": [...], "soak": {...} | null}``.
 """
 
 from __future__ import annotations
@@ -95,10 +102,35 @@ def _worker(port: int, kind: str, seconds: float, threads: int, rate: float | No
     return lat
 
 
-def load(port: int, kind: str, seconds: float, procs: int, threads: int, rate: float | None = None) -> dict[str, float]:
+def server_pids(pid: int) -> list[int]:
+    """The server process and its children (uvicorn workers)."""
+    try:
+        return [pid] + [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return [pid]
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of the server and its workers so far."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for p in server_pids(pid):
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])
+        except (OSError, IndexError, ValueError):
+            pass
+    return total / tick
+
+
+def load(
+    port: int, kind: str, seconds: float, procs: int, threads: int, rate: float | None = None, server: int | None = None
+) -> dict[str, float]:
+    cpu0 = cpu_seconds(server) if server else 0.0
     with ProcessPoolExecutor(procs) as ex:
         futs = [ex.submit(_worker, port, kind, seconds, threads, rate / procs if rate else None, i) for i in range(procs)]
         lat = np.array([x for f in futs for x in f.result()])
+    cpu = cpu_seconds(server) - cpu0 if server else float("nan")
     ok = lat[lat > 0]
     per = 100 if kind == "events" else 1
     return {
@@ -108,6 +140,7 @@ def load(port: int, kind: str, seconds: float, procs: int, threads: int, rate: f
         "p99_ms": float(np.percentile(ok, 99) * 1000) if ok.size else float("nan"),
         "errors": int((lat < 0).sum()),
         "n": int(ok.size),
+        "server_cpu_ms_per_request": cpu * 1000 / ok.size if ok.size else float("nan"),
     }
 
 
@@ -159,8 +192,10 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=4, help="keep-alive connections per client process")
     ap.add_argument("--deadline-ms", type=float, default=1000.0, help="server deadline (high: measure building, not falling back)")
     ap.add_argument("--json", type=Path, help="write the table here")
-    ap.add_argument("--soak", type=float, default=0.0, help="instead: soak this many seconds at 70%% of max miss throughput (1 worker)")
+    ap.add_argument("--soak", type=float, default=0.0, help="then soak this many seconds at 70%% of max miss throughput")
+    ap.add_argument("--soak-workers", type=int, default=1)
     ap.add_argument("--window", type=float, default=30.0, help="soak reporting window, seconds")
+    ap.add_argument("--no-table", action="store_true", help="skip the table (with --soak: the soak only)")
     args = ap.parse_args()
 
     from homepage.embedded_redis import EmbeddedRedis
@@ -196,95 +231,141 @@ def main() -> None:
     }
     env.pop("REDIS_URL", None)
     rows: list[dict[str, object]] = []
-    if args.soak:
-        try:
-            rows = soak(env, work, args)
-        finally:
-            store.close()
-            emb.stop()
-            shutil.rmtree(work, ignore_errors=True)
-        if args.json:
-            args.json.write_text(json.dumps(rows, indent=2))
-        return
+    soaked: dict[str, object] | None = None
+    machine = {"cpus": os.cpu_count(), "load_average_before": list(os.getloadavg())}
     try:
-        for workers in args.workers:
-            port = free_port()
-            # forced misses: the server ignores what the cache read returns
-            proc = start_server(workers, port, {**env, "HOMEPAGE_PAGE_CACHE_READS": "0"}, work / "api.log")
-            try:
-                page = _get(port, "/homepage/1")
-                store.put_floor_page(page)  # a real page of the same size
-                load(port, "floor", 1.0, args.procs, args.threads)  # warm up
-                load(port, "miss", 1.0, args.procs, args.threads)
-                floor = load(port, "floor", args.seconds, args.procs, args.threads)
-                miss = load(port, "miss", args.seconds, args.procs, args.threads)
-                half = load(port, "miss", args.seconds, args.procs, args.threads, rate=miss["requests_per_s"] / 2)
-            finally:
-                stop_server(proc)
-            proc = start_server(workers, port, env, work / "api.log")
-            try:
-                for u in range(1, HIT_USERS + 1):  # warm: every user of the hit run has a cached page
-                    _get(port, f"/homepage/{u}")
-                load(port, "hit", 1.0, args.procs, args.threads)
-                hit = load(port, "hit", args.seconds, args.procs, args.threads)
-                events = load(port, "events", args.seconds, args.procs, args.threads)
-            finally:
-                stop_server(proc)
-            for name, r in (("floor", floor), ("homepage miss", miss), ("homepage miss @50%", half), ("homepage hit", hit), ("events (x100)", events)):
-                ratio = r["requests_per_s"] / floor["requests_per_s"] if name.startswith(("homepage", "floor")) else float("nan")
-                rows.append({"workers": workers, "endpoint": name, **r, "vs_floor": ratio})
-                print(
-                    f"workers={workers}  {name:20s} {r['requests_per_s']:8.1f} req/s  {r['items_per_s']:9.1f} items/s  "
-                    f"p50 {r['p50_ms']:7.2f} ms  p99 {r['p99_ms']:7.2f} ms  errors {r['errors']}  vs floor {ratio:5.1%}",
-                    flush=True,
-                )
+        for workers in [] if args.no_table else args.workers:
+            rows += table(workers, env, work, store, args)
+        if args.soak:
+            soaked = soak(env, work, args)
     finally:
         store.close()
         emb.stop()
         shutil.rmtree(work, ignore_errors=True)
+    machine["load_average_after"] = list(os.getloadavg())
+    print(f"load average before {machine['load_average_before']}, after {machine['load_average_after']} ({machine['cpus']} cpus)")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(rows, indent=2))
+        args.json.write_text(json.dumps({"machine": machine, "table": rows, "soak": soaked}, indent=2))
+
+
+def table(workers: int, env: dict[str, str], work: Path, store: object, args: argparse.Namespace) -> list[dict[str, object]]:
+    """The benchmark table's lines for one worker count."""
+    port = free_port()
+    # forced misses: the server ignores what the cache read returns
+    proc = start_server(workers, port, {**env, "HOMEPAGE_PAGE_CACHE_READS": "0"}, work / "api.log")
+    try:
+        page = _get(port, "/homepage/1")
+        store.put_floor_page(page)  # type: ignore[attr-defined]  # a real page of the same size
+        load(port, "floor", 1.0, args.procs, args.threads)  # warm up
+        load(port, "miss", 1.0, args.procs, args.threads)
+        floor = load(port, "floor", args.seconds, args.procs, args.threads, server=proc.pid)
+        miss = load(port, "miss", args.seconds, args.procs, args.threads, server=proc.pid)
+        half = load(port, "miss", args.seconds, args.procs, args.threads, rate=miss["requests_per_s"] / 2, server=proc.pid)
+    finally:
+        stop_server(proc)
+    proc = start_server(workers, port, env, work / "api.log")
+    try:
+        for u in range(1, HIT_USERS + 1):  # warm: every user of the hit run has a cached page
+            _get(port, f"/homepage/{u}")
+        load(port, "hit", 1.0, args.procs, args.threads)
+        hit = load(port, "hit", args.seconds, args.procs, args.threads, server=proc.pid)
+        events = load(port, "events", args.seconds, args.procs, args.threads, server=proc.pid)
+    finally:
+        stop_server(proc)
+    rows: list[dict[str, object]] = []
+    for name, r in (("floor", floor), ("homepage miss", miss), ("homepage miss @50%", half), ("homepage hit", hit), ("events (x100)", events)):
+        ratio = r["requests_per_s"] / floor["requests_per_s"] if name.startswith(("homepage", "floor")) else float("nan")
+        rows.append({"workers": workers, "endpoint": name, **r, "vs_floor": ratio})
+        print(
+            f"workers={workers}  {name:20s} {r['requests_per_s']:8.1f} req/s  {r['items_per_s']:9.1f} items/s  "
+            f"p50 {r['p50_ms']:7.2f} ms  p99 {r['p99_ms']:7.2f} ms  errors {r['errors']}  vs floor {ratio:5.1%}  "
+            f"server CPU {r['server_cpu_ms_per_request']:6.2f} ms/req",
+            flush=True,
+        )
+    return rows
 
 
 def rss_mb(pid: int) -> float:
-    """Resident memory of a process and its children (uvicorn workers), from /proc."""
-    total = 0
-    pids = [pid]
+    """Resident memory of one process, from /proc (0 when it is gone)."""
     try:
-        pids += [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
     except OSError:
         pass
-    for p in pids:
-        try:
-            for line in Path(f"/proc/{p}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    total += int(line.split()[1])
-        except OSError:
-            pass
-    return total / 1024
+    return 0.0
 
 
-def soak(env: dict[str, str], work: Path, args: argparse.Namespace) -> list[dict[str, object]]:
-    """Cache-miss load at 70% of the measured maximum for ``args.soak`` seconds: p99 and server RSS per window."""
+def worker_rss(pid: int) -> dict[str, float]:
+    """RSS per server process: the uvicorn workers (or the one process serving with 1 worker)."""
+    pids = server_pids(pid)
+    workers = [p for p in pids[1:] if b"spawn_main" in _cmdline(p)] or [pid]
+    return {str(p): round(rss_mb(p), 1) for p in workers}
+
+
+def _cmdline(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""
+
+
+def soak(env: dict[str, str], work: Path, args: argparse.Namespace) -> dict[str, object]:
+    """Cache-miss load at 70% of the measured maximum for ``args.soak`` seconds: p99 and each worker's RSS per window."""
     port = free_port()
-    proc = start_server(1, port, {**env, "HOMEPAGE_PAGE_CACHE_READS": "0"}, work / "api.log")
-    rows: list[dict[str, object]] = []
+    proc = start_server(args.soak_workers, port, {**env, "HOMEPAGE_PAGE_CACHE_READS": "0"}, work / "api.log")
+    windows: list[dict[str, object]] = []
     try:
         load(port, "miss", 2.0, args.procs, args.threads)
-        rate = 0.7 * load(port, "miss", args.seconds, args.procs, args.threads)["requests_per_s"]
-        print(f"soak at {rate:.1f} req/s for {args.soak:.0f} s", flush=True)
-        t_end = time.monotonic() + args.soak
+        peak = load(port, "miss", args.seconds, args.procs, args.threads, server=proc.pid)["requests_per_s"]
+        rate = 0.7 * peak
+        print(f"soak: {args.soak_workers} worker(s), max {peak:.1f} req/s, soaking at {rate:.1f} req/s for {args.soak:.0f} s", flush=True)
+        t0 = time.monotonic()
+        t_end = t0 + args.soak
         i = 0
-        while time.monotonic() < t_end:
-            r = load(port, "miss", min(args.window, max(1.0, t_end - time.monotonic())), args.procs, args.threads, rate=rate)
-            mem = rss_mb(proc.pid)
-            rows.append({"window": i, **r, "server_rss_mb": mem})
-            print(f"window {i:3d}  {r['requests_per_s']:7.1f} req/s  p50 {r['p50_ms']:7.2f} ms  p99 {r['p99_ms']:7.2f} ms  errors {r['errors']}  server RSS {mem:7.1f} MB", flush=True)
+        while time.monotonic() < t_end - 0.5:
+            start = time.monotonic() - t0
+            r = load(port, "miss", min(args.window, max(1.0, t_end - time.monotonic())), args.procs, args.threads, rate=rate, server=proc.pid)
+            mem = worker_rss(proc.pid)
+            windows.append({"window": i, "t_start_s": round(start, 1), **r, "worker_rss_mb": mem, "load_average_1m": os.getloadavg()[0]})
+            print(
+                f"window {i:3d}  t={start:5.0f}s  {r['requests_per_s']:7.1f} req/s  p50 {r['p50_ms']:7.2f} ms  p99 {r['p99_ms']:7.2f} ms  "
+                f"errors {r['errors']}  worker RSS {', '.join(f'{v:.1f}' for v in mem.values())} MB  load {os.getloadavg()[0]:.1f}",
+                flush=True,
+            )
             i += 1
     finally:
         stop_server(proc)
-    return rows
+    return {"workers": args.soak_workers, "max_requests_per_s": peak, "rate": rate, "seconds": args.soak, "windows": windows, **soak_summary(windows)}
+
+
+def soak_summary(windows: list[dict[str, object]]) -> dict[str, object]:
+    """p99 per minute (worst window of the minute, weighted median not needed: windows are equal) and RSS first -> last minute."""
+    minutes: dict[int, list[dict[str, object]]] = {}
+    for w in windows:
+        minutes.setdefault(int(float(w["t_start_s"]) // 60), []).append(w)  # type: ignore[arg-type]
+    per_minute = []
+    for m, ws in sorted(minutes.items()):
+        rss = [sum(w["worker_rss_mb"].values()) for w in ws]  # type: ignore[union-attr]
+        per_minute.append({
+            "minute": m,
+            "requests_per_s": float(np.mean([w["requests_per_s"] for w in ws])),
+            "p99_ms_max": float(max(w["p99_ms"] for w in ws)),  # type: ignore[type-var]
+            "p50_ms": float(np.median([w["p50_ms"] for w in ws])),
+            "worker_rss_mb": rss[-1],
+            "errors": int(sum(w["errors"] for w in ws)),  # type: ignore[misc]
+        })
+    for pm in per_minute:
+        print(f"minute {pm['minute']:2d}  {pm['requests_per_s']:7.1f} req/s  p50 {pm['p50_ms']:6.2f} ms  p99 (worst window) {pm['p99_ms_max']:7.2f} ms  "
+              f"worker RSS {pm['worker_rss_mb']:.1f} MB  errors {pm['errors']}")
+    out: dict[str, object] = {"per_minute": per_minute}
+    if per_minute:
+        first, last = per_minute[0]["worker_rss_mb"], per_minute[-1]["worker_rss_mb"]
+        out["rss_first_minute_mb"], out["rss_last_minute_mb"] = first, last
+        out["rss_growth_mb"] = round(float(last) - float(first), 1)  # type: ignore[arg-type]
+        print(f"worker RSS {first:.1f} -> {last:.1f} MB over the soak; total errors {sum(pm['errors'] for pm in per_minute)}")
+    return out
 
 
 def _get(port: int, path: str) -> bytes:

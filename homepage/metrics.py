@@ -1,10 +1,31 @@
-"""Prometheus metrics of the serving API, in a registry per app (tests may build several apps)."""
+"""Prometheus metrics of the serving API, in a registry per app (tests may build several apps).
+
+With several uvicorn workers each worker is its own process, so ``/metrics`` answered by
+one worker would show only that worker's counts. ``homepage serve --workers N`` (N > 1)
+therefore sets ``PROMETHEUS_MULTIPROC_DIR`` to a fresh directory it owns before the workers
+start: prometheus_client then keeps every value in memory-mapped files there, and
+``render`` aggregates the files of all workers (counters and histograms summed).
+"""
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+import os
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 1.0, 2.5)
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+
+def multiprocess_dir() -> str | None:
+    """The shared metrics directory when running as one of several workers, else None."""
+    return os.environ.get(MULTIPROC_ENV) or None
 
 
 class ServingMetrics:
@@ -27,4 +48,10 @@ class ServingMetrics:
         self.model_reloads = Counter("homepage_model_reloads", "Model versions loaded", registry=r)
 
     def render(self) -> bytes:
-        return generate_latest(self.registry)
+        """The exposition text: this process's registry, or every worker's values summed in multiprocess mode."""
+        path = multiprocess_dir()
+        if path is None:
+            return generate_latest(self.registry)
+        merged = CollectorRegistry()
+        multiprocess.MultiProcessCollector(merged, path=path)
+        return generate_latest(merged)

@@ -1,20 +1,24 @@
 """The API's JSON form of a page: one renderer for built pages, cached pages and fallback pages.
 
-Rendering is plain dict building (no pydantic validation on the hot path); the pydantic
-models in ``homepage.api.schemas`` document the same shape in the OpenAPI schema.
+Rendering is plain dict building (no pydantic validation on the hot path) serialised by
+orjson; the pydantic models in ``homepage.api.schemas`` document the same shape in the
+OpenAPI schema. Everything per title that does not depend on the request (name, year,
+default artwork, image URLs, the title id -> catalog index map) is computed once per
+model version in ``TitleCards``.
 """
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
+import orjson
 
 from homepage.catalog import Catalog
 from homepage.domain import Page, PlacedRow, RowReason
+
+_JSON_OPTIONS = orjson.OPT_SERIALIZE_NUMPY  # numpy scalars are accepted, not an error
 
 
 @dataclass(frozen=True, eq=False)
@@ -26,16 +30,18 @@ class TitleCards:
     years: tuple[int | None, ...]
     default_variant: tuple[str | None, ...]
     image_url: dict[str, str]  # variant id -> image URL
+    position: dict[int, int]  # title id -> catalog index
 
     @classmethod
     def from_catalog(cls, catalog: Catalog) -> TitleCards:
         images = {v.variant_id: v.image_url for vs in catalog.variants for v in vs}
         return cls(
             catalog=catalog,
-            names=catalog.names,
+            names=tuple(catalog.names),
             years=tuple(int(y) or None for y in catalog.years),
             default_variant=tuple(vs[0].variant_id if vs else None for vs in catalog.variants),
             image_url=images,
+            position={int(t): i for i, t in enumerate(catalog.title_ids.tolist())},
         )
 
     def title(self, idx: int, score: float | None, variant: str | None, propensity: float | None) -> dict[str, Any]:
@@ -62,16 +68,36 @@ def reason_json(r: RowReason) -> dict[str, Any]:
 
 
 def row_json(row: PlacedRow, cards: TitleCards) -> dict[str, Any]:
-    idx = cards.catalog.index_of(np.asarray(row.title_ids, dtype=np.int64))
-    variants = row.variant_ids or (None,) * len(idx)
-    props = row.propensities or (None,) * len(idx)
+    """One row; titles missing from the catalog are left out (as the page builder never places them)."""
+    position, names, years, default, images = cards.position, cards.names, cards.years, cards.default_variant, cards.image_url
+    n = len(row.title_ids)
+    variants = row.variant_ids or (None,) * n
+    props = row.propensities or (None,) * n
+    titles = []
+    for tid, s, v, p in zip(row.title_ids, row.scores, variants, props):
+        i = position.get(int(tid))
+        if i is None:
+            continue
+        if not v:
+            v = default[i]
+        titles.append(
+            {
+                "title_id": int(tid),
+                "name": names[i],
+                "year": years[i],
+                "variant_id": v,
+                "image_url": images.get(v) if v else None,
+                "score": None if s is None or not math.isfinite(s) else round(float(s), 6),
+                "propensity": p,
+            }
+        )
     out: dict[str, Any] = {
         "row_id": row.row_id,
         "ranker": row.ranker,
         "display_title": row.display_title,
         "reason": reason_json(row.reason),
         "score": _finite(row.score),
-        "titles": [cards.title(int(i), s, v, p) for i, s, v, p in zip(idx, row.scores, variants, props) if i >= 0],
+        "titles": titles,
     }
     if row.features is not None:
         out["features"] = {k: _finite(v) for k, v in row.features.items()}
@@ -103,6 +129,6 @@ def page_json(
     }
 
 
-def dumps(body: dict[str, Any]) -> bytes:
-    """Compact JSON bytes (non-finite floats were already mapped to null)."""
-    return json.dumps(body, separators=(",", ":"), allow_nan=False).encode()
+def dumps(body: Any) -> bytes:
+    """Compact JSON bytes (orjson; non-finite floats were already mapped to null, and orjson writes null for any left)."""
+    return orjson.dumps(body, option=_JSON_OPTIONS)

@@ -1,18 +1,21 @@
 """The request service: the active models, the world state refreshed in the background, the deadline.
 
 ``PageService`` ties one page request together: one pipelined Redis read (page cache,
-history, profile), then ``build_page`` in process, under a per-request deadline after
-which the in-memory fallback page is served instead. It holds no request state; the
+history, profile; in the thread pool), then ``build_page`` in process (on the event loop),
+under a per-request deadline after which the in-memory fallback page is served instead.
+See docs/serving-performance.md for why the work is split that way. It holds no request state; the
 loaded models, world state and fallback are swapped atomically by ``refresh``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
+import functools
+import gc
 import logging
 import threading
 import time
+from collections import Counter
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -25,10 +28,11 @@ from homepage.fallback import FallbackPages, empty_page
 from homepage.metrics import ServingMetrics
 from homepage.page import PageModels, build_page
 from homepage.page_json import TitleCards, dumps, page_json
-from homepage.state import GlobalState
+from homepage.state import GlobalState, UserState
 from homepage.store import RedisStore, StoreError, StoreUnavailable
 
 log = logging.getLogger(__name__)
+MIN_WRITE_WAIT = 0.01  # seconds a built page waits for its cache write even past the deadline
 
 
 @dataclass(frozen=True)
@@ -69,6 +73,15 @@ class Loaded:
     cards: TitleCards
     world: GlobalState
     fallback: FallbackPages
+
+
+@dataclass(frozen=True)
+class Built:
+    """A rendered page: the response body, its served-log line, and the ranker of each row."""
+
+    body: bytes
+    served: str | None
+    rows_by_ranker: tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -118,7 +131,8 @@ class PageService:
                 world = self.store.read_global_state(now, models.catalog, version)
                 policy = self.config.policy or ("stage-wise" if models.page_model is not None else "row-ranking")
                 cards = cur.cards if cur is not None and cur.models is models else TitleCards.from_catalog(models.catalog)
-                if cur is None or cur.models is not models:
+                new_models = cur is None or cur.models is not models
+                if new_models:
                     _warm_up(models, world, policy)
                 self.loaded = Loaded(
                     store_version=version,
@@ -128,6 +142,8 @@ class PageService:
                     world=world,
                     fallback=FallbackPages.from_world(world, models.catalog, models.allowed, models.version),
                 )
+                if new_models:
+                    _freeze_heap()
                 self.redis_ok, self.last_error = True, None
                 return True
             except StoreUnavailable as e:
@@ -153,8 +169,19 @@ class PageService:
         return self.loaded is not None and self.redis_ok and self.last_error is None
 
     # ------------------------------------------------------------ pages
+    def render(self, cur: Loaded, user: UserState, params: PageParams, now: int, nonce: str = "") -> Built:
+        """Build and render a page from a user's state: pure CPU, no I/O (runs on the event loop)."""
+        hour = (now // 3600) % 24
+        ctx = RequestContext(user.user_id, now, params.rows, params.cols, params.device, hour, params.region)
+        page = build_page(user, cur.world, cur.models, ctx, policy=cur.policy, explain=params.explain, nonce=nonce)
+        page = _with_time(page, now)
+        request = {"rows": params.rows, "cols": params.cols, "device": params.device, "region": params.region, "hour": hour, "now": now}
+        body = dumps(page_json(page, cur.cards, store_version=cur.store_version, world_as_of=cur.world.as_of, request=request))
+        served = _served_record(page, now) if self.config.log_served else None
+        return Built(body, served, tuple(r.ranker for r in page.rows))
+
     def build(self, user_id: int, params: PageParams, now: int, nonce: str = "") -> PageResult:
-        """The personalised page (cached or built); raises ``StoreUnavailable`` or anything the models raise."""
+        """The personalised page (cached or built), synchronously; raises ``StoreUnavailable`` or anything the models raise."""
         cur = self.loaded
         if cur is None:
             raise StoreUnavailable("no model loaded yet")
@@ -165,18 +192,12 @@ class PageService:
         if user is None:
             assert cached is not None
             return PageResult(cached, degraded=False, cache_hit=True)
-        hour = (now // 3600) % 24
-        ctx = RequestContext(user_id, now, params.rows, params.cols, params.device, hour, params.region)
-        page = build_page(user, cur.world, cur.models, ctx, policy=cur.policy, explain=params.explain, nonce=nonce)
-        page = _with_time(page, now)
-        request = {"rows": params.rows, "cols": params.cols, "device": params.device, "region": params.region, "hour": hour, "now": now}
-        body = dumps(page_json(page, cur.cards, store_version=cur.store_version, world_as_of=cur.world.as_of, request=request))
-        served = _served_record(page, now) if self.config.log_served else None
+        built = self.render(cur, user, params, now, nonce)
         try:
-            self.store.page_served(user_id, field_, body, self.config.page_cache_seconds, served, cur.store_version)
+            self.store.page_served(user_id, field_, built.body, self.config.page_cache_seconds, built.served, cur.store_version)
         except StoreUnavailable:
             pass  # the page is good; only its cache entry and log line are lost
-        return PageResult(body, degraded=False, cache_hit=False, rows_by_ranker=tuple(r.ranker for r in page.rows))
+        return PageResult(built.body, degraded=False, cache_hit=False, rows_by_ranker=built.rows_by_ranker)
 
     def fallback(self, user_id: int, params: PageParams, now: int, reason: str) -> PageResult:
         """The degraded page from memory: no I/O."""
@@ -191,13 +212,19 @@ class PageService:
         return PageResult(dumps(body), degraded=True, cache_hit=False, reason=reason, rows_by_ranker=tuple(r.ranker for r in page.rows))
 
     async def page(self, user_id: int, params: PageParams, nonce: str = "") -> PageResult:
-        """A page within the deadline: personalised when Redis and the model answer in time, else the fallback."""
+        """A page within the deadline: personalised when Redis and the model answer in time, else the fallback.
+
+        Redis I/O runs in the thread pool under the deadline (a slow Redis cannot hold the
+        event loop); building the page is CPU work and runs on the event loop itself. A
+        build in a pool thread competes for the GIL with the loop thread that parses and
+        answers HTTP, and each hand-over can wait the interpreter's 5 ms switch interval.
+        """
+        started = time.monotonic()
         now = int(time.time())
-        loop = asyncio.get_running_loop()
+        deadline = self.config.deadline_seconds
         reason = ""
         try:
-            fut = loop.run_in_executor(self._pool, self.build, user_id, params, now, nonce)
-            result = await asyncio.wait_for(fut, timeout=self.config.deadline_seconds)
+            result = await self._page(user_id, params, nonce, now, started, deadline)
         except TimeoutError:
             reason = "deadline"
         except StoreUnavailable:
@@ -215,9 +242,34 @@ class PageService:
             self.metrics.pages.labels("cache_hit").inc()
         else:
             self.metrics.pages.labels("built").inc()
-        for r in result.rows_by_ranker:
-            self.metrics.rows_served.labels(r).inc()
+        for ranker, n in Counter(result.rows_by_ranker).items():
+            self.metrics.rows_served.labels(ranker).inc(n)
         return result
+
+    async def _page(self, user_id: int, params: PageParams, nonce: str, now: int, started: float, deadline: float) -> PageResult:
+        cur = self.loaded
+        if cur is None:
+            raise StoreUnavailable("no model loaded yet")
+        field_ = params.cache_field(cur.policy)
+        read = self.run(
+            functools.partial(self.store.read_request, use_cache=self.config.cache_reads),
+            user_id, now, cur.models.catalog, field_, cur.store_version,
+        )
+        cached, user = await asyncio.wait_for(read, timeout=deadline)
+        if user is None:
+            assert cached is not None
+            return PageResult(cached, degraded=False, cache_hit=True)
+        if time.monotonic() - started >= deadline:
+            raise TimeoutError  # the read took the whole budget (a queue of requests, a slow Redis)
+        built = self.render(cur, user, params, now, nonce)
+        # wait for the cache write (bounded): a client's next request, e.g. an event that
+        # invalidates this page, must not race with it; a slow write only loses the cache entry
+        write = self.run(self.store.page_served, user_id, field_, built.body, self.config.page_cache_seconds, built.served, cur.store_version)
+        try:
+            await asyncio.wait_for(write, timeout=max(deadline - (time.monotonic() - started), MIN_WRITE_WAIT))
+        except (TimeoutError, StoreUnavailable):
+            pass  # the page is good; only its cache entry and log line are lost
+        return PageResult(built.body, degraded=False, cache_hit=False, rows_by_ranker=built.rows_by_ranker)
 
     # ------------------------------------------------------------ writes
     def ingest(self, events: Sequence[Event], keys: Sequence[str | None]) -> int:
@@ -250,6 +302,18 @@ def _warm_up(models: PageModels, world: GlobalState, policy: str) -> None:
         log.exception("warm-up page failed")
 
 
+def _freeze_heap() -> None:
+    """Move the objects alive now (the loaded models: ~140k on the small world) out of the cyclic GC's reach.
+
+    A full collection walks every tracked object: 200 ms on a busy 2-core box, a pause that
+    lands on whichever request is running. Models live until the next version, so they are
+    frozen once, after a collection that frees the previous version's cycles (unfreeze first).
+    """
+    gc.unfreeze()
+    gc.collect()
+    gc.freeze()
+
+
 def _with_time(page: Page, now: int) -> Page:
     from dataclasses import replace
 
@@ -257,8 +321,8 @@ def _with_time(page: Page, now: int) -> Page:
 
 
 def _served_record(page: Page, now: int) -> str:
-    """The served-page log line: ids, rows, columns, artwork and propensities."""
-    return json.dumps(
+    """The served-page log line (JSON): ids, rows, columns, artwork and propensities."""
+    return dumps(
         {
             "page_id": page.page_id,
             "user_id": page.user_id,
@@ -275,9 +339,8 @@ def _served_record(page: Page, now: int) -> str:
                 }
                 for r in page.rows
             ],
-        },
-        separators=(",", ":"),
-    )
+        }
+    ).decode()
 
 
 class _NoCards:

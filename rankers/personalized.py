@@ -23,8 +23,20 @@ from pydantic import Field
 from homepage.catalog import Catalog
 from homepage.domain import CandidateRow, RowReason
 from homepage.state import UserState
-from rankers.base import FitInput, RankerConfig, Ranker, RankRequest, StateNeed
-from rankers.factorization import FoldIn, fit_als, fit_ease, interaction_matrix, prune_rows, sparse_scores
+from rankers.base import FitInput, Ranker, RankerConfig, RankRequest, StateNeed
+from rankers.factorization import (
+    FoldIn,
+    dense_scores,
+    fit_als,
+    fit_ease,
+    interaction_matrix,
+    prune_rows,
+    sparse_scores,
+)
+from rankers.similarity import mean_of
+
+DENSE_ITEM_MODEL_BYTES = 16 << 20  # a dense copy of the item model up to 2,048 titles
+DENSE_MIN_FILL = 0.1
 
 PLURALS = {
     "Comedy": "Comedies",
@@ -103,8 +115,14 @@ class PersonalizedRanker(Ranker):
         age_days = (int(data.until) - ts).astype(np.float64) / 86_400.0
         pop = np.log1p(np.bincount(title_idx, weights=np.exp2(-age_days / c.popularity_half_life_days), minlength=n_titles))
         self.prior_ = (pop / max(pop.max(initial=0.0), 1e-12)).astype(np.float32)
-        self._fold = None
+        self._reset_caches()
         return self
+
+    def _reset_caches(self) -> None:
+        self._fold = None
+        self._memo: tuple[UserState, np.ndarray] | None = None
+        if hasattr(self, "_dense"):
+            del self._dense
 
     def kept_per_title(self, n_items: int) -> int:
         """Item-model weights kept per title: ``neighbours``, or more while the total stays in budget.
@@ -140,14 +158,28 @@ class PersonalizedRanker(Ranker):
         return self.fold_.user_vector(items, w)
 
     def score_titles(self, user: UserState) -> np.ndarray:
-        """One blended score per catalog title index (float32), nothing excluded."""
+        """One blended score per catalog title index (float32, a fresh array), nothing excluded.
+
+        A request asks twice for the same user (the page builder's user signals, then
+        ``rows``): the last user's scores are kept and copied, not recomputed. The user
+        state is immutable, so the same object means the same scores.
+        """
+        memo = getattr(self, "_memo", None)
+        if memo is not None and memo[0] is user:
+            return memo[1].copy()
+        s = self._score_titles(user)
+        self._memo = (user, s)  # one tuple assignment: safe with concurrent requests
+        return s.copy()
+
+    def _score_titles(self, user: UserState) -> np.ndarray:
         c = self.config
         items, w = self.history(user)
         s = np.multiply(self.prior_, np.float32(c.weight_pop))
         if items.size == 0:
             return s
         if c.weight_item > 0:
-            si = sparse_scores(self.item_model_, items, w, self.n_titles)
+            dense = self._dense_item_model()
+            si = sparse_scores(self.item_model_, items, w, self.n_titles) if dense is None else dense_scores(dense, items, w)
             nz = np.flatnonzero(si)  # the item model touches few titles: add only those
             top = float(si.max(initial=0.0)) if nz.size else 0.0
             if top > 0:
@@ -159,6 +191,19 @@ class PersonalizedRanker(Ranker):
                 sm *= np.float32(c.weight_mf / top)
                 s += sm
         return s
+
+    def _dense_item_model(self) -> np.ndarray | None:
+        """The item model as a dense array when it is small and mostly full (a 1,000-title world keeps all of EASE).
+
+        Summing whole rows then costs a fifth of the sparse gather, with the same additions
+        in the same order (bitwise-identical scores).
+        """
+        if not hasattr(self, "_dense"):
+            m = self.item_model_
+            n = m.shape[0]
+            small = n * n * 4 <= DENSE_ITEM_MODEL_BYTES and m.nnz >= DENSE_MIN_FILL * n * n
+            self._dense = np.ascontiguousarray(m.toarray(), dtype=np.float32) if small and n else None
+        return self._dense
 
     # ------------------------------------------------------------------ rows
     def rows(self, request: RankRequest) -> list[CandidateRow]:
@@ -196,7 +241,7 @@ class PersonalizedRanker(Ranker):
             title_ids=catalog.title_ids[idx].astype(np.int64),
             scores=s.astype(np.float32),
             reason=reason,
-            row_score=float(s[:10].mean()) if s.size else 0.0,
+            row_score=mean_of(s[:10]) if s.size else 0.0,
         )
 
     @staticmethod
@@ -226,7 +271,7 @@ class PersonalizedRanker(Ranker):
         self.item_model_ = sp.csr_matrix(
             (arrays["item_data"], arrays["item_indices"], arrays["item_indptr"]), shape=(n, n)
         )
-        self._fold = None
+        self._reset_caches()
 
 
 def _top(scores: np.ndarray, k: int) -> np.ndarray:
@@ -234,5 +279,5 @@ def _top(scores: np.ndarray, k: int) -> np.ndarray:
     k = min(k, int(np.isfinite(scores).sum()))
     if k <= 0:
         return np.zeros(0, np.int64)
-    part = np.argpartition(-scores, k - 1)[:k] if k < scores.size else np.arange(scores.size)
-    return part[np.lexsort((part, -scores[part]))].astype(np.int64)
+    part = np.sort(np.argpartition(-scores, k - 1)[:k]) if k < scores.size else np.arange(scores.size)
+    return part[np.argsort(-scores[part], kind="stable")].astype(np.int64)  # stable on sorted indices: ties by index

@@ -21,7 +21,7 @@ from pydantic import Field
 from homepage.domain import CandidateRow, RowReason
 from homepage.state import GlobalState, UserState
 from rankers.base import RankerConfig, Ranker, RankRequest, StateNeed
-from rankers.similarity import top_k
+from rankers.similarity import mean_of, not_in, top_k
 
 
 class TopNConfig(RankerConfig):
@@ -91,7 +91,7 @@ class PopularityRows:
         idx, sc, full = self._entry(world, region)
         seen = user.known_titles if exclude_seen else np.zeros(0, np.int64)
         if seen.size:
-            keep = ~np.isin(idx, seen)
+            keep = not_in(idx, seen)
             if full is not None and int(keep.sum()) < k:  # the head ran out: rank everything
                 return top_k(full, k, exclude=seen)
             idx, sc = idx[keep], sc[keep]
@@ -112,7 +112,7 @@ def make_row(
     ranker: str, row_id: str, display: str, reason: RowReason, request: RankRequest, idx: np.ndarray, sc: np.ndarray
 ) -> CandidateRow:
     """A candidate row from catalog indices; the row score is the mean of the top scores, squashed to (0, 1)."""
-    mean = float(np.mean(sc)) if sc.size else 0.0
+    mean = mean_of(sc) if sc.size else 0.0
     return CandidateRow(
         row_id=row_id,
         ranker=ranker,

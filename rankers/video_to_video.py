@@ -26,7 +26,7 @@ from pydantic import Field
 from homepage.domain import CandidateRow, RowReason
 from homepage.state import PLAY, RATING, UserState
 from rankers.base import FitInput, RankerConfig, Ranker, RankRequest, StateNeed
-from rankers.similarity import content_features, neighbours, row_top_k, user_title_matrix
+from rankers.similarity import content_features, neighbours, not_in, row_top_k, user_title_matrix
 
 DAY = 86_400.0
 
@@ -223,7 +223,7 @@ class VideoToVideoRanker(Ranker):
         ok = (nb >= 0) & (nb < n_cat)
         seen = request.user.known_titles
         if seen.size:
-            ok &= ~np.isin(nb, seen)  # one isin for every anchor's neighbours
+            ok &= not_in(nb, seen)  # one lookup for every anchor's neighbours
         out: list[CandidateRow] = []
         for j, (anchor, a_score) in enumerate(anchors):
             keep = np.flatnonzero(ok[j])[: cfg.row_length]

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import secrets
+import shutil
+import tempfile
 from pathlib import Path
 
 import typer
@@ -14,15 +16,25 @@ WORLD_SMALL = Path(__file__).resolve().parents[2] / "fixtures" / "world-small"
 
 
 def run_server(host: str, port: int, workers: int) -> None:
-    """Run the API with uvicorn; with no ``REDIS_URL`` the embedded Redis is started here, shared by the workers."""
+    """Run the API with uvicorn; with no ``REDIS_URL`` the embedded Redis is started here, shared by the workers.
+
+    With several workers, metrics go through a ``PROMETHEUS_MULTIPROC_DIR`` so that any
+    worker's ``/metrics`` shows the sum over all of them: a fresh directory made here and
+    removed on exit (or the caller's, if the variable is already set: then it is theirs to clear).
+    """
     import uvicorn
 
     from homepage.api.nodelay import http_protocol
     from homepage.embedded_redis import EmbeddedRedis
+    from homepage.metrics import MULTIPROC_ENV
     from homepage.settings import get_settings
 
     settings = get_settings()
     emb = None
+    metrics_dir = None
+    if workers > 1 and not os.environ.get(MULTIPROC_ENV):
+        metrics_dir = tempfile.mkdtemp(prefix="homepage-metrics-")
+        os.environ[MULTIPROC_ENV] = metrics_dir  # inherited by the spawned workers before they import prometheus_client
     if not settings.redis_url:
         emb = EmbeddedRedis(settings.embedded_dir)
         emb.start()  # the workers find it listening and connect to its socket
@@ -40,6 +52,9 @@ def run_server(host: str, port: int, workers: int) -> None:
     finally:
         if emb is not None:
             emb.stop()
+        if metrics_dir is not None:
+            os.environ.pop(MULTIPROC_ENV, None)
+            shutil.rmtree(metrics_dir, ignore_errors=True)
 
 
 @app.command("serve")

@@ -1,0 +1,108 @@
+"""``homepage serve --workers 2`` over real HTTP: /metrics sums the counters of both workers.
+
+Each uvicorn worker is its own process; without prometheus_client's multiprocess mode a
+worker's ``/metrics`` would show only the requests that worker happened to answer. The
+serve command manages a ``PROMETHEUS_MULTIPROC_DIR`` for its workers; this test checks that
+both workers served pages, that every ``/metrics`` answer (from either worker) shows the
+total, and that the directory is removed when the server stops.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from redis_fixtures import WORLD_SMALL, free_port
+
+from homepage.embedded_redis import EmbeddedRedis
+from homepage.publish import publish_dataset
+from homepage.settings import Settings
+from homepage.store import RedisStore
+
+PAGES_LINE = re.compile(r'^homepage_pages_total\{outcome="(\w+)"\} ([0-9.e+]+)$', re.MULTILINE)
+
+
+def pages_total(metrics_text: str) -> float:
+    return sum(float(v) for _, v in PAGES_LINE.findall(metrics_text))
+
+
+def worker_pids(parent: int) -> list[int]:
+    """The uvicorn worker processes (spawned children running ``multiprocessing.spawn``)."""
+    children = Path(f"/proc/{parent}/task/{parent}/children").read_text().split()
+    return [int(c) for c in children if b"spawn_main" in Path(f"/proc/{c}/cmdline").read_bytes()]
+
+
+def pages_in_file(path: Path) -> float:
+    """Pages one worker counted, read from its own counter file."""
+    from prometheus_client.multiprocess import MultiProcessCollector
+
+    return sum(
+        s.value for m in MultiProcessCollector.merge([str(path)], accumulate=True) if m.name == "homepage_pages" for s in m.samples if s.name == "homepage_pages_total"
+    )
+
+
+def serve(env: dict[str, str], port: int, workers: int) -> subprocess.Popen[bytes]:
+    exe = shutil.which("homepage") or str(Path(sys.executable).parent / "homepage")
+    proc = subprocess.Popen([exe, "serve", "--port", str(port), "--workers", str(workers)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 90
+    while True:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/health/ready", timeout=2).status_code == 200:
+                return proc
+        except httpx.TransportError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            raise AssertionError(f"homepage serve did not become ready: {proc.communicate()[1][-2000:]!r}")
+        time.sleep(0.2)
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="needs /proc to find the worker processes")
+def test_metrics_aggregate_across_two_workers(embedded_redis: EmbeddedRedis, embedded_client: Any, serving_bundle: Path, tmp_path: Path) -> None:
+    prefix = f"t{uuid.uuid4().hex[:10]}"
+    settings = Settings(key_prefix=prefix, embedded_dir=embedded_redis.data_dir)
+    publish_dataset(RedisStore(embedded_client, prefix, settings=settings), WORLD_SMALL, models=serving_bundle)
+    env = {**os.environ, "HOMEPAGE_KEY_PREFIX": prefix, "HOMEPAGE_EMBEDDED_DIR": str(embedded_redis.data_dir),
+           "HOMEPAGE_MODELS_DIR": str(tmp_path / "unpacked"), "HOMEPAGE_DEADLINE_MS": "2000", "OPENBLAS_NUM_THREADS": "1"}
+    env.pop("REDIS_URL", None)
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)  # the serve command makes its own
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    proc = serve(env, port, workers=2)
+    try:
+        pids = worker_pids(proc.pid)
+        assert len(pids) == 2, pids
+        environ = Path(f"/proc/{pids[0]}/environ").read_bytes().split(b"\0")
+        metrics_dir = Path(next(e for e in environ if e.startswith(b"PROMETHEUS_MULTIPROC_DIR=")).split(b"=", 1)[1].decode())
+        assert metrics_dir.is_dir()
+
+        def one(u: int) -> int:
+            return httpx.get(f"{base}/homepage/{u}", params={"rows": 3, "cols": 4}, timeout=30).status_code  # a new connection each
+
+        sent = 0
+        per_worker: list[float] = [0.0, 0.0]
+        with ThreadPoolExecutor(4) as pool:
+            while sent < 400 and min(per_worker) == 0:  # until both workers have served pages
+                assert set(pool.map(one, range(sent + 1, sent + 41))) == {200}
+                sent += 40
+                per_worker = [pages_in_file(metrics_dir / f"counter_{pid}.db") for pid in pids]
+        assert min(per_worker) > 0, f"one worker got every connection: {per_worker}"
+        assert sum(per_worker) == sent
+        totals = [pages_total(httpx.get(f"{base}/metrics", timeout=10).text) for _ in range(8)]
+        assert totals == [sent] * 8, (totals, per_worker)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    assert not metrics_dir.exists(), "the serve command leaves no metrics directory behind"
+    for key in embedded_client.scan_iter(match=f"{prefix}:*", count=1000):
+        embedded_client.unlink(key)
