@@ -24,7 +24,7 @@ def _service(request: Request) -> PageService:
 
 @router.post("/events", status_code=202, response_model=EventsAccepted, responses=WRITE_ERRORS)
 async def post_events(request: Request, body: Annotated[EventIn | EventBatch, Body()]) -> EventsAccepted:
-    """One event or a batch of up to 1,000. 202 only after Redis applied them (stream, user state, counters) in one transaction."""
+    """One event or a batch of up to 1,000. 202 only after Redis applied them (user state, stream, counters), each exactly once."""
     items = body.events if isinstance(body, EventBatch) else [body]
     now = int(time.time())
     events = [e.to_event(now) for e in items]
