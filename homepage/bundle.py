@@ -25,7 +25,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import pyarrow.parquet as pq
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
@@ -44,6 +44,14 @@ LATEST = "LATEST"
 
 class BundleError(HomepageError):
     """A model bundle is missing, incomplete or inconsistent with the code loading it."""
+
+
+class Fitter(Protocol):
+    """How the heavy training steps run (``homepage.engines``): fitting a ranker, training the page model."""
+
+    def fit(self, ranker: Ranker, data: FitInput) -> None: ...
+
+    def fit_page_model(self, log: EventLog, catalog: Catalog, config: PipelineConfig, until: int, progress: bool) -> Any: ...
 
 
 @dataclass(frozen=True, eq=False)
@@ -87,12 +95,18 @@ def version_name(created: float, config_hash: str, dataset: Dataset, until: int)
 
 
 def train_bundle(
-    dataset: Dataset, out: Path, config: PipelineConfig, until: int | None = None, progress: bool = False
+    dataset: Dataset,
+    out: Path,
+    config: PipelineConfig,
+    until: int | None = None,
+    progress: bool = False,
+    fitter: Fitter | None = None,
 ) -> ModelBundle:
     """Fit every configured ranker on events with ts <= ``until`` and write one bundle under ``out``.
 
     ``until`` defaults to ``EventLog.quantile_time(config.split_quantile)``, the split that
-    evaluation and replay use.
+    evaluation and replay use. ``fitter`` runs the heavy steps elsewhere (the Spark engine);
+    by default they run in this process.
     """
     out = Path(out)
     rankers = build_rankers(list(config.rankers))  # fail on a bad name before any work
@@ -112,11 +126,11 @@ def train_bundle(
     out.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{version}.tmp-", dir=out))
     try:
-        entries = _fit_and_save(rankers, data, tmp, progress)
+        entries = _fit_and_save(rankers, data, tmp, progress, fitter)
         _write_catalog(dataset, tmp / "catalog")
         components: dict[str, Any] = {}
         if config.page.train_model:
-            components["page_model"] = _fit_page_model(log, catalog, config, until, tmp, progress)
+            components["page_model"] = _fit_page_model(log, catalog, config, until, tmp, progress, fitter)
         components["artwork"] = _artwork_component(catalog, config, tmp)
         manifest: dict[str, Any] = {
             "bundle_format": BUNDLE_FORMAT,
@@ -149,7 +163,7 @@ def train_bundle(
     return ModelBundle(final, version, manifest, config, catalog, tuple(rankers))
 
 
-def _fit_and_save(rankers: list[Ranker], data: FitInput, tmp: Path, progress: bool) -> list[dict[str, str]]:
+def _fit_and_save(rankers: list[Ranker], data: FitInput, tmp: Path, progress: bool, fitter: Fitter | None = None) -> list[dict[str, str]]:
     """Fit each ranker and save its artifact into ``tmp/rankers/<dir>``, with a progress bar when asked."""
     entries: list[dict[str, str]] = []
     used: set[str] = set()
@@ -158,7 +172,10 @@ def _fit_and_save(rankers: list[Ranker], data: FitInput, tmp: Path, progress: bo
     ) as bar:
         for ranker in rankers:
             task = bar.add_task(f"fit {ranker.name}", total=1)
-            ranker.fit(data)
+            if fitter is None:
+                ranker.fit(data)
+            else:
+                fitter.fit(ranker, data)
             d = ranker.name
             i = 2
             while d in used:  # the same ranker configured twice
@@ -170,12 +187,17 @@ def _fit_and_save(rankers: list[Ranker], data: FitInput, tmp: Path, progress: bo
     return entries
 
 
-def _fit_page_model(log: EventLog, catalog: Catalog, config: PipelineConfig, until: int, tmp: Path, progress: bool) -> dict[str, Any]:
+def _fit_page_model(
+    log: EventLog, catalog: Catalog, config: PipelineConfig, until: int, tmp: Path, progress: bool, fitter: Fitter | None = None
+) -> dict[str, Any]:
     """Train the stage-wise page model and save it (compiled when lleaves is available) into ``tmp/page_model``."""
     from homepage.pagebuilder.training import fit_page_model
 
     try:
-        model, report = fit_page_model(log, catalog, config, until, progress)
+        if fitter is None:
+            model, report = fit_page_model(log, catalog, config, until, progress)
+        else:
+            model, report = fitter.fit_page_model(log, catalog, config, until, progress)
     except ValueError as e:
         raise BundleError(f"page model: {e}") from e
     model.save(tmp / "page_model", compile=True)
