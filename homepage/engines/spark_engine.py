@@ -41,7 +41,11 @@ class SparkEngine:
     @property
     def spark(self) -> SparkSession:
         if self._spark is None:
-            self._spark = spark_session(self.master)
+            from pyspark.sql import SparkSession
+
+            active = SparkSession.getActiveSession()  # e.g. a test's session: use it, leave it running
+            self._own = active is None
+            self._spark = active if active is not None else spark_session(self.master)
         return self._spark
 
     def train(self, dataset: Dataset, out: Path, config: PipelineConfig, until: int | None, progress: bool) -> ModelBundle:

@@ -118,6 +118,7 @@ def als_item_factors(spark: SparkSession, pairs: DataFrame, user_ids: np.ndarray
         F.col("u").cast("int").alias("u"), F.col("idx").cast("int").alias("i"), F.lit(1.0).cast("float").alias("r")
     )
     n_rated = data.select("u").distinct().count()
+    blocks = max(2, int(spark.sparkContext.defaultParallelism))
     als = ALS(
         rank=c.factors,
         maxIter=c.als_iterations,
@@ -130,6 +131,8 @@ def als_item_factors(spark: SparkSession, pairs: DataFrame, user_ids: np.ndarray
         seed=c.seed,
         nonnegative=False,
         checkpointInterval=-1,
+        numUserBlocks=blocks,
+        numItemBlocks=blocks,
     )
     model = als.fit(data)
     got = model.itemFactors.toPandas()
