@@ -107,6 +107,15 @@ def _stage_models(spec: StageSpec) -> tuple[PageModels, PageModel | None]:
     return _cached("stage-models", spec.models_dir, build)
 
 
+def _by_time(requests: Requests, idx: np.ndarray) -> np.ndarray:
+    """``idx`` ordered by request time (then index): consecutive requests share the hourly world state.
+
+    Every request's result depends only on the request, so the order changes speed, not results.
+    """
+    idx = np.asarray(idx, np.int64)
+    return idx[np.lexsort((idx, requests.times[idx]))]
+
+
 def _subset(requests: Requests, idx: np.ndarray) -> Requests:
     return Requests(requests.user_ids[idx], requests.times[idx], tuple(requests.targets[int(i)] for i in idx), requests.cold[idx])
 
@@ -115,7 +124,7 @@ def stage_task(pdf: pd.DataFrame, spec: StageSpec) -> pd.DataFrame:
     """One partition's training groups: ``stage_data`` on its requests, owners mapped to global request indices."""
     from homepage.pagebuilder.training import StageData, stage_data
 
-    idx = np.sort(pdf["i"].to_numpy(np.int64))
+    idx = _by_time(spec.requests, pdf["i"].to_numpy(np.int64))
     log, _ = _worker_log(spec.dataset, None)
     models, follow = _stage_models(spec)
     try:
@@ -143,7 +152,7 @@ def replay_task(pdf: pd.DataFrame, spec: ReplaySpec) -> pd.DataFrame:
     from homepage.page import PageModels
     from homepage.replay.run import ReplayJob, score_requests
 
-    idx = np.sort(pdf["i"].to_numpy(np.int64))
+    idx = _by_time(spec.requests, pdf["i"].to_numpy(np.int64))
     log, _ = _worker_log(spec.dataset, spec.bundle)
     models = _cached("replay-models", spec.bundle, lambda: PageModels.from_bundle(_worker_bundle(spec.bundle)))
     job = ReplayJob(log, models, spec.policies, spec.requests, spec.protocol, spec.half_life)

@@ -53,6 +53,8 @@ def spark_session(master: str | None = None, shuffle_partitions: int | None = No
     from pyspark.sql import SparkSession
 
     master = master or "local[2]"
+    if master.startswith("local"):
+        os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")  # no network needed; avoids a hostname lookup warning
     parts = shuffle_partitions or _default_partitions(master)
     builder = (
         SparkSession.builder.master(master)
@@ -65,6 +67,7 @@ def spark_session(master: str | None = None, shuffle_partitions: int | None = No
         .config("spark.sql.session.timeZone", "UTC")
         .config("spark.driver.memory", os.environ.get("HOMEPAGE_SPARK_DRIVER_MEMORY", "4g"))
         .config("spark.python.worker.reuse", "true")
+        .config("spark.driver.maxResultSize", "4g")
     )
     try:
         spark = builder.getOrCreate()
