@@ -28,9 +28,9 @@ from rankers.base import RankRequest
 
 if TYPE_CHECKING:
     from homepage.catalog import Catalog
-    from rankers.base import FitInput, Ranker
     from homepage.config import PipelineConfig
     from homepage.pagebuilder.model import PageModel
+    from rankers.base import FitInput, Ranker
 
 LEVELS = 4
 
