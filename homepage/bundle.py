@@ -25,7 +25,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import pyarrow.parquet as pq
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
@@ -47,6 +47,14 @@ LATEST = "LATEST"
 
 class BundleError(HomepageError):
     """A model bundle is missing, incomplete or inconsistent with the code loading it."""
+
+
+class Fitter(Protocol):
+    """How the heavy training steps run (``homepage.engines``): fitting a ranker, training the page model."""
+
+    def fit(self, ranker: Ranker, data: FitInput) -> None: ...
+
+    def fit_page_model(self, log: EventLog, catalog: Catalog, config: PipelineConfig, until: int, progress: bool) -> Any: ...
 
 
 @dataclass(frozen=True, eq=False)
@@ -97,6 +105,7 @@ def train_bundle(
     progress: bool = False,
     artwork_logs: Path | None = None,
     artwork_grid: tuple[tuple[float, float, float], ...] | None = None,
+    fitter: Fitter | None = None,
 ) -> ModelBundle:
     """Fit every configured ranker on events with ts <= ``until`` and write one bundle under ``out``.
 
@@ -105,6 +114,8 @@ def train_bundle(
     artwork selector, its regularisation chosen from ``artwork_grid`` (default
     ``artwork.tuning.DEFAULT_GRID``) on a validation split; without logs the bundle ships the
     untrained selector.
+    ``fitter`` runs the heavy steps elsewhere (the Spark engine); by default they run in this
+    process.
     """
     out = Path(out)
     rankers = build_rankers(list(config.rankers))  # fail on a bad name before any work
@@ -125,11 +136,11 @@ def train_bundle(
     out.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{version}.tmp-", dir=out))
     try:
-        entries = _fit_and_save(rankers, data, tmp, progress)
+        entries = _fit_and_save(rankers, data, tmp, progress, fitter)
         _write_catalog(dataset, tmp / "catalog")
         components: dict[str, Any] = {}
         if config.page.train_model:
-            components["page_model"] = _fit_page_model(log, catalog, config, until, tmp, progress)
+            components["page_model"] = _fit_page_model(log, catalog, config, until, tmp, progress, fitter)
         components["artwork"] = _artwork_component(catalog, config, tmp, artwork_logs, art_data, progress, artwork_grid)
         manifest: dict[str, Any] = {
             "bundle_format": BUNDLE_FORMAT,
@@ -162,7 +173,7 @@ def train_bundle(
     return ModelBundle(final, version, manifest, config, catalog, tuple(rankers))
 
 
-def _fit_and_save(rankers: list[Ranker], data: FitInput, tmp: Path, progress: bool) -> list[dict[str, str]]:
+def _fit_and_save(rankers: list[Ranker], data: FitInput, tmp: Path, progress: bool, fitter: Fitter | None = None) -> list[dict[str, str]]:
     """Fit each ranker and save its artifact into ``tmp/rankers/<dir>``, with a progress bar when asked."""
     entries: list[dict[str, str]] = []
     used: set[str] = set()
@@ -171,7 +182,10 @@ def _fit_and_save(rankers: list[Ranker], data: FitInput, tmp: Path, progress: bo
     ) as bar:
         for ranker in rankers:
             task = bar.add_task(f"fit {ranker.name}", total=1)
-            ranker.fit(data)
+            if fitter is None:
+                ranker.fit(data)
+            else:
+                fitter.fit(ranker, data)
             d = ranker.name
             i = 2
             while d in used:  # the same ranker configured twice
@@ -183,12 +197,17 @@ def _fit_and_save(rankers: list[Ranker], data: FitInput, tmp: Path, progress: bo
     return entries
 
 
-def _fit_page_model(log: EventLog, catalog: Catalog, config: PipelineConfig, until: int, tmp: Path, progress: bool) -> dict[str, Any]:
+def _fit_page_model(
+    log: EventLog, catalog: Catalog, config: PipelineConfig, until: int, tmp: Path, progress: bool, fitter: Fitter | None = None
+) -> dict[str, Any]:
     """Train the stage-wise page model and save it (compiled when lleaves is available) into ``tmp/page_model``."""
     from homepage.pagebuilder.training import fit_page_model
 
     try:
-        model, report = fit_page_model(log, catalog, config, until, progress)
+        if fitter is None:
+            model, report = fit_page_model(log, catalog, config, until, progress)
+        else:
+            model, report = fitter.fit_page_model(log, catalog, config, until, progress)
     except ValueError as e:
         raise BundleError(f"page model: {e}") from e
     model.save(tmp / "page_model", compile=True)

@@ -40,6 +40,8 @@ def replay_command(
     examination: Path | None = typer.Option(
         None, "--examination", help="With --served-logs: slot examination estimate (`homepage examination --json`)."
     ),
+    engine: str = typer.Option("local", "--engine", help="Where pages are built: local (--workers processes) or spark (needs the [spark] extra)."),
+    master: str | None = typer.Option(None, "--master", help="With --engine spark: Spark master URL; default local[2]."),
 ) -> None:
     """Replay held-out requests: rebuild each user's state as of t, build the page with every
     policy through the same build_page the API uses, and score it against what the user
@@ -50,15 +52,17 @@ def replay_command(
     from homepage.bundle import load_bundle
     from homepage.cli.train import parse_time
     from homepage.dataset import load_dataset
+    from homepage.engines import get_engine
     from homepage.errors import HomepageError
     from homepage.eventlog import EventLog
     from homepage.page import PageModels
     from homepage.pagebuilder.policies import policy as get_policy
     from homepage.replay.protocol import ReplayProtocol, sample_requests
     from homepage.replay.report import print_tables, write_report
-    from homepage.replay.run import replay
 
     if served_logs is not None:
+        if engine != "local":
+            raise HomepageError("--served-logs: runs on the local engine only")
         from homepage.cli.servedlogs import replay_logs
 
         replay_logs(dataset, models, served_logs, policies, [], 0.05, examination, json_out, bootstrap)
@@ -68,6 +72,7 @@ def replay_command(
         raise HomepageError("--policies: give at least one policy name")
     for n in names:
         get_policy(n)
+    runner = get_engine(engine, master, dataset)
     bundle = load_bundle(models)
     pm = PageModels.from_bundle(bundle)
     for n in names:
@@ -100,7 +105,10 @@ def replay_command(
     console = Console(stderr=True)
     with Progress(TextColumn("replay"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console) as bar:
         task = bar.add_task("replay", total=len(requests))
-        result = replay(log, pm, names, requests, protocol, bundle.config.half_life_seconds, T, progress=lambda n: bar.advance(task, n), workers=workers)
+        try:
+            result = runner.replay(log, bundle.path, pm, names, requests, protocol, bundle.config.half_life_seconds, T, lambda n: bar.advance(task, n), workers)
+        finally:
+            runner.close()
     report = result.to_json(n_boot=bootstrap)
     print_tables(report, Console())
     if json_out is not None:

@@ -37,14 +37,20 @@ def train(
     artwork_logs: Path | None = typer.Option(
         None, "--artwork-logs", help="Logged artwork impressions (served log or artwork feedback Parquet) to train the artwork selector on."
     ),
+    engine: str = typer.Option("local", "--engine", help="Where the heavy steps run: local (this process) or spark (needs the [spark] extra)."),
+    master: str | None = typer.Option(None, "--master", help="With --engine spark: Spark master URL; default local[2]."),
 ) -> None:
     """Fit every configured ranker on events with ts <= UNTIL and write one model bundle."""
-    from homepage.bundle import train_bundle
     from homepage.config import load_config
     from homepage.dataset import load_dataset
+    from homepage.engines import get_engine
 
     cfg = load_config(config)
     t = parse_time(until) if until is not None else None
-    ds = load_dataset(dataset, columns=["user_id", "title_id", "kind", "ts", "progress", "stars"])
-    bundle = train_bundle(ds, out, cfg, until=t, progress=True, artwork_logs=artwork_logs)
+    runner = get_engine(engine, master, dataset)
+    try:
+        ds = load_dataset(dataset, columns=["user_id", "title_id", "kind", "ts", "progress", "stars"])
+        bundle = runner.train(ds, out, cfg, t, True, artwork_logs=artwork_logs)
+    finally:
+        runner.close()
     typer.echo(str(bundle.path))

@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from homepage.catalog import Catalog
     from homepage.config import PipelineConfig
     from homepage.pagebuilder.model import PageModel
+    from rankers.base import FitInput, Ranker
 
 LEVELS = 4
 
@@ -170,6 +171,7 @@ def train_page_model(
     seed: int = 0,
     progress: Callable[[int], None] | None = None,
     dagger_rounds: int = 1,
+    stage_data_fn: "Callable[..., StageData] | None" = None,
 ) -> tuple["PageModel", PageTrainingReport]:
     """Fit the page model on requests in (inner_split, until] against rankers fitted up to ``inner_split``.
 
@@ -177,7 +179,9 @@ def train_page_model(
     in training than in serving; fitting them up to ``inner_split`` keeps the page model
     honest. The final bundle refits the rankers up to ``until``. After the first fit on
     oracle-greedy contexts, each of ``dagger_rounds`` adds the stages met when following
-    the current model (labelled by the oracle) and refits on everything.
+    the current model (labelled by the oracle) and refits on everything. ``stage_data_fn``
+    (same arguments and result as :func:`stage_data`) builds the stage groups elsewhere,
+    e.g. on Spark partitions of users.
     """
     from homepage.pagebuilder.model import PageModel
     from homepage.replay.protocol import ReplayProtocol, sample_requests
@@ -199,10 +203,11 @@ def train_page_model(
             num_rounds=num_rounds, valid=valid, extra_manifest=extra,
         )
 
-    data = stage_data(log, models_at_inner_split, requests, half_life, rows, cols, progress=progress)
+    build = stage_data if stage_data_fn is None else stage_data_fn
+    data = build(log, models_at_inner_split, requests, half_life, rows, cols, progress=progress)
     model = fit(data)
     for _ in range(dagger_rounds):
-        more = stage_data(log, models_at_inner_split, requests, half_life, rows, cols, progress=progress, follow=model)
+        more = build(log, models_at_inner_split, requests, half_life, rows, cols, progress=progress, follow=model)
         data = data.concat(more)
         model = fit(data)
     valid = data.subset(valid_req).groups.size > 0
@@ -212,8 +217,20 @@ def train_page_model(
     return model, report
 
 
-def fit_page_model(log: EventLog, catalog: "Catalog", config: "PipelineConfig", until: int, progress: bool = False) -> tuple["PageModel", PageTrainingReport]:
-    """Train the page model for a bundle fitted up to ``until`` (rankers refitted at an inner split)."""
+def fit_page_model(
+    log: EventLog,
+    catalog: "Catalog",
+    config: "PipelineConfig",
+    until: int,
+    progress: bool = False,
+    fit: "Callable[[Ranker, FitInput], None] | None" = None,
+    stage_data_fn: "Callable[..., StageData] | None" = None,
+) -> tuple["PageModel", PageTrainingReport]:
+    """Train the page model for a bundle fitted up to ``until`` (rankers refitted at an inner split).
+
+    ``fit`` and ``stage_data_fn`` let an engine (``homepage.engines``) run ranker fitting and the
+    stage groups elsewhere; by default both run here.
+    """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from rankers.base import FitInput
@@ -228,7 +245,10 @@ def fit_page_model(log: EventLog, catalog: "Catalog", config: "PipelineConfig", 
     with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), disable=not progress) as bar:
         task = bar.add_task("page model: fit rankers at inner split", total=len(rankers))
         for r in rankers:
-            r.fit(FitInput(log, catalog, inner, world))
+            if fit is None:
+                r.fit(FitInput(log, catalog, inner, world))
+            else:
+                fit(r, FitInput(log, catalog, inner, world))
             bar.advance(task)
         models = PageModels("inner", config.config_hash(), catalog, tuple(rankers), rules=config.page.rules)
         task = bar.add_task("page model: stage data", total=None)
@@ -245,5 +265,6 @@ def fit_page_model(log: EventLog, catalog: "Catalog", config: "PipelineConfig", 
             num_rounds=config.page.num_rounds,
             dagger_rounds=config.page.dagger_rounds,
             progress=lambda k: bar.advance(task, k),
+            stage_data_fn=stage_data_fn,
         )
     return model, report

@@ -143,6 +143,7 @@ class _Job:
 
 
 _JOB: _Job | None = None
+ReplayJob = _Job  # the public name, for engines that run ``score_requests`` on their own workers
 
 
 def _score_requests(indices: list[int]) -> list[dict[str, RequestScore]]:
@@ -219,6 +220,30 @@ def replay(
                     progress(len(part))
     finally:
         _JOB = None
+    return collect(results, models, policies, requests, protocol, split_time, time.perf_counter() - started, workers)
+
+
+def score_requests(job: ReplayJob, indices: list[int]) -> list[dict[str, RequestScore]]:
+    """Build and score every policy's page for the requests at ``indices`` of ``job`` (one partition's work)."""
+    global _JOB
+    _JOB = job
+    try:
+        return _score_requests(indices)
+    finally:
+        _JOB = None
+
+
+def collect(
+    results: list[dict[str, RequestScore]],
+    models: PageModels,
+    policies: list[str],
+    requests: Requests,
+    protocol: ReplayProtocol,
+    split_time: int,
+    wall: float,
+    workers: int,
+) -> ReplayResult:
+    """Gather per-request scores (in request order) into per-policy runs."""
     runs = {p: PolicyRun(p, hit_heat=np.zeros((protocol.rows, protocol.cols))) for p in policies}
     for i, scores in enumerate(results):
         for p, s in scores.items():
@@ -231,5 +256,4 @@ def replay(
                 run.hit_heat += s.hits_grid
                 for r in s.hit_rankers:
                     run.ranker_hits[r] = run.ranker_hits.get(r, 0) + 1
-    wall = time.perf_counter() - started
     return ReplayResult(protocol, split_time, requests, runs, len(models.catalog), models.version, wall, workers)
