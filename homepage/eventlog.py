@@ -6,6 +6,7 @@ into a state: every query slices the sorted arrays at ``searchsorted(ts, t, "rig
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
@@ -178,6 +179,49 @@ class EventLog:
             region_decayed=rdecayed,
             n_users=int(np.count_nonzero(np.bincount(self.t_user_pos[:n], minlength=self.user_ids.size))),
         )
+
+    def advance_global_state(self, base: GlobalState, t: int) -> GlobalState:
+        """``base`` (a state at an earlier time) carried forward to ``t``: work in proportion to the
+        events in (base.as_of, t], not to the whole log. Counts are exact; decayed sums equal
+        ``global_state(t)`` up to float rounding."""
+        if t < base.as_of:
+            raise ValueError(f"cannot advance a state as of {base.as_of} back to {t}")
+        a = int(np.searchsorted(self.t_ts, base.as_of, side="right"))
+        b = int(np.searchsorted(self.t_ts, t, side="right"))
+        tidx = self.t_title_idx[a:b]
+        w = np.exp2(-(t - self.t_ts[a:b]).astype(np.float64) / base.half_life)
+        fade = float(np.exp2(-(t - base.as_of) / base.half_life))
+        is_rating = self.t_kinds[a:b] == RATING
+        rcounts: dict[str, np.ndarray] = {}
+        rdecayed: dict[str, np.ndarray] = {}
+        if self.regions:
+            reg = self.t_region[a:b]
+            ok = reg >= 0
+            flat = reg[ok].astype(np.int64) * self.n_titles + tidx[ok]
+            size = len(self.regions) * self.n_titles
+            c = np.bincount(flat, minlength=size).reshape(len(self.regions), self.n_titles)
+            d = np.bincount(flat, weights=w[ok], minlength=size).reshape(len(self.regions), self.n_titles)
+            zeros_i, zeros_f = np.zeros(self.n_titles, np.int64), np.zeros(self.n_titles)
+            for i, r in enumerate(self.regions):
+                rcounts[r] = frozen(base.region_counts.get(r, zeros_i) + c[i])
+                rdecayed[r] = frozen(base.region_decayed.get(r, zeros_f) * fade + d[i])
+        return GlobalState(
+            as_of=int(t),
+            half_life=base.half_life,
+            counts=frozen(base.counts + np.bincount(tidx, minlength=self.n_titles)),
+            decayed=frozen(base.decayed * fade + np.bincount(tidx, weights=w, minlength=self.n_titles)),
+            rating_sum=frozen(base.rating_sum + np.bincount(tidx[is_rating], weights=self.t_stars[a:b][is_rating], minlength=self.n_titles)),
+            rating_count=frozen(base.rating_count + np.bincount(tidx[is_rating], minlength=self.n_titles)),
+            region_counts=rcounts,
+            region_decayed=rdecayed,
+            n_users=int(np.searchsorted(self._first_event_ts, t, side="right")),
+        )
+
+    @functools.cached_property
+    def _first_event_ts(self) -> np.ndarray:
+        """Sorted time of each user's first event (how many users exist at t is one search)."""
+        _, first = np.unique(self.t_user_pos, return_index=True)  # events are in time order
+        return np.sort(self.t_ts[first])
 
     def global_states(self, times: Sequence[int], half_life: float = 7 * DAY) -> Iterator[GlobalState]:
         """Global states at several times (any order), yielded in the order given."""

@@ -71,3 +71,36 @@ def test_global_state_as_of_t_equals_naive_pandas(events: list, t: int) -> None:
     for r in ("EU", "US"):
         expected = seen[region == r].groupby("idx").size().reindex(range(n), fill_value=0).to_numpy(np.int64)
         np.testing.assert_array_equal(g.region_counts[r], expected)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(event, max_size=40), st.integers(-1, 55), st.integers(0, 30))
+def test_advanced_global_state_equals_a_full_recomputation(events: list, t0: int, step: int) -> None:
+    log = EventLog.from_frame(frame(events), CATALOG, USERS)
+    t = t0 + step
+    advanced, full = log.advance_global_state(log.global_state(t0, HALF_LIFE), t), log.global_state(t, HALF_LIFE)
+    assert advanced.as_of == full.as_of and advanced.n_users == full.n_users
+    np.testing.assert_array_equal(advanced.counts, full.counts)
+    np.testing.assert_array_equal(advanced.rating_count, full.rating_count)
+    np.testing.assert_allclose(advanced.decayed, full.decayed, rtol=1e-12, atol=1e-300)
+    np.testing.assert_allclose(advanced.rating_sum, full.rating_sum, rtol=1e-6)
+    for r in full.region_counts:
+        np.testing.assert_array_equal(advanced.region_counts[r], full.region_counts[r])
+        np.testing.assert_allclose(advanced.region_decayed[r], full.region_decayed[r], rtol=1e-12, atol=1e-300)
+
+
+def test_checkpointed_worlds_do_not_depend_on_the_order_they_are_asked_in() -> None:
+    from homepage.replay.run import CheckpointedWorlds
+
+    rng = np.random.default_rng(3)
+    events = [(int(rng.integers(1, 6)), int(rng.integers(1, 9)), int(rng.integers(0, 2)), int(rng.integers(0, 500)), 3.5, None) for _ in range(300)]
+    log = EventLog.from_frame(frame(events), CATALOG, USERS)
+    times = rng.integers(0, 520, size=40)
+    forward = CheckpointedWorlds(log, HALF_LIFE, granularity=7, checkpoint=50)
+    shuffled = CheckpointedWorlds(log, HALF_LIFE, granularity=7, checkpoint=50)
+    a = {int(t): forward.at(int(t)) for t in np.sort(times)}
+    b = {int(t): shuffled.at(int(t)) for t in rng.permutation(times)}
+    for t in a:
+        assert a[t].as_of == t - t % 7
+        np.testing.assert_array_equal(a[t].decayed, b[t].decayed)  # bitwise: a state depends on t alone
+        np.testing.assert_allclose(a[t].decayed, log.global_state(t - t % 7, HALF_LIFE).decayed, rtol=1e-12, atol=1e-300)

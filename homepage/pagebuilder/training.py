@@ -23,7 +23,7 @@ from homepage.pagebuilder.candidates import CandidateMatrix
 from homepage.pagebuilder.features import StageView
 from homepage.pagebuilder.loop import RowScorer, assemble
 from homepage.replay.protocol import Requests
-from homepage.replay.run import WorldCache
+from homepage.replay.run import CheckpointedWorlds
 from rankers.base import RankRequest
 
 if TYPE_CHECKING:
@@ -113,10 +113,11 @@ def stage_data(
     own choices (DAgger): at serving time the rows above come from the model, so it must
     also learn what to do after its own imperfect choices.
     """
-    worlds = WorldCache(log, half_life, world_granularity)
-    Xs, ys, sizes, owners = [], [], [], []
+    worlds = CheckpointedWorlds(log, half_life, world_granularity)
+    groups: list[list[tuple[np.ndarray, np.ndarray]]] = [[] for _ in range(len(requests))]
     catalog = models.catalog
-    for i in range(len(requests)):
+    # in time order, so consecutive requests share world states; groups are kept in request order
+    for i in np.argsort(requests.times, kind="stable").tolist():
         uid, t = int(requests.user_ids[i]), int(requests.times[i])
         user = log.user_state(uid, t)
         world = worlds.at(t)
@@ -134,12 +135,13 @@ def stage_data(
             g = oracle.gains(tr.view)[ok]
             if g.max() <= 0:
                 continue
-            Xs.append(tr.view.X[ok])
-            ys.append(grade(g))
-            sizes.append(int(ok.sum()))
-            owners.append(i)
+            groups[i].append((tr.view.X[ok], grade(g)))
         if progress is not None:
             progress(1)
+    Xs = [X for per in groups for X, _ in per]
+    ys = [y for per in groups for _, y in per]
+    sizes = [y.size for per in groups for _, y in per]
+    owners = [i for i, per in enumerate(groups) for _ in per]
     if not Xs:
         raise ValueError("no training groups: no request had a candidate row covering a later play")
     return StageData(np.concatenate(Xs), np.concatenate(ys), np.array(sizes, dtype=np.int64), np.array(owners, dtype=np.int64))

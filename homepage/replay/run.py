@@ -119,6 +119,35 @@ class WorldCache:
         return world
 
 
+class CheckpointedWorlds:
+    """Global states at t rounded down to ``granularity``, each carried forward from a full
+    recomputation at the start of its ``checkpoint`` period (a day): a state costs the events
+    since the checkpoint, not the whole log, and depends on t alone, never on which requests
+    came before (so every engine and partition order gives the same states). For page-model
+    training at scale, where thousands of request hours each cost a full pass over the log.
+    """
+
+    def __init__(self, log: EventLog, half_life: float, granularity: int, checkpoint: int = 86400) -> None:
+        self.log, self.half_life, self.granularity, self.checkpoint = log, half_life, granularity, checkpoint
+        self._cache: dict[int, GlobalState] = {}
+        self._bases: dict[int, GlobalState] = {}
+
+    def at(self, t: int) -> GlobalState:
+        key = t - t % self.granularity
+        world = self._cache.get(key)
+        if world is None:
+            start = key - key % self.checkpoint
+            base = self._bases.get(start)
+            if base is None:
+                if len(self._bases) > 4:
+                    self._bases.clear()
+                base = self._bases[start] = self.log.global_state(start, self.half_life)
+            if len(self._cache) > 64:
+                self._cache.clear()
+            world = self._cache[key] = self.log.advance_global_state(base, key)
+        return world
+
+
 @dataclass(frozen=True, eq=False)
 class RequestScore:
     """One request's page under one policy, scored."""
