@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -96,11 +97,19 @@ def test_checkpointed_worlds_do_not_depend_on_the_order_they_are_asked_in() -> N
     events = [(int(rng.integers(1, 6)), int(rng.integers(1, 9)), int(rng.integers(0, 2)), int(rng.integers(0, 500)), 3.5, None) for _ in range(300)]
     log = EventLog.from_frame(frame(events), CATALOG, USERS)
     times = rng.integers(0, 520, size=40)
-    forward = CheckpointedWorlds(log, HALF_LIFE, granularity=7, checkpoint=50)
-    shuffled = CheckpointedWorlds(log, HALF_LIFE, granularity=7, checkpoint=50)
+    forward = CheckpointedWorlds(log, HALF_LIFE, granularity=7, checkpoint=50, anchor=150)
+    shuffled = CheckpointedWorlds(log, HALF_LIFE, granularity=7, checkpoint=50, anchor=150)
     a = {int(t): forward.at(int(t)) for t in np.sort(times)}
     b = {int(t): shuffled.at(int(t)) for t in rng.permutation(times)}
     for t in a:
         assert a[t].as_of == t - t % 7
         np.testing.assert_array_equal(a[t].decayed, b[t].decayed)  # bitwise: a state depends on t alone
         np.testing.assert_allclose(a[t].decayed, log.global_state(t - t % 7, HALF_LIFE).decayed, rtol=1e-12, atol=1e-300)
+
+
+def test_checkpointed_worlds_refuse_an_anchor_that_is_not_a_whole_number_of_checkpoints() -> None:
+    from homepage.replay.run import CheckpointedWorlds
+
+    log = EventLog.from_frame(frame([(1, 1, 0, 10, 3.5, None)]), CATALOG, USERS)
+    with pytest.raises(ValueError, match="anchor"):
+        CheckpointedWorlds(log, HALF_LIFE, granularity=7, checkpoint=50, anchor=120)

@@ -120,28 +120,45 @@ class WorldCache:
 
 
 class CheckpointedWorlds:
-    """Global states at t rounded down to ``granularity``, each carried forward from a full
-    recomputation at the start of its ``checkpoint`` period (a day): a state costs the events
-    since the checkpoint, not the whole log, and depends on t alone, never on which requests
-    came before (so every engine and partition order gives the same states). For page-model
-    training at scale, where thousands of request hours each cost a full pass over the log.
+    """Global states at t rounded down to ``granularity``, each carried forward from the start of
+    its ``checkpoint`` period (a day). Daily checkpoints are themselves carried forward day by day
+    from a full recomputation at the start of their ``anchor`` period (28 days), so a state costs
+    the events since the last checkpoint plus one full pass per anchor period, and depends on t
+    alone, never on which requests came before (every engine and partition order gives the same
+    states). For page-model training at scale, where thousands of request hours over months
+    would each cost a full pass over the log.
     """
 
-    def __init__(self, log: EventLog, half_life: float, granularity: int, checkpoint: int = 86400) -> None:
-        self.log, self.half_life, self.granularity, self.checkpoint = log, half_life, granularity, checkpoint
+    def __init__(self, log: EventLog, half_life: float, granularity: int, checkpoint: int = 86400, anchor: int = 28 * 86400) -> None:
+        if anchor % checkpoint:
+            raise ValueError(f"anchor: {anchor} s is not a multiple of the checkpoint period {checkpoint} s")
+        self.log, self.half_life, self.granularity = log, half_life, granularity
+        self.checkpoint, self.anchor = checkpoint, anchor
         self._cache: dict[int, GlobalState] = {}
         self._bases: dict[int, GlobalState] = {}
+
+    def _base(self, start: int) -> GlobalState:
+        """The checkpoint at ``start``: the anchor's full state advanced one checkpoint period at a time."""
+        base = self._bases.get(start)
+        if base is not None:
+            return base
+        first = start - start % self.anchor
+        done = [s for s in self._bases if first <= s < start]
+        at = max(done) if done else first
+        base = self._bases[at] if done else self.log.global_state(first, self.half_life)
+        if len(self._bases) > 64:
+            self._bases.clear()
+        self._bases[at] = base
+        while at < start:
+            at += self.checkpoint
+            base = self._bases[at] = self.log.advance_global_state(base, at)
+        return base
 
     def at(self, t: int) -> GlobalState:
         key = t - t % self.granularity
         world = self._cache.get(key)
         if world is None:
-            start = key - key % self.checkpoint
-            base = self._bases.get(start)
-            if base is None:
-                if len(self._bases) > 4:
-                    self._bases.clear()
-                base = self._bases[start] = self.log.global_state(start, self.half_life)
+            base = self._base(key - key % self.checkpoint)
             if len(self._cache) > 64:
                 self._cache.clear()
             world = self._cache[key] = self.log.advance_global_state(base, key)
