@@ -106,6 +106,7 @@ def train_bundle(
     artwork_logs: Path | None = None,
     artwork_grid: tuple[tuple[float, float, float], ...] | None = None,
     fitter: Fitter | None = None,
+    workers: int = 1,
 ) -> ModelBundle:
     """Fit every configured ranker on events with ts <= ``until`` and write one bundle under ``out``.
 
@@ -115,7 +116,7 @@ def train_bundle(
     ``artwork.tuning.DEFAULT_GRID``) on a validation split; without logs the bundle ships the
     untrained selector.
     ``fitter`` runs the heavy steps elsewhere (the Spark engine); by default they run in this
-    process.
+    process, the page model's stage data in ``workers`` forked processes.
     """
     out = Path(out)
     rankers = build_rankers(list(config.rankers))  # fail on a bad name before any work
@@ -140,7 +141,7 @@ def train_bundle(
         _write_catalog(dataset, tmp / "catalog")
         components: dict[str, Any] = {}
         if config.page.train_model:
-            components["page_model"] = _fit_page_model(log, catalog, config, until, tmp, progress, fitter)
+            components["page_model"] = _fit_page_model(log, catalog, config, until, tmp, progress, fitter, workers)
         components["artwork"] = _artwork_component(catalog, config, tmp, artwork_logs, art_data, progress, artwork_grid)
         manifest: dict[str, Any] = {
             "bundle_format": BUNDLE_FORMAT,
@@ -198,14 +199,14 @@ def _fit_and_save(rankers: list[Ranker], data: FitInput, tmp: Path, progress: bo
 
 
 def _fit_page_model(
-    log: EventLog, catalog: Catalog, config: PipelineConfig, until: int, tmp: Path, progress: bool, fitter: Fitter | None = None
+    log: EventLog, catalog: Catalog, config: PipelineConfig, until: int, tmp: Path, progress: bool, fitter: Fitter | None = None, workers: int = 1
 ) -> dict[str, Any]:
     """Train the stage-wise page model and save it (compiled when lleaves is available) into ``tmp/page_model``."""
     from homepage.pagebuilder.training import fit_page_model
 
     try:
         if fitter is None:
-            model, report = fit_page_model(log, catalog, config, until, progress)
+            model, report = fit_page_model(log, catalog, config, until, progress, workers=workers)
         else:
             model, report = fitter.fit_page_model(log, catalog, config, until, progress)
     except ValueError as e:

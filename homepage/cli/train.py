@@ -39,6 +39,7 @@ def train(
     ),
     engine: str = typer.Option("local", "--engine", help="Where the heavy steps run: local (this process) or spark (needs the [spark] extra)."),
     master: str | None = typer.Option(None, "--master", help="With --engine spark: Spark master URL; default local[2]."),
+    workers: int = typer.Option(2, "--workers", min=1, max=64, help="Local engine: processes building the page model's training data."),
 ) -> None:
     """Fit every configured ranker on events with ts <= UNTIL and write one model bundle."""
     from homepage.config import load_config
@@ -50,7 +51,7 @@ def train(
     runner = get_engine(engine, master, dataset)
     try:
         ds = load_dataset(dataset, columns=["user_id", "title_id", "kind", "ts", "progress", "stars"])
-        bundle = runner.train(ds, out, cfg, t, True, artwork_logs=artwork_logs)
+        bundle = runner.train(ds, out, cfg, t, True, artwork_logs=artwork_logs, workers=workers)
     finally:
         runner.close()
     typer.echo(str(bundle.path))

@@ -32,9 +32,16 @@ class Engine(Protocol):
     name: str
 
     def train(
-        self, dataset: Dataset, out: Path, config: PipelineConfig, until: int | None, progress: bool, artwork_logs: Path | None = None
+        self,
+        dataset: Dataset,
+        out: Path,
+        config: PipelineConfig,
+        until: int | None,
+        progress: bool,
+        artwork_logs: Path | None = None,
+        workers: int = 1,
     ) -> ModelBundle:
-        """Fit the rankers and the page model, and write one bundle under ``out``."""
+        """Fit the rankers and the page model, and write one bundle under ``out`` (``workers``: local processes)."""
         ...
 
     def replay(
@@ -64,11 +71,18 @@ class LocalEngine:
     name = "local"
 
     def train(
-        self, dataset: Dataset, out: Path, config: PipelineConfig, until: int | None, progress: bool, artwork_logs: Path | None = None
+        self,
+        dataset: Dataset,
+        out: Path,
+        config: PipelineConfig,
+        until: int | None,
+        progress: bool,
+        artwork_logs: Path | None = None,
+        workers: int = 1,
     ) -> ModelBundle:
         from homepage.bundle import train_bundle
 
-        return train_bundle(dataset, out, config, until=until, progress=progress, artwork_logs=artwork_logs)
+        return train_bundle(dataset, out, config, until=until, progress=progress, artwork_logs=artwork_logs, workers=workers)
 
     def replay(
         self,

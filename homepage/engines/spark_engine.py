@@ -49,8 +49,16 @@ class SparkEngine:
         return self._spark
 
     def train(
-        self, dataset: Dataset, out: Path, config: PipelineConfig, until: int | None, progress: bool, artwork_logs: Path | None = None
+        self,
+        dataset: Dataset,
+        out: Path,
+        config: PipelineConfig,
+        until: int | None,
+        progress: bool,
+        artwork_logs: Path | None = None,
+        workers: int = 1,
     ) -> ModelBundle:
+        """``workers`` is the local engine's; Spark's parallelism is its master's."""
         from homepage.bundle import train_bundle
         from homepage.catalog import Catalog
         from homepage.engines.spark_fit import SparkFitter

@@ -209,7 +209,7 @@ class SparkPages:
             progress(len(requests))
         if not chunks:
             raise ValueError("no training groups: no request had a candidate row covering a later play")
-        return _in_request_order(chunks, StageData)
+        return StageData.in_request_order(chunks)
 
     def replay(
         self,
@@ -238,15 +238,3 @@ class SparkPages:
             progress(len(requests))
         workers = int(self.spark.sparkContext.defaultParallelism)
         return collect(results, models, policies, requests, protocol, split_time, time.perf_counter() - started, workers)
-
-
-def _in_request_order(chunks: list[Any], stage_cls: type) -> Any:
-    """Concatenate partition chunks and order their groups by request (each request's groups kept in order)."""
-    X = np.concatenate([c.X for c in chunks])
-    y = np.concatenate([c.y for c in chunks])
-    groups = np.concatenate([c.groups for c in chunks])
-    owners = np.concatenate([c.request_of_group for c in chunks])
-    order = np.argsort(owners, kind="stable")
-    starts = np.concatenate(([0], np.cumsum(groups)[:-1]))
-    rows = np.concatenate([np.arange(starts[g], starts[g] + groups[g]) for g in order]) if order.size else np.zeros(0, np.int64)
-    return stage_cls(X[rows], y[rows], groups[order], owners[order])

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 
@@ -95,6 +96,75 @@ class StageData:
         keep_rows = keep_g[row_g]
         return StageData(self.X[keep_rows], self.y[keep_rows], self.groups[keep_g], self.request_of_group[keep_g])
 
+    @staticmethod
+    def in_request_order(chunks: list[StageData]) -> StageData:
+        """Chunks built on parts of the requests, as one: groups ordered by request, each request's kept in order."""
+        X = np.concatenate([c.X for c in chunks])
+        y = np.concatenate([c.y for c in chunks])
+        groups = np.concatenate([c.groups for c in chunks])
+        owners = np.concatenate([c.request_of_group for c in chunks])
+        order = np.argsort(owners, kind="stable")
+        starts = np.concatenate(([0], np.cumsum(groups)[:-1]))
+        rows = np.concatenate([np.arange(starts[g], starts[g] + groups[g]) for g in order]) if order.size else np.zeros(0, np.int64)
+        return StageData(X[rows], y[rows], groups[order], owners[order])
+
+
+@dataclass(eq=False)
+class _StageJob:
+    """What a stage-data worker needs; set before forking so workers share the event log copy-on-write."""
+
+    log: EventLog
+    models: PageModels
+    requests: Requests
+    worlds: CheckpointedWorlds
+    rows: int
+    cols: int
+    follow: "PageModel | None"
+
+
+_STAGE_JOB: _StageJob | None = None
+
+
+def _request_groups(job: _StageJob, i: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Request ``i``'s (features, grades) per stage where at least two rows are eligible and one gains."""
+    requests, catalog, models = job.requests, job.models.catalog, job.models
+    uid, t = int(requests.user_ids[i]), int(requests.times[i])
+    user = job.log.user_state(uid, t)
+    world = job.worlds.at(t)
+    ctx = RequestContext(user_id=uid, now=t, rows=job.rows, cols=job.cols)
+    cands, _ = collect_candidates(models.rankers, RankRequest(user, world, catalog, ctx))
+    cm = CandidateMatrix.build(cands, catalog, models.ranker_vocab, models.kind_vocab, models.allowed)
+    signals, _ = user_signals(user, models, ctx)
+    oracle = OracleScorer(requests.targets[i], job.cols)
+    driver: RowScorer = oracle if job.follow is None else ModelFollower(job.follow)
+    _, traces = assemble(cm, catalog, models.title_stats(world), signals, driver, models.rules, models.ranker_vocab, job.rows, job.cols, explain=True)
+    out = []
+    for tr in traces:
+        ok = tr.eligible
+        if ok.sum() < 2:
+            continue
+        g = oracle.gains(tr.view)[ok]
+        if g.max() <= 0:
+            continue
+        out.append((tr.view.X[ok], grade(g)))
+    return out
+
+
+def _chunk_groups(indices: np.ndarray) -> StageData | None:
+    """One worker's part: the stage groups of the requests at ``indices`` (owners are request indices)."""
+    job = _STAGE_JOB
+    assert job is not None
+    per = [(int(i), _request_groups(job, int(i))) for i in indices]
+    Xs = [X for _, gs in per for X, _ in gs]
+    if not Xs:
+        return None
+    return StageData(
+        np.concatenate(Xs),
+        np.concatenate([y for _, gs in per for _, y in gs]),
+        np.array([y.size for _, gs in per for _, y in gs], dtype=np.int64),
+        np.array([i for i, gs in per for _ in gs], dtype=np.int64),
+    )
+
 
 def stage_data(
     log: EventLog,
@@ -106,45 +176,44 @@ def stage_data(
     world_granularity: int = 3600,
     progress: Callable[[int], None] | None = None,
     follow: "PageModel | None" = None,
+    workers: int = 1,
 ) -> StageData:
     """Oracle-labelled stage groups for every request (skipping stages where no row gains).
 
     The stage contexts follow the oracle's greedy choices, or with ``follow`` the model's
     own choices (DAgger): at serving time the rows above come from the model, so it must
-    also learn what to do after its own imperfect choices.
+    also learn what to do after its own imperfect choices. ``workers`` > 1 forks that many
+    processes over time-ordered chunks of the requests (same result: a request's groups depend
+    on the request alone); DAgger passes stay in this process, since a LightGBM model trained
+    here uses OpenMP, which a forked child cannot use safely.
     """
-    worlds = CheckpointedWorlds(log, half_life, world_granularity)
-    groups: list[list[tuple[np.ndarray, np.ndarray]]] = [[] for _ in range(len(requests))]
-    catalog = models.catalog
+    global _STAGE_JOB
     # in time order, so consecutive requests share world states; groups are kept in request order
-    for i in np.argsort(requests.times, kind="stable").tolist():
-        uid, t = int(requests.user_ids[i]), int(requests.times[i])
-        user = log.user_state(uid, t)
-        world = worlds.at(t)
-        ctx = RequestContext(user_id=uid, now=t, rows=rows, cols=cols)
-        cands, _ = collect_candidates(models.rankers, RankRequest(user, world, catalog, ctx))
-        cm = CandidateMatrix.build(cands, catalog, models.ranker_vocab, models.kind_vocab, models.allowed)
-        signals, _ = user_signals(user, models, ctx)
-        oracle = OracleScorer(requests.targets[i], cols)
-        driver: RowScorer = oracle if follow is None else ModelFollower(follow)
-        _, traces = assemble(cm, catalog, models.title_stats(world), signals, driver, models.rules, models.ranker_vocab, rows, cols, explain=True)
-        for tr in traces:
-            ok = tr.eligible
-            if ok.sum() < 2:
-                continue
-            g = oracle.gains(tr.view)[ok]
-            if g.max() <= 0:
-                continue
-            groups[i].append((tr.view.X[ok], grade(g)))
-        if progress is not None:
-            progress(1)
-    Xs = [X for per in groups for X, _ in per]
-    ys = [y for per in groups for _, y in per]
-    sizes = [y.size for per in groups for _, y in per]
-    owners = [i for i, per in enumerate(groups) for _ in per]
-    if not Xs:
+    order = np.argsort(requests.times, kind="stable")
+    n_chunks = max(1, min(len(requests), 16 * workers))
+    chunks = [c for c in np.array_split(order, n_chunks) if c.size]
+    _STAGE_JOB = _StageJob(log, models, requests, CheckpointedWorlds(log, half_life, world_granularity), rows, cols, follow)
+    parts: list[StageData | None] = []
+    try:
+        if workers > 1 and follow is None and len(chunks) > 1:
+            import multiprocessing as mp
+
+            with mp.get_context("fork").Pool(workers) as pool:
+                for c, part in zip(chunks, pool.imap(_chunk_groups, chunks), strict=True):
+                    parts.append(part)
+                    if progress is not None:
+                        progress(c.size)
+        else:
+            for c in chunks:
+                parts.append(_chunk_groups(c))
+                if progress is not None:
+                    progress(c.size)
+    finally:
+        _STAGE_JOB = None
+    found = [p for p in parts if p is not None]
+    if not found:
         raise ValueError("no training groups: no request had a candidate row covering a later play")
-    return StageData(np.concatenate(Xs), np.concatenate(ys), np.array(sizes, dtype=np.int64), np.array(owners, dtype=np.int64))
+    return StageData.in_request_order(found)
 
 
 @dataclass(frozen=True)
@@ -174,6 +243,7 @@ def train_page_model(
     progress: Callable[[int], None] | None = None,
     dagger_rounds: int = 1,
     stage_data_fn: "Callable[..., StageData] | None" = None,
+    workers: int = 1,
 ) -> tuple["PageModel", PageTrainingReport]:
     """Fit the page model on requests in (inner_split, until] against rankers fitted up to ``inner_split``.
 
@@ -183,7 +253,8 @@ def train_page_model(
     oracle-greedy contexts, each of ``dagger_rounds`` adds the stages met when following
     the current model (labelled by the oracle) and refits on everything. ``stage_data_fn``
     (same arguments and result as :func:`stage_data`) builds the stage groups elsewhere,
-    e.g. on Spark partitions of users.
+    e.g. on Spark partitions of users; by default :func:`stage_data` builds them here, with
+    ``workers`` processes.
     """
     from homepage.pagebuilder.model import PageModel
     from homepage.replay.protocol import ReplayProtocol, sample_requests
@@ -205,7 +276,7 @@ def train_page_model(
             num_rounds=num_rounds, valid=valid, extra_manifest=extra,
         )
 
-    build = stage_data if stage_data_fn is None else stage_data_fn
+    build = partial(stage_data, workers=workers) if stage_data_fn is None else stage_data_fn
     data = build(log, models_at_inner_split, requests, half_life, rows, cols, progress=progress)
     model = fit(data)
     for _ in range(dagger_rounds):
@@ -227,11 +298,12 @@ def fit_page_model(
     progress: bool = False,
     fit: "Callable[[Ranker, FitInput], None] | None" = None,
     stage_data_fn: "Callable[..., StageData] | None" = None,
+    workers: int = 1,
 ) -> tuple["PageModel", PageTrainingReport]:
     """Train the page model for a bundle fitted up to ``until`` (rankers refitted at an inner split).
 
     ``fit`` and ``stage_data_fn`` let an engine (``homepage.engines``) run ranker fitting and the
-    stage groups elsewhere; by default both run here.
+    stage groups elsewhere; by default both run here, the stage groups in ``workers`` processes.
     """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -268,5 +340,6 @@ def fit_page_model(
             dagger_rounds=config.page.dagger_rounds,
             progress=lambda k: bar.advance(task, k),
             stage_data_fn=stage_data_fn,
+            workers=workers,
         )
     return model, report
