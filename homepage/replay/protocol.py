@@ -52,40 +52,101 @@ class Requests:
 
 
 def sample_requests(log: EventLog, protocol: ReplayProtocol, until: int | None = None) -> Requests:
-    """Requests in (split, until]; targets never reach past ``until`` (default: the end of the log)."""
+    """Requests in (split, until]; targets never reach past ``until`` (default: the end of the log).
+
+    Per user (in log order) with events in the window, up to ``requests_per_user`` of their
+    distinct event times there are drawn; a request is kept if it has a target; then at most
+    ``max_requests`` are drawn from those kept. The draws are per user, but finding each
+    user's window, each request's target span and whether it has a target is done for all
+    users at once, so sampling costs seconds at 25M events.
+    """
     split = protocol.resolve_split(log)
     end = until if until is not None else (log.last_ts or split)
     horizon = int(protocol.horizon_days * DAY)
     rng = np.random.default_rng(protocol.seed)
-    users, times, targets, cold = [], [], [], []
-    for pos, uid in enumerate(log.user_ids):
-        a, b = int(log.user_ptr[pos]), int(log.user_ptr[pos + 1])
-        ts = log.u_ts[a:b]
-        lo, hi = np.searchsorted(ts, [split, end], side="right")
-        if hi <= lo:
-            continue
-        distinct_times = np.unique(ts[lo:hi])
-        n = min(protocol.requests_per_user, distinct_times.size)
-        picks = np.sort(rng.choice(distinct_times, size=n, replace=False))
-        for event_t in picks:
-            t = int(event_t) - 1
-            seen_end = int(np.searchsorted(ts, t, side="right"))
-            stop = int(np.searchsorted(ts, min(t + horizon, end), side="right"))
-            tgt = log.u_title_idx[a + seen_end : a + stop]
-            seen = log.u_title_idx[a : a + seen_end]
-            tgt = np.setdiff1d(tgt[tgt >= 0], seen)
-            if tgt.size == 0:
-                continue
-            users.append(int(uid))
-            times.append(t)
-            targets.append(tgt)
-            cold.append(seen_end == 0)
-    order = np.arange(len(users))
-    if len(order) > protocol.max_requests:
-        order = np.sort(rng.choice(order, size=protocol.max_requests, replace=False))
+    ptr, ts, titles = log.user_ptr, log.u_ts, log.u_title_idx
+    starts = ptr[:-1]
+    empty = Requests(np.zeros(0, np.int64), np.zeros(0, np.int64), (), np.zeros(0, bool))
+    if ts.size == 0:
+        return empty
+    # each user's window [lo, hi): events with split < ts <= end (ts is sorted within a user)
+    lo = starts + _per_user_count(ts <= split, ptr)
+    hi = starts + _per_user_count(ts <= end, ptr)
+    mark = np.zeros(ts.size + 1, np.int64)
+    np.add.at(mark, lo, 1)
+    np.add.at(mark, hi, -1)
+    in_window = np.cumsum(mark[:-1]) > 0
+    # the first event of each distinct time in a window: where a request at that time - 1 has seen up to
+    first_of_time = in_window.copy()
+    first_of_time[1:] &= ts[1:] != ts[:-1]
+    first_of_time[lo[hi > lo]] = True
+    distinct_at = np.flatnonzero(first_of_time)
+    n_distinct = _per_user_count(first_of_time, ptr)
+    offsets = np.concatenate(([0], np.cumsum(n_distinct)))
+    per_user = protocol.requests_per_user
+    seen_end_parts, user_parts = [], []
+    for pos in np.flatnonzero(n_distinct).tolist():
+        d = int(n_distinct[pos])
+        picks = np.sort(rng.choice(d, size=min(per_user, d), replace=False))
+        seen_end_parts.append(distinct_at[offsets[pos] + picks])
+        user_parts.append(np.full(picks.size, pos, np.int64))
+    if not seen_end_parts:
+        return empty
+    seen_end = np.concatenate(seen_end_parts)
+    pos = np.concatenate(user_parts)
+    times = ts[seen_end] - 1
+    stop = _window_stop(ts, ptr, pos, np.minimum(times + horizon, end))
+    has_target = _has_unseen_title(titles, ptr, seen_end, stop)
+    keep = np.flatnonzero(has_target)
+    if keep.size > protocol.max_requests:
+        keep = keep[np.sort(rng.choice(keep.size, size=protocol.max_requests, replace=False))]
+    targets = []
+    for i in keep.tolist():
+        a, s, e = int(starts[pos[i]]), int(seen_end[i]), int(stop[i])
+        tgt = titles[s:e]
+        targets.append(np.setdiff1d(tgt[tgt >= 0], titles[a:s]))
     return Requests(
-        user_ids=np.array(users, dtype=np.int64)[order],
-        times=np.array(times, dtype=np.int64)[order],
-        targets=tuple(targets[i] for i in order),
-        cold=np.array(cold, dtype=bool)[order],
+        user_ids=log.user_ids[pos[keep]].astype(np.int64),
+        times=times[keep].astype(np.int64),
+        targets=tuple(targets),
+        cold=seen_end[keep] == starts[pos[keep]],
     )
+
+
+def _per_user_count(flags: np.ndarray, ptr: np.ndarray) -> np.ndarray:
+    """How many of each user's events are flagged (the by-user arrays are split at ``ptr``)."""
+    cum = np.concatenate(([0], np.cumsum(flags, dtype=np.int64)))
+    return cum[ptr[1:]] - cum[ptr[:-1]]
+
+
+def _window_stop(ts: np.ndarray, ptr: np.ndarray, pos: np.ndarray, limit: np.ndarray) -> np.ndarray:
+    """For each (user position, limit): the index after the user's last event with ts <= limit."""
+    user_of = np.repeat(np.arange(ptr.size - 1, dtype=np.int64), np.diff(ptr))
+    base = int(ts.min()) - 1
+    span = int(ts.max()) - base + 1
+    if span * (ptr.size - 1) < 2**62:  # one sorted key over (user, ts) for all queries at once
+        key = user_of * span + (ts - base)
+        return np.searchsorted(key, pos * span + (np.minimum(limit, ts.max()) - base), side="right")
+    return np.array([ptr[p] + np.searchsorted(ts[ptr[p] : ptr[p + 1]], q, side="right") for p, q in zip(pos, limit, strict=True)], np.int64)
+
+
+def _has_unseen_title(titles: np.ndarray, ptr: np.ndarray, seen_end: np.ndarray, stop: np.ndarray) -> np.ndarray:
+    """Whether events [seen_end, stop) hold a title the user had not seen before ``seen_end``.
+
+    A title is unseen before i iff its first occurrence in the user's history is at or after i,
+    so this is a range maximum of first occurrences.
+    """
+    user_of = np.repeat(np.arange(ptr.size - 1, dtype=np.int64), np.diff(ptr))
+    known = titles >= 0
+    key = np.where(known, user_of * (int(titles.max(initial=0)) + 1) + titles, -1)
+    order = np.argsort(key, kind="stable")
+    sorted_key = key[order]
+    run_start = np.concatenate(([True], sorted_key[1:] != sorted_key[:-1]))
+    first = np.empty(titles.size + 1, np.int64)
+    first[order] = order[np.flatnonzero(run_start)][np.cumsum(run_start) - 1]
+    first[:-1][~known] = -1
+    first[-1] = -1
+    bounds = np.empty(2 * seen_end.size, np.int64)
+    bounds[0::2], bounds[1::2] = seen_end, stop
+    best = np.maximum.reduceat(first, bounds)[0::2]
+    return (stop > seen_end) & (best >= seen_end)
