@@ -216,4 +216,25 @@ def serving_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 WORLD_SMALL = Path(__file__).resolve().parents[1] / "fixtures" / "world-small"
-__all__ += ["free_port", "LiveServer", "serving_bundle", "WORLD_SMALL"]
+
+
+@pytest.fixture(scope="session")
+def recent_world(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The committed small world regenerated to end at today's midnight (UTC).
+
+    The API serves at the wall clock, so on the committed world (ending 2026-11-01) trending
+    fades a little more every day; this copy (the same histories, shifted in time) looks to the
+    service as fresh on any date as the committed one did when it was made.
+    """
+    import json
+    import time
+
+    from fixtures.world import WorldParams, generate_world, write_world
+
+    params = json.loads((WORLD_SMALL / "manifest.json").read_text())["extra"]["params"]
+    out = tmp_path_factory.mktemp("recent-world") / "world"
+    write_world(generate_world(WorldParams(**{**params, "period_end": int(time.time()) // 86_400 * 86_400})), out)
+    return out
+
+
+__all__ += ["free_port", "LiveServer", "serving_bundle", "WORLD_SMALL", "recent_world"]

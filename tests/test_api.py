@@ -51,11 +51,11 @@ def drop_prefix(client: Any, prefix: str) -> None:
 
 
 @pytest.fixture(scope="module", params=BACKENDS)
-def api(request: pytest.FixtureRequest, serving_bundle: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
-    """The committed small world published with a bundle, served by a live uvicorn server."""
+def api(request: pytest.FixtureRequest, serving_bundle: Path, recent_world: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
+    """The small world (ending today) published with a bundle, served by a live uvicorn server."""
     settings, client = backend_settings(request.param, request)
     store = make_store(client, settings)
-    version = publish_dataset(store, WORLD_SMALL, models=serving_bundle).meta.version
+    version = publish_dataset(store, recent_world, models=serving_bundle).meta.version
     serve = ServeSettings(
         api_key=API_KEY,
         deadline_ms=2000,  # functional tests: never fall back because the shared CI box is busy
@@ -241,10 +241,10 @@ def test_delete_user_erases_keys_and_stream_entries(api: Api) -> None:
     assert api.store.read_user_state(u, 1_800_000_000, _catalog(api)).is_cold
 
 
-def test_new_version_is_picked_up_without_restart_and_rollback_returns(api: Api, serving_bundle: Path) -> None:
+def test_new_version_is_picked_up_without_restart_and_rollback_returns(api: Api, serving_bundle: Path, recent_world: Path) -> None:
     import time
 
-    v2 = publish_dataset(api.store, WORLD_SMALL, models=serving_bundle).meta.version
+    v2 = publish_dataset(api.store, recent_world, models=serving_bundle).meta.version
 
     def served_version() -> str:
         return api.get("/homepage/11", params={"rows": 3}).json()["store_version"]

@@ -12,8 +12,6 @@ import typer
 
 from homepage.cli import app
 
-WORLD_SMALL = Path(__file__).resolve().parents[2] / "fixtures" / "world-small"
-
 
 def run_server(host: str, port: int, workers: int) -> None:
     """Run the API with uvicorn; with no ``REDIS_URL`` the embedded Redis is started here, shared by the workers.
@@ -70,7 +68,7 @@ def serve(
 
 @app.command("demo")
 def demo(
-    users: int | None = typer.Option(None, "--users", min=10, help="Generate a world of this many users (default: the committed world-small)."),
+    users: int | None = typer.Option(None, "--users", min=10, help="Users of the generated world (default 2000, as world-small)."),
     titles: int | None = typer.Option(None, "--titles", min=10, help="Titles of the generated world."),
     port: int = typer.Option(8000, "--port", min=1, max=65535),
     var: Path = typer.Option(Path("var"), "--var", help="Where the demo writes its data, models and Redis."),
@@ -86,16 +84,17 @@ def demo(
     from homepage.settings import get_settings
     from homepage.store import connect
 
-    var = var.resolve()
-    if users is None and titles is None:
-        world = WORLD_SMALL
-        typer.echo(f"world: {world} (committed, 2000 users x 1000 titles)")
-    else:
-        from fixtures.world import WorldParams, generate_world, write_world
+    import time
 
-        world = var / "world"
-        typer.echo(f"generating {users or 2000} users x {titles or 1000} titles into {world}")
-        write_world(generate_world(WorldParams(n_users=users or 2000, n_titles=titles or 1000, seed=7)), world)
+    from fixtures.world import WorldParams, generate_world, write_world
+
+    var = var.resolve()
+    # the service runs at the wall clock: a world whose year ends today has live trending and
+    # recency signals (the committed world-small, the default size and seed, ends 2026-11-01)
+    today = int(time.time()) // 86_400 * 86_400
+    world = var / "world"
+    typer.echo(f"generating {users or 2000} users x {titles or 1000} titles, a year of history up to today, into {world}")
+    write_world(generate_world(WorldParams(n_users=users or 2000, n_titles=titles or 1000, seed=7, period_end=today)), world)
     ds = load_dataset(world)
     if models is not None:
         from homepage.bundle import load_bundle
