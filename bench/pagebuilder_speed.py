@@ -7,8 +7,7 @@ row-ranking on the same requests, and prints the ratio.
 
     OMP_NUM_THREADS=1 python bench/pagebuilder_speed.py --models MODELS [--dataset DIR] [--requests 300]
 
-``--models`` is a bundle from ``homepage train`` (its page model is compiled with lleaves
-when available). The rankers are refitted here at the bundle's cut-off with more rows each
+``--models`` is a bundle from ``homepage train``. The rankers are refitted here at the bundle's cut-off with more rows each
 (personalised genre rows, more "because you watched" anchors) so that a request yields
 at least 40 candidate rows; requests with fewer are skipped, longer lists are cut to 40.
 """
@@ -84,8 +83,7 @@ def main() -> None:
     # the bundle's rules, with room for 20 rows (the default allows 5 rows per ranker)
     rules = pm.rules.model_copy(update={"rules": tuple(r for r in pm.rules.rules if r.rule != "max_rows") + (MaxRowsRule(ranker="*", max=10),)})
     models = PageModels(pm.version, pm.config_hash, pm.catalog, tuple(rankers), page_model=pm.page_model, rules=rules)
-    compiled = pm.page_model is not None and pm.page_model._compiled is not None
-    print(f"page model: {'lleaves compiled' if compiled else 'LightGBM Booster.predict'}, {pm.page_model.booster.num_trees() if pm.page_model else 0} trees")
+    print(f"page model: {pm.page_model.forest.roots.size if pm.page_model else 0} trees (compiled tree walk)")
 
     rng = np.random.default_rng(0)
     users = log.user_ids[rng.permutation(log.user_ids.size)]

@@ -201,7 +201,7 @@ def _fit_and_save(rankers: list[Ranker], data: FitInput, tmp: Path, progress: bo
 def _fit_page_model(
     log: EventLog, catalog: Catalog, config: PipelineConfig, until: int, tmp: Path, progress: bool, fitter: Fitter | None = None, workers: int = 1
 ) -> dict[str, Any]:
-    """Train the stage-wise page model and save it (compiled when lleaves is available) into ``tmp/page_model``."""
+    """Train the stage-wise page model and save it into ``tmp/page_model``."""
     from homepage.pagebuilder.training import fit_page_model
 
     try:
@@ -211,7 +211,7 @@ def _fit_page_model(
             model, report = fitter.fit_page_model(log, catalog, config, until, progress)
     except ValueError as e:
         raise BundleError(f"page model: {e}") from e
-    model.save(tmp / "page_model", compile=True)
+    model.save(tmp / "page_model")
     return {"dir": "page_model", "training": report.__dict__}
 
 

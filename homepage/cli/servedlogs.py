@@ -157,7 +157,7 @@ def train_from_logs(
     with bar:
         model, report = train_from_served_logs(logs, log, pm, theta, bundle.config.half_life_seconds, rounds, floor, progress=lambda n: bar.advance(task, n))
     model.manifest["served_logs"] = str(served_logs)
-    model.save(out, compile=False)
+    model.save(out)
     typer.echo(f"{out}: page model from {report.layouts} layouts, {report.groups} stage groups, correction={'on' if correction else 'off'}")
 
 
@@ -198,7 +198,7 @@ def replay_logs(
         name, sep, path = spec.partition("=")
         if not sep or not name or not path:
             raise HomepageError(f"--page-model: {spec!r} is not NAME=DIR")
-        model = PageModel.load(Path(path), compile=False)
+        model = PageModel.load(Path(path))
         entries.append(ReplayPolicy(name, PageModels(pm.version, pm.config_hash, pm.catalog, pm.rankers, page_model=model, artwork=pm.artwork, rules=pm.rules), "stage-wise"))
     if not entries:
         raise HomepageError("--policies: give at least one policy or --page-model")

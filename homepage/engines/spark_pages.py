@@ -101,7 +101,7 @@ def _stage_models(spec: StageSpec) -> tuple[PageModels, PageModel | None]:
         rankers = tuple(ranker_class(name).load(Path(spec.models_dir) / "rankers" / str(i)) for i, name in enumerate(meta["rankers"]))
         models = PageModels(meta["version"], meta["config_hash"], catalog, rankers, rules=meta["rules"])
         follow_dir = Path(spec.models_dir) / "follow"
-        follow = PageModel.load(follow_dir, compile=False) if follow_dir.is_dir() else None
+        follow = PageModel.load(follow_dir) if follow_dir.is_dir() else None
         return models, follow
 
     return _cached("stage-models", spec.models_dir, build)
@@ -199,7 +199,7 @@ class SparkPages:
             meta = {"rankers": [r.name for r in models.rankers], "version": models.version, "config_hash": models.config_hash, "rules": models.rules}
             (work / "models.pkl").write_bytes(pickle.dumps(meta))
             if follow is not None:
-                follow.save(work / "follow", compile=False)
+                follow.save(work / "follow")
             spec = StageSpec(self.dataset, str(work), requests, half_life, rows, cols)
             out = self._parts(requests).groupBy("part").applyInPandas(lambda pdf: stage_task(pdf, spec), "part long, payload binary")
             chunks = [pickle.loads(p) for p in out.toPandas()["payload"] if len(p)]

@@ -1,17 +1,15 @@
-"""The page model: a LightGBM LambdaRank booster over stage features, with a compiled predictor.
+"""The page model: a LightGBM LambdaRank booster over stage features, scored by a compiled tree walk.
 
 Plain ``Booster.predict`` costs ~160 us a call, and a 20-row page makes 20 calls; the
-model is therefore compiled with lleaves (LLVM) when available (~25 us a call, identical
-predictions), falling back to LightGBM. The model reads the ``MODEL_FEATURES`` columns of
-the stage feature matrix; the manifest carries them in order with the vocabularies, and
-loading refuses a model whose features differ from the code's.
+booster's trees are therefore scored by ``Forest`` (numba, a few us a call, identical
+predictions). The model reads the ``MODEL_FEATURES`` columns of the stage feature matrix;
+the manifest carries them in order with the vocabularies, and loading refuses a model
+whose features differ from the code's.
 """
 
 from __future__ import annotations
 
-import ctypes
 import json
-import logging
 from pathlib import Path
 from typing import Any
 
@@ -19,9 +17,8 @@ import lightgbm as lgb
 import numpy as np
 
 from homepage.errors import HomepageError
-from homepage.pagebuilder.features import CATEGORICAL, COL, FEATURE_NAMES, MODEL_FEATURES
-
-log = logging.getLogger(__name__)
+from homepage.pagebuilder.features import CATEGORICAL, COL, MODEL_FEATURES
+from homepage.pagebuilder.forest import Forest
 
 DEFAULT_PARAMS: dict[str, Any] = {
     "objective": "lambdarank",
@@ -52,9 +49,7 @@ class PageModel:
         self.ranker_vocab = ranker_vocab
         self.kind_vocab = kind_vocab
         self.manifest = manifest
-        self._all_columns = bool(np.array_equal(self.columns, np.arange(len(FEATURE_NAMES))))
-        self._compiled: Any = None
-        self._forest: Any = None  # the compiled forest's C entry point, called without lleaves' per-call checks
+        self.forest = Forest.from_booster(booster)
 
     @classmethod
     def fit(
@@ -100,63 +95,17 @@ class PageModel:
 
     def predict(self, X: np.ndarray) -> np.ndarray:
         """Scores of stage rows; ``X`` has every stage feature, the model reads its own columns."""
-        Xm = X if self._all_columns else X[:, self.columns]
-        if self._forest is not None and Xm.ndim == 2 and Xm.shape[1] == self.columns.size:
-            # what lleaves' predict(n_jobs=1) does, minus its input conversions and checks (~20 us a call)
-            data = np.ascontiguousarray(Xm, dtype=np.float64)
-            out = np.zeros(data.shape[0], dtype=np.float64)
-            self._forest(data.ctypes.data, out.ctypes.data, 0, data.shape[0])
-            return out
-        if self._compiled is not None:
-            return self._compiled.predict(np.ascontiguousarray(Xm, dtype=np.float64), n_jobs=1)
-        return self.booster.predict(Xm, num_threads=1)
+        return self.forest.predict(X, self.columns)
 
-    @staticmethod
-    def _entry_point(compiled: Any) -> Any:
-        """The compiled forest as a C function of (data, out, start, end); None if lleaves' layout is unknown."""
-        try:
-            if not (compiled.use_fp64 and compiled._n_classes == 1):
-                return None
-            address = ctypes.cast(compiled._c_entry_func, ctypes.c_void_p).value
-        except Exception:  # a different lleaves version: use its public predict
-            return None
-        if not address:
-            return None
-        return ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int32, ctypes.c_int32)(address)
-
-    def compile(self, directory: Path) -> bool:
-        """Compile with lleaves into ``directory/model.so`` (reused when present); False if unavailable."""
-        try:
-            import lleaves  # optional: needs llvmlite < 0.44
-        except ImportError:
-            return False
-        model_file = Path(directory) / "model.txt"
-        if not model_file.exists():
-            self.booster.save_model(str(model_file))
-        try:
-            compiled = lleaves.Model(model_file=str(model_file))
-            compiled.compile(cache=str(Path(directory) / "model.so"))
-        except Exception as e:  # a broken toolchain must not stop serving
-            log.warning("lleaves compilation failed, using LightGBM predict: %s", e)
-            return False
-        if compiled.num_feature() != self.columns.size:
-            log.warning("compiled page model reads %d features, expected %d; using LightGBM predict", compiled.num_feature(), self.columns.size)
-            return False
-        self._compiled = compiled
-        self._forest = self._entry_point(compiled)
-        return True
-
-    def save(self, directory: Path, compile: bool = True) -> Path:
+    def save(self, directory: Path) -> Path:
         d = Path(directory)
         d.mkdir(parents=True, exist_ok=True)
         self.booster.save_model(str(d / "model.txt"))
         (d / "manifest.json").write_text(json.dumps(self.manifest, indent=2, sort_keys=True, default=str))
-        if compile:
-            self.compile(d)
         return d
 
     @classmethod
-    def load(cls, directory: Path, compile: bool = True) -> PageModel:
+    def load(cls, directory: Path) -> PageModel:
         d = Path(directory)
         try:
             manifest = json.loads((d / "manifest.json").read_text())
@@ -167,7 +116,4 @@ class PageModel:
             diff = sorted(set(theirs or []) ^ set(MODEL_FEATURES))
             raise HomepageError(f"{d}: page model features differ from the code's (differing: {diff or 'order'}); retrain it")
         booster = lgb.Booster(model_file=str(d / "model.txt"))
-        model = cls(booster, tuple(manifest["ranker_vocab"]), tuple(manifest["kind_vocab"]), manifest)
-        if compile:
-            model.compile(d)
-        return model
+        return cls(booster, tuple(manifest["ranker_vocab"]), tuple(manifest["kind_vocab"]), manifest)
