@@ -95,3 +95,5 @@ def test_wrong_columns_are_refused() -> None:
         forest.predict(X[:, :2])
     with pytest.raises(ValueError, match="reads 3 features"):
         forest.predict(X, np.array([0, 1, 5]))
+    with pytest.raises(ValueError, match="reads 3 features"):
+        forest.predict(X, np.array([0, 1]))

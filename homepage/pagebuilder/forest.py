@@ -96,13 +96,31 @@ class Forest:
 
     def predict(self, X: np.ndarray, columns: np.ndarray | None = None) -> np.ndarray:
         """Raw scores of the rows of ``X``; feature j is column ``columns[j]`` of ``X`` (default j)."""
-        if X.ndim != 2:
-            raise ValueError(f"X must be 2-D, got shape {X.shape}")
-        cols = np.arange(X.shape[1], dtype=np.int64) if columns is None else np.asarray(columns, dtype=np.int64)
-        if cols.size != self.num_features or (cols.size and (cols.min() < 0 or cols.max() >= X.shape[1])):
-            raise ValueError(f"the forest reads {self.num_features} features; got columns {cols.tolist()} of a {X.shape[1]}-column matrix")
+        cols = np.arange(X.shape[1] if X.ndim == 2 else 0, dtype=np.int64) if columns is None else columns
+        return self.reader(cols)(X)
+
+    def reader(self, columns: np.ndarray) -> ForestReader:
+        """This forest bound to a column map, checked once (the page loop scores every stage through one)."""
+        cols = np.ascontiguousarray(columns, dtype=np.int64)
+        if cols.ndim != 1 or cols.size != self.num_features or (cols.size and cols.min() < 0):
+            raise ValueError(f"the forest reads {self.num_features} features; got columns {cols.tolist()}")
+        return ForestReader(self, cols, int(cols.max(initial=-1)) + 1)
+
+
+@dataclass(frozen=True, eq=False)
+class ForestReader:
+    """A forest reading its features from given columns of a wider matrix."""
+
+    forest: Forest
+    columns: np.ndarray
+    width: int  # the matrix must have at least this many columns
+
+    def __call__(self, X: np.ndarray) -> np.ndarray:
+        if X.ndim != 2 or X.shape[1] < self.width:
+            raise ValueError(f"the forest reads {self.forest.num_features} features up to column {self.width - 1}; got a matrix of shape {X.shape}")
+        f = self.forest
         out = np.empty(X.shape[0], dtype=np.float64)
-        _walk(X, cols, self.roots, self.feature, self.threshold, self.flags, self.left, self.right, self.cat_start, self.cat_words, self.cat_bits, self.leaf_value, out)
+        _walk(X, self.columns, f.roots, f.feature, f.threshold, f.flags, f.left, f.right, f.cat_start, f.cat_words, f.cat_bits, f.leaf_value, out)
         return out
 
 

@@ -50,6 +50,7 @@ class PageModel:
         self.kind_vocab = kind_vocab
         self.manifest = manifest
         self.forest = Forest.from_booster(booster)
+        self._read = self.forest.reader(self.columns)
 
     @classmethod
     def fit(
@@ -95,7 +96,7 @@ class PageModel:
 
     def predict(self, X: np.ndarray) -> np.ndarray:
         """Scores of stage rows; ``X`` has every stage feature, the model reads its own columns."""
-        return self.forest.predict(X, self.columns)
+        return self._read(X)
 
     def save(self, directory: Path) -> Path:
         d = Path(directory)
