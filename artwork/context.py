@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numba
 import numpy as np
 import scipy.sparse as sp
 
@@ -98,7 +99,7 @@ class UserContextBuilder:
 
     def _lift(self, weights: np.ndarray, titles: np.ndarray, of_title: sp.csr_matrix, base: np.ndarray) -> np.ndarray:
         total = weights.sum()
-        mass = of_title[titles].T @ weights if titles.size else np.zeros(base.size)
+        mass = _weighted_row_sum(of_title.indptr, of_title.indices, of_title.data, titles, weights, base.size)
         # log((mass + prior * base) / (total + prior) / base): 0 with no history, >0 for over-represented
         return np.log((mass + self.prior * base) / ((total + self.prior) * base)).astype(np.float32)
 
@@ -125,3 +126,14 @@ class UserContextBuilder:
         if not states:
             return np.zeros((0, self.layout_.dim), np.float32)
         return np.vstack([self.build(s) for s in states])
+
+
+@numba.njit(cache=True, nogil=True)
+def _weighted_row_sum(indptr: np.ndarray, indices: np.ndarray, data: np.ndarray, rows: np.ndarray, weights: np.ndarray, n_cols: int) -> np.ndarray:
+    """``sum_i weights[i] * M[rows[i]]`` of a CSR matrix: the cost of the history, not of the catalog."""
+    out = np.zeros(n_cols)
+    for i in range(rows.size):
+        r = rows[i]
+        for k in range(indptr[r], indptr[r + 1]):
+            out[indices[k]] += data[k] * weights[i]
+    return out

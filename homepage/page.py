@@ -227,19 +227,9 @@ def build_page(
 
 def choose_artwork(models: PageModels, user: UserState, request: RequestContext, placed: list[PlacedRow]) -> list[PlacedRow]:
     """Pick a variant for every title on the page in one vectorised call."""
-    width = max(len(r.title_ids) for r in placed)
-    grid = np.full((len(placed), width), -1, dtype=np.int64)
-    for i, r in enumerate(placed):
-        grid[i, : len(r.title_ids)] = models.catalog.index_of(np.array(r.title_ids, dtype=np.int64))
+    lengths = np.array([len(r.title_ids) for r in placed], dtype=np.int64)
+    grid = np.full((len(placed), int(lengths.max())), -1, dtype=np.int64)
+    grid[np.arange(grid.shape[1]) < lengths[:, None]] = models.catalog.index_of(np.concatenate([np.asarray(r.title_ids, dtype=np.int64) for r in placed]))
     choice = models.artwork.choose_for_user(user, grid, request.now)
-    out = []
-    for i, r in enumerate(placed):
-        n = len(r.title_ids)
-        out.append(
-            replace(
-                r,
-                variant_ids=tuple(str(v) for v in choice.variant_ids[i, :n]),
-                propensities=tuple(float(p) for p in choice.propensity[i, :n]),
-            )
-        )
-    return out
+    ids, props = choice.variant_ids.tolist(), choice.propensity.tolist()
+    return [replace(r, variant_ids=tuple(ids[i][:n]), propensities=tuple(props[i][:n])) for i, (r, n) in enumerate(zip(placed, lengths.tolist()))]

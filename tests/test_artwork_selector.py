@@ -99,6 +99,20 @@ def test_context_reflects_history(world: tuple[Catalog, np.ndarray, np.ndarray])
     assert b.build(recent)[0] > 0.5 * b.build(old)[0]
 
 
+def test_context_lift_equals_the_sparse_product() -> None:
+    """The compiled history sum is ``M[rows].T @ weights`` (repeated and absent rows included)."""
+    import scipy.sparse as sp
+
+    from artwork.context import _weighted_row_sum
+
+    rng = np.random.default_rng(0)
+    m = sp.random(300, 40, density=0.05, format="csr", random_state=1)
+    for n in (0, 1, 7, 500):
+        rows, w = rng.integers(0, 300, n), rng.random(n)
+        expected = m[rows].T @ w if n else np.zeros(40)
+        np.testing.assert_allclose(_weighted_row_sum(m.indptr, m.indices, m.data, rows, w, 40), expected, rtol=1e-12, atol=1e-15)
+
+
 def test_a_user_sees_the_same_artwork_on_every_visit_within_the_period(
     world: tuple[Catalog, np.ndarray, np.ndarray], fitted: ArtworkSelector
 ) -> None:
