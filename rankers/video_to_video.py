@@ -20,6 +20,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Self
 
+import numba
 import numpy as np
 from pydantic import Field
 
@@ -152,9 +153,9 @@ class VideoToVideoRanker(Ranker):
         neighbours with a score above ``max_anchor_similarity``, or their first ``row_length``
         neighbours overlap by more than ``max_anchor_overlap``. The overlap is score-weighted
         (sum over shared neighbours of the smaller score, over the smaller total), so weak tail
-        neighbours shared by everything in a small catalog do not count. Both are computed for
-        all candidates at once (a similarity matrix, and the head neighbour scores laid out over
-        the union of head neighbours); the greedy pass then costs one vectorised step per chosen anchor.
+        neighbours shared by everything in a small catalog do not count. The greedy pass is one
+        compiled loop over the candidates (``_greedy_anchors``): a candidate is kept when it is
+        near no anchor kept before it.
         """
         cfg = self.config
         if self.neighbours_ is None or self.neighbour_scores_ is None or cfg.max_rows == 0:
@@ -166,45 +167,8 @@ class VideoToVideoRanker(Ranker):
         n = idx.size
         if n == 0:
             return []
-        full_nb, full_sc = nbrs[idx], nscores[idx]  # (n, k)
-        # direct similarity between candidates: sim[i, j] = score of candidate j in i's list
-        order = np.argsort(idx)
-        sorted_idx = idx[order]
-        loc = np.minimum(np.searchsorted(sorted_idx, full_nb), n - 1)
-        hit = sorted_idx[loc] == full_nb
-        sim = np.zeros((n, n), np.float32)
-        sim[np.nonzero(hit)[0], order[loc[hit]]] = full_sc[hit]
-        close = np.maximum(sim, sim.T) > cfg.max_anchor_similarity
-        # head neighbours as dense (n, union) scores: shared mass = sum of elementwise minima
         head = min(cfg.row_length, nbrs.shape[1])
-        h_nb = full_nb[:, :head]
-        valid = h_nb >= 0
-        flat = h_nb[valid]
-        by_title = np.argsort(flat, kind="stable")
-        starts = np.ones(flat.size, bool)
-        starts[1:] = flat[by_title[1:]] != flat[by_title[:-1]]
-        col = np.empty(flat.size, np.int64)
-        col[by_title] = np.cumsum(starts) - 1  # column of each head neighbour in the union
-        mass = np.zeros((n, int(starts.sum())), np.float32)
-        mass[np.nonzero(valid)[0], col] = full_sc[:, :head][valid]
-        head_cols = np.full(h_nb.shape, -1, np.int64)
-        head_cols[valid] = col
-        total = mass.sum(axis=1)
-        # greedy: take the best candidate left, then block every candidate too close to it
-        chosen: list[int] = []
-        blocked = np.zeros(n, bool)
-        j = 0
-        while True:
-            chosen.append(j)
-            if len(chosen) >= cfg.max_rows:
-                break
-            cj = head_cols[j][head_cols[j] >= 0]  # only j's own neighbours can be shared
-            shared = np.minimum(mass[:, cj], mass[j, cj]).sum(axis=1)
-            blocked |= close[j] | (shared > cfg.max_anchor_overlap * np.maximum(np.minimum(total, total[j]), 1e-12))
-            rest = np.flatnonzero(~blocked[j + 1 :])
-            if rest.size == 0:
-                break
-            j += 1 + int(rest[0])
+        chosen = _greedy_anchors(idx, nbrs, nscores, head, cfg.max_rows, cfg.max_anchor_similarity, cfg.max_anchor_overlap)
         return [(int(idx[j]), float(score[j])) for j in chosen]
 
     def _n_fitted(self) -> int:
@@ -243,3 +207,60 @@ class VideoToVideoRanker(Ranker):
                 )
             )
         return out
+
+
+@numba.njit(cache=True, nogil=True)
+def _greedy_anchors(
+    idx: np.ndarray, nbrs: np.ndarray, nscores: np.ndarray, head: int, max_rows: int, max_similarity: float, max_overlap: float
+) -> np.ndarray:
+    """Positions in ``idx`` (best first) of the anchors kept: each near none kept before it.
+
+    Near: either lists the other among its neighbours above ``max_similarity``, or the
+    score-weighted overlap of their first ``head`` neighbours (sum of the smaller score over
+    shared neighbours) exceeds ``max_overlap`` of the smaller head total.
+    """
+    n, k = idx.size, nbrs.shape[1]
+    total = np.zeros(n)
+    for c in range(n):
+        for p in range(head):
+            if nbrs[idx[c], p] >= 0:
+                total[c] += nscores[idx[c], p]
+    chosen = np.empty(min(n, max(max_rows, 0)), dtype=np.int64)
+    m = 0
+    threshold = np.float32(max_similarity)  # neighbour scores are float32: compare as float32
+    for c in range(n):
+        if m >= max_rows:
+            break
+        b = idx[c]
+        near = False
+        for i in range(m):
+            j = chosen[i]
+            a = idx[j]
+            sim = np.float32(0.0)
+            for p in range(k):
+                if nbrs[a, p] == b:
+                    sim = max(sim, nscores[a, p])
+                    break
+            for p in range(k):
+                if nbrs[b, p] == a:
+                    sim = max(sim, nscores[b, p])
+                    break
+            if sim > threshold:
+                near = True
+                break
+            shared = 0.0
+            for p in range(head):
+                t = nbrs[a, p]
+                if t < 0:
+                    continue
+                for q in range(head):
+                    if nbrs[b, q] == t:
+                        shared += min(nscores[a, p], nscores[b, q])
+                        break
+            if shared > max_overlap * max(min(total[c], total[j]), 1e-12):
+                near = True
+                break
+        if not near:
+            chosen[m] = c
+            m += 1
+    return chosen[:m]

@@ -208,6 +208,45 @@ def test_video_to_video_neighbours_share_genre_and_cowatching() -> None:
     assert set(cat.title_ids[nb11[nb11 >= 0]].tolist()) <= {1, 2, 3, 4, 5}
 
 
+def _anchors_reference(idx: np.ndarray, nbrs: np.ndarray, nscores: np.ndarray, head: int, max_rows: int, max_sim: float, max_overlap: float) -> list[int]:
+    """choose_anchors' greedy pass in plain Python: dicts of neighbours, one candidate at a time."""
+    full = {int(t): {int(x): float(s) for x, s in zip(nbrs[t], nscores[t]) if x >= 0} for t in idx}
+    heads = {int(t): {int(x): float(s) for x, s in zip(nbrs[t][:head], nscores[t][:head]) if x >= 0} for t in idx}
+
+    def near(a: int, b: int) -> bool:
+        if max(full[a].get(b, 0.0), full[b].get(a, 0.0)) > max_sim:
+            return True
+        shared = sum(min(s, heads[b][x]) for x, s in heads[a].items() if x in heads[b])
+        return shared > max_overlap * max(min(sum(heads[a].values()), sum(heads[b].values())), 1e-12)
+
+    chosen: list[int] = []
+    for c, t in enumerate(idx.tolist()):
+        if len(chosen) >= max_rows:
+            break
+        if not any(near(int(idx[j]), t) for j in chosen):
+            chosen.append(c)
+    return chosen
+
+
+def test_video_to_video_greedy_anchors_equal_a_plain_reference() -> None:
+    from rankers.video_to_video import _greedy_anchors
+
+    rng = np.random.default_rng(5)
+    for trial in range(60):
+        n_titles, k = 40, 12
+        nbrs = np.full((n_titles, k), -1, dtype=np.int64)
+        nscores = np.zeros((n_titles, k), dtype=np.float32)
+        for t in range(n_titles):
+            m = int(rng.integers(0, k + 1))
+            nbrs[t, :m] = rng.choice(np.setdiff1d(np.arange(n_titles), [t]), m, replace=False)
+            nscores[t, :m] = np.sort(rng.random(m).astype(np.float32))[::-1]
+        idx = rng.choice(n_titles, int(rng.integers(1, 25)), replace=False)
+        head, max_rows = int(rng.integers(1, k + 1)), int(rng.integers(1, 8))
+        sim, overlap = float(rng.uniform(0.2, 1.0)), float(rng.uniform(0.05, 0.9))
+        got = _greedy_anchors(idx, nbrs, nscores, head, max_rows, sim, overlap).tolist()
+        assert got == _anchors_reference(idx, nbrs, nscores, head, max_rows, sim, overlap), trial
+
+
 def test_video_to_video_anchors_are_engaged_and_not_near_duplicates() -> None:
     w = v2v_world()
     r = w.fit(VideoToVideoRanker({"max_rows": 3, "min_row_length": 1}))
