@@ -110,6 +110,7 @@ class VideoToVideoRanker(Ranker):
             return np.concatenate([dr, r[out]]), np.concatenate([pool_idx[dc], c[out]]), np.concatenate([dv, cf[out]])
 
         self.neighbours_, self.neighbour_scores_ = neighbours(n, cfg.n_neighbours, block_candidates, cfg.block_size, on_block, threads=cfg.fit_threads)
+        self._compile_anchor_pass()
         return self
 
     def arrays(self) -> dict[str, np.ndarray]:
@@ -121,6 +122,12 @@ class VideoToVideoRanker(Ranker):
         if "neighbours" in arrays:
             self.neighbours_ = arrays["neighbours"]
             self.neighbour_scores_ = arrays["neighbour_scores"]
+            self._compile_anchor_pass()
+
+    def _compile_anchor_pass(self) -> None:
+        """Compile (or load from numba's disk cache) the anchor pass for these arrays' types now, not on a request."""
+        if self.neighbours_ is not None and self.neighbour_scores_ is not None and self.neighbours_.shape[0]:
+            _greedy_anchors(np.zeros(1, np.int64), self.neighbours_, self.neighbour_scores_, 1, 1, 1.0, 1.0)
 
     # ------------------------------------------------------------------ request
     def anchor_scores(self, user: UserState) -> tuple[np.ndarray, np.ndarray]:
