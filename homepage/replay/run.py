@@ -200,7 +200,7 @@ def _score_requests(indices: list[int]) -> list[dict[str, RequestScore]]:
     assert job is not None
     models, protocol, requests = job.models, job.protocol, job.requests
     catalog = models.catalog
-    worlds = WorldCache(job.log, job.half_life, protocol.world_granularity)
+    worlds = CheckpointedWorlds(job.log, job.half_life, protocol.world_granularity)
     self_info: dict[int, np.ndarray] = {}
     out = []
     for i in indices:
