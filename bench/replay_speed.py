@@ -24,7 +24,7 @@ from homepage.dataset import load_dataset  # noqa: E402
 from homepage.eventlog import EventLog  # noqa: E402
 from homepage.page import PageModels  # noqa: E402
 from homepage.replay.protocol import ReplayProtocol, sample_requests  # noqa: E402
-from homepage.replay.run import WorldCache, replay  # noqa: E402
+from homepage.replay.run import CheckpointedWorlds, replay  # noqa: E402
 
 POLICIES = ["stage-wise", "row-ranking", "template", "single-list"]
 
@@ -48,7 +48,7 @@ def main() -> None:
 
     base = []
     for _ in range(args.repeats):
-        worlds = WorldCache(log, bundle.config.half_life_seconds, proto.world_granularity)
+        worlds = CheckpointedWorlds(log, bundle.config.half_life_seconds, proto.world_granularity)
         t0 = time.perf_counter()
         for u, t in zip(req.user_ids.tolist(), req.times.tolist()):
             log.user_state(u, t)
