@@ -9,6 +9,7 @@ total, and that the directory is removed when the server stops.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -106,3 +107,52 @@ def test_metrics_aggregate_across_two_workers(embedded_redis: EmbeddedRedis, emb
     assert not metrics_dir.exists(), "the serve command leaves no metrics directory behind"
     for key in embedded_client.scan_iter(match=f"{prefix}:*", count=1000):
         embedded_client.unlink(key)
+
+
+def _listening(sock: Path) -> bool:
+    import socket
+
+    with socket.socket(socket.AF_UNIX) as s:
+        try:
+            s.connect(str(sock))
+        except OSError:
+            return False
+    return True
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_sigterm_stops_the_embedded_redis_the_server_started(tmp_path: Path, workers: int) -> None:
+    """``kill <pid>`` (SIGTERM, as systemd and docker stop do) shuts the server down and the Redis it started with it."""
+    env = {**os.environ, "HOMEPAGE_KEY_PREFIX": f"t{uuid.uuid4().hex[:10]}", "HOMEPAGE_EMBEDDED_DIR": str(tmp_path / "redis"),
+           "HOMEPAGE_MODELS_DIR": str(tmp_path / "unpacked"), "OPENBLAS_NUM_THREADS": "1"}
+    env.pop("REDIS_URL", None)
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    port = free_port()
+    exe = shutil.which("homepage") or str(Path(sys.executable).parent / "homepage")
+    proc = subprocess.Popen([exe, "serve", "--port", str(port), "--workers", str(workers)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    sock = tmp_path / "redis" / "redis.sock"
+    try:
+        deadline = time.monotonic() + 90
+        while True:  # live (no version is published, so not ready)
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/health/live", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[1][-2000:]
+            time.sleep(0.2)
+        assert _listening(sock), "the serve command started an embedded Redis"
+        proc.terminate()
+        assert proc.wait(timeout=30) in (0, 128 + 15)  # one worker: uvicorn re-raises the signal after shutting down
+        deadline = time.monotonic() + 10
+        while _listening(sock) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not _listening(sock), "the embedded Redis outlived the server"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        if _listening(sock):  # do not leave it running for the rest of the suite
+            import redis
+
+            with contextlib.suppress(redis.ConnectionError):
+                redis.Redis(unix_socket_path=str(sock)).shutdown(nosave=True)

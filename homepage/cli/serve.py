@@ -5,12 +5,19 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
+import signal
 import tempfile
+import threading
 from pathlib import Path
+from types import FrameType
 
 import typer
 
 from homepage.cli import app
+
+
+def _exit_on_sigterm(signum: int, frame: FrameType | None) -> None:
+    raise SystemExit(128 + signum)
 
 
 def run_server(host: str, port: int, workers: int) -> None:
@@ -36,6 +43,9 @@ def run_server(host: str, port: int, workers: int) -> None:
     if not settings.redis_url:
         emb = EmbeddedRedis(settings.embedded_dir)
         emb.start()  # the workers find it listening and connect to its socket
+    # uvicorn shuts down gracefully on SIGTERM, then raises the signal again: with the default
+    # handler that kills the process before the clean-up below (an orphaned embedded Redis)
+    previous = signal.signal(signal.SIGTERM, _exit_on_sigterm) if threading.current_thread() is threading.main_thread() else None
     try:
         uvicorn.run(
             "homepage.api.app:create_app",
@@ -48,6 +58,8 @@ def run_server(host: str, port: int, workers: int) -> None:
             access_log=False,
         )
     finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
         if emb is not None:
             emb.stop()
         if metrics_dir is not None:
