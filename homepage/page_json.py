@@ -19,6 +19,7 @@ from homepage.catalog import Catalog
 from homepage.domain import Page, PlacedRow, RowReason
 
 _JSON_OPTIONS = orjson.OPT_SERIALIZE_NUMPY  # numpy scalars are accepted, not an error
+_INF = float("inf")
 
 
 @dataclass(frozen=True, eq=False)
@@ -75,19 +76,19 @@ def row_json(row: PlacedRow, cards: TitleCards) -> dict[str, Any]:
     props = row.propensities or (None,) * n
     titles = []
     for tid, s, v, p in zip(row.title_ids, row.scores, variants, props):
-        i = position.get(int(tid))
+        i = position.get(tid)
         if i is None:
             continue
         if not v:
             v = default[i]
         titles.append(
             {
-                "title_id": int(tid),
+                "title_id": tid,
                 "name": names[i],
                 "year": years[i],
                 "variant_id": v,
                 "image_url": images.get(v) if v else None,
-                "score": None if s is None or not math.isfinite(s) else round(float(s), 6),
+                "score": round(s, 6) if s is not None and -_INF < s < _INF else None,  # NaN and +-inf: null
                 "propensity": p,
             }
         )
