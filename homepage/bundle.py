@@ -35,7 +35,7 @@ from homepage.config import PipelineConfig
 from homepage.dataset import TITLE_SCHEMA, VARIANT_SCHEMA, Dataset, conform
 from homepage.errors import HomepageError
 from homepage.eventlog import EventLog
-from rankers.base import ArtifactError, FitInput, Ranker
+from rankers.base import ArtifactError, FitInput, Ranker, config_blob_hash
 from rankers.registry import build_rankers, ranker_class
 
 if TYPE_CHECKING:
@@ -316,8 +316,10 @@ def load_bundle(path: Path) -> ModelBundle:
         config = PipelineConfig.model_validate(manifest["config"])
     except Exception as e:
         raise BundleError(f"{mpath}: config: {e}") from e
-    if config.config_hash() != manifest.get("config_hash"):
-        raise BundleError(f"{mpath}: config_hash {manifest.get('config_hash')} does not match its config ({config.config_hash()})")
+    # checked on the config as stored: fields the code gained since (with defaults) do not invalidate it
+    stored_hash = PipelineConfig.hash_of(manifest["config"])
+    if stored_hash != manifest.get("config_hash"):
+        raise BundleError(f"{mpath}: config_hash {manifest.get('config_hash')} does not match its config ({stored_hash})")
     rankers = tuple(_load_ranker(bdir, entry) for entry in manifest.get("rankers", []))
     try:
         catalog = Catalog.from_frames(
@@ -341,7 +343,9 @@ def _load_ranker(bdir: Path, entry: dict[str, Any]) -> Ranker:
     except Exception as e:
         raise BundleError(f"ranker {name!r}: cannot load {adir}: {e}") from e
     art = json.loads((adir / "manifest.json").read_text())
-    got = ranker.config.config_hash()
+    # the hash of the config as the artifact stored it: a field added to the code later, with a
+    # default that keeps the old behaviour, must not make every earlier bundle unloadable
+    got = config_blob_hash(art.get("config", {}))
     if got != entry.get("config_hash") or art.get("config_hash") != entry.get("config_hash"):
         raise BundleError(
             f"ranker {name!r}: artifact config hash {art.get('config_hash')} (recomputed {got}) "

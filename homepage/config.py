@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -64,8 +65,12 @@ class PipelineConfig(BaseModel):
         return self
 
     def config_hash(self) -> str:
-        blob = json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()
-        return hashlib.sha256(blob).hexdigest()[:12]
+        return self.hash_of(self.model_dump(mode="json"))
+
+    @staticmethod
+    def hash_of(config: dict[str, Any]) -> str:
+        """The hash of a config as JSON; bundles check it against the config as they stored it."""
+        return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:12]
 
     @property
     def half_life_seconds(self) -> float:

@@ -45,8 +45,13 @@ class RankerConfig(BaseModel):
     max_rows: int = Field(default=1, ge=0, le=100, description="most rows this ranker proposes")
 
     def config_hash(self) -> str:
-        blob = json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()
-        return hashlib.sha256(blob).hexdigest()[:16]
+        return config_blob_hash(self.model_dump(mode="json"))
+
+
+def config_blob_hash(config: dict[str, Any]) -> str:
+    """The hash of a ranker config as JSON (what artifacts and bundle manifests record)."""
+    blob = json.dumps(config, sort_keys=True).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
 
 
 @dataclass(frozen=True, eq=False)

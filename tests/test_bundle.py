@@ -121,6 +121,28 @@ def test_load_refuses_an_artifact_whose_config_changed(trained, tmp_path: Path) 
         load_bundle(d)
 
 
+def test_a_bundle_from_code_with_fewer_config_fields_still_loads(trained, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """A config field added to the code later (with a default) must not make earlier bundles unloadable."""
+    from homepage.config import PipelineConfig
+    from rankers.base import config_blob_hash
+
+    d = copy_bundle(trained[0], tmp_path)
+    art = d / "rankers" / "trending" / "manifest.json"
+    a = json.loads(art.read_text())
+    del a["config"]["row_length"]  # as if written before the field existed
+    a["config_hash"] = config_blob_hash(a["config"])
+    art.write_text(json.dumps(a))
+    m = json.loads((d / "manifest.json").read_text())
+    next(e for e in m["rankers"] if e["name"] == "trending")["config_hash"] = a["config_hash"]
+    del m["config"]["trending_half_life_days"]
+    m["config_hash"] = PipelineConfig.hash_of(m["config"])
+    (d / "manifest.json").write_text(json.dumps(m))
+    bundle = load_bundle(d)
+    trending = next(r for r in bundle.rankers if r.name == "trending")
+    assert trending.config.row_length == type(trending.config).model_fields["row_length"].default
+    assert bundle.config.trending_half_life_days == PipelineConfig.model_fields["trending_half_life_days"].default
+
+
 def test_load_names_a_path_that_is_no_bundle(tmp_path: Path) -> None:
     with pytest.raises(BundleError, match="not a model bundle"):
         load_bundle(tmp_path)
