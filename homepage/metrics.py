@@ -46,6 +46,10 @@ class ServingMetrics:
         self.events_duplicate = Counter("homepage_events_duplicate", "Events skipped by idempotency key", registry=r)
         self.events_rejected = Counter("homepage_events_unavailable", "Events refused with 503 (Redis unavailable)", registry=r)
         self.model_reloads = Counter("homepage_model_reloads", "Model versions loaded", registry=r)
+        # label children of the per-request counters, looked up once (a lookup takes a lock)
+        self.pages_built = self.pages.labels("built")
+        self.pages_cache_hit = self.pages.labels("cache_hit")
+        self.pages_degraded = self.pages.labels("degraded")
 
     def render(self) -> bytes:
         """The exposition text: this process's registry, or every worker's values summed in multiprocess mode."""

@@ -13,6 +13,7 @@ import asyncio
 import functools
 import gc
 import logging
+import secrets
 import threading
 import time
 from collections import Counter
@@ -211,7 +212,7 @@ class PageService:
             body = page_json(page, cur.cards, store_version=cur.store_version, world_as_of=cur.fallback.as_of, request=request)
         return PageResult(dumps(body), degraded=True, cache_hit=False, reason=reason, rows_by_ranker=tuple(r.ranker for r in page.rows))
 
-    async def page(self, user_id: int, params: PageParams, nonce: str = "") -> PageResult:
+    async def page(self, user_id: int, params: PageParams, nonce: str | None = None) -> PageResult:
         """A page within the deadline: personalised when Redis and the model answer in time, else the fallback.
 
         Redis I/O runs in the thread pool under the deadline (a slow Redis cannot hold the
@@ -236,17 +237,18 @@ class PageService:
         if reason:
             result = self.fallback(user_id, params, now, reason)
             self.metrics.fallbacks.labels(reason).inc()
-            self.metrics.pages.labels("degraded").inc()
+            self.metrics.pages_degraded.inc()
         elif result.cache_hit:
             self.metrics.cache_hits.inc()
-            self.metrics.pages.labels("cache_hit").inc()
+            self.metrics.pages_cache_hit.inc()
         else:
-            self.metrics.pages.labels("built").inc()
-        for ranker, n in Counter(result.rows_by_ranker).items():
-            self.metrics.rows_served.labels(ranker).inc(n)
+            self.metrics.pages_built.inc()
+        if result.rows_by_ranker:
+            for ranker, n in Counter(result.rows_by_ranker).items():
+                self.metrics.rows_served.labels(ranker).inc(n)
         return result
 
-    async def _page(self, user_id: int, params: PageParams, nonce: str, now: int, started: float, deadline: float) -> PageResult:
+    async def _page(self, user_id: int, params: PageParams, nonce: str | None, now: int, started: float, deadline: float) -> PageResult:
         cur = self.loaded
         if cur is None:
             raise StoreUnavailable("no model loaded yet")
@@ -261,7 +263,8 @@ class PageService:
             return PageResult(cached, degraded=False, cache_hit=True)
         if time.monotonic() - started >= deadline:
             raise TimeoutError  # the read took the whole budget (a queue of requests, a slow Redis)
-        built = self.render(cur, user, params, now, nonce)
+        # the nonce tells apart two pages of one user in one second; drawn only for a page built
+        built = self.render(cur, user, params, now, secrets.token_hex(4) if nonce is None else nonce)
         # wait for the cache write (bounded): a client's next request, e.g. an event that
         # invalidates this page, must not race with it; a slow write only loses the cache entry
         write = self.run(self.store.page_served, user_id, field_, built.body, self.config.page_cache_seconds, built.served, cur.store_version)

@@ -184,11 +184,37 @@ def test_bad_events_are_422_naming_the_field(api: Api, body: dict[str, Any], fie
 
 @pytest.mark.parametrize(
     ("path", "field"),
-    [("/homepage/abc", "user_id"), ("/homepage/1?rows=0", "rows"), ("/homepage/1?cols=51", "cols"), ("/homepage/1?device=T%20V", "device"), ("/homepage/1?region=" + "x" * 40, "region")],
+    [
+        ("/homepage/abc", "user_id"),
+        ("/homepage/1?rows=0", "rows"),
+        ("/homepage/1?rows=", "rows"),
+        ("/homepage/1?rows=2.5", "rows"),
+        ("/homepage/1?cols=51", "cols"),
+        ("/homepage/1?device=T%20V", "device"),
+        ("/homepage/1?region=" + "x" * 40, "region"),
+        ("/homepage/1?explain=maybe", "explain"),
+        ("/homepage/1?rows=3&rows=0", "rows"),  # the last of repeated parameters counts, as everywhere in Starlette
+    ],
 )
 def test_bad_page_parameters_are_422_naming_the_field(api: Api, path: str, field: str) -> None:
     r = api.get(path)
-    assert r.status_code == 422 and r.json()["detail"].startswith(field)
+    assert r.status_code == 422 and r.json()["detail"].startswith(field), r.text
+    assert r.json()["errors"][0]["field"] == field
+
+
+def test_page_parameters_parse_like_declared_query_parameters(api: Api) -> None:
+    """The route parses its query in one pass: values, percent-encoding, repeats and unknown names behave as FastAPI's."""
+    page = api.get("/homepage/1?rows=0&rows=3&cols=4&device=tv&region=%55S&explain=yes&utm_source=mail").json()
+    assert page["request"]["rows"] == 3 and page["request"]["cols"] == 4
+    assert page["request"]["device"] == "tv" and page["request"]["region"] == "US"
+    assert 1 <= len(page["rows"]) <= 3 and all(len(r["titles"]) <= 4 for r in page["rows"])
+    assert all("features" in r for r in page["rows"])  # explain=yes is true
+    plain = api.get("/homepage/1").json()
+    assert plain["request"]["rows"] == 10 and plain["request"]["cols"] == 10 and plain["request"]["device"] is None
+    assert not any("features" in r for r in plain["rows"])
+    params = {p["name"]: p for p in api.client.get("/openapi.json").json()["paths"]["/homepage/{user_id}"]["get"]["parameters"]}
+    assert params["rows"]["in"] == "query" and params["rows"]["schema"]["maximum"] == 50 and params["explain"]["schema"]["type"] == "boolean"
+    assert params["user_id"]["in"] == "path"
 
 
 def test_writes_need_the_api_key(api: Api) -> None:

@@ -3,23 +3,25 @@
 from __future__ import annotations
 
 import asyncio
-import secrets
 from typing import Annotated
+from urllib.parse import parse_qsl
 
 import numpy as np
 from fastapi import APIRouter, HTTPException, Path, Query, Request, Response
+from fastapi.exceptions import RequestValidationError
+from pydantic import ValidationError
 
 from homepage.api.schemas import (
     COMMON_RESPONSES,
-    DEVICE_PATTERN,
     MAX_ID,
-    REGION_PATTERN,
     ErrorOut,
     Health,
     PageOut,
+    PageQuery,
     SimilarOut,
     TitleCard,
     TitleOut,
+    query_parameters,
 )
 from homepage.service import PageParams, PageService
 from homepage.store import StoreUnavailable
@@ -34,23 +36,36 @@ def _service(request: Request) -> PageService:
     return request.app.state.service
 
 
+_DEFAULT_PAGE_PARAMS = PageParams()
+
+
+def page_params(query_string: bytes) -> PageParams:
+    """The page parameters of a request's query string; 422 naming the field when one is invalid.
+
+    FastAPI validates declared query parameters one by one, ~30 us a request on this
+    route, a sixth of a whole cache hit; one pass of ``PageQuery`` costs ~3 us, and a request
+    without a query string none. The OpenAPI schema still lists them (``openapi_extra``).
+    """
+    if not query_string:
+        return _DEFAULT_PAGE_PARAMS
+    values = dict(parse_qsl(query_string.decode("latin-1"), keep_blank_values=True))  # the last of repeats, as Starlette
+    try:
+        q = PageQuery.model_validate(values)
+    except ValidationError as e:
+        raise RequestValidationError([{**err, "loc": ("query", *err["loc"])} for err in e.errors(include_url=False)]) from None
+    return PageParams(q.rows, q.cols, q.device, q.region, q.explain)
+
+
 @router.get(
     "/homepage/{user_id}",
     response_model=PageOut,
     responses={200: {"model": PageOut}},
     summary="The user's homepage: rows of titles with artwork",
+    openapi_extra={"parameters": query_parameters(PageQuery)},
 )
-async def homepage(
-    request: Request,
-    user_id: UserId,
-    rows: Annotated[int, Query(ge=1, le=50)] = 10,
-    cols: Annotated[int, Query(ge=1, le=50)] = 10,
-    device: Annotated[str | None, Query(pattern=DEVICE_PATTERN)] = None,
-    region: Annotated[str | None, Query(pattern=REGION_PATTERN)] = None,
-    explain: bool = False,
-) -> Response:
+async def homepage(request: Request, user_id: UserId) -> Response:
     """A personalised page within the deadline, or the popular fallback marked ``degraded``. Never an error for unknown users."""
-    result = await _service(request).page(user_id, PageParams(rows, cols, device, region, explain), secrets.token_hex(4))
+    result = await _service(request).page(user_id, page_params(request.scope["query_string"]))
     headers = {"X-Cache": "hit" if result.cache_hit else "miss"}
     if result.degraded:
         headers["X-Degraded"] = result.reason or "1"

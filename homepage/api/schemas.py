@@ -42,6 +42,27 @@ class Row(BaseModel):
     features: dict[str, float | None] | None = None
 
 
+class PageQuery(BaseModel):
+    """The query parameters of ``GET /homepage/{user_id}``, validated in one pass (``routes_pages.page_params``)."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    rows: int = Field(default=10, ge=1, le=50, description="rows on the page")
+    cols: int = Field(default=10, ge=1, le=50, description="titles per row")
+    device: str | None = Field(default=None, pattern=DEVICE_PATTERN, description="client device (tv, web, mobile, tablet): a page-model feature")
+    region: str | None = Field(default=None, pattern=REGION_PATTERN, description="region for regional rows and the fallback page")
+    explain: bool = Field(default=False, description="per row: stage, features, score, the rule that forced it")
+
+
+def query_parameters(model: type[BaseModel]) -> list[dict[str, Any]]:
+    """OpenAPI ``parameters`` entries for a query model's fields (for routes that parse their query themselves)."""
+    props = model.model_json_schema()["properties"]
+    return [
+        {"name": name, "in": "query", "required": False, "schema": schema, **({"description": schema["description"]} if "description" in schema else {})}
+        for name, schema in props.items()
+    ]
+
+
 class PageRequestEcho(BaseModel):
     rows: int
     cols: int
