@@ -26,7 +26,11 @@ class ServeSettings(BaseSettings):
     page_cache_seconds: int = Field(default=30, ge=1, le=86_400)
     page_cache_reads: bool = Field(default=True, description="off: every request builds its page (benchmarks of the miss path)")
     policy: str | None = Field(default=None, description="page policy; default stage-wise when the bundle has a page model")
-    refresh_seconds: float = Field(default=2.0, gt=0, le=3600, description="how often the world state and active version are re-read")
+    refresh_seconds: float = Field(default=2.0, gt=0, le=3600, description="how often the active version (and Redis health) is re-read")
+    world_refresh_seconds: float = Field(
+        default=10.0, gt=0, le=3600,
+        description="how often the world state (popularity, trending counters) is re-read; a user's own events count at once regardless",
+    )
     redis_timeout: float = Field(default=0.25, gt=0, le=60, description="Redis socket timeout of the API (short: a hung Redis must not hold requests)")
     models_dir: Path = Field(default=Path("var/serving-models"), description="where published bundles are unpacked")
     threads: int = Field(default=8, ge=1, le=256)
@@ -40,6 +44,7 @@ class ServeSettings(BaseSettings):
             cache_reads=self.page_cache_reads,
             policy=self.policy,
             refresh_seconds=self.refresh_seconds,
+            world_refresh_seconds=self.world_refresh_seconds,
             models_dir=self.models_dir,
             threads=self.threads,
         )
