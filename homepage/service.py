@@ -139,8 +139,8 @@ class PageService:
                 if not (new_models or force or time.monotonic() - self._world_read_at >= self.config.world_refresh_seconds):
                     self.redis_ok, self.last_error = True, None
                     return True
+                read_at = time.monotonic()
                 world = self.store.read_global_state(now, models.catalog, version)
-                self._world_read_at = time.monotonic()
                 policy = self.config.policy or ("stage-wise" if models.page_model is not None else "row-ranking")
                 cards = cur.cards if cur is not None and cur.models is models else TitleCards.from_catalog(models.catalog)
                 _warm_up(models, world, policy)
@@ -152,6 +152,7 @@ class PageService:
                     world=world,
                     fallback=FallbackPages.from_world(world, models.catalog, models.allowed, models.version),
                 )
+                self._world_read_at = read_at  # only once the new world is in: a failed swap is retried
                 if new_models:
                     _freeze_heap()
                 self.redis_ok, self.last_error = True, None
@@ -161,6 +162,7 @@ class PageService:
             except Exception as e:  # a bad bundle must not take the service down
                 log.exception("refresh failed")
                 self.redis_ok, self.last_error = True, f"{type(e).__name__}: {e}"
+            self._world_read_at = -float("inf")  # after any failure the next refresh reads the world again
             return False
 
     def _load_models(self, version: str) -> PageModels:
