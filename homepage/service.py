@@ -34,6 +34,7 @@ from homepage.store import RedisStore, StoreError, StoreUnavailable
 
 log = logging.getLogger(__name__)
 MIN_WRITE_WAIT = 0.01  # seconds a built page waits for its cache write even past the deadline
+BAD_BUNDLE_RETRY = (1.0, 60.0)  # seconds before retrying a version whose bundle failed to load: first, cap (doubling)
 
 
 @dataclass(frozen=True)
@@ -108,6 +109,7 @@ class PageService:
         self._pool = ThreadPoolExecutor(max_workers=config.threads, thread_name_prefix="page")
         self._refresh_lock = threading.Lock()
         self._world_read_at = -float("inf")  # monotonic time of the last world-state read
+        self._bad_version: _BadVersion | None = None  # the last version whose bundle failed to load
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
@@ -131,7 +133,18 @@ class PageService:
                 cur = self.loaded
                 now = int(time.time())
                 if cur is None or force or cur.store_version != version:
-                    models = self._load_models(version)
+                    bad = self._bad_version
+                    if bad is not None and bad.version == version and not force and time.monotonic() < bad.retry_at:
+                        self.redis_ok, self.last_error = True, bad.error
+                        return False  # keep serving what is loaded; retried when due or on /admin/reload
+                    try:
+                        models = self._load_models(version)
+                    except StoreUnavailable:
+                        raise
+                    except Exception as e:
+                        self._bad_version = _BadVersion.after(bad, version, f"{type(e).__name__}: {e}")
+                        raise
+                    self._bad_version = None
                     self.metrics.model_reloads.inc()
                 else:
                     models = cur.models
@@ -303,6 +316,26 @@ class PageService:
     async def run(self, fn: Any, *args: Any) -> Any:
         """Run blocking store work in the service's thread pool."""
         return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
+
+
+@dataclass(frozen=True)
+class _BadVersion:
+    """A published version whose bundle failed to load, and when to try it again.
+
+    A bad bundle stays bad until it is republished, so it is not re-unpacked and re-loaded
+    at every refresh: the retry delay doubles from ``BAD_BUNDLE_RETRY[0]`` to its cap.
+    """
+
+    version: str
+    error: str
+    delay: float
+    retry_at: float
+
+    @staticmethod
+    def after(previous: _BadVersion | None, version: str, error: str) -> _BadVersion:
+        first, cap = BAD_BUNDLE_RETRY
+        delay = min(previous.delay * 2, cap) if previous is not None and previous.version == version else first
+        return _BadVersion(version, error, delay, time.monotonic() + delay)
 
 
 def _warm_up(models: PageModels, world: GlobalState, policy: str) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import time
 from pathlib import Path
 
 import pytest
@@ -58,5 +59,49 @@ def test_a_world_that_fails_to_swap_in_is_retried_and_reported(
         assert not svc.refresh() and "bad world" in (svc.last_error or "") and not svc.ready
         monkeypatch.setattr(service_module.FallbackPages, "from_world", real)
         assert svc.refresh() and svc.ready and svc.loaded.world is not first.world
+    finally:
+        svc.close()
+
+
+def test_a_version_whose_bundle_fails_to_load_is_retried_with_backoff_not_every_refresh(
+    store: RedisStore, serving_bundle: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bad bundle is not unpacked and loaded again at every refresh: the service keeps the old one, says why, and retries later."""
+    import homepage.service as service_module
+
+    monkeypatch.setattr(service_module, "BAD_BUNDLE_RETRY", (0.2, 0.4))
+    publish_dataset(store, WORLD_SMALL, models=serving_bundle)
+    svc = PageService(store, ServiceConfig(models_dir=tmp_path, world_refresh_seconds=3600))
+    loads: list[str] = []
+    real_load = svc._load_models
+
+    def counted(version: str) -> object:
+        loads.append(version)
+        return real_load(version)
+
+    monkeypatch.setattr(svc, "_load_models", counted)
+    try:
+        assert svc.refresh()
+        good = svc.loaded
+        assert good is not None
+        v2 = publish_dataset(store, WORLD_SMALL, models=serving_bundle).meta.version
+        key = store.keys.bundle(v2)
+        manifest = store.client.hget(key, "manifest.json")
+        store.client.hset(key, "manifest.json", b"{not json")
+        assert not svc.refresh() and loads == [good.store_version, v2]
+        error = svc.last_error or ""
+        assert "manifest.json" in error and "invalid JSON" in error and not svc.ready
+        assert svc.loaded is good  # still serving the version that loaded
+        for _ in range(3):  # within the delay: no new attempt, the same error reported
+            assert not svc.refresh() and svc.last_error == error
+        assert loads.count(v2) == 1
+        time.sleep(0.25)
+        assert not svc.refresh() and loads.count(v2) == 2  # due: retried, and the next delay doubled
+        time.sleep(0.25)
+        assert not svc.refresh() and loads.count(v2) == 2
+        assert not svc.refresh(force=True) and loads.count(v2) == 3  # /admin/reload does not wait
+        store.client.hset(key, "manifest.json", manifest)  # republished right
+        time.sleep(0.45)
+        assert svc.refresh() and svc.ready and svc.loaded.store_version == v2 and loads.count(v2) == 4
     finally:
         svc.close()
