@@ -1034,15 +1034,20 @@ class RedisStore:
         """A page request's one round-trip: the cached page for ``cache_field`` and the user's state.
 
         On a cache hit (with ``use_cache``) the state is not parsed and None is returned for it.
+        Without ``use_cache`` (benchmarks of the miss path) the cache entry is looked up but
+        not transferred, as in a real miss: (None, state).
         """
         pipe = self.client.pipeline(transaction=False)
-        pipe.hget(self.keys.page(version, user_id), cache_field)
+        page_key = self.keys.page(version, user_id)
+        pipe.hget(page_key, cache_field) if use_cache else pipe.hstrlen(page_key, cache_field)
         pipe.get(self.keys.hist(version, user_id))
         pipe.hgetall(self.keys.profile(version, user_id))
         cached, raw_hist, profile = pipe.execute()
-        if cached is not None and use_cache:
+        if not use_cache:
+            return None, _user_state(user_id, now, catalog, raw_hist, profile)
+        if cached is not None:
             return cached, None
-        return cached, _user_state(user_id, now, catalog, raw_hist, profile)
+        return None, _user_state(user_id, now, catalog, raw_hist, profile)
 
     @_guarded
     def page_served(

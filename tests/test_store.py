@@ -229,6 +229,20 @@ def test_page_cache_is_invalidated_by_the_users_events(store: RedisStore, world:
     assert store.get_cached_page(1) is None and store.get_cached_page(2) == b"page-2"
 
 
+def test_read_request_returns_the_cached_page_or_the_state_and_never_both(store: RedisStore, world: World) -> None:
+    """A page request's one round trip: a hit returns the page unparsed; with cache reads off it returns the state."""
+    world.publish(store, "v1")
+    now = world.t + 100
+    miss, state = store.read_request(1, now, world.catalog, "f", "v1")
+    assert miss is None and state is not None and len(state) > 0
+    store.page_served(1, "f", b"cached page", 60, None, "v1")
+    assert store.read_request(1, now, world.catalog, "f", "v1") == (b"cached page", None)
+    assert store.read_request(1, now, world.catalog, "other", "v1")[0] is None  # keyed by request parameters
+    off, state_off = store.read_request(1, now, world.catalog, "f", "v1", use_cache=False)
+    assert off is None and state_off is not None
+    assert_user_equal(state_off, state)
+
+
 def test_bundle_files_round_trip(store: RedisStore, world: World, tmp_path: Path) -> None:
     bundle = tmp_path / "bundle"
     (bundle / "rankers").mkdir(parents=True)
