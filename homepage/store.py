@@ -1001,8 +1001,8 @@ class RedisStore:
                 n += self.client.xdel(stream, *ids[start : start + DELETE_BATCH])
         return n
 
-    def _stream_entries(self, stream: str) -> Iterator[tuple[bytes, dict[bytes, bytes]]]:
-        last = "-"
+    def _stream_entries(self, stream: str, after: str | None = None) -> Iterator[tuple[bytes, dict[bytes, bytes]]]:
+        last = "-" if after is None else "(" + after
         while True:
             chunk = self.client.xrange(stream, min=last, max="+", count=SCAN_COUNT)
             if not chunk:
@@ -1091,9 +1091,19 @@ class RedisStore:
         ][: count if count is not None else None]
 
     @_guarded
-    def event_entries(self) -> list[tuple[str, int, str]]:
-        """(stream id, user id, event JSON) of the events stream, oldest first."""
-        return [(eid.decode(), int(f[b"u"]), f[b"e"].decode()) for eid, f in self._stream_entries(self.keys.events)]
+    def event_entries(self, after: str | None = None) -> list[tuple[str, int, str]]:
+        """(stream id, user id, event JSON) of the events stream, oldest first; only ids after ``after`` if given."""
+        return [(eid.decode(), int(f[b"u"]), f[b"e"].decode()) for eid, f in self._stream_entries(self.keys.events, after)]
+
+    @_guarded
+    def profile_regions(self, user_ids: Sequence[int], version: str | None = None) -> dict[int, str]:
+        """The region each of these users set with ``PUT /users`` in a version (users without one are left out)."""
+        v = self._resolve(version)
+        ids = [int(u) for u in user_ids]
+        pipe = self.client.pipeline(transaction=False)
+        for u in ids:
+            pipe.hget(self.keys.profile(v, u), "region")
+        return {u: r.decode() for u, r in zip(ids, pipe.execute()) if r}
 
     @_guarded
     def put_floor_page(self, page: bytes) -> None:

@@ -156,7 +156,7 @@ def _demo_artwork_logs(world: Path, var: Path, impressions: int = 100_000) -> Pa
     return path
 
 
-logs_app = typer.Typer(help="Served-page logs.", no_args_is_help=True)
+logs_app = typer.Typer(help="Served-page and event logs.", no_args_is_help=True)
 app.add_typer(logs_app, name="logs")
 
 
@@ -178,6 +178,24 @@ def logs_export(out: Path = typer.Option(..., "--out", help="Parquet file to wri
         store.close()
     write_served_logs(frame, out)
     typer.echo(f"{out}: {frame['page_id'].nunique()} pages, {len(frame)} impressions, {int(frame['played'].sum())} attributed plays")
+
+
+@logs_app.command("merge-events")
+def logs_merge_events(dataset: Path = typer.Argument(..., help="Dataset directory to fold the acknowledged events into.")) -> None:
+    """Append the events the API acknowledged since the last merge to a dataset (before training and publishing from it)."""
+    from homepage.events_merge import merge_stream_into_dataset
+    from homepage.settings import get_settings
+    from homepage.store import connect
+
+    store = connect(get_settings())
+    try:
+        r = merge_stream_into_dataset(dataset, store)
+    finally:
+        store.close()
+    if not r.added:
+        typer.echo(f"{dataset}: no new events in the stream (merged up to {r.last_id or 'nothing yet'})")
+        return
+    typer.echo(f"{dataset}: +{r.added:,} events ({r.new_users:,} new users), {r.total_events:,} in all; stream merged up to {r.last_id}")
 
 
 if __name__ == "__main__":  # ``python -m homepage.cli.serve``: the serve command alone (benchmarks)
