@@ -1010,23 +1010,7 @@ class RedisStore:
             yield from chunk
             last = "(" + chunk[-1][0].decode()
 
-    # ------------------------------------------------------------ room for serving
-    @_guarded
-    def get_cached_page(self, user_id: int, version: str | None = None) -> bytes | None:
-        """The cached page of a user, or None; any event of the user deletes it."""
-        return self.client.get(self.keys.page(self._resolve(version), user_id))
-
-    @_guarded
-    def set_cached_page(self, user_id: int, page: bytes, ttl_seconds: int, version: str | None = None) -> None:
-        self.client.set(self.keys.page(self._resolve(version), user_id), page, ex=ttl_seconds)
-
-    @_guarded
-    def log_served(self, user_id: int, page: str) -> bytes:
-        """Append a served page (JSON) to the capped served-pages stream."""
-        return self.client.xadd(
-            self.keys.served, {"u": str(int(user_id)), "p": page}, maxlen=self.settings.served_maxlen, approximate=True
-        )
-
+    # ------------------------------------------------------------ serving
     @_guarded
     def read_request(
         self, user_id: int, now: int, catalog: Catalog, cache_field: str, version: str, *, use_cache: bool = True

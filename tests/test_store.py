@@ -210,8 +210,8 @@ def test_gc_keeps_the_newest_versions(store: RedisStore, world: World) -> None:
 def test_delete_user_erases_keys_and_stream_entries(store: RedisStore, world: World) -> None:
     world.publish(store, "v1")
     store.append_events(_new_events(world), world.catalog)
-    store.log_served(1, '{"page": 1}')
-    store.log_served(2, '{"page": 2}')
+    store.page_served(1, "f", b"page 1", 60, '{"page": 1}', "v1")
+    store.page_served(2, "f", b"page 2", 60, '{"page": 2}', "v1")
     assert len(store.read_user_state(1, world.t + 100, world.catalog)) > 0
     assert store.delete_user(1) > 0
     assert store.read_user_state(1, world.t + 100, world.catalog).is_cold
@@ -223,10 +223,14 @@ def test_delete_user_erases_keys_and_stream_entries(store: RedisStore, world: Wo
 
 def test_page_cache_is_invalidated_by_the_users_events(store: RedisStore, world: World) -> None:
     world.publish(store, "v1")
-    store.set_cached_page(1, b"page-1", ttl_seconds=60)
-    store.set_cached_page(2, b"page-2", ttl_seconds=60)
+    now = world.t + 100
+    for user in (1, 2):
+        for params in ("rows=10", "rows=3"):  # every cached page of the user goes, whatever its parameters
+            store.page_served(user, params, f"page-{user}-{params}".encode(), 60, None, "v1")
     store.append_events(_new_events(world)[:2], world.catalog)  # user 1 only
-    assert store.get_cached_page(1) is None and store.get_cached_page(2) == b"page-2"
+    for params in ("rows=10", "rows=3"):
+        assert store.read_request(1, now, world.catalog, params, "v1")[0] is None
+        assert store.read_request(2, now, world.catalog, params, "v1")[0] == f"page-2-{params}".encode()
 
 
 def test_read_request_returns_the_cached_page_or_the_state_and_never_both(store: RedisStore, world: World) -> None:
