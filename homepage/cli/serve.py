@@ -114,7 +114,7 @@ def demo(
         bundle = load_bundle(models)
     else:
         art_logs = _demo_artwork_logs(world, var)
-        typer.echo("training (rankers and the stage-wise page model; two to three minutes on the small world)")
+        typer.echo("training (rankers and the stage-wise page model; under a minute on the small world)")
         # one regularisation setting (the middle of the default grid): the demo keeps artwork training to seconds
         bundle = train_bundle(ds, var / "models", PipelineConfig(), progress=True, artwork_logs=art_logs,
                               artwork_grid=None if art_logs is None else ((30.0, 200.0, 10.0),))
