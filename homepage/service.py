@@ -34,7 +34,8 @@ from homepage.store import RedisStore, StoreError, StoreUnavailable
 
 log = logging.getLogger(__name__)
 MIN_WRITE_WAIT = 0.01  # seconds a built page waits for its cache write even past the deadline
-BAD_BUNDLE_RETRY = (1.0, 60.0)  # seconds before retrying a version whose bundle failed to load: first, cap (doubling)
+BAD_BUNDLE_RETRY = (1.0, 60.0)  # seconds before retrying a version that failed to go live: first, cap (doubling)
+MAX_BAD_VERSIONS = 16
 
 
 @dataclass(frozen=True)
@@ -109,7 +110,7 @@ class PageService:
         self._pool = ThreadPoolExecutor(max_workers=config.threads, thread_name_prefix="page")
         self._refresh_lock = threading.Lock()
         self._world_read_at = -float("inf")  # monotonic time of the last world-state read
-        self._bad_version: _BadVersion | None = None  # the last version whose bundle failed to load
+        self._bad_versions: dict[str, _BadVersion] = {}  # versions that failed to load or to go live
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
@@ -126,6 +127,7 @@ class PageService:
         trouble: the service keeps serving what it has and notes the error (``/health/ready``).
         """
         with self._refresh_lock:
+            loading: str | None = None  # the version being put in, if any: its failure is remembered
             try:
                 version = self.store.active_version()
                 if version is None:
@@ -133,18 +135,12 @@ class PageService:
                 cur = self.loaded
                 now = int(time.time())
                 if cur is None or force or cur.store_version != version:
-                    bad = self._bad_version
-                    if bad is not None and bad.version == version and not force and time.monotonic() < bad.retry_at:
+                    bad = self._bad_versions.get(version)
+                    if bad is not None and not force and time.monotonic() < bad.retry_at:
                         self.redis_ok, self.last_error = True, bad.error
                         return False  # keep serving what is loaded; retried when due or on /admin/reload
-                    try:
-                        models = self._load_models(version)
-                    except StoreUnavailable:
-                        raise
-                    except Exception as e:
-                        self._bad_version = _BadVersion.after(bad, version, f"{type(e).__name__}: {e}")
-                        raise
-                    self._bad_version = None
+                    loading = version
+                    models = self._load_models(version)
                     self.metrics.model_reloads.inc()
                 else:
                     models = cur.models
@@ -166,6 +162,8 @@ class PageService:
                     fallback=FallbackPages.from_world(world, models.catalog, models.allowed, models.version),
                 )
                 self._world_read_at = read_at  # only once the new world is in: a failed swap is retried
+                if loading is not None:
+                    self._bad_versions.pop(loading, None)
                 if new_models:
                     _freeze_heap()
                 self.redis_ok, self.last_error = True, None
@@ -175,8 +173,16 @@ class PageService:
             except Exception as e:  # a bad bundle must not take the service down
                 log.exception("refresh failed")
                 self.redis_ok, self.last_error = True, f"{type(e).__name__}: {e}"
+                if loading is not None:
+                    self._remember_bad(loading, self.last_error)
             self._world_read_at = -float("inf")  # after any failure the next refresh reads the world again
             return False
+
+    def _remember_bad(self, version: str, error: str) -> None:
+        """Note a version that failed to go live, so it is retried on a doubling delay (a few kept)."""
+        self._bad_versions[version] = _BadVersion.after(self._bad_versions.get(version), version, error)
+        while len(self._bad_versions) > MAX_BAD_VERSIONS:
+            del self._bad_versions[min(self._bad_versions, key=lambda v: self._bad_versions[v].retry_at)]
 
     def _load_models(self, version: str) -> PageModels:
         bundle_dir = self.store.materialize_bundle(version, Path(self.config.models_dir))
@@ -320,9 +326,9 @@ class PageService:
 
 @dataclass(frozen=True)
 class _BadVersion:
-    """A published version whose bundle failed to load, and when to try it again.
+    """A published version that failed to go live (its bundle, its world state), and when to try it again.
 
-    A bad bundle stays bad until it is republished, so it is not re-unpacked and re-loaded
+    A bad version stays bad until it is republished, so it is not re-unpacked and re-loaded
     at every refresh: the retry delay doubles from ``BAD_BUNDLE_RETRY[0]`` to its cap.
     """
 

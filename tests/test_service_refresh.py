@@ -105,3 +105,46 @@ def test_a_version_whose_bundle_fails_to_load_is_retried_with_backoff_not_every_
         assert svc.refresh() and svc.ready and svc.loaded.store_version == v2 and loads.count(v2) == 4
     finally:
         svc.close()
+
+
+def test_a_version_that_loads_but_fails_to_go_live_is_also_retried_with_backoff(
+    store: RedisStore, serving_bundle: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bundle that loads but whose world or fallback fails is remembered too; two bad versions in turn each keep their delay."""
+    import homepage.service as service_module
+
+    monkeypatch.setattr(service_module, "BAD_BUNDLE_RETRY", (30.0, 60.0))
+    publish_dataset(store, WORLD_SMALL, models=serving_bundle)
+    svc = PageService(store, ServiceConfig(models_dir=tmp_path, world_refresh_seconds=3600))
+    loads: list[str] = []
+    real_load = svc._load_models
+
+    def counted(version: str) -> object:
+        loads.append(version)
+        return real_load(version)
+
+    monkeypatch.setattr(svc, "_load_models", counted)
+    try:
+        assert svc.refresh()
+        good = svc.loaded
+        v2 = publish_dataset(store, WORLD_SMALL, models=serving_bundle).meta.version
+        real_fallback = service_module.FallbackPages.from_world
+
+        def broken(*args: object, **kwargs: object) -> object:
+            raise RuntimeError("fallback of the new version")
+
+        monkeypatch.setattr(service_module.FallbackPages, "from_world", broken)
+        for _ in range(3):
+            assert not svc.refresh() and "fallback of the new version" in (svc.last_error or "")
+        assert loads.count(v2) == 1 and svc.loaded is good
+        # a second bad version, then the first again: neither is retried before its delay
+        v3 = publish_dataset(store, WORLD_SMALL, models=serving_bundle).meta.version
+        for active in (v3, v2, v3, v2):
+            store.client.set(store.keys.active, active)
+            assert not svc.refresh()
+        assert loads.count(v2) == 1 and loads.count(v3) == 1
+        monkeypatch.setattr(service_module.FallbackPages, "from_world", real_fallback)
+        assert svc.refresh(force=True) and svc.loaded.store_version == v2 and svc.ready
+        assert v2 not in svc._bad_versions and v3 in svc._bad_versions
+    finally:
+        svc.close()
