@@ -12,6 +12,7 @@ Pure: stream records in, a new events table out; the store and the files are the
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +23,7 @@ import pandas as pd
 
 from homepage.dataset import EVENT_SCHEMA, conform, load_dataset, write_dataset
 from homepage.domain import EVENT_CODES, Event
+from homepage.erasure import drop_erased
 from homepage.errors import HomepageError
 
 if TYPE_CHECKING:
@@ -73,20 +75,24 @@ def stream_events(entries: Iterable[tuple[str, int, str]], after: str | None = N
     return StreamEvents(conform(frame, EVENT_SCHEMA).to_pandas(), last)  # the dtypes ``load_dataset`` gives
 
 
-def merged_extra(extra: Mapping[str, object], stream: str, last_id: str | None, added: int) -> dict[str, object]:
-    """The manifest's ``extra`` after a merge from ``stream`` up to ``last_id``."""
+def merged_extra(
+    extra: Mapping[str, object], stream: str, last_id: str | None, added: int, tally: Mapping[str, int]
+) -> dict[str, object]:
+    """The manifest's ``extra`` after a merge from ``stream`` up to ``last_id`` (with the stream's tally then)."""
     prev = dict(extra.get(MERGED_KEY) or {})  # type: ignore[call-overload]
     out = dict(extra)
     out[MERGED_KEY] = {
         "stream": stream,
         "last_id": last_id or prev.get("last_id"),
         "events": int(prev.get("events", 0)) + added,
+        "added": int(tally["added"]),
+        "erased": int(tally["erased"]),
     }
     return out
 
 
-def merged_after(extra: Mapping[str, object], stream: str) -> str | None:
-    """The stream id a dataset was merged up to; refuses a dataset merged from another stream."""
+def merge_mark(extra: Mapping[str, object], stream: str) -> dict[str, object] | None:
+    """Where a dataset was merged up to (``last_id``, the stream's tally then); refuses another stream's mark."""
     prev = extra.get(MERGED_KEY)
     if not prev:
         return None
@@ -96,53 +102,98 @@ def merged_after(extra: Mapping[str, object], stream: str) -> str | None:
             f"dataset was merged from events stream {theirs!r}, not {stream!r} (another Redis prefix?); "
             "merging would skip or repeat events"
         )
-    return str(prev["last_id"]) if prev.get("last_id") else None  # type: ignore[union-attr]
+    return dict(prev)  # type: ignore[call-overload]
 
 
-def new_users(users: pd.DataFrame, events: pd.DataFrame, regions: Mapping[int, str]) -> pd.DataFrame:
-    """Users table rows for the users of ``events`` that ``users`` lacks: created at their first event."""
-    known = set(users["user_id"].astype(np.int64).tolist())
-    first = events.groupby("user_id", sort=True)["ts"].min()
-    fresh = [int(u) for u in first.index if int(u) not in known]
-    return pd.DataFrame(
+def unmerged_lost(mark: Mapping[str, object] | None, tally: Mapping[str, int], read: int) -> int:
+    """How many entries the stream should still hold after the mark, but does not (trimmed by its cap).
+
+    The stream's tally counts entries ever added and erased (``DELETE /users``); the mark
+    keeps the tally as of the last entry merged. Erasures since the mark may have hit entries
+    before it, so a loss that small can go unseen; nothing is ever reported lost that was not.
+    A mark written before tallies existed is not checked.
+    """
+    if mark is None:
+        expected = tally["added"] - tally["erased"]
+    elif "added" in mark and "erased" in mark:
+        expected = (tally["added"] - int(mark["added"])) - (tally["erased"] - int(mark["erased"]))  # type: ignore[call-overload]
+    else:
+        return 0
+    return max(0, expected - read)
+
+
+def merge_users(users: pd.DataFrame, events: pd.DataFrame, regions: Mapping[int, str | None], now: int) -> tuple[pd.DataFrame, int]:
+    """The users table with every profile's region applied and a row for each user it lacked.
+
+    ``regions`` is each profile of the serving version (published from the dataset, or set
+    with ``PUT /users`` since); users new to the table are created at their first event, or
+    at ``now`` for a profile with no events. Returns the table and how many users are new.
+    """
+    out = users.copy()
+    ids = out["user_id"].astype(np.int64)
+    has_profile = ids.isin(list(regions.keys()))
+    if has_profile.any():
+        out.loc[has_profile, "region"] = [regions[int(u)] for u in ids[has_profile]]
+    first = events.groupby("user_id", sort=True)["ts"].min() if len(events) else pd.Series(dtype=np.int64)
+    fresh = sorted(({int(u) for u in first.index} | set(regions)) - set(ids.tolist()))
+    if not fresh:
+        return out, 0
+    added = pd.DataFrame(
         {
             "user_id": np.array(fresh, dtype=np.int64),
             "region": [regions.get(u) for u in fresh],
-            "created": np.array([int(first[u]) for u in fresh], dtype=np.int64),
+            "created": np.array([int(first[u]) if u in first.index else now for u in fresh], dtype=np.int64),
         }
     )
+    return pd.concat([out, added], ignore_index=True), len(fresh)
 
 
 @dataclass(frozen=True)
 class MergeResult:
-    """What a merge added to a dataset."""
+    """What a merge did to a dataset."""
 
     added: int
     new_users: int
+    erased_events: int
     last_id: str | None
     total_events: int
+    changed: bool
 
 
-def merge_stream_into_dataset(dataset: Path, store: RedisStore) -> MergeResult:
+def merge_stream_into_dataset(dataset: Path, store: RedisStore, *, accept_gap: bool = False) -> MergeResult:
     """Append the events stream's entries newer than the dataset's mark to the dataset, atomically.
 
-    The I/O edge of this module: reads the stream (and the profile regions of users the
-    dataset does not know) from ``store``, rewrites the dataset directory with
-    ``write_dataset`` (old contents intact until the new are complete), keeping its other
-    arrays (e.g. the synthetic world's ``truth.npz``). Nothing new: the dataset is not touched.
+    The I/O edge of this module. Reads from ``store``: interrupted event batches are finished
+    first (``drain_outboxes``), then the stream after the mark, every profile's region in the
+    active version, and the erasures (``DELETE /users``), whose users' earlier events and rows
+    leave the dataset. Rewrites the dataset with ``write_dataset`` (old contents intact until
+    the new are complete), keeping its other arrays (e.g. the synthetic world's ``truth.npz``).
+    Refuses, unless ``accept_gap``, when the stream's cap trimmed entries not merged yet.
+    A merge that changes nothing leaves the dataset untouched.
     """
     ds = load_dataset(dataset)
     stream = store.keys.events
-    after = merged_after(ds.manifest.extra, stream)
-    got = stream_events(store.event_entries(after), after)
-    if got.last_id is None:
-        return MergeResult(0, 0, after, len(ds.events))
-    users_added = new_users(ds.users, got.frame, {})
-    if len(users_added):
-        regions = store.profile_regions(users_added["user_id"].tolist())
-        users_added["region"] = [regions.get(int(u)) for u in users_added["user_id"]]
-    events = pd.concat([ds.events, got.frame], ignore_index=True)
-    users = pd.concat([ds.users, users_added], ignore_index=True) if len(users_added) else ds.users
+    mark = merge_mark(ds.manifest.extra, stream)
+    after = str(mark["last_id"]) if mark and mark.get("last_id") else None
+    store.drain_outboxes()
+    entries, tally = store.events_since(after)
+    lost = unmerged_lost(mark, tally, len(entries))
+    if lost and not accept_gap:
+        raise HomepageError(
+            f"{dataset}: the events stream {stream!r} lost {lost:,} entries after {after or 'its start'} before they were merged "
+            "(its cap, HOMEPAGE_EVENTS_MAXLEN, trimmed them); merge more often, or pass --accept-gap to merge what is left"
+        )
+    got = stream_events(entries, after)
+    erased = drop_erased(ds.events, ds.users, store.erasures())
+    events = pd.concat([erased.events, got.frame], ignore_index=True) if len(got.frame) else erased.events
+    users, n_new = merge_users(erased.users, got.frame, store.profile_regions(), int(time.time()))
+    regions_before = dict(zip(ds.users["user_id"].astype(np.int64).tolist(), ds.users["region"].tolist()))
+    regions_changed = any(
+        not _same_region(regions_before.get(int(u)), r) for u, r in zip(users["user_id"], users["region"])
+    )
+    changed = bool(len(got.frame) or erased.events_dropped or erased.users_dropped or n_new or regions_changed)
+    if not changed:
+        return MergeResult(0, 0, 0, after, len(ds.events), False)
     arrays = {}
     for npz in sorted(Path(dataset).glob("*.npz")):
         with np.load(npz, allow_pickle=False) as f:
@@ -155,7 +206,12 @@ def merge_stream_into_dataset(dataset: Path, store: RedisStore) -> MergeResult:
         users=users,
         variants=ds.variants,
         inputs_sha256=ds.manifest.inputs_sha256,
-        extra=merged_extra(ds.manifest.extra, stream, got.last_id, len(got.frame)),
+        extra=merged_extra(ds.manifest.extra, stream, got.last_id, len(got.frame), tally),
         extra_arrays=arrays,
     )
-    return MergeResult(len(got.frame), len(users_added), got.last_id, len(events))
+    return MergeResult(len(got.frame), n_new, erased.events_dropped, got.last_id or after, len(events), True)
+
+
+def _same_region(a: object, b: object) -> bool:
+    """Regions equal, with None and NaN (a missing string from Parquet) the same."""
+    return (pd.isna(a) and pd.isna(b)) or a == b  # type: ignore[arg-type]

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from homepage.catalog import Catalog
 from homepage.dataset import load_dataset
+from homepage.erasure import drop_erased
 from homepage.errors import HomepageError
 from homepage.eventlog import EventLog
 from homepage.store import RedisStore, VersionMeta
@@ -63,11 +64,16 @@ def publish_dataset(
     version: str | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> PublishResult:
-    """Publish the dataset's state as of ``at`` (default: its last event), flip, then gc to ``keep``."""
+    """Publish the dataset's state as of ``at`` (default: its last event), flip, then gc to ``keep``.
+
+    Users erased with ``DELETE /users`` are not brought back: their events and rows from
+    before the erasure are left out (``homepage.erasure``).
+    """
     t0 = time.perf_counter()
     ds = load_dataset(Path(dataset))
     catalog = Catalog.from_frames(ds.titles, ds.variants)
-    log = EventLog.from_frame(ds.events, catalog, ds.users)
+    kept = drop_erased(ds.events, ds.users, store.erasures())
+    log = EventLog.from_frame(kept.events, catalog, kept.users)
     if at is None:
         if not len(ds.events):
             raise HomepageError(f"{dataset}: has no events; give --at")
@@ -78,7 +84,7 @@ def publish_dataset(
         version or new_version_name(),
         log,
         catalog,
-        ds.users,
+        kept.users,
         world,
         bundle_dir,
         bundle_version=bundle_version,

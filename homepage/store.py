@@ -245,6 +245,20 @@ class Keyspace:
         return f"{self.prefix}:{self._g}:events"
 
     @property
+    def events_tally(self) -> str:
+        """Entries ever added to the events stream, and erased from it: what a merge expects to find."""
+        return f"{self.prefix}:{self._g}:events_tally"
+
+    @property
+    def erased(self) -> str:
+        """user id -> unix time of their erasure (``DELETE /users``): datasets drop what came before."""
+        return f"{self.prefix}:{self._g}:erased"
+
+    def profile_pattern(self, v: str) -> str:
+        """Every user's profile key of a version (for SCAN)."""
+        return f"{self.prefix}:v:{v}:{{u:*}}:profile"
+
+    @property
     def applied(self) -> str:
         return f"{self.prefix}:{self._g}:applied"
 
@@ -395,7 +409,7 @@ redis.call('SET', KEYS[6], applied, 'EX', ARGV[2])
 return {applied, redis.call('LRANGE', KEYS[4], 0, -1)}
 """
 
-# KEYS: events stream, applied marks, counter keys...
+# KEYS: events stream, applied marks, stream tally, counter keys...
 # ARGV: stream cap, JSON [[user, seq, [stream fields...], [[command, KEYS index, args...], ...]], ...]
 _GLOBAL_STEP = """
 local doc = cjson.decode(ARGV[2])
@@ -409,6 +423,7 @@ for _, en in ipairs(doc) do
   end
   if seq > marks[u] then
     redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', unpack(en[3]))
+    redis.call('HINCRBY', KEYS[3], 'added', 1)
     for _, op in ipairs(en[4]) do
       redis.call(op[1], KEYS[op[2]], unpack(op, 3))
     end
@@ -440,6 +455,14 @@ end
 """
 
 _OUTBOX_USER_RE = re.compile(rb"\{u:(\d+)\}")
+
+
+def _user_of_key(key: bytes) -> int:
+    """The user id in a key's hash tag."""
+    m = _OUTBOX_USER_RE.search(key)
+    if m is None:
+        raise StoreError(f"no user hash tag in key {key!r}")
+    return int(m.group(1))
 
 
 def _user_of_outbox(key: bytes) -> int:
@@ -704,7 +727,7 @@ class RedisStore:
         # earlier calls' leftovers first, then this call's events in batch order
         entries.sort(key=lambda e: (e.token == token, e.index if e.token == token else 0, e.user_id, e.seq))
         k = self.keys
-        key_index: dict[str, int] = {k.events: 1, k.applied: 2}
+        key_index: dict[str, int] = {k.events: 1, k.applied: 2, k.events_tally: 3}
 
         def ki(name: str) -> int:
             return key_index.setdefault(name, len(key_index) + 1)
@@ -980,7 +1003,9 @@ class RedisStore:
         """Erase every key and stream entry of one user, in every version; returns how many went.
 
         World counters are aggregates and stay; the user leaves the active-users sets. Their
-        pending outbox is dropped with their other keys (their events are being erased).
+        pending outbox is dropped with their other keys (their events are being erased). The
+        user id and the time are recorded (``Keyspace.erased``) so that a later publish or
+        ``merge-events`` drops what the datasets hold of them from before that time.
         """
         k = self.keys
         u = int(user_id)
@@ -995,14 +1020,22 @@ class RedisStore:
         for start in range(0, len(own), DELETE_BATCH):
             n += self.client.unlink(*own[start : start + DELETE_BATCH])
         self.client.hdel(k.applied, str(u))  # its sequence restarts with the seq key gone
+        self.client.hset(k.erased, str(u), str(int(time.time())))  # datasets drop what came before
         for stream in (k.events, k.served):
             ids = [eid for eid, fields in self._stream_entries(stream) if fields.get(b"u") == str(u).encode()]
             for start in range(0, len(ids), DELETE_BATCH):
-                n += self.client.xdel(stream, *ids[start : start + DELETE_BATCH])
+                batch = ids[start : start + DELETE_BATCH]
+                if stream != k.events:
+                    n += self.client.xdel(stream, *batch)
+                    continue
+                with self.client.pipeline(transaction=True) as pipe:  # the tally moves with the entries
+                    pipe.xdel(stream, *batch)
+                    pipe.hincrby(k.events_tally, "erased", len(batch))
+                    n += pipe.execute()[0]
         return n
 
-    def _stream_entries(self, stream: str, after: str | None = None) -> Iterator[tuple[bytes, dict[bytes, bytes]]]:
-        last = "-" if after is None else "(" + after
+    def _stream_entries(self, stream: str) -> Iterator[tuple[bytes, dict[bytes, bytes]]]:
+        last = "-"
         while True:
             chunk = self.client.xrange(stream, min=last, max="+", count=SCAN_COUNT)
             if not chunk:
@@ -1075,19 +1108,53 @@ class RedisStore:
         ][: count if count is not None else None]
 
     @_guarded
-    def event_entries(self, after: str | None = None) -> list[tuple[str, int, str]]:
-        """(stream id, user id, event JSON) of the events stream, oldest first; only ids after ``after`` if given."""
-        return [(eid.decode(), int(f[b"u"]), f[b"e"].decode()) for eid, f in self._stream_entries(self.keys.events, after)]
+    def event_entries(self) -> list[tuple[str, int, str]]:
+        """(stream id, user id, event JSON) of the events stream, oldest first."""
+        return [(eid.decode(), int(f[b"u"]), f[b"e"].decode()) for eid, f in self._stream_entries(self.keys.events)]
 
     @_guarded
-    def profile_regions(self, user_ids: Sequence[int], version: str | None = None) -> dict[int, str]:
-        """The region each of these users set with ``PUT /users`` in a version (users without one are left out)."""
+    def profile_regions(self, version: str | None = None) -> dict[int, str | None]:
+        """Every user with a profile in a version (published, or set with ``PUT /users``) -> its region or None."""
         v = self._resolve(version)
-        ids = [int(u) for u in user_ids]
-        pipe = self.client.pipeline(transaction=False)
-        for u in ids:
-            pipe.hget(self.keys.profile(v, u), "region")
-        return {u: r.decode() for u, r in zip(ids, pipe.execute()) if r}
+        keys = list(self.client.scan_iter(match=self.keys.profile_pattern(v), count=SCAN_COUNT))
+        out: dict[int, str | None] = {}
+        for start in range(0, len(keys), DELETE_BATCH):
+            chunk = keys[start : start + DELETE_BATCH]
+            pipe = self.client.pipeline(transaction=False)
+            for key in chunk:
+                pipe.hget(key, "region")
+            for key, region in zip(chunk, pipe.execute()):
+                out[_user_of_key(key)] = region.decode() if region else None
+        return out
+
+    @_guarded
+    def erasures(self) -> dict[int, int]:
+        """user id -> unix time of each ``DELETE /users`` so far."""
+        return {int(u): int(t) for u, t in self.client.hgetall(self.keys.erased).items()}
+
+    @_guarded
+    def events_since(self, after: str | None) -> tuple[list[tuple[str, int, str]], dict[str, int]]:
+        """The events stream's entries after ``after`` and the stream's tally (added, erased) as of the last one.
+
+        Read in chunks; the last chunk and the tally in one transaction, so the tally counts
+        exactly the entries up to the last one returned (both keys are in the global slot).
+        """
+        k = self.keys
+        out: list[tuple[str, int, str]] = []
+        last = after
+        while True:
+            chunk = self.client.xrange(k.events, min="-" if last is None else "(" + last, max="+", count=SCAN_COUNT)
+            out.extend((eid.decode(), int(f[b"u"]), f[b"e"].decode()) for eid, f in chunk)
+            if chunk:
+                last = chunk[-1][0].decode()
+            if len(chunk) < SCAN_COUNT:
+                break
+        with self.client.pipeline(transaction=True) as pipe:
+            pipe.xrange(k.events, min="-" if last is None else "(" + last, max="+")
+            pipe.hgetall(k.events_tally)
+            rest, tally = pipe.execute()
+        out.extend((eid.decode(), int(f[b"u"]), f[b"e"].decode()) for eid, f in rest)
+        return out, {"added": int(tally.get(b"added", 0)), "erased": int(tally.get(b"erased", 0))}
 
     @_guarded
     def put_floor_page(self, page: bytes) -> None:

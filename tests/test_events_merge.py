@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -20,9 +21,10 @@ from homepage.domain import Event
 from homepage.errors import HomepageError
 from homepage.events_merge import (
     MERGED_KEY,
+    merge_mark,
     merge_stream_into_dataset,
-    merged_after,
     stream_events,
+    unmerged_lost,
 )
 from homepage.publish import publish_dataset
 from homepage.settings import Settings, get_settings
@@ -60,9 +62,9 @@ def test_a_broken_stream_entry_is_an_error_naming_it() -> None:
 
 def test_a_dataset_merged_from_another_stream_is_refused() -> None:
     extra = {MERGED_KEY: {"stream": "a:events", "last_id": "3-0", "events": 2}}
-    assert merged_after(extra, "a:events") == "3-0"
+    assert merge_mark(extra, "a:events") == extra[MERGED_KEY]
     with pytest.raises(HomepageError, match="'a:events', not 'b:events'"):
-        merged_after(extra, "b:events")
+        merge_mark(extra, "b:events")
 
 
 def test_acknowledged_events_survive_a_republish_after_a_merge(store: RedisStore, tmp_path: Path) -> None:
@@ -131,9 +133,9 @@ def test_merge_events_command(store: RedisStore, store_settings: Settings, tmp_p
         _register()
         res = CliRunner().invoke(app, ["logs", "merge-events", str(ds_dir)])
         assert res.exit_code == 0, res.output
-        assert "+1 events (0 new users)" in res.output
+        assert "+1 events, 0 new users, 0 events of erased users dropped" in res.output
         res = CliRunner().invoke(app, ["logs", "merge-events", str(ds_dir)])
-        assert res.exit_code == 0 and "no new events" in res.output
+        assert res.exit_code == 0 and "nothing new" in res.output
     finally:
         get_settings.cache_clear()
     # the real command line: a clear error naming the directory, no traceback
@@ -142,3 +144,86 @@ def test_merge_events_command(store: RedisStore, store_settings: Settings, tmp_p
         capture_output=True, text=True, check=False, env={**os.environ, "HOMEPAGE_KEY_PREFIX": store_settings.key_prefix}, timeout=120,
     )
     assert proc.returncode != 0 and f"{tmp_path / 'nothing'}: not a dataset" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_entries_lost_are_what_the_tally_expects_after_the_mark_minus_what_is_there() -> None:
+    mark = {"last_id": "9-0", "added": 10, "erased": 1}
+    assert unmerged_lost(mark, {"added": 15, "erased": 1}, read=5) == 0
+    assert unmerged_lost(mark, {"added": 15, "erased": 1}, read=2) == 3  # trimmed
+    assert unmerged_lost(mark, {"added": 15, "erased": 3}, read=3) == 0  # two erased since
+    assert unmerged_lost(mark, {"added": 15, "erased": 1}, read=7) == 0  # more arrived while reading
+    assert unmerged_lost(None, {"added": 8, "erased": 2}, read=5) == 1  # a first merge sees losses too
+    assert unmerged_lost({"last_id": "9-0"}, {"added": 99, "erased": 0}, read=0) == 0  # a mark without a tally
+
+
+def _published(store: RedisStore, tmp_path: Path) -> tuple[Path, Catalog, int]:
+    ds_dir = write_small_dataset(tmp_path / "ds")
+    ds = load_dataset(ds_dir)
+    publish_dataset(store, ds_dir)
+    return ds_dir, Catalog.from_frames(ds.titles, ds.variants), int(ds.events["ts"].max()) + 60
+
+
+def test_the_store_reads_the_stream_after_an_id(store: RedisStore, tmp_path: Path) -> None:
+    _, catalog, t = _published(store, tmp_path)
+    store.append_events([Event(user_id=1, title_id=10, kind="play", ts=t + i) for i in range(4)], catalog)
+    every, tally = store.events_since(None)
+    ids = [sid for sid, _, _ in every]
+    assert len(ids) == 4 and tally == {"added": 4, "erased": 0}
+    later, _ = store.events_since(ids[1])
+    assert [sid for sid, _, _ in later] == ids[2:] and [json.loads(e)["ts"] for _, _, e in later] == [t + 2, t + 3]
+    store.delete_user(1)
+    assert store.events_since(None) == ([], {"added": 4, "erased": 4})
+
+
+def test_a_stream_trimmed_past_the_mark_is_refused_unless_accepted(store: RedisStore, tmp_path: Path) -> None:
+    ds_dir, catalog, t = _published(store, tmp_path)
+    store.append_events([Event(user_id=1, title_id=10, kind="play", ts=t)], catalog)
+    assert merge_stream_into_dataset(ds_dir, store).added == 1
+    store.append_events([Event(user_id=1, title_id=10, kind="play", ts=t + 1 + i) for i in range(5)], catalog)
+    store.client.xtrim(store.keys.events, maxlen=1, approximate=False)  # the cap took four unmerged events
+    before = load_dataset(ds_dir).events
+    with pytest.raises(HomepageError, match="lost 4 entries after .* before they were merged.*--accept-gap"):
+        merge_stream_into_dataset(ds_dir, store)
+    assert len(load_dataset(ds_dir).events) == len(before)  # refused: the dataset is as it was
+    r = merge_stream_into_dataset(ds_dir, store, accept_gap=True)
+    assert r.added == 1 and load_dataset(ds_dir).events["ts"].max() == t + 5
+
+
+def test_profile_regions_set_through_the_api_reach_the_dataset(store: RedisStore, tmp_path: Path) -> None:
+    ds_dir, catalog, t = _published(store, tmp_path)
+    before = load_dataset(ds_dir).users.set_index("user_id")
+    store.set_profile(3, "ZZ", [])  # an existing user moves
+    store.set_profile(888, "EU", ["Drama"])  # a new user with a profile and no events yet
+    r = merge_stream_into_dataset(ds_dir, store)
+    assert r.changed and (r.added, r.new_users) == (0, 1)
+    users = load_dataset(ds_dir).users.set_index("user_id")
+    assert users.loc[3, "region"] == "ZZ" and users.loc[888, "region"] == "EU" and users.loc[888, "created"] > t
+    same = users.loc[before.index.difference([3])]
+    assert (same["region"].fillna("-") == before.loc[same.index, "region"].fillna("-")).all()
+    v2 = publish_dataset(store, ds_dir).meta.version
+    assert store.read_user_state(3, t, catalog, version=v2).region == "ZZ"
+    assert store.read_user_state(888, t, catalog, version=v2).region == "EU"
+    assert not merge_stream_into_dataset(ds_dir, store).changed
+
+
+def test_an_erased_user_stays_erased_through_merge_and_republish(store: RedisStore, tmp_path: Path) -> None:
+    ds_dir, catalog, t = _published(store, tmp_path)
+    untouched = tmp_path / "copy"
+    write_small_dataset(untouched)  # the same data, never merged
+    store.append_events([Event(user_id=3, title_id=10, kind="play", ts=t, progress=0.5)], catalog)
+    assert merge_stream_into_dataset(ds_dir, store).added == 1
+    n3 = int((load_dataset(ds_dir).events["user_id"] == 3).sum())
+    assert n3 > 1
+    store.delete_user(3)
+    later = int(time.time()) + 5
+    store.append_events([Event(user_id=3, title_id=20, kind="play", ts=later, progress=0.1)], catalog)  # back after erasure
+    r = merge_stream_into_dataset(ds_dir, store)
+    assert (r.added, r.erased_events) == (1, n3)
+    ds = load_dataset(ds_dir)
+    mine = ds.events[ds.events["user_id"] == 3]
+    assert mine[["title_id", "ts"]].values.tolist() == [[20, later]]  # only what came after the erasure
+    assert ds.users[ds.users["user_id"] == 3]["created"].tolist() == [later]
+    for source in (ds_dir, untouched):  # a dataset that was never merged does not bring them back either
+        v = publish_dataset(store, source).meta.version
+        state = store.read_user_state(3, later + 10, catalog, version=v)
+        assert state.title_ids.tolist() == ([20] if source == ds_dir else [])

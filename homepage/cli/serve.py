@@ -181,21 +181,27 @@ def logs_export(out: Path = typer.Option(..., "--out", help="Parquet file to wri
 
 
 @logs_app.command("merge-events")
-def logs_merge_events(dataset: Path = typer.Argument(..., help="Dataset directory to fold the acknowledged events into.")) -> None:
-    """Append the events the API acknowledged since the last merge to a dataset (before training and publishing from it)."""
+def logs_merge_events(
+    dataset: Path = typer.Argument(..., help="Dataset directory to fold the acknowledged events into."),
+    accept_gap: bool = typer.Option(False, "--accept-gap", help="Merge what is left even if the stream's cap trimmed unmerged events."),
+) -> None:
+    """Fold into a dataset what the API acknowledged since the last merge: events, profile regions, erasures."""
     from homepage.events_merge import merge_stream_into_dataset
     from homepage.settings import get_settings
     from homepage.store import connect
 
     store = connect(get_settings())
     try:
-        r = merge_stream_into_dataset(dataset, store)
+        r = merge_stream_into_dataset(dataset, store, accept_gap=accept_gap)
     finally:
         store.close()
-    if not r.added:
-        typer.echo(f"{dataset}: no new events in the stream (merged up to {r.last_id or 'nothing yet'})")
+    if not r.changed:
+        typer.echo(f"{dataset}: nothing new (events stream merged up to {r.last_id or 'nothing yet'})")
         return
-    typer.echo(f"{dataset}: +{r.added:,} events ({r.new_users:,} new users), {r.total_events:,} in all; stream merged up to {r.last_id}")
+    typer.echo(
+        f"{dataset}: +{r.added:,} events, {r.new_users:,} new users, {r.erased_events:,} events of erased users dropped; "
+        f"{r.total_events:,} events in all; stream merged up to {r.last_id}"
+    )
 
 
 if __name__ == "__main__":  # ``python -m homepage.cli.serve``: the serve command alone (benchmarks)
