@@ -29,6 +29,8 @@ Keyspace (``p`` is the prefix, ``v`` a version). Hash tags put keys in slots::
     p:v:<v>:{p:g}:users              set     users with at least one counted event
     p:{p:g}:events                   stream  every accepted event (capped)
     p:{p:g}:applied                  hash    user id -> highest outbox sequence applied here
+    p:{p:g}:events_tally             hash    entries ever added to / erased from the events stream
+    p:{p:g}:erased                   hash    user id -> unix time of their DELETE /users
 
     single keys, each in its own slot
     p:v:<v>:bundle                   hash    relative path -> file bytes of the model bundle
