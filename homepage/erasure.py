@@ -1,10 +1,12 @@
-"""Erasure requests (``DELETE /users/{id}``) applied to a dataset's tables.
+"""Erasure requests (``DELETE /users/{id}``) applied to a dataset's tables and to stream entries.
 
 Redis forgets an erased user at once, but datasets are files: a later publish from a dataset
-that still holds the user's events would bring them back. The store records each erasure's
-time; publish and ``merge-events`` drop the user's events from before that time, and their
-users-table row (region, created) when it was created before it. Events after the erasure are
-the user's new activity and stay. Pure: frames in, frames out.
+that still holds the user's events would bring them back. The store records each erasure as
+a position in the events stream (the last id it generated at that moment). A dataset merged from
+the stream past that position has already been cleaned (``merge-events`` did it), and what it
+holds of the user since is their new activity; any other dataset (merged before the erasure,
+or never) still holds what came before, so all of the user's rows are left out. Positions, not
+clocks: event timestamps are the client's and cannot tell old activity from new. Pure.
 """
 
 from __future__ import annotations
@@ -12,13 +14,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-import numpy as np
 import pandas as pd
+
+from homepage.stream_ids import stream_id_key
 
 
 @dataclass(frozen=True)
 class Erased:
-    """A dataset's tables without what erasures cover, and how many rows went."""
+    """A dataset's tables without the users erasures cover, and how many rows went."""
 
     events: pd.DataFrame
     users: pd.DataFrame
@@ -26,27 +29,32 @@ class Erased:
     users_dropped: int
 
 
-def drop_erased(events: pd.DataFrame, users: pd.DataFrame, erasures: Mapping[int, int]) -> Erased:
-    """Drop each erased user's events with ``ts <=`` their erasure time, and their users row created by then."""
-    if not erasures:
-        return Erased(events, users, 0, 0)
-    ids = np.fromiter(erasures.keys(), np.int64, len(erasures))
-    times = np.fromiter(erasures.values(), np.int64, len(erasures))
-    order = np.argsort(ids)
-    ids, times = ids[order], times[order]
+def pending_erasures(erasures: Mapping[int, str], merged_to: str | None) -> set[int]:
+    """Users erased after a dataset's last merge position (every erased user for a dataset never merged)."""
+    if merged_to is None:
+        return set(erasures)
+    mark = stream_id_key(merged_to)
+    return {u for u, at in erasures.items() if stream_id_key(at) >= mark}
 
-    def covered(user_ids: pd.Series, ts: pd.Series) -> np.ndarray:
-        u = user_ids.to_numpy(np.int64)
-        pos = np.clip(np.searchsorted(ids, u), 0, len(ids) - 1)
-        return (ids[pos] == u) & (ts.to_numpy(np.int64) <= times[pos])
 
-    ev_drop = covered(events["user_id"], events["ts"]) if len(events) else np.zeros(0, bool)
-    us_drop = covered(users["user_id"], users["created"].fillna(0)) if len(users) else np.zeros(0, bool)
-    if not ev_drop.any() and not us_drop.any():
+def drop_users(events: pd.DataFrame, users: pd.DataFrame, user_ids: set[int]) -> Erased:
+    """Every events row and users row of ``user_ids`` left out."""
+    if not user_ids:
         return Erased(events, users, 0, 0)
+    ids = list(user_ids)
+    ev = events["user_id"].isin(ids).to_numpy() if len(events) else None
+    us = users["user_id"].isin(ids).to_numpy() if len(users) else None
+    n_ev = int(ev.sum()) if ev is not None else 0
+    n_us = int(us.sum()) if us is not None else 0
     return Erased(
-        events[~ev_drop].reset_index(drop=True),
-        users[~us_drop].reset_index(drop=True),
-        int(ev_drop.sum()),
-        int(us_drop.sum()),
+        events[~ev].reset_index(drop=True) if n_ev else events,
+        users[~us].reset_index(drop=True) if n_us else users,
+        n_ev,
+        n_us,
     )
+
+
+def erased_entry(user_id: int, stream_id: str, erasures: Mapping[int, str]) -> bool:
+    """Whether a stream entry of a user is from before that user's erasure (a merge must not take it)."""
+    at = erasures.get(user_id)
+    return at is not None and stream_id_key(stream_id) <= stream_id_key(at)

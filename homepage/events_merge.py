@@ -23,22 +23,14 @@ import pandas as pd
 
 from homepage.dataset import EVENT_SCHEMA, conform, load_dataset, write_dataset
 from homepage.domain import EVENT_CODES, Event
-from homepage.erasure import drop_erased
+from homepage.erasure import drop_users, erased_entry, pending_erasures
 from homepage.errors import HomepageError
+from homepage.stream_ids import stream_id_key
 
 if TYPE_CHECKING:
     from homepage.store import RedisStore
 
 MERGED_KEY = "events_merged"  # manifest.extra entry: {"stream": key, "last_id": id, "events": count so far}
-
-
-def stream_id_key(stream_id: str) -> tuple[int, int]:
-    """A Redis stream id ("<ms>-<seq>") as a sortable pair."""
-    ms, _, seq = stream_id.partition("-")
-    try:
-        return int(ms), int(seq or 0)
-    except ValueError as e:
-        raise HomepageError(f"not a stream id: {stream_id!r}") from e
 
 
 @dataclass(frozen=True)
@@ -49,17 +41,24 @@ class StreamEvents:
     last_id: str | None  # the newest stream id taken (None: nothing new)
 
 
-def stream_events(entries: Iterable[tuple[str, int, str]], after: str | None = None) -> StreamEvents:
+def stream_events(
+    entries: Iterable[tuple[str, int, str]], after: str | None = None, erasures: Mapping[int, str] | None = None
+) -> StreamEvents:
     """Rows (``EVENT_SCHEMA`` columns) of the stream entries after ``after``, in stream order.
 
-    Each entry's event JSON is validated by the same ``Event`` model the API used; an entry
-    that no longer parses is an error naming its stream id (it cannot be skipped silently).
+    Entries of a user from before that user's erasure (``erasures``: a merge that read them
+    while ``DELETE /users`` was removing them) are skipped. Each entry's event JSON is
+    validated by the same ``Event`` model the API used; an entry that no longer parses is an
+    error naming its stream id (it cannot be skipped silently).
     """
     floor = stream_id_key(after) if after else (-1, -1)
     rows: list[dict[str, Any]] = []
     last: str | None = None
-    for sid, _user, raw in entries:
+    for sid, user, raw in entries:
         if stream_id_key(sid) <= floor:
+            continue
+        last = sid
+        if erasures and erased_entry(user, sid, erasures):
             continue
         try:
             e = Event.model_validate(json.loads(raw))
@@ -68,7 +67,6 @@ def stream_events(entries: Iterable[tuple[str, int, str]], after: str | None = N
         row = e.model_dump()
         row["kind"] = EVENT_CODES[e.kind]
         rows.append(row)
-        last = sid
     frame = pd.DataFrame(rows, columns=EVENT_SCHEMA.names)
     for col in ("row_index", "col_index"):  # the dataset's "no position" is -1
         frame[col] = frame[col].fillna(-1)
@@ -183,15 +181,17 @@ def merge_stream_into_dataset(dataset: Path, store: RedisStore, *, accept_gap: b
             f"{dataset}: the events stream {stream!r} lost {lost:,} entries after {after or 'its start'} before they were merged "
             "(its cap, HOMEPAGE_EVENTS_MAXLEN, trimmed them); merge more often, or pass --accept-gap to merge what is left"
         )
-    got = stream_events(entries, after)
-    erased = drop_erased(ds.events, ds.users, store.erasures())
+    erasures = store.erasures()
+    got = stream_events(entries, after, erasures)
+    erased = drop_users(ds.events, ds.users, pending_erasures(erasures, after))
     events = pd.concat([erased.events, got.frame], ignore_index=True) if len(got.frame) else erased.events
     users, n_new = merge_users(erased.users, got.frame, store.profile_regions(), int(time.time()))
     regions_before = dict(zip(ds.users["user_id"].astype(np.int64).tolist(), ds.users["region"].tolist()))
     regions_changed = any(
         not _same_region(regions_before.get(int(u)), r) for u, r in zip(users["user_id"], users["region"])
     )
-    changed = bool(len(got.frame) or erased.events_dropped or erased.users_dropped or n_new or regions_changed)
+    moved = got.last_id is not None or lost > 0  # the mark moves (past an accepted gap too)
+    changed = bool(moved or erased.events_dropped or erased.users_dropped or n_new or regions_changed)
     if not changed:
         return MergeResult(0, 0, 0, after, len(ds.events), False)
     arrays = {}

@@ -11,9 +11,10 @@ from pathlib import Path
 
 from homepage.catalog import Catalog
 from homepage.dataset import load_dataset
-from homepage.erasure import drop_erased
+from homepage.erasure import drop_users, pending_erasures
 from homepage.errors import HomepageError
 from homepage.eventlog import EventLog
+from homepage.events_merge import MERGED_KEY
 from homepage.store import RedisStore, VersionMeta
 
 
@@ -66,13 +67,15 @@ def publish_dataset(
 ) -> PublishResult:
     """Publish the dataset's state as of ``at`` (default: its last event), flip, then gc to ``keep``.
 
-    Users erased with ``DELETE /users`` are not brought back: their events and rows from
-    before the erasure are left out (``homepage.erasure``).
+    Users erased with ``DELETE /users`` are not brought back: unless the dataset was merged
+    from the events stream after their erasure, their rows are left out (``homepage.erasure``).
     """
     t0 = time.perf_counter()
     ds = load_dataset(Path(dataset))
     catalog = Catalog.from_frames(ds.titles, ds.variants)
-    kept = drop_erased(ds.events, ds.users, store.erasures())
+    mark = ds.manifest.extra.get(MERGED_KEY) or {}
+    merged_to = mark.get("last_id") if mark.get("stream") == store.keys.events else None  # type: ignore[union-attr]
+    kept = drop_users(ds.events, ds.users, pending_erasures(store.erasures(), merged_to))  # type: ignore[arg-type]
     log = EventLog.from_frame(kept.events, catalog, kept.users)
     if at is None:
         if not len(ds.events):

@@ -30,7 +30,7 @@ Keyspace (``p`` is the prefix, ``v`` a version). Hash tags put keys in slots::
     p:{p:g}:events                   stream  every accepted event (capped)
     p:{p:g}:applied                  hash    user id -> highest outbox sequence applied here
     p:{p:g}:events_tally             hash    entries ever added to / erased from the events stream
-    p:{p:g}:erased                   hash    user id -> unix time of their DELETE /users
+    p:{p:g}:erased                   hash    user id -> events stream position of their DELETE /users
 
     single keys, each in its own slot
     p:v:<v>:bundle                   hash    relative path -> file bytes of the model bundle
@@ -253,7 +253,7 @@ class Keyspace:
 
     @property
     def erased(self) -> str:
-        """user id -> unix time of their erasure (``DELETE /users``): datasets drop what came before."""
+        """user id -> the events stream's position at their erasure (``DELETE /users``): datasets drop what came before."""
         return f"{self.prefix}:{self._g}:erased"
 
     def profile_pattern(self, v: str) -> str:
@@ -441,6 +441,27 @@ for _, u in ipairs(order) do
   out[#out + 1] = tostring(marks[u])
 end
 return out
+"""
+
+# KEYS: events stream, erasure record; ARGV: user id. Records the stream position of an erasure:
+# the last id the stream generated (deleted entries included), so it never goes backwards.
+_ERASE_MARK = """
+local at = '0-0'
+local ok, info = pcall(redis.call, 'XINFO', 'STREAM', KEYS[1])
+if ok then
+  for i = 1, #info, 2 do
+    if info[i] == 'last-generated-id' then at = info[i + 1] end
+  end
+end
+redis.call('HSET', KEYS[2], ARGV[1], at)
+return at
+"""
+
+# KEYS: events stream, stream tally; ARGV: entry ids. Erases entries; the tally counts what went.
+_ERASE_ENTRIES = """
+local n = redis.call('XDEL', KEYS[1], unpack(ARGV))
+if n > 0 then redis.call('HINCRBY', KEYS[2], 'erased', n) end
+return n
 """
 
 # KEYS: outbox; ARGV: the user's mark in the global slot
@@ -1006,8 +1027,9 @@ class RedisStore:
 
         World counters are aggregates and stay; the user leaves the active-users sets. Their
         pending outbox is dropped with their other keys (their events are being erased). The
-        user id and the time are recorded (``Keyspace.erased``) so that a later publish or
-        ``merge-events`` drops what the datasets hold of them from before that time.
+        erasure's position in the events stream is recorded (``Keyspace.erased``), so that a
+        later publish or ``merge-events`` leaves out what datasets hold of the user from before
+        it (``homepage.erasure``).
         """
         k = self.keys
         u = int(user_id)
@@ -1022,18 +1044,15 @@ class RedisStore:
         for start in range(0, len(own), DELETE_BATCH):
             n += self.client.unlink(*own[start : start + DELETE_BATCH])
         self.client.hdel(k.applied, str(u))  # its sequence restarts with the seq key gone
-        self.client.hset(k.erased, str(u), str(int(time.time())))  # datasets drop what came before
+        self.client.eval(_ERASE_MARK, 2, k.events, k.erased, str(u))
         for stream in (k.events, k.served):
             ids = [eid for eid, fields in self._stream_entries(stream) if fields.get(b"u") == str(u).encode()]
             for start in range(0, len(ids), DELETE_BATCH):
                 batch = ids[start : start + DELETE_BATCH]
-                if stream != k.events:
+                if stream == k.events:  # the tally counts the entries XDEL removed, in the same step
+                    n += int(self.client.eval(_ERASE_ENTRIES, 2, k.events, k.events_tally, *batch))
+                else:
                     n += self.client.xdel(stream, *batch)
-                    continue
-                with self.client.pipeline(transaction=True) as pipe:  # the tally moves with the entries
-                    pipe.xdel(stream, *batch)
-                    pipe.hincrby(k.events_tally, "erased", len(batch))
-                    n += pipe.execute()[0]
         return n
 
     def _stream_entries(self, stream: str) -> Iterator[tuple[bytes, dict[bytes, bytes]]]:
@@ -1130,9 +1149,9 @@ class RedisStore:
         return out
 
     @_guarded
-    def erasures(self) -> dict[int, int]:
-        """user id -> unix time of each ``DELETE /users`` so far."""
-        return {int(u): int(t) for u, t in self.client.hgetall(self.keys.erased).items()}
+    def erasures(self) -> dict[int, str]:
+        """user id -> the events stream's last generated id when ``DELETE /users`` erased them (the last time)."""
+        return {int(u): at.decode() for u, at in self.client.hgetall(self.keys.erased).items()}
 
     @_guarded
     def events_since(self, after: str | None) -> tuple[list[tuple[str, int, str]], dict[str, int]]:

@@ -6,7 +6,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -207,6 +206,7 @@ def test_profile_regions_set_through_the_api_reach_the_dataset(store: RedisStore
 
 
 def test_an_erased_user_stays_erased_through_merge_and_republish(store: RedisStore, tmp_path: Path) -> None:
+    """Erasure is a stream position: what a user did before it goes from every dataset, what they do after stays (whatever its ts)."""
     ds_dir, catalog, t = _published(store, tmp_path)
     untouched = tmp_path / "copy"
     write_small_dataset(untouched)  # the same data, never merged
@@ -215,15 +215,72 @@ def test_an_erased_user_stays_erased_through_merge_and_republish(store: RedisSto
     n3 = int((load_dataset(ds_dir).events["user_id"] == 3).sum())
     assert n3 > 1
     store.delete_user(3)
-    later = int(time.time()) + 5
-    store.append_events([Event(user_id=3, title_id=20, kind="play", ts=later, progress=0.1)], catalog)  # back after erasure
+    store.delete_user(3)  # a retried DELETE: erasing nothing more, counting nothing more
+    assert store.events_since(None)[1] == {"added": 1, "erased": 1}
+    back = t - 86_400  # back after the erasure, with a timestamp older than what was erased
+    store.append_events([Event(user_id=3, title_id=20, kind="play", ts=back, progress=0.1)], catalog)
     r = merge_stream_into_dataset(ds_dir, store)
     assert (r.added, r.erased_events) == (1, n3)
     ds = load_dataset(ds_dir)
     mine = ds.events[ds.events["user_id"] == 3]
-    assert mine[["title_id", "ts"]].values.tolist() == [[20, later]]  # only what came after the erasure
-    assert ds.users[ds.users["user_id"] == 3]["created"].tolist() == [later]
-    for source in (ds_dir, untouched):  # a dataset that was never merged does not bring them back either
+    assert mine[["title_id", "ts"]].values.tolist() == [[20, back]]  # only what came after the erasure
+    assert ds.users[ds.users["user_id"] == 3]["created"].tolist() == [back]
+    assert not merge_stream_into_dataset(ds_dir, store).changed  # stable: the erasure is applied once
+    for source in (ds_dir, untouched):  # a dataset never merged since the erasure does not bring them back
         v = publish_dataset(store, source).meta.version
-        state = store.read_user_state(3, later + 10, catalog, version=v)
+        state = store.read_user_state(3, t + 10, catalog, version=v)
         assert state.title_ids.tolist() == ([20] if source == ds_dir else [])
+
+
+def test_erasure_positions_decide_what_is_left_out() -> None:
+    from homepage.erasure import drop_users, erased_entry, pending_erasures
+
+    erasures = {3: "100-0", 4: "250-2"}
+    assert pending_erasures(erasures, None) == {3, 4}  # never merged: all of them
+    assert pending_erasures(erasures, "200-0") == {4}  # merged since user 3's erasure
+    assert pending_erasures(erasures, "250-2") == {4}
+    assert erased_entry(4, "250-2", erasures) and not erased_entry(4, "250-3", erasures) and not erased_entry(5, "1-0", erasures)
+    ev = pd.DataFrame({"user_id": [3, 4, 5, 4], "ts": [1, 2, 3, 4]})
+    us = pd.DataFrame({"user_id": [3, 4, 5], "region": ["a", "b", "c"], "created": [0, 0, 0]})
+    out = drop_users(ev, us, {4})
+    assert out.events["user_id"].tolist() == [3, 5] and out.users["user_id"].tolist() == [3, 5]
+    assert (out.events_dropped, out.users_dropped) == (2, 1)
+    # a merge reading entries that DELETE /users was removing skips them, and its mark still moves past them
+    entries = [
+        _entry("240-0", user_id=4, title_id=10, kind="play", ts=5),
+        _entry("260-0", user_id=4, title_id=20, kind="play", ts=6),
+    ]
+    got = stream_events(entries, None, erasures)
+    assert got.frame["title_id"].tolist() == [20] and got.last_id == "260-0"
+
+
+def test_an_accepted_gap_with_nothing_left_moves_the_mark(store: RedisStore, tmp_path: Path) -> None:
+    ds_dir, catalog, t = _published(store, tmp_path)
+    store.append_events([Event(user_id=1, title_id=10, kind="play", ts=t)], catalog)
+    assert merge_stream_into_dataset(ds_dir, store).added == 1
+    store.append_events([Event(user_id=2, title_id=10, kind="play", ts=t + i) for i in range(3)], catalog)
+    store.client.xtrim(store.keys.events, maxlen=0, approximate=False)  # the cap took everything unmerged
+    with pytest.raises(HomepageError, match="lost 3 entries"):
+        merge_stream_into_dataset(ds_dir, store)
+    r = merge_stream_into_dataset(ds_dir, store, accept_gap=True)
+    assert r.changed and r.added == 0
+    assert not merge_stream_into_dataset(ds_dir, store).changed  # no error again: the loss was accepted once
+
+
+def test_a_batch_interrupted_before_the_stream_is_finished_and_merged(store: RedisStore, tmp_path: Path) -> None:
+    """Step 1 (the user's slot) committed, the stream step failed and was never retried: the merge finishes it first."""
+    from homepage.store import StoreUnavailable
+
+    class GlobalStepDown(RedisStore):
+        def _step_global_slot(self, outboxes: object, token: str, active: str | None = None) -> dict[int, int]:
+            raise StoreUnavailable("injected: the global slot's node is down")
+
+    ds_dir, catalog, t = _published(store, tmp_path)
+    down = GlobalStepDown(store.client, store.keys.prefix, settings=store.settings)
+    with pytest.raises(StoreUnavailable, match="injected"):
+        down.append_events([Event(user_id=5, title_id=10, kind="play", ts=t, progress=0.7)], catalog)
+    assert store.events_since(None)[0] == []  # acknowledged to nobody, but in the user's state already
+    r = merge_stream_into_dataset(ds_dir, store)
+    assert r.added == 1
+    ds = load_dataset(ds_dir)
+    assert ds.events[ds.events["ts"] == t][["user_id", "title_id"]].values.tolist() == [[5, 10]]
