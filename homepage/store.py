@@ -443,17 +443,28 @@ end
 return out
 """
 
-# KEYS: events stream, erasure record; ARGV: user id. Records the stream position of an erasure:
-# the last id the stream generated (deleted entries included), so it never goes backwards.
+# KEYS: events stream, erasure record, applied marks; ARGV: user id, the user's event sequence now.
+# Records the stream position of an erasure: the last id the stream generated (deleted entries
+# included, so it never goes backwards), or the server's time when there is no stream; and raises
+# the user's applied mark to their sequence, so a batch in flight (its user step done before the
+# erasure, its stream step after) is refused instead of entering the stream as new activity.
 _ERASE_MARK = """
-local at = '0-0'
 local ok, info = pcall(redis.call, 'XINFO', 'STREAM', KEYS[1])
+local at = nil
 if ok then
   for i = 1, #info, 2 do
     if info[i] == 'last-generated-id' then at = info[i + 1] end
   end
 end
+if not at then
+  local t = redis.call('TIME')
+  at = tostring(tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)) .. '-0'
+end
 redis.call('HSET', KEYS[2], ARGV[1], at)
+local seq = tonumber(ARGV[2])
+if seq > tonumber(redis.call('HGET', KEYS[3], ARGV[1]) or '0') then
+  redis.call('HSET', KEYS[3], ARGV[1], seq)
+end
 return at
 """
 
@@ -1026,13 +1037,16 @@ class RedisStore:
         """Erase every key and stream entry of one user, in every version; returns how many went.
 
         World counters are aggregates and stay; the user leaves the active-users sets. Their
-        pending outbox is dropped with their other keys (their events are being erased). The
-        erasure's position in the events stream is recorded (``Keyspace.erased``), so that a
-        later publish or ``merge-events`` leaves out what datasets hold of the user from before
-        it (``homepage.erasure``).
+        pending outbox is dropped with their other keys (their events are being erased). Two
+        numbers stay: the user's event sequence counter, with the applied mark raised to it, so
+        that a batch in flight at the erasure cannot reach the stream afterwards; and the
+        erasure's position in the events stream (``Keyspace.erased``), so that a later publish
+        or ``merge-events`` leaves out what datasets hold of the user from before it
+        (``homepage.erasure``).
         """
         k = self.keys
         u = int(user_id)
+        seq = int(self.client.get(k.seq(u)) or 0)  # first: any batch numbered up to here is from before
         versions = sorted(v.decode() for v in self.client.smembers(k.all_versions))
         pipe = self.client.pipeline(transaction=False)
         for v in versions:
@@ -1040,11 +1054,11 @@ class RedisStore:
                 pipe.delete(k.user(v, u, part))
             pipe.srem(k.users(v), str(u))
         n = sum(int(x) for i, x in enumerate(pipe.execute()) if i % 4 != 3)
-        own = list(self.client.scan_iter(match=k.user_unversioned_pattern(u), count=SCAN_COUNT))
+        seq_key = k.seq(u).encode()
+        own = [key for key in self.client.scan_iter(match=k.user_unversioned_pattern(u), count=SCAN_COUNT) if key != seq_key]
         for start in range(0, len(own), DELETE_BATCH):
             n += self.client.unlink(*own[start : start + DELETE_BATCH])
-        self.client.hdel(k.applied, str(u))  # its sequence restarts with the seq key gone
-        self.client.eval(_ERASE_MARK, 2, k.events, k.erased, str(u))
+        self.client.eval(_ERASE_MARK, 3, k.events, k.erased, k.applied, str(u), str(seq))
         for stream in (k.events, k.served):
             ids = [eid for eid, fields in self._stream_entries(stream) if fields.get(b"u") == str(u).encode()]
             for start in range(0, len(ids), DELETE_BATCH):
@@ -1151,7 +1165,11 @@ class RedisStore:
     @_guarded
     def erasures(self) -> dict[int, str]:
         """user id -> the events stream's last generated id when ``DELETE /users`` erased them (the last time)."""
-        return {int(u): at.decode() for u, at in self.client.hgetall(self.keys.erased).items()}
+        out = {}
+        for u, raw in self.client.hgetall(self.keys.erased).items():
+            at = raw.decode()
+            out[int(u)] = at if "-" in at else f"{int(at) * 1000}-0"  # recorded as unix seconds before 3574f2b
+        return out
 
     @_guarded
     def events_since(self, after: str | None) -> tuple[list[tuple[str, int, str]], dict[str, int]]:

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -284,3 +285,37 @@ def test_a_batch_interrupted_before_the_stream_is_finished_and_merged(store: Red
     assert r.added == 1
     ds = load_dataset(ds_dir)
     assert ds.events[ds.events["ts"] == t][["user_id", "title_id"]].values.tolist() == [[5, 10]]
+
+
+def test_a_batch_in_flight_at_the_erasure_does_not_come_back_as_new_activity(store: RedisStore, tmp_path: Path) -> None:
+    """The user step committed before DELETE, the stream step after it: the event is refused, not kept as post-erasure."""
+
+    class EraseBetweenSteps(RedisStore):
+        def _step_global_slot(self, outboxes: object, token: str, active: str | None = None) -> dict[int, int]:
+            store.delete_user(3)
+            return super()._step_global_slot(outboxes, token, active)  # type: ignore[arg-type]
+
+    ds_dir, catalog, t = _published(store, tmp_path)
+    racing = EraseBetweenSteps(store.client, store.keys.prefix, settings=store.settings)
+    racing.append_events([Event(user_id=3, title_id=20, kind="play", ts=t, progress=0.3)], catalog)
+    assert [e for e in store.events_since(None)[0] if e[1] == 3] == []
+    merge_stream_into_dataset(ds_dir, store)
+    assert not (load_dataset(ds_dir).events["user_id"] == 3).any()
+    # afterwards the user's events count again, as new activity
+    assert store.append_events([Event(user_id=3, title_id=30, kind="play", ts=t + 1, progress=0.2)], catalog) == 1
+    assert merge_stream_into_dataset(ds_dir, store).added == 1
+
+
+def test_an_erasure_before_any_stream_or_in_the_old_format_still_counts(store: RedisStore, tmp_path: Path) -> None:
+    ds_dir, catalog, t = _published(store, tmp_path)
+    store.append_events([Event(user_id=1, title_id=10, kind="play", ts=t)], catalog)
+    merge_stream_into_dataset(ds_dir, store)
+    store.client.delete(store.keys.events)  # e.g. a Redis restarted without persistence
+    before = int(time.time() * 1000)
+    store.delete_user(3)
+    at = store.erasures()[3]
+    assert before - 1000 <= int(at.split("-")[0]) <= int(time.time() * 1000) + 1000  # the server's clock
+    v = publish_dataset(store, ds_dir).meta.version
+    assert store.read_user_state(3, t, catalog, version=v).is_cold
+    store.client.hset(store.keys.erased, "4", "1700000000")  # unix seconds, as a80856e wrote them
+    assert store.erasures()[4] == "1700000000000-0"
