@@ -95,6 +95,7 @@ from homepage.embedded_redis import EmbeddedRedis
 from homepage.errors import HomepageError
 from homepage.settings import Settings
 from homepage.state import PLAY, RATING, GlobalState, UserState, frozen
+from homepage.stream_ids import stream_id_key
 
 HISTORY_DTYPE = np.dtype(
     [
@@ -441,6 +442,17 @@ for _, u in ipairs(order) do
   out[#out + 1] = tostring(marks[u])
 end
 return out
+"""
+
+# KEYS: the user's sequence counter, then keys to delete (all in the user's slot). Returns the
+# sequence and how many keys went: one step, so no event batch's user step falls in between.
+_ERASE_USER_SLOT = """
+local seq = tonumber(redis.call('GET', KEYS[1]) or '0')
+local n = 0
+for i = 2, #KEYS do
+  n = n + redis.call('DEL', KEYS[i])
+end
+return {seq, n}
 """
 
 # KEYS: events stream, erasure record, applied marks; ARGV: user id, the user's event sequence now.
@@ -1046,21 +1058,27 @@ class RedisStore:
         """
         k = self.keys
         u = int(user_id)
-        seq = int(self.client.get(k.seq(u)) or 0)  # first: any batch numbered up to here is from before
         versions = sorted(v.decode() for v in self.client.smembers(k.all_versions))
+        state = [k.user(v, u, part) for v in versions for part in ("hist", "profile", "page")]
+        # the user's state and outbox go with reading their sequence: a batch numbered up to it is from before
+        seq, n = (int(x) for x in self.client.eval(_ERASE_USER_SLOT, 2 + len(state), k.seq(u), k.outbox(u), *state))
         pipe = self.client.pipeline(transaction=False)
         for v in versions:
-            for part in ("hist", "profile", "page"):
-                pipe.delete(k.user(v, u, part))
             pipe.srem(k.users(v), str(u))
-        n = sum(int(x) for i, x in enumerate(pipe.execute()) if i % 4 != 3)
+        pipe.execute()
         seq_key = k.seq(u).encode()
         own = [key for key in self.client.scan_iter(match=k.user_unversioned_pattern(u), count=SCAN_COUNT) if key != seq_key]
         for start in range(0, len(own), DELETE_BATCH):
             n += self.client.unlink(*own[start : start + DELETE_BATCH])
-        self.client.eval(_ERASE_MARK, 3, k.events, k.erased, k.applied, str(u), str(seq))
+        at = self.client.eval(_ERASE_MARK, 3, k.events, k.erased, k.applied, str(u), str(seq))
+        at_key = stream_id_key(at.decode() if isinstance(at, bytes) else str(at))
         for stream in (k.events, k.served):
-            ids = [eid for eid, fields in self._stream_entries(stream) if fields.get(b"u") == str(u).encode()]
+            # entries after the erasure's position are the user's new activity (events stream; served pages alike)
+            ids = [
+                eid
+                for eid, fields in self._stream_entries(stream)
+                if fields.get(b"u") == str(u).encode() and (stream != k.events or stream_id_key(eid.decode()) <= at_key)
+            ]
             for start in range(0, len(ids), DELETE_BATCH):
                 batch = ids[start : start + DELETE_BATCH]
                 if stream == k.events:  # the tally counts the entries XDEL removed, in the same step
