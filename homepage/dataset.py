@@ -65,7 +65,14 @@ VARIANT_SCHEMA = pa.schema(
         ("image_url", pa.string()),
     ]
 )
-USER_SCHEMA = pa.schema([("user_id", pa.int64()), ("region", pa.string()), ("created", pa.int64())])
+USER_SCHEMA = pa.schema(
+    [
+        ("user_id", pa.int64()),
+        ("region", pa.string()),
+        ("created", pa.int64()),
+        ("favourite_genres", pa.list_(pa.string())),  # set through PUT /users; older datasets lack the column
+    ]
+)
 
 TABLES: dict[str, pa.Schema] = {
     "events": EVENT_SCHEMA,

@@ -120,27 +120,34 @@ def unmerged_lost(mark: Mapping[str, object] | None, tally: Mapping[str, int], r
     return max(0, expected - read)
 
 
-def merge_users(users: pd.DataFrame, events: pd.DataFrame, regions: Mapping[int, str | None], now: int) -> tuple[pd.DataFrame, int]:
-    """The users table with every profile's region applied and a row for each user it lacked.
+def merge_users(
+    users: pd.DataFrame, events: pd.DataFrame, profiles: Mapping[int, tuple[str | None, tuple[str, ...]]], now: int
+) -> tuple[pd.DataFrame, int]:
+    """The users table with every profile (region, favourite genres) applied and a row for each user it lacked.
 
-    ``regions`` is each profile of the serving version (published from the dataset, or set
+    ``profiles`` is each profile of the serving version (published from the dataset, or set
     with ``PUT /users`` since); users new to the table are created at their first event, or
     at ``now`` for a profile with no events. Returns the table and how many users are new.
     """
     out = users.copy()
+    if "favourite_genres" not in out.columns:  # a dataset from before the column
+        out["favourite_genres"] = [[] for _ in range(len(out))]
     ids = out["user_id"].astype(np.int64)
-    has_profile = ids.isin(list(regions.keys()))
+    has_profile = ids.isin(list(profiles.keys()))
     if has_profile.any():
-        out.loc[has_profile, "region"] = [regions[int(u)] for u in ids[has_profile]]
+        rows = [profiles[int(u)] for u in ids[has_profile]]
+        out.loc[has_profile, "region"] = [r for r, _ in rows]
+        out.loc[has_profile, "favourite_genres"] = pd.Series([list(g) for _, g in rows], index=out.index[has_profile], dtype=object)
     first = events.groupby("user_id", sort=True)["ts"].min() if len(events) else pd.Series(dtype=np.int64)
-    fresh = sorted(({int(u) for u in first.index} | set(regions)) - set(ids.tolist()))
+    fresh = sorted(({int(u) for u in first.index} | set(profiles)) - set(ids.tolist()))
     if not fresh:
         return out, 0
     added = pd.DataFrame(
         {
             "user_id": np.array(fresh, dtype=np.int64),
-            "region": [regions.get(u) for u in fresh],
+            "region": [profiles.get(u, (None, ()))[0] for u in fresh],
             "created": np.array([int(first[u]) if u in first.index else now for u in fresh], dtype=np.int64),
+            "favourite_genres": [list(profiles.get(u, (None, ()))[1]) for u in fresh],
         }
     )
     return pd.concat([out, added], ignore_index=True), len(fresh)
@@ -185,13 +192,10 @@ def merge_stream_into_dataset(dataset: Path, store: RedisStore, *, accept_gap: b
     got = stream_events(entries, after, erasures)
     erased = drop_users(ds.events, ds.users, pending_erasures(erasures, after))
     events = pd.concat([erased.events, got.frame], ignore_index=True) if len(got.frame) else erased.events
-    users, n_new = merge_users(erased.users, got.frame, store.profile_regions(), int(time.time()))
-    regions_before = dict(zip(ds.users["user_id"].astype(np.int64).tolist(), ds.users["region"].tolist()))
-    regions_changed = any(
-        not _same_region(regions_before.get(int(u)), r) for u, r in zip(users["user_id"], users["region"])
-    )
+    users, n_new = merge_users(erased.users, got.frame, store.profiles(), int(time.time()))
+    profiles_changed = _profile_rows(ds.users) != _profile_rows(users)
     moved = got.last_id is not None or lost > 0  # the mark moves (past an accepted gap too)
-    changed = bool(moved or erased.events_dropped or erased.users_dropped or n_new or regions_changed)
+    changed = bool(moved or erased.events_dropped or erased.users_dropped or n_new or profiles_changed)
     if not changed:
         return MergeResult(0, 0, 0, after, len(ds.events), False)
     arrays = {}
@@ -212,6 +216,10 @@ def merge_stream_into_dataset(dataset: Path, store: RedisStore, *, accept_gap: b
     return MergeResult(len(got.frame), n_new, erased.events_dropped, got.last_id or after, len(events), True)
 
 
-def _same_region(a: object, b: object) -> bool:
-    """Regions equal, with None and NaN (a missing string from Parquet) the same."""
-    return (pd.isna(a) and pd.isna(b)) or a == b  # type: ignore[arg-type]
+def _profile_rows(users: pd.DataFrame) -> dict[int, tuple[str | None, tuple[str, ...]]]:
+    """user id -> (region, favourite genres), with missing values made comparable (None, ())."""
+    genres = users["favourite_genres"] if "favourite_genres" in users.columns else [None] * len(users)
+    return {
+        int(u): (None if pd.isna(r) else str(r), tuple(g) if g is not None and len(g) else ())  # type: ignore[arg-type]
+        for u, r, g in zip(users["user_id"], users["region"], genres)
+    }

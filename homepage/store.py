@@ -1166,18 +1166,18 @@ class RedisStore:
         return [(eid.decode(), int(f[b"u"]), f[b"e"].decode()) for eid, f in self._stream_entries(self.keys.events)]
 
     @_guarded
-    def profile_regions(self, version: str | None = None) -> dict[int, str | None]:
-        """Every user with a profile in a version (published, or set with ``PUT /users``) -> its region or None."""
+    def profiles(self, version: str | None = None) -> dict[int, tuple[str | None, tuple[str, ...]]]:
+        """Every user with a profile in a version (published, or set with ``PUT /users``) -> (region, favourite genres)."""
         v = self._resolve(version)
         keys = list(self.client.scan_iter(match=self.keys.profile_pattern(v), count=SCAN_COUNT))
-        out: dict[int, str | None] = {}
+        out: dict[int, tuple[str | None, tuple[str, ...]]] = {}
         for start in range(0, len(keys), DELETE_BATCH):
             chunk = keys[start : start + DELETE_BATCH]
             pipe = self.client.pipeline(transaction=False)
             for key in chunk:
-                pipe.hget(key, "region")
-            for key, region in zip(chunk, pipe.execute()):
-                out[_user_of_key(key)] = region.decode() if region else None
+                pipe.hmget(key, "region", "genres")
+            for key, (region, genres) in zip(chunk, pipe.execute()):
+                out[_user_of_key(key)] = (region.decode() if region else None, tuple(json.loads(genres)) if genres else ())
         return out
 
     @_guarded

@@ -189,20 +189,25 @@ def test_a_stream_trimmed_past_the_mark_is_refused_unless_accepted(store: RedisS
     assert r.added == 1 and load_dataset(ds_dir).events["ts"].max() == t + 5
 
 
-def test_profile_regions_set_through_the_api_reach_the_dataset(store: RedisStore, tmp_path: Path) -> None:
+def test_profiles_set_through_the_api_reach_the_dataset_and_the_next_version(store: RedisStore, tmp_path: Path) -> None:
     ds_dir, catalog, t = _published(store, tmp_path)
     before = load_dataset(ds_dir).users.set_index("user_id")
-    store.set_profile(3, "ZZ", [])  # an existing user moves
-    store.set_profile(888, "EU", ["Drama"])  # a new user with a profile and no events yet
+    store.set_profile(3, "ZZ", ["Comedy"])  # an existing user moves and picks a genre
+    store.set_profile(888, "EU", ["Drama", "Horror"])  # a new user with a profile and no events yet
     r = merge_stream_into_dataset(ds_dir, store)
     assert r.changed and (r.added, r.new_users) == (0, 1)
     users = load_dataset(ds_dir).users.set_index("user_id")
-    assert users.loc[3, "region"] == "ZZ" and users.loc[888, "region"] == "EU" and users.loc[888, "created"] > t
+    assert users.loc[3, "region"] == "ZZ" and list(users.loc[3, "favourite_genres"]) == ["Comedy"]
+    assert users.loc[888, "region"] == "EU" and list(users.loc[888, "favourite_genres"]) == ["Drama", "Horror"]
+    assert users.loc[888, "created"] > t
     same = users.loc[before.index.difference([3])]
     assert (same["region"].fillna("-") == before.loc[same.index, "region"].fillna("-")).all()
+    assert all(len(g) == 0 for g in same["favourite_genres"])
     v2 = publish_dataset(store, ds_dir).meta.version
-    assert store.read_user_state(3, t, catalog, version=v2).region == "ZZ"
-    assert store.read_user_state(888, t, catalog, version=v2).region == "EU"
+    u3 = store.read_user_state(3, t, catalog, version=v2)
+    assert (u3.region, u3.favourite_genres) == ("ZZ", ("Comedy",))
+    u888 = store.read_user_state(888, t, catalog, version=v2)
+    assert (u888.region, u888.favourite_genres) == ("EU", ("Drama", "Horror"))
     assert not merge_stream_into_dataset(ds_dir, store).changed
 
 
