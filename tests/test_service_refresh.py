@@ -63,13 +63,10 @@ def test_a_world_that_fails_to_swap_in_is_retried_and_reported(
         svc.close()
 
 
-def test_a_version_whose_bundle_fails_to_load_is_retried_with_backoff_not_every_refresh(
+def _service_counting_loads(
     store: RedisStore, serving_bundle: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """A bad bundle is not unpacked and loaded again at every refresh: the service keeps the old one, says why, and retries later."""
-    import homepage.service as service_module
-
-    monkeypatch.setattr(service_module, "BAD_BUNDLE_RETRY", (0.2, 0.4))
+) -> tuple[PageService, list[str]]:
+    """The small world published, and a service that lists every version whose bundle it loads."""
     publish_dataset(store, WORLD_SMALL, models=serving_bundle)
     svc = PageService(store, ServiceConfig(models_dir=tmp_path, world_refresh_seconds=3600))
     loads: list[str] = []
@@ -80,6 +77,17 @@ def test_a_version_whose_bundle_fails_to_load_is_retried_with_backoff_not_every_
         return real_load(version)
 
     monkeypatch.setattr(svc, "_load_models", counted)
+    return svc, loads
+
+
+def test_a_version_whose_bundle_fails_to_load_is_retried_with_backoff_not_every_refresh(
+    store: RedisStore, serving_bundle: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bad bundle is not unpacked and loaded again at every refresh: the service keeps the old one, says why, and retries later."""
+    import homepage.service as service_module
+
+    monkeypatch.setattr(service_module, "BAD_BUNDLE_RETRY", (0.2, 0.4))
+    svc, loads = _service_counting_loads(store, serving_bundle, tmp_path, monkeypatch)
     try:
         assert svc.refresh()
         good = svc.loaded
@@ -114,16 +122,7 @@ def test_a_version_that_loads_but_fails_to_go_live_is_also_retried_with_backoff(
     import homepage.service as service_module
 
     monkeypatch.setattr(service_module, "BAD_BUNDLE_RETRY", (30.0, 60.0))
-    publish_dataset(store, WORLD_SMALL, models=serving_bundle)
-    svc = PageService(store, ServiceConfig(models_dir=tmp_path, world_refresh_seconds=3600))
-    loads: list[str] = []
-    real_load = svc._load_models
-
-    def counted(version: str) -> object:
-        loads.append(version)
-        return real_load(version)
-
-    monkeypatch.setattr(svc, "_load_models", counted)
+    svc, loads = _service_counting_loads(store, serving_bundle, tmp_path, monkeypatch)
     try:
         assert svc.refresh()
         good = svc.loaded
