@@ -4,9 +4,12 @@
 publish builds a new version from a dataset alone. Without this step, every play, rating
 and watch progress acknowledged since the dataset was made would be missing from the next
 version, and would never reach training. The dataset remembers the last stream id it took
-(``manifest.extra["events_merged"]``), so merging again adds only what is new.
+(``manifest.extra["events_merged"]``), so merging again adds only what is new; profiles and
+erasures (``homepage.erasure``) are folded in with the events.
 
-Pure: stream records in, a new events table out; the store and the files are the caller's.
+The functions are pure (stream records and frames in, frames out) except
+``merge_stream_into_dataset``, the I/O edge that reads the store and rewrites the files, as
+``publish_dataset`` is for publishing.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ from homepage.stream_ids import stream_id_key
 if TYPE_CHECKING:
     from homepage.store import RedisStore
 
-MERGED_KEY = "events_merged"  # manifest.extra entry: {"stream": key, "last_id": id, "events": count so far}
+MERGED_KEY = "events_merged"  # manifest.extra: {"stream", "last_id", "events" (merged so far), "added"/"erased" (stream tally)}
 
 
 @dataclass(frozen=True)
@@ -169,9 +172,10 @@ def merge_stream_into_dataset(dataset: Path, store: RedisStore, *, accept_gap: b
     """Append the events stream's entries newer than the dataset's mark to the dataset, atomically.
 
     The I/O edge of this module. Reads from ``store``: interrupted event batches are finished
-    first (``drain_outboxes``), then the stream after the mark, every profile's region in the
-    active version, and the erasures (``DELETE /users``), whose users' earlier events and rows
-    leave the dataset. Rewrites the dataset with ``write_dataset`` (old contents intact until
+    first (``drain_outboxes``), then the stream after the mark, every profile (region,
+    favourite genres) in the active version, and the erasures (``DELETE /users``): users
+    erased since the mark leave the dataset, and their stream entries from before the erasure
+    are skipped. Rewrites the dataset with ``write_dataset`` (old contents intact until
     the new are complete), keeping its other arrays (e.g. the synthetic world's ``truth.npz``).
     Refuses, unless ``accept_gap``, when the stream's cap trimmed entries not merged yet.
     A merge that changes nothing leaves the dataset untouched.
