@@ -511,13 +511,6 @@ def _user_of_key(key: bytes) -> int:
     return int(m.group(1))
 
 
-def _user_of_outbox(key: bytes) -> int:
-    m = _OUTBOX_USER_RE.search(key)
-    if m is None:
-        raise StoreError(f"{key!r}: not an outbox key")
-    return int(m.group(1))
-
-
 @dataclass(frozen=True, slots=True)
 class _OutboxEntry:
     """An event applied to its user's slot and waiting for (or done in) the global slot."""
@@ -833,7 +826,7 @@ class RedisStore:
 
         Steps 2 and 3 for every non-empty outbox (found with SCAN). ``gc`` runs it.
         """
-        users = sorted({_user_of_outbox(key) for key in self.client.scan_iter(match=self.keys.outbox_pattern, count=SCAN_COUNT)})
+        users = sorted({_user_of_key(key) for key in self.client.scan_iter(match=self.keys.outbox_pattern, count=SCAN_COUNT)})
         for start in range(0, len(users), DELETE_BATCH):
             chunk = users[start : start + DELETE_BATCH]
             pipe = self.client.pipeline(transaction=False)
@@ -1073,7 +1066,7 @@ class RedisStore:
         at = self.client.eval(_ERASE_MARK, 3, k.events, k.erased, k.applied, str(u), str(seq))
         at_key = stream_id_key(at.decode() if isinstance(at, bytes) else str(at))
         for stream in (k.events, k.served):
-            # entries after the erasure's position are the user's new activity (events stream; served pages alike)
+            # events after the erasure's position are the user's new activity and stay; served pages all go
             ids = [
                 eid
                 for eid, fields in self._stream_entries(stream)
