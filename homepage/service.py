@@ -217,7 +217,7 @@ class PageService:
         if cur is None:
             raise StoreUnavailable("no model loaded yet")
         field_ = params.cache_field(cur.policy)
-        cached, user = self.store.read_request(
+        cached, user, read = self.store.read_request(
             user_id, now, cur.models.catalog, field_, cur.store_version, use_cache=self.config.cache_reads
         )
         if user is None:
@@ -225,7 +225,7 @@ class PageService:
             return PageResult(cached, degraded=False, cache_hit=True)
         built = self.render(cur, user, params, now, nonce)
         try:
-            self.store.page_served(user_id, field_, built.body, self.config.page_cache_seconds, built.served, cur.store_version)
+            self.store.page_served(user_id, field_, built.body, self.config.page_cache_seconds, built.served, cur.store_version, read)
         except StoreUnavailable:
             pass  # the page is good; only its cache entry and log line are lost
         return PageResult(built.body, degraded=False, cache_hit=False, rows_by_ranker=built.rows_by_ranker)
@@ -287,7 +287,7 @@ class PageService:
             functools.partial(self.store.read_request, use_cache=self.config.cache_reads),
             user_id, now, cur.models.catalog, field_, cur.store_version,
         )
-        cached, user = await asyncio.wait_for(read, timeout=deadline)
+        cached, user, as_read = await asyncio.wait_for(read, timeout=deadline)
         if user is None:
             assert cached is not None
             return PageResult(cached, degraded=False, cache_hit=True)
@@ -295,9 +295,12 @@ class PageService:
             raise TimeoutError  # the read took the whole budget (a queue of requests, a slow Redis)
         # the nonce tells apart two pages of one user in one second; drawn only for a page built
         built = self.render(cur, user, params, now, secrets.token_hex(4) if nonce is None else nonce)
-        # wait for the cache write (bounded): a client's next request, e.g. an event that
-        # invalidates this page, must not race with it; a slow write only loses the cache entry
-        write = self.run(self.store.page_served, user_id, field_, built.body, self.config.page_cache_seconds, built.served, cur.store_version)
+        # wait for the cache write (bounded), so that a client's next request sees it; the write
+        # is refused if an event or profile change came in since the read; a slow write only
+        # loses the cache entry
+        write = self.run(
+            self.store.page_served, user_id, field_, built.body, self.config.page_cache_seconds, built.served, cur.store_version, as_read
+        )
         try:
             await asyncio.wait_for(write, timeout=max(deadline - (time.monotonic() - started), MIN_WRITE_WAIT))
         except (TimeoutError, StoreUnavailable):

@@ -500,6 +500,19 @@ while true do
 end
 """
 
+# KEYS: page, hist, profile (one user slot)
+# ARGV: cache field, page, TTL, then what the page was built from: history length, region, genres
+_CACHE_PAGE = """
+if redis.call('STRLEN', KEYS[2]) ~= tonumber(ARGV[4])
+  or (redis.call('HGET', KEYS[3], 'region') or '') ~= ARGV[5]
+  or (redis.call('HGET', KEYS[3], 'genres') or '') ~= ARGV[6] then
+  return 0
+end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('EXPIRE', KEYS[1], ARGV[3])
+return 1
+"""
+
 _OUTBOX_USER_RE = re.compile(rb"\{u:(\d+)\}")
 
 
@@ -509,6 +522,24 @@ def _user_of_key(key: bytes) -> int:
     if m is None:
         raise StoreError(f"no user hash tag in key {key!r}")
     return int(m.group(1))
+
+
+@dataclass(frozen=True, slots=True)
+class ReadState:
+    """What a page was built from, as read: the history's length (it only grows) and the profile.
+
+    A page is cached only if the user's keys still hold this (``page_served``): an event, a
+    profile change or an erasure between the read and the cache write drops the page cache,
+    and a write landing after it would otherwise put back a page built from the old state.
+    """
+
+    hist_len: int
+    region: bytes
+    genres: bytes
+
+    @staticmethod
+    def of(raw_hist: bytes | None, profile: Mapping[bytes, bytes]) -> ReadState:
+        return ReadState(len(raw_hist or b""), profile.get(b"region", b""), profile.get(b"genres", b""))
 
 
 @dataclass(frozen=True, slots=True)
@@ -1093,12 +1124,13 @@ class RedisStore:
     @_guarded
     def read_request(
         self, user_id: int, now: int, catalog: Catalog, cache_field: str, version: str, *, use_cache: bool = True
-    ) -> tuple[bytes | None, UserState | None]:
-        """A page request's one round-trip: the cached page for ``cache_field`` and the user's state.
+    ) -> tuple[bytes | None, UserState | None, ReadState | None]:
+        """A page request's one round-trip: the cached page for ``cache_field``, or the user's state.
 
-        On a cache hit (with ``use_cache``) the state is not parsed and None is returned for it.
+        On a cache hit (with ``use_cache``) the state is not parsed: ``(page, None, None)``.
+        On a miss: ``(None, state, read)``, where ``read`` goes to ``page_served`` with the page.
         Without ``use_cache`` (benchmarks of the miss path) the cache entry is looked up but
-        not transferred, as in a real miss: (None, state).
+        not transferred, as in a real miss.
         """
         pipe = self.client.pipeline(transaction=False)
         page_key = self.keys.page(version, user_id)
@@ -1106,29 +1138,40 @@ class RedisStore:
         pipe.get(self.keys.hist(version, user_id))
         pipe.hgetall(self.keys.profile(version, user_id))
         cached, raw_hist, profile = pipe.execute()
-        if not use_cache:
-            return None, _user_state(user_id, now, catalog, raw_hist, profile)
-        if cached is not None:
-            return cached, None
-        return None, _user_state(user_id, now, catalog, raw_hist, profile)
+        if use_cache and cached is not None:
+            return cached, None, None
+        return None, _user_state(user_id, now, catalog, raw_hist, profile), ReadState.of(raw_hist, profile)
 
     @_guarded
     def page_served(
-        self, user_id: int, cache_field: str, page: bytes, ttl_seconds: int, served: str | None, version: str
-    ) -> None:
-        """Cache a built page under (user, request parameters) with a TTL and log it to the served stream."""
-        key = self.keys.page(version, user_id)
+        self, user_id: int, cache_field: str, page: bytes, ttl_seconds: int, served: str | None, version: str, read: ReadState | None = None
+    ) -> bool:
+        """Cache a built page under (user, request parameters) with a TTL and log it to the served stream.
+
+        With ``read`` (what ``read_request`` returned with the state the page was built from)
+        the page is cached only if the user's history and profile are still that: otherwise
+        an event, a profile change or an erasure came in meanwhile and dropped the cache, and
+        the page is stale. Returns whether the page was cached; it is logged either way (it
+        was served).
+        """
+        k = self.keys
+        key = k.page(version, user_id)
         pipe = self.client.pipeline(transaction=False)
-        pipe.hset(key, cache_field, page)
-        pipe.expire(key, ttl_seconds)
+        if read is None:
+            pipe.hset(key, cache_field, page)
+            pipe.expire(key, ttl_seconds)
+        else:
+            args = (cache_field, page, ttl_seconds, read.hist_len, read.region, read.genres)
+            self._queue_script(pipe, _CACHE_PAGE, [key, k.hist(version, user_id), k.profile(version, user_id)], args)
         if served is not None:
             pipe.xadd(
-                self.keys.served,
+                k.served,
                 {"u": str(int(user_id)), "p": served},
                 maxlen=self.settings.served_maxlen,
                 approximate=True,
             )
-        pipe.execute()
+        out = pipe.execute()
+        return bool(out[0]) if read is not None else True
 
     @_guarded
     def set_profile(self, user_id: int, region: str | None, genres: Sequence[str], version: str | None = None) -> None:

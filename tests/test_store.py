@@ -237,14 +237,44 @@ def test_read_request_returns_the_cached_page_or_the_state_and_never_both(store:
     """A page request's one round trip: a hit returns the page unparsed; with cache reads off it returns the state."""
     world.publish(store, "v1")
     now = world.t + 100
-    miss, state = store.read_request(1, now, world.catalog, "f", "v1")
-    assert miss is None and state is not None and len(state) > 0
-    store.page_served(1, "f", b"cached page", 60, None, "v1")
-    assert store.read_request(1, now, world.catalog, "f", "v1") == (b"cached page", None)
+    miss, state, read = store.read_request(1, now, world.catalog, "f", "v1")
+    assert miss is None and state is not None and len(state) > 0 and read is not None
+    assert store.page_served(1, "f", b"cached page", 60, None, "v1", read)
+    assert store.read_request(1, now, world.catalog, "f", "v1") == (b"cached page", None, None)
     assert store.read_request(1, now, world.catalog, "other", "v1")[0] is None  # keyed by request parameters
-    off, state_off = store.read_request(1, now, world.catalog, "f", "v1", use_cache=False)
+    off, state_off, _ = store.read_request(1, now, world.catalog, "f", "v1", use_cache=False)
     assert off is None and state_off is not None
     assert_user_equal(state_off, state)
+
+
+@pytest.mark.parametrize("change", ["event", "profile", "erasure"])
+def test_a_page_built_from_an_older_state_is_not_cached(store: RedisStore, world: World, change: str) -> None:
+    """An event, profile change or erasure between a page's read and its cache write drops the page.
+
+    The change deletes the user's cached pages; a write landing after it must not put back
+    a page built from the state before (for up to the cache TTL the user would see a page
+    that ignores their play, their new region, or, after an erasure, their erased history).
+    The page is still logged as served.
+    """
+    world.publish(store, "v1")
+    now = world.t + 100
+    _, state, read = store.read_request(1, now, world.catalog, "f", "v1")
+    assert state is not None and len(state) > 0
+    if change == "event":
+        store.append_events(_new_events(world)[:1], world.catalog)
+    elif change == "profile":
+        store.set_profile(1, "ZZ", ["Drama"], "v1")
+    else:
+        store.delete_user(1)
+    served_before = store.client.xlen(store.keys.served)
+    assert not store.page_served(1, "f", b"stale page", 60, '{"page": 1}', "v1", read)
+    assert not store.client.exists(store.keys.page("v1", 1))
+    assert store.read_request(1, now, world.catalog, "f", "v1")[0] is None
+    assert store.client.xlen(store.keys.served) == served_before + 1
+    # read again, nothing changes in between: cached
+    _, _, fresh = store.read_request(1, now, world.catalog, "f", "v1")
+    assert store.page_served(1, "f", b"fresh page", 60, None, "v1", fresh)
+    assert store.read_request(1, now, world.catalog, "f", "v1")[0] == b"fresh page"
 
 
 def test_bundle_files_round_trip(store: RedisStore, world: World, tmp_path: Path) -> None:
