@@ -301,6 +301,23 @@ def test_cli_error_is_one_line_with_exit_code_2(tmp_path, monkeypatch, capsys) -
     assert "Traceback" not in stderr
 
 
+@pytest.mark.parametrize(
+    "argv, message",
+    [(["replay", "ds", "--out", "x.json"], "No such option: --out"), (["no-such-command"], "No such command"), (["train"], "Missing argument")],
+)
+def test_cli_usage_error_is_click_style_not_a_traceback(argv, message, monkeypatch, capsys) -> None:
+    """An unknown option or command, or a missing argument: click's usage message, exit code 2, whatever click typer uses."""
+    from homepage.cli import main
+
+    monkeypatch.setattr("sys.argv", ["homepage", *argv])
+    with pytest.raises(SystemExit) as e:
+        main()
+    assert e.value.code == 2
+    stderr = capsys.readouterr().err
+    assert "Usage: homepage" in stderr and f"Error: {message}" in stderr
+    assert "Traceback" not in stderr
+
+
 def test_cli_skip_bad_reports_on_stderr(tmp_path, monkeypatch, capsys) -> None:
     from homepage.cli import main
 

@@ -32,7 +32,7 @@ def main() -> None:
     """Console-script entry point: user errors become one line and exit code 2."""
     _register()
     try:
-        app(standalone_mode=False)
+        app(standalone_mode=False, prog_name="homepage")
     except HomepageError as e:
         err.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
         sys.exit(2)
@@ -43,10 +43,13 @@ def main() -> None:
         sys.exit(e.exit_code)
     except SystemExit:
         raise
-    except Exception as e:  # click usage errors and the like
-        import click
-
-        if isinstance(e, click.ClickException):
-            e.show()
-            sys.exit(e.exit_code)
+    except Exception as e:
+        if _is_click_error(e):  # usage errors: click's message and exit code
+            e.show()  # type: ignore[attr-defined]
+            sys.exit(e.exit_code)  # type: ignore[attr-defined]
         raise
+
+
+def _is_click_error(e: Exception) -> bool:
+    """A ``ClickException`` of whichever click typer runs on (typer 0.29 vendors its own as ``typer._click``)."""
+    return any(c.__name__ == "ClickException" for c in type(e).__mro__) and hasattr(e, "show")
