@@ -218,7 +218,7 @@ def main() -> None:
         models = train_bundle(load_dataset(WORLD), work / "models", cfg).path
     emb = EmbeddedRedis(work / "redis")
     emb.start()
-    settings = Settings(key_prefix="bench", embedded_dir=work / "redis")
+    settings = Settings(redis_url=None, key_prefix="bench", embedded_dir=work / "redis")
     store = connect(settings)
     publish_dataset(store, WORLD, models=models)
     env = {

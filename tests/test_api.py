@@ -40,7 +40,7 @@ def backend_settings(name: str, request: pytest.FixtureRequest) -> tuple[Setting
     prefix = f"t{uuid.uuid4().hex[:10]}"
     if name == "embedded":
         emb = request.getfixturevalue("embedded_redis")
-        return Settings(key_prefix=prefix, embedded_dir=emb.data_dir), request.getfixturevalue("embedded_client")
+        return Settings(redis_url=None, key_prefix=prefix, embedded_dir=emb.data_dir), request.getfixturevalue("embedded_client")
     return Settings(redis_url=test_redis_url(), key_prefix=prefix), request.getfixturevalue("url_client")
 
 

@@ -33,7 +33,7 @@ CHECKS = [checks.not_a_server_error, checks.status_code_conformance, checks.cont
 def fuzz_server(request: pytest.FixtureRequest, serving_bundle: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     emb = request.getfixturevalue("embedded_redis")
     client = request.getfixturevalue("embedded_client")
-    st = Settings(key_prefix=f"t{uuid.uuid4().hex[:10]}", embedded_dir=emb.data_dir)
+    st = Settings(redis_url=None, key_prefix=f"t{uuid.uuid4().hex[:10]}", embedded_dir=emb.data_dir)
     publish_dataset(RedisStore(client, st.key_prefix, settings=st), WORLD_SMALL, models=serving_bundle)
     serve = ServeSettings(api_key=API_KEY, deadline_ms=2000, models_dir=tmp_path_factory.mktemp("fuzz-unpacked"), refresh_seconds=60)
     try:

@@ -71,7 +71,7 @@ def serve(env: dict[str, str], port: int, workers: int) -> subprocess.Popen[byte
 @pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="needs /proc to find the worker processes")
 def test_metrics_aggregate_across_two_workers(embedded_redis: EmbeddedRedis, embedded_client: Any, serving_bundle: Path, tmp_path: Path) -> None:
     prefix = f"t{uuid.uuid4().hex[:10]}"
-    settings = Settings(key_prefix=prefix, embedded_dir=embedded_redis.data_dir)
+    settings = Settings(redis_url=None, key_prefix=prefix, embedded_dir=embedded_redis.data_dir)
     publish_dataset(RedisStore(embedded_client, prefix, settings=settings), WORLD_SMALL, models=serving_bundle)
     env = {**os.environ, "HOMEPAGE_KEY_PREFIX": prefix, "HOMEPAGE_EMBEDDED_DIR": str(embedded_redis.data_dir),
            "HOMEPAGE_MODELS_DIR": str(tmp_path / "unpacked"), "HOMEPAGE_DEADLINE_MS": "2000", "OPENBLAS_NUM_THREADS": "1"}

@@ -48,7 +48,7 @@ def serve_and_compare(
     ds, log = world
     emb = request.getfixturevalue("embedded_redis")
     client = request.getfixturevalue("embedded_client")
-    settings = Settings(key_prefix=f"t{uuid.uuid4().hex[:10]}", embedded_dir=emb.data_dir)
+    settings = Settings(redis_url=None, key_prefix=f"t{uuid.uuid4().hex[:10]}", embedded_dir=emb.data_dir)
     store = RedisStore(client, settings.key_prefix, settings=settings)
     meta = publish_dataset(store, WORLD_SMALL, models=bundle).meta
     models = PageModels.from_bundle(load_bundle(bundle))

@@ -151,7 +151,7 @@ def viewer(request: pytest.FixtureRequest, serving_bundle: Path, tmp_path_factor
 
     emb = request.getfixturevalue("embedded_redis")
     client = request.getfixturevalue("embedded_client")
-    settings = Settings(key_prefix=f"t{uuid.uuid4().hex[:10]}", embedded_dir=emb.data_dir)
+    settings = Settings(redis_url=None, key_prefix=f"t{uuid.uuid4().hex[:10]}", embedded_dir=emb.data_dir)
     store = make_store(client, settings)
     publish_dataset(store, WORLD_SMALL, models=serving_bundle)
     serve = ServeSettings(
