@@ -119,6 +119,9 @@ class PageService:
     def refresh(self, force: bool = False) -> bool:
         """Follow the active version (loading a new bundle when it changes); re-read the world state when due.
 
+        Each refresh also erases served-log lines of users erased in the last minute that
+        landed after their erasure (``RedisStore.sweep_served_after_erasures``).
+
         The world state is re-read every ``world_refresh_seconds`` (and with a new version):
         reading and parsing it holds the GIL for a few ms in this background thread, which
         delays the requests running meanwhile, and the first page on a new world fills the
@@ -132,6 +135,7 @@ class PageService:
                 version = self.store.active_version()
                 if version is None:
                     raise StoreError("no published version: run `homepage publish`")
+                self.store.sweep_served_after_erasures()  # pages logged late, after their user's erasure
                 cur = self.loaded
                 now = int(time.time())
                 if cur is None or force or cur.store_version != version:

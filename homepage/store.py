@@ -31,6 +31,8 @@ Keyspace (``p`` is the prefix, ``v`` a version). Hash tags put keys in slots::
     p:{p:g}:applied                  hash    user id -> highest outbox sequence applied here
     p:{p:g}:events_tally             hash    entries ever added to / erased from the events stream
     p:{p:g}:erased                   hash    user id -> events stream position of their DELETE /users
+    p:{p:g}:served_sweeps            hash    user id -> "<served stream id>|<unix ms>": re-sweep the served
+                                             stream past that id for the user's pages until then
 
     single keys, each in its own slot
     p:v:<v>:bundle                   hash    relative path -> file bytes of the model bundle
@@ -110,6 +112,7 @@ HISTORY_DTYPE = np.dtype(
 VERSION_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 SCAN_COUNT = 1000
 DELETE_BATCH = 500
+SERVED_SWEEP_SECONDS = 60  # after an erasure, pages built before it and logged late are swept this long
 
 
 class StoreError(HomepageError):
@@ -264,6 +267,11 @@ class Keyspace:
     @property
     def applied(self) -> str:
         return f"{self.prefix}:{self._g}:applied"
+
+    @property
+    def served_sweeps(self) -> str:
+        """user id -> where a recent erasure's sweep of the served stream stopped, and until when to sweep again."""
+        return f"{self.prefix}:{self._g}:served_sweeps"
 
     # single keys
     def bundle(self, v: str) -> str:
@@ -478,6 +486,13 @@ if seq > tonumber(redis.call('HGET', KEYS[3], ARGV[1]) or '0') then
   redis.call('HSET', KEYS[3], ARGV[1], seq)
 end
 return at
+"""
+
+# KEYS: a hash; ARGV: field, the value expected, the new value ('' deletes). A compare-and-set.
+_REPLACE_IF_SAME = """
+if redis.call('HGET', KEYS[1], ARGV[1]) ~= ARGV[2] then return 0 end
+if ARGV[3] == '' then redis.call('HDEL', KEYS[1], ARGV[1]) else redis.call('HSET', KEYS[1], ARGV[1], ARGV[3]) end
+return 1
 """
 
 # KEYS: events stream, stream tally; ARGV: entry ids. Erases entries; the tally counts what went.
@@ -1096,23 +1111,63 @@ class RedisStore:
             n += self.client.unlink(*own[start : start + DELETE_BATCH])
         at = self.client.eval(_ERASE_MARK, 3, k.events, k.erased, k.applied, str(u), str(seq))
         at_key = stream_id_key(at.decode() if isinstance(at, bytes) else str(at))
+        swept_to = "0-0"
         for stream in (k.events, k.served):
             # events after the erasure's position are the user's new activity and stay; served pages all go
-            ids = [
-                eid
-                for eid, fields in self._stream_entries(stream)
-                if fields.get(b"u") == str(u).encode() and (stream != k.events or stream_id_key(eid.decode()) <= at_key)
-            ]
+            ids: list[bytes] = []
+            for eid, fields in self._stream_entries(stream):
+                if stream == k.served:
+                    swept_to = eid.decode()
+                if fields.get(b"u") == str(u).encode() and (stream != k.events or stream_id_key(eid.decode()) <= at_key):
+                    ids.append(eid)
             for start in range(0, len(ids), DELETE_BATCH):
                 batch = ids[start : start + DELETE_BATCH]
                 if stream == k.events:  # the tally counts the entries XDEL removed, in the same step
                     n += int(self.client.eval(_ERASE_ENTRIES, 2, k.events, k.events_tally, *batch))
                 else:
                     n += self.client.xdel(stream, *batch)
+        # a page read before the erasure can be logged after the sweep (the served stream is in
+        # another slot than the user's state): ``sweep_served_after_erasures`` looks again
+        until_ms = int((time.time() + SERVED_SWEEP_SECONDS) * 1000)
+        self.client.hset(k.served_sweeps, str(u), f"{swept_to}|{until_ms}")
         return n
 
-    def _stream_entries(self, stream: str) -> Iterator[tuple[bytes, dict[bytes, bytes]]]:
-        last = "-"
+    @_guarded
+    def sweep_served_after_erasures(self, now_ms: int | None = None) -> int:
+        """Erase served pages of recently erased users logged after their erasure's sweep; returns how many went.
+
+        A page whose read came before ``delete_user`` is logged after it when its write was in
+        flight. For ``SERVED_SWEEP_SECONDS`` after an erasure the tail of the served stream
+        past the erasure's sweep is swept again for the user (the API's refresh task calls this
+        every few seconds; the pages a returning user is served in that window go too). One
+        HGETALL when nothing is pending.
+        """
+        k = self.keys
+        pending = self.client.hgetall(k.served_sweeps)
+        if not pending:
+            return 0
+        now_ms = int(time.time() * 1000) if now_ms is None else now_ms
+        marks = {int(u): raw.decode().split("|") for u, raw in pending.items()}
+        start = min(stream_id_key(pos) for pos, _ in marks.values())
+        end = start  # the last entry looked at: the next sweep starts after it
+        ids: list[bytes] = []
+        for eid, fields in self._stream_entries(k.served, after=f"{start[0]}-{start[1]}"):
+            end = stream_id_key(eid.decode())
+            u = fields.get(b"u")
+            user = int(u) if u is not None and u.isdigit() else None
+            if user in marks and end > stream_id_key(marks[user][0]):
+                ids.append(eid)
+        n = 0
+        for at in range(0, len(ids), DELETE_BATCH):
+            n += self.client.xdel(k.served, *ids[at : at + DELETE_BATCH])
+        for user, (pos, until) in marks.items():
+            swept = max(end, stream_id_key(pos))
+            new = "" if now_ms >= int(until) else f"{swept[0]}-{swept[1]}|{until}"
+            self.client.eval(_REPLACE_IF_SAME, 1, k.served_sweeps, str(user), pending[str(user).encode()], new)
+        return n
+
+    def _stream_entries(self, stream: str, after: str | None = None) -> Iterator[tuple[bytes, dict[bytes, bytes]]]:
+        last = "-" if after is None else "(" + after
         while True:
             chunk = self.client.xrange(stream, min=last, max="+", count=SCAN_COUNT)
             if not chunk:
@@ -1189,12 +1244,21 @@ class RedisStore:
 
     @_guarded
     def served_entries(self, count: int | None = None) -> list[tuple[str, int, str]]:
-        """(stream id, user id, page JSON) of logged served pages, oldest first."""
-        return [
-            (eid.decode(), int(f[b"u"]), f[b"p"].decode())
-            for eid, f in self._stream_entries(self.keys.served)
-            if b"p" in f
-        ][: count if count is not None else None]
+        """(stream id, user id, page JSON) of logged served pages, oldest first.
+
+        Pages of a recently erased user logged past their erasure's sweep are left out (the
+        next ``sweep_served_after_erasures`` erases them).
+        """
+        pending = {int(u): stream_id_key(raw.decode().split("|")[0]) for u, raw in self.client.hgetall(self.keys.served_sweeps).items()}
+        out = []
+        for eid, f in self._stream_entries(self.keys.served):
+            if b"p" not in f:
+                continue
+            user, sid = int(f[b"u"]), eid.decode()
+            if user in pending and stream_id_key(sid) > pending[user]:
+                continue
+            out.append((sid, user, f[b"p"].decode()))
+        return out[: count if count is not None else None]
 
     @_guarded
     def event_entries(self) -> list[tuple[str, int, str]]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -265,6 +266,17 @@ def test_delete_user_erases_keys_and_stream_entries(api: Api) -> None:
     assert not [e for e in api.store.event_entries() if e[1] == u]
     assert not [e for e in api.store.served_entries() if e[1] == u]
     assert api.store.read_user_state(u, 1_800_000_000, _catalog(api)).is_cold
+    # a page whose write was in flight during the erasure, logged after it: the server's refresh erases it
+    api.store.page_served(u, "f", b"late", 60, '{"late": true}', api.version)
+
+    def logged() -> int:
+        return sum(1 for _, f in api.store.client.xrange(api.store.keys.served) if f[b"u"] == str(u).encode())
+
+    assert logged() == 1
+    deadline = time.monotonic() + 5
+    while logged() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert logged() == 0
 
 
 def test_new_version_is_picked_up_without_restart_and_rollback_returns(api: Api, serving_bundle: Path, recent_world: Path) -> None:

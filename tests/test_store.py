@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from pathlib import Path
 
@@ -275,6 +276,37 @@ def test_a_page_built_from_an_older_state_is_not_cached(store: RedisStore, world
     _, _, fresh = store.read_request(1, now, world.catalog, "f", "v1")
     assert store.page_served(1, "f", b"fresh page", 60, None, "v1", fresh)
     assert store.read_request(1, now, world.catalog, "f", "v1")[0] == b"fresh page"
+
+
+def test_a_page_logged_after_its_users_erasure_is_swept(store: RedisStore, world: World) -> None:
+    """A page read before ``DELETE /users`` and logged after its sweep is left out of exports, then erased.
+
+    The served stream is in another slot than the user's state, so a write in flight during an
+    erasure can land after the erasure swept the stream. For a while after the erasure the
+    stream's tail is swept again; after that, a returning user's pages stay.
+    """
+    world.publish(store, "v1")
+    now = world.t + 100
+    store.page_served(2, "f", b"page 2", 60, '{"page": "2-before"}', "v1")
+    _, _, read = store.read_request(1, now, world.catalog, "f", "v1")
+    store.delete_user(1)
+    store.page_served(1, "f", b"late page", 60, '{"page": "1-late"}', "v1", read)  # the write in flight
+    store.page_served(2, "f", b"page 2", 60, '{"page": "2-after"}', "v1")
+
+    def logged(user: int) -> list[bytes]:
+        return [f[b"p"] for _, f in store.client.xrange(store.keys.served) if f[b"u"] == str(user).encode()]
+
+    assert logged(1) == [b'{"page": "1-late"}']
+    assert [u for _, u, _ in store.served_entries()] == [2, 2]  # not exported meanwhile
+    assert store.sweep_served_after_erasures() == 1
+    assert logged(1) == [] and logged(2) == [b'{"page": "2-before"}', b'{"page": "2-after"}']
+    assert store.sweep_served_after_erasures() == 0
+    # past the sweep window the record goes, and the user's new pages are logged and kept
+    assert store.sweep_served_after_erasures(now_ms=int(time.time() * 1000) + 3_600_000) == 0
+    assert not store.client.hexists(store.keys.served_sweeps, "1")
+    store.page_served(1, "f", b"new page", 60, '{"page": "1-new"}', "v1")
+    assert store.sweep_served_after_erasures() == 0
+    assert logged(1) == [b'{"page": "1-new"}'] and [u for _, u, _ in store.served_entries()] == [2, 2, 1]
 
 
 def test_bundle_files_round_trip(store: RedisStore, world: World, tmp_path: Path) -> None:
