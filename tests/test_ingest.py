@@ -318,6 +318,19 @@ def test_cli_usage_error_is_click_style_not_a_traceback(argv, message, monkeypat
     assert "Traceback" not in stderr
 
 
+@pytest.mark.parametrize("option", ["--split-time", "--until"])
+def test_replay_names_the_time_option_it_cannot_read(option, tmp_path, monkeypatch, capsys) -> None:
+    """A bad time is reported under its own option, before any dataset or bundle is read."""
+    from homepage.cli import main
+
+    argv = ["homepage", "replay", str(tmp_path / "no-dataset"), "--models", str(tmp_path / "no-models"), option, "last tuesday"]
+    monkeypatch.setattr("sys.argv", argv)
+    with pytest.raises(SystemExit) as e:
+        main()
+    assert e.value.code == 2
+    assert f"{option}: 'last tuesday' is neither Unix seconds nor an ISO date/time" in capsys.readouterr().err
+
+
 def test_cli_skip_bad_reports_on_stderr(tmp_path, monkeypatch, capsys) -> None:
     from homepage.cli import main
 

@@ -67,6 +67,8 @@ def replay_command(
 
         replay_logs(dataset, models, served_logs, policies, [], 0.05, examination, json_out, bootstrap)
         return
+    split = parse_time(split_time, "--split-time") if split_time is not None else None  # bad input fails before any loading
+    until_t = parse_time(until) if until is not None else None
     names = [p.strip() for p in policies.split(",") if p.strip()]
     if not names:
         raise HomepageError("--policies: give at least one policy name")
@@ -80,7 +82,6 @@ def replay_command(
             raise HomepageError(f"--policies: {n!r} needs a page model, and bundle {bundle.version} has none")
     ds = load_dataset(dataset, columns=["user_id", "title_id", "kind", "ts", "progress", "stars"])
     log = EventLog.from_frame(ds.events, bundle.catalog, ds.users)  # index titles as the models do
-    split = parse_time(split_time) if split_time is not None else None
     protocol = ReplayProtocol(
         split_time=split,
         split_quantile=bundle.config.split_quantile,
@@ -99,7 +100,7 @@ def replay_command(
             f"--models: bundle {bundle.version} was trained on events up to {bundle.until}, after the split {T}; "
             "retrain with `homepage train --until` at or before the split"
         )
-    requests = sample_requests(log, protocol, until=parse_time(until) if until is not None else None)
+    requests = sample_requests(log, protocol, until=until_t)
     if len(requests) == 0:
         raise HomepageError(f"{dataset}: no user has plays or ratings after the split {T}")
     console = Console(stderr=True)

@@ -10,8 +10,8 @@ import typer
 from homepage.cli import app
 
 
-def parse_time(text: str) -> int:
-    """Unix seconds from ``text``: an integer, or an ISO date/time (UTC unless it says otherwise)."""
+def parse_time(text: str, option: str = "--until") -> int:
+    """Unix seconds from ``text`` (the value of ``option``): an integer, or an ISO date/time (UTC unless it says otherwise)."""
     from homepage.errors import HomepageError
 
     s = text.strip()
@@ -20,7 +20,7 @@ def parse_time(text: str) -> int:
     try:
         dt = datetime.fromisoformat(s.replace("Z", "+00:00"))
     except ValueError as e:
-        raise HomepageError(f"--until: {text!r} is neither Unix seconds nor an ISO date/time") from e
+        raise HomepageError(f"{option}: {text!r} is neither Unix seconds nor an ISO date/time") from e
     if dt.tzinfo is None:
         dt = dt.replace(tzinfo=timezone.utc)
     return int(dt.timestamp())
