@@ -63,13 +63,13 @@ class UserState:
 
     @cached_property
     def known_titles(self) -> np.ndarray:
-        """Distinct catalog indices the user interacted with, in order of last interaction."""
+        """Distinct catalog indices the user interacted with, most recently interacted with first."""
         idx = self.title_idx[self.title_idx >= 0]
         if idx.size == 0:
             return frozen(np.zeros(0, np.int64))
         r = idx[::-1]
         _, first = np.unique(r, return_index=True)
-        return frozen(r[np.sort(first)][::-1].copy())
+        return frozen(r[np.sort(first)])
 
     @staticmethod
     def empty(user_id: int, as_of: int, region: str | None = None, favourite_genres: tuple[str, ...] = ()) -> UserState:

@@ -111,6 +111,18 @@ def test_one_new_play_changes_top_picks_without_refit() -> None:
         np.testing.assert_array_equal(v, before_arrays[k])
 
 
+def test_a_long_history_is_cut_to_its_most_recent_titles() -> None:
+    """``max_history`` keeps the titles played last (a replay is the latest interaction), and recency weights fall with age."""
+    r, catalog, log, until = fitted({"max_history": 3, "history_half_life": 2.0})
+    user = log.user_state(1, until)  # a horror fan
+    comedies = [100 + i for i in range(30) if 100 + i not in set(user.title_ids)][:3]
+    later = with_plays(with_plays(user, comedies, catalog, until), [int(user.title_ids[0])], catalog, until + 3)
+    items, w = r.history(later)
+    assert list(catalog.title_ids[items]) == [int(user.title_ids[0]), comedies[2], comedies[1]]
+    assert np.all(np.diff(w) < 0) and w[0] == 1.0
+    assert list(later.known_titles[:4]) == list(catalog.index_of(np.array([user.title_ids[0], *comedies[::-1]])))
+
+
 def test_cold_user_gets_no_rows_but_scores_exist() -> None:
     r, catalog, log, until = fitted()
     cold = UserState.empty(999, until)
