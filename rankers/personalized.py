@@ -9,7 +9,11 @@ maximum of 1 first. Nothing about a user is stored: both user-side parts are com
 Default hyperparameters were chosen on validation splits inside the training period of
 ml-latest-small (``homepage.evaluation.tuning.search_personalized``), never on the test period:
 with lambda 1000 the defaults (weight_mf 0.15, weight_pop 2.0) are second of 25 blends on
-validation NDCG@20 (0.2218 vs the best 0.2226), inside one standard error of the best.
+validation NDCG@20 (0.2218 vs the best 0.2226), inside one standard error of the best. The
+history's recency decay (half-life 25 interactions, most recent first) raised validation
+NDCG@20 from 0.223 to 0.250 and from 0.194 to 0.208 at two training cut-offs (2016-03 and
+2013-08), the best of 0 / 25 / 50 / 100 / 400 with 100 or 500 titles kept that holds at both;
+on the synthetic world it changes nothing (0.1984 vs 0.1985: short, stationary histories).
 """
 
 from __future__ import annotations
@@ -78,7 +82,7 @@ class PersonalizedConfig(RankerConfig):
         description="item-model weights kept in total: a small item model keeps up to budget/items per title, not pruned to neighbours",
     )
     keep_negative: bool = Field(default=True, description="keep negative item-model weights (by magnitude)")
-    history_half_life: float = Field(default=0.0, ge=0.0, description="interactions; 0 = no recency decay")
+    history_half_life: float = Field(default=25.0, ge=0.0, description="interactions (the most recent weighs 1); 0 = no recency decay")
     max_history: int = Field(default=500, ge=1, le=100_000, description="most recent distinct titles used")
     weight_item: float = Field(default=1.0, ge=0.0)
     weight_mf: float = Field(default=0.15, ge=0.0)
