@@ -54,6 +54,41 @@ def locate_bundle(models: Path) -> tuple[Path, str]:
     return bundle, str(version or bundle.name)
 
 
+LATEST_TIME = 253_402_300_799  # 9999-12-31T23:59:59Z
+MIN_SHARED_TITLES = 0.5  # a bundle sharing fewer of the dataset's titles was trained on another catalog
+
+
+def check_publish_time(at: int, first_ts: int | None, dataset: Path) -> None:
+    """Refuse a publish time at which the dataset has no state yet (every page would be empty), or past year 9999."""
+    if at > LATEST_TIME or at < 0:
+        raise HomepageError(f"--at {at}: not a Unix time between 0 and {LATEST_TIME} (year 9999)")
+    if first_ts is not None and at < first_ts:
+        raise HomepageError(f"--at {at}: before the first event of {dataset} ({first_ts}); the published state would be empty")
+
+
+def check_bundle_serves(bundle_dir: Path, catalog: Catalog, dataset: Path) -> None:
+    """Load the bundle as the API will (so one it would refuse is refused before the flip) and check its catalog is the dataset's.
+
+    A bundle trained on another dataset would serve its own titles to this dataset's users.
+    The catalog may have grown since training, so most of the dataset's titles, not all,
+    must be in the bundle's.
+    """
+    import numpy as np
+
+    from homepage.bundle import load_bundle
+    from homepage.page import PageModels
+
+    bundle = load_bundle(bundle_dir)
+    PageModels.from_bundle(bundle)
+    ids = np.asarray(catalog.title_ids)
+    shared = float(np.isin(ids, np.asarray(bundle.catalog.title_ids)).mean()) if ids.size else 1.0
+    if shared < MIN_SHARED_TITLES:
+        raise HomepageError(
+            f"--models: bundle {bundle.version} was trained on another catalog: {shared:.0%} of {dataset}'s "
+            f"{ids.size} titles are in it (dataset {bundle.manifest.get('dataset', {}).get('path')})"
+        )
+
+
 def publish_dataset(
     store: RedisStore,
     dataset: Path,
@@ -81,7 +116,10 @@ def publish_dataset(
         if not len(ds.events):
             raise HomepageError(f"{dataset}: has no events; give --at")
         at = int(ds.events["ts"].max())
+    check_publish_time(int(at), log.first_ts, dataset)
     bundle_dir, bundle_version = locate_bundle(models) if models is not None else (None, None)
+    if bundle_dir is not None:
+        check_bundle_serves(bundle_dir, catalog, dataset)
     world = log.global_state(int(at), half_life)
     meta = store.publish(
         version or new_version_name(),

@@ -52,12 +52,13 @@ def small(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def models(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def models(small: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A models dir (with LATEST) holding a real bundle trained on ``small`` (no page model: cheap)."""
+    from homepage.bundle import train_bundle
+    from homepage.config import PageConfig, PipelineConfig
+
     root = tmp_path_factory.mktemp("models")
-    (root / "m7" / "rankers").mkdir(parents=True)
-    (root / "m7" / "manifest.json").write_text('{"version": "m7", "features": ["a", "b"]}')
-    (root / "m7" / "rankers" / "top_n.npz").write_bytes(np.arange(100, dtype=np.int64).tobytes())
-    (root / "LATEST").write_text("m7\n")
+    train_bundle(load_dataset(small), root, PipelineConfig(page=PageConfig(train_model=False)))
     return root
 
 
@@ -78,8 +79,11 @@ def test_cli_publish_then_rollback(
     assert v2 != v1 and store.versions() == [v1, v2]
     assert (store.meta(v1).as_of, store.meta(v2).as_of) == (t_mid, int(ds.events["ts"].max()))
     out = store.materialize_bundle(v2, tmp_path)
-    assert (out / "rankers" / "top_n.npz").read_bytes() == (models / "m7" / "rankers" / "top_n.npz").read_bytes()
-    assert store.meta(v2).bundle_version == "m7"
+    bundle = models / (models / "LATEST").read_text().strip()
+    for f in bundle.rglob("*"):
+        if f.is_file():
+            assert (out / f.relative_to(bundle)).read_bytes() == f.read_bytes()
+    assert store.meta(v2).bundle_version == bundle.name
 
     listed = runner.invoke(app, ["versions"])
     assert listed.exit_code == 0 and listed.output.splitlines()[-1].startswith(f"* {v2}")
@@ -110,6 +114,29 @@ def test_bad_models_dir_is_a_one_line_error(tmp_path: Path, layout: dict[str, st
         (tmp_path / name).write_text(text)
     with pytest.raises(HomepageError, match=message):
         locate_bundle(tmp_path)
+
+
+@pytest.mark.parametrize("at", ["-5", "5", "99999999999999999999"])
+def test_publish_refuses_a_time_with_no_state_before_touching_the_store(store: RedisStore, cli_settings: Settings, small: Path, at: str) -> None:
+    """A state as of before the first event would serve every user an empty page, and gc would drop a good version."""
+    _register()
+    good = publish_dataset(store, small).meta.version
+    res = CliRunner().invoke(app, ["publish", str(small), "--at", at])
+    assert res.exit_code != 0 and isinstance(res.exception, (HomepageError, SystemExit)), res.output
+    assert "--at" in (str(res.exception) + res.output)
+    assert store.active_version() == good and store.versions() == [good]
+
+
+def test_publish_refuses_a_bundle_that_the_api_could_not_serve(store: RedisStore, cli_settings: Settings, small: Path, models: Path) -> None:
+    """A dataset directory given as --models, or a bundle trained on another catalog, is refused before the flip."""
+    from redis_fixtures import WORLD_SMALL
+
+    good = publish_dataset(store, small, models=models).meta.version
+    with pytest.raises(HomepageError, match="bundle format"):
+        publish_dataset(store, small, models=small)
+    with pytest.raises(HomepageError, match="trained on another catalog: 3% of"):
+        publish_dataset(store, WORLD_SMALL, models=models)  # 1,000 titles; the bundle knows 30 of them
+    assert store.active_version() == good and store.versions() == [good]
 
 
 def _wait(cond, timeout: float, what: str) -> None:  # type: ignore[no-untyped-def]
