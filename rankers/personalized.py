@@ -12,7 +12,7 @@ with lambda 1000 the defaults (weight_mf 0.15, weight_pop 2.0) are second of 25 
 validation NDCG@20 (0.2218 vs the best 0.2226), inside one standard error of the best. A recency
 decay of the history (half-life 25 interactions) raised validation NDCG@20 on ml-latest-small
 from 0.223 to 0.250 and from 0.194 to 0.208 at two training cut-offs (2016-03, 2013-08), and
-test NDCG@20 from 0.211 to 0.234; but the replayed pages did not gain (stage-wise ndcg_2d
+test NDCG@20 from 0.230 to 0.234; but the replayed pages did not gain (stage-wise ndcg_2d
 0.182 vs 0.184, single-list 0.191 vs 0.188) and on the synthetic world it cost 0.006 NDCG@20
 and 0.01 ndcg_2d, so it stays off by default (``history_half_life``).
 """
