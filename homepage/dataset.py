@@ -236,7 +236,9 @@ def _swap_in(tmp: Path, out: Path) -> None:
     if not out.exists():
         os.rename(tmp, out)
         return
-    if out.is_dir() and not (out / "manifest.json").exists() and any(out.iterdir()):
+    if not out.is_dir():
+        raise DatasetError(f"{out}: exists and is a file, not a dataset; refusing to replace it")
+    if not (out / "manifest.json").exists() and any(out.iterdir()):
         raise DatasetError(f"{out}: exists and is not a dataset; refusing to replace it")
     old = out.parent / f".{out.name}.old-{os.getpid()}-{time.time_ns()}"
     os.rename(out, old)

@@ -331,6 +331,33 @@ def test_replay_names_the_time_option_it_cannot_read(option, tmp_path, monkeypat
     assert f"{option}: 'last tuesday' is neither Unix seconds nor an ISO date/time" in capsys.readouterr().err
 
 
+def test_out_that_is_a_file_is_left_alone(tmp_path) -> None:
+    """``--out`` naming an existing file (a typo, the input itself) is refused, not renamed away and replaced."""
+    src = copy_layout("ml-latest-small-like", tmp_path)
+    target = tmp_path / "notes.txt"
+    target.write_text("precious")
+    with pytest.raises(HomepageError, match="is a file, not a dataset"):
+        ingest_movielens(src, target)
+    assert target.read_text() == "precious"
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([src.name, "notes.txt"])  # no temp dir left behind
+
+
+def test_train_from_logs_will_not_write_into_a_dataset(tmp_path, monkeypatch, capsys) -> None:
+    """A page model's --out that is a dataset (or any non-empty non-model directory) is refused before any work."""
+    from homepage.cli import main
+
+    src = copy_layout("ml-latest-small-like", tmp_path)
+    ds = tmp_path / "ds"
+    ingest_movielens(src, ds)
+    before = (ds / "manifest.json").read_text()
+    argv = ["homepage", "train-from-logs", str(ds), "--models", str(tmp_path / "m"), "--served-logs", str(tmp_path / "s.parquet"), "--out", str(ds)]
+    monkeypatch.setattr("sys.argv", argv)
+    with pytest.raises(SystemExit) as e:
+        main()
+    assert e.value.code == 2 and "is not a page model directory" in capsys.readouterr().err
+    assert (ds / "manifest.json").read_text() == before and not (ds / "model.txt").exists()
+
+
 def test_cli_skip_bad_reports_on_stderr(tmp_path, monkeypatch, capsys) -> None:
     from homepage.cli import main
 

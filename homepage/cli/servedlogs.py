@@ -148,6 +148,7 @@ def train_from_logs(
     from homepage.servedlogs.schema import read_served_logs
     from homepage.servedlogs.training import train_from_served_logs
 
+    _check_model_out(out)
     logs = read_served_logs(served_logs)
     bundle, pm, log = _load(dataset, models)
     _check_window(bundle, logs, served_logs)
@@ -159,6 +160,14 @@ def train_from_logs(
     model.manifest["served_logs"] = str(served_logs)
     model.save(out)
     typer.echo(f"{out}: page model from {report.layouts} layouts, {report.groups} stage groups, correction={'on' if correction else 'off'}")
+
+
+def _check_model_out(out: Path) -> None:
+    """``--out`` must be new, an empty directory or a page model written before (never a dataset or a file)."""
+    from homepage.errors import HomepageError
+
+    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / "model.txt").is_file())):
+        raise HomepageError(f"--out {out}: exists and is not a page model directory; refusing to write into it")
 
 
 @app.command("replay-logs")
