@@ -358,6 +358,17 @@ def test_train_from_logs_will_not_write_into_a_dataset(tmp_path, monkeypatch, ca
     assert (ds / "manifest.json").read_text() == before and not (ds / "model.txt").exists()
 
 
+@pytest.mark.parametrize("file, line, text", [("ratings.csv", 5, "99999999999999999999,3,4.0,1445714900"), ("ratings.csv", 5, "2,3,4.0,99999999999999999999"), ("movies.csv", 3, "99999999999999999999,Big (2000),Drama")])
+def test_an_id_or_time_too_big_for_64_bits_is_a_bad_row(tmp_path, file, line, text) -> None:
+    """20-digit numbers are reported with file and line (and skipped with skip_bad), not an OverflowError."""
+    src = copy_layout("ml-latest-small-like", tmp_path)
+    replace_line(src / file, line, text)
+    with pytest.raises(HomepageError, match=rf"{file}:{line}: .* out of range"):
+        ingest_movielens(src, tmp_path / "ds")
+    ingest_movielens(src, tmp_path / "ds", skip_bad=True)
+    assert load_dataset(tmp_path / "ds").events["user_id"].max() < 10**18
+
+
 def test_cli_skip_bad_reports_on_stderr(tmp_path, monkeypatch, capsys) -> None:
     from homepage.cli import main
 

@@ -23,7 +23,7 @@ from homepage.ingest.badrows import BadRows
 
 RATING_MIN, RATING_MAX = 0.5, 5.0
 FIELD_SEP = b"\x1f"  # multi-byte separators (``::``) are rewritten to this before parsing
-_INT = r"\d+"
+_INT = r"\d{1,18}"  # ids and times fit int64 (19 digits may not)
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,6 +165,8 @@ def row_problem(fields: list[str], fmt: DelimitedFormat, names: tuple[str, str, 
     for label, v in ((names[0], user), (names[1], item)):
         if not v.isdigit():
             return f"{label} {v!r} is not an integer"
+        if len(v) > 18:
+            return f"{label} {v} is out of range (more than 18 digits)"
     try:
         r = float(rating)
     except ValueError:
@@ -173,6 +175,8 @@ def row_problem(fields: list[str], fmt: DelimitedFormat, names: tuple[str, str, 
         return f"{names[2]} {rating} is outside {RATING_MIN:g}..{RATING_MAX:g}"
     if not ts.isdigit():
         return f"{names[3]} {ts!r} is not an integer"
+    if len(ts) > 18:
+        return f"{names[3]} {ts} is out of range (more than 18 digits)"
     return None
 
 

@@ -59,6 +59,8 @@ def _problem(fields: list[str], fmt: TextFormat, names: tuple[str, ...]) -> str 
         v = fields[p].strip()
         if not v.isdigit():
             return f"{names[p]} {v!r} is not an integer"
+        if len(v) > 18:
+            return f"{names[p]} {v} is out of range (more than 18 digits)"
     return None
 
 
