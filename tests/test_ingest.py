@@ -369,6 +369,18 @@ def test_an_id_or_time_too_big_for_64_bits_is_a_bad_row(tmp_path, file, line, te
     assert load_dataset(tmp_path / "ds").events["user_id"].max() < 10**18
 
 
+def test_eval_rankers_reads_split_time_as_train_and_replay_do(tmp_path, monkeypatch, capsys) -> None:
+    """`eval rankers --split-time` takes ISO or Unix seconds like `train --until`, and names itself when it cannot."""
+    from homepage.cli import main
+
+    ds = tmp_path / "ds"
+    ingest_movielens(copy_layout("ml-latest-small-like", tmp_path), ds)
+    monkeypatch.setattr("sys.argv", ["homepage", "eval", "rankers", str(ds), "--split-time", "tuesday"])
+    with pytest.raises(SystemExit) as e:
+        main()
+    assert e.value.code == 2 and "--split-time: 'tuesday' is neither Unix seconds nor an ISO date/time" in capsys.readouterr().err
+
+
 def test_cli_skip_bad_reports_on_stderr(tmp_path, monkeypatch, capsys) -> None:
     from homepage.cli import main
 

@@ -23,7 +23,7 @@ def evaluate(
     dataset: Path | None = typer.Option(None, "--dataset", help="Dataset directory (catalog) for a model policy."),
     n_boot: int = typer.Option(200, "--n-boot", min=0, max=100_000, help="Bootstrap replicates."),
     replay_runs: int = typer.Option(20, "--replay-runs", min=1, max=1000, help="Replay runs averaged (stochastic targets)."),
-    seed: int = typer.Option(0, "--seed"),
+    seed: int = typer.Option(0, "--seed", min=0),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
 ) -> None:
     """Estimate a policy's reward rate from logs with replay, IPS, SNIPS and DR, with 95% bootstrap intervals."""
@@ -75,7 +75,7 @@ def train(
     out: Path = typer.Option(..., "--out", help="Directory to write the trained selector into (selector.json, selector.npz, training.json)."),
     epsilon: float = typer.Option(0.05, "--epsilon", min=0.0, max=1.0, help="Exploration rate the trained selector serves with."),
     stable_days: float = typer.Option(7.0, "--stable-days", min=0.001, max=365.0, help="A user keeps a title's artwork this long."),
-    seed: int = typer.Option(0, "--seed", help="Seed of the validation split."),
+    seed: int = typer.Option(0, "--seed", min=0, help="Seed of the validation split."),
 ) -> None:
     """Train the artwork selector from logged impressions, weighting by the logged propensities;
     the regularisation is chosen on a validation split of the logs."""
@@ -108,7 +108,7 @@ def simulate(
     world: Path = typer.Argument(..., help="Synthetic world directory (from `homepage generate`), with truth.npz."),
     out: Path = typer.Option(..., "--out", help="Artwork feedback Parquet file to write."),
     impressions: int = typer.Option(200_000, "--impressions", min=1, max=50_000_000, help="Impressions to log."),
-    seed: int = typer.Option(0, "--seed"),
+    seed: int = typer.Option(0, "--seed", min=0),
 ) -> None:
     """Log a uniformly random artwork policy on the world's users (propensity 1/K), plays drawn by the browsing simulator."""
     from artwork.logs import write_simulated_feedback

@@ -13,6 +13,7 @@ from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from homepage.cli import app
+from homepage.cli.train import parse_time
 from homepage.errors import HomepageError
 
 eval_app = typer.Typer(help="Offline evaluation.", no_args_is_help=True)
@@ -52,7 +53,7 @@ def results_table(result: dict[str, Any]) -> Table:
 @eval_app.command("rankers")
 def eval_rankers(
     dataset: Path = typer.Argument(..., help="Dataset directory."),
-    split_time: int | None = typer.Option(None, "--split-time", help="Unix seconds; default: the config's split quantile."),
+    split_time: str | None = typer.Option(None, "--split-time", help="T (ISO or Unix seconds); default: the config's split quantile."),
     json_out: Path | None = typer.Option(None, "--json", help="Write the results here."),
     config: Path | None = typer.Option(None, "--config", help="Pipeline config JSON (which rankers)."),
     min_stars: float | None = typer.Option(None, "--min-stars", help="Positives need at least these stars."),
@@ -78,7 +79,7 @@ def eval_rankers(
     log = EventLog.from_frame(ds.events, catalog, ds.users)
     if not len(log):
         raise HomepageError(f"{dataset}: no plays or ratings to evaluate on")
-    t = split_time if split_time is not None else log.quantile_time(cfg.split_quantile)
+    t = parse_time(split_time, "--split-time") if split_time is not None else log.quantile_time(cfg.split_quantile)
     if log.first_ts is not None and not (log.first_ts <= t < (log.last_ts or t)):
         raise HomepageError(f"--split-time: {t} is outside the data ({log.first_ts}..{log.last_ts})")
     rankers: list[tuple[str, Ranker | str]] = []

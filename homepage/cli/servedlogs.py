@@ -77,7 +77,7 @@ def simulate_logs(
     policy: str = typer.Option("template", "--policy", help="The logging policy."),
     rows: int = typer.Option(10, "--rows", min=1, max=100),
     cols: int = typer.Option(10, "--cols", min=1, max=100),
-    seed: int = typer.Option(0, "--seed"),
+    seed: int = typer.Option(0, "--seed", min=0),
 ) -> None:
     """Serve pages to the world's users after the bundle's training cut-off and log what they
     played, with the browsing simulator deciding examination and plays."""
