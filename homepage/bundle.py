@@ -310,6 +310,8 @@ def load_bundle(path: Path) -> ModelBundle:
         manifest = json.loads(mpath.read_text())
     except json.JSONDecodeError as e:
         raise BundleError(f"{mpath}:{e.lineno}: invalid JSON: {e.msg}") from e
+    if not isinstance(manifest, dict) or "bundle_format" not in manifest:
+        raise BundleError(f"{mpath}: not a model bundle's manifest (no bundle_format); give the MODELS directory `homepage train` wrote")
     if manifest.get("bundle_format") != BUNDLE_FORMAT:
         raise BundleError(f"{mpath}: bundle format {manifest.get('bundle_format')}, this code reads {BUNDLE_FORMAT}")
     try:

@@ -19,8 +19,15 @@ from homepage.cli.eval import parse_lambdas  # noqa: E402
 from homepage.domain import CandidateRow, RowReason  # noqa: E402
 from homepage.errors import HomepageError  # noqa: E402
 from homepage.evaluation.peers import default_peers, top_k_masked  # noqa: E402
-from homepage.evaluation.ranker_eval import ranked_lists, temporal_split  # noqa: E402
-from homepage.evaluation.ranker_metrics import coverage, hit_matrix, ndcg_at_k, novelty, recall_at_k, summarise  # noqa: E402
+from homepage.evaluation.ranker_eval import ranked_lists, run_protocol, temporal_split  # noqa: E402
+from homepage.evaluation.ranker_metrics import (  # noqa: E402
+    coverage,
+    hit_matrix,
+    ndcg_at_k,
+    novelty,
+    recall_at_k,
+    summarise,
+)
 from homepage.eventlog import EventLog  # noqa: E402
 from rankers.base import Ranker, RankRequest  # noqa: E402
 
@@ -60,7 +67,7 @@ def test_coverage_and_novelty_by_hand() -> None:
 
 
 # ------------------------------------------------------------------ split and peers
-def tiny_log() -> tuple[Catalog, EventLog]:
+def tiny_log(ratings_only: bool = False) -> tuple[Catalog, EventLog]:
     titles = pd.DataFrame({"title_id": [10, 20, 30, 40], "name": list("abcd"), "year": 2000, "genres": [["X"]] * 4})
     catalog = Catalog.from_frames(titles)
     ev = pd.DataFrame(
@@ -74,7 +81,7 @@ def tiny_log() -> tuple[Catalog, EventLog]:
         ],
         columns=["user_id", "title_id", "kind", "ts", "stars"],
     )
-    return catalog, EventLog.from_frame(ev, catalog)
+    return catalog, EventLog.from_frame(ev[ev["kind"] == 1] if ratings_only else ev, catalog)
 
 
 def test_temporal_split_positives() -> None:
@@ -85,6 +92,13 @@ def test_temporal_split_positives() -> None:
     assert s.train.nnz == 2 and s.popularity.tolist() == [1, 0, 1, 0]
     strict = temporal_split(log, 150, min_stars=3.0)  # the 2-star rating drops; the play stays
     assert catalog.title_ids[strict.positives[0]].tolist() == [40]
+
+
+def test_no_test_user_is_an_error_naming_min_stars() -> None:
+    catalog, ratings_only = tiny_log(ratings_only=True)
+    assert temporal_split(ratings_only, 150, min_stars=2.0).users.size == 1
+    with pytest.raises(HomepageError, match=r"--min-stars 6\.0: no user"):
+        run_protocol(ratings_only, catalog, 150, [], min_stars=6.0)
 
 
 def test_peers_exclude_seen_titles() -> None:

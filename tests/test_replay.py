@@ -223,3 +223,26 @@ def test_a_third_party_policy_plugs_in_by_name(world: dict[str, object], tmp_pat
         assert [r.ranker for r in mine.rows] != [r.ranker for r in fixed.rows]
     finally:
         policies._plugins.cache_clear()
+
+
+def test_replay_refuses_wrong_inputs_before_any_work(world: dict[str, object], tmp_path: Path) -> None:
+    """Output paths of the wrong kind, a dataset given as models and --until before the split: one line naming the culprit."""
+    _register()
+    root: Path = world["root"]  # type: ignore[assignment]
+    split: int = world["split"]  # type: ignore[assignment]
+    base = ["replay", str(root / "world"), "--models", str(root / "models")]
+    a_file = tmp_path / "a-file"
+    a_file.write_text("keep me")
+    cases = [
+        (["--json", str(tmp_path)], "--json", "is a directory"),
+        (["--json", str(a_file / "out.json")], "--json", "is not a directory"),
+        (["--report", str(a_file)], "--report", "not a directory"),
+        (["--until", str(split - DAY)], "--until", "before the split"),
+    ]
+    for extra, option, words in cases:
+        res = CliRunner().invoke(app, base + extra)
+        msg = str(res.exception)
+        assert res.exit_code != 0 and option in msg and words in msg, (extra, msg)
+    assert a_file.read_text() == "keep me"
+    res = CliRunner().invoke(app, ["replay", str(root / "world"), "--models", str(root / "world")])
+    assert res.exit_code != 0 and "not a model bundle" in str(res.exception)

@@ -184,3 +184,19 @@ def test_commands_end_to_end(world: tuple, tmp_path: Path) -> None:
     write_served_logs(early, tmp_path / "early.parquet")
     res = runner.invoke(app, ["replay-logs", str(world_dir), "--models", str(bundle.path), "--served-logs", str(tmp_path / "early.parquet")])
     assert res.exit_code != 0 and "retrain" in str(res.exception)
+    # served logs of another catalog are refused, naming the file
+    other = read_served_logs(logs).assign(title_id=lambda f: f["title_id"] + 10_000_000)
+    write_served_logs(other, tmp_path / "other.parquet")
+    for cmd in (["replay-logs"], ["train-from-logs", "--out", str(tmp_path / "pm2")]):
+        res = runner.invoke(app, [cmd[0], str(world_dir), "--models", str(bundle.path), "--served-logs", str(tmp_path / "other.parquet"), *cmd[1:]])
+        assert res.exit_code != 0 and "another dataset" in str(res.exception) and "other.parquet" in str(res.exception), res.output
+    # wrong-kind paths and sizes fail with the option named
+    res = runner.invoke(app, ["examination", str(logs), "--rows", str(ROWS), "--cols", str(COLS + 1)])
+    assert res.exit_code != 0 and f"cols {COLS + 1}" in str(res.exception) and f"{COLS} columns" in str(res.exception)
+    res = runner.invoke(app, ["examination", str(logs), "--json", str(tmp_path)])
+    assert res.exit_code != 0 and "--json" in str(res.exception)
+    res = runner.invoke(app, ["replay-logs", str(world_dir), "--models", str(bundle.path), "--served-logs", str(logs), "--examination", str(tmp_path)])
+    assert res.exit_code != 0 and "cannot read" in str(res.exception)
+    res = runner.invoke(app, ["simulate-logs", str(world_dir), "--models", str(bundle.path), "--out", str(tmp_path)])
+    assert res.exit_code != 0 and "--out" in str(res.exception)
+    assert not list(tmp_path.parent.glob(".*.tmp"))

@@ -13,6 +13,7 @@ from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from homepage.cli import app
+from homepage.cli.outputs import check_output_file
 from homepage.cli.train import parse_time
 from homepage.errors import HomepageError
 
@@ -73,6 +74,7 @@ def eval_rankers(
     from rankers.registry import RankerNotFound, build_rankers
 
     lambdas = parse_lambdas(ease_lambdas)
+    check_output_file(json_out, "--json")
     cfg = load_config(config)
     ds = load_dataset(dataset)
     catalog = Catalog.from_frames(ds.titles, ds.variants)

@@ -47,9 +47,16 @@ def replay_command(
     policy through the same build_page the API uses, and score it against what the user
     played after t. Refuses a bundle trained on events after the split."""
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+    )
 
     from homepage.bundle import load_bundle
+    from homepage.cli.outputs import check_output_dir, check_output_file
     from homepage.cli.train import parse_time
     from homepage.dataset import load_dataset
     from homepage.engines import get_engine
@@ -60,6 +67,8 @@ def replay_command(
     from homepage.replay.protocol import ReplayProtocol, sample_requests
     from homepage.replay.report import print_tables, write_report
 
+    check_output_file(json_out, "--json")
+    check_output_dir(report_dir, "--report")
     if served_logs is not None:
         if engine != "local":
             raise HomepageError("--served-logs: runs on the local engine only")
@@ -100,6 +109,8 @@ def replay_command(
             f"--models: bundle {bundle.version} was trained on events up to {bundle.until}, after the split {T}; "
             "retrain with `homepage train --until` at or before the split"
         )
+    if until_t is not None and until_t <= T:
+        raise HomepageError(f"--until {until_t}: at or before the split {T}; requests come after the split")
     requests = sample_requests(log, protocol, until=until_t)
     if len(requests) == 0:
         raise HomepageError(f"{dataset}: no user has plays or ratings after the split {T}")

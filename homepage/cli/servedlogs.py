@@ -10,11 +10,18 @@ from typing import Any
 import typer
 
 from homepage.cli import app
+from homepage.cli.outputs import check_output_file
 
 
 def _progress(label: str, total: int) -> Any:
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+    )
 
     bar = Progress(TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=Console(stderr=True))
     return bar, bar.add_task(label, total=total)
@@ -44,6 +51,23 @@ def _check_window(bundle: Any, logs: Any, served_logs: Path) -> None:
         )
 
 
+def _check_same_data(logs: Any, log: Any, bundle: Any, served_logs: Path, dataset: Path) -> None:
+    """Refuse served logs of another dataset: their titles must be the bundle's and most of their users the dataset's."""
+    import numpy as np
+
+    from homepage.errors import HomepageError
+
+    users = logs["user_id"].unique()
+    titles = logs["title_id"].unique()
+    user_share = float(np.isin(users, log.user_ids).mean())
+    title_share = float((bundle.catalog.index_of(titles.astype(np.int64)) >= 0).mean())
+    if title_share < 0.9 or user_share < 0.5:
+        raise HomepageError(
+            f"--served-logs {served_logs}: {user_share:.0%} of its users are in {dataset} and {title_share:.0%} of its titles "
+            f"in bundle {bundle.version}'s catalog; were these pages served from another dataset?"
+        )
+
+
 def _theta(examination_json: Path | None, logs: Any) -> Any:
     """Relative examination: from ``homepage examination --json`` output, else from the logs' randomised pages."""
     import numpy as np
@@ -59,6 +83,8 @@ def _theta(examination_json: Path | None, logs: Any) -> Any:
         theta = np.asarray(json.loads(Path(examination_json).read_text())["theta"], dtype=np.float64)
     except FileNotFoundError as e:
         raise HomepageError(f"{examination_json}: not found") from e
+    except OSError as e:
+        raise HomepageError(f"{examination_json}: cannot read it: {e.strerror}") from e
     except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
         raise HomepageError(f"{examination_json}: not an examination estimate (theta: a rows x cols list): {e}") from e
     if theta.ndim != 2 or theta.shape[0] < R or theta.shape[1] < C or not (theta > 0).all():
@@ -87,6 +113,7 @@ def simulate_logs(
     from homepage.servedlogs.schema import write_served_logs
     from homepage.servedlogs.simulate import LogSpec, simulate_served_logs
 
+    check_output_file(out, "--out")
     truth = WorldTruth.load(world)
     bundle, pm, log = _load(world, models)
     if get_policy(policy).needs_model and pm.page_model is None:
@@ -120,6 +147,7 @@ def examination(
     from homepage.servedlogs.examination import estimate_examination
     from homepage.servedlogs.schema import read_served_logs
 
+    check_output_file(json_out, "--json")
     est = estimate_examination(read_served_logs(served_logs), rows, cols, method=method)
     table = Table(title=f"relative examination ({est.method}, {est.pages} randomised pages)")
     table.add_column("row")
@@ -151,6 +179,7 @@ def train_from_logs(
     _check_model_out(out)
     logs = read_served_logs(served_logs)
     bundle, pm, log = _load(dataset, models)
+    _check_same_data(logs, log, bundle, served_logs, dataset)
     _check_window(bundle, logs, served_logs)
     theta = _theta(examination_json, logs) if correction else None
     n_layouts = int(logs.groupby(["user_id", "ts", "policy"]).ngroups)
@@ -195,8 +224,10 @@ def replay_logs(
     from homepage.servedlogs.replay import MEASURES, ReplayPolicy, replay_served_logs
     from homepage.servedlogs.schema import read_served_logs
 
+    check_output_file(json_out, "--json")
     logs = read_served_logs(served_logs)
     bundle, pm, log = _load(dataset, models)
+    _check_same_data(logs, log, bundle, served_logs, dataset)
     _check_window(bundle, logs, served_logs)
     entries = []
     for name in (p.strip() for p in policies.split(",") if p.strip()):

@@ -19,6 +19,7 @@ import scipy.sparse as sp
 
 from homepage.catalog import Catalog
 from homepage.domain import RequestContext
+from homepage.errors import HomepageError
 from homepage.evaluation.peers import EASE, Peer, default_peers
 from homepage.evaluation.ranker_metrics import summarise
 from homepage.eventlog import EventLog
@@ -147,6 +148,9 @@ def run_protocol(
     """
     step = progress or (lambda _msg: None)
     split = temporal_split(log, until, min_stars=min_stars)
+    if split.users.size == 0:
+        stars = f"--min-stars {min_stars}: " if min_stars is not None else ""
+        raise HomepageError(f"{stars}no user with history before {until} has a play or a rating{' of that many stars' if stars else ''} after it")
     tuning: dict[str, Any] = {}
     if peers is None:
         step("tuning EASE on the validation split")

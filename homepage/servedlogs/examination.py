@@ -56,12 +56,18 @@ def estimate_examination(
     if method not in ("factorised", "full"):
         raise HomepageError(f"method: {method!r} is not one of factorised, full")
     rand = logs[logs["policy"].isin(randomised_policies)]
-    if full_rows_only and not rand.empty:
-        # short rows fill only the first columns and differ in content from full ones
-        width = rand.groupby(["page_id", "row_index"])["col_index"].transform("size").to_numpy()
-        rand = rand[width == (cols if cols is not None else width.max())]
     if rand.empty:
         raise HomepageError(f"served log: no randomised pages (policy in {list(randomised_policies)}) to estimate examination from")
+    logged_rows = int(rand["row_index"].max()) + 1
+    logged_cols = int(rand["col_index"].max()) + 1
+    if rows is not None and rows > logged_rows:
+        raise HomepageError(f"rows {rows}: the randomised pages of the served log have {logged_rows} rows")
+    if cols is not None and cols > logged_cols:
+        raise HomepageError(f"cols {cols}: the randomised pages of the served log have {logged_cols} columns")
+    if full_rows_only:
+        # short rows fill only the first columns and differ in content from full ones
+        width = rand.groupby(["page_id", "row_index"])["col_index"].transform("size").to_numpy()
+        rand = rand[width == logged_cols]
     r = rand["row_index"].to_numpy(np.int64)
     c = rand["col_index"].to_numpy(np.int64)
     y = rand["played"].to_numpy(np.float64)
