@@ -15,6 +15,7 @@ The functions are pure (stream records and frames in, frames out) except
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -28,12 +29,14 @@ from homepage.dataset import EVENT_SCHEMA, conform, load_dataset, write_dataset
 from homepage.domain import EVENT_CODES, Event
 from homepage.erasure import drop_users, erased_entry, pending_erasures
 from homepage.errors import HomepageError
+from homepage.ingest.ratings import RATING_MAX, RATING_MIN
 from homepage.stream_ids import stream_id_key
 
 if TYPE_CHECKING:
     from homepage.store import RedisStore
 
-MERGED_KEY = "events_merged"  # manifest.extra: {"stream", "last_id", "events" (merged so far), "added"/"erased" (stream tally)}
+MERGED_KEY = "events_merged"  # manifest.extra: {"stream", "last_id", "events"/"skipped" (so far), "added"/"erased" (stream tally)}
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -42,6 +45,19 @@ class StreamEvents:
 
     frame: pd.DataFrame
     last_id: str | None  # the newest stream id taken (None: nothing new)
+    skipped: int = 0  # valid events that ingest would not keep (``outside_ingest``)
+    first_skipped: str | None = None  # the stream id of the first of them, and why
+
+
+def outside_ingest(e: Event) -> str | None:
+    """Why ``homepage ingest`` would drop ``e`` as a bad row, or None.
+
+    ``POST /events`` once accepted stars 0..10; it now takes ingest's range, but a stream
+    may still hold events from before, which would put ratings no dataset can have into one.
+    """
+    if e.stars is not None and not RATING_MIN <= e.stars <= RATING_MAX:
+        return f"stars {e.stars:g} is outside {RATING_MIN:g}..{RATING_MAX:g}"
+    return None
 
 
 def stream_events(
@@ -52,11 +68,13 @@ def stream_events(
     Entries of a user from before that user's erasure (``erasures``: a merge that read them
     while ``DELETE /users`` was removing them) are skipped. Each entry's event JSON is
     validated by the same ``Event`` model the API used; an entry that no longer parses is an
-    error naming its stream id (it cannot be skipped silently).
+    error naming its stream id (it cannot be skipped silently). A valid event that ingest
+    would drop (``outside_ingest``) is skipped and counted.
     """
     floor = stream_id_key(after) if after else (-1, -1)
     rows: list[dict[str, Any]] = []
     last: str | None = None
+    skipped, first_skipped = 0, None
     for sid, user, raw in entries:
         if stream_id_key(sid) <= floor:
             continue
@@ -67,17 +85,22 @@ def stream_events(
             e = Event.model_validate(json.loads(raw))
         except Exception as err:
             raise HomepageError(f"events stream entry {sid}: not a valid event ({err})") from err
+        why = outside_ingest(e)
+        if why is not None:
+            skipped += 1
+            first_skipped = first_skipped or f"{sid}: {why}"
+            continue
         row = e.model_dump()
         row["kind"] = EVENT_CODES[e.kind]
         rows.append(row)
     frame = pd.DataFrame(rows, columns=EVENT_SCHEMA.names)
     for col in ("row_index", "col_index"):  # the dataset's "no position" is -1
         frame[col] = frame[col].fillna(-1)
-    return StreamEvents(conform(frame, EVENT_SCHEMA).to_pandas(), last)  # the dtypes ``load_dataset`` gives
+    return StreamEvents(conform(frame, EVENT_SCHEMA).to_pandas(), last, skipped, first_skipped)  # the dtypes ``load_dataset`` gives
 
 
 def merged_extra(
-    extra: Mapping[str, object], stream: str, last_id: str | None, added: int, tally: Mapping[str, int]
+    extra: Mapping[str, object], stream: str, last_id: str | None, added: int, tally: Mapping[str, int], skipped: int = 0
 ) -> dict[str, object]:
     """The manifest's ``extra`` after a merge from ``stream`` up to ``last_id`` (with the stream's tally then)."""
     prev = dict(extra.get(MERGED_KEY) or {})  # type: ignore[call-overload]
@@ -86,6 +109,7 @@ def merged_extra(
         "stream": stream,
         "last_id": last_id or prev.get("last_id"),
         "events": int(prev.get("events", 0)) + added,
+        "skipped": int(prev.get("skipped", 0)) + skipped,
         "added": int(tally["added"]),
         "erased": int(tally["erased"]),
     }
@@ -166,6 +190,7 @@ class MergeResult:
     last_id: str | None
     total_events: int
     changed: bool
+    skipped: int = 0  # stream events ingest would drop (``outside_ingest``), left out
 
 
 def merge_stream_into_dataset(dataset: Path, store: RedisStore, *, accept_gap: bool = False) -> MergeResult:
@@ -194,6 +219,8 @@ def merge_stream_into_dataset(dataset: Path, store: RedisStore, *, accept_gap: b
         )
     erasures = store.erasures()
     got = stream_events(entries, after, erasures)
+    if got.skipped:
+        log.warning("%s: skipped %d stream events that ingest would drop (first: %s)", dataset, got.skipped, got.first_skipped)
     erased = drop_users(ds.events, ds.users, pending_erasures(erasures, after))
     events = pd.concat([erased.events, got.frame], ignore_index=True) if len(got.frame) else erased.events
     users, n_new = merge_users(erased.users, got.frame, store.profiles(), int(time.time()))
@@ -214,10 +241,10 @@ def merge_stream_into_dataset(dataset: Path, store: RedisStore, *, accept_gap: b
         users=users,
         variants=ds.variants,
         inputs_sha256=ds.manifest.inputs_sha256,
-        extra=merged_extra(ds.manifest.extra, stream, got.last_id, len(got.frame), tally),
+        extra=merged_extra(ds.manifest.extra, stream, got.last_id, len(got.frame), tally, got.skipped),
         extra_arrays=arrays,
     )
-    return MergeResult(len(got.frame), n_new, erased.events_dropped, got.last_id or after, len(events), True)
+    return MergeResult(len(got.frame), n_new, erased.events_dropped, got.last_id or after, len(events), True, got.skipped)
 
 
 def _profile_rows(users: pd.DataFrame) -> dict[int, tuple[str | None, tuple[str, ...]]]:

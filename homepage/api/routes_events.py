@@ -6,8 +6,18 @@ import time
 from typing import Annotated
 
 from fastapi import APIRouter, Body, Depends, HTTPException, Path, Request
+from fastapi.exceptions import RequestValidationError
 
-from homepage.api.schemas import COMMON_RESPONSES, MAX_ID, ErrorOut, EventBatch, EventIn, EventsAccepted, ProfileIn, ProfileOut
+from homepage.api.schemas import (
+    COMMON_RESPONSES,
+    MAX_ID,
+    ErrorOut,
+    EventBatch,
+    EventsAccepted,
+    EventsBody,
+    ProfileIn,
+    ProfileOut,
+)
 from homepage.api.security import require_api_key
 from homepage.service import PageService
 from homepage.store import StoreError, StoreUnavailable
@@ -23,15 +33,20 @@ def _service(request: Request) -> PageService:
 
 
 @router.post("/events", status_code=202, response_model=EventsAccepted, responses=WRITE_ERRORS)
-async def post_events(request: Request, body: Annotated[EventIn | EventBatch, Body()]) -> EventsAccepted:
-    """One event or a batch of up to 1,000. 202 only after Redis applied them (user state, stream, counters), each exactly once."""
+async def post_events(request: Request, body: Annotated[EventsBody, Body()]) -> EventsAccepted:
+    """One event or a batch of up to 1,000. 202 only after Redis applied them (user state, stream, counters), each exactly once.
+
+    Events of titles the served catalog lacks are accepted, as ingest keeps such ratings: the
+    store leaves them out of the counters, and another node may already serve a newer catalog.
+    """
     items = body.events if isinstance(body, EventBatch) else [body]
     now = int(time.time())
     events = [e.to_event(now) for e in items]
     for i, e in enumerate(events):
         if e.ts > now + MAX_FUTURE_SECONDS:
-            field = f"events.{i}.ts" if isinstance(body, EventBatch) else "ts"
-            raise HTTPException(422, f"{field}: {e.ts} is more than a day in the future")
+            loc = ("body", "events", i, "ts") if isinstance(body, EventBatch) else ("body", "ts")
+            msg = f"{e.ts} is more than a day after the server's time ({now})"
+            raise RequestValidationError([{"loc": loc, "msg": msg, "type": "value_error", "input": e.ts}])
     keys = [e.idempotency_key for e in items]
     service = _service(request)
     try:

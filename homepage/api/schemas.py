@@ -4,9 +4,19 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    ValidatorFunctionWrapHandler,
+    WrapValidator,
+    field_validator,
+)
+from pydantic_core import PydanticCustomError
 
 from homepage.domain import Event, EventKind
+from homepage.ingest.ratings import RATING_MAX, RATING_MIN
 
 MAX_ID = 2**62
 ID_PATTERN = r"^[A-Za-z0-9_.:-]+$"
@@ -100,7 +110,9 @@ class EventIn(BaseModel):
     ts: int | None = Field(default=None, ge=0, le=2**40)
     watch_seconds: float | None = Field(default=None, ge=0, le=10**6)
     progress: float | None = Field(default=None, ge=0.0, le=1.0)
-    stars: float | None = Field(default=None, ge=0.0, le=10.0)
+    stars: float | None = Field(
+        default=None, ge=RATING_MIN, le=RATING_MAX, validate_default=True, description="required for a rating; the range ingest accepts"
+    )
     page_id: str | None = Field(default=None, max_length=64, pattern=ID_PATTERN)
     row_id: str | None = Field(default=None, max_length=128, pattern=r"^[A-Za-z0-9_.:@-]+$")
     row_index: int | None = Field(default=None, ge=0, le=1000)
@@ -109,11 +121,13 @@ class EventIn(BaseModel):
     propensity: float | None = Field(default=None, gt=0.0, le=1.0)
     idempotency_key: str | None = Field(default=None, min_length=8, max_length=128, pattern=ID_PATTERN)
 
-    @model_validator(mode="after")
-    def _kind_fields(self) -> EventIn:
-        if self.kind == EventKind.RATING and self.stars is None:
-            raise ValueError("stars: required for a rating event")
-        return self
+    @field_validator("stars")
+    @classmethod
+    def _rating_has_stars(cls, v: float | None, info: ValidationInfo) -> float | None:
+        # a field validator (not a model validator) so the error's loc is ``stars``
+        if v is None and info.data.get("kind") == EventKind.RATING:
+            raise PydanticCustomError("missing", "Field required for a rating event")
+        return v
 
     def to_event(self, now: int) -> Event:
         data = self.model_dump(exclude={"idempotency_key"}, exclude_none=True)
@@ -125,6 +139,29 @@ class EventBatch(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     events: Annotated[list[EventIn], Field(min_length=1, max_length=MAX_BATCH)]
+
+    @field_validator("events", mode="before")
+    @classmethod
+    def _at_most_max_batch(cls, v: Any) -> Any:
+        # before the items: an oversized batch is one error, not one more per bad event
+        if isinstance(v, list) and len(v) > MAX_BATCH:
+            raise PydanticCustomError("too_long", f"at most {MAX_BATCH:,} events in a batch, not {len(v):,}")
+        return v
+
+
+def _event_or_batch(value: Any, handler: ValidatorFunctionWrapHandler) -> EventIn | EventBatch:
+    """Validate the body as the one shape its keys name, so errors are that shape's alone.
+
+    Validated as a plain union, every error came twice (once per shape, with pydantic's
+    ``function-after[...]``/class names in the loc); pydantic's tagged unions would put the
+    tag in the loc instead. A ``ValidationError`` raised here keeps the model's own locs.
+    """
+    model = EventBatch if isinstance(value, dict) and "events" in value else EventIn
+    return model.model_validate(value, from_attributes=True)  # as FastAPI validates bodies: the same messages
+
+
+EventsBody = Annotated[EventIn | EventBatch, WrapValidator(_event_or_batch)]
+"""``POST /events``: one event or ``{"events": [...]}`` (the OpenAPI schema stays the union)."""
 
 
 class EventsAccepted(BaseModel):
