@@ -161,9 +161,12 @@ def test_publish_killed_half_way_leaves_the_old_version_served(
     code = "from homepage.cli import main; main()"
     proc = subprocess.Popen([sys.executable, "-c", code, "publish", str(big)], env=env, stderr=subprocess.PIPE)
     try:
-        started = lambda: store.client.scard(store.keys.all_versions) > 1  # noqa: E731
-        _wait(lambda: started() or proc.poll() is not None, 60, "the publish to start writing")
-        time.sleep(0.3)  # let it write some users
+        def wrote_a_user() -> bool:
+            new = [v.decode() for v in store.client.smembers(store.keys.all_versions) if v.decode() != old]
+            return bool(new) and any(k.endswith(b":hist") for k in store.client.scan_iter(match=store.keys.version_pattern(new[0]), count=1000))
+
+        # killed once it has written some users (a fixed sleep was too short on a loaded machine)
+        _wait(lambda: wrote_a_user() or proc.poll() is not None, 60, "the publish to write a user")
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(10)
     finally:
