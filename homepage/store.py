@@ -1143,28 +1143,35 @@ class RedisStore:
         HGETALL when nothing is pending.
         """
         k = self.keys
-        pending = self.client.hgetall(k.served_sweeps)
-        if not pending:
+        marks = self._served_sweep_marks()
+        if not marks:
             return 0
         now_ms = int(time.time() * 1000) if now_ms is None else now_ms
-        marks = {int(u): raw.decode().split("|") for u, raw in pending.items()}
-        start = min(stream_id_key(pos) for pos, _ in marks.values())
+        start = min(pos for pos, _, _ in marks.values())
         end = start  # the last entry looked at: the next sweep starts after it
         ids: list[bytes] = []
         for eid, fields in self._stream_entries(k.served, after=f"{start[0]}-{start[1]}"):
             end = stream_id_key(eid.decode())
             u = fields.get(b"u")
             user = int(u) if u is not None and u.isdigit() else None
-            if user in marks and end > stream_id_key(marks[user][0]):
+            if user in marks and end > marks[user][0]:
                 ids.append(eid)
         n = 0
         for at in range(0, len(ids), DELETE_BATCH):
             n += self.client.xdel(k.served, *ids[at : at + DELETE_BATCH])
-        for user, (pos, until) in marks.items():
-            swept = max(end, stream_id_key(pos))
-            new = "" if now_ms >= int(until) else f"{swept[0]}-{swept[1]}|{until}"
-            self.client.eval(_REPLACE_IF_SAME, 1, k.served_sweeps, str(user), pending[str(user).encode()], new)
+        for user, (pos, until, raw) in marks.items():
+            swept = max(end, pos)
+            new = "" if now_ms >= until else f"{swept[0]}-{swept[1]}|{until}"
+            self.client.eval(_REPLACE_IF_SAME, 1, k.served_sweeps, str(user), raw, new)
         return n
+
+    def _served_sweep_marks(self) -> dict[int, tuple[tuple[int, int], int, bytes]]:
+        """The pending served sweeps: user -> (stream id swept to, as a key; until, unix ms; the raw mark)."""
+        marks = {}
+        for u, raw in self.client.hgetall(self.keys.served_sweeps).items():
+            pos, until = raw.decode().split("|")
+            marks[int(u)] = (stream_id_key(pos), int(until), raw)
+        return marks
 
     def _stream_entries(self, stream: str, after: str | None = None) -> Iterator[tuple[bytes, dict[bytes, bytes]]]:
         last = "-" if after is None else "(" + after
@@ -1249,7 +1256,7 @@ class RedisStore:
         Pages of a recently erased user logged past their erasure's sweep are left out (the
         next ``sweep_served_after_erasures`` erases them).
         """
-        pending = {int(u): stream_id_key(raw.decode().split("|")[0]) for u, raw in self.client.hgetall(self.keys.served_sweeps).items()}
+        pending = {user: pos for user, (pos, _, _) in self._served_sweep_marks().items()}
         out = []
         for eid, f in self._stream_entries(self.keys.served):
             if b"p" not in f:
