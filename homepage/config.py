@@ -78,14 +78,57 @@ class PipelineConfig(BaseModel):
 
 
 def load_config(path: Path | None) -> PipelineConfig:
-    """Read a JSON config file; the default config when ``path`` is None."""
+    """Read a JSON config file; the default config when ``path`` is None.
+
+    Every way the file can be wrong (missing, a directory, not UTF-8, not JSON, a field out
+    of range, a ranker that is not registered or a ranker config it rejects) is a
+    ``HomepageError`` naming the file, and the line for bad JSON.
+    """
     if path is None:
         return PipelineConfig()
+    path = Path(path)
+    if path.is_dir():
+        raise HomepageError(f"{path}: is a directory, not a config file")
     try:
-        return PipelineConfig.model_validate_json(Path(path).read_text())
+        text = path.read_text(encoding="utf-8")
     except FileNotFoundError as e:
         raise HomepageError(f"{path}: config file not found") from e
+    except UnicodeDecodeError as e:
+        raise HomepageError(f"{path}: not a JSON config: not UTF-8 text ({e.reason} at byte {e.start})") from e
+    except OSError as e:
+        raise HomepageError(f"{path}: cannot read the config file: {e.strerror or e}") from e
+    try:
+        json.loads(text)
+    except json.JSONDecodeError as e:
+        raise HomepageError(f"{path}:{e.lineno}: not valid JSON: {e.msg} (column {e.colno})") from e
+    try:
+        config = PipelineConfig.model_validate_json(text)
     except ValidationError as e:
-        first = e.errors()[0]
-        field = ".".join(str(p) for p in first["loc"])
-        raise HomepageError(f"{path}: {field}: {first['msg']}") from e
+        raise HomepageError(f"{path}: {_first_error(e)}") from e
+    _check_ranker_configs(config, path)
+    return config
+
+
+def _first_error(e: ValidationError, prefix: str = "") -> str:
+    """``field.path: message`` of a validation error's first error (the message alone for the whole document)."""
+    first = e.errors()[0]
+    field = prefix + ".".join(str(p) for p in first["loc"])
+    if not first["loc"] and first["type"] in ("model_type", "dict_type"):
+        return "not a JSON object" if not prefix else f"{prefix.rstrip('.')}: not a JSON object"
+    msg = str(first["msg"]).removeprefix("Value error, ")
+    return f"{field.rstrip('.')}: {msg}" if field else msg
+
+
+def _check_ranker_configs(config: PipelineConfig, path: Path) -> None:
+    """Fail on a ranker that is not registered or whose config its class rejects, naming the file (not at train time)."""
+    from rankers.registry import ranker_class
+
+    for i, spec in enumerate(config.rankers):
+        try:
+            cls = ranker_class(spec.name)
+        except HomepageError as e:
+            raise HomepageError(f"{path}: rankers.{i}.name: {e}") from e
+        try:
+            cls.Config.model_validate(spec.config)
+        except ValidationError as e:
+            raise HomepageError(f"{path}: {_first_error(e, f'rankers.{i}.config.')}") from e

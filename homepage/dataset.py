@@ -246,38 +246,122 @@ def _swap_in(tmp: Path, out: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
+MANIFEST_FIELDS: dict[str, tuple[type, ...]] = {
+    "source": (str,),
+    "created": (int, float),
+    "counts": (dict,),
+    "kind_counts": (dict,),
+    "first_ts": (int, type(None)),
+    "last_ts": (int, type(None)),
+    "inputs_sha256": (dict,),
+    "extra": (dict,),
+    "format_version": (int,),
+}
+MANIFEST_REQUIRED = ("source", "created", "counts")
+
+
 def read_manifest(path: Path) -> Manifest:
-    """Read and check a dataset's manifest."""
+    """Read and check a dataset's manifest; a ``DatasetError`` naming the file when it is unreadable or malformed."""
     mpath = Path(path) / "manifest.json"
     if not mpath.is_file():
         raise DatasetError(f"{path}: not a dataset (no manifest.json)")
-    manifest = Manifest.from_json(json.loads(mpath.read_text()))
+    try:
+        data = json.loads(mpath.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise DatasetError(f"{mpath}:{e.lineno}: not valid JSON: {e.msg} (column {e.colno})") from e
+    except UnicodeDecodeError as e:
+        raise DatasetError(f"{mpath}: not valid JSON: not UTF-8 text ({e.reason} at byte {e.start})") from e
+    except OSError as e:
+        raise DatasetError(f"{mpath}: cannot read: {e.strerror or e}") from e
+    if not isinstance(data, dict):
+        raise DatasetError(f"{mpath}: not a dataset manifest: a JSON {type(data).__name__}, not an object")
+    missing = [k for k in MANIFEST_REQUIRED if k not in data]
+    if missing:
+        raise DatasetError(f"{mpath}: not a dataset manifest: missing {', '.join(repr(k) for k in missing)}")
+    for key, types in MANIFEST_FIELDS.items():
+        value = data.get(key)
+        if key in data and (not isinstance(value, types) or isinstance(value, bool)):
+            want = " or ".join("null" if t is type(None) else t.__name__ for t in types)
+            raise DatasetError(f"{mpath}: {key!r} is {json.dumps(value)[:60]}, expected {want}")
+    for key in ("counts", "kind_counts"):
+        bad = [k for k, v in data.get(key, {}).items() if not isinstance(v, int) or isinstance(v, bool)]
+        if bad:
+            raise DatasetError(f"{mpath}: {key}[{bad[0]!r}] is {json.dumps(data[key][bad[0]])[:60]}, expected int")
+    manifest = Manifest.from_json(data)
     if manifest.format_version != FORMAT_VERSION:
         raise DatasetError(f"{path}: dataset format {manifest.format_version}, this code reads {FORMAT_VERSION}")
     return manifest
 
 
+def open_table(path: Path, name: str, columns: list[str] | None = None) -> pq.ParquetFile:
+    """The Parquet file of one table of the dataset at ``path``, its footer read and its columns checked.
+
+    A ``DatasetError`` naming the file when it is missing, not Parquet (truncated, overwritten)
+    or lacks a column asked for (or, with ``columns`` None, one every reader needs).
+    """
+    file = Path(path) / f"{name}.parquet"
+    if not file.is_file():
+        raise DatasetError(f"{path}: incomplete dataset, {name}.parquet is missing")
+    try:
+        pf = pq.ParquetFile(file)
+        have = set(pf.schema_arrow.names)
+    except (pa.ArrowException, OSError, ValueError) as e:
+        raise DatasetError(f"{file}: not a readable Parquet file ({_first_line(e)})") from e
+    lacking = [c for c in (columns if columns is not None else REQUIRED_COLUMNS[name]) if c not in have]
+    if lacking:
+        raise DatasetError(f"{file}: not the {name} table: it has no column {', '.join(repr(c) for c in lacking)}")
+    return pf
+
+
+def read_table(path: Path, name: str, columns: list[str] | None = None) -> pd.DataFrame:
+    """One table of the dataset at ``path`` as a frame; a ``DatasetError`` naming the file when it cannot be read."""
+    open_table(path, name, columns).close()
+    file = Path(path) / f"{name}.parquet"
+    try:
+        return pq.read_table(file, columns=columns).to_pandas()
+    except (pa.ArrowException, OSError, ValueError) as e:  # a page or column chunk damaged past the footer
+        raise DatasetError(f"{file}: not a readable Parquet file ({_first_line(e)})") from e
+
+
+def _first_line(e: Exception) -> str:
+    text = str(e).strip().splitlines()
+    return text[0] if text else type(e).__name__
+
+
+# columns every reader relies on; the others may be absent from older datasets
+REQUIRED_COLUMNS: dict[str, tuple[str, ...]] = {
+    "events": ("user_id", "title_id", "kind", "ts"),
+    "titles": ("title_id",),
+    "variants": ("variant_id", "title_id"),
+    "users": ("user_id",),
+}
+
+
 def load_dataset(path: Path, *, columns: list[str] | None = None) -> Dataset:
-    """Load a dataset; ``columns`` limits which event columns are read (saves memory at scale)."""
+    """Load a dataset; ``columns`` limits which event columns are read (saves memory at scale).
+
+    A missing, truncated or malformed manifest or table is a ``DatasetError`` naming the file.
+    """
     path = Path(path)
     manifest = read_manifest(path)
     for name in TABLES:
         if not (path / f"{name}.parquet").is_file():
             raise DatasetError(f"{path}: incomplete dataset, {name}.parquet is missing")
-    events = pq.read_table(path / "events.parquet", columns=columns).to_pandas()
     return Dataset(
         path=path,
         manifest=manifest,
-        events=events,
-        titles=pq.read_table(path / "titles.parquet").to_pandas(),
-        variants=pq.read_table(path / "variants.parquet").to_pandas(),
-        users=pq.read_table(path / "users.parquet").to_pandas(),
+        events=read_table(path, "events", columns),
+        titles=read_table(path, "titles"),
+        variants=read_table(path, "variants"),
+        users=read_table(path, "users"),
     )
 
 
 def dataset_info(path: Path) -> dict[str, object]:
-    """The summary printed by ``homepage dataset info``."""
+    """The summary printed by ``homepage dataset info``; the tables' Parquet footers are checked too (cheap)."""
     m = read_manifest(Path(path))
+    for name in TABLES:
+        open_table(Path(path), name).close()
 
     def iso(ts: int | None) -> str | None:
         return None if ts is None else pd.Timestamp(ts, unit="s", tz="UTC").isoformat()

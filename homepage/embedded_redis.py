@@ -54,7 +54,14 @@ class EmbeddedRedis:
         sock = self.socket_path
         if len(str(sock)) > MAX_SOCKET_PATH:
             raise HomepageError(f"{sock}: embedded Redis socket path is too long; set HOMEPAGE_EMBEDDED_DIR shorter")
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+            (self.data_dir / "start.lock").touch()
+        except OSError as e:  # a file where the directory should be, no permission, ...
+            raise HomepageError(
+                f"HOMEPAGE_EMBEDDED_DIR {str(self.data_dir)!r}: cannot use it as the embedded Redis data directory: "
+                f"{e.strerror or e}"
+            ) from e
         # several processes (API workers, a CLI) may start at once: one starts the server
         with open(self.data_dir / "start.lock", "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)

@@ -132,7 +132,7 @@ def test_publish_refuses_a_bundle_that_the_api_could_not_serve(store: RedisStore
     from redis_fixtures import WORLD_SMALL
 
     good = publish_dataset(store, small, models=models).meta.version
-    with pytest.raises(HomepageError, match="bundle format"):
+    with pytest.raises(HomepageError, match="not a model bundle"):
         publish_dataset(store, small, models=small)
     with pytest.raises(HomepageError, match="trained on another catalog: 3% of"):
         publish_dataset(store, WORLD_SMALL, models=models)  # 1,000 titles; the bundle knows 30 of them

@@ -6,6 +6,7 @@ import sys
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from homepage.errors import HomepageError
 
@@ -34,7 +35,8 @@ def main() -> None:
     try:
         app(standalone_mode=False, prog_name="homepage")
     except HomepageError as e:
-        err.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+        # escaped: a path or value in the message may hold brackets rich would read as markup
+        err.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
         sys.exit(2)
     except (typer.Abort, KeyboardInterrupt):
         err.print("aborted")

@@ -19,7 +19,7 @@ app.add_typer(artwork_app, name="artwork")
 @artwork_app.command("evaluate")
 def evaluate(
     logs: Path = typer.Argument(..., help="Logged feedback: Parquet (action, reward, propensity[, position, ...]) or an Open Bandit CSV."),
-    policy: str = typer.Option(..., "--policy", help="uniform | logged:PATH | probs:PATH | model:PATH[@EPS]"),
+    policy: str = typer.Option(..., "--policy", help="uniform | logged:PATH | probs:PATH | model:PATH\\[@EPS]"),
     dataset: Path | None = typer.Option(None, "--dataset", help="Dataset directory (catalog) for a model policy."),
     n_boot: int = typer.Option(200, "--n-boot", min=0, max=100_000, help="Bootstrap replicates."),
     replay_runs: int = typer.Option(20, "--replay-runs", min=1, max=1000, help="Replay runs averaged (stochastic targets)."),

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
+from rich.markup import escape
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
 
 from homepage.cli import err
@@ -33,7 +34,7 @@ def movielens(
         err.print(f"[yellow]skipped {bad.total} malformed rows[/]", highlight=False)
         for f, c in sorted(bad.counts.items()):
             lines = ", ".join(str(x) for x in bad.first_lines.get(f, []))
-            err.print(f"  {f}: {c} (first at lines {lines}; {bad.first_messages.get(f, '')})", highlight=False)
+            err.print(escape(f"  {f}: {c} (first at lines {lines}; {bad.first_messages.get(f, '')})"), highlight=False)
     c = manifest.counts
     typer.echo(
         f"{out}: {manifest.source}, {c['events']} events, {c['titles']} titles, {c['users']} users, {c['variants']} variants"

@@ -40,7 +40,7 @@ def replay_command(
     examination: Path | None = typer.Option(
         None, "--examination", help="With --served-logs: slot examination estimate (`homepage examination --json`)."
     ),
-    engine: str = typer.Option("local", "--engine", help="Where pages are built: local (--workers processes) or spark (needs the [spark] extra)."),
+    engine: str = typer.Option("local", "--engine", help="Where pages are built: local (--workers processes) or spark (needs the \\[spark] extra)."),
     master: str | None = typer.Option(None, "--master", help="With --engine spark: Spark master URL; default local[2]."),
 ) -> None:
     """Replay held-out requests: rebuild each user's state as of t, build the page with every

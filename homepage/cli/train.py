@@ -37,7 +37,7 @@ def train(
     artwork_logs: Path | None = typer.Option(
         None, "--artwork-logs", help="Logged artwork impressions (served log or artwork feedback Parquet) to train the artwork selector on."
     ),
-    engine: str = typer.Option("local", "--engine", help="Where the heavy steps run: local (this process) or spark (needs the [spark] extra)."),
+    engine: str = typer.Option("local", "--engine", help="Where the heavy steps run: local (this process) or spark (needs the \\[spark] extra)."),
     master: str | None = typer.Option(None, "--master", help="With --engine spark: Spark master URL; default local[2]."),
     workers: int = typer.Option(2, "--workers", min=1, max=64, help="Local engine: processes building the page model's training data."),
 ) -> None:

@@ -1,0 +1,275 @@
+"""Bad input to the CLI is one line naming the culprit, exit code 2, never a traceback, and the store is left alone.
+
+A bad ``--config``, a corrupt dataset directory, a bad ``REDIS_URL`` / ``HOMEPAGE_*`` setting,
+a rollback with nothing before the active version; and help texts whose brackets rich
+markup would swallow.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from redis_fixtures import BACKENDS, write_small_dataset
+from typer.testing import CliRunner
+
+from homepage.embedded_redis import EmbeddedRedis
+from homepage.publish import publish_dataset
+from homepage.settings import Settings, get_settings
+from homepage.store import RedisStore
+
+SETTING_VARS = ("REDIS_URL", "HOMEPAGE_REDIS_URL", "HOMEPAGE_KEY_PREFIX", "HOMEPAGE_EMBEDDED_DIR")
+
+
+def run_cli(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[object, str]:
+    """(exit code, stderr) of ``homepage ARGV`` run through the console-script entry point."""
+    from homepage.cli import main
+
+    monkeypatch.setattr("sys.argv", ["homepage", *argv])
+    with pytest.raises(SystemExit) as e:
+        main()
+    return e.value.code, capsys.readouterr().err
+
+
+def assert_one_line_error(code: object, stderr: str, *parts: str) -> None:
+    assert code == 2, stderr
+    assert "Traceback" not in stderr, stderr
+    assert stderr.startswith("error: ") and stderr.count("\n") <= 1, stderr
+    flat = " ".join(stderr.split())
+    for part in parts:
+        assert part in flat, stderr
+
+
+@pytest.fixture
+def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
+    """No Redis settings from the caller's environment; an embedded dir of our own; fresh cached settings."""
+    for var in SETTING_VARS:
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("HOMEPAGE_EMBEDDED_DIR", str(tmp_path / "redis"))
+    get_settings.cache_clear()
+    yield
+    get_settings.cache_clear()
+
+
+@pytest.fixture
+def cli_store(store: RedisStore, store_settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Iterator[RedisStore]:
+    """The test's store (unique prefix, cleaned up by ``store``), with the CLI's settings pointing at it."""
+    for var in SETTING_VARS:
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("HOMEPAGE_KEY_PREFIX", store_settings.key_prefix)
+    monkeypatch.setenv("HOMEPAGE_EMBEDDED_DIR", str(store_settings.embedded_dir))
+    if store_settings.redis_url:
+        monkeypatch.setenv("REDIS_URL", store_settings.redis_url)
+    get_settings.cache_clear()
+    yield store
+    get_settings.cache_clear()
+
+
+@pytest.fixture(scope="module")
+def small(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_small_dataset(tmp_path_factory.mktemp("ds") / "small")
+
+
+@pytest.fixture(scope="module")
+def models(small: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real bundle trained on ``small`` (rankers only: cheap), for replay."""
+    from homepage.bundle import train_bundle
+    from homepage.config import PageConfig, PipelineConfig
+    from homepage.dataset import load_dataset
+
+    root = tmp_path_factory.mktemp("models")
+    train_bundle(load_dataset(small), root, PipelineConfig(page=PageConfig(train_model=False)))
+    return root
+
+
+# ---------------------------------------------------------------- --config
+CONFIGS = {
+    "directory": (None, "is a directory"),
+    "bad-json.json": ('{\n  "split_quantile": 0.5,\n}\n', "bad-json.json:3: not valid JSON"),
+    "binary.json": (b"\xff\xfe\x00{", "binary.json: not a JSON config: not UTF-8"),
+    "list.json": ("[1, 2]", "list.json: not a JSON object"),
+    "rules.json": ('{"rankers": [{"name": "top_n"}]}', "rules.json: page.rules[0] (pin): unknown ranker 'continue_watching'"),
+    "ranker.json": ('{"rankers": [{"name": "top_n", "config": {"bogus": 1}}], "page": {"rules": {"rules": []}}}',
+                    "ranker.json: rankers.0.config.bogus: Extra inputs are not permitted"),
+}
+
+
+@pytest.mark.parametrize("command", ["train", "publish"])
+@pytest.mark.parametrize("name", list(CONFIGS))
+def test_bad_config_file_is_named(name: str, command: str, tmp_path: Path, clean_env: None, monkeypatch, capsys) -> None:
+    """The config is read before the dataset or the store: neither exists here."""
+    content, message = CONFIGS[name]
+    cfg = tmp_path / name
+    if content is None:
+        cfg.mkdir()
+    elif isinstance(content, bytes):
+        cfg.write_bytes(content)
+    else:
+        cfg.write_text(content)
+    extra = ["--out", str(tmp_path / "models")] if command == "train" else []
+    code, err = run_cli(monkeypatch, capsys, command, str(tmp_path / "no-dataset"), *extra, "--config", str(cfg))
+    assert_one_line_error(code, err, str(cfg), message)
+    assert not (tmp_path / "redis").exists()  # failed before connecting to (or starting) Redis
+
+
+# ---------------------------------------------------------------- corrupt datasets
+def _not_json(d: Path) -> None:
+    (d / "manifest.json").write_text('{"source": "test",\n "created": }')
+
+
+def _missing_keys(d: Path) -> None:
+    (d / "manifest.json").write_text('{"format_version": 1, "source": "test"}')
+
+
+def _wrong_type(d: Path) -> None:
+    m = json.loads((d / "manifest.json").read_text())
+    m["counts"]["events"] = "many"
+    (d / "manifest.json").write_text(json.dumps(m))
+
+
+def _truncated(d: Path) -> None:
+    data = (d / "events.parquet").read_bytes()
+    (d / "events.parquet").write_bytes(data[: len(data) // 2])
+
+
+def _not_parquet(d: Path) -> None:
+    (d / "titles.parquet").write_text("title_id,name\n1,x\n")
+
+
+def _wrong_table(d: Path) -> None:
+    shutil.copy(d / "titles.parquet", d / "users.parquet")
+
+
+CORRUPTIONS = {
+    "manifest-not-json": (_not_json, "manifest.json:2: not valid JSON"),
+    "manifest-missing-keys": (_missing_keys, "manifest.json: not a dataset manifest: missing 'created', 'counts'"),
+    "manifest-wrong-type": (_wrong_type, "manifest.json: counts['events'] is \"many\", expected int"),
+    "events-truncated": (_truncated, "events.parquet: not a readable Parquet file"),
+    "titles-not-parquet": (_not_parquet, "titles.parquet: not a readable Parquet file"),
+    "users-wrong-table": (_wrong_table, "users.parquet: not the users table: it has no column 'user_id'"),
+}
+
+
+@pytest.fixture(params=list(CORRUPTIONS))
+def corrupt(request: pytest.FixtureRequest, small: Path, tmp_path: Path) -> tuple[Path, str]:
+    """(a copy of ``small`` damaged one way, the error message after the directory)."""
+    damage, message = CORRUPTIONS[request.param]
+    d = tmp_path / "corrupt"
+    shutil.copytree(small, d)
+    damage(d)
+    return d, message
+
+
+@pytest.mark.parametrize("command", ["train", "replay", "dataset info"])
+def test_corrupt_dataset_names_the_file(command: str, corrupt, models: Path, tmp_path: Path, clean_env: None, monkeypatch, capsys) -> None:
+    d, message = corrupt
+    argv = {
+        "train": ["train", str(d), "--out", str(tmp_path / "models")],
+        "replay": ["replay", str(d), "--models", str(models), "--policies", "row-ranking", "--bootstrap", "100"],
+        "dataset info": ["dataset", "info", str(d)],
+    }[command]
+    code, err = run_cli(monkeypatch, capsys, *argv)
+    assert_one_line_error(code, err, f"{d}/{message}")
+    assert not (tmp_path / "models").exists()
+
+
+@pytest.mark.parametrize("redis_backend", BACKENDS, indirect=True)
+def test_publishing_a_corrupt_dataset_keeps_the_active_version(corrupt, small: Path, cli_store: RedisStore, monkeypatch, capsys) -> None:
+    good = publish_dataset(cli_store, small).meta.version
+    d, message = corrupt
+    code, err = run_cli(monkeypatch, capsys, "publish", str(d))
+    assert_one_line_error(code, err, f"{d}/{message}")
+    assert cli_store.active_version() == good and cli_store.versions() == [good]
+
+
+# ---------------------------------------------------------------- Redis settings
+BAD_SETTINGS = [
+    ("REDIS_URL", "http://localhost:6379/0", "use one of redis://"),
+    ("REDIS_URL", "redis://localhost:notaport/0", "not a valid URL"),
+    ("REDIS_URL", "redis://[::1/0", "not a valid URL"),
+    ("REDIS_URL", "redis://localhost:6379/abc", "database 'abc' is not a database index"),
+    ("REDIS_URL", "redis://localhost:6379/-1", "database '-1' is not a database index"),
+    ("REDIS_URL", "unix://", "give the socket path"),
+    ("HOMEPAGE_KEY_PREFIX", "has space", "use 1 to 64 letters"),
+    ("HOMEPAGE_KEY_PREFIX", "a:b", "use 1 to 64 letters"),
+    ("HOMEPAGE_SOCKET_TIMEOUT", "soon", "valid number"),
+]
+REDIS_COMMANDS = [["versions"], ["rollback"], ["publish", "no-dataset"], ["logs", "export", "--out", "x.parquet"]]
+
+
+@pytest.mark.parametrize("argv", REDIS_COMMANDS, ids=lambda a: a[0] if a[0] != "logs" else "logs-export")
+@pytest.mark.parametrize(("var", "value", "message"), BAD_SETTINGS)
+def test_bad_redis_setting_is_named(var: str, value: str, message: str, argv: list[str], tmp_path: Path, clean_env: None, monkeypatch, capsys) -> None:
+    monkeypatch.setenv(var, value)
+    code, err = run_cli(monkeypatch, capsys, *argv)
+    assert_one_line_error(code, err, f"{var} {value!r}", message)
+    assert not (tmp_path / "redis").exists()
+
+
+@pytest.mark.parametrize("argv", REDIS_COMMANDS[:2] + REDIS_COMMANDS[3:], ids=["versions", "rollback", "logs-export"])
+def test_database_the_server_lacks_names_redis_url(argv: list[str], embedded_redis: EmbeddedRedis, clean_env: None, monkeypatch, capsys) -> None:
+    """Only the server knows how many databases it has: redis-py's bare ResponseError becomes an error naming REDIS_URL."""
+    url = f"unix://{embedded_redis.start()}?db=99999"
+    monkeypatch.setenv("REDIS_URL", url)
+    code, err = run_cli(monkeypatch, capsys, *argv)
+    assert_one_line_error(code, err, f"REDIS_URL {url!r}", "DB index is out of range")
+
+
+def test_embedded_dir_that_is_a_file_is_named(tmp_path: Path, clean_env: None, monkeypatch, capsys) -> None:
+    (tmp_path / "file").write_text("not a directory")
+    monkeypatch.setenv("HOMEPAGE_EMBEDDED_DIR", str(tmp_path / "file"))
+    code, err = run_cli(monkeypatch, capsys, "versions")
+    assert_one_line_error(code, err, f"HOMEPAGE_EMBEDDED_DIR '{tmp_path / 'file'}'", "cannot use it")
+    assert (tmp_path / "file").read_text() == "not a directory"
+
+
+# ---------------------------------------------------------------- rollback
+@pytest.mark.parametrize("redis_backend", BACKENDS, indirect=True)
+def test_rollback_with_nothing_published_says_so(cli_store: RedisStore, monkeypatch, capsys) -> None:
+    code, err = run_cli(monkeypatch, capsys, "rollback")
+    assert_one_line_error(code, err, "nothing to roll back: no version is published", repr(cli_store.keys.prefix))
+    assert "None" not in err
+
+
+@pytest.mark.parametrize("redis_backend", BACKENDS, indirect=True)
+def test_rollback_of_the_oldest_version_says_there_is_no_earlier_one(cli_store: RedisStore, small: Path, monkeypatch, capsys) -> None:
+    only = publish_dataset(cli_store, small).meta.version
+    code, err = run_cli(monkeypatch, capsys, "rollback")
+    assert_one_line_error(code, err, "no earlier version to roll back to", only)
+    assert cli_store.active_version() == only and cli_store.versions() == [only]
+
+
+# ---------------------------------------------------------------- rich markup
+@pytest.mark.parametrize(("argv", "text"), [(["train", "--help"], "[spark]"), (["artwork", "evaluate", "--help"], "model:PATH[@EPS]")])
+def test_help_shows_bracketed_text(argv: list[str], text: str) -> None:
+    from homepage.cli import _register, app
+
+    _register()
+    res = CliRunner().invoke(app, argv, env={"COLUMNS": "250"})
+    assert res.exit_code == 0, res.output
+    assert text in res.output
+
+
+def test_error_message_with_brackets_is_printed_as_is(tmp_path: Path, clean_env: None, monkeypatch, capsys) -> None:
+    """A path that looks like rich markup is neither swallowed nor a MarkupError traceback."""
+    d = tmp_path / "[/x]" / "[red]ds"
+    d.mkdir(parents=True)
+    code, err = run_cli(monkeypatch, capsys, "dataset", "info", str(d))
+    assert_one_line_error(code, err, f"{d}: not a dataset")
+
+
+def test_a_password_in_redis_url_is_masked_in_errors(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Errors reach logs: a bad REDIS_URL is named without its password."""
+    from homepage.settings import SettingsError, get_settings
+
+    monkeypatch.setenv("REDIS_URL", "redis://:s3cret@127.0.0.1:6379/abc")
+    get_settings.cache_clear()
+    try:
+        with pytest.raises(SettingsError) as e:
+            get_settings()
+    finally:
+        get_settings.cache_clear()
+    assert "s3cret" not in str(e.value) and "***" in str(e.value) and "REDIS_URL" in str(e.value)
