@@ -6,14 +6,58 @@ changing the environment, or a dependency override that returns another ``Settin
 
 from __future__ import annotations
 
+import re
 from functools import lru_cache
 from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
 
-from pydantic import AliasChoices, Field, field_validator
+from pydantic import AliasChoices, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from homepage.errors import HomepageError
 
 REDIS_SCHEMES = ("redis://", "rediss://", "unix://", "redis+cluster://")
+KEY_PREFIX_PATTERN = r"^[A-Za-z0-9_.-]{1,64}$"
+
+
+class SettingsError(HomepageError):
+    """A setting read from the environment is invalid; the message names the variable."""
+
+
+def shown_url(url: str) -> str:
+    """``url`` as an error message may show it: a password in it is masked (messages reach logs)."""
+    return repr(re.sub(r"^([a-z+]+://[^:/@]*:)[^@]*@", r"\1***@", url))
+
+
+
+def check_redis_url(url: str) -> None:
+    """Raise ``ValueError`` (the message naming ``REDIS_URL``) for a URL redis-py would reject or misread.
+
+    redis-py reads ``redis://host/abc`` as database 0 without a word, and a bad port or
+    IPv6 host only when connecting; these are caught here. Whether a database index exists
+    is the server's to say (``homepage.cli.serving.open_store`` asks it).
+    """
+    if not url.startswith(REDIS_SCHEMES):
+        raise ValueError(f"REDIS_URL {shown_url(url)}: use one of {', '.join(REDIS_SCHEMES)}")
+    if url.startswith("redis+cluster://"):
+        return  # host:port list, checked by homepage.store.cluster_nodes
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as e:
+        raise ValueError(f"REDIS_URL {shown_url(url)}: not a valid URL ({e})") from e
+    if port == 0:
+        raise ValueError(f"REDIS_URL {shown_url(url)}: port 0 is not a port")
+    query = parse_qs(parts.query)
+    if parts.scheme == "unix":
+        if not parts.path:
+            raise ValueError(f"REDIS_URL {shown_url(url)}: give the socket path, as unix:///path/to/redis.sock")
+        dbs = query.get("db", [])
+    else:
+        dbs = query.get("db") or ([parts.path.strip("/")] if parts.path.strip("/") else [])
+    for db in dbs:
+        if not db.isdigit():
+            raise ValueError(f"REDIS_URL {shown_url(url)}: database {db!r} is not a database index (0, 1, ...: redis://host:port/0)")
 
 
 class Settings(BaseSettings):
@@ -31,7 +75,7 @@ class Settings(BaseSettings):
             " unset means the embedded Redis in ``embedded_dir``"
         ),
     )
-    key_prefix: str = Field(default="hp", pattern=r"^[A-Za-z0-9_.-]{1,64}$", description="namespace of every key")
+    key_prefix: str = Field(default="hp", pattern=KEY_PREFIX_PATTERN, description="namespace of every key")
     socket_timeout: float = Field(default=2.0, gt=0, le=600, description="seconds per Redis command")
     connect_timeout: float = Field(default=1.0, gt=0, le=600, description="seconds to open a connection")
     embedded_dir: Path = Field(default=Path("var/redis"), description="data dir and socket of the embedded Redis")
@@ -50,8 +94,8 @@ class Settings(BaseSettings):
     @field_validator("redis_url")
     @classmethod
     def _known_scheme(cls, url: str | None) -> str | None:
-        if url is not None and not url.startswith(REDIS_SCHEMES):
-            raise ValueError(f"REDIS_URL {url!r}: use one of {', '.join(REDIS_SCHEMES)}")
+        if url is not None:
+            check_redis_url(url)
         return url
 
     @property
@@ -60,7 +104,31 @@ class Settings(BaseSettings):
         return bool(self.redis_url and self.redis_url.startswith("redis+cluster://"))
 
 
+def env_name(field: str) -> str:
+    """The environment variable a ``Settings`` field (or alias) is read from."""
+    if field in ("redis_url", "REDIS_URL"):
+        return "REDIS_URL"
+    return field if field.isupper() else f"HOMEPAGE_{field.upper()}"
+
+
+def settings_error(e: ValidationError) -> SettingsError:
+    """One line naming the variable, its value and what is wrong, for the first error of ``e``."""
+    first = e.errors()[0]
+    loc = first["loc"]
+    name = env_name(str(loc[0])) if loc else "settings"
+    msg = str(first["msg"]).removeprefix("Value error, ")
+    if msg.startswith(f"{name} "):  # the validator's message already names it
+        return SettingsError(msg)
+    if first["type"] == "string_pattern_mismatch" and loc and loc[0] == "key_prefix":
+        msg = "use 1 to 64 letters, digits, '_', '.' or '-'"
+    shown = shown_url(str(first["input"])) if name == "REDIS_URL" else repr(first["input"])
+    return SettingsError(f"{name} {shown}: {msg}")
+
+
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
-    """The process-wide settings, read from the environment on first use."""
-    return Settings()
+    """The process-wide settings, read from the environment on first use; a ``SettingsError`` names a bad variable."""
+    try:
+        return Settings()
+    except ValidationError as e:
+        raise settings_error(e) from None

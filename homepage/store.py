@@ -95,7 +95,7 @@ from homepage.catalog import Catalog
 from homepage.domain import EVENT_CODES, Event
 from homepage.embedded_redis import EmbeddedRedis
 from homepage.errors import HomepageError
-from homepage.settings import Settings
+from homepage.settings import Settings, shown_url
 from homepage.state import PLAY, RATING, GlobalState, UserState, frozen
 from homepage.stream_ids import stream_id_key
 
@@ -1427,10 +1427,10 @@ def cluster_nodes(url: str) -> list[tuple[str, int]]:
     for part in filter(None, hosts.split(",")):
         host, sep, port = part.rpartition(":")
         if not sep or not host or not port.isdigit():
-            raise StoreError(f"REDIS_URL {url!r}: give {CLUSTER_SCHEME}host:port[,host:port...]")
+            raise StoreError(f"REDIS_URL {shown_url(url)}: give {CLUSTER_SCHEME}host:port[,host:port...]")
         out.append((host, int(port)))
     if not out:
-        raise StoreError(f"REDIS_URL {url!r}: give {CLUSTER_SCHEME}host:port[,host:port...]")
+        raise StoreError(f"REDIS_URL {shown_url(url)}: give {CLUSTER_SCHEME}host:port[,host:port...]")
     return out
 
 

@@ -163,15 +163,16 @@ app.add_typer(logs_app, name="logs")
 @logs_app.command("export")
 def logs_export(out: Path = typer.Option(..., "--out", help="Parquet file to write (served-log format).")) -> None:
     """Export served pages joined with their attributed plays, for replay and training."""
+    from homepage.cli.outputs import check_output_file
+    from homepage.cli.serving import open_store
     from homepage.errors import HomepageError
     from homepage.logs_export import served_impressions
     from homepage.servedlogs.schema import write_served_logs
-    from homepage.settings import get_settings
-    from homepage.store import connect
 
     if out.suffix != ".parquet":
         raise HomepageError(f"--out {out}: must end in .parquet")
-    store = connect(get_settings())
+    check_output_file(out, "--out")
+    store = open_store()
     try:
         frame = served_impressions(store.served_entries(), store.event_entries())
     finally:
@@ -186,11 +187,10 @@ def logs_merge_events(
     accept_gap: bool = typer.Option(False, "--accept-gap", help="Merge what is left even if the stream's cap trimmed unmerged events."),
 ) -> None:
     """Fold into a dataset what the API acknowledged since the last merge: events, profile regions, erasures."""
+    from homepage.cli.serving import open_store
     from homepage.events_merge import merge_stream_into_dataset
-    from homepage.settings import get_settings
-    from homepage.store import connect
 
-    store = connect(get_settings())
+    store = open_store()
     try:
         r = merge_stream_into_dataset(dataset, store, accept_gap=accept_gap)
     finally:
@@ -201,6 +201,7 @@ def logs_merge_events(
     typer.echo(
         f"{dataset}: +{r.added:,} events, {r.new_users:,} new users, {r.erased_events:,} events of erased users dropped; "
         f"{r.total_events:,} events in all; stream merged up to {r.last_id}"
+        + (f"; {r.skipped:,} events outside ingest's ranges skipped" if r.skipped else "")
     )
 
 

@@ -6,13 +6,41 @@ import time
 from pathlib import Path
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+)
 
 from homepage.cli import app
 from homepage.config import load_config
 from homepage.publish import publish_dataset
-from homepage.settings import get_settings
-from homepage.store import connect
+from homepage.settings import SettingsError, get_settings, shown_url
+from homepage.store import RedisStore, connect
+
+
+def open_store() -> RedisStore:
+    """A store on the configured Redis, checked with a PING: settings the server refuses name ``REDIS_URL``.
+
+    Bad variables are reported by ``get_settings``; a database index the server does not
+    have is known only when connecting, which redis-py reports as a bare ``ResponseError``.
+    """
+    import redis
+
+    settings = get_settings()
+    store = connect(settings)
+    try:
+        store.ping()
+    except redis.ResponseError as e:
+        store.close()
+        where = f"REDIS_URL {shown_url(settings.redis_url)}" if settings.redis_url else f"HOMEPAGE_EMBEDDED_DIR {str(settings.embedded_dir)!r}"
+        raise SettingsError(f"{where}: the server refuses it: {e}") from None
+    except BaseException:
+        store.close()
+        raise
+    return store
 
 
 @app.command("publish")
@@ -25,7 +53,7 @@ def publish(
 ) -> None:
     """Load a dataset's state into Redis as a new version and make it active."""
     half_life = load_config(config).half_life_seconds
-    store = connect(get_settings())
+    store = open_store()
     try:
         with Progress(
             TextColumn("publishing users"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), transient=True
@@ -54,17 +82,36 @@ def publish(
 @app.command("rollback")
 def rollback() -> None:
     """Make the previous published version active again."""
-    store = connect(get_settings())
+    store = open_store()
     try:
+        check_rollback_target(store)
         typer.echo(f"active version: {store.rollback()}")
     finally:
         store.close()
 
 
+def check_rollback_target(store: RedisStore) -> None:
+    """Refuse, in plain words, a rollback with no version before the active one (``RedisStore.rollback`` re-checks atomically)."""
+    from homepage.errors import HomepageError
+
+    active = store.active_version()
+    published = store.versions()
+    older = published[: published.index(active)] if active in published else published
+    if older:
+        return
+    where = f"under prefix {store.keys.prefix!r}"
+    if active is None and not published:
+        raise HomepageError(f"rollback: nothing to roll back: no version is published {where} (run `homepage publish`)")
+    raise HomepageError(
+        f"rollback: no earlier version to roll back to: the active version {active} is the oldest kept {where} "
+        "(no version before it)"
+    )
+
+
 @app.command("versions")
 def versions() -> None:
     """List the published versions (oldest first); ``*`` marks the active one."""
-    store = connect(get_settings())
+    store = open_store()
     try:
         active = store.active_version()
         for v in store.versions():
