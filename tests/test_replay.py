@@ -16,7 +16,7 @@ from homepage.bundle import load_bundle, train_bundle
 from homepage.catalog import Catalog
 from homepage.cli import _register, app
 from homepage.config import PageConfig, PipelineConfig
-from homepage.dataset import load_dataset
+from homepage.dataset import Dataset, load_dataset
 from homepage.domain import EVENT_CODES, EventKind, RequestContext
 from homepage.eventlog import DAY, EventLog
 from homepage.page import PageModels, build_page
@@ -246,3 +246,25 @@ def test_replay_refuses_wrong_inputs_before_any_work(world: dict[str, object], t
     assert a_file.read_text() == "keep me"
     res = CliRunner().invoke(app, ["replay", str(root / "world"), "--models", str(root / "world")])
     assert res.exit_code != 0 and "not a model bundle" in str(res.exception)
+
+
+def test_a_baseline_bundle_is_replayed_on_the_same_requests(world: dict[str, object], tmp_path: Path) -> None:
+    """--baseline-models: the same policies with another bundle, paired on the same requests (itself: a zero difference)."""
+    _register()
+    root: Path = world["root"]  # type: ignore[assignment]
+    ds: Dataset = world["ds"]  # type: ignore[assignment]
+    split: int = world["split"]  # type: ignore[assignment]
+    out = tmp_path / "r.json"
+    args = ["replay", str(root / "world"), "--models", str(root / "models"), "--policies", "stage-wise,template",
+            "--max-requests", "40", "--bootstrap", "100", "--rows", "5", "--cols", "5", "--workers", "1", "--json", str(out)]
+    res = CliRunner().invoke(app, [*args, "--baseline-models", str(root / "models")])
+    assert res.exit_code == 0, res.output
+    report = json.loads(out.read_text())
+    assert set(report["policies"]) == {"stage-wise", "template", "baseline:stage-wise", "baseline:template"}
+    same = report["paired"]["stage-wise - baseline:stage-wise"]
+    assert same["ndcg_2d"]["mean"] == 0 and same["ndcg_2d"]["ci"] == [0, 0]
+    assert report["protocol"]["baseline_model_version"] == report["protocol"]["model_version"]
+    # a bundle that differs (a template-only page: no page model) is refused for a policy that needs one
+    bare = train_bundle(ds, tmp_path / "bare", PipelineConfig(page=PageConfig(train_model=False)), until=split)
+    res = CliRunner().invoke(app, [*args, "--baseline-models", str(bare.path)])
+    assert res.exit_code != 0 and "--baseline-models" in str(res.exception) and "page model" in str(res.exception)

@@ -7,10 +7,10 @@ import json
 from pathlib import Path
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from homepage.cli import app
+from homepage.cli.outputs import table_console
 
 artwork_app = typer.Typer(help="Artwork personalisation: simulate logs, train the selector, evaluate policies off-line.", no_args_is_help=True)
 app.add_typer(artwork_app, name="artwork")
@@ -65,7 +65,7 @@ def evaluate(
     table.add_column("support", justify="right")
     for e in estimates:
         table.add_row(e.estimator, f"{e.value:.5f}", f"[{e.low:.5f}, {e.high:.5f}]", f"{e.support:,.0f}")
-    Console().print(table)
+    table_console().print(table)
 
 
 @artwork_app.command("train")

@@ -8,12 +8,11 @@ from pathlib import Path
 from typing import Any
 
 import typer
-from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from homepage.cli import app
-from homepage.cli.outputs import check_output_file
+from homepage.cli.outputs import check_output_file, table_console
 from homepage.cli.train import parse_time
 from homepage.errors import HomepageError
 
@@ -101,7 +100,4 @@ def eval_rankers(
     if json_out is not None:
         json_out.parent.mkdir(parents=True, exist_ok=True)
         json_out.write_text(json.dumps(result, indent=2, sort_keys=True, default=float))
-    console = Console()
-    if not console.is_terminal:
-        console = Console(width=140)  # logs and CI: do not squeeze the metric columns
-    console.print(results_table(result))
+    table_console().print(results_table(result))

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from rich.console import Console
+
 from homepage.errors import HomepageError
 
 
@@ -32,3 +34,9 @@ def check_output_dir(path: Path | None, option: str) -> None:
     above = _first_existing(path)
     if not above.is_dir():
         raise HomepageError(f"{option} {path}: {above} is a file, not a directory")
+
+
+def table_console() -> Console:
+    """A console for result tables: the terminal's width, or 160 columns in logs and pipes (rich would squeeze them to 80)."""
+    console = Console()
+    return console if console.is_terminal else Console(width=160)

@@ -42,10 +42,17 @@ def replay_command(
     ),
     engine: str = typer.Option("local", "--engine", help="Where pages are built: local (--workers processes) or spark (needs the \\[spark] extra)."),
     master: str | None = typer.Option(None, "--master", help="With --engine spark: Spark master URL; default local[2]."),
+    baseline_models: Path | None = typer.Option(
+        None,
+        "--baseline-models",
+        help="Also replay the same policies with this bundle (trained on the same dataset, e.g. without your ranker), "
+        "as baseline:NAME, with paired differences on the same requests.",
+    ),
 ) -> None:
     """Replay held-out requests: rebuild each user's state as of t, build the page with every
     policy through the same build_page the API uses, and score it against what the user
     played after t. Refuses a bundle trained on events after the split."""
+    import numpy as np
     from rich.console import Console
     from rich.progress import (
         BarColumn,
@@ -56,7 +63,7 @@ def replay_command(
     )
 
     from homepage.bundle import load_bundle
-    from homepage.cli.outputs import check_output_dir, check_output_file
+    from homepage.cli.outputs import check_output_dir, check_output_file, table_console
     from homepage.cli.train import parse_time
     from homepage.dataset import load_dataset
     from homepage.engines import get_engine
@@ -72,6 +79,8 @@ def replay_command(
     if served_logs is not None:
         if engine != "local":
             raise HomepageError("--served-logs: runs on the local engine only")
+        if baseline_models is not None:
+            raise HomepageError("--baseline-models: not with --served-logs (give replay-logs a --page-model NAME=DIR instead)")
         from homepage.cli.servedlogs import replay_logs
 
         replay_logs(dataset, models, served_logs, policies, [], 0.05, examination, json_out, bootstrap)
@@ -89,6 +98,14 @@ def replay_command(
     for n in names:
         if get_policy(n).needs_model and pm.page_model is None:
             raise HomepageError(f"--policies: {n!r} needs a page model, and bundle {bundle.version} has none")
+    base = load_bundle(baseline_models) if baseline_models is not None else None
+    base_pm = PageModels.from_bundle(base) if base is not None else None
+    if base is not None and base_pm is not None:
+        if not np.array_equal(base.catalog.title_ids, bundle.catalog.title_ids):
+            raise HomepageError(f"--baseline-models: bundle {base.version} has another catalog than {bundle.version}; train both on {dataset}")
+        for n in names:
+            if get_policy(n).needs_model and base_pm.page_model is None:
+                raise HomepageError(f"--baseline-models: {n!r} needs a page model, and bundle {base.version} has none")
     ds = load_dataset(dataset, columns=["user_id", "title_id", "kind", "ts", "progress", "stars"])
     log = EventLog.from_frame(ds.events, bundle.catalog, ds.users)  # index titles as the models do
     protocol = ReplayProtocol(
@@ -104,11 +121,12 @@ def replay_command(
         viewport_cols=pm.rules.viewport_cols,
     )
     T = protocol.resolve_split(log)
-    if bundle.until > T:
-        raise HomepageError(
-            f"--models: bundle {bundle.version} was trained on events up to {bundle.until}, after the split {T}; "
-            "retrain with `homepage train --until` at or before the split"
-        )
+    for option, b in (("--models", bundle), ("--baseline-models", base)):
+        if b is not None and b.until > T:
+            raise HomepageError(
+                f"{option}: bundle {b.version} was trained on events up to {b.until}, after the split {T}; "
+                "retrain with `homepage train --until` at or before the split"
+            )
     if until_t is not None and until_t <= T:
         raise HomepageError(f"--until {until_t}: at or before the split {T}; requests come after the split")
     requests = sample_requests(log, protocol, until=until_t)
@@ -116,13 +134,18 @@ def replay_command(
         raise HomepageError(f"{dataset}: no user has plays or ratings after the split {T}")
     console = Console(stderr=True)
     with Progress(TextColumn("replay"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console) as bar:
-        task = bar.add_task("replay", total=len(requests))
+        task = bar.add_task("replay", total=len(requests) * (2 if base is not None else 1))
         try:
             result = runner.replay(log, bundle.path, pm, names, requests, protocol, bundle.config.half_life_seconds, T, lambda n: bar.advance(task, n), workers)
+            if base is not None:
+                baseline = runner.replay(
+                    log, base.path, base_pm, names, requests, protocol, base.config.half_life_seconds, T, lambda n: bar.advance(task, n), workers
+                )
+                result = result.with_baseline(baseline)
         finally:
             runner.close()
     report = result.to_json(n_boot=bootstrap)
-    print_tables(report, Console())
+    print_tables(report, table_console())
     if json_out is not None:
         json_out.parent.mkdir(parents=True, exist_ok=True)
         json_out.write_text(json.dumps(report, indent=2))

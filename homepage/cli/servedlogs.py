@@ -10,7 +10,7 @@ from typing import Any
 import typer
 
 from homepage.cli import app
-from homepage.cli.outputs import check_output_file
+from homepage.cli.outputs import check_output_file, table_console
 
 
 def _progress(label: str, total: int) -> Any:
@@ -141,7 +141,6 @@ def examination(
 ) -> None:
     """Estimate each slot's examination probability (relative to the top-left slot) from the
     randomised pages of a served log."""
-    from rich.console import Console
     from rich.table import Table
 
     from homepage.servedlogs.examination import estimate_examination
@@ -155,7 +154,7 @@ def examination(
         table.add_column(str(c), justify="right")
     for r in range(rows):
         table.add_row(str(r), *(f"{x:.2f}" for x in est.theta[r]))
-    Console().print(table)
+    table_console().print(table)
     if json_out is not None:
         json_out.parent.mkdir(parents=True, exist_ok=True)
         json_out.write_text(json.dumps({"method": est.method, "pages": est.pages, "theta": est.theta.tolist(), "impressions": est.impressions.tolist(), "plays": est.plays.tolist()}, indent=1))
@@ -214,7 +213,6 @@ def replay_logs(
     """Estimate policies' page quality from served pages: rebuild each served page for the same
     user and time, score it against what was played there (re-discounted, and corrected by the
     examination of the new slot over the served one)."""
-    from rich.console import Console
     from rich.table import Table
 
     from homepage.errors import HomepageError
@@ -254,7 +252,7 @@ def replay_logs(
         table.add_column(m, justify="right")
     for name, res in report["policies"].items():  # type: ignore[union-attr]
         table.add_row(name, *(f"{res[m]['mean']:.3f} [{res[m]['ci'][0]:.3f}, {res[m]['ci'][1]:.3f}]" for m in MEASURES))
-    Console().print(table)
+    table_console().print(table)
     if json_out is not None:
         json_out.parent.mkdir(parents=True, exist_ok=True)
         json_out.write_text(json.dumps(report, indent=2))

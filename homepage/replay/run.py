@@ -42,6 +42,7 @@ class ReplayResult:
     model_version: str
     wall_seconds: float = 0.0
     workers: int = 1
+    baseline_version: str | None = None  # the bundle of the ``baseline:`` policies (``with_baseline``)
 
     def to_json(self, n_boot: int = 1000) -> dict[str, object]:
         """The report: per policy and metric a mean with a 95% interval, paired differences, slices."""
@@ -55,6 +56,7 @@ class ReplayResult:
                 "cold_requests": int((~warm).sum()),
                 "users": int(np.unique(self.requests.user_ids).size),
                 "model_version": self.model_version,
+                **({"baseline_model_version": self.baseline_version} if self.baseline_version else {}),
             },
             "policies": {name: self._summary(run, warm, n_boot) for name, run in self.runs.items()},
             "slices": {"cold": {name: self._summary(run, ~warm, n_boot, coverage=False) for name, run in self.runs.items()}},
@@ -77,6 +79,22 @@ class ReplayResult:
             paired[f"{a} - {b}"] = diff
         out["paired"] = paired
         return out
+
+    def with_baseline(self, other: ReplayResult, prefix: str = "baseline:") -> ReplayResult:
+        """This replay and ``other`` (another bundle's, on the same requests) in one result.
+
+        ``other``'s policies are renamed ``prefix + name``, so the paired differences include
+        each policy of this bundle against the baseline bundle's on the same requests.
+        """
+        if len(other.requests) != len(self.requests) or not np.array_equal(other.requests.user_ids, self.requests.user_ids):
+            raise ValueError("a baseline replay must run on the same requests")
+        runs = dict(self.runs)
+        for name, run in other.runs.items():
+            runs[prefix + name] = PolicyRun(prefix + name, run.values, run.shown, run.hit_heat, run.ranker_hits, run.seconds)
+        wall = self.wall_seconds + other.wall_seconds
+        return ReplayResult(
+            self.protocol, self.split_time, self.requests, runs, self.n_titles, self.model_version, wall, self.workers, other.model_version
+        )
 
     def _summary(self, run: PolicyRun, mask: np.ndarray, n_boot: int, coverage: bool = True) -> dict[str, object]:
         res: dict[str, object] = {}
