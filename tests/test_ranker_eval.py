@@ -101,6 +101,24 @@ def test_no_test_user_is_an_error_naming_min_stars() -> None:
         run_protocol(ratings_only, catalog, 150, [], min_stars=6.0)
 
 
+def test_eval_rankers_can_leave_out_peers_and_rankers(tmp_path: Path) -> None:
+    """--rankers picks of the config's rankers, --no-peers skips the peers; an unknown name is refused."""
+    from typer.testing import CliRunner
+
+    from homepage.cli import _register, app
+    from redis_fixtures import write_small_dataset
+
+    _register()
+    ds = write_small_dataset(tmp_path / "ds", n_users=40, events_per_user=15)
+    out = tmp_path / "eval.json"
+    res = CliRunner().invoke(app, ["eval", "rankers", str(ds), "--rankers", "top_n,trending", "--no-peers", "--json", str(out)])
+    assert res.exit_code == 0, res.output
+    result = json.loads(out.read_text())
+    assert set(result["rankers"]) == {"top_n", "trending"} and result["peers"] == {}
+    res = CliRunner().invoke(app, ["eval", "rankers", str(ds), "--rankers", "top_n,nope"])
+    assert res.exit_code != 0 and "--rankers: nope" in str(res.exception) and "personalized" in str(res.exception)
+
+
 def test_peers_exclude_seen_titles() -> None:
     rng = np.random.default_rng(0)
     x = sp.csr_matrix((rng.random((30, 25)) < 0.3).astype(np.float32))

@@ -61,6 +61,8 @@ def eval_rankers(
     tune_personalized: bool = typer.Option(
         False, "--tune-personalized", help="Search the personalised blend weights on the validation splits first."
     ),
+    only: str | None = typer.Option(None, "--rankers", help="Comma-separated names: evaluate only these of the config's rankers."),
+    peers: bool = typer.Option(True, "--peers/--no-peers", help="Also fit the peers (most-popular, EASE, ALS, BPR, cosine); off: rankers alone, faster."),
 ) -> None:
     """Temporal split: fit on ts <= T, score each test user's top 50 against titles they met after T."""
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
@@ -83,8 +85,16 @@ def eval_rankers(
     t = parse_time(split_time, "--split-time") if split_time is not None else log.quantile_time(cfg.split_quantile)
     if log.first_ts is not None and not (log.first_ts <= t < (log.last_ts or t)):
         raise HomepageError(f"--split-time: {t} is outside the data ({log.first_ts}..{log.last_ts})")
+    specs = cfg.rankers
+    if only is not None:
+        wanted = [n.strip() for n in only.split(",") if n.strip()]
+        unknown = [n for n in wanted if n not in {s.name for s in cfg.rankers}]
+        if not wanted or unknown:
+            names = ", ".join(s.name for s in cfg.rankers)
+            raise HomepageError(f"--rankers: {', '.join(unknown) or repr(only)} not in the config's rankers ({names})")
+        specs = [s for s in cfg.rankers if s.name in wanted]
     rankers: list[tuple[str, Ranker | str]] = []
-    for spec in cfg.rankers:
+    for spec in specs:
         try:
             rankers.append((spec.name, build_rankers([spec])[0]))
         except RankerNotFound as e:
@@ -92,7 +102,8 @@ def eval_rankers(
     with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), transient=True) as bar:
         task = bar.add_task("splitting", total=None)
         result = run_protocol(
-            log, catalog, t, rankers, ease_lambdas=lambdas, min_stars=min_stars, tune_personalized=tune_personalized,
+            log, catalog, t, rankers, peers=None if peers else [], ease_lambdas=lambdas, min_stars=min_stars,
+            tune_personalized=tune_personalized,
             progress=lambda msg: bar.update(task, description=msg),
         )
     result["protocol"]["dataset"] = str(dataset)
