@@ -176,6 +176,12 @@ def test_replay_cli_writes_json_and_report(world: dict[str, object], tmp_path: P
         assert lo <= metrics["ndcg_2d"]["mean"] <= hi
     assert "stage-wise - template" in report["paired"]
     assert (tmp_path / "rep" / "README.md").is_file() and (tmp_path / "rep" / "hit_heatmaps.png").stat().st_size > 1000
+    # where each ranker's rows land: a 6-row page has 6 rows in all, each first row within it
+    for name, metrics in report["policies"].items():
+        placed = metrics["ranker_rows"]
+        assert sum(v["rows_per_page"] for v in placed.values()) == pytest.approx(6.0), name
+        assert all(0 < v["page_share"] <= 1 and 1 <= v["mean_first_row"] <= 6 for v in placed.values()), name
+    assert "Where each ranker's rows are placed" in (tmp_path / "rep" / "README.md").read_text()
 
 
 def test_replay_refuses_a_bundle_trained_past_the_split(world: dict[str, object]) -> None:

@@ -100,6 +100,12 @@ def write_report(result: ReplayResult, report: dict[str, object], out_dir: Path)
     for n in names:
         share = policies[n].get("ranker_hit_share", {})
         lines.append(f"- **{n}**: " + ", ".join(f"{k} {v:.0%}" for k, v in share.items()))  # type: ignore[union-attr]
+    lines += ["", "## Where each ranker's rows are placed", "", "share of pages with a row of it / its rows per page / mean row of its first row (1 = top)", ""]
+    for n in names:
+        placed = policies[n].get("ranker_rows", {})
+        lines.append(f"- **{n}**: " + ", ".join(  # type: ignore[union-attr]
+            f"{k} {v['page_share']:.0%} / {v['rows_per_page']:.1f} / {v['mean_first_row']:.1f}" for k, v in placed.items()  # type: ignore[union-attr]
+        ))
     lines += ["", "## Where hits land on the page", "", "![hit heatmaps](hit_heatmaps.png)", "", "![metrics](metrics.png)", ""]
     (out_dir / "README.md").write_text("\n".join(lines))
     return out_dir / "README.md"

@@ -30,6 +30,8 @@ class PolicyRun:
     hit_heat: np.ndarray | None = None
     ranker_hits: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
+    # per ranker over warm pages: [pages showing a row of it, its rows, sum of its first row's index]
+    ranker_rows: dict[str, list[int]] = field(default_factory=dict)
 
 
 @dataclass(eq=False)
@@ -90,7 +92,7 @@ class ReplayResult:
             raise ValueError("a baseline replay must run on the same requests")
         runs = dict(self.runs)
         for name, run in other.runs.items():
-            runs[prefix + name] = PolicyRun(prefix + name, run.values, run.shown, run.hit_heat, run.ranker_hits, run.seconds)
+            runs[prefix + name] = PolicyRun(prefix + name, run.values, run.shown, run.hit_heat, run.ranker_hits, run.seconds, run.ranker_rows)
         wall = self.wall_seconds + other.wall_seconds
         return ReplayResult(
             self.protocol, self.split_time, self.requests, runs, self.n_titles, self.model_version, wall, self.workers, other.model_version
@@ -108,6 +110,11 @@ class ReplayResult:
             res["coverage"] = {"mean": mean, "ci": [lo, hi]}
             total = sum(run.ranker_hits.values())
             res["ranker_hit_share"] = {k: v / total for k, v in sorted(run.ranker_hits.items())} if total else {}
+            pages = max(int(mask.sum()), 1)
+            res["ranker_rows"] = {
+                k: {"page_share": n / pages, "rows_per_page": rows / pages, "mean_first_row": 1 + first / n}
+                for k, (n, rows, first) in sorted(run.ranker_rows.items())
+            }
         return res
 
 
@@ -192,6 +199,7 @@ class RequestScore:
     hits_grid: np.ndarray
     hit_rankers: tuple[str, ...]
     seconds: float
+    row_rankers: tuple[str, ...] = ()  # the ranker of each row of the page, top first
 
 
 @dataclass(eq=False)
@@ -242,7 +250,7 @@ def _score_requests(indices: list[int]) -> list[dict[str, RequestScore]]:
             seconds = time.perf_counter() - t0 + shared
             grid, rankers = page_grid(page, models, protocol.rows, protocol.cols)
             s = score_page(grid, rankers, requests.targets[i], catalog.genre_matrix, si, (protocol.viewport_rows, protocol.viewport_cols))
-            scores[p] = RequestScore(s.values, grid[grid >= 0], s.hits_grid, s.hit_rankers, seconds)
+            scores[p] = RequestScore(s.values, grid[grid >= 0], s.hits_grid, s.hit_rankers, seconds, tuple(r for r in rankers if r))
         out.append(scores)
     return out
 
@@ -320,4 +328,10 @@ def collect(
                 run.hit_heat += s.hits_grid
                 for r in s.hit_rankers:
                     run.ranker_hits[r] = run.ranker_hits.get(r, 0) + 1
+                for row, r in enumerate(s.row_rankers):
+                    seen = run.ranker_rows.setdefault(r, [0, 0, 0])
+                    if r not in s.row_rankers[:row]:
+                        seen[0] += 1
+                        seen[2] += row
+                    seen[1] += 1
     return ReplayResult(protocol, split_time, requests, runs, len(models.catalog), models.version, wall, workers)
