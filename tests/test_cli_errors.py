@@ -273,3 +273,11 @@ def test_a_password_in_redis_url_is_masked_in_errors(monkeypatch: pytest.MonkeyP
     finally:
         get_settings.cache_clear()
     assert "s3cret" not in str(e.value) and "***" in str(e.value) and "REDIS_URL" in str(e.value)
+
+
+def test_serve_refuses_a_database_the_server_lacks_before_starting(embedded_redis: EmbeddedRedis, clean_env: None, monkeypatch, capsys) -> None:
+    """A refused REDIS_URL stops `serve` with one line (it logged a traceback every refresh instead); a Redis that is down does not."""
+    url = f"unix://{embedded_redis.start()}?db=99999"
+    monkeypatch.setenv("REDIS_URL", url)
+    code, err = run_cli(monkeypatch, capsys, "serve", "--host", "256.0.0.1")  # an unbindable host: without the check, uvicorn fails at once
+    assert_one_line_error(code, err, f"REDIS_URL {url!r}", "DB index is out of range")

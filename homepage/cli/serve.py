@@ -74,6 +74,18 @@ def serve(
     workers: int = typer.Option(1, "--workers", min=1, max=64, help="uvicorn worker processes."),
 ) -> None:
     """Serve the API against REDIS_URL, or the embedded Redis that `homepage publish` used."""
+    from homepage.settings import get_settings
+
+    if get_settings().redis_url:
+        from homepage.cli.serving import open_store
+        from homepage.store import StoreUnavailable
+
+        # settings the server refuses (a database index it lacks) fail here, in one line; a Redis
+        # that is down is not a reason to refuse to start: the API serves fallback pages meanwhile
+        try:
+            open_store().close()
+        except StoreUnavailable as e:
+            typer.echo(f"warning: {e}; the API answers degraded until it does", err=True)
     typer.echo(f"serving on http://{host}:{port} (docs at /docs)")
     run_server(host, port, workers)
 
