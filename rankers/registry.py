@@ -5,13 +5,17 @@ Built-in rankers register there exactly as third-party ones do (see ``pyproject.
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
+import os
 from functools import cache
 from importlib.metadata import EntryPoint, entry_points
+from types import ModuleType
 from typing import Any
 
-from homepage.errors import HomepageError
 from pydantic import BaseModel, ConfigDict, Field
 
+from homepage.errors import HomepageError
 from rankers.base import Ranker
 
 GROUP = "homepage.rankers"
@@ -41,15 +45,62 @@ def ranker_class(name: str) -> type[Ranker]:
     if name not in eps:
         known = ", ".join(sorted(eps)) or "none"
         raise RankerNotFound(f"ranker {name!r} is not registered in entry-point group {GROUP!r} (registered: {known})")
-    try:
-        cls = eps[name].load()
-    except Exception as e:  # an entry point can fail in any way its module can
-        raise RankerNotFound(f"ranker {name!r} ({eps[name].value}) failed to import: {e}") from e
-    if not (isinstance(cls, type) and issubclass(cls, Ranker)):
-        raise RankerNotFound(f"ranker {name!r} ({eps[name].value}) is not a rankers.base.Ranker subclass")
+    cls = load_entry_point(eps[name])
     if cls.name != name:
         raise RankerNotFound(f"ranker {name!r} ({eps[name].value}) declares name {cls.name!r}")
     return cls
+
+
+def load_entry_point(ep: EntryPoint) -> type[Ranker]:
+    """The ``Ranker`` subclass ``ep`` points at (what ``ep.load()`` gives), with errors naming the file.
+
+    The usual cause of a missing attribute in a module that imports is shadowing: run from a
+    directory holding a folder named like the package (a plug-in's project directory, say),
+    Python imports that folder, as a namespace package, instead of the installed package.
+    """
+    where = f"ranker {ep.name!r} ({ep.value})"
+    try:
+        module = importlib.import_module(ep.module)
+    except Exception as e:  # an entry point can fail in any way its module can
+        raise RankerNotFound(f"{where} failed to import module {ep.module!r}{_origin(ep.module)}: {type(e).__name__}: {e}") from e
+    obj: Any = module
+    for part in (ep.attr or "").split("."):
+        if not part:
+            continue
+        try:
+            obj = getattr(obj, part)
+        except Exception as e:
+            raise RankerNotFound(
+                f"{where}: module {ep.module!r} imported from {_module_file(module)} has no attribute {ep.attr!r} "
+                f"({type(e).__name__}: {e}); is it shadowed, e.g. by a directory named like the package in the "
+                f"current directory ({os.getcwd()})?"
+            ) from e
+    if not (isinstance(obj, type) and issubclass(obj, Ranker)):
+        raise RankerNotFound(f"{where} is not a rankers.base.Ranker subclass (module file: {_module_file(module)})")
+    return obj
+
+
+def _module_file(module: ModuleType) -> str:
+    """Where a module came from: its file, or the directories of a namespace package."""
+    file = getattr(module, "__file__", None)
+    if file:
+        return repr(file)
+    path = list(getattr(module, "__path__", []) or [])
+    return f"{path!r} (a namespace package: a directory without __init__.py)" if path else "an unknown location"
+
+
+def _origin(module_name: str) -> str:
+    """`` (file X)`` for a module that exists but failed to import; empty when there is nothing to name."""
+    try:
+        spec = importlib.util.find_spec(module_name)
+    except Exception:  # noqa: BLE001 - best effort: the import error itself is reported anyway
+        return ""
+    if spec is None:
+        return ""
+    if spec.origin and spec.has_location:
+        return f" (file {spec.origin!r})"
+    locations = list(spec.submodule_search_locations or [])
+    return f" (directories {locations!r})" if locations else ""
 
 
 def build_rankers(specs: list[RankerSpec]) -> list[Ranker]:

@@ -12,8 +12,10 @@ A plug-in author checks a ranker against the contract with one parametrised test
 Every check builds (once per process) a small synthetic world in memory: a catalog with
 genres, cast, directors, years and tags; users in two regions; plays with watch progress
 and ratings over two months; a cold user with no history and a user whose history holds
-titles the catalog does not know. Checks fit the ranker with its default config and
-raise ``AssertionError`` naming what broke.
+titles the catalog does not know. Checks fit the ranker with its default config updated by
+its ``conformance_config`` class attribute (empty by default: a ranker whose defaults are
+too strict for a 120-title world, say a minimum of ratings, relaxes them there) and raise
+``AssertionError`` naming what broke.
 """
 
 from __future__ import annotations
@@ -70,7 +72,12 @@ class ConformanceWorld:
 
 
 def synthetic_frames(n_titles: int, n_users: int, events_per_user: int, seed: int, rich: bool = True) -> tuple[pd.DataFrame, ...]:
-    """(titles, variants, users, events) of a random world with taste clusters and popularity skew."""
+    """(titles, variants, users, events) of a random world with taste clusters and popularity skew.
+
+    Popularity is Zipf-like (weight ~ rank^-0.8, boosted 5x in a user's favourite genre); stars
+    are a hidden per-title quality ~ N(3.5, 0.7) clipped to 1..5, plus N(0, 0.6) noise, rounded to
+    the half star and clipped to 0.5..5.
+    """
     rng = np.random.default_rng(seed)
     genres = ["Action", "Comedy", "Drama", "Horror", "Romance", "Sci-Fi", "Thriller", "Animation"]
     title_ids = np.arange(1, n_titles + 1, dtype=np.int64) * 3  # gaps: ids are not indices
@@ -116,15 +123,22 @@ def synthetic_frames(n_titles: int, n_users: int, events_per_user: int, seed: in
     u_all, t_all = u_all[np.sort(first)], t_all[np.sort(first)]
     n_ev = u_all.size
     kind = rng.integers(0, 2, n_ev).astype(np.int8)  # play or rating
+    ts = rng.integers(T0, T0 + 60 * DAY, n_ev)
+    progress = np.where(kind == 0, rng.choice([0.1, 0.4, 0.7, 1.0], n_ev), np.nan)
+    # stars scatter around a hidden per-title quality, so some titles are reliably well rated
+    # (what rating-based rankers look for) and others reliably poor; drawn last, so every
+    # other column is what it was when stars were uniform
+    quality = np.clip(rng.normal(3.5, 0.7, n_titles), 1.0, 5.0)
+    stars = np.clip(np.round((quality[t_all] + rng.normal(0.0, 0.6, n_ev)) * 2.0) / 2.0, 0.5, 5.0)
     rows = [
         pd.DataFrame(
             {
                 "user_id": u_all,
                 "title_id": title_ids[t_all],
                 "kind": kind,
-                "ts": rng.integers(T0, T0 + 60 * DAY, n_ev),
-                "progress": np.where(kind == 0, rng.choice([0.1, 0.4, 0.7, 1.0], n_ev), np.nan),
-                "stars": np.where(kind == 1, rng.integers(1, 11, n_ev) / 2.0, np.nan),
+                "ts": ts,
+                "progress": progress,
+                "stars": np.where(kind == 1, stars, np.nan),
             }
         )
     ]
@@ -168,10 +182,15 @@ def _world(n_titles: int, n_users: int, events_per_user: int, seed: int, rich: b
 
 
 # ---------------------------------------------------------------------------- helpers
+def conformance_instance(cls: type[Ranker]) -> Ranker:
+    """A fresh, unfitted ranker with its default config updated by ``cls.conformance_config``."""
+    return cls(dict(cls.conformance_config))
+
+
 def fitted(cls: type[Ranker], world: ConformanceWorld | None = None) -> Ranker:
-    """A fresh ranker with its default config, fitted on ``world`` (the small world by default)."""
+    """A fresh ranker with its conformance config, fitted on ``world`` (the small world by default)."""
     world = world or small_world()
-    ranker = cls()
+    ranker = conformance_instance(cls)
     out = ranker.fit(world.fit_input())
     assert out is ranker, f"{cls.__name__}.fit must return self"
     return ranker
@@ -261,6 +280,12 @@ def check_name_and_config(cls: type[Ranker]) -> None:
         pass
     else:
         raise AssertionError(f"{cls.__name__}: config must be frozen")
+    overrides = getattr(cls, "conformance_config", None)
+    assert isinstance(overrides, dict), f"{cls.__name__}.conformance_config must be a dict, got {type(overrides).__name__}"
+    try:
+        conformance_instance(cls)
+    except Exception as e:
+        raise AssertionError(f"{cls.__name__}.conformance_config {overrides!r} is not a valid config: {e}") from e
 
 
 def check_needs(cls: type[Ranker]) -> None:

@@ -2,9 +2,25 @@
 
 from __future__ import annotations
 
-import pytest
+import sys
+from importlib.metadata import EntryPoint
+from pathlib import Path
+from typing import Any, ClassVar
 
-from rankers.registry import GROUP, ranker_class, registered
+import numpy as np
+import pytest
+from pydantic import Field
+
+from homepage.domain import CandidateRow, RowReason
+from rankers import registry
+from rankers.base import Ranker, RankerConfig, StateNeed
+from rankers.registry import (
+    GROUP,
+    RankerNotFound,
+    load_entry_point,
+    ranker_class,
+    registered,
+)
 from rankers.testing import check_id, ranker_checks
 
 NAMES = sorted(registered())
@@ -47,3 +63,120 @@ def test_suite_catches_a_broken_ranker() -> None:
 
     with pytest.raises(AssertionError, match="repeated titles|non-increasing"):
         check_valid_rows(Broken)
+
+
+class _PopularAboveConfig(RankerConfig):
+    min_count: int = Field(default=10**6, ge=1, description="plays and ratings a title needs")
+
+
+class _PopularAbove(Ranker):
+    """One row of titles with at least ``min_count`` interactions: none with the defaults on a small world."""
+
+    name = "popular_above"
+    Config = _PopularAboveConfig
+    needs = frozenset({StateNeed.POPULARITY})
+    conformance_config: ClassVar[dict[str, Any]] = {"min_count": 3}
+
+    def fit(self, data):  # type: ignore[no-untyped-def]
+        super().fit(data)
+        counts = data.world.counts
+        keep = np.flatnonzero(counts >= self.config.min_count)
+        order = keep[np.lexsort((keep, -counts[keep]))][: self.config.row_length]
+        self.order_, self.scores_ = order.astype(np.int64), counts[order].astype(np.float32)
+        return self
+
+    def arrays(self):  # type: ignore[no-untyped-def]
+        return {"order": self.order_, "scores": self.scores_}
+
+    def restore(self, arrays):  # type: ignore[no-untyped-def]
+        self.order_, self.scores_ = arrays["order"], arrays["scores"]
+
+    def rows(self, request):  # type: ignore[no-untyped-def]
+        keep = self.order_ < len(request.catalog)
+        if not keep.any():
+            return []
+        ids = request.catalog.title_ids[self.order_[keep]].astype(np.int64)
+        return [CandidateRow("popular_above", self.name, "Popular", ids, self.scores_[keep], RowReason("top_n"), 1.0)]
+
+
+class _PopularAboveNoOverride(_PopularAbove):
+    conformance_config: ClassVar[dict[str, Any]] = {}
+
+
+@pytest.mark.parametrize("check", ranker_checks(), ids=check_id)
+def test_conformance_config_is_what_the_checks_fit_with(check) -> None:  # type: ignore[no-untyped-def]
+    """A ranker whose defaults give no rows on the conformance world passes through its conformance_config."""
+    check(_PopularAbove)
+
+
+def test_without_conformance_config_the_strict_defaults_fail() -> None:
+    from rankers.testing import check_valid_rows, fitted, small_world
+
+    assert _PopularAbove().config.min_count == 10**6  # the defaults are untouched ...
+    assert fitted(_PopularAbove).config.min_count == 3  # ... the checks fit with the overrides
+    with pytest.raises(AssertionError, match="no rows for any of"):
+        check_valid_rows(_PopularAboveNoOverride)
+    assert not any(fitted(_PopularAboveNoOverride).rows(small_world().request(u)) for u in small_world().user_ids)
+
+
+def test_invalid_conformance_config_is_reported() -> None:
+    from rankers.testing import check_name_and_config
+
+    class Typo(_PopularAbove):
+        conformance_config: ClassVar[dict[str, Any]] = {"min_cuont": 3}
+
+    with pytest.raises(AssertionError, match="conformance_config .* is not a valid config"):
+        check_name_and_config(Typo)
+
+
+def test_conformance_world_has_reliably_well_rated_titles() -> None:
+    """Stars follow a hidden per-title quality: some titles have 5+ ratings averaging 4+ stars, some 5+ under 3."""
+    from rankers.testing import small_world
+
+    w = small_world().world
+    rc, rs = w.rating_count.astype(np.float64), w.rating_sum.astype(np.float64)
+    mean = np.divide(rs, rc, out=np.zeros_like(rs), where=rc > 0)
+    assert np.sum((rc >= 5) & (mean >= 4.0)) >= 3
+    assert np.sum((rc >= 5) & (mean < 3.0)) >= 3
+
+
+# ------------------------------------------------------------------------------ registry errors
+def test_missing_attribute_names_the_module_file_and_hints_at_shadowing() -> None:
+    import json
+
+    ep = EntryPoint(name="ghost", value="json:NoSuchClass", group=GROUP)
+    with pytest.raises(RankerNotFound) as e:
+        load_entry_point(ep)
+    msg = str(e.value)
+    assert "'ghost'" in msg and "NoSuchClass" in msg and repr(json.__file__) in msg
+    assert "directory named like the package in the current directory" in msg
+
+
+def test_shadowing_namespace_package_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The usual cause: a folder named like the package (no __init__.py) in the current directory."""
+    (tmp_path / "shadowed_ranker_pkg_xyz").mkdir()
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(registry, "registered", lambda: {"shadowed": EntryPoint("shadowed", "shadowed_ranker_pkg_xyz:R", GROUP)})
+    try:
+        with pytest.raises(RankerNotFound) as e:
+            ranker_class("shadowed")
+    finally:
+        sys.modules.pop("shadowed_ranker_pkg_xyz", None)
+    msg = str(e.value)
+    assert str(tmp_path / "shadowed_ranker_pkg_xyz") in msg and "namespace package" in msg
+    assert "directory named like the package" in msg
+
+
+def test_module_failing_to_import_names_its_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "broken_ranker_mod_xyz.py").write_text("raise RuntimeError('boom at import')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    try:
+        with pytest.raises(RankerNotFound) as e:
+            load_entry_point(EntryPoint("broken", "broken_ranker_mod_xyz:R", GROUP))
+        with pytest.raises(RankerNotFound, match="failed to import module 'no_such_module_xyz'"):
+            load_entry_point(EntryPoint("absent", "no_such_module_xyz:R", GROUP))
+    finally:
+        sys.modules.pop("broken_ranker_mod_xyz", None)
+    msg = str(e.value)
+    assert "failed to import" in msg and "boom at import" in msg
+    assert str(tmp_path / "broken_ranker_mod_xyz.py") in msg
