@@ -25,6 +25,7 @@ from typing import Any
 
 from homepage.bundle import load_bundle
 from homepage.domain import Event, Page, RequestContext
+from homepage.errors import HomepageError
 from homepage.fallback import FallbackPages, empty_page
 from homepage.metrics import ServingMetrics
 from homepage.page import PageModels, build_page
@@ -174,6 +175,12 @@ class PageService:
                 return True
             except StoreUnavailable as e:
                 self.redis_ok, self.last_error = False, str(e)
+            except HomepageError as e:  # e.g. nothing published yet: one line, once while it lasts
+                if str(e) != self.last_error:
+                    log.warning("refresh: %s", e)
+                self.redis_ok, self.last_error = True, str(e)
+                if loading is not None:
+                    self._remember_bad(loading, self.last_error)
             except Exception as e:  # a bad bundle must not take the service down
                 log.exception("refresh failed")
                 self.redis_ok, self.last_error = True, f"{type(e).__name__}: {e}"

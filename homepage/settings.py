@@ -25,8 +25,22 @@ class SettingsError(HomepageError):
 
 
 def shown_url(url: str) -> str:
-    """``url`` as an error message may show it: a password in it is masked (messages reach logs)."""
-    return repr(re.sub(r"^([a-z+]+://[^:/@]*:)[^@]*@", r"\1***@", url))
+    """``url`` as an error message may show it: any user info and ``password=`` masked (messages reach logs).
+
+    Malformed URLs are the ones reported, so nothing about their shape is assumed: everything
+    up to the last ``@`` (after the scheme, if any) is user info.
+    """
+    head, sep, rest = url.partition("://")
+    if not sep:
+        head, rest = "", url
+    if "@" in rest:
+        rest = "***@" + rest.rsplit("@", 1)[1]
+    rest = re.sub(r"(?i)(password=)[^&#]*", r"\1***", rest)
+    return repr(f"{head}{sep}{rest}")
+
+
+def _has_secret(url: str) -> bool:
+    return "@" in url or "password=" in url.lower()
 
 
 
@@ -45,7 +59,8 @@ def check_redis_url(url: str) -> None:
         parts = urlsplit(url)
         port = parts.port
     except ValueError as e:
-        raise ValueError(f"REDIS_URL {shown_url(url)}: not a valid URL ({e})") from e
+        why = "" if _has_secret(url) else f" ({e})"  # the parser's words may quote part of a password
+        raise ValueError(f"REDIS_URL {shown_url(url)}: not a valid URL{why}") from None
     if port == 0:
         raise ValueError(f"REDIS_URL {shown_url(url)}: port 0 is not a port")
     query = parse_qs(parts.query)
@@ -57,7 +72,8 @@ def check_redis_url(url: str) -> None:
         dbs = query.get("db") or ([parts.path.strip("/")] if parts.path.strip("/") else [])
     for db in dbs:
         if not db.isdigit():
-            raise ValueError(f"REDIS_URL {shown_url(url)}: database {db!r} is not a database index (0, 1, ...: redis://host:port/0)")
+            shown = "" if _has_secret(url) else f" {db!r}"
+            raise ValueError(f"REDIS_URL {shown_url(url)}: database{shown} is not a database index (0, 1, ...: redis://host:port/0)")
 
 
 class Settings(BaseSettings):

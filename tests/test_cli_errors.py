@@ -261,11 +261,20 @@ def test_error_message_with_brackets_is_printed_as_is(tmp_path: Path, clean_env:
     assert_one_line_error(code, err, f"{d}: not a dataset")
 
 
-def test_a_password_in_redis_url_is_masked_in_errors(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Errors reach logs: a bad REDIS_URL is named without its password."""
+@pytest.mark.parametrize("url", [
+    "redis://:s3cret@127.0.0.1:6379/abc",  # a bad database
+    "Redis://:s3cret@h",  # a scheme in capitals
+    "redis-cluster://u:s3cret@h",  # an unknown scheme
+    "s3cret@h",  # no scheme
+    "redis://:ab?s3cret@h:6379",  # an unencoded '?' in the password: the parser's words quote it
+    "redis://:12345/s3cret@h",  # an unencoded '/': the "database" holds the password
+    "redis://user:pa@s3cret@h:1/x",  # an unencoded '@'
+])
+def test_a_password_in_redis_url_is_masked_in_errors(url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Errors reach logs: a bad REDIS_URL is named without its password, however malformed."""
     from homepage.settings import SettingsError, get_settings
 
-    monkeypatch.setenv("REDIS_URL", "redis://:s3cret@127.0.0.1:6379/abc")
+    monkeypatch.setenv("REDIS_URL", url)
     get_settings.cache_clear()
     try:
         with pytest.raises(SettingsError) as e:

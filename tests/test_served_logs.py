@@ -90,6 +90,14 @@ def test_examination_estimate_is_close_to_the_simulator(logs: pd.DataFrame, worl
     assert est.theta[-1, 0] < est.theta[0, 0] and est.theta[0, -1] < est.theta[0, 0]
 
 
+def test_a_size_beyond_the_randomised_pages_is_refused_only_when_asked(logs: pd.DataFrame) -> None:
+    """replay-logs asks for the served pages' size, which randomised pages may not fill: those slots get the prior."""
+    est = estimate_examination(logs, ROWS + 1, COLS)
+    assert est.theta.shape == (ROWS + 1, COLS) and est.impressions[ROWS].sum() == 0 and (est.theta > 0).all()
+    with pytest.raises(HomepageError, match=f"rows {ROWS + 1}: the randomised pages"):
+        estimate_examination(logs, ROWS + 1, COLS, strict_size=True)
+
+
 def test_served_order_is_replayed_and_labels_corrected(few_logs: pd.DataFrame, world: tuple) -> None:
     _, bundle, pm, log, sim = world
     logs = few_logs
@@ -190,6 +198,12 @@ def test_commands_end_to_end(world: tuple, tmp_path: Path) -> None:
     for cmd in (["replay-logs"], ["train-from-logs", "--out", str(tmp_path / "pm2")]):
         res = runner.invoke(app, [cmd[0], str(world_dir), "--models", str(bundle.path), "--served-logs", str(tmp_path / "other.parquet"), *cmd[1:]])
         assert res.exit_code != 0 and "another dataset" in str(res.exception) and "other.parquet" in str(res.exception), res.output
+    # a service's logs of users the dataset has never seen are fine
+    new_users = read_served_logs(logs).assign(user_id=lambda f: f["user_id"] + 5_000_000)
+    write_served_logs(new_users, tmp_path / "new-users.parquet")
+    res = runner.invoke(app, ["replay-logs", str(world_dir), "--models", str(bundle.path), "--served-logs", str(tmp_path / "new-users.parquet"),
+                              "--examination", str(ex), "--policies", "row-ranking"])
+    assert res.exit_code == 0, res.output
     # wrong-kind paths and sizes fail with the option named
     res = runner.invoke(app, ["examination", str(logs), "--rows", str(ROWS), "--cols", str(COLS + 1)])
     assert res.exit_code != 0 and f"cols {COLS + 1}" in str(res.exception) and f"{COLS} columns" in str(res.exception)

@@ -147,3 +147,19 @@ def test_a_version_that_loads_but_fails_to_go_live_is_also_retried_with_backoff(
         assert v2 not in svc._bad_versions and v3 in svc._bad_versions
     finally:
         svc.close()
+
+
+def test_nothing_published_is_one_warning_not_a_traceback_per_refresh(
+    store: RedisStore, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A service started before any publish says so once, in one line, and keeps checking."""
+    svc = PageService(store, ServiceConfig(models_dir=tmp_path))
+    try:
+        with caplog.at_level("WARNING", logger="homepage.service"):
+            for _ in range(3):
+                assert not svc.refresh()
+        assert "no published version" in (svc.last_error or "") and not svc.ready
+        records = [r for r in caplog.records if r.name == "homepage.service"]
+        assert len(records) == 1 and records[0].exc_info is None and "no published version" in records[0].getMessage()
+    finally:
+        svc.close()

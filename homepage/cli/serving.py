@@ -29,14 +29,20 @@ def open_store() -> RedisStore:
     """
     import redis
 
+    from homepage.store import StoreUnavailable
+
     settings = get_settings()
+    where = f"REDIS_URL {shown_url(settings.redis_url)}" if settings.redis_url else f"HOMEPAGE_EMBEDDED_DIR {str(settings.embedded_dir)!r}"
     store = connect(settings)
     try:
         store.ping()
-    except redis.ResponseError as e:
+    except (redis.ResponseError, StoreUnavailable) as e:
         store.close()
-        where = f"REDIS_URL {shown_url(settings.redis_url)}" if settings.redis_url else f"HOMEPAGE_EMBEDDED_DIR {str(settings.embedded_dir)!r}"
-        raise SettingsError(f"{where}: the server refuses it: {e}") from None
+        # a wrong password is a ConnectionError to redis-py, but no outage: it will not heal by itself
+        cause = e if isinstance(e, redis.ResponseError) else e.__cause__
+        if isinstance(cause, (redis.ResponseError, redis.AuthenticationError)):
+            raise SettingsError(f"{where}: the server refuses it: {cause}") from None
+        raise
     except BaseException:
         store.close()
         raise

@@ -46,12 +46,15 @@ def estimate_examination(
     randomised_policies: tuple[str, ...] = (RANDOM_POLICY,),
     prior: float = 1.0,
     full_rows_only: bool = True,
+    strict_size: bool = False,
 ) -> ExaminationEstimate:
     """Estimate relative examination from the randomised pages of ``logs`` (a served-log frame).
 
     Only rows filled to full width are used by default (``full_rows_only``): a short row
     occupies only the first columns, and its content differs from a full row's.
-    ``prior`` adds pseudo-impressions at the overall CTR to every slot (light smoothing).
+    ``prior`` adds pseudo-impressions at the overall CTR to every slot (light smoothing), so
+    slots the randomised pages never showed get the prior; ``strict_size`` refuses instead a
+    ``rows`` or ``cols`` larger than the randomised pages (the ``examination`` command's options).
     """
     if method not in ("factorised", "full"):
         raise HomepageError(f"method: {method!r} is not one of factorised, full")
@@ -60,9 +63,9 @@ def estimate_examination(
         raise HomepageError(f"served log: no randomised pages (policy in {list(randomised_policies)}) to estimate examination from")
     logged_rows = int(rand["row_index"].max()) + 1
     logged_cols = int(rand["col_index"].max()) + 1
-    if rows is not None and rows > logged_rows:
+    if strict_size and rows is not None and rows > logged_rows:
         raise HomepageError(f"rows {rows}: the randomised pages of the served log have {logged_rows} rows")
-    if cols is not None and cols > logged_cols:
+    if strict_size and cols is not None and cols > logged_cols:
         raise HomepageError(f"cols {cols}: the randomised pages of the served log have {logged_cols} columns")
     if full_rows_only:
         # short rows fill only the first columns and differ in content from full ones
