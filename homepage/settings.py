@@ -137,7 +137,12 @@ def settings_error(e: ValidationError) -> SettingsError:
         return SettingsError(msg)
     if first["type"] == "string_pattern_mismatch" and loc and loc[0] == "key_prefix":
         msg = "use 1 to 64 letters, digits, '_', '.' or '-'"
-    shown = shown_url(str(first["input"])) if name == "REDIS_URL" else repr(first["input"])
+    if name == "REDIS_URL":
+        shown = shown_url(str(first["input"]))
+    elif name.endswith("API_KEY") or "PASSWORD" in name or "SECRET" in name:
+        shown = "(value not shown)"
+    else:
+        shown = repr(first["input"])
     return SettingsError(f"{name} {shown}: {msg}")
 
 

@@ -290,3 +290,14 @@ def test_serve_refuses_a_database_the_server_lacks_before_starting(embedded_redi
     monkeypatch.setenv("REDIS_URL", url)
     code, err = run_cli(monkeypatch, capsys, "serve", "--host", "256.0.0.1")  # an unbindable host: without the check, uvicorn fails at once
     assert_one_line_error(code, err, f"REDIS_URL {url!r}", "DB index is out of range")
+
+
+@pytest.mark.parametrize(("var", "value", "message"), [
+    ("HOMEPAGE_DEADLINE_MS", "abc", "valid number"),
+    ("HOMEPAGE_THREADS", "0", "greater than or equal to 1"),
+])
+def test_serve_names_a_bad_serving_variable(var: str, value: str, message: str, clean_env: None, monkeypatch, capsys) -> None:
+    """A bad HOMEPAGE_* serving variable stops `serve` in one line (it was a pydantic traceback from the worker)."""
+    monkeypatch.setenv(var, value)
+    code, err = run_cli(monkeypatch, capsys, "serve", "--host", "256.0.0.1")
+    assert_one_line_error(code, err, f"{var} {value!r}", message)

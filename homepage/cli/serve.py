@@ -74,7 +74,15 @@ def serve(
     workers: int = typer.Option(1, "--workers", min=1, max=64, help="uvicorn worker processes."),
 ) -> None:
     """Serve the API against REDIS_URL, or the embedded Redis that `homepage publish` used."""
-    from homepage.settings import get_settings
+    from pydantic import ValidationError
+
+    from homepage.api.settings import ServeSettings
+    from homepage.settings import get_settings, settings_error
+
+    try:
+        ServeSettings()  # a bad HOMEPAGE_* variable: one line here, not a traceback from the worker
+    except ValidationError as e:
+        raise settings_error(e) from None
 
     if get_settings().redis_url:
         from homepage.cli.serving import open_store
