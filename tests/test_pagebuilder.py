@@ -216,6 +216,17 @@ def test_pin_within_n() -> None:
         assert placed[1].forced_by == "pin:continue_watching"
 
 
+def test_a_pinned_row_needs_only_one_new_title() -> None:
+    """Continue watching (5 titles here) under min_titles 8: pinned, it is still placed; unpinned, it is not."""
+    rules = ({"rule": "min_titles", "n": 8}, {"rule": "pin", "ranker": "continue_watching", "within": 2})
+    placed, _ = build(PageRules(rules=rules), cols=10)
+    pos = [i for i, r in enumerate(placed) if r.ranker == "continue_watching"]
+    assert pos and pos[0] <= 1 and len(placed[pos[0]].title_ids) == 5
+    assert all(len(r.title_ids) >= 8 for r in placed if r.ranker != "continue_watching")
+    unpinned, _ = build(PageRules(rules=rules[:1]), cols=10)
+    assert "continue_watching" not in [r.ranker for r in unpinned]
+
+
 def test_max_rows_per_ranker() -> None:
     placed, _ = build(PageRules(rules=({"rule": "max_rows", "ranker": "*", "max": 2}, {"rule": "max_rows", "ranker": "top_n", "max": 1})))
     counts = pd.Series([r.ranker for r in placed]).value_counts()

@@ -133,9 +133,10 @@ def reference_eligible(
     n_eff = np.array([len(effective_titles(cm, r, page, cols)) for r in remaining])
     count = {code: page.rankers.count(code) for code in set(cm.ranker.tolist())}
     ok = n_eff > 0
+    pinned = {names.index(r.ranker) for r in rules.rules if isinstance(r, PinRule) and r.ranker in names}
     for rule in rules.rules:
-        if isinstance(rule, MinTitlesRule):
-            ok &= n_eff >= rule.n
+        if isinstance(rule, MinTitlesRule):  # a pinned ranker's row needs one new title
+            ok &= (n_eff >= rule.n) | np.isin(cm.ranker[remaining], list(pinned))
         elif isinstance(rule, MaxRowsRule):
             for j, r in enumerate(remaining):
                 name = names[cm.ranker[r]] if cm.ranker[r] < len(names) else None

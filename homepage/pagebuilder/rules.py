@@ -32,7 +32,11 @@ class MaxRowsRule(_Rule):
 
 
 class MinTitlesRule(_Rule):
-    """A row is placed only if at least ``n`` of its titles are still new to the page."""
+    """A row is placed only if at least ``n`` of its titles are still new to the page.
+
+    A pinned ranker's row needs only one: "Continue watching" with a single unfinished title
+    is still the row that user expects first.
+    """
 
     rule: Literal["min_titles"] = "min_titles"
     n: int = Field(default=4, ge=1, le=100)
@@ -122,12 +126,17 @@ class RulePlan:
             elif isinstance(r, MinViewportGenresRule):
                 self.ordered.append(("genres", r.k, 0, f"min_viewport_genres:{r.k}"))
         self.limit = limit
+        # per ranker code (last: unknown rankers); pinned rankers are held to one new title
+        self.min_titles_of = np.full(len(ranker_names) + 1, self.min_titles, dtype=np.int64)
+        for what, code, _, _ in self.ordered:
+            if what == "pin":
+                self.min_titles_of[code] = 1
 
     def eligible(
         self, stage: int, row_rankers: np.ndarray, n_effective: np.ndarray, new_genres: np.ndarray, ranker_count: np.ndarray, viewport_genre_count: int
     ) -> tuple[np.ndarray, str | None]:
         """Which remaining rows may be placed at ``stage``, and the rule forcing the choice if any."""
-        ok = (n_effective >= self.min_titles) & (ranker_count < self.limit)[row_rankers]
+        ok = (n_effective >= self.min_titles_of[row_rankers]) & (ranker_count < self.limit)[row_rankers]
         forced: str | None = None
         for what, a, b, label in self.ordered:
             if what == "pin":
