@@ -52,6 +52,10 @@ class ServiceConfig:
     models_dir: Path = Path("var/serving-models")
     threads: int = 8
     log_served: bool = True
+    # "wall": the service's time is the wall clock. "data": the published state's time (its
+    # ``as_of``), advancing with the wall clock from the publish: a historical dataset (MovieLens)
+    # is served as if its last event had just happened, as replay sees it
+    clock: str = "wall"
 
 
 @dataclass(frozen=True)
@@ -78,6 +82,7 @@ class Loaded:
     cards: TitleCards
     world: GlobalState
     fallback: FallbackPages
+    clock_offset: int = 0  # seconds added to the wall clock to get the service's time
 
 
 @dataclass(frozen=True)
@@ -138,8 +143,10 @@ class PageService:
                     raise StoreError("no published version: run `homepage publish`")
                 self.store.sweep_served_after_erasures()  # pages logged late, after their user's erasure
                 cur = self.loaded
-                now = int(time.time())
-                if cur is None or force or cur.store_version != version:
+                same = cur is not None and cur.store_version == version
+                offset = cur.clock_offset if cur is not None and same else self._clock_offset(version)
+                now = int(time.time()) + offset
+                if cur is None or force or not same:
                     bad = self._bad_versions.get(version)
                     if bad is not None and not force and time.monotonic() < bad.retry_at:
                         self.redis_ok, self.last_error = True, bad.error
@@ -165,6 +172,7 @@ class PageService:
                     cards=cards,
                     world=world,
                     fallback=FallbackPages.from_world(world, models.catalog, models.allowed, models.version),
+                    clock_offset=offset,
                 )
                 self._world_read_at = read_at  # only once the new world is in: a failed swap is retried
                 if loading is not None:
@@ -188,6 +196,18 @@ class PageService:
                     self._remember_bad(loading, self.last_error)
             self._world_read_at = -float("inf")  # after any failure the next refresh reads the world again
             return False
+
+    def _clock_offset(self, version: str) -> int:
+        """Seconds from the wall clock to the service's time under ``version`` (0 with the wall clock)."""
+        if self.config.clock != "data":
+            return 0
+        m = self.store.meta(version)
+        return int(m.as_of) - int(m.created)
+
+    def now(self) -> int:
+        """The service's time (Unix seconds): requests, event stamps and decay use it, never ``time.time()``."""
+        cur = self.loaded
+        return int(time.time()) + (cur.clock_offset if cur is not None else 0)
 
     def _remember_bad(self, version: str, error: str) -> None:
         """Note a version that failed to go live, so it is retried on a doubling delay (a few kept)."""
@@ -262,7 +282,7 @@ class PageService:
         answers HTTP, and each hand-over can wait the interpreter's 5 ms switch interval.
         """
         started = time.monotonic()
-        now = int(time.time())
+        now = self.now()
         deadline = self.config.deadline_seconds
         reason = ""
         try:

@@ -2,11 +2,14 @@
 
 Online: state read from Redis, world counters decayed to the refresh time. Offline: the
 event log as of the request time and the world as of the same refresh time, through the
-same ``build_page`` with the policy the API reported.
+same ``build_page`` with the policy the API reported. On the data clock (``HOMEPAGE_CLOCK=data``)
+the request time is the published state's time plus the seconds since the publish, so the
+committed world (ending 2026-11-01) is served as replay sees it at its end.
 """
 
 from __future__ import annotations
 
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -43,7 +46,7 @@ def stagewise_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def serve_and_compare(
-    bundle: Path, request: pytest.FixtureRequest, tmp_path: Path, world: tuple[Any, EventLog], expect_policy: str
+    bundle: Path, request: pytest.FixtureRequest, tmp_path: Path, world: tuple[Any, EventLog], expect_policy: str, clock: str = "wall"
 ) -> None:
     ds, log = world
     emb = request.getfixturevalue("embedded_redis")
@@ -55,7 +58,7 @@ def serve_and_compare(
     users = ds.users.set_index("user_id")
     active = [int(u) for u in log.user_ids[[0, 17, 400, len(log.user_ids) - 1]]]
     cold = [int(u) for u in users.index if int(u) not in set(log.user_ids.tolist())][:1] + [123_456_789]
-    serve = ServeSettings(deadline_ms=5000, models_dir=tmp_path, refresh_seconds=60)
+    serve = ServeSettings(deadline_ms=5000, models_dir=tmp_path, refresh_seconds=60, clock=clock)
     try:
         with LiveServer(create_app(serve, settings)) as srv:
             for u in active + cold:
@@ -63,6 +66,10 @@ def serve_and_compare(
                     page = httpx.get(f"{srv.url}/homepage/{u}", params=params, timeout=30).json()
                     assert page["degraded"] is False and page["policy"] == expect_policy
                     rq = page["request"]
+                    if clock == "data":  # the state's time plus the seconds since the publish started
+                        assert meta.as_of <= page["world_as_of"] <= rq["now"] <= meta.as_of + time.time() - meta.created + 1
+                    else:
+                        assert meta.created - 1 <= rq["now"] <= time.time() + 1
                     genres: tuple[str, ...] = ()
                     if "favourite_genres" in users.columns and u in users.index and users.loc[u, "favourite_genres"] is not None:
                         genres = tuple(users.loc[u, "favourite_genres"])
@@ -87,3 +94,6 @@ def test_served_page_equals_offline_rebuild_row_ranking(serving_bundle: Path, re
 def test_served_page_equals_offline_rebuild_stage_wise(stagewise_bundle: Path, request: pytest.FixtureRequest, tmp_path: Path, world: tuple[Any, EventLog]) -> None:
     serve_and_compare(stagewise_bundle, request, tmp_path, world, "stage-wise")
 
+
+def test_served_page_equals_offline_rebuild_on_the_data_clock(serving_bundle: Path, request: pytest.FixtureRequest, tmp_path: Path, world: tuple[Any, EventLog]) -> None:
+    serve_and_compare(serving_bundle, request, tmp_path, world, "row-ranking", clock="data")

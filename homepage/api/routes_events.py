@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from typing import Annotated
 
 from fastapi import APIRouter, Body, Depends, HTTPException, Path, Request
@@ -40,7 +39,8 @@ async def post_events(request: Request, body: Annotated[EventsBody, Body()]) -> 
     store leaves them out of the counters, and another node may already serve a newer catalog.
     """
     items = body.events if isinstance(body, EventBatch) else [body]
-    now = int(time.time())
+    service = _service(request)
+    now = service.now()  # the wall clock, or the published data's time (HOMEPAGE_CLOCK=data)
     events = [e.to_event(now) for e in items]
     for i, e in enumerate(events):
         if e.ts > now + MAX_FUTURE_SECONDS:
@@ -48,7 +48,6 @@ async def post_events(request: Request, body: Annotated[EventsBody, Body()]) -> 
             msg = f"{e.ts} is more than a day after the server's time ({now})"
             raise RequestValidationError([{"loc": loc, "msg": msg, "type": "value_error", "input": e.ts}])
     keys = [e.idempotency_key for e in items]
-    service = _service(request)
     try:
         n = await service.run(service.ingest, events, keys)
     except (StoreUnavailable, StoreError) as e:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -36,6 +37,10 @@ class ServeSettings(BaseSettings):
     threads: int = Field(default=8, ge=1, le=256)
     max_body_bytes: int = Field(default=2_000_000, ge=1024, le=100_000_000)
     bench_endpoints: bool = Field(default=False, description="expose the benchmark floor endpoint")
+    clock: Literal["wall", "data"] = Field(
+        default="wall",
+        description="the service's time: the wall clock, or 'data': the published state's time advancing from the publish (a historical dataset)",
+    )
 
     def service_config(self) -> ServiceConfig:
         return ServiceConfig(
@@ -47,6 +52,7 @@ class ServeSettings(BaseSettings):
             world_refresh_seconds=self.world_refresh_seconds,
             models_dir=self.models_dir,
             threads=self.threads,
+            clock=self.clock,
         )
 
 
