@@ -26,6 +26,7 @@ from homepage.pagebuilder.model import PageModel
 from homepage.pagebuilder.policies import TemplateScorer
 from homepage.pagebuilder.rules import PageRules
 from homepage.pagebuilder.training import OracleScorer, grade
+from homepage.servedlogs.training import LoggedOrderScorer
 from homepage.state import GlobalState, UserState, frozen
 from rankers.base import Ranker, RankRequest
 
@@ -225,6 +226,21 @@ def test_a_pinned_row_needs_only_one_new_title() -> None:
     assert all(len(r.title_ids) >= 8 for r in placed if r.ranker != "continue_watching")
     unpinned, _ = build(PageRules(rules=rules[:1]), cols=10)
     assert "continue_watching" not in [r.ranker for r in unpinned]
+    exempt, _ = build(PageRules(rules=({"rule": "min_titles", "n": 8, "exempt": ["continue_watching"]},)), cols=10)
+    assert "continue_watching" in [r.ranker for r in exempt]
+
+
+def test_refusing_only_keeps_the_pinned_rankers_minimum_without_the_pin() -> None:
+    """Replaying a logged order: no pin forces a row, but a pinned ranker's short row is not refused."""
+    rules = PageRules(rules=({"rule": "pin", "ranker": "continue_watching", "within": 1}, {"rule": "min_titles", "n": 8}))
+    refusing = rules.refusing_only()
+    assert not any(r.rule == "pin" for r in refusing.rules)
+    ids = [r.row_id for r in matrix().rows]
+    served = np.array([ids.index("personalized:top"), ids.index("top_n:pop"), ids.index("continue_watching:cw")])
+    placed, _ = build(refusing, scorer=LoggedOrderScorer(served), rows=3, cols=10)
+    assert [r.row_id for r in placed] == ["personalized:top", "top_n:pop", "continue_watching:cw"]  # the third row, past its pin
+    strict, _ = build(PageRules(rules=rules.rules[1:]), scorer=LoggedOrderScorer(served), rows=3, cols=10)
+    assert "continue_watching:cw" not in [r.row_id for r in strict]  # without the pin it would be refused
 
 
 def test_max_rows_per_ranker() -> None:
@@ -262,6 +278,7 @@ def test_maturity_rule_filters_titles() -> None:
     [
         ({"rule": "pin", "ranker": "nope", "within": 2}, "(pin): unknown ranker 'nope'"),
         ({"rule": "max_rows", "ranker": "ghost", "max": 2}, "(max_rows): unknown ranker 'ghost'"),
+        ({"rule": "min_titles", "n": 4, "exempt": ["top_n", "phantom"]}, "(min_titles): unknown ranker 'phantom'"),
     ],
 )
 def test_rules_naming_unknown_rankers_are_rejected(rule: dict, message: str) -> None:

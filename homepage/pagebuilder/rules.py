@@ -35,11 +35,12 @@ class MinTitlesRule(_Rule):
     """A row is placed only if at least ``n`` of its titles are still new to the page.
 
     A pinned ranker's row needs only one: "Continue watching" with a single unfinished title
-    is still the row that user expects first.
+    is still the row that user expects first. So do the rows of the rankers in ``exempt``.
     """
 
     rule: Literal["min_titles"] = "min_titles"
     n: int = Field(default=4, ge=1, le=100)
+    exempt: tuple[str, ...] = Field(default=(), description="rankers whose rows need one new title (pinned rankers always do)")
 
 
 class MinViewportGenresRule(_Rule):
@@ -79,11 +80,26 @@ class PageRules(BaseModel):
         """Reject rules that name rankers which are not configured."""
         for i, r in enumerate(self.rules):
             name = getattr(r, "ranker", None)
-            if name is not None and name != "*" and name not in rankers:
+            unknown = [n for n in ([name] if name not in (None, "*") else []) + list(getattr(r, "exempt", ())) if n not in rankers]
+            if unknown:
                 known = ", ".join(sorted(rankers))
-                raise HomepageError(f"rules[{i}] ({r.rule}): unknown ranker {name!r} (configured: {known})")
+                raise HomepageError(f"rules[{i}] ({r.rule}): unknown ranker {unknown[0]!r} (configured: {known})")
             if isinstance(r, PinRule) and r.within > 50:
                 raise HomepageError(f"rules[{i}] (pin): within must be <= 50")
+
+    def refusing_only(self) -> PageRules:
+        """The rules that only refuse rows (no pins, no viewport-genre forcing), each ranker still held to the same minimum.
+
+        For replaying a logged row order: pins are dropped, so their rankers are named exempt
+        from ``min_titles`` instead, as they were when the page was served.
+        """
+        pinned = tuple(r.ranker for r in self.rules if isinstance(r, PinRule))
+        kept = tuple(
+            r.model_copy(update={"exempt": (*r.exempt, *pinned)}) if isinstance(r, MinTitlesRule) else r
+            for r in self.rules
+            if isinstance(r, (MaxRowsRule, MinTitlesRule, MaturityRule))
+        )
+        return self.model_copy(update={"rules": kept})
 
     def content_only(self) -> PageRules:
         """The rules that filter titles, without those about rows (for single-list pages)."""
@@ -112,9 +128,11 @@ class RulePlan:
         limit = np.full(len(ranker_names) + 1, 2**62, dtype=np.int64)  # no limit; last: unknown rankers
         # in configured order: ("pin", ranker code, stage, label) or ("genres", k, 0, label)
         self.ordered: list[tuple[str, int, int, str]] = []
+        exempt: set[str] = set()
         for r in rules.rules:
             if isinstance(r, MinTitlesRule):
                 self.min_titles = max(self.min_titles, r.n)
+                exempt.update(r.exempt)
             elif isinstance(r, MaxRowsRule):
                 if r.ranker == "*":
                     np.minimum(limit, r.max, out=limit)
@@ -126,11 +144,11 @@ class RulePlan:
             elif isinstance(r, MinViewportGenresRule):
                 self.ordered.append(("genres", r.k, 0, f"min_viewport_genres:{r.k}"))
         self.limit = limit
-        # per ranker code (last: unknown rankers); pinned rankers are held to one new title
+        # per ranker code (last: unknown rankers); pinned and exempt rankers are held to one new title
         self.min_titles_of = np.full(len(ranker_names) + 1, self.min_titles, dtype=np.int64)
-        for what, code, _, _ in self.ordered:
-            if what == "pin":
-                self.min_titles_of[code] = 1
+        exempt.update(ranker_names[code] for what, code, _, _ in self.ordered if what == "pin")
+        for name in exempt & set(ranker_names):
+            self.min_titles_of[ranker_names.index(name)] = 1
 
     def eligible(
         self, stage: int, row_rankers: np.ndarray, n_effective: np.ndarray, new_genres: np.ndarray, ranker_count: np.ndarray, viewport_genre_count: int

@@ -31,7 +31,6 @@ from homepage.pagebuilder.candidates import CandidateMatrix
 from homepage.pagebuilder.features import COL, StageView
 from homepage.pagebuilder.loop import assemble
 from homepage.pagebuilder.model import PageModel
-from homepage.pagebuilder.rules import MaturityRule, MaxRowsRule, MinTitlesRule
 from homepage.pagebuilder.training import StageData, grade
 from homepage.replay.run import WorldCache
 from homepage.servedlogs.layouts import layouts
@@ -91,7 +90,7 @@ def served_stage_data_multi(
     """
     catalog = models.catalog
     worlds = WorldCache(log, half_life, 3600)
-    replay_rules = models.rules.model_copy(update={"rules": tuple(r for r in models.rules.rules if isinstance(r, (MaxRowsRule, MinTitlesRule, MaturityRule)))})
+    replay_rules = models.rules.refusing_only()
     Xs: list[list[np.ndarray]] = [[] for _ in thetas]
     ys: list[list[np.ndarray]] = [[] for _ in thetas]
     sizes: list[list[int]] = [[] for _ in thetas]
