@@ -182,6 +182,12 @@ def test_replay_cli_writes_json_and_report(world: dict[str, object], tmp_path: P
         assert sum(v["rows_per_page"] for v in placed.values()) == pytest.approx(6.0), name
         assert all(0 < v["page_share"] <= 1 and 1 <= v["mean_first_row"] <= 6 for v in placed.values()), name
     assert "Where each ranker's rows are placed" in (tmp_path / "rep" / "README.md").read_text()
+    # resumed titles: the template pins "Continue watching" first; the single list has no such row
+    resumes = {name: m["resume_recall"] for name, m in report["policies"].items()}
+    assert resumes["template"]["requests"] > 0 and resumes["template"]["mean"] > 0.3
+    assert resumes["single-list"]["mean"] == 0.0
+    assert report["paired"]["template - single-list"]["resume_recall"]["ci"][0] > 0
+    assert "Resumed titles shown on the page" in (tmp_path / "rep" / "README.md").read_text()
 
 
 def test_replay_refuses_a_bundle_trained_past_the_split(world: dict[str, object]) -> None:

@@ -117,7 +117,8 @@ def _by_time(requests: Requests, idx: np.ndarray) -> np.ndarray:
 
 
 def _subset(requests: Requests, idx: np.ndarray) -> Requests:
-    return Requests(requests.user_ids[idx], requests.times[idx], tuple(requests.targets[int(i)] for i in idx), requests.cold[idx])
+    resumes = tuple(requests.resumes[int(i)] for i in idx) if requests.resumes else ()
+    return Requests(requests.user_ids[idx], requests.times[idx], tuple(requests.targets[int(i)] for i in idx), requests.cold[idx], resumes)
 
 
 def stage_task(pdf: pd.DataFrame, spec: StageSpec) -> pd.DataFrame:

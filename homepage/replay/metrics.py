@@ -7,7 +7,11 @@ Per request (a grid of catalog indices, -1 for empty slots, and the target title
 - ``viewport_recall`` / ``page_recall``: hits in the viewport / on the page over
   min(|targets|, slots there);
 - ``duplicates``: titles shown more than once; ``viewport_genres``: distinct genres there;
-- ``novelty``: mean self-information -log2(popularity share) of the titles shown.
+- ``novelty``: mean self-information -log2(popularity share) of the titles shown;
+- ``resume_recall``: of the titles the user had started and not finished by t and played
+  again in the window (``Requests.resumes``), the share shown anywhere on the page; NaN for a
+  request without any, so it is averaged over the requests that have some. Targets leave out
+  titles seen by t, so this is the only metric that sees a "Continue watching" row's value.
 Across requests: ``coverage`` (distinct titles shown / catalog size) and the share of
 hits from each ranker's rows.
 """
@@ -19,6 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 
 PER_REQUEST = ("ndcg_2d", "viewport_recall", "page_recall", "duplicates", "viewport_genres", "novelty")
+RESUME = "resume_recall"  # per request too, but NaN where the request has no resumed title
 
 
 def discounts(rows: int, cols: int) -> np.ndarray:
@@ -43,6 +48,7 @@ def score_page(
     genre_matrix: np.ndarray,
     self_info: np.ndarray,
     viewport: tuple[int, int],
+    resumes: np.ndarray | None = None,
 ) -> PageScore:
     """Metrics of one page; ``grid`` is (R, C) catalog indices with -1 for empty slots."""
     R, C = grid.shape
@@ -63,6 +69,7 @@ def score_page(
         "duplicates": float((counts - 1).sum()),
         "viewport_genres": float(genre_matrix[vshown].any(axis=0).sum()) if vshown.size else 0.0,
         "novelty": float(self_info[shown].mean()) if shown.size else 0.0,
+        RESUME: float(np.isin(resumes, shown).mean()) if resumes is not None and resumes.size else float("nan"),
     }
     hit_rows = np.nonzero(hits)[0]
     return PageScore(values, hits, tuple(row_rankers[i] for i in hit_rows))

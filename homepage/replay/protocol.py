@@ -4,7 +4,8 @@ Seeded and temporal. Requests are drawn from the held-out period after the split
 T: for a sampled user, a request time t is one second before one of their held-out
 events (the moment they opened the app); the targets are the distinct titles they
 played or rated in (t, t + horizon], minus titles they had already seen by t. Users
-with no history before t form the cold-start slice.
+with no history before t form the cold-start slice. Titles started and not finished by t
+and played again in the window are the request's resumes (``resume_recall``).
 """
 
 from __future__ import annotations
@@ -15,6 +16,11 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from homepage.eventlog import DAY, EventLog
+from homepage.state import PLAY
+
+# a title counts as started and unfinished when its latest play's progress is in [0.05, 0.9):
+# the continue-watching ranker's defaults, fixed here so the metric does not move with its config
+RESUME_FROM, RESUME_BELOW = 0.05, 0.9
 
 
 class ReplayProtocol(BaseModel):
@@ -46,6 +52,8 @@ class Requests:
     times: np.ndarray  # int64
     targets: tuple[np.ndarray, ...]  # catalog indices per request
     cold: np.ndarray  # bool
+    # per request: titles started and unfinished by t and played again in the window; () without progress data
+    resumes: tuple[np.ndarray, ...] = ()
 
     def __len__(self) -> int:
         return int(self.user_ids.shape[0])
@@ -100,17 +108,34 @@ def sample_requests(log: EventLog, protocol: ReplayProtocol, until: int | None =
     keep = np.flatnonzero(has_target)
     if keep.size > protocol.max_requests:
         keep = keep[np.sort(rng.choice(keep.size, size=protocol.max_requests, replace=False))]
-    targets = []
+    targets, resumes = [], []
+    with_progress = bool((~np.isnan(log.u_progress)).any())  # MovieLens has none: no resumes
     for i in keep.tolist():
         a, s, e = int(starts[pos[i]]), int(seen_end[i]), int(stop[i])
         tgt = titles[s:e]
         targets.append(np.setdiff1d(tgt[tgt >= 0], titles[a:s]))
+        if with_progress:
+            resumes.append(_resumed(titles, log.u_kinds, log.u_progress, a, s, e))
     return Requests(
         user_ids=log.user_ids[pos[keep]].astype(np.int64),
         times=times[keep].astype(np.int64),
         targets=tuple(targets),
         cold=seen_end[keep] == starts[pos[keep]],
+        resumes=tuple(resumes),
     )
+
+
+def _resumed(titles: np.ndarray, kinds: np.ndarray, progress: np.ndarray, a: int, s: int, e: int) -> np.ndarray:
+    """Titles whose latest play before ``s`` stopped in [RESUME_FROM, RESUME_BELOW) and that are played in [s, e)."""
+    before = (kinds[a:s] == PLAY) & ~np.isnan(progress[a:s]) & (titles[a:s] >= 0)
+    if not before.any():
+        return np.zeros(0, np.int64)
+    idx, prog = titles[a:s][before][::-1], progress[a:s][before][::-1]
+    started, first = np.unique(idx, return_index=True)  # the latest play of each title
+    last = prog[first]
+    unfinished = started[(last >= RESUME_FROM) & (last < RESUME_BELOW)]
+    after = titles[s:e][(kinds[s:e] == PLAY) & (titles[s:e] >= 0)]
+    return np.intersect1d(unfinished, after)
 
 
 def _per_user_count(flags: np.ndarray, ptr: np.ndarray) -> np.ndarray:

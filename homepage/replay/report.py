@@ -9,7 +9,7 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from homepage.replay.metrics import PER_REQUEST
+from homepage.replay.metrics import PER_REQUEST, RESUME
 from homepage.replay.run import ReplayResult
 
 SHOWN = ("ndcg_2d", "viewport_recall", "page_recall", "duplicates", "viewport_genres", "coverage", "novelty")
@@ -31,6 +31,14 @@ def print_tables(report: dict[str, object], console: Console | None = None) -> N
     for name, metrics in policies.items():
         t.add_row(name, *(_fmt(metrics[m]) for m in SHOWN))
     console.print(t)
+    resumes = {name: m[RESUME] for name, m in policies.items() if RESUME in m}
+    if resumes:
+        r = Table(title=f"Resumed titles shown on the page ({RESUME}; {next(iter(resumes.values()))['requests']} requests with one)")
+        r.add_column("policy")
+        r.add_column(RESUME, justify="right")
+        for name, cell in resumes.items():
+            r.add_row(name, _fmt(cell))
+        console.print(r)
     p = Table(title="Paired differences (A - B) on the same requests")
     p.add_column("A - B")
     for m in ("ndcg_2d", "viewport_recall", "page_recall"):
@@ -90,6 +98,11 @@ def write_report(result: ReplayResult, report: dict[str, object], out_dir: Path)
     ]
     for n in names:
         lines.append(f"| {n} | " + " | ".join(_fmt(policies[n][m]) for m in SHOWN) + " |")
+    resumes = {n: policies[n][RESUME] for n in names if RESUME in policies[n]}
+    if resumes:
+        first = next(iter(resumes.values()))
+        lines += ["", f"## Resumed titles shown on the page ({RESUME}, over the {first['requests']} requests with one)", ""]
+        lines += [f"- **{n}**: {_fmt(cell)}" for n, cell in resumes.items()]
     lines += ["", "## Paired differences (A - B)", "", "| A - B | ndcg_2d | viewport_recall | page_recall |", "|---|---|---|---|"]
     for pair, ms in report["paired"].items():  # type: ignore[union-attr]
         lines.append(f"| {pair} | " + " | ".join(_fmt(ms[m]) for m in ("ndcg_2d", "viewport_recall", "page_recall")) + " |")

@@ -15,7 +15,7 @@ import numpy as np
 from homepage.domain import Page, RequestContext
 from homepage.eventlog import EventLog
 from homepage.page import PageModels, build_page, prepare_request
-from homepage.replay.metrics import PER_REQUEST, bootstrap_coverage, bootstrap_mean, score_page
+from homepage.replay.metrics import PER_REQUEST, RESUME, bootstrap_coverage, bootstrap_mean, score_page
 from homepage.replay.protocol import ReplayProtocol, Requests
 from homepage.state import GlobalState
 
@@ -25,7 +25,7 @@ class PolicyRun:
     """Everything measured for one policy over the requests."""
 
     name: str
-    values: dict[str, list[float]] = field(default_factory=lambda: {m: [] for m in PER_REQUEST})
+    values: dict[str, list[float]] = field(default_factory=lambda: {m: [] for m in (*PER_REQUEST, RESUME)})
     shown: list[np.ndarray] = field(default_factory=list)
     hit_heat: np.ndarray | None = None
     ranker_hits: dict[str, int] = field(default_factory=dict)
@@ -78,6 +78,11 @@ class ReplayResult:
                 vb = np.asarray(self.runs[b].values[m])[warm]
                 mean, lo, hi = bootstrap_mean(va - vb, n_boot)
                 diff[m] = {"mean": mean, "ci": [lo, hi]}
+            va, vb = (np.asarray(self.runs[p].values[RESUME])[warm] for p in (a, b))
+            has = ~np.isnan(va) & ~np.isnan(vb)
+            if has.any():
+                mean, lo, hi = bootstrap_mean(va[has] - vb[has], n_boot)
+                diff[RESUME] = {"mean": mean, "ci": [lo, hi], "requests": int(has.sum())}
             paired[f"{a} - {b}"] = diff
         out["paired"] = paired
         return out
@@ -104,6 +109,11 @@ class ReplayResult:
             v = np.asarray(run.values[m])[mask]
             mean, lo, hi = bootstrap_mean(v, n_boot)
             res[m] = {"mean": mean, "ci": [lo, hi]}
+        v = np.asarray(run.values[RESUME])[mask]
+        v = v[~np.isnan(v)]
+        if v.size:  # only requests with a resumed title
+            mean, lo, hi = bootstrap_mean(v, n_boot)
+            res[RESUME] = {"mean": mean, "ci": [lo, hi], "requests": int(v.size)}
         if coverage:
             shown = [s for s, keep in zip(run.shown, mask) if keep]
             mean, lo, hi = bootstrap_coverage(shown, self.n_titles)
@@ -249,7 +259,8 @@ def _score_requests(indices: list[int]) -> list[dict[str, RequestScore]]:
             page = build_page(user, world, models, ctx, policy=p, prepared=prepared)
             seconds = time.perf_counter() - t0 + shared
             grid, rankers = page_grid(page, models, protocol.rows, protocol.cols)
-            s = score_page(grid, rankers, requests.targets[i], catalog.genre_matrix, si, (protocol.viewport_rows, protocol.viewport_cols))
+            resumes = requests.resumes[i] if requests.resumes else None
+            s = score_page(grid, rankers, requests.targets[i], catalog.genre_matrix, si, (protocol.viewport_rows, protocol.viewport_cols), resumes)
             scores[p] = RequestScore(s.values, grid[grid >= 0], s.hits_grid, s.hit_rankers, seconds, tuple(r for r in rankers if r))
         out.append(scores)
     return out
