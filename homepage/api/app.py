@@ -19,6 +19,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from threadpoolctl import threadpool_limits
 
 from homepage.api.security import BodyLimit
 from homepage.api.settings import ServeSettings, get_serve_settings
@@ -45,10 +46,15 @@ def create_app(settings: ServeSettings | None = None, store_settings: Settings |
         service = PageService(store, serve.service_config(), app.state.metrics)
         app.state.service = service
         await asyncio.to_thread(service.refresh)
+        # one BLAS/OpenMP thread per worker, once the models' libraries are loaded: a page is a few
+        # small matrix products, and a second BLAS thread spinning beside the other workers only
+        # burns the cores they need (6x a ranker's CPU time on a busy 2-core box)
+        blas = threadpool_limits(1)
         task = asyncio.create_task(_refresh_after(service))
         try:
             yield
         finally:
+            blas.restore_original_limits()
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task

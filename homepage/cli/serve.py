@@ -48,6 +48,8 @@ def run_server(host: str, port: int, workers: int) -> None:
     if workers > 1 and not os.environ.get(MULTIPROC_ENV):
         metrics_dir = tempfile.mkdtemp(prefix="homepage-metrics-")
         os.environ[MULTIPROC_ENV] = metrics_dir  # inherited by the spawned workers before they import prometheus_client
+    for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(var, "1")  # spawned workers start with one BLAS thread; the app's lifespan limits an in-process one
     if not settings.redis_url:
         emb = EmbeddedRedis(settings.embedded_dir)
         emb.start()  # the workers find it listening and connect to its socket
