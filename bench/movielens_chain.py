@@ -44,7 +44,7 @@ import sys
 from pathlib import Path
 sys.path.insert(0, str(Path.cwd()))
 from fixtures.movielens_export import write_movielens
-print(write_movielens(Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3]))
+Path(sys.argv[4]).write_text(str(write_movielens(Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3])))
 """
 
 
@@ -79,20 +79,26 @@ def main() -> None:
     hp = [sys.executable, "-m", "homepage"]
     steps: dict[str, dict[str, float]] = {}
     world, release, dataset, models = d / "world", d / f"release-{args.layout}", d / "dataset", d / "models"
-    if args.reuse and (d / f"release-{args.layout}.complete").is_file():
-        n = int((d / f"release-{args.layout}.complete").read_text())
+    marker = d / f"release-{args.layout}.complete"  # the shape it was made with, then its ratings
+    shape = f"{args.users} {args.titles} {args.events} {args.seed}"
+    made = marker.read_text().split() if marker.is_file() else []
+    if args.reuse and made[:4] == shape.split():
+        n = int(made[4])
         print(f"{release}: {n:,} ratings ({args.layout} layout), reused")
     else:
+        if args.reuse:
+            print(f"--reuse: no complete {args.layout} release of this shape in {d}; making one")
+        marker.unlink(missing_ok=True)  # a failed run below must not leave a half-written release marked complete
         steps["generate (the world)"] = timed(
             [*hp, "generate", "--users", str(args.users), "--titles", str(args.titles), "--events", str(args.events), "--seed", str(args.seed), "--out", str(world)],
             d / "generate.log",
         )
         # in a child, like every step: a child's peak RSS starts from its parent's at fork (Linux keeps the
         # high-water mark across exec), so a bench process grown by the export would inflate every later figure
-        steps["export (MovieLens release)"] = timed([sys.executable, "-c", WRITE_RELEASE, str(world), str(release), args.layout], d / "export.log")
-        n = int((d / "export.log").read_text().split()[-1])
+        steps["export (MovieLens release)"] = timed([sys.executable, "-c", WRITE_RELEASE, str(world), str(release), args.layout, str(d / "ratings.count")], d / "export.log")
+        n = int((d / "ratings.count").read_text())
         print(f"{release}: {n:,} ratings ({args.layout} layout)")
-        (d / f"release-{args.layout}.complete").write_text(str(n))
+        marker.write_text(f"{shape} {n}")
     steps["read_csv (baseline)"] = timed([sys.executable, "-c", READ_RATINGS, str(release)], d / "read.log")
     steps["ingest"] = timed([*hp, "ingest", "movielens", str(release), "--out", str(dataset)], d / "ingest.log")
     steps["train"] = timed([*hp, "train", str(dataset), "--out", str(models)], d / "train.log")

@@ -204,9 +204,13 @@ class PageService:
         m = self.store.meta(version)
         return int(m.as_of) - int(m.created)
 
-    def now(self) -> int:
-        """The service's time (Unix seconds): requests, event stamps and decay use it, never ``time.time()``."""
-        cur = self.loaded
+    def now(self, cur: Loaded | None = None) -> int:
+        """The service's time (Unix seconds) under ``cur`` (default: what is loaded now); never ``time.time()``.
+
+        Callers that go on to use a loaded version pass it, so a version swap in between cannot
+        pair one version's world with another's clock.
+        """
+        cur = cur if cur is not None else self.loaded
         return int(time.time()) + (cur.clock_offset if cur is not None else 0)
 
     def _remember_bad(self, version: str, error: str) -> None:
@@ -282,11 +286,12 @@ class PageService:
         answers HTTP, and each hand-over can wait the interpreter's 5 ms switch interval.
         """
         started = time.monotonic()
-        now = self.now()
+        cur = self.loaded
+        now = self.now(cur)
         deadline = self.config.deadline_seconds
         reason = ""
         try:
-            result = await self._page(user_id, params, nonce, now, started, deadline)
+            result = await self._page(cur, user_id, params, nonce, now, started, deadline)
         except TimeoutError:
             reason = "deadline"
         except StoreUnavailable:
@@ -309,8 +314,7 @@ class PageService:
                 self.metrics.rows_served.labels(ranker).inc(n)
         return result
 
-    async def _page(self, user_id: int, params: PageParams, nonce: str | None, now: int, started: float, deadline: float) -> PageResult:
-        cur = self.loaded
+    async def _page(self, cur: Loaded | None, user_id: int, params: PageParams, nonce: str | None, now: int, started: float, deadline: float) -> PageResult:
         if cur is None:
             raise StoreUnavailable("no model loaded yet")
         field_ = params.cache_field(cur.policy)
@@ -339,11 +343,18 @@ class PageService:
         return PageResult(built.body, degraded=False, cache_hit=False, rows_by_ranker=built.rows_by_ranker)
 
     # ------------------------------------------------------------ writes
-    def ingest(self, events: Sequence[Event], keys: Sequence[str | None]) -> int:
-        """Apply events in Redis (stream, user state, counters, cache invalidation); returns how many were new."""
+    def ingest(self, events: Sequence[Event], keys: Sequence[str | None], stamped_under: str | None = None) -> int:
+        """Apply events in Redis (stream, user state, counters, cache invalidation); returns how many were new.
+
+        ``stamped_under`` is the version whose clock validated and stamped the events. On the data
+        clock, events go to Redis's active version, so a publish or rollback this worker has not
+        followed yet (a different clock) refuses them with 503 until it has (``refresh_seconds``).
+        """
         cur = self.loaded
         if cur is None:
             raise StoreUnavailable("no model loaded yet")
+        if self.config.clock == "data" and not (stamped_under == cur.store_version == self.store.active_version()):
+            raise StoreUnavailable("the published version changed under the data clock; retry in a few seconds")
         n = self.store.append_events(events, cur.models.catalog, keys)
         self.metrics.events.inc(n)
         self.metrics.events_duplicate.inc(len(events) - n)

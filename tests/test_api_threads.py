@@ -21,13 +21,13 @@ from homepage.publish import publish_dataset
 
 SERVER = r"""
 import json, sys, threading, time
-import httpx, uvicorn
+import httpx, numpy, uvicorn  # numpy loads OpenBLAS, so the limit below has a library to act on
 from threadpoolctl import threadpool_info, threadpool_limits
 
 def blas():
     return sorted({int(lib["num_threads"]) for lib in threadpool_info() if lib["user_api"] == "blas"})
 
-threadpool_limits(2, user_api="blas")  # what an unconfigured process on two cores starts with
+threadpool_limits(2, user_api="blas")  # more than one, whatever this machine's default
 from homepage.api.app import create_app
 
 seen = {"before": blas()}
@@ -58,8 +58,8 @@ def test_the_app_limits_blas_to_one_thread_while_it_serves(request: pytest.Fixtu
         drop_prefix(client, settings.key_prefix)
     assert out.returncode == 0, out.stderr[-2000:]
     seen = json.loads(out.stdout.strip().splitlines()[-1])
-    if not seen["before"]:
-        pytest.skip("no BLAS library loaded in the server process")
-    assert seen["before"] == [2] and seen["status"] == 200
+    if seen["before"] in ([], [1]):
+        pytest.skip(f"BLAS threads before serving: {seen['before']}; nothing for the limit to lower")
+    assert seen["status"] == 200
     assert seen["serving"] == [1]
-    assert seen["after"] == [2]  # given back when the app stops
+    assert seen["after"] == seen["before"]  # given back when the app stops

@@ -55,5 +55,14 @@ def test_events_are_stamped_and_checked_on_the_data_clock(backend: str, request:
             wall = http.post("/events", json={"user_id": user, "title_id": title, "kind": "play", "progress": 0.9, "ts": int(time.time())}, headers=key)
             assert wall.status_code == 422 and "ts" in wall.text and "after the server's time" in wall.text
             assert len(store.read_user_state(user, int(time.time()) + 86_400, catalog, meta.version)) == len(state)
+
+            # a republish this worker has not followed yet runs on another clock: events wait (503) until it has
+            older = publish_dataset(store, WORLD_SMALL, models=serving_bundle, at=meta.as_of - 10 * 86_400).meta
+            refused = http.post("/events", json={"user_id": user, "title_id": title, "kind": "play", "progress": 0.6}, headers=key)
+            assert refused.status_code == 503 and "retry-after" in refused.headers
+            assert http.post("/admin/reload", headers=key).json()["store_version"] == older.version
+            assert http.post("/events", json={"user_id": user, "title_id": title, "kind": "play", "progress": 0.6}, headers=key).status_code == 202
+            moved = store.read_user_state(user, int(time.time()) + 86_400, catalog, older.version)
+            assert older.as_of <= int(moved.ts[-1]) <= older.as_of + time.time() - older.created + 1  # the new version's clock
     finally:
         drop_prefix(client, settings.key_prefix)

@@ -230,6 +230,17 @@ def test_a_pinned_row_needs_only_one_new_title() -> None:
     assert "continue_watching" in [r.ranker for r in exempt]
 
 
+def test_a_pin_exempts_only_the_row_it_places() -> None:
+    """The pinned ranker's later rows are held to min_titles like any other; an exempt ranker's are not."""
+    pin = {"rule": "pin", "ranker": "video_to_video", "within": 1}
+    placed, _ = build(PageRules(rules=(pin, {"rule": "min_titles", "n": 15})), rows=11, cols=30)
+    v2v = [r for r in placed if r.ranker == "video_to_video"]
+    assert placed[0].ranker == "video_to_video" and all(len(r.title_ids) >= 15 for r in placed)
+    exempt, _ = build(PageRules(rules=(pin, {"rule": "min_titles", "n": 15, "exempt": ["video_to_video"]})), rows=11, cols=30)
+    short = [r for r in exempt if r.ranker == "video_to_video" and len(r.title_ids) < 15]
+    assert short and len([r for r in exempt if r.ranker == "video_to_video"]) > len(v2v)
+
+
 def test_refusing_only_keeps_the_pinned_rankers_minimum_without_the_pin() -> None:
     """Replaying a logged order: no pin forces a row, but a pinned ranker's short row is not refused."""
     rules = PageRules(rules=({"rule": "pin", "ranker": "continue_watching", "within": 1}, {"rule": "min_titles", "n": 8}))

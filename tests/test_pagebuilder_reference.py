@@ -135,8 +135,9 @@ def reference_eligible(
     ok = n_eff > 0
     pinned = {names.index(r.ranker) for r in rules.rules if isinstance(r, PinRule) and r.ranker in names}
     for rule in rules.rules:
-        if isinstance(rule, MinTitlesRule):  # a pinned ranker's row needs one new title
-            ok &= (n_eff >= rule.n) | np.isin(cm.ranker[remaining], list(pinned))
+        if isinstance(rule, MinTitlesRule):  # a pinned ranker's first row needs one new title
+            first_of_pinned = np.array([int(cm.ranker[r]) in pinned and page.rankers.count(int(cm.ranker[r])) == 0 for r in remaining], dtype=bool)
+            ok &= (n_eff >= rule.n) | first_of_pinned
         elif isinstance(rule, MaxRowsRule):
             for j, r in enumerate(remaining):
                 name = names[cm.ranker[r]] if cm.ranker[r] < len(names) else None

@@ -40,7 +40,11 @@ async def post_events(request: Request, body: Annotated[EventsBody, Body()]) -> 
     """
     items = body.events if isinstance(body, EventBatch) else [body]
     service = _service(request)
-    now = service.now()  # the wall clock, or the published data's time (HOMEPAGE_CLOCK=data)
+    cur = service.loaded
+    if cur is None:  # nor a clock, on the data clock
+        service.metrics.events_rejected.inc(len(items))
+        raise StoreUnavailable("no model loaded yet")
+    now = service.now(cur)  # the wall clock, or the published data's time (HOMEPAGE_CLOCK=data)
     events = [e.to_event(now) for e in items]
     for i, e in enumerate(events):
         if e.ts > now + MAX_FUTURE_SECONDS:
@@ -49,7 +53,7 @@ async def post_events(request: Request, body: Annotated[EventsBody, Body()]) -> 
             raise RequestValidationError([{"loc": loc, "msg": msg, "type": "value_error", "input": e.ts}])
     keys = [e.idempotency_key for e in items]
     try:
-        n = await service.run(service.ingest, events, keys)
+        n = await service.run(service.ingest, events, keys, cur.store_version)
     except (StoreUnavailable, StoreError) as e:
         service.metrics.events_rejected.inc(len(events))
         raise StoreUnavailable(str(e)) from e

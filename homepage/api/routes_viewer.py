@@ -175,7 +175,7 @@ def pick_samples(history_lengths: dict[int, int]) -> list[tuple[str, int, int]]:
 def _active_samples(service: PageService, cur: Loaded, size: int) -> list[SampleUser]:
     """Heavy and light users from a random sample of the version's active users."""
     store, v, cat = service.store, cur.store_version, cur.models.catalog
-    now = service.now()
+    now = service.now(cur)
     ids = store.sample_users(size, v)
     lengths = {u: len(store.read_user_state(u, now, cat, v)) for u in ids}
     return [SampleUser(label=label, user_id=u, events=n) for label, u, n in pick_samples(lengths)]
@@ -183,7 +183,7 @@ def _active_samples(service: PageService, cur: Loaded, size: int) -> list[Sample
 
 def _cold_user(service: PageService, cur: Loaded) -> SampleUser:
     """The first id from ``COLD_START_BASE`` with no history (a click in the viewer makes a user warm)."""
-    now = service.now()
+    now = service.now(cur)
     for u in range(COLD_START_BASE, COLD_START_BASE + 100):
         if not len(service.store.read_user_state(u, now, cur.models.catalog, cur.store_version)):
             return SampleUser(label="cold-start", user_id=u, events=0)
@@ -265,7 +265,7 @@ async def policy_page(
     if name not in known:
         raise HTTPException(422, f"policy: {name!r} is not one of {', '.join(known)}")
     service = _service(request)
-    now = service.now()
+    now = service.now(cur)
     ctx = RequestContext(user_id, now, rows, cols, device, (now // 3600) % 24, region)
     body = await service.run(_policy_page, service, cur, user_id, name, ctx)
     return Response(body, media_type="application/json", headers={"Cache-Control": "no-store"})

@@ -34,8 +34,9 @@ class MaxRowsRule(_Rule):
 class MinTitlesRule(_Rule):
     """A row is placed only if at least ``n`` of its titles are still new to the page.
 
-    A pinned ranker's row needs only one: "Continue watching" with a single unfinished title
-    is still the row that user expects first. So do the rows of the rankers in ``exempt``.
+    A pinned ranker's first row (the one the pin places) needs only one: "Continue watching"
+    with a single unfinished title is still the row that user expects first. So do all rows
+    of the rankers in ``exempt``.
     """
 
     rule: Literal["min_titles"] = "min_titles"
@@ -91,7 +92,8 @@ class PageRules(BaseModel):
         """The rules that only refuse rows (no pins, no viewport-genre forcing), each ranker still held to the same minimum.
 
         For replaying a logged row order: pins are dropped, so their rankers are named exempt
-        from ``min_titles`` instead, as they were when the page was served.
+        from ``min_titles`` instead (all their rows, not only the first: the same for a one-row
+        ranker such as continue watching).
         """
         pinned = tuple(r.ranker for r in self.rules if isinstance(r, PinRule))
         kept = tuple(
@@ -144,17 +146,22 @@ class RulePlan:
             elif isinstance(r, MinViewportGenresRule):
                 self.ordered.append(("genres", r.k, 0, f"min_viewport_genres:{r.k}"))
         self.limit = limit
-        # per ranker code (last: unknown rankers); pinned and exempt rankers are held to one new title
-        self.min_titles_of = np.full(len(ranker_names) + 1, self.min_titles, dtype=np.int64)
-        exempt.update(ranker_names[code] for what, code, _, _ in self.ordered if what == "pin")
+        # per ranker code (last: unknown rankers), for its first row and for the rows after it:
+        # an exempt ranker's rows need one new title, a pinned ranker's first row (the one pinned) too
+        self.min_titles_rest = np.full(len(ranker_names) + 1, self.min_titles, dtype=np.int64)
         for name in exempt & set(ranker_names):
-            self.min_titles_of[ranker_names.index(name)] = 1
+            self.min_titles_rest[ranker_names.index(name)] = 1
+        self.min_titles_first = self.min_titles_rest.copy()
+        for what, code, _, _ in self.ordered:
+            if what == "pin":
+                self.min_titles_first[code] = 1
 
     def eligible(
         self, stage: int, row_rankers: np.ndarray, n_effective: np.ndarray, new_genres: np.ndarray, ranker_count: np.ndarray, viewport_genre_count: int
     ) -> tuple[np.ndarray, str | None]:
         """Which remaining rows may be placed at ``stage``, and the rule forcing the choice if any."""
-        ok = (n_effective >= self.min_titles_of[row_rankers]) & (ranker_count < self.limit)[row_rankers]
+        need = np.where(ranker_count[row_rankers] == 0, self.min_titles_first[row_rankers], self.min_titles_rest[row_rankers])
+        ok = (n_effective >= need) & (ranker_count < self.limit)[row_rankers]
         forced: str | None = None
         for what, a, b, label in self.ordered:
             if what == "pin":
