@@ -78,6 +78,13 @@ def known_user(api: Api) -> int:
     return int(users["user_id"].iloc[3])
 
 
+def test_a_page_narrower_than_min_titles_is_full_not_empty(api: Api) -> None:
+    """cols 2 under the default min_titles 4: every row still fills its 2 columns."""
+    page = api.get(f"/homepage/{known_user(api)}", params={"rows": 5, "cols": 2}).json()
+    assert page["degraded"] is False and len(page["rows"]) == 5
+    assert all(len(row["titles"]) == 2 for row in page["rows"] if row["ranker"] != "continue_watching")
+
+
 def test_homepage_has_the_documented_fields(api: Api) -> None:
     u = known_user(api)
     r = api.get(f"/homepage/{u}", params={"rows": 6, "cols": 5, "device": "tv"})

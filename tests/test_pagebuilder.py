@@ -254,6 +254,12 @@ def test_refusing_only_keeps_the_pinned_rankers_minimum_without_the_pin() -> Non
     assert "continue_watching:cw" not in [r.row_id for r in strict]  # without the pin it would be refused
 
 
+def test_min_titles_wider_than_the_page_asks_for_full_rows() -> None:
+    """cols 3 under min_titles 4: rows of 3 new titles, not an empty page."""
+    placed, _ = build(PageRules(rules=({"rule": "min_titles", "n": 4},)), rows=6, cols=3)
+    assert len(placed) == 6 and all(len(r.title_ids) == 3 for r in placed)
+
+
 def test_max_rows_per_ranker() -> None:
     placed, _ = build(PageRules(rules=({"rule": "max_rows", "ranker": "*", "max": 2}, {"rule": "max_rows", "ranker": "top_n", "max": 1})))
     counts = pd.Series([r.ranker for r in placed]).value_counts()

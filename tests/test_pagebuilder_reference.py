@@ -137,7 +137,7 @@ def reference_eligible(
     for rule in rules.rules:
         if isinstance(rule, MinTitlesRule):  # a pinned ranker's first row needs one new title
             first_of_pinned = np.array([int(cm.ranker[r]) in pinned and page.rankers.count(int(cm.ranker[r])) == 0 for r in remaining], dtype=bool)
-            ok &= (n_eff >= rule.n) | first_of_pinned
+            ok &= (n_eff >= min(rule.n, cols)) | first_of_pinned
         elif isinstance(rule, MaxRowsRule):
             for j, r in enumerate(remaining):
                 name = names[cm.ranker[r]] if cm.ranker[r] < len(names) else None

@@ -124,7 +124,7 @@ class RulePlan:
     of vector operations; pins and viewport-genre rules keep their configured order.
     """
 
-    def __init__(self, rules: PageRules, ranker_names: list[str]) -> None:
+    def __init__(self, rules: PageRules, ranker_names: list[str], cols: int | None = None) -> None:
         self.viewport_rows = rules.viewport_rows
         self.min_titles = 1  # a row must add at least one title
         limit = np.full(len(ranker_names) + 1, 2**62, dtype=np.int64)  # no limit; last: unknown rankers
@@ -146,6 +146,8 @@ class RulePlan:
             elif isinstance(r, MinViewportGenresRule):
                 self.ordered.append(("genres", r.k, 0, f"min_viewport_genres:{r.k}"))
         self.limit = limit
+        if cols is not None:  # a page narrower than min_titles asks for full rows, not for none
+            self.min_titles = min(self.min_titles, cols)
         # per ranker code (last: unknown rankers), for its first row and for the rows after it:
         # an exempt ranker's rows need one new title, a pinned ranker's first row (the one pinned) too
         self.min_titles_rest = np.full(len(ranker_names) + 1, self.min_titles, dtype=np.int64)
@@ -188,6 +190,7 @@ def eligible(
     new_genres: np.ndarray,
     ranker_count: np.ndarray,
     viewport_genre_count: int,
+    cols: int | None = None,
 ) -> tuple[np.ndarray, str | None]:
     """Which remaining rows may be placed at ``stage``, and the rule forcing the choice if any.
 
@@ -195,4 +198,4 @@ def eligible(
     The page loop resolves the rules once per page with ``RulePlan``; this is the same check
     for a single stage.
     """
-    return RulePlan(rules, ranker_names).eligible(stage, row_rankers, n_effective, new_genres, ranker_count, viewport_genre_count)
+    return RulePlan(rules, ranker_names, cols).eligible(stage, row_rankers, n_effective, new_genres, ranker_count, viewport_genre_count)
