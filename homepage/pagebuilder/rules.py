@@ -81,7 +81,8 @@ class PageRules(BaseModel):
         """Reject rules that name rankers which are not configured."""
         for i, r in enumerate(self.rules):
             name = getattr(r, "ranker", None)
-            unknown = [n for n in ([name] if name not in (None, "*") else []) + list(getattr(r, "exempt", ())) if n not in rankers]
+            named = ([name] if name not in (None, "*") else []) + list(getattr(r, "exempt", ()))
+            unknown = [n for n in named if n not in rankers]
             if unknown:
                 known = ", ".join(sorted(rankers))
                 raise HomepageError(f"rules[{i}] ({r.rule}): unknown ranker {unknown[0]!r} (configured: {known})")
