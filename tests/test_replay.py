@@ -20,7 +20,7 @@ from homepage.dataset import Dataset, load_dataset
 from homepage.domain import EVENT_CODES, EventKind, RequestContext
 from homepage.eventlog import DAY, EventLog
 from homepage.page import PageModels, build_page
-from homepage.replay.metrics import bootstrap_coverage, bootstrap_mean, discounts, score_page
+from homepage.replay.metrics import bootstrap_coverage, bootstrap_mean, discounts, resample_weights, score_page
 from homepage.replay.protocol import ReplayProtocol, sample_requests
 
 POLICIES = ("stage-wise", "row-ranking", "template", "single-list")
@@ -69,12 +69,40 @@ def test_bootstrap_interval_brackets_the_mean_and_narrows_with_data() -> None:
     assert lo2 < 1.0 < hi2
 
 
+def test_bootstrap_over_users_resamples_whole_users() -> None:
+    # 100 users with 3 requests each, their requests alike (as replay's are: one rating session):
+    # the sample holds 100 independent values, not 300
+    rng = np.random.default_rng(2)
+    per_user = rng.normal(0.0, 1.0, 100)
+    values = np.repeat(per_user, 3)
+    users = np.repeat(np.arange(100) * 7 + 3, 3)
+    _, lo_u, hi_u = bootstrap_mean(per_user)
+    m, lo_g, hi_g = bootstrap_mean(values, groups=users)
+    _, lo_r, hi_r = bootstrap_mean(values)
+    assert m == pytest.approx(per_user.mean())
+    assert hi_g - lo_g == pytest.approx(hi_u - lo_u, rel=0.15)  # the interval of the 100 users' values
+    assert hi_r - lo_r < (hi_g - lo_g) / 1.4  # request by request: about sqrt(3) too narrow
+    # one request per user: the same resamples as request by request
+    assert bootstrap_mean(per_user, groups=np.arange(100)) == pytest.approx(bootstrap_mean(per_user), abs=1e-12)
+    # a resample keeps or drops a user's requests together
+    w = resample_weights(300, 50, 0, users)
+    assert (w.reshape(50, 100, 3) == w.reshape(50, 100, 3)[:, :, :1]).all()
+    assert (w.sum(axis=1) % 3 == 0).all() and w.shape == (50, 300)
+
+
 def test_coverage_interval_contains_the_point() -> None:
     rng = np.random.default_rng(1)
     shown = [rng.choice(1000, 20, replace=False) for _ in range(200)]
     p, lo, hi = bootstrap_coverage(shown, 1000)
     assert lo <= p <= hi
     assert p == pytest.approx(np.unique(np.concatenate(shown)).size / 1000)
+    # each user shown the same titles at all 4 of their requests: resampling users widens the interval
+    users = np.repeat(np.arange(50), 4)
+    same = [shown[u] for u in users]
+    pg, lo_g, hi_g = bootstrap_coverage(same, 1000, groups=users)
+    pr, lo_r, hi_r = bootstrap_coverage(same, 1000)
+    assert pg == pr and lo_g <= pg <= hi_g
+    assert hi_g - lo_g > 1.3 * (hi_r - lo_r)
 
 
 # ------------------------------------------------------------------ a tiny world, fitted

@@ -24,7 +24,7 @@ def print_tables(report: dict[str, object], console: Console | None = None) -> N
     console = console or Console()
     policies: dict[str, dict[str, dict[str, object]]] = report["policies"]  # type: ignore[assignment]
     proto = report["protocol"]  # type: ignore[index]
-    t = Table(title=f"Replay: {proto['warm_requests']} warm requests, {proto['users']} users (95% bootstrap intervals)")  # type: ignore[index]
+    t = Table(title=f"Replay: {proto['warm_requests']} warm requests, {proto['users']} users (95% bootstrap intervals over users)")  # type: ignore[index]
     t.add_column("policy")
     for m in SHOWN:
         t.add_column(m, justify="right")
@@ -91,7 +91,7 @@ def write_report(result: ReplayResult, report: dict[str, object], out_dir: Path)
         f"Model version `{proto['model_version']}`, split time {proto['split_time']}, "  # type: ignore[index]
         f"{proto['warm_requests']} warm and {proto['cold_requests']} cold-start requests from {proto['users']} users.",  # type: ignore[index]
         "",
-        "## Policies (warm requests; mean [95% bootstrap interval])",
+        "## Policies (warm requests; mean [95% bootstrap interval, resampling users])",
         "",
         "| policy | " + " | ".join(SHOWN) + " |",
         "|---" * (len(SHOWN) + 1) + "|",

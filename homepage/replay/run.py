@@ -58,6 +58,8 @@ class ReplayResult:
                 "cold_requests": int((~warm).sum()),
                 "users": int(np.unique(self.requests.user_ids).size),
                 "model_version": self.model_version,
+                # requests of one user are not independent: intervals resample users (all their requests)
+                "interval": f"95% percentile bootstrap over users, {n_boot} resamples",
                 **({"baseline_model_version": self.baseline_version} if self.baseline_version else {}),
             },
             "policies": {name: self._summary(run, warm, n_boot) for name, run in self.runs.items()},
@@ -71,17 +73,18 @@ class ReplayResult:
             },
         }
         paired: dict[str, object] = {}
+        users = self.requests.user_ids[warm]
         for a, b in combinations(self.runs, 2):
             diff = {}
             for m in PER_REQUEST:
                 va = np.asarray(self.runs[a].values[m])[warm]
                 vb = np.asarray(self.runs[b].values[m])[warm]
-                mean, lo, hi = bootstrap_mean(va - vb, n_boot)
+                mean, lo, hi = bootstrap_mean(va - vb, n_boot, groups=users)
                 diff[m] = {"mean": mean, "ci": [lo, hi]}
             va, vb = (np.asarray(self.runs[p].values[RESUME])[warm] for p in (a, b))
             has = ~np.isnan(va) & ~np.isnan(vb)
             if has.any():
-                mean, lo, hi = bootstrap_mean(va[has] - vb[has], n_boot)
+                mean, lo, hi = bootstrap_mean(va[has] - vb[has], n_boot, groups=users[has])
                 diff[RESUME] = {"mean": mean, "ci": [lo, hi], "requests": int(has.sum())}
             paired[f"{a} - {b}"] = diff
         out["paired"] = paired
@@ -105,18 +108,19 @@ class ReplayResult:
 
     def _summary(self, run: PolicyRun, mask: np.ndarray, n_boot: int, coverage: bool = True) -> dict[str, object]:
         res: dict[str, object] = {}
+        users = self.requests.user_ids[mask]
         for m in PER_REQUEST:
             v = np.asarray(run.values[m])[mask]
-            mean, lo, hi = bootstrap_mean(v, n_boot)
+            mean, lo, hi = bootstrap_mean(v, n_boot, groups=users)
             res[m] = {"mean": mean, "ci": [lo, hi]}
         v = np.asarray(run.values[RESUME])[mask]
-        v = v[~np.isnan(v)]
-        if v.size:  # only requests with a resumed title
-            mean, lo, hi = bootstrap_mean(v, n_boot)
-            res[RESUME] = {"mean": mean, "ci": [lo, hi], "requests": int(v.size)}
+        has = ~np.isnan(v)
+        if has.any():  # only requests with a resumed title
+            mean, lo, hi = bootstrap_mean(v[has], n_boot, groups=users[has])
+            res[RESUME] = {"mean": mean, "ci": [lo, hi], "requests": int(has.sum())}
         if coverage:
             shown = [s for s, keep in zip(run.shown, mask) if keep]
-            mean, lo, hi = bootstrap_coverage(shown, self.n_titles)
+            mean, lo, hi = bootstrap_coverage(shown, self.n_titles, groups=users)
             res["coverage"] = {"mean": mean, "ci": [lo, hi]}
             total = sum(run.ranker_hits.values())
             res["ranker_hit_share"] = {k: v / total for k, v in sorted(run.ranker_hits.items())} if total else {}
