@@ -35,10 +35,13 @@ from homepage.config import PipelineConfig
 from homepage.dataset import TITLE_SCHEMA, VARIANT_SCHEMA, Dataset, conform
 from homepage.errors import HomepageError
 from homepage.eventlog import EventLog
+from homepage.ingest.titles import titles_as_of
 from rankers.base import ArtifactError, FitInput, Ranker, config_blob_hash
 from rankers.registry import build_rankers, ranker_class
 
 if TYPE_CHECKING:
+    import pandas as pd
+
     from artwork.training_logs import TrainingLogs
 
 BUNDLE_FORMAT = 1
@@ -127,6 +130,9 @@ def train_bundle(
     until = log.quantile_time(config.split_quantile) if until is None else int(until)
     if log.first_ts is not None and until < log.first_ts:
         raise BundleError(f"--until {until}: before the first event of {dataset.path} ({log.first_ts})")
+    titles = titles_as_of(dataset.titles, dataset.tag_events, until)  # no tags from after the cut
+    if titles is not dataset.titles:
+        catalog = Catalog.from_frames(titles, dataset.variants)  # same titles in the same order: the log's indices hold
     art_data = _read_artwork_logs(artwork_logs, catalog, log, config)  # bad logs fail before any fitting
     world = log.global_state(until, config.half_life_seconds)
     data = FitInput(log=log, catalog=catalog, until=until, world=world)
@@ -138,7 +144,7 @@ def train_bundle(
     tmp = Path(tempfile.mkdtemp(prefix=f".{version}.tmp-", dir=out))
     try:
         entries = _fit_and_save(rankers, data, tmp, progress, fitter)
-        _write_catalog(dataset, tmp / "catalog")
+        _write_catalog(dataset, tmp / "catalog", titles)
         components: dict[str, Any] = {}
         if config.page.train_model:
             components["page_model"] = _fit_page_model(log, catalog, config, until, tmp, progress, fitter, workers)
@@ -270,12 +276,15 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def _write_catalog(dataset: Dataset, out: Path) -> None:
-    """Copy the dataset's catalog tables, or write them from the frames when the files are absent."""
+def _write_catalog(dataset: Dataset, out: Path, titles: pd.DataFrame) -> None:
+    """The bundle's catalog: ``titles`` (the dataset's, tags as of the cut) and the dataset's variants.
+
+    A table the bundle takes unchanged is copied from the dataset's file when there is one.
+    """
     out.mkdir(parents=True)
-    for name, frame, schema in (("titles", dataset.titles, TITLE_SCHEMA), ("variants", dataset.variants, VARIANT_SCHEMA)):
+    for name, frame, schema in (("titles", titles, TITLE_SCHEMA), ("variants", dataset.variants, VARIANT_SCHEMA)):
         src = Path(dataset.path) / f"{name}.parquet"
-        if src.is_file():
+        if src.is_file() and not (name == "titles" and titles is not dataset.titles):
             shutil.copyfile(src, out / f"{name}.parquet")
         else:
             pq.write_table(conform(frame, schema), out / f"{name}.parquet")

@@ -74,6 +74,11 @@ USER_SCHEMA = pa.schema(
     ]
 )
 
+# optional: who tagged which title when (MovieLens tags). Titles' top tags are recomputed from
+# the tags written up to a model's training cut (``homepage.ingest.titles.titles_as_of``), so a
+# model fitted at T never sees tags from after T; datasets without the table keep their titles' tags
+TAG_EVENT_SCHEMA = pa.schema([("user_id", pa.int64()), ("title_id", pa.int64()), ("tag", pa.string()), ("ts", pa.int64())])
+
 TABLES: dict[str, pa.Schema] = {
     "events": EVENT_SCHEMA,
     "titles": TITLE_SCHEMA,
@@ -138,6 +143,7 @@ class Dataset:
     titles: pd.DataFrame
     variants: pd.DataFrame
     users: pd.DataFrame
+    tag_events: pd.DataFrame | None = None  # TAG_EVENT_SCHEMA; None when the dataset has no tags table
 
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
@@ -178,13 +184,15 @@ def write_dataset(
     inputs_sha256: dict[str, str] | None = None,
     extra: dict[str, object] | None = None,
     extra_arrays: dict[str, dict[str, np.ndarray]] | None = None,
+    tag_events: pd.DataFrame | None = None,
 ) -> Manifest:
     """Write a dataset into ``out`` atomically: the old contents stay until the new are complete.
 
     The tables are written into a temporary sibling directory, which then replaces ``out``
     by renames, so a crash at any point leaves either the old or the new dataset.
     ``extra_arrays`` maps a file stem to arrays saved beside the tables as ``<stem>.npz``
-    (the synthetic world keeps its ground truth there).
+    (the synthetic world keeps its ground truth there). ``tag_events`` (``TAG_EVENT_SCHEMA``)
+    is written as ``tag_events.parquet`` when given.
     """
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -203,6 +211,8 @@ def write_dataset(
         var = variants if variants is not None else pd.DataFrame(columns=VARIANT_SCHEMA.names)
         pq.write_table(conform(var, VARIANT_SCHEMA), tmp / "variants.parquet")
         pq.write_table(conform(users, USER_SCHEMA), tmp / "users.parquet")
+        if tag_events is not None:
+            pq.write_table(conform(tag_events, TAG_EVENT_SCHEMA), tmp / "tag_events.parquet")
         for stem, arrays in (extra_arrays or {}).items():
             np.savez_compressed(tmp / f"{stem}.npz", **arrays)
         kinds = ev.column("kind").to_numpy()
@@ -215,6 +225,7 @@ def write_dataset(
                 "titles": int(len(titles)),
                 "users": int(len(users)),
                 "variants": int(len(var)),
+                **({"tag_events": int(len(tag_events))} if tag_events is not None else {}),
             },
             kind_counts=kind_counts,
             first_ts=int(ts[0]) if ts.size else None,
@@ -334,6 +345,7 @@ REQUIRED_COLUMNS: dict[str, tuple[str, ...]] = {
     "titles": ("title_id",),
     "variants": ("variant_id", "title_id"),
     "users": ("user_id",),
+    "tag_events": ("user_id", "title_id", "tag", "ts"),
 }
 
 
@@ -354,6 +366,7 @@ def load_dataset(path: Path, *, columns: list[str] | None = None) -> Dataset:
         titles=read_table(path, "titles"),
         variants=read_table(path, "variants"),
         users=read_table(path, "users"),
+        tag_events=read_table(path, "tag_events") if (path / "tag_events.parquet").is_file() else None,
     )
 
 

@@ -221,12 +221,19 @@ def merge_stream_into_dataset(dataset: Path, store: RedisStore, *, accept_gap: b
     got = stream_events(entries, after, erasures)
     if got.skipped:
         log.warning("%s: skipped %d stream events that ingest would drop (first: %s)", dataset, got.skipped, got.first_skipped)
-    erased = drop_users(ds.events, ds.users, pending_erasures(erasures, after))
+    gone = pending_erasures(erasures, after)
+    erased = drop_users(ds.events, ds.users, gone)
+    tags = ds.tag_events
+    tags_dropped = 0
+    if tags is not None and gone:  # an erased user's tags go too
+        keep = ~tags["user_id"].isin(list(gone)).to_numpy()
+        tags_dropped = int((~keep).sum())
+        tags = tags[keep].reset_index(drop=True) if tags_dropped else tags
     events = pd.concat([erased.events, got.frame], ignore_index=True) if len(got.frame) else erased.events
     users, n_new = merge_users(erased.users, got.frame, store.profiles(), int(time.time()))
     profiles_changed = _profile_rows(ds.users) != _profile_rows(users)
     moved = got.last_id is not None or lost > 0  # the mark moves (past an accepted gap too)
-    changed = bool(moved or erased.events_dropped or erased.users_dropped or n_new or profiles_changed)
+    changed = bool(moved or erased.events_dropped or erased.users_dropped or tags_dropped or n_new or profiles_changed)
     if not changed:
         return MergeResult(0, 0, 0, after, len(ds.events), False)
     arrays = {}
@@ -243,6 +250,7 @@ def merge_stream_into_dataset(dataset: Path, store: RedisStore, *, accept_gap: b
         inputs_sha256=ds.manifest.inputs_sha256,
         extra=merged_extra(ds.manifest.extra, stream, got.last_id, len(got.frame), tally, got.skipped),
         extra_arrays=arrays,
+        tag_events=tags,
     )
     return MergeResult(len(got.frame), n_new, erased.events_dropped, got.last_id or after, len(events), True, got.skipped)
 

@@ -16,7 +16,7 @@ from redis_fixtures import write_small_dataset
 from typer.testing import CliRunner
 
 from homepage.catalog import Catalog
-from homepage.dataset import load_dataset, read_manifest
+from homepage.dataset import load_dataset, read_manifest, write_dataset
 from homepage.domain import Event
 from homepage.errors import HomepageError
 from homepage.events_merge import (
@@ -236,6 +236,21 @@ def test_an_erased_user_stays_erased_through_merge_and_republish(store: RedisSto
         v = publish_dataset(store, source).meta.version
         state = store.read_user_state(3, t + 10, catalog, version=v)
         assert state.title_ids.tolist() == ([20] if source == ds_dir else [])
+
+
+def test_tag_events_survive_a_merge_and_an_erased_users_tags_leave(store: RedisStore, tmp_path: Path) -> None:
+    ds_dir, catalog, t = _published(store, tmp_path)
+    ds = load_dataset(ds_dir)
+    tags = pd.DataFrame({"user_id": [3, 5, 3], "title_id": [10, 20, 30], "tag": ["a", "b", "c"], "ts": [1, 2, 3]})
+    write_dataset(ds_dir, source=ds.manifest.source, events=ds.events, titles=ds.titles, users=ds.users, variants=ds.variants, tag_events=tags)
+    store.append_events([Event(user_id=1, title_id=10, kind="play", ts=t, progress=0.5)], catalog)
+    assert merge_stream_into_dataset(ds_dir, store).added == 1
+    kept = load_dataset(ds_dir).tag_events
+    assert kept is not None and kept.to_dict("list") == tags.to_dict("list")
+    store.delete_user(3)
+    assert merge_stream_into_dataset(ds_dir, store).changed
+    left = load_dataset(ds_dir).tag_events
+    assert left is not None and left["user_id"].tolist() == [5] and left["tag"].tolist() == ["b"]
 
 
 def test_erasure_positions_decide_what_is_left_out() -> None:

@@ -104,6 +104,28 @@ def test_tags_are_lower_cased_most_frequent_first(tmp_path) -> None:
     assert list(titles.at[3, "tags"]) == []
 
 
+def test_tags_are_counted_as_of_a_models_training_cut(tmp_path) -> None:
+    """A bundle trained up to T sees only the tags written by T (tags are user behaviour too)."""
+    from homepage.bundle import load_bundle, train_bundle
+    from homepage.config import PageConfig, PipelineConfig
+    from homepage.ingest.titles import titles_as_of
+
+    ingest_movielens(DATA / "ml-latest-small-like", tmp_path / "ds")
+    ds = load_dataset(tmp_path / "ds")
+    assert ds.tag_events is not None and len(ds.tag_events) == 4 and ds.manifest.counts["tag_events"] == 4
+    cut = 1445714900  # after "pixar" (2011) and "fun" (2000), before "Pixar" (2015) and "politics, US" (2017)
+    as_of = titles_as_of(ds.titles, ds.tag_events, cut).set_index("title_id")
+    assert (list(as_of.at[1, "tags"]), list(as_of.at[2, "tags"])) == (["fun", "pixar"], [])
+    assert list(ds.titles.set_index("title_id").at[1, "tags"]) == ["pixar", "fun"]  # the dataset keeps every tag
+    cfg = PipelineConfig(page=PageConfig(train_model=False))
+    bundle = train_bundle(ds, tmp_path / "models", cfg, until=cut)
+    for catalog in (bundle.catalog, load_bundle(bundle.path).catalog):
+        tags = dict(zip(catalog.title_ids.tolist(), catalog.tags))
+        assert (tags[1], tags[2]) == (("fun", "pixar"), ())
+    late = train_bundle(ds, tmp_path / "models", cfg, until=1500000000)
+    assert dict(zip(late.catalog.title_ids.tolist(), late.catalog.tags))[2] == ("politics, us",)
+
+
 def test_users_seen_only_in_tags_are_kept_with_their_first_time(tmp_path) -> None:
     ingest_movielens(DATA / "ml-latest-small-like", tmp_path / "ds")
     users = load_dataset(tmp_path / "ds").users.set_index("user_id")

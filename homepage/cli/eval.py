@@ -71,6 +71,7 @@ def eval_rankers(
     from homepage.dataset import load_dataset
     from homepage.evaluation.ranker_eval import run_protocol
     from homepage.eventlog import EventLog
+    from homepage.ingest.titles import titles_as_of
     from rankers.base import Ranker
     from rankers.registry import RankerNotFound, build_rankers
 
@@ -85,6 +86,8 @@ def eval_rankers(
     t = parse_time(split_time, "--split-time") if split_time is not None else log.quantile_time(cfg.split_quantile)
     if log.first_ts is not None and not (log.first_ts <= t < (log.last_ts or t)):
         raise HomepageError(f"--split-time: {t} is outside the data ({log.first_ts}..{log.last_ts})")
+    if ds.tag_events is not None:  # rankers are fitted at the split: no tags written after it
+        catalog = Catalog.from_frames(titles_as_of(ds.titles, ds.tag_events, t), ds.variants)
     specs = cfg.rankers
     if only is not None:
         wanted = [n.strip() for n in only.split(",") if n.strip()]

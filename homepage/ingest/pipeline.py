@@ -167,5 +167,6 @@ def ingest_movielens(
         variants=variants,
         inputs_sha256=inputs,
         extra=extra,
+        tag_events=tables.tags[["user_id", "title_id", "tag", "ts"]] if tables.tags is not None else None,
     )
     return manifest, bad

@@ -54,3 +54,19 @@ def build_titles(movies: pd.DataFrame, tags: pd.DataFrame | None, k_tags: int = 
             "tags": [x if isinstance(x, list) else [] for x in tag_col],
         }
     )
+
+
+def titles_as_of(titles: pd.DataFrame, tag_events: pd.DataFrame | None, until: int, k_tags: int = TOP_TAGS) -> pd.DataFrame:
+    """``titles`` with each title's top tags counted over the tags written at or before ``until``.
+
+    A model fitted on events up to ``until`` must not learn from tags written later (on
+    ml-latest-small a third of the tags come after the default split, some by the very users
+    replay then evaluates). Without tag events the titles are returned as they are.
+    """
+    if tag_events is None:
+        return titles
+    ts = tag_events["ts"].to_numpy(np.int64)
+    tag_lists = top_tags(tag_events[ts <= int(until)], k_tags)
+    out = titles.copy()
+    out["tags"] = [x if isinstance(x, list) else [] for x in out["title_id"].map(tag_lists)]
+    return out

@@ -120,7 +120,7 @@ class ReplayResult:
             res[RESUME] = {"mean": mean, "ci": [lo, hi], "requests": int(has.sum())}
         if coverage:
             shown = [s for s, keep in zip(run.shown, mask) if keep]
-            mean, lo, hi = bootstrap_coverage(shown, self.n_titles, groups=users)
+            mean, lo, hi = bootstrap_coverage(shown, self.n_titles, n_boot, groups=users)
             res["coverage"] = {"mean": mean, "ci": [lo, hi]}
             total = sum(run.ranker_hits.values())
             res["ranker_hit_share"] = {k: v / total for k, v in sorted(run.ranker_hits.items())} if total else {}
