@@ -1,0 +1,73 @@
+"""Backtest: folds cut at quantiles of event time, a bundle per fold, the folds pooled with intervals over users."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from fixtures.world import WorldParams, generate_world, write_world
+from homepage.bundle import load_bundle
+from homepage.catalog import Catalog
+from homepage.cli import _register, app
+from homepage.config import PageConfig, PipelineConfig
+from homepage.dataset import load_dataset
+from homepage.errors import HomepageError
+from homepage.eventlog import EventLog
+from homepage.replay.backtest import parse_quantiles, plan_folds
+
+POLICIES = ("stage-wise", "template")
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("backtest")
+    write_world(generate_world(WorldParams(n_users=250, n_titles=180, seed=12)), root / "world")
+    cfg = PipelineConfig(page=PageConfig(max_requests=150, requests_per_user=2, num_rounds=30))
+    (root / "config.json").write_text(cfg.model_dump_json())
+    return root
+
+
+def test_fold_quantiles_are_checked() -> None:
+    assert parse_quantiles("0.5, 0.7,0.8") == (0.5, 0.7, 0.8)
+    for bad in ("", "0.8,0.7", "0.5,0.5", "0,0.5", "0.5,1", "half"):
+        with pytest.raises(HomepageError, match="--folds"):
+            parse_quantiles(bad)
+
+
+def test_backtest_trains_each_fold_at_its_cut_and_pools_the_folds(world: Path, tmp_path: Path) -> None:
+    _register()
+    out = tmp_path / "bt.json"
+    args = ["backtest", str(world / "world"), "--out", str(tmp_path / "models"), "--folds", "0.6,0.8", "--config", str(world / "config.json"),
+            "--policies", ",".join(POLICIES), "--max-requests", "60", "--bootstrap", "200", "--workers", "1", "--json", str(out)]  # fmt: skip
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 0, res.output
+    report = json.loads(out.read_text())
+    ds = load_dataset(world / "world")
+    log = EventLog.from_frame(ds.events, Catalog.from_frames(ds.titles, ds.variants), ds.users)
+    cuts = [log.quantile_time(0.6), log.quantile_time(0.8)]
+    folds = report["folds"]
+    assert [f["split_time"] for f in folds] == cuts and [f["until"] for f in folds] == [cuts[1], None]
+    for k, cut in enumerate(cuts):  # each fold's bundle saw nothing after its cut
+        bundle = load_bundle(tmp_path / "models" / f"fold-{k}")
+        assert bundle.until == cut and folds[k]["model_version"] == bundle.version
+    pooled = report["pooled"]
+    n = [f["warm_requests"] for f in folds]
+    assert pooled["protocol"]["warm_requests"] == sum(n) and min(n) > 0
+    assert pooled["protocol"]["folds"] == [0.6, 0.8]
+    for name in POLICIES:  # the pooled mean is the folds' means weighted by their requests
+        want = np.average([f["policies"][name]["ndcg_2d"] for f in folds], weights=n)
+        assert pooled["policies"][name]["ndcg_2d"]["mean"] == pytest.approx(want)
+    assert "stage-wise - template" in pooled["paired"]
+    assert "ndcg_2d per fold" in res.output
+
+
+def test_folds_that_share_a_cut_are_refused(world: Path) -> None:
+    ds = load_dataset(world / "world")
+    log = EventLog.from_frame(ds.events, Catalog.from_frames(ds.titles, ds.variants), ds.users)
+    assert [f.cut for f in plan_folds(log, (0.5, 0.8))] == [log.quantile_time(0.5), log.quantile_time(0.8)]
+    with pytest.raises(HomepageError, match="share a window"):
+        plan_folds(log, (0.8, 0.8000001))
