@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import pairwise
 
 import numpy as np
 
@@ -40,7 +41,7 @@ def parse_quantiles(text: str, option: str = "--folds") -> tuple[float, ...]:
         raise HomepageError(f"{option}: {text!r} is not a comma-separated list of quantiles (e.g. 0.5,0.6,0.7,0.8)") from e
     if not qs:
         raise HomepageError(f"{option}: give at least one quantile")
-    if not all(0.0 < q < 1.0 for q in qs) or any(b <= a for a, b in zip(qs, qs[1:])):
+    if not all(0.0 < q < 1.0 for q in qs) or any(b <= a for a, b in pairwise(qs)):
         raise HomepageError(f"{option}: {text!r}: quantiles must be strictly increasing, each between 0 and 1")
     return qs
 
@@ -48,7 +49,7 @@ def parse_quantiles(text: str, option: str = "--folds") -> tuple[float, ...]:
 def plan_folds(log: EventLog, quantiles: Sequence[float]) -> list[Fold]:
     """The folds' cut times (quantiles of event time, as ``homepage train`` and ``replay`` take them)."""
     cuts = [log.quantile_time(q) for q in quantiles]
-    if any(b <= a for a, b in zip(cuts, cuts[1:])):
+    if any(b <= a for a, b in pairwise(cuts)):
         raise HomepageError(f"--folds: quantiles {list(quantiles)} give cut times {cuts}: two folds would share a window; space them out")
     return [Fold(q, c, cuts[i + 1] if i + 1 < len(cuts) else None) for i, (q, c) in enumerate(zip(quantiles, cuts))]
 
