@@ -203,8 +203,13 @@ def contexts_at(
     return ctx, inverse.reshape(-1).astype(np.int64)
 
 
-def read_training_logs(path: Path, catalog: Catalog, events: EventLog, stable_period: int) -> TrainingLogs:
-    """Read ``path`` (either kind) into impressions and contexts against ``catalog`` and ``events``."""
+def read_training_logs(path: Path, catalog: Catalog, events: EventLog, stable_period: int, until: int | None = None) -> TrainingLogs:
+    """Read ``path`` (either kind) into impressions and contexts against ``catalog`` and ``events``.
+
+    With ``until`` (a bundle's training cut) impressions served after it are left out, and
+    feedback rows without a time get their users' contexts as of ``until``, not as of the end of
+    the log: a bundle trained up to T learns nothing from after T.
+    """
     where = str(path)
     frame = _read(Path(path))
     if len(frame) == 0:
@@ -214,8 +219,15 @@ def read_training_logs(path: Path, catalog: Catalog, events: EventLog, stable_pe
         kind = SERVED
         if len(logs) == 0:
             raise HomepageError(f"{where}: none of its {skipped} impressions has an artwork choice (variant_id is empty)")
+        if until is not None and (ts > until).any():
+            keep = np.flatnonzero(ts <= until)
+            if keep.size == 0:
+                raise HomepageError(f"{where}: every impression is after the training cut {until}")
+            logs, ts = logs.take(keep), ts[keep]
     elif "action" in frame.columns:
         end = int(events.last_ts) if events.last_ts is not None else 0
+        if until is not None:
+            end = min(end, int(until))
         logs, ts = _feedback(frame, where, catalog, end)
         kind, skipped = FEEDBACK, 0
     else:

@@ -133,7 +133,7 @@ def train_bundle(
     titles = titles_as_of(dataset.titles, dataset.tag_events, until)  # no tags from after the cut
     if titles is not dataset.titles:
         catalog = Catalog.from_frames(titles, dataset.variants)  # same titles in the same order: the log's indices hold
-    art_data = _read_artwork_logs(artwork_logs, catalog, log, config)  # bad logs fail before any fitting
+    art_data = _read_artwork_logs(artwork_logs, catalog, log, config, until)  # bad logs fail before any fitting
     world = log.global_state(until, config.half_life_seconds)
     data = FitInput(log=log, catalog=catalog, until=until, world=world)
     created = time.time()
@@ -221,13 +221,13 @@ def _fit_page_model(
     return {"dir": "page_model", "training": report.__dict__}
 
 
-def _read_artwork_logs(logs: Path | None, catalog: Catalog, log: EventLog, config: PipelineConfig) -> TrainingLogs | None:
-    """The artwork training impressions with their users' contexts, or None without ``logs``."""
+def _read_artwork_logs(logs: Path | None, catalog: Catalog, log: EventLog, config: PipelineConfig, until: int) -> TrainingLogs | None:
+    """The artwork training impressions up to ``until`` with their users' contexts, or None without ``logs``."""
     if logs is None:
         return None
     from artwork.training_logs import read_training_logs
 
-    return read_training_logs(Path(logs), catalog, log, _artwork_period(config))
+    return read_training_logs(Path(logs), catalog, log, _artwork_period(config), until)
 
 
 def _artwork_period(config: PipelineConfig) -> int:

@@ -127,6 +127,22 @@ def test_served_logs_train_with_propensities_and_contexts(world: Path, tmp_path:
     assert np.abs(data.contexts).sum() > 0  # the users' histories, not cold contexts
 
 
+def test_impressions_after_the_training_cut_are_left_out(world: Path, tmp_path: Path) -> None:
+    frame, catalog = _served_frame(world)
+    last = int(frame["ts"].max())
+    frame["ts"] = np.where(np.arange(len(frame)) % 3 == 0, last + 86_400, last - 86_400)  # a third served after the cut
+    path = write_served_logs(frame, tmp_path / "served.parquet")
+    ds = load_dataset(world)
+    events = EventLog.from_frame(ds.events, catalog, ds.users)
+    data = read_training_logs(path, catalog, events, WEEK, until=last)
+    before = frame[frame["ts"] <= last]
+    assert len(data.logs) == len(before) == len(frame) - len(frame[frame["ts"] > last]) > 0
+    np.testing.assert_allclose(data.logs.propensity, before["artwork_propensity"].to_numpy(float))
+    assert len(read_training_logs(path, catalog, events, WEEK).logs) == len(frame)  # no cut: every impression
+    with pytest.raises(HomepageError, match="after the training cut"):
+        read_training_logs(path, catalog, events, WEEK, until=last - 10 * 86_400)
+
+
 def _write(frame: pd.DataFrame, path: Path) -> Path:
     pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), path)
     return path
