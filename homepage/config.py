@@ -17,7 +17,8 @@ from rankers.registry import RankerSpec
 # what is placed above matters, which is what the stage-wise page builder exploits.
 DEFAULT_RANKERS: tuple[RankerSpec, ...] = (
     RankerSpec(name="continue_watching", config={"max_rows": 1}),
-    RankerSpec(name="personalized", config={"max_rows": 10}),
+    # "More picks" rows continue the personal list (backtest on ml-latest-small: see README, Page builder)
+    RankerSpec(name="personalized", config={"max_rows": 10, "more_picks": 4}),
     RankerSpec(name="top_n", config={"max_rows": 2}),
     RankerSpec(name="trending", config={"max_rows": 2}),
     RankerSpec(name="video_to_video", config={"max_rows": 8}),

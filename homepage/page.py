@@ -212,6 +212,7 @@ def build_page(
     rules = models.rules.content_only() if spec.single_list else models.rules
     stats = models.title_stats(world)
     placed, _ = assemble(cm, catalog, stats, prep.signals, scorer, rules, models.ranker_vocab, request.rows, request.cols, explain)
+    placed = distinct_headings(placed)
     if models.artwork is not None and placed:
         placed = choose_artwork(models, user, request, placed)
     return Page(
@@ -223,6 +224,19 @@ def build_page(
         config_hash=models.config_hash,
         notes=prep.notes,
     )
+
+
+def distinct_headings(placed: list[PlacedRow]) -> list[PlacedRow]:
+    """No two rows of a page under one heading: a repeated title gets " (2)", " (3)" in page order.
+
+    ("More picks for you" rows all carry the same title; the page decides their order.)
+    """
+    seen: dict[str, int] = {}
+    out = []
+    for r in placed:
+        n = seen[r.display_title] = seen.get(r.display_title, 0) + 1
+        out.append(r if n == 1 else replace(r, display_title=f"{r.display_title} ({n})"))
+    return out
 
 
 def choose_artwork(models: PageModels, user: UserState, request: RequestContext, placed: list[PlacedRow]) -> list[PlacedRow]:

@@ -68,6 +68,9 @@ class PersonalizedConfig(RankerConfig):
     """Hyperparameters of the blend; defaults tuned on a validation split of ml-latest-small's training period."""
 
     max_rows: int = Field(default=5, ge=0, le=100, description="top picks plus up to max_rows-1 genre rows")
+    more_picks: int = Field(
+        default=0, ge=0, le=20, description="extra rows continuing top picks (within max_rows, before the genre rows)"
+    )
     exclude_seen: bool = Field(default=True, description="leave out titles the user already played or rated")
     factors: int = Field(default=32, ge=2, le=512)
     als_regularization: float = Field(default=1.0, ge=0.0)
@@ -225,7 +228,15 @@ class PersonalizedRanker(Ranker):
             scores[items[items < n]] = -np.inf
         pool = _top(scores, min(max(c.genre_pool, c.row_length), n))
         out = [self._row(request.catalog, "top_picks", "Top picks for you", pool[: c.row_length], scores, RowReason(kind="top_picks"))]
-        genres = self._top_genres(request.catalog, items[items < n], w[items < n], c.max_rows - 1)
+        # "More picks" j is the list from its top to row_length past the j rows of this page's width
+        # above it: wherever the page places it, removing what is already shown leaves the best titles
+        # of the list not shown yet (fixed slices of ranks would show ranks 21-30 above 11-20)
+        cols = max(int(request.context.cols), 1)
+        for j in range(1, min(c.more_picks, c.max_rows - 1) + 1):
+            more = pool[: j * cols + c.row_length]
+            if more.size > j * cols:
+                out.append(self._row(request.catalog, f"more_picks:{j}", "More picks for you", more, scores, RowReason(kind="top_picks")))
+        genres = self._top_genres(request.catalog, items[items < n], w[items < n], c.max_rows - len(out))
         in_genres = request.catalog.genre_matrix[pool][:, genres].T if genres else None  # one gather for all rows
         for j, g in enumerate(genres):
             in_genre = pool[in_genres[j]][: c.row_length]  # type: ignore[index]

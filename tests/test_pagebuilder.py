@@ -426,3 +426,16 @@ def test_every_builtin_reason_kind_is_in_the_page_model_vocabulary() -> None:
             kinds |= {row.reason.kind for row in ranker.rows(world.request(u))}
     assert {"top_n", "trending", "top_picks", "because_you_watched"} <= kinds  # the world exercises them
     assert kinds <= set(KIND_VOCAB), kinds - set(KIND_VOCAB)
+
+
+def test_rows_sharing_a_heading_are_numbered_in_page_order() -> None:
+    from homepage.domain import PlacedRow
+    from homepage.page import distinct_headings
+
+    def placed(title: str, stage: int) -> PlacedRow:
+        return PlacedRow(f"r{stage}", "personalized", title, RowReason(kind="top_picks"), (1,), (1.0,), stage, 0.0)
+
+    rows = [placed("Top picks for you", 0), placed("More picks for you", 1), placed("Dramas for you", 2), placed("More picks for you", 3), placed("More picks for you", 4)]
+    got = [r.display_title for r in distinct_headings(rows)]
+    assert got == ["Top picks for you", "More picks for you", "Dramas for you", "More picks for you (2)", "More picks for you (3)"]
+    assert [r.row_id for r in distinct_headings(rows)] == [r.row_id for r in rows]

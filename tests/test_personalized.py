@@ -87,6 +87,25 @@ def test_rows_follow_the_users_taste_and_exclude_seen() -> None:
     assert len({row.row_id for row in rows}) == len(rows) <= r.config.max_rows
 
 
+def test_more_picks_rows_continue_the_list_wherever_the_page_places_them() -> None:
+    r, catalog, log, until = fitted({"more_picks": 2, "max_rows": 4, "row_length": 8})
+    user = log.user_state(0, until)
+    req = RankRequest(user, log.global_state(until), catalog, RequestContext(user_id=0, now=until, rows=4, cols=5))
+    rows = r.rows(req)
+    top, more = rows[0], rows[1:3]
+    assert [m.display_title for m in more] == ["More picks for you"] * 2 and len({m.row_id for m in rows}) == len(rows) <= 4
+    assert all(m.reason.kind == "top_picks" for m in more)
+    # More picks j: the list from its top to row_length past j page widths (5 columns here)
+    longest = more[1].title_ids
+    assert [len(m) for m in more] == [5 + 8, 10 + 8] and (top.title_ids == longest[:8]).all() and (more[0].title_ids == longest[:13]).all()
+    # a page showing top picks' first 5 and then one "More picks" row shows ranks 6-10 in it, whichever it is
+    shown = set(top.title_ids[:5].tolist())
+    for m in more:
+        assert [t for t in m.title_ids.tolist() if t not in shown][:5] == longest[5:10].tolist()
+    plain = fitted({"max_rows": 4, "row_length": 8})[0]  # off by default
+    assert [row.reason.kind for row in plain.rows(req)].count("top_picks") == 1
+
+
 def test_exclude_seen_can_be_turned_off() -> None:
     r, catalog, log, until = fitted({"exclude_seen": False, "row_length": 30})
     user = log.user_state(0, until)

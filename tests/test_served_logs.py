@@ -48,7 +48,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, ModelBundle, 
 @pytest.fixture(scope="module")
 def logs(world: tuple) -> pd.DataFrame:
     _, bundle, pm, log, sim = world
-    spec = LogSpec(n_pages=300, start=bundle.until + 1, end=int(log.last_ts), random_share=0.5, policy="row-ranking", rows=ROWS, cols=COLS, seed=2, visits_per_page=15)
+    spec = LogSpec(n_pages=450, start=bundle.until + 1, end=int(log.last_ts), random_share=0.5, policy="row-ranking", rows=ROWS, cols=COLS, seed=2, visits_per_page=15)
     return simulate_served_logs(sim, log, pm, log.user_ids, spec)
 
 

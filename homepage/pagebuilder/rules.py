@@ -73,7 +73,7 @@ class PageRules(BaseModel):
     viewport_cols: int = Field(default=6, ge=1, le=100)
     rules: tuple[Rule, ...] = (
         PinRule(ranker="continue_watching", within=2),
-        MaxRowsRule(ranker="*", max=5),
+        MaxRowsRule(ranker="*", max=8),
         MinTitlesRule(n=4),
     )
 
