@@ -224,8 +224,9 @@ class PersonalizedRanker(Ranker):
         scores = self.score_titles(user)
         n = min(self.n_titles, len(request.catalog))
         scores = scores[:n]
-        if c.exclude_seen:
-            scores[items[items < n]] = -np.inf
+        if c.exclude_seen:  # every title the user met, not only the max_history most recent that score
+            seen = user.known_titles
+            scores[seen[seen < n]] = -np.inf
         pool = _top(scores, min(max(c.genre_pool, c.row_length), n))
         out = [self._row(request.catalog, "top_picks", "Top picks for you", pool[: c.row_length], scores, RowReason(kind="top_picks"))]
         # "More picks" j is the list from its top to row_length past the j rows of this page's width

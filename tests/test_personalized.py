@@ -142,6 +142,15 @@ def test_a_long_history_is_cut_to_its_most_recent_titles() -> None:
     assert list(later.known_titles[:4]) == list(catalog.index_of(np.array([user.title_ids[0], *comedies[::-1]])))
 
 
+def test_titles_seen_before_the_scored_history_stay_excluded() -> None:
+    """max_history keeps the most recent titles for scoring; older ones must still never be proposed."""
+    r, catalog, log, until = fitted({"max_history": 3, "row_length": 40})
+    user = log.user_state(0, until)
+    assert len(user.known_titles) > 3
+    shown = np.concatenate([row.title_ids for row in r.rows(request(user, catalog, log, until))])
+    assert not np.isin(shown, user.title_ids).any()
+
+
 def test_cold_user_gets_no_rows_but_scores_exist() -> None:
     r, catalog, log, until = fitted()
     cold = UserState.empty(999, until)
