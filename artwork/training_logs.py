@@ -206,9 +206,10 @@ def contexts_at(
 def read_training_logs(path: Path, catalog: Catalog, events: EventLog, stable_period: int, until: int | None = None) -> TrainingLogs:
     """Read ``path`` (either kind) into impressions and contexts against ``catalog`` and ``events``.
 
-    With ``until`` (a bundle's training cut) impressions served after it are left out, and
+    With ``until`` (a bundle's training cut) served-log impressions after it are left out, and
     feedback rows without a time get their users' contexts as of ``until``, not as of the end of
-    the log: a bundle trained up to T learns nothing from after T.
+    the log. Feedback rows with a time are taken whole (the synthetic world's simulated feedback,
+    which the demo trains on, is stamped at the end of its period, after the default cut).
     """
     where = str(path)
     frame = _read(Path(path))
@@ -225,6 +226,8 @@ def read_training_logs(path: Path, catalog: Catalog, events: EventLog, stable_pe
                 raise HomepageError(f"{where}: every impression is after the training cut {until}")
             logs, ts = logs.take(keep), ts[keep]
     elif "action" in frame.columns:
+        # artwork feedback (simulated or from an experiment) is taken whole: the synthetic world's
+        # logs are stamped at the end of its period, after a default training cut
         end = int(events.last_ts) if events.last_ts is not None else 0
         if until is not None:
             end = min(end, int(until))

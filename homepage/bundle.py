@@ -23,6 +23,7 @@ import shutil
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -57,7 +58,9 @@ class Fitter(Protocol):
 
     def fit(self, ranker: Ranker, data: FitInput) -> None: ...
 
-    def fit_page_model(self, log: EventLog, catalog: Catalog, config: PipelineConfig, until: int, progress: bool) -> Any: ...
+    def fit_page_model(
+        self, log: EventLog, catalog: Catalog, config: PipelineConfig, until: int, progress: bool, catalog_at: Callable[[int], Catalog] | None = None
+    ) -> Any: ...
 
 
 @dataclass(frozen=True, eq=False)
@@ -147,7 +150,7 @@ def train_bundle(
         _write_catalog(dataset, tmp / "catalog", titles)
         components: dict[str, Any] = {}
         if config.page.train_model:
-            components["page_model"] = _fit_page_model(log, catalog, config, until, tmp, progress, fitter, workers)
+            components["page_model"] = _fit_page_model(log, catalog, config, until, tmp, progress, fitter, workers, _catalog_at(dataset))
         components["artwork"] = _artwork_component(catalog, config, tmp, artwork_logs, art_data, progress, artwork_grid)
         manifest: dict[str, Any] = {
             "bundle_format": BUNDLE_FORMAT,
@@ -204,17 +207,32 @@ def _fit_and_save(rankers: list[Ranker], data: FitInput, tmp: Path, progress: bo
     return entries
 
 
+def _catalog_at(dataset: Dataset) -> Callable[[int], Catalog] | None:
+    """The catalog as known at a time (titles' tags up to it); None when the dataset keeps no tag events."""
+    if dataset.tag_events is None:
+        return None
+    return lambda t: Catalog.from_frames(titles_as_of(dataset.titles, dataset.tag_events, t), dataset.variants)
+
+
 def _fit_page_model(
-    log: EventLog, catalog: Catalog, config: PipelineConfig, until: int, tmp: Path, progress: bool, fitter: Fitter | None = None, workers: int = 1
+    log: EventLog,
+    catalog: Catalog,
+    config: PipelineConfig,
+    until: int,
+    tmp: Path,
+    progress: bool,
+    fitter: Fitter | None = None,
+    workers: int = 1,
+    catalog_at: Callable[[int], Catalog] | None = None,
 ) -> dict[str, Any]:
     """Train the stage-wise page model and save it into ``tmp/page_model``."""
     from homepage.pagebuilder.training import fit_page_model
 
     try:
         if fitter is None:
-            model, report = fit_page_model(log, catalog, config, until, progress, workers=workers)
+            model, report = fit_page_model(log, catalog, config, until, progress, workers=workers, catalog_at=catalog_at)
         else:
-            model, report = fitter.fit_page_model(log, catalog, config, until, progress)
+            model, report = fitter.fit_page_model(log, catalog, config, until, progress, catalog_at=catalog_at)
     except ValueError as e:
         raise BundleError(f"page model: {e}") from e
     model.save(tmp / "page_model")

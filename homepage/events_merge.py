@@ -30,6 +30,7 @@ from homepage.domain import EVENT_CODES, Event
 from homepage.erasure import drop_users, erased_entry, pending_erasures
 from homepage.errors import HomepageError
 from homepage.ingest.ratings import RATING_MAX, RATING_MIN
+from homepage.ingest.titles import titles_as_of
 from homepage.stream_ids import stream_id_key
 
 if TYPE_CHECKING:
@@ -229,6 +230,9 @@ def merge_stream_into_dataset(dataset: Path, store: RedisStore, *, accept_gap: b
         keep = ~tags["user_id"].isin(list(gone)).to_numpy()
         tags_dropped = int((~keep).sum())
         tags = tags[keep].reset_index(drop=True) if tags_dropped else tags
+    titles = ds.titles
+    if tags_dropped:  # the titles' top tags were counted with theirs: count them again without
+        titles = titles_as_of(ds.titles, tags, np.iinfo(np.int64).max)
     events = pd.concat([erased.events, got.frame], ignore_index=True) if len(got.frame) else erased.events
     users, n_new = merge_users(erased.users, got.frame, store.profiles(), int(time.time()))
     profiles_changed = _profile_rows(ds.users) != _profile_rows(users)
@@ -244,7 +248,7 @@ def merge_stream_into_dataset(dataset: Path, store: RedisStore, *, accept_gap: b
         Path(dataset),
         source=ds.manifest.source,
         events=events,
-        titles=ds.titles,
+        titles=titles,
         users=users,
         variants=ds.variants,
         inputs_sha256=ds.manifest.inputs_sha256,

@@ -51,13 +51,15 @@ def test_backtest_trains_each_fold_at_its_cut_and_pools_the_folds(world: Path, t
     cuts = [log.quantile_time(0.6), log.quantile_time(0.8)]
     folds = report["folds"]
     assert [f["split_time"] for f in folds] == cuts and [f["until"] for f in folds] == [cuts[1], None]
+    # each fold replays its own window only: after its cut, before the next one
+    assert cuts[0] <= folds[0]["request_times"][0] and folds[0]["request_times"][1] < cuts[1] <= folds[1]["request_times"][0]
     for k, cut in enumerate(cuts):  # each fold's bundle saw nothing after its cut
         bundle = load_bundle(tmp_path / "models" / f"fold-{k}")
         assert bundle.until == cut and folds[k]["model_version"] == bundle.version
     pooled = report["pooled"]
     n = [f["warm_requests"] for f in folds]
     assert pooled["protocol"]["warm_requests"] == sum(n) and min(n) > 0
-    assert pooled["protocol"]["folds"] == [0.6, 0.8]
+    assert pooled["protocol"]["folds"] == [0.6, 0.8] and pooled["protocol"]["split_time"] == cuts
     for name in POLICIES:  # the pooled mean is the folds' means weighted by their requests
         want = np.average([f["policies"][name]["ndcg_2d"] for f in folds], weights=n)
         assert pooled["policies"][name]["ndcg_2d"]["mean"] == pytest.approx(want)

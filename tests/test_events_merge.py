@@ -249,8 +249,11 @@ def test_tag_events_survive_a_merge_and_an_erased_users_tags_leave(store: RedisS
     assert kept is not None and kept.to_dict("list") == tags.to_dict("list")
     store.delete_user(3)
     assert merge_stream_into_dataset(ds_dir, store).changed
-    left = load_dataset(ds_dir).tag_events
+    after = load_dataset(ds_dir)
+    left = after.tag_events
     assert left is not None and left["user_id"].tolist() == [5] and left["tag"].tolist() == ["b"]
+    by_title = dict(zip(after.titles["title_id"], after.titles["tags"]))  # user 3's tag text is gone from the titles too
+    assert list(by_title[10]) == [] and list(by_title[20]) == ["b"] and list(by_title[30]) == []
 
 
 def test_erasure_positions_decide_what_is_left_out() -> None:

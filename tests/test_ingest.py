@@ -126,6 +126,36 @@ def test_tags_are_counted_as_of_a_models_training_cut(tmp_path) -> None:
     assert dict(zip(late.catalog.title_ids.tolist(), late.catalog.tags))[2] == ("politics, us",)
 
 
+def test_the_page_models_inner_rankers_see_tags_only_up_to_the_inner_split(tmp_path) -> None:
+    """The page model's labels come from (inner split, until]: its rankers get the catalog as of the inner split."""
+    from fixtures.world import WorldParams, generate_world, write_world
+    from homepage.bundle import _catalog_at
+    from homepage.catalog import Catalog
+    from homepage.config import PageConfig, PipelineConfig
+    from homepage.eventlog import EventLog
+    from homepage.pagebuilder.training import fit_page_model
+
+    write_world(generate_world(WorldParams(n_users=150, n_titles=120, seed=4)), tmp_path / "w")
+    ds = load_dataset(tmp_path / "w")
+    first, last = int(ds.events["ts"].min()), int(ds.events["ts"].max())
+    tid = int(ds.titles["title_id"].iloc[0])
+    tags = pd.DataFrame({"user_id": [1, 2], "title_id": [tid, tid], "tag": ["early", "late"], "ts": [first, last]})
+    ds = type(ds)(ds.path, ds.manifest, ds.events, ds.titles, ds.variants, ds.users, tags)
+    catalog_at = _catalog_at(ds)
+    assert catalog_at is not None and catalog_at(first).tags[0] == ("early",) and set(catalog_at(last).tags[0]) == {"early", "late"}
+    asked: list[int] = []
+
+    def recorded(t: int) -> Catalog:
+        asked.append(t)
+        return catalog_at(t)
+
+    catalog = Catalog.from_frames(ds.titles, ds.variants)
+    log = EventLog.from_frame(ds.events, catalog, ds.users)
+    cfg = PipelineConfig(page=PageConfig(max_requests=60, requests_per_user=2, num_rounds=5))
+    _, report = fit_page_model(log, catalog, cfg, last, catalog_at=recorded)
+    assert asked == [report.inner_split] and report.inner_split < last
+
+
 def test_users_seen_only_in_tags_are_kept_with_their_first_time(tmp_path) -> None:
     ingest_movielens(DATA / "ml-latest-small-like", tmp_path / "ds")
     users = load_dataset(tmp_path / "ds").users.set_index("user_id")

@@ -439,3 +439,19 @@ def test_rows_sharing_a_heading_are_numbered_in_page_order() -> None:
     got = [r.display_title for r in distinct_headings(rows)]
     assert got == ["Top picks for you", "More picks for you", "Dramas for you", "More picks for you (2)", "More picks for you (3)"]
     assert [r.row_id for r in distinct_headings(rows)] == [r.row_id for r in rows]
+
+
+def test_build_page_numbers_rows_that_share_a_heading() -> None:
+    from dataclasses import replace
+
+    class SameTitle(HandRanker):
+        name: ClassVar[str] = "top_n"
+
+        def rows(self, request: RankRequest) -> list[CandidateRow]:
+            return [replace(r, display_title="Popular now") for r in candidate_rows() if r.ranker == "top_n"]
+
+    rankers = tuple(SameTitle() if r.name == "top_n" else r for r in page_models(None).rankers)
+    models = PageModels("test", "h", CATALOG, rankers, rules=PageRules())
+    page = build_page(user(), world(), models, RequestContext(user_id=1, now=10**9, rows=12, cols=10), policy="template")
+    headings = [r.display_title for r in page.rows]
+    assert len(set(headings)) == len(headings) and {"Popular now", "Popular now (2)"} <= set(headings)

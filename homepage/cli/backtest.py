@@ -93,7 +93,8 @@ def backtest_command(
     finally:
         runner.close()
     pooled = pool(results).to_json(n_boot=bootstrap)
-    pooled["protocol"]["folds"] = list(quantiles)  # type: ignore[index]
+    # the pooled report's split is every fold's, not the first one's
+    pooled["protocol"].update(folds=list(quantiles), split_quantile=list(quantiles), split_time=[f.cut for f in plan])  # type: ignore[attr-defined]
     report = {"protocol": pooled["protocol"], "folds": lines, "pooled": pooled}
     table = Table(title="ndcg_2d per fold (warm requests)")
     for col in ("fold", "split", "requests", "users", *names):

@@ -15,6 +15,7 @@ Artifacts are the local engine's, so the online rankers load them unchanged:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -91,11 +92,13 @@ class SparkFitter:
         ranker.prior_ = (pop / max(pop.max(initial=0.0), 1e-12)).astype(np.float32)
         ranker._fold = None
 
-    def fit_page_model(self, log: EventLog, catalog: Catalog, config: PipelineConfig, until: int, progress: bool) -> Any:
+    def fit_page_model(
+        self, log: EventLog, catalog: Catalog, config: PipelineConfig, until: int, progress: bool, catalog_at: Callable[[int], Catalog] | None = None
+    ) -> Any:
         """The local page-model training, with rankers fitted here and stage groups built on Spark partitions."""
         from homepage.pagebuilder.training import fit_page_model
 
-        return fit_page_model(log, catalog, config, until, progress, fit=self.fit, stage_data_fn=self.pages.stage_data)
+        return fit_page_model(log, catalog, config, until, progress, fit=self.fit, stage_data_fn=self.pages.stage_data, catalog_at=catalog_at)
 
 
 def als_regularization(c: PersonalizedConfig, n_users: int, nnz: int) -> float:

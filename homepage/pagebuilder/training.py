@@ -299,11 +299,14 @@ def fit_page_model(
     fit: "Callable[[Ranker, FitInput], None] | None" = None,
     stage_data_fn: "Callable[..., StageData] | None" = None,
     workers: int = 1,
+    catalog_at: "Callable[[int], Catalog] | None" = None,
 ) -> tuple["PageModel", PageTrainingReport]:
     """Train the page model for a bundle fitted up to ``until`` (rankers refitted at an inner split).
 
     ``fit`` and ``stage_data_fn`` let an engine (``homepage.engines``) run ranker fitting and the
     stage groups elsewhere; by default both run here, the stage groups in ``workers`` processes.
+    ``catalog_at(t)`` is the catalog as known at t (titles' tags up to t): the inner rankers are
+    fitted on it, so nothing written after the inner split reaches the labels' window.
     """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -316,13 +319,14 @@ def fit_page_model(
     inner = int(np.quantile(log.t_ts[:n], config.page.inner_quantile, method="lower"))
     rankers = build_rankers(list(config.rankers))
     world = log.global_state(inner, config.half_life_seconds)
+    fit_catalog = catalog_at(inner) if catalog_at is not None else catalog
     with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), disable=not progress) as bar:
         task = bar.add_task("page model: fit rankers at inner split", total=len(rankers))
         for r in rankers:
             if fit is None:
-                r.fit(FitInput(log, catalog, inner, world))
+                r.fit(FitInput(log, fit_catalog, inner, world))
             else:
-                fit(r, FitInput(log, catalog, inner, world))
+                fit(r, FitInput(log, fit_catalog, inner, world))
             bar.advance(task)
         models = PageModels("inner", config.config_hash(), catalog, tuple(rankers), rules=config.page.rules)
         task = bar.add_task("page model: stage data", total=None)

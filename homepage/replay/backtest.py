@@ -114,6 +114,7 @@ def fold_summary(fold: Fold, result: ReplayResult) -> dict[str, object]:
         "until": fold.until,
         "model_version": result.model_version,
         "warm_requests": int(warm.sum()),
+        "request_times": [int(result.requests.times.min()), int(result.requests.times.max())] if len(result.requests) else None,
         "users": int(np.unique(result.requests.user_ids[warm]).size),
         "policies": {
             name: {m: float(np.mean(np.asarray(run.values[m])[warm])) if warm.any() else float("nan") for m in ("ndcg_2d", "viewport_recall", "page_recall")}
