@@ -38,6 +38,7 @@ def backtest_command(
 
     from homepage.catalog import Catalog
     from homepage.cli.outputs import check_output_file, table_console
+    from homepage.cli.replay import parse_policies
     from homepage.config import load_config
     from homepage.dataset import load_dataset
     from homepage.engines import get_engine
@@ -51,11 +52,7 @@ def backtest_command(
 
     check_output_file(json_out, "--json")
     quantiles = parse_quantiles(folds)
-    names = [p.strip() for p in policies.split(",") if p.strip()]
-    if not names:
-        raise HomepageError("--policies: give at least one policy name")
-    for n in names:
-        get_policy(n)
+    names = parse_policies(policies)
     cfg = load_config(config)
     if not cfg.page.train_model and any(get_policy(n).needs_model for n in names):
         raise HomepageError("--policies: a policy needs a page model, and the config has page.train_model off")

@@ -10,6 +10,19 @@ import typer
 from homepage.cli import app
 
 
+def parse_policies(text: str) -> list[str]:
+    """Policy names from ``--policies`` (comma-separated), each checked against the registered policies."""
+    from homepage.errors import HomepageError
+    from homepage.pagebuilder.policies import policy as get_policy
+
+    names = [p.strip() for p in text.split(",") if p.strip()]
+    if not names:
+        raise HomepageError("--policies: give at least one policy name")
+    for n in names:
+        get_policy(n)
+    return names
+
+
 @app.command("replay")
 def replay_command(
     dataset: Path = typer.Argument(..., help="Dataset directory (from `homepage ingest` or `homepage generate`)."),
@@ -87,11 +100,7 @@ def replay_command(
         return
     split = parse_time(split_time, "--split-time") if split_time is not None else None  # bad input fails before any loading
     until_t = parse_time(until) if until is not None else None
-    names = [p.strip() for p in policies.split(",") if p.strip()]
-    if not names:
-        raise HomepageError("--policies: give at least one policy name")
-    for n in names:
-        get_policy(n)
+    names = parse_policies(policies)
     runner = get_engine(engine, master, dataset)
     bundle = load_bundle(models)
     pm = PageModels.from_bundle(bundle)
