@@ -100,7 +100,9 @@ def row_json(row: PlacedRow, cards: TitleCards) -> dict[str, Any]:
         "score": _finite(row.score),
         "titles": titles,
     }
-    if row.features is not None:
+    if row.features is not None:  # explain mode: where the row was placed, and why
+        out["stage"] = row.stage
+        out["forced_by"] = row.forced_by
         out["features"] = {k: _finite(v) for k, v in row.features.items()}
     return out
 
