@@ -181,6 +181,15 @@ def _catalog(api: Api) -> Any:
         ({"events": [{"user_id": 1, "title_id": 1, "kind": "play", "ts": 2**39}]}, "events.0.ts"),
         ({"events": []}, "events"),
         ({"events": [{"user_id": 1, "title_id": 1, "kind": "play"}] * 1001}, "events"),
+        # ids are JSON integers: a client's bool, string or float is refused, not read as user or title 1, 1500
+        ({"user_id": True, "title_id": 1, "kind": "play"}, "user_id"),
+        ({"user_id": "1500", "title_id": 1, "kind": "play"}, "user_id"),
+        ({"user_id": 1500.0, "title_id": 1, "kind": "play"}, "user_id"),
+        ({"user_id": 1, "title_id": True, "kind": "play"}, "title_id"),
+        ({"events": [{"user_id": 1, "title_id": "7", "kind": "play"}]}, "events.0.title_id"),
+        ({"user_id": 1, "title_id": 1, "kind": "play", "ts": "1790000000"}, "ts"),
+        ({"user_id": 1, "title_id": 1, "kind": "click", "row_index": 1.0}, "row_index"),
+        ({"user_id": 1, "title_id": 1, "kind": "play", "progress": "0.5"}, "progress"),
     ],
 )
 def test_bad_events_are_422_naming_the_field(api: Api, body: dict[str, Any], field: str) -> None:
@@ -194,6 +203,9 @@ def test_bad_events_are_422_naming_the_field(api: Api, body: dict[str, Any], fie
     ("path", "field"),
     [
         ("/homepage/abc", "user_id"),
+        ("/homepage/1.0", "user_id"),  # not user 1
+        ("/homepage/+1", "user_id"),
+        ("/homepage/%201", "user_id"),
         ("/homepage/1?rows=0", "rows"),
         ("/homepage/1?rows=", "rows"),
         ("/homepage/1?rows=2.5", "rows"),
@@ -217,9 +229,11 @@ def test_page_parameters_parse_like_declared_query_parameters(api: Api) -> None:
     assert page["request"]["device"] == "tv" and page["request"]["region"] == "US"
     assert 1 <= len(page["rows"]) <= 3 and all(len(r["titles"]) <= 4 for r in page["rows"])
     assert all("features" in r for r in page["rows"])  # explain=yes is true
+    assert [r["stage"] for r in page["rows"]] == list(range(len(page["rows"])))  # rows in the order they were placed
+    assert all("forced_by" in r and (r["forced_by"] is None or isinstance(r["forced_by"], str)) for r in page["rows"])
     plain = api.get("/homepage/1").json()
     assert plain["request"]["rows"] == 10 and plain["request"]["cols"] == 10 and plain["request"]["device"] is None
-    assert not any("features" in r for r in plain["rows"])
+    assert not any("features" in r or "stage" in r or "forced_by" in r for r in plain["rows"])
     params = {p["name"]: p for p in api.client.get("/openapi.json").json()["paths"]["/homepage/{user_id}"]["get"]["parameters"]}
     assert params["rows"]["in"] == "query" and params["rows"]["schema"]["maximum"] == 50 and params["explain"]["schema"]["type"] == "boolean"
     assert params["user_id"]["in"] == "path"
@@ -239,6 +253,15 @@ def test_bodies_are_bounded(api: Api) -> None:
     body = b'{"events": [' + b" " * 300_000 + b"]}"
     r = api.client.post("/events", content=body, headers={"Content-Type": "application/json", "X-API-Key": API_KEY})
     assert r.status_code == 413
+
+    def chunks() -> Iterator[bytes]:  # no Content-Length: the limit is found while the body streams in
+        yield b'{"events": ['
+        for _ in range(40):
+            yield b" " * 100_000
+        yield b"]}"
+
+    r = api.client.post("/events", content=chunks(), headers={"Content-Type": "application/json", "X-API-Key": API_KEY})
+    assert r.status_code == 413 and "larger than" in r.json()["detail"], r.text
 
 
 def test_titles_and_similar(api: Api) -> None:

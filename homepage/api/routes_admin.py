@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Annotated
 
-from fastapi import APIRouter, Depends, Path, Request
+from fastapi import APIRouter, Depends, Request
 
-from homepage.api.schemas import COMMON_RESPONSES, MAX_ID, Deleted, ErrorOut, Reloaded
+from homepage.api.schemas import COMMON_RESPONSES, Deleted, ErrorOut, Reloaded, UserId
 from homepage.api.security import require_api_key
 from homepage.service import PageService
 
 router = APIRouter(dependencies=[Depends(require_api_key)], responses=COMMON_RESPONSES)
-UserId = Annotated[int, Path(ge=0, le=MAX_ID, description="user id")]
 ERRORS = {401: {"model": ErrorOut}, 403: {"model": ErrorOut}, 503: {"model": ErrorOut}}
 
 

@@ -4,25 +4,24 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Body, Depends, HTTPException, Path, Request
+from fastapi import APIRouter, Body, Depends, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 
 from homepage.api.schemas import (
     COMMON_RESPONSES,
-    MAX_ID,
     ErrorOut,
     EventBatch,
     EventsAccepted,
     EventsBody,
     ProfileIn,
     ProfileOut,
+    UserId,
 )
 from homepage.api.security import require_api_key
 from homepage.service import PageService
 from homepage.store import StoreError, StoreUnavailable
 
 router = APIRouter(dependencies=[Depends(require_api_key)], responses=COMMON_RESPONSES)
-UserId = Annotated[int, Path(ge=0, le=MAX_ID, description="user id")]
 MAX_FUTURE_SECONDS = 86_400  # client clocks drift; an event from further ahead is a bug, and would skew trending
 WRITE_ERRORS = {401: {"model": ErrorOut}, 403: {"model": ErrorOut}, 413: {"model": ErrorOut}, 503: {"model": ErrorOut}}
 

@@ -7,28 +7,27 @@ from typing import Annotated
 from urllib.parse import parse_qsl
 
 import numpy as np
-from fastapi import APIRouter, HTTPException, Path, Query, Request, Response
+from fastapi import APIRouter, HTTPException, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 
 from homepage.api.schemas import (
     COMMON_RESPONSES,
-    MAX_ID,
     ErrorOut,
     Health,
     PageOut,
     PageQuery,
     SimilarOut,
     TitleCard,
+    TitleId,
     TitleOut,
+    UserId,
     query_parameters,
 )
 from homepage.service import PageParams, PageService
 from homepage.store import StoreUnavailable
 
 router = APIRouter(responses=COMMON_RESPONSES)
-UserId = Annotated[int, Path(ge=0, le=MAX_ID, description="user id")]
-TitleId = Annotated[int, Path(ge=0, le=MAX_ID, description="title id")]
 JSON = "application/json"
 
 

@@ -26,7 +26,7 @@ from pydantic import BaseModel, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from homepage.api.settings import ServeSettings
-from homepage.api.schemas import COMMON_RESPONSES, DEVICE_PATTERN, MAX_ID, REGION_PATTERN, ErrorOut, PageOut
+from homepage.api.schemas import COMMON_RESPONSES, DEVICE_PATTERN, REGION_PATTERN, ErrorOut, PageOut, TitleId, UserId
 from homepage.artwork_svg import placeholder_svg
 from homepage.domain import ArtworkVariant, RequestContext
 from homepage.errors import HomepageError
@@ -47,7 +47,6 @@ SVG_CSP = "default-src 'none'; style-src 'unsafe-inline'"
 TOP_FEATURES = 3
 
 router = APIRouter(responses=COMMON_RESPONSES, tags=["viewer"])
-UserId = Annotated[int, PathParam(ge=0, le=MAX_ID, description="user id")]
 
 
 class ViewerSettings(BaseSettings):
@@ -280,7 +279,7 @@ async def policy_page(
 )
 async def artwork(
     request: Request,
-    title_id: Annotated[int, PathParam(ge=0, le=MAX_ID)],
+    title_id: TitleId,
     variant_id: Annotated[str, PathParam(max_length=128, pattern=r"^[A-Za-z0-9_.:-]+$")],
 ) -> Response:
     """A placeholder poster for an artwork variant: title, year, and the variant's emphasis by colour and label."""

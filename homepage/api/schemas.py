@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
+from fastapi import Path
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     ValidationInfo,
@@ -25,6 +27,19 @@ DEVICE_PATTERN = r"^[a-z_]{1,16}$"
 MAX_BATCH = 1000
 
 
+def _digits_only(v: Any) -> Any:
+    """A path id is written in decimal digits: ``/homepage/1.0`` or ``/homepage/+1`` is not user 1."""
+    if isinstance(v, str) and not (v.isascii() and v.isdigit()):
+        raise PydanticCustomError("int_parsing", "Input should be a whole number written in decimal digits")
+    return v
+
+
+UserId = Annotated[int, BeforeValidator(_digits_only), Path(ge=0, le=MAX_ID, description="user id")]
+TitleId = Annotated[int, BeforeValidator(_digits_only), Path(ge=0, le=MAX_ID, description="title id")]
+StrictId = Annotated[int, Field(strict=True, ge=0, le=MAX_ID)]
+"""An id in a JSON body: a JSON integer (``true``, ``"1500"`` and ``1500.0`` are refused, not read as ids)."""
+
+
 class Reason(BaseModel):
     kind: str
     anchor_title_id: int | None = None
@@ -39,7 +54,7 @@ class TitleCard(BaseModel):
     variant_id: str | None = Field(default=None, description="artwork variant shown")
     image_url: str | None = None
     score: float | None = None
-    propensity: float | None = Field(default=None, description="probability the artwork selector chose this variant")
+    propensity: float | None = Field(default=None, strict=True, description="probability the artwork selector chose this variant")
 
 
 class Row(BaseModel):
@@ -49,7 +64,9 @@ class Row(BaseModel):
     reason: Reason
     score: float | None = None
     titles: list[TitleCard]
-    features: dict[str, float | None] | None = None
+    stage: int | None = Field(default=None, description="explain: the page-building stage that placed the row (0 = first)")
+    forced_by: str | None = Field(default=None, description="explain: the rule that placed the row regardless of its score, if any")
+    features: dict[str, float | None] | None = Field(default=None, description="explain: the page model's features of the row at its stage")
 
 
 class PageQuery(BaseModel):
@@ -104,21 +121,21 @@ class EventIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    user_id: int = Field(ge=0, le=MAX_ID)
-    title_id: int = Field(ge=0, le=MAX_ID)
+    user_id: StrictId
+    title_id: StrictId
     kind: EventKind
-    ts: int | None = Field(default=None, ge=0, le=2**40)
-    watch_seconds: float | None = Field(default=None, ge=0, le=10**6)
-    progress: float | None = Field(default=None, ge=0.0, le=1.0)
+    ts: int | None = Field(default=None, strict=True, ge=0, le=2**40)
+    watch_seconds: float | None = Field(default=None, strict=True, ge=0, le=10**6)
+    progress: float | None = Field(default=None, strict=True, ge=0.0, le=1.0)
     stars: float | None = Field(
-        default=None, ge=RATING_MIN, le=RATING_MAX, validate_default=True, description="required for a rating; the range ingest accepts"
+        default=None, strict=True, ge=RATING_MIN, le=RATING_MAX, validate_default=True, description="required for a rating; the range ingest accepts"
     )
     page_id: str | None = Field(default=None, max_length=64, pattern=ID_PATTERN)
     row_id: str | None = Field(default=None, max_length=128, pattern=r"^[A-Za-z0-9_.:@-]+$")
-    row_index: int | None = Field(default=None, ge=0, le=1000)
-    col_index: int | None = Field(default=None, ge=0, le=1000)
+    row_index: int | None = Field(default=None, strict=True, ge=0, le=1000)
+    col_index: int | None = Field(default=None, strict=True, ge=0, le=1000)
     variant_id: str | None = Field(default=None, max_length=128, pattern=ID_PATTERN)
-    propensity: float | None = Field(default=None, gt=0.0, le=1.0)
+    propensity: float | None = Field(default=None, strict=True, gt=0.0, le=1.0)
     idempotency_key: str | None = Field(default=None, min_length=8, max_length=128, pattern=ID_PATTERN)
 
     @field_validator("stars")

@@ -63,17 +63,21 @@ class BodyLimit:
             if msg["type"] == "http.request":
                 seen += len(msg.get("body", b""))
                 if seen > self.max_bytes:
-                    raise BodyTooLarge()
+                    raise BodyTooLarge(self.max_bytes)
             return msg
 
         try:
             await self.app(scope, limited, send)
-        except BodyTooLarge:
-            await _reject(send, 413, f"request body: larger than {self.max_bytes} bytes")
+        except BodyTooLarge as e:  # raised outside a route's body parsing (which answers it through the app's handler)
+            await _reject(send, 413, e.detail)
 
 
-class BodyTooLarge(Exception):
-    pass
+class BodyTooLarge(HTTPException):
+    """A streamed body passed the limit. An ``HTTPException`` so FastAPI's body parsing re-raises it
+    (any other exception there becomes 400 "There was an error parsing the body")."""
+
+    def __init__(self, max_bytes: int) -> None:
+        super().__init__(413, f"request body: larger than {max_bytes} bytes")
 
 
 async def _reject(send: Any, status: int, detail: str) -> None:
