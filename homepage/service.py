@@ -17,7 +17,7 @@ import secrets
 import threading
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -363,6 +363,14 @@ class PageService:
     def set_profile(self, user_id: int, region: str | None, genres: Sequence[str]) -> None:
         cur = self.loaded
         self.store.set_profile(user_id, region, genres, cur.store_version if cur is not None else None)
+
+    def patch_profile(self, user_id: int, changes: Mapping[str, Any]) -> None:
+        cur = self.loaded
+        self.store.patch_profile(user_id, changes, cur.store_version if cur is not None else None)
+
+    def get_profile(self, user_id: int) -> tuple[str | None, tuple[str, ...]] | None:
+        cur = self.loaded
+        return self.store.get_profile(user_id, cur.store_version if cur is not None else None)
 
     async def run(self, fn: Any, *args: Any) -> Any:
         """Run blocking store work in the service's thread pool."""

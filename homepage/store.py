@@ -1250,6 +1250,36 @@ class RedisStore:
         pipe.execute()
 
     @_guarded
+    def patch_profile(self, user_id: int, changes: Mapping[str, Any], version: str | None = None) -> None:
+        """Change only the profile fields in ``changes`` (``region``: a region, or None to clear it;
+        ``favourite_genres``); the others keep their value. Drops the user's cached page."""
+        unknown = set(changes) - {"region", "favourite_genres"}
+        if unknown:
+            raise ValueError(f"not profile fields: {sorted(unknown)}")
+        v = self._resolve(version)
+        key = self.keys.profile(v, user_id)
+        pipe = self.client.pipeline(transaction=True)
+        if "region" in changes:
+            if changes["region"] is None:
+                pipe.hdel(key, "region")
+            else:
+                pipe.hset(key, "region", str(changes["region"]))
+        if "favourite_genres" in changes:
+            pipe.hset(key, "genres", json.dumps([str(g) for g in changes["favourite_genres"]]))
+        else:  # a new profile holds its genres field, as set_profile writes it
+            pipe.hsetnx(key, "genres", "[]")
+        pipe.delete(self.keys.page(v, user_id))
+        pipe.execute()
+
+    @_guarded
+    def get_profile(self, user_id: int, version: str | None = None) -> tuple[str | None, tuple[str, ...]] | None:
+        """A user's profile (region, favourite genres) in a version, or None when none was published or set."""
+        region, genres = self.client.hmget(self.keys.profile(self._resolve(version), user_id), "region", "genres")
+        if region is None and genres is None:
+            return None
+        return (region.decode() if region else None, tuple(json.loads(genres)) if genres else ())
+
+    @_guarded
     def served_entries(self, count: int | None = None) -> list[tuple[str, int, str]]:
         """(stream id, user id, page JSON) of logged served pages, oldest first.
 

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pandas as pd
 import pytest
 from redis_fixtures import BACKENDS, WORLD_SMALL, LiveServer, make_store, test_redis_url
 
@@ -126,8 +127,27 @@ def test_profile_shapes_a_new_users_first_page(api: Api) -> None:
     assert r.status_code == 200 and r.json()["region"] == region
     after = api.get(f"/homepage/{user}").json()
     assert any(row["reason"]["region"] == region for row in after["rows"])
-    bad = api.write("PUT", f"/users/{user}", json={"region": region, "favourite_genres": ["No Such Genre"]})
-    assert bad.status_code == 422 and "favourite_genres.0" in bad.json()["detail"]
+    bad = api.write("PUT", f"/users/{user}", json={"region": region, "favourite_genres": [str(_catalog(api).genres[0]), "No Such Genre", "Nor This"]})
+    assert bad.status_code == 422 and [e["field"] for e in bad.json()["errors"]] == ["favourite_genres.1", "favourite_genres.2"]
+    assert api.write("GET", f"/users/{user}").json() == {"user_id": user, "region": region, "favourite_genres": []}  # unchanged
+
+
+def test_profiles_read_replace_and_patch(api: Api) -> None:
+    user = 900_000_003
+    assert api.write("GET", f"/users/{user}").status_code == 404
+    assert api.client.get(f"/users/{user}").status_code == 401  # personal data: the key is needed to read it too
+    genres = list(_catalog(api).genres[:2])
+    region = str(pd.read_parquet(WORLD_SMALL / "users.parquet")["region"].dropna().iloc[0])
+    r = api.write("PATCH", f"/users/{user}", json={"favourite_genres": [genres[0], genres[0]]})
+    assert r.status_code == 200 and r.json() == {"user_id": user, "region": None, "favourite_genres": [genres[0]]}
+    r = api.write("PATCH", f"/users/{user}", json={"region": region})  # genres are kept
+    assert r.json() == {"user_id": user, "region": region, "favourite_genres": [genres[0]]}
+    assert api.write("GET", f"/users/{user}").json() == r.json()
+    assert api.write("PATCH", f"/users/{user}", json={"favourite_genres": genres}).json()["region"] == region  # region kept
+    assert api.write("PATCH", f"/users/{user}", json={"region": None}).json() == {"user_id": user, "region": None, "favourite_genres": genres}
+    api.write("PUT", f"/users/{user}", json={"region": region})  # PUT replaces: genres left out are cleared
+    assert api.write("GET", f"/users/{user}").json() == {"user_id": user, "region": region, "favourite_genres": []}
+    assert api.write("PATCH", f"/users/{user}", json={"regoin": "x"}).status_code == 422
 
 
 def test_cache_hit_then_a_play_invalidates_it_and_shows_at_once(api: Api) -> None:
@@ -199,6 +219,14 @@ def test_bad_events_are_422_naming_the_field(api: Api, body: dict[str, Any], fie
     assert "Traceback" not in r.text
 
 
+def test_malformed_json_and_long_error_lists_say_so(api: Api) -> None:
+    r = api.client.post("/events", content=b'{"user_id": 1,, }', headers={"Content-Type": "application/json", "X-API-Key": API_KEY})
+    assert r.status_code == 422 and r.json()["errors"][0]["field"] == "body" and "malformed JSON at character 14" in r.json()["detail"], r.text
+    batch = [{"user_id": -1, "title_id": 1, "kind": "play"}] * 30
+    r = api.write("POST", "/events", json={"events": batch})
+    assert r.status_code == 422 and len(r.json()["errors"]) == 20 and r.json()["errors_omitted"] == 10
+
+
 @pytest.mark.parametrize(
     ("path", "field"),
     [
@@ -247,6 +275,12 @@ def test_writes_need_the_api_key(api: Api) -> None:
     assert api.client.delete("/users/1").status_code == 401
     assert api.client.post("/admin/reload").status_code == 401
     assert api.write("POST", "/events", json=ev).status_code == 202
+    spec = api.client.get("/openapi.json").json()
+    (scheme,) = spec["components"]["securitySchemes"].values()
+    assert scheme == {"type": "apiKey", "in": "header", "name": "X-API-Key", "description": scheme["description"]}
+    paths = spec["paths"]
+    assert paths["/events"]["post"]["security"] and paths["/users/{user_id}"]["get"]["security"]
+    assert "security" not in paths["/homepage/{user_id}"]["get"]  # reads of pages are open
 
 
 def test_bodies_are_bounded(api: Api) -> None:

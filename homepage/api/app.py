@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -89,9 +89,12 @@ async def _refresh_after(service: PageService) -> None:
 def _install_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
-        errors = [{"field": _field(e.get("loc", ())), "message": str(e.get("msg", ""))} for e in exc.errors()]
+        errors = [_error(e) for e in exc.errors()]
         detail = "; ".join(f"{e['field']}: {e['message']}" for e in errors[:5]) or "invalid request"
-        return JSONResponse({"detail": detail, "errors": errors[:20]}, status_code=422)
+        body: dict[str, Any] = {"detail": detail, "errors": errors[:MAX_ERRORS]}
+        if len(errors) > MAX_ERRORS:
+            body["errors_omitted"] = len(errors) - MAX_ERRORS
+        return JSONResponse(body, status_code=422)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -109,6 +112,19 @@ def _install_handlers(app: FastAPI) -> None:
     async def internal(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error on %s", request.url.path)
         return JSONResponse({"detail": "internal error"}, status_code=500)
+
+
+MAX_ERRORS = 20  # listed in a 422; ``errors_omitted`` counts the rest
+
+
+def _error(e: Mapping[str, Any]) -> dict[str, str]:
+    """One validation error as ``{field, message}``; malformed JSON names the body and the position."""
+    if e.get("type") == "json_invalid":
+        loc = e.get("loc", ())
+        pos = loc[-1] if loc and isinstance(loc[-1], int) else None
+        reason = (e.get("ctx") or {}).get("error", "")
+        return {"field": "body", "message": f"malformed JSON at character {pos}: {reason}" if pos is not None else f"malformed JSON: {reason}"}
+    return {"field": _field(e.get("loc", ())), "message": str(e.get("msg", ""))}
 
 
 def _field(loc: Any) -> str:

@@ -59,15 +59,47 @@ async def post_events(request: Request, body: Annotated[EventsBody, Body()]) -> 
     return EventsAccepted(accepted=n, duplicates=len(events) - n)
 
 
+def _check_genres(service: PageService, profile: ProfileIn) -> None:
+    """422 naming every favourite genre the served catalog lacks."""
+    cur = service.loaded
+    if cur is None or "favourite_genres" not in profile.model_fields_set:
+        return
+    known = set(cur.models.catalog.genres)
+    bad = [(i, g) for i, g in enumerate(profile.favourite_genres) if g not in known]
+    if bad:
+        raise RequestValidationError(
+            [{"loc": ("body", "favourite_genres", i), "msg": f"unknown genre {g!r}", "type": "value_error", "input": g} for i, g in bad]
+        )
+
+
 @router.put("/users/{user_id}", response_model=ProfileOut, responses=WRITE_ERRORS)
 async def put_user(request: Request, user_id: UserId, profile: ProfileIn) -> ProfileOut:
-    """Set a profile (region, favourite genres); it shapes a new user's first page."""
+    """Replace a profile (region, favourite genres): a field left out is cleared. ``PATCH`` changes only the fields sent."""
     service = _service(request)
-    cur = service.loaded
-    if cur is not None:
-        known = set(cur.models.catalog.genres)
-        for i, g in enumerate(profile.favourite_genres):
-            if g not in known:
-                raise HTTPException(422, f"favourite_genres.{i}: unknown genre {g!r}")
+    _check_genres(service, profile)
     await service.run(service.set_profile, user_id, profile.region, profile.favourite_genres)
     return ProfileOut(user_id=user_id, **profile.model_dump())
+
+
+@router.patch("/users/{user_id}", response_model=ProfileOut, responses=WRITE_ERRORS)
+async def patch_user(request: Request, user_id: UserId, profile: ProfileIn) -> ProfileOut:
+    """Change only the profile fields sent (``"region": null`` clears the region); returns the whole profile."""
+    service = _service(request)
+    _check_genres(service, profile)
+    changes = profile.model_dump(include=profile.model_fields_set)
+    if changes:
+        await service.run(service.patch_profile, user_id, changes)
+    return await get_user(request, user_id)
+
+
+@router.get("/users/{user_id}", response_model=ProfileOut, responses={**WRITE_ERRORS, 404: {"model": ErrorOut}})
+async def get_user(request: Request, user_id: UserId) -> ProfileOut:
+    """A user's profile as served (published with the dataset, or set through ``PUT``/``PATCH``); 404 when there is none."""
+    service = _service(request)
+    return _profile_out(user_id, await service.run(service.get_profile, user_id))
+
+
+def _profile_out(user_id: int, got: tuple[str | None, tuple[str, ...]] | None) -> ProfileOut:
+    if got is None:
+        raise HTTPException(404, f"user_id: no profile for user {user_id}")
+    return ProfileOut(user_id=user_id, region=got[0], favourite_genres=list(got[1]))

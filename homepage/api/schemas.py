@@ -187,12 +187,19 @@ class EventsAccepted(BaseModel):
 
 
 class ProfileIn(BaseModel):
+    """A profile. ``PUT`` replaces it (an omitted field is cleared); ``PATCH`` changes only the fields sent."""
+
     model_config = ConfigDict(extra="forbid")
 
-    region: str | None = Field(default=None, pattern=REGION_PATTERN)
+    region: str | None = Field(default=None, pattern=REGION_PATTERN, description="regional rows and the fallback page")
     favourite_genres: list[Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9 '&()_./-]+$")]] = Field(
-        default_factory=list, max_length=20
+        default_factory=list, max_length=20, description="catalog genre names; shape the artwork chosen for the user (repeats dropped)"
     )
+
+    @field_validator("favourite_genres")
+    @classmethod
+    def _drop_repeats(cls, v: list[str]) -> list[str]:
+        return list(dict.fromkeys(v))
 
 
 class ProfileOut(ProfileIn):
@@ -247,7 +254,8 @@ class InvalidOut(BaseModel):
     """422: the request does not validate; ``detail`` names the field(s)."""
 
     detail: str
-    errors: list[FieldError] = Field(default_factory=list)
+    errors: list[FieldError] = Field(default_factory=list, description="the first 20 errors")
+    errors_omitted: int | None = Field(default=None, description="errors beyond the first 20, when there are more")
 
 
 COMMON_RESPONSES: dict[int | str, dict[str, Any]] = {400: {"model": ErrorOut}, 413: {"model": ErrorOut}, 422: {"model": InvalidOut}}
