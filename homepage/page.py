@@ -121,11 +121,39 @@ def collect_candidates(rankers: Sequence[Ranker], request: RankRequest) -> tuple
     notes: list[str] = []
     for r in rankers:
         try:
-            rows.extend(r.rows(request))
+            got = r.rows(request)
         except Exception as e:  # a plug-in can fail in any way; the page must still be built
             log.exception("ranker %s failed", r.name)
             notes.append(f"ranker {r.name} failed: {type(e).__name__}")
+            continue
+        for row in got:
+            problem = row_problem(row)
+            if problem is None:
+                rows.append(row)
+            else:
+                log.error("ranker %s: row dropped: %s", r.name, problem)
+                notes.append(f"ranker {r.name}: row dropped: {problem}")
     return rows, notes
+
+
+def row_problem(row: object) -> str | None:
+    """Why a ranker's row breaks the contract the page builder relies on, or None.
+
+    Checked at the boundary so a plug-in's mistake drops its row with a note naming the
+    ranker, instead of failing the page (or training) far away or serving repeats.
+    """
+    if not isinstance(row, CandidateRow):
+        return f"a {type(row).__name__}, not a CandidateRow"
+    ids, scores = row.title_ids, row.scores
+    if not isinstance(ids, np.ndarray) or ids.dtype.kind not in "iu" or ids.ndim != 1:
+        return f"{row.row_id}: title_ids must be a 1-D integer numpy array"
+    if not isinstance(scores, np.ndarray) or scores.dtype.kind != "f" or scores.shape != ids.shape:
+        return f"{row.row_id}: scores must be a float numpy array as long as title_ids"
+    if ids.size > 1 and len(set(ids.tolist())) != ids.size:  # faster than np.unique at row lengths
+        return f"{row.row_id}: a title appears twice"
+    if np.isnan(scores).any():
+        return f"{row.row_id}: NaN score"
+    return None
 
 
 def user_signals(user: UserState, models: PageModels, request: RequestContext) -> tuple[UserSignals, np.ndarray | None]:

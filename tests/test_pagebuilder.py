@@ -455,3 +455,27 @@ def test_build_page_numbers_rows_that_share_a_heading() -> None:
     page = build_page(user(), world(), models, RequestContext(user_id=1, now=10**9, rows=12, cols=10), policy="template")
     headings = [r.display_title for r in page.rows]
     assert len(set(headings)) == len(headings) and {"Popular now", "Popular now (2)"} <= set(headings)
+
+
+def test_rows_breaking_the_contract_are_dropped_with_a_note_naming_the_ranker() -> None:
+    """A plug-in returning lists, repeats or NaN loses that row, not the page (nor training, which collects the same way)."""
+    from dataclasses import replace
+
+    class Sloppy(HandRanker):
+        name: ClassVar[str] = "top_n"
+
+        def rows(self, request: RankRequest) -> list[CandidateRow]:
+            good, other = [r for r in candidate_rows() if r.ranker == "top_n"]
+            as_list = replace(other, row_id="top_n:list", title_ids=other.title_ids.tolist())
+            twice = replace(other, row_id="top_n:twice", title_ids=np.r_[other.title_ids[:3], other.title_ids[:3]], scores=other.scores[:6])
+            nan = replace(other, row_id="top_n:nan", scores=np.full(len(other), np.nan, np.float32))
+            return [good, as_list, twice, nan, "not a row"]  # type: ignore[list-item]
+
+    rankers = tuple(Sloppy() if r.name == "top_n" else r for r in page_models(None).rankers)
+    models = PageModels("test", "h", CATALOG, rankers, rules=PageRules())
+    page = build_page(user(), world(), models, RequestContext(user_id=1, now=10**9, rows=20, cols=10), policy="template")
+    ids = {r.row_id for r in page.rows}
+    assert "top_n:pop" in ids and not ids & {"top_n:list", "top_n:twice", "top_n:nan"}
+    dropped = [n for n in page.notes if n.startswith("ranker top_n: row dropped")]
+    assert len(dropped) == 4 and any("integer numpy array" in n for n in dropped) and any("appears twice" in n for n in dropped)
+    assert any("NaN" in n for n in dropped) and any("not a CandidateRow" in n for n in dropped)
