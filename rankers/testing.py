@@ -377,7 +377,7 @@ def check_refuses_foreign_artifact(cls: type[Ranker]) -> None:
 
 def check_no_mutation(cls: type[Ranker]) -> None:
     """Neither fit nor rows changes the log, catalog, global state or user state."""
-    world = small_world()
+    world = small_world.__wrapped__()  # a fresh world: the shared one may have been changed by an earlier check already
     before = {"log": _snapshot(world.log), "catalog": _snapshot(world.catalog), "world": _snapshot(world.world)}
     r = fitted(cls, world)
     users = [world.user(u) for u in world.user_ids]

@@ -65,6 +65,28 @@ def test_suite_catches_a_broken_ranker() -> None:
         check_valid_rows(Broken)
 
 
+def test_suite_catches_a_ranker_that_mutates_its_inputs_even_after_other_checks() -> None:
+    """The no-mutation check builds its own world: earlier checks sharing the cached one cannot hide a mutation."""
+    from rankers.testing import check_no_mutation, check_valid_rows, small_world
+
+    class Mutating(_PopularAbove):
+        name = "mutating"
+
+        def rows(self, request):  # type: ignore[no-untyped-def]
+            request.catalog.genre_matrix[0] = True  # idempotent: once the shared world has it, no later snapshot sees a change
+            return super().rows(request)
+
+    shared = small_world().catalog.genre_matrix
+    saved = shared[0].copy()
+    assert not saved.all()
+    try:
+        check_valid_rows(Mutating)  # changes the shared world before the no-mutation check runs
+        with pytest.raises(AssertionError, match="mutated catalog.genre_matrix"):
+            check_no_mutation(Mutating)
+    finally:
+        shared[0] = saved  # the shared world as the other tests expect it
+
+
 class _PopularAboveConfig(RankerConfig):
     min_count: int = Field(default=10**6, ge=1, description="plays and ratings a title needs")
 
