@@ -30,6 +30,15 @@ class Catalog:
     tags: tuple[tuple[str, ...], ...]
     variants: tuple[tuple[ArtworkVariant, ...], ...]
 
+    def __post_init__(self) -> None:
+        # shared by every request and ranker of a model version: a plug-in writing into it would change every page
+        for name in ("title_ids", "years", "genre_matrix"):
+            a = getattr(self, name)
+            if a.flags.writeable:
+                v = a.view()
+                v.setflags(write=False)
+                object.__setattr__(self, name, v)
+
     def __len__(self) -> int:
         return int(self.title_ids.shape[0])
 

@@ -7,8 +7,10 @@ ranker that tries to mutate its input fails loudly.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
+from types import MappingProxyType
 
 import numpy as np
 
@@ -88,9 +90,19 @@ class GlobalState:
     decayed: np.ndarray  # float64 sum of 2^-(age/half_life) per title
     rating_sum: np.ndarray  # float64
     rating_count: np.ndarray  # int64
-    region_counts: dict[str, np.ndarray] = field(default_factory=dict)
-    region_decayed: dict[str, np.ndarray] = field(default_factory=dict)
+    region_counts: Mapping[str, np.ndarray] = field(default_factory=dict)
+    region_decayed: Mapping[str, np.ndarray] = field(default_factory=dict)
     n_users: int = 0
+
+    def __post_init__(self) -> None:
+        # shared by every request of a world state: read-only, so no ranker can change another's page
+        for name in ("counts", "decayed", "rating_sum", "rating_count"):
+            a = getattr(self, name)
+            if a.flags.writeable:
+                object.__setattr__(self, name, frozen(a))
+        for name in ("region_counts", "region_decayed"):
+            d = getattr(self, name)
+            object.__setattr__(self, name, MappingProxyType({k: frozen(v) if v.flags.writeable else v for k, v in d.items()}))
 
     def __len__(self) -> int:
         return int(self.counts.shape[0])

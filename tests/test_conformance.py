@@ -73,7 +73,9 @@ def test_suite_catches_a_ranker_that_mutates_its_inputs_even_after_other_checks(
         name = "mutating"
 
         def rows(self, request):  # type: ignore[no-untyped-def]
-            request.catalog.genre_matrix[0] = True  # idempotent: once the shared world has it, no later snapshot sees a change
+            g = request.catalog.genre_matrix
+            g.setflags(write=True)  # read-only, but a determined plug-in can still write
+            g[0] = True  # idempotent: once the shared world has it, no later snapshot sees a change
             return super().rows(request)
 
     shared = small_world().catalog.genre_matrix
@@ -84,7 +86,9 @@ def test_suite_catches_a_ranker_that_mutates_its_inputs_even_after_other_checks(
         with pytest.raises(AssertionError, match="mutated catalog.genre_matrix"):
             check_no_mutation(Mutating)
     finally:
+        shared.setflags(write=True)
         shared[0] = saved  # the shared world as the other tests expect it
+        shared.setflags(write=False)
 
 
 class _PopularAboveConfig(RankerConfig):
@@ -202,3 +206,17 @@ def test_module_failing_to_import_names_its_file(tmp_path: Path, monkeypatch: py
     msg = str(e.value)
     assert "failed to import" in msg and "boom at import" in msg
     assert str(tmp_path / "broken_ranker_mod_xyz.py") in msg
+
+
+def test_shared_request_inputs_are_read_only() -> None:
+    """Catalog and world arrays are shared by every request: a ranker writing into them gets an error, not a changed page."""
+    from rankers.testing import small_world
+
+    w = small_world()
+    for a in (w.catalog.title_ids, w.catalog.years, w.catalog.genre_matrix, w.world.counts, w.world.decayed, w.world.rating_sum):
+        with pytest.raises(ValueError, match="read-only"):
+            a[0] = a[0]
+    with pytest.raises(TypeError):
+        w.world.region_counts["nowhere"] = w.world.counts  # type: ignore[index]
+    for counts in w.world.region_counts.values():
+        assert not counts.flags.writeable
