@@ -308,3 +308,28 @@ def test_a_baseline_bundle_is_replayed_on_the_same_requests(world: dict[str, obj
     bare = train_bundle(ds, tmp_path / "bare", PipelineConfig(page=PageConfig(train_model=False)), until=split)
     res = CliRunner().invoke(app, [*args, "--baseline-models", str(bare.path)])
     assert res.exit_code != 0 and "--baseline-models" in str(res.exception) and "page model" in str(res.exception)
+
+
+def test_replay_counts_the_requests_a_ranker_failed_on(world: dict[str, object], tmp_path: Path) -> None:
+    """A plug-in raising on every request does not fail the replay, but the report says so, per ranker."""
+    from typing import ClassVar
+
+    from homepage.replay.run import replay
+    from rankers.base import Ranker
+
+    class Exploding(Ranker):
+        name: ClassVar[str] = "exploding"
+
+        def rows(self, request):  # type: ignore[no-untyped-def]
+            raise RuntimeError("boom")
+
+    log: EventLog = world["log"]  # type: ignore[assignment]
+    models: PageModels = world["models"]  # type: ignore[assignment]
+    broken = replace(models, rankers=(*models.rankers, Exploding()), _stats={})
+    protocol = ReplayProtocol(split_time=world["split"], requests_per_user=1, max_requests=12, seed=3)  # type: ignore[arg-type]
+    requests = sample_requests(log, protocol)
+    result = replay(log, broken, ["template"], requests, protocol, 7 * DAY, world["split"])  # type: ignore[arg-type]
+    assert result.ranker_problems == {"exploding": {"failed": len(requests), "rows dropped": 0}}
+    assert result.to_json(n_boot=50)["ranker_problems"] == result.ranker_problems
+    clean = replay(log, models, ["template"], requests, protocol, 7 * DAY, world["split"])  # type: ignore[arg-type]
+    assert clean.ranker_problems == {}

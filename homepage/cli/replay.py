@@ -155,6 +155,11 @@ def replay_command(
             runner.close()
     report = result.to_json(n_boot=bootstrap)
     print_tables(report, table_console())
+    for ranker, counts in result.ranker_problems.items():
+        console.print(
+            f"[yellow]warning[/]: ranker {ranker} failed on {counts['failed']:,} and had rows dropped on {counts['rows dropped']:,} "
+            f"of {len(result.requests):,} requests (the log says why); its rows are missing from those pages"
+        )
     if json_out is not None:
         json_out.parent.mkdir(parents=True, exist_ok=True)
         json_out.write_text(json.dumps(report, indent=2))

@@ -6,6 +6,8 @@ would have been served. Per-request metrics are kept for paired comparisons.
 
 from __future__ import annotations
 
+import re
+
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from itertools import combinations
@@ -45,6 +47,7 @@ class ReplayResult:
     wall_seconds: float = 0.0
     workers: int = 1
     baseline_version: str | None = None  # the bundle of the ``baseline:`` policies (``with_baseline``)
+    ranker_problems: dict[str, dict[str, int]] = field(default_factory=dict)  # ranker -> {"failed"|"rows dropped": requests}
 
     def to_json(self, n_boot: int = 1000) -> dict[str, object]:
         """The report: per policy and metric a mean with a 95% interval, paired differences, slices."""
@@ -65,6 +68,8 @@ class ReplayResult:
             "policies": {name: self._summary(run, warm, n_boot) for name, run in self.runs.items()},
             "slices": {"cold": {name: self._summary(run, ~warm, n_boot, coverage=False) for name, run in self.runs.items()}},
             "paired": {},
+            # requests where a ranker raised, or had rows dropped for breaking the row contract (see the log)
+            "ranker_problems": self.ranker_problems,
             "speed": {
                 "workers": self.workers,
                 "wall_seconds": self.wall_seconds,
@@ -103,7 +108,8 @@ class ReplayResult:
             runs[prefix + name] = PolicyRun(prefix + name, run.values, run.shown, run.hit_heat, run.ranker_hits, run.seconds, run.ranker_rows)
         wall = self.wall_seconds + other.wall_seconds
         return ReplayResult(
-            self.protocol, self.split_time, self.requests, runs, self.n_titles, self.model_version, wall, self.workers, other.model_version
+            self.protocol, self.split_time, self.requests, runs, self.n_titles, self.model_version, wall, self.workers, other.model_version,
+            self.ranker_problems,
         )
 
     def _summary(self, run: PolicyRun, mask: np.ndarray, n_boot: int, coverage: bool = True) -> dict[str, object]:
@@ -214,6 +220,7 @@ class RequestScore:
     hit_rankers: tuple[str, ...]
     seconds: float
     row_rankers: tuple[str, ...] = ()  # the ranker of each row of the page, top first
+    notes: tuple[str, ...] = ()  # the request's candidate notes (a ranker that failed, a row dropped); the same for every policy
 
 
 @dataclass(eq=False)
@@ -265,7 +272,9 @@ def _score_requests(indices: list[int]) -> list[dict[str, RequestScore]]:
             grid, rankers = page_grid(page, models, protocol.rows, protocol.cols)
             resumes = requests.resumes[i] if requests.resumes else None
             s = score_page(grid, rankers, requests.targets[i], catalog.genre_matrix, si, (protocol.viewport_rows, protocol.viewport_cols), resumes)
-            scores[p] = RequestScore(s.values, grid[grid >= 0], s.hits_grid, s.hit_rankers, seconds, tuple(r for r in rankers if r))
+            scores[p] = RequestScore(
+                s.values, grid[grid >= 0], s.hits_grid, s.hit_rankers, seconds, tuple(r for r in rankers if r), prepared.notes
+            )
         out.append(scores)
     return out
 
@@ -332,7 +341,12 @@ def collect(
 ) -> ReplayResult:
     """Gather per-request scores (in request order) into per-policy runs."""
     runs = {p: PolicyRun(p, hit_heat=np.zeros((protocol.rows, protocol.cols))) for p in policies}
+    problems: dict[str, dict[str, int]] = {}
     for i, scores in enumerate(results):
+        first = next(iter(scores.values()), None)
+        found = {ranker_problem(n) for n in (first.notes if first is not None else ())}
+        for ranker, kind in sorted(f for f in found if f is not None):  # counted once per request
+            problems.setdefault(ranker, {"failed": 0, "rows dropped": 0})[kind] += 1
         for p, s in scores.items():
             run = runs[p]
             for m, v in s.values.items():
@@ -349,4 +363,12 @@ def collect(
                         seen[0] += 1
                         seen[2] += row
                     seen[1] += 1
-    return ReplayResult(protocol, split_time, requests, runs, len(models.catalog), models.version, wall, workers)
+    return ReplayResult(protocol, split_time, requests, runs, len(models.catalog), models.version, wall, workers, None, problems)
+
+
+def ranker_problem(note: str) -> tuple[str, str] | None:
+    """(ranker, "failed" or "rows dropped") of a candidate note from ``collect_candidates``, else None."""
+    m = re.match(r"ranker ([^\s:]+)(?: failed|: row dropped)", note)
+    if m is None:
+        return None
+    return m.group(1), "failed" if note[m.end(1) :].startswith(" failed") else "rows dropped"
