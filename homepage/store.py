@@ -1277,7 +1277,7 @@ class RedisStore:
         region, genres = self.client.hmget(self.keys.profile(self._resolve(version), user_id), "region", "genres")
         if region is None and genres is None:
             return None
-        return (region.decode() if region else None, tuple(json.loads(genres)) if genres else ())
+        return _decode_profile(region, genres)
 
     @_guarded
     def served_entries(self, count: int | None = None) -> list[tuple[str, int, str]]:
@@ -1314,7 +1314,7 @@ class RedisStore:
             for key in chunk:
                 pipe.hmget(key, "region", "genres")
             for key, (region, genres) in zip(chunk, pipe.execute()):
-                out[_user_of_key(key)] = (region.decode() if region else None, tuple(json.loads(genres)) if genres else ())
+                out[_user_of_key(key)] = _decode_profile(region, genres)
         return out
 
     @_guarded
@@ -1368,6 +1368,11 @@ class RedisStore:
         for key in self.client.scan_iter(match=self.keys.version_pattern(v), count=SCAN_COUNT):
             pipe.memory_usage(key, samples=0)
         return int(sum(x or 0 for x in pipe.execute()))
+
+
+def _decode_profile(region: bytes | None, genres: bytes | None) -> tuple[str | None, tuple[str, ...]]:
+    """A stored profile hash's fields as (region, favourite genres)."""
+    return (region.decode() if region else None, tuple(json.loads(genres)) if genres else ())
 
 
 def _user_state(user_id: int, now: int, catalog: Catalog, raw_hist: bytes | None, profile: Mapping[bytes, bytes]) -> UserState:
