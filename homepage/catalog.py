@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from homepage.domain import ArtworkVariant, Title
+from homepage.state import frozen
 
 
 @dataclass(frozen=True, eq=False)
@@ -35,9 +36,7 @@ class Catalog:
         for name in ("title_ids", "years", "genre_matrix"):
             a = getattr(self, name)
             if a.flags.writeable:
-                v = a.view()
-                v.setflags(write=False)
-                object.__setattr__(self, name, v)
+                object.__setattr__(self, name, frozen(a))
 
     def __len__(self) -> int:
         return int(self.title_ids.shape[0])

@@ -54,7 +54,7 @@ class TitleCard(BaseModel):
     variant_id: str | None = Field(default=None, description="artwork variant shown")
     image_url: str | None = None
     score: float | None = None
-    propensity: float | None = Field(default=None, strict=True, description="probability the artwork selector chose this variant")
+    propensity: float | None = Field(default=None, description="probability the artwork selector chose this variant")
 
 
 class Row(BaseModel):
