@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Sequence
+import re
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -134,6 +135,22 @@ def collect_candidates(rankers: Sequence[Ranker], request: RankRequest) -> tuple
                 log.error("ranker %s: row dropped: %s", r.name, problem)
                 notes.append(f"ranker {r.name}: row dropped: {problem}")
     return rows, notes
+
+
+def ranker_problem(note: str) -> tuple[str, str] | None:
+    """(ranker, "failed" or "rows dropped") of a candidate note from ``collect_candidates``, else None."""
+    m = re.match(r"ranker ([^\s:]+)(?: failed|: row dropped)", note)
+    if m is None:
+        return None
+    return m.group(1), "failed" if note[m.end(1) :].startswith(" failed") else "rows dropped"
+
+
+def ranker_problem_counts(found: Iterable[tuple[str, str]]) -> dict[str, dict[str, int]]:
+    """Ranker -> {"failed": n, "rows dropped": n} from (ranker, kind) pairs, each pair given once per request."""
+    out: dict[str, dict[str, int]] = {}
+    for ranker, kind in sorted(found):
+        out.setdefault(ranker, {"failed": 0, "rows dropped": 0})[kind] += 1
+    return out
 
 
 def row_problem(row: object) -> str | None:

@@ -85,6 +85,7 @@ def replay_command(
     from homepage.page import PageModels
     from homepage.pagebuilder.policies import policy as get_policy
     from homepage.replay.protocol import ReplayProtocol, sample_requests
+    from homepage.cli.ranker_warnings import ranker_problem_warnings
     from homepage.replay.report import print_tables, write_report
 
     check_output_file(json_out, "--json")
@@ -155,11 +156,8 @@ def replay_command(
             runner.close()
     report = result.to_json(n_boot=bootstrap)
     print_tables(report, table_console())
-    for ranker, counts in result.ranker_problems.items():
-        console.print(
-            f"[yellow]warning[/]: ranker {ranker} failed on {counts['failed']:,} and had rows dropped on {counts['rows dropped']:,} "
-            f"of {len(result.requests):,} requests (the log says why); its rows are missing from those pages"
-        )
+    for line in ranker_problem_warnings(result.ranker_problems, len(result.requests), "requests"):
+        console.print(line)
     if json_out is not None:
         json_out.parent.mkdir(parents=True, exist_ok=True)
         json_out.write_text(json.dumps(report, indent=2))

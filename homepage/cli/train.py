@@ -42,6 +42,9 @@ def train(
     workers: int = typer.Option(2, "--workers", min=1, max=64, help="Local engine: processes building the page model's training data."),
 ) -> None:
     """Fit every configured ranker on events with ts <= UNTIL and write one model bundle."""
+    from rich.console import Console
+
+    from homepage.cli.ranker_warnings import ranker_problem_warnings
     from homepage.config import load_config
     from homepage.dataset import load_dataset
     from homepage.engines import get_engine
@@ -54,4 +57,8 @@ def train(
         bundle = runner.train(ds, out, cfg, t, True, artwork_logs=artwork_logs, workers=workers)
     finally:
         runner.close()
+    training = bundle.manifest["components"].get("page_model", {}).get("training", {})
+    console = Console(stderr=True)
+    for line in ranker_problem_warnings(training.get("ranker_problems", {}), training.get("requests", 0), "page-model training requests"):
+        console.print(line)
     typer.echo(str(bundle.path))

@@ -123,16 +123,13 @@ def _subset(requests: Requests, idx: np.ndarray) -> Requests:
 
 def stage_task(pdf: pd.DataFrame, spec: StageSpec) -> pd.DataFrame:
     """One partition's training groups: ``stage_data`` on its requests, owners mapped to global request indices."""
-    from homepage.pagebuilder.training import StageData, stage_data
+    from homepage.pagebuilder.training import stage_data
 
     idx = _by_time(spec.requests, pdf["i"].to_numpy(np.int64))
     log, _ = _worker_log(spec.dataset, None)
     models, follow = _stage_models(spec)
-    try:
-        d = stage_data(log, models, _subset(spec.requests, idx), spec.half_life, spec.rows, spec.cols, follow=follow)
-        payload = pickle.dumps(StageData(d.X, d.y, d.groups, idx[d.request_of_group]), protocol=5)
-    except ValueError:  # no request of this partition had a useful stage
-        payload = b""
+    d = stage_data(log, models, _subset(spec.requests, idx), spec.half_life, spec.rows, spec.cols, follow=follow)
+    payload = pickle.dumps(d.with_requests(idx), protocol=5)
     return pd.DataFrame({"part": [int(pdf["part"].iloc[0])], "payload": [payload]})
 
 
@@ -203,13 +200,11 @@ class SparkPages:
                 follow.save(work / "follow")
             spec = StageSpec(self.dataset, str(work), requests, half_life, rows, cols)
             out = self._parts(requests).groupBy("part").applyInPandas(lambda pdf: stage_task(pdf, spec), "part long, payload binary")
-            chunks = [pickle.loads(p) for p in out.toPandas()["payload"] if len(p)]
+            chunks = [pickle.loads(p) for p in out.toPandas()["payload"]]
         finally:
             shutil.rmtree(work, ignore_errors=True)
         if progress is not None:
             progress(len(requests))
-        if not chunks:
-            raise ValueError("no training groups: no request had a candidate row covering a later play")
         return StageData.in_request_order(chunks)
 
     def replay(

@@ -10,7 +10,7 @@ page loop and feature code as serving, so training and inference cannot drift ap
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 
 import numpy as np
@@ -19,9 +19,9 @@ from typing import TYPE_CHECKING
 
 from homepage.domain import RequestContext
 from homepage.eventlog import EventLog
-from homepage.page import PageModels, collect_candidates, user_signals
+from homepage.page import PageModels, collect_candidates, ranker_problem, ranker_problem_counts, user_signals
 from homepage.pagebuilder.candidates import CandidateMatrix
-from homepage.pagebuilder.features import StageView
+from homepage.pagebuilder.features import FEATURE_NAMES, StageView
 from homepage.pagebuilder.loop import RowScorer, assemble
 from homepage.replay.protocol import Requests
 from homepage.replay.run import CheckpointedWorlds
@@ -81,6 +81,14 @@ class StageData:
     y: np.ndarray
     groups: np.ndarray  # group sizes, in order
     request_of_group: np.ndarray  # which request each group came from (for splits)
+    # (request, ranker, "failed" | "rows dropped"): the rankers that raised or broke the row contract on a request
+    problems: frozenset[tuple[int, str, str]] = frozenset()
+
+    @staticmethod
+    def empty(problems: frozenset[tuple[int, str, str]] = frozenset()) -> StageData:
+        """No groups (requests where no row gained), keeping what went wrong on them."""
+        X = np.zeros((0, len(FEATURE_NAMES)), dtype=np.float32)
+        return StageData(X, np.zeros(0, np.int32), np.zeros(0, np.int64), np.zeros(0, np.int64), problems)
 
     def concat(self, other: StageData) -> StageData:
         return StageData(
@@ -88,17 +96,31 @@ class StageData:
             np.concatenate([self.y, other.y]),
             np.concatenate([self.groups, other.groups]),
             np.concatenate([self.request_of_group, other.request_of_group]),
+            self.problems | other.problems,
         )
 
     def subset(self, keep_requests: np.ndarray) -> StageData:
         keep_g = np.isin(self.request_of_group, keep_requests)
         row_g = np.repeat(np.arange(self.groups.size), self.groups)
         keep_rows = keep_g[row_g]
-        return StageData(self.X[keep_rows], self.y[keep_rows], self.groups[keep_g], self.request_of_group[keep_g])
+        keep = set(np.asarray(keep_requests).tolist())
+        problems = frozenset(p for p in self.problems if p[0] in keep)
+        return StageData(self.X[keep_rows], self.y[keep_rows], self.groups[keep_g], self.request_of_group[keep_g], problems)
+
+    def with_requests(self, index: np.ndarray) -> StageData:
+        """The same data with request ``i`` renamed ``index[i]`` (a part built on a subset of the requests)."""
+        problems = frozenset((int(index[i]), r, k) for i, r, k in self.problems)
+        return StageData(self.X, self.y, self.groups, index[self.request_of_group], problems)
+
+    def ranker_problems(self) -> dict[str, dict[str, int]]:
+        """Ranker -> requests on which it raised ("failed") or had rows dropped, as replay reports them."""
+        return ranker_problem_counts((r, k) for _, r, k in self.problems)
 
     @staticmethod
     def in_request_order(chunks: list[StageData]) -> StageData:
         """Chunks built on parts of the requests, as one: groups ordered by request, each request's kept in order."""
+        if not chunks:
+            return StageData.empty()
         X = np.concatenate([c.X for c in chunks])
         y = np.concatenate([c.y for c in chunks])
         groups = np.concatenate([c.groups for c in chunks])
@@ -106,7 +128,7 @@ class StageData:
         order = np.argsort(owners, kind="stable")
         starts = np.concatenate(([0], np.cumsum(groups)[:-1]))
         rows = np.concatenate([np.arange(starts[g], starts[g] + groups[g]) for g in order]) if order.size else np.zeros(0, np.int64)
-        return StageData(X[rows], y[rows], groups[order], owners[order])
+        return StageData(X[rows], y[rows], groups[order], owners[order], frozenset().union(*(c.problems for c in chunks)))
 
 
 @dataclass(eq=False)
@@ -125,14 +147,15 @@ class _StageJob:
 _STAGE_JOB: _StageJob | None = None
 
 
-def _request_groups(job: _StageJob, i: int) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Request ``i``'s (features, grades) per stage where at least two rows are eligible and one gains."""
+def _request_groups(job: _StageJob, i: int) -> tuple[list[tuple[np.ndarray, np.ndarray]], set[tuple[int, str, str]]]:
+    """Request ``i``'s (features, grades) per stage where at least two rows are eligible and one gains, and its ranker problems."""
     requests, catalog, models = job.requests, job.models.catalog, job.models
     uid, t = int(requests.user_ids[i]), int(requests.times[i])
     user = job.log.user_state(uid, t)
     world = job.worlds.at(t)
     ctx = RequestContext(user_id=uid, now=t, rows=job.rows, cols=job.cols)
-    cands, _ = collect_candidates(models.rankers, RankRequest(user, world, catalog, ctx))
+    cands, notes = collect_candidates(models.rankers, RankRequest(user, world, catalog, ctx))
+    problems = {(i, *f) for n in notes if (f := ranker_problem(n))}
     cm = CandidateMatrix.build(cands, catalog, models.ranker_vocab, models.kind_vocab, models.allowed)
     signals, _ = user_signals(user, models, ctx)
     oracle = OracleScorer(requests.targets[i], job.cols)
@@ -147,22 +170,24 @@ def _request_groups(job: _StageJob, i: int) -> list[tuple[np.ndarray, np.ndarray
         if g.max() <= 0:
             continue
         out.append((tr.view.X[ok], grade(g)))
-    return out
+    return out, problems
 
 
-def _chunk_groups(indices: np.ndarray) -> StageData | None:
+def _chunk_groups(indices: np.ndarray) -> StageData:
     """One worker's part: the stage groups of the requests at ``indices`` (owners are request indices)."""
     job = _STAGE_JOB
     assert job is not None
-    per = [(int(i), _request_groups(job, int(i))) for i in indices]
-    Xs = [X for _, gs in per for X, _ in gs]
+    per = [(int(i), *_request_groups(job, int(i))) for i in indices]
+    problems = frozenset().union(*(p for _, _, p in per))
+    Xs = [X for _, gs, _ in per for X, _ in gs]
     if not Xs:
-        return None
+        return StageData.empty(problems)
     return StageData(
         np.concatenate(Xs),
-        np.concatenate([y for _, gs in per for _, y in gs]),
-        np.array([y.size for _, gs in per for _, y in gs], dtype=np.int64),
-        np.array([i for i, gs in per for _ in gs], dtype=np.int64),
+        np.concatenate([y for _, gs, _ in per for _, y in gs]),
+        np.array([y.size for _, gs, _ in per for _, y in gs], dtype=np.int64),
+        np.array([i for i, gs, _ in per for _ in gs], dtype=np.int64),
+        problems,
     )
 
 
@@ -185,7 +210,8 @@ def stage_data(
     also learn what to do after its own imperfect choices. ``workers`` > 1 forks that many
     processes over time-ordered chunks of the requests (same result: a request's groups depend
     on the request alone); DAgger passes stay in this process, since a LightGBM model trained
-    here uses OpenMP, which a forked child cannot use safely.
+    here uses OpenMP, which a forked child cannot use safely. The result may hold no groups
+    (no request had a row covering a later play): the caller says what that means.
     """
     global _STAGE_JOB
     # in time order, so consecutive requests share world states; groups are kept in request order
@@ -193,7 +219,7 @@ def stage_data(
     n_chunks = max(1, min(len(requests), 16 * workers))
     chunks = [c for c in np.array_split(order, n_chunks) if c.size]
     _STAGE_JOB = _StageJob(log, models, requests, CheckpointedWorlds(log, half_life, world_granularity), rows, cols, follow)
-    parts: list[StageData | None] = []
+    parts: list[StageData] = []
     try:
         if workers > 1 and follow is None and len(chunks) > 1:
             import multiprocessing as mp
@@ -210,10 +236,7 @@ def stage_data(
                     progress(c.size)
     finally:
         _STAGE_JOB = None
-    found = [p for p in parts if p is not None]
-    if not found:
-        raise ValueError("no training groups: no request had a candidate row covering a later play")
-    return StageData.in_request_order(found)
+    return StageData.in_request_order(parts)
 
 
 @dataclass(frozen=True)
@@ -226,6 +249,8 @@ class PageTrainingReport:
     groups: int
     rows: int
     valid_ndcg_at_1: float | None
+    # ranker -> requests (of ``requests``) on which it raised ("failed") or had rows dropped
+    ranker_problems: dict[str, dict[str, int]] = field(default_factory=dict)
 
 
 def train_page_model(
@@ -278,6 +303,10 @@ def train_page_model(
 
     build = partial(stage_data, workers=workers) if stage_data_fn is None else stage_data_fn
     data = build(log, models_at_inner_split, requests, half_life, rows, cols, progress=progress)
+    problems = data.ranker_problems()
+    _refuse_broken_rankers(problems, len(requests))
+    if not data.groups.size:
+        raise ValueError("no training groups: no request had a candidate row covering a later play")
     model = fit(data)
     for _ in range(dagger_rounds):
         more = build(log, models_at_inner_split, requests, half_life, rows, cols, progress=progress, follow=model)
@@ -285,9 +314,24 @@ def train_page_model(
         model = fit(data)
     valid = data.subset(valid_req).groups.size > 0
     best = float(model.booster.best_score["valid"]["ndcg@1"]) if valid and "valid" in model.booster.best_score else None
-    report = PageTrainingReport(inner_split, until, len(requests), int(data.groups.size), int(data.y.size), best)
+    report = PageTrainingReport(inner_split, until, len(requests), int(data.groups.size), int(data.y.size), best, problems)
     model.manifest["training"] = report.__dict__
     return model, report
+
+
+def _refuse_broken_rankers(problems: dict[str, dict[str, int]], n_requests: int) -> None:
+    """Fail when a ranker raised on every training request: the page model would learn a page without it.
+
+    Served, such a ranker fails on every request too (its rows silently missing), so the bundle
+    is refused rather than shipped; a ranker failing on some requests is reported, not fatal.
+    """
+    dead = sorted(r for r, c in problems.items() if n_requests and c["failed"] == n_requests)
+    if dead:
+        which = ("ranker " if len(dead) == 1 else "rankers ") + ", ".join(dead)
+        raise ValueError(
+            f"{which} raised on all {n_requests:,} training requests (the log above has the traceback); "
+            "fix it or remove it from the config's rankers"
+        )
 
 
 def fit_page_model(

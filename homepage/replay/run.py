@@ -6,8 +6,6 @@ would have been served. Per-request metrics are kept for paired comparisons.
 
 from __future__ import annotations
 
-import re
-
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from itertools import combinations
@@ -16,7 +14,7 @@ import numpy as np
 
 from homepage.domain import Page, RequestContext
 from homepage.eventlog import EventLog
-from homepage.page import PageModels, build_page, prepare_request
+from homepage.page import PageModels, build_page, prepare_request, ranker_problem, ranker_problem_counts
 from homepage.replay.metrics import PER_REQUEST, RESUME, bootstrap_coverage, bootstrap_mean, score_page
 from homepage.replay.protocol import ReplayProtocol, Requests
 from homepage.state import GlobalState
@@ -341,12 +339,10 @@ def collect(
 ) -> ReplayResult:
     """Gather per-request scores (in request order) into per-policy runs."""
     runs = {p: PolicyRun(p, hit_heat=np.zeros((protocol.rows, protocol.cols))) for p in policies}
-    problems: dict[str, dict[str, int]] = {}
+    found: list[tuple[str, str]] = []
     for i, scores in enumerate(results):
         first = next(iter(scores.values()), None)
-        found = {ranker_problem(n) for n in (first.notes if first is not None else ())}
-        for ranker, kind in sorted(f for f in found if f is not None):  # counted once per request
-            problems.setdefault(ranker, {"failed": 0, "rows dropped": 0})[kind] += 1
+        found.extend({f for n in (first.notes if first is not None else ()) if (f := ranker_problem(n))})  # once per request
         for p, s in scores.items():
             run = runs[p]
             for m, v in s.values.items():
@@ -363,12 +359,6 @@ def collect(
                         seen[0] += 1
                         seen[2] += row
                     seen[1] += 1
-    return ReplayResult(protocol, split_time, requests, runs, len(models.catalog), models.version, wall, workers, None, problems)
-
-
-def ranker_problem(note: str) -> tuple[str, str] | None:
-    """(ranker, "failed" or "rows dropped") of a candidate note from ``collect_candidates``, else None."""
-    m = re.match(r"ranker ([^\s:]+)(?: failed|: row dropped)", note)
-    if m is None:
-        return None
-    return m.group(1), "failed" if note[m.end(1) :].startswith(" failed") else "rows dropped"
+    return ReplayResult(
+        protocol, split_time, requests, runs, len(models.catalog), models.version, wall, workers, None, ranker_problem_counts(found)
+    )
