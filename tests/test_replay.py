@@ -333,3 +333,5 @@ def test_replay_counts_the_requests_a_ranker_failed_on(world: dict[str, object],
     assert result.to_json(n_boot=50)["ranker_problems"] == result.ranker_problems
     clean = replay(log, models, ["template"], requests, protocol, 7 * DAY, world["split"])  # type: ignore[arg-type]
     assert clean.ranker_problems == {}
+    # a broken baseline bundle is reported under the baseline's prefix
+    assert clean.with_baseline(result).ranker_problems == {"baseline:exploding": {"failed": len(requests), "rows dropped": 0}}

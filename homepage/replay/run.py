@@ -97,7 +97,8 @@ class ReplayResult:
         """This replay and ``other`` (another bundle's, on the same requests) in one result.
 
         ``other``'s policies are renamed ``prefix + name``, so the paired differences include
-        each policy of this bundle against the baseline bundle's on the same requests.
+        each policy of this bundle against the baseline bundle's on the same requests; so are
+        its rankers in ``ranker_problems``.
         """
         if len(other.requests) != len(self.requests) or not np.array_equal(other.requests.user_ids, self.requests.user_ids):
             raise ValueError("a baseline replay must run on the same requests")
@@ -107,7 +108,7 @@ class ReplayResult:
         wall = self.wall_seconds + other.wall_seconds
         return ReplayResult(
             self.protocol, self.split_time, self.requests, runs, self.n_titles, self.model_version, wall, self.workers, other.model_version,
-            self.ranker_problems,
+            {**self.ranker_problems, **{prefix + r: c for r, c in other.ranker_problems.items()}},
         )
 
     def _summary(self, run: PolicyRun, mask: np.ndarray, n_boot: int, coverage: bool = True) -> dict[str, object]:
