@@ -27,7 +27,11 @@ from homepage.state import GlobalState, UserState
 
 
 class StateNeed(StrEnum):
-    """Parts of the state a ranker reads; the store fetches the union of what rankers declare."""
+    """Parts of the state a ranker reads, declared for its readers and the conformance suite.
+
+    The service does not narrow its reads by them: one pipelined round trip fetches the whole
+    user state (history and profile), and the global counters live in memory.
+    """
 
     HISTORY = "history"  # the user's plays and ratings
     PROGRESS = "progress"  # latest watch progress per title

@@ -54,9 +54,10 @@ def ranker_class(name: str) -> type[Ranker]:
 def load_entry_point(ep: EntryPoint) -> type[Ranker]:
     """The ``Ranker`` subclass ``ep`` points at (what ``ep.load()`` gives), with errors naming the file.
 
-    The usual cause of a missing attribute in a module that imports is shadowing: run from a
-    directory holding a folder named like the package (a plug-in's project directory, say),
-    Python imports that folder, as a namespace package, instead of the installed package.
+    A missing attribute in a module that imports is either a wrong entry-point value or, when
+    the module is a namespace package, shadowing: run from a directory holding a folder named
+    like the package (a plug-in's project directory, say), Python imports that folder instead
+    of the installed package. The error hints at the one that applies.
     """
     where = f"ranker {ep.name!r} ({ep.value})"
     try:
@@ -70,10 +71,13 @@ def load_entry_point(ep: EntryPoint) -> type[Ranker]:
         try:
             obj = getattr(obj, part)
         except Exception as e:
+            if getattr(module, "__file__", None):  # the installed module itself: the entry point names the wrong thing
+                hint = f'check the entry point\'s value ("module:Class") in the plug-in\'s pyproject.toml, group {GROUP!r}'
+            else:
+                hint = f"is it shadowed, e.g. by a directory named like the package in the current directory ({os.getcwd()})?"
             raise RankerNotFound(
                 f"{where}: module {ep.module!r} imported from {_module_file(module)} has no attribute {ep.attr!r} "
-                f"({type(e).__name__}: {e}); is it shadowed, e.g. by a directory named like the package in the "
-                f"current directory ({os.getcwd()})?"
+                f"({type(e).__name__}: {e}); {hint}"
             ) from e
     if not (isinstance(obj, type) and issubclass(obj, Ranker)):
         raise RankerNotFound(f"{where} is not a rankers.base.Ranker subclass (module file: {_module_file(module)})")
