@@ -158,7 +158,7 @@ def _token_matrix(tokens: tuple[tuple[str, ...], ...] | list[tuple[str, ...]], n
     rows: list[int] = []
     cols: list[int] = []
     for i, ts in enumerate(tokens):
-        for tok in set(ts):
+        for tok in dict.fromkeys(ts):  # deduplicated in order: a set's order changes with each process's hash seed
             rows.append(i)
             cols.append(vocab.setdefault(tok, len(vocab)))
     if not vocab:

@@ -20,8 +20,13 @@ too strict for a 120-title world, say a minimum of ratings, relaxes them there) 
 
 from __future__ import annotations
 
+import hashlib
+import importlib
 import json
+import os
 import re
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -345,6 +350,56 @@ def check_deterministic(cls: type[Ranker]) -> None:
     assert first == [row_key(x) for x in all_rows(b, world)], f"{cls.__name__}: rows differ between two fits on the same data"
 
 
+def check_same_in_another_process(cls: type[Ranker]) -> None:
+    """Same rows from a fit in a fresh process with another string-hash seed.
+
+    Serving workers, replay workers and the trainer are separate processes, each with its own
+    ``PYTHONHASHSEED``: a ranker that orders by ``hash()`` of a string or by iterating a set of
+    strings serves a different page from each worker and measures yet another offline. The class
+    is imported in the child by its module path, so it must be defined at module level.
+    """
+    if "<locals>" in cls.__qualname__ or cls.__module__ == "__main__":
+        raise AssertionError(
+            f"{cls.__qualname__}: the cross-process check imports the class by its module path; define it at module level of an importable module"
+        )
+    world = small_world()
+    here = {"world": world_digest(world), "rows": json.loads(json.dumps([row_key(x) for x in all_rows(fitted(cls, world), world)], default=repr))}
+    seed = os.environ.get("PYTHONHASHSEED", "")
+    other = str((int(seed) + 1) % 4_294_967_295) if seed.isdigit() else "1"
+    env = {**os.environ, "PYTHONHASHSEED": other, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+    code = f"import rankers.testing as t; t._print_rows_of({cls.__module__!r}, {cls.__qualname__!r})"
+    run = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=600)
+    if run.returncode != 0:
+        tail = "\n".join(run.stderr.strip().splitlines()[-15:])
+        raise AssertionError(f"{cls.__name__}: the child process (PYTHONHASHSEED={other}) failed:\n{tail}")
+    there = json.loads(run.stdout.strip().splitlines()[-1])
+    assert there["world"] == here["world"], "conformance world differs between processes: a bug in rankers.testing, not in the ranker"
+    assert there["rows"] == here["rows"], (
+        f"{cls.__name__}: rows differ in a process with another PYTHONHASHSEED ({other}): does it order by hash() "
+        "of a string, or iterate a set or frozenset of strings? Sort by a stable key instead"
+    )
+
+
+def world_digest(world: ConformanceWorld) -> str:
+    """A digest of the conformance world's arrays, to tell a ranker's nondeterminism from the world's."""
+    h = hashlib.sha256()
+    for a in (world.catalog.title_ids, world.catalog.genre_matrix, world.log.t_ts, world.log.u_title_ids, world.world.counts):
+        h.update(np.ascontiguousarray(a).tobytes())
+    c = world.catalog
+    h.update(json.dumps([c.names, c.genres, c.cast, c.director, c.tags]).encode())
+    return h.hexdigest()
+
+
+def _print_rows_of(module: str, qualname: str) -> None:
+    """The child side of ``check_same_in_another_process``: the world's digest and the rows, as one JSON line."""
+    obj: object = importlib.import_module(module)
+    for part in qualname.split("."):
+        obj = getattr(obj, part)
+    assert isinstance(obj, type) and issubclass(obj, Ranker)
+    world = small_world()
+    print(json.dumps({"world": world_digest(world), "rows": [row_key(x) for x in all_rows(fitted(obj, world), world)]}, default=repr))
+
+
 def check_save_load_roundtrip(cls: type[Ranker]) -> None:
     """An artifact saved and loaded (manifest.json + arrays.npz, no pickle) gives the same rows."""
     world = small_world()
@@ -427,6 +482,7 @@ def ranker_checks(include_speed: bool = True) -> list[Check]:
         check_cold_user,
         check_unknown_titles,
         check_deterministic,
+        check_same_in_another_process,
         check_save_load_roundtrip,
         check_refuses_foreign_artifact,
         check_no_mutation,

@@ -129,6 +129,37 @@ class _PopularAboveNoOverride(_PopularAbove):
     conformance_config: ClassVar[dict[str, Any]] = {}
 
 
+class _HashOrdered(Ranker):
+    """One row of the titles in the order of their names' ``hash()``: a different row in each process."""
+
+    name = "hash_ordered"
+
+    def rows(self, request):  # type: ignore[no-untyped-def]
+        cat = request.catalog
+        order = np.array(sorted(range(len(cat)), key=lambda i: hash(cat.names[i]))[: self.config.row_length], np.int64)
+        scores = np.linspace(1.0, 0.5, order.size).astype(np.float32)
+        return [CandidateRow("hash_ordered", "hash_ordered", "By hash", cat.title_ids[order], scores, RowReason("hash"))]
+
+
+def test_suite_catches_rows_that_depend_on_the_hash_seed() -> None:
+    """Serving and replay workers each have their own string-hash seed; the check runs a second process."""
+    from rankers.testing import check_deterministic, check_same_in_another_process
+
+    check_deterministic(_HashOrdered)  # the same in one process ...
+    with pytest.raises(AssertionError, match="another PYTHONHASHSEED"):
+        check_same_in_another_process(_HashOrdered)  # ... not across processes
+
+
+def test_cross_process_check_names_a_class_it_cannot_import() -> None:
+    from rankers.testing import check_same_in_another_process
+
+    class Local(_HashOrdered):
+        name = "local"
+
+    with pytest.raises(AssertionError, match="define it at module level"):
+        check_same_in_another_process(Local)
+
+
 @pytest.mark.parametrize("check", ranker_checks(), ids=check_id)
 def test_conformance_config_is_what_the_checks_fit_with(check) -> None:  # type: ignore[no-untyped-def]
     """A ranker whose defaults give no rows on the conformance world passes through its conformance_config."""
