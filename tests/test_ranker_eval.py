@@ -158,6 +158,71 @@ def test_rows_merge_by_row_then_position_without_repeats_or_seen() -> None:
     assert catalog.title_ids[got].tolist() == [20, 30, 40]
 
 
+class RaisesInRows(TwoRows):
+    name = "raises_in_rows"
+
+    def rows(self, request: RankRequest) -> list[CandidateRow]:
+        raise RuntimeError("boom [in rows]")
+
+
+class RaisesInFit(TwoRows):
+    name = "raises_in_fit"
+
+    def fit(self, data):  # type: ignore[no-untyped-def]
+        raise ValueError("cannot fit")
+
+
+class RepeatsTitles(TwoRows):
+    name = "repeats_titles"
+
+    def rows(self, request: RankRequest) -> list[CandidateRow]:
+        ids = np.array([20, 20], np.int64)
+        return [CandidateRow("r", self.name, "x", ids, np.array([1.0, 0.5], np.float32), RowReason(kind="x"))]
+
+
+def test_a_failing_ranker_is_reported_and_the_others_still_scored() -> None:
+    catalog, log = tiny_log()
+    got = run_protocol(
+        log, catalog, 150, [("two_rows", TwoRows()), ("a", RaisesInRows()), ("b", RaisesInFit()), ("c", RepeatsTitles())], peers=[]
+    )["rankers"]
+    assert got["two_rows"]["recall@20"] == 1.0
+    assert got["a"] == {"failed": "rows() raised RuntimeError: boom [in rows] (user 1)"}
+    assert got["b"] == {"failed": "fit() raised ValueError: cannot fit"}
+    assert got["c"]["failed"].startswith("rows() broke the row contract for user 1: ") and "appears twice" in got["c"]["failed"]
+
+
+def test_eval_command_reports_a_failing_plugin_and_exits_1(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The table and the JSON still come out, with the failure in them; then one error line and exit code 1."""
+    from importlib.metadata import EntryPoint
+
+    from typer.testing import CliRunner
+
+    from homepage.cli import _register, app
+    from homepage.config import PipelineConfig
+    from rankers import registry
+    from rankers.registry import RankerSpec
+    from redis_fixtures import write_small_dataset
+
+    installed = registry.registered()
+    ep = EntryPoint(name="raises_in_rows", value=f"{__name__}:RaisesInRows", group=registry.GROUP)
+    monkeypatch.setattr(registry, "registered", lambda: {**installed, "raises_in_rows": ep})
+    _register()
+    ds = write_small_dataset(tmp_path / "ds", n_users=40, events_per_user=15)
+    cfg = tmp_path / "pipeline.json"
+    cfg.write_text(PipelineConfig(rankers=(*PipelineConfig().rankers, RankerSpec(name="raises_in_rows"))).model_dump_json())
+    out = tmp_path / "eval.json"
+    res = CliRunner().invoke(
+        app, ["eval", "rankers", str(ds), "--config", str(cfg), "--rankers", "top_n,raises_in_rows", "--no-peers", "--json", str(out)]
+    )
+    assert res.exit_code == 1, res.output
+    result = json.loads(out.read_text())
+    assert "ndcg@10" in result["rankers"]["top_n"]
+    assert result["rankers"]["raises_in_rows"]["failed"].startswith("rows() raised RuntimeError: boom [in rows]")
+    flat = " ".join(res.output.split())
+    assert "error: ranker raises_in_rows: rows() raised RuntimeError: boom [in rows]" in flat, res.output
+    assert "rankers vs peers" not in flat and "rankers: split" in flat  # --no-peers: no peers in the title
+
+
 @pytest.mark.parametrize(
     ("text", "message"),
     [("abc", "not a comma-separated list"), ("", "needs positive numbers"), ("10,-1", "needs positive numbers")],

@@ -8,6 +8,8 @@ from pathlib import Path
 from typing import Any
 
 import typer
+from rich.console import Console
+from rich.markup import escape
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -36,15 +38,16 @@ def parse_lambdas(text: str) -> list[float]:
 def results_table(result: dict[str, Any]) -> Table:
     """Rankers and peers side by side, one row each."""
     p = result["protocol"]
-    table = Table(title=f"rankers vs peers: split {p['split_time']}, {p['test_users']} test users")
+    what = "rankers vs peers" if result["peers"] else "rankers"
+    table = Table(title=f"{what}: split {p['split_time']}, {p['test_users']} test users")
     table.add_column("method", no_wrap=True)
     table.add_column("kind", no_wrap=True)
     for m in METRICS:
         table.add_column(m, justify="right")
     for kind in ("rankers", "peers"):
         for name, metrics in result[kind].items():
-            if "skipped" in metrics:
-                table.add_row(name, kind[:-1], *["-"] * len(METRICS))
+            if "skipped" in metrics or "failed" in metrics:
+                table.add_row(name, "ranker (failed)" if "failed" in metrics else kind[:-1], *["-"] * len(METRICS))
                 continue
             table.add_row(name, kind[:-1], *[f"{metrics[m]:.4f}" for m in METRICS])
     return table
@@ -64,7 +67,11 @@ def eval_rankers(
     only: str | None = typer.Option(None, "--rankers", help="Comma-separated names: evaluate only these of the config's rankers."),
     peers: bool = typer.Option(True, "--peers/--no-peers", help="Also fit the peers (most-popular, EASE, ALS, BPR, cosine); off: rankers alone, faster."),
 ) -> None:
-    """Temporal split: fit on ts <= T, score each test user's top 50 against titles they met after T."""
+    """Temporal split: fit on ts <= T, score each test user's top 50 against titles they met after T.
+
+    A ranker that raises or returns rows breaking the contract is reported (table, JSON, an error
+    line each) without stopping the others; the command then exits 1.
+    """
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     from homepage.catalog import Catalog
     from homepage.config import load_config
@@ -115,3 +122,9 @@ def eval_rankers(
         json_out.parent.mkdir(parents=True, exist_ok=True)
         json_out.write_text(json.dumps(result, indent=2, sort_keys=True, default=float))
     table_console().print(results_table(result))
+    failed = {n: m["failed"] for n, m in result["rankers"].items() if "failed" in m}
+    if failed:
+        err = Console(stderr=True)
+        for name, why in failed.items():
+            err.print(f"[red]error[/]: ranker {name}: {escape(why)}", highlight=False)
+        raise typer.Exit(1)

@@ -10,6 +10,7 @@ event times for q in 0.8 and 0.9), never on the test period.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -23,8 +24,11 @@ from homepage.errors import HomepageError
 from homepage.evaluation.peers import EASE, Peer, default_peers
 from homepage.evaluation.ranker_metrics import summarise
 from homepage.eventlog import EventLog
+from homepage.page import row_problem
 from rankers.base import FitInput, Ranker, RankRequest
 from rankers.factorization import interaction_matrix
+
+logger = logging.getLogger(__name__)
 
 K_MAX = 50
 KS = (10, 20, 50)
@@ -81,6 +85,10 @@ def peer_metrics(peer: Peer, split: Split) -> dict[str, float]:
     return summarise(ranked, split.positives, split.popularity, KS)
 
 
+class RankerFailed(Exception):
+    """A ranker raised, or returned rows that break the contract, during evaluation."""
+
+
 def ranked_lists(ranker: Ranker, log: EventLog, catalog: Catalog, split: Split) -> np.ndarray:
     """Each test user's rows merged into one list (row order, then position; no repeats, no seen titles)."""
     world = log.global_state(split.until)
@@ -89,9 +97,16 @@ def ranked_lists(ranker: Ranker, log: EventLog, catalog: Catalog, split: Split) 
         uid = int(log.user_ids[u])
         user = log.user_state(uid, split.until)
         req = RankRequest(user, world, catalog, RequestContext(user_id=uid, now=split.until))
-        rows = ranker.rows(req)
+        try:
+            rows = ranker.rows(req)
+        except Exception as e:  # a plug-in can fail in any way: say where, keep the other results
+            raise RankerFailed(f"rows() raised {type(e).__name__}: {e} (user {uid})") from e
         if not rows:
             continue
+        for r in rows:
+            problem = row_problem(r)
+            if problem is not None:
+                raise RankerFailed(f"rows() broke the row contract for user {uid}: {problem}")
         idx = catalog.index_of(np.concatenate([r.title_ids for r in rows]))
         _, first = np.unique(idx, return_index=True)
         idx = idx[np.sort(first)]
@@ -102,8 +117,11 @@ def ranked_lists(ranker: Ranker, log: EventLog, catalog: Catalog, split: Split) 
 
 
 def ranker_metrics(ranker: Ranker, log: EventLog, catalog: Catalog, split: Split) -> dict[str, float]:
-    """Fit ``ranker`` on events up to the split time and score its merged lists."""
-    ranker.fit(FitInput(log=log, catalog=catalog, until=split.until, world=log.global_state(split.until)))
+    """Fit ``ranker`` on events up to the split time and score its merged lists; ``RankerFailed`` if it raises."""
+    try:
+        ranker.fit(FitInput(log=log, catalog=catalog, until=split.until, world=log.global_state(split.until)))
+    except Exception as e:
+        raise RankerFailed(f"fit() raised {type(e).__name__}: {e}") from e
     return summarise(ranked_lists(ranker, log, catalog, split), split.positives, split.popularity, KS)
 
 
@@ -143,6 +161,7 @@ def run_protocol(
     """The whole comparison as the JSON-ready dict ``{"protocol", "rankers", "peers"}``.
 
     ``rankers`` pairs a name with an unfitted ranker, or with a string saying why it was skipped.
+    A ranker that raises or breaks the row contract gets ``{"failed": why}``; the others still run.
     With ``tune_personalized`` the personalised ranker's blend weights (and EASE lambda, the
     one chosen for the EASE peer) are searched on the same validation splits first.
     """
@@ -169,7 +188,11 @@ def run_protocol(
             out_rankers[name] = {"skipped": ranker}
             continue
         step(f"ranker {name}")
-        out_rankers[name] = ranker_metrics(ranker, log, catalog, split)
+        try:
+            out_rankers[name] = ranker_metrics(ranker, log, catalog, split)
+        except RankerFailed as e:
+            logger.error("ranker %s failed: %s", name, e, exc_info=e.__cause__)  # the plug-in's traceback, if it raised
+            out_rankers[name] = {"failed": str(e)}
     protocol = {
         "split_time": int(until),
         "validation_times": [validation_time(log, until, q) for q in VALIDATION_QS],
