@@ -121,8 +121,15 @@ def demo(
     port: int = typer.Option(8000, "--port", min=1, max=65535),
     var: Path = typer.Option(Path("var"), "--var", help="Where the demo writes its data, models and Redis."),
     models: Path | None = typer.Option(None, "--models", help="Serve this trained bundle instead of training one."),
+    use_redis_url: bool = typer.Option(
+        False, "--use-redis-url", help="Publish into and serve from REDIS_URL's server (default: the demo's own embedded Redis, even with REDIS_URL set)."
+    ),
 ) -> None:
-    """The whole chain on the synthetic world: generate, train, publish into an embedded Redis, serve."""
+    """The whole chain on the synthetic world: generate, train, publish into an embedded Redis, serve.
+
+    A ``REDIS_URL`` in the environment is ignored unless ``--use-redis-url`` says otherwise: the
+    demo publishes a made-up world, which must not land in a real server by accident.
+    """
     import pandas as pd
 
     from homepage.bundle import train_bundle
@@ -137,6 +144,10 @@ def demo(
     from fixtures.world import WorldParams, generate_world, write_world
 
     var = var.resolve()
+    for name in ("REDIS_URL", "HOMEPAGE_REDIS_URL"):
+        if os.environ.get(name) and not use_redis_url:
+            typer.echo(f"{name} is set; the demo uses its own embedded Redis (--use-redis-url to publish into that server)")
+            del os.environ[name]
     # the service runs at the wall clock: a world whose year ends today has live trending and
     # recency signals (the committed world-small, the default size and seed, ends 2026-11-01)
     today = int(time.time()) // 86_400 * 86_400
@@ -150,7 +161,7 @@ def demo(
         bundle = load_bundle(models)
     else:
         art_logs = _demo_artwork_logs(world, var)
-        typer.echo("training (rankers and the stage-wise page model; under a minute on the small world)")
+        typer.echo("training (rankers and the stage-wise page model; about two minutes on 2 cores)")
         # one regularisation setting (the middle of the default grid): the demo keeps artwork training to seconds
         bundle = train_bundle(ds, var / "models", PipelineConfig(), progress=True, artwork_logs=art_logs,
                               artwork_grid=None if art_logs is None else ((30.0, 200.0, 10.0),))
