@@ -29,7 +29,7 @@ def multiprocess_dir() -> str | None:
 
 
 class ServingMetrics:
-    """Request latency per endpoint, page outcomes, fallbacks, cache hits, rows per ranker, events."""
+    """Request latency per endpoint, page outcomes, fallbacks, cache hits, rows and problems per ranker, events."""
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
@@ -42,6 +42,10 @@ class ServingMetrics:
         self.fallbacks = Counter("homepage_fallbacks", "Fallback pages by reason", ["reason"], registry=r)
         self.cache_hits = Counter("homepage_page_cache_hits", "Page cache hits", registry=r)
         self.rows_served = Counter("homepage_rows_served", "Rows served by ranker", ["ranker"], registry=r)
+        self.ranker_problems = Counter(
+            "homepage_ranker_problems", "Pages built without some of a ranker's rows: it raised (failed) or broke the row contract (rows_dropped)",
+            ["ranker", "kind"], registry=r,
+        )
         self.events = Counter("homepage_events_ingested", "Events acknowledged (applied in Redis)", registry=r)
         self.events_duplicate = Counter("homepage_events_duplicate", "Events skipped by idempotency key", registry=r)
         self.events_rejected = Counter("homepage_events_unavailable", "Events refused with 503 (Redis unavailable)", registry=r)

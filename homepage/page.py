@@ -17,6 +17,7 @@ import numpy as np
 
 from homepage.catalog import Catalog
 from homepage.domain import CandidateRow, Page, PlacedRow, RequestContext, RowReason
+from homepage.log_throttle import LogThrottle
 from homepage.pagebuilder.candidates import CandidateMatrix, TitleLookup, TitleStats
 from homepage.pagebuilder.features import DEVICES, UserSignals
 from homepage.pagebuilder.loop import assemble
@@ -24,7 +25,7 @@ from homepage.pagebuilder.model import PageModel
 from homepage.pagebuilder.policies import policy as get_policy
 from homepage.pagebuilder.rules import PageRules
 from homepage.state import GlobalState, UserState
-from rankers.base import RankRequest, Ranker
+from rankers.base import Ranker, RankRequest
 
 log = logging.getLogger(__name__)
 
@@ -116,15 +117,24 @@ class PageModels:
         return stats
 
 
+RANKER_LOG = LogThrottle(period=60.0)  # one log line a minute per ranker and kind of failure, per process
+
+
+def _held_back(n: int) -> str:
+    return f" (and {n:,} times since the last line; they are logged once a minute)" if n else ""
+
+
 def collect_candidates(rankers: Sequence[Ranker], request: RankRequest) -> tuple[list[CandidateRow], list[str]]:
-    """Every ranker's rows; a failing ranker is skipped and noted, never fails the page."""
+    """Every ranker's rows; a failing ranker is skipped and noted, never fails the page (logged at most once a minute per kind)."""
     rows: list[CandidateRow] = []
     notes: list[str] = []
     for r in rankers:
         try:
             got = r.rows(request)
         except Exception as e:  # a plug-in can fail in any way; the page must still be built
-            log.exception("ranker %s failed", r.name)
+            held = RANKER_LOG.admit((r.name, type(e).__name__))
+            if held is not None:
+                log.exception("ranker %s failed%s", r.name, _held_back(held))
             notes.append(f"ranker {r.name} failed: {type(e).__name__}")
             continue
         for row in got:
@@ -132,7 +142,9 @@ def collect_candidates(rankers: Sequence[Ranker], request: RankRequest) -> tuple
             if problem is None:
                 rows.append(row)
             else:
-                log.error("ranker %s: row dropped: %s", r.name, problem)
+                held = RANKER_LOG.admit((r.name, "row dropped"))
+                if held is not None:
+                    log.error("ranker %s: row dropped: %s%s", r.name, problem, _held_back(held))
                 notes.append(f"ranker {r.name}: row dropped: {problem}")
     return rows, notes
 

@@ -28,7 +28,7 @@ from homepage.domain import Event, Page, RequestContext
 from homepage.errors import HomepageError
 from homepage.fallback import FallbackPages, empty_page
 from homepage.metrics import ServingMetrics
-from homepage.page import PageModels, build_page
+from homepage.page import PageModels, build_page, ranker_problem
 from homepage.page_json import TitleCards, dumps, page_json
 from homepage.state import GlobalState, UserState
 from homepage.store import RedisStore, StoreError, StoreUnavailable
@@ -87,11 +87,12 @@ class Loaded:
 
 @dataclass(frozen=True)
 class Built:
-    """A rendered page: the response body, its served-log line, and the ranker of each row."""
+    """A rendered page: the response body, its served-log line, the ranker of each row, and the rankers' problems."""
 
     body: bytes
     served: str | None
     rows_by_ranker: tuple[str, ...]
+    ranker_problems: tuple[tuple[str, str], ...] = ()  # (ranker, "failed" | "rows dropped"), once each
 
 
 @dataclass(frozen=True)
@@ -101,6 +102,7 @@ class PageResult:
     cache_hit: bool
     reason: str = ""
     rows_by_ranker: tuple[str, ...] = field(default_factory=tuple)
+    ranker_problems: tuple[tuple[str, str], ...] = ()
 
 
 class PageService:
@@ -244,7 +246,8 @@ class PageService:
         request = {"rows": params.rows, "cols": params.cols, "device": params.device, "region": params.region, "hour": hour, "now": now}
         body = dumps(page_json(page, cur.cards, store_version=cur.store_version, world_as_of=cur.world.as_of, request=request))
         served = _served_record(page, now) if self.config.log_served else None
-        return Built(body, served, tuple(r.ranker for r in page.rows))
+        problems = tuple(sorted({f for n in page.notes if (f := ranker_problem(n))}))
+        return Built(body, served, tuple(r.ranker for r in page.rows), problems)
 
     def build(self, user_id: int, params: PageParams, now: int, nonce: str = "") -> PageResult:
         """The personalised page (cached or built), synchronously; raises ``StoreUnavailable`` or anything the models raise."""
@@ -263,7 +266,7 @@ class PageService:
             self.store.page_served(user_id, field_, built.body, self.config.page_cache_seconds, built.served, cur.store_version, read)
         except StoreUnavailable:
             pass  # the page is good; only its cache entry and log line are lost
-        return PageResult(built.body, degraded=False, cache_hit=False, rows_by_ranker=built.rows_by_ranker)
+        return PageResult(built.body, degraded=False, cache_hit=False, rows_by_ranker=built.rows_by_ranker, ranker_problems=built.ranker_problems)
 
     def fallback(self, user_id: int, params: PageParams, now: int, reason: str) -> PageResult:
         """The degraded page from memory: no I/O."""
@@ -312,6 +315,8 @@ class PageService:
         if result.rows_by_ranker:
             for ranker, n in Counter(result.rows_by_ranker).items():
                 self.metrics.rows_served.labels(ranker).inc(n)
+        for ranker, kind in result.ranker_problems:
+            self.metrics.ranker_problems.labels(ranker, kind.replace(" ", "_")).inc()
         return result
 
     async def _page(self, cur: Loaded | None, user_id: int, params: PageParams, nonce: str | None, now: int, started: float, deadline: float) -> PageResult:
@@ -340,7 +345,7 @@ class PageService:
             await asyncio.wait_for(write, timeout=max(deadline - (time.monotonic() - started), MIN_WRITE_WAIT))
         except (TimeoutError, StoreUnavailable):
             pass  # the page is good; only its cache entry and log line are lost
-        return PageResult(built.body, degraded=False, cache_hit=False, rows_by_ranker=built.rows_by_ranker)
+        return PageResult(built.body, degraded=False, cache_hit=False, rows_by_ranker=built.rows_by_ranker, ranker_problems=built.ranker_problems)
 
     # ------------------------------------------------------------ writes
     def ingest(self, events: Sequence[Event], keys: Sequence[str | None], stamped_under: str | None = None) -> int:

@@ -1,0 +1,33 @@
+"""Rate limits for log lines that a broken component would repeat on every request."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Hashable
+
+
+class LogThrottle:
+    """Lets a message through once per ``period`` seconds per key, and counts the ones held back.
+
+    A plug-in ranker that raises on every request would otherwise write one traceback per page
+    (thousands a second under load, or per replayed request); the first one says why, the
+    counts (and the metrics) say how often.
+    """
+
+    def __init__(self, period: float = 60.0, clock: Callable[[], float] = time.monotonic) -> None:
+        self.period = period
+        self.clock = clock
+        self._state: dict[Hashable, tuple[float, int]] = {}  # key -> (last let through, held back since)
+        self._lock = threading.Lock()
+
+    def admit(self, key: Hashable) -> int | None:
+        """None to hold this one back; else how many were held back since the last one let through."""
+        now = self.clock()
+        with self._lock:
+            last = self._state.get(key)
+            if last is not None and now - last[0] < self.period:
+                self._state[key] = (last[0], last[1] + 1)
+                return None
+            self._state[key] = (now, 0)
+            return 0 if last is None else last[1]
