@@ -348,7 +348,9 @@ class PageService:
         return PageResult(built.body, degraded=False, cache_hit=False, rows_by_ranker=built.rows_by_ranker, ranker_problems=built.ranker_problems)
 
     # ------------------------------------------------------------ writes
-    def ingest(self, events: Sequence[Event], keys: Sequence[str | None], stamped_under: str | None = None) -> int:
+    def ingest(
+        self, events: Sequence[Event], keys: Sequence[str | None], stamped_under: str | None = None, digests: Sequence[str | None] | None = None
+    ) -> int:
         """Apply events in Redis (stream, user state, counters, cache invalidation); returns how many were new.
 
         ``stamped_under`` is the version whose clock validated and stamped the events. On the data
@@ -360,7 +362,7 @@ class PageService:
             raise StoreUnavailable("no model loaded yet")
         if self.config.clock == "data" and not (stamped_under == cur.store_version == self.store.active_version()):
             raise StoreUnavailable("the published version changed under the data clock; retry in a few seconds")
-        n = self.store.append_events(events, cur.models.catalog, keys)
+        n = self.store.append_events(events, cur.models.catalog, keys, digests)
         self.metrics.events.inc(n)
         self.metrics.events_duplicate.inc(len(events) - n)
         return n

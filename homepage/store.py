@@ -17,7 +17,8 @@ Keyspace (``p`` is the prefix, ``v`` a version). Hash tags put keys in slots::
     p:v:<v>:{u:<id>}:hist            string  packed HISTORY_DTYPE records, appended per event
     p:v:<v>:{u:<id>}:profile         hash    region, genres (JSON list)
     p:v:<v>:{u:<id>}:page            hash    page cache (TTL), deleted by the user's events
-    p:{u:<id>}:idem:<key>            string  idempotency keys (TTL), scoped to the user
+    p:{u:<id>}:idem:<key>            string  idempotency keys (TTL), scoped to the user: the digest of
+                                             the event sent with the key (``"1"``: written before digests)
     p:{u:<id>}:outbox                list    events applied here, not yet confirmed by the global slot
     p:{u:<id>}:seq                   string  the user's event sequence (numbers outbox entries)
     p:{u:<id>}:try:<token>           string  result of one attempt (short TTL): a resent attempt is a no-op
@@ -45,11 +46,13 @@ from the global slot every few seconds and the pointer and metadata from the con
 **Events** (``append_events``) touch the user's slot and the global slot, so they are three
 single-slot steps, each one atomic Lua script, and each safe to run again:
 
-1. *user slot*, per user: for each event whose idempotency key is new (``SET NX``), append
-   the history record, drop the page cache, and push ``(seq, region, event)`` onto the
-   user's outbox. The script returns the whole outbox, including entries an earlier failed
-   call left behind. The attempt's token (``try``) makes a resent script (a client-side
-   retry after a lost reply) return the first result instead of applying twice.
+1. *user slot*, per user: if an event's idempotency key holds another event's digest, write
+   nothing and report it (``IdempotencyConflict``); else for each event whose idempotency key
+   is new (``SET NX`` of the event's digest), append the history record, drop the page cache,
+   and push ``(seq, region, event)`` onto the user's outbox. The script returns the whole
+   outbox, including entries an earlier failed call left behind. The attempt's token
+   (``try``) makes a resent script (a client-side retry after a lost reply) return the first
+   result instead of applying twice.
 2. *global slot*, one script for the batch: for each outbox entry whose ``seq`` is above the
    user's high-water mark in ``applied``: add it to the events stream and the counters, and
    raise the mark. Entries already applied are skipped, so this step never counts twice.
@@ -63,6 +66,13 @@ the counters exactly once. Between the steps a reader may see an event in the us
 history before it is in the world counters (at most until the retry, the user's next event,
 or ``gc``, which drains abandoned outboxes). Keyless events apply once per call, as before.
 Events go to the version active when the call started; the stream records which.
+
+A batch of several users is checked for reused keys (read-only, one round-trip) before step 1,
+so a refused batch writes nothing. Step 1's own check is atomic per user only: a concurrent
+request that takes one of the batch's keys for another event between that read and step 1
+refuses that user's events, while the other users' are applied (and finished by steps 2 and 3);
+``IdempotencyConflict.applied`` says how many. A batch of one user (what a device sends) has no
+such window.
 
 **Publish** writes a version's user keys, global keys and bundle first, then one MULTI/EXEC in
 the control slot marks the meta complete, appends to the version list and flips ``active``:
@@ -78,6 +88,7 @@ replica takes over (the window is the replication lag). Durability against that 
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import re
 import time
@@ -121,6 +132,39 @@ class StoreError(HomepageError):
 
 class StoreUnavailable(StoreError):
     """Redis is down, unreachable or too slow: the API answers 503 or a degraded page."""
+
+
+class IdempotencyConflict(StoreError):
+    """Idempotency keys the user already sent with a different event; nothing of theirs was written.
+
+    ``indices`` are the batch positions of the events refused; ``applied`` counts events of
+    other users in the batch that were applied all the same (only when a concurrent request
+    took a key between the check before the write and the write itself; see the module docstring).
+    """
+
+    def __init__(self, indices: Sequence[int], applied: int = 0) -> None:
+        self.indices = tuple(indices)
+        self.applied = applied
+        super().__init__(f"idempotency keys of events {list(self.indices)} were already used for different events")
+
+
+LEGACY_KEY_VALUE = "1"  # what idempotency keys held before digests: matches any event (a duplicate)
+
+
+def event_digest(event: Mapping[str, Any]) -> str:
+    """A short digest of an event (its JSON fields; nulls and ``idempotency_key`` left out, keys sorted).
+
+    The value of the event's idempotency key: a retry sends the same event and matches, a key
+    reused for another event does not. 128 bits: no collision among one user's keys.
+    """
+    canon = {k: v for k, v in event.items() if v is not None and k != "idempotency_key"}
+    return hashlib.sha256(json.dumps(canon, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:32]
+
+
+def _key_digest(key: str | None, event: Event, given: str | None) -> str:
+    if not key:
+        return ""
+    return given or event_digest(event.model_dump(mode="json"))
 
 
 # connection-level failures, and a cluster that cannot serve a slot now (failover under way)
@@ -391,29 +435,46 @@ def _sparse(catalog: Catalog, values: np.ndarray) -> dict[str, str]:
 ATTEMPT_TTL_SECONDS = 60  # a resent step-1 script is recognised this long (redis-py resends within seconds)
 
 # KEYS: hist, page, profile, outbox, seq, attempt, idempotency keys...
-# ARGV: idempotency TTL, attempt TTL, then per event: idempotency key's KEYS index (0: none),
-#       history record (empty: not part of the state), payload (JSON)
+# ARGV: idempotency TTL, attempt TTL, then per event: idempotency key's KEYS index (0: none), the
+#       event's digest, history record (empty: not part of the state), payload (JSON)
+# Returns {applied, outbox}, or {-1, positions (1-based) of events whose key holds another event's
+# digest} having written nothing. A key holding "1" (written before digests) matches any event.
 _USER_STEP = """
 local prior = redis.call('GET', KEYS[6])
 if prior then
   return {tonumber(prior), redis.call('LRANGE', KEYS[4], 0, -1)}
 end
+local held, reused = {}, {}
+for i = 3, #ARGV, 4 do
+  local ki = tonumber(ARGV[i])
+  if ki > 0 then
+    local was = held[KEYS[ki]]
+    if was == nil then was = redis.call('GET', KEYS[ki]) end
+    if was and was ~= '1' and was ~= ARGV[i + 1] then
+      reused[#reused + 1] = (i - 3) / 4 + 1
+    end
+    held[KEYS[ki]] = was or ARGV[i + 1]
+  end
+end
+if #reused > 0 then
+  return {-1, reused}
+end
 local region = redis.call('HGET', KEYS[3], 'region') or ''
 local applied = 0
-for i = 3, #ARGV, 3 do
+for i = 3, #ARGV, 4 do
   local ki = tonumber(ARGV[i])
   local fresh = true
   if ki > 0 then
-    fresh = redis.call('SET', KEYS[ki], '1', 'NX', 'EX', ARGV[1])
+    fresh = redis.call('SET', KEYS[ki], ARGV[i + 1], 'NX', 'EX', ARGV[1])
   end
   if fresh then
     applied = applied + 1
-    if #ARGV[i + 1] > 0 then
-      redis.call('APPEND', KEYS[1], ARGV[i + 1])
+    if #ARGV[i + 2] > 0 then
+      redis.call('APPEND', KEYS[1], ARGV[i + 2])
       redis.call('DEL', KEYS[2])
     end
     local seq = redis.call('INCR', KEYS[5])
-    redis.call('RPUSH', KEYS[4], seq .. ' ' .. cjson.encode({region, ARGV[i + 2]}))
+    redis.call('RPUSH', KEYS[4], seq .. ' ' .. cjson.encode({region, ARGV[i + 3]}))
   end
 end
 redis.call('SET', KEYS[6], applied, 'EX', ARGV[2])
@@ -741,18 +802,25 @@ class RedisStore:
         events: Sequence[Event],
         catalog: Catalog,
         idempotency_keys: Sequence[str | None] | None = None,
+        event_digests: Sequence[str | None] | None = None,
     ) -> int:
         """Apply a batch of events to the active version; returns how many applied (not duplicates).
 
         Three single-slot steps (user slots, global slot, user slots), each atomic and safe to
         repeat; see the module docstring. An event whose idempotency key the user already sent
-        within the TTL is skipped; a repeat inside the batch counts once.
+        with the same event within the TTL is skipped; a repeat inside the batch counts once. A key
+        sent with a different event raises ``IdempotencyConflict``. What "the same event" is:
+        ``event_digests`` (``event_digest`` of the event as the client sent it, e.g. without the
+        ``ts`` the server stamped), by default the digest of the event as given.
         """
         if not events:
             return 0
         if idempotency_keys is not None and len(idempotency_keys) != len(events):
             raise ValueError("idempotency_keys: one per event (None for none)")
         ikeys = list(idempotency_keys) if idempotency_keys is not None else [None] * len(events)
+        if event_digests is not None and len(event_digests) != len(events):
+            raise ValueError("event_digests: one per event (None for the event's own)")
+        given = list(event_digests) if event_digests is not None else [None] * len(events)
         raw_v = self.client.get(self.keys.active)
         if not raw_v:
             raise StoreError(f"no published version under prefix {self.keys.prefix!r}: run `homepage publish`")
@@ -762,22 +830,50 @@ class RedisStore:
         by_user: dict[int, list[int]] = {}
         for i, e in enumerate(events):
             by_user.setdefault(int(e.user_id), []).append(i)
+        digests = [_key_digest(key, e, d) for key, e, d in zip(ikeys, events, given)]
+        if len(by_user) > 1 and (reused := self._reused_keys(events, ikeys, digests)):
+            raise IdempotencyConflict(reused)  # before any user's step 1: nothing of the batch is written
         payloads = _event_payloads(events, catalog, v, m, token)
-        applied, outboxes = self._step_user_slots(v, events, ikeys, payloads, by_user, token)
+        applied, outboxes, reused = self._step_user_slots(v, events, ikeys, digests, payloads, by_user, token)
         marks = self._step_global_slot(outboxes, token, v)
         self._step_trim_outboxes(marks)
+        if reused:
+            raise IdempotencyConflict(reused, applied)
         return applied
+
+    def _reused_keys(self, events: Sequence[Event], ikeys: Sequence[str | None], digests: Sequence[str]) -> list[int]:
+        """Batch positions of events whose key holds another event's digest (read-only; step 1's check, in Python)."""
+        keyed = [i for i, key in enumerate(ikeys) if key]
+        if not keyed:
+            return []
+        pipe = self.client.pipeline(transaction=False)
+        for i in keyed:
+            pipe.get(self.keys.idempotency(int(events[i].user_id), str(ikeys[i])))
+        held: dict[tuple[int, str], str] = {}
+        reused = []
+        for i, raw in zip(keyed, pipe.execute()):
+            slot = (int(events[i].user_id), str(ikeys[i]))
+            was = held.get(slot) or (raw.decode() if raw is not None else None)
+            if was is not None and was not in (LEGACY_KEY_VALUE, digests[i]):
+                reused.append(i)
+            held[slot] = was or digests[i]
+        return reused
 
     def _step_user_slots(
         self,
         v: str,
         events: Sequence[Event],
         ikeys: Sequence[str | None],
+        digests: Sequence[str],
         payloads: Sequence[str],
         by_user: Mapping[int, Sequence[int]],
         token: str,
-    ) -> tuple[int, dict[int, list[_OutboxEntry]]]:
-        """Step 1: each user's events into their slot (one script per user, pipelined)."""
+    ) -> tuple[int, dict[int, list[_OutboxEntry]], list[int]]:
+        """Step 1: each user's events into their slot (one script per user, pipelined).
+
+        Returns the events applied, the outboxes, and the batch positions of events refused for a
+        reused key (their user's events are not written).
+        """
         k, s = self.keys, self.settings
         pipe = self.client.pipeline(transaction=False)
         for u, idx in by_user.items():
@@ -789,15 +885,20 @@ class RedisStore:
                     args.append(len(keys))
                 else:
                     args.append(0)
+                args.append(digests[i])
                 args.append(_event_record(events[i]) if EVENT_CODES[events[i].kind] in (PLAY, RATING) else b"")
                 args.append(payloads[i])
             self._queue_script(pipe, _USER_STEP, keys, args)
         applied = 0
         outboxes: dict[int, list[_OutboxEntry]] = {}
-        for u, (n, entries) in zip(by_user, pipe.execute()):
+        reused: list[int] = []
+        for (u, idx), (n, entries) in zip(by_user.items(), pipe.execute()):
+            if int(n) < 0:
+                reused += [idx[int(p) - 1] for p in entries]
+                continue
             applied += int(n)
             outboxes[u] = [_OutboxEntry.parse(u, raw) for raw in entries]
-        return applied, outboxes
+        return applied, outboxes, sorted(reused)
 
     def _step_global_slot(
         self, outboxes: Mapping[int, Sequence[_OutboxEntry]], token: str, active: str | None = None

@@ -160,8 +160,8 @@ def test_a_resent_user_step_applies_once(store: RedisStore, world: World) -> Non
     events = _new_events(world)[:2]  # user 1, no idempotency keys
     payloads = [p for p in _payloads(store, world, events, "tok")]
     by_user = {1: [0, 1]}
-    first = store._step_user_slots("v1", events, [None, None], payloads, by_user, "tok")
-    again = store._step_user_slots("v1", events, [None, None], payloads, by_user, "tok")
+    first = store._step_user_slots("v1", events, [None, None], ["", ""], payloads, by_user, "tok")
+    again = store._step_user_slots("v1", events, [None, None], ["", ""], payloads, by_user, "tok")
     assert first[0] == again[0] == 2 and [e.seq for e in again[1][1]] == [e.seq for e in first[1][1]]
     marks = store._step_global_slot(again[1], "tok")
     assert store._step_global_slot(again[1], "tok") == marks  # resent step 2: nothing counted twice

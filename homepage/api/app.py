@@ -21,6 +21,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from threadpoolctl import threadpool_limits
 
+from homepage.api.echo import MAX_MESSAGE, clip
 from homepage.api.security import BodyLimit
 from homepage.api.settings import ServeSettings, get_serve_settings
 from homepage.errors import HomepageError
@@ -98,7 +99,8 @@ def _install_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return JSONResponse({"detail": str(exc.detail)}, status_code=exc.status_code, headers=getattr(exc, "headers", None))
+        detail = clip(str(exc.detail), MAX_MESSAGE)  # routes clip what they echo; this bounds any that forgot
+        return JSONResponse({"detail": detail}, status_code=exc.status_code, headers=getattr(exc, "headers", None))
 
     @app.exception_handler(StoreUnavailable)
     async def unavailable(request: Request, exc: StoreUnavailable) -> JSONResponse:
@@ -118,13 +120,18 @@ MAX_ERRORS = 20  # listed in a 422; ``errors_omitted`` counts the rest
 
 
 def _error(e: Mapping[str, Any]) -> dict[str, str]:
-    """One validation error as ``{field, message}``; malformed JSON names the body and the position."""
+    """One validation error as ``{field, message}``; malformed JSON names the body and the position.
+
+    The error's ``input`` is never echoed; a field name can be input (an unknown JSON key) and
+    is clipped, as is a message (some quote a value).
+    """
     if e.get("type") == "json_invalid":
         loc = e.get("loc", ())
         pos = loc[-1] if loc and isinstance(loc[-1], int) else None
         reason = (e.get("ctx") or {}).get("error", "")
-        return {"field": "body", "message": f"malformed JSON at character {pos}: {reason}" if pos is not None else f"malformed JSON: {reason}"}
-    return {"field": _field(e.get("loc", ())), "message": str(e.get("msg", ""))}
+        message = f"malformed JSON at character {pos}: {reason}" if pos is not None else f"malformed JSON: {reason}"
+        return {"field": "body", "message": clip(message, MAX_MESSAGE)}
+    return {"field": clip(_field(e.get("loc", ()))), "message": clip(str(e.get("msg", "")), MAX_MESSAGE)}
 
 
 def _field(loc: Any) -> str:

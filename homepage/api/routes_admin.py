@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-
-from fastapi import APIRouter, Depends, Request
+from fastapi import Request
 
 from homepage.api.schemas import COMMON_RESPONSES, Deleted, ErrorOut, Reloaded, UserId
-from homepage.api.security import require_api_key
+from homepage.api.security import protected_router
 from homepage.service import PageService
 
-router = APIRouter(dependencies=[Depends(require_api_key)], responses=COMMON_RESPONSES)
+router = protected_router(responses=COMMON_RESPONSES)
 ERRORS = {401: {"model": ErrorOut}, 403: {"model": ErrorOut}, 503: {"model": ErrorOut}}
 
 

@@ -4,24 +4,25 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Body, Depends, HTTPException, Request
+from fastapi import Body, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 
 from homepage.api.schemas import (
     COMMON_RESPONSES,
     ErrorOut,
     EventBatch,
+    EventIn,
     EventsAccepted,
     EventsBody,
     ProfileIn,
     ProfileOut,
     UserId,
 )
-from homepage.api.security import require_api_key
+from homepage.api.security import protected_router
 from homepage.service import PageService
-from homepage.store import StoreError, StoreUnavailable
+from homepage.store import IdempotencyConflict, StoreError, StoreUnavailable, event_digest
 
-router = APIRouter(dependencies=[Depends(require_api_key)], responses=COMMON_RESPONSES)
+router = protected_router(responses=COMMON_RESPONSES)
 MAX_FUTURE_SECONDS = 86_400  # client clocks drift; an event from further ahead is a bug, and would skew trending
 WRITE_ERRORS = {401: {"model": ErrorOut}, 403: {"model": ErrorOut}, 413: {"model": ErrorOut}, 503: {"model": ErrorOut}}
 
@@ -34,6 +35,8 @@ def _service(request: Request) -> PageService:
 async def post_events(request: Request, body: Annotated[EventsBody, Body()]) -> EventsAccepted:
     """One event or a batch of up to 1,000. 202 only after Redis applied them (user state, stream, counters), each exactly once.
 
+    A retry with the same ``idempotency_key`` and the same event counts as a duplicate; the key
+    with a different event is a 422 naming it, and nothing of the batch is written.
     Events of titles the served catalog lacks are accepted, as ingest keeps such ratings: the
     store leaves them out of the counters, and another node may already serve a newer catalog.
     """
@@ -50,13 +53,41 @@ async def post_events(request: Request, body: Annotated[EventsBody, Body()]) -> 
             loc = ("body", "events", i, "ts") if isinstance(body, EventBatch) else ("body", "ts")
             msg = f"{e.ts} is more than a day after the server's time ({now})"
             raise RequestValidationError([{"loc": loc, "msg": msg, "type": "value_error", "input": e.ts}])
-    keys = [e.idempotency_key for e in items]
     try:
-        n = await service.run(service.ingest, events, keys, cur.store_version)
+        keys = [e.idempotency_key for e in items]
+        n = await service.run(service.ingest, events, keys, cur.store_version, [_sent_digest(e) for e in items])
+    except IdempotencyConflict as e:
+        service.metrics.events_rejected.inc(len(events) - e.applied)
+        raise _reused(e, isinstance(body, EventBatch)) from None
     except (StoreUnavailable, StoreError) as e:
         service.metrics.events_rejected.inc(len(events))
         raise StoreUnavailable(str(e)) from e
     return EventsAccepted(accepted=n, duplicates=len(events) - n)
+
+
+def _sent_digest(item: EventIn) -> str | None:
+    """The digest stored under the event's idempotency key: of the event as the client sent it.
+
+    As sent, not as stamped: an event without ``ts`` gets the server's time, and its retry (a
+    moment later, also without ``ts``) must still be the same event, a duplicate. The same event
+    sent once with ``ts`` and once without is two different requests.
+    """
+    if item.idempotency_key is None:
+        return None
+    return event_digest(item.model_dump(mode="json", exclude={"idempotency_key"}))
+
+
+def _reused(e: IdempotencyConflict, batch: bool) -> RequestValidationError:
+    """422 naming each event's ``idempotency_key`` that the user already sent with a different event.
+
+    422, not 409, as the IETF Idempotency-Key draft says for a key reused with another payload
+    (409 there is a request still in progress); and it is the shape of every other bad field.
+    """
+    note = f" (a concurrent request took it; the batch's {e.applied} events of other users were applied)" if e.applied else ""
+    msg = "already used for a different event: a retry must resend the same event, a new event needs a new key" + note
+    return RequestValidationError(
+        [{"loc": ("body", "events", i, "idempotency_key") if batch else ("body", "idempotency_key"), "msg": msg, "type": "value_error"} for i in e.indices]
+    )
 
 
 def _check_genres(service: PageService, profile: ProfileIn) -> None:

@@ -25,8 +25,10 @@ from fastapi.responses import FileResponse
 from pydantic import BaseModel, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from homepage.api.echo import quoted
+from homepage.api.routes_pages import region_note
 from homepage.api.settings import ServeSettings
-from homepage.api.schemas import COMMON_RESPONSES, DEVICE_PATTERN, REGION_PATTERN, ErrorOut, PageOut, TitleId, UserId
+from homepage.api.schemas import COMMON_RESPONSES, REGION_PATTERN, Device, ErrorOut, PageOut, TitleId, UserId
 from homepage.artwork_svg import placeholder_svg
 from homepage.domain import ArtworkVariant, RequestContext
 from homepage.errors import HomepageError
@@ -237,6 +239,8 @@ def _policy_page(service: PageService, cur: Loaded, user_id: int, policy: str, c
     page = build_page(user, cur.world, cur.models, ctx, policy=policy, explain=True, nonce=secrets.token_hex(4))
     request = {"rows": ctx.rows, "cols": ctx.cols, "device": ctx.device, "region": ctx.region, "hour": ctx.hour, "now": ctx.now}
     body = page_json(page, cur.cards, store_version=cur.store_version, world_as_of=cur.world.as_of, request=request)
+    if ctx.region is not None and (note := region_note(service, ctx.region)):
+        body["notes"] = [*body["notes"], note]
     model = cur.models.page_model
     uses_model = model is not None and (get_policy(policy).needs_model or policy == "row-ranking")
     if uses_model and model is not None:
@@ -254,7 +258,7 @@ async def policy_page(
     policy: str | None = None,
     rows: Annotated[int, Query(ge=1, le=50)] = 10,
     cols: Annotated[int, Query(ge=1, le=50)] = 10,
-    device: Annotated[str | None, Query(pattern=DEVICE_PATTERN)] = None,
+    device: Annotated[Device | None, Query()] = None,
     region: Annotated[str | None, Query(pattern=REGION_PATTERN)] = None,
 ) -> Response:
     """The user's page under ``policy`` (default: the service's), with explain data; for the viewer's compare view."""
@@ -262,7 +266,7 @@ async def policy_page(
     name = policy or cur.policy
     known = available_policies(cur)
     if name not in known:
-        raise HTTPException(422, f"policy: {name!r} is not one of {', '.join(known)}")
+        raise HTTPException(422, f"policy: {quoted(name)} is not one of {', '.join(known)}")
     service = _service(request)
     now = service.now(cur)
     ctx = RequestContext(user_id, now, rows, cols, device, (now // 3600) % 24, region)

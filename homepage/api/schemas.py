@@ -6,24 +6,27 @@ from typing import Annotated, Any
 
 from fastapi import Path
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
     Field,
     ValidationInfo,
     ValidatorFunctionWrapHandler,
+    WithJsonSchema,
     WrapValidator,
     field_validator,
 )
 from pydantic_core import PydanticCustomError
 
+from homepage.api.echo import quoted
 from homepage.domain import Event, EventKind
 from homepage.ingest.ratings import RATING_MAX, RATING_MIN
+from homepage.pagebuilder.features import DEVICES
 
 MAX_ID = 2**62
 ID_PATTERN = r"^[A-Za-z0-9_.:-]+$"
 REGION_PATTERN = r"^[A-Za-z0-9_-]{1,16}$"
-DEVICE_PATTERN = r"^[a-z_]{1,16}$"
 MAX_BATCH = 1000
 
 
@@ -38,6 +41,21 @@ UserId = Annotated[int, BeforeValidator(_digits_only), Path(ge=0, le=MAX_ID, des
 TitleId = Annotated[int, BeforeValidator(_digits_only), Path(ge=0, le=MAX_ID, description="title id")]
 StrictId = Annotated[int, Field(strict=True, ge=0, le=MAX_ID)]
 """An id in a JSON body: a JSON integer (``true``, ``"1500"`` and ``1500.0`` are refused, not read as ids)."""
+
+
+def _known_device(v: str) -> str:
+    if v not in DEVICES:
+        expected = ", ".join(repr(d) for d in DEVICES)
+        raise PydanticCustomError("enum", "Input should be one of {expected}, not {got}", {"expected": expected, "got": quoted(v, 32)})
+    return v
+
+
+Device = Annotated[str, AfterValidator(_known_device), WithJsonSchema({"type": "string", "enum": list(DEVICES)})]
+"""A client device the page model knows (``DEVICES``): a closed set, so another value is a 422 listing it.
+
+Served silently as "no device", a client sending ``TV`` or ``phone`` would believe its pages
+were tuned for it. Region, by contrast, is data: an unknown one is a note (``routes_pages``).
+"""
 
 
 class Reason(BaseModel):
@@ -76,8 +94,10 @@ class PageQuery(BaseModel):
 
     rows: int = Field(default=10, ge=1, le=50, description="rows on the page")
     cols: int = Field(default=10, ge=1, le=50, description="titles per row")
-    device: str | None = Field(default=None, pattern=DEVICE_PATTERN, description="client device (tv, web, mobile, tablet): a page-model feature")
-    region: str | None = Field(default=None, pattern=REGION_PATTERN, description="region for regional rows and the fallback page")
+    device: Device | None = Field(default=None, description=f"client device ({', '.join(DEVICES)}): a page-model feature; another value is a 422")
+    region: str | None = Field(
+        default=None, pattern=REGION_PATTERN, description="region for regional rows and the fallback page; one without regional data is served with a note saying so"
+    )
     explain: bool = Field(default=False, description="per row: stage, features, score, the rule that forced it")
 
 
@@ -117,7 +137,7 @@ class PageOut(BaseModel):
 
 
 class EventIn(BaseModel):
-    """One event; ``idempotency_key`` makes a client retry safe. ``ts`` defaults to the server's time."""
+    """One event; ``idempotency_key`` makes a client retry safe (reused for another event: 422). ``ts`` defaults to the server's time."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -183,7 +203,7 @@ EventsBody = Annotated[EventIn | EventBatch, WrapValidator(_event_or_batch)]
 
 class EventsAccepted(BaseModel):
     accepted: int = Field(description="events applied now")
-    duplicates: int = Field(description="events skipped: their idempotency key was already applied")
+    duplicates: int = Field(description="events skipped: their idempotency key was already applied with the same event")
 
 
 class ProfileIn(BaseModel):

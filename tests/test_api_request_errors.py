@@ -1,0 +1,106 @@
+"""What the API tells a client about bad or unusual input, over real HTTP (uvicorn, embedded Redis).
+
+Unknown page devices are a 422 listing the known ones, an unknown region is a note on the page;
+echoed input in error bodies is bounded; key-protected routes check the key before the body.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pandas as pd
+import pytest
+from redis_fixtures import LiveServer, make_store
+
+from homepage.api.app import create_app
+from homepage.api.settings import ServeSettings
+from homepage.pagebuilder.features import DEVICES
+from homepage.publish import publish_dataset
+from homepage.settings import Settings
+
+API_KEY = "errors-" + uuid.uuid4().hex
+KEY = {"X-API-Key": API_KEY}
+JSON = {"Content-Type": "application/json"}
+
+
+@pytest.fixture(scope="module")
+def http(request: pytest.FixtureRequest, serving_bundle: Path, recent_world: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[httpx.Client]:
+    """A live server on the embedded Redis serving the small world; the client sends no key by itself."""
+    emb = request.getfixturevalue("embedded_redis")
+    client = request.getfixturevalue("embedded_client")
+    st = Settings(redis_url=None, key_prefix=f"t{uuid.uuid4().hex[:10]}", embedded_dir=emb.data_dir)
+    publish_dataset(make_store(client, st), recent_world, models=serving_bundle)
+    serve = ServeSettings(api_key=API_KEY, deadline_ms=2000, models_dir=tmp_path_factory.mktemp("unpacked"), refresh_seconds=60)
+    try:
+        with LiveServer(create_app(serve, st)) as srv, httpx.Client(base_url=srv.url, timeout=30) as c:
+            yield c
+    finally:
+        keys = list(client.scan_iter(match=f"{st.key_prefix}:*", count=1000))
+        for i in range(0, len(keys), 500):
+            client.unlink(*keys[i : i + 500])
+
+
+@pytest.fixture(scope="module")
+def region(recent_world: Path) -> str:
+    """A region of the world's users (the world has regional counters for it)."""
+    return str(pd.read_parquet(recent_world / "users.parquet")["region"].dropna().iloc[0])
+
+
+# ------------------------------------------------------------------ device and region of a page request
+@pytest.mark.parametrize("path", ["/homepage/1?device=toaster", "/homepage/1?device=tv&device=phone", "/viewer/page/1?device=toaster"])
+def test_an_unknown_device_is_a_422_listing_the_known_ones(http: httpx.Client, path: str) -> None:
+    r = http.get(path)
+    assert r.status_code == 422, r.text
+    (error,) = r.json()["errors"]
+    assert error["field"] == "device" and all(repr(d) in error["message"] for d in DEVICES), r.text
+
+
+def test_known_devices_and_no_device_are_served_and_the_schema_lists_them(http: httpx.Client) -> None:
+    for query in [*(f"?device={d}" for d in DEVICES), ""]:
+        assert http.get(f"/homepage/1{query}").status_code == 200, query
+    params = {p["name"]: p for p in http.get("/openapi.json").json()["paths"]["/homepage/{user_id}"]["get"]["parameters"]}
+    assert {"enum": list(DEVICES), "type": "string"} in params["device"]["schema"]["anyOf"]
+
+
+def test_an_unknown_region_is_served_with_a_note_saying_so(http: httpx.Client, region: str) -> None:
+    page = http.get("/homepage/1", params={"region": "ZZ"}).json()
+    assert page["request"]["region"] == "ZZ"
+    assert [n for n in page["notes"] if "region" in n] == ["region 'ZZ': no regional data here, so no regional rows"]
+    again = http.get("/homepage/1", params={"region": "ZZ"})  # a cached page gets the note too
+    assert again.headers["x-cache"] == "hit" and "region 'ZZ'" in " ".join(again.json()["notes"])
+    known = http.get("/homepage/1", params={"region": region}).json()
+    assert not any("region" in n for n in known["notes"])
+    assert any(row["reason"]["region"] == region for row in known["rows"])
+
+
+# ------------------------------------------------------------------ echoed input is bounded
+def test_the_viewers_422_does_not_echo_a_long_policy_back(http: httpx.Client) -> None:
+    r = http.get("/viewer/page/1", params={"policy": "p" * 12_000})
+    assert r.status_code == 422 and r.json()["detail"].startswith("policy: 'ppp"), r.text[:300]
+    assert len(r.content) < 1_000 and "'… (11800 more characters) is not one of" in r.text
+
+
+def test_error_bodies_bound_echoed_field_names(http: httpx.Client) -> None:
+    r = http.post("/events", json={"user_id": 1, "title_id": 1, "kind": "play", "x" * 50_000: 1}, headers=KEY)
+    assert r.status_code == 422 and len(r.content) < 2_000, r.text[:300]
+    (error,) = r.json()["errors"]
+    assert error["field"] == "x" * 200 + "… (49800 more characters)" and error["message"] == "Extra inputs are not permitted"
+
+
+# ------------------------------------------------------------------ the key before the body
+@pytest.mark.parametrize(
+    ("method", "path"), [("POST", "/events"), ("PUT", "/users/1"), ("PATCH", "/users/1")]
+)
+def test_a_malformed_body_without_the_key_is_401_not_422(http: httpx.Client, method: str, path: str) -> None:
+    bad = b'{"user_id": 1,, }'
+    for headers in ({}, {"X-API-Key": API_KEY + "x"}):
+        r = http.request(method, path, content=bad, headers={**JSON, **headers})
+        assert r.status_code == 401 and r.json() == {"detail": "X-API-Key: missing or wrong"}, r.text
+        assert r.headers["www-authenticate"] == "APIKey"
+    r = http.request(method, path, content=bad, headers={**JSON, **KEY})  # with the key: the body's error
+    assert r.status_code == 422 and r.json()["errors"][0]["field"] == "body"
+    spec = http.get("/openapi.json").json()
+    assert spec["paths"][path.replace("/1", "/{user_id}")][method.lower()]["security"] == [{"APIKeyHeader": []}]
