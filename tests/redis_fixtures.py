@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -203,6 +204,30 @@ class LiveServer:
         self.thread.join(timeout=30)
 
 
+@contextmanager
+def live_api_on_embedded(
+    request: pytest.FixtureRequest, world: Path, bundle: Path, models_dir: Path, api_key: str
+) -> Iterator[tuple[LiveServer, RedisStore]]:
+    """A real server for ``world`` published with ``bundle`` into the embedded Redis under a fresh prefix, deleted afterwards."""
+    from homepage.api.app import create_app
+    from homepage.api.settings import ServeSettings
+    from homepage.publish import publish_dataset
+
+    emb = request.getfixturevalue("embedded_redis")
+    client = request.getfixturevalue("embedded_client")
+    st = Settings(redis_url=None, key_prefix=f"t{uuid.uuid4().hex[:10]}", embedded_dir=emb.data_dir)
+    store = make_store(client, st)
+    publish_dataset(store, world, models=bundle)
+    serve = ServeSettings(api_key=api_key, deadline_ms=2000, models_dir=models_dir, refresh_seconds=60)
+    try:
+        with LiveServer(create_app(serve, st)) as srv:
+            yield srv, store
+    finally:
+        keys = list(client.scan_iter(match=f"{st.key_prefix}:*", count=1000))
+        for i in range(0, len(keys), 500):
+            client.unlink(*keys[i : i + 500])
+
+
 @pytest.fixture(scope="session")
 def serving_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A model bundle (rankers only, no page model: cheap) trained on the committed small world."""
@@ -237,4 +262,4 @@ def recent_world(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
-__all__ += ["free_port", "LiveServer", "serving_bundle", "WORLD_SMALL", "recent_world"]
+__all__ += ["free_port", "LiveServer", "live_api_on_embedded", "serving_bundle", "WORLD_SMALL", "recent_world"]

@@ -11,10 +11,8 @@ from typing import Any
 
 import httpx
 import pytest
-from redis_fixtures import LiveServer, make_store, write_small_dataset
+from redis_fixtures import live_api_on_embedded, write_small_dataset
 
-from homepage.api.app import create_app
-from homepage.api.settings import ServeSettings
 from homepage.catalog import Catalog
 from homepage.dataset import load_dataset, read_manifest
 from homepage.domain import Event
@@ -22,7 +20,6 @@ from homepage.events_merge import MERGED_KEY, merge_stream_into_dataset
 from homepage.ingest.badrows import BadRows
 from homepage.ingest.ratings import DelimitedFormat, read_ratings
 from homepage.publish import publish_dataset
-from homepage.settings import Settings
 from homepage.store import RedisStore
 
 API_KEY = "events-" + uuid.uuid4().hex
@@ -32,18 +29,9 @@ PLAY = {"user_id": 1, "title_id": 1, "kind": "play"}
 @pytest.fixture(scope="module")
 def http(request: pytest.FixtureRequest, serving_bundle: Path, recent_world: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[httpx.Client]:
     """A live server on the embedded Redis, serving the small world; a client sending the API key."""
-    emb = request.getfixturevalue("embedded_redis")
-    client = request.getfixturevalue("embedded_client")
-    st = Settings(redis_url=None, key_prefix=f"t{uuid.uuid4().hex[:10]}", embedded_dir=emb.data_dir)
-    publish_dataset(make_store(client, st), recent_world, models=serving_bundle)
-    serve = ServeSettings(api_key=API_KEY, deadline_ms=2000, models_dir=tmp_path_factory.mktemp("unpacked"), refresh_seconds=60)
-    try:
-        with LiveServer(create_app(serve, st)) as srv, httpx.Client(base_url=srv.url, timeout=30, headers={"X-API-Key": API_KEY}) as c:
+    with live_api_on_embedded(request, recent_world, serving_bundle, tmp_path_factory.mktemp("unpacked"), API_KEY) as (srv, _):
+        with httpx.Client(base_url=srv.url, timeout=30, headers={"X-API-Key": API_KEY}) as c:
             yield c
-    finally:
-        keys = list(client.scan_iter(match=f"{st.key_prefix}:*", count=1000))
-        for i in range(0, len(keys), 500):
-            client.unlink(*keys[i : i + 500])
 
 
 FUTURE = int(time.time()) + 3 * 86_400

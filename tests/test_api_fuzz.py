@@ -12,18 +12,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from redis_fixtures import WORLD_SMALL, LiveServer
+from redis_fixtures import WORLD_SMALL, live_api_on_embedded
 
 schemathesis = pytest.importorskip("schemathesis")
 from hypothesis import HealthCheck, settings  # noqa: E402
 from hypothesis.errors import Unsatisfiable  # noqa: E402
 from schemathesis import GenerationMode, checks  # noqa: E402
-
-from homepage.api.app import create_app  # noqa: E402
-from homepage.api.settings import ServeSettings  # noqa: E402
-from homepage.publish import publish_dataset  # noqa: E402
-from homepage.settings import Settings  # noqa: E402
-from homepage.store import RedisStore  # noqa: E402
 
 API_KEY = "fuzz-" + uuid.uuid4().hex
 CHECKS = [checks.not_a_server_error, checks.status_code_conformance, checks.content_type_conformance, checks.response_schema_conformance]
@@ -31,18 +25,8 @@ CHECKS = [checks.not_a_server_error, checks.status_code_conformance, checks.cont
 
 @pytest.fixture(scope="module")
 def fuzz_server(request: pytest.FixtureRequest, serving_bundle: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    emb = request.getfixturevalue("embedded_redis")
-    client = request.getfixturevalue("embedded_client")
-    st = Settings(redis_url=None, key_prefix=f"t{uuid.uuid4().hex[:10]}", embedded_dir=emb.data_dir)
-    publish_dataset(RedisStore(client, st.key_prefix, settings=st), WORLD_SMALL, models=serving_bundle)
-    serve = ServeSettings(api_key=API_KEY, deadline_ms=2000, models_dir=tmp_path_factory.mktemp("fuzz-unpacked"), refresh_seconds=60)
-    try:
-        with LiveServer(create_app(serve, st)) as srv:
-            yield srv.url
-    finally:
-        keys = list(client.scan_iter(match=f"{st.key_prefix}:*", count=1000))
-        for i in range(0, len(keys), 500):
-            client.unlink(*keys[i : i + 500])
+    with live_api_on_embedded(request, WORLD_SMALL, serving_bundle, tmp_path_factory.mktemp("fuzz-unpacked"), API_KEY) as (srv, _):
+        yield srv.url
 
 
 @pytest.fixture(scope="module")

@@ -13,13 +13,9 @@ from pathlib import Path
 import httpx
 import pandas as pd
 import pytest
-from redis_fixtures import LiveServer, make_store
+from redis_fixtures import live_api_on_embedded
 
-from homepage.api.app import create_app
-from homepage.api.settings import ServeSettings
 from homepage.pagebuilder.features import DEVICES
-from homepage.publish import publish_dataset
-from homepage.settings import Settings
 
 API_KEY = "errors-" + uuid.uuid4().hex
 KEY = {"X-API-Key": API_KEY}
@@ -29,18 +25,9 @@ JSON = {"Content-Type": "application/json"}
 @pytest.fixture(scope="module")
 def http(request: pytest.FixtureRequest, serving_bundle: Path, recent_world: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[httpx.Client]:
     """A live server on the embedded Redis serving the small world; the client sends no key by itself."""
-    emb = request.getfixturevalue("embedded_redis")
-    client = request.getfixturevalue("embedded_client")
-    st = Settings(redis_url=None, key_prefix=f"t{uuid.uuid4().hex[:10]}", embedded_dir=emb.data_dir)
-    publish_dataset(make_store(client, st), recent_world, models=serving_bundle)
-    serve = ServeSettings(api_key=API_KEY, deadline_ms=2000, models_dir=tmp_path_factory.mktemp("unpacked"), refresh_seconds=60)
-    try:
-        with LiveServer(create_app(serve, st)) as srv, httpx.Client(base_url=srv.url, timeout=30) as c:
+    with live_api_on_embedded(request, recent_world, serving_bundle, tmp_path_factory.mktemp("unpacked"), API_KEY) as (srv, _):
+        with httpx.Client(base_url=srv.url, timeout=30) as c:
             yield c
-    finally:
-        keys = list(client.scan_iter(match=f"{st.key_prefix}:*", count=1000))
-        for i in range(0, len(keys), 500):
-            client.unlink(*keys[i : i + 500])
 
 
 @pytest.fixture(scope="module")

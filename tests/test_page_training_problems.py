@@ -10,18 +10,17 @@ from typing import ClassVar
 
 import numpy as np
 import pytest
+from inner_split_world import inner_split_world
 
-from homepage.catalog import Catalog
 from homepage.config import DEFAULT_RANKERS, PageConfig, PipelineConfig
-from homepage.dataset import load_dataset
 from homepage.domain import CandidateRow
 from homepage.eventlog import EventLog
 from homepage.page import PageModels
 from homepage.pagebuilder.training import StageData, stage_data, train_page_model
 from homepage.replay.protocol import ReplayProtocol, sample_requests
 from rankers import registry
-from rankers.base import FitInput, Ranker, RankRequest
-from rankers.registry import RankerSpec, build_rankers
+from rankers.base import Ranker, RankRequest
+from rankers.registry import RankerSpec
 
 WORLD = Path(__file__).resolve().parents[1] / "fixtures" / "world-small"
 
@@ -49,17 +48,8 @@ class OddUsersFail(Ranker):
 @pytest.fixture(scope="module")
 def inner() -> tuple[EventLog, PageModels, int, int, float]:
     """World-small with the default rankers fitted at an inner split: (log, models, inner, until, half-life)."""
-    ds = load_dataset(WORLD, columns=["user_id", "title_id", "kind", "ts", "progress", "stars"])
-    catalog = Catalog.from_frames(ds.titles, ds.variants)
-    log = EventLog.from_frame(ds.events, catalog, ds.users)
-    cfg = PipelineConfig()
-    inner, until = log.quantile_time(0.6), log.quantile_time(0.8)
-    rankers = build_rankers(list(cfg.rankers))
-    fit_in = FitInput(log, catalog, inner, log.global_state(inner, cfg.half_life_seconds))
-    for r in rankers:
-        r.fit(fit_in)
-    models = PageModels("inner", cfg.config_hash(), catalog, tuple(rankers), rules=cfg.page.rules)
-    return log, models, inner, until, cfg.half_life_seconds
+    w = inner_split_world()
+    return w.log, w.models, w.inner, w.until, w.half_life
 
 
 def _with(models: PageModels, ranker: Ranker) -> PageModels:

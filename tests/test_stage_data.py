@@ -2,38 +2,20 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
+from inner_split_world import inner_split_world
 
-from homepage.catalog import Catalog
-from homepage.config import PipelineConfig
-from homepage.dataset import load_dataset
-from homepage.eventlog import EventLog
-from homepage.page import PageModels
 from homepage.pagebuilder.training import StageData, stage_data
 from homepage.replay.protocol import ReplayProtocol, sample_requests
-from rankers.base import FitInput
-from rankers.registry import build_rankers
-
-WORLD = Path(__file__).resolve().parents[1] / "fixtures" / "world-small"
 
 
 def test_stage_data_in_two_workers_equals_one_process() -> None:
-    ds = load_dataset(WORLD, columns=["user_id", "title_id", "kind", "ts", "progress", "stars"])
-    catalog = Catalog.from_frames(ds.titles, ds.variants)
-    log = EventLog.from_frame(ds.events, catalog, ds.users)
-    cfg = PipelineConfig()
-    inner, until = log.quantile_time(0.6), log.quantile_time(0.8)
-    rankers = build_rankers(list(cfg.rankers))
-    fit_in = FitInput(log, catalog, inner, log.global_state(inner, cfg.half_life_seconds))
-    for r in rankers:
-        r.fit(fit_in)
-    models = PageModels("inner", cfg.config_hash(), catalog, tuple(rankers), rules=cfg.page.rules)
+    w = inner_split_world()
+    log, models, inner, until = w.log, w.models, w.inner, w.until
     requests = sample_requests(log, ReplayProtocol(split_time=inner, requests_per_user=2, max_requests=80, seed=5), until=until)
     seen: list[int] = []
-    one = stage_data(log, models, requests, cfg.half_life_seconds, 10, 10)
-    two = stage_data(log, models, requests, cfg.half_life_seconds, 10, 10, progress=seen.append, workers=2)
+    one = stage_data(log, models, requests, w.half_life, 10, 10)
+    two = stage_data(log, models, requests, w.half_life, 10, 10, progress=seen.append, workers=2)
     assert one.groups.size > 20
     assert sum(seen) == len(requests)
     assert np.all(np.diff(two.request_of_group) >= 0)  # groups in request order
