@@ -24,7 +24,7 @@ def test_demo_serves_a_page_from_its_own_embedded_redis_even_with_redis_url_set(
     """REDIS_URL names a port where nothing listens: the demo must not use it (a made-up world must not land in a real server)."""
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("HOMEPAGE_")}
-    env.update(REDIS_URL="redis://127.0.0.1:1/0", OPENBLAS_NUM_THREADS="1")
+    env.update(REDIS_URL="redis://127.0.0.1:1/0", OPENBLAS_NUM_THREADS="1", HOMEPAGE_LOG_FORMAT="json", HOMEPAGE_LOG_LEVEL="INFO")
     argv = [sys.executable, "-m", "homepage", "demo", "--users", "60", "--titles", "80", "--port", str(port), "--var", str(tmp_path / "var")]
     proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=tmp_path)
     lines: list[str] = []
@@ -59,5 +59,9 @@ def test_demo_serves_a_page_from_its_own_embedded_redis_even_with_redis_url_set(
         except subprocess.TimeoutExpired:
             proc.kill()
             raise
+    assert proc.stdout is not None
+    lines += proc.stdout.readlines()
     assert proc.returncode == 128 + signal.SIGTERM, "".join(lines)  # a clean exit on SIGTERM, by the shell's convention
+    logged = [json.loads(x) for x in lines if x.startswith("{")]  # HOMEPAGE_LOG_FORMAT=json: one object a line
+    assert any(r["logger"] == "uvicorn.error" and "Started server process" in r["message"] for r in logged), "".join(lines)
     assert not list((tmp_path / "var" / "redis").glob("*.sock"))  # the embedded Redis stopped with it

@@ -8,6 +8,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
+from homepage import log_setup
 from homepage.errors import HomepageError
 
 app = typer.Typer(
@@ -33,6 +34,7 @@ def main() -> None:
     """Console-script entry point: user errors become one line and exit code 2."""
     _register()
     try:
+        log_setup.install()  # a bad HOMEPAGE_LOG_* is a one-line error like any other setting
         app(standalone_mode=False, prog_name="homepage")
     except HomepageError as e:
         # escaped: a path or value in the message may hold brackets rich would read as markup

@@ -39,6 +39,7 @@ def run_server(host: str, port: int, workers: int) -> None:
 
     from homepage.api.nodelay import http_protocol
     from homepage.embedded_redis import EmbeddedRedis
+    from homepage.log_setup import uvicorn_log_config
     from homepage.metrics import MULTIPROC_ENV
     from homepage.settings import get_settings
 
@@ -64,7 +65,7 @@ def run_server(host: str, port: int, workers: int) -> None:
             port=port,
             workers=workers,
             http=http_protocol(),  # TCP_NODELAY on accepted sockets: uvicorn's multi-worker path loses it
-            log_level="warning",
+            log_config=uvicorn_log_config(),  # HOMEPAGE_LOG_FORMAT / _LEVEL, applied in each worker
             access_log=False,
         )
     finally:
@@ -130,18 +131,17 @@ def demo(
     A ``REDIS_URL`` in the environment is ignored unless ``--use-redis-url`` says otherwise: the
     demo publishes a made-up world, which must not land in a real server by accident.
     """
+    import time
+
     import pandas as pd
 
+    from fixtures.world import WorldParams, generate_world, write_world
     from homepage.bundle import train_bundle
     from homepage.config import PipelineConfig
     from homepage.dataset import load_dataset
     from homepage.publish import publish_dataset
     from homepage.settings import get_settings
     from homepage.store import connect
-
-    import time
-
-    from fixtures.world import WorldParams, generate_world, write_world
 
     var = var.resolve()
     for name in ("REDIS_URL", "HOMEPAGE_REDIS_URL"):
