@@ -49,6 +49,9 @@ class ServingMetrics:
         self.events = Counter("homepage_events_ingested", "Events acknowledged (applied in Redis)", registry=r)
         self.events_duplicate = Counter("homepage_events_duplicate", "Events skipped by idempotency key", registry=r)
         self.events_rejected = Counter("homepage_events_unavailable", "Events refused with 503 (Redis unavailable)", registry=r)
+        self.events_conflict = Counter(
+            "homepage_events_idempotency_conflicts", "Events refused with 422: their idempotency key was used for a different event", registry=r
+        )
         self.model_reloads = Counter("homepage_model_reloads", "Model versions loaded", registry=r)
         # label children of the per-request counters, looked up once (a lookup takes a lock)
         self.pages_built = self.pages.labels("built")

@@ -10,6 +10,7 @@ loaded models, world state and fallback are swapped atomically by ``refresh``.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import gc
 import logging
@@ -31,7 +32,7 @@ from homepage.metrics import ServingMetrics
 from homepage.page import PageModels, build_page, ranker_problem
 from homepage.page_json import TitleCards, dumps, page_json
 from homepage.state import GlobalState, UserState
-from homepage.store import RedisStore, StoreError, StoreUnavailable
+from homepage.store import IdempotencyConflict, RedisStore, StoreError, StoreUnavailable
 
 log = logging.getLogger(__name__)
 MIN_WRITE_WAIT = 0.01  # seconds a built page waits for its cache write even past the deadline
@@ -83,6 +84,18 @@ class Loaded:
     world: GlobalState
     fallback: FallbackPages
     clock_offset: int = 0  # seconds added to the wall clock to get the service's time
+
+
+def region_note(world: GlobalState, region: str) -> str | None:
+    """A note for a requested region the world has no regional counters for, else ``None``.
+
+    Not a 422: regions are data, not a fixed list (a region gets counters with its first
+    event, and profiles take any region), and a page without regional rows is still a page.
+    But the client asked for regional rows and gets none, so the page says why.
+    """
+    if region in world.region_counts:
+        return None
+    return f"region {region!r}: no regional data here, so no regional rows"
 
 
 @dataclass(frozen=True)
@@ -242,6 +255,8 @@ class PageService:
         hour = (now // 3600) % 24
         ctx = RequestContext(user.user_id, now, params.rows, params.cols, params.device, hour, params.region)
         page = build_page(user, cur.world, cur.models, ctx, policy=cur.policy, explain=params.explain, nonce=nonce)
+        if params.region is not None and (note := region_note(cur.world, params.region)):
+            page = dataclasses.replace(page, notes=(*page.notes, note))  # in the body, so cached pages carry it
         page = _with_time(page, now)
         request = {"rows": params.rows, "cols": params.cols, "device": params.device, "region": params.region, "hour": hour, "now": now}
         body = dumps(page_json(page, cur.cards, store_version=cur.store_version, world_as_of=cur.world.as_of, request=request))
@@ -362,7 +377,12 @@ class PageService:
             raise StoreUnavailable("no model loaded yet")
         if self.config.clock == "data" and not (stamped_under == cur.store_version == self.store.active_version()):
             raise StoreUnavailable("the published version changed under the data clock; retry in a few seconds")
-        n = self.store.append_events(events, cur.models.catalog, keys, digests)
+        try:
+            n = self.store.append_events(events, cur.models.catalog, keys, digests)
+        except IdempotencyConflict as e:
+            self.metrics.events.inc(e.applied)  # other users' events a concurrent request left applied
+            self.metrics.events_conflict.inc(len(e.indices))
+            raise
         self.metrics.events.inc(n)
         self.metrics.events_duplicate.inc(len(events) - n)
         return n

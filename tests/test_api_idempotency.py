@@ -15,15 +15,12 @@ from typing import Any
 
 import httpx
 import pytest
-from redis_fixtures import LiveServer, make_store, write_small_dataset
+from redis_fixtures import live_api_on_embedded, write_small_dataset
 
-from homepage.api.app import create_app
-from homepage.api.settings import ServeSettings
 from homepage.catalog import Catalog
 from homepage.dataset import load_dataset
 from homepage.domain import Event
 from homepage.publish import publish_dataset
-from homepage.settings import Settings
 from homepage.store import HISTORY_DTYPE, IdempotencyConflict, RedisStore
 
 API_KEY = "idem-" + uuid.uuid4().hex
@@ -49,19 +46,9 @@ class Served:
 
 @pytest.fixture(scope="module")
 def served(request: pytest.FixtureRequest, serving_bundle: Path, recent_world: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
-    emb = request.getfixturevalue("embedded_redis")
-    client = request.getfixturevalue("embedded_client")
-    st = Settings(redis_url=None, key_prefix=f"t{uuid.uuid4().hex[:10]}", embedded_dir=emb.data_dir)
-    store = make_store(client, st)
-    publish_dataset(store, recent_world, models=serving_bundle)
-    serve = ServeSettings(api_key=API_KEY, deadline_ms=2000, models_dir=tmp_path_factory.mktemp("unpacked"), refresh_seconds=60)
-    try:
-        with LiveServer(create_app(serve, st)) as srv, httpx.Client(base_url=srv.url, timeout=30, headers={"X-API-Key": API_KEY}) as c:
+    with live_api_on_embedded(request, recent_world, serving_bundle, tmp_path_factory.mktemp("unpacked"), API_KEY) as (srv, store):
+        with httpx.Client(base_url=srv.url, timeout=30, headers={"X-API-Key": API_KEY}) as c:
             yield Served(c, store)
-    finally:
-        keys = list(client.scan_iter(match=f"{st.key_prefix}:*", count=1000))
-        for i in range(0, len(keys), 500):
-            client.unlink(*keys[i : i + 500])
 
 
 def _key() -> str:
@@ -85,6 +72,15 @@ def test_a_key_reused_for_a_different_event_is_a_422_and_nothing_of_the_batch_is
     assert served.post(first).json() == {"accepted": 0, "duplicates": 1}  # the true retry is still a duplicate
     one = served.post({**first, "progress": 0.9})  # one event (not a batch): the field is the key's own name
     assert one.status_code == 422 and [e["field"] for e in one.json()["errors"]] == ["idempotency_key"]
+    # a client's mistake, not an outage: counted apart from the 503s
+    metrics = served.http.get("/metrics").text
+    assert _metric(metrics, "homepage_events_idempotency_conflicts_total") >= 2
+    assert _metric(metrics, "homepage_events_unavailable_total") == 0
+
+
+def _metric(text: str, name: str) -> float:
+    line = next((x for x in text.splitlines() if x.startswith(name + " ")), None)
+    return float(line.split()[1]) if line else 0.0
 
 
 def test_a_batch_of_several_users_is_refused_whole(served: Served) -> None:

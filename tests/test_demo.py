@@ -24,7 +24,10 @@ def test_demo_serves_a_page_from_its_own_embedded_redis_even_with_redis_url_set(
     """REDIS_URL names a port where nothing listens: the demo must not use it (a made-up world must not land in a real server)."""
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("HOMEPAGE_")}
-    env.update(REDIS_URL="redis://127.0.0.1:1/0", OPENBLAS_NUM_THREADS="1", HOMEPAGE_LOG_FORMAT="json", HOMEPAGE_LOG_LEVEL="INFO")
+    env = {k: v for k, v in env.items() if k.lower() not in ("redis_url", "homepage_redis_url")}
+    # every spelling the settings read (case-insensitively), one of them empty
+    env.update(REDIS_URL="redis://127.0.0.1:1/0", redis_url="redis://127.0.0.1:2/0", homepage_redis_url="", OPENBLAS_NUM_THREADS="1")
+    env.update(HOMEPAGE_LOG_FORMAT="json", HOMEPAGE_LOG_LEVEL="INFO")
     argv = [sys.executable, "-m", "homepage", "demo", "--users", "60", "--titles", "80", "--port", str(port), "--var", str(tmp_path / "var")]
     proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=tmp_path)
     lines: list[str] = []

@@ -7,7 +7,6 @@ from typing import Annotated
 from urllib.parse import parse_qsl
 
 import numpy as np
-import orjson
 from fastapi import APIRouter, HTTPException, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
@@ -25,7 +24,6 @@ from homepage.api.schemas import (
     UserId,
     query_parameters,
 )
-from homepage.page_json import dumps
 from homepage.service import PageParams, PageService
 from homepage.store import StoreUnavailable
 
@@ -67,36 +65,11 @@ def page_params(query_string: bytes) -> PageParams:
 )
 async def homepage(request: Request, user_id: UserId) -> Response:
     """A personalised page within the deadline, or the popular fallback marked ``degraded``. Never an error for unknown users."""
-    service = _service(request)
-    params = page_params(request.scope["query_string"])
-    result = await service.page(user_id, params)
+    result = await _service(request).page(user_id, page_params(request.scope["query_string"]))
     headers = {"X-Cache": "hit" if result.cache_hit else "miss"}
     if result.degraded:
         headers["X-Degraded"] = result.reason or "1"
-    body = result.body
-    if params.region is not None and (note := region_note(service, params.region)):
-        body = _with_note(body, note)
-    return Response(body, media_type=JSON, headers=headers)
-
-
-def region_note(service: PageService, region: str) -> str | None:
-    """A note for a requested region the served world has no regional counters for, else ``None``.
-
-    Not a 422: regions are data, not a fixed list (a region gets counters with its first
-    event, and profiles take any region), and a page without regional rows is still a page.
-    But the client asked for regional rows and gets none, so the page says why.
-    """
-    cur = service.loaded
-    if cur is None or region in cur.world.region_counts:
-        return None
-    return f"region {region!r}: no regional data here, so no regional rows"
-
-
-def _with_note(body: bytes, note: str) -> bytes:
-    """The page JSON with ``note`` added to its notes (added per response: cached pages have none)."""
-    page = orjson.loads(body)
-    page["notes"] = [*page.get("notes", []), note]
-    return dumps(page)
+    return Response(result.body, media_type=JSON, headers=headers)
 
 
 def _loaded(request: Request):  # type: ignore[no-untyped-def]

@@ -20,15 +20,23 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import numpy as np
-from fastapi import APIRouter, HTTPException, Path as PathParam, Query, Request, Response
+from fastapi import APIRouter, HTTPException, Query, Request, Response
+from fastapi import Path as PathParam
 from fastapi.responses import FileResponse
 from pydantic import BaseModel, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from homepage.api.echo import quoted
-from homepage.api.routes_pages import region_note
+from homepage.api.schemas import (
+    COMMON_RESPONSES,
+    REGION_PATTERN,
+    Device,
+    ErrorOut,
+    PageOut,
+    TitleId,
+    UserId,
+)
 from homepage.api.settings import ServeSettings
-from homepage.api.schemas import COMMON_RESPONSES, REGION_PATTERN, Device, ErrorOut, PageOut, TitleId, UserId
 from homepage.artwork_svg import placeholder_svg
 from homepage.domain import ArtworkVariant, RequestContext
 from homepage.errors import HomepageError
@@ -38,7 +46,7 @@ from homepage.pagebuilder.features import DEVICES, FEATURE_NAMES
 from homepage.pagebuilder.model import PageModel
 from homepage.pagebuilder.policies import policy as get_policy
 from homepage.pagebuilder.policies import policy_names
-from homepage.service import Loaded, PageService
+from homepage.service import Loaded, PageService, region_note
 
 STATIC = Path(__file__).resolve().parent / "static"
 ASSETS = {"viewer.js": "text/javascript", "viewer.css": "text/css"}
@@ -239,7 +247,7 @@ def _policy_page(service: PageService, cur: Loaded, user_id: int, policy: str, c
     page = build_page(user, cur.world, cur.models, ctx, policy=policy, explain=True, nonce=secrets.token_hex(4))
     request = {"rows": ctx.rows, "cols": ctx.cols, "device": ctx.device, "region": ctx.region, "hour": ctx.hour, "now": ctx.now}
     body = page_json(page, cur.cards, store_version=cur.store_version, world_as_of=cur.world.as_of, request=request)
-    if ctx.region is not None and (note := region_note(service, ctx.region)):
+    if ctx.region is not None and (note := region_note(cur.world, ctx.region)):
         body["notes"] = [*body["notes"], note]
     model = cur.models.page_model
     uses_model = model is not None and (get_policy(policy).needs_model or policy == "row-ranking")

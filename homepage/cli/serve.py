@@ -144,8 +144,8 @@ def demo(
     from homepage.store import connect
 
     var = var.resolve()
-    for name in ("REDIS_URL", "HOMEPAGE_REDIS_URL"):
-        if os.environ.get(name) and not use_redis_url:
+    if not use_redis_url:  # settings read variables case-insensitively, set or empty: every spelling goes
+        for name in [n for n in os.environ if n.lower() in ("redis_url", "homepage_redis_url")]:
             typer.echo(f"{name} is set; the demo uses its own embedded Redis (--use-redis-url to publish into that server)")
             del os.environ[name]
     # the service runs at the wall clock: a world whose year ends today has live trending and

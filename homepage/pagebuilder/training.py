@@ -329,7 +329,7 @@ def _refuse_broken_rankers(problems: dict[str, dict[str, int]], n_requests: int)
     if dead:
         which = ("ranker " if len(dead) == 1 else "rankers ") + ", ".join(dead)
         raise ValueError(
-            f"{which} raised on all {n_requests:,} training requests (the log above has the traceback); "
+            f"{which} raised on all {n_requests:,} training requests (the traceback is logged: above, or in the Spark executors' logs); "
             "fix it or remove it from the config's rankers"
         )
 
