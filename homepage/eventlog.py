@@ -7,8 +7,8 @@ into a state: every query slices the sorted arrays at ``searchsorted(ts, t, "rig
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -42,6 +42,8 @@ class EventLog:
     t_user_pos: np.ndarray  # position of the event's user in ``user_ids``
     regions: tuple[str, ...]
     user_region: dict[int, str]
+    # stated favourite genres (a profile's, as ``PUT /users`` sets them); like the region, one value per user, not timed
+    user_favourites: Mapping[int, tuple[str, ...]] = field(default_factory=dict)
 
     # ---------------------------------------------------------------- build
     @classmethod
@@ -66,6 +68,9 @@ class EventLog:
         if users is not None and len(users):
             reg = users["region"]
             region_of = {int(u): str(r) for u, r in zip(users["user_id"], reg) if r is not None and r == r}
+        favourites: dict[int, tuple[str, ...]] = {}
+        if users is not None and len(users) and "favourite_genres" in users.columns:
+            favourites = {int(u): tuple(str(g) for g in gs) for u, gs in zip(users["user_id"], users["favourite_genres"]) if _listed(gs)}
         regions = tuple(sorted(set(region_of.values())))
         rcode = {r: i for i, r in enumerate(regions)}
         user_rcode = np.array([rcode.get(region_of.get(int(u), ""), -1) for u in user_ids], dtype=np.int32)
@@ -91,6 +96,7 @@ class EventLog:
             t_user_pos=frozen(t_user_pos.astype(np.int64)),
             regions=regions,
             user_region=region_of,
+            user_favourites=favourites,
         )
 
     # ---------------------------------------------------------------- queries
@@ -118,10 +124,12 @@ class EventLog:
             return 0, 0
         return int(self.user_ptr[pos]), int(self.user_ptr[pos + 1])
 
-    def user_state(self, user_id: int, t: int, favourite_genres: tuple[str, ...] = ()) -> UserState:
-        """The user's state as of ``t``; an empty state for unknown users."""
+    def user_state(self, user_id: int, t: int, favourite_genres: tuple[str, ...] | None = None) -> UserState:
+        """The user's state as of ``t``; an empty state for unknown users. Favourite genres: the users table's, unless given."""
         a, b = self.user_span(user_id)
         region = self.user_region.get(int(user_id))
+        if favourite_genres is None:
+            favourite_genres = self.user_favourites.get(int(user_id), ())
         if a == b:
             return UserState.empty(int(user_id), int(t), region, favourite_genres)
         b = a + int(np.searchsorted(self.u_ts[a:b], t, side="right"))
@@ -238,3 +246,8 @@ def _float_col(events: pd.DataFrame, name: str, keep: np.ndarray) -> np.ndarray:
     if name not in events.columns:
         return np.full(int(keep.sum()), np.nan, np.float32)
     return events[name].to_numpy(np.float32, na_value=np.nan)[keep]
+
+
+def _listed(genres: object) -> bool:
+    """A non-empty list of genres in a users table cell (None, NaN and empty lists are not)."""
+    return genres is not None and not isinstance(genres, float) and len(genres) > 0  # type: ignore[arg-type]

@@ -94,6 +94,10 @@ class PersonalizedConfig(RankerConfig):
     popularity_half_life_days: float = Field(default=180.0, gt=0.0)
     genre_pool: int = Field(default=1000, ge=10, description="top titles filtered into genre rows")
     min_genre_titles: int = Field(default=10, ge=1, description="shortest genre row worth proposing")
+    favourite_genres: bool = Field(
+        default=True,
+        description="rows of the genres a user stated (profile) where their history gives none: every row of a user without history, the spare genre rows of one with little",
+    )
     seed: int = 0
 
 
@@ -102,7 +106,7 @@ class PersonalizedRanker(Ranker):
 
     name = "personalized"
     Config = PersonalizedConfig
-    needs = frozenset({StateNeed.HISTORY})
+    needs = frozenset({StateNeed.HISTORY, StateNeed.PROFILE})
     artifact_version = 1
     config: PersonalizedConfig
 
@@ -215,12 +219,18 @@ class PersonalizedRanker(Ranker):
 
     # ------------------------------------------------------------------ rows
     def rows(self, request: RankRequest) -> list[CandidateRow]:
-        """Top picks, then the user's top genres filtered from the same scores; none for cold users."""
+        """Top picks, then the user's top genres filtered from the same scores (then stated favourites).
+
+        A user without history gets rows of their stated favourite genres (popular titles in
+        each), or none.
+        """
         c = self.config
         user = request.user
         items, w = self.history(user)
-        if items.size == 0 or c.max_rows == 0:
+        if c.max_rows == 0:
             return []
+        if items.size == 0:
+            return self._favourite_rows(request) if c.favourite_genres else []
         scores = self.score_titles(user)
         n = min(self.n_titles, len(request.catalog))
         scores = scores[:n]
@@ -238,6 +248,9 @@ class PersonalizedRanker(Ranker):
             if more.size > j * cols:
                 out.append(self._row(request.catalog, f"more_picks:{j}", "More picks for you", more, scores, RowReason(kind="top_picks")))
         genres = self._top_genres(request.catalog, items[items < n], w[items < n], c.max_rows - len(out))
+        if c.favourite_genres:  # slots the history leaves free go to the genres the user said they like
+            genres += [g for g in favourite_genre_indices(request.catalog, user.favourite_genres) if g not in genres]
+            genres = genres[: max(c.max_rows - len(out), 0)]
         in_genres = request.catalog.genre_matrix[pool][:, genres].T if genres else None  # one gather for all rows
         for j, g in enumerate(genres):
             in_genre = pool[in_genres[j]][: c.row_length]  # type: ignore[index]
@@ -245,6 +258,24 @@ class PersonalizedRanker(Ranker):
                 genre = request.catalog.genres[g]
                 reason = RowReason(kind="genre", genre=genre)
                 out.append(self._row(request.catalog, f"genre:{genre}", genre_row_title(genre), in_genre, scores, reason))
+        return out
+
+    def _favourite_rows(self, request: RankRequest) -> list[CandidateRow]:
+        """For a user without history: per stated favourite genre, its most popular titles (the popularity prior)."""
+        c, catalog = self.config, request.catalog
+        genres = favourite_genre_indices(catalog, request.user.favourite_genres)[: c.max_rows]
+        if not genres:
+            return []
+        n = min(self.n_titles, len(catalog))
+        scores = self.prior_[:n].copy()
+        pool = _top(scores, min(max(c.genre_pool, c.row_length), n))
+        in_genres = catalog.genre_matrix[pool][:, genres].T
+        out = []
+        for j, g in enumerate(genres):
+            in_genre = pool[in_genres[j]][: c.row_length]
+            if in_genre.size >= min(c.min_genre_titles, c.row_length):
+                genre = catalog.genres[g]
+                out.append(self._row(catalog, f"genre:{genre}", genre_row_title(genre), in_genre, scores, RowReason(kind="genre", genre=genre)))
         return out
 
     def _row(
@@ -289,6 +320,14 @@ class PersonalizedRanker(Ranker):
             (arrays["item_data"], arrays["item_indices"], arrays["item_indptr"]), shape=(n, n)
         )
         self._reset_caches()
+
+
+def favourite_genre_indices(catalog: Catalog, favourites: tuple[str, ...]) -> list[int]:
+    """The catalog's genre indices of a user's stated favourites, in the user's order (unknown ones skipped)."""
+    if not favourites:
+        return []
+    index = catalog.genre_index
+    return list(dict.fromkeys(index[g] for g in favourites if g in index))
 
 
 def _top(scores: np.ndarray, k: int) -> np.ndarray:

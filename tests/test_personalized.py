@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 
@@ -158,6 +159,41 @@ def test_cold_user_gets_no_rows_but_scores_exist() -> None:
     s = r.score_titles(cold)
     assert s.dtype == np.float32 and s.shape == (N_TITLES,)
     assert r.user_vector(cold).shape == (8,)
+
+
+def test_a_user_without_history_gets_rows_of_the_genres_they_stated() -> None:
+    r, catalog, log, until = fitted()
+    cold = UserState.empty(999, until, favourite_genres=("Horror", "Western", "Drama", "Horror"))  # Western: not in the catalog
+    rows = r.rows(request(cold, catalog, log, until))
+    assert [row.reason.genre for row in rows] == ["Horror", "Drama"] and all(row.reason.kind == "genre" for row in rows)
+    for row, g in zip(rows, ("Horror", "Drama")):
+        idx = catalog.index_of(row.title_ids)
+        assert catalog.genre_matrix[idx, catalog.genre_index[g]].all()
+        assert np.all(np.diff(row.scores) <= 0)  # the most popular first
+        assert np.array_equal(row.scores, r.prior_[idx])
+    off = PersonalizedRanker({**SMALL, "favourite_genres": False})
+    off.fit(FitInput(log=log, catalog=catalog, until=until, world=log.global_state(until)))
+    assert off.rows(request(cold, catalog, log, until)) == []
+
+
+def test_stated_genres_fill_only_the_genre_rows_history_leaves_free() -> None:
+    r, catalog, log, until = fitted({"max_rows": 4})
+    comedy_fan = log.user_state(0, until)
+    plain = [row.row_id for row in r.rows(request(comedy_fan, catalog, log, until))]
+    stated = dataclasses.replace(comedy_fan, favourite_genres=("Horror", "Comedy"))
+    got = [row.row_id for row in r.rows(request(stated, catalog, log, until))]
+    assert len(plain) < 4 and "personalized:genre:Horror" not in plain  # a slot is free; history has no horror
+    assert got == [*plain, "personalized:genre:Horror"]  # history's rows first, unchanged; Comedy not twice
+
+
+def test_the_event_log_carries_the_users_tables_favourites() -> None:
+    catalog, log, until = two_taste_world()
+    ev = pd.DataFrame([(0, 100, 1, 5, 4.0)], columns=["user_id", "title_id", "kind", "ts", "stars"])
+    users = pd.DataFrame({"user_id": [0, 1], "region": ["EU", None], "created": [0, 0], "favourite_genres": [["Horror"], None]})
+    log = EventLog.from_frame(ev, catalog, users)
+    assert log.user_state(0, 10).favourite_genres == ("Horror",)
+    assert log.user_state(1, 10).favourite_genres == () and log.user_state(7, 10).favourite_genres == ()
+    assert log.user_state(0, 10, favourite_genres=("Drama",)).favourite_genres == ("Drama",)  # given wins
 
 
 def test_fit_and_rows_are_deterministic() -> None:
