@@ -73,3 +73,17 @@ def test_folds_that_share_a_cut_are_refused(world: Path) -> None:
     assert [f.cut for f in plan_folds(log, (0.5, 0.8))] == [log.quantile_time(0.5), log.quantile_time(0.8)]
     with pytest.raises(HomepageError, match="share a window"):
         plan_folds(log, (0.8, 0.8000001))
+
+
+def test_pooled_folds_add_up_their_ranker_problems() -> None:
+    """A plug-in failing in some folds is reported over all of them, not lost in the pooling."""
+    from homepage.replay.backtest import pool
+    from homepage.replay.protocol import ReplayProtocol, Requests
+    from homepage.replay.run import PolicyRun, ReplayResult
+
+    def fold(problems: dict[str, dict[str, int]]) -> ReplayResult:
+        requests = Requests(np.array([1], np.int64), np.array([10], np.int64), (np.array([0]),), np.array([False]))
+        return ReplayResult(ReplayProtocol(split_time=0), 0, requests, {"template": PolicyRun("template")}, 5, "v", ranker_problems=problems)
+
+    got = pool([fold({"a": {"failed": 2, "rows dropped": 0}}), fold({}), fold({"a": {"failed": 1, "rows dropped": 3}, "b": {"failed": 0, "rows dropped": 1}})])
+    assert got.ranker_problems == {"a": {"failed": 3, "rows dropped": 3}, "b": {"failed": 0, "rows dropped": 1}}

@@ -38,6 +38,7 @@ def backtest_command(
 
     from homepage.catalog import Catalog
     from homepage.cli.outputs import check_output_file, table_console
+    from homepage.cli.ranker_warnings import ranker_problem_warnings
     from homepage.cli.replay import parse_policies
     from homepage.config import load_config
     from homepage.dataset import load_dataset
@@ -89,7 +90,8 @@ def backtest_command(
             lines.append(fold_summary(fold, result))
     finally:
         runner.close()
-    pooled = pool(results).to_json(n_boot=bootstrap)
+    merged = pool(results)
+    pooled = merged.to_json(n_boot=bootstrap)
     # the pooled report's split is every fold's, not the first one's
     pooled["protocol"].update(folds=list(quantiles), split_quantile=list(quantiles), split_time=[f.cut for f in plan])  # type: ignore[attr-defined]
     report = {"protocol": pooled["protocol"], "folds": lines, "pooled": pooled}
@@ -103,6 +105,8 @@ def backtest_command(
     tc = table_console()
     tc.print(table)
     print_tables(pooled, tc)
+    for line in ranker_problem_warnings(merged.ranker_problems, len(merged.requests), "requests of all folds"):
+        console.print(line)
     if json_out is not None:
         json_out.parent.mkdir(parents=True, exist_ok=True)
         json_out.write_text(json.dumps(report, indent=2))

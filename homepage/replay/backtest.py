@@ -102,7 +102,19 @@ def pool(results: Sequence[ReplayResult]) -> ReplayResult:
         model_version=",".join(r.model_version for r in results),
         wall_seconds=sum(r.wall_seconds for r in results),
         workers=first.workers,
+        ranker_problems=_summed_problems(results),
     )
+
+
+def _summed_problems(results: Sequence[ReplayResult]) -> dict[str, dict[str, int]]:
+    """Each fold's ranker problems added up (the folds' requests are distinct)."""
+    out: dict[str, dict[str, int]] = {}
+    for r in results:
+        for ranker, counts in r.ranker_problems.items():
+            tally = out.setdefault(ranker, {"failed": 0, "rows dropped": 0})
+            for kind, n in counts.items():
+                tally[kind] = tally.get(kind, 0) + n
+    return dict(sorted(out.items()))
 
 
 def fold_summary(fold: Fold, result: ReplayResult) -> dict[str, object]:
