@@ -161,7 +161,7 @@ def demo(
         bundle = load_bundle(models)
     else:
         art_logs = _demo_artwork_logs(world, var)
-        typer.echo("training (rankers and the stage-wise page model; about two minutes on 2 cores)")
+        typer.echo("training (rankers and the stage-wise page model; under a minute on 2 idle cores)")
         # one regularisation setting (the middle of the default grid): the demo keeps artwork training to seconds
         bundle = train_bundle(ds, var / "models", PipelineConfig(), progress=True, artwork_logs=art_logs,
                               artwork_grid=None if art_logs is None else ((30.0, 200.0, 10.0),))
