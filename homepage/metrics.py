@@ -50,7 +50,7 @@ class ServingMetrics:
         self.events_duplicate = Counter("homepage_events_duplicate", "Events skipped by idempotency key", registry=r)
         self.events_rejected = Counter("homepage_events_unavailable", "Events refused with 503 (Redis unavailable)", registry=r)
         self.events_conflict = Counter(
-            "homepage_events_idempotency_conflicts", "Events refused with 422: their idempotency key was used for a different event", registry=r
+            "homepage_events_idempotency_conflicts", "Events refused with 422 because their batch reused an idempotency key for a different event", registry=r
         )
         self.model_reloads = Counter("homepage_model_reloads", "Model versions loaded", registry=r)
         # label children of the per-request counters, looked up once (a lookup takes a lock)

@@ -292,6 +292,8 @@ class PageService:
             body = page_json(page, _NO_CARDS, store_version=None, world_as_of=None, request=request)
         else:
             page = _with_time(cur.fallback.page(user_id, params.rows, params.cols, params.region, reason), now)
+            if params.region is not None and (note := region_note(cur.world, params.region)):
+                page = dataclasses.replace(page, notes=(*page.notes, note))
             body = page_json(page, cur.cards, store_version=cur.store_version, world_as_of=cur.fallback.as_of, request=request)
         return PageResult(dumps(body), degraded=True, cache_hit=False, reason=reason, rows_by_ranker=tuple(r.ranker for r in page.rows))
 
@@ -381,7 +383,7 @@ class PageService:
             n = self.store.append_events(events, cur.models.catalog, keys, digests)
         except IdempotencyConflict as e:
             self.metrics.events.inc(e.applied)  # other users' events a concurrent request left applied
-            self.metrics.events_conflict.inc(len(e.indices))
+            self.metrics.events_conflict.inc(len(events) - e.applied)  # the whole refused part: received = ingested + duplicates + refused
             raise
         self.metrics.events.inc(n)
         self.metrics.events_duplicate.inc(len(events) - n)

@@ -91,6 +91,9 @@ class Ranker(ABC):
     artifact_version: ClassVar[int] = 1
     # config overrides the conformance suite (rankers.testing) fits with, for defaults too strict for its small world
     conformance_config: ClassVar[dict[str, Any]] = {}
+    # config fields added after artifacts were saved, with the value an artifact that lacks them keeps
+    # (a new default may switch a feature on; a bundle trained before it must serve as it was measured)
+    old_artifact_config: ClassVar[dict[str, Any]] = {}
 
     def __init__(self, config: RankerConfig | dict[str, Any] | None = None) -> None:
         if config is None:
@@ -153,7 +156,8 @@ class Ranker(ABC):
                 f"{directory}: {cls.name} artifact version {manifest.get('artifact_version')}, "
                 f"code reads {cls.artifact_version}"
             )
-        ranker = cls(cls.Config.model_validate(manifest["config"]))
+        # a field the code gained after the artifact was written takes the value that keeps its behaviour
+        ranker = cls(cls.Config.model_validate({**cls.old_artifact_config, **manifest["config"]}))
         window = manifest.get("train_window")
         ranker.train_window_ = tuple(window) if window else None  # type: ignore[assignment]
         with np.load(directory / "arrays.npz", allow_pickle=False) as npz:

@@ -19,7 +19,7 @@ and 0.01 ndcg_2d, so it stays off by default (``history_half_life``).
 
 from __future__ import annotations
 
-from typing import Self
+from typing import Any, ClassVar, Self
 
 import numpy as np
 import scipy.sparse as sp
@@ -108,6 +108,7 @@ class PersonalizedRanker(Ranker):
     Config = PersonalizedConfig
     needs = frozenset({StateNeed.HISTORY, StateNeed.PROFILE})
     artifact_version = 1
+    old_artifact_config: ClassVar[dict[str, Any]] = {"favourite_genres": False}  # bundles from before the feature serve as measured
     config: PersonalizedConfig
 
     # ------------------------------------------------------------------ fit
@@ -132,6 +133,7 @@ class PersonalizedRanker(Ranker):
 
     def _reset_caches(self) -> None:
         self._fold = None
+        self._prior_top: tuple[tuple[int, int], np.ndarray] | None = None
         self._memo: tuple[UserState, np.ndarray] | None = None
         if hasattr(self, "_dense"):
             del self._dense
@@ -247,35 +249,41 @@ class PersonalizedRanker(Ranker):
             more = pool[: j * cols + c.row_length]
             if more.size > j * cols:
                 out.append(self._row(request.catalog, f"more_picks:{j}", "More picks for you", more, scores, RowReason(kind="top_picks")))
-        genres = self._top_genres(request.catalog, items[items < n], w[items < n], c.max_rows - len(out))
+        history = self._top_genres(request.catalog, items[items < n], w[items < n], c.max_rows - len(out))
+        out += self._genre_rows(request.catalog, pool, scores, history, c.max_rows - len(out))
         if c.favourite_genres:  # slots the history leaves free go to the genres the user said they like
-            genres += [g for g in favourite_genre_indices(request.catalog, user.favourite_genres) if g not in genres]
-            genres = genres[: max(c.max_rows - len(out), 0)]
-        in_genres = request.catalog.genre_matrix[pool][:, genres].T if genres else None  # one gather for all rows
-        for j, g in enumerate(genres):
-            in_genre = pool[in_genres[j]][: c.row_length]  # type: ignore[index]
-            if in_genre.size >= min(c.min_genre_titles, c.row_length):
-                genre = request.catalog.genres[g]
-                reason = RowReason(kind="genre", genre=genre)
-                out.append(self._row(request.catalog, f"genre:{genre}", genre_row_title(genre), in_genre, scores, reason))
+            stated = [g for g in favourite_genre_indices(request.catalog, user.favourite_genres) if g not in history]
+            out += self._genre_rows(request.catalog, pool, scores, stated, c.max_rows - len(out))
         return out
 
     def _favourite_rows(self, request: RankRequest) -> list[CandidateRow]:
         """For a user without history: per stated favourite genre, its most popular titles (the popularity prior)."""
         c, catalog = self.config, request.catalog
-        genres = favourite_genre_indices(catalog, request.user.favourite_genres)[: c.max_rows]
+        genres = favourite_genre_indices(catalog, request.user.favourite_genres)
         if not genres:
             return []
         n = min(self.n_titles, len(catalog))
-        scores = self.prior_[:n].copy()
-        pool = _top(scores, min(max(c.genre_pool, c.row_length), n))
-        in_genres = catalog.genre_matrix[pool][:, genres].T
-        out = []
+        k = min(max(c.genre_pool, c.row_length), n)
+        if getattr(self, "_prior_top", None) is None or self._prior_top[0] != (n, k):  # the same for every such user
+            self._prior_top = ((n, k), _top(self.prior_[:n], k))
+        return self._genre_rows(catalog, self._prior_top[1], self.prior_[:n], genres, c.max_rows)
+
+    def _genre_rows(
+        self, catalog: Catalog, pool: np.ndarray, scores: np.ndarray, genres: list[int], limit: int
+    ) -> list[CandidateRow]:
+        """Up to ``limit`` "<Genre> for you" rows: ``pool`` (best first) filtered by each genre in turn, long enough ones only."""
+        c = self.config
+        out: list[CandidateRow] = []
+        if limit <= 0 or not genres:
+            return out
+        in_genres = catalog.genre_matrix[pool][:, genres].T  # one gather for all rows
         for j, g in enumerate(genres):
             in_genre = pool[in_genres[j]][: c.row_length]
             if in_genre.size >= min(c.min_genre_titles, c.row_length):
                 genre = catalog.genres[g]
                 out.append(self._row(catalog, f"genre:{genre}", genre_row_title(genre), in_genre, scores, RowReason(kind="genre", genre=genre)))
+                if len(out) == limit:
+                    break
         return out
 
     def _row(

@@ -186,6 +186,27 @@ def test_stated_genres_fill_only_the_genre_rows_history_leaves_free() -> None:
     assert got == [*plain, "personalized:genre:Horror"]  # history's rows first, unchanged; Comedy not twice
 
 
+def test_a_genre_row_too_short_to_propose_leaves_its_slot_to_a_stated_genre() -> None:
+    r, catalog, log, until = fitted({"max_rows": 3, "row_length": 20, "min_genre_titles": 17})
+    fan = dataclasses.replace(log.user_state(0, until), favourite_genres=("Horror",))
+    plain = [row.row_id for row in r.rows(request(log.user_state(0, until), catalog, log, until))]
+    assert plain == ["personalized:top_picks", "personalized:genre:Comedy"]  # Drama's row was too short
+    assert [row.row_id for row in r.rows(request(fan, catalog, log, until))] == [*plain, "personalized:genre:Horror"]
+
+
+def test_an_artifact_saved_before_the_switch_keeps_serving_without_it(tmp_path: Path) -> None:
+    """A bundle trained before favourite-genre rows existed serves as it was measured: the switch is off."""
+    import json
+
+    r, *_ = fitted()
+    d = r.save(tmp_path / "new")
+    assert PersonalizedRanker.load(d).config.favourite_genres is True
+    manifest = json.loads((d / "manifest.json").read_text())
+    del manifest["config"]["favourite_genres"]  # as the code before the field wrote it
+    (d / "manifest.json").write_text(json.dumps(manifest))
+    assert PersonalizedRanker.load(d).config.favourite_genres is False
+
+
 def test_the_event_log_carries_the_users_tables_favourites() -> None:
     catalog, log, until = two_taste_world()
     ev = pd.DataFrame([(0, 100, 1, 5, 4.0)], columns=["user_id", "title_id", "kind", "ts", "stars"])
