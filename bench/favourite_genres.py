@@ -37,7 +37,7 @@ import numpy as np  # noqa: E402
 from fixtures.world import WorldParams, generate_world, write_world  # noqa: E402
 from homepage.bundle import train_bundle  # noqa: E402
 from homepage.catalog import Catalog  # noqa: E402
-from homepage.config import DEFAULT_RANKERS, PipelineConfig  # noqa: E402
+from homepage.config import DEFAULT_RANKERS, PageConfig, PipelineConfig  # noqa: E402
 from homepage.dataset import load_dataset  # noqa: E402
 from homepage.eventlog import EventLog  # noqa: E402
 from homepage.page import PageModels  # noqa: E402
@@ -91,6 +91,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--stated", type=float, default=0.5, help="share of users stating favourite genres")
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--max-requests", type=int, default=PageConfig().max_requests, help="page-model training requests (the config's page.max_requests)")
     ap.add_argument("--bootstrap", type=int, default=1000)
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()
@@ -102,11 +103,11 @@ def main() -> None:
         ds = load_dataset(root / "world")
         catalog = Catalog.from_frames(ds.titles, ds.variants)
         log = EventLog.from_frame(ds.events, catalog, ds.users)
-        on_cfg = PipelineConfig()
+        on_cfg = PipelineConfig(page=PageConfig(max_requests=args.max_requests))
         off_rankers = tuple(
             RankerSpec(name=s.name, config={**s.config, "favourite_genres": False}) if s.name == "personalized" else s for s in DEFAULT_RANKERS
         )
-        off_cfg = PipelineConfig(rankers=off_rankers)
+        off_cfg = PipelineConfig(rankers=off_rankers, page=PageConfig(max_requests=args.max_requests))
         split = log.quantile_time(on_cfg.split_quantile)
         t0 = time.perf_counter()
         on_b = train_bundle(ds, root / "on", on_cfg, until=split, workers=args.workers)
