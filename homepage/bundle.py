@@ -125,6 +125,7 @@ def train_bundle(
     process, the page model's stage data in ``workers`` forked processes.
     """
     out = Path(out)
+    check_models_dir(out)
     rankers = build_rankers(list(config.rankers))  # fail on a bad name before any work
     catalog = Catalog.from_frames(dataset.titles, dataset.variants)
     log = EventLog.from_frame(dataset.events, catalog, dataset.users)
@@ -313,6 +314,21 @@ def _write_latest(out: Path, version: str) -> None:
     tmp = out / f".{LATEST}.tmp-{os.getpid()}"
     tmp.write_text(version + "\n")
     os.replace(tmp, out / LATEST)
+
+
+def check_models_dir(out: Path) -> None:
+    """``out`` must be a models directory (new, empty or holding bundles), never a bundle or a dataset.
+
+    A bundle written inside another bundle would make ``resolve`` (which prefers the
+    directory's own manifest) and ``LATEST`` name different bundles; one written inside a
+    dataset would be deleted with it by the next ``ingest``/``generate`` into that dataset.
+    """
+    if (out / "manifest.json").is_file():
+        what = "a dataset" if (out / "events.parquet").exists() else "a model bundle"
+        raise BundleError(
+            f"--out {out}: is {what} (it has a manifest.json), not a models directory; "
+            f"give the directory that holds the bundles (e.g. {out.parent}) or a new one"
+        )
 
 
 def resolve(path: Path) -> Path:

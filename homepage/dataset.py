@@ -251,6 +251,13 @@ def _swap_in(tmp: Path, out: Path) -> None:
         raise DatasetError(f"{out}: exists and is a file, not a dataset; refusing to replace it")
     if not (out / "manifest.json").exists() and any(out.iterdir()):
         raise DatasetError(f"{out}: exists and is not a dataset; refusing to replace it")
+    if (out / "manifest.json").exists():
+        try:
+            read_manifest(out)  # a model bundle has a manifest.json too
+        except DatasetError as e:
+            raise DatasetError(f"{out}: exists and is not a dataset ({e}); refusing to replace it") from None
+    if (out / "LATEST").exists():
+        raise DatasetError(f"{out}: holds model bundles (it has a LATEST file); refusing to replace it")
     old = out.parent / f".{out.name}.old-{os.getpid()}-{time.time_ns()}"
     os.rename(out, old)
     os.rename(tmp, out)

@@ -37,13 +37,13 @@ def new_version_name(now: float | None = None) -> str:
 def locate_bundle(models: Path) -> tuple[Path, str]:
     """(bundle directory, bundle version) for ``--models``: a bundle dir or a MODELS root with ``LATEST``."""
     models = Path(models)
-    if (models / "LATEST").is_file():
+    if (models / "manifest.json").is_file():  # the same order as ``homepage.bundle.resolve``: what replay loads is what is published
+        bundle = models
+    elif (models / "LATEST").is_file():
         name = (models / "LATEST").read_text().strip()
         bundle = models / name
         if not (bundle / "manifest.json").is_file():
             raise HomepageError(f"{models / 'LATEST'}: names {name!r}, but {bundle}/manifest.json does not exist")
-    elif (models / "manifest.json").is_file():
-        bundle = models
     else:
         raise HomepageError(f"{models}: not a model bundle (no manifest.json) nor a models dir (no LATEST)")
     try:

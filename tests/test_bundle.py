@@ -209,3 +209,37 @@ def test_homepage_train_cli_names_an_unregistered_ranker(dataset_dir: Path, tmp_
     cfg.write_text(json.dumps({"rankers": [{"name": "top_n"}, {"name": "nope_ranker"}]}))
     p = run_cli("train", str(dataset_dir), "--out", str(tmp_path / "models"), "--config", str(cfg))
     assert p.returncode == 2 and "nope_ranker" in p.stderr
+
+
+def test_train_refuses_a_bundle_or_a_dataset_as_its_models_directory(
+    trained, dataset_dir: Path, config: PipelineConfig, tmp_path: Path  # type: ignore[no-untyped-def]
+) -> None:
+    """A bundle nested in a bundle (publish and replay would pick different ones) or in a dataset (deleted with it) is refused."""
+    bundle, _ = trained
+    before = sorted(p.name for p in bundle.path.iterdir())
+    with pytest.raises(BundleError, match=r"is a model bundle .*not a models directory"):
+        train_bundle(load_dataset(dataset_dir), bundle.path, config)
+    assert sorted(p.name for p in bundle.path.iterdir()) == before
+    with pytest.raises(BundleError, match=r"is a dataset .*not a models directory"):
+        train_bundle(load_dataset(dataset_dir), dataset_dir, config)
+    assert not (dataset_dir / "LATEST").exists()
+
+
+def test_a_dataset_is_never_written_over_a_bundle_or_a_models_directory(trained, tmp_path: Path) -> None:
+    """``ingest``/``generate --out`` naming a bundle or a models directory leave it intact instead of replacing it."""
+    bundle, models = trained
+    titles, variants, users, events = synthetic_frames(20, 10, 5, seed=1)
+    for target in (bundle.path, models):
+        before = sorted(p.name for p in target.iterdir())
+        with pytest.raises(HomepageError, match="is not a dataset|holds model bundles"):
+            write_dataset(target, source="x", events=events, titles=titles, users=users, variants=variants)
+        assert sorted(p.name for p in target.iterdir()) == before
+    assert load_bundle(models).path == bundle.path
+
+
+def test_publish_and_load_pick_the_same_bundle_for_one_path(trained) -> None:  # type: ignore[no-untyped-def]
+    from homepage.publish import locate_bundle
+
+    bundle, models = trained
+    assert locate_bundle(models)[0] == load_bundle(models).path
+    assert locate_bundle(bundle.path)[0] == load_bundle(bundle.path).path == bundle.path
