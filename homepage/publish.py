@@ -34,6 +34,25 @@ def new_version_name(now: float | None = None) -> str:
     return f"{stamp}-{secrets.token_hex(3)}"
 
 
+def check_keeps_a_model(store: RedisStore, dataset: Path) -> None:
+    """A publish without ``--models`` must not replace a version that serves a model bundle.
+
+    Workers cannot load a version without a model: they would stay on the old one (its
+    events and profile writes going to a version nobody publishes from) and ``/health/ready``
+    would answer 503 from every new worker.
+    """
+    active = store.active_version()
+    if active is None:
+        return
+    serving = store.meta(active).bundle_version
+    if serving is not None:
+        raise HomepageError(
+            f"publish {dataset}: no --models, but the active version {active} serves model bundle {serving}; "
+            "a version without a model cannot be served (workers would stay on the old one and new ones "
+            "would not start): give --models with the bundle to serve"
+        )
+
+
 def locate_bundle(models: Path) -> tuple[Path, str]:
     """(bundle directory, bundle version) for ``--models``: a bundle dir or a MODELS root with ``LATEST``."""
     models = Path(models)
@@ -55,7 +74,7 @@ def locate_bundle(models: Path) -> tuple[Path, str]:
 
 
 LATEST_TIME = 253_402_300_799  # 9999-12-31T23:59:59Z
-MIN_SHARED_TITLES = 0.5  # a bundle sharing fewer of the dataset's titles was trained on another catalog
+MIN_SHARED_TITLES = 0.5  # below this share of titles matching (either way, or by name) a bundle was trained on another catalog
 
 
 def check_publish_time(at: int, first_ts: int | None, dataset: Path) -> None:
@@ -70,8 +89,9 @@ def check_bundle_serves(bundle_dir: Path, catalog: Catalog, dataset: Path) -> No
     """Load the bundle as the API will (so one it would refuse is refused before the flip) and check its catalog is the dataset's.
 
     A bundle trained on another dataset would serve its own titles to this dataset's users.
-    The catalog may have grown since training, so most of the dataset's titles, not all,
-    must be in the bundle's.
+    The catalog may have grown or been edited since training, so most titles, not all, must
+    match both ways (the dataset's in the bundle, the bundle's in the dataset), and most of
+    the ids both hold must name the same title (two catalogs numbered 1..n share their ids).
     """
     import numpy as np
 
@@ -80,13 +100,23 @@ def check_bundle_serves(bundle_dir: Path, catalog: Catalog, dataset: Path) -> No
 
     bundle = load_bundle(bundle_dir)
     PageModels.from_bundle(bundle)
-    ids = np.asarray(catalog.title_ids)
-    shared = float(np.isin(ids, np.asarray(bundle.catalog.title_ids)).mean()) if ids.size else 1.0
-    if shared < MIN_SHARED_TITLES:
-        raise HomepageError(
-            f"--models: bundle {bundle.version} was trained on another catalog: {shared:.0%} of {dataset}'s "
-            f"{ids.size} titles are in it (dataset {bundle.manifest.get('dataset', {}).get('path')})"
-        )
+    ids, theirs = np.asarray(catalog.title_ids), np.asarray(bundle.catalog.title_ids)
+    mine_in = np.isin(ids, theirs)
+    shares = {
+        f"of {dataset}'s {ids.size} titles are in it": float(mine_in.mean()) if ids.size else 1.0,
+        f"of its {theirs.size} titles are in {dataset}": float(np.isin(theirs, ids).mean()) if theirs.size else 1.0,
+    }
+    if mine_in.any():
+        both = ids[mine_in]
+        mine_names = np.asarray(catalog.names, dtype=object)[mine_in]
+        their_names = np.asarray(bundle.catalog.names, dtype=object)[np.searchsorted(theirs, both)]
+        shares[f"of the {both.size} title ids both hold name the same title"] = float((mine_names == their_names).mean())
+    for what, share in shares.items():
+        if share < MIN_SHARED_TITLES:
+            raise HomepageError(
+                f"--models: bundle {bundle.version} was trained on another catalog: {share:.0%} {what} "
+                f"(bundle trained on {bundle.manifest.get('dataset', {}).get('path')})"
+            )
 
 
 def publish_dataset(
@@ -117,6 +147,8 @@ def publish_dataset(
             raise HomepageError(f"{dataset}: has no events; give --at")
         at = int(ds.events["ts"].max())
     check_publish_time(int(at), log.first_ts, dataset)
+    if models is None:
+        check_keeps_a_model(store, dataset)
     bundle_dir, bundle_version = locate_bundle(models) if models is not None else (None, None)
     if bundle_dir is not None:
         check_bundle_serves(bundle_dir, catalog, dataset)

@@ -1150,14 +1150,19 @@ class RedisStore:
     def gc(self, keep: int) -> list[str]:
         """Delete versions beyond the newest ``keep`` published ones, retired ones and orphans.
 
-        The active version is always kept; a version still being written (its lease is
-        alive) is left alone. Keys are found with SCAN on the version's pattern, never KEYS.
+        The active version is always kept, and so is the newest one with a model bundle when
+        the active one has none (workers keep serving that one: they cannot load a version
+        without a model). A version still being written (its lease is alive) is left alone.
+        Keys are found with SCAN on the version's pattern, never KEYS.
         """
         k = self.keys
         self.drain_outboxes()
         published = self.versions()
         active = self.active_version()
         kept = set(published[-keep:] if keep > 0 else []) | ({active} if active else set())
+        if active and self.meta(active).bundle_version is None:
+            servable = next((v for v in reversed(published) if self.meta(v).bundle_version is not None), None)
+            kept |= {servable} if servable else set()
         known = {v.decode() for v in self.client.smembers(k.all_versions)}
         doomed = []
         for v in sorted(known - kept):

@@ -197,3 +197,49 @@ def test_store_fixture_is_isolated(store: RedisStore, store_settings: Settings) 
     """Each test's prefix is its own: nothing published yet under it."""
     assert store.active_version() is None and store.versions() == []
     assert make_store(store.client, store_settings).keys.prefix == store_settings.key_prefix
+
+
+def test_publish_refuses_a_bundle_of_another_catalog_that_shares_the_ids(
+    store: RedisStore, cli_settings: Settings, small: Path, models: Path, tmp_path: Path
+) -> None:
+    """Catalogs numbered alike (1..n) pass an id check: the bundle's side and the titles' names are checked too."""
+    from homepage.dataset import write_dataset
+
+    good = publish_dataset(store, small, models=models).meta.version
+    fewer = write_small_dataset(tmp_path / "fewer", n_titles=10)  # all its ids are in the bundle, a third of the bundle's in it
+    with pytest.raises(HomepageError, match=r"another catalog: 33% of its 30 titles are in"):
+        publish_dataset(store, fewer, models=models)
+    ds = load_dataset(small)
+    renamed = ds.titles.assign(name=[f"Other film {i}" for i in range(len(ds.titles))])
+    write_dataset(tmp_path / "renamed", source="other", events=ds.events, titles=renamed, users=ds.users, variants=ds.variants)
+    with pytest.raises(HomepageError, match=r"another catalog: 0% of the 30 title ids both hold name the same title"):
+        publish_dataset(store, tmp_path / "renamed", models=models)
+    assert store.active_version() == good and store.versions() == [good]
+
+
+def test_publish_without_models_never_replaces_a_served_model(store: RedisStore, cli_settings: Settings, small: Path, models: Path) -> None:
+    """Workers cannot load a version without a model: such a publish over a served one is refused, and store untouched."""
+    good = publish_dataset(store, small, models=models).meta.version
+    with pytest.raises(HomepageError, match=rf"no --models, but the active version {good} serves model bundle"):
+        publish_dataset(store, small, keep=1)
+    assert store.active_version() == good and store.versions() == [good]
+    _register()
+    res = CliRunner().invoke(app, ["publish", str(small), "--keep", "1"])
+    assert res.exit_code != 0 and "give --models" in (str(res.exception) + res.output)
+    assert store.active_version() == good and store.versions() == [good]
+
+
+def test_gc_keeps_the_newest_version_with_a_model_while_the_active_one_has_none(store: RedisStore, small: Path, models: Path) -> None:
+    """The workers still serve the last version they could load; gc must not delete it."""
+    ds = load_dataset(small)
+    catalog = Catalog.from_frames(ds.titles, ds.variants)
+    log = EventLog.from_frame(ds.events, catalog, ds.users)
+    world = log.global_state(int(ds.events["ts"].max()), 86_400.0)
+    bundle, bundle_version = locate_bundle(models)
+    store.publish("v1", log, catalog, ds.users, world, bundle, bundle_version=bundle_version)
+    store.publish("v2", log, catalog, ds.users, world)  # the low-level call does not check
+    store.publish("v3", log, catalog, ds.users, world)
+    assert store.gc(1) == ["v2"]
+    assert store.versions() == ["v1", "v3"] and store.bundle_files("v1")
+    store.publish("v4", log, catalog, ds.users, world, bundle, bundle_version=bundle_version)
+    assert store.gc(1) == ["v1", "v3"]
