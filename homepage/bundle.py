@@ -129,8 +129,9 @@ def train_bundle(
     rankers = build_rankers(list(config.rankers))  # fail on a bad name before any work
     catalog = Catalog.from_frames(dataset.titles, dataset.variants)
     log = EventLog.from_frame(dataset.events, catalog, dataset.users)
-    if not len(log):
-        raise BundleError(f"{dataset.path}: no plays or ratings to train on")
+    if not len(log) or not log.t_ts.size:
+        what = "of titles in its catalog " if len(log) else ""
+        raise BundleError(f"{dataset.path}: no plays or ratings {what}to train on")
     until = log.quantile_time(config.split_quantile) if until is None else int(until)
     if log.first_ts is not None and until < log.first_ts:
         raise BundleError(f"--until {until}: before the first event of {dataset.path} ({log.first_ts})")

@@ -12,6 +12,8 @@ from enum import StrEnum
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+LATEST_TIME = 253_402_300_799  # 9999-12-31T23:59:59Z: the last Unix second a dataset may hold (later ones are milliseconds or garbage)
+
 
 class EventKind(StrEnum):
     """What a user did. Codes (``EVENT_CODES``) are how kinds are stored in arrays."""

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from homepage.catalog import Catalog
 from homepage.dataset import load_dataset
+from homepage.domain import LATEST_TIME
 from homepage.erasure import drop_users, pending_erasures
 from homepage.errors import HomepageError
 from homepage.eventlog import EventLog
@@ -73,7 +74,6 @@ def locate_bundle(models: Path) -> tuple[Path, str]:
     return bundle, str(version or bundle.name)
 
 
-LATEST_TIME = 253_402_300_799  # 9999-12-31T23:59:59Z
 MIN_SHARED_TITLES = 0.5  # below this share of titles matching (either way, or by name) a bundle was trained on another catalog
 
 

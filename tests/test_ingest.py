@@ -445,3 +445,103 @@ def test_cli_skip_bad_reports_on_stderr(tmp_path, monkeypatch, capsys) -> None:
     stderr = capsys.readouterr().err
     assert "skipped 2 malformed rows" in stderr and "u.data: 2 (first at lines 2, 4;" in stderr
     assert load_dataset(out).manifest.counts["events"] == 3
+
+
+# --- quirks a review found in MovieLens-format files (2026-12-06) ------------------------------
+
+
+def _ratings_csv(path: Path, rows: list[str]) -> None:
+    path.write_text("userId,movieId,rating,timestamp\n" + "".join(r + "\n" for r in rows))
+
+
+def test_integral_floats_get_the_same_verdict_in_a_clean_block_and_beside_a_bad_row(tmp_path) -> None:
+    """'964982703.0' (a pandas round-trip) is read as an integer whether or not its block also holds a bad row."""
+    src = copy_layout("ml-latest-small-like", tmp_path)
+    rows = ["1,1,4.0,964982703.0", "1.0,2,3.5,9.64982224e8", "2,1,5.0,1445714835", "2,3,0.5,1445714900.0"]
+    _ratings_csv(src / "ratings.csv", rows)
+    ingest_movielens(src, tmp_path / "clean")
+    clean = load_dataset(tmp_path / "clean").events
+    assert sorted(clean["ts"]) == [964982224, 964982703, 1445714835, 1445714900]
+    _ratings_csv(src / "ratings.csv", rows + ["2,4,x,1445714999.0"])
+    with pytest.raises(HomepageError, match=r"ratings\.csv:6: rating 'x' is not a number"):
+        ingest_movielens(src, tmp_path / "mixed")
+    _, bad = ingest_movielens(src, tmp_path / "mixed", skip_bad=True)
+    assert bad.total == 1
+    pd.testing.assert_frame_equal(load_dataset(tmp_path / "mixed").events, clean)
+    _ratings_csv(src / "ratings.csv", ["1,1,4.0,964982703.5", "1,2,3.5,-5.0"])
+    with pytest.raises(HomepageError, match=r"ratings\.csv:2: timestamp '964982703.5' is not an integer"):
+        ingest_movielens(src, tmp_path / "frac")
+
+
+@pytest.mark.parametrize("ts", ["1445714900000", "999999999999999999"])
+def test_a_time_after_the_year_9999_is_a_bad_row(tmp_path, ts) -> None:
+    """Milliseconds or garbage: reported with file and line, not stored to break publish and `dataset info` later."""
+    src = copy_layout("ml-latest-small-like", tmp_path)
+    replace_line(src / "ratings.csv", 4, f"2,1,5.0,{ts}")
+    with pytest.raises(HomepageError, match=rf"ratings\.csv:4: timestamp {ts} is out of range \(after the year 9999"):
+        ingest_movielens(src, tmp_path / "ds")
+
+
+def test_a_movies_file_without_titles_is_a_one_line_error(tmp_path) -> None:
+    src = copy_layout("ml-latest-small-like", tmp_path)
+    (src / "movies.csv").write_text("movieId,title,genres\n")
+    with pytest.raises(HomepageError, match=r"movies\.csv has no titles"):
+        ingest_movielens(src, tmp_path / "ds")
+    assert not (tmp_path / "ds").exists()
+
+
+def test_ratings_of_unlisted_titles_are_reported_and_train_names_the_cause(tmp_path, monkeypatch, capsys) -> None:
+    from homepage.bundle import BundleError, train_bundle
+    from homepage.cli import main
+    from homepage.config import PipelineConfig
+
+    src = copy_layout("ml-latest-small-like", tmp_path)
+    _ratings_csv(src / "ratings.csv", ["1,901,4.0,964982703", "1,902,3.5,964982224", "2,901,5.0,1445714835"])
+    monkeypatch.setattr("sys.argv", ["homepage", "ingest", "movielens", str(src), "--out", str(tmp_path / "ds"), "--quiet"])
+    main()
+    assert "warning: 3 ratings (100%) are of titles the movies file does not list" in capsys.readouterr().err
+    with pytest.raises(BundleError, match="no plays or ratings of titles in its catalog to train on"):
+        train_bundle(load_dataset(tmp_path / "ds"), tmp_path / "models", PipelineConfig())
+
+
+def test_only_line_ends_split_a_dat_file(tmp_path) -> None:
+    """A cp1252 ellipsis (0x85) or a form feed inside a title is part of it, not a line break (str.splitlines)."""
+    src = copy_layout("ml-1m-like", tmp_path)
+    original = (src / "movies.dat").read_bytes()
+    (src / "movies.dat").write_bytes(original.replace(b"rables", b"ra\x85\x0cbles"))
+    ingest_movielens(src, tmp_path / "ds")
+    names = load_dataset(tmp_path / "ds").titles.set_index("title_id")["name"]
+    assert names.loc[2] == "Miséra\x85\x0cbles, Les" and len(names) == 3
+    (src / "movies.dat").write_bytes(original.decode("latin-1").encode("utf-8-sig"))  # UTF-8 with a BOM
+    ingest_movielens(src, tmp_path / "ds")
+    assert load_dataset(tmp_path / "ds").titles.set_index("title_id")["name"].loc[2] == "Misérables, Les"
+
+
+def test_ties_in_time_are_ordered_by_user_and_title_not_by_the_file(tmp_path) -> None:
+    """The same ratings shuffled make the same dataset (and so the same figures)."""
+    rows = [f"{u},{m},4.0,{1_000_000 + (u * m) % 3}" for u in (1, 2, 3) for m in (1, 2, 3, 4, 5)]
+    frames = []
+    for k, order in enumerate((rows, rows[::-1], rows[7:] + rows[:7])):
+        src = copy_layout("ml-latest-small-like", tmp_path / str(k))
+        _ratings_csv(src / "ratings.csv", order)
+        ingest_movielens(src, tmp_path / f"ds{k}")
+        frames.append(load_dataset(tmp_path / f"ds{k}").events)
+    ev = frames[0]
+    assert list(zip(ev["ts"], ev["user_id"], ev["title_id"])) == sorted(zip(ev["ts"], ev["user_id"], ev["title_id"]))
+    for other in frames[1:]:
+        pd.testing.assert_frame_equal(other, ev)
+
+
+def test_metadata_numbered_for_another_catalog_is_refused(tmp_path) -> None:
+    """MeLU metadata keyed by ml-1m ids joined to ml-100k's own ids would give films other films' casts."""
+    src = copy_layout("ml-latest-small-like", tmp_path)
+    n = 30
+    (src / "movies.csv").write_text("movieId,title,genres\n" + "".join(f"{i},Film {i} ({1950 + i}),Drama\n" for i in range(1, n + 1)))
+    _ratings_csv(src / "ratings.csv", [f"1,{i},4.0,{1_000_000 + i}" for i in range(1, n + 1)])
+    header = "movieId,title,year,rated,released,genre,director,actors,poster_url\n"
+    for name, shift in (("same.csv", 1), ("other.csv", 7)):
+        (tmp_path / name).write_text(header + "".join(f"{i},Film {i},{1950 + i + shift},PG,,Drama,Someone,\"A, B\",N/A\n" for i in range(1, n + 1)))
+    ingest_movielens(src, tmp_path / "ds", metadata=tmp_path / "same.csv")  # a year off by one is a release date
+    assert list(load_dataset(tmp_path / "ds").titles["director"].iloc[0]) == ["Someone"]
+    with pytest.raises(HomepageError, match=r"years match only 0% of the 30 titles with the same id"):
+        ingest_movielens(src, tmp_path / "ds2", metadata=tmp_path / "other.csv")

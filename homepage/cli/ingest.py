@@ -35,6 +35,14 @@ def movielens(
         for f, c in sorted(bad.counts.items()):
             lines = ", ".join(str(x) for x in bad.first_lines.get(f, []))
             err.print(escape(f"  {f}: {c} (first at lines {lines}; {bad.first_messages.get(f, '')})"), highlight=False)
+    unknown = int(manifest.extra.get("ratings_of_unknown_titles", 0) or 0)  # type: ignore[call-overload]
+    if unknown:
+        share = unknown / max(manifest.counts["events"], 1)
+        err.print(
+            escape(f"warning: {unknown} ratings ({share:.0%}) are of titles the movies file does not list; they are kept but no ranker can recommend those titles"),
+            style="yellow",
+            highlight=False,
+        )
     c = manifest.counts
     typer.echo(
         f"{out}: {manifest.source}, {c['events']} events, {c['titles']} titles, {c['users']} users, {c['variants']} variants"

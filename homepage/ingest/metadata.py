@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import csv
 import io
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
@@ -30,6 +30,7 @@ class Metadata:
     maturity: dict[int, str]
     posters: dict[int, str]
     rows: int
+    years: dict[int, int] = field(default_factory=dict)  # from the optional ``year`` column: checks the join
 
 
 def _names(s: str) -> list[str]:
@@ -52,8 +53,12 @@ def read_metadata(path: Path, bad: BadRows) -> Metadata:
     cast: dict[int, list[str]] = {}
     maturity: dict[int, str] = {}
     posters: dict[int, str] = {}
+    years: dict[int, int] = {}
+    year_at = header.index("year") if "year" in header else None
     for r in rows:
         mid = int(r[at["movieId"]])
+        if year_at is not None and (y := r[year_at].strip()[:4]).isdigit():
+            years[mid] = int(y)
         if d := _names(r[at["director"]]):
             director[mid] = d
         if c := _names(r[at["actors"]]):
@@ -62,7 +67,29 @@ def read_metadata(path: Path, bad: BadRows) -> Metadata:
             maturity[mid] = m
         if (p := r[at["poster_url"]].strip()) and p != "N/A":
             posters[mid] = p
-    return Metadata(director, cast, maturity, posters, len(rows))
+    return Metadata(director, cast, maturity, posters, len(rows), years)
+
+
+MIN_COMPARED_YEARS = 20
+MIN_AGREEING_YEARS = 0.5
+
+
+def check_same_ids(titles: pd.DataFrame, meta: Metadata, source: str) -> None:
+    """Refuse metadata numbered for another catalog: its years must mostly match the titles' of the same id.
+
+    MeLU's metadata is keyed by the MovieLens movie ids of ml-1m (which ml-10m, ml-20m, ml-25m and
+    ml-latest share); ml-100k numbers its movies differently, and an id join would give
+    Toy Story's neighbour the cast of another film. A year may be off by one (release dates).
+    """
+    pairs = [(int(y), meta.years[int(i)]) for i, y in zip(titles["title_id"], titles["year"]) if int(y) > 0 and int(i) in meta.years]
+    if len(pairs) < MIN_COMPARED_YEARS:
+        return
+    agree = sum(abs(a - b) <= 1 for a, b in pairs) / len(pairs)
+    if agree < MIN_AGREEING_YEARS:
+        raise HomepageError(
+            f"{source}: the metadata's years match only {agree:.0%} of the {len(pairs)} titles with the same id: "
+            "it is numbered for another catalog (MeLU metadata uses ml-1m's movie ids; ml-100k has its own)"
+        )
 
 
 def join_metadata(titles: pd.DataFrame, meta: Metadata) -> tuple[pd.DataFrame, dict[int, str]]:

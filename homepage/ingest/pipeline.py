@@ -13,8 +13,9 @@ import pyarrow as pa
 from artwork.variants import derive_variants
 from homepage.dataset import EVENT_SCHEMA, Manifest, sha256_file, write_dataset
 from homepage.domain import EVENT_CODES, EventKind
+from homepage.errors import HomepageError
 from homepage.ingest.badrows import BadRows
-from homepage.ingest.metadata import join_metadata, read_metadata
+from homepage.ingest.metadata import check_same_ids, join_metadata, read_metadata
 from homepage.ingest.movielens import MovieLensTables, detect_layout, input_files, read_movielens
 from homepage.ingest.ratings import Ratings
 from homepage.ingest.regions import zip_to_region
@@ -50,11 +51,25 @@ def events_table(r: Ratings) -> pa.Table:
 
 
 def sort_in_time(tables: MovieLensTables) -> None:
-    """Put the ratings in time order (stable), one column at a time so memory stays near 1x."""
+    """Put the ratings in (time, user, title) order, one column at a time so memory stays near 1x.
+
+    Ties in time are ordered by user and title rather than left in file order, so the same
+    ratings in another order (a shuffled or re-exported file) make the same dataset, and the
+    same figures; MovieLens releases sorted by user and title keep their order.
+    """
     r = tables.ratings
-    if len(r) < 2 or not (r.ts[1:] < r.ts[:-1]).any():
+    if len(r) < 2:
         return
-    order = np.argsort(r.ts, kind="stable")
+    same_t = r.ts[1:] == r.ts[:-1]
+    same_u = r.user_id[1:] == r.user_id[:-1]
+    out_of_order = (r.ts[1:] < r.ts[:-1]) | (
+        same_t & ((r.user_id[1:] < r.user_id[:-1]) | (same_u & (r.title_id[1:] < r.title_id[:-1])))
+    )
+    del same_t, same_u
+    if not out_of_order.any():
+        return
+    del out_of_order
+    order = np.lexsort((r.title_id, r.user_id, r.ts))
     cols = [r.user_id, r.title_id, r.stars, r.ts]
     del r
     tables.ratings = None  # type: ignore[assignment]  # drop the last reference to the unsorted columns
@@ -137,11 +152,15 @@ def ingest_movielens(
     bad = BadRows(skip=skip_bad)
     tables = read_movielens(src, bad, on_bytes=on_bytes)
     titles = build_titles(tables.movies, tables.tags)
+    if not len(titles):
+        movies = next(f for f in tables.layout.required if f not in ("ratings.csv", "ratings.dat", "u.data"))
+        raise HomepageError(f"{src}: {movies} has no titles{' left after skipping bad rows' if bad.total else ''}")
     inputs = dict(tables.inputs_sha256)
     posters: dict[int, str] = {}
     extra: dict[str, object] = {"layout": tables.layout.name, "release": guess_release(detect_layout(src)[1])}
     if metadata is not None:
         meta = read_metadata(Path(metadata), bad)
+        check_same_ids(titles, meta, f"--metadata {metadata}")
         titles, posters = join_metadata(titles, meta)
         inputs[f"metadata/{Path(metadata).name}"] = sha256_file(Path(metadata))
         if on_bytes is not None:

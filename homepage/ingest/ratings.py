@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
+import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,12 +19,18 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from homepage.domain import LATEST_TIME
 from homepage.errors import HomepageError
 from homepage.ingest.badrows import BadRows
 
 RATING_MIN, RATING_MAX = 0.5, 5.0
 FIELD_SEP = b"\x1f"  # multi-byte separators (``::``) are rewritten to this before parsing
 _INT = r"\d{1,18}"  # ids and times fit int64 (19 digits may not)
+# pandas' int64 parser (the fast path) also takes integral floats such as "964982703.0" or
+# "9.6e8", which a pandas round-trip of a column with NaNs writes; the slow path takes them too,
+# so a row gets the same verdict whichever path reads its block
+_INT_AS_FLOAT = r"\d+(?:\.\d*)?(?:[eE]\+?\d+)?"
+_EXACT_FLOAT_INT = 2**53
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,6 +148,7 @@ def _fast_parse(block: bytes, fmt: DelimitedFormat) -> pd.DataFrame | None:
         or (df[fmt.user].to_numpy() < 0).any()
         or (df[fmt.item].to_numpy() < 0).any()
         or (df[fmt.ts].to_numpy() < 0).any()
+        or (df[fmt.ts].to_numpy() > LATEST_TIME).any()
     ):
         return None
     return df
@@ -163,9 +171,9 @@ def row_problem(fields: list[str], fmt: DelimitedFormat, names: tuple[str, str, 
         return f"expected {fmt.n_fields} fields, found {len(fields)}"
     user, item, rating, ts = (fields[p].strip() for p in (fmt.user, fmt.item, fmt.rating, fmt.ts))
     for label, v in ((names[0], user), (names[1], item)):
-        if not v.isdigit():
+        if _int_text(v) is None:
             return f"{label} {v!r} is not an integer"
-        if len(v) > 18:
+        if v.isdigit() and len(v) > 18:
             return f"{label} {v} is out of range (more than 18 digits)"
     try:
         r = float(rating)
@@ -173,11 +181,37 @@ def row_problem(fields: list[str], fmt: DelimitedFormat, names: tuple[str, str, 
         return f"{names[2]} {rating!r} is not a number"
     if not RATING_MIN <= r <= RATING_MAX:
         return f"{names[2]} {rating} is outside {RATING_MIN:g}..{RATING_MAX:g}"
-    if not ts.isdigit():
+    t = _int_text(ts)
+    if t is None:
         return f"{names[3]} {ts!r} is not an integer"
-    if len(ts) > 18:
-        return f"{names[3]} {ts} is out of range (more than 18 digits)"
+    if t > LATEST_TIME:
+        return f"{names[3]} {ts} is out of range (after the year 9999: Unix seconds expected, not milliseconds)"
     return None
+
+
+def _int_text(v: str) -> int | None:
+    """The non-negative integer ``v`` spells (digits, or an integral float), or None."""
+    if v.isdigit():
+        return int(v) if len(v) <= 18 else 1 << 63
+    if not re.fullmatch(_INT_AS_FLOAT, v):
+        return None
+    f = float(v)
+    return int(f) if f == int(f) and f < _EXACT_FLOAT_INT else None
+
+
+def _int_column(text: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """(ok, value) per row of a stripped text column: plain digits, or an integral float as pandas' parser takes it."""
+    plain = text.str.fullmatch(_INT).fillna(False).to_numpy(bool, copy=True)
+    values = np.zeros(len(text), np.int64)
+    values[plain] = text[plain].astype("int64").to_numpy()
+    maybe = ~plain & text.str.fullmatch(_INT_AS_FLOAT).fillna(False).to_numpy(bool)
+    if maybe.any():
+        f = pd.to_numeric(text[maybe], errors="coerce").to_numpy(np.float64)
+        good = np.isfinite(f) & (f < _EXACT_FLOAT_INT) & (f == np.floor(f))
+        idx = np.flatnonzero(maybe)
+        values[idx[good]] = f[good].astype(np.int64)
+        plain[idx[good]] = True
+    return plain, values
 
 
 def _slow_parse(
@@ -208,13 +242,8 @@ def _slow_parse(
     df = df.iloc[: len(n_fields)]
     strip = {k: df[p].str.strip() for k, p in (("u", fmt.user), ("i", fmt.item), ("r", fmt.rating), ("t", fmt.ts))}
     stars = pd.to_numeric(strip["r"], errors="coerce").to_numpy(np.float64)
-    ok_num = (
-        strip["u"].str.fullmatch(_INT).fillna(False).to_numpy(bool)
-        & strip["i"].str.fullmatch(_INT).fillna(False).to_numpy(bool)
-        & strip["t"].str.fullmatch(_INT).fillna(False).to_numpy(bool)
-        & (stars >= RATING_MIN)
-        & (stars <= RATING_MAX)
-    )
+    (ok_u, users), (ok_i, items), (ok_t, times) = (_int_column(strip[k]) for k in "uit")
+    ok_num = ok_u & ok_i & ok_t & (times <= LATEST_TIME) & (stars >= RATING_MIN) & (stars <= RATING_MAX)
     bad_mask = ~blank & (wrong | ~ok_num)
     if bad_mask.any():
         idx = np.flatnonzero(bad_mask)
@@ -225,14 +254,7 @@ def _slow_parse(
             msg = row_problem([str(x) for x in df.iloc[i0].tolist()], fmt, names) or "unparsable line"
         bad.found(name, idx + first_line, msg)
     keep = ~blank & ~bad_mask
-    return pd.DataFrame(
-        {
-            fmt.user: strip["u"][keep].astype("int64").to_numpy(),
-            fmt.item: strip["i"][keep].astype("int64").to_numpy(),
-            fmt.rating: stars[keep],
-            fmt.ts: strip["t"][keep].astype("int64").to_numpy(),
-        }
-    )
+    return pd.DataFrame({fmt.user: users[keep], fmt.item: items[keep], fmt.rating: stars[keep], fmt.ts: times[keep]})
 
 
 def read_ratings(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +38,9 @@ def decode_text(path: Path) -> str:
         return raw.decode("latin-1")
 
 
+_LINE_END = re.compile(r"\r\n|\r|\n")
+
+
 def _lines(text: str, fmt: TextFormat) -> Iterator[tuple[int, list[str]]]:
     """``(line_number, fields)`` per non-blank row; CSV rows keep the line they start on."""
     if fmt.sep == ",":
@@ -47,7 +51,9 @@ def _lines(text: str, fmt: TextFormat) -> Iterator[tuple[int, list[str]]]:
                 yield start, fields
             start = reader.line_num + 1
         return
-    for i, line in enumerate(text.splitlines(), start=1):
+    # only CR/LF end a line: str.splitlines also breaks at \x85, \x0c, \x1c-\x1e, U+2028, which
+    # latin-1 titles can hold (0x85 is cp1252's ellipsis)
+    for i, line in enumerate(_LINE_END.split(text.removeprefix("\ufeff")), start=1):
         if line.strip():
             yield i, line.split(fmt.sep)
 
