@@ -15,8 +15,10 @@ Keyspace (``p`` is the prefix, ``v`` a version). Hash tags put keys in slots::
 
     a user's slot {u:<id>}: everything one page request reads, and the user half of an event
     p:v:<v>:{u:<id>}:hist            string  packed HISTORY_DTYPE records, appended per event
-    p:v:<v>:{u:<id>}:profile         hash    region, genres (JSON list)
     p:v:<v>:{u:<id>}:page            hash    page cache (TTL), deleted by the user's events
+    p:{u:<id>}:profile               hash    region, genres (JSON list), api ("1": set through the API,
+                                             which a publish does not overwrite); one for all versions:
+                                             a user's stated profile is their data, not a model's state
     p:{u:<id>}:idem:<key>            string  idempotency keys (TTL), scoped to the user: the digest of
                                              the event sent with the key (``"1"``: written before digests)
     p:{u:<id>}:outbox                list    events applied here, not yet confirmed by the global slot
@@ -249,7 +251,12 @@ class Keyspace:
     def hist(self, v: str, user_id: int) -> str:
         return self.user(v, user_id, "hist")
 
-    def profile(self, v: str, user_id: int) -> str:
+    def profile(self, user_id: int) -> str:
+        """A user's profile, outside versions: what the API set survives publishes and rollbacks."""
+        return f"{self.prefix}:{self.user_tag(user_id)}:profile"
+
+    def legacy_profile(self, v: str, user_id: int) -> str:
+        """Where code before 2026-12-07 kept a profile, per version (read by ``profiles``, erased by ``delete_user``)."""
         return self.user(v, user_id, "profile")
 
     def page(self, v: str, user_id: int) -> str:
@@ -304,8 +311,13 @@ class Keyspace:
         """user id -> the events stream's position at their erasure (``DELETE /users``): datasets drop what came before."""
         return f"{self.prefix}:{self._g}:erased"
 
-    def profile_pattern(self, v: str) -> str:
-        """Every user's profile key of a version (for SCAN)."""
+    @property
+    def profile_pattern(self) -> str:
+        """Every user's profile key (for SCAN)."""
+        return f"{self.prefix}:{{u:*}}:profile"
+
+    def legacy_profile_pattern(self, v: str) -> str:
+        """Every user's profile key of a version, as code before 2026-12-07 wrote them (for SCAN)."""
         return f"{self.prefix}:v:{v}:{{u:*}}:profile"
 
     @property
@@ -589,6 +601,17 @@ redis.call('EXPIRE', KEYS[1], ARGV[3])
 return 1
 """
 
+# KEYS: profile; ARGV: field, value, ... of the dataset's profile
+# A profile set through the API (field api) is newer than any dataset's: merge-events folds it in.
+_PUBLISH_PROFILE = """
+if redis.call('HEXISTS', KEYS[1], 'api') == 1 then
+  return 0
+end
+redis.call('DEL', KEYS[1])
+redis.call('HSET', KEYS[1], unpack(ARGV))
+return 1
+"""
+
 _OUTBOX_USER_RE = re.compile(rb"\{u:(\d+)\}")
 
 
@@ -761,7 +784,7 @@ class RedisStore:
         v = self._resolve(version)
         pipe = self.client.pipeline(transaction=False)
         pipe.get(self.keys.hist(v, user_id))
-        pipe.hgetall(self.keys.profile(v, user_id))
+        pipe.hgetall(self.keys.profile(user_id))
         raw_hist, profile = pipe.execute()
         return _user_state(user_id, now, catalog, raw_hist, profile)
 
@@ -877,7 +900,7 @@ class RedisStore:
         k, s = self.keys, self.settings
         pipe = self.client.pipeline(transaction=False)
         for u, idx in by_user.items():
-            keys = [k.hist(v, u), k.page(v, u), k.profile(v, u), k.outbox(u), k.seq(u), k.attempt(u, token)]
+            keys = [k.hist(v, u), k.page(v, u), k.profile(u), k.outbox(u), k.seq(u), k.attempt(u, token)]
             args: list[Any] = [s.idempotency_ttl_seconds, ATTEMPT_TTL_SECONDS]
             for i in idx:
                 if ikeys[i]:
@@ -1047,7 +1070,7 @@ class RedisStore:
                         ),
                     )
                 if u in profiles:
-                    pipe.hset(k.profile(version, u), mapping=profiles[u])
+                    self._queue_script(pipe, _PUBLISH_PROFILE, [k.profile(u)], [x for kv in profiles[u].items() for x in kv])
             pipe.set(k.lease(version), b"1", ex=s.publish_lease_seconds)
             pipe.execute()
             if progress is not None:
@@ -1204,7 +1227,7 @@ class RedisStore:
         k = self.keys
         u = int(user_id)
         versions = sorted(v.decode() for v in self.client.smembers(k.all_versions))
-        state = [k.user(v, u, part) for v in versions for part in ("hist", "profile", "page")]
+        state = [k.profile(u)] + [k.user(v, u, part) for v in versions for part in ("hist", "profile", "page")]
         # the user's state and outbox go with reading their sequence: a batch numbered up to it is from before
         seq, n = (int(x) for x in self.client.eval(_ERASE_USER_SLOT, 2 + len(state), k.seq(u), k.outbox(u), *state))
         pipe = self.client.pipeline(transaction=False)
@@ -1304,7 +1327,7 @@ class RedisStore:
         page_key = self.keys.page(version, user_id)
         pipe.hget(page_key, cache_field) if use_cache else pipe.hstrlen(page_key, cache_field)
         pipe.get(self.keys.hist(version, user_id))
-        pipe.hgetall(self.keys.profile(version, user_id))
+        pipe.hgetall(self.keys.profile(user_id))
         cached, raw_hist, profile = pipe.execute()
         if use_cache and cached is not None:
             return cached, None, None
@@ -1330,7 +1353,7 @@ class RedisStore:
             pipe.expire(key, ttl_seconds)
         else:
             args = (cache_field, page, ttl_seconds, read.hist_len, read.region, read.genres)
-            self._queue_script(pipe, _CACHE_PAGE, [key, k.hist(version, user_id), k.profile(version, user_id)], args)
+            self._queue_script(pipe, _CACHE_PAGE, [key, k.hist(version, user_id), k.profile(user_id)], args)
         if served is not None:
             pipe.xadd(
                 k.served,
@@ -1343,27 +1366,29 @@ class RedisStore:
 
     @_guarded
     def set_profile(self, user_id: int, region: str | None, genres: Sequence[str], version: str | None = None) -> None:
-        """Replace a user's profile (region, favourite genres) in the active version; drops their cached page."""
-        v = self._resolve(version)
-        key = self.keys.profile(v, user_id)
+        """Replace a user's profile (region, favourite genres); drops their cached pages of ``version`` and the active one.
+
+        The profile is kept outside versions and marked as set through the API, so neither a
+        worker still on the previous version, a publish nor a rollback loses it.
+        """
+        key = self.keys.profile(user_id)
         pipe = self.client.pipeline(transaction=True)
         pipe.delete(key)
-        mapping = {"genres": json.dumps([str(g) for g in genres])}
+        mapping = {"genres": json.dumps([str(g) for g in genres]), "api": "1"}
         if region is not None:
             mapping["region"] = region
         pipe.hset(key, mapping=mapping)
-        pipe.delete(self.keys.page(v, user_id))
+        self._drop_cached_pages(pipe, user_id, version)
         pipe.execute()
 
     @_guarded
     def patch_profile(self, user_id: int, changes: Mapping[str, Any], version: str | None = None) -> None:
         """Change only the profile fields in ``changes`` (``region``: a region, or None to clear it;
-        ``favourite_genres``); the others keep their value. Drops the user's cached page."""
+        ``favourite_genres``); the others keep their value. Drops the user's cached pages."""
         unknown = set(changes) - {"region", "favourite_genres"}
         if unknown:
             raise ValueError(f"not profile fields: {sorted(unknown)}")
-        v = self._resolve(version)
-        key = self.keys.profile(v, user_id)
+        key = self.keys.profile(user_id)
         pipe = self.client.pipeline(transaction=True)
         if "region" in changes:
             if changes["region"] is None:
@@ -1374,13 +1399,19 @@ class RedisStore:
             pipe.hset(key, "genres", json.dumps([str(g) for g in changes["favourite_genres"]]))
         else:  # a new profile holds its genres field, as set_profile writes it
             pipe.hsetnx(key, "genres", "[]")
-        pipe.delete(self.keys.page(v, user_id))
+        pipe.hset(key, "api", "1")
+        self._drop_cached_pages(pipe, user_id, version)
         pipe.execute()
+
+    def _drop_cached_pages(self, pipe: Any, user_id: int, version: str | None) -> None:
+        """Queue the deletion of the user's cached pages of ``version`` (a worker's) and of the active version."""
+        for v in {version, self.active_version()} - {None}:
+            pipe.delete(self.keys.page(v, user_id))  # type: ignore[arg-type]
 
     @_guarded
     def get_profile(self, user_id: int, version: str | None = None) -> tuple[str | None, tuple[str, ...]] | None:
-        """A user's profile (region, favourite genres) in a version, or None when none was published or set."""
-        region, genres = self.client.hmget(self.keys.profile(self._resolve(version), user_id), "region", "genres")
+        """A user's profile (region, favourite genres), or None when none was published or set (``version`` is not used: one for all)."""
+        region, genres = self.client.hmget(self.keys.profile(user_id), "region", "genres")
         if region is None and genres is None:
             return None
         return _decode_profile(region, genres)
@@ -1410,9 +1441,17 @@ class RedisStore:
 
     @_guarded
     def profiles(self, version: str | None = None) -> dict[int, tuple[str | None, tuple[str, ...]]]:
-        """Every user with a profile in a version (published, or set with ``PUT /users``) -> (region, favourite genres)."""
-        v = self._resolve(version)
-        keys = list(self.client.scan_iter(match=self.keys.profile_pattern(v), count=SCAN_COUNT))
+        """Every user with a profile (published, or set with ``PUT /users``) -> (region, favourite genres).
+
+        Profiles that code before 2026-12-07 kept in ``version`` (default: the active one) come
+        in too, for users without a current one, so a merge right after the upgrade loses none.
+        """
+        v = version or self.active_version()
+        legacy = self._profiles_matching(self.keys.legacy_profile_pattern(v)) if v else {}
+        return {**legacy, **self._profiles_matching(self.keys.profile_pattern)}
+
+    def _profiles_matching(self, pattern: str) -> dict[int, tuple[str | None, tuple[str, ...]]]:
+        keys = list(self.client.scan_iter(match=pattern, count=SCAN_COUNT))
         out: dict[int, tuple[str | None, tuple[str, ...]]] = {}
         for start in range(0, len(keys), DELETE_BATCH):
             chunk = keys[start : start + DELETE_BATCH]

@@ -342,3 +342,34 @@ def test_an_erasure_before_any_stream_or_in_the_old_format_still_counts(store: R
     assert store.read_user_state(3, t, catalog, version=v).is_cold
     store.client.hset(store.keys.erased, "4", "1700000000")  # unix seconds, as a80856e wrote them
     assert store.erasures()[4] == "1700000000000-0"
+
+
+def test_a_profile_set_through_the_api_survives_publish_rollback_and_a_worker_on_the_old_version(store: RedisStore, tmp_path: Path) -> None:
+    """A review lost acknowledged PUT /users: written into the version a worker still served, then replaced by a publish or a rollback."""
+    ds_dir, catalog, t = _published(store, tmp_path)
+    v1 = store.active_version()
+    v2 = publish_dataset(store, ds_dir).meta.version  # not merged since: the dataset knows nothing of what follows
+    store.set_profile(5, "ZZ", ["War"], v1)  # a worker still on v1 answers the PUT
+    store.patch_profile(6, {"favourite_genres": ["Drama"]}, v1)
+    assert store.get_profile(5, v2) == ("ZZ", ("War",))
+    v3 = publish_dataset(store, ds_dir).meta.version  # the dataset has user 5 with another region
+    for v in (v2, v3):
+        u5, u6 = store.read_user_state(5, t, catalog, version=v), store.read_user_state(6, t, catalog, version=v)
+        assert (u5.region, u5.favourite_genres) == ("ZZ", ("War",))
+        assert u6.favourite_genres == ("Drama",) and u6.region == load_dataset(ds_dir).users.set_index("user_id").loc[6, "region"]
+    store.rollback()
+    assert store.active_version() == v2 and store.get_profile(5) == ("ZZ", ("War",))
+    r = merge_stream_into_dataset(ds_dir, store)
+    users = load_dataset(ds_dir).users.set_index("user_id")
+    assert r.changed and users.loc[5, "region"] == "ZZ" and list(users.loc[5, "favourite_genres"]) == ["War"]
+    store.delete_user(5)
+    assert store.get_profile(5) is None and not store.client.exists(store.keys.profile(5))
+
+
+def test_profiles_written_by_the_previous_key_layout_still_reach_the_dataset(store: RedisStore, tmp_path: Path) -> None:
+    """Code before 2026-12-07 kept API profiles per version; the first merge after the upgrade takes them."""
+    ds_dir, _, _ = _published(store, tmp_path)
+    v = store.active_version()
+    store.client.hset(store.keys.legacy_profile(v, 777), mapping={"region": "EU", "genres": '["Drama"]'})
+    merge_stream_into_dataset(ds_dir, store)
+    assert load_dataset(ds_dir).users.set_index("user_id").loc[777, "region"] == "EU"
