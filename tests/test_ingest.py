@@ -545,3 +545,16 @@ def test_metadata_numbered_for_another_catalog_is_refused(tmp_path) -> None:
     assert list(load_dataset(tmp_path / "ds").titles["director"].iloc[0]) == ["Someone"]
     with pytest.raises(HomepageError, match=r"years match only 0% of the 30 titles with the same id"):
         ingest_movielens(src, tmp_path / "ds2", metadata=tmp_path / "other.csv")
+
+
+def test_extra_columns_after_the_known_ones_are_ignored_in_every_csv(tmp_path) -> None:
+    """ratings.csv already took them; movies.csv and tags.csv accepted the header, then refused every row."""
+    src = copy_layout("ml-latest-small-like", tmp_path)
+    ingest_movielens(src, tmp_path / "plain")
+    for f in ("movies.csv", "tags.csv"):
+        lines = (src / f).read_text().splitlines()
+        (src / f).write_text("\n".join([lines[0] + ",note"] + [ln + ",x" for ln in lines[1:] if ln]) + "\n")
+    ingest_movielens(src, tmp_path / "extra")
+    a, b = load_dataset(tmp_path / "plain"), load_dataset(tmp_path / "extra")
+    pd.testing.assert_frame_equal(a.titles, b.titles)
+    pd.testing.assert_frame_equal(a.tag_events, b.tag_events)

@@ -11,7 +11,7 @@ import csv
 import io
 import re
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from homepage.errors import HomepageError
@@ -88,6 +88,7 @@ def read_rows(
     bad_lines: list[int] = []
     first_msg = ""
     it = _lines(decode_text(path), fmt)
+    keep: int | None = None
     labels = names or fmt.header or tuple(f"field {i + 1}" for i in range(fmt.n_fields))
     if fmt.header is not None:
         first = next(it, None)
@@ -95,6 +96,8 @@ def read_rows(
         if cols[: len(fmt.header)] != list(fmt.header):
             found = ",".join(cols) if cols else "an empty file"
             raise HomepageError(f"{name}:1: expected columns {','.join(fmt.header)}, found {found}")
+        if len(cols) > fmt.n_fields and fmt.rest_field is None:  # extra columns after ours: read, then dropped
+            keep, fmt = fmt.n_fields, replace(fmt, n_fields=len(cols))
     for line_no, fields in it:
         if fmt.rest_field is not None and len(fields) > fmt.n_fields:
             extra = len(fields) - fmt.n_fields
@@ -108,7 +111,7 @@ def read_rows(
             if not bad.skip:
                 break
             continue
-        rows.append(fields)
+        rows.append(fields if keep is None else fields[:keep])
         line_nos.append(line_no)
     bad.found(name, bad_lines, first_msg)
     return rows, line_nos
