@@ -179,6 +179,8 @@ def test_unpacked_zip_directory_is_looked_into(tmp_path) -> None:
     shutil.copytree(DATA / "ml-1m-like", tmp_path / "outer" / "ml-1m")
     manifest, _ = ingest_movielens(tmp_path / "outer", tmp_path / "ds")
     assert manifest.source == "movielens-dat" and manifest.extra["release"] == "ml-1m"
+    (tmp_path / "outer" / "__MACOSX" / "ml-1m").mkdir(parents=True)  # what unzipping a zip made on a Mac adds
+    assert ingest_movielens(tmp_path / "outer", tmp_path / "ds")[0].source == "movielens-dat"
 
 
 # --- malformed rows ---------------------------------------------------------------------------

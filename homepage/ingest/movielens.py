@@ -73,7 +73,7 @@ def detect_layout(src: Path) -> tuple[Layout, Path]:
 
 
 def _single_subdir(src: Path) -> list[Path]:
-    entries = [p for p in src.iterdir() if not p.name.startswith(".")]
+    entries = [p for p in src.iterdir() if not p.name.startswith(".") and p.name != "__MACOSX"]  # macOS zips add __MACOSX
     return entries if len(entries) == 1 and entries[0].is_dir() else []
 
 
