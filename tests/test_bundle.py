@@ -243,3 +243,26 @@ def test_publish_and_load_pick_the_same_bundle_for_one_path(trained) -> None:  #
     bundle, models = trained
     assert locate_bundle(models)[0] == load_bundle(models).path
     assert locate_bundle(bundle.path)[0] == load_bundle(bundle.path).path == bundle.path
+
+
+def test_sigterm_during_train_leaves_no_temporary_bundle(tmp_path: Path) -> None:
+    """A stopped `homepage train` (SIGTERM: a CI timeout, `kill`) cleans up after itself and says how it ended (143)."""
+    import os
+    import signal
+    import subprocess
+    import time
+
+    world = Path(__file__).resolve().parents[1] / "fixtures" / "world-small"  # half a minute to train: stopped long before
+    models = tmp_path / "models"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "homepage", "train", str(world), "--out", str(models), "--workers", "2"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )  # fmt: skip
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not any(models.glob(".v*.tmp-*")):
+        time.sleep(0.05)
+    assert any(models.glob(".v*.tmp-*")), "train never started writing its bundle"
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143, err.decode()[-2000:]
+    assert sorted(p.name for p in models.iterdir()) == []

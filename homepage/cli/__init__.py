@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import signal
 import sys
+import threading
+from types import FrameType
 
 import typer
 from rich.console import Console
@@ -30,9 +33,16 @@ def _register() -> None:
         importlib.import_module(f"{__name__}.{mod.name}")
 
 
+def exit_on_sigterm(signum: int, frame: FrameType | None) -> None:
+    """SIGTERM as ``SystemExit(143)``: clean-up code runs (temporary outputs removed) instead of the process just dying."""
+    raise SystemExit(128 + signum)
+
+
 def main() -> None:
     """Console-script entry point: user errors become one line and exit code 2."""
     _register()
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, exit_on_sigterm) if main_thread else None
     try:
         log_setup.install()  # a bad HOMEPAGE_LOG_* is a one-line error like any other setting
         app(standalone_mode=False, prog_name="homepage")
@@ -52,6 +62,9 @@ def main() -> None:
             e.show()  # type: ignore[attr-defined]
             sys.exit(e.exit_code)  # type: ignore[attr-defined]
         raise
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 def _is_click_error(e: Exception) -> bool:

@@ -10,11 +10,10 @@ import tempfile
 import threading
 from enum import Enum
 from pathlib import Path
-from types import FrameType
 
 import typer
 
-from homepage.cli import app
+from homepage.cli import app, exit_on_sigterm
 
 
 class Clock(str, Enum):
@@ -22,10 +21,6 @@ class Clock(str, Enum):
 
     wall = "wall"
     data = "data"
-
-
-def _exit_on_sigterm(signum: int, frame: FrameType | None) -> None:
-    raise SystemExit(128 + signum)
 
 
 def run_server(host: str, port: int, workers: int) -> None:
@@ -56,7 +51,7 @@ def run_server(host: str, port: int, workers: int) -> None:
         emb.start()  # the workers find it listening and connect to its socket
     # uvicorn shuts down gracefully on SIGTERM, then raises the signal again: with the default
     # handler that kills the process before the clean-up below (an orphaned embedded Redis)
-    previous = signal.signal(signal.SIGTERM, _exit_on_sigterm) if threading.current_thread() is threading.main_thread() else None
+    previous = signal.signal(signal.SIGTERM, exit_on_sigterm) if threading.current_thread() is threading.main_thread() else None
     try:
         uvicorn.run(
             "homepage.api.app:create_app",
