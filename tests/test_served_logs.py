@@ -73,10 +73,11 @@ def test_log_round_trip_and_validation(logs: pd.DataFrame, world: tuple, tmp_pat
         assert ((back["artwork_propensity"] > 0) & (back["artwork_propensity"] <= 1)).all()
     bad = logs.copy()
     bad.loc[bad.index[3], "played"] = 2
-    with pytest.raises(HomepageError, match="row 3: played"):
+    with pytest.raises(HomepageError, match=r"row 3: played = 2 is out of range"):  # the value, not np.int8(2)
         write_served_logs(bad, tmp_path / "bad.parquet")
     with pytest.raises(HomepageError, match="missing column"):
         write_served_logs(logs.drop(columns=["row_id"]), tmp_path / "bad.parquet")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["logs.parquet"]  # no temporary file left
 
 
 def test_examination_estimate_is_close_to_the_simulator(logs: pd.DataFrame, world: tuple) -> None:

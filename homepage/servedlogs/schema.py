@@ -22,6 +22,8 @@ Columns:
 
 from __future__ import annotations
 
+import os
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -74,9 +76,16 @@ def write_served_logs(frame: pd.DataFrame, path: Path) -> Path:
     validate(table.to_pandas(), str(path))
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    pq.write_table(table, tmp)
-    tmp.replace(path)
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)  # unique: two exports may run at once
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        pq.write_table(table, tmp)
+        os.chmod(tmp, 0o644)
+        tmp.replace(path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     return path
 
 
@@ -111,12 +120,12 @@ def validate(frame: pd.DataFrame, where: str) -> None:
     for name, bad in checks:
         if bad.any():
             i = int(np.flatnonzero(bad)[0])
-            raise HomepageError(f"{where}: row {i}: {name} = {frame[name].iloc[i]!r} is out of range")
+            raise HomepageError(f"{where}: row {i}: {name} = {frame[name].iloc[i].item()!r} is out of range")
     ap = frame["artwork_propensity"].to_numpy(dtype=np.float64, na_value=np.nan)
     bad = ~np.isnan(ap) & ~((ap > 0) & (ap <= 1))
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
-        raise HomepageError(f"{where}: row {i}: artwork_propensity = {ap[i]!r} is out of range")
+        raise HomepageError(f"{where}: row {i}: artwork_propensity = {float(ap[i])!r} is out of range")
     dup = frame.duplicated(["page_id", "row_index", "col_index"]).to_numpy()
     if dup.any():
         i = int(np.flatnonzero(dup)[0])
