@@ -560,3 +560,20 @@ def test_extra_columns_after_the_known_ones_are_ignored_in_every_csv(tmp_path) -
     a, b = load_dataset(tmp_path / "plain"), load_dataset(tmp_path / "extra")
     pd.testing.assert_frame_equal(a.titles, b.titles)
     pd.testing.assert_frame_equal(a.tag_events, b.tag_events)
+
+
+def test_repeated_ids_in_the_movies_and_users_files_are_counted_and_reported(tmp_path, monkeypatch, capsys) -> None:
+    from homepage.cli import main
+
+    src = copy_layout("ml-1m-like", tmp_path)
+    movies = (src / "movies.dat").read_bytes().splitlines()
+    (src / "movies.dat").write_bytes(b"\n".join(movies + [movies[0].replace(b"Toy Story", b"Toy Story again")]) + b"\n")
+    users = (src / "users.dat").read_bytes().splitlines()
+    (src / "users.dat").write_bytes(b"\n".join(users + users[:2]) + b"\n")
+    monkeypatch.setattr("sys.argv", ["homepage", "ingest", "movielens", str(src), "--out", str(tmp_path / "ds"), "--quiet"])
+    main()
+    err = capsys.readouterr().err
+    assert "warning: movies.dat: 1 rows repeat an id of an earlier row" in err and "warning: users file: 2 rows repeat" in err
+    ds = load_dataset(tmp_path / "ds")
+    assert ds.manifest.extra["repeated_ids"] == {"movies.dat": 1, "users file": 2}
+    assert ds.titles.set_index("title_id").loc[1, "name"] == "Toy Story"

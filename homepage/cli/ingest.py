@@ -43,6 +43,8 @@ def movielens(
             style="yellow",
             highlight=False,
         )
+    for f, n in dict(manifest.extra.get("repeated_ids") or {}).items():  # type: ignore[call-overload]
+        err.print(escape(f"warning: {f}: {n} rows repeat an id of an earlier row; the first of each was kept"), style="yellow", highlight=False)
     c = manifest.counts
     typer.echo(
         f"{out}: {manifest.source}, {c['events']} events, {c['titles']} titles, {c['users']} users, {c['variants']} variants"

@@ -134,6 +134,11 @@ def guess_release(d: Path) -> str | None:
     return None
 
 
+def _movies_file(tables: MovieLensTables) -> str:
+    """The name of the layout's titles file (movies.csv, movies.dat, u.item)."""
+    return next(f for f in tables.layout.required if f not in ("ratings.csv", "ratings.dat", "u.data"))
+
+
 def ingest_movielens(
     src: Path,
     out: Path,
@@ -153,8 +158,7 @@ def ingest_movielens(
     tables = read_movielens(src, bad, on_bytes=on_bytes)
     titles = build_titles(tables.movies, tables.tags)
     if not len(titles):
-        movies = next(f for f in tables.layout.required if f not in ("ratings.csv", "ratings.dat", "u.data"))
-        raise HomepageError(f"{src}: {movies} has no titles{' left after skipping bad rows' if bad.total else ''}")
+        raise HomepageError(f"{src}: {_movies_file(tables)} has no titles{' left after skipping bad rows' if bad.total else ''}")
     inputs = dict(tables.inputs_sha256)
     posters: dict[int, str] = {}
     extra: dict[str, object] = {"layout": tables.layout.name, "release": guess_release(detect_layout(src)[1])}
@@ -177,6 +181,11 @@ def ingest_movielens(
     users = build_users(tables)
     extra["skipped_rows"] = bad.summary()
     extra["ratings_of_unknown_titles"] = unknown_count(tables.ratings.title_id, titles["title_id"].to_numpy(np.int64))
+    repeated = {  # rows after the first with the same id: ignored, and said so
+        _movies_file(tables): int(tables.movies["title_id"].duplicated().sum()),
+        "users file": int(tables.users["user_id"].duplicated().sum()) if tables.users is not None else 0,
+    }
+    extra["repeated_ids"] = {f: n for f, n in repeated.items() if n}
     manifest = write_dataset(
         out,
         source=tables.layout.name,
