@@ -306,7 +306,13 @@ def train_page_model(
     problems = data.ranker_problems()
     _refuse_broken_rankers(problems, len(requests))
     if not data.groups.size:
-        raise ValueError("no training groups: no request had a candidate row covering a later play")
+        later = int(np.count_nonzero((log.t_ts > inner_split) & (log.t_ts <= until)))
+        raise ValueError(
+            f"no training groups: none of {len(requests)} requests at the inner split had a candidate row covering a later play "
+            f"({later} plays or ratings between the inner split, {inner_split}, and the training cut, {until}; "
+            "a dataset whose events span too short a time, or too few users with events on both sides, gives none; "
+            'set "page": {"train_model": false} in the --config to train the rankers alone)'
+        )
     model = fit(data)
     for _ in range(dagger_rounds):
         more = build(log, models_at_inner_split, requests, half_life, rows, cols, progress=progress, follow=model)
