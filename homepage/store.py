@@ -1146,7 +1146,11 @@ class RedisStore:
     # ------------------------------------------------------------ rollback and gc
     @_guarded
     def rollback(self) -> str:
-        """Make the previous published version active; the current one is retired (gc deletes it)."""
+        """Make the previous published version active; the current one is retired (gc deletes it).
+
+        Refused when the previous version has no model bundle and the current one has: workers
+        cannot load a version without a model.
+        """
         k = self.keys
         with self.client.pipeline(transaction=True) as pipe:
             while True:
@@ -1159,6 +1163,11 @@ class RedisStore:
                     if not older:
                         raise StoreError(f"rollback: no version before {cur_s!r} under prefix {k.prefix!r}")
                     prev = older[-1]
+                    if cur_s is not None and self.meta(cur_s).bundle_version is not None and self.meta(prev).bundle_version is None:
+                        raise StoreError(
+                            f"rollback: the version before {cur_s!r}, {prev!r}, was published without a model bundle; "
+                            "the workers could not serve it (publish the dataset again with --models instead)"
+                        )
                     pipe.multi()
                     pipe.set(k.active, prev)
                     if cur_s is not None:

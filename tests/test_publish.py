@@ -88,11 +88,16 @@ def test_cli_publish_then_rollback(
     listed = runner.invoke(app, ["versions"])
     assert listed.exit_code == 0 and listed.output.splitlines()[-1].startswith(f"* {v2}")
 
+    refused = runner.invoke(app, ["rollback"])  # v1 has no model: workers could not serve it
+    assert isinstance(refused.exception, HomepageError) and "published without a model bundle" in str(refused.exception)
+    assert store.active_version() == v2 and store.versions() == [v1, v2]
+    third = runner.invoke(app, ["publish", str(small), "--models", str(models)])
+    assert third.exit_code == 0, third.output
     back = runner.invoke(app, ["rollback"])
-    assert back.exit_code == 0 and v1 in back.output
-    assert store.active_version() == v1
+    assert back.exit_code == 0 and v2 in back.output
+    assert store.active_version() == v2
     again = runner.invoke(app, ["rollback"])
-    assert isinstance(again.exception, HomepageError) and "no version before" in str(again.exception)
+    assert isinstance(again.exception, HomepageError) and "without a model bundle" in str(again.exception)
 
 
 def test_publish_keeps_the_configured_number_of_versions(store: RedisStore, cli_settings: Settings, small: Path) -> None:
