@@ -15,10 +15,11 @@ Keyspace (``p`` is the prefix, ``v`` a version). Hash tags put keys in slots::
 
     a user's slot {u:<id>}: everything one page request reads, and the user half of an event
     p:v:<v>:{u:<id>}:hist            string  packed HISTORY_DTYPE records, appended per event
+    p:v:<v>:{u:<id>}:profile         hash    region, genres (JSON list), from the dataset
     p:v:<v>:{u:<id>}:page            hash    page cache (TTL), deleted by the user's events
-    p:{u:<id>}:profile               hash    region, genres (JSON list), api ("1": set through the API,
-                                             which a publish does not overwrite); one for all versions:
-                                             a user's stated profile is their data, not a model's state
+    p:{u:<id>}:profile               hash    region, genres: the profile the user set through the API;
+                                             wins over the version's, in every version (a publish, a
+                                             rollback or a worker on another version cannot lose it)
     p:{u:<id>}:idem:<key>            string  idempotency keys (TTL), scoped to the user: the digest of
                                              the event sent with the key (``"1"``: written before digests)
     p:{u:<id>}:outbox                list    events applied here, not yet confirmed by the global slot
@@ -251,13 +252,13 @@ class Keyspace:
     def hist(self, v: str, user_id: int) -> str:
         return self.user(v, user_id, "hist")
 
-    def profile(self, user_id: int) -> str:
-        """A user's profile, outside versions: what the API set survives publishes and rollbacks."""
-        return f"{self.prefix}:{self.user_tag(user_id)}:profile"
-
-    def legacy_profile(self, v: str, user_id: int) -> str:
-        """Where code before 2026-12-07 kept a profile, per version (read by ``profiles``, erased by ``delete_user``)."""
+    def profile(self, v: str, user_id: int) -> str:
+        """The profile the version was published with (the dataset's users table)."""
         return self.user(v, user_id, "profile")
+
+    def api_profile(self, user_id: int) -> str:
+        """The profile the user set through the API (``PUT``/``PATCH /users``), outside versions: it wins over ``profile``."""
+        return f"{self.prefix}:{self.user_tag(user_id)}:profile"
 
     def page(self, v: str, user_id: int) -> str:
         return self.user(v, user_id, "page")
@@ -311,14 +312,14 @@ class Keyspace:
         """user id -> the events stream's position at their erasure (``DELETE /users``): datasets drop what came before."""
         return f"{self.prefix}:{self._g}:erased"
 
-    @property
-    def profile_pattern(self) -> str:
-        """Every user's profile key (for SCAN)."""
-        return f"{self.prefix}:{{u:*}}:profile"
-
-    def legacy_profile_pattern(self, v: str) -> str:
-        """Every user's profile key of a version, as code before 2026-12-07 wrote them (for SCAN)."""
+    def profile_pattern(self, v: str) -> str:
+        """Every user's profile key of a version (for SCAN)."""
         return f"{self.prefix}:v:{v}:{{u:*}}:profile"
+
+    @property
+    def api_profile_pattern(self) -> str:
+        """Every profile set through the API (for SCAN)."""
+        return f"{self.prefix}:{{u:*}}:profile"
 
     @property
     def applied(self) -> str:
@@ -446,7 +447,7 @@ def _sparse(catalog: Catalog, values: np.ndarray) -> dict[str, str]:
 # ------------------------------------------------------------------ event steps (Lua, one slot each)
 ATTEMPT_TTL_SECONDS = 60  # a resent step-1 script is recognised this long (redis-py resends within seconds)
 
-# KEYS: hist, page, profile, outbox, seq, attempt, idempotency keys...
+# KEYS: hist, page, API profile, outbox, seq, attempt, version's profile, idempotency keys...
 # ARGV: idempotency TTL, attempt TTL, then per event: idempotency key's KEYS index (0: none), the
 #       event's digest, history record (empty: not part of the state), payload (JSON)
 # Returns {applied, outbox}, or {-1, positions (1-based) of events whose key holds another event's
@@ -471,7 +472,9 @@ end
 if #reused > 0 then
   return {-1, reused}
 end
-local region = redis.call('HGET', KEYS[3], 'region') or ''
+local profile = KEYS[7]
+if redis.call('EXISTS', KEYS[3]) == 1 then profile = KEYS[3] end
+local region = redis.call('HGET', profile, 'region') or ''
 local applied = 0
 for i = 3, #ARGV, 4 do
   local ki = tonumber(ARGV[i])
@@ -588,12 +591,14 @@ while true do
 end
 """
 
-# KEYS: page, hist, profile (one user slot)
+# KEYS: page, hist, version's profile, API profile (one user slot)
 # ARGV: cache field, page, TTL, then what the page was built from: history length, region, genres
 _CACHE_PAGE = """
+local profile = KEYS[3]
+if redis.call('EXISTS', KEYS[4]) == 1 then profile = KEYS[4] end
 if redis.call('STRLEN', KEYS[2]) ~= tonumber(ARGV[4])
-  or (redis.call('HGET', KEYS[3], 'region') or '') ~= ARGV[5]
-  or (redis.call('HGET', KEYS[3], 'genres') or '') ~= ARGV[6] then
+  or (redis.call('HGET', profile, 'region') or '') ~= ARGV[5]
+  or (redis.call('HGET', profile, 'genres') or '') ~= ARGV[6] then
   return 0
 end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
@@ -601,14 +606,19 @@ redis.call('EXPIRE', KEYS[1], ARGV[3])
 return 1
 """
 
-# KEYS: profile; ARGV: field, value, ... of the dataset's profile
-# A profile set through the API (field api) is newer than any dataset's: merge-events folds it in.
-_PUBLISH_PROFILE = """
-if redis.call('HEXISTS', KEYS[1], 'api') == 1 then
-  return 0
+# KEYS: API profile, the version's profile, page keys to drop (one user slot)
+# ARGV: region: keep|set|clear, the region, genres: keep|set, genres (JSON)
+# A user's first PATCH starts from the profile they see (the version's), so a field not sent keeps it.
+_PATCH_PROFILE = """
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  local seen = redis.call('HGETALL', KEYS[2])
+  if #seen > 0 then redis.call('HSET', KEYS[1], unpack(seen)) end
 end
-redis.call('DEL', KEYS[1])
-redis.call('HSET', KEYS[1], unpack(ARGV))
+if ARGV[1] == 'set' then redis.call('HSET', KEYS[1], 'region', ARGV[2]) end
+if ARGV[1] == 'clear' then redis.call('HDEL', KEYS[1], 'region') end
+if ARGV[3] == 'set' then redis.call('HSET', KEYS[1], 'genres', ARGV[4]) end
+redis.call('HSETNX', KEYS[1], 'genres', '[]')
+for i = 3, #KEYS do redis.call('DEL', KEYS[i]) end
 return 1
 """
 
@@ -784,9 +794,10 @@ class RedisStore:
         v = self._resolve(version)
         pipe = self.client.pipeline(transaction=False)
         pipe.get(self.keys.hist(v, user_id))
-        pipe.hgetall(self.keys.profile(user_id))
-        raw_hist, profile = pipe.execute()
-        return _user_state(user_id, now, catalog, raw_hist, profile)
+        pipe.hgetall(self.keys.api_profile(user_id))
+        pipe.hgetall(self.keys.profile(v, user_id))
+        raw_hist, stated, published = pipe.execute()
+        return _user_state(user_id, now, catalog, raw_hist, stated or published)
 
     @_guarded
     def read_global_state(self, now: int, catalog: Catalog, version: str | None = None) -> GlobalState:
@@ -900,7 +911,7 @@ class RedisStore:
         k, s = self.keys, self.settings
         pipe = self.client.pipeline(transaction=False)
         for u, idx in by_user.items():
-            keys = [k.hist(v, u), k.page(v, u), k.profile(u), k.outbox(u), k.seq(u), k.attempt(u, token)]
+            keys = [k.hist(v, u), k.page(v, u), k.api_profile(u), k.outbox(u), k.seq(u), k.attempt(u, token), k.profile(v, u)]
             args: list[Any] = [s.idempotency_ttl_seconds, ATTEMPT_TTL_SECONDS]
             for i in idx:
                 if ikeys[i]:
@@ -1070,7 +1081,7 @@ class RedisStore:
                         ),
                     )
                 if u in profiles:
-                    self._queue_script(pipe, _PUBLISH_PROFILE, [k.profile(u)], [x for kv in profiles[u].items() for x in kv])
+                    pipe.hset(k.profile(version, u), mapping=profiles[u])
             pipe.set(k.lease(version), b"1", ex=s.publish_lease_seconds)
             pipe.execute()
             if progress is not None:
@@ -1236,7 +1247,7 @@ class RedisStore:
         k = self.keys
         u = int(user_id)
         versions = sorted(v.decode() for v in self.client.smembers(k.all_versions))
-        state = [k.profile(u)] + [k.user(v, u, part) for v in versions for part in ("hist", "profile", "page")]
+        state = [k.api_profile(u)] + [k.user(v, u, part) for v in versions for part in ("hist", "profile", "page")]
         # the user's state and outbox go with reading their sequence: a batch numbered up to it is from before
         seq, n = (int(x) for x in self.client.eval(_ERASE_USER_SLOT, 2 + len(state), k.seq(u), k.outbox(u), *state))
         pipe = self.client.pipeline(transaction=False)
@@ -1336,8 +1347,10 @@ class RedisStore:
         page_key = self.keys.page(version, user_id)
         pipe.hget(page_key, cache_field) if use_cache else pipe.hstrlen(page_key, cache_field)
         pipe.get(self.keys.hist(version, user_id))
-        pipe.hgetall(self.keys.profile(user_id))
-        cached, raw_hist, profile = pipe.execute()
+        pipe.hgetall(self.keys.api_profile(user_id))
+        pipe.hgetall(self.keys.profile(version, user_id))
+        cached, raw_hist, stated, published = pipe.execute()
+        profile = stated or published  # the user's own wins, as in the scripts
         if use_cache and cached is not None:
             return cached, None, None
         return None, _user_state(user_id, now, catalog, raw_hist, profile), ReadState.of(raw_hist, profile)
@@ -1362,7 +1375,7 @@ class RedisStore:
             pipe.expire(key, ttl_seconds)
         else:
             args = (cache_field, page, ttl_seconds, read.hist_len, read.region, read.genres)
-            self._queue_script(pipe, _CACHE_PAGE, [key, k.hist(version, user_id), k.profile(user_id)], args)
+            self._queue_script(pipe, _CACHE_PAGE, [key, k.hist(version, user_id), k.profile(version, user_id), k.api_profile(user_id)], args)
         if served is not None:
             pipe.xadd(
                 k.served,
@@ -1375,55 +1388,55 @@ class RedisStore:
 
     @_guarded
     def set_profile(self, user_id: int, region: str | None, genres: Sequence[str], version: str | None = None) -> None:
-        """Replace a user's profile (region, favourite genres); drops their cached pages of ``version`` and the active one.
+        """Replace the profile a user set (region, favourite genres); drops their cached pages of ``version`` and the active one.
 
-        The profile is kept outside versions and marked as set through the API, so neither a
-        worker still on the previous version, a publish nor a rollback loses it.
+        It is kept outside versions and wins over the one a version was published with, so
+        neither a worker still on the previous version, a publish nor a rollback loses it.
         """
-        key = self.keys.profile(user_id)
+        key = self.keys.api_profile(user_id)
         pipe = self.client.pipeline(transaction=True)
         pipe.delete(key)
-        mapping = {"genres": json.dumps([str(g) for g in genres]), "api": "1"}
+        mapping = {"genres": json.dumps([str(g) for g in genres])}
         if region is not None:
             mapping["region"] = region
         pipe.hset(key, mapping=mapping)
-        self._drop_cached_pages(pipe, user_id, version)
+        for page in self._page_keys(user_id, version):
+            pipe.delete(page)
         pipe.execute()
 
     @_guarded
     def patch_profile(self, user_id: int, changes: Mapping[str, Any], version: str | None = None) -> None:
         """Change only the profile fields in ``changes`` (``region``: a region, or None to clear it;
-        ``favourite_genres``); the others keep their value. Drops the user's cached pages."""
+        ``favourite_genres``); the others keep the value the user sees (in ``version``, default the
+        active one). Drops the user's cached pages."""
         unknown = set(changes) - {"region", "favourite_genres"}
         if unknown:
             raise ValueError(f"not profile fields: {sorted(unknown)}")
-        key = self.keys.profile(user_id)
-        pipe = self.client.pipeline(transaction=True)
-        if "region" in changes:
-            if changes["region"] is None:
-                pipe.hdel(key, "region")
-            else:
-                pipe.hset(key, "region", str(changes["region"]))
-        if "favourite_genres" in changes:
-            pipe.hset(key, "genres", json.dumps([str(g) for g in changes["favourite_genres"]]))
-        else:  # a new profile holds its genres field, as set_profile writes it
-            pipe.hsetnx(key, "genres", "[]")
-        pipe.hset(key, "api", "1")
-        self._drop_cached_pages(pipe, user_id, version)
-        pipe.execute()
+        k = self.keys
+        region = changes.get("region")
+        args = [
+            ("clear" if region is None else "set") if "region" in changes else "keep",
+            "" if region is None else str(region),
+            "set" if "favourite_genres" in changes else "keep",
+            json.dumps([str(g) for g in changes.get("favourite_genres") or ()]),
+        ]
+        keys = [k.api_profile(user_id), k.profile(self._resolve(version), user_id), *self._page_keys(user_id, version)]
+        self.client.eval(_PATCH_PROFILE, len(keys), *keys, *args)
 
-    def _drop_cached_pages(self, pipe: Any, user_id: int, version: str | None) -> None:
-        """Queue the deletion of the user's cached pages of ``version`` (a worker's) and of the active version."""
-        for v in {version, self.active_version()} - {None}:
-            pipe.delete(self.keys.page(v, user_id))  # type: ignore[arg-type]
+    def _page_keys(self, user_id: int, version: str | None) -> list[str]:
+        """The user's page-cache keys of ``version`` (a worker's) and of the active version."""
+        return [self.keys.page(v, user_id) for v in sorted({version, self.active_version()} - {None})]  # type: ignore[arg-type]
 
     @_guarded
     def get_profile(self, user_id: int, version: str | None = None) -> tuple[str | None, tuple[str, ...]] | None:
-        """A user's profile (region, favourite genres), or None when none was published or set (``version`` is not used: one for all)."""
-        region, genres = self.client.hmget(self.keys.profile(user_id), "region", "genres")
-        if region is None and genres is None:
-            return None
-        return _decode_profile(region, genres)
+        """A user's profile as served: the one they set, else the version's; None when neither exists."""
+        pipe = self.client.pipeline(transaction=False)
+        pipe.hmget(self.keys.api_profile(user_id), "region", "genres")
+        pipe.hmget(self.keys.profile(self._resolve(version), user_id), "region", "genres")
+        for region, genres in pipe.execute():
+            if region is not None or genres is not None:
+                return _decode_profile(region, genres)
+        return None
 
     @_guarded
     def served_entries(self, count: int | None = None) -> list[tuple[str, int, str]]:
@@ -1450,14 +1463,9 @@ class RedisStore:
 
     @_guarded
     def profiles(self, version: str | None = None) -> dict[int, tuple[str | None, tuple[str, ...]]]:
-        """Every user with a profile (published, or set with ``PUT /users``) -> (region, favourite genres).
-
-        Profiles that code before 2026-12-07 kept in ``version`` (default: the active one) come
-        in too, for users without a current one, so a merge right after the upgrade loses none.
-        """
-        v = version or self.active_version()
-        legacy = self._profiles_matching(self.keys.legacy_profile_pattern(v)) if v else {}
-        return {**legacy, **self._profiles_matching(self.keys.profile_pattern)}
+        """Every user with a profile as served in a version -> (region, favourite genres): the one they set through the API, else the published one."""
+        published = self._profiles_matching(self.keys.profile_pattern(self._resolve(version)))
+        return {**published, **self._profiles_matching(self.keys.api_profile_pattern)}
 
     def _profiles_matching(self, pattern: str) -> dict[int, tuple[str | None, tuple[str, ...]]]:
         keys = list(self.client.scan_iter(match=pattern, count=SCAN_COUNT))

@@ -350,26 +350,51 @@ def test_a_profile_set_through_the_api_survives_publish_rollback_and_a_worker_on
     v1 = store.active_version()
     v2 = publish_dataset(store, ds_dir).meta.version  # not merged since: the dataset knows nothing of what follows
     store.set_profile(5, "ZZ", ["War"], v1)  # a worker still on v1 answers the PUT
-    store.patch_profile(6, {"favourite_genres": ["Drama"]}, v1)
+    store.patch_profile(6, {"favourite_genres": ["Drama"]}, v1)  # keeps the region user 6 sees
     assert store.get_profile(5, v2) == ("ZZ", ("War",))
-    v3 = publish_dataset(store, ds_dir).meta.version  # the dataset has user 5 with another region
+    v3 = publish_dataset(store, ds_dir).meta.version
+    region6 = load_dataset(ds_dir).users.set_index("user_id").loc[6, "region"]
     for v in (v2, v3):
         u5, u6 = store.read_user_state(5, t, catalog, version=v), store.read_user_state(6, t, catalog, version=v)
         assert (u5.region, u5.favourite_genres) == ("ZZ", ("War",))
-        assert u6.favourite_genres == ("Drama",) and u6.region == load_dataset(ds_dir).users.set_index("user_id").loc[6, "region"]
+        assert u6.favourite_genres == ("Drama",) and u6.region == region6
     store.rollback()
     assert store.active_version() == v2 and store.get_profile(5) == ("ZZ", ("War",))
     r = merge_stream_into_dataset(ds_dir, store)
     users = load_dataset(ds_dir).users.set_index("user_id")
     assert r.changed and users.loc[5, "region"] == "ZZ" and list(users.loc[5, "favourite_genres"]) == ["War"]
     store.delete_user(5)
-    assert store.get_profile(5) is None and not store.client.exists(store.keys.profile(5))
+    assert store.get_profile(5) is None and not store.client.exists(store.keys.api_profile(5))
 
 
-def test_profiles_written_by_the_previous_key_layout_still_reach_the_dataset(store: RedisStore, tmp_path: Path) -> None:
-    """Code before 2026-12-07 kept API profiles per version; the first merge after the upgrade takes them."""
-    ds_dir, _, _ = _published(store, tmp_path)
+def test_a_datasets_profiles_stay_with_its_versions(store: RedisStore, tmp_path: Path) -> None:
+    """Another dataset published next does not inherit them, and a rollback brings them back (a review of the first fix)."""
+    from homepage.dataset import write_dataset
+
+    ds_dir, catalog, t = _published(store, tmp_path)
+    v1 = store.active_version()
+    ds = load_dataset(ds_dir)
+    with_region = int(ds.users.dropna(subset=["region"])["user_id"].iloc[0])
+    region = store.get_profile(with_region)[0]
+    assert region is not None
+    write_dataset(tmp_path / "b", source="b", events=ds.events, titles=ds.titles, users=ds.users.assign(region=None), variants=ds.variants)
+    publish_dataset(store, tmp_path / "b")
+    assert store.read_user_state(with_region, t, catalog).region is None and store.get_profile(with_region) is None
+    assert with_region not in store.profiles() and not merge_stream_into_dataset(tmp_path / "b", store).changed
+    store.rollback()
+    assert store.active_version() == v1 and store.read_user_state(with_region, t, catalog).region == region
+
+
+def test_a_store_written_by_older_code_keeps_serving_its_profiles(store: RedisStore, tmp_path: Path) -> None:
+    """Before 2026-12-07 a PUT wrote into the version: that profile is still served, and a PATCH of the genres keeps its region."""
+    ds_dir, catalog, t = _published(store, tmp_path)
     v = store.active_version()
-    store.client.hset(store.keys.legacy_profile(v, 777), mapping={"region": "EU", "genres": '["Drama"]'})
+    store.client.hset(store.keys.profile(v, 777), mapping={"region": "EU", "genres": '["Drama"]'})  # as old code's PUT left it
+    assert store.read_user_state(777, t, catalog).region == "EU" and store.get_profile(777) == ("EU", ("Drama",))
+    store.patch_profile(777, {"favourite_genres": ["War"]})
+    assert store.get_profile(777) == ("EU", ("War",)) and store.read_user_state(777, t, catalog).favourite_genres == ("War",)
+    store.patch_profile(777, {"region": None})
+    assert store.get_profile(777) == (None, ("War",))
     merge_stream_into_dataset(ds_dir, store)
-    assert load_dataset(ds_dir).users.set_index("user_id").loc[777, "region"] == "EU"
+    users = load_dataset(ds_dir).users.set_index("user_id")
+    assert pd.isna(users.loc[777, "region"]) and list(users.loc[777, "favourite_genres"]) == ["War"]

@@ -216,7 +216,8 @@ def test_delete_user_erases_keys_and_stream_entries(store: RedisStore, world: Wo
     assert len(store.read_user_state(1, world.t + 100, world.catalog)) > 0
     assert store.delete_user(1) > 0
     assert store.read_user_state(1, world.t + 100, world.catalog).is_cold
-    assert not store.client.exists(store.keys.profile(1))
+    assert not store.client.exists(store.keys.profile("v1", 1))
+    assert not store.client.exists(store.keys.api_profile(1))
     for stream in (store.keys.events, store.keys.served):
         users = [f[b"u"] for _, f in store.client.xrange(stream)]
         assert b"1" not in users and b"2" in users

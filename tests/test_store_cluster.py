@@ -27,7 +27,7 @@ def _slots(client: Any, keys: list[str]) -> set[int]:
 def test_one_requests_keys_share_one_slot(cluster_client: Any) -> None:
     k = Keyspace("hp")
     for u in (0, 1, 42, 10**12):
-        user = [k.hist("v1", u), k.profile(u), k.page("v1", u), k.hist("v2", u)]
+        user = [k.hist("v1", u), k.profile("v1", u), k.api_profile(u), k.page("v1", u), k.hist("v2", u)]
         user += [k.idempotency(u, "abc12345"), k.outbox(u), k.seq(u), k.attempt(u, "t")]
         assert len(_slots(cluster_client, user)) == 1, u
     control = [k.active, k.versions, k.all_versions, k.meta("v1"), k.lease("v1"), k.meta("v2")]
