@@ -241,6 +241,15 @@ def write_dataset(
         raise
 
 
+def _is_model_bundle(path: Path) -> bool:
+    """Whether ``path``'s manifest is a model bundle's (its own format key); a damaged or older dataset's is not."""
+    try:
+        data = json.loads((path / "manifest.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(data, dict) and ("bundle_format" in data or "components" in data)
+
+
 def _swap_in(tmp: Path, out: Path) -> None:
     """Replace ``out`` by ``tmp`` with renames; ``out`` is never half-written."""
     os.chmod(tmp, 0o755)
@@ -251,11 +260,8 @@ def _swap_in(tmp: Path, out: Path) -> None:
         raise DatasetError(f"{out}: exists and is a file, not a dataset; refusing to replace it")
     if not (out / "manifest.json").exists() and any(out.iterdir()):
         raise DatasetError(f"{out}: exists and is not a dataset; refusing to replace it")
-    if (out / "manifest.json").exists():
-        try:
-            read_manifest(out)  # a model bundle has a manifest.json too
-        except DatasetError as e:
-            raise DatasetError(f"{out}: exists and is not a dataset ({e}); refusing to replace it") from None
+    if _is_model_bundle(out):
+        raise DatasetError(f"{out}: is a model bundle, not a dataset; refusing to replace it")
     if (out / "LATEST").exists():
         raise DatasetError(f"{out}: holds model bundles (it has a LATEST file); refusing to replace it")
     old = out.parent / f".{out.name}.old-{os.getpid()}-{time.time_ns()}"

@@ -231,7 +231,7 @@ def test_a_dataset_is_never_written_over_a_bundle_or_a_models_directory(trained,
     titles, variants, users, events = synthetic_frames(20, 10, 5, seed=1)
     for target in (bundle.path, models):
         before = sorted(p.name for p in target.iterdir())
-        with pytest.raises(HomepageError, match="is not a dataset|holds model bundles"):
+        with pytest.raises(HomepageError, match="is a model bundle, not a dataset|is not a dataset|holds model bundles"):
             write_dataset(target, source="x", events=events, titles=titles, users=users, variants=variants)
         assert sorted(p.name for p in target.iterdir()) == before
     assert load_bundle(models).path == bundle.path

@@ -590,3 +590,25 @@ def test_train_on_ratings_all_at_one_second_says_why_there_is_no_page_model(tmp_
         train_bundle(load_dataset(tmp_path / "ds"), tmp_path / "models", PipelineConfig())
     config = PipelineConfig.model_validate({"page": {"train_model": False}})
     assert (train_bundle(load_dataset(tmp_path / "ds"), tmp_path / "models", config).path / "manifest.json").is_file()
+
+
+@pytest.mark.parametrize("row, message", [("1,1,4.0,1e400", "timestamp '1e400' is not an integer"), ("1,1,4.0,\u00b2", "timestamp '\u00b2' is not an integer"), ("\u0663,1,4.0,964982703", "userId '\u0663' is not an integer")])
+def test_overflowing_floats_and_non_ascii_digits_are_bad_rows_not_tracebacks(tmp_path, row, message) -> None:
+    src = copy_layout("ml-latest-small-like", tmp_path)
+    _ratings_csv(src / "ratings.csv", ["1,2,3.5,964982224", row, "2,1,5.0,1445714835"])
+    with pytest.raises(HomepageError, match=rf"ratings\.csv:3: {re.escape(message)}"):
+        ingest_movielens(src, tmp_path / "ds")
+    _, bad = ingest_movielens(src, tmp_path / "ds", skip_bad=True)
+    assert bad.total == 1 and len(load_dataset(tmp_path / "ds").events) == 2
+
+
+def test_a_damaged_or_older_dataset_can_still_be_replaced(tmp_path) -> None:
+    """Only a model bundle's manifest stops a write; a dataset this code cannot read is what a re-ingest is for."""
+    src = copy_layout("ml-latest-small-like", tmp_path)
+    ingest_movielens(src, tmp_path / "ds")
+    manifest = tmp_path / "ds" / "manifest.json"
+    manifest.write_text(manifest.read_text().replace('"format_version": 1', '"format_version": 0'))
+    ingest_movielens(src, tmp_path / "ds")
+    manifest.write_text("{oops")
+    ingest_movielens(src, tmp_path / "ds")
+    assert len(load_dataset(tmp_path / "ds").events) == 7

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -57,7 +58,7 @@ def read_metadata(path: Path, bad: BadRows) -> Metadata:
     year_at = header.index("year") if "year" in header else None
     for r in rows:
         mid = int(r[at["movieId"]])
-        if year_at is not None and (y := r[year_at].strip()[:4]).isdigit():
+        if year_at is not None and re.fullmatch(r"[0-9]{4}", y := r[year_at].strip()[:4]):
             years[mid] = int(y)
         if d := _names(r[at["director"]]):
             director[mid] = d

@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
+import math
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -25,11 +26,11 @@ from homepage.ingest.badrows import BadRows
 
 RATING_MIN, RATING_MAX = 0.5, 5.0
 FIELD_SEP = b"\x1f"  # multi-byte separators (``::``) are rewritten to this before parsing
-_INT = r"\d{1,18}"  # ids and times fit int64 (19 digits may not)
+_INT = r"[0-9]{1,18}"  # ids and times fit int64 (19 digits may not); ASCII only (\d takes other scripts' digits)
 # pandas' int64 parser (the fast path) also takes integral floats such as "964982703.0" or
 # "9.6e8", which a pandas round-trip of a column with NaNs writes; the slow path takes them too,
 # so a row gets the same verdict whichever path reads its block
-_INT_AS_FLOAT = r"\d+(?:\.\d*)?(?:[eE]\+?\d+)?"
+_INT_AS_FLOAT = r"[0-9]+(?:\.[0-9]*)?(?:[eE]\+?[0-9]+)?"
 _EXACT_FLOAT_INT = 2**53
 
 
@@ -171,9 +172,10 @@ def row_problem(fields: list[str], fmt: DelimitedFormat, names: tuple[str, str, 
         return f"expected {fmt.n_fields} fields, found {len(fields)}"
     user, item, rating, ts = (fields[p].strip() for p in (fmt.user, fmt.item, fmt.rating, fmt.ts))
     for label, v in ((names[0], user), (names[1], item)):
-        if _int_text(v) is None:
+        n = _int_text(v)
+        if n is None:
             return f"{label} {v!r} is not an integer"
-        if v.isdigit() and len(v) > 18:
+        if n >= 1 << 63:
             return f"{label} {v} is out of range (more than 18 digits)"
     try:
         r = float(rating)
@@ -190,13 +192,13 @@ def row_problem(fields: list[str], fmt: DelimitedFormat, names: tuple[str, str, 
 
 
 def _int_text(v: str) -> int | None:
-    """The non-negative integer ``v`` spells (digits, or an integral float), or None."""
-    if v.isdigit():
+    """The non-negative integer ``v`` spells (ASCII digits, or an integral float), or None."""
+    if re.fullmatch(r"[0-9]+", v):  # not str.isdigit: it takes '²', which int() refuses
         return int(v) if len(v) <= 18 else 1 << 63
     if not re.fullmatch(_INT_AS_FLOAT, v):
         return None
     f = float(v)
-    return int(f) if f == int(f) and f < _EXACT_FLOAT_INT else None
+    return int(f) if math.isfinite(f) and f == int(f) and f < _EXACT_FLOAT_INT else None
 
 
 def _int_column(text: pd.Series) -> tuple[np.ndarray, np.ndarray]:

@@ -39,6 +39,7 @@ def decode_text(path: Path) -> str:
 
 
 _LINE_END = re.compile(r"\r\n|\r|\n")
+_DIGITS = re.compile(r"[0-9]+")
 
 
 def _lines(text: str, fmt: TextFormat) -> Iterator[tuple[int, list[str]]]:
@@ -63,7 +64,7 @@ def _problem(fields: list[str], fmt: TextFormat, names: tuple[str, ...]) -> str 
         return f"expected {fmt.n_fields} fields, found {len(fields)}"
     for p in fmt.int_fields:
         v = fields[p].strip()
-        if not v.isdigit():
+        if not _DIGITS.fullmatch(v):  # not str.isdigit: it takes '²', which int() refuses
             return f"{names[p]} {v!r} is not an integer"
         if len(v) > 18:
             return f"{names[p]} {v} is out of range (more than 18 digits)"
