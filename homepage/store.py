@@ -1204,7 +1204,7 @@ class RedisStore:
         active = self.active_version()
         kept = set(published[-keep:] if keep > 0 else []) | ({active} if active else set())
         if active and self.meta(active).bundle_version is None:
-            servable = next((v for v in reversed(published) if self.meta(v).bundle_version is not None), None)
+            servable = next((v for v in reversed(published) if self._has_bundle(v)), None)
             kept |= {servable} if servable else set()
         known = {v.decode() for v in self.client.smembers(k.all_versions)}
         doomed = []
@@ -1218,6 +1218,13 @@ class RedisStore:
             self.client.srem(k.all_versions, v)
             self._meta.pop(v, None)
         return doomed
+
+    def _has_bundle(self, version: str) -> bool:
+        """Whether a version was published with a model bundle (False when its metadata is gone)."""
+        try:
+            return self.meta(version).bundle_version is not None
+        except StoreError:
+            return False
 
     def _delete_pattern(self, pattern: str) -> int:
         n = 0

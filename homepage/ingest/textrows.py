@@ -100,6 +100,8 @@ def read_rows(
         if len(cols) > fmt.n_fields and fmt.rest_field is None:  # extra columns after ours: read, then dropped
             keep, fmt = fmt.n_fields, replace(fmt, n_fields=len(cols))
     for line_no, fields in it:
+        if keep is not None and keep <= len(fields) < fmt.n_fields:
+            fields = fields + [""] * (fmt.n_fields - len(fields))  # a row without the extra columns' values
         if fmt.rest_field is not None and len(fields) > fmt.n_fields:
             extra = len(fields) - fmt.n_fields
             r = fmt.rest_field
