@@ -124,3 +124,29 @@ def _text(x: object) -> str | None:
         return None
     s = str(x)
     return s or None
+
+
+MIN_SHARED_TITLES = 0.5  # below this share of titles matching (either way, or by name), a bundle was trained on another catalog
+
+
+def catalog_mismatch(ids: np.ndarray, names: object, bundle: Catalog, where: str) -> str | None:
+    """Why a bundle's catalog is not the one of the titles ``ids``/``names`` (a dataset's, named ``where``), or None.
+
+    Most titles must match both ways (a catalog grows and is edited, so not all), and most ids
+    both hold must name the same title: two catalogs numbered 1..n share their ids.
+    """
+    ids = np.asarray(ids, dtype=np.int64)
+    theirs = np.asarray(bundle.title_ids)
+    mine_in = np.isin(ids, theirs)
+    shares = {
+        f"of {where}'s {ids.size} titles are in it": float(mine_in.mean()) if ids.size else 1.0,
+        f"of its {theirs.size} titles are in {where}": float(np.isin(theirs, ids).mean()) if theirs.size else 1.0,
+    }
+    if mine_in.any():
+        mine_names = np.asarray(list(names), dtype=object)[mine_in]  # type: ignore[call-overload]
+        their_names = np.asarray(bundle.names, dtype=object)[np.searchsorted(theirs, ids[mine_in])]
+        shares[f"of the {int(mine_in.sum())} title ids both hold name the same title"] = float((mine_names == their_names).mean())
+    for what, share in shares.items():
+        if share < MIN_SHARED_TITLES:
+            return f"{share:.0%} {what}"
+    return None

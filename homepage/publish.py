@@ -74,9 +74,6 @@ def locate_bundle(models: Path) -> tuple[Path, str]:
     return bundle, str(version or bundle.name)
 
 
-MIN_SHARED_TITLES = 0.5  # below this share of titles matching (either way, or by name) a bundle was trained on another catalog
-
-
 def check_publish_time(at: int, first_ts: int | None, dataset: Path) -> None:
     """Refuse a publish time at which the dataset has no state yet (every page would be empty), or past year 9999."""
     if at > LATEST_TIME or at < 0:
@@ -88,35 +85,21 @@ def check_publish_time(at: int, first_ts: int | None, dataset: Path) -> None:
 def check_bundle_serves(bundle_dir: Path, catalog: Catalog, dataset: Path) -> None:
     """Load the bundle as the API will (so one it would refuse is refused before the flip) and check its catalog is the dataset's.
 
-    A bundle trained on another dataset would serve its own titles to this dataset's users.
-    The catalog may have grown or been edited since training, so most titles, not all, must
-    match both ways (the dataset's in the bundle, the bundle's in the dataset), and most of
-    the ids both hold must name the same title (two catalogs numbered 1..n share their ids).
+    A bundle trained on another dataset would serve its own titles to this dataset's users
+    (``homepage.catalog.catalog_mismatch`` says what "another" means).
     """
-    import numpy as np
-
     from homepage.bundle import load_bundle
+    from homepage.catalog import catalog_mismatch
     from homepage.page import PageModels
 
     bundle = load_bundle(bundle_dir)
     PageModels.from_bundle(bundle)
-    ids, theirs = np.asarray(catalog.title_ids), np.asarray(bundle.catalog.title_ids)
-    mine_in = np.isin(ids, theirs)
-    shares = {
-        f"of {dataset}'s {ids.size} titles are in it": float(mine_in.mean()) if ids.size else 1.0,
-        f"of its {theirs.size} titles are in {dataset}": float(np.isin(theirs, ids).mean()) if theirs.size else 1.0,
-    }
-    if mine_in.any():
-        both = ids[mine_in]
-        mine_names = np.asarray(catalog.names, dtype=object)[mine_in]
-        their_names = np.asarray(bundle.catalog.names, dtype=object)[np.searchsorted(theirs, both)]
-        shares[f"of the {both.size} title ids both hold name the same title"] = float((mine_names == their_names).mean())
-    for what, share in shares.items():
-        if share < MIN_SHARED_TITLES:
-            raise HomepageError(
-                f"--models: bundle {bundle.version} was trained on another catalog: {share:.0%} {what} "
-                f"(bundle trained on {bundle.manifest.get('dataset', {}).get('path')})"
-            )
+    why = catalog_mismatch(catalog.title_ids, catalog.names, bundle.catalog, str(dataset))
+    if why is not None:
+        raise HomepageError(
+            f"--models: bundle {bundle.version} was trained on another catalog: {why} "
+            f"(bundle trained on {bundle.manifest.get('dataset', {}).get('path')})"
+        )
 
 
 def publish_dataset(

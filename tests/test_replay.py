@@ -288,6 +288,18 @@ def test_replay_refuses_wrong_inputs_before_any_work(world: dict[str, object], t
     assert res.exit_code != 0 and "not a model bundle" in str(res.exception)
 
 
+def test_replay_refuses_a_bundle_of_another_catalog(world: dict[str, object], tmp_path: Path) -> None:
+    """Another world numbers its titles 1..n too: replaying its bundle here would read its titles' statistics as these."""
+    _register()
+    root: Path = world["root"]  # type: ignore[assignment]
+    write_world(generate_world(WorldParams(n_users=60, n_titles=180, seed=12)), tmp_path / "other")
+    other = train_bundle(load_dataset(tmp_path / "other"), tmp_path / "models", PipelineConfig(page=PageConfig(train_model=False)))
+    base = ["replay", str(root / "world"), "--policies", "template"]
+    for args, option in (([*base, "--models", str(other.path)], "--models"), ([*base, "--models", str(root / "models"), "--baseline-models", str(other.path)], "--baseline-models")):
+        res = CliRunner().invoke(app, args)
+        assert res.exit_code != 0 and f"{option}: bundle {other.version} was trained on another catalog" in str(res.exception), str(res.exception)
+
+
 def test_a_baseline_bundle_is_replayed_on_the_same_requests(world: dict[str, object], tmp_path: Path) -> None:
     """--baseline-models: the same policies with another bundle, paired on the same requests (itself: a zero difference)."""
     _register()

@@ -76,6 +76,7 @@ def replay_command(
     )
 
     from homepage.bundle import load_bundle
+    from homepage.catalog import catalog_mismatch
     from homepage.cli.outputs import check_output_dir, check_output_file, table_console
     from homepage.cli.train import parse_time
     from homepage.dataset import load_dataset
@@ -117,6 +118,10 @@ def replay_command(
             if get_policy(n).needs_model and base_pm.page_model is None:
                 raise HomepageError(f"--baseline-models: {n!r} needs a page model, and bundle {base.version} has none")
     ds = load_dataset(dataset, columns=["user_id", "title_id", "kind", "ts", "progress", "stars"])
+    for option, b in (("--models", bundle), ("--baseline-models", base)):
+        why = catalog_mismatch(ds.titles["title_id"].to_numpy(), ds.titles["name"], b.catalog, str(dataset)) if b is not None else None
+        if why is not None:  # its titles' statistics would be read as this dataset's
+            raise HomepageError(f"{option}: bundle {b.version} was trained on another catalog: {why}; train it on {dataset}")  # type: ignore[union-attr]
     log = EventLog.from_frame(ds.events, bundle.catalog, ds.users)  # index titles as the models do
     protocol = ReplayProtocol(
         split_time=split,
