@@ -119,6 +119,25 @@ def test_eval_rankers_can_leave_out_peers_and_rankers(tmp_path: Path) -> None:
     assert res.exit_code != 0 and "--rankers: nope" in str(res.exception) and "personalized" in str(res.exception)
 
 
+def test_eval_rankers_decays_trending_with_the_configs_half_life(tmp_path: Path) -> None:
+    """`train` and `replay` use the config's trending half-life; eval used 7 days whatever the config said."""
+    from typer.testing import CliRunner
+
+    from homepage.cli import _register, app
+
+    _register()
+    world = Path(__file__).resolve().parents[1] / "fixtures" / "world-small"
+    metrics = []
+    for days in (0.5, 365):
+        cfg, out = tmp_path / f"hl{days}.json", tmp_path / f"eval{days}.json"
+        cfg.write_text(json.dumps({"trending_half_life_days": days}))
+        res = CliRunner().invoke(app, ["eval", "rankers", str(world), "--config", str(cfg), "--rankers", "trending", "--no-peers", "--json", str(out)])
+        assert res.exit_code == 0, res.output
+        metrics.append(json.loads(out.read_text())["rankers"]["trending"])
+    assert metrics[0]["coverage"] < metrics[1]["coverage"]  # a short half-life keeps fewer titles trending
+    assert metrics[0]["ndcg@50"] != metrics[1]["ndcg@50"]
+
+
 def test_peers_exclude_seen_titles() -> None:
     rng = np.random.default_rng(0)
     x = sp.csr_matrix((rng.random((30, 25)) < 0.3).astype(np.float32))

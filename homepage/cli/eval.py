@@ -113,7 +113,7 @@ def eval_rankers(
         task = bar.add_task("splitting", total=None)
         result = run_protocol(
             log, catalog, t, rankers, peers=None if peers else [], ease_lambdas=lambdas, min_stars=min_stars,
-            tune_personalized=tune_personalized,
+            tune_personalized=tune_personalized, half_life=cfg.half_life_seconds,
             progress=lambda msg: bar.update(task, description=msg),
         )
     result["protocol"]["dataset"] = str(dataset)

@@ -23,7 +23,7 @@ from homepage.domain import RequestContext
 from homepage.errors import HomepageError
 from homepage.evaluation.peers import EASE, Peer, default_peers
 from homepage.evaluation.ranker_metrics import summarise
-from homepage.eventlog import EventLog
+from homepage.eventlog import DAY, EventLog
 from homepage.page import row_problem
 from rankers.base import FitInput, Ranker, RankRequest
 from rankers.factorization import interaction_matrix
@@ -35,6 +35,7 @@ KS = (10, 20, 50)
 EASE_LAMBDAS = (50.0, 200.0, 500.0, 1000.0)
 VALIDATION_QS = (0.8, 0.9)  # validation splits at these quantiles of training time
 Progress = Callable[[str], None]
+DEFAULT_HALF_LIFE = 7 * DAY  # seconds: the pipeline config's default trending half-life
 
 
 @dataclass(frozen=True, eq=False)
@@ -89,9 +90,12 @@ class RankerFailed(Exception):
     """A ranker raised, or returned rows that break the contract, during evaluation."""
 
 
-def ranked_lists(ranker: Ranker, log: EventLog, catalog: Catalog, split: Split) -> np.ndarray:
-    """Each test user's rows merged into one list (row order, then position; no repeats, no seen titles)."""
-    world = log.global_state(split.until)
+def ranked_lists(ranker: Ranker, log: EventLog, catalog: Catalog, split: Split, half_life: float = DEFAULT_HALF_LIFE) -> np.ndarray:
+    """Each test user's rows merged into one list (row order, then position; no repeats, no seen titles).
+
+    ``half_life`` (seconds) decays the world's trending counters, as the pipeline config's does in train and replay.
+    """
+    world = log.global_state(split.until, half_life)
     out = np.full((split.users.size, K_MAX), -1, np.int64)
     for i, u in enumerate(split.users):
         uid = int(log.user_ids[u])
@@ -116,13 +120,13 @@ def ranked_lists(ranker: Ranker, log: EventLog, catalog: Catalog, split: Split) 
     return out
 
 
-def ranker_metrics(ranker: Ranker, log: EventLog, catalog: Catalog, split: Split) -> dict[str, float]:
+def ranker_metrics(ranker: Ranker, log: EventLog, catalog: Catalog, split: Split, half_life: float = DEFAULT_HALF_LIFE) -> dict[str, float]:
     """Fit ``ranker`` on events up to the split time and score its merged lists; ``RankerFailed`` if it raises."""
     try:
-        ranker.fit(FitInput(log=log, catalog=catalog, until=split.until, world=log.global_state(split.until)))
+        ranker.fit(FitInput(log=log, catalog=catalog, until=split.until, world=log.global_state(split.until, half_life)))
     except Exception as e:
         raise RankerFailed(f"fit() raised {type(e).__name__}: {e}") from e
-    return summarise(ranked_lists(ranker, log, catalog, split), split.positives, split.popularity, KS)
+    return summarise(ranked_lists(ranker, log, catalog, split, half_life), split.positives, split.popularity, KS)
 
 
 def tune_ease(
@@ -156,6 +160,7 @@ def run_protocol(
     ease_lambdas: Sequence[float] = EASE_LAMBDAS,
     min_stars: float | None = None,
     tune_personalized: bool = False,
+    half_life: float = DEFAULT_HALF_LIFE,
     progress: Progress | None = None,
 ) -> dict[str, Any]:
     """The whole comparison as the JSON-ready dict ``{"protocol", "rankers", "peers"}``.
@@ -181,7 +186,7 @@ def run_protocol(
         step(f"peer {peer.name}")
         out_peers[peer.name] = peer_metrics(peer, split) | {"params": peer.params()}  # type: ignore[operator]
     if tune_personalized:
-        rankers = [(n, _tuned(r, log, catalog, until, tuning, step)) for n, r in rankers]
+        rankers = [(n, _tuned(r, log, catalog, until, tuning, step, half_life)) for n, r in rankers]
     out_rankers: dict[str, Any] = {}
     for name, ranker in rankers:
         if isinstance(ranker, str):
@@ -189,7 +194,7 @@ def run_protocol(
             continue
         step(f"ranker {name}")
         try:
-            out_rankers[name] = ranker_metrics(ranker, log, catalog, split)
+            out_rankers[name] = ranker_metrics(ranker, log, catalog, split, half_life)
         except RankerFailed as e:
             logger.error("ranker %s failed: %s", name, e, exc_info=e.__cause__)  # the plug-in's traceback, if it raised
             out_rankers[name] = {"failed": str(e)}
@@ -212,7 +217,9 @@ def run_protocol(
 PERSONALIZED_SCORE_GRID = {"weight_pop": (0.0, 0.1, 0.3, 1.0, 2.0), "weight_mf": (0.0, 0.05, 0.15, 0.3, 0.5)}
 
 
-def _tuned(ranker: Ranker | str, log: EventLog, catalog: Catalog, until: int, tuning: dict[str, Any], step: Progress) -> Ranker | str:
+def _tuned(
+    ranker: Ranker | str, log: EventLog, catalog: Catalog, until: int, tuning: dict[str, Any], step: Progress, half_life: float
+) -> Ranker | str:
     """The personalised ranker with its best validation settings; any other ranker unchanged."""
     from homepage.evaluation.tuning import search_personalized, simplest_within_one_se
     from rankers.personalized import PersonalizedRanker
@@ -222,7 +229,7 @@ def _tuned(ranker: Ranker | str, log: EventLog, catalog: Catalog, until: int, tu
     lam = tuning.get("ease_lambda", {}).get("chosen", ranker.config.ease_lambda)
     base = ranker.config.model_dump()
     found = search_personalized(
-        log, catalog, until, {"ease_lambda": [lam]}, PERSONALIZED_SCORE_GRID, base=base, progress=step
+        log, catalog, until, {"ease_lambda": [lam]}, PERSONALIZED_SCORE_GRID, base=base, progress=step, half_life=half_life
     )
     chosen = simplest_within_one_se(found)
     tuning["personalized"] = {

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from homepage.catalog import Catalog
-from homepage.evaluation.ranker_eval import VALIDATION_QS, Progress, ranked_lists, temporal_split, validation_time
+from homepage.evaluation.ranker_eval import DEFAULT_HALF_LIFE, VALIDATION_QS, Progress, ranked_lists, temporal_split, validation_time
 from homepage.evaluation.ranker_metrics import hit_matrix, ndcg_at_k, recall_at_k
 from homepage.eventlog import EventLog
 from rankers.base import FitInput
@@ -64,6 +64,7 @@ def search_personalized(
     base: Mapping[str, Any] | None = None,
     qs: Sequence[float] = VALIDATION_QS,
     progress: Progress | None = None,
+    half_life: float = DEFAULT_HALF_LIFE,
 ) -> list[Setting]:
     """Every setting of the grid with its per-user validation NDCG@20 and Recall@20, best mean NDCG first."""
     step = progress or (lambda _msg: None)
@@ -75,11 +76,11 @@ def search_personalized(
         for fit_params in grid(fit_grid):
             step(f"q={q} fit {fit_params}")
             ranker = PersonalizedRanker({**(base or {}), **fit_params})
-            ranker.fit(FitInput(log=log, catalog=catalog, until=t_val, world=log.global_state(t_val)))
+            ranker.fit(FitInput(log=log, catalog=catalog, until=t_val, world=log.global_state(t_val, half_life)))
             fitted_config = ranker.config
             for score_params in grid(score_grid):
                 ranker.config = fitted_config.model_copy(update=score_params)
-                hits = hit_matrix(ranked_lists(ranker, log, catalog, val), val.positives)
+                hits = hit_matrix(ranked_lists(ranker, log, catalog, val, half_life), val.positives)
                 params = {**fit_params, **score_params}
                 acc = found.setdefault(repr(sorted(params.items())), (params, [], []))
                 acc[1].append(ndcg_at_k(hits, n_pos, 20))
