@@ -47,6 +47,8 @@ def fit_ease(
     if max_items is not None and items.size > max_items:
         keep = np.lexsort((items, -counts[items]))[:max_items]  # most popular, ties by index
         items = np.sort(items[keep])
+    if items.size == 0:  # no title has min_count users yet (an early cut): no item-item weights
+        return items, np.zeros((0, 0), np.float64)
     xs = x[:, items].astype(np.float64)
     g = (xs.T @ xs).toarray()
     g[np.diag_indices_from(g)] += lam
