@@ -300,6 +300,17 @@ def test_replay_refuses_a_bundle_of_another_catalog(world: dict[str, object], tm
         assert res.exit_code != 0 and f"{option}: bundle {other.version} was trained on another catalog" in str(res.exception), str(res.exception)
 
 
+def test_single_list_needs_a_personalised_ranker(world: dict[str, object], tmp_path: Path) -> None:
+    """Without one the list was the most popular titles, credited to a `personalized` ranker the bundle did not have."""
+    _register()
+    root: Path = world["root"]  # type: ignore[assignment]
+    split: int = world["split"]  # type: ignore[assignment]
+    config = PipelineConfig.model_validate({"rankers": [{"name": "top_n"}, {"name": "continue_watching"}], "page": {"train_model": False}})
+    bare = train_bundle(load_dataset(root / "world"), tmp_path / "models", config, until=split)
+    res = CliRunner().invoke(app, ["replay", str(root / "world"), "--models", str(bare.path), "--policies", "template,single-list"])
+    assert res.exit_code != 0 and "'single-list' is a personalised ranker's list" in str(res.exception), str(res.exception)
+
+
 def test_a_baseline_bundle_is_replayed_on_the_same_requests(world: dict[str, object], tmp_path: Path) -> None:
     """--baseline-models: the same policies with another bundle, paired on the same requests (itself: a zero difference)."""
     _register()

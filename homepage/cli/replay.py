@@ -109,6 +109,8 @@ def replay_command(
     for n in names:
         if get_policy(n).needs_model and pm.page_model is None:
             raise HomepageError(f"--policies: {n!r} needs a page model, and bundle {bundle.version} has none")
+        if get_policy(n).single_list and pm.personal is None:  # it would be a most-popular list under the personal ranker's name
+            raise HomepageError(f"--policies: {n!r} is a personalised ranker's list, and bundle {bundle.version} has no such ranker (personalized)")
     base = load_bundle(baseline_models) if baseline_models is not None else None
     base_pm = PageModels.from_bundle(base) if base is not None else None
     if base is not None and base_pm is not None:
@@ -117,6 +119,8 @@ def replay_command(
         for n in names:
             if get_policy(n).needs_model and base_pm.page_model is None:
                 raise HomepageError(f"--baseline-models: {n!r} needs a page model, and bundle {base.version} has none")
+            if get_policy(n).single_list and base_pm.personal is None:
+                raise HomepageError(f"--baseline-models: {n!r} is a personalised ranker's list, and bundle {base.version} has no such ranker")
     ds = load_dataset(dataset, columns=["user_id", "title_id", "kind", "ts", "progress", "stars"])
     for option, b in (("--models", bundle), ("--baseline-models", base)):
         why = catalog_mismatch(ds.titles["title_id"].to_numpy(), ds.titles["name"], b.catalog, str(dataset)) if b is not None else None
