@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import tempfile
 from dataclasses import replace
 from pathlib import Path
 
@@ -12,7 +13,7 @@ import pytest
 from typer.testing import CliRunner
 
 from fixtures.world import WorldParams, generate_world, write_world
-from homepage.bundle import load_bundle, train_bundle
+from homepage.bundle import train_bundle
 from homepage.catalog import Catalog
 from homepage.cli import _register, app
 from homepage.config import PageConfig, PipelineConfig
@@ -20,7 +21,13 @@ from homepage.dataset import Dataset, load_dataset
 from homepage.domain import EVENT_CODES, EventKind, RequestContext
 from homepage.eventlog import DAY, EventLog
 from homepage.page import PageModels, build_page
-from homepage.replay.metrics import bootstrap_coverage, bootstrap_mean, discounts, resample_weights, score_page
+from homepage.replay.metrics import (
+    bootstrap_coverage,
+    bootstrap_mean,
+    discounts,
+    resample_weights,
+    score_page,
+)
 from homepage.replay.protocol import ReplayProtocol, sample_requests
 
 POLICIES = ("stage-wise", "row-ranking", "template", "single-list")
@@ -278,6 +285,7 @@ def test_replay_refuses_wrong_inputs_before_any_work(world: dict[str, object], t
         (["--json", str(a_file / "out.json")], "--json", "is not a directory"),
         (["--report", str(a_file)], "--report", "not a directory"),
         (["--until", str(split - DAY)], "--until", "before the split"),
+        (["--json", "/proc/replay.json"], "--json", "cannot write in /proc"),  # not after the whole replay
     ]
     for extra, option, words in cases:
         res = CliRunner().invoke(app, base + extra)
@@ -358,3 +366,16 @@ def test_replay_counts_the_requests_a_ranker_failed_on(world: dict[str, object],
     assert clean.ranker_problems == {}
     # a broken baseline bundle is reported under the baseline's prefix
     assert clean.with_baseline(result).ranker_problems == {"baseline:exploding": {"failed": len(requests), "rows dropped": 0}}
+
+
+def test_json_outputs_are_strict_json() -> None:
+    """A metric over no requests is NaN: written as null (Python's json wrote a bare NaN that JSON.parse rejects)."""
+    from homepage.cli.outputs import write_json
+
+    def refuse(name: str) -> None:
+        raise ValueError(f"not JSON: {name}")
+
+    with tempfile.TemporaryDirectory() as d:
+        path = Path(d) / "sub" / "out.json"
+        write_json(path, {"a": float("nan"), "b": [np.float32(np.inf), 1.5, (np.float64(-np.inf),)], "c": np.int64(3), "d": np.arange(2)}, "--json")
+        assert json.loads(path.read_text(), parse_constant=refuse) == {"a": None, "b": [None, 1.5, [None]], "c": 3, "d": [0, 1]}

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import typer
@@ -37,7 +36,7 @@ def backtest_command(
     from rich.table import Table
 
     from homepage.catalog import Catalog
-    from homepage.cli.outputs import check_output_file, table_console
+    from homepage.cli.outputs import check_output_file, table_console, write_json
     from homepage.cli.ranker_warnings import ranker_problem_warnings
     from homepage.cli.replay import parse_policies
     from homepage.config import load_config
@@ -108,5 +107,4 @@ def backtest_command(
     for line in ranker_problem_warnings(merged.ranker_problems, len(merged.requests), "requests of all folds"):
         console.print(line)
     if json_out is not None:
-        json_out.parent.mkdir(parents=True, exist_ok=True)
-        json_out.write_text(json.dumps(report, indent=2))
+        write_json(json_out, report, "--json", indent=2)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any
@@ -14,7 +13,7 @@ from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from homepage.cli import app
-from homepage.cli.outputs import check_output_file, table_console
+from homepage.cli.outputs import check_output_file, table_console, write_json
 from homepage.cli.train import parse_time
 from homepage.errors import HomepageError
 
@@ -119,8 +118,7 @@ def eval_rankers(
     result["protocol"]["dataset"] = str(dataset)
     result["protocol"]["config_hash"] = cfg.config_hash()
     if json_out is not None:
-        json_out.parent.mkdir(parents=True, exist_ok=True)
-        json_out.write_text(json.dumps(result, indent=2, sort_keys=True, default=float))
+        write_json(json_out, result, "--json", indent=2, sort_keys=True)
     table_console().print(results_table(result))
     failed = {n: m["failed"] for n, m in result["rankers"].items() if "failed" in m}
     if failed:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import typer
@@ -77,7 +76,7 @@ def replay_command(
 
     from homepage.bundle import load_bundle
     from homepage.catalog import catalog_mismatch
-    from homepage.cli.outputs import check_output_dir, check_output_file, table_console
+    from homepage.cli.outputs import check_output_dir, check_output_file, table_console, write_json
     from homepage.cli.train import parse_time
     from homepage.dataset import load_dataset
     from homepage.engines import get_engine
@@ -168,8 +167,7 @@ def replay_command(
     for line in ranker_problem_warnings(result.ranker_problems, len(result.requests), "requests"):
         console.print(line)
     if json_out is not None:
-        json_out.parent.mkdir(parents=True, exist_ok=True)
-        json_out.write_text(json.dumps(report, indent=2))
+        write_json(json_out, report, "--json", indent=2)
     if report_dir is not None:
         path = write_report(result, report, report_dir)
         console.print(f"report: {path}")

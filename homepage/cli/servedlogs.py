@@ -10,7 +10,7 @@ from typing import Any
 import typer
 
 from homepage.cli import app
-from homepage.cli.outputs import check_output_file, table_console
+from homepage.cli.outputs import check_output_file, table_console, write_json
 
 
 def _progress(label: str, total: int) -> Any:
@@ -157,8 +157,7 @@ def examination(
         table.add_row(str(r), *(f"{x:.2f}" for x in est.theta[r]))
     table_console().print(table)
     if json_out is not None:
-        json_out.parent.mkdir(parents=True, exist_ok=True)
-        json_out.write_text(json.dumps({"method": est.method, "pages": est.pages, "theta": est.theta.tolist(), "impressions": est.impressions.tolist(), "plays": est.plays.tolist()}, indent=1))
+        write_json(json_out, {"method": est.method, "pages": est.pages, "theta": est.theta, "impressions": est.impressions, "plays": est.plays}, "--json", indent=1)
 
 
 @app.command("train-from-logs")
@@ -255,5 +254,4 @@ def replay_logs(
         table.add_row(name, *(f"{res[m]['mean']:.3f} [{res[m]['ci'][0]:.3f}, {res[m]['ci'][1]:.3f}]" for m in MEASURES))
     table_console().print(table)
     if json_out is not None:
-        json_out.parent.mkdir(parents=True, exist_ok=True)
-        json_out.write_text(json.dumps(report, indent=2))
+        write_json(json_out, report, "--json", indent=2)
