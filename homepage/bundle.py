@@ -324,6 +324,8 @@ def check_models_dir(out: Path) -> None:
     directory's own manifest) and ``LATEST`` name different bundles; one written inside a
     dataset would be deleted with it by the next ``ingest``/``generate`` into that dataset.
     """
+    if out.exists() and not out.is_dir():
+        raise BundleError(f"--out {out}: is a file, not a models directory")
     if (out / "manifest.json").is_file():
         what = "a dataset" if (out / "events.parquet").exists() else "a model bundle"
         raise BundleError(

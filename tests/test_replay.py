@@ -379,3 +379,21 @@ def test_json_outputs_are_strict_json() -> None:
         path = Path(d) / "sub" / "out.json"
         write_json(path, {"a": float("nan"), "b": [np.float32(np.inf), 1.5, (np.float64(-np.inf),)], "c": np.int64(3), "d": np.arange(2)}, "--json")
         assert json.loads(path.read_text(), parse_constant=refuse) == {"a": None, "b": [None, 1.5, [None]], "c": 3, "d": [0, 1]}
+
+
+def test_backtest_and_train_name_a_bad_out_or_option_before_any_work(world: dict[str, object], tmp_path: Path) -> None:
+    """A review met tracebacks after a fold's training: --out naming a file, --requests-per-user beyond the protocol's 1000."""
+    _register()
+    root: Path = world["root"]  # type: ignore[assignment]
+    a_file = tmp_path / "a-file"
+    a_file.write_text("keep me")
+    for args, words in (
+        (["backtest", str(root / "world"), "--out", str(a_file)], "is a file, not a directory"),
+        (["train", str(root / "world"), "--out", str(a_file)], "is a file, not a models directory"),
+    ):
+        res = CliRunner().invoke(app, args)
+        assert res.exit_code != 0 and "--out" in str(res.exception) and words in str(res.exception), (args, res.exception)
+    assert a_file.read_text() == "keep me"
+    for command in (["backtest", str(root / "world"), "--out", str(tmp_path / "bt")], ["replay", str(root / "world"), "--models", str(root / "models")]):
+        res = CliRunner().invoke(app, [*command, "--requests-per-user", "5000"])
+        assert res.exit_code == 2 and "--requests-per-user" in res.output and not (tmp_path / "bt").exists()

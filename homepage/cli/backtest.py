@@ -22,7 +22,7 @@ def backtest_command(
     ),
     json_out: Path | None = typer.Option(None, "--json", help="Write the report JSON here: {protocol, folds, pooled}."),
     horizon_days: float = typer.Option(30.0, "--horizon-days", min=0.001, max=3650.0, help="Targets are plays/ratings in (t, t + horizon]."),
-    requests_per_user: int = typer.Option(3, "--requests-per-user", min=1),
+    requests_per_user: int = typer.Option(3, "--requests-per-user", min=1, max=1000),
     max_requests: int = typer.Option(2000, "--max-requests", min=1, help="Per fold."),
     seed: int = typer.Option(0, "--seed", min=0),
     bootstrap: int = typer.Option(1000, "--bootstrap", min=100, help="Bootstrap resamples (of users) for the intervals."),
@@ -36,7 +36,7 @@ def backtest_command(
     from rich.table import Table
 
     from homepage.catalog import Catalog
-    from homepage.cli.outputs import check_output_file, table_console, write_json
+    from homepage.cli.outputs import check_output_dir, check_output_file, table_console, write_json
     from homepage.cli.ranker_warnings import ranker_problem_warnings
     from homepage.cli.replay import parse_policies
     from homepage.config import load_config
@@ -51,6 +51,7 @@ def backtest_command(
     from homepage.replay.report import print_tables
 
     check_output_file(json_out, "--json")
+    check_output_dir(out, "--out")
     quantiles = parse_quantiles(folds)
     names = parse_policies(policies)
     cfg = load_config(config)

@@ -58,7 +58,7 @@ def eval_rankers(
     split_time: str | None = typer.Option(None, "--split-time", help="T (ISO or Unix seconds); default: the config's split quantile."),
     json_out: Path | None = typer.Option(None, "--json", help="Write the results here."),
     config: Path | None = typer.Option(None, "--config", help="Pipeline config JSON (which rankers)."),
-    min_stars: float | None = typer.Option(None, "--min-stars", help="Positives need at least these stars."),
+    min_stars: float | None = typer.Option(None, "--min-stars", min=0.0, max=10.0, help="Positives need at least these stars."),
     ease_lambdas: str = typer.Option("50,200,500,1000", "--ease-lambdas", help="EASE lambdas tried on validation."),
     tune_personalized: bool = typer.Option(
         False, "--tune-personalized", help="Search the personalised blend weights on the validation splits first."

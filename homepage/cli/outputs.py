@@ -77,6 +77,7 @@ def check_output_dir(path: Path | None, option: str) -> None:
     above = _first_existing(path)
     if not above.is_dir():
         raise HomepageError(f"{option} {path}: {above} is a file, not a directory")
+    _check_writable(above, path, option)
 
 
 def table_console() -> Console:

@@ -36,7 +36,7 @@ def replay_command(
         None, "--until", help="Requests and their targets end here (ISO or Unix seconds); for validation replays inside a training window."
     ),
     horizon_days: float = typer.Option(30.0, "--horizon-days", min=0.001, max=3650.0, help="Targets are plays/ratings in (t, t + horizon]."),
-    requests_per_user: int = typer.Option(3, "--requests-per-user", min=1),
+    requests_per_user: int = typer.Option(3, "--requests-per-user", min=1, max=1000),
     max_requests: int = typer.Option(2000, "--max-requests", min=1),
     rows: int = typer.Option(10, "--rows", min=1, max=100),
     cols: int = typer.Option(10, "--cols", min=1, max=100),
