@@ -397,3 +397,20 @@ def test_backtest_and_train_name_a_bad_out_or_option_before_any_work(world: dict
     for command in (["backtest", str(root / "world"), "--out", str(tmp_path / "bt")], ["replay", str(root / "world"), "--models", str(root / "models")]):
         res = CliRunner().invoke(app, [*command, "--requests-per-user", "5000"])
         assert res.exit_code == 2 and "--requests-per-user" in res.output and not (tmp_path / "bt").exists()
+
+
+def test_replay_warns_when_its_figures_say_little(world: dict[str, object]) -> None:
+    """Few users (zero-width 'intervals'), empty pages, no warm request: said, not printed as 0.0000 or nan alone."""
+    from homepage.replay.run import replay
+
+    log: EventLog = world["log"]  # type: ignore[assignment]
+    models: PageModels = world["models"]  # type: ignore[assignment]
+    split: int = world["split"]  # type: ignore[assignment]
+    protocol = ReplayProtocol(split_time=split, max_requests=3, rows=4, cols=5)
+    requests = sample_requests(log, protocol)
+    result = replay(log, models, ["template"], requests, protocol, 7 * DAY, split)
+    assert any("users: intervals resample users" in w for w in result.warnings())
+    result.runs["template"].shown[int(np.flatnonzero(~requests.cold)[0])] = np.zeros(0, np.int64)  # as a rule that empties a page
+    assert any(w.startswith("template: 1 of") and "warm pages are empty" in w for w in result.warnings())
+    cold = replace(requests, cold=np.ones(len(requests), bool))
+    assert result.__class__(protocol, split, cold, result.runs, result.n_titles, "v").warnings()[0].startswith("no warm requests")

@@ -74,6 +74,8 @@ def replay_command(
         TimeElapsedColumn,
     )
 
+    from rich.markup import escape
+
     from homepage.bundle import load_bundle
     from homepage.catalog import catalog_mismatch
     from homepage.cli.outputs import check_output_dir, check_output_file, table_console, write_json
@@ -166,6 +168,8 @@ def replay_command(
     print_tables(report, table_console())
     for line in ranker_problem_warnings(result.ranker_problems, len(result.requests), "requests"):
         console.print(line)
+    for line in result.warnings():
+        console.print(f"[yellow]warning:[/] {escape(line)}", highlight=False)
     if json_out is not None:
         write_json(json_out, report, "--json", indent=2)
     if report_dir is not None:

@@ -34,6 +34,9 @@ class PolicyRun:
     ranker_rows: dict[str, list[int]] = field(default_factory=dict)
 
 
+MIN_USERS_FOR_INTERVALS = 20
+
+
 @dataclass(eq=False)
 class ReplayResult:
     protocol: ReplayProtocol
@@ -46,6 +49,25 @@ class ReplayResult:
     workers: int = 1
     baseline_version: str | None = None  # the bundle of the ``baseline:`` policies (``with_baseline``)
     ranker_problems: dict[str, dict[str, int]] = field(default_factory=dict)  # ranker -> {"failed"|"rows dropped": requests}
+
+    def warnings(self) -> list[str]:
+        """What makes the figures mean less than they seem: no warm request, empty pages, too few users for an interval."""
+        warm = ~self.requests.cold
+        out = []
+        if not warm.any():
+            out.append(
+                f"no warm requests: each of the {len(self.requests)} requests is of a user with no history before it; "
+                "the table is empty and the cold slice is in --json and --report"
+            )
+            return out
+        users = int(np.unique(self.requests.user_ids[warm]).size)
+        if users < MIN_USERS_FOR_INTERVALS:
+            out.append(f"{users} users: intervals resample users, and over so few they say little (aim for {MIN_USERS_FOR_INTERVALS} or more)")
+        for name, run in self.runs.items():
+            empty = sum(1 for i in np.flatnonzero(warm) if run.shown[i].size == 0)
+            if empty:
+                out.append(f"{name}: {empty} of {int(warm.sum())} warm pages are empty (its rules or rankers left nothing to show)")
+        return out
 
     def to_json(self, n_boot: int = 1000) -> dict[str, object]:
         """The report: per policy and metric a mean with a 95% interval, paired differences, slices."""
