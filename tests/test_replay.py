@@ -286,12 +286,14 @@ def test_replay_refuses_wrong_inputs_before_any_work(world: dict[str, object], t
         (["--report", str(a_file)], "--report", "not a directory"),
         (["--until", str(split - DAY)], "--until", "before the split"),
         (["--json", "/proc/replay.json"], "--json", "cannot write in /proc"),  # not after the whole replay
+        (["--report", str(tmp_path)], "--report", "README.md, which is not a replay report"),  # a project's README
     ]
+    (tmp_path / "README.md").write_text("# My project\n")
     for extra, option, words in cases:
         res = CliRunner().invoke(app, base + extra)
         msg = str(res.exception)
         assert res.exit_code != 0 and option in msg and words in msg, (extra, msg)
-    assert a_file.read_text() == "keep me"
+    assert a_file.read_text() == "keep me" and (tmp_path / "README.md").read_text() == "# My project\n"
     res = CliRunner().invoke(app, ["replay", str(root / "world"), "--models", str(root / "world")])
     assert res.exit_code != 0 and "not a model bundle" in str(res.exception)
 
@@ -370,7 +372,7 @@ def test_replay_counts_the_requests_a_ranker_failed_on(world: dict[str, object],
 
 def test_json_outputs_are_strict_json() -> None:
     """A metric over no requests is NaN: written as null (Python's json wrote a bare NaN that JSON.parse rejects)."""
-    from homepage.cli.outputs import write_json
+    from homepage.strict_json import write_json
 
     def refuse(name: str) -> None:
         raise ValueError(f"not JSON: {name}")

@@ -36,7 +36,7 @@ def backtest_command(
     from rich.table import Table
 
     from homepage.catalog import Catalog
-    from homepage.cli.outputs import check_output_dir, check_output_file, table_console, write_json
+    from homepage.cli.outputs import check_output_dir, check_output_file, table_console
     from homepage.cli.ranker_warnings import ranker_problem_warnings
     from homepage.cli.replay import parse_policies
     from homepage.config import load_config
@@ -49,6 +49,7 @@ def backtest_command(
     from homepage.replay.backtest import fold_summary, parse_quantiles, plan_folds, pool
     from homepage.replay.protocol import ReplayProtocol, sample_requests
     from homepage.replay.report import print_tables
+    from homepage.strict_json import write_json
 
     check_output_file(json_out, "--json")
     check_output_dir(out, "--out")

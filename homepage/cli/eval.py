@@ -13,9 +13,10 @@ from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from homepage.cli import app
-from homepage.cli.outputs import check_output_file, table_console, write_json
+from homepage.cli.outputs import check_output_file, table_console
 from homepage.cli.train import parse_time
 from homepage.errors import HomepageError
+from homepage.strict_json import write_json
 
 eval_app = typer.Typer(help="Offline evaluation.", no_args_is_help=True)
 app.add_typer(eval_app, name="eval")

@@ -66,6 +66,7 @@ def replay_command(
     played after t. Refuses a bundle trained on events after the split."""
     import numpy as np
     from rich.console import Console
+    from rich.markup import escape
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -74,11 +75,10 @@ def replay_command(
         TimeElapsedColumn,
     )
 
-    from rich.markup import escape
-
     from homepage.bundle import load_bundle
     from homepage.catalog import catalog_mismatch
-    from homepage.cli.outputs import check_output_dir, check_output_file, table_console, write_json
+    from homepage.cli.outputs import check_output_dir, check_output_file, table_console
+    from homepage.cli.ranker_warnings import ranker_problem_warnings
     from homepage.cli.train import parse_time
     from homepage.dataset import load_dataset
     from homepage.engines import get_engine
@@ -87,11 +87,13 @@ def replay_command(
     from homepage.page import PageModels
     from homepage.pagebuilder.policies import policy as get_policy
     from homepage.replay.protocol import ReplayProtocol, sample_requests
-    from homepage.cli.ranker_warnings import ranker_problem_warnings
-    from homepage.replay.report import print_tables, write_report
+    from homepage.replay.report import foreign_report_files, print_tables, write_report
+    from homepage.strict_json import write_json
 
     check_output_file(json_out, "--json")
     check_output_dir(report_dir, "--report")
+    if report_dir is not None and (foreign := foreign_report_files(report_dir)):
+        raise HomepageError(f"--report {report_dir}: would overwrite {', '.join(foreign)}, which is not a replay report; give another directory")
     if served_logs is not None:
         if engine != "local":
             raise HomepageError("--served-logs: runs on the local engine only")

@@ -10,7 +10,8 @@ from typing import Any
 import typer
 
 from homepage.cli import app
-from homepage.cli.outputs import check_output_file, table_console, write_json
+from homepage.cli.outputs import check_output_file, table_console
+from homepage.strict_json import write_json
 
 
 def _progress(label: str, total: int) -> Any:

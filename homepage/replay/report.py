@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +10,7 @@ from rich.table import Table
 
 from homepage.replay.metrics import PER_REQUEST, RESUME
 from homepage.replay.run import ReplayResult
+from homepage.strict_json import write_json
 
 SHOWN = ("ndcg_2d", "viewport_recall", "page_recall", "duplicates", "viewport_genres", "coverage", "novelty")
 
@@ -48,6 +48,18 @@ def print_tables(report: dict[str, object], console: Console | None = None) -> N
     console.print(p)
 
 
+REPORT_TITLE = "# Replay report"
+REPORT_FILES = ("README.md", "replay.json", "hit_heatmaps.png", "metrics.png")
+
+
+def foreign_report_files(out_dir: Path) -> list[str]:
+    """Files a report in ``out_dir`` would overwrite that an earlier report did not write (a project's README, say)."""
+    readme = Path(out_dir) / "README.md"
+    if readme.is_file() and not readme.read_text(encoding="utf-8", errors="replace").startswith(REPORT_TITLE):
+        return [str(readme)]
+    return []
+
+
 def write_report(result: ReplayResult, report: dict[str, object], out_dir: Path) -> Path:
     """Markdown plus PNGs: hit heatmaps per policy and metric bars with intervals."""
     import matplotlib
@@ -57,7 +69,7 @@ def write_report(result: ReplayResult, report: dict[str, object], out_dir: Path)
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "replay.json").write_text(json.dumps(report, indent=2))
+    write_json(out_dir / "replay.json", report, "--report", indent=2)
     names = list(result.runs)
     fig, axes = plt.subplots(1, len(names), figsize=(3.2 * len(names), 3.2), squeeze=False)
     vmax = max(float(r.hit_heat.max()) for r in result.runs.values() if r.hit_heat is not None) or 1.0
@@ -86,7 +98,7 @@ def write_report(result: ReplayResult, report: dict[str, object], out_dir: Path)
 
     proto = report["protocol"]
     lines = [
-        "# Replay report",
+        REPORT_TITLE,
         "",
         f"Model version `{proto['model_version']}`, split time {proto['split_time']}, "  # type: ignore[index]
         f"{proto['warm_requests']} warm and {proto['cold_requests']} cold-start requests from {proto['users']} users.",  # type: ignore[index]

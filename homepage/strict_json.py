@@ -1,0 +1,38 @@
+"""JSON files every parser reads: NaN and infinities written as null, numpy scalars and arrays as plain values."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from homepage.errors import HomepageError
+
+
+def write_json(path: Path, data: object, option: str, **dumps: Any) -> None:
+    """Write ``data`` as strict JSON (NaN and infinities as null, which every parser reads), or fail naming ``option``.
+
+    A metric over no requests has no value: Python's ``json`` would write a bare ``NaN``.
+    """
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(_strict(data), allow_nan=False, **dumps))
+    except OSError as e:
+        raise HomepageError(f"{option} {path}: cannot write ({e.strerror or e})") from e
+
+
+def _strict(x: object) -> object:
+    if isinstance(x, dict):
+        return {k: _strict(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_strict(v) for v in x]
+    if isinstance(x, np.ndarray):
+        return _strict(x.tolist())
+    if isinstance(x, np.integer):
+        return int(x)
+    if isinstance(x, (float, np.floating)):
+        return float(x) if math.isfinite(x) else None
+    return x
