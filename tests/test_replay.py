@@ -240,7 +240,23 @@ def test_unknown_policy_is_refused_with_the_known_names(world: dict[str, object]
     res = CliRunner().invoke(app, ["replay", str(root / "world"), "--models", str(root / "models"), "--policies", "template,nope"])
     assert res.exit_code != 0
     msg = str(res.exception or res.output)
-    assert "nope" in msg and "stage-wise" in msg
+    assert msg.startswith("--policies: unknown policy 'nope'") and "stage-wise" in msg
+    from homepage.cli.replay import parse_policies
+
+    assert parse_policies("template, template,single-list") == ["template", "single-list"]  # each page built once
+
+
+def test_replay_takes_the_page_shape_from_the_bundles_config(world: dict[str, object], tmp_path: Path) -> None:
+    """train and backtest read page.rows/cols from the config; replay defaulted to 10 x 10 whatever it said."""
+    _register()
+    root: Path = world["root"]  # type: ignore[assignment]
+    split: int = world["split"]  # type: ignore[assignment]
+    config = PipelineConfig.model_validate({"page": {"rows": 3, "cols": 4, "train_model": False}})
+    small = train_bundle(load_dataset(root / "world"), tmp_path / "models", config, until=split)
+    out = tmp_path / "r.json"
+    res = CliRunner().invoke(app, ["replay", str(root / "world"), "--models", str(small.path), "--policies", "template", "--max-requests", "20", "--json", str(out)])
+    assert res.exit_code == 0, res.output
+    assert (json.loads(out.read_text())["protocol"]["rows"], json.loads(out.read_text())["protocol"]["cols"]) == (3, 4)
 
 
 def test_a_third_party_policy_plugs_in_by_name(world: dict[str, object], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

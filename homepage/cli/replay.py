@@ -14,11 +14,14 @@ def parse_policies(text: str) -> list[str]:
     from homepage.errors import HomepageError
     from homepage.pagebuilder.policies import policy as get_policy
 
-    names = [p.strip() for p in text.split(",") if p.strip()]
+    names = list(dict.fromkeys(p.strip() for p in text.split(",") if p.strip()))  # a repeated name is one policy
     if not names:
         raise HomepageError("--policies: give at least one policy name")
     for n in names:
-        get_policy(n)
+        try:
+            get_policy(n)
+        except HomepageError as e:
+            raise HomepageError(f"--policies: {e}") from None
     return names
 
 
@@ -38,8 +41,8 @@ def replay_command(
     horizon_days: float = typer.Option(30.0, "--horizon-days", min=0.001, max=3650.0, help="Targets are plays/ratings in (t, t + horizon]."),
     requests_per_user: int = typer.Option(3, "--requests-per-user", min=1, max=1000),
     max_requests: int = typer.Option(2000, "--max-requests", min=1),
-    rows: int = typer.Option(10, "--rows", min=1, max=100),
-    cols: int = typer.Option(10, "--cols", min=1, max=100),
+    rows: int | None = typer.Option(None, "--rows", min=1, max=100, help="Page rows; default: the bundle's config (page.rows), as in train and backtest."),
+    cols: int | None = typer.Option(None, "--cols", min=1, max=100, help="Page columns; default: the bundle's config (page.cols)."),
     seed: int = typer.Option(0, "--seed", min=0),
     bootstrap: int = typer.Option(1000, "--bootstrap", min=100, help="Bootstrap resamples for the intervals."),
     workers: int = typer.Option(2, "--workers", min=1, max=64, help="Processes building pages in parallel."),
@@ -137,8 +140,8 @@ def replay_command(
         requests_per_user=requests_per_user,
         max_requests=max_requests,
         seed=seed,
-        rows=rows,
-        cols=cols,
+        rows=rows if rows is not None else bundle.config.page.rows,
+        cols=cols if cols is not None else bundle.config.page.cols,
         viewport_rows=pm.rules.viewport_rows,
         viewport_cols=pm.rules.viewport_cols,
     )
