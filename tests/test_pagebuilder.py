@@ -296,6 +296,8 @@ def test_maturity_rule_filters_titles() -> None:
         ({"rule": "pin", "ranker": "nope", "within": 2}, "(pin): unknown ranker 'nope'"),
         ({"rule": "max_rows", "ranker": "ghost", "max": 2}, "(max_rows): unknown ranker 'ghost'"),
         ({"rule": "min_titles", "n": 4, "exempt": ["top_n", "phantom"]}, "(min_titles): unknown ranker 'phantom'"),
+        ({"rule": "max_rows", "ranker": "*", "max": 0}, "(max_rows): max 0 for every ranker leaves every page empty"),
+        ({"rule": "maturity", "allowed": [], "allow_unrated": False}, "(maturity): allows no rating and no unrated title"),
     ],
 )
 def test_rules_naming_unknown_rankers_are_rejected(rule: dict, message: str) -> None:

@@ -88,6 +88,10 @@ class PageRules(BaseModel):
                 raise HomepageError(f"rules[{i}] ({r.rule}): unknown ranker {unknown[0]!r} (configured: {known})")
             if isinstance(r, PinRule) and r.within > 50:
                 raise HomepageError(f"rules[{i}] (pin): within must be <= 50")
+            if isinstance(r, MaxRowsRule) and r.ranker == "*" and r.max == 0:
+                raise HomepageError(f"rules[{i}] (max_rows): max 0 for every ranker leaves every page empty")
+            if isinstance(r, MaturityRule) and not r.allowed and not r.allow_unrated:
+                raise HomepageError(f"rules[{i}] (maturity): allows no rating and no unrated title: every page would be empty")
 
     def refusing_only(self) -> PageRules:
         """The rules that only refuse rows (no pins, no viewport-genre forcing), each ranker still held to the same minimum.
