@@ -194,6 +194,19 @@ class MergeResult:
     skipped: int = 0  # stream events ingest would drop (``outside_ingest``), left out
 
 
+
+def _published_from(store: RedisStore, dataset: Path) -> str | None:
+    """The active version when it was published from ``dataset``: its profiles may hold ``PUT``s from older code.
+
+    Another dataset's version is left alone: its profiles would add users and undo edits here.
+    """
+    active = store.active_version()
+    if active is None:
+        return None
+    source = store.meta(active).source
+    return active if source is not None and Path(source).resolve() == Path(dataset).resolve() else None
+
+
 def merge_stream_into_dataset(dataset: Path, store: RedisStore, *, accept_gap: bool = False) -> MergeResult:
     """Append the events stream's entries newer than the dataset's mark to the dataset, atomically.
 
@@ -234,7 +247,7 @@ def merge_stream_into_dataset(dataset: Path, store: RedisStore, *, accept_gap: b
     if tags_dropped:  # the titles' top tags were counted with theirs: count them again without
         titles = titles_as_of(ds.titles, tags, np.iinfo(np.int64).max)
     events = pd.concat([erased.events, got.frame], ignore_index=True) if len(got.frame) else erased.events
-    users, n_new = merge_users(erased.users, got.frame, store.profiles(), int(time.time()))
+    users, n_new = merge_users(erased.users, got.frame, store.profiles(_published_from(store, dataset)), int(time.time()))
     profiles_changed = _profile_rows(ds.users) != _profile_rows(users)
     moved = got.last_id is not None or lost > 0  # the mark moves (past an accepted gap too)
     changed = bool(moved or erased.events_dropped or erased.users_dropped or tags_dropped or n_new or profiles_changed)

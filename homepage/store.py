@@ -17,9 +17,10 @@ Keyspace (``p`` is the prefix, ``v`` a version). Hash tags put keys in slots::
     p:v:<v>:{u:<id>}:hist            string  packed HISTORY_DTYPE records, appended per event
     p:v:<v>:{u:<id>}:profile         hash    region, genres (JSON list), from the dataset
     p:v:<v>:{u:<id>}:page            hash    page cache (TTL), deleted by the user's events
-    p:{u:<id>}:profile               hash    region, genres: the profile the user set through the API;
-                                             wins over the version's, in every version (a publish, a
-                                             rollback or a worker on another version cannot lose it)
+    p:{u:<id>}:profile               hash    region, genres, api ("1"): the profile the user set through
+                                             the API; wins over the version's, in every version (a publish,
+                                             a rollback or a worker on another version cannot lose it).
+                                             Only with the api field: d7f53d1 wrote datasets' profiles here
     p:{u:<id>}:idem:<key>            string  idempotency keys (TTL), scoped to the user: the digest of
                                              the event sent with the key (``"1"``: written before digests)
     p:{u:<id>}:outbox                list    events applied here, not yet confirmed by the global slot
@@ -473,7 +474,7 @@ if #reused > 0 then
   return {-1, reused}
 end
 local profile = KEYS[7]
-if redis.call('EXISTS', KEYS[3]) == 1 then profile = KEYS[3] end
+if redis.call('HEXISTS', KEYS[3], 'api') == 1 then profile = KEYS[3] end
 local region = redis.call('HGET', profile, 'region') or ''
 local applied = 0
 for i = 3, #ARGV, 4 do
@@ -595,7 +596,7 @@ end
 # ARGV: cache field, page, TTL, then what the page was built from: history length, region, genres
 _CACHE_PAGE = """
 local profile = KEYS[3]
-if redis.call('EXISTS', KEYS[4]) == 1 then profile = KEYS[4] end
+if redis.call('HEXISTS', KEYS[4], 'api') == 1 then profile = KEYS[4] end
 if redis.call('STRLEN', KEYS[2]) ~= tonumber(ARGV[4])
   or (redis.call('HGET', profile, 'region') or '') ~= ARGV[5]
   or (redis.call('HGET', profile, 'genres') or '') ~= ARGV[6] then
@@ -610,9 +611,11 @@ return 1
 # ARGV: region: keep|set|clear, the region, genres: keep|set, genres (JSON)
 # A user's first PATCH starts from the profile they see (the version's), so a field not sent keeps it.
 _PATCH_PROFILE = """
-if redis.call('EXISTS', KEYS[1]) == 0 then
+if redis.call('HEXISTS', KEYS[1], 'api') == 0 then
+  redis.call('DEL', KEYS[1])
   local seen = redis.call('HGETALL', KEYS[2])
   if #seen > 0 then redis.call('HSET', KEYS[1], unpack(seen)) end
+  redis.call('HSET', KEYS[1], 'api', '1')
 end
 if ARGV[1] == 'set' then redis.call('HSET', KEYS[1], 'region', ARGV[2]) end
 if ARGV[1] == 'clear' then redis.call('HDEL', KEYS[1], 'region') end
@@ -797,7 +800,7 @@ class RedisStore:
         pipe.hgetall(self.keys.api_profile(user_id))
         pipe.hgetall(self.keys.profile(v, user_id))
         raw_hist, stated, published = pipe.execute()
-        return _user_state(user_id, now, catalog, raw_hist, stated or published)
+        return _user_state(user_id, now, catalog, raw_hist, stated if b"api" in stated else published)
 
     @_guarded
     def read_global_state(self, now: int, catalog: Catalog, version: str | None = None) -> GlobalState:
@@ -1357,7 +1360,7 @@ class RedisStore:
         pipe.hgetall(self.keys.api_profile(user_id))
         pipe.hgetall(self.keys.profile(version, user_id))
         cached, raw_hist, stated, published = pipe.execute()
-        profile = stated or published  # the user's own wins, as in the scripts
+        profile = stated if b"api" in stated else published  # the user's own wins, as in the scripts
         if use_cache and cached is not None:
             return cached, None, None
         return None, _user_state(user_id, now, catalog, raw_hist, profile), ReadState.of(raw_hist, profile)
@@ -1403,7 +1406,7 @@ class RedisStore:
         key = self.keys.api_profile(user_id)
         pipe = self.client.pipeline(transaction=True)
         pipe.delete(key)
-        mapping = {"genres": json.dumps([str(g) for g in genres])}
+        mapping = {"genres": json.dumps([str(g) for g in genres]), "api": "1"}
         if region is not None:
             mapping["region"] = region
         pipe.hset(key, mapping=mapping)
@@ -1427,23 +1430,33 @@ class RedisStore:
             "set" if "favourite_genres" in changes else "keep",
             json.dumps([str(g) for g in changes.get("favourite_genres") or ()]),
         ]
-        keys = [k.api_profile(user_id), k.profile(self._resolve(version), user_id), *self._page_keys(user_id, version)]
+        v = self._version_or_none(version)
+        published = k.profile(v, user_id) if v is not None else k.api_profile(user_id)  # (the script empties KEYS[1] first)
+        keys = [k.api_profile(user_id), published, *self._page_keys(user_id, version)]
         self.client.eval(_PATCH_PROFILE, len(keys), *keys, *args)
 
     def _page_keys(self, user_id: int, version: str | None) -> list[str]:
-        """The user's page-cache keys of ``version`` (a worker's) and of the active version."""
-        return [self.keys.page(v, user_id) for v in sorted({version, self.active_version()} - {None})]  # type: ignore[arg-type]
+        """The user's page-cache keys in every version (the override applies to all; a lagging worker's or a rollback's included)."""
+        versions = {v.decode() for v in self.client.smembers(self.keys.all_versions)} | ({version} if version else set())
+        return [self.keys.page(v, user_id) for v in sorted(versions)]
+
+    def _version_or_none(self, version: str | None) -> str | None:
+        try:
+            return self._resolve(version)
+        except StoreError:  # nothing published yet: only what the API set exists
+            return None
 
     @_guarded
     def get_profile(self, user_id: int, version: str | None = None) -> tuple[str | None, tuple[str, ...]] | None:
         """A user's profile as served: the one they set, else the version's; None when neither exists."""
-        pipe = self.client.pipeline(transaction=False)
-        pipe.hmget(self.keys.api_profile(user_id), "region", "genres")
-        pipe.hmget(self.keys.profile(self._resolve(version), user_id), "region", "genres")
-        for region, genres in pipe.execute():
-            if region is not None or genres is not None:
-                return _decode_profile(region, genres)
-        return None
+        region, genres, api = self.client.hmget(self.keys.api_profile(user_id), "region", "genres", "api")
+        if api is not None:
+            return _decode_profile(region, genres)
+        v = self._version_or_none(version)
+        if v is None:
+            return None
+        region, genres = self.client.hmget(self.keys.profile(v, user_id), "region", "genres")
+        return None if region is None and genres is None else _decode_profile(region, genres)
 
     @_guarded
     def served_entries(self, count: int | None = None) -> list[tuple[str, int, str]]:
@@ -1470,20 +1483,22 @@ class RedisStore:
 
     @_guarded
     def profiles(self, version: str | None = None) -> dict[int, tuple[str | None, tuple[str, ...]]]:
-        """Every user with a profile as served in a version -> (region, favourite genres): the one they set through the API, else the published one."""
-        published = self._profiles_matching(self.keys.profile_pattern(self._resolve(version)))
-        return {**published, **self._profiles_matching(self.keys.api_profile_pattern)}
+        """Every profile a user set through the API -> (region, favourite genres); with ``version``, that
+        version's published profiles too, under them (a store from code before 2026-12-07 kept ``PUT``s there)."""
+        published = self._profiles_matching(self.keys.profile_pattern(version), need_api=False) if version else {}
+        return {**published, **self._profiles_matching(self.keys.api_profile_pattern, need_api=True)}
 
-    def _profiles_matching(self, pattern: str) -> dict[int, tuple[str | None, tuple[str, ...]]]:
+    def _profiles_matching(self, pattern: str, *, need_api: bool) -> dict[int, tuple[str | None, tuple[str, ...]]]:
         keys = list(self.client.scan_iter(match=pattern, count=SCAN_COUNT))
         out: dict[int, tuple[str | None, tuple[str, ...]]] = {}
         for start in range(0, len(keys), DELETE_BATCH):
             chunk = keys[start : start + DELETE_BATCH]
             pipe = self.client.pipeline(transaction=False)
             for key in chunk:
-                pipe.hmget(key, "region", "genres")
-            for key, (region, genres) in zip(chunk, pipe.execute()):
-                out[_user_of_key(key)] = _decode_profile(region, genres)
+                pipe.hmget(key, "region", "genres", "api")
+            for key, (region, genres, api) in zip(chunk, pipe.execute()):
+                if api is not None or not need_api:
+                    out[_user_of_key(key)] = _decode_profile(region, genres)
         return out
 
     @_guarded

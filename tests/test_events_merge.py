@@ -398,3 +398,37 @@ def test_a_store_written_by_older_code_keeps_serving_its_profiles(store: RedisSt
     merge_stream_into_dataset(ds_dir, store)
     users = load_dataset(ds_dir).users.set_index("user_id")
     assert pd.isna(users.loc[777, "region"]) and list(users.loc[777, "favourite_genres"]) == ["War"]
+
+
+def test_profile_writes_reach_every_version_and_need_no_published_one(store: RedisStore, tmp_path: Path) -> None:
+    """A review of the override: pages cached under a third version kept the old profile; GET/PATCH failed before any publish;
+    a dataset profile that d7f53d1 wrote into the shared key (no api mark) must not pass for the user's own."""
+    assert store.get_profile(1) is None
+    store.patch_profile(1, {"region": "EU"})  # nothing published yet
+    assert store.get_profile(1) == ("EU", ())
+    ds_dir, catalog, t = _published(store, tmp_path)
+    v1 = store.active_version()
+    v2 = publish_dataset(store, ds_dir).meta.version
+    v3 = publish_dataset(store, ds_dir).meta.version
+    for v in (v1, v2, v3):
+        store.client.hset(store.keys.page(v, 2), "f", b"page")
+    store.set_profile(2, "ZZ", [], v2)  # a worker on v2, v3 active, v1 kept for a rollback
+    assert not any(store.client.exists(store.keys.page(v, 2)) for v in (v1, v2, v3))
+    store.client.hset(store.keys.api_profile(3), mapping={"region": "OLD", "genres": "[]"})  # as d7f53d1's publish left it
+    published = load_dataset(ds_dir).users.set_index("user_id").loc[3, "region"]
+    assert store.read_user_state(3, t, catalog).region == (None if pd.isna(published) else published)
+    assert store.get_profile(3) != ("OLD", ())
+
+
+def test_merging_another_dataset_takes_only_what_users_set(store: RedisStore, tmp_path: Path) -> None:
+    """The active version's published profiles belong to the dataset it came from: merged into another, they added users."""
+    from homepage.dataset import write_dataset
+
+    ds_dir, _, _ = _published(store, tmp_path)
+    ds = load_dataset(ds_dir)
+    few = ds.users.iloc[:3]
+    write_dataset(tmp_path / "few", source="few", events=ds.events[ds.events["user_id"].isin(few["user_id"])], titles=ds.titles, users=few, variants=ds.variants)
+    store.set_profile(int(few["user_id"].iloc[0]), "ZZ", ["Drama"])
+    r = merge_stream_into_dataset(tmp_path / "few", store)
+    users = load_dataset(tmp_path / "few").users.set_index("user_id")
+    assert r.new_users == 0 and len(users) == 3 and users.loc[int(few["user_id"].iloc[0]), "region"] == "ZZ"
