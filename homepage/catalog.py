@@ -143,7 +143,7 @@ def catalog_mismatch(ids: np.ndarray, names: object, bundle: Catalog, where: str
         f"of its {theirs.size} titles are in {where}": float(np.isin(theirs, ids).mean()) if theirs.size else 1.0,
     }
     if mine_in.any():
-        mine_names = np.asarray(list(names), dtype=object)[mine_in]  # type: ignore[call-overload]
+        mine_names = np.asarray([str(n) for n in names], dtype=object)[mine_in]  # type: ignore[attr-defined]  # as Catalog stores them
         their_names = np.asarray(bundle.names, dtype=object)[np.searchsorted(theirs, ids[mine_in])]
         shares[f"of the {int(mine_in.sum())} title ids both hold name the same title"] = float((mine_names == their_names).mean())
     for what, share in shares.items():

@@ -26,11 +26,13 @@ def write_json(path: Path, data: object, option: str, **dumps: Any) -> None:
 
 def _strict(x: object) -> object:
     if isinstance(x, dict):
-        return {k: _strict(v) for k, v in x.items()}
+        return {(k.item() if isinstance(k, np.generic) else k): _strict(v) for k, v in x.items()}
     if isinstance(x, (list, tuple)):
         return [_strict(v) for v in x]
     if isinstance(x, np.ndarray):
         return _strict(x.tolist())
+    if isinstance(x, np.bool_):
+        return bool(x)
     if isinstance(x, np.integer):
         return int(x)
     if isinstance(x, (float, np.floating)):

@@ -432,3 +432,20 @@ def test_replay_warns_when_its_figures_say_little(world: dict[str, object]) -> N
     assert any(w.startswith("template: 1 of") and "warm pages are empty" in w for w in result.warnings())
     cold = replace(requests, cold=np.ones(len(requests), bool))
     assert result.__class__(protocol, split, cold, result.runs, result.n_titles, "v").warnings()[0].startswith("no warm requests")
+
+
+def test_replay_from_served_logs_refuses_a_bundle_of_another_catalog(world: dict[str, object], tmp_path: Path) -> None:
+    """The served-logs path returned before the checks the history path makes."""
+    _register()
+    root: Path = world["root"]  # type: ignore[assignment]
+    write_world(generate_world(WorldParams(n_users=60, n_titles=180, seed=12)), tmp_path / "other")
+    other = train_bundle(load_dataset(tmp_path / "other"), tmp_path / "models", PipelineConfig(page=PageConfig(train_model=False)))
+    from homepage.servedlogs.schema import write_served_logs
+
+    ds: Dataset = world["ds"]  # type: ignore[assignment]
+    one = {"page_id": "p1", "user_id": int(ds.users["user_id"].iloc[0]), "ts": int(ds.events["ts"].max()), "policy": "random",
+           "row_index": 0, "col_index": 0, "row_id": "top_n", "ranker": "top_n", "title_id": int(ds.titles["title_id"].iloc[0]),
+           "row_propensity": 1.0, "played": 0}  # fmt: skip
+    logs = write_served_logs(pd.DataFrame([one]), tmp_path / "served.parquet")
+    res = CliRunner().invoke(app, ["replay-logs", str(root / "world"), "--models", str(other.path), "--served-logs", str(logs)])
+    assert res.exit_code != 0 and "--models: bundle" in str(res.exception) and "another catalog" in str(res.exception), str(res.exception)

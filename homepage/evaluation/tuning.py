@@ -117,7 +117,8 @@ def tune_personalized(
     base: Mapping[str, Any] | None = None,
     qs: Sequence[float] = VALIDATION_QS,
     progress: Progress | None = None,
+    half_life: float = DEFAULT_HALF_LIFE,
 ) -> list[tuple[dict[str, Any], float, float]]:
     """(config overrides, mean validation NDCG@20, mean validation Recall@20), best first."""
-    found = search_personalized(log, catalog, until, fit_grid, score_grid, base=base, qs=qs, progress=progress)
+    found = search_personalized(log, catalog, until, fit_grid, score_grid, base=base, qs=qs, progress=progress, half_life=half_life)
     return [(s.params, s.mean_ndcg, s.mean_recall) for s in found]
