@@ -255,7 +255,8 @@ class PageService:
         hour = (now // 3600) % 24
         ctx = RequestContext(user.user_id, now, params.rows, params.cols, params.device, hour, params.region)
         page = build_page(user, cur.world, cur.models, ctx, policy=cur.policy, explain=params.explain, nonce=nonce)
-        if params.region is not None and (note := region_note(cur.world, params.region)):
+        region = params.region if params.region is not None else user.region  # the request's, else the profile's
+        if region is not None and (note := region_note(cur.world, region)):
             page = dataclasses.replace(page, notes=(*page.notes, note))  # in the body, so cached pages carry it
         page = _with_time(page, now)
         request = {"rows": params.rows, "cols": params.cols, "device": params.device, "region": params.region, "hour": hour, "now": now}

@@ -63,6 +63,14 @@ def test_an_unknown_region_is_served_with_a_note_saying_so(http: httpx.Client, r
     assert any(row["reason"]["region"] == region for row in known["rows"])
 
 
+def test_a_profile_region_without_data_gets_the_note_too(http: httpx.Client, region: str) -> None:
+    """The note was made for the request's region only; a stated region the world has no data for said nothing."""
+    assert http.put("/users/4242", json={"region": "MARS", "favourite_genres": []}, headers=KEY).status_code == 200
+    page = http.get("/homepage/4242").json()
+    assert "region 'MARS': no regional data here, so no regional rows" in page["notes"]
+    assert not any("region" in n for n in http.get("/homepage/4242", params={"region": region}).json()["notes"])
+
+
 # ------------------------------------------------------------------ echoed input is bounded
 def test_the_viewers_422_does_not_echo_a_long_policy_back(http: httpx.Client) -> None:
     r = http.get("/viewer/page/1", params={"policy": "p" * 12_000})

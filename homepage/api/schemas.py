@@ -211,9 +211,13 @@ class ProfileIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    region: str | None = Field(default=None, pattern=REGION_PATTERN, description="regional rows and the fallback page")
+    region: str | None = Field(
+        default=None, pattern=REGION_PATTERN, description="regional rows (a degraded page takes only the request's region parameter)"
+    )
     favourite_genres: list[Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9 '&()_./-]+$")]] = Field(
-        default_factory=list, max_length=20, description="catalog genre names; shape the artwork chosen for the user (repeats dropped)"
+        default_factory=list,
+        max_length=20,
+        description="catalog genre names, at most 20 entries as sent (repeats are then dropped); a new user's genre rows, and the artwork chosen for the user",
     )
 
     @field_validator("favourite_genres")
