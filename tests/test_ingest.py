@@ -613,3 +613,15 @@ def test_a_damaged_or_older_dataset_can_still_be_replaced(tmp_path) -> None:
     manifest.write_text("{oops")
     ingest_movielens(src, tmp_path / "ds")
     assert len(load_dataset(tmp_path / "ds").events) == 7
+
+
+def test_one_latin1_line_in_a_utf8_file_leaves_the_other_lines_alone(tmp_path) -> None:
+    """The whole file was decoded as latin-1: every UTF-8 accented title became mojibake ('MisÃ©rables')."""
+    src = copy_layout("ml-1m-like", tmp_path)
+    lines = (src / "movies.dat").read_bytes().decode("latin-1").split("\n")
+    utf8 = [ln.encode("utf-8") for ln in lines]
+    utf8[0] = lines[0].replace("Toy Story", "Toy Störy").encode("latin-1")  # one edited line in latin-1
+    (src / "movies.dat").write_bytes(b"\n".join(utf8))
+    ingest_movielens(src, tmp_path / "ds")
+    names = load_dataset(tmp_path / "ds").titles.set_index("title_id")["name"]
+    assert names.loc[2] == "Misérables, Les" and names.loc[1] == "Toy Störy"

@@ -30,12 +30,23 @@ class TextFormat:
 
 
 def decode_text(path: Path) -> str:
-    """File text: UTF-8 when it decodes, else latin-1 (ml-1m, ml-10m, ml-100k)."""
+    """File text: UTF-8 when it decodes, else line by line UTF-8 or latin-1 (ml-1m, ml-10m, ml-100k are latin-1).
+
+    Line by line, so one latin-1 line in a UTF-8 file (an edited release) leaves the others
+    intact instead of turning every accented title of the file into mojibake.
+    """
     raw = path.read_bytes()
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError:
-        return raw.decode("latin-1")
+        return "\n".join(_decode_line(line) for line in raw.split(b"\n"))
+
+
+def _decode_line(line: bytes) -> str:
+    try:
+        return line.decode("utf-8")
+    except UnicodeDecodeError:
+        return line.decode("latin-1")
 
 
 _LINE_END = re.compile(r"\r\n|\r|\n")
