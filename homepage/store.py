@@ -1065,6 +1065,7 @@ class RedisStore:
         pipe.hset(k.meta(version), mapping=meta.to_redis())
         pipe.execute()
 
+        erased_before = self.erasures()  # a DELETE /users during the writes below is undone before the flip
         profiles = _profiles(users)
         user_ids = np.union1d(log.user_ids, np.fromiter(profiles.keys(), np.int64, len(profiles)))
         total = int(user_ids.size)
@@ -1095,6 +1096,7 @@ class RedisStore:
             for rel, data in _bundle_files(Path(bundle_dir)):
                 pipe.hset(k.bundle(version), rel, data)
                 pipe.execute()
+        self._erase_written_since(version, erased_before, user_ids)
 
         flip = self.client.pipeline(transaction=True)
         flip.hset(k.meta(version), "state", "complete")
@@ -1104,6 +1106,24 @@ class RedisStore:
         flip.execute()
         self._active = (version, time.monotonic())
         return self.meta(version)
+
+    def _erase_written_since(self, version: str, erased_before: Mapping[int, str], written: np.ndarray) -> None:
+        """Delete what this publish wrote of users erased since it started.
+
+        ``delete_user`` erases every version, this one included, but a batch written after it
+        would bring the user back; from here on the writes are done, so a later erasure holds.
+        """
+        k = self.keys
+        since = [u for u, at in self.erasures().items() if erased_before.get(u) != at]
+        gone = [u for u in since if np.any(written == u)]
+        if not gone:
+            return
+        pipe = self.client.pipeline(transaction=False)
+        for u in gone:
+            for key in (k.hist(version, u), k.profile(version, u), k.page(version, u)):
+                pipe.delete(key)  # one key a command: a cluster pipeline refuses multi-key DEL
+            pipe.srem(k.users(version), str(u))
+        pipe.execute()
 
     def _write_world(self, pipe: Any, v: str, log: Any, catalog: Catalog, world: GlobalState) -> None:
         k = self.keys

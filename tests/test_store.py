@@ -382,3 +382,26 @@ def test_appends_in_any_order_read_like_the_event_log(
         assert_user_equal(store.read_user_state(u, now, world.catalog), log2.user_state(u, now))
     if dt >= 5 * 86_400:  # the counters hold every event; the log's state as of now does too
         assert_global_equal(store.read_global_state(now, world.catalog), log2.global_state(now, HALF_LIFE))
+
+
+def test_a_user_erased_while_a_publish_writes_stays_erased_in_the_new_version(store: RedisStore, world: World) -> None:
+    """The publish read the erasures before writing its batches: a later batch brought an erased user back."""
+    from redis_fixtures import make_store
+
+    small_batches = make_store(store.client, store.settings.model_copy(update={"publish_batch_users": 2}))
+    world.publish(small_batches, "v1")
+    last = int(world.log.user_ids[-1])  # written in the last batch
+    assert small_batches.client.exists(small_batches.keys.hist("v1", last))
+    erased: list[int] = []
+
+    def erase_after_first_batch(done: int, total: int) -> None:
+        if not erased:
+            erased.append(small_batches.delete_user(last))
+
+    small_batches.publish(
+        "v2", world.log, world.catalog, world.ds.users, world.log.global_state(world.t, HALF_LIFE), progress=erase_after_first_batch
+    )
+    assert erased and small_batches.active_version() == "v2"
+    assert small_batches.read_user_state(last, world.t, world.catalog).is_cold
+    assert not any(small_batches.client.exists(key) for key in (small_batches.keys.hist("v2", last), small_batches.keys.profile("v2", last)))
+    assert str(last).encode() not in small_batches.client.smembers(small_batches.keys.users("v2"))
