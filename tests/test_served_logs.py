@@ -215,3 +215,35 @@ def test_commands_end_to_end(world: tuple, tmp_path: Path) -> None:
     res = runner.invoke(app, ["simulate-logs", str(world_dir), "--models", str(bundle.path), "--out", str(tmp_path)])
     assert res.exit_code != 0 and "--out" in str(res.exception)
     assert not list(tmp_path.parent.glob(".*.tmp"))
+
+
+def test_served_logs_that_would_be_read_wrongly_are_refused(logs: pd.DataFrame, world: tuple, tmp_path: Path) -> None:
+    """From a review: a Parquet timestamp read as microseconds (pages rebuilt with later history), nulls cast to INT64_MIN,
+    1-based slots (an all-zero table), an empty file (a NaN traceback), an examination with Infinity."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    world_dir, bundle, *_ = world
+    _register()
+    runner = CliRunner()
+    as_time = pa.Table.from_pandas(logs.assign(ts=pd.to_datetime(logs["ts"], unit="s")), preserve_index=False)
+    pq.write_table(as_time, tmp_path / "ts.parquet")
+    with pytest.raises(HomepageError, match="ts is datetime64.*not integer Unix seconds"):
+        read_served_logs(tmp_path / "ts.parquet")
+    bad_cases = {
+        "null": (logs.assign(row_index=logs["row_index"].astype("float64").where(logs.index != 5)), r"row 5: row_index is null"),
+        "one-based": (logs.assign(row_index=logs["row_index"] + 1), r"row_index starts at 1: slots are numbered from 0"),
+        "empty": (logs.iloc[:0], r"no impressions"),
+    }
+    for name, (frame, message) in bad_cases.items():
+        pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), tmp_path / f"{name}.parquet")
+        with pytest.raises(HomepageError, match=message):
+            read_served_logs(tmp_path / f"{name}.parquet")
+    late = write_served_logs(logs.assign(ts=logs["ts"] + 400 * 86_400), tmp_path / "late.parquet")
+    res = runner.invoke(app, ["replay-logs", str(world_dir), "--models", str(bundle.path), "--served-logs", str(late)])
+    assert res.exit_code != 0 and "more than a day after the dataset's last event" in str(res.exception), res.output
+    exam = tmp_path / "exam.json"
+    exam.write_text(json.dumps({"theta": [[1.0, float("inf")] * 10] * 10}))
+    served = write_served_logs(logs, tmp_path / "served.parquet")
+    res = runner.invoke(app, ["replay-logs", str(world_dir), "--models", str(bundle.path), "--served-logs", str(served), "--examination", str(exam)])
+    assert res.exit_code != 0 and "theta must be finite" in str(res.exception), res.output

@@ -8,9 +8,11 @@ from pathlib import Path
 from typing import Any
 
 import typer
+from rich.markup import escape
 
-from homepage.cli import app
+from homepage.cli import app, err
 from homepage.cli.outputs import check_output_file, table_console
+from homepage.errors import HomepageError
 from homepage.strict_json import write_json
 
 
@@ -46,14 +48,27 @@ def _load(dataset: Path, models: Path) -> tuple[Any, Any, Any]:
     return bundle, PageModels.from_bundle(bundle), log
 
 
-def _check_window(bundle: Any, logs: Any, served_logs: Path) -> None:
+SERVED_AFTER_DATA_SLACK = 86_400  # seconds a served page may come after the dataset's last event
+
+
+def _check_window(bundle: Any, logs: Any, served_logs: Path, log: Any) -> None:
+    """The pages must come after the bundle's training window and within the dataset's time.
+
+    A page served after the dataset's last event would be rebuilt without the events between
+    (or, with times in the wrong unit, with the user's whole later history).
+    """
     from homepage.errors import HomepageError
 
-    first = int(logs["ts"].min())
+    first, last = int(logs["ts"].min()), int(logs["ts"].max())
     if bundle.until > first:
         raise HomepageError(
             f"--models: bundle {bundle.version} was trained on events up to {bundle.until}, after the first served page "
             f"of {served_logs} ({first}); retrain with `homepage train --until` at or before it"
+        )
+    if log.last_ts is not None and last > log.last_ts + SERVED_AFTER_DATA_SLACK:
+        raise HomepageError(
+            f"--served-logs {served_logs}: its last page was served at {last}, more than a day after the dataset's last event "
+            f"({log.last_ts}): merge the events first (`homepage logs merge-events`), or check that ts is in Unix seconds"
         )
 
 
@@ -94,8 +109,8 @@ def _theta(examination_json: Path | None, logs: Any) -> Any:
         raise HomepageError(f"{examination_json}: cannot read it: {e.strerror}") from e
     except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
         raise HomepageError(f"{examination_json}: not an examination estimate (theta: a rows x cols list): {e}") from e
-    if theta.ndim != 2 or theta.shape[0] < R or theta.shape[1] < C or not (theta > 0).all():
-        raise HomepageError(f"{examination_json}: theta must be positive and at least {R} x {C} (the served pages' size)")
+    if theta.ndim != 2 or theta.shape[0] < R or theta.shape[1] < C or not (np.isfinite(theta) & (theta > 0)).all():
+        raise HomepageError(f"{examination_json}: theta must be finite, positive and at least {R} x {C} (the served pages' size)")
     return theta
 
 
@@ -185,15 +200,22 @@ def train_from_logs(
     logs = read_served_logs(served_logs)
     bundle, pm, log = _load(dataset, models)
     _check_same_data(logs, bundle, served_logs)
-    _check_window(bundle, logs, served_logs)
+    _check_window(bundle, logs, served_logs, log)
     theta = _theta(examination_json, logs) if correction else None
     n_layouts = int(logs.groupby(["user_id", "ts", "policy"]).ngroups)
     bar, task = _progress("stage data", n_layouts)
     with bar:
         model, report = train_from_served_logs(logs, log, pm, theta, bundle.config.half_life_seconds, rounds, floor, progress=lambda n: bar.advance(task, n))
+    if report.truncated_layouts >= report.layouts:
+        raise HomepageError(
+            f"--served-logs {served_logs}: none of its {report.layouts} layouts could be replayed whole (a served row was not among "
+            f"bundle {bundle.version}'s candidates for that user and time, or its rules refused it): served with another bundle, or to other users?"
+        )
     model.manifest["served_logs"] = str(served_logs)
     model.save(out)
     typer.echo(f"{out}: page model from {report.layouts} layouts, {report.groups} stage groups, correction={'on' if correction else 'off'}")
+    if report.truncated_layouts:
+        err.print(escape(f"warning: {report.truncated_layouts} of {report.layouts} layouts were replayed only up to a row the bundle no longer proposes"), style="yellow", highlight=False)
 
 
 def _check_model_out(out: Path) -> None:
@@ -233,7 +255,7 @@ def replay_logs(
     logs = read_served_logs(served_logs)
     bundle, pm, log = _load(dataset, models)
     _check_same_data(logs, bundle, served_logs)
-    _check_window(bundle, logs, served_logs)
+    _check_window(bundle, logs, served_logs, log)
     entries = []
     for name in parse_policies(policies) if policies.strip() else []:
         if get_policy(name).needs_model and pm.page_model is None:

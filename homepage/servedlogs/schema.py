@@ -61,6 +61,9 @@ def to_table(frame: pd.DataFrame) -> pa.Table:
     missing = [c for c in _REQUIRED if c not in frame.columns]
     if missing:
         raise HomepageError(f"served log: missing column(s) {', '.join(missing)}")
+    if "ts" in frame.columns and not pd.api.types.is_integer_dtype(frame["ts"].dtype):
+        # a Parquet timestamp would be read as microseconds since 1970: pages far in the future, rebuilt with later history
+        raise HomepageError(f"served log: ts is {frame['ts'].dtype}, not integer Unix seconds")
     cols = {}
     for f in SERVED_LOG_SCHEMA:
         if f.name in frame.columns:
@@ -111,6 +114,15 @@ def read_served_logs(path: Path) -> pd.DataFrame:
 
 def validate(frame: pd.DataFrame, where: str) -> None:
     """Reject impossible values, naming the first offending row (0-based) and field."""
+    if not len(frame):
+        raise HomepageError(f"{where}: no impressions")
+    for name in _REQUIRED:
+        nulls = frame[name].isna().to_numpy()
+        if nulls.any():
+            raise HomepageError(f"{where}: row {int(np.flatnonzero(nulls)[0])}: {name} is null")
+    for name in ("row_index", "col_index"):
+        if int(frame[name].min()) != 0:
+            raise HomepageError(f"{where}: {name} starts at {int(frame[name].min())}: slots are numbered from 0")
     checks = (
         ("row_index", frame["row_index"].to_numpy() < 0),
         ("col_index", frame["col_index"].to_numpy() < 0),
