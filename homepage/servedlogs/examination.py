@@ -38,6 +38,10 @@ class ExaminationEstimate:
         return np.maximum(self.theta, floor)
 
 
+MIN_RANDOM_PAGES = 20
+MIN_RANDOM_PLAYS = 30
+
+
 def estimate_examination(
     logs: pd.DataFrame,
     rows: int | None = None,
@@ -85,6 +89,14 @@ def estimate_examination(
     total = clk.sum()
     if total <= 0:
         raise HomepageError("served log: the randomised pages have no plays; examination cannot be estimated")
+    pages = int(rand["page_id"].nunique())
+    if pages < MIN_RANDOM_PAGES or total < MIN_RANDOM_PLAYS or imp[0, 0] == 0:
+        # one randomised page gave a slot 1,178x the top-left one, used as a correction without a word
+        raise HomepageError(
+            f"served log: {pages} randomised pages with {int(total)} plays ({int(imp[0, 0])} impressions in the top-left slot) "
+            f"are too few to estimate examination (at least {MIN_RANDOM_PAGES} pages, {MIN_RANDOM_PLAYS} plays and a shown "
+            "top-left slot); estimate it from a larger log (`homepage examination --json`, then --examination), or train with --no-correction"
+        )
     base = total / imp.sum()
     if method == "full":
         ctr = (clk + prior * base) / (imp + prior)
