@@ -41,6 +41,9 @@ def _rows(logs: LoggedFeedback, context_row: np.ndarray | None) -> np.ndarray:
     return np.arange(len(logs)) if context_row is None else np.asarray(context_row, np.int64)
 
 
+MIN_TRAINING_PROPENSITY = 1e-3  # clipped importance weights (at most 1,000): the logging policy's epsilon keeps them above it
+
+
 def fit_weights(
     logs: LoggedFeedback,
     contexts: np.ndarray,
@@ -58,7 +61,7 @@ def fit_weights(
     if len(logs) == 0:
         raise HomepageError("logs: no rows to train on")
     rows = _rows(logs, context_row)
-    w = 1.0 / logs.propensity
+    w = 1.0 / np.maximum(logs.propensity, MIN_TRAINING_PROPENSITY)  # one propensity of 1e-9 took the whole fit over
     w = w / w.mean()
     d = n_features(table.n_genres, len(table.tones))
     n = len(logs)

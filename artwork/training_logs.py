@@ -28,6 +28,7 @@ import pyarrow.parquet as pq
 
 from artwork.context import UserContextBuilder
 from artwork.feedback import LoggedFeedback
+from artwork.training import MIN_TRAINING_PROPENSITY
 from homepage.catalog import Catalog
 from homepage.errors import HomepageError
 from homepage.eventlog import EventLog
@@ -57,6 +58,7 @@ class TrainingLogs:
             "titles": int(np.unique(lg.title_idx).size) if lg.title_idx is not None else 0,
             "play_rate": float(lg.reward.mean()) if len(lg) else 0.0,
             "min_propensity": float(lg.propensity.min()) if len(lg) else 0.0,
+            "propensities_clipped": int((lg.propensity < MIN_TRAINING_PROPENSITY).sum()),  # weighted as 1 / MIN_TRAINING_PROPENSITY
         }
 
 

@@ -262,3 +262,23 @@ def test_train_command_takes_artwork_logs(world: Path, trained: Path, tmp_path: 
     bad = CliRunner().invoke(app, ["train", str(world), "--out", str(tmp_path / "m2"), "--config", str(cfg),
                                    "--artwork-logs", str(tmp_path / "missing.parquet")])
     assert bad.exit_code != 0 and "artwork logs file not found" in str(bad.exception)
+
+
+def test_one_tiny_propensity_cannot_take_the_fit_over(world: Path, tmp_path: Path) -> None:
+    """Importance weights are clipped: one played impression logged at 1e-9 carried 1e9 / n of the weight (a review)."""
+    import dataclasses
+
+    from artwork.selector import ArtworkSelector
+
+    frame, catalog = _served_frame(world, n=2000)
+    ds = load_dataset(world)
+    data = read_training_logs(write_served_logs(frame, tmp_path / "s.parquet"), catalog, EventLog.from_frame(ds.events, catalog, ds.users), WEEK)
+    played = int(np.flatnonzero(data.logs.reward > 0)[0])
+    tiny = data.logs.propensity.copy()
+    tiny[played] = 1e-9
+    fitted = []
+    for logs in (data.logs, dataclasses.replace(data.logs, propensity=tiny)):
+        sel = ArtworkSelector(epsilon=0.05).fit(logs, data.contexts, catalog, data.context_row)
+        fitted.append(np.concatenate([sel.theta_.ravel(), sel._bias_values.ravel()]))
+    assert np.corrcoef(fitted[0], fitted[1])[0, 1] > 0.9
+    assert dataclasses.replace(data, logs=dataclasses.replace(data.logs, propensity=tiny)).summary()["propensities_clipped"] == 1
