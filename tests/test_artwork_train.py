@@ -282,3 +282,13 @@ def test_one_tiny_propensity_cannot_take_the_fit_over(world: Path, tmp_path: Pat
         fitted.append(np.concatenate([sel.theta_.ravel(), sel._bias_values.ravel()]))
     assert np.corrcoef(fitted[0], fitted[1])[0, 1] > 0.9
     assert dataclasses.replace(data, logs=dataclasses.replace(data.logs, propensity=tiny)).summary()["propensities_clipped"] == 1
+
+
+def test_artwork_train_refuses_an_out_that_is_a_file_or_another_directory_before_training(world: Path, trained: Path, tmp_path: Path) -> None:
+    _register()
+    a_file = tmp_path / "a-file"
+    a_file.write_text("keep me")
+    for out in (a_file, world):
+        res = CliRunner().invoke(app, ["artwork", "train", str(trained / "logs.parquet"), "--dataset", str(world), "--out", str(out)])
+        assert res.exit_code != 0 and "is not an artwork selector directory" in str(res.exception), res.output
+    assert a_file.read_text() == "keep me" and not (world / "training.json").exists()

@@ -256,3 +256,15 @@ def test_examination_needs_enough_randomised_evidence(logs: pd.DataFrame) -> Non
     with pytest.raises(HomepageError, match=r"1 randomised pages with \d+ plays .* too few to estimate examination"):
         estimate_examination(one)
     assert estimate_examination(logs).pages == random_pages.size
+
+
+def test_page_model_names_and_paths_are_checked_before_the_replay(logs: pd.DataFrame, world: tuple, tmp_path: Path) -> None:
+    """A NAME that repeated a policy crashed in the report after the whole replay; a bundle given as DIR blamed the features."""
+    world_dir, bundle, *_ = world
+    _register()
+    served = write_served_logs(logs, tmp_path / "served.parquet")
+    base = ["replay-logs", str(world_dir), "--models", str(bundle.path), "--served-logs", str(served), "--policies", "template"]
+    for spec, words in ((f"template={bundle.path}", "already a policy"), (f"logged={bundle.path}", "already a policy"),
+                        (f"pm={bundle.path}", "is a model bundle or dataset"), (f"pm={served}", "is a file")):  # fmt: skip
+        res = CliRunner().invoke(app, [*base, "--page-model", spec])
+        assert res.exit_code != 0 and words in str(res.exception), (spec, res.exception)

@@ -11,6 +11,7 @@ from rich.table import Table
 
 from homepage.cli import app
 from homepage.cli.outputs import table_console
+from homepage.errors import HomepageError
 
 artwork_app = typer.Typer(help="Artwork personalisation: simulate logs, train the selector, evaluate policies off-line.", no_args_is_help=True)
 app.add_typer(artwork_app, name="artwork")
@@ -86,6 +87,8 @@ def train(
     from homepage.dataset import load_dataset
     from homepage.eventlog import EventLog
 
+    if Path(out).exists() and (not Path(out).is_dir() or (any(Path(out).iterdir()) and not (Path(out) / "training.json").is_file())):
+        raise HomepageError(f"--out {out}: exists and is not an artwork selector directory; refusing to write into it")
     ds = load_dataset(dataset, columns=["user_id", "title_id", "kind", "ts", "progress", "stars"])
     catalog = Catalog.from_frames(ds.titles, ds.variants)
     period = max(int(stable_days * 86_400), 1)

@@ -267,6 +267,11 @@ def replay_logs(
         name, sep, path = spec.partition("=")
         if not sep or not name or not path:
             raise HomepageError(f"--page-model: {spec!r} is not NAME=DIR")
+        if name == "logged" or name in {e.name for e in entries}:  # the report's columns are keyed by name
+            raise HomepageError(f"--page-model: {name!r} is already a policy of this replay (or 'logged'); give it another NAME")
+        if not (Path(path) / "model.txt").is_file():
+            what = "a file" if Path(path).is_file() else ("a model bundle or dataset" if (Path(path) / "manifest.json").is_file() else "not a page model directory")
+            raise HomepageError(f"--page-model {spec}: {path} is {what}; give a page model from `homepage train-from-logs --out`")
         model = PageModel.load(Path(path))
         entries.append(ReplayPolicy(name, PageModels(pm.version, pm.config_hash, pm.catalog, pm.rankers, page_model=model, artwork=pm.artwork, rules=pm.rules), "stage-wise"))
     if not entries:
