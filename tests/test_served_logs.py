@@ -268,3 +268,16 @@ def test_page_model_names_and_paths_are_checked_before_the_replay(logs: pd.DataF
                         (f"pm={bundle.path}", "is a model bundle or dataset"), (f"pm={served}", "is a file")):  # fmt: skip
         res = CliRunner().invoke(app, [*base, "--page-model", spec])
         assert res.exit_code != 0 and words in str(res.exception), (spec, res.exception)
+
+
+def test_served_replay_intervals_resample_users() -> None:
+    """Two layouts of one user move together in a resample: one user's layouts alone give a zero-width interval."""
+    from homepage.servedlogs.replay import ServedReplay
+
+    values = {"p": {"hits": [0.0, 1.0, 0.0, 1.0]}}
+    by_layout = ServedReplay(np.ones(4, np.int64), values, None).to_json()["policies"]["p"]["hits"]["ci"]
+    users_alike = ServedReplay(np.ones(4, np.int64), values, np.array([1, 1, 2, 2])).to_json()  # each user: 0 and 1
+    users_apart = ServedReplay(np.ones(4, np.int64), values, np.array([1, 2, 1, 2])).to_json()  # one user 0, 0; the other 1, 1
+    assert 0.0 < by_layout[1] - by_layout[0] < 1.0
+    assert users_alike["policies"]["p"]["hits"]["ci"] == [0.5, 0.5] and users_alike["users"] == 2
+    assert users_apart["policies"]["p"]["hits"]["ci"] == [0.0, 1.0]

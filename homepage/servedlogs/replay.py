@@ -34,6 +34,7 @@ import pandas as pd
 from homepage.domain import RequestContext
 from homepage.eventlog import EventLog
 from homepage.page import PageModels, build_page, prepare_request
+from homepage.replay.metrics import resample_weights
 from homepage.replay.run import WorldCache
 from homepage.servedlogs.layouts import layouts
 
@@ -52,25 +53,31 @@ class ReplayPolicy:
 
 @dataclass(eq=False)
 class ServedReplay:
-    """Per served layout and policy, the measures; ``visits`` weights the layouts."""
+    """Per served layout and policy, the measures; ``visits`` weights the layouts; ``users`` is each layout's user."""
 
     visits: np.ndarray
     values: dict[str, dict[str, list[float]]] = field(default_factory=dict)
+    users: np.ndarray | None = None
 
     def to_json(self, n_boot: int = 1000, seed: int = 0) -> dict[str, object]:
-        """Visit-weighted means with 95% bootstrap intervals over layouts."""
+        """Visit-weighted means with 95% bootstrap intervals resampling users (all their layouts together).
+
+        A user's layouts share their taste and plays: resampled one by one, the intervals were
+        about 1.4x too narrow (as replay's were before it resampled users).
+        """
         w = np.asarray(self.visits, dtype=np.float64)
-        rng = np.random.default_rng(seed)
-        idx = rng.integers(0, w.size, size=(n_boot, w.size))
+        counts = resample_weights(w.size, n_boot, seed, groups=self.users)  # (n_boot, layouts)
+        bw = counts * w[None, :]
         out: dict[str, object] = {}
         for name, measures in self.values.items():
             res = {}
             for m, vals in measures.items():
                 v = np.asarray(vals, dtype=np.float64)
-                boot = (v[idx] * w[idx]).sum(1) / w[idx].sum(1)
+                boot = (bw * v[None, :]).sum(1) / np.maximum(bw.sum(1), 1e-12)
                 res[m] = {"mean": float((v * w).sum() / w.sum()), "ci": [float(np.quantile(boot, 0.025)), float(np.quantile(boot, 0.975))]}
             out[name] = res
-        return {"layouts": int(w.size), "visits": int(w.sum()), "policies": out}
+        users = int(np.unique(self.users).size) if self.users is not None else None
+        return {"layouts": int(w.size), "visits": int(w.sum()), "users": users, "interval": "95% percentile bootstrap over users", "policies": out}
 
 
 def score_against_log(new_grid: np.ndarray, served_grid: np.ndarray, plays_per_visit: np.ndarray, theta: np.ndarray, floor: float) -> dict[str, float]:
@@ -107,11 +114,13 @@ def replay_served_logs(
     worlds = WorldCache(log, half_life, 3600)
     values: dict[str, dict[str, list[float]]] = {n: {m: [] for m in MEASURES} for n in [LOGGED, *(p.name for p in policies)]}
     visits: list[int] = []
+    users: list[int] = []
     rebuilt: dict[tuple[int, int, int, int], list[np.ndarray]] = {}
     for lay in layouts(logs, base.catalog):
         R, C = lay.grid.shape
         per_visit = lay.plays / lay.visits
         visits.append(lay.visits)
+        users.append(lay.user_id)
         for m, v in score_against_log(lay.grid, lay.grid, per_visit, theta, floor).items():
             values[LOGGED][m].append(v)
         key = (lay.user_id, lay.ts, R, C)
@@ -123,7 +132,7 @@ def replay_served_logs(
                 values[p.name][m].append(v)
         if progress is not None:
             progress(1)
-    return ServedReplay(np.array(visits, dtype=np.int64), values)
+    return ServedReplay(np.array(visits, dtype=np.int64), values, np.array(users, dtype=np.int64))
 
 
 def _rebuild(log: EventLog, worlds: WorldCache, base: PageModels, policies: list[ReplayPolicy], uid: int, ts: int, R: int, C: int) -> list[np.ndarray]:
