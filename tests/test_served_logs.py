@@ -274,10 +274,11 @@ def test_served_replay_intervals_resample_users() -> None:
     """Two layouts of one user move together in a resample: one user's layouts alone give a zero-width interval."""
     from homepage.servedlogs.replay import ServedReplay
 
-    values = {"p": {"hits": [0.0, 1.0, 0.0, 1.0]}}
-    by_layout = ServedReplay(np.ones(4, np.int64), values, None).to_json()["policies"]["p"]["hits"]["ci"]
-    users_alike = ServedReplay(np.ones(4, np.int64), values, np.array([1, 1, 2, 2])).to_json()  # each user: 0 and 1
-    users_apart = ServedReplay(np.ones(4, np.int64), values, np.array([1, 2, 1, 2])).to_json()  # one user 0, 0; the other 1, 1
+    values = {"p": {"hits": [0.0, 1.0] * 20}}
+    ones = np.ones(40, np.int64)
+    by_layout = ServedReplay(ones, values, None).to_json()["policies"]["p"]["hits"]["ci"]
+    users_alike = ServedReplay(ones, values, np.repeat(np.arange(20), 2)).to_json()  # each user: a 0 and a 1
+    users_apart = ServedReplay(ones, values, np.tile([1, 2], 20)).to_json()  # one user all 0, the other all 1
     assert 0.0 < by_layout[1] - by_layout[0] < 1.0
     assert users_alike["policies"]["p"]["hits"]["ci"] == [0.5, 0.5] and users_alike["users"] == 2
     assert users_apart["policies"]["p"]["hits"]["ci"] == [0.0, 1.0]
