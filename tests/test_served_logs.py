@@ -280,5 +280,5 @@ def test_served_replay_intervals_resample_users() -> None:
     users_alike = ServedReplay(ones, values, np.repeat(np.arange(20), 2)).to_json()  # each user: a 0 and a 1
     users_apart = ServedReplay(ones, values, np.tile([1, 2], 20)).to_json()  # one user all 0, the other all 1
     assert 0.0 < by_layout[1] - by_layout[0] < 1.0
-    assert users_alike["policies"]["p"]["hits"]["ci"] == [0.5, 0.5] and users_alike["users"] == 2
+    assert users_alike["policies"]["p"]["hits"]["ci"] == [0.5, 0.5] and users_alike["users"] == 20
     assert users_apart["policies"]["p"]["hits"]["ci"] == [0.0, 1.0]
