@@ -171,7 +171,7 @@ def test_commands_end_to_end(world: tuple, tmp_path: Path) -> None:
     frame = read_served_logs(logs)
     write_served_logs(frame[frame["policy"] != "random"], served_only)
     res = runner.invoke(app, ["replay-logs", str(world_dir), "--models", str(bundle.path), "--served-logs", str(served_only), "--policies", "row-ranking"])
-    assert res.exit_code != 0 and "randomised" in str(res.exception)
+    assert res.exit_code != 0 and "randomised" in str(res.exception) and f"--served-logs {served_only}" in str(res.exception)
     res = runner.invoke(app, ["replay-logs", str(world_dir), "--models", str(bundle.path), "--served-logs", str(logs), "--examination", str(ex),
                               "--policies", "row-ranking", "--page-model", f"served={pm_dir}", "--json", str(out)])
     assert res.exit_code == 0, res.output

@@ -28,6 +28,8 @@ def check_output_file(path: Path | None, option: str) -> None:
     if not above.is_dir():
         raise HomepageError(f"{option} {path}: {above} is not a directory")
     _check_writable(above, path, option)
+    if path.exists() and not os.access(path, os.W_OK):
+        raise HomepageError(f"{option} {path}: exists and cannot be written")
 
 
 def _check_writable(directory: Path, path: Path, option: str) -> None:

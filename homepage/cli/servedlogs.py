@@ -90,7 +90,7 @@ def _check_same_data(logs: Any, bundle: Any, served_logs: Path) -> None:
         )
 
 
-def _theta(examination_json: Path | None, logs: Any) -> Any:
+def _theta(examination_json: Path | None, logs: Any, served_logs: Path) -> Any:
     """Relative examination: from ``homepage examination --json`` output, else from the logs' randomised pages."""
     import numpy as np
 
@@ -100,7 +100,7 @@ def _theta(examination_json: Path | None, logs: Any) -> Any:
     R = int(logs["row_index"].max()) + 1
     C = int(logs["col_index"].max()) + 1
     if examination_json is None:
-        return estimate_examination(logs, R, C).theta
+        return estimate_examination(logs, R, C, where=f"--served-logs {served_logs}").theta
     try:
         theta = np.asarray(json.loads(Path(examination_json).read_text())["theta"], dtype=np.float64)
     except FileNotFoundError as e:
@@ -169,7 +169,7 @@ def examination(
     from homepage.servedlogs.schema import read_served_logs
 
     check_output_file(json_out, "--json")
-    est = estimate_examination(read_served_logs(served_logs), rows, cols, method=method, strict_size=True)
+    est = estimate_examination(read_served_logs(served_logs), rows, cols, method=method, strict_size=True, where=str(served_logs))
     table = Table(title=f"relative examination ({est.method}, {est.pages} randomised pages)")
     table.add_column("row")
     for c in range(cols):
@@ -201,7 +201,7 @@ def train_from_logs(
     bundle, pm, log = _load(dataset, models)
     _check_same_data(logs, bundle, served_logs)
     _check_window(bundle, logs, served_logs, log)
-    theta = _theta(examination_json, logs) if correction else None
+    theta = _theta(examination_json, logs, served_logs) if correction else None
     n_layouts = int(logs.groupby(["user_id", "ts", "policy"]).ngroups)
     bar, task = _progress("stage data", n_layouts)
     with bar:
@@ -276,7 +276,7 @@ def replay_logs(
         entries.append(ReplayPolicy(name, PageModels(pm.version, pm.config_hash, pm.catalog, pm.rankers, page_model=model, artwork=pm.artwork, rules=pm.rules), "stage-wise"))
     if not entries:
         raise HomepageError("--policies: give at least one policy or --page-model")
-    theta = _theta(examination_json, logs)
+    theta = _theta(examination_json, logs, served_logs)
     n_layouts = int(logs.groupby(["user_id", "ts", "policy"]).ngroups)
     bar, task = _progress("replay", n_layouts)
     with bar:

@@ -51,6 +51,7 @@ def estimate_examination(
     prior: float = 1.0,
     full_rows_only: bool = True,
     strict_size: bool = False,
+    where: str = "served log",
 ) -> ExaminationEstimate:
     """Estimate relative examination from the randomised pages of ``logs`` (a served-log frame).
 
@@ -59,12 +60,13 @@ def estimate_examination(
     ``prior`` adds pseudo-impressions at the overall CTR to every slot (light smoothing), so
     slots the randomised pages never showed get the prior; ``strict_size`` refuses instead a
     ``rows`` or ``cols`` larger than the randomised pages (the ``examination`` command's options).
+    ``where`` names the log in errors (its file).
     """
     if method not in ("factorised", "full"):
         raise HomepageError(f"method: {method!r} is not one of factorised, full")
     rand = logs[logs["policy"].isin(randomised_policies)]
     if rand.empty:
-        raise HomepageError(f"served log: no randomised pages (policy in {list(randomised_policies)}) to estimate examination from")
+        raise HomepageError(f"{where}: no randomised pages (policy in {list(randomised_policies)}) to estimate examination from")
     logged_rows = int(rand["row_index"].max()) + 1
     logged_cols = int(rand["col_index"].max()) + 1
     if strict_size and rows is not None and rows > logged_rows:
@@ -88,12 +90,12 @@ def estimate_examination(
     np.add.at(clk, (r, c), y)
     total = clk.sum()
     if total <= 0:
-        raise HomepageError("served log: the randomised pages have no plays; examination cannot be estimated")
+        raise HomepageError(f"{where}: the randomised pages have no plays; examination cannot be estimated")
     pages = int(rand["page_id"].nunique())
     if pages < MIN_RANDOM_PAGES or total < MIN_RANDOM_PLAYS or imp[0, 0] == 0:
         # one randomised page gave a slot 1,178x the top-left one, used as a correction without a word
         raise HomepageError(
-            f"served log: {pages} randomised pages with {int(total)} plays ({int(imp[0, 0])} impressions in the top-left slot) "
+            f"{where}: {pages} randomised pages with {int(total)} plays ({int(imp[0, 0])} impressions in the top-left slot) "
             f"are too few to estimate examination (at least {MIN_RANDOM_PAGES} pages, {MIN_RANDOM_PLAYS} plays and a shown "
             "top-left slot); estimate it from a larger log (`homepage examination --json`, then --examination), or train with --no-correction"
         )
