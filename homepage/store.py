@@ -800,7 +800,7 @@ class RedisStore:
         pipe.hgetall(self.keys.api_profile(user_id))
         pipe.hgetall(self.keys.profile(v, user_id))
         raw_hist, stated, published = pipe.execute()
-        return _user_state(user_id, now, catalog, raw_hist, stated if b"api" in stated else published)
+        return _user_state(user_id, now, catalog, raw_hist, _as_served(stated, published))
 
     @_guarded
     def read_global_state(self, now: int, catalog: Catalog, version: str | None = None) -> GlobalState:
@@ -1380,7 +1380,7 @@ class RedisStore:
         pipe.hgetall(self.keys.api_profile(user_id))
         pipe.hgetall(self.keys.profile(version, user_id))
         cached, raw_hist, stated, published = pipe.execute()
-        profile = stated if b"api" in stated else published  # the user's own wins, as in the scripts
+        profile = _as_served(stated, published)
         if use_cache and cached is not None:
             return cached, None, None
         return None, _user_state(user_id, now, catalog, raw_hist, profile), ReadState.of(raw_hist, profile)
@@ -1418,7 +1418,7 @@ class RedisStore:
 
     @_guarded
     def set_profile(self, user_id: int, region: str | None, genres: Sequence[str], version: str | None = None) -> None:
-        """Replace the profile a user set (region, favourite genres); drops their cached pages of ``version`` and the active one.
+        """Replace the profile a user set (region, favourite genres); drops their cached pages in every version.
 
         It is kept outside versions and wins over the one a version was published with, so
         neither a worker still on the previous version, a publish nor a rollback loses it.
@@ -1572,6 +1572,11 @@ class RedisStore:
         for key in self.client.scan_iter(match=self.keys.version_pattern(v), count=SCAN_COUNT):
             pipe.memory_usage(key, samples=0)
         return int(sum(x or 0 for x in pipe.execute()))
+
+
+def _as_served(stated: Mapping[bytes, bytes], published: Mapping[bytes, bytes]) -> Mapping[bytes, bytes]:
+    """The profile a page is built from: the one the user set through the API (marked ``api``), else the version's (as the scripts choose)."""
+    return stated if b"api" in stated else published
 
 
 def _decode_profile(region: bytes | None, genres: bytes | None) -> tuple[str | None, tuple[str, ...]]:
