@@ -35,7 +35,6 @@ def _load(dataset: Path, models: Path) -> tuple[Any, Any, Any]:
     from homepage.bundle import load_bundle
     from homepage.catalog import catalog_mismatch
     from homepage.dataset import load_dataset
-    from homepage.errors import HomepageError
     from homepage.eventlog import EventLog
     from homepage.page import PageModels
 
@@ -57,8 +56,6 @@ def _check_window(bundle: Any, logs: Any, served_logs: Path, log: Any) -> None:
     A page served after the dataset's last event would be rebuilt without the events between
     (or, with times in the wrong unit, with the user's whole later history).
     """
-    from homepage.errors import HomepageError
-
     first, last = int(logs["ts"].min()), int(logs["ts"].max())
     if bundle.until > first:
         raise HomepageError(
@@ -79,8 +76,6 @@ def _check_same_data(logs: Any, bundle: Any, served_logs: Path) -> None:
     """
     import numpy as np
 
-    from homepage.errors import HomepageError
-
     titles = logs["title_id"].unique()
     title_share = float((bundle.catalog.index_of(titles.astype(np.int64)) >= 0).mean())
     if title_share < 0.9:
@@ -94,7 +89,6 @@ def _theta(examination_json: Path | None, logs: Any, served_logs: Path) -> Any:
     """Relative examination: from ``homepage examination --json`` output, else from the logs' randomised pages."""
     import numpy as np
 
-    from homepage.errors import HomepageError
     from homepage.servedlogs.examination import estimate_examination
 
     R = int(logs["row_index"].max()) + 1
@@ -130,7 +124,6 @@ def simulate_logs(
     """Serve pages to the world's users after the bundle's training cut-off and log what they
     played, with the browsing simulator deciding examination and plays."""
     from fixtures.simulator import BrowsingSimulator, WorldTruth
-    from homepage.errors import HomepageError
     from homepage.pagebuilder.policies import policy as get_policy
     from homepage.servedlogs.schema import write_served_logs
     from homepage.servedlogs.simulate import LogSpec, simulate_served_logs
@@ -220,7 +213,6 @@ def train_from_logs(
 
 def _check_model_out(out: Path) -> None:
     """``--out`` must be new, an empty directory or a page model written before (never a dataset or a file)."""
-    from homepage.errors import HomepageError
 
     if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / "model.txt").is_file())):
         raise HomepageError(f"--out {out}: exists and is not a page model directory; refusing to write into it")
@@ -244,7 +236,6 @@ def replay_logs(
     from rich.table import Table
 
     from homepage.cli.replay import parse_policies
-    from homepage.errors import HomepageError
     from homepage.page import PageModels
     from homepage.pagebuilder.model import PageModel
     from homepage.pagebuilder.policies import policy as get_policy
