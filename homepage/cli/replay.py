@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -23,6 +24,29 @@ def parse_policies(text: str) -> list[str]:
         except HomepageError as e:
             raise HomepageError(f"--policies: {e}") from None
     return names
+
+
+def check_policies_fit(names: list[str], models: Any, version: str, option: str) -> None:
+    """Refuse a policy the bundle cannot build: one needing a page model it lacks, or
+    ``single-list`` without a personalised ranker (it would be a most-popular list under that ranker's name)."""
+    from homepage.errors import HomepageError
+    from homepage.pagebuilder.policies import policy as get_policy
+
+    for n in names:
+        if get_policy(n).needs_model and models.page_model is None:
+            raise HomepageError(f"{option}: {n!r} needs a page model, and bundle {version} has none")
+        if get_policy(n).single_list and models.personal is None:
+            raise HomepageError(f"{option}: {n!r} is a personalised ranker's list, and bundle {version} has no such ranker")
+
+
+def refuse_other_catalog(titles: Any, bundle: Any, dataset: Path, option: str) -> None:
+    """Refuse a bundle trained on another catalog than the dataset's titles: its titles' statistics would be read as these."""
+    from homepage.catalog import catalog_mismatch
+    from homepage.errors import HomepageError
+
+    why = catalog_mismatch(titles["title_id"].to_numpy(), titles["name"], bundle.catalog, str(dataset))
+    if why is not None:
+        raise HomepageError(f"{option}: bundle {bundle.version} was trained on another catalog: {why}; train it on {dataset}")
 
 
 @app.command("replay")
@@ -79,7 +103,6 @@ def replay_command(
     )
 
     from homepage.bundle import load_bundle
-    from homepage.catalog import catalog_mismatch
     from homepage.cli.outputs import check_output_dir, check_output_file, table_console
     from homepage.cli.ranker_warnings import ranker_problem_warnings
     from homepage.cli.train import parse_time
@@ -88,7 +111,6 @@ def replay_command(
     from homepage.errors import HomepageError
     from homepage.eventlog import EventLog
     from homepage.page import PageModels
-    from homepage.pagebuilder.policies import policy as get_policy
     from homepage.replay.protocol import ReplayProtocol, sample_requests
     from homepage.replay.report import foreign_report_files, print_tables, write_report
     from homepage.strict_json import write_json
@@ -112,26 +134,17 @@ def replay_command(
     runner = get_engine(engine, master, dataset)
     bundle = load_bundle(models)
     pm = PageModels.from_bundle(bundle)
-    for n in names:
-        if get_policy(n).needs_model and pm.page_model is None:
-            raise HomepageError(f"--policies: {n!r} needs a page model, and bundle {bundle.version} has none")
-        if get_policy(n).single_list and pm.personal is None:  # it would be a most-popular list under the personal ranker's name
-            raise HomepageError(f"--policies: {n!r} is a personalised ranker's list, and bundle {bundle.version} has no such ranker (personalized)")
+    check_policies_fit(names, pm, bundle.version, "--policies")
     base = load_bundle(baseline_models) if baseline_models is not None else None
     base_pm = PageModels.from_bundle(base) if base is not None else None
     if base is not None and base_pm is not None:
         if not np.array_equal(base.catalog.title_ids, bundle.catalog.title_ids):
             raise HomepageError(f"--baseline-models: bundle {base.version} has another catalog than {bundle.version}; train both on {dataset}")
-        for n in names:
-            if get_policy(n).needs_model and base_pm.page_model is None:
-                raise HomepageError(f"--baseline-models: {n!r} needs a page model, and bundle {base.version} has none")
-            if get_policy(n).single_list and base_pm.personal is None:
-                raise HomepageError(f"--baseline-models: {n!r} is a personalised ranker's list, and bundle {base.version} has no such ranker")
+        check_policies_fit(names, base_pm, base.version, "--baseline-models")
     ds = load_dataset(dataset, columns=["user_id", "title_id", "kind", "ts", "progress", "stars"])
     for option, b in (("--models", bundle), ("--baseline-models", base)):
-        why = catalog_mismatch(ds.titles["title_id"].to_numpy(), ds.titles["name"], b.catalog, str(dataset)) if b is not None else None
-        if why is not None:  # its titles' statistics would be read as this dataset's
-            raise HomepageError(f"{option}: bundle {b.version} was trained on another catalog: {why}; train it on {dataset}")  # type: ignore[union-attr]
+        if b is not None:
+            refuse_other_catalog(ds.titles, b, dataset, option)
     log = EventLog.from_frame(ds.events, bundle.catalog, ds.users)  # index titles as the models do
     protocol = ReplayProtocol(
         split_time=split,

@@ -33,16 +33,14 @@ def _progress(label: str, total: int) -> Any:
 def _load(dataset: Path, models: Path) -> tuple[Any, Any, Any]:
     """The bundle, its page models and the dataset's event log indexed like the bundle's catalog."""
     from homepage.bundle import load_bundle
-    from homepage.catalog import catalog_mismatch
+    from homepage.cli.replay import refuse_other_catalog
     from homepage.dataset import load_dataset
     from homepage.eventlog import EventLog
     from homepage.page import PageModels
 
     bundle = load_bundle(models)
     ds = load_dataset(dataset, columns=["user_id", "title_id", "kind", "ts", "progress", "stars"])
-    why = catalog_mismatch(ds.titles["title_id"].to_numpy(), ds.titles["name"], bundle.catalog, str(dataset))
-    if why is not None:  # its titles' statistics would be read as this dataset's
-        raise HomepageError(f"--models: bundle {bundle.version} was trained on another catalog: {why}; train it on {dataset}")
+    refuse_other_catalog(ds.titles, bundle, dataset, "--models")
     log = EventLog.from_frame(ds.events, bundle.catalog, ds.users)
     return bundle, PageModels.from_bundle(bundle), log
 
@@ -235,10 +233,9 @@ def replay_logs(
     examination of the new slot over the served one)."""
     from rich.table import Table
 
-    from homepage.cli.replay import parse_policies
+    from homepage.cli.replay import check_policies_fit, parse_policies
     from homepage.page import PageModels
     from homepage.pagebuilder.model import PageModel
-    from homepage.pagebuilder.policies import policy as get_policy
     from homepage.servedlogs.replay import MEASURES, ReplayPolicy, replay_served_logs
     from homepage.servedlogs.schema import read_served_logs
 
@@ -247,13 +244,9 @@ def replay_logs(
     bundle, pm, log = _load(dataset, models)
     _check_same_data(logs, bundle, served_logs)
     _check_window(bundle, logs, served_logs, log)
-    entries = []
-    for name in parse_policies(policies) if policies.strip() else []:
-        if get_policy(name).needs_model and pm.page_model is None:
-            raise HomepageError(f"--policies: {name!r} needs a page model, and bundle {bundle.version} has none")
-        if get_policy(name).single_list and pm.personal is None:
-            raise HomepageError(f"--policies: {name!r} is a personalised ranker's list, and bundle {bundle.version} has no such ranker")
-        entries.append(ReplayPolicy(name, pm, name))
+    names = parse_policies(policies) if policies.strip() else []
+    check_policies_fit(names, pm, bundle.version, "--policies")
+    entries = [ReplayPolicy(name, pm, name) for name in names]
     for spec in page_models:
         name, sep, path = spec.partition("=")
         if not sep or not name or not path:
