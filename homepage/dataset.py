@@ -250,20 +250,27 @@ def _is_model_bundle(path: Path) -> bool:
     return isinstance(data, dict) and ("bundle_format" in data or "components" in data)
 
 
+def check_replaceable(out: Path) -> None:
+    """Raise unless ``out`` is absent or a dataset a new one may replace (never a bundle, a models directory or other files)."""
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise DatasetError(f"{out}: exists and is a file, not a dataset; refusing to replace it")
+    if _is_model_bundle(out):
+        raise DatasetError(f"{out}: is a model bundle, not a dataset; refusing to replace it")
+    if (out / "LATEST").exists():
+        raise DatasetError(f"{out}: holds model bundles (it has a LATEST file); refusing to replace it")
+    if not (out / "manifest.json").exists() and any(out.iterdir()):
+        raise DatasetError(f"{out}: exists and is not a dataset; refusing to replace it")
+
+
 def _swap_in(tmp: Path, out: Path) -> None:
     """Replace ``out`` by ``tmp`` with renames; ``out`` is never half-written."""
     os.chmod(tmp, 0o755)
     if not out.exists():
         os.rename(tmp, out)
         return
-    if not out.is_dir():
-        raise DatasetError(f"{out}: exists and is a file, not a dataset; refusing to replace it")
-    if not (out / "manifest.json").exists() and any(out.iterdir()):
-        raise DatasetError(f"{out}: exists and is not a dataset; refusing to replace it")
-    if _is_model_bundle(out):
-        raise DatasetError(f"{out}: is a model bundle, not a dataset; refusing to replace it")
-    if (out / "LATEST").exists():
-        raise DatasetError(f"{out}: holds model bundles (it has a LATEST file); refusing to replace it")
+    check_replaceable(out)
     old = out.parent / f".{out.name}.old-{os.getpid()}-{time.time_ns()}"
     os.rename(out, old)
     os.rename(tmp, out)

@@ -237,6 +237,16 @@ def test_a_dataset_is_never_written_over_a_bundle_or_a_models_directory(trained,
     assert load_bundle(models).path == bundle.path
 
 
+def test_ingest_and_generate_refuse_a_bundle_as_out_before_reading_anything(trained, tmp_path: Path, run_cli) -> None:  # type: ignore[no-untyped-def]
+    """The --out check comes first: a missing source (ingest) or any world size (generate) is never reached or spent."""
+    bundle, models = trained
+    p = run_cli("ingest", "movielens", str(tmp_path / "no-such-release"), "--out", str(bundle.path))
+    assert p.returncode == 2 and "is a model bundle, not a dataset" in p.stderr and "no-such-release" not in p.stderr
+    p = run_cli("generate", "--out", str(models), "--users", "50", "--titles", "20")
+    assert p.returncode == 2 and "holds model bundles" in p.stderr and "generating" not in p.stdout + p.stderr
+    assert load_bundle(models).path == bundle.path
+
+
 def test_publish_and_load_pick_the_same_bundle_for_one_path(trained) -> None:  # type: ignore[no-untyped-def]
     from homepage.publish import locate_bundle
 

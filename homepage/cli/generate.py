@@ -8,6 +8,7 @@ import typer
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from homepage.cli import app
+from homepage.cli.outputs import check_dataset_out
 from homepage.errors import HomepageError
 
 
@@ -23,6 +24,7 @@ def generate(
     """Generate a synthetic world: catalog with artwork, users, viewing histories, truth.npz."""
     from fixtures.world import WorldParams, generate_world, write_world
 
+    check_dataset_out(out, "--out")
     if events is not None and events < users:
         raise HomepageError(f"--events: {events} is fewer than one event per user ({users})")
     params = WorldParams(n_users=users, n_titles=titles, seed=seed, n_events=events, days=days)

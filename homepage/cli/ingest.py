@@ -10,6 +10,7 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeR
 
 from homepage.cli import err
 from homepage.cli.data import ingest_app
+from homepage.cli.outputs import check_dataset_out
 
 
 @ingest_app.command("movielens")
@@ -23,6 +24,7 @@ def movielens(
     """Ingest a MovieLens release of any layout; ratings become rating events."""
     from homepage.ingest import ingest_bytes, ingest_movielens
 
+    check_dataset_out(out, "--out")
     total = ingest_bytes(src, metadata)
     columns = (TextColumn("ingest"), BarColumn(), DownloadColumn(), TransferSpeedColumn(), TimeRemainingColumn())
     with Progress(*columns, console=err, disable=quiet, transient=True) as progress:

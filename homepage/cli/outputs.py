@@ -52,6 +52,14 @@ def check_output_dir(path: Path | None, option: str) -> None:
     _check_writable(above, path, option)
 
 
+def check_dataset_out(path: Path, option: str) -> None:
+    """``option``'s value must be a writable place for a dataset: new, or a dataset it may replace (never a bundle)."""
+    from homepage.dataset import check_replaceable
+
+    check_output_dir(path, option)
+    check_replaceable(path)
+
+
 def table_console() -> Console:
     """A console for result tables: the terminal's width, or 160 columns in logs and pipes (rich would squeeze them to 80)."""
     console = Console()
