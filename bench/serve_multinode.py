@@ -46,6 +46,8 @@ from api_node import ApiNode  # noqa: E402
 from nginx_fixture import Nginx, nginx_missing_reason  # noqa: E402
 from serve import API_KEY, HIT_USERS, N_USERS, free_port, load  # noqa: E402  (the load generator's key is ours)
 
+from homepage.store import Keyspace  # noqa: E402
+
 WORLD = ROOT / "fixtures" / "world-small"
 PREFIX = "mnbench"
 WINDOW = 0.5  # seconds per window of the kill run's timeline
@@ -232,21 +234,20 @@ def _get(port: int, path: str) -> bytes:
     return body
 
 
-def redis_entry_sizes(client: object) -> dict[str, float]:
+def redis_entry_sizes(client: object, keys: Keyspace) -> dict[str, float]:
     """Bytes per entry of what traffic writes: page cache keys, served-pages stream, events stream."""
     out: dict[str, float] = {}
-    for name in ("served", "events"):
-        key = f"{PREFIX}:{name}"
+    for name, key in (("served", keys.served), ("events", keys.events)):
         n = client.xlen(key)  # type: ignore[attr-defined]
         if n:
             out[f"{name}_stream_entries"] = n
             out[f"{name}_stream_bytes_per_entry"] = client.memory_usage(key, samples=0) / n  # type: ignore[attr-defined]
-    pages = [k for k, _ in zip(client.scan_iter(match=f"{PREFIX}:v:*:page", count=1000), range(500))]  # type: ignore[attr-defined]
+    pages = [k for k, _ in zip(client.scan_iter(match=keys.page_pattern, count=1000), range(500))]  # type: ignore[attr-defined]
     if pages:
         sizes = [client.memory_usage(k, samples=0) or 0 for k in pages]  # type: ignore[attr-defined]
         out["page_cache_keys_sampled"] = len(sizes)
         out["page_cache_bytes_per_key"] = float(np.mean(sizes))
-    idem = [k for k, _ in zip(client.scan_iter(match=f"{PREFIX}:idem:*", count=1000), range(500))]  # type: ignore[attr-defined]
+    idem = [k for k, _ in zip(client.scan_iter(match=keys.idempotency_pattern, count=1000), range(500))]  # type: ignore[attr-defined]
     if idem:
         out["idempotency_bytes_per_key"] = float(np.mean([client.memory_usage(k, samples=0) or 0 for k in idem]))  # type: ignore[attr-defined]
     return out
@@ -330,7 +331,7 @@ def main() -> None:
             for n in nodes:
                 n.stop()
         results["setups"] = rows
-        results["redis_entries"] = redis_entry_sizes(store.client)
+        results["redis_entries"] = redis_entry_sizes(store.client, store.keys)
     finally:
         for p in proxies:
             p.stop()

@@ -267,6 +267,16 @@ class Keyspace:
     def idempotency(self, user_id: int, key: str) -> str:
         return f"{self.prefix}:{self.user_tag(user_id)}:idem:{key}"
 
+    @property
+    def idempotency_pattern(self) -> str:
+        """Every user's idempotency keys (for SCAN)."""
+        return f"{self.prefix}:{{u:*}}:idem:*"
+
+    @property
+    def page_pattern(self) -> str:
+        """Every cached page of every version (for SCAN)."""
+        return f"{self.prefix}:v:*:{{u:*}}:page"
+
     def outbox(self, user_id: int) -> str:
         return f"{self.prefix}:{self.user_tag(user_id)}:outbox"
 

@@ -235,6 +235,19 @@ def test_page_cache_is_invalidated_by_the_users_events(store: RedisStore, world:
         assert store.read_request(2, now, world.catalog, params, "v1")[0] == f"page-2-{params}".encode()
 
 
+def test_scan_patterns_find_the_keys_traffic_writes(store: RedisStore, world: World) -> None:
+    """The SCAN patterns a benchmark sizes Redis with match the keys the store really writes (and only those)."""
+    world.publish(store, "v1")
+    store.append_events(_new_events(world)[:2], world.catalog, ["k1", "k2"])
+    store.page_served(2, "rows=10", b"page", 60, None, "v1")
+    k = store.keys
+    assert sorted(store.client.scan_iter(match=k.idempotency_pattern)) == sorted(
+        x.encode() for x in {k.idempotency(1, "k1"), k.idempotency(1, "k2")}
+    )
+    assert list(store.client.scan_iter(match=k.page_pattern)) == [k.page("v1", 2).encode()]
+    assert store.client.xlen(k.events) == 2
+
+
 def test_read_request_returns_the_cached_page_or_the_state_and_never_both(store: RedisStore, world: World) -> None:
     """A page request's one round trip: a hit returns the page unparsed; with cache reads off it returns the state."""
     world.publish(store, "v1")
