@@ -42,6 +42,7 @@ Keyspace (``p`` is the prefix, ``v`` a version). Hash tags put keys in slots::
     single keys, each in its own slot
     p:v:<v>:bundle                   hash    relative path -> file bytes of the model bundle
     p:served                         stream  served pages (capped)
+    p:bench:floor                    string  bench/serve.py's precomputed page (its floor endpoint)
 
 A page request reads one user slot (one pipelined round-trip); the world counters are read
 from the global slot every few seconds and the pointer and metadata from the control slot
@@ -136,6 +137,10 @@ class StoreError(HomepageError):
 
 class StoreUnavailable(StoreError):
     """Redis is down, unreachable or too slow: the API answers 503 or a degraded page."""
+
+
+class StoreRefused(StoreError):
+    """The server answers but refuses the connection settings (a database index it lacks, a wrong password): no outage to wait out."""
 
 
 class IdempotencyConflict(StoreError):
@@ -755,6 +760,21 @@ class RedisStore:
     @_guarded
     def ping(self) -> bool:
         return bool(self.client.ping())
+
+    def check_settings(self) -> None:
+        """PING once: ``StoreRefused`` when the server refuses these settings, ``StoreUnavailable`` when it does not answer.
+
+        A database index the server does not have is known only when connecting, and redis-py
+        reports it as a bare ``ResponseError``; a wrong password as a ``ConnectionError``.
+        """
+        try:
+            self.ping()
+        except redis.ResponseError as e:
+            raise StoreRefused(str(e)) from None
+        except StoreUnavailable as e:
+            if isinstance(e.__cause__, (redis.ResponseError, redis.AuthenticationError)):
+                raise StoreRefused(str(e.__cause__)) from None
+            raise
 
     # ------------------------------------------------------------ versions
     @_guarded

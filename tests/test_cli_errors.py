@@ -218,6 +218,24 @@ def test_database_the_server_lacks_names_redis_url(argv: list[str], embedded_red
     assert_one_line_error(code, err, f"REDIS_URL {url!r}", "DB index is out of range")
 
 
+def test_wrong_password_names_redis_url(embedded_redis: EmbeddedRedis, clean_env: None, monkeypatch, capsys) -> None:
+    """A password the server refuses is not an outage: one line naming REDIS_URL, no retrying, no traceback."""
+    import redis
+
+    sock = embedded_redis.start()
+    admin = redis.Redis(unix_socket_path=str(sock))
+    admin.config_set("requirepass", "right-one")
+    try:
+        url = f"unix://{sock}?password=wrong-one"
+        monkeypatch.setenv("REDIS_URL", url)
+        code, err = run_cli(monkeypatch, capsys, "versions")
+        assert_one_line_error(code, err, f"REDIS_URL {url.replace('wrong-one', '***')!r}", "the server refuses it")
+        assert "unavailable" not in err and "wrong-one" not in err
+    finally:
+        redis.Redis(unix_socket_path=str(sock), password="right-one").config_set("requirepass", "")
+        admin.close()
+
+
 def test_embedded_dir_that_is_a_file_is_named(tmp_path: Path, clean_env: None, monkeypatch, capsys) -> None:
     (tmp_path / "file").write_text("not a directory")
     monkeypatch.setenv("HOMEPAGE_EMBEDDED_DIR", str(tmp_path / "file"))

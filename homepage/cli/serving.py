@@ -18,31 +18,23 @@ from homepage.cli import app
 from homepage.config import load_config
 from homepage.publish import publish_dataset
 from homepage.settings import SettingsError, get_settings, shown_url
-from homepage.store import RedisStore, connect
+from homepage.store import RedisStore, StoreRefused, connect
 
 
 def open_store() -> RedisStore:
     """A store on the configured Redis, checked with a PING: settings the server refuses name ``REDIS_URL``.
 
     Bad variables are reported by ``get_settings``; a database index the server does not
-    have is known only when connecting, which redis-py reports as a bare ``ResponseError``.
+    have, or a wrong password, only when connecting.
     """
-    import redis
-
-    from homepage.store import StoreUnavailable
-
     settings = get_settings()
     where = f"REDIS_URL {shown_url(settings.redis_url)}" if settings.redis_url else f"HOMEPAGE_EMBEDDED_DIR {str(settings.embedded_dir)!r}"
     store = connect(settings)
     try:
-        store.ping()
-    except (redis.ResponseError, StoreUnavailable) as e:
+        store.check_settings()
+    except StoreRefused as e:
         store.close()
-        # a wrong password is a ConnectionError to redis-py, but no outage: it will not heal by itself
-        cause = e if isinstance(e, redis.ResponseError) else e.__cause__
-        if isinstance(cause, (redis.ResponseError, redis.AuthenticationError)):
-            raise SettingsError(f"{where}: the server refuses it: {cause}") from None
-        raise
+        raise SettingsError(f"{where}: the server refuses it: {e}") from None
     except BaseException:
         store.close()
         raise
