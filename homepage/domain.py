@@ -1,4 +1,4 @@
-"""Domain types shared by every package: catalog entries, users, events, rows and pages.
+"""Domain types shared by every package: catalog entries, events, request context, rows and pages.
 
 Everything here is a frozen dataclass or a pydantic model; no package passes a dict
 with string keys to another. Ids are integers (MovieLens ids); times are Unix seconds.
@@ -51,16 +51,6 @@ class Title:
     director: tuple[str, ...] = ()
     maturity: str | None = None
     variants: tuple[ArtworkVariant, ...] = ()
-
-
-@dataclass(frozen=True, slots=True)
-class User:
-    """A user profile; region is a short code such as ``US-9`` or ``EU``."""
-
-    user_id: int
-    region: str | None = None
-    created: int | None = None
-    favourite_genres: tuple[str, ...] = ()
 
 
 class Event(BaseModel):
