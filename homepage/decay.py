@@ -33,7 +33,3 @@ def to_stored(decayed: np.ndarray, as_of: int, epoch: int, half_life: float) -> 
     """Stored form of counts decayed to ``as_of`` (``GlobalState.decayed``), relative to ``epoch``."""
     return np.asarray(decayed, dtype=np.float64) / read_scale(as_of, epoch, half_life)
 
-
-def from_stored(stored: np.ndarray, now: int, epoch: int, half_life: float) -> np.ndarray:
-    """Decayed counts as of ``now`` from stored log-time sums."""
-    return np.asarray(stored, dtype=np.float64) * read_scale(now, epoch, half_life)

@@ -7,7 +7,7 @@ into a state: every query slices the sorted arrays at ``searchsorted(ts, t, "rig
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -230,11 +230,6 @@ class EventLog:
         """Sorted time of each user's first event (how many users exist at t is one search)."""
         _, first = np.unique(self.t_user_pos, return_index=True)  # events are in time order
         return np.sort(self.t_ts[first])
-
-    def global_states(self, times: Sequence[int], half_life: float = 7 * DAY) -> Iterator[GlobalState]:
-        """Global states at several times (any order), yielded in the order given."""
-        for t in times:
-            yield self.global_state(int(t), half_life)
 
     def interactions(self, until: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """(user position, title index, ts, stars) of known-title events with ``ts <= until``: fitting input."""

@@ -329,7 +329,7 @@ def test_invalid_rule_configs_name_the_rule(rule: dict, field: str) -> None:
 def test_stage_features_change_when_an_overlapping_row_is_placed_above() -> None:
     cm = matrix()
     stats = TitleStats.compute(world(), CATALOG)
-    feats = StageFeatures(cm, stats, signals(), 10, len(VOCAB), len(KIND_VOCAB), 4)
+    feats = StageFeatures(cm, stats, signals(), 10, len(VOCAB), 4)
     everything = np.arange(len(cm))
     before = feats.view(0, everything).X
     top = [r.row_id for r in cm.rows].index("personalized:top")
@@ -354,7 +354,7 @@ def test_stage_features_change_when_an_overlapping_row_is_placed_above() -> None
 def test_a_stage_view_does_not_change_when_later_rows_are_placed() -> None:
     """Views are never written after they are made: explain and training keep them across stages."""
     cm = matrix()
-    feats = StageFeatures(cm, TitleStats.compute(world(), CATALOG), signals(), 10, len(VOCAB), len(KIND_VOCAB), 4)
+    feats = StageFeatures(cm, TitleStats.compute(world(), CATALOG), signals(), 10, len(VOCAB), 4)
     alive = np.ones(len(cm), bool)
     views, copies = [], []
     for stage, r in enumerate([1, 4, 8, 2]):

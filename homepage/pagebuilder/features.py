@@ -151,7 +151,7 @@ class StageFeatures:
     """
 
     def __init__(
-        self, cm: CandidateMatrix, stats: TitleStats, user: UserSignals, cols: int, n_rankers: int, n_kinds: int, viewport_rows: int
+        self, cm: CandidateMatrix, stats: TitleStats, user: UserSignals, cols: int, n_rankers: int, viewport_rows: int
     ) -> None:
         K, L = cm.titles.shape
         self.cm, self.cols, self.viewport_rows = cm, cols, viewport_rows
@@ -224,12 +224,8 @@ class StageFeatures:
             self.head_valid, self.value_total, self.X, self.take, self.csum, self.n_eff, self.row_bits, _AGG_COLS,
         )  # fmt: skip
 
-    def view(self, stage: int, remaining: np.ndarray, snapshot: bool = False) -> StageView:
-        """Features of the ``remaining`` rows at ``stage``.
-
-        Views never change after they are made (``snapshot`` is kept for callers that asked
-        for copies; every view is one now).
-        """
+    def view(self, stage: int, remaining: np.ndarray) -> StageView:
+        """Features of the ``remaining`` rows at ``stage``; a view never changes after it is made."""
         if self.stale:
             self._aggregate()
             self.stale = False

@@ -51,7 +51,7 @@ def assemble(
     explain: bool = False,
 ) -> tuple[list[PlacedRow], list[StageTrace]]:
     """Build up to ``rows`` rows of up to ``cols`` titles; returns the rows and (if explain) the traces."""
-    feats = StageFeatures(cm, stats, user, cols, len(ranker_vocab), int(cm.kind.max(initial=0)) + 1, rules.viewport_rows)
+    feats = StageFeatures(cm, stats, user, cols, len(ranker_vocab), rules.viewport_rows)
     plan = RulePlan(rules, list(ranker_vocab), cols)
     alive = np.ones(len(cm), dtype=bool)
     placed: list[PlacedRow] = []

@@ -49,7 +49,6 @@ def print_tables(report: dict[str, object], console: Console | None = None) -> N
 
 
 REPORT_TITLE = "# Replay report"
-REPORT_FILES = ("README.md", "replay.json", "hit_heatmaps.png", "metrics.png")
 
 
 def foreign_report_files(out_dir: Path) -> list[str]:

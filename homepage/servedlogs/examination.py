@@ -33,9 +33,16 @@ class ExaminationEstimate:
     method: str
     pages: int
 
-    def clipped(self, floor: float = 0.05) -> np.ndarray:
-        """``theta`` floored, so inverse-propensity weights stay bounded by 1 / floor."""
-        return np.maximum(self.theta, floor)
+
+def moved_play_weight(theta: np.ndarray, served: tuple[int, int], moved: tuple[int, int], floor: float) -> float:
+    """What a play seen at slot ``served`` counts for at slot ``moved``: theta(moved) / theta(served).
+
+    Slots beyond ``theta``'s shape take its last row or column; the denominator is floored, so
+    one play never weighs more than 1 / ``floor``.
+    """
+    R, C = theta.shape
+    shown = theta[min(served[0], R - 1), min(served[1], C - 1)]
+    return float(theta[min(moved[0], R - 1), min(moved[1], C - 1)] / max(shown, floor))
 
 
 MIN_RANDOM_PAGES = 20

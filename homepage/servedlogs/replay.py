@@ -36,6 +36,7 @@ from homepage.eventlog import EventLog
 from homepage.page import PageModels, build_page, prepare_request
 from homepage.replay.metrics import resample_weights
 from homepage.replay.run import WorldCache
+from homepage.servedlogs.examination import moved_play_weight
 from homepage.servedlogs.layouts import layouts
 
 MEASURES: tuple[str, ...] = ("hits", "discounted", "corrected", "overlap")
@@ -93,8 +94,7 @@ def score_against_log(new_grid: np.ndarray, served_grid: np.ndarray, plays_per_v
         r2, c2 = where
         hits += p
         disc += p / (np.log2(r2 + 2.0) * np.log2(c2 + 2.0))
-        R, C = theta.shape
-        corr += p * theta[min(r2, R - 1), min(c2, C - 1)] / max(theta[min(r, R - 1), min(c, C - 1)], floor)
+        corr += p * moved_play_weight(theta, (int(r), int(c)), (r2, c2), floor)
     shown = new_grid[new_grid >= 0]
     overlap = float(np.isin(shown, served_grid[served_grid >= 0]).mean()) if shown.size else 0.0
     return {"hits": hits, "discounted": disc, "corrected": corr, "overlap": overlap}

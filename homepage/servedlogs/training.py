@@ -33,6 +33,7 @@ from homepage.pagebuilder.loop import assemble
 from homepage.pagebuilder.model import PageModel
 from homepage.pagebuilder.training import StageData, grade
 from homepage.replay.run import WorldCache
+from homepage.servedlogs.examination import moved_play_weight
 from homepage.servedlogs.layouts import layouts
 from homepage.servedlogs.stagegrid import effective_grid
 
@@ -165,8 +166,7 @@ def _gains(members: np.ndarray, remaining: np.ndarray, pos: dict[int, int], eff:
             if theta is None:
                 gains[g] += plays[p, c]
             else:
-                R, C = theta.shape
-                gains[g] += plays[p, c] * theta[min(s, R - 1), min(int(k[0]), C - 1)] / max(theta[min(p, R - 1), min(c, C - 1)], floor)
+                gains[g] += plays[p, c] * moved_play_weight(theta, (p, int(c)), (s, int(k[0])), floor)
     return gains
 
 
