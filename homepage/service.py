@@ -118,6 +118,10 @@ class PageResult:
     ranker_problems: tuple[tuple[str, str], ...] = ()
 
 
+class NotPublished(StoreError):
+    """Redis answers but holds no published version (restarted empty, flushed): pages fall back until a publish."""
+
+
 class PageService:
     """Serves pages and ingests events against a ``RedisStore``; see the module docstring."""
 
@@ -127,6 +131,7 @@ class PageService:
         self.metrics = metrics or ServingMetrics()
         self.loaded: Loaded | None = None
         self.redis_ok = False
+        self.published = True  # False while Redis answers with no published version (restarted empty, flushed)
         self.last_error: str | None = None
         self._pool = ThreadPoolExecutor(max_workers=config.threads, thread_name_prefix="page")
         self._refresh_lock = threading.Lock()
@@ -154,6 +159,7 @@ class PageService:
             loading: str | None = None  # the version being put in, if any: its failure is remembered
             try:
                 version = self.store.active_version()
+                self.published = version is not None
                 if version is None:
                     raise StoreError("no published version: run `homepage publish`")
                 self.store.sweep_served_after_erasures()  # pages logged late, after their user's erasure
@@ -265,25 +271,6 @@ class PageService:
         problems = tuple(sorted({f for n in page.notes if (f := ranker_problem(n))}))
         return Built(body, served, tuple(r.ranker for r in page.rows), problems)
 
-    def build(self, user_id: int, params: PageParams, now: int, nonce: str = "") -> PageResult:
-        """The personalised page (cached or built), synchronously; raises ``StoreUnavailable`` or anything the models raise."""
-        cur = self.loaded
-        if cur is None:
-            raise StoreUnavailable("no model loaded yet")
-        field_ = params.cache_field(cur.policy)
-        cached, user, read = self.store.read_request(
-            user_id, now, cur.models.catalog, field_, cur.store_version, use_cache=self.config.cache_reads
-        )
-        if user is None:
-            assert cached is not None
-            return PageResult(cached, degraded=False, cache_hit=True)
-        built = self.render(cur, user, params, now, nonce)
-        try:
-            self.store.page_served(user_id, field_, built.body, self.config.page_cache_seconds, built.served, cur.store_version, read)
-        except StoreUnavailable:
-            pass  # the page is good; only its cache entry and log line are lost
-        return PageResult(built.body, degraded=False, cache_hit=False, rows_by_ranker=built.rows_by_ranker, ranker_problems=built.ranker_problems)
-
     def fallback(self, user_id: int, params: PageParams, now: int, reason: str) -> PageResult:
         """The degraded page from memory: no I/O."""
         cur = self.loaded
@@ -315,6 +302,8 @@ class PageService:
             result = await self._page(cur, user_id, params, nonce, now, started, deadline)
         except TimeoutError:
             reason = "deadline"
+        except NotPublished:
+            reason = "not_published"
         except StoreUnavailable:
             reason = "redis_unavailable"
             self.redis_ok = False
@@ -340,6 +329,9 @@ class PageService:
     async def _page(self, cur: Loaded | None, user_id: int, params: PageParams, nonce: str | None, now: int, started: float, deadline: float) -> PageResult:
         if cur is None:
             raise StoreUnavailable("no model loaded yet")
+        if not self.published:
+            # Redis came back without the loaded version's keys: a page from them would hold no history
+            raise NotPublished("no published version in Redis")
         field_ = params.cache_field(cur.policy)
         read = self.run(
             functools.partial(self.store.read_request, use_cache=self.config.cache_reads),

@@ -10,6 +10,7 @@ Keyspace (``p`` is the prefix, ``v`` a version). Hash tags put keys in slots::
     p:{p:ctl}:active                 string  the version the API serves
     p:{p:ctl}:versions               list    published versions, oldest first
     p:{p:ctl}:all_versions           set     every version ever started (finds orphans for gc)
+    p:{p:ctl}:live_since             hash    version -> events stream's added tally when it went live
     p:v:<v>:{p:ctl}:meta             hash    state (writing|complete), as_of, epoch, half_life, ...
     p:v:<v>:{p:ctl}:lease            string  TTL'd while a publish is writing this version
 
@@ -176,9 +177,11 @@ def _key_digest(key: str | None, event: Event, given: str | None) -> str:
     return given or event_digest(event.model_dump(mode="json"))
 
 
-# connection-level failures, and a cluster that cannot serve a slot now (failover under way)
+# connection-level failures, a cluster that cannot serve a slot now (failover under way), and a
+# server out of memory (maxmemory reached: it refuses writes until it has room; nothing was written)
 UNAVAILABLE = (
     redis.ConnectionError,
+    redis.exceptions.OutOfMemoryError,
     redis.TimeoutError,
     redis.BusyLoadingError,
     redis.exceptions.ClusterDownError,
@@ -239,6 +242,11 @@ class Keyspace:
     @property
     def all_versions(self) -> str:
         return f"{self.prefix}:{self._ctl}:all_versions"
+
+    @property
+    def live_since(self) -> str:
+        """version -> the events stream's ``added`` tally when it last went live (publish or rollback)."""
+        return f"{self.prefix}:{self._ctl}:live_since"
 
     def version_pattern(self, v: str) -> str:
         """SCAN pattern matching every key of version ``v`` (all slots)."""
@@ -1128,8 +1136,10 @@ class RedisStore:
                 pipe.execute()
         self._erase_written_since(version, erased_before, user_ids)
 
+        added = self._events_added()
         flip = self.client.pipeline(transaction=True)
         flip.hset(k.meta(version), "state", "complete")
+        flip.hset(k.live_since, version, added)
         flip.rpush(k.versions, version)
         flip.set(k.active, version)
         flip.delete(k.lease(version))
@@ -1232,8 +1242,10 @@ class RedisStore:
                             f"rollback: the version before {cur_s!r}, {prev!r}, was published without a model bundle; "
                             "the workers could not serve it (publish the dataset again with --models instead)"
                         )
+                    added = self._events_added()
                     pipe.multi()
                     pipe.set(k.active, prev)
+                    pipe.hset(k.live_since, prev, added)
                     if cur_s is not None:
                         pipe.lrem(k.versions, 0, cur_s)
                     pipe.execute()
@@ -1269,8 +1281,24 @@ class RedisStore:
             self.client.lrem(k.versions, 0, v)
             self._delete_pattern(k.version_pattern(v))
             self.client.srem(k.all_versions, v)
+            self.client.hdel(k.live_since, v)
             self._meta.pop(v, None)
         return doomed
+
+    def _events_added(self) -> int:
+        """Events ever acknowledged into the stream (its tally; a cluster reads it apart from the control slot)."""
+        return int(self.client.hget(self.keys.events_tally, "added") or 0)
+
+    @_guarded
+    def events_since_live(self, version: str) -> int | None:
+        """Events acknowledged while ``version`` has been live (None for a version published before this was kept).
+
+        Events go to the active version's user state and counters only: a rollback leaves
+        the ones acknowledged since the current version went live out of the previous version
+        (they stay in the events stream, for ``merge-events``).
+        """
+        at = self.client.hget(self.keys.live_since, version)
+        return None if at is None else max(0, self._events_added() - int(at))
 
     def _has_bundle(self, version: str) -> bool:
         """Whether a version was published with a model bundle (False when its metadata is gone)."""

@@ -260,6 +260,29 @@ def test_rollback_of_the_oldest_version_says_there_is_no_earlier_one(cli_store: 
     assert cli_store.active_version() == only and cli_store.versions() == [only]
 
 
+@pytest.mark.parametrize("redis_backend", BACKENDS, indirect=True)
+def test_rollback_warns_of_the_events_the_previous_version_lacks(cli_store: RedisStore, small: Path, monkeypatch, capsys) -> None:
+    from homepage.catalog import Catalog
+    from homepage.dataset import load_dataset
+    from homepage.domain import Event
+
+    first = publish_dataset(cli_store, small).meta.version
+    second = publish_dataset(cli_store, small).meta.version
+    ds = load_dataset(small)
+    title = int(ds.titles["title_id"].iloc[0])
+    now = int(ds.events["ts"].max()) + 60
+    events = [Event(user_id=1, title_id=title, kind="play", ts=now + i, progress=0.3) for i in range(3)]
+    cli_store.append_events(events, Catalog.from_frames(ds.titles, ds.variants))
+    from homepage.cli import main
+
+    monkeypatch.setattr("sys.argv", ["homepage", "rollback"])
+    main()
+    err = capsys.readouterr().err
+    assert cli_store.active_version() == first
+    assert f"3 events acknowledged while {second} was live are not in {first}" in " ".join(err.split())
+    assert "merge-events" in err
+
+
 # ---------------------------------------------------------------- rich markup
 @pytest.mark.parametrize(("argv", "text"), [(["train", "--help"], "[spark]"), (["artwork", "evaluate", "--help"], "model:PATH[@EPS]")])
 def test_help_shows_bracketed_text(argv: list[str], text: str) -> None:

@@ -191,6 +191,21 @@ def test_rollback_restores_the_previous_version(store: RedisStore, world: World)
         store.rollback()
 
 
+def test_events_since_live_counts_what_a_rollback_leaves_out(store: RedisStore, world: World) -> None:
+    """Events go to the live version only: the count of those acknowledged since it went live, for the rollback warning."""
+    world.publish(store, "old")
+    store.append_events(_new_events(world)[:2], world.catalog)  # applied to "old" while it is live
+    world.publish(store, "new")
+    assert store.events_since_live("new") == 0 and store.events_since_live("old") == 2
+    store.append_events(_new_events(world)[2:5], world.catalog)
+    assert store.events_since_live("new") == 3
+    before = len(store.read_user_state(2, world.t + 100, world.catalog, "old"))
+    assert store.rollback() == "old"
+    assert len(store.read_user_state(2, world.t + 100, world.catalog)) == before  # user 2's play is not in "old"
+    assert store.events_since_live("old") == 0  # live again from the rollback on
+    assert store.gc(keep=1) == ["new"] and store.events_since_live("new") is None
+
+
 def _version_keys(store: RedisStore, v: str) -> int:
     return sum(1 for _ in store.client.scan_iter(match=store.keys.version_pattern(v)))
 

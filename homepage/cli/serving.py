@@ -14,7 +14,7 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 
-from homepage.cli import app
+from homepage.cli import app, err
 from homepage.config import load_config
 from homepage.publish import publish_dataset
 from homepage.settings import SettingsError, get_settings, shown_url
@@ -83,7 +83,17 @@ def rollback() -> None:
     store = open_store()
     try:
         check_rollback_target(store)
-        typer.echo(f"active version: {store.rollback()}")
+        retired = store.active_version()
+        missed = store.events_since_live(retired) if retired is not None else None
+        active = store.rollback()
+        typer.echo(f"active version: {active}")
+        if missed:
+            err.print(
+                f"[yellow]warning:[/] {missed} events acknowledged while {retired} was live are not in {active}'s user "
+                "histories or trending counts (continue watching, seen titles); they are kept in the events stream: "
+                "`homepage logs merge-events DATASET` then `homepage publish DATASET` brings them back",
+                highlight=False,
+            )
     finally:
         store.close()
 
