@@ -28,6 +28,7 @@ from homepage.bundle import load_bundle
 from homepage.domain import Event, Page, RequestContext
 from homepage.errors import HomepageError
 from homepage.fallback import FallbackPages, empty_page
+from homepage.last_good import LastGood, load_last_good, save_last_good
 from homepage.metrics import ServingMetrics
 from homepage.page import PageModels, build_page, ranker_problem
 from homepage.page_json import TitleCards, dumps, page_json
@@ -137,6 +138,7 @@ class PageService:
         self._refresh_lock = threading.Lock()
         self._world_read_at = -float("inf")  # monotonic time of the last world-state read
         self._bad_versions: dict[str, _BadVersion] = {}  # versions that failed to load or to go live
+        self._tried_last_good = False
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
@@ -173,10 +175,10 @@ class PageService:
                         self.redis_ok, self.last_error = True, bad.error
                         return False  # keep serving what is loaded; retried when due or on /admin/reload
                     loading = version
-                    models = self._load_models(version)
+                    models, bundle_dir = self._load_models(version)
                     self.metrics.model_reloads.inc()
                 else:
-                    models = cur.models
+                    models, bundle_dir = cur.models, None
                 new_models = cur is None or cur.models is not models
                 if not (new_models or force or time.monotonic() - self._world_read_at >= self.config.world_refresh_seconds):
                     self.redis_ok, self.last_error = True, None
@@ -200,10 +202,14 @@ class PageService:
                     self._bad_versions.pop(loading, None)
                 if new_models:
                     _freeze_heap()
+                if bundle_dir is not None:
+                    self._keep_last_good(LastGood(version, bundle_dir, world, offset, policy))
                 self.redis_ok, self.last_error = True, None
                 return True
             except StoreUnavailable as e:
                 self.redis_ok, self.last_error = False, str(e)
+                if self.loaded is None:
+                    self._serve_last_good()
             except HomepageError as e:  # e.g. nothing published yet: one line, once while it lasts
                 if str(e) != self.last_error:
                     log.warning("refresh: %s", e)
@@ -240,9 +246,45 @@ class PageService:
         while len(self._bad_versions) > MAX_BAD_VERSIONS:
             del self._bad_versions[min(self._bad_versions, key=lambda v: self._bad_versions[v].retry_at)]
 
-    def _load_models(self, version: str) -> PageModels:
+    def _load_models(self, version: str) -> tuple[PageModels, Path]:
+        """A version's models, from its bundle unpacked under the models directory (and that directory)."""
         bundle_dir = self.store.materialize_bundle(version, Path(self.config.models_dir))
-        return PageModels.from_bundle(load_bundle(bundle_dir))
+        return PageModels.from_bundle(load_bundle(bundle_dir)), bundle_dir
+
+    def _keep_last_good(self, last: LastGood) -> None:
+        """Note on disk the version just put live, for a worker that starts while Redis is down."""
+        try:
+            save_last_good(Path(self.config.models_dir), last)
+        except OSError as e:  # a full or read-only disk costs only the start-up fallback
+            log.warning("could not keep the served version on disk: %s", e)
+
+    def _serve_last_good(self) -> None:
+        """Redis is down and nothing is loaded: the last version served from this models directory, for the fallback page.
+
+        Pages stay degraded (every read fails) but hold popular rows instead of none; once Redis
+        answers, the next refresh reads its state, and a different active version replaces this one.
+        """
+        if self._tried_last_good:
+            return
+        self._tried_last_good = True
+        last = load_last_good(Path(self.config.models_dir))
+        if last is None:
+            return
+        try:
+            models = PageModels.from_bundle(load_bundle(last.bundle_dir))
+        except Exception as e:  # a damaged bundle on disk: empty fallback pages, as without one
+            log.warning("Redis unavailable at start-up, and the last served bundle %s does not load: %s", last.bundle_dir, e)
+            return
+        self.loaded = Loaded(
+            store_version=last.store_version,
+            models=models,
+            policy=last.policy,
+            cards=TitleCards.from_catalog(models.catalog),
+            world=last.world,
+            fallback=FallbackPages.from_world(last.world, models.catalog, models.allowed, models.version),
+            clock_offset=last.clock_offset,
+        )
+        log.warning("Redis unavailable at start-up: fallback pages from version %s (kept on disk) until it answers", last.store_version)
 
     async def refresh_forever(self) -> None:
         """The lifespan's background task: refresh every ``refresh_seconds`` (sooner while unhealthy)."""

@@ -7,6 +7,7 @@ as a separate uvicorn process (configured through the environment, as in product
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -91,12 +92,9 @@ def redis_proc(tmp_path: Path) -> Iterator[RedisProcess]:
         r.kill()
 
 
-@pytest.fixture
-def api_proc(redis_proc: RedisProcess, serving_bundle: Path, tmp_path: Path) -> Iterator[str]:
-    url = f"redis://127.0.0.1:{redis_proc.port}/0"
-    store = RedisStore.from_url(url)
-    publish_dataset(store, WORLD_SMALL, models=serving_bundle)
-    store.client.close()
+@contextlib.contextmanager
+def api_process(url: str, models_dir: Path, log_path: Path, wait_ready: bool = True) -> Iterator[str]:
+    """A uvicorn API process on ``url``'s Redis (configured through the environment, as in production); yields its base URL."""
     port = free_port()
     env = {
         **os.environ,
@@ -104,30 +102,40 @@ def api_proc(redis_proc: RedisProcess, serving_bundle: Path, tmp_path: Path) -> 
         "HOMEPAGE_API_KEY": API_KEY,
         "HOMEPAGE_DEADLINE_MS": str(DEADLINE_MS),
         "HOMEPAGE_REFRESH_SECONDS": "0.5",
-        "HOMEPAGE_MODELS_DIR": str(tmp_path / "unpacked"),
+        "HOMEPAGE_MODELS_DIR": str(models_dir),
         "OPENBLAS_NUM_THREADS": "1",
     }
     proc = subprocess.Popen(
         [sys.executable, "-m", "uvicorn", "homepage.api.app:create_app", "--factory", "--host", "127.0.0.1",
          "--port", str(port), "--log-level", "warning", "--no-access-log"],
-        env=env, stdout=subprocess.DEVNULL, stderr=open(tmp_path / "api.log", "wb"),
+        env=env, stdout=subprocess.DEVNULL, stderr=open(log_path, "wb"),
     )
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
     try:
         while True:
             try:
-                if httpx.get(f"{base}/health/ready", timeout=2).status_code == 200:
+                if httpx.get(f"{base}/health/{'ready' if wait_ready else 'live'}", timeout=2).status_code == 200:
                     break
             except httpx.TransportError:
                 pass
-            assert proc.poll() is None, (tmp_path / "api.log").read_text()
-            assert time.monotonic() < deadline, "API did not become ready"
+            assert proc.poll() is None, log_path.read_text()
+            assert time.monotonic() < deadline, "API did not start"
             time.sleep(0.1)
         yield base
     finally:
         proc.terminate()
         proc.wait(timeout=20)
+
+
+@pytest.fixture
+def api_proc(redis_proc: RedisProcess, serving_bundle: Path, tmp_path: Path) -> Iterator[str]:
+    url = f"redis://127.0.0.1:{redis_proc.port}/0"
+    store = RedisStore.from_url(url)
+    publish_dataset(store, WORLD_SMALL, models=serving_bundle)
+    store.client.close()
+    with api_process(url, tmp_path / "unpacked", tmp_path / "api.log") as base:
+        yield base
 
 
 @dataclass
@@ -305,3 +313,21 @@ def test_redis_out_of_memory_refuses_events_with_503_and_still_serves_built_page
         r = c.post("/events", json=ev, headers={"X-API-Key": API_KEY})
         assert r.status_code == 202 and r.json() == {"accepted": 1, "duplicates": 0}  # the refused event was never written
     store.client.close()
+
+
+def test_a_worker_started_while_redis_is_down_serves_the_last_version_it_kept(redis_proc: RedisProcess, api_proc: str, tmp_path: Path) -> None:
+    """A restart or a new worker during an outage: popular rows of the last version this models directory served,
+    flagged degraded, instead of empty pages; personal pages once Redis answers."""
+    url = f"redis://127.0.0.1:{redis_proc.port}/0"
+    with httpx.Client(base_url=api_proc, timeout=10) as c:
+        version = _wait_for(c, "/homepage/3", lambda r: r.json()["degraded"] is False, 10).json()["model_version"]
+    redis_proc.kill()
+    with api_process(url, tmp_path / "unpacked", tmp_path / "api2.log", wait_ready=False) as base, httpx.Client(base_url=base, timeout=10) as c:
+        r = _wait_for(c, "/homepage/3", lambda r: bool(r.json()["rows"]), 10)
+        page = r.json()
+        assert r.status_code == 200 and page["degraded"] is True and r.headers["x-degraded"] == "redis_unavailable"
+        assert page["rows"] and page["model_version"] == version
+        assert c.get("/health/ready").status_code == 503
+        redis_proc.start()  # the AOF brings the data back
+        r = _wait_for(c, "/homepage/3", lambda r: r.json()["degraded"] is False, 10)
+        assert r.json()["degraded"] is False and r.json()["model_version"] == version

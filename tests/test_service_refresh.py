@@ -6,6 +6,7 @@ import dataclasses
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 from redis_fixtures import WORLD_SMALL
 
@@ -163,3 +164,30 @@ def test_nothing_published_is_one_warning_not_a_traceback_per_refresh(
         assert len(records) == 1 and records[0].exc_info is None and "no published version" in records[0].getMessage()
     finally:
         svc.close()
+
+
+def test_the_last_good_version_round_trips_and_a_damaged_one_is_ignored(serving_bundle: Path, tmp_path: Path) -> None:
+    """What a worker keeps on disk for a start during an outage: the same world back, or nothing when it cannot be trusted."""
+    from homepage.bundle import load_bundle
+    from homepage.last_good import FILE_NAME, LastGood, load_last_good, save_last_good
+    from homepage.state import GlobalState
+
+    n = 5
+    world = GlobalState(
+        as_of=1_700_000_000, half_life=604800.0, counts=np.arange(n, dtype=np.int64), decayed=np.linspace(0, 1, n),
+        rating_sum=np.ones(n), rating_count=np.ones(n, dtype=np.int64),
+        region_counts={"EU": np.arange(n, dtype=np.int64)[::-1].copy(), "US-9": np.ones(n, dtype=np.int64)},
+        region_decayed={"EU": np.ones(n)}, n_users=7,
+    )
+    bundle_dir = load_bundle(serving_bundle).path
+    save_last_good(tmp_path, LastGood("v1", bundle_dir, world, 42, "stage-wise"))
+    got = load_last_good(tmp_path)
+    assert got is not None and (got.store_version, got.bundle_dir, got.clock_offset, got.policy) == ("v1", bundle_dir.resolve(), 42, "stage-wise")
+    assert got.world.as_of == world.as_of and got.world.n_users == 7 and sorted(got.world.region_counts) == ["EU", "US-9"]
+    assert np.array_equal(got.world.region_counts["EU"], world.region_counts["EU"]) and list(got.world.region_decayed) == ["EU"]
+    assert np.array_equal(got.world.decayed, world.decayed)
+    (tmp_path / FILE_NAME).write_bytes((tmp_path / FILE_NAME).read_bytes()[:100])  # cut short
+    assert load_last_good(tmp_path) is None
+    save_last_good(tmp_path, LastGood("v1", tmp_path / "gone", world, 0, "stage-wise"))  # its bundle was deleted
+    assert load_last_good(tmp_path) is None
+    assert load_last_good(tmp_path / "never-used") is None

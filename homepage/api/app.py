@@ -3,7 +3,8 @@
 ``create_app()`` does no work; the lifespan connects to Redis (``REDIS_URL`` or the
 embedded server), loads the active model bundle, reads the world state, and starts the
 background refresh that follows newly published versions without a restart. If Redis
-is down at start-up the app still starts: pages are degraded until it answers.
+is down at start-up the app still starts: pages are degraded (the fallback of the last version
+this models directory served, ``homepage.last_good``) until it answers.
 """
 
 from __future__ import annotations

@@ -1,0 +1,102 @@
+"""The last version a worker served, kept on local disk: the fallback of a worker that starts while Redis is down.
+
+A worker's models and popular rows come from Redis; one started during an outage (a deploy, a
+restart, a new node) would have nothing to serve but empty pages. Each time a worker puts a
+version live it writes, next to the unpacked bundle, one file holding that version's name, the
+bundle directory and the world counters the fallback page is built from; a worker that cannot
+reach Redis at start-up loads them and serves the degraded popular page until Redis answers.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from homepage.state import GlobalState
+
+FILE_NAME = "last-good.npz"
+FORMAT = 1
+
+
+@dataclass(frozen=True)
+class LastGood:
+    """What a worker served last: the store's version, its unpacked bundle, its world and clock."""
+
+    store_version: str
+    bundle_dir: Path
+    world: GlobalState
+    clock_offset: int
+    policy: str
+
+
+def save_last_good(models_dir: Path, last: LastGood) -> Path:
+    """Write ``last`` as ``models_dir/last-good.npz``, atomically (workers may write it at once)."""
+    models_dir = Path(models_dir)
+    models_dir.mkdir(parents=True, exist_ok=True)
+    w = last.world
+    regions = sorted(w.region_counts)
+    meta = {
+        "format": FORMAT,
+        "store_version": last.store_version,
+        "bundle_dir": str(Path(last.bundle_dir).resolve()),
+        "clock_offset": int(last.clock_offset),
+        "policy": last.policy,
+        "as_of": int(w.as_of),
+        "half_life": float(w.half_life),
+        "n_users": int(w.n_users),
+        "regions": regions,
+    }
+    arrays = {
+        "meta": np.array(json.dumps(meta)),
+        "counts": np.asarray(w.counts),
+        "decayed": np.asarray(w.decayed),
+        "rating_sum": np.asarray(w.rating_sum),
+        "rating_count": np.asarray(w.rating_count),
+    }
+    for i, r in enumerate(regions):
+        arrays[f"region_counts_{i}"] = np.asarray(w.region_counts[r])
+        if r in w.region_decayed:
+            arrays[f"region_decayed_{i}"] = np.asarray(w.region_decayed[r])
+    fd, name = tempfile.mkstemp(prefix=f".{FILE_NAME}.tmp-", suffix=".npz", dir=models_dir)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, **arrays)
+        os.replace(name, models_dir / FILE_NAME)
+    except BaseException:
+        Path(name).unlink(missing_ok=True)
+        raise
+    return models_dir / FILE_NAME
+
+
+def load_last_good(models_dir: Path) -> LastGood | None:
+    """The last version served from ``models_dir``, or None when there is none (or it is damaged or gone)."""
+    path = Path(models_dir) / FILE_NAME
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            meta = json.loads(str(z["meta"]))
+            if meta.get("format") != FORMAT:
+                return None
+            regions = list(meta["regions"])
+            world = GlobalState(
+                as_of=int(meta["as_of"]),
+                half_life=float(meta["half_life"]),
+                counts=z["counts"],
+                decayed=z["decayed"],
+                rating_sum=z["rating_sum"],
+                rating_count=z["rating_count"],
+                region_counts={r: z[f"region_counts_{i}"] for i, r in enumerate(regions)},
+                region_decayed={r: z[f"region_decayed_{i}"] for i, r in enumerate(regions) if f"region_decayed_{i}" in z},
+                n_users=int(meta["n_users"]),
+            )
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile):
+        return None
+    bundle_dir = Path(meta["bundle_dir"])
+    if not (bundle_dir / "manifest.json").is_file():
+        return None
+    return LastGood(str(meta["store_version"]), bundle_dir, world, int(meta["clock_offset"]), str(meta["policy"]))
