@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import os
 import signal
 import subprocess
@@ -69,7 +70,8 @@ def test_cli_publish_then_rollback(
     runner = CliRunner()
     ds = load_dataset(small)
     t_mid = int(np.quantile(ds.events["ts"], 0.5))
-    first = runner.invoke(app, ["publish", str(small), "--at", str(t_mid)])
+    iso = datetime.datetime.fromtimestamp(t_mid, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S")  # ISO, as --until takes
+    first = runner.invoke(app, ["publish", str(small), "--at", iso])
     assert first.exit_code == 0, first.output
     v1 = store.active_version()
     assert v1 is not None and v1 in first.output
@@ -121,7 +123,7 @@ def test_bad_models_dir_is_a_one_line_error(tmp_path: Path, layout: dict[str, st
         locate_bundle(tmp_path)
 
 
-@pytest.mark.parametrize("at", ["-5", "5", "99999999999999999999"])
+@pytest.mark.parametrize("at", ["-5", "5", "99999999999999999999", "yesterday"])
 def test_publish_refuses_a_time_with_no_state_before_touching_the_store(store: RedisStore, cli_settings: Settings, small: Path, at: str) -> None:
     """A state as of before the first event would serve every user an empty page, and gc would drop a good version."""
     _register()

@@ -15,6 +15,7 @@ from rich.progress import (
 )
 
 from homepage.cli import app, err
+from homepage.cli.train import parse_time
 from homepage.config import load_config
 from homepage.publish import publish_dataset
 from homepage.settings import SettingsError, get_settings, shown_url
@@ -45,12 +46,13 @@ def open_store() -> RedisStore:
 def publish(
     dataset: Path = typer.Argument(..., help="Dataset directory."),
     models: Path | None = typer.Option(None, "--models", help="Model bundle dir, or a models dir with LATEST."),
-    at: int | None = typer.Option(None, "--at", help="State as of this Unix time (default: the last event)."),
+    at: str | None = typer.Option(None, "--at", help="State as of this time (ISO or Unix seconds; default: the last event)."),
     config: Path | None = typer.Option(None, "--config", help="Pipeline config JSON (trending half-life)."),
     keep: int | None = typer.Option(None, "--keep", min=1, help="Published versions to keep (default: settings)."),
 ) -> None:
     """Load a dataset's state into Redis as a new version and make it active."""
     half_life = load_config(config).half_life_seconds
+    at_ts = parse_time(at, "--at") if at is not None else None
     store = open_store()
     try:
         with Progress(
@@ -60,7 +62,7 @@ def publish(
             result = publish_dataset(
                 store,
                 dataset,
-                at=at,
+                at=at_ts,
                 models=models,
                 half_life=half_life,
                 keep=keep,
