@@ -49,7 +49,7 @@ def check_redis_url(url: str) -> None:
 
     redis-py reads ``redis://host/abc`` as database 0 without a word, and a bad port or
     IPv6 host only when connecting; these are caught here. Whether a database index exists
-    is the server's to say (``homepage.cli.serving.open_store`` asks it).
+    is the server's to say (``homepage.cli.versions.open_store`` asks it).
     """
     if not url.startswith(REDIS_SCHEMES):
         raise ValueError(f"REDIS_URL {shown_url(url)}: use one of {', '.join(REDIS_SCHEMES)}")

@@ -97,7 +97,7 @@ def serve(
         raise settings_error(e) from None
 
     if get_settings().redis_url:
-        from homepage.cli.serving import open_store
+        from homepage.cli.versions import open_store
         from homepage.store import StoreUnavailable
 
         # settings the server refuses (a database index it lacks) fail here, in one line; a Redis
@@ -196,55 +196,6 @@ def _demo_artwork_logs(world: Path, var: Path, impressions: int = 100_000) -> Pa
     write_simulated_feedback(BrowsingSimulator(WorldTruth.load(world)), impressions, path)
     typer.echo(f"artwork: {impressions:,} simulated impressions of random artwork -> {path}")
     return path
-
-
-logs_app = typer.Typer(help="Served-page and event logs.", no_args_is_help=True)
-app.add_typer(logs_app, name="logs")
-
-
-@logs_app.command("export")
-def logs_export(out: Path = typer.Option(..., "--out", help="Parquet file to write (served-log format).")) -> None:
-    """Export served pages joined with their attributed plays, for replay and training."""
-    from homepage.cli.outputs import check_output_file
-    from homepage.cli.serving import open_store
-    from homepage.errors import HomepageError
-    from homepage.logs_export import served_impressions
-    from homepage.servedlogs.schema import write_served_logs
-
-    if out.suffix != ".parquet":
-        raise HomepageError(f"--out {out}: must end in .parquet")
-    check_output_file(out, "--out")
-    store = open_store()
-    try:
-        frame = served_impressions(store.served_entries(), store.event_entries())
-    finally:
-        store.close()
-    write_served_logs(frame, out)
-    typer.echo(f"{out}: {frame['page_id'].nunique()} pages, {len(frame)} impressions, {int(frame['played'].sum())} attributed plays")
-
-
-@logs_app.command("merge-events")
-def logs_merge_events(
-    dataset: Path = typer.Argument(..., help="Dataset directory to fold the acknowledged events into."),
-    accept_gap: bool = typer.Option(False, "--accept-gap", help="Merge what is left even if the stream's cap trimmed unmerged events."),
-) -> None:
-    """Fold into a dataset what the API acknowledged since the last merge: events, profile regions, erasures."""
-    from homepage.cli.serving import open_store
-    from homepage.events_merge import merge_stream_into_dataset
-
-    store = open_store()
-    try:
-        r = merge_stream_into_dataset(dataset, store, accept_gap=accept_gap)
-    finally:
-        store.close()
-    if not r.changed:
-        typer.echo(f"{dataset}: nothing new (events stream merged up to {r.last_id or 'nothing yet'})")
-        return
-    typer.echo(
-        f"{dataset}: +{r.added:,} events, {r.new_users:,} new users, {r.erased_events:,} events of erased users dropped; "
-        f"{r.total_events:,} events in all; stream merged up to {r.last_id}"
-        + (f"; {r.skipped:,} events outside ingest's ranges skipped" if r.skipped else "")
-    )
 
 
 if __name__ == "__main__":  # ``python -m homepage.cli.serve``: the serve command alone (benchmarks)

@@ -1,4 +1,4 @@
-"""Serving commands: ``publish`` (dataset state and model bundle into Redis), ``rollback``, ``versions``."""
+"""The store's versions: ``publish`` (dataset state and model bundle into Redis), ``rollback``, ``versions``."""
 
 from __future__ import annotations
 
