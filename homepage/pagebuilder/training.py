@@ -12,11 +12,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from typing import TYPE_CHECKING
-
+from homepage.config import PageConfig
 from homepage.domain import RequestContext
 from homepage.eventlog import EventLog
 from homepage.page import PageModels, collect_candidates, ranker_problem, ranker_problem_counts, user_signals
@@ -253,20 +253,23 @@ class PageTrainingReport:
     ranker_problems: dict[str, dict[str, int]] = field(default_factory=dict)
 
 
+_PAGE_DEFAULTS = PageConfig()  # the defaults of a direct call are the pipeline's
+
+
 def train_page_model(
     log: EventLog,
     models_at_inner_split: PageModels,
     inner_split: int,
     until: int,
     half_life: float,
-    rows: int = 10,
-    cols: int = 10,
-    max_requests: int = 3000,
-    requests_per_user: int = 3,
-    num_rounds: int = 400,
+    rows: int = _PAGE_DEFAULTS.rows,
+    cols: int = _PAGE_DEFAULTS.cols,
+    max_requests: int = _PAGE_DEFAULTS.max_requests,
+    requests_per_user: int = _PAGE_DEFAULTS.requests_per_user,
+    num_rounds: int = _PAGE_DEFAULTS.num_rounds,
     seed: int = 0,
     progress: Callable[[int], None] | None = None,
-    dagger_rounds: int = 1,
+    dagger_rounds: int = _PAGE_DEFAULTS.dagger_rounds,
     stage_data_fn: "Callable[..., StageData] | None" = None,
     workers: int = 1,
 ) -> tuple["PageModel", PageTrainingReport]:
