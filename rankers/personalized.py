@@ -1,8 +1,8 @@
-"""Personalised rows: "Top picks for you" and "<Genre> for you" from a blend of three scores.
+"""Personalised rows: "Top picks for you", "More picks for you" and "<Genre> for you" from a blend of three scores.
 
 score(user, title) = w_item * item-model score (an EASE item-item model, pruned to
 ``neighbours`` weights per title only when the item model would exceed ``item_model_budget``
-weights in total, applied to the user's recency-weighted history) + w_mf * implicit-ALS score (the user vector folded in from
+weights in total, applied to the user's history, recency-weighted when ``history_half_life`` is set) + w_mf * implicit-ALS score (the user vector folded in from
 the same history) + w_pop * a recency-weighted popularity prior; each part is scaled to a
 maximum of 1 first. Nothing about a user is stored: both user-side parts are computed from
 ``RankRequest.user`` at request time, so one new play changes the page without retraining.
@@ -67,7 +67,7 @@ def genre_row_title(genre: str) -> str:
 class PersonalizedConfig(RankerConfig):
     """Hyperparameters of the blend; defaults tuned on a validation split of ml-latest-small's training period."""
 
-    max_rows: int = Field(default=5, ge=0, le=100, description="top picks plus up to max_rows-1 genre rows")
+    max_rows: int = Field(default=5, ge=0, le=100, description="top picks, then the more_picks rows, then genre rows, up to this many in all")
     more_picks: int = Field(
         default=0, ge=0, le=20, description="extra rows continuing top picks (within max_rows, before the genre rows)"
     )
