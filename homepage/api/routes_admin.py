@@ -4,22 +4,19 @@ from __future__ import annotations
 
 from fastapi import Request
 
+from homepage.api import app_state
 from homepage.api.schemas import COMMON_RESPONSES, Deleted, ErrorOut, Reloaded, UserId
 from homepage.api.security import protected_router
-from homepage.service import PageService
 
 router = protected_router(responses=COMMON_RESPONSES)
 ERRORS = {401: {"model": ErrorOut}, 403: {"model": ErrorOut}, 503: {"model": ErrorOut}}
 
 
-def _service(request: Request) -> PageService:
-    return request.app.state.service
-
 
 @router.delete("/users/{user_id}", response_model=Deleted, responses=ERRORS)
 async def delete_user(request: Request, user_id: UserId) -> Deleted:
     """Erase every key and stream entry of the user, in every version."""
-    service = _service(request)
+    service = app_state.service(request)
     n = await service.run(service.store.delete_user, user_id)
     return Deleted(user_id=user_id, deleted=n)
 
@@ -27,7 +24,7 @@ async def delete_user(request: Request, user_id: UserId) -> Deleted:
 @router.post("/admin/reload", response_model=Reloaded, responses=ERRORS)
 async def reload(request: Request) -> Reloaded:
     """Re-read the active version and load its model bundle now."""
-    service = _service(request)
+    service = app_state.service(request)
     ok = await service.run(service.refresh, True)
     cur = service.loaded
     return Reloaded(

@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import Body, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 
+from homepage.api import app_state
 from homepage.api.schemas import (
     COMMON_RESPONSES,
     ErrorOut,
@@ -33,9 +34,6 @@ MAX_FUTURE_SECONDS = 86_400  # client clocks drift; an event from further ahead 
 WRITE_ERRORS = {401: {"model": ErrorOut}, 403: {"model": ErrorOut}, 413: {"model": ErrorOut}, 503: {"model": ErrorOut}}
 
 
-def _service(request: Request) -> PageService:
-    return request.app.state.service
-
 
 @router.post("/events", status_code=202, response_model=EventsAccepted, responses=WRITE_ERRORS)
 async def post_events(request: Request, body: Annotated[EventsBody, Body()]) -> EventsAccepted:
@@ -49,7 +47,7 @@ async def post_events(request: Request, body: Annotated[EventsBody, Body()]) -> 
     store leaves them out of the counters, and another node may already serve a newer catalog.
     """
     items = body.events if isinstance(body, EventBatch) else [body]
-    service = _service(request)
+    service = app_state.service(request)
     cur = service.loaded
     if cur is None:  # nor a clock, on the data clock
         service.metrics.events_rejected.inc(len(items))
@@ -119,7 +117,7 @@ def _check_genres(service: PageService, profile: ProfileIn) -> None:
 @router.put("/users/{user_id}", response_model=ProfileOut, responses=WRITE_ERRORS)
 async def put_user(request: Request, user_id: UserId, profile: ProfileIn) -> ProfileOut:
     """Replace a profile (region, favourite genres): a field left out is cleared. ``PATCH`` changes only the fields sent."""
-    service = _service(request)
+    service = app_state.service(request)
     _check_genres(service, profile)
     await service.run(service.set_profile, user_id, profile.region, profile.favourite_genres)
     return ProfileOut(user_id=user_id, **profile.model_dump())
@@ -128,7 +126,7 @@ async def put_user(request: Request, user_id: UserId, profile: ProfileIn) -> Pro
 @router.patch("/users/{user_id}", response_model=ProfileOut, responses=WRITE_ERRORS)
 async def patch_user(request: Request, user_id: UserId, profile: ProfileIn) -> ProfileOut:
     """Change only the profile fields sent (``"region": null`` clears the region); returns the whole profile."""
-    service = _service(request)
+    service = app_state.service(request)
     _check_genres(service, profile)
     changes = profile.model_dump(include=profile.model_fields_set)
     if changes:
@@ -139,7 +137,7 @@ async def patch_user(request: Request, user_id: UserId, profile: ProfileIn) -> P
 @router.get("/users/{user_id}", response_model=ProfileOut, responses={**WRITE_ERRORS, 404: {"model": ErrorOut}})
 async def get_user(request: Request, user_id: UserId) -> ProfileOut:
     """A user's profile as served (published with the dataset, or set through ``PUT``/``PATCH``); 404 when there is none."""
-    service = _service(request)
+    service = app_state.service(request)
     return _profile_out(user_id, await service.run(service.get_profile, user_id))
 
 

@@ -11,6 +11,7 @@ from fastapi import APIRouter, HTTPException, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 
+from homepage.api import app_state
 from homepage.api.schemas import (
     COMMON_RESPONSES,
     ErrorOut,
@@ -24,15 +25,13 @@ from homepage.api.schemas import (
     UserId,
     query_parameters,
 )
-from homepage.service import PageParams, PageService
+from homepage.catalog import Catalog
+from homepage.service import PageParams
 from homepage.store import StoreUnavailable
 
 router = APIRouter(responses=COMMON_RESPONSES)
 JSON = "application/json"
 
-
-def _service(request: Request) -> PageService:
-    return request.app.state.service
 
 
 _DEFAULT_PAGE_PARAMS = PageParams()
@@ -65,28 +64,28 @@ def page_params(query_string: bytes) -> PageParams:
 )
 async def homepage(request: Request, user_id: UserId) -> Response:
     """A personalised page within the deadline, or the popular fallback marked ``degraded``. Never an error for unknown users."""
-    result = await _service(request).page(user_id, page_params(request.scope["query_string"]))
+    result = await app_state.service(request).page(user_id, page_params(request.scope["query_string"]))
     headers = {"X-Cache": "hit" if result.cache_hit else "miss"}
     if result.degraded:
         headers["X-Degraded"] = result.reason or "1"
     return Response(result.body, media_type=JSON, headers=headers)
 
 
-def _loaded(request: Request):  # type: ignore[no-untyped-def]
-    cur = _service(request).loaded
-    if cur is None:
-        raise HTTPException(503, "model not loaded yet", headers={"Retry-After": "1"})
-    return cur
+
+def _title_index(catalog: Catalog, title_id: int) -> int:
+    """The title's index in the served catalog; 404 naming the id when it has none."""
+    idx = int(catalog.index_of(np.array([title_id]))[0])
+    if idx < 0:
+        raise HTTPException(404, f"title_id: {title_id} is not in the catalog")
+    return idx
 
 
 @router.get("/titles/{title_id}", response_model=TitleOut, responses={404: {"model": ErrorOut}, 503: {"model": ErrorOut}})
 async def title(request: Request, title_id: TitleId) -> TitleOut:
     """A catalog entry with its artwork variants."""
-    cur = _loaded(request)
+    cur = app_state.loaded(request)
     cat = cur.models.catalog
-    idx = int(cat.index_of(np.array([title_id]))[0])
-    if idx < 0:
-        raise HTTPException(404, f"title_id: {title_id} is not in the catalog")
+    idx = _title_index(cat, title_id)
     t = cat.title(idx)
     return TitleOut(
         title_id=t.title_id,
@@ -103,11 +102,9 @@ async def title(request: Request, title_id: TitleId) -> TitleOut:
 @router.get("/titles/{title_id}/similar", response_model=SimilarOut, responses={404: {"model": ErrorOut}, 503: {"model": ErrorOut}})
 async def similar(request: Request, title_id: TitleId, limit: Annotated[int, Query(ge=1, le=100)] = 20) -> SimilarOut:
     """Titles similar to one (the video-to-video neighbours: co-occurrence blended with content)."""
-    cur = _loaded(request)
+    cur = app_state.loaded(request)
     cat = cur.models.catalog
-    idx = int(cat.index_of(np.array([title_id]))[0])
-    if idx < 0:
-        raise HTTPException(404, f"title_id: {title_id} is not in the catalog")
+    idx = _title_index(cat, title_id)
     v2v = next((r for r in cur.models.rankers if getattr(r, "neighbours_", None) is not None), None)
     if v2v is None or idx >= v2v.neighbours_.shape[0]:
         return SimilarOut(title_id=title_id, similar=[])
@@ -127,7 +124,7 @@ async def live() -> Health:
 @router.get("/health/ready", response_model=Health, responses={503: {"model": Health}})
 async def ready(request: Request, response: Response) -> Health:
     """200 when Redis answers and a model is loaded; 503 otherwise."""
-    service = _service(request)
+    service = app_state.service(request)
     cur = service.loaded
     try:
         ok = await asyncio.wait_for(service.run(service.store.ping), timeout=1.0)
@@ -159,7 +156,7 @@ async def floor(request: Request, user_id: int) -> Response:
     """Benchmark floor: a precomputed page of the same size, read straight from Redis (one GET)."""
     if not request.app.state.settings.bench_endpoints:
         raise HTTPException(404, "Not Found")
-    service = _service(request)
+    service = app_state.service(request)
     body = await service.run(service.store.get_floor_page)
     if body is None:
         raise HTTPException(404, "no floor page stored")

@@ -26,6 +26,7 @@ from fastapi.responses import FileResponse
 from pydantic import BaseModel, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from homepage.api import app_state
 from homepage.api.echo import quoted
 from homepage.api.schemas import (
     COMMON_RESPONSES,
@@ -109,15 +110,6 @@ class ViewerPageOut(PageOut):
     top_features: list[list[FeatureContribution]] | None = Field(description="per row; null when the policy uses no model")
 
 
-def _loaded(request: Request) -> Loaded:
-    cur = _service(request).loaded
-    if cur is None:
-        raise HTTPException(503, "model not loaded yet", headers={"Retry-After": "1"})
-    return cur
-
-
-def _service(request: Request) -> PageService:
-    return request.app.state.service
 
 
 def available_policies(cur: Loaded) -> list[str]:
@@ -156,7 +148,7 @@ def play_enabled(serve: ServeSettings) -> bool:
 @router.get("/viewer/config", response_model=ViewerConfig, responses={503: {"model": ErrorOut}})
 async def config(request: Request) -> ViewerConfig:
     """What the viewer may do here: policies, default policy, click-to-play, external images."""
-    cur = _loaded(request)
+    cur = app_state.loaded(request)
     return ViewerConfig(
         play_enabled=play_enabled(request.app.state.settings),
         external_images=viewer_settings(request).external_images,
@@ -202,8 +194,8 @@ def _cold_user(service: PageService, cur: Loaded) -> SampleUser:
 @router.get("/viewer/users", response_model=SampleUsers, responses={503: {"model": ErrorOut}})
 async def users(request: Request) -> SampleUsers:
     """Sample users: the heaviest and lightest of a random sample of active users, and a user with no history."""
-    cur = _loaded(request)
-    service = _service(request)
+    cur = app_state.loaded(request)
+    service = app_state.service(request)
     cached: tuple[str, list[SampleUser]] | None = getattr(request.app.state, "viewer_samples", None)
     if cached is not None and cached[0] == cur.store_version:
         active = cached[1]
@@ -270,12 +262,12 @@ async def policy_page(
     region: Annotated[str | None, Query(pattern=REGION_PATTERN)] = None,
 ) -> Response:
     """The user's page under ``policy`` (default: the service's), with explain data; for the viewer's compare view."""
-    cur = _loaded(request)
+    cur = app_state.loaded(request)
     name = policy or cur.policy
     known = available_policies(cur)
     if name not in known:
         raise HTTPException(422, f"policy: {quoted(name)} is not one of {', '.join(known)}")
-    service = _service(request)
+    service = app_state.service(request)
     now = service.now(cur)
     ctx = RequestContext(user_id, now, rows, cols, device, (now // 3600) % 24, region)
     body = await service.run(_policy_page, service, cur, user_id, name, ctx)
@@ -295,7 +287,7 @@ async def artwork(
     variant_id: Annotated[str, PathParam(max_length=128, pattern=r"^[A-Za-z0-9_.:-]+$")],
 ) -> Response:
     """A placeholder poster for an artwork variant: title, year, and the variant's emphasis by colour and label."""
-    cat = _loaded(request).models.catalog
+    cat = app_state.loaded(request).models.catalog
     idx = int(cat.index_of(np.array([title_id]))[0])
     if idx < 0:
         raise HTTPException(404, f"title_id: {title_id} is not in the catalog")
