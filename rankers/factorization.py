@@ -7,12 +7,12 @@ request time from their history, so a new play changes the scores without refitt
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
 import numpy as np
 import scipy.sparse as sp
 from scipy.linalg import lapack
+from threadpoolctl import threadpool_limits
 
 
 def interaction_matrix(
@@ -98,10 +98,10 @@ def fit_als(
 
     ``threads`` only changes speed: implicit's CPU solver updates each user (then each item)
     independently of the others given the other side's factors, and the Gram matrix comes
-    from single-threaded BLAS, so factors are bitwise identical for any thread count
-    (checked by ``tests/test_personalized.py``).
+    from BLAS held to one thread here, so factors are bitwise identical for any thread count
+    and any number of cores (``tests/test_personalized.py``). (Setting ``OPENBLAS_NUM_THREADS``
+    here did nothing: numpy had loaded OpenBLAS long before, with a thread per core.)
     """
-    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     from implicit.cpu.als import AlternatingLeastSquares
 
     model = AlternatingLeastSquares(
@@ -112,7 +112,8 @@ def fit_als(
         random_state=seed,
         num_threads=threads,
     )
-    model.fit(x, show_progress=False)
+    with threadpool_limits(1, user_api="blas"):
+        model.fit(x, show_progress=False)
     return np.ascontiguousarray(model.item_factors, dtype=np.float32)
 
 

@@ -275,6 +275,18 @@ def test_als_factors_do_not_depend_on_thread_count() -> None:
     one = fit_als(x, threads=1, **kw)
     np.testing.assert_array_equal(fit_als(x, threads=2, **kw), one)
     assert np.abs(one).sum() > 0
+    # nor on the BLAS threads the process runs with (one per core unless limited): a machine
+    # with more cores would otherwise train other factors (numpy loads BLAS long before this)
+    from threadpoolctl import threadpool_limits
+
+    x = sp.random(2000, 1000, density=0.02, random_state=np.random.default_rng(3), format="csr", dtype=np.float32)
+    x.data[:] = 1.0  # large enough for OpenBLAS to split its Gram matrix over threads
+    kw = dict(factors=32, regularization=1.0, alpha=2.0, iterations=2, seed=0)
+    with threadpool_limits(1, user_api="blas"):
+        alone = fit_als(x, threads=1, **kw)
+    for blas_threads in (2, 4):
+        with threadpool_limits(blas_threads, user_api="blas"):
+            np.testing.assert_array_equal(fit_als(x, threads=2, **kw), alone)
 
 
 def test_a_cut_before_any_title_has_two_users_still_fits() -> None:

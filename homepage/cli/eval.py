@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
@@ -72,7 +71,6 @@ def eval_rankers(
     A ranker that raises or returns rows breaking the contract is reported (table, JSON, an error
     line each) without stopping the others; the command then exits 1.
     """
-    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     from homepage.catalog import Catalog
     from homepage.config import load_config
     from homepage.dataset import load_dataset

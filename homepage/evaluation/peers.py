@@ -7,13 +7,13 @@ most-popular, EASE (Steck 2019, numpy), and ``implicit``'s ALS, BPR and item-ite
 
 from __future__ import annotations
 
-import os
 import warnings
 from abc import ABC, abstractmethod
 from typing import ClassVar, Self
 
 import numpy as np
 import scipy.sparse as sp
+from threadpoolctl import threadpool_limits
 
 from rankers.factorization import fit_ease
 
@@ -94,9 +94,9 @@ class _Implicit(Peer):
     def _model(self) -> object: ...
 
     def fit(self, x: sp.csr_matrix) -> Self:
-        os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
         self.model_ = self._model()
-        with warnings.catch_warnings():  # implicit warns about its own internal coo -> csr conversions
+        # implicit's solvers call BLAS per user: a BLAS thread per core only contends with them
+        with warnings.catch_warnings(), threadpool_limits(1, user_api="blas"):  # implicit warns about its own coo -> csr conversions
             warnings.simplefilter("ignore")
             self.model_.fit(x, show_progress=False)  # type: ignore[attr-defined]
         return self
