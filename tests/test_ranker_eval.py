@@ -230,10 +230,16 @@ def test_eval_command_reports_a_failing_plugin_and_exits_1(tmp_path: Path, monke
     cfg = tmp_path / "pipeline.json"
     cfg.write_text(PipelineConfig(rankers=(*PipelineConfig().rankers, RankerSpec(name="raises_in_rows"))).model_dump_json())
     out = tmp_path / "eval.json"
-    res = CliRunner().invoke(
-        app, ["eval", "rankers", str(ds), "--config", str(cfg), "--rankers", "top_n,raises_in_rows", "--no-peers", "--json", str(out)]
-    )
+    argv = ["eval", "rankers", str(ds), "--config", str(cfg), "--rankers", "top_n,raises_in_rows", "--no-peers", "--json", str(out)]
+    res = CliRunner().invoke(app, argv)
     assert res.exit_code == 1, res.output
+    # and through the console script's entry point, whose exit status a shell or CI sees
+    from homepage.cli import main
+
+    monkeypatch.setattr("sys.argv", ["homepage", *argv])
+    with pytest.raises(SystemExit) as exited:
+        main()
+    assert exited.value.code == 1
     result = json.loads(out.read_text())
     assert "ndcg@10" in result["rankers"]["top_n"]
     assert result["rankers"]["raises_in_rows"]["failed"].startswith("rows() raised RuntimeError: boom [in rows]")

@@ -45,7 +45,10 @@ def main() -> None:
     previous = signal.signal(signal.SIGTERM, exit_on_sigterm) if main_thread else None
     try:
         log_setup.install()  # a bad HOMEPAGE_LOG_* is a one-line error like any other setting
-        app(standalone_mode=False, prog_name="homepage")
+        code = app(standalone_mode=False, prog_name="homepage")
+        # without standalone mode click returns a command's ``typer.Exit(n)`` code instead of exiting
+        if isinstance(code, int) and code:
+            sys.exit(code)
     except HomepageError as e:
         # escaped: a path or value in the message may hold brackets rich would read as markup
         err.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
