@@ -25,7 +25,7 @@ from homepage.pagebuilder.model import PageModel
 from homepage.pagebuilder.policies import policy as get_policy
 from homepage.pagebuilder.rules import PageRules
 from homepage.state import GlobalState, UserState
-from rankers.base import Ranker, RankRequest
+from rankers.base import Ranker, RankRequest, row_problem
 
 log = logging.getLogger(__name__)
 
@@ -128,6 +128,7 @@ def collect_candidates(rankers: Sequence[Ranker], request: RankRequest) -> tuple
     """Every ranker's rows; a failing ranker is skipped and noted, never fails the page (logged at most once a minute per kind)."""
     rows: list[CandidateRow] = []
     notes: list[str] = []
+    row_ids: set[str] = set()
     for r in rankers:
         try:
             got = r.rows(request)
@@ -137,10 +138,19 @@ def collect_candidates(rankers: Sequence[Ranker], request: RankRequest) -> tuple
                 log.exception("ranker %s failed%s", r.name, _held_back(held))
             notes.append(f"ranker {r.name} failed: {type(e).__name__}")
             continue
+        if not isinstance(got, (list, tuple)):  # None, or one row not in a list: nothing to iterate
+            held = RANKER_LOG.admit((r.name, "not a list"))
+            if held is not None:
+                log.error("ranker %s: rows() returned a %s, not a list of CandidateRow%s", r.name, type(got).__name__, _held_back(held))
+            notes.append(f"ranker {r.name} failed: rows() returned a {type(got).__name__}, not a list")
+            continue
         for row in got:
             problem = row_problem(row)
+            if problem is None and row.row_id in row_ids:
+                problem = f"{row.row_id}: row_id already used by another row of this page (prefix it with the ranker's name)"
             if problem is None:
                 rows.append(row)
+                row_ids.add(row.row_id)
             else:
                 held = RANKER_LOG.admit((r.name, "row dropped"))
                 if held is not None:
@@ -163,26 +173,6 @@ def ranker_problem_counts(found: Iterable[tuple[str, str]]) -> dict[str, dict[st
     for ranker, kind in sorted(found):
         out.setdefault(ranker, {"failed": 0, "rows dropped": 0})[kind] += 1
     return out
-
-
-def row_problem(row: object) -> str | None:
-    """Why a ranker's row breaks the contract the page builder relies on, or None.
-
-    Checked at the boundary so a plug-in's mistake drops its row with a note naming the
-    ranker, instead of failing the page (or training) far away or serving repeats.
-    """
-    if not isinstance(row, CandidateRow):
-        return f"a {type(row).__name__}, not a CandidateRow"
-    ids, scores = row.title_ids, row.scores
-    if not isinstance(ids, np.ndarray) or ids.dtype.kind not in "iu" or ids.ndim != 1:
-        return f"{row.row_id}: title_ids must be a 1-D integer numpy array"
-    if not isinstance(scores, np.ndarray) or scores.dtype.kind != "f" or scores.shape != ids.shape:
-        return f"{row.row_id}: scores must be a float numpy array as long as title_ids"
-    if ids.size > 1 and len(set(ids.tolist())) != ids.size:  # faster than np.unique at row lengths
-        return f"{row.row_id}: a title appears twice"
-    if np.isnan(scores).any():
-        return f"{row.row_id}: NaN score"
-    return None
 
 
 def user_signals(user: UserState, models: PageModels, request: RequestContext) -> tuple[UserSignals, np.ndarray | None]:

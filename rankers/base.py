@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import numbers
 import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
@@ -20,8 +21,8 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from homepage.catalog import Catalog
-from homepage.errors import HomepageError
 from homepage.domain import CandidateRow, RequestContext
+from homepage.errors import HomepageError
 from homepage.eventlog import EventLog
 from homepage.state import GlobalState, UserState
 
@@ -136,8 +137,15 @@ class Ranker(ABC):
     def save(self, directory: Path) -> Path:
         """Write ``manifest.json`` and ``arrays.npz`` into ``directory``."""
         directory = Path(directory)
+        arrays = {k: np.asarray(v) for k, v in self.arrays().items()}
+        for k, v in arrays.items():  # numpy would pickle these, and loading (allow_pickle=False) would refuse them
+            if v.dtype == object:
+                raise ArtifactError(
+                    f"{self.name}.arrays()[{k!r}] is not a plain numpy array (an object array, from None or ragged lists): "
+                    "a bundle holding it could not be loaded"
+                )
         directory.mkdir(parents=True, exist_ok=True)
-        np.savez(directory / "arrays.npz", **self.arrays())
+        np.savez(directory / "arrays.npz", **arrays)
         (directory / "manifest.json").write_text(json.dumps(self.manifest(), indent=2, sort_keys=True))
         return directory
 
@@ -163,3 +171,25 @@ class Ranker(ABC):
         with np.load(directory / "arrays.npz", allow_pickle=False) as npz:
             ranker.restore({k: npz[k] for k in npz.files})
         return ranker
+
+
+def row_problem(row: object) -> str | None:
+    """Why a ranker's row breaks the contract the page builder relies on, or None.
+
+    Checked at the boundary so a plug-in's mistake drops its row with a note naming the
+    ranker, instead of failing the page (or training) far away or serving repeats.
+    """
+    if not isinstance(row, CandidateRow):
+        return f"a {type(row).__name__}, not a CandidateRow"
+    ids, scores = row.title_ids, row.scores
+    if not isinstance(ids, np.ndarray) or ids.dtype.kind not in "iu" or ids.ndim != 1:
+        return f"{row.row_id}: title_ids must be a 1-D integer numpy array"
+    if not isinstance(scores, np.ndarray) or scores.dtype.kind != "f" or scores.shape != ids.shape:
+        return f"{row.row_id}: scores must be a float numpy array as long as title_ids"
+    if ids.size > 1 and len(set(ids.tolist())) != ids.size:  # faster than np.unique at row lengths
+        return f"{row.row_id}: a title appears twice"
+    if np.isnan(scores).any():
+        return f"{row.row_id}: NaN score"
+    if not isinstance(row.row_score, numbers.Real) or row.row_score != row.row_score:
+        return f"{row.row_id}: row_score must be a number, not {row.row_score!r}"
+    return None

@@ -42,7 +42,7 @@ from homepage.catalog import Catalog
 from homepage.domain import CandidateRow, RequestContext, RowReason
 from homepage.eventlog import EventLog
 from homepage.state import GlobalState, UserState
-from rankers.base import ArtifactError, FitInput, Ranker, RankerConfig, RankRequest, StateNeed
+from rankers.base import ArtifactError, FitInput, Ranker, RankerConfig, RankRequest, StateNeed, row_problem
 
 DAY = 86_400
 T0 = 1_700_000_000
@@ -232,6 +232,8 @@ def validate_rows(rows: object, ranker: Ranker, catalog: Catalog) -> None:
         assert r.ranker == ranker.name, f"{where}: ranker field {r.ranker!r}, expected {ranker.name!r}"
         assert isinstance(r.display_title, str) and r.display_title.strip(), f"{where}: empty display title"
         assert isinstance(r.reason, RowReason) and r.reason.kind, f"{where}: reason missing"
+        problem = row_problem(r)  # the page builder's own check: a row it would drop fails here
+        assert problem is None, f"{where}: the page builder would drop this row: {problem}"
         t, s = np.asarray(r.title_ids), np.asarray(r.scores)
         assert t.ndim == 1 and t.dtype.kind == "i", f"{where}: title_ids must be a 1-d integer array"
         assert s.shape == t.shape, f"{where}: {s.shape[0]} scores for {t.shape[0]} titles"

@@ -61,8 +61,57 @@ def test_suite_catches_a_broken_ranker() -> None:
             ids = request.catalog.title_ids[[0, 1, 1]]
             return [CandidateRow("broken", "broken", "Broken", ids, np.array([1.0, 2.0, 0.5], np.float32), RowReason("x"))]
 
-    with pytest.raises(AssertionError, match="repeated titles|non-increasing"):
+    with pytest.raises(AssertionError, match="appears twice"):
         check_valid_rows(Broken)
+
+
+@pytest.mark.parametrize(
+    ("mistake", "message"),
+    [
+        ("int_scores", "scores must be a float numpy array"),
+        ("list_ids", "title_ids must be a 1-D integer numpy array"),
+        ("nan_row_score", "row_score must be a number"),
+    ],
+)
+def test_suite_fails_rows_the_page_builder_would_drop(mistake: str, message: str) -> None:
+    """Integer scores, Python lists, a NaN row score: the page builder drops such rows, so the contract check fails them."""
+    import numpy as np
+
+    from homepage.domain import CandidateRow, RowReason
+    from rankers.base import Ranker
+    from rankers.testing import check_valid_rows
+
+    class Sloppy(Ranker):
+        name = "sloppy"
+
+        def rows(self, request):  # type: ignore[no-untyped-def]
+            ids = request.catalog.title_ids[:3]
+            scores = np.array([3.0, 2.0, 1.0], np.float32)
+            if mistake == "int_scores":
+                scores = np.array([3, 2, 1])
+            if mistake == "list_ids":
+                ids = ids.tolist()
+            return [CandidateRow("sloppy", "sloppy", "Sloppy", ids, scores, RowReason("x"), row_score=float("nan") if mistake == "nan_row_score" else 0.0)]
+
+    with pytest.raises(AssertionError, match=f"would drop this row: sloppy: {message}"):
+        check_valid_rows(Sloppy)
+
+
+def test_an_artifact_numpy_would_pickle_is_refused_at_save(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """None or ragged lists in ``arrays()`` became pickled object arrays that no bundle load accepts: refused when saved, by key."""
+    from rankers.base import ArtifactError
+
+    class Ragged(_PopularAbove):
+        name = "ragged"
+
+        def arrays(self):  # type: ignore[no-untyped-def]
+            return {**super().arrays(), "lists": np.array([[1, 2], [3]], dtype=object)}
+
+    from rankers.testing import fitted
+
+    with pytest.raises(ArtifactError, match=r"ragged.arrays\(\)\['lists'\] is not a plain numpy array"):
+        fitted(Ragged).save(tmp_path / "r")
+    assert not (tmp_path / "r" / "arrays.npz").exists()
 
 
 def test_suite_catches_a_ranker_that_mutates_its_inputs_even_after_other_checks() -> None:

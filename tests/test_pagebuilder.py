@@ -18,7 +18,7 @@ from pydantic import ValidationError
 from homepage.catalog import Catalog
 from homepage.domain import CandidateRow, RequestContext, RowReason
 from homepage.errors import HomepageError
-from homepage.page import KIND_VOCAB, PageModels, build_page
+from homepage.page import KIND_VOCAB, PageModels, build_page, ranker_problem
 from homepage.pagebuilder.candidates import CandidateMatrix, TitleStats
 from homepage.pagebuilder.features import COL, FEATURE_NAMES, StageFeatures, UserSignals
 from homepage.pagebuilder.loop import assemble
@@ -471,7 +471,9 @@ def test_rows_breaking_the_contract_are_dropped_with_a_note_naming_the_ranker() 
             as_list = replace(other, row_id="top_n:list", title_ids=other.title_ids.tolist())
             twice = replace(other, row_id="top_n:twice", title_ids=np.r_[other.title_ids[:3], other.title_ids[:3]], scores=other.scores[:6])
             nan = replace(other, row_id="top_n:nan", scores=np.full(len(other), np.nan, np.float32))
-            return [good, as_list, twice, nan, "not a row"]  # type: ignore[list-item]
+            nan_row = replace(other, row_id="top_n:nan_row", row_score=float("nan"))
+            taken = replace(other, row_id=good.row_id)  # another row's id: served logs could not tell them apart
+            return [good, as_list, twice, nan, "not a row", nan_row, taken]  # type: ignore[list-item]
 
     rankers = tuple(Sloppy() if r.name == "top_n" else r for r in page_models(None).rankers)
     models = PageModels("test", "h", CATALOG, rankers, rules=PageRules())
@@ -479,5 +481,27 @@ def test_rows_breaking_the_contract_are_dropped_with_a_note_naming_the_ranker() 
     ids = {r.row_id for r in page.rows}
     assert "top_n:pop" in ids and not ids & {"top_n:list", "top_n:twice", "top_n:nan"}
     dropped = [n for n in page.notes if n.startswith("ranker top_n: row dropped")]
-    assert len(dropped) == 4 and any("integer numpy array" in n for n in dropped) and any("appears twice" in n for n in dropped)
+    assert len(dropped) == 6 and any("integer numpy array" in n for n in dropped) and any("appears twice" in n for n in dropped)
     assert any("NaN" in n for n in dropped) and any("not a CandidateRow" in n for n in dropped)
+    assert any("row_score must be a number" in n for n in dropped) and any("row_id already used" in n for n in dropped)
+    assert [r.row_id for r in page.rows].count(good_id := "top_n:pop") == 1 and good_id in ids
+
+
+@pytest.mark.parametrize("returned", [None, "one row"], ids=["none", "one-row"])
+def test_a_ranker_returning_no_list_is_skipped_with_a_note(returned: str | None) -> None:
+    """``rows()`` returning None or one row (not in a list) skips that ranker, like one that raises; the page is built."""
+
+    class NotAList(HandRanker):
+        name: ClassVar[str] = "top_n"
+
+        def rows(self, request: RankRequest) -> list[CandidateRow]:
+            one = next(r for r in candidate_rows() if r.ranker == "top_n")
+            return None if returned is None else one  # type: ignore[return-value]
+
+    rankers = tuple(NotAList() if r.name == "top_n" else r for r in page_models(None).rankers)
+    models = PageModels("test", "h", CATALOG, rankers, rules=PageRules())
+    page = build_page(user(), world(), models, RequestContext(user_id=1, now=10**9, rows=20, cols=10), policy="template")
+    assert page.rows and all(r.ranker != "top_n" for r in page.rows)
+    want = "NoneType" if returned is None else "CandidateRow"
+    assert any(n == f"ranker top_n failed: rows() returned a {want}, not a list" for n in page.notes), page.notes
+    assert ranker_problem(f"ranker top_n failed: rows() returned a {want}, not a list") == ("top_n", "failed")

@@ -210,6 +210,18 @@ def test_a_failing_ranker_is_reported_and_the_others_still_scored() -> None:
     assert got["c"]["failed"].startswith("rows() broke the row contract for user 1: ") and "appears twice" in got["c"]["failed"]
 
 
+def test_a_ranker_returning_no_list_fails_its_evaluation() -> None:
+    """None (or one row not in a list) is what the page builder skips: eval says so instead of scoring it 0."""
+    catalog, log = tiny_log()
+
+    class ReturnsNone(TwoRows):
+        def rows(self, request: RankRequest) -> list[CandidateRow]:
+            return None  # type: ignore[return-value]
+
+    got = run_protocol(log, catalog, 150, [("none", ReturnsNone())], peers=[])["rankers"]
+    assert got["none"] == {"failed": "rows() returned a NoneType, not a list of CandidateRow (user 1)"}
+
+
 def test_eval_command_reports_a_failing_plugin_and_exits_1(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The table and the JSON still come out, with the failure in them; then one error line and exit code 1."""
     from importlib.metadata import EntryPoint

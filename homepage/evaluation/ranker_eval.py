@@ -24,8 +24,7 @@ from homepage.errors import HomepageError
 from homepage.evaluation.peers import EASE, Peer, default_peers
 from homepage.evaluation.ranker_metrics import summarise
 from homepage.eventlog import DAY, EventLog
-from homepage.page import row_problem
-from rankers.base import FitInput, Ranker, RankRequest
+from rankers.base import FitInput, Ranker, RankRequest, row_problem
 from rankers.factorization import interaction_matrix
 
 logger = logging.getLogger(__name__)
@@ -105,6 +104,8 @@ def ranked_lists(ranker: Ranker, log: EventLog, catalog: Catalog, split: Split, 
             rows = ranker.rows(req)
         except Exception as e:  # a plug-in can fail in any way: say where, keep the other results
             raise RankerFailed(f"rows() raised {type(e).__name__}: {e} (user {uid})") from e
+        if not isinstance(rows, (list, tuple)):  # the page builder skips such a ranker: so does its score
+            raise RankerFailed(f"rows() returned a {type(rows).__name__}, not a list of CandidateRow (user {uid})")
         if not rows:
             continue
         for r in rows:
