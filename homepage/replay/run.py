@@ -284,6 +284,7 @@ def _score_requests(indices: list[int]) -> list[dict[str, RequestScore]]:
         ctx = RequestContext(user_id=uid, now=t, rows=protocol.rows, cols=protocol.cols)
         t0 = time.perf_counter()
         prepared = prepare_request(user, world, models, ctx)
+        models.title_stats(world)  # per world state, built by the first page on it: shared, not the first policy's
         shared = (time.perf_counter() - t0) / len(job.policies)
         scores = {}
         for p in job.policies:
