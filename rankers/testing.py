@@ -178,8 +178,21 @@ def large_world(seed: int = 11) -> ConformanceWorld:
     return _world(n_titles=60_000, n_users=2_000, events_per_user=40, seed=seed, rich=False)
 
 
-def _world(n_titles: int, n_users: int, events_per_user: int, seed: int, rich: bool) -> ConformanceWorld:
+@cache
+def small_world_other_future(seed: int = 7) -> ConformanceWorld:
+    """``small_world`` with every event after its ``until`` moved to another title and given other stars."""
+    return _world(n_titles=120, n_users=40, events_per_user=30, seed=seed, rich=True, other_future=True)
+
+
+def _world(n_titles: int, n_users: int, events_per_user: int, seed: int, rich: bool, other_future: bool = False) -> ConformanceWorld:
     titles, variants, users, events = synthetic_frames(n_titles, n_users, events_per_user, seed, rich)
+    if other_future:  # same users, same times, same count: only what was played after the split differs
+        later = events["ts"].to_numpy() > T0 + 50 * DAY
+        ids = titles["title_id"].to_numpy()
+        pos = np.searchsorted(ids, events.loc[later, "title_id"].to_numpy()).clip(0, ids.size - 1)
+        events = events.copy()
+        events.loc[later, "title_id"] = ids[(pos + ids.size // 2) % ids.size]
+        events.loc[later, "stars"] = np.where(events.loc[later, "stars"].notna(), 5.5 - events.loc[later, "stars"].fillna(0), np.nan)
     catalog = Catalog.from_frames(titles, variants)
     log = EventLog.from_frame(events, catalog, users)
     until = T0 + 50 * DAY
@@ -402,6 +415,23 @@ def _print_rows_of(module: str, qualname: str) -> None:
     print(json.dumps({"world": world_digest(world), "rows": [row_key(x) for x in all_rows(fitted(obj, world), world)]}, default=repr))
 
 
+def check_learns_only_up_to_until(cls: type[Ranker]) -> None:
+    """``fit`` learns from events up to ``data.until`` only: changing what was played after it changes nothing learned.
+
+    A fit that reads the whole log (``log.interactions()`` without ``until``) looks better
+    offline than it can serve: it has seen the very plays it is scored against.
+    """
+    a, b = fitted(cls, small_world()).arrays(), fitted(cls, small_world_other_future()).arrays()
+    assert sorted(a) == sorted(b), f"{cls.__name__}.arrays() keys depend on events after FitInput.until"
+    for k in a:
+        x, y = np.asarray(a[k]), np.asarray(b[k])
+        same = x.shape == y.shape and bool(np.array_equal(x, y, equal_nan=x.dtype.kind in "fc"))
+        assert same, (
+            f"{cls.__name__}.arrays()[{k!r}] changes when only events after FitInput.until change: "
+            "fit must learn from events up to data.until (log.interactions(data.until), data.world)"
+        )
+
+
 def check_save_load_roundtrip(cls: type[Ranker]) -> None:
     """An artifact saved and loaded (manifest.json + arrays.npz, no pickle) gives the same rows."""
     world = small_world()
@@ -485,6 +515,7 @@ def ranker_checks(include_speed: bool = True) -> list[Check]:
         check_unknown_titles,
         check_deterministic,
         check_same_in_another_process,
+        check_learns_only_up_to_until,
         check_save_load_roundtrip,
         check_refuses_foreign_artifact,
         check_no_mutation,

@@ -301,3 +301,26 @@ def test_shared_request_inputs_are_read_only() -> None:
         w.world.region_counts["nowhere"] = w.world.counts  # type: ignore[index]
     for counts in w.world.region_counts.values():
         assert not counts.flags.writeable
+
+
+class _Leaky(_PopularAbove):
+    """Counts every interaction in the log, including those after ``until``: the mistake the check is for."""
+
+    name = "leaky"
+
+    def fit(self, data):  # type: ignore[no-untyped-def]
+        super().fit(data)
+        _, titles, _, _ = data.log.interactions()  # no ``until``: the held-out future leaks in
+        counts = np.bincount(titles, minlength=len(data.catalog))
+        order = np.argsort(-counts, kind="stable")[: self.config.row_length]
+        self.order_, self.scores_ = order.astype(np.int64), counts[order].astype(np.float32)
+        return self
+
+
+def test_suite_catches_a_ranker_that_learns_from_after_until() -> None:
+    from rankers.testing import check_learns_only_up_to_until, check_valid_rows
+
+    check_valid_rows(_Leaky)  # its rows are valid: only the leak is wrong
+    with pytest.raises(AssertionError, match=r"arrays\(\)\['order'\] changes when only events after FitInput.until change"):
+        check_learns_only_up_to_until(_Leaky)
+    check_learns_only_up_to_until(_PopularAbove)
