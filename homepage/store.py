@@ -769,6 +769,20 @@ class RedisStore:
     def ping(self) -> bool:
         return bool(self.client.ping())
 
+    def keeps_nothing_on_disk(self) -> bool:
+        """Whether the server has neither AOF nor RDB snapshots on: a restart loses every acknowledged event.
+
+        False when it cannot tell (a cluster, or CONFIG disabled on a managed server).
+        """
+        if self.is_cluster:
+            return False
+        try:
+            aof = int(self.client.info("persistence").get("aof_enabled", 0))
+            save = self.client.config_get("save").get("save", "")
+        except (redis.ResponseError, *UNAVAILABLE):
+            return False
+        return not aof and not str(save).strip()
+
     def check_settings(self) -> None:
         """PING once: ``StoreRefused`` when the server refuses these settings, ``StoreUnavailable`` when it does not answer.
 

@@ -433,3 +433,20 @@ def test_a_user_erased_while_a_publish_writes_stays_erased_in_the_new_version(st
     assert small_batches.read_user_state(last, world.t, world.catalog).is_cold
     assert not any(small_batches.client.exists(key) for key in (small_batches.keys.hist("v2", last), small_batches.keys.profile("v2", last)))
     assert str(last).encode() not in small_batches.client.smembers(small_batches.keys.users("v2"))
+
+
+def test_a_server_that_keeps_nothing_on_disk_is_told_apart(embedded_redis: EmbeddedRedis) -> None:
+    """`homepage serve` warns when a restart would lose every acknowledged event: no AOF and no snapshots."""
+    store = RedisStore.from_socket(embedded_redis.start(), f"t{uuid.uuid4().hex[:8]}")
+    before = store.client.config_get("appendonly")["appendonly"], store.client.config_get("save")["save"]
+    try:
+        assert before[0] == "yes" and not store.keeps_nothing_on_disk()  # the embedded server appends every write
+        store.client.config_set("appendonly", "no")
+        store.client.config_set("save", "")
+        assert store.keeps_nothing_on_disk()
+        store.client.config_set("save", "3600 1")
+        assert not store.keeps_nothing_on_disk()  # snapshots alone keep something
+    finally:
+        store.client.config_set("save", before[1])
+        store.client.config_set("appendonly", before[0])
+        store.close()

@@ -103,9 +103,18 @@ def serve(
         # settings the server refuses (a database index it lacks) fail here, in one line; a Redis
         # that is down is not a reason to refuse to start: the API serves fallback pages meanwhile
         try:
-            open_store().close()
+            store = open_store()
         except StoreUnavailable as e:
             typer.echo(f"warning: {e}; the API answers degraded until it does", err=True)
+        else:
+            if store.keeps_nothing_on_disk():
+                typer.echo(
+                    "warning: the Redis server at REDIS_URL keeps nothing on disk (no AOF, no snapshots): a restart "
+                    "loses every acknowledged event and the published versions; set appendonly yes (appendfsync always "
+                    "or everysec) for events to survive it",
+                    err=True,
+                )
+            store.close()
     typer.echo(f"serving on http://{host}:{port} (docs at /docs)")
     run_server(host, port, workers)
 
