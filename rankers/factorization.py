@@ -104,15 +104,15 @@ def fit_als(
     """
     from implicit.cpu.als import AlternatingLeastSquares
 
-    model = AlternatingLeastSquares(
-        factors=factors,
-        regularization=regularization,
-        alpha=alpha,
-        iterations=iterations,
-        random_state=seed,
-        num_threads=threads,
-    )
-    with threadpool_limits(1, user_api="blas"):
+    with threadpool_limits(1, user_api="blas"):  # implicit checks the BLAS threads when the model is made
+        model = AlternatingLeastSquares(
+            factors=factors,
+            regularization=regularization,
+            alpha=alpha,
+            iterations=iterations,
+            random_state=seed,
+            num_threads=threads,
+        )
         model.fit(x, show_progress=False)
     return np.ascontiguousarray(model.item_factors, dtype=np.float32)
 

@@ -94,10 +94,10 @@ class _Implicit(Peer):
     def _model(self) -> object: ...
 
     def fit(self, x: sp.csr_matrix) -> Self:
-        self.model_ = self._model()
         # implicit's solvers call BLAS per user: a BLAS thread per core only contends with them
         with warnings.catch_warnings(), threadpool_limits(1, user_api="blas"):  # implicit warns about its own coo -> csr conversions
             warnings.simplefilter("ignore")
+            self.model_ = self._model()
             self.model_.fit(x, show_progress=False)  # type: ignore[attr-defined]
         return self
 
