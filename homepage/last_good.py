@@ -35,14 +35,19 @@ class LastGood:
     policy: str
 
 
-def save_last_good(models_dir: Path, last: LastGood) -> Path:
-    """Write ``last`` as ``models_dir/last-good.npz``, atomically (workers may write it at once)."""
+def save_last_good(models_dir: Path, last: LastGood, store_id: str) -> Path:
+    """Write ``last`` as ``models_dir/last-good.npz``, atomically (workers may write it at once).
+
+    ``store_id`` names the store it came from (server and key prefix): a deployment sharing the
+    directory with another does not serve the other's version.
+    """
     models_dir = Path(models_dir)
     models_dir.mkdir(parents=True, exist_ok=True)
     w = last.world
     regions = sorted(w.region_counts)
     meta = {
         "format": FORMAT,
+        "store": store_id,
         "store_version": last.store_version,
         "bundle_dir": str(Path(last.bundle_dir).resolve()),
         "clock_offset": int(last.clock_offset),
@@ -74,13 +79,13 @@ def save_last_good(models_dir: Path, last: LastGood) -> Path:
     return models_dir / FILE_NAME
 
 
-def load_last_good(models_dir: Path) -> LastGood | None:
-    """The last version served from ``models_dir``, or None when there is none (or it is damaged or gone)."""
+def load_last_good(models_dir: Path, store_id: str) -> LastGood | None:
+    """The last version served from ``models_dir`` by ``store_id``'s workers, or None (none, another store's, damaged or gone)."""
     path = Path(models_dir) / FILE_NAME
     try:
         with np.load(path, allow_pickle=False) as z:
             meta = json.loads(str(z["meta"]))
-            if meta.get("format") != FORMAT:
+            if meta.get("format") != FORMAT or meta.get("store") != store_id:
                 return None
             regions = list(meta["regions"])
             world = GlobalState(

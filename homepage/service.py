@@ -32,6 +32,7 @@ from homepage.last_good import LastGood, load_last_good, save_last_good
 from homepage.metrics import ServingMetrics
 from homepage.page import PageModels, build_page, ranker_problem
 from homepage.page_json import TitleCards, dumps, page_json
+from homepage.settings import shown_url
 from homepage.state import GlobalState, UserState
 from homepage.store import IdempotencyConflict, RedisStore, StoreError, StoreUnavailable
 
@@ -132,7 +133,7 @@ class PageService:
         self.metrics = metrics or ServingMetrics()
         self.loaded: Loaded | None = None
         self.redis_ok = False
-        self.published = True  # False while Redis answers with no published version (restarted empty, flushed)
+        self.published = True  # False while Redis answers without the loaded version (restarted empty, flushed, gc'd)
         self.last_error: str | None = None
         self._pool = ThreadPoolExecutor(max_workers=config.threads, thread_name_prefix="page")
         self._refresh_lock = threading.Lock()
@@ -161,7 +162,12 @@ class PageService:
             loading: str | None = None  # the version being put in, if any: its failure is remembered
             try:
                 version = self.store.active_version()
-                self.published = version is not None
+                held = self.loaded
+                # the loaded version's keys must still be there: after a restart without persistence a
+                # publish makes a new version active while this worker still serves the vanished one
+                self.published = version is not None and (
+                    held is None or held.store_version == version or self.store.version_exists(held.store_version)
+                )
                 if version is None:
                     raise StoreError("no published version: run `homepage publish`")
                 self.store.sweep_served_after_erasures()  # pages logged late, after their user's erasure
@@ -254,9 +260,15 @@ class PageService:
     def _keep_last_good(self, last: LastGood) -> None:
         """Note on disk the version just put live, for a worker that starts while Redis is down."""
         try:
-            save_last_good(Path(self.config.models_dir), last)
+            save_last_good(Path(self.config.models_dir), last, self._store_id())
         except OSError as e:  # a full or read-only disk costs only the start-up fallback
             log.warning("could not keep the served version on disk: %s", e)
+
+    def _store_id(self) -> str:
+        """Which store's versions these are (server and key prefix): another deployment's on a shared disk are not ours."""
+        s = self.store.settings
+        where = shown_url(s.redis_url) if s.redis_url else f"embedded:{Path(s.embedded_dir).resolve()}"
+        return f"{where}|{self.store.keys.prefix}"
 
     def _serve_last_good(self) -> None:
         """Redis is down and nothing is loaded: the last version served from this models directory, for the fallback page.
@@ -267,23 +279,25 @@ class PageService:
         if self._tried_last_good:
             return
         self._tried_last_good = True
-        last = load_last_good(Path(self.config.models_dir))
+        last = load_last_good(Path(self.config.models_dir), self._store_id())
         if last is None:
             return
         try:
             models = PageModels.from_bundle(load_bundle(last.bundle_dir))
+            loaded = Loaded(
+                store_version=last.store_version,
+                models=models,
+                policy=last.policy,
+                cards=TitleCards.from_catalog(models.catalog),
+                world=last.world,
+                fallback=FallbackPages.from_world(last.world, models.catalog, models.allowed, models.version),
+                clock_offset=last.clock_offset,
+            )
         except Exception as e:  # a damaged bundle on disk: empty fallback pages, as without one
-            log.warning("Redis unavailable at start-up, and the last served bundle %s does not load: %s", last.bundle_dir, e)
+            log.warning("Redis unavailable at start-up, and the last served version %s does not load: %s", last.store_version, e)
             return
-        self.loaded = Loaded(
-            store_version=last.store_version,
-            models=models,
-            policy=last.policy,
-            cards=TitleCards.from_catalog(models.catalog),
-            world=last.world,
-            fallback=FallbackPages.from_world(last.world, models.catalog, models.allowed, models.version),
-            clock_offset=last.clock_offset,
-        )
+        self.loaded = loaded
+        _freeze_heap()
         log.warning("Redis unavailable at start-up: fallback pages from version %s (kept on disk) until it answers", last.store_version)
 
     async def refresh_forever(self) -> None:
@@ -369,11 +383,11 @@ class PageService:
         return result
 
     async def _page(self, cur: Loaded | None, user_id: int, params: PageParams, nonce: str | None, now: int, started: float, deadline: float) -> PageResult:
+        if not self.published:
+            # Redis answers without the loaded version's keys: a page from them would hold no history
+            raise NotPublished("the loaded version is not in Redis")
         if cur is None:
             raise StoreUnavailable("no model loaded yet")
-        if not self.published:
-            # Redis came back without the loaded version's keys: a page from them would hold no history
-            raise NotPublished("no published version in Redis")
         field_ = params.cache_field(cur.policy)
         read = self.run(
             functools.partial(self.store.read_request, use_cache=self.config.cache_reads),

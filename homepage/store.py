@@ -10,7 +10,7 @@ Keyspace (``p`` is the prefix, ``v`` a version). Hash tags put keys in slots::
     p:{p:ctl}:active                 string  the version the API serves
     p:{p:ctl}:versions               list    published versions, oldest first
     p:{p:ctl}:all_versions           set     every version ever started (finds orphans for gc)
-    p:{p:ctl}:live_since             hash    version -> events stream's added tally when it went live
+    p:{p:ctl}:retired_at             hash    version -> events stream's added tally when it stopped being live
     p:v:<v>:{p:ctl}:meta             hash    state (writing|complete), as_of, epoch, half_life, ...
     p:v:<v>:{p:ctl}:lease            string  TTL'd while a publish is writing this version
 
@@ -244,9 +244,9 @@ class Keyspace:
         return f"{self.prefix}:{self._ctl}:all_versions"
 
     @property
-    def live_since(self) -> str:
-        """version -> the events stream's ``added`` tally when it last went live (publish or rollback)."""
-        return f"{self.prefix}:{self._ctl}:live_since"
+    def retired_at(self) -> str:
+        """version -> the events stream's ``added`` tally when it last stopped being live (a publish or rollback replaced it)."""
+        return f"{self.prefix}:{self._ctl}:retired_at"
 
     def version_pattern(self, v: str) -> str:
         """SCAN pattern matching every key of version ``v`` (all slots)."""
@@ -789,13 +789,17 @@ class RedisStore:
         A database index the server does not have is known only when connecting, and redis-py
         reports it as a bare ``ResponseError``; a wrong password as a ``ConnectionError``.
         """
+        transient = (*UNAVAILABLE, redis.exceptions.MasterDownError, redis.exceptions.ReadOnlyError)
         try:
             self.ping()
         except redis.ResponseError as e:
+            if isinstance(e, transient):  # a replica without its master, a server loading: it heals by itself
+                raise StoreUnavailable(f"redis unavailable: {type(e).__name__}: {e}") from e
             raise StoreRefused(str(e)) from None
         except StoreUnavailable as e:
-            if isinstance(e.__cause__, (redis.ResponseError, redis.AuthenticationError)):
-                raise StoreRefused(str(e.__cause__)) from None
+            cause = e.__cause__
+            if isinstance(cause, redis.AuthenticationError) or (isinstance(cause, redis.ResponseError) and not isinstance(cause, transient)):
+                raise StoreRefused(str(cause)) from None
             raise
 
     # ------------------------------------------------------------ versions
@@ -827,6 +831,11 @@ class RedisStore:
         """Up to ``n`` distinct random user ids of a version's active users (for the viewer's samples)."""
         v = self._resolve(version)
         return sorted({int(m) for m in self.client.srandmember(self.keys.users(v), n) or []})
+
+    @_guarded
+    def version_exists(self, version: str) -> bool:
+        """Whether a version's metadata is in Redis now (never cached: a restart without persistence loses it)."""
+        return bool(self.client.exists(self.keys.meta(version)))
 
     @_guarded
     def meta(self, version: str | None = None) -> VersionMeta:
@@ -1150,10 +1159,11 @@ class RedisStore:
                 pipe.execute()
         self._erase_written_since(version, erased_before, user_ids)
 
-        added = self._events_added()
+        added, replaced = self._events_added(), self.client.get(k.active)
         flip = self.client.pipeline(transaction=True)
         flip.hset(k.meta(version), "state", "complete")
-        flip.hset(k.live_since, version, added)
+        if replaced is not None:
+            flip.hset(k.retired_at, replaced, added)
         flip.rpush(k.versions, version)
         flip.set(k.active, version)
         flip.delete(k.lease(version))
@@ -1259,8 +1269,8 @@ class RedisStore:
                     added = self._events_added()
                     pipe.multi()
                     pipe.set(k.active, prev)
-                    pipe.hset(k.live_since, prev, added)
                     if cur_s is not None:
+                        pipe.hset(k.retired_at, cur_s, added)
                         pipe.lrem(k.versions, 0, cur_s)
                     pipe.execute()
                     self._active = (prev, time.monotonic())
@@ -1295,7 +1305,7 @@ class RedisStore:
             self.client.lrem(k.versions, 0, v)
             self._delete_pattern(k.version_pattern(v))
             self.client.srem(k.all_versions, v)
-            self.client.hdel(k.live_since, v)
+            self.client.hdel(k.retired_at, v)
             self._meta.pop(v, None)
         return doomed
 
@@ -1304,14 +1314,14 @@ class RedisStore:
         return int(self.client.hget(self.keys.events_tally, "added") or 0)
 
     @_guarded
-    def events_since_live(self, version: str) -> int | None:
-        """Events acknowledged while ``version`` has been live (None for a version published before this was kept).
+    def events_missed_by(self, version: str) -> int | None:
+        """Events acknowledged since ``version`` was last replaced as the live one (None if never, or before this was kept).
 
-        Events go to the active version's user state and counters only: a rollback leaves
-        the ones acknowledged since the current version went live out of the previous version
-        (they stay in the events stream, for ``merge-events``).
+        Events go to the live version's user state and counters only: a version a rollback
+        restores lacks every event acknowledged since it was replaced, through any number of
+        publishes and rollbacks (they stay in the events stream, for ``merge-events``).
         """
-        at = self.client.hget(self.keys.live_since, version)
+        at = self.client.hget(self.keys.retired_at, version)
         return None if at is None else max(0, self._events_added() - int(at))
 
     def _has_bundle(self, version: str) -> bool:

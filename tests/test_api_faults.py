@@ -288,10 +288,12 @@ def test_redis_back_empty_serves_the_fallback_until_a_publish(redis_proc: RedisP
         assert not [
             k for k in store.client.scan_iter(match=store.keys.page_pattern) if any(f"{{u:{u}}}" in k.decode() for u in (4, 5, 6))
         ]
-        publish_dataset(store, WORLD_SMALL, models=serving_bundle)
+        new = publish_dataset(store, WORLD_SMALL, models=serving_bundle).meta.version
         store.client.close()
-        r = _wait_for(c, "/homepage/3", lambda r: r.json()["degraded"] is False, 10)
-        assert r.json()["degraded"] is False and r.json()["rows"]
+        seen = []  # while the worker loads the new version, the vanished one must not serve personal pages
+        r = _wait_for(c, "/homepage/3", lambda r: seen.append(r.json()) or r.json()["degraded"] is False, 10)
+        assert r.json()["degraded"] is False and r.json()["rows"] and r.json()["store_version"] == new
+        assert all(p["degraded"] or p["store_version"] == new for p in seen)
 
 
 def test_redis_out_of_memory_refuses_events_with_503_and_still_serves_built_pages(redis_proc: RedisProcess, api_proc: str) -> None:

@@ -180,14 +180,15 @@ def test_the_last_good_version_round_trips_and_a_damaged_one_is_ignored(serving_
         region_decayed={"EU": np.ones(n)}, n_users=7,
     )
     bundle_dir = load_bundle(serving_bundle).path
-    save_last_good(tmp_path, LastGood("v1", bundle_dir, world, 42, "stage-wise"))
-    got = load_last_good(tmp_path)
+    save_last_good(tmp_path, LastGood("v1", bundle_dir, world, 42, "stage-wise"), "redis://a/0|hp")
+    assert load_last_good(tmp_path, "redis://b/0|hp") is None  # another deployment's, on a shared disk
+    got = load_last_good(tmp_path, "redis://a/0|hp")
     assert got is not None and (got.store_version, got.bundle_dir, got.clock_offset, got.policy) == ("v1", bundle_dir.resolve(), 42, "stage-wise")
     assert got.world.as_of == world.as_of and got.world.n_users == 7 and sorted(got.world.region_counts) == ["EU", "US-9"]
     assert np.array_equal(got.world.region_counts["EU"], world.region_counts["EU"]) and list(got.world.region_decayed) == ["EU"]
     assert np.array_equal(got.world.decayed, world.decayed)
     (tmp_path / FILE_NAME).write_bytes((tmp_path / FILE_NAME).read_bytes()[:100])  # cut short
-    assert load_last_good(tmp_path) is None
-    save_last_good(tmp_path, LastGood("v1", tmp_path / "gone", world, 0, "stage-wise"))  # its bundle was deleted
-    assert load_last_good(tmp_path) is None
-    assert load_last_good(tmp_path / "never-used") is None
+    assert load_last_good(tmp_path, "redis://a/0|hp") is None
+    save_last_good(tmp_path, LastGood("v1", tmp_path / "gone", world, 0, "stage-wise"), "redis://a/0|hp")  # its bundle was deleted
+    assert load_last_good(tmp_path, "redis://a/0|hp") is None
+    assert load_last_good(tmp_path / "never-used", "redis://a/0|hp") is None

@@ -268,6 +268,8 @@ async def policy_page(
     if name not in known:
         raise HTTPException(422, f"policy: {quoted(name)} is not one of {', '.join(known)}")
     service = app_state.service(request)
+    if not service.published:  # the loaded version's keys are gone: a page would hold no history
+        raise HTTPException(503, "the loaded version is not in Redis (restarted empty?): publish again", headers={"Retry-After": "1"})
     now = service.now(cur)
     ctx = RequestContext(user_id, now, rows, cols, device, (now // 3600) % 24, region)
     body = await service.run(_policy_page, service, cur, user_id, name, ctx)
