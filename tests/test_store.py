@@ -191,19 +191,24 @@ def test_rollback_restores_the_previous_version(store: RedisStore, world: World)
         store.rollback()
 
 
-def test_events_since_live_counts_what_a_rollback_leaves_out(store: RedisStore, world: World) -> None:
-    """Events go to the live version only: the count of those acknowledged since it went live, for the rollback warning."""
-    world.publish(store, "old")
-    store.append_events(_new_events(world)[:2], world.catalog)  # applied to "old" while it is live
-    world.publish(store, "new")
-    assert store.events_since_live("new") == 0 and store.events_since_live("old") == 2
-    store.append_events(_new_events(world)[2:5], world.catalog)
-    assert store.events_since_live("new") == 3
-    before = len(store.read_user_state(2, world.t + 100, world.catalog, "old"))
-    assert store.rollback() == "old"
-    assert len(store.read_user_state(2, world.t + 100, world.catalog)) == before  # user 2's play is not in "old"
-    assert store.events_since_live("old") == 0  # live again from the rollback on
-    assert store.gc(keep=1) == ["new"] and store.events_since_live("new") is None
+def test_events_missed_by_counts_what_a_restored_version_lacks(store: RedisStore, world: World) -> None:
+    """Events go to the live version only: a version a rollback restores lacks all acknowledged since it was replaced,
+    through several publishes and rollbacks (the rollback warning's count)."""
+    ev = _new_events(world)
+    world.publish(store, "v1")
+    store.append_events(ev[0:1], world.catalog)  # applied to v1 while it is live
+    world.publish(store, "v2")
+    assert store.events_missed_by("v2") is None and store.events_missed_by("v1") == 0
+    store.append_events(ev[3:5], world.catalog)
+    world.publish(store, "v3")
+    store.append_events(ev[2:3], world.catalog)  # user 2's play: in v3 only
+    assert (store.events_missed_by("v1"), store.events_missed_by("v2")) == (3, 1)
+    in_v3 = len(store.read_user_state(2, world.t + 100, world.catalog, "v3"))
+    assert store.rollback() == "v2" and store.events_missed_by("v2") == 1
+    assert len(store.read_user_state(2, world.t + 100, world.catalog)) == in_v3 - 1
+    store.append_events(ev[5:6], world.catalog)  # applied to v2, live again
+    assert store.rollback() == "v1" and store.events_missed_by("v1") == 4  # everything since v1 was replaced
+    assert store.gc(keep=1) == ["v2", "v3"] and store.events_missed_by("v3") is None
 
 
 def _version_keys(store: RedisStore, v: str) -> int:

@@ -30,7 +30,7 @@ def test_one_requests_keys_share_one_slot(cluster_client: Any) -> None:
         user = [k.hist("v1", u), k.profile("v1", u), k.api_profile(u), k.page("v1", u), k.hist("v2", u)]
         user += [k.idempotency(u, "abc12345"), k.outbox(u), k.seq(u), k.attempt(u, "t")]
         assert len(_slots(cluster_client, user)) == 1, u
-    control = [k.active, k.versions, k.all_versions, k.meta("v1"), k.lease("v1"), k.meta("v2")]
+    control = [k.active, k.versions, k.all_versions, k.retired_at, k.meta("v1"), k.lease("v1"), k.meta("v2")]
     assert len(_slots(cluster_client, control)) == 1
     world_keys = [k.glob("v1", n) for n in ("counts", "decayed", "rating_sum", "rating_count")]
     world_keys += [k.region("v1", "EU", "counts"), k.region("v1", "US", "decayed"), k.regions("v1"), k.users("v1")]

@@ -85,13 +85,12 @@ def rollback() -> None:
     store = open_store()
     try:
         check_rollback_target(store)
-        retired = store.active_version()
-        missed = store.events_since_live(retired) if retired is not None else None
         active = store.rollback()
         typer.echo(f"active version: {active}")
+        missed = store.events_missed_by(active)
         if missed:
             err.print(
-                f"[yellow]warning:[/] {missed} events acknowledged while {retired} was live are not in {active}'s user "
+                f"[yellow]warning:[/] {missed} events acknowledged since {active} was last live are not in its user "
                 "histories or trending counts (continue watching, seen titles); they are kept in the events stream: "
                 "`homepage logs merge-events DATASET` then `homepage publish DATASET` brings them back",
                 highlight=False,
