@@ -128,7 +128,7 @@ def collect_candidates(rankers: Sequence[Ranker], request: RankRequest) -> tuple
     """Every ranker's rows; a failing ranker is skipped and noted, never fails the page (logged at most once a minute per kind)."""
     rows: list[CandidateRow] = []
     notes: list[str] = []
-    row_ids: set[str] = set()
+    owners: dict[str, str] = {}  # row id -> the ranker whose row has it
     for r in rankers:
         try:
             got = r.rows(request)
@@ -146,11 +146,11 @@ def collect_candidates(rankers: Sequence[Ranker], request: RankRequest) -> tuple
             continue
         for row in got:
             problem = row_problem(row)
-            if problem is None and row.row_id in row_ids:
-                problem = f"{row.row_id}: row_id already used by another row of this page (prefix it with the ranker's name)"
+            if problem is None and owners.get(row.row_id, r.name) != r.name:  # one ranker configured twice may repeat its own
+                problem = f"{row.row_id}: row_id already used by ranker {owners[row.row_id]}'s row (start it with the ranker's name)"
             if problem is None:
                 rows.append(row)
-                row_ids.add(row.row_id)
+                owners.setdefault(row.row_id, r.name)
             else:
                 held = RANKER_LOG.admit((r.name, "row dropped"))
                 if held is not None:

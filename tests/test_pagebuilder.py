@@ -472,7 +472,7 @@ def test_rows_breaking_the_contract_are_dropped_with_a_note_naming_the_ranker() 
             twice = replace(other, row_id="top_n:twice", title_ids=np.r_[other.title_ids[:3], other.title_ids[:3]], scores=other.scores[:6])
             nan = replace(other, row_id="top_n:nan", scores=np.full(len(other), np.nan, np.float32))
             nan_row = replace(other, row_id="top_n:nan_row", row_score=float("nan"))
-            taken = replace(other, row_id=good.row_id)  # another row's id: served logs could not tell them apart
+            taken = replace(other, row_id="personalized:top")  # another ranker's row id: served logs could not tell them apart
             return [good, as_list, twice, nan, "not a row", nan_row, taken]  # type: ignore[list-item]
 
     rankers = tuple(Sloppy() if r.name == "top_n" else r for r in page_models(None).rankers)
@@ -483,7 +483,7 @@ def test_rows_breaking_the_contract_are_dropped_with_a_note_naming_the_ranker() 
     dropped = [n for n in page.notes if n.startswith("ranker top_n: row dropped")]
     assert len(dropped) == 6 and any("integer numpy array" in n for n in dropped) and any("appears twice" in n for n in dropped)
     assert any("NaN" in n for n in dropped) and any("not a CandidateRow" in n for n in dropped)
-    assert any("row_score must be a number" in n for n in dropped) and any("row_id already used" in n for n in dropped)
+    assert any("row_score must be a number" in n for n in dropped) and any("row_id already used by ranker personalized" in n for n in dropped)
     assert [r.row_id for r in page.rows].count(good_id := "top_n:pop") == 1 and good_id in ids
 
 
@@ -505,3 +505,12 @@ def test_a_ranker_returning_no_list_is_skipped_with_a_note(returned: str | None)
     want = "NoneType" if returned is None else "CandidateRow"
     assert any(n == f"ranker top_n failed: rows() returned a {want}, not a list" for n in page.notes), page.notes
     assert ranker_problem(f"ranker top_n failed: rows() returned a {want}, not a list") == ("top_n", "failed")
+
+
+def test_one_ranker_configured_twice_keeps_its_rows() -> None:
+    """A config may list a ranker twice (bundle.py gives each its own directory): its row ids repeat, nothing is dropped."""
+    base = page_models(None).rankers
+    twice = tuple(base) + tuple(r for r in base if r.name == "top_n")
+    models = PageModels("test", "h", CATALOG, twice, rules=PageRules())
+    page = build_page(user(), world(), models, RequestContext(user_id=1, now=10**9, rows=20, cols=10), policy="template")
+    assert not [n for n in page.notes if "row dropped" in n], page.notes
