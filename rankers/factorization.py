@@ -40,7 +40,8 @@ def fit_ease(
 
     B = I - P / diag(P) with P = (X^T X + lam I)^-1, zero diagonal. Restricting to items
     seen ``min_count`` times, and to the ``max_items`` most popular of those, bounds the
-    dense inverse (memory n^2, time n^3) on long-tail catalogs.
+    dense inverse (memory n^2, time n^3) on long-tail catalogs. The inverse runs on one BLAS
+    thread, so the weights are the same on any number of cores (6,000 items: about 4 s).
     """
     counts = np.asarray(x.getnnz(axis=0)).ravel()
     items = np.flatnonzero(counts >= max(min_count, 1))
@@ -52,7 +53,8 @@ def fit_ease(
     xs = x[:, items].astype(np.float64)
     g = (xs.T @ xs).toarray()
     g[np.diag_indices_from(g)] += lam
-    p = spd_inverse(g)
+    with threadpool_limits(1, user_api="blas"):  # LAPACK splits the work by thread count: last bits (and ties) would follow the core count
+        p = spd_inverse(g)
     b = p / (-np.diag(p))
     b[np.diag_indices_from(b)] = 0.0
     return items, b

@@ -289,6 +289,21 @@ def test_als_factors_do_not_depend_on_thread_count() -> None:
             np.testing.assert_array_equal(fit_als(x, threads=2, **kw), alone)
 
 
+def test_ease_weights_do_not_depend_on_the_blas_threads() -> None:
+    import scipy.sparse as sp
+    from threadpoolctl import threadpool_limits
+
+    from rankers.factorization import fit_ease
+
+    x = sp.random(1500, 1500, density=0.02, random_state=np.random.default_rng(3), format="csr", dtype=np.float32)
+    x.data[:] = 1.0  # large enough for LAPACK to split the Cholesky over threads
+    with threadpool_limits(1, user_api="blas"):
+        _, alone = fit_ease(x, 500.0)
+    for blas_threads in (2, 4):
+        with threadpool_limits(blas_threads, user_api="blas"):
+            np.testing.assert_array_equal(fit_ease(x, 500.0)[1], alone)
+
+
 def test_a_cut_before_any_title_has_two_users_still_fits() -> None:
     """EASE on no item (an early backtest fold, a tiny dataset) raised LinAlgError from a 0 x 0 inverse; the ranker must still serve."""
     catalog, log, _ = two_taste_world()
