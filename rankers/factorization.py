@@ -41,7 +41,8 @@ def fit_ease(
     B = I - P / diag(P) with P = (X^T X + lam I)^-1, zero diagonal. Restricting to items
     seen ``min_count`` times, and to the ``max_items`` most popular of those, bounds the
     dense inverse (memory n^2, time n^3) on long-tail catalogs. The inverse runs on one BLAS
-    thread, so the weights are the same on any number of cores (6,000 items: about 4 s).
+    thread, so the weights are the same on any number of cores (6,000 items, the default cap:
+    10.8 s on one thread and 9.8 s on two, measured on a busy 2-core machine).
     """
     counts = np.asarray(x.getnnz(axis=0)).ravel()
     items = np.flatnonzero(counts >= max(min_count, 1))
