@@ -188,6 +188,7 @@ UNAVAILABLE = (
     redis.exceptions.TryAgainError,
     redis.exceptions.RedisClusterException,
 )
+OUT_OF_MEMORY = "OOM command not allowed"  # the server's refusal of a write at maxmemory, also inside a script
 PROGRAMMING_ERRORS = (redis.exceptions.CrossSlotTransactionError, redis.exceptions.InvalidPipelineStack)
 CLUSTER_SCHEME = "redis+cluster://"
 P = ParamSpec("P")
@@ -205,6 +206,11 @@ def _guarded(fn: Callable[P, R]) -> Callable[P, R]:
             if isinstance(e, PROGRAMMING_ERRORS):
                 raise
             raise StoreUnavailable(f"redis unavailable: {type(e).__name__}: {e}") from e
+        except redis.ResponseError as e:
+            # maxmemory reached inside a Lua script (the write it tried was refused): a script error, not an OOM reply
+            if OUT_OF_MEMORY in str(e):
+                raise StoreUnavailable(f"redis unavailable: out of memory: {e}") from e
+            raise
 
     return wrapper
 
