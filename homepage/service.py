@@ -203,6 +203,7 @@ class PageService:
                     fallback=FallbackPages.from_world(world, models.catalog, models.allowed, models.version),
                     clock_offset=offset,
                 )
+                self.published = True  # what is loaded now is the active version
                 self._world_read_at = read_at  # only once the new world is in: a failed swap is retried
                 if loading is not None:
                     self._bad_versions.pop(loading, None)

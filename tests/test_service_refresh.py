@@ -192,3 +192,28 @@ def test_the_last_good_version_round_trips_and_a_damaged_one_is_ignored(serving_
     save_last_good(tmp_path, LastGood("v1", tmp_path / "gone", world, 0, "stage-wise"), "redis://a/0|hp")  # its bundle was deleted
     assert load_last_good(tmp_path, "redis://a/0|hp") is None
     assert load_last_good(tmp_path / "never-used", "redis://a/0|hp") is None
+
+
+def test_published_follows_whether_the_loaded_version_is_in_redis(store: RedisStore, serving_bundle: Path, tmp_path: Path) -> None:
+    """Redis back without its data: the loaded version's pages would have no history, so ``published`` is False;
+    a publish makes it True again as soon as the new version is loaded (not one refresh later), and not before."""
+    from homepage.settings import Settings
+
+    fresh = RedisStore(store.client, store.keys.prefix, settings=Settings(key_prefix=store.keys.prefix, active_cache_seconds=0))
+    publish_dataset(fresh, WORLD_SMALL, models=serving_bundle)
+    svc = PageService(fresh, ServiceConfig(models_dir=tmp_path, world_refresh_seconds=3600))
+    try:
+        assert svc.refresh() and svc.published
+        for k in list(fresh.client.scan_iter(match=f"{fresh.keys.prefix}:*")):
+            fresh.client.delete(k)  # what a restart without persistence leaves
+        assert not svc.refresh() and not svc.published
+        held = svc.loaded
+        assert held is not None
+        new = publish_dataset(fresh, WORLD_SMALL, models=serving_bundle).meta.version
+        assert svc.refresh() and svc.loaded is not held and svc.loaded.store_version == new and svc.published
+        publish_dataset(fresh, WORLD_SMALL, models=serving_bundle)  # the normal case: the old version is still there
+        before = svc.loaded
+        svc.refresh()
+        assert svc.published and svc.loaded is not before
+    finally:
+        svc.close()
