@@ -6,6 +6,7 @@ function sees only plain data and fitted models, and does no I/O.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import re
@@ -129,7 +130,11 @@ def collect_candidates(rankers: Sequence[Ranker], request: RankRequest) -> tuple
     rows: list[CandidateRow] = []
     notes: list[str] = []
     owners: dict[str, str] = {}  # row id -> the ranker whose row has it
+    instances: dict[str, int] = {}
     for r in rankers:
+        instances[r.name] = instances.get(r.name, 0) + 1
+        # one ranker configured twice: the second's row ids get "@2", so served logs tell the rows apart
+        suffix = f"@{instances[r.name]}" if instances[r.name] > 1 else ""
         try:
             got = r.rows(request)
         except Exception as e:  # a plug-in can fail in any way; the page must still be built
@@ -146,11 +151,14 @@ def collect_candidates(rankers: Sequence[Ranker], request: RankRequest) -> tuple
             continue
         for row in got:
             problem = row_problem(row)
-            if problem is None and owners.get(row.row_id, r.name) != r.name:  # one ranker configured twice may repeat its own
-                problem = f"{row.row_id}: row_id already used by ranker {owners[row.row_id]}'s row (start it with the ranker's name)"
+            if problem is None and suffix:
+                row = dataclasses.replace(row, row_id=row.row_id + suffix)
+            if problem is None and row.row_id in owners:
+                owner = owners[row.row_id]
+                problem = f"{row.row_id}: row_id already used by " + (f"ranker {owner}'s row (start it with the ranker's name)" if owner != r.name else "another of its rows")
             if problem is None:
                 rows.append(row)
-                owners.setdefault(row.row_id, r.name)
+                owners[row.row_id] = r.name
             else:
                 held = RANKER_LOG.admit((r.name, "row dropped"))
                 if held is not None:

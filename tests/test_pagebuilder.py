@@ -507,10 +507,27 @@ def test_a_ranker_returning_no_list_is_skipped_with_a_note(returned: str | None)
     assert ranker_problem(f"ranker top_n failed: rows() returned a {want}, not a list") == ("top_n", "failed")
 
 
-def test_one_ranker_configured_twice_keeps_its_rows() -> None:
-    """A config may list a ranker twice (bundle.py gives each its own directory): its row ids repeat, nothing is dropped."""
+def test_one_ranker_configured_twice_keeps_its_rows_under_their_own_ids() -> None:
+    """A config may list a ranker twice (bundle.py gives each its own directory): the second's row ids get "@2",
+    so nothing is dropped and served logs can tell the rows apart; one ranker repeating an id of its own is dropped."""
+    from dataclasses import replace
+
+    from homepage.page import collect_candidates
+
     base = page_models(None).rankers
-    twice = tuple(base) + tuple(r for r in base if r.name == "top_n")
-    models = PageModels("test", "h", CATALOG, twice, rules=PageRules())
-    page = build_page(user(), world(), models, RequestContext(user_id=1, now=10**9, rows=20, cols=10), policy="template")
-    assert not [n for n in page.notes if "row dropped" in n], page.notes
+    top_n = next(r for r in base if r.name == "top_n")
+    req = RankRequest(user(), world(), CATALOG, RequestContext(user_id=1, now=10**9, rows=20, cols=10))
+    rows, notes = collect_candidates((*base, top_n), req)
+    ids = [r.row_id for r in rows]
+    assert not notes and len(ids) == len(set(ids))
+    assert {i for i in ids if i.startswith("top_n")} == {"top_n:pop", "top_n:pop2", "top_n:pop@2", "top_n:pop2@2"}
+
+    class Repeats(HandRanker):
+        name: ClassVar[str] = "top_n"
+
+        def rows(self, request: RankRequest) -> list[CandidateRow]:
+            first = next(r for r in candidate_rows() if r.ranker == "top_n")
+            return [first, replace(first, title_ids=first.title_ids[::-1].copy())]
+
+    rows, notes = collect_candidates((Repeats(),), req)
+    assert [r.row_id for r in rows] == ["top_n:pop"] and notes == ["ranker top_n: row dropped: top_n:pop: row_id already used by another of its rows"]
