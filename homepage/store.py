@@ -178,7 +178,8 @@ def _key_digest(key: str | None, event: Event, given: str | None) -> str:
 
 
 # connection-level failures, a cluster that cannot serve a slot now (failover under way), and a
-# server out of memory (maxmemory reached: it refuses writes until it has room; nothing was written)
+# server out of memory (maxmemory reached: it refuses writes until it has room; a script is refused
+# at its first growing write, so no script is half-applied, though an earlier step of a batch may be)
 UNAVAILABLE = (
     redis.ConnectionError,
     redis.exceptions.OutOfMemoryError,
