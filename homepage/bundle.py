@@ -37,7 +37,7 @@ from homepage.dataset import TITLE_SCHEMA, VARIANT_SCHEMA, Dataset, conform
 from homepage.errors import HomepageError
 from homepage.eventlog import EventLog
 from homepage.ingest.titles import titles_as_of
-from rankers.base import ArtifactError, FitInput, Ranker, config_blob_hash
+from rankers.base import ArtifactError, FitInput, Ranker, config_blob_hash, fit_ranker
 from rankers.registry import build_rankers, ranker_class
 
 if TYPE_CHECKING:
@@ -194,10 +194,7 @@ def _fit_and_save(rankers: list[Ranker], data: FitInput, tmp: Path, progress: bo
     ) as bar:
         for ranker in rankers:
             task = bar.add_task(f"fit {ranker.name}", total=1)
-            if fitter is None:
-                ranker.fit(data)
-            else:
-                fitter.fit(ranker, data)
+            fit_ranker(ranker, data, None if fitter is None else fitter.fit)
             d = ranker.name
             i = 2
             while d in used:  # the same ranker configured twice

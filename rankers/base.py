@@ -12,6 +12,7 @@ import json
 import numbers
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -171,6 +172,23 @@ class Ranker(ABC):
         with np.load(directory / "arrays.npz", allow_pickle=False) as npz:
             ranker.restore({k: npz[k] for k in npz.files})
         return ranker
+
+
+class RankerFitFailed(HomepageError):
+    """A ranker's ``fit`` raised: the message names the ranker; the command line shows the cause's traceback above it."""
+
+    show_cause = True
+
+
+def fit_ranker(ranker: Ranker, data: FitInput, fit: Callable[[Ranker, FitInput], object] | None = None) -> None:
+    """``ranker.fit(data)`` (or ``fit(ranker, data)``, e.g. on Spark); a failure names the ranker (``RankerFitFailed``)."""
+    try:
+        if fit is None:
+            ranker.fit(data)
+        else:
+            fit(ranker, data)
+    except Exception as e:  # a plug-in can fail in any way: say which ranker, keep the traceback as the cause
+        raise RankerFitFailed(f"ranker {ranker.name}: fit() raised {type(e).__name__}: {e}") from e
 
 
 def row_problem(row: object) -> str | None:

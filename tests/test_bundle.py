@@ -16,7 +16,7 @@ from homepage.dataset import load_dataset, write_dataset
 from homepage.domain import RequestContext
 from homepage.errors import HomepageError
 from homepage.eventlog import EventLog
-from rankers.base import RankRequest
+from rankers.base import Ranker, RankRequest
 from rankers.testing import synthetic_frames
 
 BUILTINS = ("top_n", "trending", "continue_watching", "video_to_video")
@@ -276,3 +276,36 @@ def test_sigterm_during_train_leaves_no_temporary_bundle(tmp_path: Path) -> None
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 143, err.decode()[-2000:]
     assert sorted(p.name for p in models.iterdir()) == []
+
+
+class _RaisesInFit(Ranker):
+    """A plug-in whose fit fails (module level: the registry imports it by path)."""
+
+    name = "raises_in_fit"
+
+    def fit(self, data):  # type: ignore[no-untyped-def]
+        raise ValueError("cannot fit: column 'x' missing")
+
+    def rows(self, request):  # type: ignore[no-untyped-def]
+        return []
+
+
+def test_a_ranker_failing_in_fit_is_named_after_its_traceback(
+    dataset_dir: Path, tmp_path: Path, run_cli, monkeypatch: pytest.MonkeyPatch  # type: ignore[no-untyped-def]
+) -> None:
+    """`homepage train` with a plug-in whose fit raises: the plug-in's traceback, then one line naming the ranker, exit 2, no bundle."""
+    from importlib.metadata import EntryPoint
+
+    from rankers import registry
+    from rankers.registry import RankerSpec
+
+    installed = registry.registered()
+    ep = EntryPoint(name="raises_in_fit", value=f"{__name__}:_RaisesInFit", group=registry.GROUP)
+    monkeypatch.setattr(registry, "registered", lambda: {**installed, "raises_in_fit": ep})
+    cfg = tmp_path / "pipeline.json"
+    cfg.write_text(PipelineConfig(rankers=(*PipelineConfig().rankers, RankerSpec(name="raises_in_fit"))).model_dump_json())
+    p = run_cli("train", str(dataset_dir), "--out", str(tmp_path / "models"), "--config", str(cfg))
+    assert p.returncode == 2, p.stderr
+    assert "Traceback" in p.stderr and "in fit" in p.stderr  # where in the plug-in it failed
+    assert p.stderr.strip().splitlines()[-1] == "error: ranker raises_in_fit: fit() raised ValueError: cannot fit: column 'x' missing"
+    assert not any((tmp_path / "models").glob("v*/manifest.json"))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import signal
 import sys
 import threading
+import traceback
 from types import FrameType
 
 import typer
@@ -50,6 +51,8 @@ def main() -> None:
         if isinstance(code, int) and code:
             sys.exit(code)
     except HomepageError as e:
+        if getattr(e, "show_cause", False) and e.__cause__ is not None:  # a plug-in's failure: its traceback first
+            traceback.print_exception(e.__cause__, file=sys.stderr)
         # escaped: a path or value in the message may hold brackets rich would read as markup
         err.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
         sys.exit(2)

@@ -363,7 +363,7 @@ def fit_page_model(
     """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from rankers.base import FitInput
+    from rankers.base import FitInput, fit_ranker
     from rankers.registry import build_rankers
 
     n = int(np.searchsorted(log.t_ts, until, side="right"))
@@ -376,10 +376,7 @@ def fit_page_model(
     with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), disable=not progress) as bar:
         task = bar.add_task("page model: fit rankers at inner split", total=len(rankers))
         for r in rankers:
-            if fit is None:
-                r.fit(FitInput(log, fit_catalog, inner, world))
-            else:
-                fit(r, FitInput(log, fit_catalog, inner, world))
+            fit_ranker(r, FitInput(log, fit_catalog, inner, world), fit)
             bar.advance(task)
         models = PageModels("inner", config.config_hash(), catalog, tuple(rankers), rules=config.page.rules)
         task = bar.add_task("page model: stage data", total=None)
