@@ -25,7 +25,6 @@ from homepage.api.schemas import (
     UserId,
     query_parameters,
 )
-from homepage.catalog import Catalog
 from homepage.service import PageParams
 from homepage.store import StoreUnavailable
 
@@ -72,20 +71,12 @@ async def homepage(request: Request, user_id: UserId) -> Response:
 
 
 
-def _title_index(catalog: Catalog, title_id: int) -> int:
-    """The title's index in the served catalog; 404 naming the id when it has none."""
-    idx = int(catalog.index_of(np.array([title_id]))[0])
-    if idx < 0:
-        raise HTTPException(404, f"title_id: {title_id} is not in the catalog")
-    return idx
-
-
 @router.get("/titles/{title_id}", response_model=TitleOut, responses={404: {"model": ErrorOut}, 503: {"model": ErrorOut}})
 async def title(request: Request, title_id: TitleId) -> TitleOut:
     """A catalog entry with its artwork variants."""
     cur = app_state.loaded(request)
     cat = cur.models.catalog
-    idx = _title_index(cat, title_id)
+    idx = app_state.title_index(cat, title_id)
     t = cat.title(idx)
     return TitleOut(
         title_id=t.title_id,
@@ -104,7 +95,7 @@ async def similar(request: Request, title_id: TitleId, limit: Annotated[int, Que
     """Titles similar to one (the video-to-video neighbours: co-occurrence blended with content)."""
     cur = app_state.loaded(request)
     cat = cur.models.catalog
-    idx = _title_index(cat, title_id)
+    idx = app_state.title_index(cat, title_id)
     v2v = next((r for r in cur.models.rankers if getattr(r, "neighbours_", None) is not None), None)
     if v2v is None or idx >= v2v.neighbours_.shape[0]:
         return SimilarOut(title_id=title_id, similar=[])

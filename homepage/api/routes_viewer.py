@@ -290,9 +290,7 @@ async def artwork(
 ) -> Response:
     """A placeholder poster for an artwork variant: title, year, and the variant's emphasis by colour and label."""
     cat = app_state.loaded(request).models.catalog
-    idx = int(cat.index_of(np.array([title_id]))[0])
-    if idx < 0:
-        raise HTTPException(404, f"title_id: {title_id} is not in the catalog")
+    idx = app_state.title_index(cat, title_id)
     variants = cat.variants[idx]
     variant: Any = next((v for v in variants if v.variant_id == variant_id), None)
     if variant is None and variant_id == DEFAULT_VARIANT and not variants:
