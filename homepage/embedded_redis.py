@@ -28,7 +28,7 @@ STOP_GRACE_SECONDS = 1.0
 class EmbeddedRedis:
     """A handle on the embedded server in ``data_dir``: ``start()`` returns its unix socket path.
 
-    Clients are made by ``homepage.store`` (the only module that talks Redis) on that socket;
+    Clients are made by ``homepage.store`` (the only package that talks Redis) on that socket;
     close them before ``stop()`` so the server sees no other client and shuts down.
     """
 

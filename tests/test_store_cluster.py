@@ -171,9 +171,9 @@ def test_a_resent_user_step_applies_once(store: RedisStore, world: World) -> Non
 
 
 def _payloads(store: RedisStore, world: World, events: list[Event], token: str) -> list[str]:
-    from homepage.store import _event_payloads
+    from homepage.store.records import event_payloads
 
-    return _event_payloads(events, world.catalog, "v1", store.meta("v1"), token)
+    return event_payloads(events, world.catalog, "v1", store.meta("v1"), token)
 
 
 def test_concurrent_retries_of_one_batch_apply_it_once(store: RedisStore, world: World) -> None:

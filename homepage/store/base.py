@@ -1,0 +1,216 @@
+"""The store's connection, its version pointer and metadata, and what every part of the store shares."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any, Self
+
+import redis
+
+from homepage.embedded_redis import EmbeddedRedis
+from homepage.settings import Settings
+from homepage.store.cluster import CLUSTER_SCHEME, LazyCluster
+from homepage.store.errors import UNAVAILABLE, StoreError, StoreRefused, StoreUnavailable, guarded
+from homepage.store.keyspace import Keyspace, VersionMeta
+from homepage.stream_ids import stream_id_key
+
+SCAN_COUNT = 1000
+DELETE_BATCH = 500
+
+
+class StoreBase:
+    """A connection to the service's Redis under one key prefix; the version pointer and metadata, cached."""
+
+    def __init__(
+        self,
+        client: Any,
+        prefix: str = "hp",
+        *,
+        settings: Settings | None = None,
+        embedded: EmbeddedRedis | None = None,
+    ) -> None:
+        self.client = client
+        self.keys = Keyspace(prefix)
+        self.settings = settings or Settings(key_prefix=prefix)
+        self._embedded = embedded
+        self._active: tuple[str | None, float] = (None, -1.0)  # (version, monotonic time read)
+        self._meta: dict[str, VersionMeta] = {}  # complete versions are immutable: cache their meta
+
+    @classmethod
+    def from_url(cls, url: str, prefix: str = "hp", *, settings: Settings | None = None) -> Self:
+        """A store on the server (``redis://``) or cluster (``redis+cluster://``) at ``url``; connects lazily."""
+        s = settings or Settings(redis_url=url, key_prefix=prefix)
+        if url.startswith(CLUSTER_SCHEME):
+            return cls(LazyCluster(url, s), prefix, settings=s)
+        client = redis.Redis.from_url(url, socket_timeout=s.socket_timeout, socket_connect_timeout=s.connect_timeout)
+        return cls(client, prefix, settings=s)
+
+    @classmethod
+    def from_socket(cls, path: Path, prefix: str = "hp", *, settings: Settings | None = None) -> Self:
+        """A store on the server listening on the unix socket ``path`` (the embedded one)."""
+        s = settings or Settings(key_prefix=prefix)
+        client = redis.Redis(unix_socket_path=str(path), socket_timeout=s.socket_timeout)
+        return cls(client, prefix, settings=s)
+
+    def close(self) -> None:
+        """Close connections; stop the embedded server if this store started it."""
+        self.client.close()
+        if self._embedded is not None:
+            self._embedded.stop()
+            self._embedded = None
+
+    @guarded
+    def ping(self) -> bool:
+        return bool(self.client.ping())
+
+    def keeps_nothing_on_disk(self) -> bool:
+        """Whether the server has neither AOF nor RDB snapshots on: a restart loses every acknowledged event.
+
+        False when it cannot tell (a cluster, or CONFIG disabled on a managed server).
+        """
+        if self.is_cluster:
+            return False
+        try:
+            aof = int(self.client.info("persistence").get("aof_enabled", 0))
+            save = self.client.config_get("save").get("save", "")
+        except (redis.ResponseError, *UNAVAILABLE):
+            return False
+        return not aof and not str(save).strip()
+
+    def check_settings(self) -> None:
+        """PING once: ``StoreRefused`` when the server refuses these settings, ``StoreUnavailable`` when it does not answer.
+
+        A database index the server does not have is known only when connecting, and redis-py
+        reports it as a bare ``ResponseError``; a wrong password as a ``ConnectionError``.
+        """
+        transient = (*UNAVAILABLE, redis.exceptions.MasterDownError, redis.exceptions.ReadOnlyError)
+        try:
+            self.ping()
+        except redis.ResponseError as e:
+            if isinstance(e, transient):  # a replica without its master, a server loading: it heals by itself
+                raise StoreUnavailable(f"redis unavailable: {type(e).__name__}: {e}") from e
+            raise StoreRefused(str(e)) from None
+        except StoreUnavailable as e:
+            cause = e.__cause__
+            if isinstance(cause, redis.AuthenticationError) or (isinstance(cause, redis.ResponseError) and not isinstance(cause, transient)):
+                raise StoreRefused(str(cause)) from None
+            raise
+
+    @guarded
+    def active_version(self) -> str | None:
+        """The version the API serves now (read from Redis, refreshing the cache)."""
+        raw = self.client.get(self.keys.active)
+        v = raw.decode() if raw else None
+        self._active = (v, time.monotonic())
+        return v
+
+    def _resolve(self, version: str | None) -> str:
+        if version is not None:
+            return version
+        v, at = self._active
+        if v is None or time.monotonic() - at > self.settings.active_cache_seconds:
+            v = self.active_version()
+        if v is None:
+            raise StoreError(f"no published version under prefix {self.keys.prefix!r}: run `homepage publish`")
+        return v
+
+    @guarded
+    def versions(self) -> list[str]:
+        """Published versions, oldest first (the active one is normally last)."""
+        return [v.decode() for v in self.client.lrange(self.keys.versions, 0, -1)]
+
+    @guarded
+    def sample_users(self, n: int, version: str | None = None) -> list[int]:
+        """Up to ``n`` distinct random user ids of a version's active users (for the viewer's samples)."""
+        v = self._resolve(version)
+        return sorted({int(m) for m in self.client.srandmember(self.keys.users(v), n) or []})
+
+    @guarded
+    def version_exists(self, version: str) -> bool:
+        """Whether a version's metadata is in Redis now (never cached: a restart without persistence loses it)."""
+        return bool(self.client.exists(self.keys.meta(version)))
+
+    @guarded
+    def meta(self, version: str | None = None) -> VersionMeta:
+        """A version's metadata; raises ``StoreError`` for an unknown version."""
+        v = self._resolve(version)
+        if v in self._meta:
+            return self._meta[v]
+        raw = self.client.hgetall(self.keys.meta(v))
+        if not raw:
+            raise StoreError(f"version {v!r}: not found under prefix {self.keys.prefix!r}")
+        m = VersionMeta.from_redis(raw)
+        if m.state == "complete":
+            self._meta[v] = m
+        return m
+
+    @property
+    def is_cluster(self) -> bool:
+        """True when the client is a Redis Cluster client."""
+        from redis.cluster import RedisCluster
+
+        return isinstance(self.client, (LazyCluster, RedisCluster))
+
+    def _queue_script(self, pipe: Any, script: str, keys: Sequence[str], args: Sequence[Any]) -> None:
+        """Queue a script on a pipeline, on a cluster sent straight to the node of its keys' slot.
+
+        (Left to itself, redis-py's cluster pipeline asks a server for every EVAL's keys: one
+        extra round-trip per script.)
+        """
+        opts = {"target_nodes": self.client.get_node_from_key(keys[0])} if self.is_cluster else {}
+        pipe.execute_command("EVAL", script, len(keys), *keys, *args, **opts)
+
+    def _events_added(self) -> int:
+        """Events ever acknowledged into the stream (its tally; a cluster reads it apart from the control slot)."""
+        return int(self.client.hget(self.keys.events_tally, "added") or 0)
+
+    def _delete_pattern(self, pattern: str) -> int:
+        n = 0
+        buf: list[bytes] = []
+        for key in self.client.scan_iter(match=pattern, count=SCAN_COUNT):
+            buf.append(key)
+            if len(buf) >= DELETE_BATCH:
+                n += self.client.unlink(*buf)
+                buf.clear()
+        if buf:
+            n += self.client.unlink(*buf)
+        return n
+
+    def _stream_entries(self, stream: str, after: str | None = None) -> Iterator[tuple[bytes, dict[bytes, bytes]]]:
+        last = "-" if after is None else "(" + after
+        while True:
+            chunk = self.client.xrange(stream, min=last, max="+", count=SCAN_COUNT)
+            if not chunk:
+                return
+            yield from chunk
+            last = "(" + chunk[-1][0].decode()
+
+    def _version_or_none(self, version: str | None) -> str | None:
+        try:
+            return self._resolve(version)
+        except StoreError:  # nothing published yet: only what the API set exists
+            return None
+
+    def _page_keys(self, user_id: int, version: str | None) -> list[str]:
+        """The user's page-cache keys in every version (the override applies to all; a lagging worker's or a rollback's included)."""
+        versions = {v.decode() for v in self.client.smembers(self.keys.all_versions)} | ({version} if version else set())
+        return [self.keys.page(v, user_id) for v in sorted(versions)]
+
+    @guarded
+    def erasures(self) -> dict[int, str]:
+        """user id -> the events stream's last generated id when ``DELETE /users`` erased them (the last time)."""
+        out = {}
+        for u, raw in self.client.hgetall(self.keys.erased).items():
+            at = raw.decode()
+            out[int(u)] = at if "-" in at else f"{int(at) * 1000}-0"  # recorded as unix seconds before 3574f2b
+        return out
+
+    def _served_sweep_marks(self) -> dict[int, tuple[tuple[int, int], int, bytes]]:
+        """The pending served sweeps: user -> (stream id swept to, as a key; until, unix ms; the raw mark)."""
+        marks = {}
+        for u, raw in self.client.hgetall(self.keys.served_sweeps).items():
+            pos, until = raw.decode().split("|")
+            marks[int(u)] = (stream_id_key(pos), int(until), raw)
+        return marks

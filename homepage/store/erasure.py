@@ -1,0 +1,98 @@
+"""Erasure of one user (``DELETE /users``): every key and stream entry, in every version."""
+
+from __future__ import annotations
+
+import time
+
+from homepage.store.base import DELETE_BATCH, SCAN_COUNT, StoreBase
+from homepage.store.errors import guarded
+from homepage.store.scripts import ERASE_ENTRIES, ERASE_MARK, ERASE_USER_SLOT, REPLACE_IF_SAME
+from homepage.stream_ids import stream_id_key
+
+SERVED_SWEEP_SECONDS = 60  # after an erasure, pages built before it and logged late are swept this long
+
+
+class UserErasure(StoreBase):
+    """Erasing a user, and sweeping the served pages logged after their erasure."""
+
+    @guarded
+    def delete_user(self, user_id: int) -> int:
+        """Erase every key and stream entry of one user, in every version; returns how many went.
+
+        World counters are aggregates and stay; the user leaves the active-users sets. Their
+        pending outbox is dropped with their other keys (their events are being erased). Two
+        numbers stay: the user's event sequence counter, with the applied mark raised to it, so
+        that a batch in flight at the erasure cannot reach the stream afterwards; and the
+        erasure's position in the events stream (``Keyspace.erased``), so that a later publish
+        or ``merge-events`` leaves out what datasets hold of the user from before it
+        (``homepage.erasure``).
+        """
+        k = self.keys
+        u = int(user_id)
+        versions = sorted(v.decode() for v in self.client.smembers(k.all_versions))
+        state = [k.api_profile(u)] + [k.user(v, u, part) for v in versions for part in ("hist", "profile", "page")]
+        # the user's state and outbox go with reading their sequence: a batch numbered up to it is from before
+        seq, n = (int(x) for x in self.client.eval(ERASE_USER_SLOT, 2 + len(state), k.seq(u), k.outbox(u), *state))
+        pipe = self.client.pipeline(transaction=False)
+        for v in versions:
+            pipe.srem(k.users(v), str(u))
+        pipe.execute()
+        seq_key = k.seq(u).encode()
+        own = [key for key in self.client.scan_iter(match=k.user_unversioned_pattern(u), count=SCAN_COUNT) if key != seq_key]
+        for start in range(0, len(own), DELETE_BATCH):
+            n += self.client.unlink(*own[start : start + DELETE_BATCH])
+        at = self.client.eval(ERASE_MARK, 3, k.events, k.erased, k.applied, str(u), str(seq))
+        at_key = stream_id_key(at.decode() if isinstance(at, bytes) else str(at))
+        swept_to = "0-0"
+        for stream in (k.events, k.served):
+            # events after the erasure's position are the user's new activity and stay; served pages all go
+            ids: list[bytes] = []
+            for eid, fields in self._stream_entries(stream):
+                if stream == k.served:
+                    swept_to = eid.decode()
+                if fields.get(b"u") == str(u).encode() and (stream != k.events or stream_id_key(eid.decode()) <= at_key):
+                    ids.append(eid)
+            for start in range(0, len(ids), DELETE_BATCH):
+                batch = ids[start : start + DELETE_BATCH]
+                if stream == k.events:  # the tally counts the entries XDEL removed, in the same step
+                    n += int(self.client.eval(ERASE_ENTRIES, 2, k.events, k.events_tally, *batch))
+                else:
+                    n += self.client.xdel(stream, *batch)
+        # a page read before the erasure can be logged after the sweep (the served stream is in
+        # another slot than the user's state): ``sweep_served_after_erasures`` looks again
+        until_ms = int((time.time() + SERVED_SWEEP_SECONDS) * 1000)
+        self.client.hset(k.served_sweeps, str(u), f"{swept_to}|{until_ms}")
+        return n
+
+    @guarded
+    def sweep_served_after_erasures(self, now_ms: int | None = None) -> int:
+        """Erase served pages of recently erased users logged after their erasure's sweep; returns how many went.
+
+        A page whose read came before ``delete_user`` is logged after it when its write was in
+        flight. For ``SERVED_SWEEP_SECONDS`` after an erasure the tail of the served stream
+        past the erasure's sweep is swept again for the user (the API's refresh task calls this
+        every few seconds; the pages a returning user is served in that window go too). One
+        HGETALL when nothing is pending.
+        """
+        k = self.keys
+        marks = self._served_sweep_marks()
+        if not marks:
+            return 0
+        now_ms = int(time.time() * 1000) if now_ms is None else now_ms
+        start = min(pos for pos, _, _ in marks.values())
+        end = start  # the last entry looked at: the next sweep starts after it
+        ids: list[bytes] = []
+        for eid, fields in self._stream_entries(k.served, after=f"{start[0]}-{start[1]}"):
+            end = stream_id_key(eid.decode())
+            u = fields.get(b"u")
+            user = int(u) if u is not None and u.isdigit() else None
+            if user in marks and end > marks[user][0]:
+                ids.append(eid)
+        n = 0
+        for at in range(0, len(ids), DELETE_BATCH):
+            n += self.client.xdel(k.served, *ids[at : at + DELETE_BATCH])
+        for user, (pos, until, raw) in marks.items():
+            swept = max(end, pos)
+            new = "" if now_ms >= until else f"{swept[0]}-{swept[1]}|{until}"
+            self.client.eval(REPLACE_IF_SAME, 1, k.served_sweeps, str(user), raw, new)
+        return n

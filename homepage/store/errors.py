@@ -1,0 +1,77 @@
+"""What the store raises, and the Redis failures it turns into ``StoreUnavailable``."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Sequence
+from typing import ParamSpec, TypeVar
+
+import redis
+
+from homepage.errors import HomepageError
+
+
+class StoreError(HomepageError):
+    """The store cannot do what was asked (no published version, unknown version, ...)."""
+
+
+class StoreUnavailable(StoreError):
+    """Redis is down, unreachable or too slow: the API answers 503 or a degraded page."""
+
+
+class StoreRefused(StoreError):
+    """The server answers but refuses the connection settings (a database index it lacks, a wrong password): no outage to wait out."""
+
+
+class IdempotencyConflict(StoreError):
+    """Idempotency keys the user already sent with a different event; nothing of theirs was written.
+
+    ``indices`` are the batch positions of the events refused; ``applied`` counts events of
+    other users in the batch that were applied all the same (only when a concurrent request
+    took a key between the check before the write and the write itself; see ``homepage.store.scripts``).
+    """
+
+    def __init__(self, indices: Sequence[int], applied: int = 0) -> None:
+        self.indices = tuple(indices)
+        self.applied = applied
+        super().__init__(f"idempotency keys of events {list(self.indices)} were already used for different events")
+
+
+# connection-level failures, a cluster that cannot serve a slot now (failover under way), and a
+# server out of memory (maxmemory reached: it refuses writes until it has room; a script is refused
+# at its first growing write, so no script is half-applied, though an earlier step of a batch may be)
+UNAVAILABLE = (
+    redis.ConnectionError,
+    redis.exceptions.OutOfMemoryError,
+    redis.TimeoutError,
+    redis.BusyLoadingError,
+    redis.exceptions.ClusterDownError,
+    redis.exceptions.TryAgainError,
+    redis.exceptions.RedisClusterException,
+)
+OUT_OF_MEMORY = "OOM command not allowed"  # the server's refusal of a write at maxmemory, also inside a script
+PROGRAMMING_ERRORS = (redis.exceptions.CrossSlotTransactionError, redis.exceptions.InvalidPipelineStack)
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def guarded(fn: Callable[P, R]) -> Callable[P, R]:
+    """Turn connection-level Redis failures into ``StoreUnavailable``."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return fn(*args, **kwargs)
+        except UNAVAILABLE as e:
+            if isinstance(e, PROGRAMMING_ERRORS):
+                raise
+            raise StoreUnavailable(f"redis unavailable: {type(e).__name__}: {e}") from e
+        except redis.ResponseError as e:
+            # maxmemory reached inside a Lua script (the write it tried was refused): a script error, not an OOM reply
+            if OUT_OF_MEMORY in str(e):
+                raise StoreUnavailable(f"redis unavailable: out of memory: {e}") from e
+            raise
+
+    return wrapper
+
+

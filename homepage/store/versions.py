@@ -1,0 +1,293 @@
+"""Versions in the store: publish (writes first, then one pointer flip), the model bundle, rollback and gc.
+
+**Publish** writes a version's user keys, global keys and bundle first, then one MULTI/EXEC in
+the control slot marks the meta complete, appends to the version list and flips ``active``:
+a reader that follows the pointer sees the old version or the new one, never a mix.
+
+Decayed counters are stored in log-time form (see ``homepage.decay``), relative to the
+version's ``epoch``. Redis Cluster replicates asynchronously and the store does not ``WAIT``
+for replicas: a primary killed before its replica received a write loses that write when the
+replica takes over (the window is the replication lag). Durability against that needs
+``WAIT`` on each step's node connection, which this store does not do yet.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import redis
+
+from homepage import decay
+from homepage.catalog import Catalog
+from homepage.state import GlobalState
+from homepage.store.base import SCAN_COUNT
+from homepage.store.errors import StoreError, guarded
+from homepage.store.events import EventWrites
+from homepage.store.keyspace import VERSION_RE, VersionMeta
+from homepage.store.records import pack_history, profiles_of_users, sparse
+
+
+class VersionWrites(EventWrites):
+    """Publishing, rolling back and deleting versions (gc finishes abandoned event batches first)."""
+
+    @guarded
+    def publish(
+        self,
+        version: str,
+        log: Any,  # homepage.eventlog.EventLog
+        catalog: Catalog,
+        users: Any,  # pandas DataFrame with user_id, region
+        world: GlobalState,
+        bundle_dir: Path | None = None,
+        *,
+        bundle_version: str | None = None,
+        source: str | None = None,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> VersionMeta:
+        """Write the state as of ``world.as_of`` under ``version``, then make it active in one command.
+
+        Order: meta (state=writing) and a lease, user keys in pipelined batches, world
+        counters, bundle files, then one MULTI/EXEC that flips ``active``, appends to the
+        version list and marks the meta complete. A reader sees the old or the new version.
+        """
+        if not VERSION_RE.match(version):
+            raise StoreError(f"version {version!r}: use letters, digits, '_', '.', '-' (at most 64)")
+        k, s = self.keys, self.settings
+        if self.client.exists(k.meta(version)):
+            raise StoreError(f"version {version!r}: already exists under prefix {k.prefix!r}")
+        t = int(world.as_of)
+        meta = VersionMeta(
+            version=version,
+            state="writing",
+            as_of=t,
+            epoch=t,  # the epoch is rebased to the publish time: stored decayed == decayed at t
+            half_life=float(world.half_life),
+            created=time.time(),
+            n_titles=len(catalog),
+            n_users=int(world.n_users),
+            bundle_version=bundle_version,
+            source=source,
+        )
+        pipe = self.client.pipeline(transaction=False)
+        pipe.sadd(k.all_versions, version)
+        pipe.set(k.lease(version), b"1", ex=s.publish_lease_seconds)
+        pipe.hset(k.meta(version), mapping=meta.to_redis())
+        pipe.execute()
+
+        erased_before = self.erasures()  # a DELETE /users during the writes below is undone before the flip
+        profiles = profiles_of_users(users)
+        user_ids = np.union1d(log.user_ids, np.fromiter(profiles.keys(), np.int64, len(profiles)))
+        total = int(user_ids.size)
+        batch = s.publish_batch_users
+        for start in range(0, total, batch):
+            chunk = user_ids[start : start + batch]
+            for u in chunk:
+                u = int(u)
+                a, b = log.user_span(u)
+                if b > a:
+                    b = a + int(np.searchsorted(log.u_ts[a:b], t, side="right"))
+                if b > a:
+                    pipe.set(
+                        k.hist(version, u),
+                        pack_history(
+                            log.u_title_ids[a:b], log.u_ts[a:b], log.u_kinds[a:b], log.u_stars[a:b], log.u_progress[a:b]
+                        ),
+                    )
+                if u in profiles:
+                    pipe.hset(k.profile(version, u), mapping=profiles[u])
+            pipe.set(k.lease(version), b"1", ex=s.publish_lease_seconds)
+            pipe.execute()
+            if progress is not None:
+                progress(min(start + batch, total), total)
+
+        self._write_world(pipe, version, log, catalog, world)
+        if bundle_dir is not None:
+            for rel, data in _bundle_files(Path(bundle_dir)):
+                pipe.hset(k.bundle(version), rel, data)
+                pipe.execute()
+        self._erase_written_since(version, erased_before, user_ids)
+
+        added, replaced = self._events_added(), self.client.get(k.active)
+        flip = self.client.pipeline(transaction=True)
+        flip.hset(k.meta(version), "state", "complete")
+        if replaced is not None:
+            flip.hset(k.retired_at, replaced, added)
+        flip.rpush(k.versions, version)
+        flip.set(k.active, version)
+        flip.delete(k.lease(version))
+        flip.execute()
+        self._active = (version, time.monotonic())
+        return self.meta(version)
+
+    def _erase_written_since(self, version: str, erased_before: Mapping[int, str], written: np.ndarray) -> None:
+        """Delete what this publish wrote of users erased since it started.
+
+        ``delete_user`` erases every version, this one included, but a batch written after it
+        would bring the user back; from here on the writes are done, so a later erasure holds.
+        """
+        k = self.keys
+        since = [u for u, at in self.erasures().items() if erased_before.get(u) != at]
+        gone = [u for u in since if np.any(written == u)]
+        if not gone:
+            return
+        pipe = self.client.pipeline(transaction=False)
+        for u in gone:
+            for key in (k.hist(version, u), k.profile(version, u), k.page(version, u)):
+                pipe.delete(key)  # one key a command: a cluster pipeline refuses multi-key DEL
+            pipe.srem(k.users(version), str(u))
+        pipe.execute()
+
+    def _write_world(self, pipe: Any, v: str, log: Any, catalog: Catalog, world: GlobalState) -> None:
+        k = self.keys
+        # epoch == as_of, so the stored log-time sums are the decayed counts themselves
+        stored = decay.to_stored(world.decayed, world.as_of, world.as_of, world.half_life)
+        for name, values in (
+            ("counts", world.counts),
+            ("decayed", stored),
+            ("rating_sum", world.rating_sum),
+            ("rating_count", world.rating_count),
+        ):
+            if values.any():
+                pipe.hset(k.glob(v, name), mapping=sparse(catalog, values))
+        for r, c in world.region_counts.items():
+            pipe.sadd(k.regions(v), r)
+            if c.any():
+                pipe.hset(k.region(v, r, "counts"), mapping=sparse(catalog, c))
+                pipe.hset(k.region(v, r, "decayed"), mapping=sparse(catalog, world.region_decayed[r]))
+        n = int(np.searchsorted(log.t_ts, world.as_of, side="right"))
+        active_users = log.user_ids[np.unique(log.t_user_pos[:n])]
+        for start in range(0, active_users.size, 10_000):
+            pipe.sadd(k.users(v), *(str(int(u)) for u in active_users[start : start + 10_000]))
+        pipe.execute()
+
+    @guarded
+    def bundle_files(self, version: str | None = None) -> dict[str, bytes]:
+        """The model bundle published with a version: relative path -> bytes."""
+        v = self._resolve(version)
+        return {p.decode(): b for p, b in self.client.hgetall(self.keys.bundle(v)).items()}
+
+    def materialize_bundle(self, version: str | None, dest_dir: Path) -> Path:
+        """Write a version's bundle files under ``dest_dir/<bundle version>`` and return that directory."""
+        v = self._resolve(version)
+        files = self.bundle_files(v)
+        if not files:
+            raise StoreError(f"version {v!r}: no model bundle was published with it")
+        name = self.meta(v).bundle_version or v
+        out = Path(dest_dir) / name
+        tmp = Path(dest_dir) / f".{name}.tmp-{time.time_ns()}"
+        for rel, data in files.items():
+            p = tmp / rel
+            if ".." in Path(rel).parts or Path(rel).is_absolute():
+                raise StoreError(f"version {v!r}: bundle path {rel!r} escapes the bundle directory")
+            p.parent.mkdir(parents=True, exist_ok=True)
+            p.write_bytes(data)
+        if out.exists():
+            import shutil
+
+            shutil.rmtree(out)
+        tmp.rename(out)
+        return out
+
+    @guarded
+    def rollback(self) -> str:
+        """Make the previous published version active; the current one is retired (gc deletes it).
+
+        Refused when the previous version has no model bundle and the current one has: workers
+        cannot load a version without a model.
+        """
+        k = self.keys
+        with self.client.pipeline(transaction=True) as pipe:
+            while True:
+                try:
+                    pipe.watch(k.active, k.versions)
+                    cur = pipe.get(k.active)
+                    published = [v.decode() for v in pipe.lrange(k.versions, 0, -1)]
+                    cur_s = cur.decode() if cur else None
+                    older = published[: published.index(cur_s)] if cur_s in published else published
+                    if not older:
+                        raise StoreError(f"rollback: no version before {cur_s!r} under prefix {k.prefix!r}")
+                    prev = older[-1]
+                    if cur_s is not None and self.meta(cur_s).bundle_version is not None and self.meta(prev).bundle_version is None:
+                        raise StoreError(
+                            f"rollback: the version before {cur_s!r}, {prev!r}, was published without a model bundle; "
+                            "the workers could not serve it (publish the dataset again with --models instead)"
+                        )
+                    added = self._events_added()
+                    pipe.multi()
+                    pipe.set(k.active, prev)
+                    if cur_s is not None:
+                        pipe.hset(k.retired_at, cur_s, added)
+                        pipe.lrem(k.versions, 0, cur_s)
+                    pipe.execute()
+                    self._active = (prev, time.monotonic())
+                    return prev
+                except redis.WatchError:
+                    continue
+
+    @guarded
+    def gc(self, keep: int) -> list[str]:
+        """Delete versions beyond the newest ``keep`` published ones, retired ones and orphans.
+
+        The active version is always kept, and so is the newest one with a model bundle when
+        the active one has none (workers keep serving that one: they cannot load a version
+        without a model). A version still being written (its lease is alive) is left alone.
+        Keys are found with SCAN on the version's pattern, never KEYS.
+        """
+        k = self.keys
+        self.drain_outboxes()
+        published = self.versions()
+        active = self.active_version()
+        kept = set(published[-keep:] if keep > 0 else []) | ({active} if active else set())
+        if active and self.meta(active).bundle_version is None:
+            servable = next((v for v in reversed(published) if self._has_bundle(v)), None)
+            kept |= {servable} if servable else set()
+        known = {v.decode() for v in self.client.smembers(k.all_versions)}
+        doomed = []
+        for v in sorted(known - kept):
+            if v not in published and self.client.exists(k.lease(v)):
+                continue  # a publish is writing it now
+            doomed.append(v)
+        for v in doomed:
+            self.client.lrem(k.versions, 0, v)
+            self._delete_pattern(k.version_pattern(v))
+            self.client.srem(k.all_versions, v)
+            self.client.hdel(k.retired_at, v)
+            self._meta.pop(v, None)
+        return doomed
+
+    @guarded
+    def events_missed_by(self, version: str) -> int | None:
+        """Events acknowledged since ``version`` was last replaced as the live one (None if never, or before this was kept).
+
+        Events go to the live version's user state and counters only: a version a rollback
+        restores lacks every event acknowledged since it was replaced, through any number of
+        publishes and rollbacks (they stay in the events stream, for ``merge-events``).
+        """
+        at = self.client.hget(self.keys.retired_at, version)
+        return None if at is None else max(0, self._events_added() - int(at))
+
+    def _has_bundle(self, version: str) -> bool:
+        """Whether a version was published with a model bundle (False when its metadata is gone)."""
+        try:
+            return self.meta(version).bundle_version is not None
+        except StoreError:
+            return False
+
+    @guarded
+    def memory_bytes(self, version: str | None = None) -> int:
+        """Sum of MEMORY USAGE over a version's keys (a measurement helper; SCANs the keyspace)."""
+        v = self._resolve(version)
+        pipe = self.client.pipeline(transaction=False)
+        for key in self.client.scan_iter(match=self.keys.version_pattern(v), count=SCAN_COUNT):
+            pipe.memory_usage(key, samples=0)
+        return int(sum(x or 0 for x in pipe.execute()))
+
+
+def _bundle_files(root: Path) -> Iterator[tuple[str, bytes]]:
+    for p in sorted(root.rglob("*")):
+        if p.is_file():
+            yield p.relative_to(root).as_posix(), p.read_bytes()
