@@ -58,6 +58,20 @@ def test_duplicates_are_counted() -> None:
     assert s.values["ndcg_2d"] == 0.0
 
 
+def test_a_target_shown_twice_counts_once() -> None:
+    """A policy cannot score by repeating a title: the page scores as if it showed it once, at its best slot."""
+    genre, info = np.zeros((10, 1), bool), np.ones(10)
+    twice = score_page(np.array([[5, 1, 5], [5, 2, 3]]), ["a", "b"], np.array([5, 9]), genre, info, viewport=(2, 2))
+    once = score_page(np.array([[5, 1, -1], [-1, 2, 3]]), ["a", "b"], np.array([5, 9]), genre, info, viewport=(2, 2))
+    for name in ("ndcg_2d", "viewport_recall", "page_recall"):
+        assert twice.values[name] == pytest.approx(once.values[name]), name
+    assert twice.values["viewport_recall"] == pytest.approx(1 / 2) and twice.values["duplicates"] == 2
+    assert twice.hits_grid.sum() == 1 and twice.hits_grid[0, 0] and twice.hit_rankers == ("a",)
+    # the best-discounted copy may lie outside the viewport: the viewport still holds the title once
+    wide = score_page(np.array([[1, 2, 3, 5], [4, 5, 6, 7]]), ["a", "b"], np.array([5]), genre, info, viewport=(2, 2))
+    assert wide.values["viewport_recall"] == pytest.approx(1.0) and wide.values["page_recall"] == pytest.approx(1.0)
+
+
 def test_perfect_page_has_ndcg_one() -> None:
     grid = np.array([[5, 6], [7, 8]])
     s = score_page(grid, ["a", "a"], np.array([5, 6]), np.zeros((10, 1), bool), np.ones(10), viewport=(1, 2))
@@ -384,6 +398,11 @@ def test_replay_counts_the_requests_a_ranker_failed_on(world: dict[str, object],
     assert clean.ranker_problems == {}
     # a broken baseline bundle is reported under the baseline's prefix
     assert clean.with_baseline(result).ranker_problems == {"baseline:exploding": {"failed": len(requests), "rows dropped": 0}}
+    # a baseline replayed on the same users at other times is not paired with this one
+    later = replace(requests, times=requests.times + DAY)
+    shifted = replay(log, models, ["template"], later, protocol, 7 * DAY, world["split"])  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="same requests"):
+        clean.with_baseline(shifted)
 
 
 def test_json_outputs_are_strict_json() -> None:

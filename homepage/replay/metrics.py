@@ -52,7 +52,11 @@ def score_page(
     viewport: tuple[int, int],
     resumes: np.ndarray | None = None,
 ) -> PageScore:
-    """Metrics of one page; ``grid`` is (R, C) catalog indices with -1 for empty slots."""
+    """Metrics of one page; ``grid`` is (R, C) catalog indices with -1 for empty slots.
+
+    A target shown twice counts once (in ndcg_2d at its best-discounted slot; in the recalls
+    once): a page cannot score by repeating a title.
+    """
     R, C = grid.shape
     filled = grid >= 0
     hits = filled & np.isin(grid, targets)
@@ -64,9 +68,13 @@ def score_page(
     _, counts = np.unique(shown, return_counts=True)
     vgrid = grid[:vr, :vc]
     vshown = vgrid[vgrid >= 0]
+    viewport_hits = int(hits[:vr, :vc].sum())
+    if counts.size and counts.max() > 1:
+        hits = _best_slot_of_each_title(grid, hits, d)
+        viewport_hits = int(np.intersect1d(vshown, targets).size)
     values = {
         "ndcg_2d": float((hits * d).sum() / ideal) if ideal > 0 else 0.0,
-        "viewport_recall": float(hits[:vr, :vc].sum() / min(n_t, vr * vc)) if n_t else 0.0,
+        "viewport_recall": float(viewport_hits / min(n_t, vr * vc)) if n_t else 0.0,
         "page_recall": float(hits.sum() / min(n_t, R * C)) if n_t else 0.0,
         "duplicates": float((counts - 1).sum()),
         "viewport_genres": float(genre_matrix[vshown].any(axis=0).sum()) if vshown.size else 0.0,
@@ -75,6 +83,16 @@ def score_page(
     }
     hit_rows = np.nonzero(hits)[0]
     return PageScore(values, hits, tuple(row_rankers[i] for i in hit_rows))
+
+
+def _best_slot_of_each_title(grid: np.ndarray, hits: np.ndarray, d: np.ndarray) -> np.ndarray:
+    """``hits`` with each title's hit kept only at its best-discounted slot (first in row order on a tie)."""
+    flat = np.flatnonzero(hits)
+    order = flat[np.argsort(-d.ravel()[flat], kind="stable")]
+    _, first = np.unique(grid.ravel()[order], return_index=True)
+    out = np.zeros(hits.size, bool)
+    out[order[first]] = True
+    return out.reshape(hits.shape)
 
 
 def resample_weights(n: int, n_boot: int, seed: int, groups: np.ndarray | None = None) -> np.ndarray:

@@ -122,8 +122,9 @@ class ReplayResult:
         each policy of this bundle against the baseline bundle's on the same requests; so are
         its rankers in ``ranker_problems``.
         """
-        if len(other.requests) != len(self.requests) or not np.array_equal(other.requests.user_ids, self.requests.user_ids):
-            raise ValueError("a baseline replay must run on the same requests")
+        a, b = self.requests, other.requests
+        if len(a) != len(b) or not (np.array_equal(a.user_ids, b.user_ids) and np.array_equal(a.times, b.times)):
+            raise ValueError("a baseline replay must run on the same requests (users and times)")
         runs = dict(self.runs)
         for name, run in other.runs.items():
             runs[prefix + name] = PolicyRun(prefix + name, run.values, run.shown, run.hit_heat, run.ranker_hits, run.seconds, run.ranker_rows)
