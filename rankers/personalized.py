@@ -118,7 +118,9 @@ class PersonalizedRanker(Ranker):
         c = self.config
         user_pos, title_idx, ts, _ = data.log.interactions(data.until)
         n_titles = len(data.catalog)
-        x = interaction_matrix(user_pos, title_idx, int(data.log.user_ids.size), n_titles)
+        # one row per user with a play by until: users who come later must not change the fit (ALS's random start)
+        _, user_row = np.unique(user_pos, return_inverse=True)
+        x = interaction_matrix(user_row, title_idx, int(user_row.max(initial=-1)) + 1, n_titles)
         self.item_factors_ = fit_als(
             x, factors=c.factors, regularization=c.als_regularization, alpha=c.als_alpha,
             iterations=c.als_iterations, seed=c.seed, threads=c.fit_threads,

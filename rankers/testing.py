@@ -180,19 +180,27 @@ def large_world(seed: int = 11) -> ConformanceWorld:
 
 @cache
 def small_world_other_future(seed: int = 7) -> ConformanceWorld:
-    """``small_world`` with every event after its ``until`` moved to another title and given other stars."""
+    """``small_world`` with every event after its ``until`` moved to another title and given other stars,
+    and users whose first event is after ``until`` (they exist only in the future)."""
     return _world(n_titles=120, n_users=40, events_per_user=30, seed=seed, rich=True, other_future=True)
 
 
 def _world(n_titles: int, n_users: int, events_per_user: int, seed: int, rich: bool, other_future: bool = False) -> ConformanceWorld:
     titles, variants, users, events = synthetic_frames(n_titles, n_users, events_per_user, seed, rich)
-    if other_future:  # same users, same times, same count: only what was played after the split differs
+    if other_future:  # the same up to the split; after it, other titles, other stars and new users
         later = events["ts"].to_numpy() > T0 + 50 * DAY
         ids = titles["title_id"].to_numpy()
         pos = np.searchsorted(ids, events.loc[later, "title_id"].to_numpy()).clip(0, ids.size - 1)
         events = events.copy()
         events.loc[later, "title_id"] = ids[(pos + ids.size // 2) % ids.size]
         events.loc[later, "stars"] = np.where(events.loc[later, "stars"].notna(), 5.5 - events.loc[later, "stars"].fillna(0), np.nan)
+        # 8 users who first play after the split (a model sized by every user in the log differs)
+        newcomers = events[later & events["user_id"].isin(users["user_id"][:8]).to_numpy()].copy()
+        newcomers["user_id"] += int(users["user_id"].max())
+        events = pd.concat([events, newcomers], ignore_index=True).sort_values(["ts", "user_id"], kind="stable", ignore_index=True)
+        joined = users[:8].copy()
+        joined["user_id"] += int(users["user_id"].max())
+        users = pd.concat([users, joined], ignore_index=True)
     catalog = Catalog.from_frames(titles, variants)
     log = EventLog.from_frame(events, catalog, users)
     until = T0 + 50 * DAY

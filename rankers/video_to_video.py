@@ -74,7 +74,8 @@ class VideoToVideoRanker(Ranker):
         cfg = self.config
         n = len(data.catalog)
         user_pos, title_idx, _, _ = data.log.interactions(data.until)
-        x = user_title_matrix(user_pos, title_idx, int(data.log.user_ids.size), n, cfg.max_user_titles)
+        _, user_row = np.unique(user_pos, return_inverse=True)  # users with a play by until, as in personalized
+        x = user_title_matrix(user_row, title_idx, int(user_row.max(initial=-1)) + 1, n, cfg.max_user_titles)
         xt = x.T.tocsr()
         n_i = np.asarray(x.sum(axis=0)).ravel().astype(np.float32)
         sq = np.sqrt(n_i)
