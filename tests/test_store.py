@@ -243,6 +243,53 @@ def test_delete_user_erases_keys_and_stream_entries(store: RedisStore, world: Wo
         assert b"1" not in users and b"2" in users
 
 
+def test_an_erasure_keeps_the_users_idempotency_keys_so_a_retry_cannot_bring_an_event_back(store: RedisStore, world: World) -> None:
+    """A client retrying an event the user had before erasing their data gets a duplicate, not the event back.
+
+    Every other key of the user goes; what stays is the sequence counter and the idempotency
+    keys (an event digest each, until their TTL).
+    """
+    world.publish(store, "v1")
+    play = Event(user_id=1, title_id=20, kind="play", ts=world.t + 10, progress=0.4)
+    assert store.append_events([play], world.catalog, ["retry-me"]) == 1
+    store.delete_user(1)
+    left = {key.decode() for key in store.client.scan_iter(match=store.keys.user_unversioned_pattern(1))}
+    assert left == {store.keys.seq(1), store.keys.idempotency(1, "retry-me")}
+    assert store.append_events([play], world.catalog, ["retry-me"]) == 0  # a duplicate
+    assert store.read_user_state(1, world.t + 100, world.catalog).is_cold
+    assert not [e for e in store.event_entries() if e[1] == 1]
+
+
+@pytest.mark.parametrize("lands", ["before", "after"])
+def test_a_batch_racing_an_erasure_is_erased_whole_or_kept_whole(store: RedisStore, world: World, lands: str) -> None:
+    """A batch whose user step comes before the erasure's goes from history and stream; one after it stays in both.
+
+    ``lands="after"``: the batch is written between the erasure's user step and its mark in the
+    events stream (an API worker ingesting while another erases). Before 2026-12-07 the erasure
+    deleted its stream entry (it was before the mark) and its idempotency key while its history
+    stayed, so the stream lost an acknowledged event and a retry counted it twice.
+    """
+    world.publish(store, "v1")
+    play = Event(user_id=1, title_id=20, kind="play", ts=world.t + 10, progress=0.4)
+    if lands == "before":
+        assert store.append_events([play], world.catalog, ["k"]) == 1
+        store.delete_user(1)
+    else:
+        mark = store._mark_erasure
+
+        def ingest_then_mark(u: int, seq: int) -> tuple[int, int]:
+            assert store.append_events([play], world.catalog, ["k"]) == 1
+            return mark(u, seq)
+
+        store._mark_erasure = ingest_then_mark  # type: ignore[method-assign]
+        store.delete_user(1)
+    history = len(store.read_user_state(1, world.t + 100, world.catalog))
+    in_stream = len([e for e in store.event_entries() if e[1] == 1])
+    assert (history, in_stream) == ((0, 0) if lands == "before" else (1, 1))
+    assert store.append_events([play], world.catalog, ["k"]) == 0  # the retry is a duplicate either way
+    assert len(store.read_user_state(1, world.t + 100, world.catalog)) == history
+
+
 def test_page_cache_is_invalidated_by_the_users_events(store: RedisStore, world: World) -> None:
     world.publish(store, "v1")
     now = world.t + 100

@@ -20,37 +20,69 @@ class UserErasure(StoreBase):
         """Erase every key and stream entry of one user, in every version; returns how many went.
 
         World counters are aggregates and stay; the user leaves the active-users sets. Their
-        pending outbox is dropped with their other keys (their events are being erased). Two
-        numbers stay: the user's event sequence counter, with the applied mark raised to it, so
-        that a batch in flight at the erasure cannot reach the stream afterwards; and the
-        erasure's position in the events stream (``Keyspace.erased``), so that a later publish
-        or ``merge-events`` leaves out what datasets hold of the user from before it
-        (``homepage.erasure``).
+        pending outbox is dropped with their other keys (their events are being erased). What
+        stays: the user's event sequence counter, with the applied mark raised to it, so that a
+        batch in flight at the erasure cannot reach the stream afterwards; the erasure's
+        position in the events stream (``Keyspace.erased``), so that a later publish or
+        ``merge-events`` leaves out what datasets hold of the user from before it
+        (``homepage.erasure``); the served-page sweep mark for ``SERVED_SWEEP_SECONDS``; and the
+        user's idempotency keys (an event digest each) until their TTL, so that a client's retry
+        of an erased event is a duplicate instead of bringing it back.
+
+        An event batch racing the erasure is erased whole or kept whole: one whose user step
+        came before the erasure's (its sequence number at or below the one read there) goes from
+        the history and the stream; one after it is new activity and stays in both.
         """
         k = self.keys
         u = int(user_id)
         versions = sorted(v.decode() for v in self.client.smembers(k.all_versions))
+        # keys outside the user step (attempt results) first: a batch landing after this is handled by the step
+        kept = {k.seq(u).encode(), k.outbox(u).encode()}
+        idem = k.idempotency(u, "").encode()
+        own = [
+            key for key in self.client.scan_iter(match=k.user_unversioned_pattern(u), count=SCAN_COUNT)
+            if key not in kept and not key.startswith(idem)
+        ]
+        n = sum(self.client.unlink(*own[i : i + DELETE_BATCH]) for i in range(0, len(own), DELETE_BATCH))
         state = [k.api_profile(u)] + [k.user(v, u, part) for v in versions for part in ("hist", "profile", "page")]
         # the user's state and outbox go with reading their sequence: a batch numbered up to it is from before
-        seq, n = (int(x) for x in self.client.eval(ERASE_USER_SLOT, 2 + len(state), k.seq(u), k.outbox(u), *state))
+        seq, gone = (int(x) for x in self.client.eval(ERASE_USER_SLOT, 2 + len(state), k.seq(u), k.outbox(u), *state))
+        n += gone
         pipe = self.client.pipeline(transaction=False)
         for v in versions:
             pipe.srem(k.users(v), str(u))
         pipe.execute()
-        seq_key = k.seq(u).encode()
-        own = [key for key in self.client.scan_iter(match=k.user_unversioned_pattern(u), count=SCAN_COUNT) if key != seq_key]
-        for start in range(0, len(own), DELETE_BATCH):
-            n += self.client.unlink(*own[start : start + DELETE_BATCH])
+        swept, swept_to = self._erase_stream_entries(u, seq, self._mark_erasure(u, seq))
+        # a page read before the erasure can be logged after the sweep (the served stream is in
+        # another slot than the user's state): ``sweep_served_after_erasures`` looks again
+        until_ms = int((time.time() + SERVED_SWEEP_SECONDS) * 1000)
+        self.client.hset(k.served_sweeps, str(u), f"{swept_to}|{until_ms}")
+        return n + swept
+
+    def _mark_erasure(self, u: int, seq: int) -> tuple[int, int]:
+        """Record the erasure's position in the events stream and raise the user's applied mark to ``seq``; the position."""
+        k = self.keys
         at = self.client.eval(ERASE_MARK, 3, k.events, k.erased, k.applied, str(u), str(seq))
-        at_key = stream_id_key(at.decode() if isinstance(at, bytes) else str(at))
-        swept_to = "0-0"
+        return stream_id_key(at.decode() if isinstance(at, bytes) else str(at))
+
+    def _erase_stream_entries(self, u: int, seq: int, at_key: tuple[int, int]) -> tuple[int, str]:
+        """Delete the user's events numbered up to ``seq`` and all their served pages; (how many, served id swept to).
+
+        An events entry names its user sequence (``q``); one written before entries did is the
+        user's if it is at or before the erasure's stream position ``at_key``.
+        """
+        k = self.keys
+        user = str(u).encode()
+        n, swept_to = 0, "0-0"
         for stream in (k.events, k.served):
-            # events after the erasure's position are the user's new activity and stay; served pages all go
             ids: list[bytes] = []
             for eid, fields in self._stream_entries(stream):
                 if stream == k.served:
                     swept_to = eid.decode()
-                if fields.get(b"u") == str(u).encode() and (stream != k.events or stream_id_key(eid.decode()) <= at_key):
+                if fields.get(b"u") != user:
+                    continue
+                q = fields.get(b"q")
+                if stream == k.served or (int(q) <= seq if q is not None else stream_id_key(eid.decode()) <= at_key):
                     ids.append(eid)
             for start in range(0, len(ids), DELETE_BATCH):
                 batch = ids[start : start + DELETE_BATCH]
@@ -58,11 +90,7 @@ class UserErasure(StoreBase):
                     n += int(self.client.eval(ERASE_ENTRIES, 2, k.events, k.events_tally, *batch))
                 else:
                     n += self.client.xdel(stream, *batch)
-        # a page read before the erasure can be logged after the sweep (the served stream is in
-        # another slot than the user's state): ``sweep_served_after_erasures`` looks again
-        until_ms = int((time.time() + SERVED_SWEEP_SECONDS) * 1000)
-        self.client.hset(k.served_sweeps, str(u), f"{swept_to}|{until_ms}")
-        return n
+        return n, swept_to
 
     @guarded
     def sweep_served_after_erasures(self, now_ms: int | None = None) -> int:

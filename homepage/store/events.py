@@ -160,7 +160,7 @@ class EventWrites(StoreBase):
                     ops.append(["SADD", ki(k.regions(v)), e.region])
                     ops.append(["HINCRBY", ki(k.region(v, e.region, "counts")), tid, "1"])
                     ops.append(["HINCRBYFLOAT", ki(k.region(v, e.region, "decayed")), tid, w])
-            doc.append([str(e.user_id), str(e.seq), ["u", str(e.user_id), "v", p["v"], "e", p["e"]], ops])
+            doc.append([str(e.user_id), str(e.seq), ["u", str(e.user_id), "v", p["v"], "e", p["e"], "q", str(e.seq)], ops])
         keys = sorted(key_index, key=key_index.__getitem__)
         out = self.client.eval(GLOBAL_STEP, len(keys), *keys, str(self.settings.events_maxlen), json.dumps(doc))
         return {int(out[i]): int(out[i + 1]) for i in range(0, len(out), 2)}

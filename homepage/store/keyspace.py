@@ -20,7 +20,8 @@ same keys and code run on one server and on Redis Cluster. Keyspace (``p`` is th
                                              a rollback or a worker on another version cannot lose it).
                                              Only with the api field: d7f53d1 wrote datasets' profiles here
     p:{u:<id>}:idem:<key>            string  idempotency keys (TTL), scoped to the user: the digest of
-                                             the event sent with the key (``"1"``: written before digests)
+                                             the event sent with the key (``"1"``: written before digests);
+                                             an erasure keeps them (a retry is then a duplicate)
     p:{u:<id>}:outbox                list    events applied here, not yet confirmed by the global slot
     p:{u:<id>}:seq                   string  the user's event sequence (numbers outbox entries)
     p:{u:<id>}:try:<token>           string  result of one attempt (short TTL): a resent attempt is a no-op
@@ -30,7 +31,8 @@ same keys and code run on one server and on Redis Cluster. Keyspace (``p`` is th
     p:v:<v>:{p:g}:r:<region>:counts|decayed                  hash title_id -> number
     p:v:<v>:{p:g}:regions            set     regions with counters
     p:v:<v>:{p:g}:users              set     users with at least one counted event
-    p:{p:g}:events                   stream  every accepted event (capped)
+    p:{p:g}:events                   stream  every accepted event (capped): u user, v version, e event JSON,
+                                             q the user's sequence number of it
     p:{p:g}:applied                  hash    user id -> highest outbox sequence applied here
     p:{p:g}:events_tally             hash    entries ever added to / erased from the events stream
     p:{p:g}:erased                   hash    user id -> events stream position of their DELETE /users
