@@ -228,6 +228,14 @@ def test_bad_events_are_422_naming_the_field(api: Api, body: dict[str, Any], fie
 def test_malformed_json_and_long_error_lists_say_so(api: Api) -> None:
     r = api.client.post("/events", content=b'{"user_id": 1,, }', headers={"Content-Type": "application/json", "X-API-Key": API_KEY})
     assert r.status_code == 422 and r.json()["errors"][0]["field"] == "body" and "malformed JSON at character 14" in r.json()["detail"], r.text
+    # what the JSON parser refuses by raising something else than a syntax error is named too
+    for content, why in (
+        (b'{"user_id": 1, "title_id": 1, "kind": "pl\xffy"}', "not UTF-8 (byte 41)"),  # the 0xff
+        (b"[" * 100_000, "nested too deeply"),
+        (b'{"user_id": ' + b"9" * 5000 + b', "title_id": 1, "kind": "play"}', "a number with too many digits"),
+    ):
+        r = api.client.post("/events", content=content, headers={"Content-Type": "application/json", "X-API-Key": API_KEY})
+        assert r.status_code == 422 and r.json()["errors"] == [{"field": "body", "message": f"malformed JSON: {why}"}], r.text
     batch = [{"user_id": -1, "title_id": 1, "kind": "play"}] * 30
     r = api.write("POST", "/events", json={"events": batch})
     assert r.status_code == 422 and len(r.json()["errors"]) == 20 and r.json()["errors_omitted"] == 10
@@ -365,6 +373,16 @@ def test_new_version_is_picked_up_without_restart_and_rollback_returns(api: Api,
     r = api.write("POST", "/admin/reload")
     assert r.status_code == 200 and r.json()["store_version"] == api.version
     assert served_version() == api.version
+
+
+def test_the_viewer_can_be_turned_off(api: Api, tmp_path: Path) -> None:
+    """HOMEPAGE_VIEWER=0: the viewer's routes (they list active users and explain their pages) are not served; pages are."""
+    with LiveServer(create_app(ServeSettings(viewer=False, models_dir=tmp_path), api.settings)) as srv:
+        for path in ("/", "/viewer/users", "/viewer/page/11", "/viewer/config"):
+            assert httpx.get(f"{srv.url}{path}").status_code == 404, path
+        assert httpx.get(f"{srv.url}/homepage/11").status_code == 200
+    with LiveServer(create_app(ServeSettings(models_dir=tmp_path), api.settings)) as srv:
+        assert httpx.get(f"{srv.url}/viewer/config").status_code == 200  # on by default
 
 
 def test_writes_are_refused_without_a_configured_key(api: Api, tmp_path: Path) -> None:

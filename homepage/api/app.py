@@ -77,9 +77,11 @@ def create_app(settings: ServeSettings | None = None, store_settings: Settings |
     app.include_router(routes_pages.router)
     app.include_router(routes_events.router)
     app.include_router(routes_admin.router)
-    app.include_router(routes_viewer.router)
+    if serve.viewer:
+        app.include_router(routes_viewer.router)
     app.add_middleware(BodyLimit, max_bytes=serve.max_body_bytes)
     app.add_middleware(Timing)
+    app.add_middleware(Unhandled)  # outermost: Timing counts the 500 as it propagates
     return app
 
 
@@ -100,6 +102,9 @@ def _install_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 400 and exc.detail == UNPARSED_BODY and exc.__cause__ is not None:
+            message = _unparsed_body(exc.__cause__)  # FastAPI's words name neither the field nor why
+            return JSONResponse({"detail": f"body: {message}", "errors": [{"field": "body", "message": message}]}, status_code=422)
         detail = clip(str(exc.detail), MAX_MESSAGE)  # routes clip what they echo; this bounds any that forgot
         return JSONResponse({"detail": detail}, status_code=exc.status_code, headers=getattr(exc, "headers", None))
 
@@ -111,13 +116,21 @@ def _install_handlers(app: FastAPI) -> None:
     async def user_error(request: Request, exc: HomepageError) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status_code=400)
 
-    @app.exception_handler(Exception)
-    async def internal(request: Request, exc: Exception) -> JSONResponse:
-        log.exception("unhandled error on %s", request.url.path)
-        return JSONResponse({"detail": "internal error"}, status_code=500)
 
 
 MAX_ERRORS = 20  # listed in a 422; ``errors_omitted`` counts the rest
+UNPARSED_BODY = "There was an error parsing the body"  # FastAPI's 400 when the JSON parser raises something else than a decode error
+
+
+def _unparsed_body(cause: BaseException) -> str:
+    """Why a request body that is not a JSON syntax error could not be parsed, in the client's terms."""
+    if isinstance(cause, UnicodeDecodeError):
+        return f"malformed JSON: not UTF-8 (byte {cause.start})"
+    if isinstance(cause, RecursionError):
+        return "malformed JSON: nested too deeply"
+    if isinstance(cause, ValueError) and "digits" in str(cause):
+        return "malformed JSON: a number with too many digits"
+    return f"malformed JSON: {type(cause).__name__}"
 
 
 def _error(e: Mapping[str, Any]) -> dict[str, str]:
@@ -138,6 +151,36 @@ def _error(e: Mapping[str, Any]) -> dict[str, str]:
 def _field(loc: Any) -> str:
     parts = [str(p) for p in loc if p not in ("body", "query", "path", "header")]
     return ".".join(parts) or ".".join(str(p) for p in loc)
+
+
+class Unhandled:
+    """ASGI middleware: an error no handler took is logged once and answered 500, without its details.
+
+    (Starlette's ``exception_handler(Exception)`` answers too, then re-raises so that the
+    server logs the same traceback a second time.) The log names the route, not the path:
+    paths hold user ids.
+    """
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def send_started(msg: dict[str, Any]) -> None:
+            nonlocal started
+            started = started or msg["type"] == "http.response.start"
+            await send(msg)
+
+        try:
+            await self.app(scope, receive, send_started)
+        except Exception:
+            log.exception("unhandled error on %s %s", scope["method"], getattr(scope.get("route"), "path", "unmatched"))
+            if not started:
+                await JSONResponse({"detail": "internal error"}, status_code=500)(scope, receive, send)
 
 
 class Timing:

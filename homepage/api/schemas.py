@@ -37,8 +37,9 @@ def _digits_only(v: Any) -> Any:
     return v
 
 
-UserId = Annotated[int, BeforeValidator(_digits_only), Path(ge=0, le=MAX_ID, description="user id")]
-TitleId = Annotated[int, BeforeValidator(_digits_only), Path(ge=0, le=MAX_ID, description="title id")]
+_PATH_ID_SCHEMA = WithJsonSchema({"type": "integer", "minimum": 0, "maximum": MAX_ID})  # JSON Schema's words, not pydantic's ge/le
+UserId = Annotated[int, BeforeValidator(_digits_only), Path(ge=0, le=MAX_ID, description="user id"), _PATH_ID_SCHEMA]
+TitleId = Annotated[int, BeforeValidator(_digits_only), Path(ge=0, le=MAX_ID, description="title id"), _PATH_ID_SCHEMA]
 StrictId = Annotated[int, Field(strict=True, ge=0, le=MAX_ID)]
 """An id in a JSON body: a JSON integer (``true``, ``"1500"`` and ``1500.0`` are refused, not read as ids)."""
 

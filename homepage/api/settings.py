@@ -37,6 +37,10 @@ class ServeSettings(BaseSettings):
     threads: int = Field(default=8, ge=1, le=256)
     max_body_bytes: int = Field(default=2_000_000, ge=1024, le=100_000_000)
     bench_endpoints: bool = Field(default=False, description="expose the benchmark floor endpoint")
+    viewer: bool = Field(
+        default=True,
+        description="serve the viewer (/, /viewer/*): it lists active users and explains their pages to anyone who can reach the API",
+    )
     clock: Literal["wall", "data"] = Field(
         default="wall",
         description="the service's time: the wall clock, or 'data': the published state's time advancing from the publish (a historical dataset)",

@@ -187,7 +187,7 @@ def demo(
     typer.echo(f"docs:  http://127.0.0.1:{port}/docs")
     typer.echo(f"viewer: http://127.0.0.1:{port}/")
     if os.environ.get("HOMEPAGE_API_KEY"):
-        typer.echo(f"writes need the header X-API-Key: {os.environ['HOMEPAGE_API_KEY']} (HOMEPAGE_DEV=1 for keyless writes and click-to-play)")
+        typer.echo("writes need the header X-API-Key with the key in HOMEPAGE_API_KEY (HOMEPAGE_DEV=1 for keyless writes and click-to-play)")
     else:
         typer.echo("development mode: writes need no key; clicking a card in the viewer records a play")
     run_server("127.0.0.1", port, 1)

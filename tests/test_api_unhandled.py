@@ -1,0 +1,32 @@
+"""An error no route handles: one log line with its traceback, a 500 without details, and nothing left for the server to log again."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from homepage.api.app import create_app
+from homepage.api.settings import ServeSettings
+
+
+def test_an_unhandled_error_is_answered_500_and_logged_once(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    app = create_app(ServeSettings(models_dir=tmp_path))
+
+    @app.get("/boom/{user_id}")
+    def boom(user_id: int) -> None:
+        raise RuntimeError("secret detail of user 4242")
+
+    # no lifespan (no Redis needed); raise_server_exceptions: an error escaping the app, which the server would log again, fails here
+    client = TestClient(app, raise_server_exceptions=True)
+    with caplog.at_level(logging.ERROR):
+        r = client.get("/boom/4242")
+    assert r.status_code == 500 and r.json() == {"detail": "internal error"}
+    records = [rec for rec in caplog.records if rec.levelno >= logging.ERROR]
+    assert len(records) == 1 and records[0].exc_info is not None
+    assert records[0].getMessage() == "unhandled error on GET /boom/{user_id}"  # the route, not the user's id
+    assert "secret detail" not in r.text
+    metrics = client.get("/metrics").text
+    assert 'homepage_responses_total{endpoint="/boom/{user_id}",status="500"} 1.0' in metrics
