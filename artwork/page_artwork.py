@@ -6,6 +6,7 @@ period, so a play in the middle of a period cannot flip the variant a user sees.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -39,6 +40,15 @@ class PageArtwork:
         start = self.selector.period_start(now)
         context = self.contexts.build(_as_of(user, start))
         return self.selector.choose(context, title_idx, user.user_id, now)
+
+    def forget_users(self, user_ids: Iterable[int]) -> int:
+        """Stop using these users' own artwork weights (an erasure); returns how many the model held."""
+        before = self.selector
+        after = before.without_users(user_ids)
+        if after is None:
+            return 0
+        self.selector = after  # one reference swap: a page being built keeps the model it started with
+        return int(before.user_ids_.size - after.user_ids_.size)
 
     def save(self, directory: Path) -> None:
         Path(directory).mkdir(parents=True, exist_ok=True)

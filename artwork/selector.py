@@ -15,8 +15,10 @@ Save/load: ``<path>.npz`` (arrays) and ``<path>.json`` (manifest), no pickle.
 
 from __future__ import annotations
 
+import copy
+import io
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -178,6 +180,23 @@ class ArtworkSelector:
         pos = np.minimum(np.searchsorted(ids, user_ids), ids.size - 1)
         return np.where((ids[pos] == user_ids)[:, None], self.user_weights_[pos], 0.0)
 
+    def without_users(self, user_ids: Iterable[int]) -> ArtworkSelector | None:
+        """A copy without these users' own weights (an erasure), or None when the model has none of them.
+
+        A copy, not a change in place: pages being built keep a consistent model, and the
+        caller swaps the reference in one step.
+        """
+        ids = getattr(self, "user_ids_", None)
+        gone = np.fromiter((int(u) for u in user_ids), np.int64)
+        if ids is None or ids.size == 0 or gone.size == 0:
+            return None
+        keep = ~np.isin(ids, gone)
+        if keep.all():
+            return None
+        out = copy.copy(self)
+        out.user_ids_, out.user_weights_ = ids[keep], self.user_weights_[keep]
+        return out
+
     def _user_row(self, user_id: int) -> np.ndarray | None:
         """One user's own weights, or None when the model has none for them (the fast path of ``user_weights``)."""
         ids = getattr(self, "user_ids_", None)
@@ -294,6 +313,22 @@ class ArtworkSelector:
             user_weights=getattr(self, "user_weights_", np.zeros((0, p))),
         )
         path.with_suffix(".json").write_text(json.dumps(self.manifest(), indent=2))
+
+    @staticmethod
+    def saved_without_users(npz: bytes, user_ids: Iterable[int]) -> bytes | None:
+        """A saved selector's arrays (``<path>.npz`` bytes) without these users' own weights, or None when it has none of them."""
+        with np.load(io.BytesIO(npz), allow_pickle=False) as z:
+            arrays = {name: z[name] for name in z.files}
+        ids = arrays.get("user_ids")
+        if ids is None or ids.size == 0:
+            return None
+        keep = ~np.isin(ids, np.fromiter((int(u) for u in user_ids), np.int64))
+        if keep.all():
+            return None
+        arrays["user_ids"], arrays["user_weights"] = ids[keep], arrays["user_weights"][keep]
+        out = io.BytesIO()
+        np.savez(out, **arrays)
+        return out.getvalue()
 
     @classmethod
     def load(cls, path: Path, catalog: Catalog | None = None) -> ArtworkSelector:

@@ -6,16 +6,21 @@ a position in the events stream (the last id it generated at that moment). A dat
 the stream past that position has already been cleaned (``merge-events`` did it), and what it
 holds of the user since is their new activity; any other dataset (merged before the erasure,
 or never) still holds what came before, so all of the user's rows are left out. Positions, not
-clocks: event timestamps are the client's and cannot tell old activity from new. Pure.
+clocks: event timestamps are the client's and cannot tell old activity from new.
+
+A model bundle can hold a user's own parameters too (the artwork selector's per-user weights):
+``model_files_without_users`` gives the files to rewrite without them. Pure.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import json
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 import pandas as pd
 
+from artwork.selector import ArtworkSelector
 from homepage.stream_ids import stream_id_key
 
 
@@ -58,3 +63,21 @@ def erased_entry(user_id: int, stream_id: str, erasures: Mapping[int, str]) -> b
     """Whether a stream entry of a user is from before that user's erasure (a merge must not take it)."""
     at = erasures.get(user_id)
     return at is not None and stream_id_key(stream_id) <= stream_id_key(at)
+
+
+def model_files_without_users(read: Callable[[str], bytes | None], user_ids: Iterable[int]) -> dict[str, bytes]:
+    """The files of a model bundle that hold any of these users' own parameters, rewritten without them.
+
+    ``read(relative path)`` gives a bundle file's bytes (None when absent). Only the artwork
+    selector keeps per-user weights; rankers and the page model keep none (they fold a user's
+    history in at request time).
+    """
+    users = [int(u) for u in user_ids]
+    manifest = read("manifest.json") if users else None
+    artwork = json.loads(manifest).get("components", {}).get("artwork") if manifest else None
+    if not artwork:
+        return {}
+    rel = f"{artwork['dir']}/selector.npz"
+    saved = read(rel)
+    rewritten = ArtworkSelector.saved_without_users(saved, users) if saved is not None else None
+    return {} if rewritten is None else {rel: rewritten}

@@ -12,7 +12,7 @@ from pathlib import Path
 from homepage.catalog import Catalog
 from homepage.dataset import load_dataset
 from homepage.domain import LATEST_TIME
-from homepage.erasure import drop_users, pending_erasures
+from homepage.erasure import drop_users, model_files_without_users, pending_erasures
 from homepage.errors import HomepageError
 from homepage.eventlog import EventLog
 from homepage.events_merge import MERGED_KEY
@@ -116,14 +116,16 @@ def publish_dataset(
     """Publish the dataset's state as of ``at`` (default: its last event), flip, then gc to ``keep``.
 
     Users erased with ``DELETE /users`` are not brought back: unless the dataset was merged
-    from the events stream after their erasure, their rows are left out (``homepage.erasure``).
+    from the events stream after their erasure, their rows are left out (``homepage.erasure``),
+    and so are their own weights in the bundle's artwork model (in the copy written to Redis).
     """
     t0 = time.perf_counter()
     ds = load_dataset(Path(dataset))
     catalog = Catalog.from_frames(ds.titles, ds.variants)
     mark = ds.manifest.extra.get(MERGED_KEY) or {}
     merged_to = mark.get("last_id") if mark.get("stream") == store.keys.events else None  # type: ignore[union-attr]
-    kept = drop_users(ds.events, ds.users, pending_erasures(store.erasures(), merged_to))  # type: ignore[arg-type]
+    erased = pending_erasures(store.erasures(), merged_to)  # type: ignore[arg-type]
+    kept = drop_users(ds.events, ds.users, erased)
     log = EventLog.from_frame(kept.events, catalog, kept.users)
     if at is None:
         if not len(ds.events):
@@ -136,6 +138,7 @@ def publish_dataset(
     if bundle_dir is not None:
         check_bundle_serves(bundle_dir, catalog, dataset)
     world = log.global_state(int(at), half_life)
+    replaced = model_files_without_users(lambda rel: _file_or_none(bundle_dir / rel), erased) if bundle_dir is not None else {}
     meta = store.publish(
         version or new_version_name(),
         log,
@@ -146,6 +149,7 @@ def publish_dataset(
         bundle_version=bundle_version,
         source=str(Path(dataset).resolve()),
         progress=progress,
+        replaced_files=replaced,
     )
     deleted = store.gc(keep if keep is not None else store.settings.versions_keep)
     return PublishResult(
@@ -154,3 +158,7 @@ def publish_dataset(
         seconds=time.perf_counter() - t0,
         deleted_versions=tuple(deleted),
     )
+
+
+def _file_or_none(path: Path) -> bytes | None:
+    return path.read_bytes() if path.is_file() else None

@@ -26,6 +26,7 @@ from typing import Any
 
 from homepage.bundle import load_bundle
 from homepage.domain import Event, Page, RequestContext
+from homepage.erasure import model_files_without_users
 from homepage.errors import HomepageError
 from homepage.fallback import FallbackPages, empty_page
 from homepage.last_good import LastGood, load_last_good, save_last_good
@@ -171,6 +172,7 @@ class PageService:
                 if version is None:
                     raise StoreError("no published version: run `homepage publish`")
                 self.store.sweep_served_after_erasures()  # pages logged late, after their user's erasure
+                self._forget_in_models(self.store.recently_erased())  # an erasure another worker took
                 cur = self.loaded
                 same = cur is not None and cur.store_version == version
                 offset = cur.clock_offset if cur is not None and same else self._clock_offset(version)
@@ -230,6 +232,26 @@ class PageService:
                     self._remember_bad(loading, self.last_error)
             self._world_read_at = -float("inf")  # after any failure the next refresh reads the world again
             return False
+
+    def erase_user(self, user_id: int) -> int:
+        """``DELETE /users``: the user's keys and stream entries, and their own weights in every published bundle.
+
+        The loaded model stops using them here; other workers do at their next refresh (they
+        look at the erasures of the last minute), and a worker loading a bundle later gets the
+        rewritten one. Returns how many keys, entries and bundle files went or were rewritten.
+        """
+        n = self.store.delete_user(user_id)
+        for version in self.store.versions():
+            changed = model_files_without_users(functools.partial(self.store.bundle_file, version), [user_id])
+            n += sum(self.store.replace_bundle_file(version, rel, data) for rel, data in changed.items())
+        self._forget_in_models([user_id])
+        return n
+
+    def _forget_in_models(self, user_ids: list[int]) -> None:
+        """Stop using these users' own weights in the loaded models (the artwork selector's)."""
+        cur = self.loaded
+        if user_ids and cur is not None and cur.models.artwork is not None:
+            cur.models.artwork.forget_users(user_ids)
 
     def _clock_offset(self, version: str) -> int:
         """Seconds from the wall clock to the service's time under ``version`` (0 with the wall clock)."""

@@ -15,9 +15,9 @@ ERRORS = {401: {"model": ErrorOut}, 403: {"model": ErrorOut}, 503: {"model": Err
 
 @router.delete("/users/{user_id}", response_model=Deleted, responses=ERRORS)
 async def delete_user(request: Request, user_id: UserId) -> Deleted:
-    """Erase every key and stream entry of the user, in every version."""
+    """Erase every key and stream entry of the user, in every version, and their own weights in the model bundles."""
     service = app_state.service(request)
-    n = await service.run(service.store.delete_user, user_id)
+    n = await service.run(service.erase_user, user_id)
     return Deleted(user_id=user_id, deleted=n)
 
 

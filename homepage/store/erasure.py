@@ -93,6 +93,11 @@ class UserErasure(StoreBase):
         return n, swept_to
 
     @guarded
+    def recently_erased(self) -> list[int]:
+        """Users erased in the last ``SERVED_SWEEP_SECONDS`` (their served pages are still being swept); one HKEYS."""
+        return sorted(int(u) for u in self.client.hkeys(self.keys.served_sweeps))
+
+    @guarded
     def sweep_served_after_erasures(self, now_ms: int | None = None) -> int:
         """Erase served pages of recently erased users logged after their erasure's sweep; returns how many went.
 

@@ -47,6 +47,7 @@ class VersionWrites(EventWrites):
         bundle_version: str | None = None,
         source: str | None = None,
         progress: Callable[[int, int], None] | None = None,
+        replaced_files: Mapping[str, bytes] | None = None,
     ) -> VersionMeta:
         """Write the state as of ``world.as_of`` under ``version``, then make it active in one command.
 
@@ -107,7 +108,7 @@ class VersionWrites(EventWrites):
         self._write_world(pipe, version, log, catalog, world)
         if bundle_dir is not None:
             for rel, data in _bundle_files(Path(bundle_dir)):
-                pipe.hset(k.bundle(version), rel, data)
+                pipe.hset(k.bundle(version), rel, (replaced_files or {}).get(rel, data))
                 pipe.execute()
         self._erase_written_since(version, erased_before, user_ids)
 
@@ -169,6 +170,20 @@ class VersionWrites(EventWrites):
         """The model bundle published with a version: relative path -> bytes."""
         v = self._resolve(version)
         return {p.decode(): b for p, b in self.client.hgetall(self.keys.bundle(v)).items()}
+
+    @guarded
+    def bundle_file(self, version: str, rel: str) -> bytes | None:
+        """One file of a version's model bundle (None when it has no such file)."""
+        return self.client.hget(self.keys.bundle(version), rel)
+
+    @guarded
+    def replace_bundle_file(self, version: str, rel: str, data: bytes) -> bool:
+        """Replace one file of a version's model bundle (an erasure rewriting per-user weights); False if it had no such file."""
+        key = self.keys.bundle(version)
+        if not self.client.hexists(key, rel):
+            return False
+        self.client.hset(key, rel, data)
+        return True
 
     def materialize_bundle(self, version: str | None, dest_dir: Path) -> Path:
         """Write a version's bundle files under ``dest_dir/<bundle version>`` and return that directory."""
