@@ -211,6 +211,27 @@ def test_events_missed_by_counts_what_a_restored_version_lacks(store: RedisStore
     assert store.gc(keep=1) == ["v2", "v3"] and store.events_missed_by("v3") is None
 
 
+def test_publish_records_the_version_its_flip_replaced_when_a_rollback_races_it(store: RedisStore, world: World) -> None:
+    """A rollback landing between publish's read of the active version and its flip: the flip retries, so the
+    version it really replaced (the one the rollback restored) is the one marked as missing events since."""
+    world.publish(store, "v1")
+    world.publish(store, "v2")
+    other = RedisStore(store.client, store.keys.prefix, settings=store.settings)
+    count = store._events_added
+    raced: list[str] = []
+
+    def rollback_once() -> int:
+        if not raced:
+            raced.append(other.rollback())  # v2 -> v1, after publish read v2 as active
+        return count()
+
+    store._events_added = rollback_once  # type: ignore[method-assign]
+    world.publish(store, "v3")
+    assert raced == ["v1"] and store.active_version() == "v3"
+    assert store.events_missed_by("v1") == 0  # replaced by v3's flip
+    assert store.client.hget(store.keys.retired_at, "v2") is not None  # by the rollback
+
+
 def _version_keys(store: RedisStore, v: str) -> int:
     return sum(1 for _ in store.client.scan_iter(match=store.keys.version_pattern(v)))
 

@@ -112,15 +112,23 @@ class VersionWrites(EventWrites):
                 pipe.execute()
         self._erase_written_since(version, erased_before, user_ids)
 
-        added, replaced = self._events_added(), self.client.get(k.active)
-        flip = self.client.pipeline(transaction=True)
-        flip.hset(k.meta(version), "state", "complete")
-        if replaced is not None:
-            flip.hset(k.retired_at, replaced, added)
-        flip.rpush(k.versions, version)
-        flip.set(k.active, version)
-        flip.delete(k.lease(version))
-        flip.execute()
+        with self.client.pipeline(transaction=True) as flip:
+            while True:  # the version replaced is the one active at the flip: a rollback in between retries
+                try:
+                    flip.watch(k.active)
+                    replaced = flip.get(k.active)
+                    added = self._events_added()
+                    flip.multi()
+                    flip.hset(k.meta(version), "state", "complete")
+                    if replaced is not None:
+                        flip.hset(k.retired_at, replaced, added)
+                    flip.rpush(k.versions, version)
+                    flip.set(k.active, version)
+                    flip.delete(k.lease(version))
+                    flip.execute()
+                    break
+                except redis.WatchError:
+                    continue
         self._active = (version, time.monotonic())
         return self.meta(version)
 
