@@ -177,6 +177,10 @@ def test_commands_end_to_end(world: tuple, tmp_path: Path) -> None:
     assert res.exit_code == 0, res.output
     rep = json.loads(out.read_text())
     assert set(rep["policies"]) == {"logged", "row-ranking", "served"}
+    # the page model learnt from these very pages: the replay says its estimate is in-sample
+    served_ts = read_served_logs(logs)["ts"]
+    assert rep["in_sample"] == {"served": [int(served_ts.min()), int(served_ts.max())]}
+    assert "warning: --page-model served: trained on pages served from" in " ".join(res.output.split())
     observed = read_served_logs(logs)["played"].sum() / (30 * 20)
     assert rep["policies"]["logged"]["corrected"]["mean"] == pytest.approx(observed)
     # the logging policy rebuilt is the logged page for deterministic pages: full overlap there

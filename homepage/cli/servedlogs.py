@@ -247,6 +247,7 @@ def replay_logs(
     names = parse_policies(policies) if policies.strip() else []
     check_policies_fit(names, pm, bundle.version, "--policies")
     entries = [ReplayPolicy(name, pm, name) for name in names]
+    in_sample: dict[str, list[int]] = {}
     for spec in page_models:
         name, sep, path = spec.partition("=")
         if not sep or not name or not path:
@@ -257,6 +258,14 @@ def replay_logs(
             what = "a file" if Path(path).is_file() else ("a model bundle or dataset" if (Path(path) / "manifest.json").is_file() else "not a page model directory")
             raise HomepageError(f"--page-model {spec}: {path} is {what}; give a page model from `homepage train-from-logs --out`")
         model = PageModel.load(Path(path))
+        learnt = model.manifest.get("served_window")
+        if learnt is not None and learnt[0] <= int(logs["ts"].max()) and learnt[1] >= int(logs["ts"].min()):
+            in_sample[name] = [int(learnt[0]), int(learnt[1])]
+            typer.echo(
+                f"warning: --page-model {name}: trained on pages served from {learnt[0]} to {learnt[1]}, which overlaps "
+                f"{served_logs}: its estimate is in-sample (replay logs served after its training window for one that is not)",
+                err=True,
+            )
         entries.append(ReplayPolicy(name, PageModels(pm.version, pm.config_hash, pm.catalog, pm.rankers, page_model=model, artwork=pm.artwork, rules=pm.rules), "stage-wise"))
     if not entries:
         raise HomepageError("--policies: give at least one policy or --page-model")
@@ -266,6 +275,8 @@ def replay_logs(
     with bar:
         result = replay_served_logs(logs, log, entries, theta, bundle.config.half_life_seconds, floor, progress=lambda n: bar.advance(task, n))
     report = result.to_json(bootstrap)
+    if in_sample:
+        report["in_sample"] = in_sample  # page models scored on pages from the window they were trained on
     table = Table(title=f"served-log replay: {report['layouts']} layouts, {report['visits']} visits")
     table.add_column("policy")
     for m in MEASURES:

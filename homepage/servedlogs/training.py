@@ -180,12 +180,25 @@ def train_from_served_logs(
     floor: float = 0.05,
     progress: Callable[[int], None] | None = None,
 ) -> tuple[PageModel, ServedTrainingReport]:
-    """Fit a page model on served layouts (corrected labels when ``theta`` is given)."""
+    """Fit a page model on served layouts (corrected labels when ``theta`` is given).
+
+    The model's manifest records when the pages it learnt from were served (``served_window``),
+    so that a replay of logs from that window can say its estimate is in-sample.
+    """
     data, report = served_stage_data(logs, log, models, theta, half_life, floor, progress)
-    return fit_on_stage_data(data, report, models, theta is not None, num_rounds), report
+    window = (int(logs["ts"].min()), int(logs["ts"].max())) if len(logs) else None
+    return fit_on_stage_data(data, report, models, theta is not None, num_rounds, window=window), report
 
 
-def fit_on_stage_data(data: StageData, report: ServedTrainingReport, models: PageModels, corrected: bool, num_rounds: int = 200, objective: str = "lambdarank") -> PageModel:
+def fit_on_stage_data(
+    data: StageData,
+    report: ServedTrainingReport,
+    models: PageModels,
+    corrected: bool,
+    num_rounds: int = 200,
+    objective: str = "lambdarank",
+    window: tuple[int, int] | None = None,
+) -> PageModel:
     """LambdaRank on graded labels, or least squares on label values (``objective="regression"``)."""
     params = {"objective": "regression", "metric": "l2"} if objective == "regression" else None
     return PageModel.fit(
@@ -196,5 +209,8 @@ def fit_on_stage_data(data: StageData, report: ServedTrainingReport, models: Pag
         models.kind_vocab,
         num_rounds=num_rounds,
         params=params,
-        extra_manifest={"source": "served_logs", "position_correction": corrected, "objective": objective, "training": report.__dict__},
+        extra_manifest={
+            "source": "served_logs", "position_correction": corrected, "objective": objective, "training": report.__dict__,
+            **({"served_window": list(window)} if window is not None else {}),
+        },
     )
