@@ -6,6 +6,7 @@ period, so a play in the middle of a period cannot flip the variant a user sees.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -23,6 +24,7 @@ class PageArtwork:
     def __init__(self, selector: ArtworkSelector, contexts: UserContextBuilder) -> None:
         self.selector = selector
         self.contexts = contexts
+        self._forgetting = threading.Lock()  # two erasures at once must not lose one's swap
 
     @classmethod
     def default(cls, catalog: Catalog, epsilon: float = 0.05, stable_days: float = 7.0) -> PageArtwork:
@@ -43,11 +45,12 @@ class PageArtwork:
 
     def forget_users(self, user_ids: Iterable[int]) -> int:
         """Stop using these users' own artwork weights (an erasure); returns how many the model held."""
-        before = self.selector
-        after = before.without_users(user_ids)
-        if after is None:
-            return 0
-        self.selector = after  # one reference swap: a page being built keeps the model it started with
+        with self._forgetting:
+            before = self.selector
+            after = before.without_users(user_ids)
+            if after is None:
+                return 0
+            self.selector = after  # one reference swap: a page being built keeps the model it started with
         return int(before.user_ids_.size - after.user_ids_.size)
 
     def save(self, directory: Path) -> None:

@@ -9,13 +9,13 @@ or never) still holds what came before, so all of the user's rows are left out. 
 clocks: event timestamps are the client's and cannot tell old activity from new.
 
 A model bundle can hold a user's own parameters too (the artwork selector's per-user weights):
-``model_files_without_users`` gives the files to rewrite without them. Pure.
+``user_weight_file`` names the file and ``file_without_users`` rewrites it. Pure.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 import pandas as pd
@@ -65,19 +65,17 @@ def erased_entry(user_id: int, stream_id: str, erasures: Mapping[int, str]) -> b
     return at is not None and stream_id_key(stream_id) <= stream_id_key(at)
 
 
-def model_files_without_users(read: Callable[[str], bytes | None], user_ids: Iterable[int]) -> dict[str, bytes]:
-    """The files of a model bundle that hold any of these users' own parameters, rewritten without them.
 
-    ``read(relative path)`` gives a bundle file's bytes (None when absent). Only the artwork
-    selector keeps per-user weights; rankers and the page model keep none (they fold a user's
-    history in at request time).
+def user_weight_file(manifest: bytes | None) -> str | None:
+    """The file of a model bundle (from its ``manifest.json``) that holds weights of each user, or None.
+
+    Only a trained artwork selector keeps per-user weights; rankers and the page model keep none
+    (they fold a user's history in at request time).
     """
-    users = [int(u) for u in user_ids]
-    manifest = read("manifest.json") if users else None
     artwork = json.loads(manifest).get("components", {}).get("artwork") if manifest else None
-    if not artwork:
-        return {}
-    rel = f"{artwork['dir']}/selector.npz"
-    saved = read(rel)
-    rewritten = ArtworkSelector.saved_without_users(saved, users) if saved is not None else None
-    return {} if rewritten is None else {rel: rewritten}
+    return f"{artwork['dir']}/selector.npz" if artwork and artwork.get("trained") else None
+
+
+def file_without_users(data: bytes, user_ids: Iterable[int]) -> bytes | None:
+    """``user_weight_file``'s bytes without these users' weights, or None when it has none of them."""
+    return ArtworkSelector.saved_without_users(data, user_ids)

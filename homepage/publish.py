@@ -5,17 +5,18 @@ from __future__ import annotations
 import json
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from homepage.catalog import Catalog
 from homepage.dataset import load_dataset
 from homepage.domain import LATEST_TIME
-from homepage.erasure import drop_users, model_files_without_users, pending_erasures
+from homepage.erasure import drop_users, file_without_users, pending_erasures, user_weight_file
 from homepage.errors import HomepageError
 from homepage.eventlog import EventLog
 from homepage.events_merge import MERGED_KEY
+from homepage.model_erasure import erase_user_weights
 from homepage.store import RedisStore, VersionMeta
 
 
@@ -117,7 +118,7 @@ def publish_dataset(
 
     Users erased with ``DELETE /users`` are not brought back: unless the dataset was merged
     from the events stream after their erasure, their rows are left out (``homepage.erasure``),
-    and so are their own weights in the bundle's artwork model (in the copy written to Redis).
+    and every erased user's own weights in the bundle's artwork model are (in the copy written to Redis).
     """
     t0 = time.perf_counter()
     ds = load_dataset(Path(dataset))
@@ -138,7 +139,7 @@ def publish_dataset(
     if bundle_dir is not None:
         check_bundle_serves(bundle_dir, catalog, dataset)
     world = log.global_state(int(at), half_life)
-    replaced = model_files_without_users(lambda rel: _file_or_none(bundle_dir / rel), erased) if bundle_dir is not None else {}
+    replaced = _without_erased_weights(bundle_dir, store.erasures()) if bundle_dir is not None else {}
     meta = store.publish(
         version or new_version_name(),
         log,
@@ -151,6 +152,7 @@ def publish_dataset(
         progress=progress,
         replaced_files=replaced,
     )
+    erase_user_weights(store, [meta.version])  # users erased while it was written
     deleted = store.gc(keep if keep is not None else store.settings.versions_keep)
     return PublishResult(
         meta=meta,
@@ -160,5 +162,12 @@ def publish_dataset(
     )
 
 
-def _file_or_none(path: Path) -> bytes | None:
-    return path.read_bytes() if path.is_file() else None
+def _without_erased_weights(bundle_dir: Path, erasures: Mapping[int, str]) -> dict[str, bytes]:
+    """The bundle's per-user weight file without every erased user's (whatever the dataset's merge mark: a bundle
+    trained before an erasure holds them), as {relative path: bytes}; empty when there is nothing to leave out."""
+    manifest = bundle_dir / "manifest.json"
+    rel = user_weight_file(manifest.read_bytes() if manifest.is_file() else None)
+    if rel is None or not erasures or not (bundle_dir / rel).is_file():
+        return {}
+    rewritten = file_without_users((bundle_dir / rel).read_bytes(), erasures)
+    return {} if rewritten is None else {rel: rewritten}

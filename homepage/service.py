@@ -26,11 +26,11 @@ from typing import Any
 
 from homepage.bundle import load_bundle
 from homepage.domain import Event, Page, RequestContext
-from homepage.erasure import model_files_without_users
 from homepage.errors import HomepageError
 from homepage.fallback import FallbackPages, empty_page
 from homepage.last_good import LastGood, load_last_good, save_last_good
 from homepage.metrics import ServingMetrics
+from homepage.model_erasure import erase_user_weights
 from homepage.page import PageModels, build_page, ranker_problem
 from homepage.page_json import TitleCards, dumps, page_json
 from homepage.settings import shown_url
@@ -87,6 +87,7 @@ class Loaded:
     world: GlobalState
     fallback: FallbackPages
     clock_offset: int = 0  # seconds added to the wall clock to get the service's time
+    from_disk: bool = False  # the last-good copy a worker started with while Redis was down: reloaded from Redis once it answers
 
 
 def region_note(world: GlobalState, region: str) -> str | None:
@@ -177,13 +178,15 @@ class PageService:
                 same = cur is not None and cur.store_version == version
                 offset = cur.clock_offset if cur is not None and same else self._clock_offset(version)
                 now = int(time.time()) + offset
-                if cur is None or force or not same:
+                if cur is None or force or not same or cur.from_disk:
                     bad = self._bad_versions.get(version)
                     if bad is not None and not force and time.monotonic() < bad.retry_at:
                         self.redis_ok, self.last_error = True, bad.error
                         return False  # keep serving what is loaded; retried when due or on /admin/reload
                     loading = version
                     models, bundle_dir = self._load_models(version)
+                    if models.artwork is not None:  # its stored bundle was rewritten, unless an erasure raced the load
+                        models.artwork.forget_users(self.store.erasures())
                     self.metrics.model_reloads.inc()
                 else:
                     models, bundle_dir = cur.models, None
@@ -241,9 +244,7 @@ class PageService:
         rewritten one. Returns how many keys, entries and bundle files went or were rewritten.
         """
         n = self.store.delete_user(user_id)
-        for version in self.store.versions():
-            changed = model_files_without_users(functools.partial(self.store.bundle_file, version), [user_id])
-            n += sum(self.store.replace_bundle_file(version, rel, data) for rel, data in changed.items())
+        n += erase_user_weights(self.store)
         self._forget_in_models([user_id])
         return n
 
@@ -315,6 +316,7 @@ class PageService:
                 world=last.world,
                 fallback=FallbackPages.from_world(last.world, models.catalog, models.allowed, models.version),
                 clock_offset=last.clock_offset,
+                from_disk=True,
             )
         except Exception as e:  # a damaged bundle on disk: empty fallback pages, as without one
             log.warning("Redis unavailable at start-up, and the last served version %s does not load: %s", last.store_version, e)

@@ -122,6 +122,11 @@ class StoreBase:
         return [v.decode() for v in self.client.lrange(self.keys.versions, 0, -1)]
 
     @guarded
+    def all_versions(self) -> list[str]:
+        """Every version in Redis: published, retired by a rollback, or being written."""
+        return sorted(v.decode() for v in self.client.smembers(self.keys.all_versions))
+
+    @guarded
     def sample_users(self, n: int, version: str | None = None) -> list[int]:
         """Up to ``n`` distinct random user ids of a version's active users (for the viewer's samples)."""
         v = self._resolve(version)

@@ -48,11 +48,13 @@ class UserErasure(StoreBase):
         # the user's state and outbox go with reading their sequence: a batch numbered up to it is from before
         seq, gone = (int(x) for x in self.client.eval(ERASE_USER_SLOT, 2 + len(state), k.seq(u), k.outbox(u), *state))
         n += gone
+        at_key = self._mark_erasure(u, seq)
+        # after the mark: a batch from before the erasure whose stream step came in between added the user back
         pipe = self.client.pipeline(transaction=False)
         for v in versions:
             pipe.srem(k.users(v), str(u))
         pipe.execute()
-        swept, swept_to = self._erase_stream_entries(u, seq, self._mark_erasure(u, seq))
+        swept, swept_to = self._erase_stream_entries(u, seq, at_key)
         # a page read before the erasure can be logged after the sweep (the served stream is in
         # another slot than the user's state): ``sweep_served_after_erasures`` looks again
         until_ms = int((time.time() + SERVED_SWEEP_SECONDS) * 1000)

@@ -185,13 +185,28 @@ class VersionWrites(EventWrites):
         return self.client.hget(self.keys.bundle(version), rel)
 
     @guarded
-    def replace_bundle_file(self, version: str, rel: str, data: bytes) -> bool:
-        """Replace one file of a version's model bundle (an erasure rewriting per-user weights); False if it had no such file."""
+    def rewrite_bundle_file(self, version: str, rel: str, rewrite: Callable[[bytes], bytes | None]) -> bool:
+        """Replace one file of a version's bundle with ``rewrite(its bytes)`` (None: leave it); whether it was replaced.
+
+        Compare-and-set: a concurrent rewrite of the same bundle (another erasure) makes this
+        one start again from what that one wrote, so neither is lost.
+        """
         key = self.keys.bundle(version)
-        if not self.client.hexists(key, rel):
-            return False
-        self.client.hset(key, rel, data)
-        return True
+        with self.client.pipeline(transaction=True) as pipe:
+            while True:
+                try:
+                    pipe.watch(key)
+                    data = pipe.hget(key, rel)
+                    new = rewrite(data) if data is not None else None
+                    if new is None:
+                        pipe.unwatch()
+                        return False
+                    pipe.multi()
+                    pipe.hset(key, rel, new)
+                    pipe.execute()
+                    return True
+                except redis.WatchError:
+                    continue
 
     def materialize_bundle(self, version: str | None, dest_dir: Path) -> Path:
         """Write a version's bundle files under ``dest_dir/<bundle version>`` and return that directory."""

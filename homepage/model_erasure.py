@@ -1,0 +1,28 @@
+"""Erased users' own weights out of the model bundles kept in Redis.
+
+A trained artwork selector keeps weights for each user it learnt from (``homepage.erasure``
+names the file). After an erasure every stored bundle's file is rewritten without the weights
+of every erased user, by compare-and-set (``RedisStore.rewrite_bundle_file``): two erasures at
+once cannot bring each other's users back, and a version published while one ran is covered by
+the next rewrite of it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from homepage.erasure import file_without_users, user_weight_file
+from homepage.store import RedisStore
+
+
+def erase_user_weights(store: RedisStore, versions: Iterable[str] | None = None) -> int:
+    """Rewrite these versions' bundles (default: every version in Redis) without any erased user's weights; files rewritten."""
+    erased = sorted(store.erasures())
+    if not erased:
+        return 0
+    rewritten = 0
+    for v in store.all_versions() if versions is None else versions:
+        rel = user_weight_file(store.bundle_file(v, "manifest.json"))
+        if rel is not None:
+            rewritten += store.rewrite_bundle_file(v, rel, lambda data: file_without_users(data, erased))
+    return rewritten
