@@ -231,6 +231,12 @@ def test_replay_cli_writes_json_and_report(world: dict[str, object], tmp_path: P
         assert sum(v["rows_per_page"] for v in placed.values()) == pytest.approx(6.0), name
         assert all(0 < v["page_share"] <= 1 and 1 <= v["mean_first_row"] <= 6 for v in placed.values()), name
     assert "Where each ranker's rows are placed" in (tmp_path / "rep" / "README.md").read_text()
+    # every ranker with rows has a hit share, 0.0 when none of its titles was a target ("Continue watching":
+    # targets leave out titles seen by t)
+    for name, metrics in report["policies"].items():
+        share = metrics["ranker_hit_share"]
+        assert set(metrics["ranker_rows"]) <= set(share) and sum(share.values()) == pytest.approx(1.0), name
+    assert report["policies"]["template"]["ranker_hit_share"]["continue_watching"] == 0.0
     # resumed titles: the template pins "Continue watching" first; the single list has no such row
     resumes = {name: m["resume_recall"] for name, m in report["policies"].items()}
     assert resumes["template"]["requests"] > 0 and resumes["template"]["mean"] > 0.3

@@ -151,7 +151,8 @@ class ReplayResult:
             mean, lo, hi = bootstrap_coverage(shown, self.n_titles, n_boot, groups=users)
             res["coverage"] = {"mean": mean, "ci": [lo, hi]}
             total = sum(run.ranker_hits.values())
-            res["ranker_hit_share"] = {k: v / total for k, v in sorted(run.ranker_hits.items())} if total else {}
+            shown_rankers = set(run.ranker_hits) | set(run.ranker_rows)  # a ranker with rows and no hits: 0.0, not absent
+            res["ranker_hit_share"] = {k: run.ranker_hits.get(k, 0) / total for k in sorted(shown_rankers)} if total else {}
             pages = max(int(mask.sum()), 1)
             res["ranker_rows"] = {
                 k: {"page_share": n / pages, "rows_per_page": rows / pages, "mean_first_row": 1 + first / n}
