@@ -68,3 +68,16 @@ def test_demo_serves_a_page_from_its_own_embedded_redis_even_with_redis_url_set(
     logged = [json.loads(x) for x in lines if x.startswith("{")]  # HOMEPAGE_LOG_FORMAT=json: one object a line
     assert any(r["logger"] == "uvicorn.error" and "Started server process" in r["message"] for r in logged), "".join(lines)
     assert not list((tmp_path / "var" / "redis").glob("*.sock"))  # the embedded Redis stopped with it
+
+
+def test_demo_refuses_a_port_in_use_before_doing_any_work(tmp_path: Path) -> None:
+    """A port taken by another server is an error naming it at once, not after a minute of generating and training."""
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        argv = [sys.executable, "-m", "homepage", "demo", "--port", str(port), "--var", str(tmp_path / "var")]
+        res = subprocess.run(argv, capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert res.returncode == 2, res.stderr
+    assert f"--port {port}: 127.0.0.1:{port} is in use" in " ".join(res.stderr.split()) and "Traceback" not in res.stderr
+    assert not (tmp_path / "var").exists()

@@ -6,6 +6,7 @@ import os
 import secrets
 import shutil
 import signal
+import socket
 import tempfile
 import threading
 from enum import Enum
@@ -14,6 +15,7 @@ from pathlib import Path
 import typer
 
 from homepage.cli import app, exit_on_sigterm
+from homepage.errors import HomepageError
 
 
 class Clock(str, Enum):
@@ -147,6 +149,7 @@ def demo(
     from homepage.settings import get_settings
     from homepage.store import connect
 
+    _check_port_free("127.0.0.1", port)  # before a minute of generating and training, not after
     var = var.resolve()
     if not use_redis_url:  # settings read variables case-insensitively, set or empty: every spelling goes
         for name in [n for n in os.environ if n.lower() in ("redis_url", "homepage_redis_url")]:
@@ -191,6 +194,16 @@ def demo(
     else:
         typer.echo("development mode: writes need no key; clicking a card in the viewer records a play")
     run_server("127.0.0.1", port, 1)
+
+
+def _check_port_free(host: str, port: int) -> None:
+    """Refuse a port another process listens on, naming it (uvicorn would find out only once everything else is done)."""
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds: a port in TIME_WAIT is free
+        try:
+            s.bind((host, port))
+        except OSError as e:
+            raise HomepageError(f"--port {port}: {host}:{port} is in use ({e.strerror}); stop what listens there or give another --port") from None
 
 
 def _demo_artwork_logs(world: Path, var: Path, impressions: int = 100_000) -> Path | None:
