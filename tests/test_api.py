@@ -457,7 +457,9 @@ def test_homepage_serve_command_serves_the_published_version(api: Api, tmp_path:
                     break
             except httpx.TransportError:
                 pass
-            assert proc.poll() is None and time.monotonic() < deadline, "homepage serve did not become ready"
+            if proc.poll() is not None or time.monotonic() >= deadline:
+                proc.kill()
+                raise AssertionError(f"homepage serve did not become ready (exit {proc.poll()}): {proc.communicate()[1].decode()[-3000:]}")
             time.sleep(0.1)
         page = httpx.get(f"http://127.0.0.1:{port}/homepage/42", timeout=10).json()
         assert page["store_version"] == api.store.active_version() and page["rows"]

@@ -266,14 +266,19 @@ def test_sigterm_during_train_leaves_no_temporary_bundle(tmp_path: Path) -> None
     models = tmp_path / "models"
     proc = subprocess.Popen(
         [sys.executable, "-m", "homepage", "train", str(world), "--out", str(models), "--workers", "2"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONFAULTHANDLER": "1"},
     )  # fmt: skip
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and not any(models.glob(".v*.tmp-*")):
         time.sleep(0.05)
     assert any(models.glob(".v*.tmp-*")), "train never started writing its bundle"
     proc.send_signal(signal.SIGTERM)
-    out, err = proc.communicate(timeout=60)
+    try:
+        out, err = proc.communicate(timeout=60)
+    except subprocess.TimeoutExpired:  # (seen once, on a machine running three suites): where was it?
+        proc.send_signal(signal.SIGABRT)  # faulthandler prints every thread's stack
+        _, err = proc.communicate(timeout=30)
+        raise AssertionError("train did not stop within 60 s of SIGTERM; its threads:\n" + err.decode()[-6000:]) from None
     assert proc.returncode == 143, err.decode()[-2000:]
     assert sorted(p.name for p in models.iterdir()) == []
 
