@@ -59,11 +59,22 @@ def drop_users(events: pd.DataFrame, users: pd.DataFrame, user_ids: set[int]) ->
     )
 
 
-def erased_entry(user_id: int, stream_id: str, erasures: Mapping[int, str]) -> bool:
-    """Whether a stream entry of a user is from before that user's erasure (a merge must not take it)."""
-    at = erasures.get(user_id)
-    return at is not None and stream_id_key(stream_id) <= stream_id_key(at)
+def erased_entry(
+    user_id: int, stream_id: str, erasures: Mapping[int, str], seq: int | None = None, erased_seqs: Mapping[int, int] | None = None
+) -> bool:
+    """Whether a stream entry of a user is from before that user's erasure (a merge must not take it).
 
+    By the user's sequence number when the entry and the erasure both have one (a batch the
+    erasure kept as new activity can sit in the stream before the erasure's position), else by
+    the position.
+    """
+    at = erasures.get(user_id)
+    if at is None:
+        return False
+    mark = erased_seqs.get(user_id) if erased_seqs is not None else None
+    if seq is not None and mark is not None:
+        return seq <= mark
+    return stream_id_key(stream_id) <= stream_id_key(at)
 
 
 def user_weight_file(manifest: bytes | None) -> str | None:

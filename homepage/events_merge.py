@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -62,11 +62,15 @@ def outside_ingest(e: Event) -> str | None:
 
 
 def stream_events(
-    entries: Iterable[tuple[str, int, str]], after: str | None = None, erasures: Mapping[int, str] | None = None
+    entries: Iterable[Sequence[Any]],
+    after: str | None = None,
+    erasures: Mapping[int, str] | None = None,
+    erased_seqs: Mapping[int, int] | None = None,
 ) -> StreamEvents:
     """Rows (``EVENT_SCHEMA`` columns) of the stream entries after ``after``, in stream order.
 
-    Entries of a user from before that user's erasure (``erasures``: a merge that read them
+    ``entries`` are (stream id, user id, event JSON[, the user's sequence number]). Entries of a
+    user from before that user's erasure (``erasures`` and ``erased_seqs``: a merge that read them
     while ``DELETE /users`` was removing them) are skipped. Each entry's event JSON is
     validated by the same ``Event`` model the API used; an entry that no longer parses is an
     error naming its stream id (it cannot be skipped silently). A valid event that ingest
@@ -76,11 +80,12 @@ def stream_events(
     rows: list[dict[str, Any]] = []
     last: str | None = None
     skipped, first_skipped = 0, None
-    for sid, user, raw in entries:
+    for entry in entries:
+        sid, user, raw = entry[0], entry[1], entry[2]
         if stream_id_key(sid) <= floor:
             continue
         last = sid
-        if erasures and erased_entry(user, sid, erasures):
+        if erasures and erased_entry(user, sid, erasures, entry[3] if len(entry) > 3 else None, erased_seqs):
             continue
         try:
             e = Event.model_validate(json.loads(raw))
@@ -232,7 +237,7 @@ def merge_stream_into_dataset(dataset: Path, store: RedisStore, *, accept_gap: b
             "(its cap, HOMEPAGE_EVENTS_MAXLEN, trimmed them); merge more often, or pass --accept-gap to merge what is left"
         )
     erasures = store.erasures()
-    got = stream_events(entries, after, erasures)
+    got = stream_events(entries, after, erasures, store.erasure_seqs())
     if got.skipped:
         log.warning("%s: skipped %d stream events that ingest would drop (first: %s)", dataset, got.skipped, got.first_skipped)
     gone = pending_erasures(erasures, after)

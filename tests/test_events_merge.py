@@ -167,10 +167,11 @@ def test_the_store_reads_the_stream_after_an_id(store: RedisStore, tmp_path: Pat
     _, catalog, t = _published(store, tmp_path)
     store.append_events([Event(user_id=1, title_id=10, kind="play", ts=t + i) for i in range(4)], catalog)
     every, tally = store.events_since(None)
-    ids = [sid for sid, _, _ in every]
+    ids = [sid for sid, *_ in every]
     assert len(ids) == 4 and tally == {"added": 4, "erased": 0}
     later, _ = store.events_since(ids[1])
-    assert [sid for sid, _, _ in later] == ids[2:] and [json.loads(e)["ts"] for _, _, e in later] == [t + 2, t + 3]
+    assert [sid for sid, *_ in later] == ids[2:] and [json.loads(e)["ts"] for _, _, e, _ in later] == [t + 2, t + 3]
+    assert [q for *_, q in every] == [1, 2, 3, 4]  # the user's sequence number of each
     store.delete_user(1)
     assert store.events_since(None) == ([], {"added": 4, "erased": 4})
 
@@ -264,6 +265,9 @@ def test_erasure_positions_decide_what_is_left_out() -> None:
     assert pending_erasures(erasures, "200-0") == {4}  # merged since user 3's erasure
     assert pending_erasures(erasures, "250-2") == {4}
     assert erased_entry(4, "250-2", erasures) and not erased_entry(4, "250-3", erasures) and not erased_entry(5, "1-0", erasures)
+    # by sequence number when both have one: an entry before the position but numbered after the erasure's is new activity
+    assert not erased_entry(4, "240-0", erasures, seq=8, erased_seqs={4: 7}) and erased_entry(4, "260-0", erasures, seq=7, erased_seqs={4: 7})
+    assert erased_entry(4, "240-0", erasures, seq=None, erased_seqs={4: 7}) and erased_entry(4, "240-0", erasures, seq=8)
     ev = pd.DataFrame({"user_id": [3, 4, 5, 4], "ts": [1, 2, 3, 4]})
     us = pd.DataFrame({"user_id": [3, 4, 5], "region": ["a", "b", "c"], "created": [0, 0, 0]})
     out = drop_users(ev, us, {4})

@@ -19,6 +19,7 @@ from homepage.dataset import load_dataset
 from homepage.domain import KIND_BY_CODE, Event
 from homepage.embedded_redis import EmbeddedRedis
 from homepage.eventlog import EventLog
+from homepage.events_merge import stream_events
 from homepage.state import GlobalState, UserState
 from homepage.store import HISTORY_DTYPE, RedisStore, StoreError, StoreUnavailable, pack_history, unpack_history
 
@@ -307,6 +308,9 @@ def test_a_batch_racing_an_erasure_is_erased_whole_or_kept_whole(store: RedisSto
     history = len(store.read_user_state(1, world.t + 100, world.catalog))
     in_stream = len([e for e in store.event_entries() if e[1] == 1])
     assert (history, in_stream) == ((0, 0) if lands == "before" else (1, 1))
+    # a merge into a dataset takes what the erasure kept (its entry is before the erasure's stream position)
+    merged = stream_events(store.events_since(None)[0], None, store.erasures(), store.erasure_seqs())
+    assert (merged.frame["user_id"] == 1).sum() == in_stream
     assert store.append_events([play], world.catalog, ["k"]) == 0  # the retry is a duplicate either way
     assert len(store.read_user_state(1, world.t + 100, world.catalog)) == history
 

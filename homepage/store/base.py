@@ -212,6 +212,11 @@ class StoreBase:
             out[int(u)] = at if "-" in at else f"{int(at) * 1000}-0"  # recorded as unix seconds before 3574f2b
         return out
 
+    @guarded
+    def erasure_seqs(self) -> dict[int, int]:
+        """user id -> their event sequence at their last erasure (erasures recorded before 2026-12-07 have none)."""
+        return {int(u): int(s) for u, s in self.client.hgetall(self.keys.erased_seq).items()}
+
     def _served_sweep_marks(self) -> dict[int, tuple[tuple[int, int], int, bytes]]:
         """The pending served sweeps: user -> (stream id swept to, as a key; until, unix ms; the raw mark)."""
         marks = {}

@@ -196,18 +196,21 @@ class EventWrites(StoreBase):
         return [(eid.decode(), int(f[b"u"]), f[b"e"].decode()) for eid, f in self._stream_entries(self.keys.events)]
 
     @guarded
-    def events_since(self, after: str | None) -> tuple[list[tuple[str, int, str]], dict[str, int]]:
+    def events_since(self, after: str | None) -> tuple[list[tuple[str, int, str, int | None]], dict[str, int]]:
         """The events stream's entries after ``after`` and the stream's tally (added, erased) as of the last one.
+
+        Entries are (stream id, user id, event JSON, the user's sequence number of it: None for
+        entries written before they carried one).
 
         Read in chunks; the last chunk and the tally in one transaction, so the tally counts
         exactly the entries up to the last one returned (both keys are in the global slot).
         """
         k = self.keys
-        out: list[tuple[str, int, str]] = []
+        out: list[tuple[str, int, str, int | None]] = []
         last = after
         while True:
             chunk = self.client.xrange(k.events, min="-" if last is None else "(" + last, max="+", count=SCAN_COUNT)
-            out.extend((eid.decode(), int(f[b"u"]), f[b"e"].decode()) for eid, f in chunk)
+            out.extend(_stream_entry(eid, f) for eid, f in chunk)
             if chunk:
                 last = chunk[-1][0].decode()
             if len(chunk) < SCAN_COUNT:
@@ -216,5 +219,11 @@ class EventWrites(StoreBase):
             pipe.xrange(k.events, min="-" if last is None else "(" + last, max="+")
             pipe.hgetall(k.events_tally)
             rest, tally = pipe.execute()
-        out.extend((eid.decode(), int(f[b"u"]), f[b"e"].decode()) for eid, f in rest)
+        out.extend(_stream_entry(eid, f) for eid, f in rest)
         return out, {"added": int(tally.get(b"added", 0)), "erased": int(tally.get(b"erased", 0))}
+
+
+def _stream_entry(eid: bytes, f: dict[bytes, bytes]) -> tuple[str, int, str, int | None]:
+    """(stream id, user id, event JSON, the user's sequence number of it or None) of an events stream entry."""
+    q = f.get(b"q")
+    return eid.decode(), int(f[b"u"]), f[b"e"].decode(), int(q) if q is not None else None

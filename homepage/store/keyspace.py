@@ -36,6 +36,7 @@ same keys and code run on one server and on Redis Cluster. Keyspace (``p`` is th
     p:{p:g}:applied                  hash    user id -> highest outbox sequence applied here
     p:{p:g}:events_tally             hash    entries ever added to / erased from the events stream
     p:{p:g}:erased                   hash    user id -> events stream position of their DELETE /users
+    p:{p:g}:erased_seq               hash    user id -> their event sequence at that DELETE (``q`` up to it: erased)
     p:{p:g}:served_sweeps            hash    user id -> "<served stream id>|<unix ms>": re-sweep the served
                                              stream past that id for the user's pages until then
 
@@ -183,6 +184,11 @@ class Keyspace:
     def erased(self) -> str:
         """user id -> the events stream's position at their erasure (``DELETE /users``): datasets drop what came before."""
         return f"{self.prefix}:{self._g}:erased"
+
+    @property
+    def erased_seq(self) -> str:
+        """user id -> their event sequence at their erasure: stream entries numbered above it are new activity."""
+        return f"{self.prefix}:{self._g}:erased_seq"
 
     def profile_pattern(self, v: str) -> str:
         """Every user's profile key of a version (for SCAN)."""

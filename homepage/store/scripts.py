@@ -126,11 +126,12 @@ end
 return {seq, n}
 """
 
-# KEYS: events stream, erasure record, applied marks; ARGV: user id, the user's event sequence now.
-# Records the stream position of an erasure: the last id the stream generated (deleted entries
-# included, so it never goes backwards), or the server's time when there is no stream; and raises
-# the user's applied mark to their sequence, so a batch in flight (its user step done before the
-# erasure, its stream step after) is refused instead of entering the stream as new activity.
+# KEYS: events stream, erasure record, applied marks, erased sequences; ARGV: user id, the user's event
+# sequence now. Records the stream position of an erasure: the last id the stream generated (deleted
+# entries included, so it never goes backwards), or the server's time when there is no stream, and the
+# sequence (entries numbered above it are new activity, even those the stream holds before the
+# position); and raises the user's applied mark to their sequence, so a batch in flight (its user step
+# done before the erasure, its stream step after) is refused instead of entering the stream as new activity.
 ERASE_MARK = """
 local ok, info = pcall(redis.call, 'XINFO', 'STREAM', KEYS[1])
 local at = nil
@@ -144,6 +145,7 @@ if not at then
   at = tostring(tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)) .. '-0'
 end
 redis.call('HSET', KEYS[2], ARGV[1], at)
+redis.call('HSET', KEYS[4], ARGV[1], ARGV[2])
 local seq = tonumber(ARGV[2])
 if seq > tonumber(redis.call('HGET', KEYS[3], ARGV[1]) or '0') then
   redis.call('HSET', KEYS[3], ARGV[1], seq)
