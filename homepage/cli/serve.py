@@ -134,9 +134,8 @@ def demo(
 ) -> None:
     """The whole chain on the synthetic world: generate, train, publish into an embedded Redis, serve.
 
-    A ``REDIS_URL`` in the environment is ignored unless ``--use-redis-url`` says otherwise: the
-    demo publishes a made-up world, which must not land in a real server by accident.
-    """
+    REDIS_URL is ignored unless --use-redis-url says otherwise: the demo's world is made up and must not land in a real server.
+    """  # (one line a paragraph: the help keeps the docstring's line breaks)
     import time
 
     import pandas as pd
