@@ -34,12 +34,25 @@ class Erased:
     users_dropped: int
 
 
-def pending_erasures(erasures: Mapping[int, str], merged_to: str | None) -> set[int]:
-    """Users erased after a dataset's last merge position (every erased user for a dataset never merged)."""
+def pending_erasures(erasures: Mapping[int, str], merged_to: str | None, applied: Mapping[int, str] | None = None) -> set[int]:
+    """Users erased after a dataset's last merge position (every erased user for a dataset never merged).
+
+    ``applied``: the erasures a merge already applied to the dataset (user -> erasure position):
+    a user whose erasure is still that one is not pending, although the position can be at or
+    past the mark (the stream generated nothing after it): what the merge took of them since is
+    their new activity.
+    """
+    applied = applied or {}
     if merged_to is None:
-        return set(erasures)
+        return {u for u, at in erasures.items() if applied.get(u) != at}
     mark = stream_id_key(merged_to)
-    return {u for u, at in erasures.items() if stream_id_key(at) >= mark}
+    return {u for u, at in erasures.items() if stream_id_key(at) >= mark and applied.get(u) != at}
+
+
+def applied_erasures(mark: Mapping[str, object] | None) -> dict[int, str]:
+    """The erasures a dataset's merge mark says it applied (user -> erasure position)."""
+    raw = (mark or {}).get("erasures_applied") or {}
+    return {int(u): str(at) for u, at in raw.items()}  # type: ignore[union-attr]
 
 
 def drop_users(events: pd.DataFrame, users: pd.DataFrame, user_ids: set[int]) -> Erased:

@@ -27,7 +27,7 @@ import pandas as pd
 
 from homepage.dataset import EVENT_SCHEMA, conform, load_dataset, write_dataset
 from homepage.domain import EVENT_CODES, Event
-from homepage.erasure import drop_users, erased_entry, pending_erasures
+from homepage.erasure import applied_erasures, drop_users, erased_entry, pending_erasures
 from homepage.errors import HomepageError
 from homepage.ingest.ratings import RATING_MAX, RATING_MIN
 from homepage.ingest.titles import titles_as_of
@@ -106,9 +106,16 @@ def stream_events(
 
 
 def merged_extra(
-    extra: Mapping[str, object], stream: str, last_id: str | None, added: int, tally: Mapping[str, int], skipped: int = 0
+    extra: Mapping[str, object],
+    stream: str,
+    last_id: str | None,
+    added: int,
+    tally: Mapping[str, int],
+    skipped: int = 0,
+    erasures_applied: Mapping[int, str] | None = None,
 ) -> dict[str, object]:
-    """The manifest's ``extra`` after a merge from ``stream`` up to ``last_id`` (with the stream's tally then)."""
+    """The manifest's ``extra`` after a merge from ``stream`` up to ``last_id`` (with the stream's tally then),
+    and the erasures applied to the dataset (``homepage.erasure.pending_erasures``)."""
     prev = dict(extra.get(MERGED_KEY) or {})  # type: ignore[call-overload]
     out = dict(extra)
     out[MERGED_KEY] = {
@@ -119,6 +126,8 @@ def merged_extra(
         "added": int(tally["added"]),
         "erased": int(tally["erased"]),
     }
+    if erasures_applied:
+        out[MERGED_KEY]["erasures_applied"] = {str(u): at for u, at in sorted(erasures_applied.items())}  # type: ignore[index]
     return out
 
 
@@ -240,7 +249,9 @@ def merge_stream_into_dataset(dataset: Path, store: RedisStore, *, accept_gap: b
     got = stream_events(entries, after, erasures, store.erasure_seqs())
     if got.skipped:
         log.warning("%s: skipped %d stream events that ingest would drop (first: %s)", dataset, got.skipped, got.first_skipped)
-    gone = pending_erasures(erasures, after)
+    applied = applied_erasures(mark)
+    gone = pending_erasures(erasures, after, applied)
+    applied_now = {u: at for u, at in {**applied, **{u: erasures[u] for u in gone}}.items() if erasures.get(u) == at}
     erased = drop_users(ds.events, ds.users, gone)
     tags = ds.tag_events
     tags_dropped = 0
@@ -255,7 +266,7 @@ def merge_stream_into_dataset(dataset: Path, store: RedisStore, *, accept_gap: b
     users, n_new = merge_users(erased.users, got.frame, store.profiles(_published_from(store, dataset)), int(time.time()))
     profiles_changed = _profile_rows(ds.users) != _profile_rows(users)
     moved = got.last_id is not None or lost > 0  # the mark moves (past an accepted gap too)
-    changed = bool(moved or erased.events_dropped or erased.users_dropped or tags_dropped or n_new or profiles_changed)
+    changed = bool(moved or erased.events_dropped or erased.users_dropped or tags_dropped or n_new or profiles_changed or applied_now != applied)
     if not changed:
         return MergeResult(0, 0, 0, after, len(ds.events), False)
     arrays = {}
@@ -270,7 +281,7 @@ def merge_stream_into_dataset(dataset: Path, store: RedisStore, *, accept_gap: b
         users=users,
         variants=ds.variants,
         inputs_sha256=ds.manifest.inputs_sha256,
-        extra=merged_extra(ds.manifest.extra, stream, got.last_id, len(got.frame), tally, got.skipped),
+        extra=merged_extra(ds.manifest.extra, stream, got.last_id, len(got.frame), tally, got.skipped, applied_now),
         extra_arrays=arrays,
         tag_events=tags,
     )

@@ -12,7 +12,7 @@ from pathlib import Path
 from homepage.catalog import Catalog
 from homepage.dataset import load_dataset
 from homepage.domain import LATEST_TIME
-from homepage.erasure import drop_users, file_without_users, pending_erasures, user_weight_file
+from homepage.erasure import applied_erasures, drop_users, file_without_users, pending_erasures, user_weight_file
 from homepage.errors import HomepageError
 from homepage.eventlog import EventLog
 from homepage.events_merge import MERGED_KEY
@@ -125,7 +125,7 @@ def publish_dataset(
     catalog = Catalog.from_frames(ds.titles, ds.variants)
     mark = ds.manifest.extra.get(MERGED_KEY) or {}
     merged_to = mark.get("last_id") if mark.get("stream") == store.keys.events else None  # type: ignore[union-attr]
-    erased = pending_erasures(store.erasures(), merged_to)  # type: ignore[arg-type]
+    erased = pending_erasures(store.erasures(), merged_to, applied_erasures(mark) if merged_to else None)  # type: ignore[arg-type]
     kept = drop_users(ds.events, ds.users, erased)
     log = EventLog.from_frame(kept.events, catalog, kept.users)
     if at is None:

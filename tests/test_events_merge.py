@@ -436,3 +436,37 @@ def test_merging_another_dataset_takes_only_what_users_set(store: RedisStore, tm
     r = merge_stream_into_dataset(tmp_path / "few", store)
     users = load_dataset(tmp_path / "few").users.set_index("user_id")
     assert r.new_users == 0 and len(users) == 3 and users.loc[int(few["user_id"].iloc[0]), "region"] == "ZZ"
+
+
+def test_a_batch_an_erasure_kept_survives_the_merge_the_next_publish_and_the_next_merge(store: RedisStore, tmp_path: Path) -> None:
+    """A batch whose first step came after the erasure's, but whose stream entry is before the erasure's position
+    (the stream generated nothing after it): the merge takes it, and neither a publish nor a later merge, both of
+    which leave out what a dataset holds of users erased after its mark, drops it (the merge records the erasures
+    it applied)."""
+    ds_dir, catalog, t = _published(store, tmp_path)
+    u, other = 1, 2
+    play = Event(user_id=u, title_id=10, kind="play", ts=t, progress=0.4)
+    mark = store._mark_erasure
+
+    def ingest_then_mark(user: int, seq: int) -> tuple[int, int]:
+        assert store.append_events([play], catalog) == 1
+        return mark(user, seq)
+
+    store._mark_erasure = ingest_then_mark  # type: ignore[method-assign]
+    store.delete_user(u)
+    store._mark_erasure = mark  # type: ignore[method-assign]
+
+    def rows_of_u() -> int:
+        return int((load_dataset(ds_dir).events["user_id"] == u).sum())
+
+    merge_stream_into_dataset(ds_dir, store)
+    assert rows_of_u() == 1  # the kept play, and nothing from before the erasure
+    v = publish_dataset(store, ds_dir).meta.version
+    assert len(store.read_user_state(u, t + 100, catalog, v)) == 1 and store.client.sismember(store.keys.users(v), str(u))
+    store.append_events([Event(user_id=other, title_id=10, kind="play", ts=t + 5, progress=0.2)], catalog)
+    merge_stream_into_dataset(ds_dir, store)
+    assert rows_of_u() == 1
+    # erased again: the record of the first erasure no longer covers the user
+    store.delete_user(u)
+    merge_stream_into_dataset(ds_dir, store)
+    assert rows_of_u() == 0
