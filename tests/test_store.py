@@ -213,23 +213,37 @@ def test_events_missed_by_counts_what_a_restored_version_lacks(store: RedisStore
 
 
 def test_publish_records_the_version_its_flip_replaced_when_a_rollback_races_it(store: RedisStore, world: World) -> None:
-    """A rollback landing between publish's read of the active version and its flip: the flip retries, so the
-    version it really replaced (the one the rollback restored) is the one marked as missing events since."""
+    """A rollback landing between publish's read of the active version and its flip: the version recorded as replaced
+    (missing events since) is the one the flip replaced, the one the rollback restored."""
     world.publish(store, "v1")
     world.publish(store, "v2")
+    store.append_events(_new_events(world)[:1], world.catalog)  # v1 misses it (v2's flip recorded v1 at 0 events)
     other = RedisStore(store.client, store.keys.prefix, settings=store.settings)
-    count = store._events_added
+    client_get, client_pipeline = store.client.get, store.client.pipeline
     raced: list[str] = []
 
-    def rollback_once() -> int:
-        if not raced:
-            raced.append(other.rollback())  # v2 -> v1, after publish read v2 as active
-        return count()
+    def then_roll_back(value: object, name: object) -> object:
+        if name == store.keys.active and not raced:
+            raced.append("busy")  # the rollback reads the pointer too
+            raced[0] = other.rollback()  # v2 -> v1, just after publish read v2
+        return value
 
-    store._events_added = rollback_once  # type: ignore[method-assign]
-    world.publish(store, "v3")
+    def get(name: str, *args: object, **kwargs: object) -> object:
+        return then_roll_back(client_get(name, *args, **kwargs), name)
+
+    def pipeline(*args: object, **kwargs: object) -> object:
+        pipe = client_pipeline(*args, **kwargs)
+        pipe_get = pipe.get
+        pipe.get = lambda name, *a, **kw: then_roll_back(pipe_get(name, *a, **kw), name)  # a WATCHed read returns its value
+        return pipe
+
+    store.client.get, store.client.pipeline = get, pipeline  # real calls, with a rollback after the pointer's first read
+    try:
+        world.publish(store, "v3")
+    finally:
+        del store.client.get, store.client.pipeline
     assert raced == ["v1"] and store.active_version() == "v3"
-    assert store.events_missed_by("v1") == 0  # replaced by v3's flip
+    assert store.events_missed_by("v1") == 0  # replaced again, by v3's flip, after that event
     assert store.client.hget(store.keys.retired_at, "v2") is not None  # by the rollback
 
 
