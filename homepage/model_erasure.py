@@ -15,9 +15,10 @@ from homepage.erasure import file_without_users, user_weight_file
 from homepage.store import RedisStore
 
 
-def erase_user_weights(store: RedisStore, versions: Iterable[str] | None = None) -> int:
-    """Rewrite these versions' bundles (default: every version in Redis) without any erased user's weights; files rewritten."""
-    erased = sorted(store.erasures())
+def erase_user_weights(store: RedisStore, versions: Iterable[str] | None = None, users: Iterable[int] | None = None) -> int:
+    """Rewrite these versions' bundles (default: every version in Redis) without these users' weights (default: every
+    erased user's); returns how many files were rewritten. Reads each version's file: its size grows with the users learnt."""
+    erased = sorted(store.erasures() if users is None else {int(u) for u in users})
     if not erased:
         return 0
     rewritten = 0

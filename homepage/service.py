@@ -209,6 +209,8 @@ class PageService:
                     clock_offset=offset,
                 )
                 self.published = True  # what is loaded now is the active version
+                if new_models:  # an erasure taken while these models loaded forgot the user in the ones they replace
+                    self._forget_in_models(self.store.recently_erased())
                 self._world_read_at = read_at  # only once the new world is in: a failed swap is retried
                 if loading is not None:
                     self._bad_versions.pop(loading, None)
@@ -244,7 +246,7 @@ class PageService:
         rewritten one. Returns how many keys, entries and bundle files went or were rewritten.
         """
         n = self.store.delete_user(user_id)
-        n += erase_user_weights(self.store)
+        n += erase_user_weights(self.store, users=[user_id])  # compare-and-set: a concurrent erasure keeps its own
         self._forget_in_models([user_id])
         return n
 

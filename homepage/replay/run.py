@@ -152,7 +152,7 @@ class ReplayResult:
             res["coverage"] = {"mean": mean, "ci": [lo, hi]}
             total = sum(run.ranker_hits.values())
             shown_rankers = set(run.ranker_hits) | set(run.ranker_rows)  # a ranker with rows and no hits: 0.0, not absent
-            res["ranker_hit_share"] = {k: run.ranker_hits.get(k, 0) / total for k in sorted(shown_rankers)} if total else {}
+            res["ranker_hit_share"] = {k: run.ranker_hits.get(k, 0) / max(total, 1) for k in sorted(shown_rankers)}
             pages = max(int(mask.sum()), 1)
             res["ranker_rows"] = {
                 k: {"page_share": n / pages, "rows_per_page": rows / pages, "mean_first_row": 1 + first / n}
