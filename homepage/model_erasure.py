@@ -1,10 +1,9 @@
 """Erased users' own weights out of the model bundles kept in Redis.
 
 A trained artwork selector keeps weights for each user it learnt from (``homepage.erasure``
-names the file). After an erasure every stored bundle's file is rewritten without the weights
-of every erased user, by compare-and-set (``RedisStore.rewrite_bundle_file``): two erasures at
-once cannot bring each other's users back, and a version published while one ran is covered by
-the next rewrite of it.
+names the file). A ``DELETE /users`` rewrites every stored bundle's file without that user's
+weights, a publish its new version's without every erased user's, each by compare-and-set
+(``RedisStore.rewrite_bundle_file``): two erasures at once cannot bring each other's users back.
 """
 
 from __future__ import annotations

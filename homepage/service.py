@@ -239,7 +239,7 @@ class PageService:
             return False
 
     def erase_user(self, user_id: int) -> int:
-        """``DELETE /users``: the user's keys and stream entries, and their own weights in every published bundle.
+        """``DELETE /users``: the user's keys and stream entries, and their own weights in every bundle in Redis.
 
         The loaded model stops using them here; other workers do at their next refresh (they
         look at the erasures of the last minute), and a worker loading a bundle later gets the
