@@ -117,7 +117,6 @@ def _install_handlers(app: FastAPI) -> None:
         return JSONResponse({"detail": str(exc)}, status_code=400)
 
 
-
 MAX_ERRORS = 20  # listed in a 422; ``errors_omitted`` counts the rest
 UNPARSED_BODY = "There was an error parsing the body"  # FastAPI's 400 when the JSON parser raises something else than a decode error
 
