@@ -23,7 +23,7 @@ class UserErasure(StoreBase):
         pending outbox is dropped with their other keys (their events are being erased). What
         stays: the user's event sequence counter, with the applied mark raised to it, so that a
         batch in flight at the erasure cannot reach the stream afterwards; the erasure's
-        position in the events stream (``Keyspace.erased``), so that a later publish or
+        position in the events stream and that sequence (``Keyspace.erased``, ``erased_seq``), so that a later publish or
         ``merge-events`` leaves out what datasets hold of the user from before it
         (``homepage.erasure``); the served-page sweep mark for ``SERVED_SWEEP_SECONDS``; and the
         user's idempotency keys (an event digest each) until their TTL, so that a client's retry
