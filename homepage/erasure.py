@@ -34,23 +34,35 @@ class Erased:
     users_dropped: int
 
 
-def pending_erasures(erasures: Mapping[int, str], merged_to: str | None, applied: Mapping[int, str] | None = None) -> set[int]:
+def pending_erasures(
+    erasures: Mapping[int, str],
+    merged_to: str | None,
+    applied: Mapping[int, str] | None = None,
+    counts: Mapping[int, int] | None = None,
+) -> set[int]:
     """Users erased after a dataset's last merge position (every erased user for a dataset never merged).
 
-    ``applied``: the erasures a merge already applied to the dataset (user -> erasure position):
-    a user whose erasure is still that one is not pending, although the position can be at or
-    past the mark (the stream generated nothing after it): what the merge took of them since is
-    their new activity.
+    ``applied``: the erasures a merge already applied to the dataset (user -> ``erasure_id``): a
+    user whose last erasure is that one is not pending, although its position can be at or past
+    the mark (the stream generated nothing after it): what the merge took of them since is their
+    new activity. ``counts``: how many times each user was erased (part of an erasure's identity).
     """
     applied = applied or {}
-    if merged_to is None:
-        return {u for u, at in erasures.items() if applied.get(u) != at}
-    mark = stream_id_key(merged_to)
-    return {u for u, at in erasures.items() if stream_id_key(at) >= mark and applied.get(u) != at}
+    mark = stream_id_key(merged_to) if merged_to is not None else None
+    return {
+        u for u, at in erasures.items()
+        if (mark is None or stream_id_key(at) >= mark) and applied.get(u) != erasure_id(at, (counts or {}).get(u, 0))
+    }
+
+
+def erasure_id(at: str, count: int) -> str:
+    """One erasure's identity: its stream position and the user's erasure count (two erasures with no stream
+    entry in between share the position)."""
+    return f"{at}#{count}"
 
 
 def applied_erasures(mark: Mapping[str, object] | None) -> dict[int, str]:
-    """The erasures a dataset's merge mark says it applied (user -> erasure position)."""
+    """The erasures a dataset's merge mark says it applied (user -> ``erasure_id``)."""
     raw = (mark or {}).get("erasures_applied") or {}
     return {int(u): str(at) for u, at in raw.items()}  # type: ignore[union-attr]
 

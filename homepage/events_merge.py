@@ -27,7 +27,7 @@ import pandas as pd
 
 from homepage.dataset import EVENT_SCHEMA, conform, load_dataset, write_dataset
 from homepage.domain import EVENT_CODES, Event
-from homepage.erasure import applied_erasures, drop_users, erased_entry, pending_erasures
+from homepage.erasure import applied_erasures, drop_users, erased_entry, erasure_id, pending_erasures
 from homepage.errors import HomepageError
 from homepage.ingest.ratings import RATING_MAX, RATING_MIN
 from homepage.ingest.titles import titles_as_of
@@ -249,9 +249,8 @@ def merge_stream_into_dataset(dataset: Path, store: RedisStore, *, accept_gap: b
     got = stream_events(entries, after, erasures, store.erasure_seqs())
     if got.skipped:
         log.warning("%s: skipped %d stream events that ingest would drop (first: %s)", dataset, got.skipped, got.first_skipped)
-    applied = applied_erasures(mark)
-    gone = pending_erasures(erasures, after, applied)
-    applied_now = {u: at for u, at in {**applied, **{u: erasures[u] for u in gone}}.items() if erasures.get(u) == at}
+    applied, counts = applied_erasures(mark), store.erasure_counts()
+    gone = pending_erasures(erasures, after, applied, counts)
     erased = drop_users(ds.events, ds.users, gone)
     tags = ds.tag_events
     tags_dropped = 0
@@ -264,6 +263,7 @@ def merge_stream_into_dataset(dataset: Path, store: RedisStore, *, accept_gap: b
         titles = titles_as_of(ds.titles, tags, np.iinfo(np.int64).max)
     events = pd.concat([erased.events, got.frame], ignore_index=True) if len(got.frame) else erased.events
     users, n_new = merge_users(erased.users, got.frame, store.profiles(_published_from(store, dataset)), int(time.time()))
+    applied_now = _still_applied(erasures, counts, applied, gone, got.last_id or after, events, users)
     profiles_changed = _profile_rows(ds.users) != _profile_rows(users)
     moved = got.last_id is not None or lost > 0  # the mark moves (past an accepted gap too)
     changed = bool(moved or erased.events_dropped or erased.users_dropped or tags_dropped or n_new or profiles_changed or applied_now != applied)
@@ -286,6 +286,30 @@ def merge_stream_into_dataset(dataset: Path, store: RedisStore, *, accept_gap: b
         tag_events=tags,
     )
     return MergeResult(len(got.frame), n_new, erased.events_dropped, got.last_id or after, len(events), True, got.skipped)
+
+
+def _still_applied(
+    erasures: Mapping[int, str],
+    counts: Mapping[int, int],
+    applied: Mapping[int, str],
+    gone: set[int],
+    mark: str | None,
+    events: pd.DataFrame,
+    users: pd.DataFrame,
+) -> dict[int, str]:
+    """The erasures to record as applied after a merge: those at or past its new mark (before it, the position
+    alone says they are applied) of users the dataset now holds (for others there is nothing to keep)."""
+    if mark is None:
+        return {}
+    floor = stream_id_key(mark)
+    held = set(events["user_id"].tolist()) | set(users["user_id"].tolist())
+    out = {}
+    for u in sorted(gone | set(applied)):
+        at = erasures.get(u)
+        ident = erasure_id(at, counts.get(u, 0)) if at is not None else None
+        if ident is not None and (u in gone or applied.get(u) == ident) and stream_id_key(at) >= floor and u in held:
+            out[u] = ident
+    return out
 
 
 def _profile_rows(users: pd.DataFrame) -> dict[int, tuple[str | None, tuple[str, ...]]]:

@@ -125,7 +125,8 @@ def publish_dataset(
     catalog = Catalog.from_frames(ds.titles, ds.variants)
     mark = ds.manifest.extra.get(MERGED_KEY) or {}
     merged_to = mark.get("last_id") if mark.get("stream") == store.keys.events else None  # type: ignore[union-attr]
-    erased = pending_erasures(store.erasures(), merged_to, applied_erasures(mark) if merged_to else None)  # type: ignore[arg-type]
+    applied = applied_erasures(mark) if merged_to else None
+    erased = pending_erasures(store.erasures(), merged_to, applied, store.erasure_counts())  # type: ignore[arg-type]
     kept = drop_users(ds.events, ds.users, erased)
     log = EventLog.from_frame(kept.events, catalog, kept.users)
     if at is None:

@@ -466,7 +466,28 @@ def test_a_batch_an_erasure_kept_survives_the_merge_the_next_publish_and_the_nex
     store.append_events([Event(user_id=other, title_id=10, kind="play", ts=t + 5, progress=0.2)], catalog)
     merge_stream_into_dataset(ds_dir, store)
     assert rows_of_u() == 1
-    # erased again: the record of the first erasure no longer covers the user
+    # erased again: the record of the first erasure no longer covers the user (one position for both: the next test)
     store.delete_user(u)
     merge_stream_into_dataset(ds_dir, store)
     assert rows_of_u() == 0
+    v = publish_dataset(store, ds_dir).meta.version
+    assert store.read_user_state(u, t + 100, catalog, v).is_cold and not store.client.sismember(store.keys.users(v), str(u))
+
+
+def test_a_user_erased_twice_at_one_stream_position_stays_erased(store: RedisStore, tmp_path: Path) -> None:
+    """A user erased, back with a profile only (nothing reaches the stream), erased again: the second erasure has
+    the first's position, and is still applied by the merge and the publish (erasures are counted)."""
+    ds_dir, catalog, t = _published(store, tmp_path)
+    store.append_events([Event(user_id=2, title_id=10, kind="play", ts=t, progress=0.2)], catalog)
+    store.delete_user(1)
+    merge_stream_into_dataset(ds_dir, store)
+    store.set_profile(1, "ZZ", ["Drama"])  # back, with a profile the next merge takes
+    merge_stream_into_dataset(ds_dir, store)
+    assert 1 in load_dataset(ds_dir).users["user_id"].tolist()
+    store.delete_user(1)
+    assert len(set(store.erasures().values())) == len(store.erasures())  # (one user: its position)
+    merge_stream_into_dataset(ds_dir, store)
+    after = load_dataset(ds_dir)
+    assert 1 not in after.users["user_id"].tolist() and not (after.events["user_id"] == 1).any()
+    v = publish_dataset(store, ds_dir).meta.version
+    assert store.get_profile(1, v) is None

@@ -217,6 +217,11 @@ class StoreBase:
         """user id -> their event sequence at their last erasure (erasures recorded before 2026-12-07 have none)."""
         return {int(u): int(s) for u, s in self.client.hgetall(self.keys.erased_seq).items()}
 
+    @guarded
+    def erasure_counts(self) -> dict[int, int]:
+        """user id -> how many times they were erased (counted since 2026-12-07)."""
+        return {int(u): int(n) for u, n in self.client.hgetall(self.keys.erasure_count).items()}
+
     def _served_sweep_marks(self) -> dict[int, tuple[tuple[int, int], int, bytes]]:
         """The pending served sweeps: user -> (stream id swept to, as a key; until, unix ms; the raw mark)."""
         marks = {}

@@ -64,7 +64,7 @@ class UserErasure(StoreBase):
     def _mark_erasure(self, u: int, seq: int) -> tuple[int, int]:
         """Record the erasure's position in the events stream and raise the user's applied mark to ``seq``; the position."""
         k = self.keys
-        at = self.client.eval(ERASE_MARK, 4, k.events, k.erased, k.applied, k.erased_seq, str(u), str(seq))
+        at = self.client.eval(ERASE_MARK, 5, k.events, k.erased, k.applied, k.erased_seq, k.erasure_count, str(u), str(seq))
         return stream_id_key(at.decode() if isinstance(at, bytes) else str(at))
 
     def _erase_stream_entries(self, u: int, seq: int, at_key: tuple[int, int]) -> tuple[int, str]:

@@ -37,6 +37,7 @@ same keys and code run on one server and on Redis Cluster. Keyspace (``p`` is th
     p:{p:g}:events_tally             hash    entries ever added to / erased from the events stream
     p:{p:g}:erased                   hash    user id -> events stream position of their DELETE /users
     p:{p:g}:erased_seq               hash    user id -> their event sequence at that DELETE (``q`` up to it: erased)
+    p:{p:g}:erasure_count            hash    user id -> how many DELETEs erased them (tells two at one position apart)
     p:{p:g}:served_sweeps            hash    user id -> "<served stream id>|<unix ms>": re-sweep the served
                                              stream past that id for the user's pages until then
 
@@ -189,6 +190,11 @@ class Keyspace:
     def erased_seq(self) -> str:
         """user id -> their event sequence at their erasure: stream entries numbered above it are new activity."""
         return f"{self.prefix}:{self._g}:erased_seq"
+
+    @property
+    def erasure_count(self) -> str:
+        """user id -> how many times they were erased (an erasure's identity, with its position)."""
+        return f"{self.prefix}:{self._g}:erasure_count"
 
     def profile_pattern(self, v: str) -> str:
         """Every user's profile key of a version (for SCAN)."""

@@ -126,8 +126,9 @@ end
 return {seq, n}
 """
 
-# KEYS: events stream, erasure record, applied marks, erased sequences; ARGV: user id, the user's event
-# sequence now. Records the stream position of an erasure: the last id the stream generated (deleted
+# KEYS: events stream, erasure record, applied marks, erased sequences, erasure counts; ARGV: user id,
+# the user's event sequence now. Counts the user's erasures (the position alone does not tell two
+# erasures apart when the stream took nothing in between). Records the stream position of an erasure: the last id the stream generated (deleted
 # entries included, so it never goes backwards), or the server's time when there is no stream, and the
 # sequence (entries numbered above it are new activity, even those the stream holds before the
 # position); and raises the user's applied mark to their sequence, so a batch in flight (its user step
@@ -146,6 +147,7 @@ if not at then
 end
 redis.call('HSET', KEYS[2], ARGV[1], at)
 redis.call('HSET', KEYS[4], ARGV[1], ARGV[2])
+redis.call('HINCRBY', KEYS[5], ARGV[1], 1)
 local seq = tonumber(ARGV[2])
 if seq > tonumber(redis.call('HGET', KEYS[3], ARGV[1]) or '0') then
   redis.call('HSET', KEYS[3], ARGV[1], seq)
