@@ -42,32 +42,12 @@ from homepage.dataset import load_dataset  # noqa: E402
 from homepage.eventlog import EventLog  # noqa: E402
 from homepage.page import PageModels  # noqa: E402
 from homepage.replay.metrics import bootstrap_mean  # noqa: E402
-from homepage.replay.protocol import ReplayProtocol, Requests, sample_requests  # noqa: E402
+from homepage.replay.protocol import ReplayProtocol, first_visit_requests, sample_requests  # noqa: E402
 from homepage.replay.run import ReplayResult, replay  # noqa: E402
 from rankers.registry import RankerSpec  # noqa: E402
 
-DAY = 86_400
 POLICIES = ["stage-wise", "template"]
 METRICS = ("ndcg_2d", "viewport_recall")
-
-
-def first_visits(log: EventLog, split: int, horizon_days: float = 30.0) -> Requests:
-    """One request per user whose first event is after ``split``: at that event's time - 1, targets the next ``horizon_days``."""
-    users, times, targets = [], [], []
-    for pos, uid in enumerate(log.user_ids.tolist()):
-        a, b = int(log.user_ptr[pos]), int(log.user_ptr[pos + 1])
-        if a == b or int(log.u_ts[a]) <= split:
-            continue
-        t = int(log.u_ts[a]) - 1
-        e = a + int(np.searchsorted(log.u_ts[a:b], t + horizon_days * DAY, side="right"))
-        tgt = np.unique(log.u_title_idx[a:e])
-        tgt = tgt[tgt >= 0]
-        if tgt.size:
-            users.append(uid)
-            times.append(t)
-            targets.append(tgt)
-    n = len(users)
-    return Requests(np.array(users, np.int64), np.array(times, np.int64), tuple(targets), np.ones(n, bool))
 
 
 def paired(on: ReplayResult, off: ReplayResult, mask: np.ndarray, n_boot: int) -> dict[str, dict[str, object]]:
@@ -118,7 +98,7 @@ def main() -> None:
         half_life = on_cfg.half_life_seconds
         report: dict[str, object] = {"params": {**vars(args), "json": str(args.json)}, "split_time": split}
         stated = {int(u) for u, g in zip(ds.users["user_id"], ds.users["favourite_genres"]) if g is not None and len(g)}
-        for name, requests in (("first_visits", first_visits(log, split)), ("warm", sample_requests(log, protocol))):
+        for name, requests in (("first_visits", first_visit_requests(log, split)), ("warm", sample_requests(log, protocol))):
             on = replay(log, on_m, POLICIES, requests, protocol, half_life, split, workers=args.workers)
             off = replay(log, off_m, POLICIES, requests, protocol, half_life, split, workers=args.workers)
             keep = np.ones(len(requests), bool) if name == "first_visits" else ~requests.cold  # warm: some history

@@ -19,6 +19,7 @@ and 0.01 ndcg_2d, so it stays off by default (``history_half_life``).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, ClassVar, Self
 
 import numpy as np
@@ -64,6 +65,12 @@ def genre_row_title(genre: str) -> str:
     return f"{PLURALS.get(genre, genre + ' films')} for you"
 
 
+def popular_genre_row_title(genre: str) -> str:
+    """ "Popular comedies", "Popular horror films": a genre row not chosen from anything the user did or said."""
+    plural = PLURALS.get(genre, genre + " films")
+    return f"Popular {plural[:1].lower()}{plural[1:]}"
+
+
 class PersonalizedConfig(RankerConfig):
     """Hyperparameters of the blend; defaults tuned on a validation split of ml-latest-small's training period."""
 
@@ -98,6 +105,10 @@ class PersonalizedConfig(RankerConfig):
         default=True,
         description="rows of the genres a user stated (profile) where their history gives none: every row of a user without history, the spare genre rows of one with little",
     )
+    popular_genres: bool = Field(
+        default=True,
+        description="a user without history gets rows of the most popular genres (popular titles in each) in the slots their stated genres leave",
+    )
     seed: int = 0
 
 
@@ -108,7 +119,8 @@ class PersonalizedRanker(Ranker):
     Config = PersonalizedConfig
     needs = frozenset({StateNeed.HISTORY, StateNeed.PROFILE})
     artifact_version = 1
-    old_artifact_config: ClassVar[dict[str, Any]] = {"favourite_genres": False}  # bundles from before the feature serve as measured
+    # bundles from before each feature serve as measured
+    old_artifact_config: ClassVar[dict[str, Any]] = {"favourite_genres": False, "popular_genres": False}
     config: PersonalizedConfig
 
     # ------------------------------------------------------------------ fit
@@ -135,7 +147,7 @@ class PersonalizedRanker(Ranker):
 
     def _reset_caches(self) -> None:
         self._fold = None
-        self._prior_top: tuple[tuple[int, int], np.ndarray] | None = None
+        self._prior_top: tuple[tuple[int, int], np.ndarray, list[int]] | None = None  # new users' pool and genres
         self._memo: tuple[UserState, np.ndarray] | None = None
         if hasattr(self, "_dense"):
             del self._dense
@@ -225,8 +237,8 @@ class PersonalizedRanker(Ranker):
     def rows(self, request: RankRequest) -> list[CandidateRow]:
         """Top picks, then the user's top genres filtered from the same scores (then stated favourites).
 
-        A user without history gets rows of their stated favourite genres (popular titles in
-        each), or none.
+        A user without history gets rows of popular titles in their stated favourite genres,
+        then in the most popular genres (``_new_user_rows``).
         """
         c = self.config
         user = request.user
@@ -234,7 +246,7 @@ class PersonalizedRanker(Ranker):
         if c.max_rows == 0:
             return []
         if items.size == 0:
-            return self._favourite_rows(request) if c.favourite_genres else []
+            return self._new_user_rows(request)
         scores = self.score_titles(user)
         n = min(self.n_titles, len(request.catalog))
         scores = scores[:n]
@@ -258,20 +270,37 @@ class PersonalizedRanker(Ranker):
             out += self._genre_rows(request.catalog, pool, scores, stated, c.max_rows - len(out))
         return out
 
-    def _favourite_rows(self, request: RankRequest) -> list[CandidateRow]:
-        """For a user without history: per stated favourite genre, its most popular titles (the popularity prior)."""
+    def _new_user_rows(self, request: RankRequest) -> list[CandidateRow]:
+        """For a user without history: per stated favourite genre, then per popular genre, its most popular titles.
+
+        Without them a first page held only the top-N and trending rows (two rows where ten
+        were asked for), fewer than the fallback page served during an outage.
+        """
         c, catalog = self.config, request.catalog
-        genres = favourite_genre_indices(catalog, request.user.favourite_genres)
-        if not genres:
-            return []
         n = min(self.n_titles, len(catalog))
         k = min(max(c.genre_pool, c.row_length), n)
-        if getattr(self, "_prior_top", None) is None or self._prior_top[0] != (n, k):  # the same for every such user
-            self._prior_top = ((n, k), _top(self.prior_[:n], k))
-        return self._genre_rows(catalog, self._prior_top[1], self.prior_[:n], genres, c.max_rows)
+        if self._prior_top is None or self._prior_top[0] != (n, k):  # the same for every such user
+            pool = _top(self.prior_[:n], k)
+            self._prior_top = ((n, k), pool, self._popular_genres(catalog, pool))
+        _, pool, popular = self._prior_top
+        stated = favourite_genre_indices(catalog, request.user.favourite_genres) if c.favourite_genres else []
+        out = self._genre_rows(catalog, pool, self.prior_[:n], stated, c.max_rows)
+        if c.popular_genres:
+            rest = [g for g in popular if g not in stated]
+            out += self._genre_rows(catalog, pool, self.prior_[:n], rest, c.max_rows - len(out), title=popular_genre_row_title)
+        return out
+
+    def _popular_genres(self, catalog: Catalog, pool: np.ndarray) -> list[int]:
+        """Genre indices by the popularity prior summed over ``pool``'s titles, most popular first."""
+        if catalog.genre_matrix.shape[1] == 0 or pool.size == 0:
+            return []
+        mass = self.prior_[pool].astype(np.float64) @ catalog.genre_matrix[pool]
+        order = np.lexsort((np.arange(mass.size), -mass))
+        return [int(g) for g in order if mass[g] > 0]
 
     def _genre_rows(
-        self, catalog: Catalog, pool: np.ndarray, scores: np.ndarray, genres: list[int], limit: int
+        self, catalog: Catalog, pool: np.ndarray, scores: np.ndarray, genres: list[int], limit: int,
+        title: Callable[[str], str] = genre_row_title,
     ) -> list[CandidateRow]:
         """Up to ``limit`` "<Genre> for you" rows: ``pool`` (best first) filtered by each genre in turn, long enough ones only."""
         c = self.config
@@ -283,7 +312,7 @@ class PersonalizedRanker(Ranker):
             in_genre = pool[in_genres[j]][: c.row_length]
             if in_genre.size >= min(c.min_genre_titles, c.row_length):
                 genre = catalog.genres[g]
-                out.append(self._row(catalog, f"genre:{genre}", genre_row_title(genre), in_genre, scores, RowReason(kind="genre", genre=genre)))
+                out.append(self._row(catalog, f"genre:{genre}", title(genre), in_genre, scores, RowReason(kind="genre", genre=genre)))
                 if len(out) == limit:
                     break
         return out

@@ -152,28 +152,48 @@ def test_titles_seen_before_the_scored_history_stay_excluded() -> None:
     assert not np.isin(shown, user.title_ids).any()
 
 
-def test_cold_user_gets_no_rows_but_scores_exist() -> None:
+def test_a_user_without_history_gets_rows_of_the_most_popular_genres() -> None:
+    """A first page gets the popular titles of the popular genres, not only the top-N and trending rows."""
     r, catalog, log, until = fitted()
     cold = UserState.empty(999, until)
-    assert r.rows(request(cold, catalog, log, until)) == []
+    rows = r.rows(request(cold, catalog, log, until))
+    mass = {g: float(r.prior_[catalog.genre_matrix[:, j]].sum()) for j, g in enumerate(catalog.genres)}
+    assert [row.reason.genre for row in rows] == sorted(mass, key=lambda g: -mass[g])  # every genre has a row here
+    assert all(row.reason.kind == "genre" and row.display_title.startswith("Popular ") for row in rows)
+    assert rows[0].display_title == {"Comedy": "Popular comedies", "Horror": "Popular horror films", "Drama": "Popular dramas"}[rows[0].reason.genre]
+    for row in rows:
+        idx = catalog.index_of(row.title_ids)
+        assert catalog.genre_matrix[idx, catalog.genre_index[row.reason.genre]].all()
+        assert np.array_equal(row.scores, r.prior_[idx]) and np.all(np.diff(row.scores) <= 0)  # the most popular first
+    assert fitted({"max_rows": 1})[0].rows(request(cold, catalog, log, until))[0].row_id == rows[0].row_id
+    assert fitted({"popular_genres": False})[0].rows(request(cold, catalog, log, until)) == []
+
+
+def test_cold_user_scores_exist() -> None:
+    r, catalog, log, until = fitted()
+    cold = UserState.empty(999, until)
     s = r.score_titles(cold)
     assert s.dtype == np.float32 and s.shape == (N_TITLES,)
     assert r.user_vector(cold).shape == (8,)
 
 
 def test_a_user_without_history_gets_rows_of_the_genres_they_stated() -> None:
-    r, catalog, log, until = fitted()
+    r, catalog, log, until = fitted({"popular_genres": False})
     cold = UserState.empty(999, until, favourite_genres=("Horror", "Western", "Drama", "Horror"))  # Western: not in the catalog
     rows = r.rows(request(cold, catalog, log, until))
     assert [row.reason.genre for row in rows] == ["Horror", "Drama"] and all(row.reason.kind == "genre" for row in rows)
+    assert [row.display_title for row in rows] == [genre_row_title("Horror"), genre_row_title("Drama")]
     for row, g in zip(rows, ("Horror", "Drama")):
         idx = catalog.index_of(row.title_ids)
         assert catalog.genre_matrix[idx, catalog.genre_index[g]].all()
         assert np.all(np.diff(row.scores) <= 0)  # the most popular first
         assert np.array_equal(row.scores, r.prior_[idx])
-    off = PersonalizedRanker({**SMALL, "favourite_genres": False})
+    off = PersonalizedRanker({**SMALL, "favourite_genres": False, "popular_genres": False})
     off.fit(FitInput(log=log, catalog=catalog, until=until, world=log.global_state(until)))
     assert off.rows(request(cold, catalog, log, until)) == []
+    both = fitted()[0].rows(request(cold, catalog, log, until))  # the stated genres first, then the popular one left
+    assert [row.row_id for row in both] == [row.row_id for row in rows] + ["personalized:genre:Comedy"]
+    assert both[-1].display_title == "Popular comedies"
 
 
 def test_stated_genres_fill_only_the_genre_rows_history_leaves_free() -> None:
@@ -202,9 +222,10 @@ def test_an_artifact_saved_before_the_switch_keeps_serving_without_it(tmp_path: 
     d = r.save(tmp_path / "new")
     assert PersonalizedRanker.load(d).config.favourite_genres is True
     manifest = json.loads((d / "manifest.json").read_text())
-    del manifest["config"]["favourite_genres"]  # as the code before the field wrote it
+    del manifest["config"]["favourite_genres"], manifest["config"]["popular_genres"]  # as the code before the fields wrote it
     (d / "manifest.json").write_text(json.dumps(manifest))
-    assert PersonalizedRanker.load(d).config.favourite_genres is False
+    old = PersonalizedRanker.load(d)
+    assert old.config.favourite_genres is False and old.config.popular_genres is False
 
 
 def test_the_event_log_carries_the_users_tables_favourites() -> None:

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from homepage.catalog import Catalog
 from homepage.dataset import load_dataset
 from homepage.eventlog import DAY, EventLog
-from homepage.replay.protocol import ReplayProtocol, Requests, sample_requests
+from homepage.replay.protocol import ReplayProtocol, Requests, first_visit_requests, sample_requests
 
 WORLD = Path(__file__).resolve().parents[1] / "fixtures" / "world-small"
 
@@ -94,3 +94,14 @@ def test_equals_the_reference_on_the_committed_world() -> None:
         got = sample_requests(log, protocol, until=until)
         assert len(got) > 100
         assert_same(got, reference(log, protocol, until=until))
+
+
+def test_first_visits_are_each_new_users_first_event_with_the_titles_of_the_horizon() -> None:
+    # user 1 starts before the split; user 2 after it (two titles in the horizon, one past it);
+    # user 3 after it with only a title the catalog lacks (no target: no request)
+    rows = [(1, 1, 0, 5), (1, 2, 0, 50), (2, 3, 0, 20), (2, 4, 0, 20 + DAY), (2, 5, 0, 20 + 31 * DAY), (2, 3, 0, 22), (3, 7, 0, 30)]
+    ev = pd.DataFrame(rows, columns=["user_id", "title_id", "kind", "ts"])
+    log = EventLog.from_frame(ev.assign(stars=np.nan), CATALOG)
+    got = first_visit_requests(log, split=10, horizon_days=30)
+    assert got.user_ids.tolist() == [2] and got.times.tolist() == [19] and got.cold.tolist() == [True]
+    assert CATALOG.title_ids[got.targets[0]].tolist() == [3, 4]

@@ -125,6 +125,28 @@ def sample_requests(log: EventLog, protocol: ReplayProtocol, until: int | None =
     )
 
 
+def first_visit_requests(log: EventLog, split: int, horizon_days: float = 30.0) -> Requests:
+    """One request per user whose first event is after ``split``: one second before it, targets the next ``horizon_days``.
+
+    The first page a new user sees. ``sample_requests`` draws few of them (a request time
+    is drawn among a user's events, and only the first has no history before it).
+    """
+    users, times, targets = [], [], []
+    horizon = int(horizon_days * DAY)
+    for pos, uid in enumerate(log.user_ids.tolist()):
+        a, b = int(log.user_ptr[pos]), int(log.user_ptr[pos + 1])
+        if a == b or int(log.u_ts[a]) <= split:
+            continue
+        t = int(log.u_ts[a]) - 1
+        e = a + int(np.searchsorted(log.u_ts[a:b], t + horizon, side="right"))
+        tgt = np.unique(log.u_title_idx[a:e])
+        if (tgt := tgt[tgt >= 0]).size:
+            users.append(uid)
+            times.append(t)
+            targets.append(tgt)
+    return Requests(np.array(users, np.int64), np.array(times, np.int64), tuple(targets), np.ones(len(users), bool))
+
+
 def _resumed(titles: np.ndarray, kinds: np.ndarray, progress: np.ndarray, a: int, s: int, e: int) -> np.ndarray:
     """Titles whose latest play before ``s`` stopped in [RESUME_FROM, RESUME_BELOW) and that are played in [s, e)."""
     before = (kinds[a:s] == PLAY) & ~np.isnan(progress[a:s]) & (titles[a:s] >= 0)
