@@ -22,6 +22,13 @@ _JSON_OPTIONS = orjson.OPT_SERIALIZE_NUMPY  # numpy scalars are accepted, not an
 _INF = float("inf")
 
 
+def absolute_url(url: str, public_url: str | None) -> str:
+    """``url`` under ``public_url`` when it is site-relative (``/artwork/...``); any other URL as it is."""
+    if public_url and url.startswith("/") and not url.startswith("//"):
+        return public_url.rstrip("/") + url
+    return url
+
+
 @dataclass(frozen=True, eq=False)
 class TitleCards:
     """Per-title display fields, precomputed once per model version (name, year, default artwork)."""
@@ -34,8 +41,9 @@ class TitleCards:
     position: dict[int, int]  # title id -> catalog index
 
     @classmethod
-    def from_catalog(cls, catalog: Catalog) -> TitleCards:
-        images = {v.variant_id: v.image_url for vs in catalog.variants for v in vs}
+    def from_catalog(cls, catalog: Catalog, public_url: str | None = None) -> TitleCards:
+        """The cards of a catalog; with ``public_url``, site-relative image URLs become absolute under it."""
+        images = {v.variant_id: absolute_url(v.image_url, public_url) for vs in catalog.variants for v in vs}
         return cls(
             catalog=catalog,
             names=tuple(catalog.names),

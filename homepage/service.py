@@ -60,6 +60,7 @@ class ServiceConfig:
     # ``as_of``), advancing with the wall clock from the publish: a historical dataset (MovieLens)
     # is served as if its last event had just happened, as replay sees it
     clock: str = "wall"
+    public_url: str | None = None  # site-relative image URLs are served under it (``TitleCards``)
 
 
 @dataclass(frozen=True)
@@ -197,7 +198,7 @@ class PageService:
                 read_at = time.monotonic()
                 world = self.store.read_global_state(now, models.catalog, version)
                 policy = self.config.policy or ("stage-wise" if models.page_model is not None else "row-ranking")
-                cards = cur.cards if cur is not None and cur.models is models else TitleCards.from_catalog(models.catalog)
+                cards = cur.cards if cur is not None and cur.models is models else TitleCards.from_catalog(models.catalog, self.config.public_url)
                 _warm_up(models, world, policy)
                 self.loaded = Loaded(
                     store_version=version,
@@ -314,7 +315,7 @@ class PageService:
                 store_version=last.store_version,
                 models=models,
                 policy=last.policy,
-                cards=TitleCards.from_catalog(models.catalog),
+                cards=TitleCards.from_catalog(models.catalog, self.config.public_url),
                 world=last.world,
                 fallback=FallbackPages.from_world(last.world, models.catalog, models.allowed, models.version),
                 clock_offset=last.clock_offset,

@@ -206,9 +206,12 @@ class LiveServer:
 
 @contextmanager
 def live_api_on_embedded(
-    request: pytest.FixtureRequest, world: Path, bundle: Path, models_dir: Path, api_key: str
+    request: pytest.FixtureRequest, world: Path, bundle: Path, models_dir: Path, api_key: str, **serve_options: Any
 ) -> Iterator[tuple[LiveServer, RedisStore]]:
-    """A real server for ``world`` published with ``bundle`` into the embedded Redis under a fresh prefix, deleted afterwards."""
+    """A real server for ``world`` published with ``bundle`` into the embedded Redis under a fresh prefix, deleted afterwards.
+
+    ``serve_options``: more ``ServeSettings`` fields.
+    """
     from homepage.api.app import create_app
     from homepage.api.settings import ServeSettings
     from homepage.publish import publish_dataset
@@ -218,7 +221,7 @@ def live_api_on_embedded(
     st = Settings(redis_url=None, key_prefix=f"t{uuid.uuid4().hex[:10]}", embedded_dir=emb.data_dir)
     store = make_store(client, st)
     publish_dataset(store, world, models=bundle)
-    serve = ServeSettings(api_key=api_key, deadline_ms=2000, models_dir=models_dir, refresh_seconds=60)
+    serve = ServeSettings(api_key=api_key, deadline_ms=2000, models_dir=models_dir, refresh_seconds=60, **serve_options)
     try:
         with LiveServer(create_app(serve, st)) as srv:
             yield srv, store

@@ -18,11 +18,14 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.middleware.gzip import GZipMiddleware
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from threadpoolctl import threadpool_limits
 
 from homepage.api.echo import MAX_MESSAGE, clip
+from homepage.api.request_id import REQUEST_ID_HEADER, RequestId, request_id
 from homepage.api.security import BodyLimit
 from homepage.api.settings import ServeSettings, get_serve_settings
 from homepage.errors import HomepageError
@@ -72,16 +75,29 @@ def create_app(settings: ServeSettings | None = None, store_settings: Settings |
     app.state.settings = serve
     app.state.metrics = ServingMetrics()
     _install_handlers(app)
-    from homepage.api import routes_admin, routes_events, routes_pages, routes_viewer
+    from homepage.api import routes_admin, routes_artwork, routes_events, routes_pages, routes_viewer
 
     app.include_router(routes_pages.router)
     app.include_router(routes_events.router)
     app.include_router(routes_admin.router)
+    app.include_router(routes_artwork.router)  # page image URLs name it: served with the viewer off too
     if serve.viewer:
         app.include_router(routes_viewer.router)
     app.add_middleware(BodyLimit, max_bytes=serve.max_body_bytes)
+    if serve.gzip_min_bytes:
+        app.add_middleware(GZipMiddleware, minimum_size=serve.gzip_min_bytes, compresslevel=5)
+    if origins := serve.cors_origin_list():
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=origins,
+            allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
+            allow_headers=["Content-Type", "X-API-Key", REQUEST_ID_HEADER],
+            expose_headers=["X-Cache", "X-Degraded", "Retry-After", REQUEST_ID_HEADER],
+            max_age=600,
+        )
     app.add_middleware(Timing)
-    app.add_middleware(Unhandled)  # outermost: Timing counts the 500 as it propagates
+    app.add_middleware(Unhandled)  # Timing counts the 500 as it propagates
+    app.add_middleware(RequestId)  # outermost: every answer, the 500 included, carries the id
     return app
 
 
@@ -177,7 +193,8 @@ class Unhandled:
         try:
             await self.app(scope, receive, send_started)
         except Exception:
-            log.exception("unhandled error on %s %s", scope["method"], getattr(scope.get("route"), "path", "unmatched"))
+            route = getattr(scope.get("route"), "path", "unmatched")
+            log.exception("unhandled error on %s %s (request %s)", scope["method"], route, request_id(scope))
             if not started:
                 await JSONResponse({"detail": "internal error"}, status_code=500)(scope, receive, send)
 

@@ -64,7 +64,8 @@ def page_params(query_string: bytes) -> PageParams:
 async def homepage(request: Request, user_id: UserId) -> Response:
     """A personalised page within the deadline, or the popular fallback marked ``degraded``. Never an error for unknown users."""
     result = await app_state.service(request).page(user_id, page_params(request.scope["query_string"]))
-    headers = {"X-Cache": "hit" if result.cache_hit else "miss"}
+    # personal: no shared cache may keep it; the server's own cache is invalidated by the user's events
+    headers = {"X-Cache": "hit" if result.cache_hit else "miss", "Cache-Control": "private, no-store"}
     if result.degraded:
         headers["X-Degraded"] = result.reason or "1"
     return Response(result.body, media_type=JSON, headers=headers)
@@ -86,7 +87,7 @@ async def title(request: Request, title_id: TitleId) -> TitleOut:
         cast=list(t.cast),
         director=list(t.director),
         maturity=t.maturity,
-        variants=[TitleCard(title_id=t.title_id, name=t.name, year=t.year, variant_id=v.variant_id, image_url=v.image_url or None) for v in t.variants],
+        variants=[TitleCard(title_id=t.title_id, name=t.name, year=t.year, variant_id=v.variant_id, image_url=cur.cards.image_url.get(v.variant_id) or None) for v in t.variants],
     )
 
 

@@ -8,8 +8,9 @@
 - ``GET /viewer/page/{user}?policy=``: the page for a policy, built by the same
   ``build_page`` on the same Redis state as ``GET /homepage``, always with explain data and
   the page model's top feature contributions per row. Viewer pages are neither cached nor
-  logged as served pages: looking at a page in the viewer is not an impression;
-- ``GET /artwork/{title}/{variant}.svg``: a placeholder poster per artwork variant.
+  logged as served pages: looking at a page in the viewer is not an impression.
+
+Its posters come from ``routes_artwork``, which is served with the viewer off too.
 """
 
 from __future__ import annotations
@@ -17,11 +18,10 @@ from __future__ import annotations
 import secrets
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import numpy as np
 from fastapi import APIRouter, HTTPException, Query, Request, Response
-from fastapi import Path as PathParam
 from fastapi.responses import FileResponse
 from pydantic import BaseModel, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -34,12 +34,10 @@ from homepage.api.schemas import (
     Device,
     ErrorOut,
     PageOut,
-    TitleId,
     UserId,
 )
 from homepage.api.settings import ServeSettings
-from homepage.artwork_svg import placeholder_svg
-from homepage.domain import ArtworkVariant, RequestContext
+from homepage.domain import RequestContext
 from homepage.errors import HomepageError
 from homepage.page import build_page
 from homepage.page_json import dumps, page_json
@@ -51,10 +49,8 @@ from homepage.service import Loaded, PageService, region_note
 
 STATIC = Path(__file__).resolve().parent / "static"
 ASSETS = {"viewer.js": "text/javascript", "viewer.css": "text/css"}
-DEFAULT_VARIANT = "default"  # the placeholder of a title that has no artwork variants
 COLD_START_BASE = 1_000_000_000  # cold-start samples are the first ids from here with no history
 HTML_CSP = "default-src 'self'; img-src 'self'{extra}; style-src 'self'; script-src 'self'; connect-src 'self'; object-src 'none'; base-uri 'none'"
-SVG_CSP = "default-src 'none'; style-src 'unsafe-inline'"
 TOP_FEATURES = 3
 
 router = APIRouter(responses=COMMON_RESPONSES, tags=["viewer"])
@@ -274,30 +270,3 @@ async def policy_page(
     ctx = RequestContext(user_id, now, rows, cols, device, (now // 3600) % 24, region)
     body = await service.run(_policy_page, service, cur, user_id, name, ctx)
     return Response(body, media_type="application/json", headers={"Cache-Control": "no-store"})
-
-
-# ------------------------------------------------------------------ artwork
-@router.get(
-    "/artwork/{title_id}/{variant_id}.svg",
-    response_class=Response,
-    responses={200: {"content": {"image/svg+xml": {}}}, 404: {"model": ErrorOut}, 503: {"model": ErrorOut}},
-    tags=["artwork"],
-)
-async def artwork(
-    request: Request,
-    title_id: TitleId,
-    variant_id: Annotated[str, PathParam(max_length=128, pattern=r"^[A-Za-z0-9_.:-]+$")],
-) -> Response:
-    """A placeholder poster for an artwork variant: title, year, and the variant's emphasis by colour and label."""
-    cat = app_state.loaded(request).models.catalog
-    idx = app_state.title_index(cat, title_id)
-    variants = cat.variants[idx]
-    variant: Any = next((v for v in variants if v.variant_id == variant_id), None)
-    if variant is None and variant_id == DEFAULT_VARIANT and not variants:
-        variant = ArtworkVariant(variant_id=DEFAULT_VARIANT, title_id=title_id)
-    if variant is None:
-        raise HTTPException(404, f"variant_id: {variant_id!r} is not an artwork variant of title {title_id}")
-    year = int(cat.years[idx]) or None
-    svg = placeholder_svg(cat.names[idx], year, variant)
-    headers = {"Cache-Control": "public, max-age=3600", "Content-Security-Policy": SVG_CSP, "X-Content-Type-Options": "nosniff"}
-    return Response(svg, media_type="image/svg+xml", headers=headers)

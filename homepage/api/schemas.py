@@ -138,26 +138,49 @@ class PageOut(BaseModel):
 
 
 class EventIn(BaseModel):
-    """One event; ``idempotency_key`` makes a client retry safe (reused for another event: 422). ``ts`` defaults to the server's time."""
+    """One event. A play from a served page names where it was: the page's ``page_id`` and, of the title
+    as served, its row (``row_id``, ``row_index``), column (``col_index``), artwork (``variant_id``) and
+    ``propensity``; the served-page log credits the play to that slot (a play whose indices are not the
+    slot's, e.g. counted from 1 or after the client re-ordered rows, is not credited: leave them out then).
+    """
 
     model_config = ConfigDict(extra="forbid")
 
     user_id: StrictId
     title_id: StrictId
     kind: EventKind
-    ts: int | None = Field(default=None, strict=True, ge=0, le=2**40)
+    ts: int | None = Field(
+        default=None, strict=True, ge=0, le=2**40, description="when it happened, Unix time in seconds (not milliseconds); default: the server's time"
+    )
     watch_seconds: float | None = Field(default=None, strict=True, ge=0, le=10**6)
-    progress: float | None = Field(default=None, strict=True, ge=0.0, le=1.0)
+    progress: float | None = Field(default=None, strict=True, ge=0.0, le=1.0, description="share of the title watched, 0 to 1")
     stars: float | None = Field(
         default=None, strict=True, ge=RATING_MIN, le=RATING_MAX, validate_default=True, description="required for a rating; the range ingest accepts"
     )
-    page_id: str | None = Field(default=None, max_length=64, pattern=ID_PATTERN)
-    row_id: str | None = Field(default=None, max_length=128, pattern=r"^[A-Za-z0-9_.:@-]+$")
-    row_index: int | None = Field(default=None, strict=True, ge=0, le=1000)
-    col_index: int | None = Field(default=None, strict=True, ge=0, le=1000)
-    variant_id: str | None = Field(default=None, max_length=128, pattern=ID_PATTERN)
-    propensity: float | None = Field(default=None, strict=True, gt=0.0, le=1.0)
-    idempotency_key: str | None = Field(default=None, min_length=8, max_length=128, pattern=ID_PATTERN)
+    page_id: str | None = Field(default=None, max_length=64, pattern=ID_PATTERN, description="the served page's page_id")
+    row_id: str | None = Field(default=None, max_length=128, pattern=r"^[A-Za-z0-9_.:@-]+$", description="rows[i].row_id of that page")
+    row_index: int | None = Field(
+        default=None, strict=True, ge=0, le=1000, description="i: the row's 0-based position in the page's rows, as served"
+    )
+    col_index: int | None = Field(
+        default=None, strict=True, ge=0, le=1000, description="j: the title's 0-based position in rows[i].titles, as served"
+    )
+    variant_id: str | None = Field(default=None, max_length=128, pattern=ID_PATTERN, description="rows[i].titles[j].variant_id: the artwork shown")
+    propensity: float | None = Field(
+        default=None, strict=True, gt=0.0, le=1.0, description="rows[i].titles[j].propensity as served (leave it out where it was null)"
+    )
+    idempotency_key: str | None = Field(
+        default=None, min_length=8, max_length=128, pattern=ID_PATTERN,
+        description="drawn by the client once per event (e.g. a UUID): a retry with the same key and event within the server's "
+        "idempotency window (24 h by default) is a duplicate, accepted and not counted again; the same key with another event: 422",
+    )
+
+    @field_validator("ts", mode="before")
+    @classmethod
+    def _seconds_not_milliseconds(cls, v: Any) -> Any:
+        if isinstance(v, int) and not isinstance(v, bool) and v > 2**40:
+            raise PydanticCustomError("ts_unit", "must be Unix time in seconds; {value} is too large for that (milliseconds?)", {"value": v})
+        return v
 
     @field_validator("stars")
     @classmethod

@@ -18,6 +18,7 @@ from fastapi import APIRouter, HTTPException, Request, Response, Security
 from fastapi.routing import APIRoute
 from fastapi.security import APIKeyHeader
 
+from homepage.api.echo import quoted
 from homepage.api.settings import ServeSettings
 
 API_KEY_HEADER = "X-API-Key"
@@ -41,22 +42,34 @@ async def require_api_key(request: Request, presented: Annotated[str | None, Sec
 
 
 class KeyFirstRoute(APIRoute):
-    """A route that checks the API key before FastAPI reads and validates the body.
+    """A route that checks the API key, then the body's Content-Type, before FastAPI reads and validates the body.
 
     FastAPI parses a JSON body before it runs any dependency, so with the check only in
     ``require_api_key`` a malformed body got its 422 (naming the character) without a key.
     The dependency stays declared: it puts the scheme in the OpenAPI schema (and checks again,
-    which costs a constant-time compare).
+    which costs a constant-time compare). A body sent as another media type than JSON gets a
+    415 naming the header (FastAPI takes it as bytes: "body: Input should be a valid dictionary").
     """
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handler = super().get_route_handler()
+        takes_body = self.body_field is not None
 
         async def key_first(request: Request) -> Response:
             check_api_key(request.app.state.settings, request.headers.get(API_KEY_HEADER))
+            if takes_body and not json_content_type(request.headers.get("content-type")):
+                raise HTTPException(415, f"Content-Type: the body must be application/json, not {quoted(request.headers['content-type'], 60)}")
             return await handler(request)
 
         return key_first
+
+
+def json_content_type(value: str | None) -> bool:
+    """Whether a Content-Type header lets FastAPI read the body as JSON (absent: it does)."""
+    if value is None:
+        return True
+    media = value.split(";", 1)[0].strip().lower()
+    return media == "application/json" or (media.startswith("application/") and media.endswith("+json"))
 
 
 def protected_router(**kwargs: Any) -> APIRouter:

@@ -41,10 +41,26 @@ class ServeSettings(BaseSettings):
         default=True,
         description="serve the viewer (/, /viewer/*): it lists active users and explains their pages to anyone who can reach the API",
     )
+    public_url: str | None = Field(
+        default=None,
+        pattern=r"^https?://[^\s?#]+$",
+        description="the API's address as clients reach it (e.g. https://api.example.com): site-relative image URLs (/artwork/...) are served absolute under it",
+    )
+    cors_origins: str = Field(
+        default="",
+        description="comma-separated web origins allowed to call the API from a browser (CORS), or '*'; empty: none",
+    )
+    gzip_min_bytes: int = Field(
+        default=1024, ge=0, le=100_000_000, description="responses at least this large are gzipped for clients that accept it; 0: never"
+    )
     clock: Literal["wall", "data"] = Field(
         default="wall",
         description="the service's time: the wall clock, or 'data': the published state's time advancing from the publish (a historical dataset)",
     )
+
+    def cors_origin_list(self) -> list[str]:
+        """The allowed origins, without blanks and trailing slashes (a browser's Origin has none)."""
+        return [o.strip().rstrip("/") for o in self.cors_origins.split(",") if o.strip()]
 
     def service_config(self) -> ServiceConfig:
         return ServiceConfig(
@@ -57,6 +73,7 @@ class ServeSettings(BaseSettings):
             models_dir=self.models_dir,
             threads=self.threads,
             clock=self.clock,
+            public_url=self.public_url.rstrip("/") if self.public_url else None,
         )
 
 

@@ -174,7 +174,8 @@ def demo(
     os.environ.setdefault("HOMEPAGE_EMBEDDED_DIR", str(var / "redis"))
     os.environ.setdefault("HOMEPAGE_MODELS_DIR", str(var / "serving-models"))
     dev = os.environ.get("HOMEPAGE_DEV", "").lower() in ("1", "true", "yes")
-    if not os.environ.get("HOMEPAGE_API_KEY") and not dev:  # dev mode: keyless writes, so the viewer can record plays
+    drawn = not os.environ.get("HOMEPAGE_API_KEY") and not dev  # dev mode: keyless writes, so the viewer can record plays
+    if drawn:  # not printed: terminals and CI logs are kept
         os.environ["HOMEPAGE_API_KEY"] = secrets.token_urlsafe(24)
     get_settings.cache_clear()
     store = connect(get_settings())
@@ -188,7 +189,10 @@ def demo(
     typer.echo(f"try:   curl http://127.0.0.1:{port}/homepage/{some}")
     typer.echo(f"docs:  http://127.0.0.1:{port}/docs")
     typer.echo(f"viewer: http://127.0.0.1:{port}/")
-    if os.environ.get("HOMEPAGE_API_KEY"):
+    if drawn:
+        typer.echo("writes need the header X-API-Key: this run drew a key it does not show; to send events, start the demo "
+                   "with HOMEPAGE_API_KEY=<your key> (or HOMEPAGE_DEV=1 for keyless writes and click-to-play)")
+    elif os.environ.get("HOMEPAGE_API_KEY"):
         typer.echo("writes need the header X-API-Key with the key in HOMEPAGE_API_KEY (HOMEPAGE_DEV=1 for keyless writes and click-to-play)")
     else:
         typer.echo("development mode: writes need no key; clicking a card in the viewer records a play")
