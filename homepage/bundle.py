@@ -172,6 +172,7 @@ def train_bundle(
             "git_commit": git_commit(),
             "metrics": {},
         }
+        manifest["files"] = file_digests(tmp, manifest)
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True))
         os.chmod(tmp, 0o755)
         final = out / version
@@ -285,7 +286,7 @@ def _artwork_component(
 
 
 def _sha256(path: Path) -> str:
-    """The file's SHA-256, so a manifest says exactly which logs a model learnt from."""
+    """The file's SHA-256: which logs a model learnt from, and that a bundle's files are whole."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
@@ -373,7 +374,31 @@ def load_bundle(path: Path) -> ModelBundle:
         )
     except FileNotFoundError as e:
         raise BundleError(f"{bdir}: catalog missing ({e.filename})") from e
+    check_file_digests(bdir, manifest)
     return ModelBundle(bdir, str(manifest["version"]), manifest, config, catalog, rankers)
+
+
+def file_digests(bdir: Path, manifest: dict[str, Any]) -> dict[str, str]:
+    """SHA-256 of every file of a bundle but its manifest and the file of per-user weights (an erasure rewrites it)."""
+    from homepage.erasure import user_weight_path
+
+    skip = {"manifest.json", user_weight_path(manifest)}
+    files = (p for p in sorted(bdir.rglob("*")) if p.is_file())
+    return {rel: _sha256(p) for p in files if (rel := p.relative_to(bdir).as_posix()) not in skip}
+
+
+def check_file_digests(bdir: Path, manifest: dict[str, Any]) -> None:
+    """Refuse a bundle whose files are not those it was written with (truncated in a copy, corrupted on disk or in Redis).
+
+    Checked before the page model is parsed: LightGBM aborts the process on some broken
+    model files instead of raising. Bundles from before the manifest listed its files pass.
+    """
+    for rel, digest in manifest.get("files", {}).items():
+        path = bdir / rel
+        if not path.is_file():
+            raise BundleError(f"{path}: missing (the bundle's manifest lists it)")
+        if _sha256(path) != digest:
+            raise BundleError(f"{path}: corrupt or changed since training (its SHA-256 is not the manifest's)")
 
 
 def _load_ranker(bdir: Path, entry: dict[str, Any]) -> Ranker:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import pandas as pd
 
@@ -103,12 +104,17 @@ def erased_entry(
 
 
 def user_weight_file(manifest: bytes | None) -> str | None:
-    """The file of a model bundle (from its ``manifest.json``) that holds weights of each user, or None.
+    """The file of a model bundle (from its ``manifest.json``) that holds weights of each user, or None."""
+    return user_weight_path(json.loads(manifest)) if manifest else None
+
+
+def user_weight_path(manifest: dict[str, Any]) -> str | None:
+    """``user_weight_file`` of a parsed manifest.
 
     Only a trained artwork selector keeps per-user weights; rankers and the page model keep none
     (they fold a user's history in at request time).
     """
-    artwork = json.loads(manifest).get("components", {}).get("artwork") if manifest else None
+    artwork = manifest.get("components", {}).get("artwork")
     return f"{artwork['dir']}/selector.npz" if artwork and artwork.get("trained") else None
 
 

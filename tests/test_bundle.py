@@ -136,11 +136,27 @@ def test_a_bundle_from_code_with_fewer_config_fields_still_loads(trained, tmp_pa
     next(e for e in m["rankers"] if e["name"] == "trending")["config_hash"] = a["config_hash"]
     del m["config"]["trending_half_life_days"]
     m["config_hash"] = PipelineConfig.hash_of(m["config"])
+    del m["files"]  # nor did that code list the bundle's files
     (d / "manifest.json").write_text(json.dumps(m))
     bundle = load_bundle(d)
     trending = next(r for r in bundle.rankers if r.name == "trending")
     assert trending.config.row_length == type(trending.config).model_fields["row_length"].default
     assert bundle.config.trending_half_life_days == PipelineConfig.model_fields["trending_half_life_days"].default
+
+
+def test_a_truncated_or_missing_file_is_refused_naming_it(trained, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """Checked before the page model and artwork are parsed: a page model cut short in a copy made LightGBM abort the process."""
+    m = json.loads((trained[0].path / "manifest.json").read_text())
+    assert "artwork/selector.json" in m["files"] and "rankers/top_n/arrays.npz" in m["files"] and "manifest.json" not in m["files"]
+    d = copy_bundle(trained[0], tmp_path / "cut")
+    part = d / "artwork" / "selector.json"
+    part.write_bytes(part.read_bytes()[:-10])
+    with pytest.raises(BundleError, match=re.escape(f"{part}: corrupt")):
+        load_bundle(d)
+    d = copy_bundle(trained[0], tmp_path / "gone")
+    (d / "artwork" / "selector.npz").unlink()
+    with pytest.raises(BundleError, match=re.escape(f"{d / 'artwork' / 'selector.npz'}: missing")):
+        load_bundle(d)
 
 
 def test_load_names_a_path_that_is_no_bundle(tmp_path: Path) -> None:
