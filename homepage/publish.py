@@ -121,6 +121,11 @@ def publish_dataset(
     and every erased user's own weights in the bundle's artwork model are (in the copy written to Redis).
     """
     t0 = time.perf_counter()
+    if policy := store.evicting_policy():
+        raise HomepageError(
+            f"the Redis server evicts keys under memory pressure (maxmemory-policy {policy}): a version's records and bundle "
+            "could vanish while it is served; set maxmemory-policy noeviction (writes are then refused, and events get 503, when memory is full)"
+        )
     ds = load_dataset(Path(dataset))
     catalog = Catalog.from_frames(ds.titles, ds.variants)
     mark = ds.manifest.extra.get(MERGED_KEY) or {}

@@ -29,6 +29,7 @@ from homepage.domain import Event, Page, RequestContext
 from homepage.errors import HomepageError
 from homepage.fallback import FallbackPages, empty_page
 from homepage.last_good import LastGood, load_last_good, save_last_good
+from homepage.log_throttle import LogThrottle
 from homepage.metrics import ServingMetrics
 from homepage.model_erasure import erase_user_weights
 from homepage.page import PageModels, build_page, ranker_problem
@@ -143,6 +144,8 @@ class PageService:
         self._world_read_at = -float("inf")  # monotonic time of the last world-state read
         self._bad_versions: dict[str, _BadVersion] = {}  # versions that failed to load or to go live
         self._tried_last_good = False
+        self._outage_logged = False  # an outage's start was logged and its end not yet
+        self._build_errors = LogThrottle(60.0)  # a failing page model would log a traceback per request
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
@@ -193,7 +196,7 @@ class PageService:
                     models, bundle_dir = cur.models, None
                 new_models = cur is None or cur.models is not models
                 if not (new_models or force or time.monotonic() - self._world_read_at >= self.config.world_refresh_seconds):
-                    self.redis_ok, self.last_error = True, None
+                    self._answered()
                     return True
                 read_at = time.monotonic()
                 world = self.store.read_global_state(now, models.catalog, version)
@@ -219,9 +222,12 @@ class PageService:
                     _freeze_heap()
                 if bundle_dir is not None:
                     self._keep_last_good(LastGood(version, bundle_dir, world, offset, policy))
-                self.redis_ok, self.last_error = True, None
+                self._answered()
                 return True
             except StoreUnavailable as e:
+                if not self._outage_logged:  # once an outage (and once its end): on-call sees when, not every 2 s
+                    log.warning("Redis unavailable: %s; pages are the fallback and events get 503 until it answers", e)
+                    self._outage_logged = True
                 self.redis_ok, self.last_error = False, str(e)
                 if self.loaded is None:
                     self._serve_last_good()
@@ -238,6 +244,13 @@ class PageService:
                     self._remember_bad(loading, self.last_error)
             self._world_read_at = -float("inf")  # after any failure the next refresh reads the world again
             return False
+
+    def _answered(self) -> None:
+        """A refresh went through: Redis and the loaded version are fine (the end of an outage is logged once)."""
+        if self._outage_logged:
+            log.warning("Redis answers again: pages and events are served as usual")
+            self._outage_logged = False
+        self.redis_ok, self.last_error = True, None
 
     def erase_user(self, user_id: int) -> int:
         """``DELETE /users``: the user's keys and stream entries, and their own weights in every bundle in Redis.
@@ -392,7 +405,9 @@ class PageService:
             reason = "redis_unavailable"
             self.redis_ok = False
         except Exception:
-            log.exception("page build failed for user %s", user_id)
+            held = self._build_errors.admit("page")
+            if held is not None:  # no user id: logs are kept longer and wider than the data
+                log.exception("page build failed (%d more since the last logged)", held)
             reason = "model_error"
         if reason:
             result = self.fallback(user_id, params, now, reason)

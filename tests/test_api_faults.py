@@ -25,6 +25,7 @@ import httpx
 import pytest
 from redis_fixtures import WORLD_SMALL, free_port
 
+from homepage.errors import HomepageError
 from homepage.publish import publish_dataset
 from homepage.settings import Settings
 from homepage.store import RedisStore, StoreUnavailable
@@ -187,7 +188,7 @@ class Load:
                 time.sleep(0.01)
 
 
-def test_kill_redis_under_load_then_restart(redis_proc: RedisProcess, api_proc: str) -> None:
+def test_kill_redis_under_load_then_restart(redis_proc: RedisProcess, api_proc: str, tmp_path: Path) -> None:
     load = Load(api_proc)
     threads = [threading.Thread(target=load.reader, args=(s,)) for s in range(3)] + [threading.Thread(target=load.writer)]
     for th in threads:
@@ -234,6 +235,14 @@ def test_kill_redis_under_load_then_restart(redis_proc: RedisProcess, api_proc: 
     assert load.acked, "no event was acknowledged"
     missing = [(e["user_id"], e["ts"]) for e in load.acked if (e["user_id"], e["ts"]) not in stored]
     assert not missing, f"{len(missing)} acknowledged events lost"
+
+    # on-call sees the outage in the log: one line when it starts, one when it ends (not a line per refresh or request)
+    log_path = tmp_path / "api.log"
+    until = time.monotonic() + 5
+    while "Redis answers again" not in log_path.read_text() and time.monotonic() < until:
+        time.sleep(0.1)
+    text = log_path.read_text()
+    assert text.count("Redis unavailable") == 1 and text.count("Redis answers again") == 1, text[-3000:]
 
 
 def test_slow_redis_gets_the_fallback_within_the_deadline(redis_proc: RedisProcess, api_proc: str) -> None:
@@ -333,3 +342,67 @@ def test_a_worker_started_while_redis_is_down_serves_the_last_version_it_kept(re
         redis_proc.start()  # the AOF brings the data back
         r = _wait_for(c, "/homepage/3", lambda r: r.json()["degraded"] is False, 10)
         assert r.json()["degraded"] is False and r.json()["model_version"] == version
+
+
+def test_publish_refuses_a_server_that_evicts_keys(redis_proc: RedisProcess, serving_bundle: Path) -> None:
+    """Under allkeys-lru a publish could flip to a version whose record or bundle was evicted (seen: a record holding only
+    ``state``, every event a 500); publish refuses such a server, naming the policy, and writes nothing."""
+    store = RedisStore.from_url(f"redis://127.0.0.1:{redis_proc.port}/0")
+    store.client.config_set("maxmemory-policy", "allkeys-lru")
+    store.client.config_set("maxmemory", "1gb")
+    try:
+        assert store.evicting_policy() == "allkeys-lru"
+        with pytest.raises(HomepageError, match="maxmemory-policy allkeys-lru"):
+            publish_dataset(store, WORLD_SMALL, models=serving_bundle)
+        assert store.client.dbsize() == 0
+        store.client.config_set("maxmemory", "0")  # no limit: nothing is ever evicted
+        assert store.evicting_policy() is None
+    finally:
+        store.client.config_set("maxmemory", "0")
+        store.client.config_set("maxmemory-policy", "noeviction")
+        store.client.close()
+
+
+def test_a_version_record_cut_short_is_an_outage_for_clients_not_a_500(redis_proc: RedisProcess, serving_bundle: Path, tmp_path: Path) -> None:
+    """The active version's record lost fields (evicted, then partly rewritten): a worker reading it answers events with
+    503 + Retry-After, as in any outage, instead of a 500 and a traceback per request; pages are still served (from the
+    version it kept as last-good)."""
+    url = f"redis://127.0.0.1:{redis_proc.port}/0"
+    store = RedisStore.from_url(url)
+    publish_dataset(store, WORLD_SMALL, models=serving_bundle)
+    with api_process(url, tmp_path / "unpacked", tmp_path / "api.log") as base:  # keeps the bundle as last-good
+        pass
+    store.client.hdel(store.keys.meta(store.active_version()), "version", "as_of")
+    store.client.close()
+    store = RedisStore.from_url(url)  # this one publish cached the record in
+    with pytest.raises(StoreUnavailable, match="lacks version, as_of"):
+        store.meta(store.active_version())
+    with api_process(url, tmp_path / "unpacked", tmp_path / "api2.log", wait_ready=False) as base, httpx.Client(base_url=base, timeout=10) as c:
+        ev = {"user_id": 7, "title_id": 1, "kind": "play", "ts": 1_790_000_000, "idempotency_key": "cut-short-1"}
+        r = c.post("/events", json=ev, headers={"X-API-Key": API_KEY})
+        assert r.status_code == 503 and r.headers.get("retry-after"), (r.status_code, r.text)
+        r = c.get("/health/ready")
+        assert r.status_code == 503 and "lacks" in r.text, r.text
+        assert c.get("/homepage/3").status_code == 200
+    assert "Traceback" not in (tmp_path / "api2.log").read_text()
+    store.client.close()
+
+
+def test_a_publish_refused_for_memory_deletes_what_it_wrote(redis_proc: RedisProcess, serving_bundle: Path) -> None:
+    """Left behind, each publish refused for memory kept its partial version (about 5 MB each on the small world) and
+    pushed the live store to its limit, until events were refused too."""
+    store = RedisStore.from_url(f"redis://127.0.0.1:{redis_proc.port}/0")
+    live = publish_dataset(store, WORLD_SMALL, models=serving_bundle).meta.version
+    keys_before = store.client.dbsize()
+    used = int(store.client.info("memory")["used_memory"])
+    store.client.config_set("maxmemory-policy", "noeviction")
+    store.client.config_set("maxmemory", str(used + 1_500_000))  # room for part of another version only
+    try:
+        with pytest.raises(StoreUnavailable):
+            publish_dataset(store, WORLD_SMALL, models=serving_bundle)
+        assert store.active_version() == live and store.versions() == [live]
+        assert {v.decode() for v in store.client.smembers(store.keys.all_versions)} == {live}
+        assert store.client.dbsize() == keys_before  # nothing of the failed version is left
+    finally:
+        store.client.config_set("maxmemory", "0")
+        store.client.close()

@@ -22,11 +22,14 @@ def test_an_unhandled_error_is_answered_500_and_logged_once(tmp_path: Path, capl
     # no lifespan (no Redis needed); raise_server_exceptions: an error escaping the app, which the server would log again, fails here
     client = TestClient(app, raise_server_exceptions=True)
     with caplog.at_level(logging.ERROR):
-        r = client.get("/boom/4242")
-    assert r.status_code == 500 and r.json() == {"detail": "internal error"}
+        r = client.get("/boom/4242", headers={"X-Request-ID": "ticket-7"})
+        again = [client.get(f"/boom/{u}") for u in range(5)]  # the same fault on every request: not a traceback each
+    assert r.status_code == 500 and r.json() == {"detail": "internal error"} and r.headers["x-request-id"] == "ticket-7"
+    assert all(a.status_code == 500 for a in again)
     records = [rec for rec in caplog.records if rec.levelno >= logging.ERROR]
     assert len(records) == 1 and records[0].exc_info is not None
-    assert records[0].getMessage() == "unhandled error on GET /boom/{user_id}"  # the route, not the user's id
+    # the route, not the user's id; the request id a client can quote
+    assert records[0].getMessage() == "unhandled error on GET /boom/{user_id} (request ticket-7; 0 more on this route since the last logged)"
     assert "secret detail" not in r.text
     metrics = client.get("/metrics").text
-    assert 'homepage_responses_total{endpoint="/boom/{user_id}",status="500"} 1.0' in metrics
+    assert 'homepage_responses_total{endpoint="/boom/{user_id}",status="500"} 6.0' in metrics

@@ -29,6 +29,7 @@ from homepage.api.request_id import REQUEST_ID_HEADER, RequestId, request_id
 from homepage.api.security import BodyLimit
 from homepage.api.settings import ServeSettings, get_serve_settings
 from homepage.errors import HomepageError
+from homepage.log_throttle import LogThrottle
 from homepage.metrics import ServingMetrics
 from homepage.service import PageService
 from homepage.settings import Settings, get_settings
@@ -173,11 +174,12 @@ class Unhandled:
 
     (Starlette's ``exception_handler(Exception)`` answers too, then re-raises so that the
     server logs the same traceback a second time.) The log names the route, not the path:
-    paths hold user ids.
+    paths hold user ids. At most one traceback a minute per route, with the count held back.
     """
 
     def __init__(self, app: Any) -> None:
         self.app = app
+        self.throttle = LogThrottle(60.0)  # per route: a broken store or model fails every request alike
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -194,7 +196,9 @@ class Unhandled:
             await self.app(scope, receive, send_started)
         except Exception:
             route = getattr(scope.get("route"), "path", "unmatched")
-            log.exception("unhandled error on %s %s (request %s)", scope["method"], route, request_id(scope))
+            held = self.throttle.admit((scope["method"], route))
+            if held is not None:
+                log.exception("unhandled error on %s %s (request %s; %d more on this route since the last logged)", scope["method"], route, request_id(scope), held)
             if not started:
                 await JSONResponse({"detail": "internal error"}, status_code=500)(scope, receive, send)
 

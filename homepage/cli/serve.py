@@ -112,8 +112,16 @@ def serve(
             if store.keeps_nothing_on_disk():
                 typer.echo(
                     "warning: the Redis server at REDIS_URL keeps nothing on disk (no AOF, no snapshots): a restart "
-                    "loses every acknowledged event and the published versions; set appendonly yes (appendfsync always "
-                    "or everysec) for events to survive it",
+                    "loses every acknowledged event not merged yet, the published versions and the erasure records (a dataset "
+                    "published again brings back users erased since its last merge-events); set appendonly yes (appendfsync "
+                    "always or everysec) for them to survive it",
+                    err=True,
+                )
+            if policy := store.evicting_policy():
+                typer.echo(
+                    f"warning: the Redis server at REDIS_URL evicts keys when its memory is full (maxmemory-policy {policy}): "
+                    "an evicted history serves a new user's page, an evicted idempotency key counts a retried event twice; "
+                    "set maxmemory-policy noeviction",
                     err=True,
                 )
             store.close()

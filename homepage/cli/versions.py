@@ -130,3 +130,19 @@ def versions() -> None:
             typer.echo(f"{mark} {v}  as of {as_of}  users {m.n_users}  bundle {m.bundle_version or '-'}")
     finally:
         store.close()
+
+
+@app.command("gc")
+def gc(
+    keep: int | None = typer.Option(None, "--keep", min=1, help="Published versions to keep (default: settings, 3)."),
+) -> None:
+    """Delete versions beyond the newest kept ones, retired ones, and ones a failed publish left behind.
+
+    Publish runs it after each flip; run it by hand after a publish that failed (e.g. Redis out of memory).
+    """
+    store = open_store()
+    try:
+        deleted = store.gc(keep if keep is not None else store.settings.versions_keep)
+        typer.echo(f"deleted {len(deleted)} version(s){': ' + ', '.join(deleted) if deleted else ''}")
+    finally:
+        store.close()

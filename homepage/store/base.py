@@ -79,6 +79,22 @@ class StoreBase:
             return False
         return not aof and not str(save).strip()
 
+    def evicting_policy(self) -> str | None:
+        """The server's ``maxmemory-policy`` when it may evict this store's keys (a memory limit and a policy other
+        than ``noeviction``), else None; None too when it cannot tell (a cluster, CONFIG disabled).
+
+        An evicted version record, bundle file or history serves wrong pages, and an evicted
+        idempotency key counts a retried event twice.
+        """
+        if self.is_cluster:
+            return None
+        try:
+            conf = self.client.config_get("maxmemory*")
+        except (redis.ResponseError, *UNAVAILABLE):
+            return None
+        policy = str(conf.get("maxmemory-policy", "noeviction"))
+        return policy if policy != "noeviction" and int(conf.get("maxmemory", 0) or 0) > 0 else None
+
     def check_settings(self) -> None:
         """PING once: ``StoreRefused`` when the server refuses these settings, ``StoreUnavailable`` when it does not answer.
 

@@ -19,6 +19,10 @@ class StoreUnavailable(StoreError):
     """Redis is down, unreachable or too slow: the API answers 503 or a degraded page."""
 
 
+class StoreCorrupt(StoreUnavailable):
+    """Redis answers but a record the store needs is incomplete: served as an outage (503, degraded pages) until fixed."""
+
+
 class StoreRefused(StoreError):
     """The server answers but refuses the connection settings (a database index it lacks, a wrong password): no outage to wait out."""
 

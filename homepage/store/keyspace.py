@@ -55,7 +55,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import MISSING, dataclass, fields
 
 VERSION_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 
@@ -248,7 +248,13 @@ class VersionMeta:
 
     @classmethod
     def from_redis(cls, raw: Mapping[bytes, bytes]) -> VersionMeta:
+        """The record as stored; ``StoreCorrupt`` naming the fields it lacks (a record cut short, e.g. evicted and partly rewritten)."""
         d = {k.decode(): v.decode() for k, v in raw.items()}
+        missing = [f.name for f in fields(cls) if f.default is MISSING and f.name not in d]
+        if missing:
+            from homepage.store.errors import StoreCorrupt
+
+            raise StoreCorrupt(f"version metadata {d.get('version', '?')!r} lacks {', '.join(missing)} (evicted by Redis's maxmemory-policy?)")
         return cls(
             version=d["version"],
             state=d["state"],

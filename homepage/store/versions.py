@@ -13,6 +13,7 @@ replica takes over (the window is the replication lag). Durability against that 
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
@@ -29,6 +30,8 @@ from homepage.store.errors import StoreError, guarded
 from homepage.store.events import EventWrites
 from homepage.store.keyspace import VERSION_RE, VersionMeta
 from homepage.store.records import pack_history, profiles_of_users, sparse
+
+log = logging.getLogger(__name__)
 
 
 class VersionWrites(EventWrites):
@@ -79,39 +82,43 @@ class VersionWrites(EventWrites):
         pipe.hset(k.meta(version), mapping=meta.to_redis())
         pipe.execute()
 
-        erased_before = self.erasures()  # a DELETE /users during the writes below is undone before the flip
-        profiles = profiles_of_users(users)
-        user_ids = np.union1d(log.user_ids, np.fromiter(profiles.keys(), np.int64, len(profiles)))
-        total = int(user_ids.size)
-        batch = s.publish_batch_users
-        for start in range(0, total, batch):
-            chunk = user_ids[start : start + batch]
-            for u in chunk:
-                u = int(u)
-                a, b = log.user_span(u)
-                if b > a:
-                    b = a + int(np.searchsorted(log.u_ts[a:b], t, side="right"))
-                if b > a:
-                    pipe.set(
-                        k.hist(version, u),
-                        pack_history(
-                            log.u_title_ids[a:b], log.u_ts[a:b], log.u_kinds[a:b], log.u_stars[a:b], log.u_progress[a:b]
-                        ),
-                    )
-                if u in profiles:
-                    pipe.hset(k.profile(version, u), mapping=profiles[u])
-            pipe.set(k.lease(version), b"1", ex=s.publish_lease_seconds)
-            pipe.execute()
-            if progress is not None:
-                progress(min(start + batch, total), total)
-
-        self._write_world(pipe, version, log, catalog, world)
-        if bundle_dir is not None:
-            for rel, data in _bundle_files(Path(bundle_dir)):
-                pipe.hset(k.bundle(version), rel, (replaced_files or {}).get(rel, data))
+        try:
+            erased_before = self.erasures()  # a DELETE /users during the writes below is undone before the flip
+            profiles = profiles_of_users(users)
+            user_ids = np.union1d(log.user_ids, np.fromiter(profiles.keys(), np.int64, len(profiles)))
+            total = int(user_ids.size)
+            batch = s.publish_batch_users
+            for start in range(0, total, batch):
+                chunk = user_ids[start : start + batch]
+                for u in chunk:
+                    u = int(u)
+                    a, b = log.user_span(u)
+                    if b > a:
+                        b = a + int(np.searchsorted(log.u_ts[a:b], t, side="right"))
+                    if b > a:
+                        pipe.set(
+                            k.hist(version, u),
+                            pack_history(
+                                log.u_title_ids[a:b], log.u_ts[a:b], log.u_kinds[a:b], log.u_stars[a:b], log.u_progress[a:b]
+                            ),
+                        )
+                    if u in profiles:
+                        pipe.hset(k.profile(version, u), mapping=profiles[u])
+                pipe.set(k.lease(version), b"1", ex=s.publish_lease_seconds)
                 pipe.execute()
-        self._erase_written_since(version, erased_before, user_ids)
+                if progress is not None:
+                    progress(min(start + batch, total), total)
 
+            self._write_world(pipe, version, log, catalog, world)
+            if bundle_dir is not None:
+                for rel, data in _bundle_files(Path(bundle_dir)):
+                    pipe.hset(k.bundle(version), rel, (replaced_files or {}).get(rel, data))
+                    pipe.execute()
+            self._erase_written_since(version, erased_before, user_ids)
+
+        except BaseException:
+            self._drop_partial(version)
+            raise
         with self.client.pipeline(transaction=True) as flip:
             while True:  # the version replaced is the one active at the flip: a rollback in between retries
                 try:
@@ -290,12 +297,28 @@ class VersionWrites(EventWrites):
                 continue  # a publish is writing it now
             doomed.append(v)
         for v in doomed:
-            self.client.lrem(k.versions, 0, v)
-            self._delete_pattern(k.version_pattern(v))
-            self.client.srem(k.all_versions, v)
-            self.client.hdel(k.retired_at, v)
-            self._meta.pop(v, None)
+            self._drop_version(v)
         return doomed
+
+    def _drop_version(self, v: str) -> None:
+        """Delete every key of a version that is not active and every trace of it in the control slot."""
+        k = self.keys
+        self.client.lrem(k.versions, 0, v)
+        self._delete_pattern(k.version_pattern(v))
+        self.client.srem(k.all_versions, v)
+        self.client.hdel(k.retired_at, v)
+        self._meta.pop(v, None)
+
+    def _drop_partial(self, version: str) -> None:
+        """After a publish failed before its flip: delete what it wrote, if Redis lets us (else gc does, later).
+
+        Left behind, a publish refused for memory kept its partial version, and every retry
+        added another, until the live store's events were refused too.
+        """
+        try:
+            self._drop_version(version)
+        except Exception as e:  # the publish's own error is the one to report
+            log.warning("publish %s failed and its partial keys could not be deleted (%s); `homepage gc` deletes them", version, e)
 
     @guarded
     def events_missed_by(self, version: str) -> int | None:
