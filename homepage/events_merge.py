@@ -145,6 +145,17 @@ def merge_mark(extra: Mapping[str, object], stream: str) -> dict[str, object] | 
     return dict(prev)  # type: ignore[call-overload]
 
 
+def stream_reset(mark: Mapping[str, object] | None, tally: Mapping[str, int]) -> bool:
+    """Whether the stream's tally went back since the mark: the stream (and the tally) started over.
+
+    A Redis restarted without persistence, or flushed: what it acknowledged after the mark and
+    before the reset is gone, and how much cannot be known.
+    """
+    if mark is None or "added" not in mark or "erased" not in mark:
+        return False
+    return tally["added"] < int(mark["added"]) or tally["erased"] < int(mark["erased"])  # type: ignore[call-overload]
+
+
 def unmerged_lost(mark: Mapping[str, object] | None, tally: Mapping[str, int], read: int) -> int:
     """How many entries the stream should still hold after the mark, but does not (trimmed by its cap).
 
@@ -239,6 +250,13 @@ def merge_stream_into_dataset(dataset: Path, store: RedisStore, *, accept_gap: b
     after = str(mark["last_id"]) if mark and mark.get("last_id") else None
     store.drain_outboxes()
     entries, tally = store.events_since(after)
+    if stream_reset(mark, tally) and not accept_gap:
+        raise HomepageError(
+            f"{dataset}: the events stream {stream!r} started over since the last merge (it counts {tally['added']:,} entries "
+            f"ever added, {int(mark['added']):,} then): Redis was restarted without persistence or flushed, so events "  # type: ignore[index, call-overload]
+            "acknowledged after the last merge may be lost, and erasures (DELETE /users) taken since then are forgotten; "
+            "pass --accept-gap to merge what the stream holds now"
+        )
     lost = unmerged_lost(mark, tally, len(entries))
     if lost and not accept_gap:
         raise HomepageError(

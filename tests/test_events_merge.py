@@ -190,6 +190,23 @@ def test_a_stream_trimmed_past_the_mark_is_refused_unless_accepted(store: RedisS
     assert r.added == 1 and load_dataset(ds_dir).events["ts"].max() == t + 5
 
 
+def test_a_stream_that_started_over_is_refused_unless_accepted(store: RedisStore, tmp_path: Path) -> None:
+    """Redis restarted empty (or flushed) after a merge: the tally counts from zero again, and the events acknowledged
+    in between are gone without a trace in the stream; the merge says so instead of merging what is left as if whole."""
+    ds_dir, catalog, t = _published(store, tmp_path)
+    store.append_events([Event(user_id=1, title_id=10, kind="play", ts=t + i) for i in range(3)], catalog)
+    assert merge_stream_into_dataset(ds_dir, store).added == 3
+    store.append_events([Event(user_id=1, title_id=10, kind="play", ts=t + 10 + i) for i in range(4)], catalog)  # never merged
+    store.client.delete(store.keys.events, store.keys.events_tally)  # the restart: stream and tally gone
+    store.append_events([Event(user_id=2, title_id=10, kind="play", ts=t + 20)], catalog)
+    before = load_dataset(ds_dir).events
+    with pytest.raises(HomepageError, match=r"started over since the last merge \(it counts 1 entries ever added, 3 then\).*--accept-gap"):
+        merge_stream_into_dataset(ds_dir, store)
+    assert len(load_dataset(ds_dir).events) == len(before)
+    assert merge_stream_into_dataset(ds_dir, store, accept_gap=True).added == 1
+    assert merge_stream_into_dataset(ds_dir, store).added == 0  # the mark holds the new tally: the next merge is plain
+
+
 def test_profiles_set_through_the_api_reach_the_dataset_and_the_next_version(store: RedisStore, tmp_path: Path) -> None:
     ds_dir, catalog, t = _published(store, tmp_path)
     before = load_dataset(ds_dir).users.set_index("user_id")

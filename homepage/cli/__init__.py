@@ -22,7 +22,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-err = Console(stderr=True)
+err = Console(stderr=True, emoji=False)  # a key name such as hp:v:... is no emoji code
 
 
 def _register() -> None:

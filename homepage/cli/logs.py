@@ -36,7 +36,7 @@ def logs_export(out: Path = typer.Option(..., "--out", help="Parquet file to wri
 @logs_app.command("merge-events")
 def logs_merge_events(
     dataset: Path = typer.Argument(..., help="Dataset directory to fold the acknowledged events into."),
-    accept_gap: bool = typer.Option(False, "--accept-gap", help="Merge what is left even if the stream's cap trimmed unmerged events."),
+    accept_gap: bool = typer.Option(False, "--accept-gap", help="Merge what is left even if the stream's cap trimmed unmerged events or the stream started over (Redis restarted empty)."),
 ) -> None:
     """Fold into a dataset what the API acknowledged since the last merge: events, profiles (region, favourite genres), erasures."""
     from homepage.cli.versions import open_store
