@@ -138,8 +138,9 @@ def test_profile_shapes_a_new_users_first_page(api: Api) -> None:
     assert all(row["display_title"].startswith("Popular ") for row in after["rows"] if row["reason"]["kind"] == "genre")
     assert api.write("PATCH", f"/users/{user}", json={"favourite_genres": genres}).status_code == 200
     rows = api.get(f"/homepage/{user}").json()["rows"]
-    liked = [row["reason"]["genre"] for row in rows if row["reason"]["kind"] == "genre" and row["display_title"].endswith(" for you")]
-    assert sorted(liked) == sorted(genres), liked
+    liked = [row["reason"]["genre"] for row in rows if row["reason"]["kind"] == "genre"]
+    assert sorted(liked) == sorted(genres), liked  # what the user said, not the popular genres beside it
+    assert all(row["display_title"].endswith(" for you") for row in rows if row["reason"]["kind"] == "genre")
 
 
 def test_profiles_read_replace_and_patch(api: Api) -> None:
@@ -337,6 +338,10 @@ def test_health_and_metrics(api: Api) -> None:
     assert 'homepage_request_seconds_bucket{endpoint="/homepage/{user_id}"' in text
     assert "homepage_page_cache_hits_total" in text and 'homepage_rows_served_total{ranker="' in text
     assert "homepage_events_ingested_total" in text
+    # state a dashboard can show per worker: the version served, readiness, Redis
+    info = [line for line in text.splitlines() if line.startswith("homepage_serving_info{") and line.endswith(" 1.0")]
+    assert len(info) == 1 and f'store_version="{api.version}"' in info[0] and 'policy="' in info[0], info
+    assert "homepage_ready 1.0" in text and "homepage_redis_up 1.0" in text
 
 
 def test_delete_user_erases_keys_and_stream_entries(api: Api) -> None:
