@@ -14,6 +14,7 @@ import os
 from prometheus_client import (
     CollectorRegistry,
     Counter,
+    Gauge,
     Histogram,
     generate_latest,
     multiprocess,
@@ -53,10 +54,29 @@ class ServingMetrics:
             "homepage_events_idempotency_conflicts", "Events refused with 422 because their batch reused an idempotency key for a different event", registry=r
         )
         self.model_reloads = Counter("homepage_model_reloads", "Model versions loaded", registry=r)
+        # state, one series per live worker (multiprocess: liveall): which version each serves, and whether it can
+        self.serving = Gauge(
+            "homepage_serving_info", "1 for the version this worker serves (0 for one it served before)",
+            ["store_version", "model_version", "policy"], registry=r, multiprocess_mode="liveall",
+        )
+        self.ready = Gauge("homepage_ready", "1 when this worker serves personal pages (what /health/ready says)", registry=r, multiprocess_mode="liveall")
+        self.redis_up = Gauge("homepage_redis_up", "1 when Redis answered this worker's last refresh", registry=r, multiprocess_mode="liveall")
+        self._serving_labels: tuple[str, str, str] | None = None
         # label children of the per-request counters, looked up once (a lookup takes a lock)
         self.pages_built = self.pages.labels("built")
         self.pages_cache_hit = self.pages.labels("cache_hit")
         self.pages_degraded = self.pages.labels("degraded")
+
+    def set_state(self, serving: tuple[str, str, str] | None, ready: bool, redis_up: bool) -> None:
+        """Record what a refresh found: the (store version, model version, policy) served, readiness, Redis."""
+        if serving != self._serving_labels:
+            if self._serving_labels is not None:
+                self.serving.labels(*self._serving_labels).set(0)
+            if serving is not None:
+                self.serving.labels(*serving).set(1)
+            self._serving_labels = serving
+        self.ready.set(1 if ready else 0)
+        self.redis_up.set(1 if redis_up else 0)
 
     def render(self) -> bytes:
         """The exposition text: this process's registry, or every worker's values summed in multiprocess mode."""

@@ -165,85 +165,94 @@ class PageService:
         trouble: the service keeps serving what it has and notes the error (``/health/ready``).
         """
         with self._refresh_lock:
-            loading: str | None = None  # the version being put in, if any: its failure is remembered
             try:
-                version = self.store.active_version()
-                held = self.loaded
-                # the loaded version's keys must still be there: after a restart without persistence a
-                # publish makes a new version active while this worker still serves the vanished one
-                self.published = version is not None and (
-                    held is None or held.store_version == version or self.store.version_exists(held.store_version)
-                )
-                if version is None:
-                    raise StoreError("no published version: run `homepage publish`")
-                self.store.sweep_served_after_erasures()  # pages logged late, after their user's erasure
-                self._forget_in_models(self.store.recently_erased())  # an erasure another worker took
+                return self._refresh(force)
+            finally:
                 cur = self.loaded
-                same = cur is not None and cur.store_version == version
-                offset = cur.clock_offset if cur is not None and same else self._clock_offset(version)
-                now = int(time.time()) + offset
-                if cur is None or force or not same or cur.from_disk:
-                    bad = self._bad_versions.get(version)
-                    if bad is not None and not force and time.monotonic() < bad.retry_at:
-                        self.redis_ok, self.last_error = True, bad.error
-                        return False  # keep serving what is loaded; retried when due or on /admin/reload
-                    loading = version
-                    models, bundle_dir = self._load_models(version)
-                    if models.artwork is not None:  # its stored bundle was rewritten, unless an erasure raced the load
-                        models.artwork.forget_users(self.store.erasures())
-                    self.metrics.model_reloads.inc()
-                else:
-                    models, bundle_dir = cur.models, None
-                new_models = cur is None or cur.models is not models
-                if not (new_models or force or time.monotonic() - self._world_read_at >= self.config.world_refresh_seconds):
-                    self._answered()
-                    return True
-                read_at = time.monotonic()
-                world = self.store.read_global_state(now, models.catalog, version)
-                policy = self.config.policy or ("stage-wise" if models.page_model is not None else "row-ranking")
-                cards = cur.cards if cur is not None and cur.models is models else TitleCards.from_catalog(models.catalog, self.config.public_url)
-                _warm_up(models, world, policy)
-                self.loaded = Loaded(
-                    store_version=version,
-                    models=models,
-                    policy=policy,
-                    cards=cards,
-                    world=world,
-                    fallback=FallbackPages.from_world(world, models.catalog, models.allowed, models.version),
-                    clock_offset=offset,
-                )
-                self.published = True  # what is loaded now is the active version
-                if new_models:  # an erasure taken while these models loaded forgot the user in the ones they replace
-                    self._forget_in_models(self.store.recently_erased())
-                self._world_read_at = read_at  # only once the new world is in: a failed swap is retried
-                if loading is not None:
-                    self._bad_versions.pop(loading, None)
-                if new_models:
-                    _freeze_heap()
-                if bundle_dir is not None:
-                    self._keep_last_good(LastGood(version, bundle_dir, world, offset, policy))
+                serving = (cur.store_version, cur.models.version, cur.policy) if cur is not None else None
+                self.metrics.set_state(serving, self.ready, self.redis_ok)
+
+    def _refresh(self, force: bool) -> bool:
+        """``refresh``'s work, under its lock."""
+        loading: str | None = None  # the version being put in, if any: its failure is remembered
+        try:
+            version = self.store.active_version()
+            held = self.loaded
+            # the loaded version's keys must still be there: after a restart without persistence a
+            # publish makes a new version active while this worker still serves the vanished one
+            self.published = version is not None and (
+                held is None or held.store_version == version or self.store.version_exists(held.store_version)
+            )
+            if version is None:
+                raise StoreError("no published version: run `homepage publish`")
+            self.store.sweep_served_after_erasures()  # pages logged late, after their user's erasure
+            self._forget_in_models(self.store.recently_erased())  # an erasure another worker took
+            cur = self.loaded
+            same = cur is not None and cur.store_version == version
+            offset = cur.clock_offset if cur is not None and same else self._clock_offset(version)
+            now = int(time.time()) + offset
+            if cur is None or force or not same or cur.from_disk:
+                bad = self._bad_versions.get(version)
+                if bad is not None and not force and time.monotonic() < bad.retry_at:
+                    self.redis_ok, self.last_error = True, bad.error
+                    return False  # keep serving what is loaded; retried when due or on /admin/reload
+                loading = version
+                models, bundle_dir = self._load_models(version)
+                if models.artwork is not None:  # its stored bundle was rewritten, unless an erasure raced the load
+                    models.artwork.forget_users(self.store.erasures())
+                self.metrics.model_reloads.inc()
+            else:
+                models, bundle_dir = cur.models, None
+            new_models = cur is None or cur.models is not models
+            if not (new_models or force or time.monotonic() - self._world_read_at >= self.config.world_refresh_seconds):
                 self._answered()
                 return True
-            except StoreUnavailable as e:
-                if not self._outage_logged:  # once an outage (and once its end): on-call sees when, not every 2 s
-                    log.warning("Redis unavailable: %s; pages are the fallback and events get 503 until it answers", e)
-                    self._outage_logged = True
-                self.redis_ok, self.last_error = False, str(e)
-                if self.loaded is None:
-                    self._serve_last_good()
-            except HomepageError as e:  # e.g. nothing published yet: one line, once while it lasts
-                if str(e) != self.last_error:
-                    log.warning("refresh: %s", e)
-                self.redis_ok, self.last_error = True, str(e)
-                if loading is not None:
-                    self._remember_bad(loading, self.last_error)
-            except Exception as e:  # a bad bundle must not take the service down
-                log.exception("refresh failed")
-                self.redis_ok, self.last_error = True, f"{type(e).__name__}: {e}"
-                if loading is not None:
-                    self._remember_bad(loading, self.last_error)
-            self._world_read_at = -float("inf")  # after any failure the next refresh reads the world again
-            return False
+            read_at = time.monotonic()
+            world = self.store.read_global_state(now, models.catalog, version)
+            policy = self.config.policy or ("stage-wise" if models.page_model is not None else "row-ranking")
+            cards = cur.cards if cur is not None and cur.models is models else TitleCards.from_catalog(models.catalog, self.config.public_url)
+            _warm_up(models, world, policy)
+            self.loaded = Loaded(
+                store_version=version,
+                models=models,
+                policy=policy,
+                cards=cards,
+                world=world,
+                fallback=FallbackPages.from_world(world, models.catalog, models.allowed, models.version),
+                clock_offset=offset,
+            )
+            self.published = True  # what is loaded now is the active version
+            if new_models:  # an erasure taken while these models loaded forgot the user in the ones they replace
+                self._forget_in_models(self.store.recently_erased())
+            self._world_read_at = read_at  # only once the new world is in: a failed swap is retried
+            if loading is not None:
+                self._bad_versions.pop(loading, None)
+            if new_models:
+                _freeze_heap()
+            if bundle_dir is not None:
+                self._keep_last_good(LastGood(version, bundle_dir, world, offset, policy))
+            self._answered()
+            return True
+        except StoreUnavailable as e:
+            if not self._outage_logged:  # once an outage (and once its end): on-call sees when, not every 2 s
+                log.warning("Redis unavailable: %s; pages are the fallback and events get 503 until it answers", e)
+                self._outage_logged = True
+            self.redis_ok, self.last_error = False, str(e)
+            if self.loaded is None:
+                self._serve_last_good()
+        except HomepageError as e:  # e.g. nothing published yet: one line, once while it lasts
+            if str(e) != self.last_error:
+                log.warning("refresh: %s", e)
+            self.redis_ok, self.last_error = True, str(e)
+            if loading is not None:
+                self._remember_bad(loading, self.last_error)
+        except Exception as e:  # a bad bundle must not take the service down
+            log.exception("refresh failed")
+            self.redis_ok, self.last_error = True, f"{type(e).__name__}: {e}"
+            if loading is not None:
+                self._remember_bad(loading, self.last_error)
+        self._world_read_at = -float("inf")  # after any failure the next refresh reads the world again
+        return False
 
     def _answered(self) -> None:
         """A refresh went through: Redis and the loaded version are fine (the end of an outage is logged once)."""
