@@ -256,7 +256,8 @@ def test_served_logs_that_would_be_read_wrongly_are_refused(logs: pd.DataFrame, 
 def test_examination_needs_enough_randomised_evidence(logs: pd.DataFrame) -> None:
     """One randomised page made a slot 1,178x the top-left one, and replay used it as a correction."""
     random_pages = logs.loc[logs["policy"] == "random", "page_id"].unique()
-    one = logs[(logs["policy"] != "random") | (logs["page_id"] == random_pages[0])]
+    played = logs[logs["policy"] == "random"].groupby("page_id")["played"].sum().idxmax()  # the one with the most plays
+    one = logs[(logs["policy"] != "random") | (logs["page_id"] == played)]
     with pytest.raises(HomepageError, match=r"1 randomised pages with \d+ plays .* too few to estimate examination"):
         estimate_examination(one)
     assert estimate_examination(logs).pages == random_pages.size
