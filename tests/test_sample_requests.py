@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from homepage.catalog import Catalog
 from homepage.dataset import load_dataset
 from homepage.eventlog import DAY, EventLog
-from homepage.replay.protocol import ReplayProtocol, Requests, first_visit_requests, sample_requests
+from homepage.replay.protocol import ReplayProtocol, Requests, first_visit_requests, sample_requests, with_requests
 
 WORLD = Path(__file__).resolve().parents[1] / "fixtures" / "world-small"
 
@@ -105,3 +105,17 @@ def test_first_visits_are_each_new_users_first_event_with_the_titles_of_the_hori
     got = first_visit_requests(log, split=10, horizon_days=30)
     assert got.user_ids.tolist() == [2] and got.times.tolist() == [19] and got.cold.tolist() == [True]
     assert CATALOG.title_ids[got.targets[0]].tolist() == [3, 4]
+    assert CATALOG.title_ids[first_visit_requests(log, split=10, until=25).targets[0]].tolist() == [3]  # nothing past until
+    assert len(first_visit_requests(log, split=10, until=19)) == 0  # a first event after until is no visit yet
+
+
+def test_with_requests_adds_only_the_requests_it_lacks() -> None:
+    rows = [(u, t, 0, ts) for u, t, ts in [(1, 1, 5), (1, 2, 50), (2, 3, 20), (2, 4, 60), (3, 5, 30), (3, 6, 70)]]
+    log = EventLog.from_frame(pd.DataFrame(rows, columns=["user_id", "title_id", "kind", "ts"]).assign(stars=np.nan), CATALOG)
+    sampled = sample_requests(log, ReplayProtocol(split_time=10, requests_per_user=1, seed=1))
+    firsts = first_visit_requests(log, split=10)
+    both = with_requests(sampled, firsts)
+    keys = list(zip(both.user_ids.tolist(), both.times.tolist()))
+    assert keys[: len(sampled)] == list(zip(sampled.user_ids.tolist(), sampled.times.tolist()))  # the sample first, unchanged
+    assert len(set(keys)) == len(keys) and set(zip(firsts.user_ids.tolist(), firsts.times.tolist())) <= set(keys)
+    assert len(both.targets) == len(both) == both.cold.size

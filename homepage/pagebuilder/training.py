@@ -275,6 +275,9 @@ def train_page_model(
 ) -> tuple["PageModel", PageTrainingReport]:
     """Fit the page model on requests in (inner_split, until] against rankers fitted up to ``inner_split``.
 
+    The requests: those ``sample_requests`` draws, and the first visit of every user new in
+    the window (``first_visit_requests``).
+
     Rankers fitted on the same events as the targets would make their scores look better
     in training than in serving; fitting them up to ``inner_split`` keeps the page model
     honest. The final bundle refits the rankers up to ``until``. After the first fit on
@@ -285,10 +288,12 @@ def train_page_model(
     ``workers`` processes.
     """
     from homepage.pagebuilder.model import PageModel
-    from homepage.replay.protocol import ReplayProtocol, sample_requests
+    from homepage.replay.protocol import ReplayProtocol, first_visit_requests, sample_requests, with_requests
 
     protocol = ReplayProtocol(split_time=inner_split, requests_per_user=requests_per_user, max_requests=max_requests, seed=seed, rows=rows, cols=cols)
-    requests = sample_requests(log, protocol, until=until)
+    # every new user's first page too: drawn among a user's events, first pages are about 1% of the requests, too
+    # few for the model to learn how a page without history is best ordered
+    requests = with_requests(sample_requests(log, protocol, until=until), first_visit_requests(log, inner_split, protocol.horizon_days, until))
     rng = np.random.default_rng(seed)
     users = np.unique(requests.user_ids)
     valid_users = rng.choice(users, size=max(1, users.size // 7), replace=False) if users.size > 7 else np.zeros(0, np.int64)

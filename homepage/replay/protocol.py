@@ -125,26 +125,42 @@ def sample_requests(log: EventLog, protocol: ReplayProtocol, until: int | None =
     )
 
 
-def first_visit_requests(log: EventLog, split: int, horizon_days: float = 30.0) -> Requests:
-    """One request per user whose first event is after ``split``: one second before it, targets the next ``horizon_days``.
+def first_visit_requests(log: EventLog, split: int, horizon_days: float = 30.0, until: int | None = None) -> Requests:
+    """One request per user whose first event is in (``split``, ``until``]: one second before it, targets the next ``horizon_days``.
 
     The first page a new user sees. ``sample_requests`` draws few of them (a request time
-    is drawn among a user's events, and only the first has no history before it).
+    is drawn among a user's events, and only the first has no history before it). Targets
+    never reach past ``until`` (default: the end of the log).
     """
     users, times, targets = [], [], []
     horizon = int(horizon_days * DAY)
+    end = until if until is not None else (log.last_ts or split)
     for pos, uid in enumerate(log.user_ids.tolist()):
         a, b = int(log.user_ptr[pos]), int(log.user_ptr[pos + 1])
-        if a == b or int(log.u_ts[a]) <= split:
+        if a == b or not split < int(log.u_ts[a]) <= end:
             continue
         t = int(log.u_ts[a]) - 1
-        e = a + int(np.searchsorted(log.u_ts[a:b], t + horizon, side="right"))
+        e = a + int(np.searchsorted(log.u_ts[a:b], min(t + horizon, end), side="right"))
         tgt = np.unique(log.u_title_idx[a:e])
         if (tgt := tgt[tgt >= 0]).size:
             users.append(uid)
             times.append(t)
             targets.append(tgt)
     return Requests(np.array(users, np.int64), np.array(times, np.int64), tuple(targets), np.ones(len(users), bool))
+
+
+def with_requests(a: Requests, b: Requests) -> Requests:
+    """``a`` then the requests of ``b`` that ``a`` lacks (same user and time); resumes are kept only if both have them."""
+    have = set(zip(a.user_ids.tolist(), a.times.tolist()))
+    new = [i for i, key in enumerate(zip(b.user_ids.tolist(), b.times.tolist())) if key not in have]
+    keep_resumes = bool(a.resumes) and bool(b.resumes)
+    return Requests(
+        user_ids=np.concatenate([a.user_ids, b.user_ids[new]]).astype(np.int64),
+        times=np.concatenate([a.times, b.times[new]]).astype(np.int64),
+        targets=(*a.targets, *(b.targets[i] for i in new)),
+        cold=np.concatenate([a.cold, b.cold[new]]).astype(bool),
+        resumes=(*a.resumes, *(b.resumes[i] for i in new)) if keep_resumes else (),
+    )
 
 
 def _resumed(titles: np.ndarray, kinds: np.ndarray, progress: np.ndarray, a: int, s: int, e: int) -> np.ndarray:
