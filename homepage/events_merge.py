@@ -126,6 +126,8 @@ def merged_extra(
         "added": int(tally["added"]),
         "erased": int(tally["erased"]),
     }
+    if tally.get("epoch"):
+        out[MERGED_KEY]["epoch"] = tally["epoch"]  # type: ignore[index]
     if erasures_applied:
         out[MERGED_KEY]["erasures_applied"] = {str(u): at for u, at in sorted(erasures_applied.items())}  # type: ignore[index]
     return out
@@ -145,15 +147,21 @@ def merge_mark(extra: Mapping[str, object], stream: str) -> dict[str, object] | 
     return dict(prev)  # type: ignore[call-overload]
 
 
-def stream_reset(mark: Mapping[str, object] | None, tally: Mapping[str, int]) -> bool:
-    """Whether the stream's tally went back since the mark: the stream (and the tally) started over.
+def stream_reset(mark: Mapping[str, object] | None, tally: Mapping[str, object]) -> bool:
+    """Whether the stream started over since the mark: another epoch, or a tally that went back.
 
     A Redis restarted without persistence, or flushed: what it acknowledged after the mark and
-    before the reset is gone, and how much cannot be known.
+    before the reset is gone, and how much cannot be known. The epoch tells it even once the new
+    stream has taken more entries than the mark counted; marks written before epochs existed
+    are checked by their counts only.
     """
-    if mark is None or "added" not in mark or "erased" not in mark:
+    if mark is None:
         return False
-    return tally["added"] < int(mark["added"]) or tally["erased"] < int(mark["erased"])  # type: ignore[call-overload]
+    if mark.get("epoch") and mark.get("epoch") != tally.get("epoch"):
+        return True
+    if "added" not in mark or "erased" not in mark:
+        return False
+    return int(tally["added"]) < int(mark["added"]) or int(tally["erased"]) < int(mark["erased"])  # type: ignore[call-overload, arg-type]
 
 
 def unmerged_lost(mark: Mapping[str, object] | None, tally: Mapping[str, int], read: int) -> int:
@@ -253,7 +261,7 @@ def merge_stream_into_dataset(dataset: Path, store: RedisStore, *, accept_gap: b
     if stream_reset(mark, tally) and not accept_gap:
         raise HomepageError(
             f"{dataset}: the events stream {stream!r} started over since the last merge (it counts {tally['added']:,} entries "
-            f"ever added, {int(mark['added']):,} then): Redis was restarted without persistence or flushed, so events "  # type: ignore[index, call-overload]
+            f"ever added, {int(mark.get('added', 0)):,} then, under another epoch): Redis was restarted without persistence or flushed, so events "  # type: ignore[union-attr, call-overload]
             "acknowledged after the last merge may be lost, and erasures (DELETE /users) taken since then are forgotten; "
             "pass --accept-gap to merge what the stream holds now"
         )

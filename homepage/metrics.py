@@ -10,6 +10,7 @@ start: prometheus_client then keeps every value in memory-mapped files there, an
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 from prometheus_client import (
     CollectorRegistry,
@@ -83,6 +84,29 @@ class ServingMetrics:
         path = multiprocess_dir()
         if path is None:
             return generate_latest(self.registry)
+        _forget_dead_workers(path)
         merged = CollectorRegistry()
         multiprocess.MultiProcessCollector(merged, path=path)
         return generate_latest(merged)
+
+
+def _forget_dead_workers(path: str) -> None:
+    """Drop the live-gauge files of worker processes that are gone (uvicorn replaces a dead worker under a new pid).
+
+    Counters and histograms of a dead worker keep counting in the sums; its state gauges
+    (``homepage_ready`` = 1 of a worker that no longer exists) must not.
+    """
+    for f in Path(path).glob("gauge_live*_*.db"):
+        pid = f.stem.rsplit("_", 1)[-1]
+        if pid.isdigit() and not _alive(int(pid)):
+            multiprocess.mark_process_dead(int(pid), path)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

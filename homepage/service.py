@@ -194,7 +194,7 @@ class PageService:
             if cur is None or force or not same or cur.from_disk:
                 bad = self._bad_versions.get(version)
                 if bad is not None and not force and time.monotonic() < bad.retry_at:
-                    self.redis_ok, self.last_error = True, bad.error
+                    self._answered(bad.error)
                     return False  # keep serving what is loaded; retried when due or on /admin/reload
                 loading = version
                 models, bundle_dir = self._load_models(version)
@@ -235,7 +235,7 @@ class PageService:
             return True
         except StoreUnavailable as e:
             if not self._outage_logged:  # once an outage (and once its end): on-call sees when, not every 2 s
-                log.warning("Redis unavailable: %s; pages are the fallback and events get 503 until it answers", e)
+                log.warning("store unavailable: %s; pages are the fallback and events get 503 until it answers", e)
                 self._outage_logged = True
             self.redis_ok, self.last_error = False, str(e)
             if self.loaded is None:
@@ -243,23 +243,23 @@ class PageService:
         except HomepageError as e:  # e.g. nothing published yet: one line, once while it lasts
             if str(e) != self.last_error:
                 log.warning("refresh: %s", e)
-            self.redis_ok, self.last_error = True, str(e)
+            self._answered(str(e))  # Redis answered (e.g. back empty after a restart): that outage is over
             if loading is not None:
                 self._remember_bad(loading, self.last_error)
         except Exception as e:  # a bad bundle must not take the service down
             log.exception("refresh failed")
-            self.redis_ok, self.last_error = True, f"{type(e).__name__}: {e}"
+            self._answered(f"{type(e).__name__}: {e}")
             if loading is not None:
                 self._remember_bad(loading, self.last_error)
         self._world_read_at = -float("inf")  # after any failure the next refresh reads the world again
         return False
 
-    def _answered(self) -> None:
-        """A refresh went through: Redis and the loaded version are fine (the end of an outage is logged once)."""
+    def _answered(self, error: str | None = None) -> None:
+        """Redis answered this refresh (the end of an outage is logged once); ``error``: what is wrong all the same."""
         if self._outage_logged:
-            log.warning("Redis answers again: pages and events are served as usual")
+            log.warning("Redis answers again%s", f" (but: {error})" if error else ": pages and events are served as usual")
             self._outage_logged = False
-        self.redis_ok, self.last_error = True, None
+        self.redis_ok, self.last_error = True, error
 
     def erase_user(self, user_id: int) -> int:
         """``DELETE /users``: the user's keys and stream entries, and their own weights in every bundle in Redis.

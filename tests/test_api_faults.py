@@ -242,7 +242,7 @@ def test_kill_redis_under_load_then_restart(redis_proc: RedisProcess, api_proc: 
     while "Redis answers again" not in log_path.read_text() and time.monotonic() < until:
         time.sleep(0.1)
     text = log_path.read_text()
-    assert text.count("Redis unavailable") == 1 and text.count("Redis answers again") == 1, text[-3000:]
+    assert text.count("store unavailable") == 1 and text.count("Redis answers again") == 1, text[-3000:]
 
 
 def test_slow_redis_gets_the_fallback_within_the_deadline(redis_proc: RedisProcess, api_proc: str) -> None:
@@ -268,6 +268,16 @@ def test_slow_redis_gets_the_fallback_within_the_deadline(redis_proc: RedisProce
     store.client.close()
 
 
+def _wait_for_log(path: Path, ok, seconds: float) -> str:  # type: ignore[no-untyped-def]
+    """Poll a log file until ``ok(text)``; returns the last text read."""
+    until = time.monotonic() + seconds
+    while True:
+        text = path.read_text()
+        if ok(text) or time.monotonic() > until:
+            return text
+        time.sleep(0.05)
+
+
 def _wait_for(c: httpx.Client, path: str, ok, seconds: float):  # type: ignore[no-untyped-def]
     """Poll ``path`` until ``ok(response)``; returns the last response (the shared box may be busy)."""
     until = time.monotonic() + seconds
@@ -278,14 +288,16 @@ def _wait_for(c: httpx.Client, path: str, ok, seconds: float):  # type: ignore[n
         time.sleep(0.05)
 
 
-def test_redis_back_empty_serves_the_fallback_until_a_publish(redis_proc: RedisProcess, api_proc: str, serving_bundle: Path) -> None:
+def test_redis_back_empty_serves_the_fallback_until_a_publish(redis_proc: RedisProcess, api_proc: str, serving_bundle: Path, tmp_path: Path) -> None:
     """A Redis that returns without its data (no persistence, a flush): the loaded version's keys are gone, so
     pages built from them would hold no history; they are the degraded fallback, flagged, until a publish."""
     url = f"redis://127.0.0.1:{redis_proc.port}/0"
     with httpx.Client(base_url=api_proc, timeout=10) as c:
         r = _wait_for(c, "/homepage/3", lambda r: r.json()["degraded"] is False, 10)
         assert r.json()["degraded"] is False
+        log_path = tmp_path / "api.log"
         redis_proc.kill()
+        _wait_for_log(log_path, lambda text: "store unavailable" in text, 5)  # the outage is seen and logged
         shutil.rmtree(redis_proc.data_dir)
         redis_proc.start()
         r = _wait_for(c, "/homepage/3", lambda r: r.headers.get("x-degraded") == "not_published", 5)
@@ -303,6 +315,13 @@ def test_redis_back_empty_serves_the_fallback_until_a_publish(redis_proc: RedisP
         r = _wait_for(c, "/homepage/3", lambda r: seen.append(r.json()) or r.json()["degraded"] is False, 10)
         assert r.json()["degraded"] is False and r.json()["rows"] and r.json()["store_version"] == new
         assert all(p["degraded"] or p["store_version"] == new for p in seen)
+
+        # the log: each outage's start once and its end once, the second outage too (it came back empty, which
+        # is an end of the outage with another problem, not a continuation of it)
+        redis_proc.kill()
+        text = _wait_for_log(log_path, lambda text: text.count("store unavailable") == 2, 5)
+        marks = [line.split(":")[0] for line in text.splitlines() if line.startswith(("store unavailable", "Redis answers again"))]
+        assert marks == ["store unavailable", "Redis answers again (but", "store unavailable"], text[-3000:]
 
 
 def test_redis_out_of_memory_refuses_events_with_503_and_still_serves_built_pages(redis_proc: RedisProcess, api_proc: str) -> None:

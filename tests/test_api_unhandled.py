@@ -33,3 +33,17 @@ def test_an_unhandled_error_is_answered_500_and_logged_once(tmp_path: Path, capl
     assert "secret detail" not in r.text
     metrics = client.get("/metrics").text
     assert 'homepage_responses_total{endpoint="/boom/{user_id}",status="500"} 6.0' in metrics
+
+
+def test_a_500_is_readable_by_a_browser_app_on_an_allowed_origin(tmp_path: Path) -> None:
+    """CORS wraps the 500 too: without its headers a web client on another origin cannot read the request id to quote."""
+    app = create_app(ServeSettings(models_dir=tmp_path, cors_origins="https://app.example.test"))
+
+    @app.get("/boom")
+    def boom() -> None:
+        raise RuntimeError("boom")
+
+    client = TestClient(app, raise_server_exceptions=True)
+    r = client.get("/boom", headers={"Origin": "https://app.example.test", "X-Request-ID": "ticket-8"})
+    assert r.status_code == 500 and r.headers["access-control-allow-origin"] == "https://app.example.test"
+    assert r.headers["x-request-id"] == "ticket-8" and "x-request-id" in r.headers["access-control-expose-headers"].lower()

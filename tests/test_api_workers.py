@@ -13,6 +13,7 @@ import contextlib
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -101,6 +102,22 @@ def test_metrics_aggregate_across_two_workers(embedded_redis: EmbeddedRedis, emb
         assert sum(per_worker) == sent
         totals = [pages_total(httpx.get(f"{base}/metrics", timeout=10).text) for _ in range(8)]
         assert totals == [sent] * 8, (totals, per_worker)
+        text = httpx.get(f"{base}/metrics", timeout=10).text
+        assert all(f'homepage_ready{{pid="{pid}"}} 1.0' in text for pid in pids), [ln for ln in text.splitlines() if "ready" in ln]
+        # a worker killed and replaced: its state gauges leave /metrics (its counts stay in the sums)
+        os.kill(pids[0], signal.SIGKILL)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and (len(now := worker_pids(proc.pid)) < 2 or pids[0] in now):
+            time.sleep(0.2)
+        ready_lines: list[str] = []
+        while time.monotonic() < deadline:
+            text = httpx.get(f"{base}/metrics", timeout=10).text
+            ready_lines = [ln for ln in text.splitlines() if ln.startswith("homepage_ready{")]
+            if len(ready_lines) == 2 and all(ln.endswith(" 1.0") for ln in ready_lines):
+                break
+            time.sleep(0.2)
+        assert len(ready_lines) == 2 and not any(f'pid="{pids[0]}"' in ln for ln in ready_lines), ready_lines
+        assert pages_total(text) >= sent  # the dead worker's pages still count
     finally:
         proc.terminate()
         proc.wait(timeout=30)

@@ -24,6 +24,7 @@ from homepage.events_merge import (
     merge_mark,
     merge_stream_into_dataset,
     stream_events,
+    stream_reset,
     unmerged_lost,
 )
 from homepage.publish import publish_dataset
@@ -168,12 +169,12 @@ def test_the_store_reads_the_stream_after_an_id(store: RedisStore, tmp_path: Pat
     store.append_events([Event(user_id=1, title_id=10, kind="play", ts=t + i) for i in range(4)], catalog)
     every, tally = store.events_since(None)
     ids = [sid for sid, *_ in every]
-    assert len(ids) == 4 and tally == {"added": 4, "erased": 0}
+    assert len(ids) == 4 and (tally["added"], tally["erased"]) == (4, 0) and len(str(tally["epoch"])) == 16  # the publish named it
     later, _ = store.events_since(ids[1])
     assert [sid for sid, *_ in later] == ids[2:] and [json.loads(e)["ts"] for _, _, e, _ in later] == [t + 2, t + 3]
     assert [q for *_, q in every] == [1, 2, 3, 4]  # the user's sequence number of each
     store.delete_user(1)
-    assert store.events_since(None) == ([], {"added": 4, "erased": 4})
+    assert store.events_since(None) == ([], {"added": 4, "erased": 4, "epoch": tally["epoch"]})
 
 
 def test_a_stream_trimmed_past_the_mark_is_refused_unless_accepted(store: RedisStore, tmp_path: Path) -> None:
@@ -191,20 +192,33 @@ def test_a_stream_trimmed_past_the_mark_is_refused_unless_accepted(store: RedisS
 
 
 def test_a_stream_that_started_over_is_refused_unless_accepted(store: RedisStore, tmp_path: Path) -> None:
-    """Redis restarted empty (or flushed) after a merge: the tally counts from zero again, and the events acknowledged
-    in between are gone without a trace in the stream; the merge says so instead of merging what is left as if whole."""
+    """Redis restarted empty (or flushed) after a merge and published again: the events acknowledged in between are gone
+    without a trace in the stream; the merge says so instead of merging what is left as if whole, also once the new
+    stream holds more entries than the mark counted."""
     ds_dir, catalog, t = _published(store, tmp_path)
     store.append_events([Event(user_id=1, title_id=10, kind="play", ts=t + i) for i in range(3)], catalog)
     assert merge_stream_into_dataset(ds_dir, store).added == 3
     store.append_events([Event(user_id=1, title_id=10, kind="play", ts=t + 10 + i) for i in range(4)], catalog)  # never merged
-    store.client.delete(store.keys.events, store.keys.events_tally)  # the restart: stream and tally gone
-    store.append_events([Event(user_id=2, title_id=10, kind="play", ts=t + 20)], catalog)
+    for key in list(store.client.scan_iter(match=f"{store.keys.prefix}:*")):  # the restart: everything gone
+        store.client.unlink(key)
+    store = RedisStore(store.client, store.keys.prefix, settings=store.settings)  # a fresh process: nothing cached
+    publish_dataset(store, ds_dir)  # what the operator does first (events are refused until then)
+    store.append_events([Event(user_id=2, title_id=10, kind="play", ts=t + 20 + i) for i in range(5)], catalog)  # more than the 3 marked
     before = load_dataset(ds_dir).events
-    with pytest.raises(HomepageError, match=r"started over since the last merge \(it counts 1 entries ever added, 3 then\).*--accept-gap"):
+    with pytest.raises(HomepageError, match=r"started over since the last merge .*under another epoch.*--accept-gap"):
         merge_stream_into_dataset(ds_dir, store)
     assert len(load_dataset(ds_dir).events) == len(before)
-    assert merge_stream_into_dataset(ds_dir, store, accept_gap=True).added == 1
-    assert merge_stream_into_dataset(ds_dir, store).added == 0  # the mark holds the new tally: the next merge is plain
+    assert merge_stream_into_dataset(ds_dir, store, accept_gap=True).added == 5
+    store.append_events([Event(user_id=2, title_id=10, kind="play", ts=t + 30)], catalog)
+    assert merge_stream_into_dataset(ds_dir, store).added == 1  # the mark holds the new epoch: the next merge is plain
+
+
+def test_a_mark_from_before_epochs_is_checked_by_its_counts() -> None:
+    assert stream_reset({"added": 5, "erased": 0}, {"added": 3, "erased": 0, "epoch": "e2"})
+    assert not stream_reset({"added": 5, "erased": 0}, {"added": 9, "erased": 0, "epoch": "e2"})
+    assert stream_reset({"added": 5, "erased": 0, "epoch": "e1"}, {"added": 9, "erased": 0, "epoch": "e2"})
+    assert not stream_reset({"added": 5, "erased": 0, "epoch": "e1"}, {"added": 9, "erased": 1, "epoch": "e1"})
+    assert not stream_reset(None, {"added": 0, "erased": 0})
 
 
 def test_profiles_set_through_the_api_reach_the_dataset_and_the_next_version(store: RedisStore, tmp_path: Path) -> None:
@@ -240,7 +254,7 @@ def test_an_erased_user_stays_erased_through_merge_and_republish(store: RedisSto
     assert n3 > 1
     store.delete_user(3)
     store.delete_user(3)  # a retried DELETE: erasing nothing more, counting nothing more
-    assert store.events_since(None)[1] == {"added": 1, "erased": 1}
+    assert {k: v for k, v in store.events_since(None)[1].items() if k != "epoch"} == {"added": 1, "erased": 1}
     back = t - 86_400  # back after the erasure, with a timestamp older than what was erased
     store.append_events([Event(user_id=3, title_id=20, kind="play", ts=back, progress=0.1)], catalog)
     r = merge_stream_into_dataset(ds_dir, store)

@@ -119,3 +119,8 @@ def test_with_requests_adds_only_the_requests_it_lacks() -> None:
     assert keys[: len(sampled)] == list(zip(sampled.user_ids.tolist(), sampled.times.tolist()))  # the sample first, unchanged
     assert len(set(keys)) == len(keys) and set(zip(firsts.user_ids.tolist(), firsts.times.tolist())) <= set(keys)
     assert len(both.targets) == len(both) == both.cold.size
+    with_resumes = Requests(sampled.user_ids, sampled.times, sampled.targets, sampled.cold, tuple(np.array([7]) for _ in sampled.targets))
+    kept = with_requests(with_resumes, firsts)
+    assert len(kept.resumes) == len(kept) and [r.tolist() for r in kept.resumes[len(sampled):]] == [[]] * (len(kept) - len(sampled))
+    assert [r.tolist() for r in kept.resumes[: len(sampled)]] == [[7]] * len(sampled)  # a side's resumes are not dropped
+    assert both.take(np.array([len(both) - 1, 0])).user_ids.tolist() == [both.user_ids[-1], both.user_ids[0]]

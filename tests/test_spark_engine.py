@@ -109,6 +109,13 @@ def test_ranker_artifacts_equal_and_als_quality_within_tolerance(fitter, world) 
     nd = {name: summarise(ranked_lists(r, log, catalog, split), split.positives, split.popularity, KS)["ndcg@20"] for name, r in (("local", p_local), ("spark", p_spark))}
     assert nd["local"] > 0.1  # the comparison means something
     assert nd["spark"] >= nd["local"] - ALS_NDCG_TOLERANCE, nd
+    # a new user's rows from the ranker as Spark left it (used in-process by train_bundle): the same as the local fit's
+    from homepage.domain import RequestContext
+    from homepage.state import UserState
+    from rankers.base import RankRequest
+
+    new = RankRequest(UserState.empty(10**9, until), log.global_state(until), catalog, RequestContext(10**9, until))
+    assert [r.row_id for r in p_spark.rows(new)] == [r.row_id for r in p_local.rows(new)] and p_local.rows(new)
 
 
 def test_page_training_groups_equal_the_local_engine(fitter, world) -> None:

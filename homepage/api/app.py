@@ -87,7 +87,9 @@ def create_app(settings: ServeSettings | None = None, store_settings: Settings |
     app.add_middleware(BodyLimit, max_bytes=serve.max_body_bytes)
     if serve.gzip_min_bytes:
         app.add_middleware(GZipMiddleware, minimum_size=serve.gzip_min_bytes, compresslevel=5)
-    if origins := serve.cors_origin_list():
+    app.add_middleware(Timing)
+    app.add_middleware(Unhandled)  # Timing counts the 500 as it propagates
+    if origins := serve.cors_origin_list():  # outside Unhandled: a browser can read the 500 and its request id too
         app.add_middleware(
             CORSMiddleware,
             allow_origins=origins,
@@ -96,8 +98,6 @@ def create_app(settings: ServeSettings | None = None, store_settings: Settings |
             expose_headers=["X-Cache", "X-Degraded", "Retry-After", REQUEST_ID_HEADER],
             max_age=600,
         )
-    app.add_middleware(Timing)
-    app.add_middleware(Unhandled)  # Timing counts the 500 as it propagates
     app.add_middleware(RequestId)  # outermost: every answer, the 500 included, carries the id
     return app
 

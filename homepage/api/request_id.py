@@ -11,7 +11,7 @@ from typing import Any
 
 REQUEST_ID_HEADER = "X-Request-ID"
 _HEADER = REQUEST_ID_HEADER.lower().encode()
-_USABLE = re.compile(rb"^[A-Za-z0-9._:-]{1,64}$")  # echoed in a header and a log line: nothing else
+_USABLE = re.compile(rb"[A-Za-z0-9._:-]{1,64}")  # echoed in a header and a log line: nothing else
 
 
 def request_id(scope: dict[str, Any]) -> str | None:
@@ -30,7 +30,7 @@ class RequestId:
             await self.app(scope, receive, send)
             return
         rid = next((v for k, v in scope.get("headers", ()) if k == _HEADER), None)
-        if rid is None or not _USABLE.match(rid):
+        if rid is None or not _USABLE.fullmatch(rid):
             rid = secrets.token_hex(8).encode()
         scope.setdefault("state", {})["request_id"] = rid.decode()
 

@@ -276,7 +276,7 @@ def train_page_model(
     """Fit the page model on requests in (inner_split, until] against rankers fitted up to ``inner_split``.
 
     The requests: those ``sample_requests`` draws, and the first visit of every user new in
-    the window (``first_visit_requests``).
+    the window (``first_visit_requests``; at most a fifth of ``max_requests`` of them).
 
     Rankers fitted on the same events as the targets would make their scores look better
     in training than in serving; fitting them up to ``inner_split`` keeps the page model
@@ -291,9 +291,12 @@ def train_page_model(
     from homepage.replay.protocol import ReplayProtocol, first_visit_requests, sample_requests, with_requests
 
     protocol = ReplayProtocol(split_time=inner_split, requests_per_user=requests_per_user, max_requests=max_requests, seed=seed, rows=rows, cols=cols)
-    # every new user's first page too: drawn among a user's events, first pages are about 1% of the requests, too
-    # few for the model to learn how a page without history is best ordered
-    requests = with_requests(sample_requests(log, protocol, until=until), first_visit_requests(log, inner_split, protocol.horizon_days, until))
+    # every new user's first page too (up to a fifth of max_requests): drawn among a user's events, first pages are
+    # about 1% of the requests, too few for the model to learn how a page without history is best ordered
+    firsts = first_visit_requests(log, inner_split, protocol.horizon_days, until)
+    if len(firsts) > max_requests // 5:
+        firsts = firsts.take(np.sort(np.random.default_rng(seed).choice(len(firsts), size=max_requests // 5, replace=False)))
+    requests = with_requests(sample_requests(log, protocol, until=until), firsts)
     rng = np.random.default_rng(seed)
     users = np.unique(requests.user_ids)
     valid_users = rng.choice(users, size=max(1, users.size // 7), replace=False) if users.size > 7 else np.zeros(0, np.int64)

@@ -58,6 +58,14 @@ class Requests:
     def __len__(self) -> int:
         return int(self.user_ids.shape[0])
 
+    def take(self, index: np.ndarray) -> Requests:
+        """The requests at ``index``, in that order."""
+        idx = np.asarray(index, np.int64).tolist()
+        return Requests(
+            self.user_ids[idx], self.times[idx], tuple(self.targets[i] for i in idx), self.cold[idx],
+            tuple(self.resumes[i] for i in idx) if self.resumes else (),
+        )
+
 
 def sample_requests(log: EventLog, protocol: ReplayProtocol, until: int | None = None) -> Requests:
     """Requests in (split, until]; targets never reach past ``until`` (default: the end of the log).
@@ -150,16 +158,23 @@ def first_visit_requests(log: EventLog, split: int, horizon_days: float = 30.0, 
 
 
 def with_requests(a: Requests, b: Requests) -> Requests:
-    """``a`` then the requests of ``b`` that ``a`` lacks (same user and time); resumes are kept only if both have them."""
+    """``a`` then the requests of ``b`` that ``a`` lacks (same user and time).
+
+    Resumes: where one side has them and the other has none (first visits never do), the
+    other's requests get empty ones.
+    """
     have = set(zip(a.user_ids.tolist(), a.times.tolist()))
-    new = [i for i, key in enumerate(zip(b.user_ids.tolist(), b.times.tolist())) if key not in have]
-    keep_resumes = bool(a.resumes) and bool(b.resumes)
+    new = b.take(np.array([i for i, key in enumerate(zip(b.user_ids.tolist(), b.times.tolist())) if key not in have], np.int64))
+    none = np.zeros(0, np.int64)
+    resumes: tuple[np.ndarray, ...] = ()
+    if a.resumes or new.resumes:
+        resumes = (*(a.resumes or (none,) * len(a)), *(new.resumes or (none,) * len(new)))
     return Requests(
-        user_ids=np.concatenate([a.user_ids, b.user_ids[new]]).astype(np.int64),
-        times=np.concatenate([a.times, b.times[new]]).astype(np.int64),
-        targets=(*a.targets, *(b.targets[i] for i in new)),
-        cold=np.concatenate([a.cold, b.cold[new]]).astype(bool),
-        resumes=(*a.resumes, *(b.resumes[i] for i in new)) if keep_resumes else (),
+        user_ids=np.concatenate([a.user_ids, new.user_ids]).astype(np.int64),
+        times=np.concatenate([a.times, new.times]).astype(np.int64),
+        targets=(*a.targets, *new.targets),
+        cold=np.concatenate([a.cold, new.cold]).astype(bool),
+        resumes=resumes,
     )
 
 

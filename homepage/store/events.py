@@ -197,7 +197,7 @@ class EventWrites(StoreBase):
 
     @guarded
     def events_since(self, after: str | None) -> tuple[list[tuple[str, int, str, int | None]], dict[str, int]]:
-        """The events stream's entries after ``after`` and the stream's tally (added, erased) as of the last one.
+        """The events stream's entries after ``after`` and the stream's tally (added, erased, and its ``epoch``) as of the last one.
 
         Entries are (stream id, user id, event JSON, the user's sequence number of it: None for
         entries written before they carried one).
@@ -220,7 +220,8 @@ class EventWrites(StoreBase):
             pipe.hgetall(k.events_tally)
             rest, tally = pipe.execute()
         out.extend(_stream_entry(eid, f) for eid, f in rest)
-        return out, {"added": int(tally.get(b"added", 0)), "erased": int(tally.get(b"erased", 0))}
+        counts = {"added": int(tally.get(b"added", 0)), "erased": int(tally.get(b"erased", 0))}
+        return out, {**counts, "epoch": tally[b"epoch"].decode()} if b"epoch" in tally else counts
 
 
 def _stream_entry(eid: bytes, f: dict[bytes, bytes]) -> tuple[str, int, str, int | None]:

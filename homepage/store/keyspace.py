@@ -34,7 +34,8 @@ same keys and code run on one server and on Redis Cluster. Keyspace (``p`` is th
     p:{p:g}:events                   stream  every accepted event (capped): u user, v version, e event JSON,
                                              q the user's sequence number of it
     p:{p:g}:applied                  hash    user id -> highest outbox sequence applied here
-    p:{p:g}:events_tally             hash    entries ever added to / erased from the events stream
+    p:{p:g}:events_tally             hash    entries ever added to / erased from the events stream, and its
+                                             epoch (set by the first publish: a new one after a restart empty)
     p:{p:g}:erased                   hash    user id -> events stream position of their DELETE /users
     p:{p:g}:erased_seq               hash    user id -> their event sequence at that DELETE (``q`` up to it: erased)
     p:{p:g}:erasure_count            hash    user id -> how many DELETEs erased them (tells two at one position apart)

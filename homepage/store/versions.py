@@ -14,6 +14,7 @@ replica takes over (the window is the replication lag). Durability against that 
 from __future__ import annotations
 
 import logging
+import secrets
 import time
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
@@ -77,6 +78,9 @@ class VersionWrites(EventWrites):
             source=source,
         )
         pipe = self.client.pipeline(transaction=False)
+        # names this events stream: a Redis restarted empty gets a new one at the publish it needs, so merge-events
+        # can tell a stream that started over from one that went on (``homepage.events_merge.stream_reset``)
+        pipe.hsetnx(k.events_tally, "epoch", secrets.token_hex(8))
         pipe.sadd(k.all_versions, version)
         pipe.set(k.lease(version), b"1", ex=s.publish_lease_seconds)
         pipe.hset(k.meta(version), mapping=meta.to_redis())
