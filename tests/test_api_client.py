@@ -71,6 +71,7 @@ def test_pages_are_gzipped_for_clients_that_accept_it(client: Client) -> None:
     raw = client.http.get("/homepage/1002", params=params, headers={"Accept-Encoding": "identity"})
     zipped = client.http.get("/homepage/1002", params=params, headers={"Accept-Encoding": "gzip"})
     assert "content-encoding" not in raw.headers and zipped.headers["content-encoding"] == "gzip"
+    assert "accept-encoding" in zipped.headers["vary"].lower()  # no shared cache hands it to a client that did not ask
     assert json.loads(zipped.content) == raw.json()  # httpx decodes; the same (cached) page
     assert int(zipped.headers["content-length"]) < len(raw.content) / 3  # it is worth it
     small = client.http.get("/health/live", headers={"Accept-Encoding": "gzip"})
@@ -118,3 +119,14 @@ def test_a_millisecond_timestamp_is_a_422_that_says_seconds(client: Client) -> N
     assert r.status_code == 422
     (error,) = r.json()["errors"]
     assert error["field"] == "ts" and "seconds" in error["message"] and "milliseconds" in error["message"], r.text
+
+
+def test_head_answers_the_probes_and_images_without_a_body(client: Client) -> None:
+    live = client.http.head("/health/live")
+    assert live.status_code == 200 and live.content == b""
+    assert client.http.head("/health/ready").status_code == 200
+    page = client.http.get("/homepage/1001", params={"rows": 1, "cols": 1}).json()
+    image = page["rows"][0]["titles"][0]["image_url"].removeprefix(PUBLIC)
+    r = client.http.head(image)
+    assert r.status_code == 200 and r.content == b"" and r.headers["content-type"].startswith("image/svg+xml")
+    assert int(r.headers["content-length"]) == len(client.http.get(image).content)

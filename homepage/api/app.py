@@ -19,11 +19,11 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.middleware.gzip import GZipMiddleware
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from threadpoolctl import threadpool_limits
 
+from homepage.api.compression import GzipWhenAccepted
 from homepage.api.echo import MAX_MESSAGE, clip
 from homepage.api.request_id import REQUEST_ID_HEADER, RequestId, request_id
 from homepage.api.security import BodyLimit
@@ -86,7 +86,7 @@ def create_app(settings: ServeSettings | None = None, store_settings: Settings |
         app.include_router(routes_viewer.router)
     app.add_middleware(BodyLimit, max_bytes=serve.max_body_bytes)
     if serve.gzip_min_bytes:
-        app.add_middleware(GZipMiddleware, minimum_size=serve.gzip_min_bytes, compresslevel=5)
+        app.add_middleware(GzipWhenAccepted, minimum_size=serve.gzip_min_bytes)
     app.add_middleware(Timing)
     app.add_middleware(Unhandled)  # Timing counts the 500 as it propagates
     if origins := serve.cors_origin_list():  # outside Unhandled: a browser can read the 500 and its request id too

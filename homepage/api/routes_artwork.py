@@ -23,8 +23,9 @@ SVG_CSP = "default-src 'none'; style-src 'unsafe-inline'"
 router = APIRouter(responses=COMMON_RESPONSES, tags=["artwork"])
 
 
-@router.get(
+@router.api_route(  # HEAD: clients that check an image before fetching it
     "/artwork/{title_id}/{variant_id}.svg",
+    methods=["GET", "HEAD"],
     response_class=Response,
     responses={200: {"content": {"image/svg+xml": {}}}, 404: {"model": ErrorOut}, 503: {"model": ErrorOut}},
 )

@@ -107,13 +107,13 @@ async def similar(request: Request, title_id: TitleId, limit: Annotated[int, Que
     return SimilarOut(title_id=title_id, similar=[TitleCard(**c) for c in cards])
 
 
-@router.get("/health/live", response_model=Health)
+@router.api_route("/health/live", methods=["GET", "HEAD"], response_model=Health)  # HEAD: load-balancer probes
 async def live() -> Health:
     """The process is up."""
     return Health(status="live")
 
 
-@router.get("/health/ready", response_model=Health, responses={503: {"model": Health}})
+@router.api_route("/health/ready", methods=["GET", "HEAD"], response_model=Health, responses={503: {"model": Health}})
 async def ready(request: Request, response: Response) -> Health:
     """200 when Redis answers and a model is loaded; 503 otherwise."""
     service = app_state.service(request)
