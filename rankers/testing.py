@@ -20,6 +20,7 @@ too strict for a 120-title world, say a minimum of ratings, relaxes them there) 
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import importlib
 import json
@@ -29,6 +30,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, fields
 from functools import cache
@@ -489,6 +491,33 @@ def check_no_mutation(cls: type[Ranker]) -> None:
             assert _same(snap[k], now[k]), f"{cls.__name__} mutated UserState.{k} of user {u.user_id}"
 
 
+def check_freed_without_the_cycle_collector(cls: type[Ranker]) -> None:
+    """A loaded ranker, used and then dropped, is freed by reference counting alone.
+
+    The service moves loaded models out of the cyclic garbage collector's reach (a full
+    collection over them paused requests), so a reference cycle in a ranker, such as a bound
+    method of the ranker kept on one of its own attributes, would stay in memory for good at
+    each new version. Hold such a method through ``weakref.WeakMethod``.
+    """
+    world = small_world()
+    r = fitted(cls, world)
+    with tempfile.TemporaryDirectory() as tmp:
+        loaded = cls.load(r.save(Path(tmp) / "artifact"))
+    all_rows(loaded, world)  # the caches a request fills
+    ref = weakref.ref(loaded)
+    was_enabled = gc.isenabled()
+    gc.disable()  # an automatic collection would free a cycle and hide it
+    try:
+        del loaded
+        assert ref() is None, (
+            f"{cls.__name__}: a loaded ranker is not freed when dropped (a reference cycle, e.g. a bound method of "
+            "the ranker kept on one of its attributes: hold it with weakref.WeakMethod)"
+        )
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
 def check_speed(cls: type[Ranker]) -> None:
     """Median ``rows()`` cost on a 60k-title catalog is under the budget (a contract check, not a benchmark).
 
@@ -527,6 +556,7 @@ def ranker_checks(include_speed: bool = True) -> list[Check]:
         check_save_load_roundtrip,
         check_refuses_foreign_artifact,
         check_no_mutation,
+        check_freed_without_the_cycle_collector,
     ]
     if include_speed:
         checks.append(check_speed)

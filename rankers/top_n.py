@@ -9,6 +9,7 @@ and cached for as long as that ``GlobalState`` object lives, so a request only f
 
 from __future__ import annotations
 
+import inspect
 import re
 import weakref
 from collections.abc import Callable
@@ -47,7 +48,9 @@ class PopularityRows:
     """
 
     def __init__(self, score: Callable[[GlobalState, str | None], np.ndarray | None], head: int) -> None:
-        self._score = score
+        # a ranker's bound method, held weakly: ranker -> rows -> method -> ranker was a reference cycle, which
+        # only a full garbage collection frees (the service freezes loaded models out of the collector's reach)
+        self._score_ref = weakref.WeakMethod(score) if inspect.ismethod(score) else (lambda: score)
         self._head = head
         self._cache: weakref.WeakKeyDictionary[GlobalState, dict[str | None, tuple[np.ndarray, np.ndarray, np.ndarray | None]]]
         self._cache = weakref.WeakKeyDictionary()
@@ -58,7 +61,9 @@ class PopularityRows:
             per_world = {}
             self._cache[world] = per_world
         if region not in per_world:
-            s = self._score(world, region)
+            score = self._score_ref()
+            assert score is not None, "the ranker owning these rows is gone"
+            s = score(world, region)
             if s is None:
                 e = np.zeros(0, np.int64)
                 per_world[region] = (e, np.zeros(0, np.float32), None)
