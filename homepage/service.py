@@ -36,6 +36,7 @@ from homepage.page import PageModels, build_page, ranker_problem
 from homepage.page_json import TitleCards, dumps, page_json
 from homepage.settings import shown_url
 from homepage.state import GlobalState, UserState
+from homepage.unpacked import models_dir_lock
 from homepage.store import IdempotencyConflict, RedisStore, StoreError, StoreUnavailable
 
 log = logging.getLogger(__name__)
@@ -304,7 +305,8 @@ class PageService:
     def _load_models(self, version: str) -> tuple[PageModels, Path]:
         """A version's models, from its bundle unpacked under the models directory (and that directory)."""
         bundle_dir = self.store.materialize_bundle(version, Path(self.config.models_dir))
-        return PageModels.from_bundle(load_bundle(bundle_dir)), bundle_dir
+        with models_dir_lock(Path(self.config.models_dir), exclusive=False):  # not replaced while it loads
+            return PageModels.from_bundle(load_bundle(bundle_dir)), bundle_dir
 
     def _keep_last_good(self, last: LastGood) -> None:
         """Note on disk the version just put live, for a worker that starts while Redis is down."""
@@ -332,7 +334,8 @@ class PageService:
         if last is None:
             return
         try:
-            models = PageModels.from_bundle(load_bundle(last.bundle_dir))
+            with models_dir_lock(Path(self.config.models_dir), exclusive=False):
+                models = PageModels.from_bundle(load_bundle(last.bundle_dir))
             loaded = Loaded(
                 store_version=last.store_version,
                 models=models,

@@ -246,3 +246,48 @@ def test_replacing_the_loaded_version_leaves_no_cyclic_garbage(store: RedisStore
         gc.set_debug(0)
         gc.garbage.clear()
         svc.close()
+
+
+def test_workers_unpacking_one_bundle_into_one_models_dir_never_load_a_half_swapped_one(
+    store: RedisStore, serving_bundle: Path, tmp_path: Path
+) -> None:
+    """Several workers share HOMEPAGE_MODELS_DIR and each unpacks the active bundle at a publish: a bundle directory
+    replaced (rmtree, rename) while another worker loaded it made a third of the loads fail (manifest.json missing)."""
+    import threading
+
+    from homepage.bundle import load_bundle
+    from homepage.unpacked import models_dir_lock
+
+    version = publish_dataset(store, WORLD_SMALL, models=serving_bundle).meta.version
+    models_dir = tmp_path / "models"
+    out = store.materialize_bundle(version, models_dir)
+    errors: list[str] = []
+    stop = threading.Event()
+
+    def worker() -> None:
+        for _ in range(15):
+            try:
+                d = store.materialize_bundle(version, models_dir)
+                with models_dir_lock(models_dir, exclusive=False):
+                    load_bundle(d)
+            except Exception as e:  # noqa: BLE001 - every failure is the finding
+                errors.append(f"{type(e).__name__}: {e}")
+
+    def stray() -> None:  # something makes the unpacked copy differ, so each materialize replaces it
+        while not stop.is_set():
+            with models_dir_lock(models_dir, exclusive=True):
+                if out.is_dir():
+                    (out / "stray.txt").write_text("x")
+            stop.wait(0.005)
+
+    threads = [threading.Thread(target=worker) for _ in range(2)]
+    tamper = threading.Thread(target=stray)
+    tamper.start()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    stop.set()
+    tamper.join()
+    assert not errors, errors[:3]
+    assert not [p for p in models_dir.iterdir() if p.name.startswith(".") and p.name != ".unpack.lock"]  # no temp dirs left

@@ -14,7 +14,9 @@ replica takes over (the window is the replication lag). Durability against that 
 from __future__ import annotations
 
 import logging
+import os
 import secrets
+import shutil
 import time
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
@@ -31,6 +33,7 @@ from homepage.store.errors import StoreError, guarded
 from homepage.store.events import EventWrites
 from homepage.store.keyspace import VERSION_RE, VersionMeta
 from homepage.store.records import pack_history, profiles_of_users, sparse
+from homepage.unpacked import models_dir_lock
 
 log = logging.getLogger(__name__)
 
@@ -227,18 +230,27 @@ class VersionWrites(EventWrites):
             raise StoreError(f"version {v!r}: no model bundle was published with it")
         name = self.meta(v).bundle_version or v
         out = Path(dest_dir) / name
-        tmp = Path(dest_dir) / f".{name}.tmp-{time.time_ns()}"
-        for rel, data in files.items():
-            p = tmp / rel
+        for rel in files:
             if ".." in Path(rel).parts or Path(rel).is_absolute():
                 raise StoreError(f"version {v!r}: bundle path {rel!r} escapes the bundle directory")
-            p.parent.mkdir(parents=True, exist_ok=True)
-            p.write_bytes(data)
-        if out.exists():
-            import shutil
-
-            shutil.rmtree(out)
-        tmp.rename(out)
+        with models_dir_lock(Path(dest_dir), exclusive=False):
+            if _holds(out, files):  # another worker unpacked these very files: nothing to replace under it
+                return out
+        tmp = Path(dest_dir) / f".{name}.tmp-{os.getpid()}-{time.time_ns()}"
+        try:
+            for rel, data in files.items():
+                p = tmp / rel
+                p.parent.mkdir(parents=True, exist_ok=True)
+                p.write_bytes(data)
+            # replaced only while no worker loads from the directory (two workers unpacking at a publish
+            # made a third of the loads fail: manifest.json or the catalog missing mid-swap)
+            with models_dir_lock(Path(dest_dir), exclusive=True):
+                if not _holds(out, files):
+                    if out.exists():
+                        shutil.rmtree(out)
+                    tmp.rename(out)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
         return out
 
     @guarded
@@ -350,6 +362,14 @@ class VersionWrites(EventWrites):
         for key in self.client.scan_iter(match=self.keys.version_pattern(v), count=SCAN_COUNT):
             pipe.memory_usage(key, samples=0)
         return int(sum(x or 0 for x in pipe.execute()))
+
+
+def _holds(out: Path, files: Mapping[str, bytes]) -> bool:
+    """Whether directory ``out`` holds exactly these files with these bytes."""
+    if not out.is_dir():
+        return False
+    on_disk = {p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()}
+    return on_disk == set(files) and all((out / rel).read_bytes() == data for rel, data in files.items())
 
 
 def _bundle_files(root: Path) -> Iterator[tuple[str, bytes]]:
