@@ -16,7 +16,7 @@ from homepage.config import DEFAULT_RANKERS, PageConfig, PipelineConfig
 from homepage.domain import CandidateRow
 from homepage.eventlog import EventLog
 from homepage.page import PageModels
-from homepage.pagebuilder.training import StageData, stage_data, train_page_model
+from homepage.pagebuilder.training import StageData, page_training_requests, stage_data, train_page_model
 from homepage.replay.protocol import ReplayProtocol, sample_requests
 from rankers import registry
 from rankers.base import Ranker, RankRequest
@@ -60,7 +60,7 @@ def test_training_counts_the_requests_a_ranker_failed_on(inner) -> None:  # type
     log, models, t_inner, until, half_life = inner
     flaky = _with(models, OddUsersFail())
     model, report = train_page_model(log, flaky, t_inner, until, half_life, max_requests=120, requests_per_user=2, num_rounds=20)
-    requests = sample_requests(log, ReplayProtocol(split_time=t_inner, requests_per_user=2, max_requests=120, seed=0), until=until)
+    requests = page_training_requests(log, ReplayProtocol(split_time=t_inner, requests_per_user=2, max_requests=120, seed=0), until)
     odd = int(np.count_nonzero(requests.user_ids % 2))
     assert 0 < odd < len(requests)
     assert report.ranker_problems == {"odd_users_fail": {"failed": odd, "rows dropped": 0}}

@@ -23,7 +23,7 @@ from homepage.page import PageModels, collect_candidates, ranker_problem, ranker
 from homepage.pagebuilder.candidates import CandidateMatrix
 from homepage.pagebuilder.features import FEATURE_NAMES, StageView
 from homepage.pagebuilder.loop import RowScorer, assemble
-from homepage.replay.protocol import Requests
+from homepage.replay.protocol import ReplayProtocol, Requests
 from homepage.replay.run import CheckpointedWorlds
 from rankers.base import RankRequest
 
@@ -256,6 +256,23 @@ class PageTrainingReport:
 _PAGE_DEFAULTS = PageConfig()  # the defaults of a direct call are the pipeline's
 
 
+def page_training_requests(log: EventLog, protocol: ReplayProtocol, until: int) -> Requests:
+    """The requests the page model learns from: ``sample_requests`` in (split, until], then the first visit of every
+    user new in that window (at most a fifth of ``max_requests`` of them).
+
+    Drawn among a user's events, first pages are about 1% of the sampled requests, too few for
+    the model to learn how a page without history is best ordered.
+    """
+    from homepage.replay.protocol import first_visit_requests, sample_requests, with_requests
+
+    split = protocol.resolve_split(log)
+    firsts = first_visit_requests(log, split, protocol.horizon_days, until)
+    cap = protocol.max_requests // 5
+    if len(firsts) > cap:
+        firsts = firsts.take(np.sort(np.random.default_rng(protocol.seed).choice(len(firsts), size=cap, replace=False)))
+    return with_requests(sample_requests(log, protocol, until=until), firsts)
+
+
 def train_page_model(
     log: EventLog,
     models_at_inner_split: PageModels,
@@ -275,8 +292,7 @@ def train_page_model(
 ) -> tuple["PageModel", PageTrainingReport]:
     """Fit the page model on requests in (inner_split, until] against rankers fitted up to ``inner_split``.
 
-    The requests: those ``sample_requests`` draws, and the first visit of every user new in
-    the window (``first_visit_requests``; at most a fifth of ``max_requests`` of them).
+    The requests: ``page_training_requests``.
 
     Rankers fitted on the same events as the targets would make their scores look better
     in training than in serving; fitting them up to ``inner_split`` keeps the page model
@@ -288,15 +304,9 @@ def train_page_model(
     ``workers`` processes.
     """
     from homepage.pagebuilder.model import PageModel
-    from homepage.replay.protocol import ReplayProtocol, first_visit_requests, sample_requests, with_requests
 
     protocol = ReplayProtocol(split_time=inner_split, requests_per_user=requests_per_user, max_requests=max_requests, seed=seed, rows=rows, cols=cols)
-    # every new user's first page too (up to a fifth of max_requests): drawn among a user's events, first pages are
-    # about 1% of the requests, too few for the model to learn how a page without history is best ordered
-    firsts = first_visit_requests(log, inner_split, protocol.horizon_days, until)
-    if len(firsts) > max_requests // 5:
-        firsts = firsts.take(np.sort(np.random.default_rng(seed).choice(len(firsts), size=max_requests // 5, replace=False)))
-    requests = with_requests(sample_requests(log, protocol, until=until), firsts)
+    requests = page_training_requests(log, protocol, until)
     rng = np.random.default_rng(seed)
     users = np.unique(requests.user_ids)
     valid_users = rng.choice(users, size=max(1, users.size // 7), replace=False) if users.size > 7 else np.zeros(0, np.int64)
