@@ -17,6 +17,7 @@ import logging
 import secrets
 import threading
 import time
+import weakref
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -146,6 +147,7 @@ class PageService:
         self._bad_versions: dict[str, _BadVersion] = {}  # versions that failed to load or to go live
         self._tried_last_good = False
         self._outage_logged = False  # an outage's start was logged and its end not yet
+        self._retired: list[weakref.ref[Any]] = []  # the models replaced at the last version switch
         self._build_errors = LogThrottle(60.0)  # a failing page model would log a traceback per request
 
     def close(self) -> None:
@@ -229,7 +231,7 @@ class PageService:
             if loading is not None:
                 self._bad_versions.pop(loading, None)
             if new_models:
-                _freeze_heap()
+                self._freeze_new_models(cur)
             if bundle_dir is not None:
                 self._keep_last_good(LastGood(version, bundle_dir, world, offset, policy))
             self._answered()
@@ -254,6 +256,24 @@ class PageService:
                 self._remember_bad(loading, self.last_error)
         self._world_read_at = -float("inf")  # after any failure the next refresh reads the world again
         return False
+
+    def _freeze_new_models(self, replaced: Loaded | None) -> None:
+        """Freeze the heap with the new models in; collect fully once if the models replaced last time are still alive.
+
+        ``_freeze_heap`` collects only what is not frozen, so a version that goes must be freed by
+        reference counting. A plug-in ranker with a reference cycle would not be, and would stay
+        for good at every switch: that is noticed one switch later, named, and collected.
+        """
+        kept = [obj for ref in self._retired if (obj := ref()) is not None]
+        if kept:
+            log.warning(
+                "models replaced at the last version switch are still in memory (%s: a reference cycle?); "
+                "collecting them with a full garbage collection", ", ".join(sorted({type(o).__name__ for o in kept}))
+            )
+            del kept
+        _freeze_heap(full=bool(self._retired) and any(ref() is not None for ref in self._retired))
+        old = replaced.models if replaced is not None else None
+        self._retired = [weakref.ref(o) for o in (*old.rankers, old.page_model) if o is not None] if old is not None else []
 
     def _answered(self, error: str | None = None) -> None:
         """Redis answered this refresh (the end of an outage is logged once); ``error``: what is wrong all the same."""
@@ -541,7 +561,7 @@ def _warm_up(models: PageModels, world: GlobalState, policy: str) -> None:
         log.exception("warm-up page failed")
 
 
-def _freeze_heap() -> None:
+def _freeze_heap(full: bool = False) -> None:
     """Move the objects alive now (the loaded models: ~140k on the small world) out of the cyclic GC's reach.
 
     A full collection walks every tracked object: 200 ms on a busy 2-core box, a pause that
@@ -551,6 +571,8 @@ def _freeze_heap() -> None:
     counting, since loaded models hold no reference cycles (``tests/test_service_refresh.py``
     checks that replacing them leaves no cyclic garbage behind).
     """
+    if full:  # what is frozen too: reference cycles among objects frozen before
+        gc.unfreeze()
     gc.collect()
     gc.freeze()
 

@@ -10,19 +10,53 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import logging
 from collections.abc import Iterator
+from typing import BinaryIO
 from pathlib import Path
 
 LOCK_FILE = ".unpack.lock"
+log = logging.getLogger(__name__)
 
 
 @contextlib.contextmanager
 def models_dir_lock(models_dir: Path, *, exclusive: bool) -> Iterator[None]:
-    """Hold the models directory's lock: exclusive to replace a bundle directory, shared to load one."""
+    """Hold the models directory's lock: exclusive to replace a bundle directory, shared to load one.
+
+    Where it cannot be taken (a read-only directory, a file system without ``flock``: some
+    NFS, FUSE or CIFS mounts), loads go on without it, as they did before the lock, and one
+    warning says so: a directory that cannot be locked is usually one no worker writes to.
+    """
     models_dir.mkdir(parents=True, exist_ok=True)
-    with open(models_dir / LOCK_FILE, "a+b") as f:
-        fcntl.flock(f.fileno(), fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
-        try:
-            yield
-        finally:
+    f = _locked(models_dir, exclusive)
+    try:
+        yield
+    finally:
+        if f is not None:
             fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+            f.close()
+
+
+def _locked(models_dir: Path, exclusive: bool) -> BinaryIO | None:
+    """The lock file, locked; None (after one warning per directory) where it cannot be."""
+    try:
+        f = open(models_dir / LOCK_FILE, "a+b")
+    except OSError as e:
+        _warn_unlocked(models_dir, e)
+        return None
+    try:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+    except OSError as e:
+        f.close()
+        _warn_unlocked(models_dir, e)
+        return None
+    return f
+
+
+_warned: set[Path] = set()
+
+
+def _warn_unlocked(models_dir: Path, error: OSError) -> None:
+    if models_dir not in _warned:
+        _warned.add(models_dir)
+        log.warning("models directory %s cannot be locked (%s): bundles are unpacked and loaded without the lock", models_dir, error)

@@ -273,9 +273,9 @@ class PersonalizedRanker(Ranker):
     def _new_user_rows(self, request: RankRequest) -> list[CandidateRow]:
         """For a user without history: per stated favourite genre, or else per popular genre, its most popular titles.
 
-        Without the popular genres a first page held only the top-N and trending rows (two rows
-        where ten were asked for, one on MovieLens), fewer than the fallback page served during
-        an outage. They are not added beside stated genres: the page policies cannot tell the
+        Without the popular genres a first page held only the top-N and trending rows (two to
+        four where ten were asked for, one on MovieLens), fewer than the fallback page served
+        during an outage. They are not added beside stated genres: the page policies cannot tell the
         two kinds of genre row apart, and in a test on world-small stage-wise then showed only
         one of two stated genres on 18 of 40 first pages, none on 2.
         """

@@ -497,7 +497,7 @@ def check_freed_without_the_cycle_collector(cls: type[Ranker]) -> None:
     The service moves loaded models out of the cyclic garbage collector's reach (a full
     collection over them paused requests), so a reference cycle in a ranker, such as a bound
     method of the ranker kept on one of its own attributes, would stay in memory for good at
-    each new version. Hold such a method through ``weakref.WeakMethod``.
+    each new version. Pass such a method where it is needed instead of keeping it.
     """
     world = small_world()
     r = fitted(cls, world)
@@ -511,7 +511,7 @@ def check_freed_without_the_cycle_collector(cls: type[Ranker]) -> None:
         del loaded
         assert ref() is None, (
             f"{cls.__name__}: a loaded ranker is not freed when dropped (a reference cycle, e.g. a bound method of "
-            "the ranker kept on one of its attributes: hold it with weakref.WeakMethod)"
+            "the ranker kept on one of its attributes: pass it where it is called instead)"
         )
     finally:
         if was_enabled:

@@ -9,7 +9,6 @@ and cached for as long as that ``GlobalState`` object lives, so a request only f
 
 from __future__ import annotations
 
-import inspect
 import re
 import weakref
 from collections.abc import Callable
@@ -39,30 +38,31 @@ class TopNConfig(RankerConfig):
     region_display_title: str = "Top in your region"
 
 
+Score = Callable[[GlobalState, str | None], "np.ndarray | None"]
+
+
 class PopularityRows:
     """Per-world cache of the head of a popularity ranking, filtered per user. Shared with trending.
 
     The head (a few times the row length) is computed once per ``GlobalState`` object and
     kept while that object lives; a user who has seen most of it gets a full recomputation
     with their titles excluded, so the row is always the true top-k of what they may see.
+    The scoring function comes with each call: kept here, a ranker's bound method made a
+    reference cycle (ranker -> rows -> method -> ranker) that only a full garbage collection
+    frees, and the service freezes loaded models out of the collector's reach.
     """
 
-    def __init__(self, score: Callable[[GlobalState, str | None], np.ndarray | None], head: int) -> None:
-        # a ranker's bound method, held weakly: ranker -> rows -> method -> ranker was a reference cycle, which
-        # only a full garbage collection frees (the service freezes loaded models out of the collector's reach)
-        self._score_ref = weakref.WeakMethod(score) if inspect.ismethod(score) else (lambda: score)
+    def __init__(self, head: int) -> None:
         self._head = head
         self._cache: weakref.WeakKeyDictionary[GlobalState, dict[str | None, tuple[np.ndarray, np.ndarray, np.ndarray | None]]]
         self._cache = weakref.WeakKeyDictionary()
 
-    def _entry(self, world: GlobalState, region: str | None) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    def _entry(self, score: Score, world: GlobalState, region: str | None) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         per_world = self._cache.get(world)
         if per_world is None:
             per_world = {}
             self._cache[world] = per_world
         if region not in per_world:
-            score = self._score_ref()
-            assert score is not None, "the ranker owning these rows is gone"
             s = score(world, region)
             if s is None:
                 e = np.zeros(0, np.int64)
@@ -72,28 +72,30 @@ class PopularityRows:
                 per_world[region] = (idx, sc, s if idx.size == self._head else None)
         return per_world[region]
 
-    def overall_and_regional(self, ranker: str, kind: str, cfg: Any, request: RankRequest) -> list[CandidateRow]:
-        """The overall row (reason ``kind``), then the user's regional row (``kind``_region), as configured.
+    def overall_and_regional(self, score: Score, ranker: str, kind: str, cfg: Any, request: RankRequest) -> list[CandidateRow]:
+        """The overall row (reason ``kind``), then the user's regional row (``kind``_region), as configured, by ``score``.
 
         ``cfg`` carries ``overall``, ``regional``, ``max_rows``, ``row_length``, ``exclude_seen``,
         ``display_title`` and ``region_display_title`` (the top-N and trending configs both do).
         """
         out: list[CandidateRow] = []
         if cfg.overall and len(out) < cfg.max_rows:
-            idx, sc = self.row(request.world, None, request.user, cfg.row_length, cfg.exclude_seen)
+            idx, sc = self.row(score, request.world, None, request.user, cfg.row_length, cfg.exclude_seen)
             if idx.size:
                 out.append(make_row(ranker, kind, cfg.display_title, RowReason(kind=kind), request, idx, sc))
         region = user_region(request)
         if cfg.regional and region is not None and len(out) < cfg.max_rows:
-            idx, sc = self.row(request.world, region, request.user, cfg.row_length, cfg.exclude_seen)
+            idx, sc = self.row(score, request.world, region, request.user, cfg.row_length, cfg.exclude_seen)
             if idx.size:
                 reason = RowReason(kind=f"{kind}_region", region=region)
                 out.append(make_row(ranker, f"{kind}:region:{safe_id(region)}", cfg.region_display_title, reason, request, idx, sc))
         return out
 
-    def row(self, world: GlobalState, region: str | None, user: UserState, k: int, exclude_seen: bool) -> tuple[np.ndarray, np.ndarray]:
-        """Catalog indices and scores of the best ``k`` titles the user may be shown."""
-        idx, sc, full = self._entry(world, region)
+    def row(
+        self, score: Score, world: GlobalState, region: str | None, user: UserState, k: int, exclude_seen: bool
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Catalog indices and scores (``score``'s, cached per world) of the best ``k`` titles the user may be shown."""
+        idx, sc, full = self._entry(score, world, region)
         seen = user.known_titles if exclude_seen else np.zeros(0, np.int64)
         if seen.size:
             keep = not_in(idx, seen)
@@ -139,7 +141,7 @@ class TopNRanker(Ranker):
 
     def __init__(self, config: TopNConfig | dict | None = None) -> None:
         super().__init__(config)
-        self._rows = PopularityRows(self.scores, head=4 * self.config.row_length + 200)
+        self._rows = PopularityRows(head=4 * self.config.row_length + 200)
 
     def scores(self, world: GlobalState, region: str | None) -> np.ndarray | None:
         """Popularity of every title (-inf where not rankable); None when the region is unknown."""
@@ -164,4 +166,4 @@ class TopNRanker(Ranker):
         return s
 
     def rows(self, request: RankRequest) -> list[CandidateRow]:
-        return self._rows.overall_and_regional(self.name, "top_n", self.config, request)
+        return self._rows.overall_and_regional(self.scores, self.name, "top_n", self.config, request)

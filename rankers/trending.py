@@ -40,7 +40,7 @@ class TrendingRanker(Ranker):
 
     def __init__(self, config: TrendingConfig | dict | None = None) -> None:
         super().__init__(config)
-        self._rows = PopularityRows(self.scores, head=4 * self.config.row_length + 200)
+        self._rows = PopularityRows(head=4 * self.config.row_length + 200)
 
     def scores(self, world: GlobalState, region: str | None) -> np.ndarray | None:
         """Decayed counts (-inf below ``min_recent``); None when the region is unknown."""
@@ -54,4 +54,4 @@ class TrendingRanker(Ranker):
         return np.where((d >= self.config.min_recent) & (d > 0), d, -np.inf)
 
     def rows(self, request: RankRequest) -> list[CandidateRow]:
-        return self._rows.overall_and_regional(self.name, "trending", self.config, request)
+        return self._rows.overall_and_regional(self.scores, self.name, "trending", self.config, request)

@@ -225,9 +225,10 @@ def test_replacing_the_loaded_version_leaves_no_cyclic_garbage(store: RedisStore
     popularity rows, their bound method of the ranker), which such a swap would have kept forever."""
     import gc
 
+    gc.unfreeze()  # what earlier tests' services froze, and left behind, is theirs: collected before
+    gc.collect()
     publish_dataset(store, WORLD_SMALL, models=serving_bundle)
     svc = PageService(store, ServiceConfig(models_dir=tmp_path))
-    gc.collect()
     try:
         assert svc.refresh()
         for u in (1, 2, 3):  # fill the per-world and per-user caches a request fills
@@ -291,3 +292,35 @@ def test_workers_unpacking_one_bundle_into_one_models_dir_never_load_a_half_swap
     tamper.join()
     assert not errors, errors[:3]
     assert not [p for p in models_dir.iterdir() if p.name.startswith(".") and p.name != ".unpack.lock"]  # no temp dirs left
+
+
+def test_a_ranker_kept_alive_by_a_cycle_is_named_and_collected_at_the_next_switch(
+    store: RedisStore, serving_bundle: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A plug-in ranker with a reference cycle is not freed when its version goes (loaded models are frozen out of the
+    cyclic collector): the next switch says so, naming it, and collects it, instead of keeping it for good."""
+    import gc
+    import logging
+    import weakref
+
+    publish_dataset(store, WORLD_SMALL, models=serving_bundle)
+    svc = PageService(store, ServiceConfig(models_dir=tmp_path))
+    try:
+        assert svc.refresh()
+        first = svc.loaded
+        assert first is not None
+        leaky = first.models.rankers[0]
+        leaky.myself = leaky  # type: ignore[attr-defined]  # the cycle a careless plug-in makes
+        gone = weakref.ref(leaky)
+        del leaky, first
+        publish_dataset(store, WORLD_SMALL, models=serving_bundle)
+        assert svc.refresh()
+        assert gone() is not None  # kept by its cycle: frozen, the collector does not see it
+        with caplog.at_level(logging.WARNING, logger="homepage.service"):
+            publish_dataset(store, WORLD_SMALL, models=serving_bundle)
+            assert svc.refresh()
+        assert gone() is None
+        assert any("still in memory" in r.getMessage() and type(svc.loaded.models.rankers[0]).__name__ in r.getMessage() for r in caplog.records)
+    finally:
+        gc.unfreeze()
+        svc.close()
