@@ -23,6 +23,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from threadpoolctl import threadpool_limits
 
+from homepage.api.asgi import HttpMiddleware
 from homepage.api.compression import GzipWhenAccepted
 from homepage.api.echo import MAX_MESSAGE, clip
 from homepage.api.request_id import REQUEST_ID_HEADER, RequestId, request_id
@@ -169,7 +170,7 @@ def _field(loc: Any) -> str:
     return ".".join(parts) or ".".join(str(p) for p in loc)
 
 
-class Unhandled:
+class Unhandled(HttpMiddleware):
     """ASGI middleware: an error no handler took is logged once and answered 500, without its details.
 
     (Starlette's ``exception_handler(Exception)`` answers too, then re-raises so that the
@@ -178,13 +179,10 @@ class Unhandled:
     """
 
     def __init__(self, app: Any) -> None:
-        self.app = app
+        super().__init__(app)
         self.throttle = LogThrottle(60.0)  # per route: a broken store or model fails every request alike
 
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+    async def http(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         started = False
 
         async def send_started(msg: dict[str, Any]) -> None:
@@ -203,16 +201,10 @@ class Unhandled:
                 await JSONResponse({"detail": "internal error"}, status_code=500)(scope, receive, send)
 
 
-class Timing:
+class Timing(HttpMiddleware):
     """ASGI middleware: per-endpoint latency histogram and status counts (route templates, not raw paths)."""
 
-    def __init__(self, app: Any) -> None:
-        self.app = app
-
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+    async def http(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         t0 = time.perf_counter()
         status = 500
 

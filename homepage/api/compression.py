@@ -6,8 +6,10 @@ from typing import Any
 
 from starlette.middleware.gzip import GZipMiddleware
 
+from homepage.api.asgi import HttpMiddleware
 
-class GzipWhenAccepted:
+
+class GzipWhenAccepted(HttpMiddleware):
     """ASGI middleware: Starlette's gzip for a request whose ``Accept-Encoding`` names gzip; any other goes straight through.
 
     Starlette's middleware also wraps identity responses (to parse their headers and add
@@ -16,13 +18,11 @@ class GzipWhenAccepted:
     """
 
     def __init__(self, app: Any, minimum_size: int, compresslevel: int = 5) -> None:
-        self.app = app
+        super().__init__(app)
         self.gzip = GZipMiddleware(app, minimum_size=minimum_size, compresslevel=compresslevel)
 
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-        elif any(k == b"accept-encoding" and b"gzip" in v.lower() for k, v in scope.get("headers", ())):
+    async def http(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if any(k == b"accept-encoding" and b"gzip" in v.lower() for k, v in scope.get("headers", ())):
             await self.gzip(scope, receive, send)
         else:
 

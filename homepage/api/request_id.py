@@ -9,6 +9,8 @@ import re
 import secrets
 from typing import Any
 
+from homepage.api.asgi import HttpMiddleware
+
 REQUEST_ID_HEADER = "X-Request-ID"
 _HEADER = REQUEST_ID_HEADER.lower().encode()
 _USABLE = re.compile(rb"[A-Za-z0-9._:-]{1,64}")  # echoed in a header and a log line: nothing else
@@ -19,16 +21,10 @@ def request_id(scope: dict[str, Any]) -> str | None:
     return scope.get("state", {}).get("request_id")
 
 
-class RequestId:
+class RequestId(HttpMiddleware):
     """ASGI middleware: take the client's ``X-Request-ID`` if it is short and plain, else draw one; send it back."""
 
-    def __init__(self, app: Any) -> None:
-        self.app = app
-
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+    async def http(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         rid = next((v for k, v in scope.get("headers", ()) if k == _HEADER), None)
         if rid is None or not _USABLE.fullmatch(rid):
             rid = secrets.token_hex(8).encode()

@@ -18,6 +18,7 @@ from fastapi import APIRouter, HTTPException, Request, Response, Security
 from fastapi.routing import APIRoute
 from fastapi.security import APIKeyHeader
 
+from homepage.api.asgi import HttpMiddleware
 from homepage.api.echo import quoted
 from homepage.api.settings import ServeSettings
 
@@ -77,17 +78,14 @@ def protected_router(**kwargs: Any) -> APIRouter:
     return APIRouter(route_class=KeyFirstRoute, dependencies=[Security(require_api_key)], **kwargs)
 
 
-class BodyLimit:
+class BodyLimit(HttpMiddleware):
     """ASGI middleware: 413 for request bodies over ``max_bytes`` (declared or streamed)."""
 
     def __init__(self, app: Any, max_bytes: int) -> None:
-        self.app = app
+        super().__init__(app)
         self.max_bytes = max_bytes
 
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+    async def http(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         for name, value in scope.get("headers", ()):
             if name == b"content-length":
                 try:
