@@ -37,8 +37,8 @@ from homepage.page import PageModels, build_page, ranker_problem
 from homepage.page_json import TitleCards, dumps, page_json
 from homepage.settings import shown_url
 from homepage.state import GlobalState, UserState
-from homepage.unpacked import models_dir_lock
 from homepage.store import IdempotencyConflict, RedisStore, StoreError, StoreUnavailable
+from homepage.unpacked import models_dir_lock
 
 log = logging.getLogger(__name__)
 MIN_WRITE_WAIT = 0.01  # seconds a built page waits for its cache write even past the deadline

@@ -58,6 +58,8 @@ import re
 from collections.abc import Mapping
 from dataclasses import MISSING, dataclass, fields
 
+from homepage.store.errors import StoreCorrupt
+
 VERSION_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 
 
@@ -253,8 +255,6 @@ class VersionMeta:
         d = {k.decode(): v.decode() for k, v in raw.items()}
         missing = [f.name for f in fields(cls) if f.default is MISSING and f.name not in d]
         if missing:
-            from homepage.store.errors import StoreCorrupt
-
             raise StoreCorrupt(f"version metadata {d.get('version', '?')!r} lacks {', '.join(missing)} (evicted by Redis's maxmemory-policy?)")
         return cls(
             version=d["version"],
