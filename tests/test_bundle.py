@@ -290,6 +290,7 @@ def test_sigterm_during_train_leaves_no_temporary_bundle(tmp_path: Path) -> None
         time.sleep(0.05)
     assert any(models.glob(".v*.tmp-*")), "train never started writing its bundle"
     seen = time.monotonic()
+    dispositions = [ln for ln in Path(f"/proc/{proc.pid}/status").read_text().splitlines() if ln.startswith(("SigBlk", "SigIgn", "SigCgt"))]
     proc.send_signal(signal.SIGTERM)
     try:
         out, err = proc.communicate(timeout=60)
@@ -298,7 +299,7 @@ def test_sigterm_during_train_leaves_no_temporary_bundle(tmp_path: Path) -> None
         _, err = proc.communicate(timeout=30)
         raise AssertionError("train did not stop within 60 s of SIGTERM; its threads:\n" + err.decode()[-6000:]) from None
     # (once in CI: exit 0 and no stderr. Which case was it, a signal that came after training ended or one that was lost?)
-    when = f"bundle dir seen {seen - started:.1f} s after start, signal sent {time.monotonic() - seen:.1f} s before exit"
+    when = f"bundle dir seen {seen - started:.1f} s after start, signal sent {time.monotonic() - seen:.1f} s before exit, {dispositions}"
     assert proc.returncode == 143, f"{when}; left in {models}: {sorted(p.name for p in models.iterdir())}\n{err.decode()[-2000:]}"
     assert sorted(p.name for p in models.iterdir()) == []
 

@@ -44,6 +44,8 @@ def main() -> None:
     _register()
     main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, exit_on_sigterm) if main_thread else None
+    if main_thread:  # a blocked signal mask survives exec: a parent that blocked SIGTERM would make the handler deaf
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
     try:
         log_setup.install()  # a bad HOMEPAGE_LOG_* is a one-line error like any other setting
         code = app(standalone_mode=False, prog_name="homepage")
