@@ -580,6 +580,35 @@ def test_repeated_ids_in_the_movies_and_users_files_are_counted_and_reported(tmp
     assert ds.titles.set_index("title_id").loc[1, "name"] == "Toy Story"
 
 
+@pytest.mark.parametrize("shuffled", [False, True], ids=["user-title-order", "shuffled"])
+def test_repeated_ratings_keep_the_earliest_of_each_user_and_title_and_are_reported(tmp_path, monkeypatch, capsys, shuffled) -> None:
+    """A re-rated title is one title watched: counted once, at its first rating, and the ingest says so."""
+    from homepage.cli import main
+
+    src = copy_layout("ml-latest-small-like", tmp_path)
+    rows = [
+        "1,2,4.0,964982100",
+        "1,2,2.0,964982050",  # the earliest of user 1's three ratings of title 2
+        "1,2,5.0,964982300",
+        "1,3,3.5,964982400",
+        "2,1,3.0,964982200",  # same second as the next: the first in the file is kept
+        "2,1,1.0,964982200",
+        "2,3,4.5,964982500",
+    ]
+    if shuffled:
+        rows = [rows[k] for k in (6, 2, 4, 0, 3, 5, 1)]
+    _ratings_csv(src / "ratings.csv", rows)
+    monkeypatch.setattr("sys.argv", ["homepage", "ingest", "movielens", str(src), "--out", str(tmp_path / "ds"), "--quiet"])
+    main()
+    err = capsys.readouterr().err
+    assert "warning: 3 ratings repeat the (user, title) pair of an earlier rating; the earliest of each was kept" in err
+    ds = load_dataset(tmp_path / "ds")
+    assert ds.manifest.extra["repeated_ratings"] == 3
+    got = sorted(zip(ds.events["user_id"], ds.events["title_id"], ds.events["ts"], ds.events["stars"]))
+    assert got == [(1, 2, 964982050, 2.0), (1, 3, 964982400, 3.5), (2, 1, 964982200, 3.0), (2, 3, 964982500, 4.5)]
+    assert np.all(np.diff(ds.events["ts"].to_numpy()) >= 0)
+
+
 def test_train_on_ratings_all_at_one_second_says_why_there_is_no_page_model(tmp_path) -> None:
     from homepage.bundle import BundleError, train_bundle
     from homepage.config import PipelineConfig

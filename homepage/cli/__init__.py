@@ -22,7 +22,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-err = Console(stderr=True, emoji=False)  # a key name such as hp:v:... is no emoji code
+err = Console(stderr=True, emoji=False, soft_wrap=True)  # no emoji codes (a key such as hp:v:...); no cut lines in logs
 
 
 def _register() -> None:

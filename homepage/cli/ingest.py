@@ -47,6 +47,13 @@ def movielens(
         )
     for f, n in dict(manifest.extra.get("repeated_ids") or {}).items():  # type: ignore[call-overload]
         err.print(escape(f"warning: {f}: {n} rows repeat an id of an earlier row; the first of each was kept"), style="yellow", highlight=False)
+    repeats = int(manifest.extra.get("repeated_ratings", 0) or 0)  # type: ignore[call-overload]
+    if repeats:
+        err.print(
+            escape(f"warning: {repeats} ratings repeat the (user, title) pair of an earlier rating; the earliest of each was kept"),
+            style="yellow",
+            highlight=False,
+        )
     c = manifest.counts
     typer.echo(
         f"{out}: {manifest.source}, {c['events']} events, {c['titles']} titles, {c['users']} users, {c['variants']} variants"

@@ -50,6 +50,49 @@ def events_table(r: Ratings) -> pa.Table:
     return pa.Table.from_arrays(arrays, schema=EVENT_SCHEMA)
 
 
+def drop_repeated_ratings(tables: MovieLensTables) -> int:
+    """Keep only the earliest rating of each (user, title); return how many later ones were dropped.
+
+    A user re-rating a title is one title watched, not two: kept twice it would count twice in
+    popularity and in the plays a replayed page is credited with. The CSV releases (rows in
+    user, title order) are checked in one pass; other layouts are sorted first. Ties in time
+    keep the first row in the file.
+    """
+    r = tables.ratings
+    n = len(r)
+    if n < 2:
+        return 0
+    u, t = r.user_id, r.title_id
+    same_u = u[1:] == u[:-1]
+    grouped = bool(np.all((u[1:] > u[:-1]) | (same_u & (t[1:] >= t[:-1]))))
+    if grouped:  # repeats are neighbours: only the rows of repeated pairs need sorting
+        repeat = same_u & (t[1:] == t[:-1])
+        del same_u
+        if not repeat.any():
+            return 0
+        rows = np.zeros(n, dtype=bool)
+        rows[1:] |= repeat
+        rows[:-1] |= repeat
+        rows = np.flatnonzero(rows)
+    else:
+        del same_u
+        rows = np.arange(n)
+    rows = rows[np.lexsort((r.ts[rows], t[rows], u[rows]))]  # stable: ties in time keep file order
+    us, ts_ = u[rows], t[rows]
+    later = rows[1:][(us[1:] == us[:-1]) & (ts_[1:] == ts_[:-1])]
+    if not later.size:
+        return 0
+    keep = np.ones(n, dtype=bool)
+    keep[later] = False
+    cols = [r.user_id, r.title_id, r.stars, r.ts]
+    del r, u, t, us, ts_, rows
+    tables.ratings = None  # type: ignore[assignment]  # drop the last reference to the full columns
+    for k in range(len(cols)):
+        cols[k] = cols[k][keep]
+    tables.ratings = Ratings(*cols)
+    return int(later.size)
+
+
 def sort_in_time(tables: MovieLensTables) -> None:
     """Put the ratings in (time, user, title) order, one column at a time so memory stays near 1x.
 
@@ -183,6 +226,7 @@ def ingest_movielens(
             "posters": len(posters),
         }
     variants = derive_variants(titles, posters)
+    repeated_ratings = drop_repeated_ratings(tables)
     sort_in_time(tables)  # write_dataset then has nothing to sort
     users = build_users(tables)
     extra["skipped_rows"] = bad.summary()
@@ -192,6 +236,7 @@ def ingest_movielens(
         "users file": int(tables.users["user_id"].duplicated().sum()) if tables.users is not None else 0,
     }
     extra["repeated_ids"] = {f: n for f, n in repeated.items() if n}
+    extra["repeated_ratings"] = repeated_ratings
     manifest = write_dataset(
         out,
         source=tables.layout.name,
