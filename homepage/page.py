@@ -90,6 +90,13 @@ class PageModels:
             self._lookup = TitleLookup(self.catalog, self.allowed)
         return self._lookup
 
+    def candidate_matrix(self, rows: Sequence[CandidateRow], user: UserState, world: GlobalState) -> CandidateMatrix:
+        """``rows`` as a padded matrix of the titles ``user`` may be shown under ``world``: allowed by the rules, seen by someone."""
+        return CandidateMatrix.build(
+            list(rows), self.catalog, self.ranker_vocab, self.kind_vocab, self.allowed, self.title_lookup,
+            unseen=self.title_stats(world).unseen, own=user.known_titles,
+        )
+
     @property
     def ranker_vocab(self) -> tuple[str, ...]:
         if self.page_model is not None:
@@ -200,6 +207,7 @@ def single_list_rows(user: UserState, world: GlobalState, raw: np.ndarray | None
     """The personalised top R x C unseen titles cut into rows (popularity for cold users)."""
     scores = (raw if raw is not None else world.counts.astype(np.float32)).astype(np.float64, copy=True)
     scores[user.known_titles] = -np.inf
+    scores[world.counts == 0] = -np.inf  # not shown before anyone has watched it (CandidateMatrix.build)
     n = min(rows * cols, int(np.isfinite(scores).sum()))
     if n == 0:
         return []
@@ -262,7 +270,7 @@ def build_page(
         cands = single_list_rows(user, world, prep.raw_personal, catalog, request.rows, request.cols)
     else:
         cands = list(prep.candidates)
-    cm = CandidateMatrix.build(cands, catalog, models.ranker_vocab, models.kind_vocab, models.allowed, models.title_lookup)
+    cm = models.candidate_matrix(cands, user, world)
     scorer = spec.make_scorer(models.page_model, cm)
     rules = models.rules.content_only() if spec.single_list else models.rules
     stats = models.title_stats(world)

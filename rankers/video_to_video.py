@@ -43,7 +43,7 @@ class VideoToVideoConfig(RankerConfig):
     max_user_titles: int = Field(default=200, ge=1, description="latest distinct titles per user used for co-occurrence")
     content_pool: int = Field(default=3000, ge=1, description="most interacted titles eligible as content neighbours")
     year_scale: float = Field(default=10.0, gt=0.0, description="year distance at which year similarity falls to 1/e")
-    min_stars: float = Field(default=4.0, description="a rating at least this makes an anchor")
+    min_stars: float = Field(default=4.0, description="a rating at least this makes an anchor (or the top rating, when the data's scale stops below it)")
     min_progress: float = Field(default=0.8, ge=0.0, le=1.0, description="a play at least this far makes an anchor")
     anchor_half_life_days: float = Field(default=30.0, gt=0.0)
     anchor_pool: int = Field(default=50, ge=1, description="latest distinct titles considered as anchors")
@@ -66,6 +66,7 @@ class VideoToVideoRanker(Ranker):
         super().__init__(config)
         self.neighbours_: np.ndarray | None = None
         self.neighbour_scores_: np.ndarray | None = None
+        self.anchor_stars_: float = self.config.min_stars
 
     # ------------------------------------------------------------------ fit
     def fit(self, data: FitInput, on_block: Callable[[int], None] | None = None) -> Self:
@@ -81,6 +82,7 @@ class VideoToVideoRanker(Ranker):
         sq = np.sqrt(n_i)
         content = content_features(data.catalog, year_scale=cfg.year_scale)
         pool_idx = np.sort(np.argsort(-n_i, kind="stable")[: cfg.content_pool]) if cfg.collaborative_weight < 1 else np.zeros(0, np.int64)
+        pool_idx = pool_idx[n_i[pool_idx] > 0]  # a title nobody had watched by until is not shown (CandidateMatrix.build)
         pool_pos = np.full(n, -1, np.int64)
         pool_pos[pool_idx] = np.arange(pool_idx.size)
         alpha = np.float32(cfg.collaborative_weight)
@@ -111,18 +113,21 @@ class VideoToVideoRanker(Ranker):
             return np.concatenate([dr, r[out]]), np.concatenate([pool_idx[dc], c[out]]), np.concatenate([dv, cf[out]])
 
         self.neighbours_, self.neighbour_scores_ = neighbours(n, cfg.n_neighbours, block_candidates, cfg.block_size, on_block, threads=cfg.fit_threads)
+        self.anchor_stars_ = anchor_stars(data, cfg.min_stars)
         self._compile_anchor_pass()
         return self
 
     def arrays(self) -> dict[str, np.ndarray]:
         if self.neighbours_ is None:
             return {}
-        return {"neighbours": self.neighbours_, "neighbour_scores": self.neighbour_scores_}
+        return {"neighbours": self.neighbours_, "neighbour_scores": self.neighbour_scores_, "anchor_stars": np.array([self.anchor_stars_], np.float64)}
 
     def restore(self, arrays: dict[str, np.ndarray]) -> None:
         if "neighbours" in arrays:
             self.neighbours_ = arrays["neighbours"]
             self.neighbour_scores_ = arrays["neighbour_scores"]
+            # an artifact saved before the threshold followed the data's scale kept the configured one
+            self.anchor_stars_ = float(arrays["anchor_stars"][0]) if "anchor_stars" in arrays else self.config.min_stars
             self._compile_anchor_pass()
 
     def _compile_anchor_pass(self) -> None:
@@ -139,7 +144,7 @@ class VideoToVideoRanker(Ranker):
             return np.zeros(0, np.int64), np.zeros(0, np.float64)
         idx, ts, kinds = user.title_idx[known], user.ts[known], user.kinds[known]
         stars, prog = user.stars[known], user.progress[known]
-        strong = ((kinds == RATING) & (stars >= cfg.min_stars)) | ((kinds == PLAY) & (prog >= cfg.min_progress))
+        strong = ((kinds == RATING) & (stars >= self.anchor_stars_)) | ((kinds == PLAY) & (prog >= cfg.min_progress))
         if not strong.any():
             return np.zeros(0, np.int64), np.zeros(0, np.float64)
         engagement = np.where(kinds == RATING, stars / 5.0, prog).astype(np.float64)
@@ -215,6 +220,19 @@ class VideoToVideoRanker(Ranker):
                 )
             )
         return out
+
+
+def anchor_stars(data: FitInput, min_stars: float) -> float:
+    """``min_stars``, or the best title's mean rating by ``until`` when the data's scale stops below it.
+
+    Implicit feedback exported as ratings (every rating 1) would otherwise give no anchor at all;
+    on a 0.5-5 scale some title's ratings average 5 and the threshold stays ``min_stars``.
+    """
+    w = data.world
+    rated = w.rating_count > 0
+    if not rated.any():
+        return float(min_stars)
+    return float(min(min_stars, float((w.rating_sum[rated] / w.rating_count[rated]).max())))
 
 
 @numba.njit(cache=True, nogil=True)

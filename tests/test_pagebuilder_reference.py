@@ -267,7 +267,7 @@ def test_world_small_stage_features_and_pages_match_the_reference(world_small_mo
         prep = prepare_request(user, world, models, ctx)
         stats = models.title_stats(world)
         for name in ("stage-wise", "row-ranking", "template"):
-            cm = CandidateMatrix.build(list(prep.candidates), models.catalog, models.ranker_vocab, models.kind_vocab, models.allowed, models.title_lookup)
+            cm = models.candidate_matrix(prep.candidates, user, world)
             scorer = get_policy(name).make_scorer(models.page_model, cm)
             placed, traces = assemble(cm, models.catalog, stats, prep.signals, scorer, models.rules, models.ranker_vocab, rows, cols, explain=True)
             score = models.page_model.predict if name == "stage-wise" else None
@@ -279,3 +279,40 @@ def test_world_small_stage_features_and_pages_match_the_reference(world_small_mo
                 shown = models.catalog.title_ids[tr.view.effective(tr.chosen)].tolist()
                 assert list(r.title_ids) == shown
     assert stages > 300
+
+
+def test_a_title_nobody_has_watched_yet_is_not_shown_but_the_users_own_are(world_small_models) -> None:
+    """A movies file lists titles first rated years later: a page must not offer one before its first event."""
+    import dataclasses
+
+    from homepage.replay.protocol import ReplayProtocol, sample_requests
+    from homepage.replay.run import WorldCache
+
+    bundle, log = world_small_models
+    models = PageModels.from_bundle(bundle)
+    requests = sample_requests(log, ReplayProtocol(split_time=bundle.until, seed=3))
+    worlds = WorldCache(log, bundle.config.half_life_seconds, 3600)
+    checked_other = checked_own = 0
+    for i in range(min(20, len(requests))):
+        uid, t = int(requests.user_ids[i]), int(requests.times[i])
+        user, world = log.user_state(uid, t), worlds.at(t)
+        ctx = RequestContext(user_id=uid, now=t, rows=8, cols=10)
+        page = build_page(user, world, models, ctx, policy="template")
+        shown = [int(x) for r in page.rows for x in r.title_ids]
+        own = set(models.catalog.title_ids[user.known_titles].tolist())
+        others = [x for x in shown if x not in own]
+        mine = [x for x in shown if x in own]
+        if not others:
+            continue
+        # as if the first shown title and one of the user's own had no event in the world yet
+        gone = models.catalog.index_of([others[0]] + mine[:1])
+        counts = world.counts.copy()
+        counts[gone] = 0
+        page2 = build_page(user, dataclasses.replace(world, counts=counts), models, ctx, policy="template")
+        shown2 = [int(x) for r in page2.rows for x in r.title_ids]
+        assert others[0] not in shown2, (uid, t)
+        checked_other += 1
+        if mine:
+            assert mine[0] in shown2, (uid, t)  # the user's own title (continue watching) stays
+            checked_own += 1
+    assert checked_other >= 10 and checked_own >= 1

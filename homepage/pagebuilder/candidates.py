@@ -24,6 +24,7 @@ class TitleStats:
     trend: np.ndarray  # log1p(decayed) / max
     freshness: np.ndarray  # 1 for this year's titles, 0 for 30+ years old or unknown
     genre_bits: np.ndarray  # (n_titles,) uint64, bit g set when the title has genre g (first 64 genres)
+    unseen: np.ndarray  # (n_titles,) bool: no event yet, so not shown (see CandidateMatrix.build)
 
     @staticmethod
     def compute(world: GlobalState, catalog: Catalog) -> TitleStats:
@@ -35,7 +36,7 @@ class TitleStats:
         year_now = 1970 + world.as_of / (365.25 * 86_400)
         years = catalog.years.astype(np.float32)
         fresh = np.where(years > 0, np.clip(1.0 - (year_now - years) / 30.0, 0.0, 1.0), 0.0).astype(np.float32)
-        return TitleStats(scaled(world.counts), scaled(world.decayed), fresh, genre_bits(catalog.genre_matrix))
+        return TitleStats(scaled(world.counts), scaled(world.decayed), fresh, genre_bits(catalog.genre_matrix), world.counts == 0)
 
     @cached_property
     def padded_signals(self) -> np.ndarray:
@@ -112,16 +113,27 @@ class CandidateMatrix:
         kind_vocab: tuple[str, ...],
         allowed: np.ndarray | None = None,
         lookup: TitleLookup | None = None,
+        unseen: np.ndarray | None = None,
+        own: np.ndarray | None = None,
     ) -> CandidateMatrix:
-        """Map every row's title ids to catalog indices in one call; drop unknown or disallowed titles.
+        """Map every row's title ids to catalog indices in one call; drop unknown, disallowed and unseen titles.
 
         ``lookup`` (made from the same catalog and ``allowed``) saves rebuilding the id index per call.
+        ``unseen`` marks titles with no event yet: a MovieLens movies file lists titles first rated
+        years later, and showing one before anyone could have watched it credits a replayed page
+        with the future. The user's ``own`` titles are kept (the world state can lag their events).
         """
         k = len(rows)
         lengths = np.array([len(r) for r in rows], dtype=np.int64)
         width = int(lengths.max()) if k else 0
         look = lookup if lookup is not None else TitleLookup(catalog, allowed, max_table=0)
         flat = look(np.concatenate([r.title_ids for r in rows])) if k else np.zeros(0, np.int64)
+        if unseen is not None and flat.size:
+            hide = unseen[np.maximum(flat, 0)] & (flat >= 0)
+            if hide.any():
+                if own is not None and own.size:
+                    hide &= ~np.isin(flat, own)
+                flat = np.where(hide, -1, flat)
         titles = np.full((k, width), -1, dtype=np.int64)
         scores = np.full((k, width), np.nan, dtype=np.float32)
         if flat.size:

@@ -156,7 +156,7 @@ def _request_groups(job: _StageJob, i: int) -> tuple[list[tuple[np.ndarray, np.n
     ctx = RequestContext(user_id=uid, now=t, rows=job.rows, cols=job.cols)
     cands, notes = collect_candidates(models.rankers, RankRequest(user, world, catalog, ctx))
     problems = {(i, *f) for n in notes if (f := ranker_problem(n))}
-    cm = CandidateMatrix.build(cands, catalog, models.ranker_vocab, models.kind_vocab, models.allowed)
+    cm = models.candidate_matrix(cands, user, world)
     signals, _ = user_signals(user, models, ctx)
     oracle = OracleScorer(requests.targets[i], job.cols)
     driver: RowScorer = oracle if job.follow is None else ModelFollower(job.follow)

@@ -85,7 +85,7 @@ def true_expected_plays(
         att = np.where(to_world >= 0, sim.attraction(u, np.maximum(to_world, 0)), 0.0)
         for e in entries:
             if e.models is None:
-                cm = CandidateMatrix.build(list(prep.candidates), base.catalog, base.ranker_vocab, base.kind_vocab, base.allowed)
+                cm = base.candidate_matrix(prep.candidates, user, world)
                 placed, _ = assemble(cm, base.catalog, base.title_stats(world), prep.signals, TrueValueScorer(att, exam), base.rules, base.ranker_vocab, rows, cols)
                 rows_titles = [r.title_ids for r in placed]
                 variants = None

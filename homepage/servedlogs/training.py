@@ -106,7 +106,7 @@ def served_stage_data_multi(
             world = worlds.at(lay.ts)
             ctx = RequestContext(user_id=lay.user_id, now=lay.ts, rows=R, cols=C)
             prep = prepare_request(user, world, models, ctx)
-            cm = CandidateMatrix.build(list(prep.candidates), catalog, models.ranker_vocab, models.kind_vocab, models.allowed)
+            cm = models.candidate_matrix(prep.candidates, user, world)
             cached = ((lay.user_id, lay.ts, R, C), world, prep, cm, {row.row_id: i for i, row in enumerate(cm.rows)})
         _, world, prep, cm, where = cached
         order = []
