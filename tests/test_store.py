@@ -264,6 +264,39 @@ def test_gc_keeps_the_newest_versions(store: RedisStore, world: World) -> None:
     assert store.gc(keep=1) == []  # the active version always stays
 
 
+def test_a_version_a_gc_took_while_it_was_written_is_never_made_live(store: RedisStore, world: World) -> None:
+    """A publish whose lease ran out mid-write (a long bundle upload) lost its keys to a gc, then flipped
+    ``active`` onto the remains: versions, rollback and gc all failed after it. Now it fails alone."""
+    world.publish(store, "v1")
+    other = RedisStore(store.client, store.keys.prefix, settings=store.settings)
+    taken: list[list[str]] = []
+
+    def lease_runs_out_and_a_gc_comes(done: int, total: int) -> None:
+        if not taken:
+            store.client.delete(store.keys.lease("v2"))
+            taken.append(other.gc(keep=5))
+
+    with pytest.raises(StoreError, match=r"version 'v2': deleted by a gc while it was written .*HOMEPAGE_PUBLISH_LEASE_SECONDS"):
+        store.publish("v2", world.log, world.catalog, world.ds.users, world.log.global_state(world.t, HALF_LIFE), progress=lease_runs_out_and_a_gc_comes)
+    assert taken == [["v2"]]
+    assert store.active_version() == "v1" and store.versions() == ["v1"]
+    assert _version_keys(store, "v2") == 0  # what it wrote after the gc is deleted too
+    world.publish(store, "v3")
+    assert store.versions() == ["v1", "v3"] and store.rollback() == "v1" and store.gc(keep=1) == ["v3"]
+
+
+def test_gc_leaves_alone_a_version_being_written_and_one_just_made_live(store: RedisStore, world: World) -> None:
+    world.publish(store, "v1")
+    seen: list[list[str]] = []
+
+    def gc_during_the_writes(done: int, total: int) -> None:
+        seen.append(store.gc(keep=5))  # the lease is alive
+
+    store.publish("v2", world.log, world.catalog, world.ds.users, world.log.global_state(world.t, HALF_LIFE), progress=gc_during_the_writes)
+    assert seen and all(x == [] for x in seen) and store.active_version() == "v2"
+    assert not store._claim_orphan("v2")  # published: its lease is gone, but it is in the version list
+
+
 def test_delete_user_erases_keys_and_stream_entries(store: RedisStore, world: World) -> None:
     world.publish(store, "v1")
     store.append_events(_new_events(world), world.catalog)

@@ -8,7 +8,7 @@ same keys and code run on one server and on Redis Cluster. Keyspace (``p`` is th
     p:{p:ctl}:versions               list    published versions, oldest first
     p:{p:ctl}:all_versions           set     every version ever started (finds orphans for gc)
     p:{p:ctl}:retired_at             hash    version -> events stream's added tally when it stopped being live
-    p:v:<v>:{p:ctl}:meta             hash    state (writing|complete), as_of, epoch, half_life, ...
+    p:v:<v>:{p:ctl}:meta             hash    state (writing|complete|deleting), as_of, epoch, half_life, ...
     p:v:<v>:{p:ctl}:lease            string  TTL'd while a publish is writing this version
 
     a user's slot {u:<id>}: everything one page request reads, and the user half of an event
@@ -236,7 +236,7 @@ class VersionMeta:
     """What a version is: written first by publish, completed by the pointer flip."""
 
     version: str
-    state: str  # "writing" or "complete"
+    state: str  # "writing", "complete", or "deleting" (an orphan a gc has claimed)
     as_of: int
     epoch: int
     half_life: float

@@ -116,9 +116,12 @@ class VersionWrites(EventWrites):
                 if progress is not None:
                     progress(min(start + batch, total), total)
 
+            # every write renews the lease: a gc takes a version whose lease ran out for an abandoned one
+            pipe.set(k.lease(version), b"1", ex=s.publish_lease_seconds)
             self._write_world(pipe, version, log, catalog, world)
             if bundle_dir is not None:
                 for rel, data in _bundle_files(Path(bundle_dir)):
+                    pipe.set(k.lease(version), b"1", ex=s.publish_lease_seconds)
                     pipe.hset(k.bundle(version), rel, (replaced_files or {}).get(rel, data))
                     pipe.execute()
             self._erase_written_since(version, erased_before, user_ids)
@@ -129,7 +132,15 @@ class VersionWrites(EventWrites):
         with self.client.pipeline(transaction=True) as flip:
             while True:  # the version replaced is the one active at the flip: a rollback in between retries
                 try:
-                    flip.watch(k.active)
+                    flip.watch(k.active, k.meta(version))
+                    if flip.hget(k.meta(version), "state") != b"writing":  # a gc took it: never point at what it deletes
+                        flip.reset()
+                        self._drop_partial(version)
+                        raise StoreError(
+                            f"version {version!r}: deleted by a gc while it was written (its lease, "
+                            f"HOMEPAGE_PUBLISH_LEASE_SECONDS={s.publish_lease_seconds:g}, ran out between two writes); "
+                            "nothing was made live: publish again"
+                        )
                     replaced = flip.get(k.active)
                     added = self._events_added()
                     flip.multi()
@@ -309,12 +320,31 @@ class VersionWrites(EventWrites):
         known = {v.decode() for v in self.client.smembers(k.all_versions)}
         doomed = []
         for v in sorted(known - kept):
-            if v not in published and self.client.exists(k.lease(v)):
-                continue  # a publish is writing it now
+            if v not in published and not self._claim_orphan(v):
+                continue  # a publish is writing it now, or has just made it live
             doomed.append(v)
         for v in doomed:
             self._drop_version(v)
         return doomed
+
+    def _claim_orphan(self, v: str) -> bool:
+        """Mark an unpublished version whose lease has run out as being deleted, in one transaction.
+
+        Its publish's flip checks the mark under WATCH, so a version is either made live or
+        deleted, never made live and then deleted (which left ``active`` pointing at nothing).
+        """
+        k = self.keys
+        with self.client.pipeline(transaction=True) as p:
+            try:
+                p.watch(k.lease(v), k.meta(v), k.versions)
+                if p.exists(k.lease(v)) or v.encode() in p.lrange(k.versions, 0, -1):
+                    return False
+                p.multi()
+                p.hset(k.meta(v), "state", "deleting")
+                p.execute()
+                return True
+            except redis.WatchError:
+                return False
 
     def _drop_version(self, v: str) -> None:
         """Delete every key of a version that is not active and every trace of it in the control slot."""
