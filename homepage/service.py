@@ -37,7 +37,7 @@ from homepage.page import PageModels, build_page, ranker_problem
 from homepage.page_json import TitleCards, dumps, page_json
 from homepage.settings import shown_url
 from homepage.state import GlobalState, UserState
-from homepage.store import IdempotencyConflict, RedisStore, StoreError, StoreUnavailable
+from homepage.store import IdempotencyConflict, NotPublished, RedisStore, StoreError, StoreUnavailable
 from homepage.unpacked import models_dir_lock
 
 log = logging.getLogger(__name__)
@@ -124,10 +124,6 @@ class PageResult:
     reason: str = ""
     rows_by_ranker: tuple[str, ...] = field(default_factory=tuple)
     ranker_problems: tuple[tuple[str, str], ...] = ()
-
-
-class NotPublished(StoreError):
-    """Redis answers but holds no published version (restarted empty, flushed): pages fall back until a publish."""
 
 
 class PageService:

@@ -304,6 +304,7 @@ def test_redis_back_empty_serves_the_fallback_until_a_publish(redis_proc: RedisP
         assert r.status_code == 200 and r.json()["degraded"] is True and r.headers["x-degraded"] == "not_published"
         assert {row["ranker"] for row in r.json()["rows"]} and all(c.get(f"/homepage/{u}").json()["degraded"] for u in (4, 5, 6))
         assert c.get("/health/ready").status_code == 503
+        _wait_for_log(log_path, lambda text: "Redis answers again" in text, 5)  # the worker's refresh saw it too
         store = RedisStore.from_url(url)
         # nothing cached from the empty state once the worker noticed (a page in the first half-second may be)
         assert not [
@@ -322,6 +323,19 @@ def test_redis_back_empty_serves_the_fallback_until_a_publish(redis_proc: RedisP
         text = _wait_for_log(log_path, lambda text: text.count("store unavailable") == 2, 5)
         marks = [line.split(":")[0] for line in text.splitlines() if line.startswith(("store unavailable", "Redis answers again"))]
         assert marks == ["store unavailable", "Redis answers again (but", "store unavailable"], text[-3000:]
+
+
+def test_a_flushed_redis_serves_the_fallback_from_the_first_request_and_caches_nothing(redis_proc: RedisProcess, api_proc: str) -> None:
+    """FLUSHALL with no outage: until the worker's next refresh, pages were built from the empty keys as for new
+    users, marked not degraded, cached and logged as served (training data for the next model)."""
+    store = RedisStore.from_url(f"redis://127.0.0.1:{redis_proc.port}/0")
+    with httpx.Client(base_url=api_proc, timeout=10) as c:
+        assert c.get("/homepage/3").json()["degraded"] is False
+        store.client.flushall()
+        pages = [c.get(f"/homepage/{u}") for u in (4, 5, 6, 7, 8)]  # well inside the 0.5 s refresh period
+    assert [p.headers.get("x-degraded") for p in pages] == ["not_published"] * 5
+    assert not list(store.client.scan_iter(match=store.keys.page_pattern)) and not store.client.exists(store.keys.served)
+    store.client.close()
 
 
 def test_redis_out_of_memory_refuses_events_with_503_and_still_serves_built_pages(redis_proc: RedisProcess, api_proc: str) -> None:

@@ -387,6 +387,38 @@ def test_scan_patterns_find_the_keys_traffic_writes(store: RedisStore, world: Wo
     assert store.client.xlen(k.events) == 2
 
 
+def test_a_users_page_cache_is_bounded_and_lives_no_longer_than_its_ttl(store: RedisStore, world: World) -> None:
+    """A client varying a parameter per request (any region string) grew one user's cache hash without end, and
+    every new field pushed the whole hash's expiry back, so pages outlived the TTL."""
+    from homepage.store.serving import PAGE_CACHE_FIELDS
+
+    world.publish(store, "v1")
+    key = store.keys.page("v1", 1)
+    for i in range(3 * PAGE_CACHE_FIELDS - 1):  # ends one short of full: the next page joins the hash
+        _, _, read = store.read_request(1, world.t + 100, world.catalog, f"region=r{i}", "v1")
+        assert store.page_served(1, f"region=r{i}", b"page %d" % i, 60, None, "v1", read)
+        assert 1 <= store.client.hlen(key) <= PAGE_CACHE_FIELDS
+    assert store.client.hget(key, f"region=r{3 * PAGE_CACHE_FIELDS - 2}") is not None  # the newest is always kept
+    store.client.expire(key, 5)
+    _, _, read = store.read_request(1, world.t + 100, world.catalog, "rows=5", "v1")
+    assert store.page_served(1, "rows=5", b"another", 60, None, "v1", read)
+    assert 0 < store.client.ttl(key) <= 5  # the hash's first page set the expiry; later ones do not push it back
+
+
+def test_a_flushed_redis_is_not_read_as_a_new_user(store: RedisStore, world: World) -> None:
+    """A request for a user with no keys checks that its version still exists: Redis flushed or restarted empty."""
+    from homepage.store import NotPublished
+
+    world.publish(store, "v1")
+    unknown = max(world.user_ids) + 1000
+    miss, state, _ = store.read_request(unknown, world.t, world.catalog, "f", "v1")  # a new user: an empty state
+    assert miss is None and state is not None and len(state) == 0
+    with pytest.raises(NotPublished, match="v2"):
+        store.read_request(unknown, world.t, world.catalog, "f", "v2")
+    with pytest.raises(NotPublished):
+        store.read_request(int(world.user_ids[0]), world.t, world.catalog, "f", "v2")
+
+
 def test_read_request_returns_the_cached_page_or_the_state_and_never_both(store: RedisStore, world: World) -> None:
     """A page request's one round trip: a hit returns the page unparsed; with cache reads off it returns the state."""
     world.publish(store, "v1")

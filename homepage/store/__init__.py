@@ -14,7 +14,7 @@ multi-key command, pipeline read, transaction and script touches one hash slot.
 """
 
 from homepage.store.cluster import cluster_nodes
-from homepage.store.errors import IdempotencyConflict, StoreError, StoreRefused, StoreUnavailable
+from homepage.store.errors import IdempotencyConflict, NotPublished, StoreError, StoreRefused, StoreUnavailable
 from homepage.store.keyspace import Keyspace, VersionMeta
 from homepage.store.records import HISTORY_DTYPE, ReadState, event_digest, pack_history, unpack_history
 from homepage.store.redis_store import RedisStore, connect

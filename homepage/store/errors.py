@@ -23,6 +23,10 @@ class StoreCorrupt(StoreUnavailable):
     """Redis answers but a record the store needs is incomplete: served as an outage (503, degraded pages) until fixed."""
 
 
+class NotPublished(StoreError):
+    """Redis answers but holds no published version (restarted empty, flushed): pages fall back until a publish."""
+
+
 class StoreRefused(StoreError):
     """The server answers but refuses the connection settings (a database index it lacks, a wrong password): no outage to wait out."""
 

@@ -183,7 +183,9 @@ end
 """
 
 # KEYS: page, hist, version's profile, API profile (one user slot)
-# ARGV: cache field, page, TTL, then what the page was built from: history length, region, genres
+# ARGV: cache field, page, TTL, then what the page was built from: history length, region, genres; then the most fields
+# The TTL runs from the hash's first field and a full hash starts over: a client varying a parameter
+# (region, sizes) per request cannot keep a user's cache growing, nor a page alive past the TTL.
 CACHE_PAGE = """
 local profile = KEYS[3]
 if redis.call('HEXISTS', KEYS[4], 'api') == 1 then profile = KEYS[4] end
@@ -192,8 +194,9 @@ if redis.call('STRLEN', KEYS[2]) ~= tonumber(ARGV[4])
   or (redis.call('HGET', profile, 'genres') or '') ~= ARGV[6] then
   return 0
 end
+if redis.call('HLEN', KEYS[1]) >= tonumber(ARGV[7]) then redis.call('DEL', KEYS[1]) end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
-redis.call('EXPIRE', KEYS[1], ARGV[3])
+if redis.call('TTL', KEYS[1]) < 0 then redis.call('EXPIRE', KEYS[1], ARGV[3]) end
 return 1
 """
 

@@ -12,10 +12,12 @@ from homepage import decay
 from homepage.catalog import Catalog
 from homepage.state import GlobalState, UserState
 from homepage.store.base import DELETE_BATCH, SCAN_COUNT, StoreBase
-from homepage.store.errors import guarded
+from homepage.store.errors import NotPublished, guarded
 from homepage.store.records import ReadState, as_served, decode_profile, dense, user_of_key, user_state
 from homepage.store.scripts import CACHE_PAGE, PATCH_PROFILE
 from homepage.stream_ids import stream_id_key
+
+PAGE_CACHE_FIELDS = 16  # cached pages a user may have at once (one per policy, size, device, region asked for)
 
 
 class PageReads(StoreBase):
@@ -83,6 +85,10 @@ class PageReads(StoreBase):
         profile = as_served(stated, published)
         if use_cache and cached is not None:
             return cached, None, None
+        if raw_hist is None and not stated and not published and not self.client.exists(self.keys.meta(version)):
+            # a flushed or restarted-empty Redis reads like a new user; the page would be built from
+            # nothing, cached and logged until the next refresh noticed (checked for such reads only)
+            raise NotPublished(f"version {version} is not in Redis")
         return None, user_state(user_id, now, catalog, raw_hist, profile), ReadState.of(raw_hist, profile)
 
     @guarded
@@ -104,7 +110,7 @@ class PageReads(StoreBase):
             pipe.hset(key, cache_field, page)
             pipe.expire(key, ttl_seconds)
         else:
-            args = (cache_field, page, ttl_seconds, read.hist_len, read.region, read.genres)
+            args = (cache_field, page, ttl_seconds, read.hist_len, read.region, read.genres, PAGE_CACHE_FIELDS)
             self._queue_script(pipe, CACHE_PAGE, [key, k.hist(version, user_id), k.profile(version, user_id), k.api_profile(user_id)], args)
         if served is not None:
             pipe.xadd(
