@@ -99,3 +99,10 @@ def test_a_malformed_body_without_the_key_is_401_not_422(http: httpx.Client, met
     assert r.status_code == 422 and r.json()["errors"][0]["field"] == "body"
     spec = http.get("/openapi.json").json()
     assert spec["paths"][path.replace("/1", "/{user_id}")][method.lower()]["security"] == [{"APIKeyHeader": []}]
+
+
+@pytest.mark.parametrize(("method", "path"), [("POST", "/events/"), ("GET", "/homepage/1/"), ("GET", "/health/ready/")])
+def test_a_trailing_slash_is_a_404_not_a_redirect_to_the_host_header(http: httpx.Client, method: str, path: str) -> None:
+    """A 307 built from the client's Host header sent a POST, with its X-API-Key, to wherever that header named."""
+    r = http.request(method, path, headers={**KEY, "Host": "evil.example"}, json={"user_id": 1, "title_id": 10, "kind": "play"}, follow_redirects=False)
+    assert r.status_code == 404 and "location" not in r.headers, (r.status_code, dict(r.headers))

@@ -73,6 +73,9 @@ def create_app(settings: ServeSettings | None = None, store_settings: Settings |
         version="0.1.0",
         description="Personalised homepage rows, event ingestion and model versions, served from Redis.",
         lifespan=lifespan,
+        # a trailing slash is a 404, not a redirect built from the client's Host header (a 307 that
+        # would send a POST and its X-API-Key to wherever that header names)
+        redirect_slashes=False,
     )
     app.state.settings = serve
     app.state.metrics = ServingMetrics()
