@@ -38,7 +38,7 @@ from homepage.page_json import TitleCards, dumps, page_json
 from homepage.settings import shown_url
 from homepage.state import GlobalState, UserState
 from homepage.store import IdempotencyConflict, NotPublished, RedisStore, StoreError, StoreUnavailable
-from homepage.unpacked import models_dir_lock
+from homepage.unpacked import models_dir_lock, prune_unpacked
 
 log = logging.getLogger(__name__)
 MIN_WRITE_WAIT = 0.01  # seconds a built page waits for its cache write even past the deadline
@@ -230,6 +230,7 @@ class PageService:
                 self._freeze_new_models(cur)
             if bundle_dir is not None:
                 self._keep_last_good(LastGood(version, bundle_dir, world, offset, policy))
+                self._prune_unpacked(bundle_dir)
             self._answered()
             return True
         except StoreUnavailable as e:
@@ -323,6 +324,16 @@ class PageService:
         bundle_dir = self.store.materialize_bundle(version, Path(self.config.models_dir))
         with models_dir_lock(Path(self.config.models_dir), exclusive=False):  # not replaced while it loads
             return PageModels.from_bundle(load_bundle(bundle_dir)), bundle_dir
+
+    def _prune_unpacked(self, live: Path) -> None:
+        """Delete the bundles unpacked for versions no longer live; a failure only costs disk."""
+        try:
+            gone = prune_unpacked(Path(self.config.models_dir), live)
+        except OSError as e:
+            log.warning("could not delete old bundles under %s: %s", self.config.models_dir, e)
+            return
+        if gone:
+            log.info("deleted %d bundles unpacked for earlier versions from %s: %s", len(gone), self.config.models_dir, ", ".join(gone))
 
     def _keep_last_good(self, last: LastGood) -> None:
         """Note on disk the version just put live, for a worker that starts while Redis is down."""

@@ -11,11 +11,13 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import logging
+import shutil
 from collections.abc import Iterator
 from typing import BinaryIO
 from pathlib import Path
 
 LOCK_FILE = ".unpack.lock"
+MARK = ".unpacked-from-redis"  # in every bundle directory a worker unpacked: the only ones it ever deletes
 log = logging.getLogger(__name__)
 
 
@@ -60,3 +62,21 @@ def _warn_unlocked(models_dir: Path, error: OSError) -> None:
     if models_dir not in _warned:
         _warned.add(models_dir)
         log.warning("models directory %s cannot be locked (%s): bundles are unpacked and loaded without the lock", models_dir, error)
+
+
+def prune_unpacked(models_dir: Path, keep: Path) -> list[str]:
+    """Delete the bundle directories under ``models_dir`` other than ``keep`` (the one just put live); their names.
+
+    Each publish unpacks a bundle here and nothing else removed the ones replaced: daily retrains
+    filled the disk, and copies of artwork weights of users erased since stayed on it. A worker
+    still on another version has it in memory; at a rollback it is unpacked again from Redis.
+    Only directories holding ``MARK`` are deleted: the directory may also hold an operator's own
+    bundles. Directories starting with "." (an unpack in progress) are left alone.
+    """
+    gone: list[str] = []
+    with models_dir_lock(models_dir, exclusive=True):
+        for p in models_dir.iterdir():
+            if p.is_dir() and not p.name.startswith(".") and (p / MARK).is_file() and p.resolve() != keep.resolve():
+                shutil.rmtree(p, ignore_errors=True)
+                gone.append(p.name)
+    return sorted(gone)

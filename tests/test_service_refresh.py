@@ -324,3 +324,28 @@ def test_a_ranker_kept_alive_by_a_cycle_is_named_and_collected_at_the_next_switc
     finally:
         gc.unfreeze()
         svc.close()
+
+
+def test_bundles_unpacked_for_earlier_versions_are_deleted_when_another_goes_live(store: RedisStore, serving_bundle: Path, tmp_path: Path) -> None:
+    """Each publish unpacked a bundle into the models directory and none was ever removed: daily retrains filled
+    the disk, and copies of erased users' artwork weights stayed on it. Only directories a worker unpacked go."""
+    import shutil
+
+    from homepage.unpacked import MARK
+
+    models_dir = tmp_path / "models"
+    publish_dataset(store, WORLD_SMALL, models=serving_bundle)
+    svc = PageService(store, ServiceConfig(models_dir=models_dir))
+    try:
+        assert svc.refresh()
+        live = [p for p in models_dir.iterdir() if p.is_dir() and not p.name.startswith(".")]
+        assert len(live) == 1 and (live[0] / MARK).is_file()
+        shutil.copytree(live[0], models_dir / "an-earlier-version")  # as unpacked for a version replaced since
+        shutil.copytree(serving_bundle, models_dir / "operators-own-bundle")  # not unpacked by a worker: kept
+        (models_dir / ".v9.tmp-1-2").mkdir()  # another worker's unpack in progress: kept
+        publish_dataset(store, WORLD_SMALL, models=serving_bundle)
+        assert svc.refresh() and svc.loaded is not None
+        left = sorted(p.name for p in models_dir.iterdir() if p.is_dir())
+        assert left == sorted([".v9.tmp-1-2", "operators-own-bundle", live[0].name]), left
+    finally:
+        svc.close()

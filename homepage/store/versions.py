@@ -13,6 +13,7 @@ replica takes over (the window is the replication lag). Durability against that 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import secrets
@@ -33,7 +34,7 @@ from homepage.store.errors import StoreError, guarded
 from homepage.store.events import EventWrites
 from homepage.store.keyspace import VERSION_RE, VersionMeta
 from homepage.store.records import pack_history, profiles_of_users, sparse
-from homepage.unpacked import models_dir_lock
+from homepage.unpacked import MARK as UNPACKED_MARK, models_dir_lock
 
 log = logging.getLogger(__name__)
 
@@ -246,6 +247,8 @@ class VersionWrites(EventWrites):
                 raise StoreError(f"version {v!r}: bundle path {rel!r} escapes the bundle directory")
         with models_dir_lock(Path(dest_dir), exclusive=False):
             if _holds(out, files):  # another worker unpacked these very files: nothing to replace under it
+                with contextlib.suppress(OSError):  # (one unpacked before the mark existed; a read-only directory)
+                    (out / UNPACKED_MARK).touch()
                 return out
         tmp = Path(dest_dir) / f".{name}.tmp-{os.getpid()}-{time.time_ns()}"
         try:
@@ -253,6 +256,7 @@ class VersionWrites(EventWrites):
                 p = tmp / rel
                 p.parent.mkdir(parents=True, exist_ok=True)
                 p.write_bytes(data)
+            (tmp / UNPACKED_MARK).touch()  # what prune_unpacked may delete once another version is live
             # replaced only while no worker loads from the directory (two workers unpacking at a publish
             # made a third of the loads fail: manifest.json or the catalog missing mid-swap)
             with models_dir_lock(Path(dest_dir), exclusive=True):
@@ -398,11 +402,11 @@ def _holds(out: Path, files: Mapping[str, bytes]) -> bool:
     """Whether directory ``out`` holds exactly these files with these bytes."""
     if not out.is_dir():
         return False
-    on_disk = {p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()}
+    on_disk = {p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()} - {UNPACKED_MARK}
     return on_disk == set(files) and all((out / rel).read_bytes() == data for rel, data in files.items())
 
 
 def _bundle_files(root: Path) -> Iterator[tuple[str, bytes]]:
     for p in sorted(root.rglob("*")):
-        if p.is_file():
+        if p.is_file() and p.relative_to(root).as_posix() != UNPACKED_MARK:  # a bundle published from a worker's copy
             yield p.relative_to(root).as_posix(), p.read_bytes()
