@@ -7,6 +7,7 @@ changing the environment, or a dependency override that returns another ``Settin
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
@@ -144,6 +145,46 @@ def settings_error(e: ValidationError) -> SettingsError:
     else:
         shown = repr(first["input"])
     return SettingsError(f"{name} {shown}: {msg}")
+
+
+OTHER_VARIABLES = frozenset({"HOMEPAGE_SPARK_DRIVER_MEMORY", "HOMEPAGE_SPARK_WORKDIR", "HOMEPAGE_TEST_REDIS_SERVER"})
+
+
+def variables_of(cls: type[BaseSettings]) -> set[str]:
+    """The environment variables a settings class reads (upper case; its aliases included)."""
+    prefix = str(cls.model_config.get("env_prefix", "")).upper()
+    out = set()
+    for name, f in cls.model_fields.items():
+        alias = f.validation_alias
+        choices = getattr(alias, "choices", None)
+        if choices:
+            out |= {str(c).upper() for c in choices}
+        else:
+            out.add(str(alias).upper() if isinstance(alias, str) else prefix + name.upper())
+    return out
+
+
+def unknown_variables(environ: Mapping[str, str]) -> list[str]:
+    """A warning for each ``HOMEPAGE_*`` variable no setting reads (a misspelt one is otherwise silently ignored)."""
+    import difflib
+
+    from homepage.log_setup import LogSettings
+
+    known = variables_of(Settings) | variables_of(LogSettings) | OTHER_VARIABLES
+    ours = sorted(n for n in environ if n.upper().startswith("HOMEPAGE_") and n.upper() not in known)
+    if not ours:
+        return []
+    from homepage.api.routes_viewer import ViewerSettings  # the API's own: imported only when needed
+    from homepage.api.settings import ServeSettings
+
+    known |= variables_of(ServeSettings) | variables_of(ViewerSettings)
+    out = []
+    for n in ours:
+        if n.upper() in known:
+            continue
+        close = difflib.get_close_matches(n.upper(), sorted(known), n=1, cutoff=0.7)
+        out.append(f"{n} is not a setting of this version; it is ignored" + (f" (did you mean {close[0]}?)" if close else ""))
+    return out
 
 
 @lru_cache(maxsize=1)

@@ -75,6 +75,9 @@ def test_cli_publish_then_rollback(
     assert first.exit_code == 0, first.output
     v1 = store.active_version()
     assert v1 is not None and v1 in first.output
+    # where it went, named: a misspelt REDIS_URL otherwise published into an embedded Redis nothing serves from
+    into = "the Redis at REDIS_URL " if cli_settings.redis_url else "the embedded Redis in "
+    assert f"published {v1} into {into}" in first.output and f"prefix {cli_settings.key_prefix!r}" in first.output
     second = runner.invoke(app, ["publish", str(small), "--models", str(models)])
     assert second.exit_code == 0, second.output
     v2 = store.active_version()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 import threading
@@ -14,6 +15,7 @@ from rich.markup import escape
 
 from homepage import log_setup
 from homepage.errors import HomepageError
+from homepage.settings import unknown_variables
 
 app = typer.Typer(
     name="homepage",
@@ -48,6 +50,8 @@ def main() -> None:
         signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
     try:
         log_setup.install()  # a bad HOMEPAGE_LOG_* is a one-line error like any other setting
+        for warning in unknown_variables(os.environ):
+            err.print(f"warning: {escape(warning)}", style="yellow", highlight=False)
         code = app(standalone_mode=False, prog_name="homepage")
         # without standalone mode click returns a command's ``typer.Exit(n)`` code instead of exiting
         if isinstance(code, int) and code:

@@ -71,8 +71,14 @@ def publish(
     finally:
         store.close()
     m = result.meta
+    settings = get_settings()
+    # named: a misspelt REDIS_URL publishes into the embedded Redis, which nothing serves from
+    into = (
+        f"the Redis at REDIS_URL {shown_url(settings.redis_url)}" if settings.redis_url
+        else f"the embedded Redis in {str(settings.embedded_dir)!r} (REDIS_URL is not set)"
+    )
     typer.echo(
-        f"published {m.version} (state as of {m.as_of}, {result.users_written} users"
+        f"published {m.version} into {into}, prefix {settings.key_prefix!r} (state as of {m.as_of}, {result.users_written} users"
         f"{', bundle ' + m.bundle_version if m.bundle_version else ''}) in {result.seconds:.1f}s"
     )
     if result.deleted_versions:
