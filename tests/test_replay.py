@@ -111,6 +111,16 @@ def test_bootstrap_over_users_resamples_whole_users() -> None:
     assert (w.sum(axis=1) % 3 == 0).all() and w.shape == (50, 300)
 
 
+def test_coverage_over_no_requests_is_null_in_the_json_like_every_other_metric(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import json
+
+    from homepage.strict_json import write_json
+
+    p, lo, hi = bootstrap_coverage([], 1000)
+    write_json(tmp_path / "r.json", {"coverage": {"mean": p, "ci": [lo, hi]}}, "--json")
+    assert json.loads((tmp_path / "r.json").read_text()) == {"coverage": {"mean": None, "ci": [None, None]}}
+
+
 def test_coverage_interval_contains_the_point() -> None:
     rng = np.random.default_rng(1)
     shown = [rng.choice(1000, 20, replace=False) for _ in range(200)]

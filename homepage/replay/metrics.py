@@ -147,8 +147,8 @@ def bootstrap_coverage(
     from scipy import sparse
 
     n = len(shown_per_request)
-    if n == 0:
-        return 0.0, 0.0, 0.0
+    if n == 0:  # no requests: no coverage to speak of (null in the JSON, as every other metric), not 0
+        return float("nan"), float("nan"), float("nan")
     rows = np.repeat(np.arange(n), [s.size for s in shown_per_request])
     cols = np.concatenate(shown_per_request) if n else np.zeros(0, np.int64)
     M = sparse.csr_matrix((np.ones(cols.size), (rows, cols)), shape=(n, n_titles))
