@@ -609,6 +609,20 @@ def test_repeated_ratings_keep_the_earliest_of_each_user_and_title_and_are_repor
     assert np.all(np.diff(ds.events["ts"].to_numpy()) >= 0)
 
 
+def test_ratings_on_a_ten_point_scale_are_named_as_such_and_skipping_most_rows_is_a_warning(tmp_path, monkeypatch, capsys) -> None:
+    """A 1-10 file: --skip-bad kept only the ratings up to 5 (82% of ml-latest-small's rows went) and said only a count."""
+    from homepage.cli import main
+
+    src = copy_layout("ml-latest-small-like", tmp_path)
+    _ratings_csv(src / "ratings.csv", [f"{u},{m},{(u + m) % 10 + 1},96498{u}{m}00" for u in range(1, 5) for m in (1, 2, 3)])
+    with pytest.raises(HomepageError, match=r"ratings\.csv:\d+: rating \d+ is outside 0\.5\.\.5 \(a 1-10 scale\? .*halve the ratings"):
+        ingest_movielens(src, tmp_path / "ds")
+    monkeypatch.setattr("sys.argv", ["homepage", "ingest", "movielens", str(src), "--out", str(tmp_path / "ds"), "--skip-bad", "--quiet"])
+    main()
+    err = capsys.readouterr().err
+    assert re.search(r"warning: \d+% of the rows were skipped: the file may not be in the format read", err), err
+
+
 def test_train_on_ratings_all_at_one_second_says_why_there_is_no_page_model(tmp_path) -> None:
     from homepage.bundle import BundleError, train_bundle
     from homepage.config import PipelineConfig

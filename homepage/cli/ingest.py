@@ -37,6 +37,13 @@ def movielens(
         for f, c in sorted(bad.counts.items()):
             lines = ", ".join(str(x) for x in bad.first_lines.get(f, []))
             err.print(escape(f"  {f}: {c} (first at lines {lines}; {bad.first_messages.get(f, '')})"), highlight=False)
+        share = bad.total / max(bad.total + manifest.counts["events"] + manifest.counts["titles"], 1)
+        if share > 0.1:  # a file in another format, not a few bad lines: the figures would describe what is left
+            err.print(
+                escape(f"warning: {share:.0%} of the rows were skipped: the file may not be in the format read (see the first message above)"),
+                style="yellow",
+                highlight=False,
+            )
     unknown = int(manifest.extra.get("ratings_of_unknown_titles", 0) or 0)  # type: ignore[call-overload]
     if unknown:
         share = unknown / max(manifest.counts["events"], 1)

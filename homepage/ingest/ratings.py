@@ -182,13 +182,22 @@ def row_problem(fields: list[str], fmt: DelimitedFormat, names: tuple[str, str, 
     except ValueError:
         return f"{names[2]} {rating!r} is not a number"
     if not RATING_MIN <= r <= RATING_MAX:
-        return f"{names[2]} {rating} is outside {RATING_MIN:g}..{RATING_MAX:g}"
+        return f"{names[2]} {rating} is outside {RATING_MIN:g}..{RATING_MAX:g}{_scale_hint(r)}"
     t = _int_text(ts)
     if t is None:
         return f"{names[3]} {ts!r} is not an integer"
     if t > LATEST_TIME:
         return f"{names[3]} {ts} is out of range (after the year 9999: Unix seconds expected, not milliseconds)"
     return None
+
+
+def _scale_hint(r: float) -> str:
+    """What an out-of-range rating suggests about the file, where it suggests something."""
+    if RATING_MAX < r <= 2 * RATING_MAX:
+        return " (a 1-10 scale? MovieLens stars run from 0.5 to 5: halve the ratings; --skip-bad would drop every one above 5)"
+    if r == 0:
+        return " (0 is no MovieLens rating: for implicit feedback write 1)"
+    return ""
 
 
 def _int_text(v: str) -> int | None:
