@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import tempfile
 from dataclasses import replace
 from pathlib import Path
@@ -253,6 +254,20 @@ def test_replay_cli_writes_json_and_report(world: dict[str, object], tmp_path: P
     assert resumes["single-list"]["mean"] == 0.0
     assert report["paired"]["template - single-list"]["resume_recall"]["ci"][0] > 0
     assert "Resumed titles shown on the page" in (tmp_path / "rep" / "README.md").read_text()
+
+
+def test_replay_says_when_the_bundle_stops_long_before_the_split(world: dict[str, object]) -> None:
+    """A bundle trained months before the split gave figures with no word that the events between were never used."""
+    _register()
+    root: Path = world["root"]  # type: ignore[assignment]
+    split: int = world["split"]  # type: ignore[assignment]
+    later = split + 35 * DAY
+    args = ["replay", str(root / "world"), "--models", str(root / "models"), "--policies", "template", "--max-requests", "30", "--bootstrap", "100"]
+    res = CliRunner().invoke(app, [*args, "--split-time", str(later)])
+    assert res.exit_code == 0, res.output
+    assert re.search(r"warning: --models: bundle \S+ was trained up to \d{4}-\d\d-\d\d, 35 days before the split \d{4}-\d\d-\d\d: the [\d,]+ events between are neither trained on nor replayed", res.output), res.output
+    res = CliRunner().invoke(app, [*args, "--split-time", str(split + 3 * DAY)])  # within the horizon: no warning
+    assert res.exit_code == 0 and "neither trained on nor replayed" not in res.output, res.output
 
 
 def test_replay_refuses_a_bundle_trained_past_the_split(world: dict[str, object]) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -115,6 +116,9 @@ def replay_command(
     from homepage.replay.report import foreign_report_files, print_tables, write_report
     from homepage.strict_json import write_json
 
+    def day(t: int) -> str:
+        return time.strftime("%Y-%m-%d", time.gmtime(t))
+
     check_output_file(json_out, "--json")
     check_output_dir(report_dir, "--report")
     if report_dir is not None and (foreign := foreign_report_files(report_dir)):
@@ -165,12 +169,20 @@ def replay_command(
                 f"{option}: bundle {b.version} was trained on events up to {b.until}, after the split {T}; "
                 "retrain with `homepage train --until` at or before the split"
             )
+    stale = [
+        f"{option}: bundle {b.version} was trained up to {day(b.until)}, {(T - b.until) / 86_400:.0f} days before the split "
+        f"{day(T)}: the {gap:,} events between are neither trained on nor replayed (retrain with --until at the split "
+        "for the figures of a model deployed then)"
+        for option, b in (("--models", bundle), ("--baseline-models", base))
+        if b is not None and T - b.until > protocol.horizon_days * 86_400
+        and (gap := int(np.searchsorted(log.t_ts, T, side="right") - np.searchsorted(log.t_ts, b.until, side="right")))
+    ]
     if until_t is not None and until_t <= T:
         raise HomepageError(f"--until {until_t}: at or before the split {T}; requests come after the split")
     requests = sample_requests(log, protocol, until=until_t)
     if len(requests) == 0:
         raise HomepageError(f"{dataset}: no user has plays or ratings after the split {T}")
-    console = Console(stderr=True)
+    console = Console(stderr=True, soft_wrap=True)  # warnings whole, not cut at 80 columns in a log
     with Progress(TextColumn("replay"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console) as bar:
         task = bar.add_task("replay", total=len(requests) * (2 if base is not None else 1))
         try:
@@ -186,7 +198,7 @@ def replay_command(
     print_tables(report, table_console())
     for line in ranker_problem_warnings(result.ranker_problems, len(result.requests), "requests"):
         console.print(line)
-    for line in result.warnings():
+    for line in [*stale, *result.warnings()]:
         console.print(f"[yellow]warning:[/] {escape(line)}", highlight=False)
     if json_out is not None:
         write_json(json_out, report, "--json", indent=2)
