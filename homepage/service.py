@@ -228,6 +228,10 @@ class PageService:
                 self._bad_versions.pop(loading, None)
             if new_models:
                 self._freeze_new_models(cur)
+                log.info(
+                    "serving version %s (bundle %s, policy %s)%s", version, models.version, policy,
+                    f", replacing {cur.store_version}" if cur is not None else "",
+                )
             if bundle_dir is not None:
                 self._keep_last_good(LastGood(version, bundle_dir, world, offset, policy))
                 self._prune_unpacked(bundle_dir)
@@ -241,14 +245,17 @@ class PageService:
             if self.loaded is None:
                 self._serve_last_good()
         except HomepageError as e:  # e.g. nothing published yet: one line, once while it lasts
-            if str(e) != self.last_error:
-                log.warning("refresh: %s", e)
-            self._answered(str(e))  # Redis answered (e.g. back empty after a restart): that outage is over
+            error = f"version {loading}: {e}" if loading is not None else str(e)
+            if error != self.last_error:
+                log.warning("refresh: %s", error)
+            self._answered(error)  # Redis answered (e.g. back empty after a restart): that outage is over
             if loading is not None:
                 self._remember_bad(loading, self.last_error)
         except Exception as e:  # a bad bundle must not take the service down
-            log.exception("refresh failed")
-            self._answered(f"{type(e).__name__}: {e}")
+            # which version, and where it is unpacked: "No space left on device" alone names neither
+            where = f" putting version {loading} live (unpacked under {self.config.models_dir})" if loading is not None else ""
+            log.exception("refresh failed%s", where)
+            self._answered(f"version {loading}: {type(e).__name__}: {e}" if loading is not None else f"{type(e).__name__}: {e}")
             if loading is not None:
                 self._remember_bad(loading, self.last_error)
         self._world_read_at = -float("inf")  # after any failure the next refresh reads the world again

@@ -100,6 +100,7 @@ def test_a_version_whose_bundle_fails_to_load_is_retried_with_backoff_not_every_
         assert not svc.refresh() and loads == [good.store_version, v2]
         error = svc.last_error or ""
         assert "manifest.json" in error and "invalid JSON" in error and not svc.ready
+        assert error.startswith(f"version {v2}: ")  # which version failed, for /health/ready and the log
         assert svc.loaded is good  # still serving the version that loaded
         for _ in range(3):  # within the delay: no new attempt, the same error reported
             assert not svc.refresh() and svc.last_error == error
@@ -135,7 +136,7 @@ def test_a_version_that_loads_but_fails_to_go_live_is_also_retried_with_backoff(
 
         monkeypatch.setattr(service_module.FallbackPages, "from_world", broken)
         for _ in range(3):
-            assert not svc.refresh() and "fallback of the new version" in (svc.last_error or "")
+            assert not svc.refresh() and (svc.last_error or "").startswith(f"version {v2}: RuntimeError: fallback of the new version")
         assert loads.count(v2) == 1 and svc.loaded is good
         # a second bad version, then the first again: neither is retried before its delay
         v3 = publish_dataset(store, WORLD_SMALL, models=serving_bundle).meta.version
@@ -347,5 +348,23 @@ def test_bundles_unpacked_for_earlier_versions_are_deleted_when_another_goes_liv
         assert svc.refresh() and svc.loaded is not None
         left = sorted(p.name for p in models_dir.iterdir() if p.is_dir())
         assert left == sorted([".v9.tmp-1-2", "operators-own-bundle", live[0].name]), left
+    finally:
+        svc.close()
+
+
+def test_a_version_switch_is_logged_with_what_it_replaced(store: RedisStore, serving_bundle: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A model switch or rollback left no log line at any level: only /metrics showed it."""
+    import logging
+
+    v1 = publish_dataset(store, WORLD_SMALL, models=serving_bundle).meta.version
+    svc = PageService(store, ServiceConfig(models_dir=tmp_path))
+    try:
+        with caplog.at_level(logging.INFO, logger="homepage.service"):
+            assert svc.refresh()
+            v2 = publish_dataset(store, WORLD_SMALL, models=serving_bundle).meta.version
+            assert svc.refresh()
+        lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("serving version")]
+        assert len(lines) == 2 and lines[0].startswith(f"serving version {v1} (bundle ") and "replacing" not in lines[0]
+        assert lines[1].startswith(f"serving version {v2} (bundle ") and lines[1].endswith(f", replacing {v1}")
     finally:
         svc.close()
