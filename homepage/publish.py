@@ -12,12 +12,13 @@ from pathlib import Path
 from homepage.catalog import Catalog
 from homepage.dataset import load_dataset
 from homepage.domain import LATEST_TIME
-from homepage.erasure import applied_erasures, drop_users, file_without_users, pending_erasures, user_weight_file
+from homepage.erasure import applied_erasures, drop_users, file_without_users, pending_erasures, user_weight_file, user_weight_path
 from homepage.errors import HomepageError
 from homepage.eventlog import EventLog
 from homepage.events_merge import MERGED_KEY
 from homepage.model_erasure import erase_user_weights
 from homepage.store import RedisStore, VersionMeta
+from homepage.unpacked import MARK
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,6 +29,7 @@ class PublishResult:
     users_written: int
     seconds: float
     deleted_versions: tuple[str, ...]
+    unlisted_files: tuple[str, ...] = ()  # in the bundle directory but not in its manifest: not published
 
 
 def new_version_name(now: float | None = None) -> str:
@@ -146,6 +148,7 @@ def publish_dataset(
         check_bundle_serves(bundle_dir, catalog, dataset)
     world = log.global_state(int(at), half_life)
     replaced = _without_erased_weights(bundle_dir, store.erasures()) if bundle_dir is not None else {}
+    listed, unlisted = bundle_file_lists(bundle_dir) if bundle_dir is not None else (None, [])
     meta = store.publish(
         version or new_version_name(),
         log,
@@ -157,6 +160,7 @@ def publish_dataset(
         source=str(Path(dataset).resolve()),
         progress=progress,
         replaced_files=replaced,
+        only_files=listed,
     )
     erase_user_weights(store, [meta.version])  # users erased while it was written
     deleted = store.gc(keep if keep is not None else store.settings.versions_keep)
@@ -165,7 +169,20 @@ def publish_dataset(
         users_written=len(log.user_ids),
         seconds=time.perf_counter() - t0,
         deleted_versions=tuple(deleted),
+        unlisted_files=tuple(unlisted),
     )
+
+
+def bundle_file_lists(bundle_dir: Path) -> tuple[set[str] | None, list[str]]:
+    """(the files a publish uploads, the other files in the directory): its manifest, the files the
+    manifest lists and the per-user weights. A core dump or an editor's swap file beside them went into
+    Redis and onto every worker's disk. A bundle from before manifests listed files: everything."""
+    manifest = json.loads((bundle_dir / "manifest.json").read_bytes())
+    if "files" not in manifest:
+        return None, []
+    listed = {"manifest.json", *manifest["files"]} | ({w} if (w := user_weight_path(manifest)) else set())
+    on_disk = {p.relative_to(bundle_dir).as_posix() for p in bundle_dir.rglob("*") if p.is_file()}
+    return listed, sorted(on_disk - listed - {MARK})
 
 
 def _without_erased_weights(bundle_dir: Path, erasures: Mapping[int, str]) -> dict[str, bytes]:

@@ -253,3 +253,22 @@ def test_gc_keeps_the_newest_version_with_a_model_while_the_active_one_has_none(
     assert store.versions() == ["v1", "v3"] and store.bundle_files("v1")
     store.publish("v4", log, catalog, ds.users, world, bundle, bundle_version=bundle_version)
     assert store.gc(1) == ["v1", "v3"]
+
+
+def test_publish_uploads_only_the_files_the_bundle_lists(store: RedisStore, cli_settings: Settings, small: Path, models: Path, tmp_path: Path) -> None:
+    """A 30 MB core dump and an editor's swap file beside a bundle went into Redis and onto every worker's disk."""
+    import json
+    import shutil
+
+    _register()
+    bundle = tmp_path / "bundle"
+    shutil.copytree(models / (models / "LATEST").read_text().strip(), bundle)
+    (bundle / "core.dump").write_bytes(b"\0" * 1000)
+    (bundle / "page_model").mkdir(exist_ok=True)
+    (bundle / "page_model" / ".model.txt.swp").write_bytes(b"swap")
+    res = CliRunner().invoke(app, ["publish", str(small), "--models", str(bundle)])
+    assert res.exit_code == 0, res.output
+    assert "warning: not published, as the bundle's manifest does not list them: core.dump, page_model/.model.txt.swp" in res.output
+    published = set(store.bundle_files(store.active_version()))
+    listed = set(json.loads((bundle / "manifest.json").read_text())["files"])
+    assert published == listed | {"manifest.json"}

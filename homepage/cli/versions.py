@@ -6,6 +6,7 @@ import time
 from pathlib import Path
 
 import typer
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -83,6 +84,9 @@ def publish(
     )
     if result.deleted_versions:
         typer.echo(f"deleted old versions: {', '.join(result.deleted_versions)}")
+    if result.unlisted_files:
+        shown = ", ".join(result.unlisted_files[:5]) + (f" and {len(result.unlisted_files) - 5} more" if len(result.unlisted_files) > 5 else "")
+        err.print(escape(f"warning: not published, as the bundle's manifest does not list them: {shown}"), style="yellow", highlight=False)
 
 
 @app.command("rollback")

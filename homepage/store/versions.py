@@ -19,7 +19,7 @@ import os
 import secrets
 import shutil
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +56,7 @@ class VersionWrites(EventWrites):
         source: str | None = None,
         progress: Callable[[int, int], None] | None = None,
         replaced_files: Mapping[str, bytes] | None = None,
+        only_files: Collection[str] | None = None,
     ) -> VersionMeta:
         """Write the state as of ``world.as_of`` under ``version``, then make it active in one command.
 
@@ -122,6 +123,8 @@ class VersionWrites(EventWrites):
             self._write_world(pipe, version, log, catalog, world)
             if bundle_dir is not None:
                 for rel, data in _bundle_files(Path(bundle_dir)):
+                    if only_files is not None and rel not in only_files:
+                        continue
                     pipe.set(k.lease(version), b"1", ex=s.publish_lease_seconds)
                     pipe.hset(k.bundle(version), rel, (replaced_files or {}).get(rel, data))
                     pipe.execute()
