@@ -112,6 +112,8 @@ def test_a_body_that_is_not_json_is_a_415_naming_the_header_and_writes_nothing(c
     r = client.http.put(f"/users/{user}", content=json.dumps({"region": None}), headers={**KEY, "Content-Type": "text/plain"})
     assert r.status_code == 415
     assert client.http.post("/events", content=event, headers={"Content-Type": "text/plain"}).status_code == 401  # the key first
+    r = client.http.post("/events", content=event, headers=KEY)  # no Content-Type at all (curl -d without -H)
+    assert r.status_code == 415 and r.json()["detail"] == "Content-Type: the body must be application/json, the header is missing", r.text
 
 
 def test_a_millisecond_timestamp_is_a_422_that_says_seconds(client: Client) -> None:
