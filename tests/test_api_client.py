@@ -74,6 +74,11 @@ def test_pages_are_gzipped_for_clients_that_accept_it(client: Client) -> None:
     assert all("accept-encoding" in r.headers["vary"].lower() for r in (raw, zipped))  # no cache mixes the two up
     assert json.loads(zipped.content) == raw.json()  # httpx decodes; the same (cached) page
     assert int(zipped.headers["content-length"]) < len(raw.content) / 3  # it is worth it
+    for refused in ("gzip;q=0", "identity, notgzip", "gzip; q=0.0, identity"):  # gzip refused or not named: as it is
+        r = client.http.get("/homepage/1002", params=params, headers={"Accept-Encoding": refused})
+        assert "content-encoding" not in r.headers and r.json() == raw.json(), refused
+    for taken in ("deflate, gzip;q=0.5", "br;q=1.0, gzip ; q=0.1"):
+        assert client.http.get("/homepage/1002", params=params, headers={"Accept-Encoding": taken}).headers.get("content-encoding") == "gzip", taken
     small = client.http.get("/health/live", headers={"Accept-Encoding": "gzip"})
     assert "content-encoding" not in small.headers  # under the threshold: as it is
     stream = httpx.Request("GET", client.http.base_url.join("/homepage/1002"), headers={"Accept-Encoding": "gzip"})

@@ -22,7 +22,7 @@ class GzipWhenAccepted(HttpMiddleware):
         self.gzip = GZipMiddleware(app, minimum_size=minimum_size, compresslevel=compresslevel)
 
     async def http(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if any(k == b"accept-encoding" and b"gzip" in v.lower() for k, v in scope.get("headers", ())):
+        if any(k == b"accept-encoding" and accepts_gzip(v) for k, v in scope.get("headers", ())):
             await self.gzip(scope, receive, send)
         else:
 
@@ -32,3 +32,26 @@ class GzipWhenAccepted(HttpMiddleware):
                 await send(msg)
 
             await self.app(scope, receive, send_varying)
+
+
+def accepts_gzip(accept_encoding: bytes) -> bool:
+    """Whether an ``Accept-Encoding`` value names gzip with a q above 0 (RFC 9110).
+
+    A substring test gave gzip to ``gzip;q=0`` (gzip refused) and to ``identity, notgzip``.
+    (``*`` alone is not taken as gzip: Starlette's middleware compresses only for a named gzip.)
+    """
+    best = 0.0
+    for item in accept_encoding.decode("latin-1").lower().split(","):
+        coding, _, params = item.partition(";")
+        if coding.strip() not in ("gzip", "x-gzip"):
+            continue
+        q = 1.0
+        for p in params.split(";"):
+            key, _, value = p.partition("=")
+            if key.strip() == "q":
+                try:
+                    q = float(value)
+                except ValueError:
+                    q = 0.0
+        best = max(best, q)
+    return best > 0
