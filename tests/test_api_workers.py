@@ -159,6 +159,19 @@ def test_sigterm_stops_the_embedded_redis_the_server_started(tmp_path: Path, wor
             assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[1][-2000:]
             time.sleep(0.2)
         assert _listening(sock), "the serve command started an embedded Redis"
+        # SIGHUP (a closed terminal, a reload by habit): several workers are restarted, one is left alone; both keep serving
+        proc.send_signal(signal.SIGHUP)
+        time.sleep(1.0)
+        deadline = time.monotonic() + 60
+        while True:
+            assert proc.poll() is None, f"SIGHUP stopped the server: {proc.communicate()[1][-2000:]!r}"
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/health/live", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, "not live again after SIGHUP"
+            time.sleep(0.2)
         proc.terminate()
         assert proc.wait(timeout=30) in (0, 128 + 15)  # one worker: uvicorn re-raises the signal after shutting down
         deadline = time.monotonic() + 10

@@ -54,6 +54,11 @@ def run_server(host: str, port: int, workers: int) -> None:
     # uvicorn shuts down gracefully on SIGTERM, then raises the signal again: with the default
     # handler that kills the process before the clean-up below (an orphaned embedded Redis)
     previous = signal.signal(signal.SIGTERM, exit_on_sigterm) if threading.current_thread() is threading.main_thread() else None
+    previous_hup = None
+    if workers == 1 and previous is not None:
+        # with several workers uvicorn restarts them on SIGHUP; one worker has nothing to restart, and by
+        # default SIGHUP (a closed terminal, a mistaken reload) killed it at once, its embedded Redis left running
+        previous_hup = signal.signal(signal.SIGHUP, signal.SIG_IGN)
     try:
         uvicorn.run(
             "homepage.api.app:create_app",
@@ -68,6 +73,8 @@ def run_server(host: str, port: int, workers: int) -> None:
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
+        if previous_hup is not None:
+            signal.signal(signal.SIGHUP, previous_hup)
         if emb is not None:
             emb.stop()
         if metrics_dir is not None:
