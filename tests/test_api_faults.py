@@ -439,3 +439,27 @@ def test_a_publish_refused_for_memory_deletes_what_it_wrote(redis_proc: RedisPro
     finally:
         store.client.config_set("maxmemory", "0")
         store.client.close()
+
+
+def test_serves_warnings_about_the_redis_server_are_log_lines_in_the_log_format(redis_proc: RedisProcess, tmp_path: Path) -> None:
+    """Under HOMEPAGE_LOG_FORMAT=json a log collector got plain-text lines from serve about a Redis that keeps nothing on disk."""
+    store = RedisStore.from_url(f"redis://127.0.0.1:{redis_proc.port}/0")
+    store.client.config_set("appendonly", "no")  # as the server on this machine: nothing on disk
+    store.client.close()
+    env = {**os.environ, "REDIS_URL": f"redis://127.0.0.1:{redis_proc.port}/0", "HOMEPAGE_LOG_FORMAT": "json",
+           "HOMEPAGE_MODELS_DIR": str(tmp_path / "unpacked"), "OPENBLAS_NUM_THREADS": "1"}
+    exe = shutil.which("homepage") or str(Path(sys.executable).parent / "homepage")
+    proc = subprocess.Popen([exe, "serve", "--port", str(free_port())], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stderr is not None
+        line = ""
+        deadline = time.monotonic() + 60
+        while "keeps nothing on disk" not in line:
+            line = proc.stderr.readline()
+            assert line or proc.poll() is None, "serve ended without the warning"
+            assert time.monotonic() < deadline
+        record = json.loads(line)
+        assert record["level"] == "WARNING" and record["message"].startswith("the Redis server at REDIS_URL keeps nothing on disk")
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)

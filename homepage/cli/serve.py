@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import secrets
 import shutil
@@ -16,6 +17,8 @@ import typer
 
 from homepage.cli import app, exit_on_sigterm
 from homepage.errors import HomepageError
+
+log = logging.getLogger(__name__)
 
 
 class Clock(str, Enum):
@@ -111,25 +114,24 @@ def serve(
 
         # settings the server refuses (a database index it lacks) fail here, in one line; a Redis
         # that is down is not a reason to refuse to start: the API serves fallback pages meanwhile
+        # logged, not printed: under HOMEPAGE_LOG_FORMAT=json a log collector reads them as the workers' lines
         try:
             store = open_store()
         except StoreUnavailable as e:
-            typer.echo(f"warning: {e}; the API answers degraded until it does", err=True)
+            log.warning("%s; the API answers degraded until it does", e)
         else:
             if store.keeps_nothing_on_disk():
-                typer.echo(
-                    "warning: the Redis server at REDIS_URL keeps nothing on disk (no AOF, no snapshots): a restart "
+                log.warning(
+                    "the Redis server at REDIS_URL keeps nothing on disk (no AOF, no snapshots): a restart "
                     "loses every acknowledged event not merged yet, the published versions and the erasure records (a dataset "
                     "published again brings back users erased since its last merge-events); set appendonly yes (appendfsync "
-                    "always or everysec) for them to survive it",
-                    err=True,
+                    "always or everysec) for them to survive it"
                 )
             if policy := store.evicting_policy():
-                typer.echo(
-                    f"warning: the Redis server at REDIS_URL evicts keys when its memory is full (maxmemory-policy {policy}): "
+                log.warning(
+                    "the Redis server at REDIS_URL evicts keys when its memory is full (maxmemory-policy %s): "
                     "an evicted history serves a new user's page, an evicted idempotency key counts a retried event twice; "
-                    "set maxmemory-policy noeviction",
-                    err=True,
+                    "set maxmemory-policy noeviction", policy,
                 )
             store.close()
     typer.echo(f"serving on http://{host}:{port} (docs at /docs)")
