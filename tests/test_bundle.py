@@ -201,10 +201,21 @@ def test_homepage_train_cli(dataset_dir: Path, config: PipelineConfig, tmp_path:
     b = load_bundle(tmp_path / "models")
     assert b.path == path
     assert b.until == int(datetime(2023, 12, 10, tzinfo=timezone.utc).timestamp())
+    assert "the page model learnt from" not in p.stderr  # none trained here: nothing to warn about
     # Unix seconds mean the same instant
     p2 = run_cli("train", str(dataset_dir), "--out", str(tmp_path / "m2"), "--config", str(cfg), "--until", str(b.until))
     assert p2.returncode == 0, p2.stderr
     assert load_bundle(tmp_path / "m2").until == b.until
+
+
+def test_train_says_when_the_page_model_learnt_from_too_few_requests(dataset_dir: Path, tmp_path: Path, run_cli) -> None:  # type: ignore[no-untyped-def]
+    """A page model from a few dozen requests, with no users held back to validate on, was shipped without a word."""
+    p = run_cli("train", str(dataset_dir), "--out", str(tmp_path / "models"), "--workers", "1")
+    assert p.returncode == 0, p.stderr
+    training = load_bundle(tmp_path / "models").manifest["components"]["page_model"]["training"]
+    assert training["requests"] < 200
+    assert f"warning: the page model learnt from {training['requests']} requests" in p.stderr, p.stderr
+    assert "compare it with the template (homepage replay) before serving it" in p.stderr
 
 
 @pytest.mark.parametrize(

@@ -26,6 +26,9 @@ def parse_time(text: str, option: str = "--until") -> int:
     return int(dt.timestamp())
 
 
+MIN_PAGE_REQUESTS = 200  # fewer page-model training requests than this: a warning (ml-latest-small gives 3,600)
+
+
 @app.command("train")
 def train(
     dataset: Path = typer.Argument(..., help="Dataset directory (from `homepage ingest` or `homepage generate`)."),
@@ -61,4 +64,13 @@ def train(
     console = Console(stderr=True)
     for line in ranker_problem_warnings(training.get("ranker_problems", {}), training.get("requests", 0), "page-model training requests"):
         console.print(line)
+    if training and (training.get("requests", 0) < MIN_PAGE_REQUESTS or training.get("valid_ndcg_at_1") is None):
+        console.print(
+            f"[yellow]warning:[/] the page model learnt from {training.get('requests', 0)} requests"
+            f"{' and had no held-back users to validate on' if training.get('valid_ndcg_at_1') is None else ''}: too few to trust; "
+            "compare it with the template (homepage replay) before serving it, or train the rankers alone "
+            '("page": {"train_model": false} in the --config)',
+            highlight=False,
+            soft_wrap=True,
+        )
     typer.echo(str(bundle.path))
