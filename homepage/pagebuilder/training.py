@@ -9,6 +9,7 @@ page loop and feature code as serving, so training and inference cannot drift ap
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
@@ -328,10 +329,18 @@ def train_page_model(
     _refuse_broken_rankers(problems, len(requests))
     if not data.groups.size:
         later = int(np.count_nonzero((log.t_ts > inner_split) & (log.t_ts <= until)))
+        days, per_day = np.unique(log.t_ts[log.t_ts <= until] // 86_400, return_counts=True)
+        burst = float(per_day.max() / per_day.sum()) if per_day.size else 0.0
+        busiest = (
+            f"; {burst:.0%} of the events up to the cut fall on one day, {time.strftime('%Y-%m-%d', time.gmtime(int(days[per_day.argmax()]) * 86_400))}, "
+            "so both splits land in it (train with --until before it, or spread the times)"
+            if burst >= 0.5 else ""
+        )
         raise ValueError(
             f"no training groups: none of {len(requests)} requests at the inner split had a candidate row covering a later play "
             f"({later} plays or ratings between the inner split, {inner_split}, and the training cut, {until}; "
-            "a dataset whose events span too short a time, or too few users with events on both sides, gives none; "
+            "a dataset whose events span too short a time, or too few users with events on both sides, gives none"
+            f"{busiest}; "
             'set "page": {"train_model": false} in the --config to train the rankers alone)'
         )
     model = fit(data)
