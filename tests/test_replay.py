@@ -270,6 +270,25 @@ def test_replay_says_when_the_bundle_stops_long_before_the_split(world: dict[str
     assert res.exit_code == 0 and "neither trained on nor replayed" not in res.output, res.output
 
 
+def test_replay_names_a_ranker_that_put_no_row_on_any_page(world: dict[str, object], tmp_path: Path) -> None:
+    """On implicit-feedback data video_to_video proposed nothing and replay showed it as contributing nothing, silently."""
+    _register()
+    root: Path = world["root"]  # type: ignore[assignment]
+    split: int = world["split"]  # type: ignore[assignment]
+    ds: Dataset = world["ds"]  # type: ignore[assignment]
+    rankers = PipelineConfig().model_dump()["rankers"]
+    for r in rankers:
+        if r["name"] == "video_to_video":
+            r["config"]["max_rows"] = 0  # as a ranker whose data gives it nothing to propose
+    config = PipelineConfig.model_validate({"rankers": rankers, "page": {"train_model": False}})
+    train_bundle(ds, tmp_path / "models", config, until=split)
+    args = ["replay", str(root / "world"), "--models", str(tmp_path / "models"), "--policies", "template", "--max-requests", "30", "--bootstrap", "100"]
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 0, res.output
+    assert "warning: ranker video_to_video put no row on any replayed page: it proposed none" in res.output, res.output
+    assert "ranker personalized put no row" not in res.output and "ranker continue_watching put no row" not in res.output
+
+
 def test_replay_refuses_a_bundle_trained_past_the_split(world: dict[str, object]) -> None:
     _register()
     root: Path = world["root"]  # type: ignore[assignment]

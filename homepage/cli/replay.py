@@ -198,7 +198,13 @@ def replay_command(
     print_tables(report, table_console())
     for line in ranker_problem_warnings(result.ranker_problems, len(result.requests), "requests"):
         console.print(line)
-    for line in [*stale, *result.warnings()]:
+    placed = {k for run in result.runs.values() for k in run.ranker_rows}
+    silent = [  # a ranker that proposed nothing looks like one that contributes nothing
+        f"ranker {r.name} put no row on any replayed page: it proposed none (its data may lack what it reads: watch "
+        "progress for continue_watching, ratings at or above its threshold for video_to_video's anchors)"
+        for r in bundle.rankers if r.name not in placed
+    ]
+    for line in [*stale, *result.warnings(), *silent]:
         console.print(f"[yellow]warning:[/] {escape(line)}", highlight=False)
     if json_out is not None:
         write_json(json_out, report, "--json", indent=2)
