@@ -103,6 +103,10 @@ class Settings(BaseSettings):
     )
     events_maxlen: int = Field(default=1_000_000, ge=1000, description="approximate cap of the events stream")
     served_maxlen: int = Field(default=1_000_000, ge=1000, description="approximate cap of the served-pages stream")
+    max_regions: int = Field(
+        default=256, ge=1, le=100_000,
+        description="regions with counters of their own in a version (every worker holds two catalog-sized arrays for each); events of users in other regions count overall",
+    )
     idempotency_ttl_seconds: int = Field(default=86_400, ge=1, description="how long an idempotency key is remembered")
     active_cache_seconds: float = Field(
         default=1.0, ge=0, le=3600, description="how long a store trusts its cached active-version pointer"

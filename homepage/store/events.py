@@ -157,9 +157,10 @@ class EventWrites(StoreBase):
                     ops.append(["HINCRBY", ki(k.glob(v, "rating_count")), tid, "1"])
                 ops.append(["SADD", ki(k.users(v)), str(e.user_id)])
                 if e.region:
-                    ops.append(["SADD", ki(k.regions(v)), e.region])
-                    ops.append(["HINCRBY", ki(k.region(v, e.region, "counts")), tid, "1"])
-                    ops.append(["HINCRBYFLOAT", ki(k.region(v, e.region, "decayed")), tid, w])
+                    ops.append([
+                        "REGION", ki(k.regions(v)), e.region, ki(k.region(v, e.region, "counts")),
+                        ki(k.region(v, e.region, "decayed")), tid, w, self.settings.max_regions,
+                    ])
             doc.append([str(e.user_id), str(e.seq), ["u", str(e.user_id), "v", p["v"], "e", p["e"], "q", str(e.seq)], ops])
         keys = sorted(key_index, key=key_index.__getitem__)
         out = self.client.eval(GLOBAL_STEP, len(keys), *keys, str(self.settings.events_maxlen), json.dumps(doc))

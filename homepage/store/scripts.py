@@ -85,6 +85,7 @@ return {applied, redis.call('LRANGE', KEYS[4], 0, -1)}
 
 # KEYS: events stream, applied marks, stream tally, counter keys...
 # ARGV: stream cap, JSON [[user, seq, [stream fields...], [[command, KEYS index, args...], ...]], ...]
+# (a command "REGION" is a region's counters, kept only while the version has room for the region)
 GLOBAL_STEP = """
 local doc = cjson.decode(ARGV[2])
 local marks, start, order = {}, {}, {}
@@ -99,7 +100,17 @@ for _, en in ipairs(doc) do
     redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', unpack(en[3]))
     redis.call('HINCRBY', KEYS[3], 'added', 1)
     for _, op in ipairs(en[4]) do
-      redis.call(op[1], KEYS[op[2]], unpack(op, 3))
+      if op[1] == 'REGION' then
+        -- {'REGION', regions set, region, counts, decayed, title, weight, most regions}: a region counts
+        -- only if the version has it already or has room for it (each costs every worker memory)
+        if redis.call('SISMEMBER', KEYS[op[2]], op[3]) == 1 or redis.call('SCARD', KEYS[op[2]]) < tonumber(op[8]) then
+          redis.call('SADD', KEYS[op[2]], op[3])
+          redis.call('HINCRBY', KEYS[op[4]], op[6], 1)
+          redis.call('HINCRBYFLOAT', KEYS[op[5]], op[6], op[7])
+        end
+      else
+        redis.call(op[1], KEYS[op[2]], unpack(op, 3))
+      end
     end
     marks[u] = seq
   end
