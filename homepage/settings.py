@@ -103,6 +103,10 @@ class Settings(BaseSettings):
     )
     events_maxlen: int = Field(default=1_000_000, ge=1000, description="approximate cap of the events stream")
     served_maxlen: int = Field(default=1_000_000, ge=1000, description="approximate cap of the served-pages stream")
+    max_history_records: int = Field(
+        default=100_000, ge=100, le=10_000_000,
+        description="records a user's history keeps as events arrive (the newest; 2.9 MB): a flood for one user made every page miss move it all",
+    )
     max_regions: int = Field(
         default=256, ge=1, le=100_000,
         description="regions with counters of their own in a version (every worker holds two catalog-sized arrays for each); events of users in other regions count overall",

@@ -180,6 +180,22 @@ def test_regions_beyond_the_cap_count_overall_but_get_no_counters_of_their_own(s
     assert "zip0" in new and int(capped.read_global_state(world.t + 100, world.catalog).region_counts["zip0"][t10]) == 2
 
 
+def test_a_flooded_users_history_keeps_its_newest_records(store: RedisStore, world: World) -> None:
+    """350k plays for one user grew their history to 10 MB, moved whole on every page miss: it is bounded."""
+    capped = RedisStore(store.client, store.keys.prefix, settings=store.settings.model_copy(update={"max_history_records": 100}))
+    world.publish(capped, "v1")
+    u = 8001
+    events = [Event(user_id=u, title_id=10 * (1 + i % 30), kind="play", ts=world.t + i, progress=1.0) for i in range(250)]
+    for start in range(0, 250, 50):
+        assert capped.append_events(events[start : start + 50], world.catalog) == 50
+        assert store.client.strlen(store.keys.hist("v1", u)) <= 100 * HISTORY_DTYPE.itemsize
+    state = capped.read_user_state(u, world.t + 1000, world.catalog)
+    assert 75 <= len(state) <= 100 and int(state.ts[-1]) == world.t + 249  # the newest kept, the oldest gone
+    assert int(state.ts.min()) > world.t + 100
+    # under the bound nothing changes: another user's history is all there
+    assert len(capped.read_user_state(1, world.t + 1000, world.catalog)) == len(world.log.user_state(1, world.t + 1000))
+
+
 def test_idempotency_keys_apply_an_event_once(store: RedisStore, world: World) -> None:
     world.publish(store, "v1")
     events = _new_events(world)[:3]

@@ -12,7 +12,7 @@ from homepage.domain import EVENT_CODES, Event
 from homepage.state import PLAY, RATING
 from homepage.store.base import DELETE_BATCH, SCAN_COUNT, StoreBase
 from homepage.store.errors import IdempotencyConflict, StoreError, guarded
-from homepage.store.records import LEGACY_KEY_VALUE, OutboxEntry, event_payloads, event_record, key_digest, user_of_key
+from homepage.store.records import HISTORY_DTYPE, LEGACY_KEY_VALUE, OutboxEntry, event_payloads, event_record, key_digest, user_of_key
 from homepage.store.scripts import ATTEMPT_TTL_SECONDS, GLOBAL_STEP, TRIM_STEP, USER_STEP
 
 
@@ -98,10 +98,13 @@ class EventWrites(StoreBase):
         reused key (their user's events are not written).
         """
         k, s = self.keys, self.settings
+        # past the bound a history keeps its newest three quarters: trimmed once every quarter, not per event
+        most_bytes = s.max_history_records * HISTORY_DTYPE.itemsize
+        kept_bytes = (3 * s.max_history_records // 4) * HISTORY_DTYPE.itemsize
         pipe = self.client.pipeline(transaction=False)
         for u, idx in by_user.items():
             keys = [k.hist(v, u), k.page(v, u), k.api_profile(u), k.outbox(u), k.seq(u), k.attempt(u, token), k.profile(v, u)]
-            args: list[Any] = [s.idempotency_ttl_seconds, ATTEMPT_TTL_SECONDS]
+            args: list[Any] = [s.idempotency_ttl_seconds, ATTEMPT_TTL_SECONDS, most_bytes, kept_bytes]
             for i in idx:
                 if ikeys[i]:
                     keys.append(k.idempotency(u, ikeys[i]))

@@ -35,7 +35,8 @@ such window.
 ATTEMPT_TTL_SECONDS = 60  # a resent step-1 script is recognised this long (redis-py resends within seconds)
 
 # KEYS: hist, page, API profile, outbox, seq, attempt, version's profile, idempotency keys...
-# ARGV: idempotency TTL, attempt TTL, then per event: idempotency key's KEYS index (0: none), the
+# ARGV: idempotency TTL, attempt TTL, the history's most bytes (0: no bound) and the bytes it keeps past
+#       them (its newest records), then per event: idempotency key's KEYS index (0: none), the
 #       event's digest, history record (empty: not part of the state), payload (JSON)
 # Returns {applied, outbox}, or {-1, positions (1-based) of events whose key holds another event's
 # digest} having written nothing. A key holding "1" (written before digests) matches any event.
@@ -45,13 +46,13 @@ if prior then
   return {tonumber(prior), redis.call('LRANGE', KEYS[4], 0, -1)}
 end
 local held, reused = {}, {}
-for i = 3, #ARGV, 4 do
+for i = 5, #ARGV, 4 do
   local ki = tonumber(ARGV[i])
   if ki > 0 then
     local was = held[KEYS[ki]]
     if was == nil then was = redis.call('GET', KEYS[ki]) end
     if was and was ~= '1' and was ~= ARGV[i + 1] then
-      reused[#reused + 1] = (i - 3) / 4 + 1
+      reused[#reused + 1] = (i - 5) / 4 + 1
     end
     held[KEYS[ki]] = was or ARGV[i + 1]
   end
@@ -63,7 +64,7 @@ local profile = KEYS[7]
 if redis.call('HEXISTS', KEYS[3], 'api') == 1 then profile = KEYS[3] end
 local region = redis.call('HGET', profile, 'region') or ''
 local applied = 0
-for i = 3, #ARGV, 4 do
+for i = 5, #ARGV, 4 do
   local ki = tonumber(ARGV[i])
   local fresh = true
   if ki > 0 then
@@ -77,6 +78,13 @@ for i = 3, #ARGV, 4 do
     end
     local seq = redis.call('INCR', KEYS[5])
     redis.call('RPUSH', KEYS[4], seq .. ' ' .. cjson.encode({region, ARGV[i + 3]}))
+  end
+end
+local most = tonumber(ARGV[3])
+if most > 0 then
+  local len = redis.call('STRLEN', KEYS[1])
+  if len > most then  -- a client flooding one user: every page miss would move the whole history
+    redis.call('SET', KEYS[1], redis.call('GETRANGE', KEYS[1], len - tonumber(ARGV[4]), -1))
   end
 end
 redis.call('SET', KEYS[6], applied, 'EX', ARGV[2])
