@@ -201,7 +201,8 @@ def row_problem(row: object) -> str | None:
         return f"a {type(row).__name__}, not a CandidateRow"
     ids, scores = row.title_ids, row.scores
     if not isinstance(ids, np.ndarray) or ids.dtype.kind not in "iu" or ids.ndim != 1:
-        return f"{row.row_id}: title_ids must be a 1-D integer numpy array"
+        got = f"a {ids.ndim}-D {ids.dtype} array" if isinstance(ids, np.ndarray) else f"a {type(ids).__name__}"
+        return f"{row.row_id}: title_ids must be a 1-D integer numpy array, not {got}"
     if not isinstance(scores, np.ndarray) or scores.dtype.kind != "f" or scores.shape != ids.shape:
         return f"{row.row_id}: scores must be a float numpy array as long as title_ids"
     if ids.size > 1 and len(set(ids.tolist())) != ids.size:  # faster than np.unique at row lengths

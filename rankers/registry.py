@@ -47,7 +47,10 @@ def ranker_class(name: str) -> type[Ranker]:
         raise RankerNotFound(f"ranker {name!r} is not registered in entry-point group {GROUP!r} (registered: {known})")
     cls = load_entry_point(eps[name])
     if cls.name != name:
-        raise RankerNotFound(f"ranker {name!r} ({eps[name].value}) declares name {cls.name!r}")
+        raise RankerNotFound(
+            f"ranker {name!r} ({eps[name].value}) declares name {cls.name!r}: the entry-point name and the class's "
+            f"`name` must be equal (rename the entry point in pyproject.toml, or set name = {name!r})"
+        )
     return cls
 
 

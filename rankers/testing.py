@@ -88,7 +88,9 @@ def synthetic_frames(n_titles: int, n_users: int, events_per_user: int, seed: in
     """
     rng = np.random.default_rng(seed)
     genres = ["Action", "Comedy", "Drama", "Horror", "Romance", "Sci-Fi", "Thriller", "Animation"]
-    title_ids = np.arange(1, n_titles + 1, dtype=np.int64) * 3  # gaps: ids are not indices
+    # far above any index, with gaps: a ranker returning catalog indices instead of ids fails here (MovieLens ids
+    # 1..193609 over 9,742 titles take most indices for valid ids, so those rows were served as the wrong titles)
+    title_ids = 1_000_000 + np.arange(1, n_titles + 1, dtype=np.int64) * 3
     g1 = rng.integers(0, len(genres), n_titles)
     g2 = rng.integers(0, len(genres), n_titles)
     n_people = max(10, n_titles // 4)
@@ -244,7 +246,7 @@ def validate_rows(rows: object, ranker: Ranker, catalog: Catalog) -> None:
     """Assert that ``rows`` obey the row contract for this ranker and catalog."""
     name = type(ranker).__name__
     cfg = ranker.config
-    assert isinstance(rows, list), f"{name}.rows must return a list, got {type(rows).__name__}"
+    assert isinstance(rows, (list, tuple)), f"{name}.rows must return a list (or tuple), got {type(rows).__name__}"
     assert len(rows) <= cfg.max_rows, f"{name}: {len(rows)} rows, max_rows is {cfg.max_rows}"
     ids = [r.row_id for r in rows if isinstance(r, CandidateRow)]
     assert len(set(ids)) == len(ids), f"{name}: repeated row ids {ids}"
@@ -258,11 +260,13 @@ def validate_rows(rows: object, ranker: Ranker, catalog: Catalog) -> None:
         problem = row_problem(r)  # the page builder's own check: a row it would drop fails here
         assert problem is None, f"{where}: the page builder would drop this row: {problem}"
         t, s = np.asarray(r.title_ids), np.asarray(r.scores)
-        assert t.ndim == 1 and t.dtype.kind == "i", f"{where}: title_ids must be a 1-d integer array"
+        assert t.ndim == 1 and t.dtype.kind in "iu", f"{where}: title_ids must be a 1-d integer array"
         assert s.shape == t.shape, f"{where}: {s.shape[0]} scores for {t.shape[0]} titles"
         assert 1 <= t.size <= cfg.row_length, f"{where}: {t.size} titles, must be 1..row_length={cfg.row_length}"
         assert np.unique(t).size == t.size, f"{where}: repeated titles"
-        assert np.all(catalog.index_of(t) >= 0), f"{where}: titles not in the catalog {t[catalog.index_of(t) < 0][:5]}"
+        assert np.all(catalog.index_of(t) >= 0), f"{where}: titles not in the catalog {t[catalog.index_of(t) < 0][:5]}" + (
+            " (catalog indices? a row holds title ids: catalog.title_ids[idx])" if np.all(t < len(catalog)) else ""
+        )
         assert np.all(np.isfinite(s)), f"{where}: non-finite scores"
         assert np.all(np.diff(s.astype(np.float64)) <= 1e-9), f"{where}: scores must be non-increasing"
         assert np.isfinite(r.row_score), f"{where}: row_score must be finite"

@@ -69,7 +69,8 @@ def test_suite_catches_a_broken_ranker() -> None:
     ("mistake", "message"),
     [
         ("int_scores", "scores must be a float numpy array"),
-        ("list_ids", "title_ids must be a 1-D integer numpy array"),
+        ("list_ids", "title_ids must be a 1-D integer numpy array, not a list"),
+        ("float_ids", "title_ids must be a 1-D integer numpy array, not a 1-D float64 array"),
         ("nan_row_score", "row_score must be a number"),
     ],
 )
@@ -91,10 +92,63 @@ def test_suite_fails_rows_the_page_builder_would_drop(mistake: str, message: str
                 scores = np.array([3, 2, 1])
             if mistake == "list_ids":
                 ids = ids.tolist()
+            if mistake == "float_ids":
+                ids = ids.astype(np.float64)
             return [CandidateRow("sloppy", "sloppy", "Sloppy", ids, scores, RowReason("x"), row_score=float("nan") if mistake == "nan_row_score" else 0.0)]
 
     with pytest.raises(AssertionError, match=f"would drop this row: sloppy: {message}"):
         check_valid_rows(Sloppy)
+
+
+def test_suite_names_catalog_indices_returned_as_title_ids() -> None:
+    """MovieLens ids (1..193609 over 9,742 titles) make most catalog indices valid ids, so a ranker returning indices
+    served the wrong titles with no error anywhere; the conformance world's ids are far from its indices."""
+    import numpy as np
+
+    from homepage.domain import CandidateRow, RowReason
+    from rankers.base import Ranker
+    from rankers.testing import check_valid_rows
+
+    class Indices(Ranker):
+        name = "indices"
+
+        def rows(self, request):  # type: ignore[no-untyped-def]
+            idx = np.array([3, 6, 9], np.int64)  # indices that happened to be ids in a world of ids 3, 6, 9, ...
+            return [CandidateRow("indices", "indices", "Indices", idx, np.array([3.0, 2.0, 1.0], np.float32), RowReason("x"))]
+
+    with pytest.raises(AssertionError, match=r"titles not in the catalog \[3 6 9\] \(catalog indices\? a row holds title ids: catalog.title_ids\[idx\]\)"):
+        check_valid_rows(Indices)
+
+
+def test_rows_as_a_tuple_and_unsigned_ids_pass_as_the_page_builder_takes_them() -> None:
+    """The page builder takes a tuple of rows and uint64 ids; the contract check said 'must return a list' and
+    'must be a 1-d integer array' for them."""
+    import numpy as np
+
+    from homepage.domain import CandidateRow, RowReason
+    from rankers.base import Ranker
+    from rankers.testing import check_valid_rows
+
+    class Unsigned(Ranker):
+        name = "unsigned"
+
+        def rows(self, request):  # type: ignore[no-untyped-def]
+            ids = request.catalog.title_ids[:3].astype(np.uint64)
+            return (CandidateRow("unsigned", "unsigned", "Unsigned", ids, np.array([3.0, 2.0, 1.0], np.float32), RowReason("x")),)
+
+    check_valid_rows(Unsigned)
+
+
+def test_an_entry_point_named_unlike_its_class_says_which_to_change(monkeypatch: pytest.MonkeyPatch) -> None:
+    from importlib.metadata import EntryPoint
+
+    import rankers.registry as registry
+    from rankers.registry import RankerNotFound, ranker_class
+
+    ep = EntryPoint(name="highly_rated", value="rankers.top_n:TopNRanker", group=registry.GROUP)
+    monkeypatch.setattr(registry, "registered", lambda: {"highly_rated": ep})
+    with pytest.raises(RankerNotFound, match=r"declares name 'top_n': the entry-point name and the class's `name` must be equal \(rename the entry point in pyproject.toml, or set name = 'highly_rated'\)"):
+        ranker_class("highly_rated")
 
 
 def test_an_artifact_numpy_would_pickle_is_refused_at_save(tmp_path) -> None:  # type: ignore[no-untyped-def]
