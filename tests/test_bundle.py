@@ -346,3 +346,30 @@ def test_a_ranker_failing_in_fit_is_named_after_its_traceback(
     assert "Traceback" in p.stderr and "in fit" in p.stderr  # where in the plug-in it failed
     assert p.stderr.strip().splitlines()[-1] == "error: ranker raises_in_fit: fit() raised ValueError: cannot fit: column 'x' missing"
     assert not any((tmp_path / "models").glob("v*/manifest.json"))
+
+
+def test_train_on_a_full_disk_is_one_line_and_leaves_nothing_behind(tmp_path: Path) -> None:
+    """A full disk during `homepage train` ended in a bare traceback with exit code 1 (a file-size limit stands in
+    for the full disk: writes past it fail with EFBIG as they would with ENOSPC)."""
+    import resource
+    import signal
+    import subprocess
+
+    from fixtures.world import WorldParams, generate_world, write_world
+
+    write_world(generate_world(WorldParams(n_users=80, n_titles=60, seed=3)), tmp_path / "world")
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "LATEST").write_text("v-earlier\n")
+
+    def small_files() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # the write fails with EFBIG instead of the process being killed
+        resource.setrlimit(resource.RLIMIT_FSIZE, (20_000, 20_000))
+
+    p = subprocess.run(
+        [sys.executable, "-m", "homepage", "train", str(tmp_path / "world"), "--out", str(tmp_path / "models"), "--workers", "1"],
+        capture_output=True, text=True, preexec_fn=small_files, timeout=300,
+    )
+    assert p.returncode == 2 and "Traceback" not in p.stderr, p.stderr[-3000:]
+    assert p.stderr.strip().splitlines()[-1].startswith("error: File too large"), p.stderr[-3000:]
+    assert sorted(x.name for x in (tmp_path / "models").iterdir()) == ["LATEST"]  # no half-written bundle
+    assert (tmp_path / "models" / "LATEST").read_text() == "v-earlier\n"

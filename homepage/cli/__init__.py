@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
 import sys
@@ -24,6 +25,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
+DISK_ERRORS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG})
 err = Console(stderr=True, emoji=False, soft_wrap=True)  # no emoji codes (a key such as hp:v:...); no cut lines in logs
 
 
@@ -69,6 +71,14 @@ def main() -> None:
         sys.exit(e.exit_code)
     except SystemExit:
         raise
+    except OSError as e:
+        if e.errno not in DISK_ERRORS:
+            raise
+        # a full or read-only disk is the machine's state, not a bug: one line naming the file, as for other user errors
+        where = f"{e.filename}: " if e.filename else ""
+        why = "" if e.filename else " while writing the command's output (a full disk, a quota, a read-only file system or a file-size limit)"
+        err.print(f"[bold red]error:[/] {escape(where + (e.strerror or str(e)) + why)}", highlight=False, soft_wrap=True)
+        sys.exit(2)
     except Exception as e:
         if _is_click_error(e):  # usage errors: click's message and exit code
             e.show()  # type: ignore[attr-defined]
