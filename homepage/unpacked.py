@@ -17,7 +17,8 @@ from typing import BinaryIO
 from pathlib import Path
 
 LOCK_FILE = ".unpack.lock"
-MARK = ".unpacked-from-redis"  # in every bundle directory a worker unpacked: the only ones it ever deletes
+PREFIX = "unpacked-"  # a worker unpacks a bundle into PREFIX + its version: never an operator's own directory
+MARK = ".unpacked-from-redis"  # written into every bundle directory a worker unpacks: the only ones it ever deletes
 log = logging.getLogger(__name__)
 
 
@@ -70,13 +71,13 @@ def prune_unpacked(models_dir: Path, keep: Path) -> list[str]:
     Each publish unpacks a bundle here and nothing else removed the ones replaced: daily retrains
     filled the disk, and copies of artwork weights of users erased since stayed on it. A worker
     still on another version has it in memory; at a rollback it is unpacked again from Redis.
-    Only directories holding ``MARK`` are deleted: the directory may also hold an operator's own
-    bundles. Directories starting with "." (an unpack in progress) are left alone.
+    Only directories named ``PREFIX...`` and holding ``MARK`` are deleted: the directory may also
+    hold an operator's own bundles. An unpack in progress (a ``.``-directory) is left alone.
     """
     gone: list[str] = []
     with models_dir_lock(models_dir, exclusive=True):
         for p in models_dir.iterdir():
-            if p.is_dir() and not p.name.startswith(".") and (p / MARK).is_file() and p.resolve() != keep.resolve():
+            if p.is_dir() and p.name.startswith(PREFIX) and (p / MARK).is_file() and p.resolve() != keep.resolve():
                 shutil.rmtree(p, ignore_errors=True)
                 gone.append(p.name)
     return sorted(gone)

@@ -329,25 +329,31 @@ def test_a_ranker_kept_alive_by_a_cycle_is_named_and_collected_at_the_next_switc
 
 def test_bundles_unpacked_for_earlier_versions_are_deleted_when_another_goes_live(store: RedisStore, serving_bundle: Path, tmp_path: Path) -> None:
     """Each publish unpacked a bundle into the models directory and none was ever removed: daily retrains filled
-    the disk, and copies of erased users' artwork weights stayed on it. Only directories a worker unpacked go."""
+    the disk, and copies of erased users' artwork weights stayed on it. Only directories a worker unpacked go:
+    an operator who trains into the same directory (and publishes from there) keeps every bundle and file."""
     import shutil
 
-    from homepage.unpacked import MARK
+    from homepage.bundle import load_bundle
+    from homepage.unpacked import MARK, PREFIX
 
     models_dir = tmp_path / "models"
-    publish_dataset(store, WORLD_SMALL, models=serving_bundle)
+    models_dir.mkdir()
+    own = models_dir / load_bundle(serving_bundle).path.name  # `homepage train --out` into the models directory
+    shutil.copytree(load_bundle(serving_bundle).path, own)
+    (own / "train-notes.txt").write_text("not in the manifest")
+    publish_dataset(store, WORLD_SMALL, models=own)
     svc = PageService(store, ServiceConfig(models_dir=models_dir))
     try:
         assert svc.refresh()
-        live = [p for p in models_dir.iterdir() if p.is_dir() and not p.name.startswith(".")]
-        assert len(live) == 1 and (live[0] / MARK).is_file()
-        shutil.copytree(live[0], models_dir / "an-earlier-version")  # as unpacked for a version replaced since
-        shutil.copytree(serving_bundle, models_dir / "operators-own-bundle")  # not unpacked by a worker: kept
+        live = [p for p in models_dir.iterdir() if p.name.startswith(PREFIX)]
+        assert len(live) == 1 and (live[0] / MARK).is_file() and not (own / MARK).exists()
+        shutil.copytree(live[0], models_dir / f"{PREFIX}an-earlier-version")  # as unpacked for a version replaced since
         (models_dir / ".v9.tmp-1-2").mkdir()  # another worker's unpack in progress: kept
-        publish_dataset(store, WORLD_SMALL, models=serving_bundle)
+        publish_dataset(store, WORLD_SMALL, models=own)
         assert svc.refresh() and svc.loaded is not None
         left = sorted(p.name for p in models_dir.iterdir() if p.is_dir())
-        assert left == sorted([".v9.tmp-1-2", "operators-own-bundle", live[0].name]), left
+        assert left == sorted([".v9.tmp-1-2", own.name, live[0].name]), left
+        assert (own / "train-notes.txt").read_text() == "not in the manifest" and not (own / MARK).exists()
     finally:
         svc.close()
 

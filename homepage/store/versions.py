@@ -13,7 +13,6 @@ replica takes over (the window is the replication lag). Durability against that 
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import secrets
@@ -34,7 +33,7 @@ from homepage.store.errors import StoreError, guarded
 from homepage.store.events import EventWrites
 from homepage.store.keyspace import VERSION_RE, VersionMeta
 from homepage.store.records import pack_history, profiles_of_users, sparse
-from homepage.unpacked import MARK as UNPACKED_MARK, models_dir_lock
+from homepage.unpacked import MARK as UNPACKED_MARK, PREFIX as UNPACKED_PREFIX, models_dir_lock
 
 log = logging.getLogger(__name__)
 
@@ -238,20 +237,22 @@ class VersionWrites(EventWrites):
                     continue
 
     def materialize_bundle(self, version: str | None, dest_dir: Path) -> Path:
-        """Write a version's bundle files under ``dest_dir/<bundle version>`` and return that directory."""
+        """Write a version's bundle files under ``dest_dir/unpacked-<bundle version>`` and return that directory.
+
+        Its own name, never an operator's bundle directory (``homepage train --out`` into the same
+        directory writes ``<bundle version>``): a worker replaces and later deletes only what it unpacked.
+        """
         v = self._resolve(version)
         files = self.bundle_files(v)
         if not files:
             raise StoreError(f"version {v!r}: no model bundle was published with it")
         name = self.meta(v).bundle_version or v
-        out = Path(dest_dir) / name
+        out = Path(dest_dir) / f"{UNPACKED_PREFIX}{name}"
         for rel in files:
             if ".." in Path(rel).parts or Path(rel).is_absolute():
                 raise StoreError(f"version {v!r}: bundle path {rel!r} escapes the bundle directory")
         with models_dir_lock(Path(dest_dir), exclusive=False):
             if _holds(out, files):  # another worker unpacked these very files: nothing to replace under it
-                with contextlib.suppress(OSError):  # (one unpacked before the mark existed; a read-only directory)
-                    (out / UNPACKED_MARK).touch()
                 return out
         tmp = Path(dest_dir) / f".{name}.tmp-{os.getpid()}-{time.time_ns()}"
         try:
