@@ -98,3 +98,18 @@ def test_headers_under_the_bound_and_a_large_body_are_served(port: int) -> None:
     got = exchange(port, req, req, req, reads=3)
     assert [r.split(b"\r\n", 1)[0] for r in got] == [b"HTTP/1.1 200 OK"] * 3, got
     assert all(r.endswith(str(len(body)).encode()) for r in got)
+
+
+def test_an_endless_trailer_after_a_chunked_body_gets_431_too(port: int) -> None:
+    """Trailers follow the last chunk and were never counted: 40 MB of one unfinished trailer grew the worker by 40 MB."""
+    head = b"POST / HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n1\r\na\r\n0\r\nx-t: "
+    got = exchange(port, head, *[b"t" * 16384] * (3 * MAX_HEAD_BYTES // 16384), reads=1)
+    assert got[0].startswith(b"HTTP/1.1 431 "), got[0][:200]
+
+
+def test_a_chunked_body_of_many_chunks_is_served(port: int) -> None:
+    """Chunk framing is not the head: a body sent as many small chunks, well past the bound in all, is served."""
+    chunks = b"".join(b"%x\r\n%s\r\n" % (10, b"c" * 10) for _ in range(20_000))  # 200 KB of body, 100 KB of framing
+    req = b"POST / HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n" + chunks + b"0\r\nx-t: done\r\n\r\n"
+    got = exchange(port, req, req, reads=2)
+    assert [r.split(b"\r\n", 1)[0] for r in got] == [b"HTTP/1.1 200 OK"] * 2 and all(r.endswith(b"200000") for r in got), got

@@ -35,7 +35,7 @@ except ImportError:  # httptools not installed: uvicorn uses h11
     HttpToolsProtocol = None
 
 
-MAX_HEAD_BYTES = 64 * 1024  # request line and headers; h11 refuses past its own 16 KB limit
+MAX_HEAD_BYTES = 64 * 1024  # request line and headers (or a chunked body's trailers); h11 refuses past its own 16 KB limit
 _TOO_LARGE = (
     b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-type: application/json\r\nconnection: close\r\n"
     b"content-length: 54\r\n\r\n" b'{"detail":"request line and headers over 65536 bytes"}'
@@ -44,29 +44,32 @@ _TOO_LARGE = (
 if HttpToolsProtocol is not None:
 
     class NoDelayHttpToolsProtocol(HttpToolsProtocol):  # type: ignore[misc, valid-type]
-        """httptools with TCP_NODELAY and a bound on the request head: httptools buffers a header it
-        has not seen the end of without limit, so one connection sending an endless header grew the worker."""
+        """httptools with TCP_NODELAY and a bound on what is not body: httptools buffers a header (or a
+        chunked body's trailer) it has not seen the end of without limit, so one connection sending an
+        endless one grew the worker by what it sent. Bytes received count until the parser hands them
+        over as body; a chunk or a message completed starts the count again."""
 
         def connection_made(self, transport: Any) -> None:  # type: ignore[override]
             _nodelay(transport)
-            self._head_bytes = 0
-            self._in_head = True
+            self._unparsed = 0
             super().connection_made(transport)
 
         def data_received(self, data: bytes) -> None:
-            if self._in_head:
-                self._head_bytes += len(data)
+            self._unparsed += len(data)
             super().data_received(data)
-            if self._in_head and self._head_bytes > MAX_HEAD_BYTES and not self.transport.is_closing():
+            if self._unparsed > MAX_HEAD_BYTES and not self.transport.is_closing():
                 self.transport.write(_TOO_LARGE)
                 self.transport.close()
 
-        def on_headers_complete(self) -> None:
-            self._in_head = False
-            super().on_headers_complete()
+        def on_body(self, body: bytes) -> None:
+            self._unparsed -= len(body)
+            super().on_body(body)
+
+        def on_chunk_complete(self) -> None:
+            self._unparsed = 0
 
         def on_message_complete(self) -> None:
-            self._in_head, self._head_bytes = True, 0
+            self._unparsed = 0
             super().on_message_complete()
 
 
