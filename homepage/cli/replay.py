@@ -114,6 +114,7 @@ def replay_command(
     from homepage.page import PageModels
     from homepage.replay.protocol import ReplayProtocol, sample_requests
     from homepage.replay.report import foreign_report_files, print_tables, write_report
+    from homepage.pagebuilder.policies import policy as get_policy
     from homepage.strict_json import write_json
 
     def day(t: int) -> str:
@@ -198,11 +199,14 @@ def replay_command(
     print_tables(report, table_console())
     for line in ranker_problem_warnings(result.ranker_problems, len(result.requests), "requests"):
         console.print(line)
-    placed = {k for run in result.runs.values() for k in run.ranker_rows}
-    silent = [  # a ranker that proposed nothing looks like one that contributes nothing
-        f"ranker {r.name} put no row on any replayed page: it proposed none (its data may lack what it reads: watch "
-        "progress for continue_watching, ratings at or above its threshold for video_to_video's anchors)"
-        for r in bundle.rankers if r.name not in placed
+    # a ranker that proposed nothing looks like one that contributes nothing; the row policies place
+    # any ranker's rows (the template one of each type first), the single list none but its own
+    row_runs = [run for name, run in result.runs.items() if not get_policy(name.removeprefix("baseline:")).single_list]
+    placed = {k for run in row_runs for k in run.ranker_rows}
+    silent = [
+        f"ranker {r.name} put no row on any replayed page: it proposed none, or none won a place (its data may lack "
+        "what it reads: watch progress for continue_watching, ratings at or above its threshold for video_to_video's anchors)"
+        for r in bundle.rankers if row_runs and r.name not in placed
     ]
     for line in [*stale, *result.warnings(), *silent]:
         console.print(f"[yellow]warning:[/] {escape(line)}", highlight=False)
