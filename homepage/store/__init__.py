@@ -23,6 +23,7 @@ __all__ = [
     "HISTORY_DTYPE",
     "IdempotencyConflict",
     "Keyspace",
+    "NotPublished",
     "ReadState",
     "RedisStore",
     "StoreError",
