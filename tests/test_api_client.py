@@ -137,3 +137,11 @@ def test_head_answers_the_probes_and_images_without_a_body(client: Client) -> No
     r = client.http.head(image)
     assert r.status_code == 200 and r.content == b"" and r.headers["content-type"].startswith("image/svg+xml")
     assert int(r.headers["content-length"]) == len(client.http.get(image).content)
+
+
+def test_every_operation_has_its_own_operation_id(client: Client) -> None:
+    """GET and HEAD of one route shared an operationId, which OpenAPI client generators refuse."""
+    spec = client.http.get("/openapi.json").json()
+    ids = [op["operationId"] for item in spec["paths"].values() for op in item.values() if "operationId" in op]
+    assert len(ids) == len(set(ids)), sorted(i for i in ids if ids.count(i) > 1)
+    assert {"get", "head"} <= set(spec["paths"]["/health/live"]) and {"get", "head"} <= set(spec["paths"]["/artwork/{title_id}/{variant_id}.svg"])

@@ -107,13 +107,17 @@ async def similar(request: Request, title_id: TitleId, limit: Annotated[int, Que
     return SimilarOut(title_id=title_id, similar=[TitleCard(**c) for c in cards])
 
 
-@router.api_route("/health/live", methods=["GET", "HEAD"], response_model=Health)  # HEAD: load-balancer probes
+# GET and HEAD as two routes, not one api_route: one route gives both operations the same OpenAPI operationId,
+# which client generators refuse
+@router.get("/health/live", response_model=Health)
+@router.head("/health/live", response_model=Health)  # load-balancer probes
 async def live() -> Health:
     """The process is up."""
     return Health(status="live")
 
 
-@router.api_route("/health/ready", methods=["GET", "HEAD"], response_model=Health, responses={503: {"model": Health}})
+@router.get("/health/ready", response_model=Health, responses={503: {"model": Health}})
+@router.head("/health/ready", response_model=Health, responses={503: {"model": Health}})
 async def ready(request: Request, response: Response) -> Health:
     """200 when Redis answers and a model is loaded; 503 otherwise."""
     service = app_state.service(request)
