@@ -282,7 +282,11 @@ def test_viewer_in_headless_chromium(viewer: Viewer, tmp_path: Path) -> None:
     sync_playwright = _browser()
     exe = str(CHROMIUM if CHROMIUM.exists() else shutil.which("chromium"))
     with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=exe, args=CHROMIUM_ARGS)
+        # its own HOME: chromium writes crash-report settings and dconf state there, which on a
+        # developer's machine is their real browser profile
+        home = tmp_path / "home"
+        env = {**os.environ, "HOME": str(home), "XDG_CONFIG_HOME": str(home / ".config"), "XDG_CACHE_HOME": str(home / ".cache")}
+        browser = pw.chromium.launch(executable_path=exe, args=CHROMIUM_ARGS, env=env)
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 900})
             page.set_default_timeout(30_000)
@@ -368,3 +372,4 @@ def test_viewer_in_headless_chromium(viewer: Viewer, tmp_path: Path) -> None:
         finally:
             browser.close()
     assert (tmp_path / "viewer.png").stat().st_size > 10_000
+    assert (home / ".config" / "chromium").is_dir()  # the profile went to the test's HOME
