@@ -17,8 +17,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from shared_data import shared_dataset
+
 REPO = Path(__file__).resolve().parents[1]
-OBD = REPO.parent / "shared" / "data" / "open-bandit-dataset-small"
 
 
 def synthetic(args: argparse.Namespace) -> tuple[dict, dict]:
@@ -71,12 +72,12 @@ def synthetic(args: argparse.Namespace) -> tuple[dict, dict]:
     return table, summary
 
 
-def open_bandit(args: argparse.Namespace) -> dict:
+def open_bandit(args: argparse.Namespace, obd: Path) -> dict:
     from artwork.open_bandit import CAMPAIGNS, bts_from_random
 
     out = {}
     for campaign in CAMPAIGNS:
-        est, observed = bts_from_random(OBD, campaign, n_boot=args.n_boot, seed=args.seed)
+        est, observed = bts_from_random(obd, campaign, n_boot=args.n_boot, seed=args.seed)
         out[campaign] = {
             e.estimator: {
                 "estimate": e.value,
@@ -115,8 +116,9 @@ def main() -> None:
     ap.add_argument("--n-boot", type=int, default=200)
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
+    obd = shared_dataset("open-bandit-dataset-small", script="bench/artwork_ope.py")  # before the synthetic half's minutes
     table, summary = synthetic(args)
-    result = {"synthetic": table, "open_bandit": open_bandit(args), "synthetic_policies": summary}
+    result = {"synthetic": table, "open_bandit": open_bandit(args, obd), "synthetic_policies": summary}
     args.json.write_text(json.dumps(result, indent=2))
     print_tables(result)
 

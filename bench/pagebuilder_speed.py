@@ -25,7 +25,8 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import numpy as np  # noqa: E402
 
-ML_SMALL = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "movielens-latest-small"
+from shared_data import shared_dataset  # noqa: E402
+
 BENCH_RANKERS = {"continue_watching": 1, "personalized": 14, "top_n": 2, "trending": 2, "video_to_video": 30}
 # more, less strictly de-duplicated "because you watched" anchors, so requests reach 40 rows
 V2V_EXTRA = {"max_anchor_overlap": 0.9, "max_anchor_similarity": 0.9, "anchor_pool": 100}
@@ -62,7 +63,8 @@ def main() -> None:
             from homepage.ingest import ingest_movielens
 
             dataset = Path(tmp) / "mlsmall"
-            ingest_movielens(ML_SMALL, dataset)
+            ml_small = shared_dataset("movielens-latest-small", script="bench/pagebuilder_speed.py", without="--dataset DIR takes the dataset the bundle was trained on")
+            ingest_movielens(ml_small, dataset)
         ds = load_dataset(dataset, columns=["user_id", "title_id", "kind", "ts", "progress", "stars"])
     log = EventLog.from_frame(ds.events, bundle.catalog, ds.users)
     specs = [

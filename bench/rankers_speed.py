@@ -29,8 +29,7 @@ from homepage.state import UserState, frozen  # noqa: E402
 from rankers.base import FitInput, RankRequest  # noqa: E402
 from rankers.personalized import PersonalizedRanker  # noqa: E402
 from rankers.registry import RankerNotFound, build_rankers  # noqa: E402
-
-ML_SMALL = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "movielens-latest-small"
+from shared_data import shared_dataset  # noqa: E402
 
 
 def timed(fn: Callable[[], object], n: int) -> np.ndarray:
@@ -49,7 +48,7 @@ def pct(ms: np.ndarray) -> str:
     return f"p50 {np.median(ms):.3f} ms  p99 {np.percentile(ms, 99):.3f} ms"
 
 
-def movielens_rankers(dataset: Path | None, n_users: int, seed: int) -> None:
+def movielens_rankers(dataset: Path | None, ml_small: Path | None, n_users: int, seed: int) -> None:
     """p50/p99 of rows() per configured ranker for random users with history, ml-latest-small at the 0.8 split."""
     from homepage.dataset import load_dataset
 
@@ -58,7 +57,8 @@ def movielens_rankers(dataset: Path | None, n_users: int, seed: int) -> None:
             from homepage.ingest import ingest_movielens
 
             dataset = Path(tmp) / "mlsmall"
-            ingest_movielens(ML_SMALL, dataset)
+            assert ml_small is not None
+            ingest_movielens(ml_small, dataset)
         ds = load_dataset(dataset)
     catalog = Catalog.from_frames(ds.titles, ds.variants)
     log = EventLog.from_frame(ds.events, catalog, ds.users)
@@ -144,9 +144,13 @@ def main() -> None:
     ap.add_argument("--factors", type=int, default=PersonalizedRanker.Config().factors)
     ap.add_argument("--skip-movielens", action="store_true")
     args = ap.parse_args()
+    ml_small = None
+    if not args.skip_movielens and args.dataset is None:  # checked before the synthetic half's seconds
+        why = "--dataset DIR takes an ingested dataset, --skip-movielens measures the synthetic catalog alone"
+        ml_small = shared_dataset("movielens-latest-small", script="bench/rankers_speed.py", without=why)
     synthetic_personalized(60_000, args.factors, neighbours=200, modelled=6000, history=50, seed=0)
     if not args.skip_movielens:
-        movielens_rankers(args.dataset, args.users, seed=0)
+        movielens_rankers(args.dataset, ml_small, args.users, seed=0)
 
 
 if __name__ == "__main__":

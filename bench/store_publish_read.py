@@ -26,14 +26,15 @@ from homepage.embedded_redis import EmbeddedRedis
 from homepage.eventlog import EventLog
 from homepage.settings import Settings
 from homepage.store import RedisStore
+from shared_data import shared_dataset
 
-ML = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "movielens-latest-small"
 
 
 def build_mlsmall(out: Path) -> Path:
     """ml-latest-small as a dataset: every rating is a rating event."""
-    r = pd.read_csv(ML / "ratings.csv")
-    m = pd.read_csv(ML / "movies.csv")
+    ml = shared_dataset("movielens-latest-small", script="bench/store_publish_read.py")
+    r = pd.read_csv(ml / "ratings.csv")
+    m = pd.read_csv(ml / "movies.csv")
     events = pd.DataFrame(
         {"user_id": r.userId, "title_id": r.movieId, "kind": np.int8(1), "ts": r.timestamp, "stars": r.rating}
     )
