@@ -175,6 +175,18 @@ def test_unknown_layout_lists_the_understood_ones(tmp_path) -> None:
     assert not (tmp_path / "ds").exists()
 
 
+def test_a_missing_path_or_a_zip_says_so_and_where_the_releases_are(tmp_path) -> None:
+    """A path that did not exist was called "not a directory", and a downloaded zip was not told to be unzipped."""
+    with pytest.raises(HomepageError) as e:
+        ingest_movielens(tmp_path / "ml-latest-small", tmp_path / "ds")
+    assert "no such directory" in str(e.value) and "grouplens.org" in str(e.value)
+    (tmp_path / "ml-latest-small.zip").write_bytes(b"PK\x03\x04")
+    with pytest.raises(HomepageError) as e:
+        ingest_movielens(tmp_path / "ml-latest-small.zip", tmp_path / "ds")
+    assert "a zip archive; unzip it" in str(e.value)
+    assert not (tmp_path / "ds").exists()
+
+
 def test_unpacked_zip_directory_is_looked_into(tmp_path) -> None:
     shutil.copytree(DATA / "ml-1m-like", tmp_path / "outer" / "ml-1m")
     manifest, _ = ingest_movielens(tmp_path / "outer", tmp_path / "ds")

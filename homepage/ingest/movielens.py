@@ -52,6 +52,9 @@ LAYOUTS: tuple[Layout, ...] = (
 )  # fmt: skip
 
 
+RELEASES_HINT = "the releases are at https://grouplens.org/datasets/movielens/"
+
+
 def _understood() -> str:
     return "; ".join(f"{lay.name} ({' + '.join(lay.required)}: {lay.releases})" for lay in LAYOUTS)
 
@@ -62,8 +65,12 @@ def detect_layout(src: Path) -> tuple[Layout, Path]:
     A directory whose only entry is one sub-directory (an unpacked zip) is looked into.
     """
     src = Path(src)
+    if not src.exists():
+        raise HomepageError(f"{src}: no such directory; expected an unpacked MovieLens release ({RELEASES_HINT})")
+    if src.is_file() and src.suffix.lower() == ".zip":
+        raise HomepageError(f"{src}: a zip archive; unzip it and pass the directory it unpacks to")
     if not src.is_dir():
-        raise HomepageError(f"{src}: not a directory; expected an unpacked MovieLens release")
+        raise HomepageError(f"{src}: not a directory; expected an unpacked MovieLens release ({RELEASES_HINT})")
     for d in (src, *_single_subdir(src)):
         for lay in LAYOUTS:
             if all((d / f).is_file() for f in lay.required):
