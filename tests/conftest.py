@@ -15,7 +15,7 @@ def shared_path(*parts: str) -> Path:
     """A path under ../shared/data; skips the test when absent, except in CI where it fails."""
     p = SHARED_DATA.joinpath(*parts)
     if not p.exists():
-        msg = f"{p} not found: the public datasets live in ../shared/data beside the checkout"
+        msg = f"{p} not found: the public datasets live in ../shared/data beside the checkout (expected off CI; README, Data licences, says what goes there)"
         if os.environ.get("CI", "").lower() == "true":
             pytest.fail(msg + " (CI=true: these tests must run)")
         pytest.skip(msg)
