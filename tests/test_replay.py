@@ -22,6 +22,7 @@ from homepage.dataset import Dataset, load_dataset
 from homepage.domain import EVENT_CODES, EventKind, RequestContext
 from homepage.eventlog import DAY, EventLog
 from homepage.page import PageModels, build_page
+from homepage.pagebuilder.features import FEATURE_NAMES
 from homepage.replay.metrics import (
     bootstrap_coverage,
     bootstrap_mean,
@@ -521,3 +522,44 @@ def test_replay_from_served_logs_refuses_a_bundle_of_another_catalog(world: dict
     logs = write_served_logs(pd.DataFrame([one]), tmp_path / "served.parquet")
     res = CliRunner().invoke(app, ["replay-logs", str(root / "world"), "--models", str(other.path), "--served-logs", str(logs)])
     assert res.exit_code != 0 and "--models: bundle" in str(res.exception) and "another catalog" in str(res.exception), str(res.exception)
+
+
+def test_explain_shows_the_page_replay_builds_and_marks_the_later_plays(world: dict[str, object], tmp_path: Path) -> None:
+    """`homepage explain`: the same page as build_page for that user and time, every feature per row, and the hits."""
+    _register()
+    root: Path = world["root"]  # type: ignore[assignment]
+    log: EventLog = world["log"]  # type: ignore[assignment]
+    models: PageModels = world["models"]  # type: ignore[assignment]
+    bundle = world["bundle"]
+    split: int = world["split"]  # type: ignore[assignment]
+    cfg = bundle.config.page  # type: ignore[attr-defined]
+    proto = ReplayProtocol(split_time=split, horizon_days=30, requests_per_user=1, seed=0)
+    reqs = sample_requests(log, proto)
+    for uid, t, tgt in zip(reqs.user_ids.tolist(), reqs.times.tolist(), reqs.targets):
+        ctx = RequestContext(user_id=int(uid), now=int(t), rows=cfg.rows, cols=cfg.cols)
+        page = build_page(log.user_state(int(uid), int(t)), log.global_state(int(t), bundle.config.half_life_seconds), models, ctx, explain=True)  # type: ignore[attr-defined]
+        played = set(models.catalog.title_ids[tgt].tolist())
+        if any(set(r.title_ids) & played for r in page.rows):
+            break
+    else:
+        pytest.fail("no request with a hit on its page")
+    out = tmp_path / "explain.json"
+    res = CliRunner().invoke(app, ["explain", str(root / "world"), "--models", str(root / "models"), "--user", str(uid), "--at", str(t), "--json", str(out)])
+    assert res.exit_code == 0, res.output
+    got = json.loads(out.read_text())
+    assert got["events_before"] == len(log.user_state(int(uid), int(t))) and set(got["played_after"]) == played
+    assert [(r["row_id"], r["stage"], [x["title_id"] for x in r["titles"]]) for r in got["rows"]] == [
+        (r.row_id, r.stage, list(r.title_ids)) for r in page.rows
+    ]
+    assert [r["score"] for r in got["rows"]] == pytest.approx([r.score for r in page.rows])
+    assert all(set(r["features"]) == set(FEATURE_NAMES) for r in got["rows"])
+    for r in got["rows"]:
+        assert r["hit_columns"] == [c for c, x in enumerate(r["titles"]) if x["title_id"] in played]
+    assert sum(len(r["hit_columns"]) for r in got["rows"]) > 0
+    assert f"user {uid} at " in res.output and "hits" in res.output
+    # a user the dataset does not hold gets a new user's page; a time before the bundle's cut is refused
+    res = CliRunner().invoke(app, ["explain", str(root / "world"), "--models", str(root / "models"), "--user", "99999999"])
+    assert res.exit_code == 0 and "a new user's page" in res.output, res.output
+    for extra, words in ((["--at", str(split - DAY)], "before bundle"), (["--policy", "template,row-ranking"], "one policy"), (["--device", "toaster"], "--device")):
+        res = CliRunner().invoke(app, ["explain", str(root / "world"), "--models", str(root / "models"), "--user", str(uid), *extra])
+        assert res.exit_code != 0 and words in str(res.exception), (extra, res.exception)
