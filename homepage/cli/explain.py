@@ -81,6 +81,22 @@ def explain_command(
     played = bundle.catalog.title_ids[later]
     explained = explain_rows(page, bundle.catalog, played)
 
+    if json_out is not None:  # before the table: a reader that stops early (| head) leaves the file written
+        write_json(
+            json_out,
+            {
+                "user_id": user,
+                "at": t,
+                "policy": name,
+                "model_version": bundle.version,
+                "events_before": len(state),
+                "played_after": [int(x) for x in played.tolist()],
+                "horizon_days": horizon_days,
+                "rows": [r.to_json() for r in explained],
+                "notes": list(page.notes),
+            },
+            "--json",
+        )
     console = table_console()
     when = time.strftime("%Y-%m-%d %H:%M", time.gmtime(t))
     who = f"{len(state):,} events up to then" if len(state) else "no events up to then: a new user's page"
@@ -108,19 +124,3 @@ def explain_command(
     console.print(table)
     for note in page.notes:
         console.print(f"note: {escape(note)}", highlight=False)
-    if json_out is not None:
-        write_json(
-            json_out,
-            {
-                "user_id": user,
-                "at": t,
-                "policy": name,
-                "model_version": bundle.version,
-                "events_before": len(state),
-                "played_after": [int(x) for x in played.tolist()],
-                "horizon_days": horizon_days,
-                "rows": [r.to_json() for r in explained],
-                "notes": list(page.notes),
-            },
-            "--json",
-        )
