@@ -41,6 +41,8 @@ def explain_command(
     from homepage.eventlog import EventLog
     from homepage.page import PageModels, build_page
     from homepage.page_explanation import TABLE_FEATURES, explain_rows
+    from homepage.replay.protocol import ReplayProtocol
+    from homepage.replay.run import CheckpointedWorlds
     from homepage.pagebuilder.features import DEVICES
     from homepage.strict_json import write_json
 
@@ -66,7 +68,8 @@ def explain_command(
     refuse_other_catalog(ds.titles, bundle, dataset, "--models")
     log = EventLog.from_frame(ds.events, bundle.catalog, ds.users)
     state = log.user_state(user, t)
-    world = log.global_state(t, bundle.config.half_life_seconds)
+    # the world as replay takes it (rounded down to the protocol's granularity), so the page is the one replay scores
+    world = CheckpointedWorlds(log, bundle.config.half_life_seconds, ReplayProtocol().world_granularity).at(t)
     ctx = RequestContext(
         user_id=user,
         now=t,
