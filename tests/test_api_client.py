@@ -139,9 +139,14 @@ def test_head_answers_the_probes_and_images_without_a_body(client: Client) -> No
     assert int(r.headers["content-length"]) == len(client.http.get(image).content)
 
 
-def test_every_operation_has_its_own_operation_id(client: Client) -> None:
+def test_get_and_head_have_their_own_operation_ids_and_a_405_allows_both(client: Client) -> None:
     """GET and HEAD of one route shared an operationId, which OpenAPI client generators refuse."""
     spec = client.http.get("/openapi.json").json()
     ids = [op["operationId"] for item in spec["paths"].values() for op in item.values() if "operationId" in op]
     assert len(ids) == len(set(ids)), sorted(i for i in ids if ids.count(i) > 1)
     assert {"get", "head"} <= set(spec["paths"]["/health/live"]) and {"get", "head"} <= set(spec["paths"]["/artwork/{title_id}/{variant_id}.svg"])
+    for path in ("/health/live", "/health/ready", "/artwork/1/default.svg"):  # a 405 lists both of the path's routes
+        r = client.http.post(path, json={}, headers=KEY)
+        assert r.status_code == 405 and r.headers["allow"] == "GET, HEAD", (path, r.status_code, r.headers.get("allow"))
+    r = client.http.post("/homepage/1", json={}, headers=KEY)
+    assert r.status_code == 405 and r.headers["allow"] == "GET"

@@ -12,14 +12,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import APIRouter, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from threadpoolctl import threadpool_limits
 
@@ -82,12 +84,12 @@ def create_app(settings: ServeSettings | None = None, store_settings: Settings |
     _install_handlers(app)
     from homepage.api import routes_admin, routes_artwork, routes_events, routes_pages, routes_viewer
 
-    app.include_router(routes_pages.router)
-    app.include_router(routes_events.router)
-    app.include_router(routes_admin.router)
-    app.include_router(routes_artwork.router)  # page image URLs name it: served with the viewer off too
+    routers = [routes_pages.router, routes_events.router, routes_admin.router, routes_artwork.router]  # artwork: page image URLs name it
     if serve.viewer:
-        app.include_router(routes_viewer.router)
+        routers.append(routes_viewer.router)
+    for router in routers:
+        app.include_router(router)
+    app.state.route_methods = route_methods(routers)
     app.add_middleware(BodyLimit, max_bytes=serve.max_body_bytes)
     if serve.gzip_min_bytes:
         app.add_middleware(GzipWhenAccepted, minimum_size=serve.gzip_min_bytes)
@@ -104,6 +106,11 @@ def create_app(settings: ServeSettings | None = None, store_settings: Settings |
         )
     app.add_middleware(RequestId)  # outermost: every answer, the 500 included, carries the id
     return app
+
+
+def route_methods(routers: Sequence[APIRouter]) -> list[tuple[re.Pattern[str], frozenset[str]]]:
+    """(path pattern, methods) of every route: what a 405's ``Allow`` lists for a path."""
+    return [(r.path_regex, frozenset(r.methods)) for router in routers for r in router.routes if isinstance(r, APIRoute)]
 
 
 async def _refresh_after(service: PageService) -> None:
@@ -127,7 +134,11 @@ def _install_handlers(app: FastAPI) -> None:
             message = _unparsed_body(exc.__cause__)  # FastAPI's words name neither the field nor why
             return JSONResponse({"detail": f"body: {message}", "errors": [{"field": "body", "message": message}]}, status_code=422)
         detail = clip(str(exc.detail), MAX_MESSAGE)  # routes clip what they echo; this bounds any that forgot
-        return JSONResponse({"detail": detail}, status_code=exc.status_code, headers=getattr(exc, "headers", None))
+        headers = getattr(exc, "headers", None)
+        if exc.status_code == 405:  # Starlette names the methods of the first route on the path; GET and HEAD are two routes
+            allowed = sorted({m for rx, methods in request.app.state.route_methods if rx.match(request.url.path) for m in methods})
+            headers = {**(headers or {}), "Allow": ", ".join(allowed)} if allowed else headers
+        return JSONResponse({"detail": detail}, status_code=exc.status_code, headers=headers)
 
     @app.exception_handler(StoreUnavailable)
     async def unavailable(request: Request, exc: StoreUnavailable) -> JSONResponse:
