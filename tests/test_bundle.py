@@ -309,10 +309,43 @@ def test_sigterm_during_train_leaves_no_temporary_bundle(tmp_path: Path) -> None
         proc.send_signal(signal.SIGABRT)  # faulthandler prints every thread's stack
         _, err = proc.communicate(timeout=30)
         raise AssertionError("train did not stop within 60 s of SIGTERM; its threads:\n" + err.decode()[-6000:]) from None
-    # (once in CI: exit 0 and no stderr. Which case was it, a signal that came after training ended or one that was lost?)
+    # (once in CI: exit 0 and no stderr. One way to lose the signal was found since: handled inside a ctypes
+    # callback, see the next test; stderr would have said "Exception ignored" there)
     when = f"bundle dir seen {seen - started:.1f} s after start, signal sent {time.monotonic() - seen:.1f} s before exit, {dispositions}"
     assert proc.returncode == 143, f"{when}; left in {models}: {sorted(p.name for p in models.iterdir())}\n{err.decode()[-2000:]}"
     assert sorted(p.name for p in models.iterdir()) == []
+
+
+SIGTERM_IN_A_CALLBACK = """
+import ctypes, os, signal, sys, time
+from homepage.cli import install_sigterm_exit
+
+install_sigterm_exit()
+CMP = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(ctypes.c_int), ctypes.POINTER(ctypes.c_int))
+sent = []
+
+def cmp(a, b):  # Python called from C, as threadpoolctl's library listing is: the handler runs in here
+    if not sent:
+        sent.append(1)
+        os.kill(os.getpid(), signal.SIGTERM)
+    return a[0] - b[0]
+
+try:
+    ctypes.CDLL(None).qsort((ctypes.c_int * 8)(*range(8, 0, -1)), 8, ctypes.sizeof(ctypes.c_int), CMP(cmp))
+    time.sleep(2)
+    print("ran on to the end")
+finally:
+    print("cleaned up")
+"""
+
+
+def test_sigterm_handled_inside_a_c_callback_still_exits_143_through_clean_up() -> None:
+    """A SIGTERM handled in a ctypes callback (threadpoolctl's, during a fit) was printed, dropped, and train exited 0."""
+    import subprocess
+
+    res = subprocess.run([sys.executable, "-c", SIGTERM_IN_A_CALLBACK], capture_output=True, text=True, timeout=60)
+    assert res.returncode == 143, (res.returncode, res.stdout, res.stderr[-2000:])
+    assert "cleaned up" in res.stdout and "ran on to the end" not in res.stdout and "Exception ignored" not in res.stderr, res
 
 
 class _RaisesInFit(Ranker):

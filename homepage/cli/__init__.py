@@ -8,7 +8,9 @@ import signal
 import sys
 import threading
 import traceback
+from collections.abc import Callable
 from types import FrameType
+from typing import Any
 
 import typer
 from rich.console import Console
@@ -38,18 +40,53 @@ def _register() -> None:
         importlib.import_module(f"{__name__}.{mod.name}")
 
 
+class Terminated(SystemExit):
+    """``SystemExit(128 + signum)`` raised by the SIGTERM handler."""
+
+
+REDELIVER_SECONDS = 0.01
+
+
 def exit_on_sigterm(signum: int, frame: FrameType | None) -> None:
     """SIGTERM as ``SystemExit(143)``: clean-up code runs (temporary outputs removed) instead of the process just dying."""
-    raise SystemExit(128 + signum)
+    raise Terminated(128 + signum)
+
+
+def install_sigterm_exit() -> Callable[[], None]:
+    """Make SIGTERM exit with 143 through clean-up code, in the main thread; returns what undoes it.
+
+    A signal handled while C code runs a Python callback (ctypes: threadpoolctl listing the loaded
+    libraries, which implicit and the rankers do on every fit) raises inside the callback, where
+    the exception is printed and dropped: the command ran on to the end and exited 0. The
+    ``sys.unraisablehook`` here sends the signal again a moment later, from a timer thread (sent
+    from inside the hook, it would be handled, and dropped, in the hook itself).
+    """
+    previous_handler = signal.signal(signal.SIGTERM, exit_on_sigterm)
+    # a blocked signal mask survives exec: a parent that blocked SIGTERM would make the handler deaf
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
+    previous_hook = sys.unraisablehook
+
+    def redeliver(unraisable: Any) -> None:
+        if isinstance(unraisable.exc_value, Terminated):
+            timer = threading.Timer(REDELIVER_SECONDS, os.kill, (os.getpid(), int(unraisable.exc_value.code) - 128))
+            timer.daemon = True
+            timer.start()
+            return
+        previous_hook(unraisable)
+
+    sys.unraisablehook = redeliver
+
+    def restore() -> None:
+        signal.signal(signal.SIGTERM, previous_handler)
+        sys.unraisablehook = previous_hook
+
+    return restore
 
 
 def main() -> None:
     """Console-script entry point: user errors become one line and exit code 2."""
     _register()
-    main_thread = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGTERM, exit_on_sigterm) if main_thread else None
-    if main_thread:  # a blocked signal mask survives exec: a parent that blocked SIGTERM would make the handler deaf
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
+    restore = install_sigterm_exit() if threading.current_thread() is threading.main_thread() else None
     try:
         log_setup.install()  # a bad HOMEPAGE_LOG_* is a one-line error like any other setting
         for warning in unknown_variables(os.environ):
@@ -85,8 +122,8 @@ def main() -> None:
             sys.exit(e.exit_code)  # type: ignore[attr-defined]
         raise
     finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
+        if restore is not None:
+            restore()
 
 
 def _is_click_error(e: Exception) -> bool:
