@@ -12,17 +12,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import re
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
-from fastapi import APIRouter, FastAPI, Request
+from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 from threadpoolctl import threadpool_limits
 
 from homepage.api.asgi import HttpMiddleware
@@ -89,7 +89,7 @@ def create_app(settings: ServeSettings | None = None, store_settings: Settings |
         routers.append(routes_viewer.router)
     for router in routers:
         app.include_router(router)
-    app.state.route_methods = route_methods(routers)
+    app.state.routes_by_path = [r for router in routers for r in router.routes if isinstance(r, APIRoute)]  # for a 405's Allow
     app.add_middleware(BodyLimit, max_bytes=serve.max_body_bytes)
     if serve.gzip_min_bytes:
         app.add_middleware(GzipWhenAccepted, minimum_size=serve.gzip_min_bytes)
@@ -106,11 +106,6 @@ def create_app(settings: ServeSettings | None = None, store_settings: Settings |
         )
     app.add_middleware(RequestId)  # outermost: every answer, the 500 included, carries the id
     return app
-
-
-def route_methods(routers: Sequence[APIRouter]) -> list[tuple[re.Pattern[str], frozenset[str]]]:
-    """(path pattern, methods) of every route: what a 405's ``Allow`` lists for a path."""
-    return [(r.path_regex, frozenset(r.methods)) for router in routers for r in router.routes if isinstance(r, APIRoute)]
 
 
 async def _refresh_after(service: PageService) -> None:
@@ -136,7 +131,7 @@ def _install_handlers(app: FastAPI) -> None:
         detail = clip(str(exc.detail), MAX_MESSAGE)  # routes clip what they echo; this bounds any that forgot
         headers = getattr(exc, "headers", None)
         if exc.status_code == 405:  # Starlette names the methods of the first route on the path; GET and HEAD are two routes
-            allowed = sorted({m for rx, methods in request.app.state.route_methods if rx.match(request.url.path) for m in methods})
+            allowed = sorted({m for route in request.app.state.routes_by_path if route.matches(request.scope)[0] != Match.NONE for m in route.methods})
             headers = {**(headers or {}), "Allow": ", ".join(allowed)} if allowed else headers
         return JSONResponse({"detail": detail}, status_code=exc.status_code, headers=headers)
 
