@@ -562,6 +562,6 @@ def test_explain_shows_the_page_replay_builds_and_marks_the_later_plays(world: d
     # a user the dataset does not hold gets a new user's page; a time before the bundle's cut is refused
     res = CliRunner().invoke(app, ["explain", str(root / "world"), "--models", str(root / "models"), "--user", "99999999"])
     assert res.exit_code == 0 and "a new user's page" in res.output, res.output
-    for extra, words in ((["--at", str(split - DAY)], "before bundle"), (["--policy", "template,row-ranking"], "one policy"), (["--device", "toaster"], "--device")):
+    for extra, words in ((["--at", str(split - DAY)], "before bundle"), (["--policy", "template,row-ranking"], "one policy"), (["--policy", "nope"], "--policy: "), (["--device", "toaster"], "--device")):
         res = CliRunner().invoke(app, ["explain", str(root / "world"), "--models", str(root / "models"), "--user", str(uid), *extra])
         assert res.exit_code != 0 and words in str(res.exception), (extra, res.exception)

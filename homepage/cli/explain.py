@@ -41,13 +41,16 @@ def explain_command(
     from homepage.eventlog import EventLog
     from homepage.page import PageModels, build_page
     from homepage.page_explanation import TABLE_FEATURES, explain_rows
+    from homepage.pagebuilder.features import DEVICES
     from homepage.replay.protocol import ReplayProtocol
     from homepage.replay.run import CheckpointedWorlds
-    from homepage.pagebuilder.features import DEVICES
     from homepage.strict_json import write_json
 
     check_output_file(json_out, "--json")
-    names = parse_policies(policy)
+    try:
+        names = parse_policies(policy)
+    except HomepageError as e:  # its words name replay's option
+        raise HomepageError(str(e).replace("--policies", "--policy", 1)) from None
     if len(names) != 1:
         raise HomepageError(f"--policy: one policy, not a list ({policy!r})")
     name = names[0]
