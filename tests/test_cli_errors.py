@@ -343,3 +343,30 @@ def test_serve_names_a_bad_serving_variable(var: str, value: str, message: str, 
     monkeypatch.setenv(var, value)
     code, err = run_cli(monkeypatch, capsys, "serve", "--host", "256.0.0.1")
     assert_one_line_error(code, err, f"{var} {value!r}", message)
+
+
+def _listed_commands(group: object, path: tuple[str, ...] = ()) -> Iterator[tuple[str, str]]:
+    """(command path, the help text its group's listing shows) for every command under ``group``
+    (typer's own vendored click groups: anything with ``commands``)."""
+    for name, cmd in getattr(group, "commands").items():
+        yield " ".join((*path, name)), cmd.short_help or cmd.help or ""
+        if hasattr(cmd, "commands"):
+            yield from _listed_commands(cmd, (*path, name))
+
+
+def test_command_listings_are_one_sentence_without_rst() -> None:
+    """A command list shows the first paragraph of each docstring with its line breaks kept (typer's
+    rich mode), so a first paragraph wrapped in the source came out as ragged lines in ``--help``."""
+    import inspect
+
+    import typer
+
+    from homepage.cli import _register, app
+
+    _register()
+    listed = dict(_listed_commands(typer.main.get_command(app)))
+    assert {"train", "replay", "explain", "eval rankers", "artwork evaluate"} <= set(listed)
+    for name, text in listed.items():
+        first = inspect.cleandoc(text).split("\n\n")[0]
+        assert "\n" not in first, f"{name}: the listing's line is wrapped in the source: {first!r}"
+        assert "``" not in first, f"{name}: reStructuredText markup shown as is: {first!r}"

@@ -78,8 +78,9 @@ def train(
     stable_days: float = typer.Option(7.0, "--stable-days", min=0.001, max=365.0, help="A user keeps a title's artwork this long."),
     seed: int = typer.Option(0, "--seed", min=0, help="Seed of the validation split."),
 ) -> None:
-    """Train the artwork selector from logged impressions, weighting by the logged propensities;
-    the regularisation is chosen on a validation split of the logs."""
+    """Train the artwork selector from logged impressions, weighted by their propensities.
+
+    The regularisation is chosen on a validation split of the logs."""
     from artwork.page_artwork import PageArtwork
     from artwork.training_logs import read_training_logs
     from artwork.tuning import train_selector

@@ -28,10 +28,12 @@ def backtest_command(
     bootstrap: int = typer.Option(1000, "--bootstrap", min=100, help="Bootstrap resamples (of users) for the intervals."),
     workers: int = typer.Option(2, "--workers", min=1, max=64, help="Processes for training data and for building pages."),
 ) -> None:
-    """Backtest page policies over time: for each fold, train a bundle on events up to its cut and
-    replay the requests before the next cut, then pool every fold's requests into one report
-    (intervals resample users across folds). More users than one split holds: narrower intervals
-    on small datasets, and a check that a result holds at more than one point in time."""
+    """Backtest page policies over time: train and replay per fold, pool the folds.
+
+    For each fold, train a bundle on events up to its cut and replay the requests before the next
+    cut, then pool every fold's requests into one report (intervals resample users across folds).
+    More users than one split holds: narrower intervals on small datasets, and a check that a
+    result holds at more than one point in time."""
     from rich.console import Console
     from rich.table import Table
 

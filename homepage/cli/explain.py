@@ -24,9 +24,11 @@ def explain_command(
     horizon_days: float = typer.Option(30.0, "--horizon-days", min=0.001, max=3650.0, help="Plays in (at, at + horizon] are marked as hits."),
     json_out: Path | None = typer.Option(None, "--json", help="Write every row's features, titles and hits here."),
 ) -> None:
-    """Build USER's page as of --at with the bundle, exactly as replay and the API do, and show per row
-    its stage, score, the rule that forced it, the ranker's reason, its features at that stage, and
-    which of its titles the user played afterwards."""
+    """Explain one user's page: per row, why it is there and what the user played from it.
+
+    Build USER's page as of --at with the bundle, exactly as replay and the API do, and show per
+    row its stage, score, the rule that forced it, the ranker's reason, its features at that stage,
+    and which of its titles the user played afterwards."""
     import numpy as np
     from rich.markup import escape
     from rich.table import Table

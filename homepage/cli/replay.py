@@ -89,9 +89,11 @@ def replay_command(
         "as baseline:NAME, with paired differences on the same requests.",
     ),
 ) -> None:
-    """Replay held-out requests: rebuild each user's state as of t, build the page with every
-    policy through the same build_page the API uses, and score it against what the user
-    played after t. Refuses a bundle trained on events after the split."""
+    """Replay held-out requests and score every policy's pages against later plays.
+
+    Rebuild each user's state as of t, build the page with every policy through the same
+    build_page the API uses, and score it against what the user played after t. Refuses a bundle
+    trained on events after the split."""
     import numpy as np
     from rich.console import Console
     from rich.markup import escape

@@ -119,8 +119,10 @@ def simulate_logs(
     cols: int = typer.Option(10, "--cols", min=1, max=100),
     seed: int = typer.Option(0, "--seed", min=0),
 ) -> None:
-    """Serve pages to the world's users after the bundle's training cut-off and log what they
-    played, with the browsing simulator deciding examination and plays."""
+    """Serve pages to the synthetic world's users and log what the browsing simulator played.
+
+    Pages are served after the bundle's training cut-off; the simulator decides which slots a user
+    examines and what they play."""
     from fixtures.simulator import BrowsingSimulator, WorldTruth
     from homepage.pagebuilder.policies import policy as get_policy
     from homepage.servedlogs.schema import write_served_logs
@@ -152,8 +154,9 @@ def examination(
     method: str = typer.Option("factorised", "--method", help="factorised (row x column) or full (one rate per slot)."),
     json_out: Path | None = typer.Option(None, "--json", help="Write the estimate here."),
 ) -> None:
-    """Estimate each slot's examination probability (relative to the top-left slot) from the
-    randomised pages of a served log."""
+    """Estimate each slot's examination probability from a served log's randomised pages.
+
+    Probabilities are relative to the top-left slot."""
     from rich.table import Table
 
     from homepage.servedlogs.examination import estimate_examination
@@ -228,9 +231,10 @@ def replay_logs(
     json_out: Path | None = typer.Option(None, "--json", help="Write the report JSON here."),
     bootstrap: int = typer.Option(1000, "--bootstrap", min=100),
 ) -> None:
-    """Estimate policies' page quality from served pages: rebuild each served page for the same
-    user and time, score it against what was played there (re-discounted, and corrected by the
-    examination of the new slot over the served one)."""
+    """Estimate policies' page quality from served pages.
+
+    Rebuild each served page for the same user and time and score it against what was played
+    there (re-discounted, and corrected by the examination of the new slot over the served one)."""
     from rich.table import Table
 
     from homepage.cli.replay import check_policies_fit, parse_policies

@@ -129,7 +129,7 @@ def check_rollback_target(store: RedisStore) -> None:
 
 @app.command("versions")
 def versions() -> None:
-    """List the published versions (oldest first); ``*`` marks the active one."""
+    """List the published versions (oldest first); a star marks the active one."""
     store = open_store()
     try:
         active = store.active_version()
