@@ -370,3 +370,24 @@ def test_command_listings_are_one_sentence_without_rst() -> None:
         first = inspect.cleandoc(text).split("\n\n")[0]
         assert "\n" not in first, f"{name}: the listing's line is wrapped in the source: {first!r}"
         assert "``" not in first, f"{name}: reStructuredText markup shown as is: {first!r}"
+
+
+def test_every_command_is_in_a_help_panel_in_the_declared_order() -> None:
+    """``homepage --help`` groups its commands by job (data, models, evaluation, logs, serving); a new
+    command left out of ``COMMAND_PANELS`` would land in a catch-all panel at the end."""
+    import typer
+
+    from homepage.cli import COMMAND_PANELS, UNPLACED_PANEL, _register, app
+
+    _register()
+    group = typer.main.get_command(app)
+    listed = [(name, getattr(cmd, "rich_help_panel", None)) for name, cmd in getattr(group, "commands").items()]
+    assert not [name for name, panel in listed if panel in (None, UNPLACED_PANEL)]
+    declared = {name: panel for panel, names in COMMAND_PANELS.items() for name in names}
+    assert {name for name, _ in listed} == set(declared)
+    panels_in_order = list(dict.fromkeys(panel for _, panel in listed))
+    assert panels_in_order == list(COMMAND_PANELS)
+    res = CliRunner().invoke(app, ["--help"], env={"COLUMNS": "120"})
+    assert res.exit_code == 0, res.output
+    positions = [res.output.index(f"─ {panel} ") for panel in COMMAND_PANELS]
+    assert positions == sorted(positions)

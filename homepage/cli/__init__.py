@@ -31,13 +31,31 @@ DISK_ERRORS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG})
 err = Console(stderr=True, emoji=False, soft_wrap=True)  # no emoji codes (a key such as hp:v:...); no cut lines in logs
 
 
+# ``homepage --help``'s table of contents: each top-level command's panel, panels and commands in this order
+COMMAND_PANELS: dict[str, tuple[str, ...]] = {
+    "Data": ("ingest", "generate", "dataset"),
+    "Models": ("config", "train", "artwork"),
+    "Offline evaluation": ("replay", "backtest", "explain", "eval"),
+    "Served logs": ("simulate-logs", "examination", "train-from-logs", "replay-logs", "logs"),
+    "Serving": ("demo", "serve", "publish", "versions", "rollback", "gc"),
+}
+UNPLACED_PANEL = "Commands"  # last: a new command not yet given a panel above (a test fails on it)
+
+
 def _register() -> None:
-    """Import every module of this package; each adds its commands to ``app``."""
+    """Import every module of this package; each adds its commands to ``app``, then put them in their panels."""
     import importlib
     import pkgutil
 
     for mod in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
         importlib.import_module(f"{__name__}.{mod.name}")
+    place = {name: (panel, i) for panel, names in COMMAND_PANELS.items() for i, name in enumerate(names)}
+    rank = {panel: i for i, panel in enumerate(COMMAND_PANELS)}
+    # commands are listed before groups, a panel where its first entry is: both lists sort by (panel, position)
+    for entries in (app.registered_commands, app.registered_groups):
+        for entry in entries:
+            entry.rich_help_panel = place.get(str(entry.name), (UNPLACED_PANEL, 0))[0]
+        entries.sort(key=lambda e: (rank.get(e.rich_help_panel, len(rank)), place.get(str(e.name), ("", 0))[1]))
 
 
 class Terminated(SystemExit):

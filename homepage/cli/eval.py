@@ -17,7 +17,7 @@ from homepage.cli.train import parse_time
 from homepage.errors import HomepageError
 from homepage.strict_json import write_json
 
-eval_app = typer.Typer(help="Offline evaluation.", no_args_is_help=True)
+eval_app = typer.Typer(help="Evaluate each ranker's own list against peer baselines.", no_args_is_help=True)
 app.add_typer(eval_app, name="eval")
 
 METRICS = ("ndcg@10", "ndcg@20", "recall@20", "recall@50", "coverage", "novelty")
