@@ -105,3 +105,22 @@ def test_merge_skips_stream_events_ingest_would_drop(store: RedisStore, tmp_path
     assert tail[["user_id", "title_id", "ts"]].values.tolist() == [[3, 30, t + 1]] and tail["stars"].tolist() == [4.5]
     mark = read_manifest(ds_dir).extra[MERGED_KEY]
     assert (mark["events"], mark["skipped"]) == (1, 2)
+
+
+def test_a_play_from_a_fast_client_clock_counts_on_the_next_page(http: httpx.Client, recent_world: Path) -> None:
+    """A ``ts`` a little ahead of the server's clock (a phone's clock running fast) is taken as the server's time.
+
+    Stored as sent, the play was in the user's history but after the page's time, so the next
+    pages left it out (no "Continue watching", the title still recommended as unseen) for as long
+    as the client's clock was ahead, up to a day.
+    """
+    user = int(load_dataset(recent_world, columns=["user_id", "title_id", "kind", "ts"]).events["user_id"].iloc[0])
+    first = http.get(f"/homepage/{user}").json()
+    title = [t["title_id"] for row in first["rows"] for t in row["titles"]][-1]
+    ahead = int(time.time()) + 3600
+    r = http.post("/events", json={"user_id": user, "title_id": title, "kind": "play", "progress": 0.4, "ts": ahead})
+    assert r.status_code == 202, r.text
+    page = http.get(f"/homepage/{user}").json()
+    assert page["request"]["now"] < ahead
+    cw = [row for row in page["rows"] if row["ranker"] == "continue_watching"]
+    assert cw and title in [t["title_id"] for t in cw[0]["titles"]], [row["ranker"] for row in page["rows"]]

@@ -30,7 +30,7 @@ from homepage.store import (
 )
 
 router = protected_router(responses=COMMON_RESPONSES)
-MAX_FUTURE_SECONDS = 86_400  # client clocks drift; an event from further ahead is a bug, and would skew trending
+MAX_FUTURE_SECONDS = 86_400  # client clocks drift (such an event is taken as the server's time); from further ahead it is a bug
 WRITE_ERRORS = {401: {"model": ErrorOut}, 403: {"model": ErrorOut}, 413: {"model": ErrorOut}, 503: {"model": ErrorOut}}
 
 
@@ -59,6 +59,9 @@ async def post_events(request: Request, body: Annotated[EventsBody, Body()]) -> 
             loc = ("body", "events", i, "ts") if isinstance(body, EventBatch) else ("body", "ts")
             msg = f"{e.ts} is more than a day after the server's time ({now})"
             raise RequestValidationError([{"loc": loc, "msg": msg, "type": "value_error", "input": e.ts}])
+    # a client clock running fast: the event happened now. Stored as sent, it would stay out of the
+    # user's pages (state as of now) until the server's clock passed it, and over-count in trending
+    events = [e if e.ts <= now else e.model_copy(update={"ts": now}) for e in events]
     try:
         n = await service.run(_ingest_as_sent, service, events, items, cur.store_version)
     except IdempotencyConflict as e:  # counted by the service: not an outage
