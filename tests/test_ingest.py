@@ -397,6 +397,35 @@ def test_replay_names_the_time_option_it_cannot_read(option, tmp_path, monkeypat
     assert f"{option}: 'last tuesday' is neither Unix seconds nor an ISO date/time" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["replay", "DS", "--models", "M", "--split-time"],
+        ["replay", "DS", "--models", "M", "--until"],
+        ["train", "DS", "--out", "M", "--until"],
+        ["explain", "DS", "--models", "M", "--user", "1", "--at"],
+        ["eval", "rankers", "DS", "--split-time"],
+        ["publish", "DS", "--at"],
+    ],
+)
+def test_a_time_option_in_milliseconds_is_refused(argv, tmp_path, monkeypatch, capsys) -> None:
+    """Milliseconds given as a time (``1537799250000``) are refused, naming the option, as ingest and ``POST /events`` refuse them.
+
+    Read as seconds, ``explain --at`` built the page of the year 50700 and ``train --until`` trained on every event.
+    """
+    from homepage.cli import main
+
+    ds = tmp_path / "ds"
+    if "eval" in argv:  # reads the dataset before the option
+        ingest_movielens(copy_layout("ml-latest-small-like", tmp_path), ds)
+    args = [str(ds) if a == "DS" else str(tmp_path / "models") if a == "M" else a for a in argv]
+    monkeypatch.setattr("sys.argv", ["homepage", *args, "1537799250000"])
+    with pytest.raises(SystemExit) as e:
+        main()
+    assert e.value.code == 2
+    assert f"{argv[-1]}: 1537799250000 is after the year 9999: Unix seconds expected, not milliseconds" in capsys.readouterr().err
+
+
 def test_out_that_is_a_file_is_left_alone(tmp_path) -> None:
     """``--out`` naming an existing file (a typo, the input itself) is refused, not renamed away and replaced."""
     src = copy_layout("ml-latest-small-like", tmp_path)

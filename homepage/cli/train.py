@@ -11,11 +11,17 @@ from homepage.cli import app
 
 
 def parse_time(text: str, option: str = "--until") -> int:
-    """Unix seconds from ``text`` (the value of ``option``): an integer, or an ISO date/time (UTC unless it says otherwise)."""
+    """Unix seconds from ``text`` (the value of ``option``): an integer, or an ISO date/time (UTC unless it says otherwise).
+
+    An integer after the year 9999 is refused as milliseconds, as ingest and ``POST /events`` refuse them.
+    """
+    from homepage.domain import LATEST_TIME
     from homepage.errors import HomepageError
 
     s = text.strip()
     if s.lstrip("-").isdigit():
+        if int(s) > LATEST_TIME:
+            raise HomepageError(f"{option}: {s} is after the year 9999: Unix seconds expected, not milliseconds")
         return int(s)
     try:
         dt = datetime.fromisoformat(s.replace("Z", "+00:00"))
