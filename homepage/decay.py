@@ -5,7 +5,12 @@ naively, every stored value would have to be multiplied down as time passes. Ins
 store keeps ``S = sum_i 2**((ts_i - epoch) / h)`` for a fixed ``epoch``: an event adds
 its own weight and nothing else changes, and a read multiplies by ``2**(-(now - epoch) / h)``.
 Weights grow by 2 per half-life after ``epoch``; float64 holds 2**1000, so an epoch is
-good for about a thousand half-lives. Publish rebases the epoch to the publish time.
+good for about a thousand half-lives. Publish rebases the epoch to the published state's time.
+
+That time may be years before the clock events arrive on (a MovieLens release served on the wall
+clock: ml-1m's ratings end in 2003, over a thousand 7-day half-lives ago). So a version also keeps
+a second set of sums relative to its ``late_epoch`` (the wall clock at publish): an event too far
+after ``epoch`` for the first set adds its weight to the second, and a read adds the two up.
 """
 
 from __future__ import annotations
@@ -14,14 +19,32 @@ import numpy as np
 
 # exponent above which a weight is too close to float64 overflow to be trusted
 MAX_EXPONENT = 1000.0
+# exponent above which an event goes to the late sums (room left for 2**100 events before a sum overflows)
+LATE_EXPONENT = 900.0
 
 
-def event_weight(ts: np.ndarray | int, epoch: int, half_life: float) -> np.ndarray:
-    """What each event adds to its stored counter: ``2**((ts - epoch) / half_life)``."""
-    x = (np.asarray(ts, dtype=np.float64) - float(epoch)) / float(half_life)
-    if np.any(x > MAX_EXPONENT):
-        raise OverflowError(f"decay epoch {epoch} too old for ts {int(np.max(ts))}: rebase it (republish)")
-    return np.exp2(x)
+def split_weights(ts: np.ndarray, epoch: int, late_epoch: int | None, half_life: float) -> tuple[np.ndarray, np.ndarray]:
+    """(weight, goes to the late sums) per event: relative to ``epoch``, or to ``late_epoch`` past ``LATE_EXPONENT`` half-lives after it."""
+    ts = np.asarray(ts, dtype=np.float64)
+    x = (ts - float(epoch)) / float(half_life)
+    late = x > LATE_EXPONENT if late_epoch is not None else np.zeros(x.shape, bool)
+    if late_epoch is not None:
+        x = np.where(late, (ts - float(late_epoch)) / float(half_life), x)
+    if np.any(np.abs(x[late]) > MAX_EXPONENT) or np.any(x[~late] > MAX_EXPONENT):
+        raise OverflowError(
+            f"decay epochs {epoch} and {late_epoch} too far from ts {int(np.max(ts))} for a half-life of {half_life:g} s: "
+            "republish (a publish takes the wall clock as its late epoch)"
+        )
+    return np.exp2(x), late
+
+
+def late_decayed(stored: np.ndarray, now: int, late_epoch: int, half_life: float) -> np.ndarray:
+    """The late sums decayed to ``now``: ``stored * 2**(-(now - late_epoch) / h)``, in log form (its factor alone may overflow)."""
+    stored = np.asarray(stored, dtype=np.float64)
+    out = np.zeros(stored.shape, np.float64)
+    pos = stored > 0
+    out[pos] = np.exp2(np.log2(stored[pos]) - (float(now) - float(late_epoch)) / float(half_life))
+    return out
 
 
 def read_scale(now: int, epoch: int, half_life: float) -> float:

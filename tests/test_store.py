@@ -155,6 +155,31 @@ def test_appended_events_are_read_back(store: RedisStore, world: World) -> None:
     assert [Event.model_validate_json(f[b"e"]) for _, f in entries] == events
 
 
+def test_events_on_a_clock_a_thousand_half_lives_after_the_data_are_counted(store: RedisStore, world: World) -> None:
+    """A historical dataset served on the wall clock: ml-1m's ratings end in 2003, 1,200 weekly half-lives ago.
+
+    The decayed counters are kept relative to the published state's time, and an event's weight
+    2**((ts - epoch) / half_life) overflowed: every ``POST /events`` was a 500, and republishing the
+    same dataset (the message's advice) gave the same epoch. Now such events go to sums kept relative
+    to the wall clock at publish, and reads add both up: online equals offline, overall and per region.
+    """
+    now = int(time.time())
+    half_life = (now - world.t) / 1200  # the wall clock is 1,200 half-lives after the data's last event
+    store.publish("old", world.log, world.catalog, world.ds.users, world.log.global_state(world.t, half_life), None)
+    # events on the data's own clock (HOMEPAGE_CLOCK=data) count against the published state, as before
+    data_time = [Event(user_id=1, title_id=30, kind="play", ts=world.t + 10, progress=1.0)]
+    assert store.append_events(data_time, world.catalog) == 1
+    assert_global_equal(store.read_global_state(world.t + 20, world.catalog), world.with_events(data_time).global_state(world.t + 20, half_life))
+    wall = [
+        Event(user_id=u, title_id=tid, kind="play", ts=now - 60 * i, progress=1.0)
+        for i, (u, tid) in enumerate([(1, 20), (2, 20), (3, 30), (4, 20), (5, 40)])
+    ]
+    assert store.append_events(wall, world.catalog) == len(wall)
+    online = store.read_global_state(now, world.catalog)
+    assert_global_equal(online, world.with_events(data_time + wall).global_state(now, half_life))
+    assert online.decayed[world.catalog.index_of(np.array([20]))[0]] > 2.9  # three plays in the last few minutes
+
+
 def test_regions_beyond_the_cap_count_overall_but_get_no_counters_of_their_own(store: RedisStore, world: World) -> None:
     """A client putting zip codes in `region` made a counter pair per zip in Redis and in every worker (+118 MB for
     4,000 regions on a 1,000-title catalog): regions past ``max_regions`` count in the overall counters only."""

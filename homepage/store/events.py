@@ -152,9 +152,9 @@ class EventWrites(StoreBase):
             p = e.payload
             ops: list[list[Any]] = []
             if p["t"] is not None and p["v"] not in gone:
-                v, tid, w = p["v"], p["t"], p["w"]
+                v, tid, w, sums = p["v"], p["t"], p["w"], p.get("d") or "decayed"
                 ops.append(["HINCRBY", ki(k.glob(v, "counts")), tid, "1"])
-                ops.append(["HINCRBYFLOAT", ki(k.glob(v, "decayed")), tid, w])
+                ops.append(["HINCRBYFLOAT", ki(k.glob(v, sums)), tid, w])
                 if p["s"] is not None:
                     ops.append(["HINCRBYFLOAT", ki(k.glob(v, "rating_sum")), tid, p["s"]])
                     ops.append(["HINCRBY", ki(k.glob(v, "rating_count")), tid, "1"])
@@ -162,7 +162,7 @@ class EventWrites(StoreBase):
                 if e.region:
                     ops.append([
                         "REGION", ki(k.regions(v)), e.region, ki(k.region(v, e.region, "counts")),
-                        ki(k.region(v, e.region, "decayed")), tid, w, self.settings.max_regions,
+                        ki(k.region(v, e.region, sums)), tid, w, self.settings.max_regions,
                     ])
             doc.append([str(e.user_id), str(e.seq), ["u", str(e.user_id), "v", p["v"], "e", p["e"], "q", str(e.seq)], ops])
         keys = sorted(key_index, key=key_index.__getitem__)

@@ -162,11 +162,11 @@ class Keyspace:
 
     # the global slot
     def glob(self, v: str, name: str) -> str:
-        """A global counter hash: ``counts``, ``decayed``, ``rating_sum``, ``rating_count``."""
+        """A global counter hash: ``counts``, ``decayed``, ``decayed_late``, ``rating_sum``, ``rating_count``."""
         return f"{self.prefix}:v:{v}:{self._g}:{name}"
 
     def region(self, v: str, region: str, name: str) -> str:
-        """A per-region counter hash: ``counts`` or ``decayed``."""
+        """A per-region counter hash: ``counts``, ``decayed`` or ``decayed_late``."""
         return f"{self.prefix}:v:{v}:{self._g}:r:{region}:{name}"
 
     def regions(self, v: str) -> str:
@@ -245,6 +245,7 @@ class VersionMeta:
     n_users: int = 0
     bundle_version: str | None = None
     source: str | None = None
+    late_epoch: int | None = None  # the late decayed sums' epoch (``homepage.decay``); None before they existed
 
     def to_redis(self) -> dict[str, str]:
         return {f.name: str(getattr(self, f.name)) for f in fields(self) if getattr(self, f.name) is not None}
@@ -267,6 +268,7 @@ class VersionMeta:
             n_users=int(d.get("n_users", 0)),
             bundle_version=d.get("bundle_version"),
             source=d.get("source"),
+            late_epoch=int(d["late_epoch"]) if "late_epoch" in d else None,
         )
 
 

@@ -174,9 +174,9 @@ class OutboxEntry:
 def event_payloads(events: Sequence[Event], catalog: Catalog, v: str, m: VersionMeta, token: str) -> list[str]:
     """What the global slot needs of each event: stream fields and counter increments (as strings)."""
     tidx = catalog.index_of(np.array([e.title_id for e in events], np.int64))
-    weights = decay.event_weight(np.array([e.ts for e in events], np.int64), m.epoch, m.half_life)
+    weights, late = decay.split_weights(np.array([e.ts for e in events], np.int64), m.epoch, m.late_epoch, m.half_life)
     out = []
-    for i, (e, ti, w) in enumerate(zip(events, tidx, weights)):
+    for i, (e, ti, w, lt) in enumerate(zip(events, tidx, weights, late)):
         code = EVENT_CODES[e.kind]
         counted = code in (PLAY, RATING) and ti >= 0  # impressions and unknown titles stay out of the counters
         p = {
@@ -188,6 +188,8 @@ def event_payloads(events: Sequence[Event], catalog: Catalog, v: str, m: Version
             "w": repr(float(w)),
             "s": repr(float(np.float32(e.stars))) if counted and code == RATING else None,
         }
+        if lt:
+            p["d"] = "decayed_late"  # the sums ``w`` is relative to (absent: ``decayed``)
         out.append(json.dumps(p))
     return out
 

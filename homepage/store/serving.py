@@ -10,7 +10,7 @@ import numpy as np
 
 from homepage import decay
 from homepage.catalog import Catalog
-from homepage.state import GlobalState, UserState
+from homepage.state import GlobalState, UserState, frozen
 from homepage.store.base import DELETE_BATCH, SCAN_COUNT, StoreBase
 from homepage.store.errors import NotPublished, guarded
 from homepage.store.records import ReadState, as_served, decode_profile, dense, user_of_key, user_state
@@ -41,26 +41,33 @@ class PageReads(StoreBase):
         m = self.meta(v)
         k = self.keys
         pipe = self.client.pipeline(transaction=False)
-        for name in ("counts", "decayed", "rating_sum", "rating_count"):
+        for name in ("counts", "decayed", "decayed_late", "rating_sum", "rating_count"):
             pipe.hgetall(k.glob(v, name))
         pipe.smembers(k.regions(v))
         pipe.scard(k.users(v))
-        counts, dec, rsum, rcount, regions_raw, n_users = pipe.execute()
+        counts, dec, late, rsum, rcount, regions_raw, n_users = pipe.execute()
         regions = sorted(r.decode() for r in regions_raw)
         for r in regions:
-            pipe.hgetall(k.region(v, r, "counts"))
-            pipe.hgetall(k.region(v, r, "decayed"))
+            for name in ("counts", "decayed", "decayed_late"):
+                pipe.hgetall(k.region(v, r, name))
         per_region = pipe.execute() if regions else []
         scale = decay.read_scale(now, m.epoch, m.half_life)
+
+        def decayed(raw: Mapping[bytes, bytes], raw_late: Mapping[bytes, bytes]) -> np.ndarray:
+            d = dense(raw, catalog, np.float64, scale)
+            if not raw_late or m.late_epoch is None:
+                return d
+            return frozen(d + decay.late_decayed(dense(raw_late, catalog, np.float64), now, m.late_epoch, m.half_life))
+
         return GlobalState(
             as_of=int(now),
             half_life=m.half_life,
             counts=dense(counts, catalog, np.int64),
-            decayed=dense(dec, catalog, np.float64, scale),
+            decayed=decayed(dec, late),
             rating_sum=dense(rsum, catalog, np.float64),
             rating_count=dense(rcount, catalog, np.int64),
-            region_counts={r: dense(per_region[2 * i], catalog, np.int64) for i, r in enumerate(regions)},
-            region_decayed={r: dense(per_region[2 * i + 1], catalog, np.float64, scale) for i, r in enumerate(regions)},
+            region_counts={r: dense(per_region[3 * i], catalog, np.int64) for i, r in enumerate(regions)},
+            region_decayed={r: decayed(per_region[3 * i + 1], per_region[3 * i + 2]) for i, r in enumerate(regions)},
             n_users=int(n_users),
         )
 

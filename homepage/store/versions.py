@@ -69,17 +69,19 @@ class VersionWrites(EventWrites):
         if self.client.exists(k.meta(version)):
             raise StoreError(f"version {version!r}: already exists under prefix {k.prefix!r}")
         t = int(world.as_of)
+        created = time.time()
         meta = VersionMeta(
             version=version,
             state="writing",
             as_of=t,
             epoch=t,  # the epoch is rebased to the publish time: stored decayed == decayed at t
             half_life=float(world.half_life),
-            created=time.time(),
+            created=created,
             n_titles=len(catalog),
             n_users=int(world.n_users),
             bundle_version=bundle_version,
             source=source,
+            late_epoch=max(t, int(created)),  # events on the wall clock, years after an old dataset's time
         )
         pipe = self.client.pipeline(transaction=False)
         # names this events stream: a Redis restarted empty gets a new one at the publish it needs, so merge-events
