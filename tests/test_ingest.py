@@ -426,6 +426,18 @@ def test_a_time_option_in_milliseconds_is_refused(argv, tmp_path, monkeypatch, c
     assert f"{argv[-1]}: 1537799250000 is after the year 9999: Unix seconds expected, not milliseconds" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [("²", "'²' is neither Unix seconds nor an ISO date/time"), ("1700000000.5", "'1700000000.5' is neither"), ("٣", "'٣' is neither")],
+)
+def test_a_time_option_that_is_no_ascii_integer_is_a_one_line_error(text: str, expected: str) -> None:
+    """Non-ASCII digits ("²" passed ``str.isdigit`` and then ``int`` raised a bare ValueError) and fractions name the option."""
+    from homepage.cli.train import parse_time
+
+    with pytest.raises(HomepageError, match=re.escape(f"--at: {expected}")):
+        parse_time(text, "--at")
+
+
 def test_out_that_is_a_file_is_left_alone(tmp_path) -> None:
     """``--out`` naming an existing file (a typo, the input itself) is refused, not renamed away and replaced."""
     src = copy_layout("ml-latest-small-like", tmp_path)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -19,7 +20,7 @@ def parse_time(text: str, option: str = "--until") -> int:
     from homepage.errors import HomepageError
 
     s = text.strip()
-    if s.lstrip("-").isdigit():
+    if re.fullmatch(r"-?[0-9]+", s):  # not str.isdigit(): "²" is a digit to it, and int() refuses it
         if int(s) > LATEST_TIME:
             raise HomepageError(f"{option}: {s} is after the year 9999: Unix seconds expected, not milliseconds")
         return int(s)
