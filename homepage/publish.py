@@ -133,7 +133,8 @@ def publish_dataset(
     mark = ds.manifest.extra.get(MERGED_KEY) or {}
     merged_to = mark.get("last_id") if mark.get("stream") == store.keys.events else None  # type: ignore[union-attr]
     applied = applied_erasures(mark) if merged_to else None
-    erased = pending_erasures(store.erasures(), merged_to, applied, store.erasure_counts())  # type: ignore[arg-type]
+    seen = store.erasures()  # a user erased from here on is deleted from the version after its writes
+    erased = pending_erasures(seen, merged_to, applied, store.erasure_counts())  # type: ignore[arg-type]
     kept = drop_users(ds.events, ds.users, erased)
     log = EventLog.from_frame(kept.events, catalog, kept.users)
     if at is None:
@@ -161,6 +162,7 @@ def publish_dataset(
         progress=progress,
         replaced_files=replaced,
         only_files=listed,
+        erasures_seen=seen,
     )
     erase_user_weights(store, [meta.version])  # users erased while it was written
     deleted = store.gc(keep if keep is not None else store.settings.versions_keep)

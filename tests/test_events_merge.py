@@ -522,3 +522,26 @@ def test_a_user_erased_twice_at_one_stream_position_stays_erased(store: RedisSto
     assert 1 not in after.users["user_id"].tolist() and not (after.events["user_id"] == 1).any()
     v = publish_dataset(store, ds_dir).meta.version
     assert store.get_profile(1, v) is None
+
+
+def test_a_user_erased_while_a_publish_loads_its_dataset_stays_erased(store: RedisStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The dataset was filtered with the erasures read first, and the writes checked against those read later:
+    an erasure between the two (while the dataset, its event log and the bundle load: seconds) came back."""
+    import homepage.publish as publish_module
+
+    ds_dir, catalog, t = _published(store, tmp_path)
+    assert store.read_user_state(3, t, catalog).title_ids.size > 0
+    check = publish_module.check_publish_time
+    erased: list[int] = []
+
+    def erase_while_loading(at: int, first_ts: int | None, dataset: Path) -> None:
+        if not erased:  # after the dataset was filtered, before the store writes the version
+            erased.append(store.delete_user(3))
+        check(at, first_ts, dataset)
+
+    monkeypatch.setattr(publish_module, "check_publish_time", erase_while_loading)
+    v = publish_dataset(store, ds_dir).meta.version
+    assert erased and store.active_version() == v
+    assert store.read_user_state(3, t, catalog, version=v).title_ids.size == 0
+    assert not store.client.exists(store.keys.hist(v, 3)) and not store.client.exists(store.keys.profile(v, 3))
+    assert b"3" not in store.client.smembers(store.keys.users(v))

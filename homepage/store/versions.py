@@ -56,12 +56,17 @@ class VersionWrites(EventWrites):
         progress: Callable[[int, int], None] | None = None,
         replaced_files: Mapping[str, bytes] | None = None,
         only_files: Collection[str] | None = None,
+        erasures_seen: Mapping[int, str] | None = None,
     ) -> VersionMeta:
         """Write the state as of ``world.as_of`` under ``version``, then make it active in one command.
 
         Order: meta (state=writing) and a lease, user keys in pipelined batches, world
         counters, bundle files, then one MULTI/EXEC that flips ``active``, appends to the
         version list and marks the meta complete. A reader sees the old or the new version.
+
+        ``erasures_seen``: the erasures (``erasures()``) the caller read when it left erased users out
+        of ``log`` and ``users``; users erased since are deleted from the version after its writes.
+        Default: the erasures when the writes start.
         """
         if not VERSION_RE.match(version):
             raise StoreError(f"version {version!r}: use letters, digits, '_', '.', '-' (at most 64)")
@@ -93,7 +98,8 @@ class VersionWrites(EventWrites):
         pipe.execute()
 
         try:
-            erased_before = self.erasures()  # a DELETE /users during the writes below is undone before the flip
+            # a DELETE /users since the dataset was filtered (or during the writes below) is undone before the flip
+            erased_before = self.erasures() if erasures_seen is None else erasures_seen
             profiles = profiles_of_users(users)
             user_ids = np.union1d(log.user_ids, np.fromiter(profiles.keys(), np.int64, len(profiles)))
             total = int(user_ids.size)
