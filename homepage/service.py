@@ -44,6 +44,7 @@ log = logging.getLogger(__name__)
 MIN_WRITE_WAIT = 0.01  # seconds a built page waits for its cache write even past the deadline
 BAD_BUNDLE_RETRY = (1.0, 60.0)  # seconds before retrying a version that failed to go live: first, cap (doubling)
 MAX_BAD_VERSIONS = 16
+ADMIN_THREADS = 2  # erasures and reloads at once; more wait their turn (each takes seconds: streams read through, a bundle loaded)
 
 
 @dataclass(frozen=True)
@@ -138,6 +139,8 @@ class PageService:
         self.published = True  # False while Redis answers without the loaded version (restarted empty, flushed, gc'd)
         self.last_error: str | None = None
         self._pool = ThreadPoolExecutor(max_workers=config.threads, thread_name_prefix="page")
+        # slow admin work has its own threads: a batch of erasures on the page pool left no thread for the pages' reads
+        self._admin_pool = ThreadPoolExecutor(max_workers=ADMIN_THREADS, thread_name_prefix="admin")
         self._refresh_lock = threading.Lock()
         self._world_read_at = -float("inf")  # monotonic time of the last world-state read
         self._bad_versions: dict[str, _BadVersion] = {}  # versions that failed to load or to go live
@@ -148,6 +151,7 @@ class PageService:
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
+        self._admin_pool.shutdown(wait=False, cancel_futures=True)
 
     # ------------------------------------------------------------ state refresh (background)
     def refresh(self, force: bool = False) -> bool:
@@ -542,6 +546,10 @@ class PageService:
     async def run(self, fn: Any, *args: Any) -> Any:
         """Run blocking store work in the service's thread pool."""
         return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
+
+    async def run_admin(self, fn: Any, *args: Any) -> Any:
+        """Run slow admin work (an erasure, a reload) in its own threads, never the ones page reads and event writes wait for."""
+        return await asyncio.get_running_loop().run_in_executor(self._admin_pool, fn, *args)
 
 
 @dataclass(frozen=True)

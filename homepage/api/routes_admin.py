@@ -17,7 +17,7 @@ ERRORS = {401: {"model": ErrorOut}, 403: {"model": ErrorOut}, 503: {"model": Err
 async def delete_user(request: Request, user_id: UserId) -> Deleted:
     """Erase every key and stream entry of the user, in every version, and their own weights in the model bundles."""
     service = app_state.service(request)
-    n = await service.run(service.erase_user, user_id)
+    n = await service.run_admin(service.erase_user, user_id)
     return Deleted(user_id=user_id, deleted=n)
 
 
@@ -25,7 +25,7 @@ async def delete_user(request: Request, user_id: UserId) -> Deleted:
 async def reload(request: Request) -> Reloaded:
     """Re-read the active version and load its model bundle now."""
     service = app_state.service(request)
-    ok = await service.run(service.refresh, True)
+    ok = await service.run_admin(service.refresh, True)
     cur = service.loaded
     return Reloaded(
         store_version=cur.store_version if cur else None,
