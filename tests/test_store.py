@@ -672,3 +672,19 @@ def test_a_server_that_keeps_nothing_on_disk_is_told_apart(embedded_redis: Embed
         store.client.config_set("save", before[1])
         store.client.config_set("appendonly", before[0])
         store.close()
+
+
+def test_a_page_read_before_an_erasure_is_not_cached_when_new_activity_refills_the_history(store: RedisStore, world: World) -> None:
+    """The cache write compared the history's length only: erased, then as many new events as the user had
+    before, and the page built from the erased history was cached (and served) as if nothing had changed."""
+    world.publish(store, "v1")
+    now = world.t + 100
+    u = next(int(u) for u, r in zip(world.ds.users["user_id"], world.ds.users["region"]) if pd.isna(r) and int(u) in world.log.user_ids)
+    _, state, read = store.read_request(u, now, world.catalog, "f", "v1")
+    assert state is not None and len(state) > 0 and (read.region, read.genres) == (b"", b"")  # no profile: the history tells
+    store.delete_user(u)
+    back = [Event(user_id=u, title_id=int(world.catalog.title_ids[i % 5]), kind="play", ts=world.t + 10 + i, progress=0.5) for i in range(len(state))]
+    store.append_events(back, world.catalog)
+    assert store.client.strlen(store.keys.hist("v1", u)) == read.hist_len  # the same length, another history
+    assert not store.page_served(u, "f", b"page of the erased history", 60, None, "v1", read)
+    assert store.read_request(u, now, world.catalog, "f", "v1")[0] is None

@@ -23,7 +23,8 @@ same keys and code run on one server and on Redis Cluster. Keyspace (``p`` is th
                                              the event sent with the key (``"1"``: written before digests);
                                              an erasure keeps them (a retry is then a duplicate)
     p:{u:<id>}:outbox                list    events applied here, not yet confirmed by the global slot
-    p:{u:<id>}:seq                   string  the user's event sequence (numbers outbox entries)
+    p:{u:<id>}:seq                   string  the user's event sequence (numbers outbox entries; a page read notes it, so
+                                             its cache write is refused if events came in meanwhile, after an erasure too)
     p:{u:<id>}:try:<token>           string  result of one attempt (short TTL): a resent attempt is a no-op
 
     the global slot {p:g}: world counters of every version, the events stream

@@ -131,20 +131,23 @@ def user_of_key(key: bytes) -> int:
 
 @dataclass(frozen=True, slots=True)
 class ReadState:
-    """What a page was built from, as read: the history's length (it only grows) and the profile.
+    """What a page was built from, as read: the history's length, the user's event sequence and the profile.
 
     A page is cached only if the user's keys still hold this (``page_served``): an event, a
     profile change or an erasure between the read and the cache write drops the page cache,
     and a write landing after it would otherwise put back a page built from the old state.
+    The length alone missed an erasure followed by as many new events (the sequence, which an
+    erasure keeps, counts them).
     """
 
     hist_len: int
     region: bytes
     genres: bytes
+    seq: bytes = b""
 
     @staticmethod
-    def of(raw_hist: bytes | None, profile: Mapping[bytes, bytes]) -> ReadState:
-        return ReadState(len(raw_hist or b""), profile.get(b"region", b""), profile.get(b"genres", b""))
+    def of(raw_hist: bytes | None, profile: Mapping[bytes, bytes], seq: bytes | None = None) -> ReadState:
+        return ReadState(len(raw_hist or b""), profile.get(b"region", b""), profile.get(b"genres", b""), seq or b"")
 
 
 @dataclass(frozen=True, slots=True)

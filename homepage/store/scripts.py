@@ -201,8 +201,9 @@ while true do
 end
 """
 
-# KEYS: page, hist, version's profile, API profile (one user slot)
-# ARGV: cache field, page, TTL, then what the page was built from: history length, region, genres; then the most fields
+# KEYS: page, hist, version's profile, API profile, the user's event sequence (one user slot)
+# ARGV: cache field, page, TTL, then what the page was built from: history length, region, genres; then the most fields;
+#       then the event sequence as read ('' for none: an erasure keeps it, so new events after one change it)
 # The TTL runs from the hash's first field and a full hash starts over: a client varying a parameter
 # (region, sizes) per request cannot keep a user's cache growing, nor a page alive past the TTL.
 CACHE_PAGE = """
@@ -210,7 +211,8 @@ local profile = KEYS[3]
 if redis.call('HEXISTS', KEYS[4], 'api') == 1 then profile = KEYS[4] end
 if redis.call('STRLEN', KEYS[2]) ~= tonumber(ARGV[4])
   or (redis.call('HGET', profile, 'region') or '') ~= ARGV[5]
-  or (redis.call('HGET', profile, 'genres') or '') ~= ARGV[6] then
+  or (redis.call('HGET', profile, 'genres') or '') ~= ARGV[6]
+  or (redis.call('GET', KEYS[5]) or '') ~= ARGV[8] then
   return 0
 end
 if redis.call('HLEN', KEYS[1]) >= tonumber(ARGV[7]) then redis.call('DEL', KEYS[1]) end

@@ -88,7 +88,8 @@ class PageReads(StoreBase):
         pipe.get(self.keys.hist(version, user_id))
         pipe.hgetall(self.keys.api_profile(user_id))
         pipe.hgetall(self.keys.profile(version, user_id))
-        cached, raw_hist, stated, published = pipe.execute()
+        pipe.get(self.keys.seq(user_id))
+        cached, raw_hist, stated, published, seq = pipe.execute()
         profile = as_served(stated, published)
         if use_cache and cached is not None:
             return cached, None, None
@@ -96,7 +97,7 @@ class PageReads(StoreBase):
             # a flushed or restarted-empty Redis reads like a new user; the page would be built from
             # nothing, cached and logged until the next refresh noticed (checked for such reads only)
             raise NotPublished(f"version {version} is not in Redis")
-        return None, user_state(user_id, now, catalog, raw_hist, profile), ReadState.of(raw_hist, profile)
+        return None, user_state(user_id, now, catalog, raw_hist, profile), ReadState.of(raw_hist, profile, seq)
 
     @guarded
     def page_served(
@@ -117,8 +118,9 @@ class PageReads(StoreBase):
             pipe.hset(key, cache_field, page)
             pipe.expire(key, ttl_seconds)
         else:
-            args = (cache_field, page, ttl_seconds, read.hist_len, read.region, read.genres, PAGE_CACHE_FIELDS)
-            self._queue_script(pipe, CACHE_PAGE, [key, k.hist(version, user_id), k.profile(version, user_id), k.api_profile(user_id)], args)
+            args = (cache_field, page, ttl_seconds, read.hist_len, read.region, read.genres, PAGE_CACHE_FIELDS, read.seq)
+            keys = [key, k.hist(version, user_id), k.profile(version, user_id), k.api_profile(user_id), k.seq(user_id)]
+            self._queue_script(pipe, CACHE_PAGE, keys, args)
         if served is not None:
             pipe.xadd(
                 k.served,
