@@ -142,6 +142,7 @@ class PageService:
         # slow admin work has its own threads: a batch of erasures on the page pool left no thread for the pages' reads
         self._admin_pool = ThreadPoolExecutor(max_workers=ADMIN_THREADS, thread_name_prefix="admin")
         self._refresh_lock = threading.Lock()
+        self._reloads_seen: int | None = None  # the count of reload requests in Redis at the last refresh
         self._world_read_at = -float("inf")  # monotonic time of the last world-state read
         self._bad_versions: dict[str, _BadVersion] = {}  # versions that failed to load or to go live
         self._tried_last_good = False
@@ -154,8 +155,12 @@ class PageService:
         self._admin_pool.shutdown(wait=False, cancel_futures=True)
 
     # ------------------------------------------------------------ state refresh (background)
-    def refresh(self, force: bool = False) -> bool:
+    def refresh(self, force: bool = False, everywhere: bool = False) -> bool:
         """Follow the active version (loading a new bundle when it changes); re-read the world state when due.
+
+        ``force``: reload the bundle and the world now, even a version in its retry delay.
+        ``everywhere`` (``POST /admin/reload``): also ask the other workers, through Redis, to do so
+        at their next refresh; a worker that sees the count of such requests change is forced.
 
         Each refresh also erases served-log lines of users erased in the last minute that
         landed after their erasure (``RedisStore.sweep_served_after_erasures``).
@@ -169,17 +174,29 @@ class PageService:
         """
         with self._refresh_lock:
             try:
-                return self._refresh(force)
+                if everywhere:
+                    self._ask_all_workers_to_reload()
+                return self._refresh(force or everywhere)
             finally:
                 cur = self.loaded
                 serving = (cur.store_version, cur.models.version, cur.policy) if cur is not None else None
                 self.metrics.set_state(serving, self.ready, self.redis_ok)
 
+    def _ask_all_workers_to_reload(self) -> None:
+        """Count a reload request in Redis (under the refresh lock: this worker's own refresh then reads the new count)."""
+        try:
+            self.store.request_reload()
+        except StoreUnavailable:
+            pass  # the refresh that follows meets the outage, and reports it
+
     def _refresh(self, force: bool) -> bool:
         """``refresh``'s work, under its lock."""
         loading: str | None = None  # the version being put in, if any: its failure is remembered
         try:
-            version = self.store.active_version()
+            version, reloads = self.store.active_and_reloads()
+            if self._reloads_seen is not None and reloads != self._reloads_seen:
+                force = True  # POST /admin/reload taken by another worker
+            self._reloads_seen = reloads
             held = self.loaded
             # the loaded version's keys must still be there: after a restart without persistence a
             # publish makes a new version active while this worker still serves the vanished one

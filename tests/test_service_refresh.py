@@ -151,6 +151,41 @@ def test_a_version_that_loads_but_fails_to_go_live_is_also_retried_with_backoff(
         svc.close()
 
 
+def test_admin_reload_reaches_every_worker_at_its_next_refresh(
+    store: RedisStore, serving_bundle: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two workers wait out a bad version's retry delay; ``POST /admin/reload`` reaches one of them.
+
+    Both retry: the one that took it at once, the other at its next refresh (it used to wait out
+    the delay, up to 60 s), and each only once per request.
+    """
+    import homepage.service as service_module
+
+    monkeypatch.setattr(service_module, "BAD_BUNDLE_RETRY", (3600.0, 3600.0))
+    publish_dataset(store, WORLD_SMALL, models=serving_bundle)
+    workers = [PageService(store, ServiceConfig(models_dir=tmp_path / f"w{i}", world_refresh_seconds=3600)) for i in range(2)]
+    loads: list[list[str]] = [[], []]
+    for svc, seen in zip(workers, loads):
+        real_load = svc._load_models
+        monkeypatch.setattr(svc, "_load_models", lambda version, real_load=real_load, seen=seen: (seen.append(version), real_load(version))[1])
+    took, other = workers
+    try:
+        assert all(w.refresh() for w in workers)
+        v2 = publish_dataset(store, WORLD_SMALL, models=serving_bundle).meta.version
+        key = store.keys.bundle(v2)
+        manifest = store.client.hget(key, "manifest.json")
+        store.client.hset(key, "manifest.json", b"{not json")
+        assert not any(w.refresh() for w in workers) and [ld.count(v2) for ld in loads] == [1, 1]
+        store.client.hset(key, "manifest.json", manifest)  # the operator mends it and asks for a reload
+        assert not other.refresh() and loads[1].count(v2) == 1  # in its delay: not retried by itself
+        assert took.refresh(force=True, everywhere=True) and took.loaded.store_version == v2
+        assert other.refresh() and other.loaded.store_version == v2 and other.ready
+        assert took.refresh() and other.refresh() and [ld.count(v2) for ld in loads] == [2, 2]  # once each
+    finally:
+        for w in workers:
+            w.close()
+
+
 def test_nothing_published_is_one_warning_not_a_traceback_per_refresh(
     store: RedisStore, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

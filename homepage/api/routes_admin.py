@@ -23,9 +23,9 @@ async def delete_user(request: Request, user_id: UserId) -> Deleted:
 
 @router.post("/admin/reload", response_model=Reloaded, responses=ERRORS)
 async def reload(request: Request) -> Reloaded:
-    """Re-read the active version and load its model bundle now."""
+    """Re-read the active version and load its model bundle now; the other workers do so at their next refresh (2 s)."""
     service = app_state.service(request)
-    ok = await service.run_admin(service.refresh, True)
+    ok = await service.run_admin(service.refresh, True, True)
     cur = service.loaded
     return Reloaded(
         store_version=cur.store_version if cur else None,

@@ -122,6 +122,22 @@ class StoreBase:
         self._active = (v, time.monotonic())
         return v
 
+    @guarded
+    def active_and_reloads(self) -> tuple[str | None, int]:
+        """``active_version()`` and how many reloads were asked for (``request_reload``), in one round trip."""
+        pipe = self.client.pipeline(transaction=False)  # one slot: the control slot
+        pipe.get(self.keys.active)
+        pipe.get(self.keys.reloads)
+        raw, reloads = pipe.execute()
+        v = raw.decode() if raw else None
+        self._active = (v, time.monotonic())
+        return v, int(reloads or 0)
+
+    @guarded
+    def request_reload(self) -> int:
+        """Ask every worker to reload the active version at its next refresh; the new count of requests."""
+        return int(self.client.incr(self.keys.reloads))
+
     def _resolve(self, version: str | None) -> str:
         if version is not None:
             return version

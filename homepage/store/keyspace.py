@@ -8,6 +8,7 @@ same keys and code run on one server and on Redis Cluster. Keyspace (``p`` is th
     p:{p:ctl}:versions               list    published versions, oldest first
     p:{p:ctl}:all_versions           set     every version ever started (finds orphans for gc)
     p:{p:ctl}:retired_at             hash    version -> events stream's added tally when it stopped being live
+    p:{p:ctl}:reloads                string  how many POST /admin/reload: every worker that sees it change reloads
     p:v:<v>:{p:ctl}:meta             hash    state (writing|complete|deleting), as_of, epoch, half_life, ...
     p:v:<v>:{p:ctl}:lease            string  TTL'd while a publish is writing this version
 
@@ -92,6 +93,10 @@ class Keyspace:
     @property
     def versions(self) -> str:
         return f"{self.prefix}:{self._ctl}:versions"
+
+    @property
+    def reloads(self) -> str:
+        return f"{self.prefix}:{self._ctl}:reloads"
 
     @property
     def all_versions(self) -> str:
