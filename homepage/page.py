@@ -54,6 +54,7 @@ class PageModels:
     page_model: PageModel | None = None
     artwork: Any | None = None  # artwork.page_artwork.PageArtwork
     rules: PageRules = field(default_factory=PageRules)
+    shape: tuple[int, int] = (10, 10)  # the bundle's page.rows x page.cols: the page a request gets unless it asks for another
     _stats: dict[tuple[int, int], TitleStats] = field(default_factory=dict, repr=False)
 
     @classmethod
@@ -76,6 +77,7 @@ class PageModels:
             page_model=page_model,
             artwork=artwork,
             rules=rules if rules is not None else bundle.config.page.rules,
+            shape=(bundle.config.page.rows, bundle.config.page.cols),
         )
 
     def __post_init__(self) -> None:

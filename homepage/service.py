@@ -69,13 +69,20 @@ class ServiceConfig:
 
 @dataclass(frozen=True)
 class PageParams:
-    """What a client may ask of a page."""
+    """What a client may ask of a page; ``rows``/``cols`` left out (None) are the bundle's page shape (``shaped``)."""
 
-    rows: int = 10
-    cols: int = 10
+    rows: int | None = None
+    cols: int | None = None
     device: str | None = None
     region: str | None = None
     explain: bool = False
+
+    def shaped(self, models: PageModels | None) -> PageParams:
+        """These parameters with ``rows``/``cols`` filled in from the bundle's ``page.rows`` x ``page.cols``, as replay builds."""
+        if self.rows is not None and self.cols is not None:
+            return self
+        rows, cols = models.shape if models is not None else PageModels.shape
+        return dataclasses.replace(self, rows=rows if self.rows is None else self.rows, cols=cols if self.cols is None else self.cols)
 
     def cache_field(self, policy: str) -> str:
         return f"{policy}|{self.rows}|{self.cols}|{self.device or ''}|{self.region or ''}|{int(self.explain)}"
@@ -422,6 +429,7 @@ class PageService:
     # ------------------------------------------------------------ pages
     def render(self, cur: Loaded, user: UserState, params: PageParams, now: int, nonce: str = "") -> Built:
         """Build and render a page from a user's state: pure CPU, no I/O (runs on the event loop)."""
+        params = params.shaped(cur.models)
         hour = (now // 3600) % 24
         ctx = RequestContext(user.user_id, now, params.rows, params.cols, params.device, hour, params.region)
         page = build_page(user, cur.world, cur.models, ctx, policy=cur.policy, explain=params.explain, nonce=nonce)
@@ -438,6 +446,7 @@ class PageService:
     def fallback(self, user_id: int, params: PageParams, now: int, reason: str) -> PageResult:
         """The degraded page from memory: no I/O."""
         cur = self.loaded
+        params = params.shaped(cur.models if cur is not None else None)
         request = {"rows": params.rows, "cols": params.cols, "device": params.device, "region": params.region, "hour": (now // 3600) % 24, "now": now}
         if cur is None:
             page = _with_time(empty_page(user_id, reason), now)
@@ -459,6 +468,7 @@ class PageService:
         """
         started = time.monotonic()
         cur = self.loaded
+        params = params.shaped(cur.models if cur is not None else None)
         now = self.now(cur)
         deadline = self.config.deadline_seconds
         reason = ""

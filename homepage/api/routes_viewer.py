@@ -45,7 +45,7 @@ from homepage.pagebuilder.features import DEVICES, FEATURE_NAMES
 from homepage.pagebuilder.model import PageModel
 from homepage.pagebuilder.policies import policy as get_policy
 from homepage.pagebuilder.policies import policy_names
-from homepage.service import Loaded, PageService, region_note
+from homepage.service import Loaded, PageParams, PageService, region_note
 
 STATIC = Path(__file__).resolve().parent / "static"
 ASSETS = {"viewer.js": "text/javascript", "viewer.css": "text/css"}
@@ -252,8 +252,8 @@ async def policy_page(
     request: Request,
     user_id: UserId,
     policy: str | None = None,
-    rows: Annotated[int, Query(ge=1, le=50)] = 10,
-    cols: Annotated[int, Query(ge=1, le=50)] = 10,
+    rows: Annotated[int | None, Query(ge=1, le=50)] = None,
+    cols: Annotated[int | None, Query(ge=1, le=50)] = None,
     device: Annotated[Device | None, Query()] = None,
     region: Annotated[str | None, Query(pattern=REGION_PATTERN)] = None,
 ) -> Response:
@@ -267,6 +267,7 @@ async def policy_page(
     if not service.published:  # the loaded version's keys are gone: a page would hold no history
         raise HTTPException(503, "the loaded version is not in Redis (restarted empty?): publish again", headers={"Retry-After": "1"})
     now = service.now(cur)
-    ctx = RequestContext(user_id, now, rows, cols, device, (now // 3600) % 24, region)
+    shape = PageParams(rows, cols).shaped(cur.models)  # the bundle's page shape unless asked otherwise, as GET /homepage
+    ctx = RequestContext(user_id, now, shape.rows, shape.cols, device, (now // 3600) % 24, region)
     body = await service.run(_policy_page, service, cur, user_id, name, ctx)
     return Response(body, media_type="application/json", headers={"Cache-Control": "no-store"})

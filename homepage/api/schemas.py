@@ -93,8 +93,8 @@ class PageQuery(BaseModel):
 
     model_config = ConfigDict(extra="ignore", frozen=True)
 
-    rows: int = Field(default=10, ge=1, le=50, description="rows on the page")
-    cols: int = Field(default=10, ge=1, le=50, description="titles per row")
+    rows: int | None = Field(default=None, ge=1, le=50, description="rows on the page; default: the published bundle's page.rows (10 unless configured)")
+    cols: int | None = Field(default=None, ge=1, le=50, description="titles per row; default: the published bundle's page.cols (10 unless configured)")
     device: Device | None = Field(default=None, description=f"client device ({', '.join(DEVICES)}): a page-model feature; another value is a 422")
     region: str | None = Field(
         default=None, pattern=REGION_PATTERN, description="region for regional rows and the fallback page; one without regional data is served with a note saying so"
@@ -106,9 +106,17 @@ def query_parameters(model: type[BaseModel]) -> list[dict[str, Any]]:
     """OpenAPI ``parameters`` entries for a query model's fields (for routes that parse their query themselves)."""
     props = model.model_json_schema()["properties"]
     return [
-        {"name": name, "in": "query", "required": False, "schema": schema, **({"description": schema["description"]} if "description" in schema else {})}
+        {"name": name, "in": "query", "required": False, "schema": _not_null(schema), **({"description": schema["description"]} if "description" in schema else {})}
         for name, schema in props.items()
     ]
+
+
+def _not_null(schema: dict[str, Any]) -> dict[str, Any]:
+    """``X | None`` as ``X``: a query parameter is left out, never null (``anyOf`` with null hides X's bounds from client generators)."""
+    kinds = [k for k in schema.get("anyOf", []) if k != {"type": "null"}]
+    if len(kinds) != 1 or len(schema["anyOf"]) != 2:
+        return schema
+    return {**{k: v for k, v in schema.items() if k not in ("anyOf", "default")}, **kinds[0]}
 
 
 class PageRequestEcho(BaseModel):
