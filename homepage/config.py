@@ -62,7 +62,10 @@ class PipelineConfig(BaseModel):
         try:
             self.page.rules.check({r.name for r in self.rankers})
         except HomepageError as e:
-            raise ValueError(f"page.{e}") from e
+            # a config listing its own rankers keeps the default rules unless it gives some: say whose rule it is
+            default = "page" not in self.model_fields_set or "rules" not in self.page.model_fields_set
+            hint = "; that is a default rule: keep the rankers `homepage config show` lists, or give page.rules of your own" if default else ""
+            raise ValueError(f"page.{e}{hint}") from e
         return self
 
     def config_hash(self) -> str:

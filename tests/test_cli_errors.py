@@ -91,7 +91,10 @@ CONFIGS = {
     "bad-json.json": ('{\n  "split_quantile": 0.5,\n}\n', "bad-json.json:3: not valid JSON"),
     "binary.json": (b"\xff\xfe\x00{", "binary.json: not a JSON config: not UTF-8"),
     "list.json": ("[1, 2]", "list.json: not a JSON object"),
-    "rules.json": ('{"rankers": [{"name": "top_n"}]}', "rules.json: page.rules[0] (pin): unknown ranker 'continue_watching'"),
+    "rules.json": ('{"rankers": [{"name": "top_n"}]}',
+                   "rules.json: page.rules[0] (pin): unknown ranker 'continue_watching' (configured: top_n); that is a default rule: keep the rankers"),
+    "own-rules.json": ('{"rankers": [{"name": "top_n"}], "page": {"rules": {"rules": [{"rule": "max_rows", "ranker": "trending", "max": 2}]}}}',
+                       "own-rules.json: page.rules[0] (max_rows): unknown ranker 'trending' (configured: top_n)"),
     "ranker.json": ('{"rankers": [{"name": "top_n", "config": {"bogus": 1}}], "page": {"rules": {"rules": []}}}',
                     "ranker.json: rankers.0.config.bogus: Extra inputs are not permitted"),
 }
@@ -113,6 +116,18 @@ def test_bad_config_file_is_named(name: str, command: str, tmp_path: Path, clean
     code, err = run_cli(monkeypatch, capsys, command, str(tmp_path / "no-dataset"), *extra, "--config", str(cfg))
     assert_one_line_error(code, err, str(cfg), message)
     assert not (tmp_path / "redis").exists()  # failed before connecting to (or starting) Redis
+
+
+def test_only_a_default_rule_is_called_one(tmp_path: Path) -> None:
+    """A rule the config gave itself is not blamed on the defaults (the hint is for rules the user never wrote)."""
+    from homepage.config import load_config
+    from homepage.errors import HomepageError
+
+    cfg = tmp_path / "own-rules.json"
+    cfg.write_text(CONFIGS["own-rules.json"][0])
+    with pytest.raises(HomepageError) as e:
+        load_config(cfg)
+    assert "unknown ranker 'trending'" in str(e.value) and "default rule" not in str(e.value)
 
 
 # ---------------------------------------------------------------- corrupt datasets
