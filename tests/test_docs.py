@@ -122,3 +122,20 @@ def test_every_command_shown_exists() -> None:
                     bad.append(f"{doc.relative_to(ROOT)}:{n}: no command homepage {m.group(1)}")
     assert not bad, "\n".join(bad)
 
+
+
+def test_every_benchmark_shown_exists_with_its_flags() -> None:
+    """``python bench/NAME.py --flag``: the script exists and declares the flag (argparse, read as text: no imports)."""
+    bad = []
+    for doc in DOCS:
+        for n, line in lines(doc):
+            for m in re.finditer(r"bench/([a-z_]+)\.py", line):
+                script = ROOT / "bench" / f"{m.group(1)}.py"
+                if not script.is_file():
+                    bad.append(f"{doc.relative_to(ROOT)}:{n}: no {script.relative_to(ROOT)}")
+                    continue
+                source = script.read_text(encoding="utf-8")
+                for flag in re.findall(r"(?<![\w-])(--[a-z][a-z-]*)", END.split(line[m.end() :])[0]):
+                    if f'"{flag}"' not in source:
+                        bad.append(f"{doc.relative_to(ROOT)}:{n}: {script.relative_to(ROOT)} has no option {flag}")
+    assert not bad, "\n".join(bad)
