@@ -101,6 +101,8 @@ def load_config(path: Path | None) -> PipelineConfig:
         raise HomepageError(f"{path}: not a JSON config: not UTF-8 text ({e.reason} at byte {e.start})") from e
     except OSError as e:
         raise HomepageError(f"{path}: cannot read the config file: {e.strerror or e}") from e
+    if not text.strip():  # `homepage config show --config F > F`: the shell empties F before the command reads it
+        raise HomepageError(f"{path}: the config file is empty (a command's output redirected onto it, `> {path.name}`, empties it first)")
     try:
         json.loads(text)
     except json.JSONDecodeError as e:

@@ -91,6 +91,7 @@ CONFIGS = {
     "bad-json.json": ('{\n  "split_quantile": 0.5,\n}\n', "bad-json.json:3: not valid JSON"),
     "binary.json": (b"\xff\xfe\x00{", "binary.json: not a JSON config: not UTF-8"),
     "list.json": ("[1, 2]", "list.json: not a JSON object"),
+    "empty.json": ("\n", "empty.json: the config file is empty"),
     "rules.json": ('{"rankers": [{"name": "top_n"}]}',
                    "rules.json: page.rules[0] (pin): unknown ranker 'continue_watching' (configured: top_n); that is a default rule: keep the rankers"),
     "own-rules.json": ('{"rankers": [{"name": "top_n"}], "page": {"rules": {"rules": [{"rule": "max_rows", "ranker": "trending", "max": 2}]}}}',
