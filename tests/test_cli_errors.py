@@ -253,6 +253,20 @@ def test_wrong_password_names_redis_url(embedded_redis: EmbeddedRedis, clean_env
         admin.close()
 
 
+def test_versions_of_an_empty_store_say_where_they_looked(cli_store: RedisStore, monkeypatch, capsys) -> None:
+    """Nothing published (another prefix, another database, a fresh embedded Redis): a line on stderr
+    naming the prefix and the Redis, instead of no output at all; stdout stays an empty listing."""
+    from homepage.cli import main
+
+    monkeypatch.setattr("sys.argv", ["homepage", "versions"])
+    main()
+    out, err = capsys.readouterr()
+    assert out == ""
+    flat = " ".join(err.split())
+    assert f"no published versions under key prefix {cli_store.keys.prefix!r} at " in flat and "run `homepage publish`" in flat
+    assert ("REDIS_URL" if cli_store.settings.redis_url else "HOMEPAGE_EMBEDDED_DIR") in flat
+
+
 def test_embedded_dir_that_is_a_file_is_named(tmp_path: Path, clean_env: None, monkeypatch, capsys) -> None:
     (tmp_path / "file").write_text("not a directory")
     monkeypatch.setenv("HOMEPAGE_EMBEDDED_DIR", str(tmp_path / "file"))

@@ -23,6 +23,12 @@ from homepage.settings import SettingsError, get_settings, shown_url
 from homepage.store import RedisStore, StoreRefused, connect
 
 
+def store_location() -> str:
+    """Which Redis the settings name, as a user set it (password hidden): for errors and empty listings."""
+    settings = get_settings()
+    return f"REDIS_URL {shown_url(settings.redis_url)}" if settings.redis_url else f"HOMEPAGE_EMBEDDED_DIR {str(settings.embedded_dir)!r}"
+
+
 def open_store() -> RedisStore:
     """A store on the configured Redis, checked with a PING: settings the server refuses name ``REDIS_URL``.
 
@@ -30,7 +36,7 @@ def open_store() -> RedisStore:
     have, or a wrong password, only when connecting.
     """
     settings = get_settings()
-    where = f"REDIS_URL {shown_url(settings.redis_url)}" if settings.redis_url else f"HOMEPAGE_EMBEDDED_DIR {str(settings.embedded_dir)!r}"
+    where = store_location()
     store = connect(settings)
     try:
         store.check_settings()
@@ -133,7 +139,13 @@ def versions() -> None:
     store = open_store()
     try:
         active = store.active_version()
-        for v in store.versions():
+        listed = store.versions()
+        if not listed:  # on stderr: stdout stays a listing a script can read
+            err.print(
+                f"no published versions under key prefix {escape(repr(store.keys.prefix))} at {escape(store_location())}: run `homepage publish`",
+                highlight=False,
+            )
+        for v in listed:
             m = store.meta(v)
             as_of = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(m.as_of))
             mark = "*" if v == active else " "
