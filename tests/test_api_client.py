@@ -119,6 +119,11 @@ def test_a_body_that_is_not_json_is_a_415_naming_the_header_and_writes_nothing(c
     assert client.http.post("/events", content=event, headers={"Content-Type": "text/plain"}).status_code == 401  # the key first
     r = client.http.post("/events", content=event, headers=KEY)  # no Content-Type at all (curl -d without -H)
     assert r.status_code == 415 and r.json()["detail"] == "Content-Type: the body must be application/json, the header is missing", r.text
+    # and the schema says so wherever a body is taken (a client generator maps documented statuses only)
+    operations = [(path, method, op) for path, ops in client.http.get("/openapi.json").json()["paths"].items() for method, op in ops.items()]
+    with_body = [(path, method) for path, method, op in operations if "requestBody" in op]
+    assert ("/events", "post") in with_body and ("/users/{user_id}", "put") in with_body
+    assert [(path, method) for path, method, op in operations if "requestBody" in op and "415" not in op["responses"]] == []
 
 
 def test_a_millisecond_timestamp_is_a_422_that_says_seconds(client: Client) -> None:

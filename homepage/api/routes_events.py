@@ -32,10 +32,11 @@ from homepage.store import (
 router = protected_router(responses=COMMON_RESPONSES)
 MAX_FUTURE_SECONDS = 86_400  # client clocks drift (such an event is taken as the server's time); from further ahead it is a bug
 WRITE_ERRORS = {401: {"model": ErrorOut}, 403: {"model": ErrorOut}, 413: {"model": ErrorOut}, 503: {"model": ErrorOut}}
+BODY_ERRORS = {**WRITE_ERRORS, 415: {"model": ErrorOut}}  # a body sent as anything but JSON (``KeyFirstRoute``)
 
 
 
-@router.post("/events", status_code=202, response_model=EventsAccepted, responses=WRITE_ERRORS)
+@router.post("/events", status_code=202, response_model=EventsAccepted, responses=BODY_ERRORS)
 async def post_events(request: Request, body: Annotated[EventsBody, Body()]) -> EventsAccepted:
     """One event or a batch of up to 1,000. 202 only after Redis applied them (user state, stream, counters), each exactly once.
 
@@ -117,7 +118,7 @@ def _check_genres(service: PageService, profile: ProfileIn) -> None:
         )
 
 
-@router.put("/users/{user_id}", response_model=ProfileOut, responses=WRITE_ERRORS)
+@router.put("/users/{user_id}", response_model=ProfileOut, responses=BODY_ERRORS)
 async def put_user(request: Request, user_id: UserId, profile: ProfileIn) -> ProfileOut:
     """Replace a profile (region, favourite genres): a field left out is cleared. ``PATCH`` changes only the fields sent."""
     service = app_state.service(request)
@@ -126,7 +127,7 @@ async def put_user(request: Request, user_id: UserId, profile: ProfileIn) -> Pro
     return ProfileOut(user_id=user_id, **profile.model_dump())
 
 
-@router.patch("/users/{user_id}", response_model=ProfileOut, responses=WRITE_ERRORS)
+@router.patch("/users/{user_id}", response_model=ProfileOut, responses=BODY_ERRORS)
 async def patch_user(request: Request, user_id: UserId, profile: ProfileIn) -> ProfileOut:
     """Change only the profile fields sent (``"region": null`` clears the region); returns the whole profile."""
     service = app_state.service(request)
