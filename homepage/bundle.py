@@ -20,7 +20,6 @@ import hashlib
 import json
 import os
 import shutil
-import subprocess
 import tempfile
 import time
 from collections.abc import Callable
@@ -37,6 +36,7 @@ from homepage.dataset import TITLE_SCHEMA, VARIANT_SCHEMA, Dataset, conform
 from homepage.errors import HomepageError
 from homepage.eventlog import EventLog
 from homepage.ingest.titles import titles_as_of
+from homepage.provenance import dataset_sha256, environment, git_commit, git_dirty
 from rankers.base import ArtifactError, FitInput, Ranker, config_blob_hash, fit_ranker
 from rankers.registry import build_rankers, ranker_class
 
@@ -78,22 +78,6 @@ class ModelBundle:
     def until(self) -> int:
         """The training cut-off: events with ts <= until were used."""
         return int(self.manifest["train_window"][1])
-
-
-def git_commit() -> str | None:
-    """The commit of the code doing the training, or None outside a git checkout."""
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "HEAD"],
-            cwd=Path(__file__).resolve().parent,
-            capture_output=True,
-            text=True,
-            timeout=5,
-            check=False,
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return out.stdout.strip() or None if out.returncode == 0 else None
 
 
 def version_name(created: float, config_hash: str, dataset: Dataset, until: int) -> str:
@@ -141,6 +125,7 @@ def train_bundle(
     art_data = _read_artwork_logs(artwork_logs, catalog, log, config, until)  # bad logs fail before any fitting
     world = log.global_state(until, config.half_life_seconds)
     data = FitInput(log=log, catalog=catalog, until=until, world=world)
+    data_sha256 = dataset_sha256(dataset.path)  # before the fitting: the bytes just loaded, not a later rewrite
     created = time.time()
     chash = config.config_hash()
     version = version_name(created, chash, dataset, until)
@@ -163,6 +148,7 @@ def train_bundle(
                 "path": str(dataset.path),
                 "source": dataset.manifest.source,
                 "counts": dataset.manifest.counts,
+                "sha256": data_sha256,
                 "events_used": int(data.log.interactions(until)[0].size),
             },
             "config": json.loads(config.model_dump_json()),
@@ -170,6 +156,8 @@ def train_bundle(
             "rankers": entries,
             "components": components,
             "git_commit": git_commit(),
+            "git_dirty": git_dirty(),
+            "environment": environment(),
             "metrics": {},
         }
         manifest["files"] = file_digests(tmp, manifest)

@@ -74,6 +74,50 @@ def test_manifest_describes_the_bundle(trained, dataset_dir: Path, config: Pipel
     assert not [p for p in models.iterdir() if p.name.startswith(".")], "temporary files left behind"
 
 
+def test_manifest_records_what_reproducing_it_needs(trained, dataset_dir: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """The data's bytes (not its path), whether the code had uncommitted changes, the numerical packages and BLAS."""
+    import shutil
+
+    import lightgbm
+
+    from homepage.provenance import dataset_sha256
+
+    bundle, _ = trained
+    m = json.loads((bundle.path / "manifest.json").read_text())
+    copy = tmp_path / "elsewhere"
+    shutil.copytree(dataset_dir, copy)
+    assert m["dataset"]["sha256"] == dataset_sha256(copy)  # a copy at another path is the same data
+    ds = load_dataset(dataset_dir)
+    write_dataset(copy, source="synthetic-test", events=ds.events.iloc[:-1], titles=ds.titles, users=ds.users, variants=ds.variants)
+    assert dataset_sha256(copy) != m["dataset"]["sha256"]  # one event fewer, same path and source
+    assert m["git_dirty"] in (True, False, None) and (m["git_dirty"] is None) == (m["git_commit"] is None)
+    env = m["environment"]
+    assert env["packages"]["lightgbm"] == lightgbm.__version__ and env["python"] == sys.version.split()[0]
+    assert env["blas"] and all(b["internal_api"] for b in env["blas"])
+
+
+def test_git_dirty_tells_a_changed_tree_from_its_commit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The commit alone does not give the code when tracked files were edited; outside git both are None."""
+    import subprocess
+
+    from homepage.provenance import git_commit, git_dirty
+
+    monkeypatch.setenv("GIT_CEILING_DIRECTORIES", str(tmp_path.parent))  # no checkout above tmp_path answers for it
+
+    def git(*args: str) -> None:
+        subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=tmp_path, check=True, capture_output=True)
+
+    assert git_dirty(tmp_path) is None and git_commit(tmp_path) is None
+    git("init", "-q")
+    (tmp_path / "ranker.py").write_text("K = 1\n")
+    git("add", "ranker.py")
+    git("commit", "-q", "-m", "one")
+    (tmp_path / "notes.txt").write_text("untracked\n")
+    assert git_dirty(tmp_path) is False and re.fullmatch(r"[0-9a-f]{40}", git_commit(tmp_path) or "")
+    (tmp_path / "ranker.py").write_text("K = 2\n")
+    assert git_dirty(tmp_path) is True
+
+
 def test_round_trip_gives_the_same_rows(trained, dataset_dir: Path) -> None:  # type: ignore[no-untyped-def]
     bundle, models = trained
     loaded = load_bundle(models)  # the models dir resolves through LATEST
