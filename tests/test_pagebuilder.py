@@ -414,6 +414,27 @@ def test_saved_page_model_predicts_exactly_as_lightgbm(page_model: PageModel, tm
     np.testing.assert_array_equal(loaded.predict(X), page_model.booster.predict(X[:, page_model.columns], num_threads=1))
 
 
+def test_page_model_training_does_not_depend_on_a_timing(capfd: pytest.CaptureFixture[str]) -> None:
+    """LightGBM, left to choose, times its row-wise and column-wise histograms and keeps the faster:
+    the same data on a busier machine gave another model (`homepage train` twice, two page models)."""
+    rng = np.random.default_rng(1)
+    X = rng.random((4000, len(COL)))
+    X[:, COL["ranker"]] = rng.integers(0, len(VOCAB), 4000)
+    X[:, COL["reason_kind"]] = rng.integers(0, len(KIND_VOCAB), 4000)
+    X[:, COL["device"]] = np.nan
+    y = rng.integers(0, 4, 4000)
+    capfd.readouterr()
+    models = [
+        PageModel.fit(X, y, np.full(200, 20), VOCAB, KIND_VOCAB, num_rounds=5, params={"verbose": 1, "min_data_in_leaf": 20})
+        for _ in range(2)
+    ]
+    out = capfd.readouterr()
+    log = out.out + out.err
+    assert "Number of data points" in log  # LightGBM's log was seen
+    assert "Auto-choosing" not in log, log
+    assert models[0].booster.model_to_string() == models[1].booster.model_to_string()
+
+
 def test_every_builtin_reason_kind_is_in_the_page_model_vocabulary() -> None:
     """A row whose reason kind is missing from the vocabulary reaches the model as 'other'."""
     from homepage.page import KIND_VOCAB

@@ -36,6 +36,9 @@ DEFAULT_PARAMS: dict[str, Any] = {
     "seed": 7,
     "deterministic": True,
     "num_threads": 2,
+    # left to itself LightGBM times both histogram layouts and keeps the faster, so a busy machine
+    # trained another model (leaf values differing in the last bits, and the pages with them)
+    "force_row_wise": True,
 }
 
 
