@@ -565,3 +565,31 @@ def test_explain_shows_the_page_replay_builds_and_marks_the_later_plays(world: d
     for extra, words in ((["--at", str(split - DAY)], "before bundle"), (["--policy", "template,row-ranking"], "one policy"), (["--policy", "nope"], "--policy: "), (["--device", "toaster"], "--device")):
         res = CliRunner().invoke(app, ["explain", str(root / "world"), "--models", str(root / "models"), "--user", str(uid), *extra])
         assert res.exit_code != 0 and words in str(res.exception), (extra, res.exception)
+def test_explain_rebuilds_a_page_served_for_another_region(world: dict[str, object], tmp_path: Path) -> None:
+    """The API takes a region parameter (regional rows for it, not the profile's); explain takes it too, or that page cannot be rebuilt."""
+    _register()
+    root: Path = world["root"]  # type: ignore[assignment]
+    log: EventLog = world["log"]  # type: ignore[assignment]
+    models: PageModels = world["models"]  # type: ignore[assignment]
+    bundle = world["bundle"]
+    ds: Dataset = world["ds"]  # type: ignore[assignment]
+    t = int(bundle.until)  # type: ignore[attr-defined]
+    uid = int(log.user_ids[0])
+    own = log.user_state(uid, t).region
+    other = next(r for r in sorted(set(ds.users["region"].dropna())) if r != own)
+    worlds = CheckpointedWorlds(log, bundle.config.half_life_seconds, ReplayProtocol().world_granularity)  # type: ignore[attr-defined]
+    cfg = bundle.config.page  # type: ignore[attr-defined]
+    ctx = RequestContext(user_id=uid, now=t, rows=cfg.rows, cols=cfg.cols, region=other)
+    served = build_page(log.user_state(uid, t), worlds.at(t), models, ctx)
+    assert any(r.row_id.endswith(f":region:{other}") for r in served.rows)  # the request's region, not the profile's
+    out = tmp_path / "explain.json"
+    base = ["explain", str(root / "world"), "--models", str(root / "models"), "--user", str(uid), "--at", str(t)]
+    res = CliRunner().invoke(app, [*base, "--region", other, "--json", str(out)])
+    assert res.exit_code == 0, res.output
+    got = json.loads(out.read_text())
+    assert [(r["row_id"], [x["title_id"] for x in r["titles"]]) for r in got["rows"]] == [(r.row_id, list(r.title_ids)) for r in served.rows]
+    assert got["request"]["region"] == other
+    res = CliRunner().invoke(app, [*base, "--region", "not a region"])
+    assert res.exit_code != 0 and "--region" in str(res.exception), res.output
+
+

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from pathlib import Path
 
@@ -21,6 +22,9 @@ def explain_command(
     cols: int | None = typer.Option(None, "--cols", min=1, max=100, help="Page columns; default: the bundle's config (page.cols)."),
     device: str | None = typer.Option(None, "--device", help="Request device (tv, web, mobile, tablet); a page-model feature."),
     hour: int | None = typer.Option(None, "--hour", min=0, max=23, help="Request hour of day; a page-model feature."),
+    region: str | None = typer.Option(
+        None, "--region", help="Request region, as the API's region parameter: regional rows for it instead of the user's profile region."
+    ),
     horizon_days: float = typer.Option(30.0, "--horizon-days", min=0.001, max=3650.0, help="Plays in (at, at + horizon] are marked as hits."),
     json_out: Path | None = typer.Option(None, "--json", help="Write every row's features, titles and hits here."),
 ) -> None:
@@ -33,6 +37,7 @@ def explain_command(
     from rich.markup import escape
     from rich.table import Table
 
+    from homepage.api.schemas import REGION_PATTERN
     from homepage.bundle import load_bundle
     from homepage.cli.outputs import check_output_file, table_console
     from homepage.cli.replay import check_policies_fit, parse_policies, refuse_other_catalog
@@ -58,6 +63,8 @@ def explain_command(
     name = names[0]
     if device is not None and device not in DEVICES:
         raise HomepageError(f"--device: {device!r} is not one of {', '.join(DEVICES)}")
+    if region is not None and not re.fullmatch(REGION_PATTERN, region):
+        raise HomepageError(f"--region: {region!r} is not a region (1 to 16 letters, digits, '_' or '-')")
     t = parse_time(at, "--at") if at is not None else None
     bundle = load_bundle(models)
     pm = PageModels.from_bundle(bundle)
@@ -82,6 +89,7 @@ def explain_command(
         cols=cols if cols is not None else bundle.config.page.cols,
         device=device,
         hour=hour,
+        region=region,
     )
     page = build_page(state, world, pm, ctx, policy=name, explain=True)
     later = log.after(user, t, int(horizon_days * 86_400))
@@ -96,6 +104,7 @@ def explain_command(
                 "user_id": user,
                 "at": t,
                 "policy": name,
+                "request": {"rows": ctx.rows, "cols": ctx.cols, "device": ctx.device, "region": ctx.region, "hour": ctx.hour},
                 "model_version": bundle.version,
                 "events_before": len(state),
                 "played_after": [int(x) for x in played.tolist()],
