@@ -80,3 +80,14 @@ def environment() -> dict[str, Any]:
         "packages": versions,
         "blas": sorted(blas, key=lambda b: tuple(str(v) for v in b.values())),
     }
+
+
+def run_provenance(dataset: Path) -> dict[str, Any]:
+    """What a report's figures came from besides its bundle: the dataset read, the code and the environment."""
+    return {
+        "dataset": str(Path(dataset).resolve()),
+        "dataset_sha256": dataset_sha256(dataset),
+        "git_commit": git_commit(),
+        "git_dirty": git_dirty(),
+        "environment": environment(),
+    }

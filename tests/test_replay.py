@@ -294,6 +294,24 @@ def test_replay_names_a_ranker_that_put_no_row_on_any_page(world: dict[str, obje
     assert res.exit_code == 0 and "put no row" not in res.output, res.output
 
 
+def test_replay_json_says_what_its_figures_came_from(world: dict[str, object], tmp_path: Path) -> None:
+    """The bundle's version alone did not give the dataset replayed, the code or the BLAS kernels, which move the figures."""
+    import lightgbm
+
+    from homepage.provenance import dataset_sha256
+
+    _register()
+    root: Path = world["root"]  # type: ignore[assignment]
+    out = tmp_path / "replay.json"
+    args = ["replay", str(root / "world"), "--models", str(root / "models"), "--policies", "template", "--max-requests", "30", "--bootstrap", "100"]
+    res = CliRunner().invoke(app, [*args, "--json", str(out)])
+    assert res.exit_code == 0, res.output
+    got = json.loads(out.read_text())["provenance"]
+    assert got["dataset"] == str((root / "world").resolve()) and got["dataset_sha256"] == dataset_sha256(root / "world")
+    assert got["git_dirty"] in (True, False, None) and (got["git_dirty"] is None) == (got["git_commit"] is None)
+    assert got["environment"]["packages"]["lightgbm"] == lightgbm.__version__ and got["environment"]["blas"]
+
+
 def test_replay_refuses_a_bundle_trained_past_the_split(world: dict[str, object]) -> None:
     _register()
     root: Path = world["root"]  # type: ignore[assignment]

@@ -114,6 +114,7 @@ def replay_command(
     from homepage.errors import HomepageError
     from homepage.eventlog import EventLog
     from homepage.page import PageModels
+    from homepage.provenance import run_provenance
     from homepage.replay.protocol import ReplayProtocol, sample_requests
     from homepage.replay.report import foreign_report_files, print_tables, write_report
     from homepage.pagebuilder.policies import policy as get_policy
@@ -149,6 +150,7 @@ def replay_command(
             raise HomepageError(f"--baseline-models: bundle {base.version} has another catalog than {bundle.version}; train both on {dataset}")
         check_policies_fit(names, base_pm, base.version, "--baseline-models")
     ds = load_dataset(dataset, columns=["user_id", "title_id", "kind", "ts", "progress", "stars"])
+    provenance = run_provenance(dataset)  # the bytes just read, the code running
     for option, b in (("--models", bundle), ("--baseline-models", base)):
         if b is not None:
             refuse_other_catalog(ds.titles, b, dataset, option)
@@ -197,7 +199,7 @@ def replay_command(
                 result = result.with_baseline(baseline)
         finally:
             runner.close()
-    report = result.to_json(n_boot=bootstrap)
+    report = result.to_json(n_boot=bootstrap) | {"provenance": provenance}
     print_tables(report, table_console())
     for line in ranker_problem_warnings(result.ranker_problems, len(result.requests), "requests"):
         console.print(line)
