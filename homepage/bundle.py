@@ -125,7 +125,8 @@ def train_bundle(
     art_data = _read_artwork_logs(artwork_logs, catalog, log, config, until)  # bad logs fail before any fitting
     world = log.global_state(until, config.half_life_seconds)
     data = FitInput(log=log, catalog=catalog, until=until, world=world)
-    data_sha256 = dataset_sha256(dataset.path)  # before the fitting: the bytes just loaded, not a later rewrite
+    # before the fitting: the bytes just loaded and the code just imported, not a checkout changed while training ran
+    data_sha256, commit, dirty = dataset_sha256(dataset.path), git_commit(), git_dirty()
     created = time.time()
     chash = config.config_hash()
     version = version_name(created, chash, dataset, until)
@@ -155,8 +156,8 @@ def train_bundle(
             "config_hash": chash,
             "rankers": entries,
             "components": components,
-            "git_commit": git_commit(),
-            "git_dirty": git_dirty(),
+            "git_commit": commit,
+            "git_dirty": dirty,
             "environment": environment(),
             "metrics": {},
         }

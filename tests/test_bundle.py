@@ -96,6 +96,26 @@ def test_manifest_records_what_reproducing_it_needs(trained, dataset_dir: Path, 
     assert env["blas"] and all(b["internal_api"] for b in env["blas"])
 
 
+def test_manifest_records_the_commit_training_started_on(dataset_dir: Path, config: PipelineConfig, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The code is imported when training starts; a checkout or commit made while it runs must not be what the manifest names."""
+    import homepage.bundle as bundle_module
+    import rankers.base as ranker_base
+
+    state = {"commit": "a" * 40, "dirty": False}
+    monkeypatch.setattr(bundle_module, "git_commit", lambda: state["commit"])
+    monkeypatch.setattr(bundle_module, "git_dirty", lambda: state["dirty"])
+    fit = ranker_base.fit_ranker
+
+    def fit_then_checkout(*args, **kwargs):  # type: ignore[no-untyped-def]
+        fit(*args, **kwargs)
+        state.update(commit="b" * 40, dirty=True)  # `git checkout` in the same tree while training runs
+
+    monkeypatch.setattr(bundle_module, "fit_ranker", fit_then_checkout)
+    m = train_bundle(load_dataset(dataset_dir), tmp_path / "models", config).manifest
+    assert state["commit"] == "b" * 40  # the checkout happened during training
+    assert (m["git_commit"], m["git_dirty"]) == ("a" * 40, False)
+
+
 def test_git_dirty_tells_a_changed_tree_from_its_commit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The commit alone does not give the code when tracked files were edited; outside git both are None."""
     import subprocess
