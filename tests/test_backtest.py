@@ -65,6 +65,9 @@ def test_backtest_trains_each_fold_at_its_cut_and_pools_the_folds(world: Path, t
         assert pooled["policies"][name]["ndcg_2d"]["mean"] == pytest.approx(want)
     assert "stage-wise - template" in pooled["paired"]
     assert "ndcg_2d per fold" in res.output
+    from homepage.provenance import dataset_sha256
+
+    assert report["provenance"]["dataset_sha256"] == dataset_sha256(world / "world") and report["provenance"]["environment"]["blas"]
 
 
 def test_folds_that_share_a_cut_are_refused(world: Path) -> None:

@@ -115,6 +115,9 @@ def test_eval_rankers_can_leave_out_peers_and_rankers(tmp_path: Path) -> None:
     assert res.exit_code == 0, res.output
     result = json.loads(out.read_text())
     assert set(result["rankers"]) == {"top_n", "trending"} and result["peers"] == {}
+    from homepage.provenance import dataset_sha256
+
+    assert result["provenance"]["dataset_sha256"] == dataset_sha256(ds) and result["provenance"]["environment"]["packages"]["numpy"]
     res = CliRunner().invoke(app, ["eval", "rankers", str(ds), "--rankers", "top_n,nope"])
     assert res.exit_code != 0 and "--rankers: nope" in str(res.exception) and "personalized" in str(res.exception)
 
@@ -292,7 +295,7 @@ def test_eval_rankers_on_ml_latest_small(mlsmall_dataset: Path, tmp_path: Path) 
     res = CliRunner().invoke(app, ["eval", "rankers", str(mlsmall_dataset), "--json", str(out), "--ease-lambdas", "1000"])
     assert res.exit_code == 0, res.output
     result = json.loads(out.read_text())
-    assert set(result) == {"protocol", "rankers", "peers"}
+    assert set(result) == {"protocol", "rankers", "peers", "provenance"}
     assert set(result["peers"]) == {"most_popular", "ease", "implicit_als", "implicit_bpr", "implicit_cosine"}
     assert result["protocol"]["test_users"] > 0
     assert all(t < result["protocol"]["split_time"] for t in result["protocol"]["validation_times"])

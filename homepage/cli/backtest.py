@@ -20,7 +20,7 @@ def backtest_command(
     policies: str = typer.Option(
         "stage-wise,row-ranking,template,single-list", "--policies", help="Comma-separated policy names to compare."
     ),
-    json_out: Path | None = typer.Option(None, "--json", help="Write the report JSON here: {protocol, folds, pooled}."),
+    json_out: Path | None = typer.Option(None, "--json", help="Write the report JSON here: {protocol, folds, pooled, provenance}."),
     horizon_days: float = typer.Option(30.0, "--horizon-days", min=0.001, max=3650.0, help="Targets are plays/ratings in (t, t + horizon]."),
     requests_per_user: int = typer.Option(3, "--requests-per-user", min=1, max=1000),
     max_requests: int = typer.Option(2000, "--max-requests", min=1, help="Per fold."),
@@ -51,6 +51,7 @@ def backtest_command(
     from homepage.replay.backtest import fold_summary, parse_quantiles, plan_folds, pool
     from homepage.replay.protocol import ReplayProtocol, sample_requests
     from homepage.replay.report import print_tables
+    from homepage.provenance import run_provenance
     from homepage.strict_json import write_json
 
     check_output_file(json_out, "--json")
@@ -61,6 +62,7 @@ def backtest_command(
     if not cfg.page.train_model and any(get_policy(n).needs_model for n in names):
         raise HomepageError("--policies: a policy needs a page model, and the config has page.train_model off")
     ds = load_dataset(dataset, columns=["user_id", "title_id", "kind", "ts", "progress", "stars"])
+    provenance = run_provenance(dataset)  # the bytes just read, the code running
     log = EventLog.from_frame(ds.events, Catalog.from_frames(ds.titles, ds.variants), ds.users)
     if not len(log):
         raise HomepageError(f"{dataset}: no plays or ratings to backtest on")
@@ -97,7 +99,7 @@ def backtest_command(
     pooled = merged.to_json(n_boot=bootstrap)
     # the pooled report's split is every fold's, not the first one's
     pooled["protocol"].update(folds=list(quantiles), split_quantile=list(quantiles), split_time=[f.cut for f in plan])  # type: ignore[attr-defined]
-    report = {"protocol": pooled["protocol"], "folds": lines, "pooled": pooled}
+    report = {"protocol": pooled["protocol"], "folds": lines, "pooled": pooled, "provenance": provenance}
     table = Table(title="ndcg_2d per fold (warm requests)")
     for col in ("fold", "split", "requests", "users", *names):
         table.add_column(col, justify="right")

@@ -15,6 +15,7 @@ from homepage.cli import app
 from homepage.cli.outputs import check_output_file, table_console
 from homepage.cli.train import parse_time
 from homepage.errors import HomepageError
+from homepage.provenance import run_provenance
 from homepage.strict_json import write_json
 
 eval_app = typer.Typer(help="Evaluate each ranker's own list against peer baselines.", no_args_is_help=True)
@@ -84,6 +85,7 @@ def eval_rankers(
     check_output_file(json_out, "--json")
     cfg = load_config(config)
     ds = load_dataset(dataset)
+    provenance = run_provenance(dataset)  # the bytes just read, the code running
     catalog = Catalog.from_frames(ds.titles, ds.variants)
     log = EventLog.from_frame(ds.events, catalog, ds.users)
     if not len(log):
@@ -116,6 +118,7 @@ def eval_rankers(
         )
     result["protocol"]["dataset"] = str(dataset)
     result["protocol"]["config_hash"] = cfg.config_hash()
+    result["provenance"] = provenance
     if json_out is not None:
         write_json(json_out, result, "--json", indent=2, sort_keys=True)
     table_console().print(results_table(result))
