@@ -294,6 +294,38 @@ def test_replay_names_a_ranker_that_put_no_row_on_any_page(world: dict[str, obje
     assert res.exit_code == 0 and "put no row" not in res.output, res.output
 
 
+def test_explain_rebuilds_a_served_page_on_its_world_as_of(world: dict[str, object], tmp_path: Path) -> None:
+    """The API builds on the world of its last refresh (the page's world_as_of), not on the hour replay rounds to:
+    a page whose world had events since the hour could not be rebuilt by explain."""
+    _register()
+    root: Path = world["root"]  # type: ignore[assignment]
+    log: EventLog = world["log"]  # type: ignore[assignment]
+    models: PageModels = world["models"]  # type: ignore[assignment]
+    bundle = world["bundle"]
+    half_life = bundle.config.half_life_seconds  # type: ignore[attr-defined]
+    hourly = CheckpointedWorlds(log, half_life, ReplayProtocol().world_granularity)
+    reqs = sample_requests(log, ReplayProtocol(split_time=world["split"], requests_per_user=1))  # type: ignore[arg-type]
+
+    def ids(page) -> list[list[int]]:  # type: ignore[no-untyped-def]
+        return [list(r.title_ids) for r in page.rows]
+
+    for uid, t in zip(reqs.user_ids.tolist(), reqs.times.tolist()):
+        ctx = RequestContext(user_id=uid, now=t, rows=10, cols=10)
+        served = build_page(log.user_state(uid, t), log.global_state(t, half_life), models, ctx)  # world refreshed at t
+        if ids(served) != ids(build_page(log.user_state(uid, t), hourly.at(t), models, ctx)):
+            break
+    else:
+        pytest.fail("no request whose page moves with the world's last hour")
+    out = tmp_path / "explain.json"
+    base = ["explain", str(root / "world"), "--models", str(root / "models"), "--user", str(uid), "--at", str(t)]
+    res = CliRunner().invoke(app, [*base, "--world-at", str(t), "--json", str(out)])
+    assert res.exit_code == 0, res.output
+    got = json.loads(out.read_text())
+    assert [[x["title_id"] for x in r["titles"]] for r in got["rows"]] == ids(served) and got["world_as_of"] == t
+    res = CliRunner().invoke(app, [*base, "--world-at", str(t + 1)])
+    assert res.exit_code != 0 and "--world-at" in str(res.exception), res.output
+
+
 def test_replay_json_says_what_its_figures_came_from(world: dict[str, object], tmp_path: Path) -> None:
     """The bundle's version alone did not give the dataset replayed, the code or the BLAS kernels, which move the figures."""
     import lightgbm

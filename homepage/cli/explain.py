@@ -17,6 +17,9 @@ def explain_command(
     models: Path = typer.Option(..., "--models", help="Models directory or bundle (from `homepage train`)."),
     user: int = typer.Option(..., "--user", help="The user whose page to build (an id the dataset does not hold gets a new user's page)."),
     at: str | None = typer.Option(None, "--at", help="Request time (ISO or Unix seconds); default: the bundle's training cut."),
+    world_at: str | None = typer.Option(
+        None, "--world-at", help="The world state's time (a served page's world_as_of); default: --at rounded down to the hour, as replay."
+    ),
     policy: str = typer.Option("stage-wise", "--policy", help="Page policy (as in `homepage replay --policies`)."),
     rows: int | None = typer.Option(None, "--rows", min=1, max=100, help="Page rows; default: the bundle's config (page.rows)."),
     cols: int | None = typer.Option(None, "--cols", min=1, max=100, help="Page columns; default: the bundle's config (page.cols)."),
@@ -66,6 +69,7 @@ def explain_command(
     if region is not None and not re.fullmatch(REGION_PATTERN, region):
         raise HomepageError(f"--region: {region!r} is not a region (1 to 16 letters, digits, '_' or '-')")
     t = parse_time(at, "--at") if at is not None else None
+    w_at = parse_time(world_at, "--world-at") if world_at is not None else None
     bundle = load_bundle(models)
     pm = PageModels.from_bundle(bundle)
     check_policies_fit([name], pm, bundle.version, "--policy")
@@ -80,8 +84,12 @@ def explain_command(
     refuse_other_catalog(ds.titles, bundle, dataset, "--models")
     log = EventLog.from_frame(ds.events, bundle.catalog, ds.users)
     state = log.user_state(user, t)
-    # the world as replay takes it (rounded down to the protocol's granularity), so the page is the one replay scores
-    world = CheckpointedWorlds(log, bundle.config.half_life_seconds, ReplayProtocol().world_granularity).at(t)
+    if w_at is not None and w_at > t:
+        raise HomepageError(f"--world-at {w_at}: after the request time {t}; a page is built on a world state of its time or before")
+    if w_at is not None:  # the world a served page was built on (its world_as_of), as the API decayed it to that second
+        world = log.global_state(w_at, bundle.config.half_life_seconds)
+    else:  # the world as replay takes it (rounded down to the protocol's granularity), so the page is the one replay scores
+        world = CheckpointedWorlds(log, bundle.config.half_life_seconds, ReplayProtocol().world_granularity).at(t)
     ctx = RequestContext(
         user_id=user,
         now=t,
@@ -105,6 +113,7 @@ def explain_command(
                 "at": t,
                 "policy": name,
                 "request": {"rows": ctx.rows, "cols": ctx.cols, "device": ctx.device, "region": ctx.region, "hour": ctx.hour},
+                "world_as_of": int(world.as_of),
                 "model_version": bundle.version,
                 "events_before": len(state),
                 "played_after": [int(x) for x in played.tolist()],
