@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import shutil
 from collections.abc import Iterator
+from typing import Any
 from pathlib import Path
 
 import pytest
@@ -384,6 +385,14 @@ def _listed_commands(group: object, path: tuple[str, ...] = ()) -> Iterator[tupl
             yield from _listed_commands(cmd, (*path, name))
 
 
+def _commands(group: object, path: tuple[str, ...] = ()) -> Iterator[tuple[str, Any]]:
+    """(command path, command) for every command under ``group``."""
+    for name, cmd in getattr(group, "commands").items():
+        yield " ".join((*path, name)), cmd
+        if hasattr(cmd, "commands"):
+            yield from _commands(cmd, (*path, name))
+
+
 def test_command_listings_are_one_sentence_without_rst() -> None:
     """A command list shows the first paragraph of each docstring with its line breaks kept (typer's
     rich mode), so a first paragraph wrapped in the source came out as ragged lines in ``--help``."""
@@ -400,6 +409,12 @@ def test_command_listings_are_one_sentence_without_rst() -> None:
         first = inspect.cleandoc(text).split("\n\n")[0]
         assert "\n" not in first, f"{name}: the listing's line is wrapped in the source: {first!r}"
         assert "``" not in first, f"{name}: reStructuredText markup shown as is: {first!r}"
+    # a command's own --help shows every paragraph with its line breaks: each must be one line
+    helps = {name: cmd.help or "" for name, cmd in _commands(typer.main.get_command(app))}
+    assert "\n\n" in helps["explain"] and "\n\n" in helps["config show"]
+    for name, text in helps.items():
+        for paragraph in text.split("\n\n"):
+            assert "\n" not in paragraph and "``" not in paragraph, f"{name}: ragged in --help: {paragraph!r}"
 
 
 def test_every_command_is_in_a_help_panel_in_the_declared_order() -> None:

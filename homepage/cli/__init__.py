@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import inspect
 import os
 import signal
 import sys
@@ -42,6 +43,16 @@ COMMAND_PANELS: dict[str, tuple[str, ...]] = {
 UNPLACED_PANEL = "Commands"  # last: a new command not yet given a panel above (a test fails on it)
 
 
+def reflowed(doc: str) -> str:
+    """A docstring as ``--help`` should show it: each paragraph on one line for the terminal to wrap.
+
+    Typer's rich help keeps a paragraph's line breaks (but the first paragraph's on the command's own
+    page), so a docstring wrapped at 100 columns came out as ragged lines; ````x```` becomes ```x```.
+    """
+    paragraphs = inspect.cleandoc(doc).split("\n\n")
+    return "\n\n".join(" ".join(p.split()).replace("``", "`") for p in paragraphs)
+
+
 def _register() -> None:
     """Import every module of this package; each adds its commands to ``app``, then put them in their panels."""
     import importlib
@@ -49,6 +60,8 @@ def _register() -> None:
 
     for mod in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
         importlib.import_module(f"{__name__}.{mod.name}")
+    for entry in [*app.registered_commands, *(c for g in app.registered_groups for c in g.typer_instance.registered_commands)]:
+        entry.help = reflowed(entry.help if entry.help is not None else inspect.getdoc(entry.callback) or "")
     place = {name: (panel, i) for panel, names in COMMAND_PANELS.items() for i, name in enumerate(names)}
     rank = {panel: i for i, panel in enumerate(COMMAND_PANELS)}
     # commands are listed before groups, a panel where its first entry is: both lists sort by (panel, position)
