@@ -691,6 +691,7 @@ def test_train_on_ratings_all_at_one_second_says_why_there_is_no_page_model(tmp_
 
 
 @pytest.mark.parametrize("row, message", [("1,1,4.0,1e400", "timestamp '1e400' is not an integer"), ("1,1,4.0,\u00b2", "timestamp '\u00b2' is not an integer"), ("\u0663,1,4.0,964982703", "userId '\u0663' is not an integer")])
+@pytest.mark.filterwarnings("error::RuntimeWarning")  # numpy's cast warning on the user's terminal, before the error line
 def test_overflowing_floats_and_non_ascii_digits_are_bad_rows_not_tracebacks(tmp_path, row, message) -> None:
     src = copy_layout("ml-latest-small-like", tmp_path)
     _ratings_csv(src / "ratings.csv", ["1,2,3.5,964982224", row, "2,1,5.0,1445714835"])

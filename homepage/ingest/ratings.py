@@ -13,6 +13,7 @@ import hashlib
 import io
 import math
 import re
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -124,16 +125,20 @@ def _fast_parse(block: bytes, fmt: DelimitedFormat) -> pd.DataFrame | None:
     """Parse a clean block straight into numbers; None when anything is off."""
     dtypes: dict[int, str] = {fmt.user: "int64", fmt.item: "int64", fmt.rating: "float64", fmt.ts: "int64"}
     try:
-        df = pd.read_csv(
-            io.BytesIO(block),
-            sep=FIELD_SEP.decode() if len(fmt.sep) > 1 else fmt.sep.decode(),
-            header=None,
-            usecols=list(dtypes),
-            dtype=dtypes,
-            quoting=csv.QUOTE_NONE,
-            engine="c",
-            na_filter=False,
-        )
+        # a value such as 1e400 in an int64 column: numpy's "invalid value encountered in cast" on the
+        # user's terminal before the ValueError that sends the block to the slow path, which names the row
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            df = pd.read_csv(
+                io.BytesIO(block),
+                sep=FIELD_SEP.decode() if len(fmt.sep) > 1 else fmt.sep.decode(),
+                header=None,
+                usecols=list(dtypes),
+                dtype=dtypes,
+                quoting=csv.QUOTE_NONE,
+                engine="c",
+                na_filter=False,
+            )
     except (ValueError, pd.errors.ParserError, OverflowError):
         return None
     sep = FIELD_SEP if len(fmt.sep) > 1 else fmt.sep
