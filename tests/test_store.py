@@ -180,6 +180,19 @@ def test_events_on_a_clock_a_thousand_half_lives_after_the_data_are_counted(stor
     assert online.decayed[world.catalog.index_of(np.array([20]))[0]] > 2.9  # three plays in the last few minutes
 
 
+def test_an_event_between_the_two_decay_epochs_is_counted(store: RedisStore, world: World) -> None:
+    """An event over 900 half-lives after the data and over 1,000 before the wall clock at publish (ml-100k's 1998
+    served in 2026 with a 3-day half-life, a client sending a play of 2012) weighs nothing by now: it was an
+    OverflowError, a 500 for its ``POST /events``, though its exponent only underflows."""
+    now = int(time.time())
+    half_life = (now - world.t) / 3000  # the wall clock is 3,000 half-lives after the data's last event
+    store.publish("old", world.log, world.catalog, world.ds.users, world.log.global_state(world.t, half_life), None)
+    between = [Event(user_id=2, title_id=20, kind="play", ts=int(world.t + 1500 * half_life), progress=1.0)]
+    assert store.append_events(between, world.catalog) == 1
+    online = store.read_global_state(now, world.catalog)
+    assert_global_equal(online, world.with_events(between).global_state(now, half_life))  # counted, its decayed weight 0
+
+
 def test_regions_beyond_the_cap_count_overall_but_get_no_counters_of_their_own(store: RedisStore, world: World) -> None:
     """A client putting zip codes in `region` made a counter pair per zip in Redis and in every worker (+118 MB for
     4,000 regions on a 1,000-title catalog): regions past ``max_regions`` count in the overall counters only."""
