@@ -62,9 +62,10 @@ class PipelineConfig(BaseModel):
         try:
             self.page.rules.check({r.name for r in self.rankers})
         except HomepageError as e:
-            # a config listing its own rankers keeps the default rules unless it gives some: say whose rule it is
-            default = "page" not in self.model_fields_set or "rules" not in self.page.model_fields_set
-            hint = "; that is a default rule: keep the rankers `homepage config show` lists, or give page.rules of your own" if default else ""
+            # a config listing its own rankers keeps the default rules unless it gives some (page.rules.rules: a
+            # page.rules giving only the viewport keeps them too): say whose rule it is
+            default = "rules" not in self.page.rules.model_fields_set
+            hint = "; that is a default rule: keep the rankers `homepage config show` lists, or give page.rules.rules of your own" if default else ""
             raise ValueError(f"page.{e}{hint}") from e
         return self
 

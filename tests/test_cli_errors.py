@@ -95,6 +95,8 @@ CONFIGS = {
     "empty.json": ("\n", "empty.json: the config file is empty"),
     "rules.json": ('{"rankers": [{"name": "top_n"}]}',
                    "rules.json: page.rules[0] (pin): unknown ranker 'continue_watching' (configured: top_n); that is a default rule: keep the rankers"),
+    "viewport.json": ('{"rankers": [{"name": "top_n"}], "page": {"rules": {"viewport_rows": 3}}}',
+                      "viewport.json: page.rules[0] (pin): unknown ranker 'continue_watching' (configured: top_n); that is a default rule: keep the rankers"),
     "own-rules.json": ('{"rankers": [{"name": "top_n"}], "page": {"rules": {"rules": [{"rule": "max_rows", "ranker": "trending", "max": 2}]}}}',
                        "own-rules.json: page.rules[0] (max_rows): unknown ranker 'trending' (configured: top_n)"),
     "ranker.json": ('{"rankers": [{"name": "top_n", "config": {"bogus": 1}}], "page": {"rules": {"rules": []}}}',
