@@ -29,8 +29,9 @@ same keys and code run on one server and on Redis Cluster. Keyspace (``p`` is th
     p:{u:<id>}:try:<token>           string  result of one attempt (short TTL): a resent attempt is a no-op
 
     the global slot {p:g}: world counters of every version, the events stream
-    p:v:<v>:{p:g}:counts|decayed|rating_sum|rating_count     hash title_id -> number
-    p:v:<v>:{p:g}:r:<region>:counts|decayed                  hash title_id -> number
+    p:v:<v>:{p:g}:counts|decayed|decayed_late|rating_sum|rating_count   hash title_id -> number
+    p:v:<v>:{p:g}:r:<region>:counts|decayed|decayed_late                hash title_id -> number
+                                             (decayed_late: relative to the meta's late_epoch, ``homepage.decay``)
     p:v:<v>:{p:g}:regions            set     regions with counters
     p:v:<v>:{p:g}:users              set     users with at least one counted event
     p:{p:g}:events                   stream  every accepted event (capped): u user, v version, e event JSON,
