@@ -324,6 +324,9 @@ def test_explain_rebuilds_a_served_page_on_its_world_as_of(world: dict[str, obje
     assert [[x["title_id"] for x in r["titles"]] for r in got["rows"]] == ids(served) and got["world_as_of"] == t
     res = CliRunner().invoke(app, [*base, "--world-at", str(t + 1)])
     assert res.exit_code != 0 and "--world-at" in str(res.exception), res.output
+    base[1] = str(tmp_path / "not-loaded")  # refused before the dataset is read
+    res = CliRunner().invoke(app, [*base, "--world-at", str(t + 1)])
+    assert res.exit_code != 0 and "--world-at" in str(res.exception), res.exception
 
 
 def test_replay_json_says_what_its_figures_came_from(world: dict[str, object], tmp_path: Path) -> None:

@@ -80,12 +80,12 @@ def explain_command(
             f"--at {t}: before bundle {bundle.version}'s training cut {bundle.until}; the bundle has seen events after it "
             "(train one with `homepage train --until` at or before that time)"
         )
+    if w_at is not None and w_at > t:  # before the dataset loads (a minute on a large one)
+        raise HomepageError(f"--world-at {w_at}: after the request time {t}; a page is built on a world state of its time or before")
     ds = load_dataset(dataset, columns=["user_id", "title_id", "kind", "ts", "progress", "stars"])
     refuse_other_catalog(ds.titles, bundle, dataset, "--models")
     log = EventLog.from_frame(ds.events, bundle.catalog, ds.users)
     state = log.user_state(user, t)
-    if w_at is not None and w_at > t:
-        raise HomepageError(f"--world-at {w_at}: after the request time {t}; a page is built on a world state of its time or before")
     if w_at is not None:  # the world a served page was built on (its world_as_of), as the API decayed it to that second
         world = log.global_state(w_at, bundle.config.half_life_seconds)
     else:  # the world as replay takes it (rounded down to the protocol's granularity), so the page is the one replay scores
