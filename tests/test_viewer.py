@@ -278,98 +278,165 @@ def _watching_user(viewer: Viewer) -> int:
     pytest.fail("no user with a continue-watching row among the first 60 of the small world")
 
 
-def test_viewer_in_headless_chromium(viewer: Viewer, tmp_path: Path) -> None:
+@dataclass
+class Chromium:
+    browser: Any
+    home: Path  # the HOME chromium ran with
+
+
+@pytest.fixture(scope="module")
+def chromium(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Chromium]:
+    """Debian's Chromium under Playwright, once per module, with a HOME of its own."""
     sync_playwright = _browser()
     exe = str(CHROMIUM if CHROMIUM.exists() else shutil.which("chromium"))
+    # its own HOME: chromium writes crash-report settings and dconf state there, which on a
+    # developer's machine is their real browser profile
+    home = tmp_path_factory.mktemp("chromium-home")
+    env = {**os.environ, "HOME": str(home), "XDG_CONFIG_HOME": str(home / ".config"), "XDG_CACHE_HOME": str(home / ".cache")}
     with sync_playwright() as pw:
-        # its own HOME: chromium writes crash-report settings and dconf state there, which on a
-        # developer's machine is their real browser profile
-        home = tmp_path / "home"
-        env = {**os.environ, "HOME": str(home), "XDG_CONFIG_HOME": str(home / ".config"), "XDG_CACHE_HOME": str(home / ".cache")}
         browser = pw.chromium.launch(executable_path=exe, args=CHROMIUM_ARGS, env=env)
         try:
-            page = browser.new_page(viewport={"width": 1400, "height": 900})
-            page.set_default_timeout(30_000)
-            errors: list[str] = []
-            page.on("pageerror", lambda e: errors.append(str(e)))
-            page.goto(viewer.url + "/")
-
-            # pick the heavy sample user: rows with headings, cards with loaded artwork and alt text
-            page.click("button.sample[data-label='heavy']")
-            page.wait_for_selector(".row .card img")
-            rows = page.locator(".page .row")
-            assert rows.count() >= 3
-            headings = page.locator(".row h3").all_inner_texts()
-            assert all(h.strip() for h in headings) and len(set(headings)) == len(headings)
-            assert page.locator(".row").first.locator(".card").count() >= 2
-            alts = page.eval_on_selector_all(".card img", "els => els.map(e => e.alt)")
-            assert alts and all(a.endswith("poster") and len(a) > len(" poster") for a in alts)
-            page.wait_for_function("() => { const i = document.querySelector('.card img'); return i.complete && i.naturalWidth > 0; }")
-            scroll = page.eval_on_selector(".cards", "e => getComputedStyle(e).overflowX")
-            assert scroll == "auto"
-            assert page.locator("h1").inner_text() == "Homepage viewer" and page.locator("h2:visible").count() >= 1
-
-            # explain: hidden, then per row the ranker, reason, stage and score; per card variant and propensity
-            assert not page.locator(".explain-row").first.is_visible()
-            page.check("#explain-toggle")
-            first = page.locator(".explain-row").first
-            assert first.is_visible()
-            text = first.inner_text()
-            ranker = page.locator(".row").first.get_attribute("data-ranker")
-            assert ranker and ranker in text and "Stage" in text and "Reason" in text and "Score" in text
-            assert re.search(r"variant \S+ · propensity", page.locator(".explain-card").first.inner_text())
-            page.screenshot(path=str(tmp_path / "viewer.png"))
-            if os.environ.get("VIEWER_SCREENSHOT"):
-                page.screenshot(path=os.environ["VIEWER_SCREENSHOT"])
-
-            # keyboard: arrows move focus along a row and down to the next row
-            page.locator(".card[data-row='0'][data-col='0']").focus()
-            page.keyboard.press("ArrowRight")
-            assert page.evaluate("document.activeElement.dataset.col") == "1"
-            page.keyboard.press("ArrowDown")
-            assert page.evaluate("[document.activeElement.dataset.row, document.activeElement.tabIndex]") == ["1", 0]
-
-            # compare two policies: a card is marked exactly when its title is missing from the other page
-            page.check("#compare-toggle")
-            page.select_option("#policy-b", "template")
-            page.wait_for_function("() => document.querySelectorAll('.page').length === 2 && document.querySelectorAll('.page')[1].dataset.policy === 'template'")
-            sides = [
-                set(_card_ids(page, f".page:nth-of-type({i}) .card")) for i in (1, 2)
-            ]
-            for i in (1, 2):
-                marked = set(_card_ids(page, f".page:nth-of-type({i}) .card.only-here"))
-                assert marked == sides[i - 1] - sides[2 - i]
-            page.screenshot(path=str(tmp_path / "viewer-compare.png"))
-            page.uncheck("#compare-toggle")
-            page.wait_for_function("() => document.querySelectorAll('.page').length === 1")
-
-            # try it: a cold-start user plays a title and gets personalised rows at once
-            page.click("button.sample[data-label='cold-start']")
-            page.wait_for_function("() => document.querySelector('.page h2').textContent.includes('user 1000000')")
-            cold_rankers = set(page.eval_on_selector_all(".row", "els => els.map(e => e.dataset.ranker)"))
-            assert cold_rankers and "continue_watching" not in cold_rankers
-            cold_headings = page.locator(".row h3").all_inner_texts()
-            assert any(h.startswith("Popular ") for h in cold_headings) and not any("Top picks" in h for h in cold_headings)
-            page.locator(".row").last.locator(".card").last.click()
-            page.wait_for_function("() => document.getElementById('status').textContent.startsWith('Recorded a play')")
-            assert any("Top picks for you" in h for h in page.locator(".row h3").all_inner_texts())  # personal at once
-
-            # ... and a user who is watching titles plays another: it joins their continue-watching row
-            watcher = _watching_user(viewer)
-            page.fill("#user-id", str(watcher))
-            page.click("#user-form button[type=submit]")
-            page.wait_for_function(f"() => document.querySelector('.page h2').textContent.endsWith('user {watcher}')")
-            card = page.locator(".row").last.locator(".card").last
-            title_id = int(card.get_attribute("data-title-id") or -1)
-            assert title_id not in _card_ids(page, ".row[data-ranker='continue_watching'] .card")
-            page.evaluate("document.getElementById('status').textContent = ''")
-            card.click()
-            page.wait_for_function("() => document.getElementById('status').textContent.startsWith('Recorded a play')")
-            assert title_id in _card_ids(page, ".row[data-ranker='continue_watching'] .card")
-            assert page.evaluate("document.activeElement.dataset.titleId") == str(title_id)  # focus follows the played card
-            page.screenshot(path=str(tmp_path / "viewer-after-play.png"))
-            assert not errors, errors
+            yield Chromium(browser, home)
         finally:
             browser.close()
+
+
+@dataclass
+class Tab:
+    page: Any
+    errors: list[str]  # uncaught exceptions and console errors (failed loads, CSP violations)
+
+
+@pytest.fixture
+def tab(chromium: Chromium) -> Iterator[Tab]:
+    """A fresh browser tab that records errors; closed afterwards."""
+    page = chromium.browser.new_page(viewport={"width": 1400, "height": 900})
+    page.set_default_timeout(30_000)
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.on("console", lambda m: errors.append(f"console: {m.text}") if m.type == "error" else None)
+    try:
+        yield Tab(page, errors)
+    finally:
+        page.close()
+
+
+def test_viewer_in_headless_chromium(viewer: Viewer, chromium: Chromium, tmp_path: Path) -> None:
+    page = chromium.browser.new_page(viewport={"width": 1400, "height": 900})
+    page.set_default_timeout(30_000)
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(viewer.url + "/")
+
+    # pick the heavy sample user: rows with headings, cards with loaded artwork and alt text
+    page.click("button.sample[data-label='heavy']")
+    page.wait_for_selector(".row .card img")
+    rows = page.locator(".page .row")
+    assert rows.count() >= 3
+    headings = page.locator(".row h3").all_inner_texts()
+    assert all(h.strip() for h in headings) and len(set(headings)) == len(headings)
+    assert page.locator(".row").first.locator(".card").count() >= 2
+    alts = page.eval_on_selector_all(".card img", "els => els.map(e => e.alt)")
+    assert alts and all(a.endswith("poster") and len(a) > len(" poster") for a in alts)
+    page.wait_for_function("() => { const i = document.querySelector('.card img'); return i.complete && i.naturalWidth > 0; }")
+    scroll = page.eval_on_selector(".cards", "e => getComputedStyle(e).overflowX")
+    assert scroll == "auto"
+    assert page.locator("h1").inner_text() == "Homepage viewer" and page.locator("h2:visible").count() >= 1
+
+    # explain: hidden, then per row the ranker, reason, stage and score; per card variant and propensity
+    assert not page.locator(".explain-row").first.is_visible()
+    page.check("#explain-toggle")
+    first = page.locator(".explain-row").first
+    assert first.is_visible()
+    text = first.inner_text()
+    ranker = page.locator(".row").first.get_attribute("data-ranker")
+    assert ranker and ranker in text and "Stage" in text and "Reason" in text and "Score" in text
+    assert re.search(r"variant \S+ · propensity", page.locator(".explain-card").first.inner_text())
+    page.screenshot(path=str(tmp_path / "viewer.png"))
+    if os.environ.get("VIEWER_SCREENSHOT"):
+        page.screenshot(path=os.environ["VIEWER_SCREENSHOT"])
+
+    # keyboard: arrows move focus along a row and down to the next row
+    page.locator(".card[data-row='0'][data-col='0']").focus()
+    page.keyboard.press("ArrowRight")
+    assert page.evaluate("document.activeElement.dataset.col") == "1"
+    page.keyboard.press("ArrowDown")
+    assert page.evaluate("[document.activeElement.dataset.row, document.activeElement.tabIndex]") == ["1", 0]
+
+    # compare two policies: a card is marked exactly when its title is missing from the other page
+    page.check("#compare-toggle")
+    page.select_option("#policy-b", "template")
+    page.wait_for_function("() => document.querySelectorAll('.page').length === 2 && document.querySelectorAll('.page')[1].dataset.policy === 'template'")
+    sides = [
+        set(_card_ids(page, f".page:nth-of-type({i}) .card")) for i in (1, 2)
+    ]
+    for i in (1, 2):
+        marked = set(_card_ids(page, f".page:nth-of-type({i}) .card.only-here"))
+        assert marked == sides[i - 1] - sides[2 - i]
+    page.screenshot(path=str(tmp_path / "viewer-compare.png"))
+    page.uncheck("#compare-toggle")
+    page.wait_for_function("() => document.querySelectorAll('.page').length === 1")
+
+    # try it: a cold-start user plays a title and gets personalised rows at once
+    page.click("button.sample[data-label='cold-start']")
+    page.wait_for_function("() => document.querySelector('.page h2').textContent.includes('user 1000000')")
+    cold_rankers = set(page.eval_on_selector_all(".row", "els => els.map(e => e.dataset.ranker)"))
+    assert cold_rankers and "continue_watching" not in cold_rankers
+    cold_headings = page.locator(".row h3").all_inner_texts()
+    assert any(h.startswith("Popular ") for h in cold_headings) and not any("Top picks" in h for h in cold_headings)
+    page.locator(".row").last.locator(".card").last.click()
+    page.wait_for_function("() => document.getElementById('status').textContent.startsWith('Recorded a play')")
+    assert any("Top picks for you" in h for h in page.locator(".row h3").all_inner_texts())  # personal at once
+
+    # ... and a user who is watching titles plays another: it joins their continue-watching row
+    watcher = _watching_user(viewer)
+    page.fill("#user-id", str(watcher))
+    page.click("#user-form button[type=submit]")
+    page.wait_for_function(f"() => document.querySelector('.page h2').textContent.endsWith('user {watcher}')")
+    card = page.locator(".row").last.locator(".card").last
+    title_id = int(card.get_attribute("data-title-id") or -1)
+    assert title_id not in _card_ids(page, ".row[data-ranker='continue_watching'] .card")
+    page.evaluate("document.getElementById('status').textContent = ''")
+    card.click()
+    page.wait_for_function("() => document.getElementById('status').textContent.startsWith('Recorded a play')")
+    assert title_id in _card_ids(page, ".row[data-ranker='continue_watching'] .card")
+    assert page.evaluate("document.activeElement.dataset.titleId") == str(title_id)  # focus follows the played card
+    page.screenshot(path=str(tmp_path / "viewer-after-play.png"))
+    assert not errors, errors
+    page.close()
     assert (tmp_path / "viewer.png").stat().st_size > 10_000
-    assert (home / ".config" / "chromium").is_dir()  # the profile went to the test's HOME
+    assert (chromium.home / ".config" / "chromium").is_dir()  # the profile went to the test's HOME
+
+
+def _samples(page: Any) -> dict[str, int]:
+    """The sample users' ids by label, once the viewer has listed them."""
+    page.wait_for_selector("button.sample[data-label='cold-start']")
+    pairs = page.eval_on_selector_all("button.sample", "els => els.map(e => [e.dataset.label, e.dataset.userId])")
+    return {label: int(u) for label, u in pairs}
+
+
+def _shown_user(page: Any) -> str:
+    return page.evaluate("[...document.querySelectorAll('.page h2')].map(h => h.textContent).join(' | ')")
+
+
+def test_a_late_page_does_not_replace_the_user_picked_last(viewer: Viewer, tab: Tab) -> None:
+    """Heavy, then light picked at once: the heavy page arriving last is dropped, not shown under the light user's id."""
+    page = tab.page
+    page.goto(viewer.url + "/")
+    users = _samples(page)
+    held: list[Any] = []
+    page.route(f"**/viewer/page/{users['heavy']}?*", lambda route: held.append(route))
+    page.click("button.sample[data-label='heavy']")
+    for _ in range(200):  # the route handler runs while Playwright waits
+        if held:
+            break
+        page.wait_for_timeout(25)
+    assert held, "the heavy user's page was never requested"
+    page.click("button.sample[data-label='light']")
+    page.wait_for_function(f"() => document.getElementById('status').textContent.startsWith('User {users['light']}:')")
+    with page.expect_response(f"**/viewer/page/{users['heavy']}?*"):
+        held[0].continue_()
+    page.wait_for_timeout(500)  # let the late answer reach the page (it is dropped at once with the fix)
+    assert _shown_user(page).endswith(f"user {users['light']}")
+    assert page.input_value("#user-id") == str(users["light"]) and f"user={users['light']}" in page.url
+    assert page.locator("#status").inner_text().startswith(f"User {users['light']}:")

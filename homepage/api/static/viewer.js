@@ -3,7 +3,7 @@
 "use strict";
 
 const KEY_FEATURES = ["pers_mean", "pop_mean", "trend_mean", "dup_share"];
-const state = { cfg: null, user: null, explain: false, compare: false, policyA: null, policyB: null, pages: [] };
+const state = { cfg: null, user: null, explain: false, compare: false, policyA: null, policyB: null, pages: [], loads: 0 };
 const $ = (id) => document.getElementById(id);
 
 function el(tag, attrs, ...children) {
@@ -135,20 +135,28 @@ function render() {
   });
 }
 
+// true when this call's pages are shown; false when it failed or a later call superseded it
+// (a slow answer for the previous user or policy must not replace the one asked for last)
 async function load() {
-  if (state.user === null) return;
+  if (state.user === null) return false;
   saveUrl();
+  const seq = ++state.loads;
+  const user = state.user;
   const policies = state.compare ? [state.policyA, state.policyB] : [state.policyA];
-  setStatus(`Loading user ${state.user}…`);
+  setStatus(`Loading user ${user}…`);
+  let pages;
   try {
-    state.pages = await Promise.all(policies.map((p) => getJSON(`/viewer/page/${state.user}?policy=${encodeURIComponent(p)}`)));
+    pages = await Promise.all(policies.map((p) => getJSON(`/viewer/page/${user}?policy=${encodeURIComponent(p)}`)));
   } catch (e) {
-    setStatus(`Could not load the page: ${e.message}`);
-    return;
+    if (seq === state.loads) setStatus(`Could not load the page: ${e.message}`);
+    return false;
   }
+  if (seq !== state.loads) return false;
+  state.pages = pages;
   render();
   const rows = state.pages.map((p) => p.rows.length).join(" and ");
-  setStatus(`User ${state.user}: ${rows} rows (${policies.join(" vs ")}).`);
+  setStatus(`User ${user}: ${rows} rows (${policies.join(" vs ")}).`);
+  return true;
 }
 
 async function play(card) {
@@ -163,7 +171,7 @@ async function play(card) {
     setStatus(`Could not record the play: ${e.message}`);
     return;
   }
-  await load();
+  if (!(await load())) return;
   setStatus(`Recorded a play of ${card.name} for user ${state.user}; the page was rebuilt.`);
   const again = document.querySelector(`.card[data-title-id="${card.title_id}"]`);
   if (again) focusCard(again);
