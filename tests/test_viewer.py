@@ -6,6 +6,7 @@ download); it skips when Chromium or Playwright is missing, except in CI where i
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -440,3 +441,27 @@ def test_a_late_page_does_not_replace_the_user_picked_last(viewer: Viewer, tab: 
     assert _shown_user(page).endswith(f"user {users['light']}")
     assert page.input_value("#user-id") == str(users["light"]) and f"user={users['light']}" in page.url
     assert page.locator("#status").inner_text().startswith(f"User {users['light']}:")
+
+
+def test_a_failed_page_is_named_and_leaves_no_stale_page(viewer: Viewer, tab: Tab) -> None:
+    """A 503 or a 422 (an id typed out of range) is shown with its reason; the previous user's page goes, the UI still works."""
+    page = tab.page
+    page.goto(viewer.url + "/")
+    users = _samples(page)
+    page.click("button.sample[data-label='heavy']")
+    page.wait_for_function(f"() => document.getElementById('status').textContent.startsWith('User {users['heavy']}:')")
+    detail = "the loaded version is not in Redis (restarted empty?): publish again"
+    route = f"**/viewer/page/{users['light']}?*"
+    page.route(route, lambda r: r.fulfill(status=503, content_type="application/json", body=json.dumps({"detail": detail})))
+    page.click("button.sample[data-label='light']")
+    page.wait_for_function("() => document.getElementById('status').textContent.startsWith('Could not load')")
+    assert f"503 {detail}" in page.locator("#status").inner_text()
+    assert page.locator(".page").count() == 0, _shown_user(page)  # not the heavy user's page under the light user's id
+    page.unroute(route)
+    page.fill("#user-id", "99999999999999999999")
+    page.press("#user-id", "Enter")
+    page.wait_for_function("() => document.getElementById('status').textContent.includes('422')")
+    assert "user_id:" in page.locator("#status").inner_text() and page.locator(".page").count() == 0
+    page.click("button.sample[data-label='light']")  # still usable once the service answers
+    page.wait_for_function(f"() => document.getElementById('status').textContent.startsWith('User {users['light']}:')")
+    assert _shown_user(page).endswith(f"user {users['light']}")

@@ -148,7 +148,10 @@ async function load() {
   try {
     pages = await Promise.all(policies.map((p) => getJSON(`/viewer/page/${user}?policy=${encodeURIComponent(p)}`)));
   } catch (e) {
-    if (seq === state.loads) setStatus(`Could not load the page: ${e.message}`);
+    if (seq !== state.loads) return false;
+    state.pages = []; // not the previous user's page under this user's id (a click would play for this user)
+    render();
+    setStatus(`Could not load the page: ${e.message}`);
     return false;
   }
   if (seq !== state.loads) return false;
