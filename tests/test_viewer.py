@@ -465,3 +465,34 @@ def test_a_failed_page_is_named_and_leaves_no_stale_page(viewer: Viewer, tab: Ta
     page.click("button.sample[data-label='light']")  # still usable once the service answers
     page.wait_for_function(f"() => document.getElementById('status').textContent.startsWith('User {users['light']}:')")
     assert _shown_user(page).endswith(f"user {users['light']}")
+
+
+def test_back_and_forward_return_to_the_users_and_policies_shown(viewer: Viewer, tab: Tab) -> None:
+    """Each user, policy or compare picked is a history entry: Back shows the previous view, with its controls."""
+    page = tab.page
+    page.goto(viewer.url + "/")
+    users = _samples(page)
+    default = page.input_value("#policy-a")
+
+    def shown(user: int, policy: str) -> None:
+        page.wait_for_function(f"() => document.getElementById('status').textContent.startsWith('User {user}: ') && document.getElementById('status').textContent.includes('({policy})')")
+        assert _shown_user(page) == f"{policy} page for user {user}"
+        assert page.input_value("#user-id") == str(user) and page.input_value("#policy-a") == policy
+        assert f"user={user}&policy={policy}" in page.url
+
+    page.click("button.sample[data-label='heavy']")
+    shown(users["heavy"], default)
+    page.click("button.sample[data-label='light']")
+    shown(users["light"], default)
+    page.select_option("#policy-a", "template")
+    shown(users["light"], "template")
+    page.go_back()
+    shown(users["light"], default)
+    page.go_back()
+    shown(users["heavy"], default)
+    page.go_forward()
+    shown(users["light"], default)
+    page.go_back()
+    page.go_back()  # the viewer as first opened: no user
+    page.wait_for_function("() => document.getElementById('status').textContent.endsWith('pick a user.')")
+    assert page.locator(".page").count() == 0 and page.input_value("#user-id") == ""

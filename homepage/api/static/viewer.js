@@ -136,10 +136,11 @@ function render() {
 }
 
 // true when this call's pages are shown; false when it failed or a later call superseded it
-// (a slow answer for the previous user or policy must not replace the one asked for last)
-async function load() {
+// (a slow answer for the previous user or policy must not replace the one asked for last).
+// A new user, policy or compare is a new history entry (push), so Back returns to the last view.
+async function load(push = true) {
   if (state.user === null) return false;
-  saveUrl();
+  saveUrl(push);
   const seq = ++state.loads;
   const user = state.user;
   const policies = state.compare ? [state.policyA, state.policyB] : [state.policyA];
@@ -211,15 +212,20 @@ function onKey(e) {
 }
 
 function fillPolicies() {
+  for (const id of ["policy-a", "policy-b"]) $(id).replaceChildren(...state.cfg.policies.map((p) => el("option", { value: p, text: p })));
+}
+
+// the controls show the state (after reading the URL: at start, and on Back/Forward)
+function showState() {
   const { policies, default_policy: def } = state.cfg;
-  for (const [id, selected] of [["policy-a", state.policyA], ["policy-b", state.policyB]]) {
-    const select = $(id);
-    select.replaceChildren(...policies.map((p) => el("option", { value: p, selected: p === selected, text: p })));
-  }
   if (!policies.includes(state.policyA)) state.policyA = def;
   if (!policies.includes(state.policyB)) state.policyB = policies.find((p) => p !== state.policyA) || def;
   $("policy-a").value = state.policyA;
   $("policy-b").value = state.policyB;
+  setExplain(state.explain);
+  $("compare-toggle").checked = state.compare;
+  $("policy-b").disabled = !state.compare;
+  $("user-id").value = state.user === null ? "" : state.user;
 }
 
 async function fillSamples() {
@@ -244,19 +250,22 @@ function pickUser(id) {
   load();
 }
 
-function saveUrl() {
+function saveUrl(push) {
   const q = new URLSearchParams();
   if (state.user !== null) q.set("user", state.user);
   q.set("policy", state.policyA);
   if (state.compare) q.set("compare", state.policyB);
   if (state.explain) q.set("explain", "1");
-  history.replaceState(null, "", `?${q}`);
+  const search = `?${q}`;
+  if (search === location.search) return;
+  if (push) history.pushState(null, "", search);
+  else history.replaceState(null, "", search);
 }
 
 function readUrl() {
   const q = new URLSearchParams(location.search);
   const user = q.get("user");
-  if (user !== null && /^\d+$/.test(user)) state.user = Number(user);
+  state.user = user !== null && /^\d+$/.test(user) ? Number(user) : null;
   state.policyA = q.get("policy");
   state.policyB = q.get("compare");
   state.compare = q.has("compare");
@@ -278,9 +287,7 @@ async function init() {
     return;
   }
   fillPolicies();
-  setExplain(state.explain);
-  $("compare-toggle").checked = state.compare;
-  $("policy-b").disabled = !state.compare;
+  showState();
   const note = $("play-note");
   note.hidden = false;
   note.textContent = state.cfg.play_enabled
@@ -293,7 +300,7 @@ async function init() {
   });
   $("explain-toggle").addEventListener("change", (e) => {
     setExplain(e.target.checked);
-    saveUrl();
+    saveUrl(false);
   });
   $("compare-toggle").addEventListener("change", (e) => {
     state.compare = e.target.checked;
@@ -309,12 +316,24 @@ async function init() {
     load();
   });
   $("pages").addEventListener("keydown", onKey);
+  window.addEventListener("popstate", onHistory);
   setStatus(`Model ${state.cfg.model_version}: pick a user.`);
   await fillSamples();
+  await load(false);
+}
+
+// Back/Forward: show the view the URL names (no new history entry)
+function onHistory() {
+  readUrl();
+  showState();
   if (state.user !== null) {
-    $("user-id").value = state.user;
-    await load();
+    load(false);
+    return;
   }
+  state.loads += 1; // an answer still on its way is for a view left behind
+  state.pages = [];
+  render();
+  setStatus(`Model ${state.cfg.model_version}: pick a user.`);
 }
 
 document.addEventListener("DOMContentLoaded", init);
