@@ -496,3 +496,30 @@ def test_back_and_forward_return_to_the_users_and_policies_shown(viewer: Viewer,
     page.go_back()  # the viewer as first opened: no user
     page.wait_for_function("() => document.getElementById('status').textContent.endsWith('pick a user.')")
     assert page.locator(".page").count() == 0 and page.input_value("#user-id") == ""
+
+
+OVERFLOW_JS = """() => {
+  const W = document.documentElement.clientWidth;
+  const out = [];
+  for (const e of document.querySelectorAll('body *')) {
+    const r = e.getBoundingClientRect();
+    if (!r.width || e.closest('.cards') || e.closest('.visually-hidden') || e.classList.contains('skip')) continue;
+    const box = e.closest('.page') || document.body;  // compare columns must not spill into each other
+    const right = Math.min(W, box.getBoundingClientRect().right);
+    if (r.right > right + 1 || r.left < -1) out.push(`${e.tagName}.${e.className} ${Math.round(r.left)}..${Math.round(r.right)} of ${Math.round(right)}`);
+  }
+  return [document.documentElement.scrollWidth, W, out.slice(0, 6)];
+}"""
+
+
+@pytest.mark.parametrize("query", ["explain=1", "compare=template&explain=1"])
+def test_viewer_reflows_at_320_css_pixels(viewer: Viewer, tab: Tab, query: str) -> None:
+    """At 320 px (a phone, or 400% zoom of 1280) nothing but a row of cards scrolls sideways, nothing is cut off."""
+    page = tab.page
+    page.set_viewport_size({"width": 320, "height": 800})
+    page.goto(f"{viewer.url}/?user={viewer.user}&policy=row-ranking&{query}")
+    page.wait_for_function(f"() => document.getElementById('status').textContent.startsWith('User {viewer.user}:')")
+    assert page.locator(".page").count() == (2 if "compare" in query else 1)
+    scroll_width, width, spilled = page.evaluate(OVERFLOW_JS)
+    assert scroll_width <= width and not spilled, (scroll_width, width, spilled)
+    assert page.locator("#policy-b").is_visible() and page.locator(".explain-row").first.is_visible()
