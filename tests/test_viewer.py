@@ -523,3 +523,14 @@ def test_viewer_reflows_at_320_css_pixels(viewer: Viewer, tab: Tab, query: str) 
     scroll_width, width, spilled = page.evaluate(OVERFLOW_JS)
     assert scroll_width <= width and not spilled, (scroll_width, width, spilled)
     assert page.locator("#policy-b").is_visible() and page.locator(".explain-row").first.is_visible()
+
+
+def test_viewer_console_is_free_of_errors(viewer: Viewer, tab: Tab) -> None:
+    """Opening the viewer and a page logs no error: no failed load (the icon included), no CSP violation."""
+    page = tab.page
+    page.goto(f"{viewer.url}/?user={viewer.user}&policy=row-ranking&explain=1")
+    page.wait_for_function(f"() => document.getElementById('status').textContent.startsWith('User {viewer.user}:')")
+    page.wait_for_load_state("networkidle")
+    page.wait_for_function("() => [...document.querySelectorAll('.card img')].slice(0, 4).every(i => i.complete && i.naturalWidth > 0)")
+    assert not tab.errors, tab.errors
+    assert page.evaluate("document.querySelector('link[rel=icon]').href").endswith("/viewer/static/favicon.svg")

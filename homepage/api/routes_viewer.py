@@ -48,7 +48,7 @@ from homepage.pagebuilder.policies import policy_names
 from homepage.service import Loaded, PageParams, PageService, region_note
 
 STATIC = Path(__file__).resolve().parent / "static"
-ASSETS = {"viewer.js": "text/javascript", "viewer.css": "text/css"}
+ASSETS = {"viewer.js": "text/javascript", "viewer.css": "text/css", "favicon.svg": "image/svg+xml"}  # the icon: else the browser asks /favicon.ico, a 404 in the console
 COLD_START_BASE = 1_000_000_000  # cold-start samples are the first ids from here with no history
 HTML_CSP = "default-src 'self'; img-src 'self'{extra}; style-src 'self'; script-src 'self'; connect-src 'self'; object-src 'none'; base-uri 'none'"
 TOP_FEATURES = 3
