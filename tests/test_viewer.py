@@ -534,3 +534,26 @@ def test_viewer_console_is_free_of_errors(viewer: Viewer, tab: Tab) -> None:
     page.wait_for_function("() => [...document.querySelectorAll('.card img')].slice(0, 4).every(i => i.complete && i.naturalWidth > 0)")
     assert not tab.errors, tab.errors
     assert page.evaluate("document.querySelector('link[rel=icon]').href").endswith("/viewer/static/favicon.svg")
+
+
+def test_viewer_waits_for_a_service_that_is_starting(viewer: Viewer, tab: Tab) -> None:
+    """A 503 from /viewer/config (no version loaded yet) is shown and asked again; the viewer then works."""
+    page = tab.page
+    answers: list[int] = []
+
+    def starting(route: Any) -> None:
+        if not answers:
+            answers.append(503)
+            route.fulfill(status=503, content_type="application/json", headers={"Retry-After": "1"}, body=json.dumps({"detail": "model not loaded yet"}))
+        else:
+            answers.append(200)
+            route.continue_()
+
+    page.route("**/viewer/config", starting)
+    page.goto(viewer.url + "/")
+    page.wait_for_function("() => document.getElementById('status').textContent.endsWith('pick a user.')", timeout=15_000)
+    assert answers == [503, 200]
+    users = _samples(page)
+    page.click("button.sample[data-label='light']")
+    page.wait_for_function(f"() => document.getElementById('status').textContent.startsWith('User {users['light']}:')")
+    assert _shown_user(page).endswith(f"user {users['light']}")

@@ -21,8 +21,30 @@ function el(tag, attrs, ...children) {
 async function getJSON(url, options) {
   const r = await fetch(url, options);
   const body = await r.json().catch(() => ({}));
-  if (!r.ok) throw new Error(`${url}: ${r.status} ${body.detail || r.statusText}`);
+  if (!r.ok) {
+    const err = new Error(`${url}: ${r.status} ${body.detail || r.statusText}`);
+    err.status = r.status;
+    err.retryAfter = Number(r.headers.get("Retry-After")) || 0;
+    throw err;
+  }
   return body;
+}
+
+// the config, asked again while the service answers 503 (starting: no version loaded yet) or not at all
+async function getConfig() {
+  for (;;) {
+    try {
+      return await getJSON("/viewer/config");
+    } catch (e) {
+      if (e.status !== undefined && e.status !== 503) {
+        setStatus(`The viewer cannot start: ${e.message}`);
+        return null;
+      }
+      const wait = Math.min(Math.max(e.retryAfter || 2, 1), 30);
+      setStatus(`The service is not ready: ${e.message}; trying again in ${wait} s.`);
+      await new Promise((resolve) => setTimeout(resolve, wait * 1000));
+    }
+  }
 }
 
 function setStatus(text) {
@@ -280,12 +302,8 @@ function setExplain(on) {
 
 async function init() {
   readUrl();
-  try {
-    state.cfg = await getJSON("/viewer/config");
-  } catch (e) {
-    setStatus(`The service is not ready: ${e.message}`);
-    return;
-  }
+  state.cfg = await getConfig();
+  if (state.cfg === null) return;
   fillPolicies();
   showState();
   const note = $("play-note");
