@@ -557,3 +557,35 @@ def test_viewer_waits_for_a_service_that_is_starting(viewer: Viewer, tab: Tab) -
     page.click("button.sample[data-label='light']")
     page.wait_for_function(f"() => document.getElementById('status').textContent.startsWith('User {users['light']}:')")
     assert _shown_user(page).endswith(f"user {users['light']}")
+
+
+def _ax_buttons(page: Any) -> dict[str, str]:
+    """Chromium's accessibility tree (what a screen reader gets): each card button's name -> description."""
+    cdp = page.context.new_cdp_session(page)
+    try:
+        nodes = cdp.send("Accessibility.getFullAXTree")["nodes"]
+    finally:
+        cdp.detach()
+    out = {}
+    for n in nodes:
+        if n.get("role", {}).get("value") == "button" and n.get("name", {}).get("value", "").startswith("Play "):
+            out[n["name"]["value"]] = n.get("description", {}).get("value", "")
+    return out
+
+
+def test_card_explain_reaches_screen_readers(viewer: Viewer, tab: Tab) -> None:
+    """With explain on, a card's variant and propensity are its description (its name alone hides them); off, nothing."""
+    page = tab.page
+    page.goto(f"{viewer.url}/?user={viewer.user}&policy=row-ranking")
+    page.wait_for_function(f"() => document.getElementById('status').textContent.startsWith('User {viewer.user}:')")
+    shown = page.eval_on_selector_all(".card", "els => els.map(e => e.querySelector('.explain-card').textContent)")
+    assert shown and all(d == "" for d in _ax_buttons(page).values())
+    page.check("#explain-toggle")
+    described = _ax_buttons(page)
+    assert sorted(described.values()) == sorted(shown)  # every card, each with its own
+    assert all(re.fullmatch(r"variant \S+ · propensity \d\.\d\d", d) for d in described.values())
+    page.reload()  # explain=1 in the URL: the cards are described as they are first drawn
+    page.wait_for_function(f"() => document.getElementById('status').textContent.startsWith('User {viewer.user}:')")
+    assert sorted(_ax_buttons(page).values()) == sorted(shown)
+    page.uncheck("#explain-toggle")
+    assert all(d == "" for d in _ax_buttons(page).values())

@@ -97,6 +97,7 @@ function explainRow(row, top) {
 function cardNode(card, ri, ci, ctx) {
   const only = ctx.onlyHere && !ctx.other.has(card.title_id);
   const label = `${card.name}${card.year ? ` (${card.year})` : ""}`;
+  const explainId = `p${ctx.page}-r${ri}-c${ci}-explain`;
   const button = el(
     "button",
     {
@@ -107,11 +108,13 @@ function cardNode(card, ri, ci, ctx) {
       "data-col": ci,
       tabindex: ri === 0 && ci === 0 ? 0 : -1,
       "aria-label": (state.cfg.play_enabled ? "Play " : "") + label + (only ? `, only in ${ctx.policy}` : ""),
+      "data-explain": explainId,
+      "aria-describedby": state.explain ? explainId : null, // a button's name hides its content
     },
     el("img", { src: artSrc(card), alt: `${label} poster`, width: 150, height: 225, loading: "lazy" }),
     el("span", { class: "card-title", text: label }),
     only ? el("span", { class: "badge", text: `only in ${ctx.policy}` }) : null,
-    el("span", { class: "explain explain-card", text: `variant ${card.variant_id || "default"} · propensity ${fmt(card.propensity, 2)}` }),
+    el("span", { id: explainId, class: "explain explain-card", text: `variant ${card.variant_id || "default"} · propensity ${fmt(card.propensity, 2)}` }),
   );
   button.addEventListener("click", () => play(card));
   return el("li", {}, button);
@@ -127,7 +130,7 @@ function pageNode(page, idx, other) {
   );
   if (page.degraded) section.append(el("p", { class: "warn", text: "Degraded: the fallback page (popular rows)." }));
   if (!page.rows.length) section.append(el("p", { text: "No rows." }));
-  const ctx = { onlyHere: other !== null, other: other || new Set(), policy: page.policy };
+  const ctx = { page: idx, onlyHere: other !== null, other: other || new Set(), policy: page.policy };
   page.rows.forEach((row, ri) => {
     const rowId = `p${idx}-r${ri}`;
     const top = page.top_features ? page.top_features[ri] : null;
@@ -297,6 +300,10 @@ function readUrl() {
 function setExplain(on) {
   state.explain = on;
   document.body.classList.toggle("explaining", on);
+  for (const card of document.querySelectorAll(".card")) {
+    if (on) card.setAttribute("aria-describedby", card.dataset.explain);
+    else card.removeAttribute("aria-describedby");
+  }
   $("explain-toggle").checked = on;
 }
 
