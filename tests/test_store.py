@@ -12,7 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from redis_fixtures import *  # noqa: F403  (fixtures: store, embedded_redis, url_client, ...)
-from redis_fixtures import write_small_dataset
+from redis_fixtures import make_store, write_small_dataset
 
 from homepage.catalog import Catalog
 from homepage.dataset import load_dataset
@@ -191,6 +191,27 @@ def test_an_event_between_the_two_decay_epochs_is_counted(store: RedisStore, wor
     assert store.append_events(between, world.catalog) == 1
     online = store.read_global_state(now, world.catalog)
     assert_global_equal(online, world.with_events(between).global_state(now, half_life))  # counted, its decayed weight 0
+
+
+def test_a_version_published_before_late_epoch_existed_counts_wall_clock_events(store: RedisStore, world: World) -> None:
+    """Upgrading the workers without republishing: the previous release's version record has no ``late_epoch``.
+
+    Read as None, this release's workers kept the old overflow for it: every ``POST /events`` on
+    the wall clock was a 500 (``decay epochs ... and None too far``) until a republish. The record
+    now reads with the epoch its publish would have taken, so the events count, as on a new version.
+    """
+    now = int(time.time())
+    half_life = (now - world.t) / 1200
+    store.publish("prev", world.log, world.catalog, world.ds.users, world.log.global_state(world.t, half_life), None)
+    store.client.hdel(store.keys.meta("prev"), "late_epoch")  # the record as the previous release wrote it
+    worker = make_store(store.client, store.settings)  # a worker of this release, started on it
+    meta = worker.meta("prev")
+    assert meta.late_epoch == max(world.t, int(meta.created))
+    wall = [Event(user_id=u, title_id=20, kind="play", ts=now - 60 * u, progress=1.0) for u in (1, 2, 3)]
+    assert worker.append_events(wall, world.catalog) == len(wall)
+    online = worker.read_global_state(now, world.catalog)
+    assert_global_equal(online, world.with_events(wall).global_state(now, half_life))
+    assert online.decayed[world.catalog.index_of(np.array([20]))[0]] > 2.9
 
 
 def test_regions_beyond_the_cap_count_overall_but_get_no_counters_of_their_own(store: RedisStore, world: World) -> None:

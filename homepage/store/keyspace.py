@@ -252,7 +252,7 @@ class VersionMeta:
     n_users: int = 0
     bundle_version: str | None = None
     source: str | None = None
-    late_epoch: int | None = None  # the late decayed sums' epoch (``homepage.decay``); None before they existed
+    late_epoch: int | None = None  # the late decayed sums' epoch (``homepage.decay``); None: none (an old record reads as ``late_epoch_of``)
 
     def to_redis(self) -> dict[str, str]:
         return {f.name: str(getattr(self, f.name)) for f in fields(self) if getattr(self, f.name) is not None}
@@ -275,7 +275,15 @@ class VersionMeta:
             n_users=int(d.get("n_users", 0)),
             bundle_version=d.get("bundle_version"),
             source=d.get("source"),
-            late_epoch=int(d["late_epoch"]) if "late_epoch" in d else None,
+            late_epoch=int(d["late_epoch"]) if "late_epoch" in d else late_epoch_of(int(d["as_of"]), float(d["created"])),
         )
 
 
+def late_epoch_of(as_of: int, created: float) -> int:
+    """The late decayed sums' epoch of a version published at ``created`` with its state as of ``as_of``.
+
+    A record from before ``late_epoch`` was stored gets the epoch its publish would have taken: a
+    worker of this release serving it on the wall clock still counts events there (without it every
+    one overflowed, a 500, until a republish).
+    """
+    return max(int(as_of), int(created))

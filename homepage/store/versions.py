@@ -31,7 +31,7 @@ from homepage.state import GlobalState
 from homepage.store.base import SCAN_COUNT
 from homepage.store.errors import StoreError, guarded
 from homepage.store.events import EventWrites
-from homepage.store.keyspace import VERSION_RE, VersionMeta
+from homepage.store.keyspace import VERSION_RE, VersionMeta, late_epoch_of
 from homepage.store.records import pack_history, profiles_of_users, sparse
 from homepage.unpacked import MARK as UNPACKED_MARK, PREFIX as UNPACKED_PREFIX, models_dir_lock
 
@@ -86,7 +86,7 @@ class VersionWrites(EventWrites):
             n_users=int(world.n_users),
             bundle_version=bundle_version,
             source=source,
-            late_epoch=max(t, int(created)),  # events on the wall clock, years after an old dataset's time
+            late_epoch=late_epoch_of(t, created),  # events on the wall clock, years after an old dataset's time
         )
         pipe = self.client.pipeline(transaction=False)
         # names this events stream: a Redis restarted empty gets a new one at the publish it needs, so merge-events
