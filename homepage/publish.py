@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from homepage.catalog import Catalog
+from homepage.config import PipelineConfig
 from homepage.dataset import load_dataset
 from homepage.domain import LATEST_TIME
 from homepage.erasure import applied_erasures, drop_users, file_without_users, pending_erasures, user_weight_file, user_weight_path
@@ -85,11 +86,12 @@ def check_publish_time(at: int, first_ts: int | None, dataset: Path) -> None:
         raise HomepageError(f"--at {at}: before the first event of {dataset} ({first_ts}); the published state would be empty")
 
 
-def check_bundle_serves(bundle_dir: Path, catalog: Catalog, dataset: Path) -> None:
+def check_bundle_serves(bundle_dir: Path, catalog: Catalog, dataset: Path) -> float:
     """Load the bundle as the API will (so one it would refuse is refused before the flip) and check its catalog is the dataset's.
 
     A bundle trained on another dataset would serve its own titles to this dataset's users
-    (``homepage.catalog.catalog_mismatch`` says what "another" means).
+    (``homepage.catalog.catalog_mismatch`` says what "another" means). Returns the bundle's
+    trending half-life in seconds (its config's ``trending_half_life_days``).
     """
     from homepage.bundle import load_bundle
     from homepage.catalog import catalog_mismatch
@@ -103,6 +105,24 @@ def check_bundle_serves(bundle_dir: Path, catalog: Catalog, dataset: Path) -> No
             f"--models: bundle {bundle.version} was trained on another catalog: {why} "
             f"(bundle trained on {bundle.manifest.get('dataset', {}).get('path')})"
         )
+    return bundle.config.half_life_seconds
+
+
+def check_half_life(given: float | None, trained: float | None, bundle_version: str | None) -> float:
+    """The trending half-life to publish with: the bundle's, which replay and explain measure with (7 days without a bundle).
+
+    A ``--config`` giving another one is refused: the served trending rows would decay at a rate
+    no replay of the bundle measured (before 2026-12-07 a publish without ``--config`` took 7 days
+    whatever the bundle's config said).
+    """
+    if trained is None:
+        return PipelineConfig.model_fields["trending_half_life_days"].default * 86_400.0 if given is None else given
+    if given is not None and given != trained:
+        raise HomepageError(
+            f"--config: trending_half_life_days {given / 86_400:g}, but bundle {bundle_version} was trained with "
+            f"{trained / 86_400:g} (its replay measured trending rows at that rate): leave --config out, or retrain with it"
+        )
+    return trained
 
 
 def publish_dataset(
@@ -111,7 +131,7 @@ def publish_dataset(
     *,
     at: int | None = None,
     models: Path | None = None,
-    half_life: float = 7 * 86_400.0,
+    half_life: float | None = None,
     keep: int | None = None,
     version: str | None = None,
     progress: Callable[[int, int], None] | None = None,
@@ -121,6 +141,7 @@ def publish_dataset(
     Users erased with ``DELETE /users`` are not brought back: unless the dataset was merged
     from the events stream after their erasure, their rows are left out (``homepage.erasure``),
     and every erased user's own weights in the bundle's artwork model are (in the copy written to Redis).
+    ``half_life`` (seconds; ``--config``): None takes the bundle's (``check_half_life``).
     """
     t0 = time.perf_counter()
     if policy := store.evicting_policy():
@@ -145,9 +166,8 @@ def publish_dataset(
     if models is None:
         check_keeps_a_model(store, dataset)
     bundle_dir, bundle_version = locate_bundle(models) if models is not None else (None, None)
-    if bundle_dir is not None:
-        check_bundle_serves(bundle_dir, catalog, dataset)
-    world = log.global_state(int(at), half_life)
+    trained = check_bundle_serves(bundle_dir, catalog, dataset) if bundle_dir is not None else None
+    world = log.global_state(int(at), check_half_life(half_life, trained, bundle_version))
     replaced = _without_erased_weights(bundle_dir, store.erasures()) if bundle_dir is not None else {}
     listed, unlisted = bundle_file_lists(bundle_dir) if bundle_dir is not None else (None, [])
     meta = store.publish(

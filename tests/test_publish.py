@@ -149,6 +149,27 @@ def test_publish_refuses_a_bundle_that_the_api_could_not_serve(store: RedisStore
     assert store.active_version() == good and store.versions() == [good]
 
 
+def test_publish_takes_the_bundles_trending_half_life(
+    store: RedisStore, cli_settings: Settings, small: Path, tmp_path: Path
+) -> None:
+    """A bundle trained with ``trending_half_life_days`` 2, published without ``--config``: the version's trending
+    counters decayed over 7 days (the default), not the 2 that replay and explain measured the bundle with."""
+    from homepage.bundle import train_bundle
+    from homepage.config import PageConfig, PipelineConfig
+
+    _register()
+    runner = CliRunner()
+    bundle = train_bundle(load_dataset(small), tmp_path / "models", PipelineConfig(trending_half_life_days=2.0, page=PageConfig(train_model=False)))
+    done = runner.invoke(app, ["publish", str(small), "--models", str(bundle.path)])
+    assert done.exit_code == 0, done.output
+    assert store.meta(store.active_version()).half_life == 2 * 86_400.0
+    (tmp_path / "week.json").write_text('{"trending_half_life_days": 7}')
+    refused = runner.invoke(app, ["publish", str(small), "--models", str(bundle.path), "--config", str(tmp_path / "week.json")])
+    assert isinstance(refused.exception, HomepageError), refused.output
+    assert "--config: trending_half_life_days 7, but bundle" in str(refused.exception) and "trained with 2 " in str(refused.exception)
+    assert len(store.versions()) == 1
+
+
 def _wait(cond, timeout: float, what: str) -> None:  # type: ignore[no-untyped-def]
     end = time.monotonic() + timeout
     while not cond():

@@ -54,11 +54,11 @@ def publish(
     dataset: Path = typer.Argument(..., help="Dataset directory."),
     models: Path | None = typer.Option(None, "--models", help="Model bundle dir, or a models dir with LATEST."),
     at: str | None = typer.Option(None, "--at", help="State as of this time (ISO or Unix seconds; default: the last event)."),
-    config: Path | None = typer.Option(None, "--config", help="Pipeline config JSON (trending half-life)."),
+    config: Path | None = typer.Option(None, "--config", help="Pipeline config JSON (trending half-life; default: the bundle's)."),
     keep: int | None = typer.Option(None, "--keep", min=1, help="Published versions to keep (default: settings)."),
 ) -> None:
     """Load a dataset's state into Redis as a new version and make it active."""
-    half_life = load_config(config).half_life_seconds
+    half_life = load_config(config).half_life_seconds if config is not None else None  # None: the bundle's
     at_ts = parse_time(at, "--at") if at is not None else None
     store = open_store()
     try:
