@@ -5,6 +5,8 @@ restart, a new node) would have nothing to serve but empty pages. Each time a wo
 version live it writes, next to the unpacked bundle, one file holding that version's name, the
 bundle directory and the world counters the fallback page is built from; a worker that cannot
 reach Redis at start-up loads them and serves the degraded popular page until Redis answers.
+Each store (server and key prefix) has its own file: deployments sharing a models directory
+wrote one file over each other's, and only the last to put a version live kept its fallback.
 """
 
 from __future__ import annotations
@@ -19,9 +21,15 @@ from pathlib import Path
 import numpy as np
 
 from homepage.state import GlobalState
+from homepage.unpacked import store_tag
 
-FILE_NAME = "last-good.npz"
+LEGACY_FILE_NAME = "last-good.npz"  # one per directory, whichever store wrote it last (before stores had their own)
 FORMAT = 1
+
+
+def file_name(store_id: str) -> str:
+    """The file store ``store_id``'s workers keep their last version in."""
+    return f"last-good-{store_tag(store_id)}.npz"
 
 
 @dataclass(frozen=True)
@@ -36,10 +44,10 @@ class LastGood:
 
 
 def save_last_good(models_dir: Path, last: LastGood, store_id: str) -> Path:
-    """Write ``last`` as ``models_dir/last-good.npz``, atomically (workers may write it at once).
+    """Write ``last`` as ``models_dir/last-good-<store tag>.npz``, atomically (workers may write it at once).
 
     ``store_id`` names the store it came from (server and key prefix): a deployment sharing the
-    directory with another does not serve the other's version.
+    directory with another keeps its own file, and does not serve the other's version.
     """
     models_dir = Path(models_dir)
     models_dir.mkdir(parents=True, exist_ok=True)
@@ -68,20 +76,28 @@ def save_last_good(models_dir: Path, last: LastGood, store_id: str) -> Path:
         arrays[f"region_counts_{i}"] = np.asarray(w.region_counts[r])
         if r in w.region_decayed:
             arrays[f"region_decayed_{i}"] = np.asarray(w.region_decayed[r])
-    fd, name = tempfile.mkstemp(prefix=f".{FILE_NAME}.tmp-", suffix=".npz", dir=models_dir)
+    path = models_dir / file_name(store_id)
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.tmp-", suffix=".npz", dir=models_dir)
     try:
         with os.fdopen(fd, "wb") as f:
             np.savez(f, **arrays)
-        os.replace(name, models_dir / FILE_NAME)
+        os.replace(name, path)
     except BaseException:
         Path(name).unlink(missing_ok=True)
         raise
-    return models_dir / FILE_NAME
+    return path
 
 
 def load_last_good(models_dir: Path, store_id: str) -> LastGood | None:
-    """The last version served from ``models_dir`` by ``store_id``'s workers, or None (none, another store's, damaged or gone)."""
-    path = Path(models_dir) / FILE_NAME
+    """The last version served from ``models_dir`` by ``store_id``'s workers, or None (none, another store's, damaged or gone).
+
+    Without the store's own file, the one a release before those kept (if this store wrote it).
+    """
+    own = Path(models_dir) / file_name(store_id)
+    return _load(own if own.is_file() else Path(models_dir) / LEGACY_FILE_NAME, store_id)
+
+
+def _load(path: Path, store_id: str) -> LastGood | None:
     try:
         with np.load(path, allow_pickle=False) as z:
             meta = json.loads(str(z["meta"]))

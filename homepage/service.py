@@ -35,7 +35,6 @@ from homepage.metrics import ServingMetrics
 from homepage.model_erasure import erase_user_weights
 from homepage.page import PageModels, build_page, ranker_problem
 from homepage.page_json import TitleCards, dumps, page_json
-from homepage.settings import shown_url
 from homepage.state import GlobalState, UserState
 from homepage.store import IdempotencyConflict, NotPublished, RedisStore, StoreError, StoreUnavailable
 from homepage.unpacked import models_dir_lock, prune_unpacked
@@ -363,7 +362,7 @@ class PageService:
     def _prune_unpacked(self, live: Path) -> None:
         """Delete the bundles unpacked for versions no longer live; a failure only costs disk."""
         try:
-            gone = prune_unpacked(Path(self.config.models_dir), live)
+            gone = prune_unpacked(Path(self.config.models_dir), live, self._store_id())
         except OSError as e:
             log.warning("could not delete old bundles under %s: %s", self.config.models_dir, e)
             return
@@ -379,9 +378,7 @@ class PageService:
 
     def _store_id(self) -> str:
         """Which store's versions these are (server and key prefix): another deployment's on a shared disk are not ours."""
-        s = self.store.settings
-        where = shown_url(s.redis_url) if s.redis_url else f"embedded:{Path(s.embedded_dir).resolve()}"
-        return f"{where}|{self.store.keys.prefix}"
+        return self.store.store_id
 
     def _serve_last_good(self) -> None:
         """Redis is down and nothing is loaded: the last version served from this models directory, for the fallback page.

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import logging
 import shutil
 from collections.abc import Iterator
@@ -17,8 +18,8 @@ from typing import BinaryIO
 from pathlib import Path
 
 LOCK_FILE = ".unpack.lock"
-PREFIX = "unpacked-"  # a worker unpacks a bundle into PREFIX + its version: never an operator's own directory
-MARK = ".unpacked-from-redis"  # written into every bundle directory a worker unpacks: the only ones it ever deletes
+PREFIX = "unpacked-"  # a worker unpacks a bundle into PREFIX + its version + its store's tag: never an operator's own directory
+MARK = ".unpacked-from-redis"  # written into every bundle directory a worker unpacks, naming its store: the only ones it ever deletes
 log = logging.getLogger(__name__)
 
 
@@ -65,19 +66,35 @@ def _warn_unlocked(models_dir: Path, error: OSError) -> None:
         log.warning("models directory %s cannot be locked (%s): bundles are unpacked and loaded without the lock", models_dir, error)
 
 
-def prune_unpacked(models_dir: Path, keep: Path) -> list[str]:
-    """Delete the bundle directories under ``models_dir`` other than ``keep`` (the one just put live); their names.
+def store_tag(store_id: str) -> str:
+    """A short name of a store (server and key prefix) for file names in a models directory several deployments share."""
+    return hashlib.sha256(store_id.encode()).hexdigest()[:12]
+
+
+def prune_unpacked(models_dir: Path, keep: Path, store_id: str) -> list[str]:
+    """Delete the bundle directories store ``store_id`` unpacked under ``models_dir`` other than ``keep`` (the one just put live); their names.
 
     Each publish unpacks a bundle here and nothing else removed the ones replaced: daily retrains
     filled the disk, and copies of artwork weights of users erased since stayed on it. A worker
     still on another version has it in memory; at a rollback it is unpacked again from Redis.
     Only directories named ``PREFIX...`` and holding ``MARK`` are deleted: the directory may also
-    hold an operator's own bundles. An unpack in progress (a ``.``-directory) is left alone.
+    hold an operator's own bundles. An unpack in progress (a ``.``-directory) is left alone, and so
+    is what another deployment's workers (another key prefix or Redis) unpacked into the same
+    directory: its ``MARK`` names that store. (A deployment put its new bundle live and deleted
+    the one the other was serving.) An empty ``MARK`` is from a release before stores were named.
     """
     gone: list[str] = []
     with models_dir_lock(models_dir, exclusive=True):
         for p in models_dir.iterdir():
-            if p.is_dir() and p.name.startswith(PREFIX) and (p / MARK).is_file() and p.resolve() != keep.resolve():
+            if p.is_dir() and p.name.startswith(PREFIX) and _unpacked_by(p, store_id) and p.resolve() != keep.resolve():
                 shutil.rmtree(p, ignore_errors=True)
                 gone.append(p.name)
     return sorted(gone)
+
+
+def _unpacked_by(bundle_dir: Path, store_id: str) -> bool:
+    """Whether a worker of store ``store_id`` (or of a release before stores were named) unpacked ``bundle_dir``."""
+    try:
+        return (bundle_dir / MARK).read_text() in ("", store_id)
+    except (OSError, UnicodeDecodeError):  # no mark: an operator's directory
+        return False

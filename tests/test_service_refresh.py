@@ -205,7 +205,7 @@ def test_nothing_published_is_one_warning_not_a_traceback_per_refresh(
 def test_the_last_good_version_round_trips_and_a_damaged_one_is_ignored(serving_bundle: Path, tmp_path: Path) -> None:
     """What a worker keeps on disk for a start during an outage: the same world back, or nothing when it cannot be trusted."""
     from homepage.bundle import load_bundle
-    from homepage.last_good import FILE_NAME, LastGood, load_last_good, save_last_good
+    from homepage.last_good import LEGACY_FILE_NAME, LastGood, file_name, load_last_good, save_last_good
     from homepage.state import GlobalState
 
     n = 5
@@ -223,7 +223,12 @@ def test_the_last_good_version_round_trips_and_a_damaged_one_is_ignored(serving_
     assert got.world.as_of == world.as_of and got.world.n_users == 7 and sorted(got.world.region_counts) == ["EU", "US-9"]
     assert np.array_equal(got.world.region_counts["EU"], world.region_counts["EU"]) and list(got.world.region_decayed) == ["EU"]
     assert np.array_equal(got.world.decayed, world.decayed)
-    (tmp_path / FILE_NAME).write_bytes((tmp_path / FILE_NAME).read_bytes()[:100])  # cut short
+    kept = tmp_path / file_name("redis://a/0|hp")
+    kept.rename(tmp_path / LEGACY_FILE_NAME)  # as the release before per-store files kept it: still read
+    assert (got := load_last_good(tmp_path, "redis://a/0|hp")) is not None and got.store_version == "v1"
+    assert load_last_good(tmp_path, "redis://b/0|hp") is None
+    (tmp_path / LEGACY_FILE_NAME).rename(kept)
+    kept.write_bytes(kept.read_bytes()[:100])  # cut short
     assert load_last_good(tmp_path, "redis://a/0|hp") is None
     save_last_good(tmp_path, LastGood("v1", tmp_path / "gone", world, 0, "stage-wise"), "redis://a/0|hp")  # its bundle was deleted
     assert load_last_good(tmp_path, "redis://a/0|hp") is None
@@ -409,3 +414,42 @@ def test_a_version_switch_is_logged_with_what_it_replaced(store: RedisStore, ser
         assert lines[1].startswith(f"serving version {v2} (bundle ") and lines[1].endswith(f", replacing {v1}")
     finally:
         svc.close()
+
+
+def test_deployments_sharing_a_models_dir_keep_each_others_bundle_and_last_good(
+    store: RedisStore, serving_bundle: Path, tmp_path: Path
+) -> None:
+    """Two deployments on one Redis under two key prefixes, run from one directory (one ``HOMEPAGE_MODELS_DIR``): when
+    one put a new bundle live it deleted the bundle the other was serving and wrote its ``last-good.npz`` over the
+    other's, so the other, restarted while Redis was down, had no last version to serve (empty pages)."""
+    import json
+    import shutil
+
+    from homepage.last_good import load_last_good
+    from redis_fixtures import make_store
+
+    other = make_store(store.client, store.settings.model_copy(update={"key_prefix": store.keys.prefix + "-b"}))
+    newer = tmp_path / "newer"  # another bundle (a retrain): its own version
+    shutil.copytree(serving_bundle, newer)
+    manifest = json.loads((newer / "manifest.json").read_text())
+    (newer / "manifest.json").write_text(json.dumps({**manifest, "version": manifest["version"] + "-newer"}))
+    models_dir = tmp_path / "models"
+    svc_a = PageService(store, ServiceConfig(models_dir=models_dir))
+    svc_b = PageService(other, ServiceConfig(models_dir=models_dir))
+    try:
+        publish_dataset(store, WORLD_SMALL, models=serving_bundle)
+        served_b = publish_dataset(other, WORLD_SMALL, models=serving_bundle).meta.version
+        assert svc_a.refresh() and svc_b.refresh()
+        publish_dataset(store, WORLD_SMALL, models=newer)
+        assert svc_a.refresh() and svc_a.loaded is not None and svc_a.loaded.models.version.endswith("-newer")
+        kept = load_last_good(models_dir, other.store_id)  # what B's worker starting during an outage serves
+        assert kept is not None and kept.store_version == served_b, kept
+        assert (kept.bundle_dir / "manifest.json").is_file()
+        mine = load_last_good(models_dir, store.store_id)
+        assert mine is not None and mine.store_version == store.active_version()
+    finally:
+        svc_a.close()
+        svc_b.close()
+        keys = list(store.client.scan_iter(match=f"{other.keys.prefix}:*", count=1000))
+        for i in range(0, len(keys), 500):
+            store.client.unlink(*keys[i : i + 500])

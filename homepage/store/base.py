@@ -10,7 +10,7 @@ from typing import Any, Self
 import redis
 
 from homepage.embedded_redis import EmbeddedRedis
-from homepage.settings import Settings
+from homepage.settings import Settings, shown_url
 from homepage.store.cluster import CLUSTER_SCHEME, LazyCluster
 from homepage.store.errors import UNAVAILABLE, StoreError, StoreRefused, StoreUnavailable, guarded
 from homepage.store.keyspace import Keyspace, VersionMeta
@@ -53,6 +53,13 @@ class StoreBase:
         s = settings or Settings(key_prefix=prefix)
         client = redis.Redis(unix_socket_path=str(path), socket_timeout=s.socket_timeout)
         return cls(client, prefix, settings=s)
+
+    @property
+    def store_id(self) -> str:
+        """Which store this is (server and key prefix), for files on a disk other deployments may share."""
+        s = self.settings
+        where = shown_url(s.redis_url) if s.redis_url else f"embedded:{Path(s.embedded_dir).resolve()}"
+        return f"{where}|{self.keys.prefix}"
 
     def close(self) -> None:
         """Close connections; stop the embedded server if this store started it."""

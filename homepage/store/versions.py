@@ -33,7 +33,7 @@ from homepage.store.errors import StoreError, guarded
 from homepage.store.events import EventWrites
 from homepage.store.keyspace import VERSION_RE, VersionMeta, late_epoch_of
 from homepage.store.records import pack_history, profiles_of_users, sparse
-from homepage.unpacked import MARK as UNPACKED_MARK, PREFIX as UNPACKED_PREFIX, models_dir_lock
+from homepage.unpacked import MARK as UNPACKED_MARK, PREFIX as UNPACKED_PREFIX, models_dir_lock, store_tag
 
 log = logging.getLogger(__name__)
 
@@ -245,17 +245,18 @@ class VersionWrites(EventWrites):
                     continue
 
     def materialize_bundle(self, version: str | None, dest_dir: Path) -> Path:
-        """Write a version's bundle files under ``dest_dir/unpacked-<bundle version>`` and return that directory.
+        """Write a version's bundle files under ``dest_dir/unpacked-<bundle version>-<store tag>`` and return that directory.
 
         Its own name, never an operator's bundle directory (``homepage train --out`` into the same
-        directory writes ``<bundle version>``): a worker replaces and later deletes only what it unpacked.
+        directory writes ``<bundle version>``), nor another deployment's (another key prefix or Redis
+        sharing the directory): a worker replaces and later deletes only what its store unpacked.
         """
         v = self._resolve(version)
         files = self.bundle_files(v)
         if not files:
             raise StoreError(f"version {v!r}: no model bundle was published with it")
         name = self.meta(v).bundle_version or v
-        out = Path(dest_dir) / f"{UNPACKED_PREFIX}{name}"
+        out = Path(dest_dir) / f"{UNPACKED_PREFIX}{name}-{store_tag(self.store_id)}"
         for rel in files:
             if ".." in Path(rel).parts or Path(rel).is_absolute():
                 raise StoreError(f"version {v!r}: bundle path {rel!r} escapes the bundle directory")
@@ -268,7 +269,7 @@ class VersionWrites(EventWrites):
                 p = tmp / rel
                 p.parent.mkdir(parents=True, exist_ok=True)
                 p.write_bytes(data)
-            (tmp / UNPACKED_MARK).touch()  # what prune_unpacked may delete once another version is live
+            (tmp / UNPACKED_MARK).write_text(self.store_id)  # what prune_unpacked may delete once another version is live
             # replaced only while no worker loads from the directory (two workers unpacking at a publish
             # made a third of the loads fail: manifest.json or the catalog missing mid-swap)
             with models_dir_lock(Path(dest_dir), exclusive=True):
