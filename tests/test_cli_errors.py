@@ -14,7 +14,7 @@ from typing import Any
 from pathlib import Path
 
 import pytest
-from redis_fixtures import BACKENDS, write_small_dataset
+from redis_fixtures import BACKENDS, WORLD_SMALL, write_small_dataset
 from typer.testing import CliRunner
 
 from homepage.embedded_redis import EmbeddedRedis
@@ -438,3 +438,15 @@ def test_every_command_is_in_a_help_panel_in_the_declared_order() -> None:
     assert res.exit_code == 0, res.output
     positions = [res.output.index(f"─ {panel} ") for panel in COMMAND_PANELS]
     assert positions == sorted(positions)
+
+
+def test_logs_export_with_nothing_served_says_so_and_names_the_prefix(
+    cli_store: RedisStore, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """Nothing served yet under the prefix (a new deployment, or a mistyped HOMEPAGE_KEY_PREFIX): the export said
+    'served log: ts is float64, not integer Unix seconds', as if the served stream were damaged."""
+    publish_dataset(cli_store, WORLD_SMALL)
+    out = tmp_path / "served.parquet"
+    code, err = run_cli(monkeypatch, capsys, "logs", "export", "--out", str(out))
+    assert_one_line_error(code, err, "no served pages", repr(cli_store.keys.prefix))
+    assert "float64" not in err and not out.exists()

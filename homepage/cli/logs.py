@@ -29,6 +29,10 @@ def logs_export(out: Path = typer.Option(..., "--out", help="Parquet file to wri
         frame = served_impressions(store.served_entries(), store.event_entries())
     finally:
         store.close()
+    if frame.empty:  # said as such: the served log's own check read the empty columns as float ts
+        raise HomepageError(
+            f"--out {out}: no served pages to export under key prefix {store.keys.prefix!r} (none served yet, or all erased); nothing written"
+        )
     write_served_logs(frame, out)
     typer.echo(f"{out}: {frame['page_id'].nunique()} pages, {len(frame)} impressions, {int(frame['played'].sum())} attributed plays")
 
