@@ -145,7 +145,7 @@ def settings_error(e: ValidationError) -> SettingsError:
     if msg.startswith(f"{name} "):  # the validator's message already names it
         return SettingsError(msg)
     if first["type"] == "string_pattern_mismatch" and loc and loc[0] == "key_prefix":
-        msg = "use 1 to 64 letters, digits, '_', '.' or '-'"
+        msg = f"{prefix_problem(str(first['input']))}: use 1 to 64 letters, digits, '_', '.' or '-'"
     if name == "REDIS_URL":
         shown = shown_url(str(first["input"]))
     elif name.endswith("API_KEY") or "PASSWORD" in name or "SECRET" in name:
@@ -153,6 +153,20 @@ def settings_error(e: ValidationError) -> SettingsError:
     else:
         shown = repr(first["input"])
     return SettingsError(f"{name} {shown}: {msg}")
+
+
+def prefix_problem(prefix: str) -> str:
+    """What makes ``prefix`` no key prefix: its first character outside ``KEY_PREFIX_PATTERN``, or its length.
+
+    Refused rather than escaped: with ':' one prefix's keys fall under another's SCAN patterns
+    (prefix ``hp``'s page-cache pattern ``hp:v:*:{u:*}:page`` matches prefix ``hp:v``'s pages,
+    whatever is escaped), '{' or '}' would move the prefix's hash tags to another Redis Cluster slot, and
+    '*', '?', '[' and '\\' are SCAN glob characters.
+    """
+    bad = next((c for c in prefix if not re.fullmatch(r"[A-Za-z0-9_.-]", c)), None)
+    if bad is not None:
+        return f"{bad!r} is not allowed"
+    return f"{len(prefix)} characters" if prefix else "empty"
 
 
 OTHER_VARIABLES = frozenset({"HOMEPAGE_SPARK_DRIVER_MEMORY", "HOMEPAGE_SPARK_WORKDIR", "HOMEPAGE_TEST_REDIS_SERVER"})

@@ -212,8 +212,11 @@ BAD_SETTINGS = [
     ("REDIS_URL", "redis://localhost:6379/abc", "database 'abc' is not a database index"),
     ("REDIS_URL", "redis://localhost:6379/-1", "database '-1' is not a database index"),
     ("REDIS_URL", "unix://", "give the socket path"),
-    ("HOMEPAGE_KEY_PREFIX", "has space", "use 1 to 64 letters"),
-    ("HOMEPAGE_KEY_PREFIX", "a:b", "use 1 to 64 letters"),
+    ("HOMEPAGE_KEY_PREFIX", "has space", "' ' is not allowed: use 1 to 64 letters"),
+    ("HOMEPAGE_KEY_PREFIX", "a:b", "':' is not allowed: use 1 to 64 letters"),  # prefix 'a' would SCAN a:b's keys
+    ("HOMEPAGE_KEY_PREFIX", "hp*", "'*' is not allowed"),
+    ("HOMEPAGE_KEY_PREFIX", "hp{eu}", "'{' is not allowed"),  # a hash tag of its own: another slot
+    ("HOMEPAGE_KEY_PREFIX", "p" * 65, "65 characters: use 1 to 64 letters"),
     ("HOMEPAGE_SOCKET_TIMEOUT", "soon", "valid number"),
 ]
 REDIS_COMMANDS = [["versions"], ["rollback"], ["publish", "no-dataset"], ["logs", "export", "--out", "x.parquet"]]
