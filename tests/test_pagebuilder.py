@@ -145,9 +145,8 @@ def build(rules: PageRules, scorer: object | None = None, rows: int = 8, cols: i
     return assemble(cm, CATALOG, stats, signals(), scorer or TemplateScorer(), rules, VOCAB, rows, cols, explain)
 
 
-@pytest.fixture(scope="module")
-def page_model(tmp_path_factory: pytest.TempPathFactory) -> PageModel:
-    """A tiny real LambdaRank model fitted on oracle-labelled stages of random targets."""
+def stage_data() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Oracle-labelled stages of random targets on the hand-made rows: (X, grades, group sizes)."""
     rng = np.random.default_rng(0)
     Xs, ys, sizes = [], [], []
     cm = matrix()
@@ -162,9 +161,13 @@ def page_model(tmp_path_factory: pytest.TempPathFactory) -> PageModel:
                 Xs.append(tr.view.X)
                 ys.append(grade(g))
                 sizes.append(len(g))
-    model = PageModel.fit(
-        np.concatenate(Xs), np.concatenate(ys), np.array(sizes), VOCAB, KIND_VOCAB, num_rounds=20, params={"min_data_in_leaf": 5, "num_threads": 1}
-    )
+    return np.concatenate(Xs), np.concatenate(ys), np.array(sizes)
+
+
+@pytest.fixture(scope="module")
+def page_model(tmp_path_factory: pytest.TempPathFactory) -> PageModel:
+    """A tiny real LambdaRank model fitted on oracle-labelled stages of random targets."""
+    model = PageModel.fit(*stage_data(), VOCAB, KIND_VOCAB, num_rounds=20, params={"min_data_in_leaf": 5, "num_threads": 1})
     d = tmp_path_factory.mktemp("pm")
     model.save(d)
     return PageModel.load(d)
@@ -392,17 +395,30 @@ def test_explain_gives_stage_features_score_rule_reason(page_model: PageModel) -
     assert all(r.features is None for r in quiet.rows)
 
 
-def test_page_model_refuses_features_that_differ(page_model: PageModel, tmp_path) -> None:  # noqa: ANN001
+def test_page_model_refuses_features_the_code_does_not_compute(page_model: PageModel, tmp_path) -> None:  # noqa: ANN001
     d = page_model.save(tmp_path / "pm")
     m = json.loads((d / "manifest.json").read_text())
     m["feature_names"] = [*m["feature_names"][:-1], "moon_phase"]
     (d / "manifest.json").write_text(json.dumps(m))
-    with pytest.raises(HomepageError, match="features differ.*moon_phase"):
+    with pytest.raises(HomepageError, match="does not compute \\(moon_phase;.*retrain the bundle with this code"):
         PageModel.load(d)
-    m["feature_names"] = list(reversed(FEATURE_NAMES))
+    m["feature_names"] = list(reversed(FEATURE_NAMES))  # every name known, but not the booster's order
     (d / "manifest.json").write_text(json.dumps(m))
-    with pytest.raises(HomepageError, match="order"):
+    with pytest.raises(HomepageError, match="are not the booster's"):
         PageModel.load(d)
+
+
+def test_a_page_model_trained_on_some_of_the_features_loads_and_reads_them_by_name(tmp_path) -> None:  # noqa: ANN001
+    """The baseline of a feature experiment: a bundle trained before a stage feature was added still loads and scores."""
+    X, y, groups = stage_data()
+    older = tuple(reversed([f for f in FEATURE_NAMES if f not in ("fresh_mean", "value_rel")]))
+    model = PageModel.fit(X, y, groups, VOCAB, KIND_VOCAB, num_rounds=20, params={"min_data_in_leaf": 5, "num_threads": 1}, features=older)
+    loaded = PageModel.load(model.save(tmp_path / "pm"))
+    assert loaded.features == older
+    X[::5, COL["fresh_mean"]] = 1e6  # a column the model does not read changes nothing
+    np.testing.assert_array_equal(loaded.predict(X), model.booster.predict(X[:, [COL[f] for f in older]], num_threads=1))
+    page = build_page(user(), world(), page_models(loaded), RequestContext(user_id=1, now=10**9, rows=6, cols=10))
+    assert len(page.rows) >= 3
 
 
 def test_saved_page_model_predicts_exactly_as_lightgbm(page_model: PageModel, tmp_path) -> None:  # noqa: ANN001

@@ -3,8 +3,10 @@
 Plain ``Booster.predict`` costs ~160 us a call, and a 20-row page makes 20 calls; the
 booster's trees are therefore scored by ``Forest`` (numba, a few us a call, identical
 predictions). The model reads the ``MODEL_FEATURES`` columns of the stage feature matrix;
-the manifest carries them in order with the vocabularies, and loading refuses a model
-whose features differ from the code's.
+the manifest carries them in order with the vocabularies. A model reads its columns by name,
+so loading takes one trained on some of the code's features (a bundle from before a feature
+was added, the baseline of a feature experiment) and refuses one that reads a feature the
+code does not compute.
 """
 
 from __future__ import annotations
@@ -115,9 +117,16 @@ class PageModel:
             manifest = json.loads((d / "manifest.json").read_text())
         except FileNotFoundError as e:
             raise HomepageError(f"{d}: page model has no manifest.json") from e
-        if manifest.get("feature_names") != list(MODEL_FEATURES):
-            theirs = manifest.get("feature_names")
-            diff = sorted(set(theirs or []) ^ set(MODEL_FEATURES))
-            raise HomepageError(f"{d}: page model features differ from the code's (differing: {diff or 'order'}); retrain it")
+        theirs = manifest.get("feature_names")
+        if not isinstance(theirs, list) or not theirs:
+            raise HomepageError(f"{d}: manifest.json has no feature_names list; retrain the bundle")
+        unknown = sorted(str(f) for f in set(map(str, theirs)) - set(COL))
+        if unknown:
+            raise HomepageError(
+                f"{d}: the page model reads features this code does not compute ({', '.join(unknown)}; the code's are FEATURE_NAMES "
+                "in homepage/pagebuilder/features.py): retrain the bundle with this code, or use it with the code that trained it"
+            )
         booster = lgb.Booster(model_file=str(d / "model.txt"))
+        if booster.feature_name() != list(theirs):
+            raise HomepageError(f"{d}: manifest.json's feature_names {theirs} are not the booster's {booster.feature_name()} (model.txt)")
         return cls(booster, tuple(manifest["ranker_vocab"]), tuple(manifest["kind_vocab"]), manifest)
