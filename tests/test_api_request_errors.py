@@ -1,6 +1,6 @@
 """What the API tells a client about bad or unusual input, over real HTTP (uvicorn, embedded Redis).
 
-Unknown page devices are a 422 listing the known ones, an unknown region is a note on the page;
+Unknown page devices and profile genres are a 422 listing the known ones, an unknown region is a note on the page;
 echoed input in error bodies is bounded; key-protected routes check the key before the body.
 """
 
@@ -71,6 +71,23 @@ def test_a_profile_region_without_data_gets_the_note_too(http: httpx.Client, reg
     page = http.get("/homepage/4242").json()
     assert "region 'MARS': no regional data here, so no regional rows" in page["notes"]
     assert not any("region" in n for n in http.get("/homepage/4242", params={"region": region}).json()["notes"])
+
+
+# ------------------------------------------------------------------ favourite genres of a profile
+@pytest.mark.parametrize("method", ["PUT", "PATCH"])
+def test_an_unknown_favourite_genre_is_a_422_listing_the_catalogs_genres(http: httpx.Client, recent_world: Path, method: str) -> None:
+    """It said only "unknown genre 'comedy'": no endpoint lists the genres, so a client could not learn the spelling."""
+    genres = sorted({g for gs in pd.read_parquet(recent_world / "titles.parquet")["genres"] for g in gs})
+    assert "Comedy" in genres and "Science Fiction" not in genres
+    r = http.request(method, "/users/4243", json={"favourite_genres": ["Drama", "comedy", "Science Fiction"]}, headers=KEY)
+    assert r.status_code == 422, r.text
+    first, second = r.json()["errors"]
+    assert first["field"] == "favourite_genres.1" and first["message"].startswith("unknown genre 'comedy' (did you mean 'Comedy'?); the catalog's genres: ")
+    assert second["field"] == "favourite_genres.2" and second["message"].startswith("unknown genre 'Science Fiction'; the catalog's genres: ")
+    assert all(repr(g) in e["message"] for g in genres for e in (first, second)), r.text
+    assert http.get("/users/4243", headers=KEY).status_code == 404  # nothing stored
+    assert http.request(method, "/users/4243", json={"favourite_genres": ["Comedy"]}, headers=KEY).json()["favourite_genres"] == ["Comedy"]
+    assert http.delete("/users/4243", headers=KEY).status_code == 200
 
 
 # ------------------------------------------------------------------ echoed input is bounded

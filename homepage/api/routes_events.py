@@ -106,16 +106,27 @@ def _reused(e: IdempotencyConflict, batch: bool) -> RequestValidationError:
 
 
 def _check_genres(service: PageService, profile: ProfileIn) -> None:
-    """422 naming every favourite genre the served catalog lacks."""
+    """422 naming every favourite genre the served catalog lacks, with the genres it has.
+
+    Genres are matched as the catalog spells them; a client has no other way to learn them
+    (a user's "comedy" for the catalog's "Comedy" is offered back).
+    """
     cur = service.loaded
     if cur is None or "favourite_genres" not in profile.model_fields_set:
         return
-    known = set(cur.models.catalog.genres)
-    bad = [(i, g) for i, g in enumerate(profile.favourite_genres) if g not in known]
+    genres = cur.models.catalog.genres
+    bad = [(i, g) for i, g in enumerate(profile.favourite_genres) if g not in set(genres)]
     if bad:
         raise RequestValidationError(
-            [{"loc": ("body", "favourite_genres", i), "msg": f"unknown genre {g!r}", "type": "value_error", "input": g} for i, g in bad]
+            [{"loc": ("body", "favourite_genres", i), "msg": _unknown_genre(g, genres), "type": "value_error", "input": g} for i, g in bad]
         )
+
+
+def _unknown_genre(genre: str, genres: tuple[str, ...]) -> str:
+    """``unknown genre 'comedy' (did you mean 'Comedy'?); the catalog's genres: 'Action', ...``."""
+    folded = {g.casefold(): g for g in genres}
+    hint = f" (did you mean {folded[genre.casefold()]!r}?)" if genre.casefold() in folded else ""
+    return f"unknown genre {genre!r}{hint}; the catalog's genres: {', '.join(repr(g) for g in genres) or 'none'}"
 
 
 @router.put("/users/{user_id}", response_model=ProfileOut, responses=BODY_ERRORS)
