@@ -47,13 +47,13 @@ LAYOUT_CASES = [
     (
         "ml-latest-small-like", "movielens-csv", 7, 5, 4,
         {1: ("Toy Story", 1995, ["Adventure", "Animation", "Children", "Comedy", "Fantasy"]),
-         2: ("American President, The", 1995, ["Comedy", "Drama", "Romance"]),
+         2: ("The American President", 1995, ["Comedy", "Drama", "Romance"]),
          3: ("Babylon 5", 0, ["Sci-Fi"]), 4: ("Fawlty Towers", 1975, ["Comedy"]), 5: ("Some Documentary", 2015, [])},
         {1: None, 4: None},
     ),
     (
         "ml-1m-like", "movielens-dat", 4, 3, 4,
-        {1: ("Toy Story", 1995, ["Animation", "Children", "Comedy"]), 2: ("Misérables, Les", 1995, ["Drama", "Musical"])},
+        {1: ("Toy Story", 1995, ["Animation", "Children", "Comedy"]), 2: ("Les Misérables", 1995, ["Drama", "Musical"])},
         {1: "US-4", 2: "US-7", 3: "INTL", 4: "US-0"},
     ),
     (
@@ -528,6 +528,27 @@ def test_integral_floats_get_the_same_verdict_in_a_clean_block_and_beside_a_bad_
         ingest_movielens(src, tmp_path / "frac")
 
 
+@pytest.mark.parametrize(
+    ("filed", "shown"),
+    [
+        ("Matrix, The (1999)", "The Matrix"),
+        ("Crow, The: Wicked Prayer (2005)", "The Crow: Wicked Prayer"),
+        ("Good, the Bad and the Ugly, The (Buono, il brutto, il cattivo, Il) (1966)", "The Good, the Bad and the Ugly (Il Buono, il brutto, il cattivo)"),
+        ("City of the Living Dead (a.k.a. Gates of Hell, The) (1980)", "City of the Living Dead (a.k.a. The Gates of Hell)"),
+        ("Bear, The (Ours, L') (1988)", "The Bear (L'Ours)"),
+        ("Walk in the Clouds, A (1995)", "A Walk in the Clouds"),
+        ("Paris, Texas (1984)", "Paris, Texas"),
+    ],
+)
+def test_a_title_filed_under_its_noun_is_named_article_first(tmp_path, filed: str, shown: str) -> None:
+    """MovieLens files "Matrix, The": the page said "Because you watched Matrix, The" (a fifth of ml-latest-small's titles)."""
+    src = copy_layout("ml-latest-small-like", tmp_path)
+    movies = (src / "movies.csv").read_text(encoding="utf-8").replace('"American President, The (1995)"', '"' + filed.replace('"', '""') + '"')
+    (src / "movies.csv").write_text(movies, encoding="utf-8")
+    ingest_movielens(src, tmp_path / "ds")
+    assert load_dataset(tmp_path / "ds").titles.set_index("title_id")["name"].loc[2] == shown
+
+
 @pytest.mark.parametrize("ts", ["1445714900000", "999999999999999999"])
 def test_a_time_after_the_year_9999_is_a_bad_row(tmp_path, ts) -> None:
     """Milliseconds or garbage: reported with file and line, not stored to break publish and `dataset info` later."""
@@ -566,10 +587,10 @@ def test_only_line_ends_split_a_dat_file(tmp_path) -> None:
     (src / "movies.dat").write_bytes(original.replace(b"rables", b"ra\x85\x0cbles"))
     ingest_movielens(src, tmp_path / "ds")
     names = load_dataset(tmp_path / "ds").titles.set_index("title_id")["name"]
-    assert names.loc[2] == "Miséra\x85\x0cbles, Les" and len(names) == 3
+    assert names.loc[2] == "Les Miséra\x85\x0cbles" and len(names) == 3
     (src / "movies.dat").write_bytes(original.decode("latin-1").encode("utf-8-sig"))  # UTF-8 with a BOM
     ingest_movielens(src, tmp_path / "ds")
-    assert load_dataset(tmp_path / "ds").titles.set_index("title_id")["name"].loc[2] == "Misérables, Les"
+    assert load_dataset(tmp_path / "ds").titles.set_index("title_id")["name"].loc[2] == "Les Misérables"
 
 
 def test_ties_in_time_are_ordered_by_user_and_title_not_by_the_file(tmp_path) -> None:
@@ -722,4 +743,4 @@ def test_one_latin1_line_in_a_utf8_file_leaves_the_other_lines_alone(tmp_path) -
     (src / "movies.dat").write_bytes(b"\n".join(utf8))
     ingest_movielens(src, tmp_path / "ds")
     names = load_dataset(tmp_path / "ds").titles.set_index("title_id")["name"]
-    assert names.loc[2] == "Misérables, Les" and names.loc[1] == "Toy Störy"
+    assert names.loc[2] == "Les Misérables" and names.loc[1] == "Toy Störy"

@@ -2,23 +2,50 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pandas as pd
 
 # "Toy Story (1995)", "Fawlty Towers (1975-1979)", "Babylon 5 (1994) " -> name, year
 YEAR_RE = r"^(?P<name>.*?)\s*\((?P<year>\d{4})(?:\s*[-\u2013]\s*(?:\d{4})?)?\)\s*$"
 TOP_TAGS = 5
+# MovieLens files titles under their noun: "Matrix, The", "Crow, The: Wicked Prayer",
+# "Mondays in the Sun (Lunes al sol, Los)"; the article goes back in front for display
+ARTICLES = "The|A|An|Les|Le|La|L'|Los|Las|El|Il|Lo|Gli|Der|Die|Das"
+TRAILING_ARTICLE = re.compile(rf"^(?P<aka>a\.k\.a\. )?(?P<noun>.+?), (?P<article>{ARTICLES})(?P<rest>:.*)?$")
+ALSO_KNOWN_AS = re.compile(r"\(([^()]*)\)")
 
 
 def split_title(raw: pd.Series) -> tuple[pd.Series, np.ndarray]:
-    """Names without the trailing ``(year)``, and years as int32 (0 when the title has none)."""
+    """Names without the trailing ``(year)``, article first (``article_first``), and years as int32 (0 when the title has none)."""
     raw = raw.astype(object).fillna("").astype(str).str.strip()
     parts = raw.str.extract(YEAR_RE)
     has = parts["year"].notna()
     names = raw.where(~has, parts["name"].str.strip())
     names = names.where(names.str.len() > 0, raw)  # a title that is only "(1995)" keeps it
+    names = names.map(article_first)
     years = pd.to_numeric(parts["year"], errors="coerce").fillna(0).to_numpy(np.int32)
     return names.astype(object), years
+
+
+def article_first(name: str) -> str:
+    """ "Matrix, The" -> "The Matrix", also before a subtitle and in a parenthesised other title:
+    "City of Lost Children, The (Cité des enfants perdus, La)" -> "The City of Lost Children (La Cité des enfants perdus)".
+    """
+    head, paren, tail = name.partition(" (")
+    head = _moved(head)
+    if paren:
+        tail = ALSO_KNOWN_AS.sub(lambda m: f"({_moved(m.group(1))})", "(" + tail)[1:]
+    return head + paren + tail
+
+
+def _moved(part: str) -> str:
+    m = TRAILING_ARTICLE.match(part)
+    if m is None:
+        return part
+    space = "" if m["article"].endswith("'") else " "  # "L'Auberge espagnole"
+    return f"{m['aka'] or ''}{m['article']}{space}{m['noun']}{m['rest'] or ''}"
 
 
 def top_tags(tags: pd.DataFrame | None, k: int = TOP_TAGS) -> pd.Series:
