@@ -55,7 +55,8 @@ class PageModels:
     artwork: Any | None = None  # artwork.page_artwork.PageArtwork
     rules: PageRules = field(default_factory=PageRules)
     shape: tuple[int, int] = (10, 10)  # the bundle's page.rows x page.cols: the page a request gets unless it asks for another
-    _stats: dict[tuple[int, int], TitleStats] = field(default_factory=dict, repr=False)
+    # id(world) -> (world, its stats): holding the world keeps its id from going to another state
+    _stats: dict[int, tuple[GlobalState, TitleStats]] = field(default_factory=dict, repr=False)
 
     @classmethod
     def from_bundle(cls, bundle: Any, rules: PageRules | None = None) -> PageModels:
@@ -117,13 +118,17 @@ class PageModels:
         return None
 
     def title_stats(self, world: GlobalState) -> TitleStats:
-        """Per-title statistics, cached per world state (online the world changes every few seconds)."""
-        key = (id(world), world.as_of)
-        stats = self._stats.get(key)
-        if stats is None:
-            if len(self._stats) > 8:
-                self._stats.clear()
-            stats = self._stats[key] = TitleStats.compute(world, self.catalog)
+        """Per-title statistics, cached per world state (online the world changes every few seconds).
+
+        Keyed by the state object, not its time: states of one time differ (another half-life, another log).
+        """
+        hit = self._stats.get(id(world))
+        if hit is not None and hit[0] is world:
+            return hit[1]
+        if len(self._stats) > 8:
+            self._stats.clear()
+        stats = TitleStats.compute(world, self.catalog)
+        self._stats[id(world)] = (world, stats)
         return stats
 
 

@@ -568,3 +568,15 @@ def test_one_ranker_configured_twice_keeps_its_rows_under_their_own_ids() -> Non
 
     rows, notes = collect_candidates((Repeats(),), req)
     assert [r.row_id for r in rows] == ["top_n:pop"] and notes == ["ranker top_n: row dropped: top_n:pop: row_id already used by another of its rows"]
+
+
+def test_title_stats_are_never_a_dropped_world_states() -> None:
+    """World states made and dropped one after another (a notebook sweeping the half-life at one time) get
+    each other's memory, hence id(): each must get its own title statistics, never a dropped state's."""
+    models = page_models(None)
+    counts = np.arange(N_TITLES, 0, -1).astype(np.int64)
+    z = np.zeros(N_TITLES)
+    for k in range(30):
+        w = GlobalState(10**9, 7 * 86400.0, frozen(counts), frozen(np.roll(counts, k) * 0.5), frozen(z), frozen(z.astype(np.int64)))
+        np.testing.assert_array_equal(models.title_stats(w).trend, TitleStats.compute(w, CATALOG).trend, err_msg=f"world {k}")
+        del w

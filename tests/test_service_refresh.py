@@ -23,7 +23,7 @@ def test_world_state_is_reread_when_due_forced_or_on_a_new_version(store: RedisS
         first = svc.loaded
         assert first is not None
         # the throw-away page filled the new world's caches, so no client request pays for them
-        assert (id(first.world), first.world.as_of) in first.models._stats
+        assert first.models._stats[id(first.world)][0] is first.world
         assert svc.refresh() and svc.loaded is first  # not due: same world, nothing rebuilt
         assert svc.refresh(force=True) and svc.loaded.world is not first.world
         forced = svc.loaded
