@@ -321,7 +321,7 @@ def check_models_dir(out: Path) -> None:
         )
 
 
-def resolve(path: Path) -> Path:
+def resolve(path: str | os.PathLike[str]) -> Path:
     """A bundle directory: ``path`` itself, or ``path/<LATEST>`` for a MODELS directory."""
     path = Path(path)
     if (path / "manifest.json").is_file():
@@ -335,7 +335,7 @@ def resolve(path: Path) -> Path:
     raise BundleError(f"{path}: not a model bundle (no manifest.json) nor a models directory (no {LATEST})")
 
 
-def load_bundle(path: Path) -> ModelBundle:
+def load_bundle(path: str | os.PathLike[str]) -> ModelBundle:
     """Load a bundle (a bundle directory, or a models directory's latest) and check it against the code."""
     bdir = resolve(path)
     mpath = bdir / "manifest.json"

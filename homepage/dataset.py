@@ -291,7 +291,7 @@ MANIFEST_FIELDS: dict[str, tuple[type, ...]] = {
 MANIFEST_REQUIRED = ("source", "created", "counts")
 
 
-def read_manifest(path: Path) -> Manifest:
+def read_manifest(path: str | os.PathLike[str]) -> Manifest:
     """Read and check a dataset's manifest; a ``DatasetError`` naming the file when it is unreadable or malformed."""
     mpath = Path(path) / "manifest.json"
     if not mpath.is_file():
@@ -369,7 +369,7 @@ REQUIRED_COLUMNS: dict[str, tuple[str, ...]] = {
 }
 
 
-def load_dataset(path: Path, *, columns: list[str] | None = None) -> Dataset:
+def load_dataset(path: str | os.PathLike[str], *, columns: list[str] | None = None) -> Dataset:
     """Load a dataset; ``columns`` limits which event columns are read (saves memory at scale).
 
     A missing, truncated or malformed manifest or table is a ``DatasetError`` naming the file.
@@ -390,7 +390,7 @@ def load_dataset(path: Path, *, columns: list[str] | None = None) -> Dataset:
     )
 
 
-def dataset_info(path: Path) -> dict[str, object]:
+def dataset_info(path: str | os.PathLike[str]) -> dict[str, object]:
     """The summary printed by ``homepage dataset info``; the tables' Parquet footers are checked too (cheap)."""
     m = read_manifest(Path(path))
     for name in TABLES:
