@@ -106,3 +106,10 @@ class GlobalState:
 
     def __len__(self) -> int:
         return int(self.counts.shape[0])
+
+    def __reduce__(self) -> tuple[type[GlobalState], tuple[object, ...]]:
+        """Picklable (a worker process, a saved state): the region mappings travel as dicts, read-only again when rebuilt."""
+        return GlobalState, (
+            self.as_of, self.half_life, self.counts, self.decayed, self.rating_sum, self.rating_count,
+            dict(self.region_counts), dict(self.region_decayed), self.n_users,
+        )

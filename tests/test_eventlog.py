@@ -113,3 +113,21 @@ def test_checkpointed_worlds_refuse_an_anchor_that_is_not_a_whole_number_of_chec
     log = EventLog.from_frame(frame([(1, 1, 0, 10, 3.5, None)]), CATALOG, USERS)
     with pytest.raises(ValueError, match="anchor"):
         CheckpointedWorlds(log, HALF_LIFE, granularity=7, checkpoint=50, anchor=120)
+
+
+def test_states_pickle_for_worker_processes() -> None:
+    """A notebook sends states to a process pool (spawn, forkserver): a world state pickles whole and stays read-only."""
+    import pickle
+
+    events = [(1, 1, 0, 10, 3.5, None), (2, 2, 1, 20, 4.0, None), (3, 2, 0, 30, 3.5, 0.4), (5, 3, 0, 40, 3.5, None)]
+    log = EventLog.from_frame(frame(events), CATALOG, USERS)
+    world = log.global_state(35, HALF_LIFE)
+    back = pickle.loads(pickle.dumps(world))
+    assert (back.as_of, back.half_life, back.n_users) == (world.as_of, world.half_life, world.n_users) == (35, HALF_LIFE, 3)
+    for name in ("counts", "decayed", "rating_sum", "rating_count"):
+        np.testing.assert_array_equal(getattr(back, name), getattr(world, name))
+        assert not getattr(back, name).flags.writeable
+    assert set(back.region_counts) == {"EU", "US"} and not back.region_decayed["EU"].flags.writeable
+    np.testing.assert_array_equal(back.region_decayed["EU"], world.region_decayed["EU"])
+    user = pickle.loads(pickle.dumps(log.user_state(3, 35)))
+    assert user.known_titles.tolist() == [1]
