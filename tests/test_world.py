@@ -290,3 +290,18 @@ def test_title_sampler_draws_from_the_softmax_without_repeats() -> None:
     row, title = sampler.draw(np.random.default_rng(3), key, np.full(50, 40))
     assert np.bincount(row).tolist() == [40] * 50
     assert np.unique(row * 1000 + title).size == row.size
+
+
+def test_a_page_given_row_by_row_as_shown_is_scored_with_its_short_rows_empty(sim: BrowsingSimulator, truth: WorldTruth) -> None:
+    """``Page.grid()`` (and ``variant_ids``) list each row's titles as shown, so most pages' rows differ in
+    length: such a page is scored as the same page padded with empty slots, not refused by numpy."""
+    page = _page(truth)
+    user = int(truth.user_ids[5])
+    variants = truth.variant_ids[truth.title_variants[truth.title_index(np.maximum(page, 1)), 1]]
+    rows = [[int(t) for t in r if t >= 0] for r in page]
+    vrows = [[str(v) for v, t in zip(vr, r) if t >= 0] for vr, r in zip(variants, page)]
+    assert len({len(r) for r in rows}) > 1
+    np.testing.assert_array_equal(sim.play_probability(user, rows, vrows), sim.play_probability(user, page, variants))
+    assert sim.expected_plays(user, rows) == sim.expected_plays(user, page)
+    examined, _ = sim.sample(user, rows, vrows, rng=np.random.default_rng(1))
+    assert examined.shape == page.shape and not examined[-1, -2:].any()
