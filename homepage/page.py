@@ -18,6 +18,7 @@ import numpy as np
 
 from homepage.catalog import Catalog
 from homepage.domain import CandidateRow, Page, PlacedRow, RequestContext, RowReason
+from homepage.errors import HomepageError
 from homepage.log_throttle import LogThrottle
 from homepage.pagebuilder.candidates import CandidateMatrix, TitleLookup, TitleStats
 from homepage.pagebuilder.features import DEVICES, UserSignals
@@ -270,6 +271,9 @@ def build_page(
     ``prepared`` lets replay share one ``prepare_request`` between the policies it
     compares; it must come from the same user, world, models and request.
     """
+    for name in ("rows", "cols"):
+        if getattr(request, name) < 1:
+            raise HomepageError(f"request.{name}: {getattr(request, name)}; a page has at least one row and one column")
     spec = get_policy(policy)
     catalog = models.catalog
     prep = prepared if prepared is not None else prepare_request(user, world, models, request)

@@ -580,3 +580,12 @@ def test_title_stats_are_never_a_dropped_world_states() -> None:
         w = GlobalState(10**9, 7 * 86400.0, frozen(counts), frozen(np.roll(counts, k) * 0.5), frozen(z), frozen(z.astype(np.int64)))
         np.testing.assert_array_equal(models.title_stats(w).trend, TitleStats.compute(w, CATALOG).trend, err_msg=f"world {k}")
         del w
+
+
+@pytest.mark.parametrize("shape", [{"cols": 0}, {"rows": 0}, {"rows": -1}], ids=["no-cols", "no-rows", "negative-rows"])
+def test_a_request_for_a_page_without_rows_or_columns_is_refused_naming_the_field(shape: dict[str, int]) -> None:
+    """A library caller's RequestContext is not validated as the API's parameters are: cols=0 was a ZeroDivisionError
+    in the stage features, rows=-1 an empty page."""
+    (field,) = shape
+    with pytest.raises(HomepageError, match=rf"^request\.{field}: {shape[field]};"):
+        build_page(user(), world(), page_models(None), RequestContext(user_id=1, now=10**9, **shape))
