@@ -618,6 +618,8 @@ def test_explain_shows_the_page_replay_builds_and_marks_the_later_plays(world: d
     for extra, words in ((["--at", str(split - DAY)], "before bundle"), (["--policy", "template,row-ranking"], "one policy"), (["--policy", "nope"], "--policy: "), (["--device", "toaster"], "--device")):
         res = CliRunner().invoke(app, ["explain", str(root / "world"), "--models", str(root / "models"), "--user", str(uid), *extra])
         assert res.exit_code != 0 and words in str(res.exception), (extra, res.exception)
+
+
 def test_explain_rebuilds_a_page_served_for_another_region(world: dict[str, object], tmp_path: Path) -> None:
     """The API takes a region parameter (regional rows for it, not the profile's); explain takes it too, or that page cannot be rebuilt."""
     _register()
