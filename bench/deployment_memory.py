@@ -130,7 +130,7 @@ def measure(args: argparse.Namespace, client: Any, url: str, work: Path) -> dict
     keys = Keyspace(prefix)
     store = RedisStore(client, prefix, settings=Settings(redis_url=url, key_prefix=prefix))
     rng = random.Random(0)
-    out: dict[str, Any] = {"dataset": str(args.dataset), "allocator": client.info("memory").get("mem_allocator", "?")}
+    out: dict[str, Any] = {"dataset": str(args.dataset), "prefix": prefix, "allocator": client.info("memory").get("mem_allocator", "?")}
     node = ApiNode(args.port, work / "node", url, prefix, env={
         "HOMEPAGE_API_KEY": API_KEY, "HOMEPAGE_EVENTS_MAXLEN": str(args.cap), "HOMEPAGE_SERVED_MAXLEN": str(args.cap),
         "HOMEPAGE_PAGE_CACHE_READS": "0", "HOMEPAGE_PAGE_CACHE_SECONDS": "3600", "HOMEPAGE_REFRESH_SECONDS": "0.5",
