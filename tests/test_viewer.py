@@ -467,6 +467,35 @@ def test_a_failed_page_is_named_and_leaves_no_stale_page(viewer: Viewer, tab: Ta
     assert _shown_user(page).endswith(f"user {users['light']}")
 
 
+def test_an_external_image_that_fails_shows_the_placeholder(viewer: Viewer, tab: Tab) -> None:
+    """With external images on, a poster URL that 404s falls back to the variant's placeholder, not a broken image."""
+    page = tab.page
+    before = viewer.app.state.viewer_settings
+    viewer.app.state.viewer_settings = ViewerSettings(sample_size=100, external_images=True)
+    broken = "https://images.example/poster-missing.jpg"
+
+    def with_external_urls(route: Any) -> None:
+        body = route.fetch().json()
+        for row in body["rows"]:
+            for card in row["titles"]:
+                card["image_url"] = broken
+        route.fulfill(status=200, content_type="application/json", body=json.dumps(body))
+
+    try:
+        page.route("**/viewer/page/**", with_external_urls)
+        page.route("https://images.example/**", lambda r: r.fulfill(status=404, body="not found"))
+        page.goto(viewer.url + "/")
+        page.click("button.sample[data-label='heavy']")
+        page.wait_for_selector(".row .card img")
+        page.wait_for_function(
+            "() => [...document.querySelectorAll('.card img')].slice(0, 4).every(i => i.complete && i.naturalWidth > 0)"
+        )
+        srcs = page.eval_on_selector_all(".card img", "els => els.slice(0, 4).map(e => e.getAttribute('src'))")
+        assert srcs and all(s.startswith("/artwork/") and s.endswith(".svg") for s in srcs), srcs
+    finally:
+        viewer.app.state.viewer_settings = before
+
+
 def test_back_and_forward_return_to_the_users_and_policies_shown(viewer: Viewer, tab: Tab) -> None:
     """Each user, policy or compare picked is a history entry: Back shows the previous view, with its controls."""
     page = tab.page

@@ -55,9 +55,23 @@ function fmt(x, digits = 3) {
   return x === null || x === undefined ? "n/a" : Number(x).toFixed(digits);
 }
 
+function placeholderSrc(card) {
+  return `/artwork/${card.title_id}/${encodeURIComponent(card.variant_id || "default")}.svg`;
+}
+
 function artSrc(card) {
   if (state.cfg.external_images && /^https?:\/\//i.test(card.image_url || "")) return card.image_url;
-  return `/artwork/${card.title_id}/${encodeURIComponent(card.variant_id || "default")}.svg`;
+  return placeholderSrc(card);
+}
+
+// an external image that fails (404, no network) shows the variant's placeholder, not a broken image
+function artNode(card, label) {
+  const img = el("img", { src: artSrc(card), alt: `${label} poster`, width: 150, height: 225, loading: "lazy" });
+  const fallback = placeholderSrc(card);
+  img.addEventListener("error", () => {
+    if (img.getAttribute("src") !== fallback) img.src = fallback;
+  });
+  return img;
 }
 
 function reasonText(reason) {
@@ -111,7 +125,7 @@ function cardNode(card, ri, ci, ctx) {
       "data-explain": explainId,
       "aria-describedby": state.explain ? explainId : null, // a button's name hides its content
     },
-    el("img", { src: artSrc(card), alt: `${label} poster`, width: 150, height: 225, loading: "lazy" }),
+    artNode(card, label),
     el("span", { class: "card-title", text: label }),
     only ? el("span", { class: "badge", text: `only in ${ctx.policy}` }) : null,
     el("span", { id: explainId, class: "explain explain-card", text: `variant ${card.variant_id || "default"} · propensity ${fmt(card.propensity, 2)}` }),
