@@ -8,6 +8,8 @@ Specs understood by :func:`resolve_policy` (and so by ``homepage artwork evaluat
 - ``probs:PATH``: a Parquet file with columns ``p_0..p_{K-1}``, one row per logged row;
 - ``model:PATH``: a saved :class:`artwork.selector.ArtworkSelector` (needs the catalog and
   logs with ``title_idx`` and ``ctx_*`` columns); ``model:PATH@EPS`` overrides its epsilon.
+  Logs without ``ctx_*`` columns (``homepage artwork simulate``'s feedback, served logs) get
+  their contexts from the dataset's histories: :func:`read_model_logs`.
 """
 
 from __future__ import annotations
@@ -16,10 +18,11 @@ from pathlib import Path
 
 import numpy as np
 
-from artwork.feedback import LoggedFeedback, read_feedback
+from artwork.feedback import CONTEXT_PREFIX, LoggedFeedback, read_feedback
 from artwork.open_bandit import is_open_bandit_csv, position_action_dist, read_open_bandit_csv
 from homepage.catalog import Catalog
 from homepage.errors import HomepageError
+from homepage.eventlog import EventLog
 
 
 def uniform_dist(logs: LoggedFeedback) -> np.ndarray:
@@ -37,6 +40,39 @@ def read_logs(path: Path) -> LoggedFeedback:
     if is_open_bandit_csv(path):
         return read_open_bandit_csv(path, with_context=False)
     return read_feedback(path)
+
+
+def needs_dataset_contexts(path: Path, spec: str) -> bool:
+    """Whether a ``model:`` policy is evaluated on a Parquet log that carries no ``ctx_*`` columns of its own."""
+    import pyarrow.parquet as pq
+
+    path = Path(path)
+    if not spec.startswith("model:") or not path.is_file() or is_open_bandit_csv(path):
+        return False
+    try:
+        names = pq.read_schema(path).names
+    except Exception:  # not Parquet: the ordinary reader names the problem
+        return False
+    return not any(n.startswith(CONTEXT_PREFIX) for n in names)
+
+
+def read_model_logs(path: Path, spec: str, catalog: Catalog, events: EventLog) -> LoggedFeedback:
+    """Logs without ``ctx_*`` columns, each row given the context the ``model:`` policy ``spec`` saw.
+
+    Either kind of training log is read (:func:`artwork.training_logs.read_training_logs`):
+    each row's context is the user's history in the dataset as of the start of the row's
+    stability period under the model's own period, exactly as training and serving build it.
+    """
+    from artwork.selector import ArtworkSelector
+    from artwork.training_logs import read_training_logs
+
+    model = ArtworkSelector.load(Path(spec.partition(":")[2].partition("@")[0]))
+    data = read_training_logs(Path(path), catalog, events, model.stable_period)
+    lg = data.logs
+    return LoggedFeedback(
+        lg.action, lg.reward, lg.propensity, lg.n_actions, position=lg.position, context=data.contexts[data.context_row],
+        title_idx=lg.title_idx, user_id=lg.user_id, n_choices=lg.n_choices,
+    )
 
 
 def resolve_policy(spec: str, logs: LoggedFeedback, catalog: Catalog | None = None) -> np.ndarray:

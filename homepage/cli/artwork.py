@@ -30,16 +30,26 @@ def evaluate(
     """Estimate a policy's reward rate from logs with replay, IPS, SNIPS and DR, with 95% bootstrap intervals."""
     from artwork.ope import evaluate_policy
     from artwork.reward_model import cross_fitted_q
-    from artwork.target_policy import read_logs, resolve_policy
+    from artwork.target_policy import needs_dataset_contexts, read_logs, read_model_logs, resolve_policy
 
-    feedback = read_logs(logs)
     catalog = None
-    if dataset is not None:
+    if dataset is not None and needs_dataset_contexts(logs, policy):
+        # `homepage artwork simulate`'s feedback and served logs carry no contexts: build them as training does
         from homepage.catalog import Catalog
         from homepage.dataset import load_dataset
+        from homepage.eventlog import EventLog
 
-        ds = load_dataset(dataset, columns=["user_id"])
+        ds = load_dataset(dataset, columns=["user_id", "title_id", "kind", "ts", "progress", "stars"])
         catalog = Catalog.from_frames(ds.titles, ds.variants)
+        feedback = read_model_logs(logs, policy, catalog, EventLog.from_frame(ds.events, catalog, ds.users))
+    else:
+        feedback = read_logs(logs)
+        if dataset is not None:
+            from homepage.catalog import Catalog
+            from homepage.dataset import load_dataset
+
+            ds = load_dataset(dataset, columns=["user_id"])
+            catalog = Catalog.from_frames(ds.titles, ds.variants)
     dist = resolve_policy(policy, feedback, catalog)
     q = cross_fitted_q(feedback, seed=seed)
     estimates = evaluate_policy(feedback, dist, q, n_boot=n_boot, seed=seed, replay_runs=replay_runs)
