@@ -17,6 +17,7 @@ one bootstrap over rows serves all of them with a single matrix product per repl
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -156,8 +157,10 @@ def evaluate_policy(
         # einsum, not matmul: BLAS gemv on a (1, n) matrix is pathologically slow on a busy machine
         boots[b] = _ratio(np.einsum("en,n->e", num, counts), np.einsum("en,n->e", den, counts))
     tail = (1.0 - level) / 2.0
-    low = np.nanquantile(boots, tail, axis=0) if n_boot else point
-    high = np.nanquantile(boots, 1.0 - tail, axis=0) if n_boot else point
+    with warnings.catch_warnings():  # an estimator with no kept row has no interval: NaN, without numpy's warning
+        warnings.filterwarnings("ignore", "All-NaN slice", RuntimeWarning)
+        low = np.nanquantile(boots, tail, axis=0) if n_boot else point
+        high = np.nanquantile(boots, 1.0 - tail, axis=0) if n_boot else point
     return tuple(
         Estimate(name, float(point[e]), float(low[e]), float(high[e]), n, float(support[e]))
         for e, name in enumerate(estimators)

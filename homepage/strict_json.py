@@ -19,9 +19,18 @@ def write_json(path: Path, data: object, option: str, **dumps: Any) -> None:
     """
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(_strict(data), allow_nan=False, **dumps))
+        path.write_text(strict_dumps(data, **dumps))
     except OSError as e:
         raise HomepageError(f"{option} {path}: cannot write ({e.strerror or e})") from e
+
+
+def strict_dumps(data: object, **dumps: Any) -> str:
+    """``data`` as strict JSON text (NaN and infinities as null), for a command that prints its JSON.
+
+    An estimate over no rows has no value: Python's ``json`` would print a bare ``NaN``, which
+    ``jq`` and every strict parser reject.
+    """
+    return json.dumps(_strict(data), allow_nan=False, **dumps)
 
 
 def _strict(x: object) -> object:

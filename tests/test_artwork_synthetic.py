@@ -116,3 +116,31 @@ def test_evaluate_command_with_a_saved_model(
     dist = sel.action_probabilities(ctx, ev.title_idx, ev.user_id, epsilon=0.0, user_ids=ev.user_id)
     (ips,) = evaluate_policy(ev, dist, estimators=("ips",), n_boot=0)
     assert out["ips"]["estimate"] == pytest.approx(ips.value)
+
+
+def test_evaluate_json_is_strict_when_no_logged_row_supports_the_policy(tmp_path: Path) -> None:
+    """A target whose action was never logged: replay keeps no row and SNIPS divides by zero. ``--json``
+    printed a bare ``NaN`` for those, which ``jq`` and strict parsers reject; now they are null."""
+    import pandas as pd
+
+    from artwork.feedback import LoggedFeedback
+
+    n = 200
+    rng = np.random.default_rng(0)
+    action = np.zeros(n, np.int64)
+    action[:5] = 1  # arm 2 is never shown
+    logs = LoggedFeedback(action, (rng.random(n) < 0.3).astype(np.float64), np.where(action == 0, 0.95, 0.05), 3)
+    write_feedback(logs, tmp_path / "logs.parquet")
+    pd.DataFrame({f"p_{j}": np.full(n, float(j == 2)) for j in range(3)}).to_parquet(tmp_path / "arm2.parquet")
+    _register()
+    result = CliRunner().invoke(
+        app, ["artwork", "evaluate", str(tmp_path / "logs.parquet"), "--policy", f"probs:{tmp_path / 'arm2.parquet'}", "--json", "--n-boot", "20"]
+    )
+    assert result.exit_code == 0, result.output
+
+    def refuse(constant: str) -> None:
+        raise ValueError(f"not strict JSON: {constant}")
+
+    out = json.loads(result.output, parse_constant=refuse)["estimates"]
+    assert out["replay"]["estimate"] is None and out["snips"]["estimate"] is None
+    assert out["ips"]["estimate"] == 0.0 and out["replay"]["support"] == 0.0

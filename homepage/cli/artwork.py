@@ -12,6 +12,7 @@ from rich.table import Table
 from homepage.cli import app
 from homepage.cli.outputs import table_console
 from homepage.errors import HomepageError
+from homepage.strict_json import strict_dumps
 
 artwork_app = typer.Typer(help="Artwork personalisation: simulate logs, train the selector, evaluate policies off-line.", no_args_is_help=True)
 app.add_typer(artwork_app, name="artwork")
@@ -64,7 +65,7 @@ def evaluate(
                 e.estimator: {"estimate": e.value, "low": e.low, "high": e.high, "support": e.support} for e in estimates
             },
         }
-        typer.echo(json.dumps(out, indent=2))
+        typer.echo(strict_dumps(out, indent=2))  # an estimate over no kept rows is null, not a bare NaN
         return
     table = Table(
         title=f"{logs.name}: {len(feedback):,} logged rows, logged rate {logged:.5f}",
