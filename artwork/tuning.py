@@ -85,6 +85,12 @@ def greedy_value(selector: ArtworkSelector, data: TrainingLogs, rows: np.ndarray
     return e.value
 
 
+def best_trial(trials: list[Trial]) -> Trial:
+    """The trial with the highest validation value; one without a value (no validation row
+    matched its greedy choice: NaN) never wins, as ``max`` would let a NaN first trial do."""
+    return max(trials, key=lambda t: t.validation_value if t.validation_value == t.validation_value else -np.inf)
+
+
 def train_selector(
     data: TrainingLogs,
     catalog: Catalog,
@@ -117,7 +123,7 @@ def train_selector(
             value = greedy_value(sel, data, val_rows)
             trials.append(Trial(ridge, bias_prior, user_prior, value))
             say(f"ridge {ridge:g}, bias_prior {bias_prior:g}, user_prior {user_prior:g}: validation play rate {value:.4f}")
-        best = max(trials, key=lambda t: t.validation_value)
+        best = best_trial(trials)
         chosen = (best.ridge, best.bias_prior, best.user_prior)
     else:
         chosen = grid[0]

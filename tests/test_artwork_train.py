@@ -21,6 +21,7 @@ from artwork.feedback import LoggedFeedback, write_feedback
 from artwork.logs import simulate_uniform_logs
 from artwork.page_artwork import PageArtwork
 from artwork.training_logs import read_training_logs
+from artwork.tuning import Trial, best_trial
 from fixtures.simulator import BrowsingSimulator, WorldTruth
 from fixtures.world import WorldParams, generate_world, write_world
 from homepage.bundle import load_bundle, train_bundle
@@ -329,3 +330,11 @@ def test_artwork_train_refuses_an_out_that_is_a_file_or_another_directory_before
         res = CliRunner().invoke(app, ["artwork", "train", str(trained / "logs.parquet"), "--dataset", str(world), "--out", str(out)])
         assert res.exit_code != 0 and "is not an artwork selector directory" in str(res.exception), res.output
     assert a_file.read_text() == "keep me" and not (world / "training.json").exists()
+
+
+def test_a_trial_without_a_validation_value_never_wins() -> None:
+    """A setting whose greedy choice no validation row matched has value NaN; ``max`` kept it when it came first."""
+    nan, a, b = Trial(0.1, 1.0, 1.0, float("nan")), Trial(1.0, 1.0, 1.0, 0.12), Trial(10.0, 1.0, 1.0, 0.15)
+    assert best_trial([nan, a, b]) is b
+    assert best_trial([a, nan]) is a
+    assert best_trial([nan]) is nan  # nothing better to choose
