@@ -137,11 +137,15 @@ def evaluate_policy(
     level: float = 0.95,
     seed: int = 0,
     replay_runs: int = 1,
+    groups: np.ndarray | None = None,
 ) -> tuple[Estimate, ...]:
     """Each estimator's estimate of the target policy's mean reward, with a percentile bootstrap interval.
 
     The bootstrap resamples logged rows (the replay draws are kept fixed), so the interval
-    covers the logging noise, which is what changes if the logs were collected again.
+    covers the logging noise, which is what changes if the logs were collected again. With
+    ``groups`` (one label per row, e.g. the user) it resamples whole groups instead: served
+    logs repeat a user's variant on every page of a stability period, and resampling those
+    rows one by one makes the interval too narrow.
     """
     if len(logs) == 0:
         raise HomepageError("logs: no rows to evaluate")
@@ -151,9 +155,16 @@ def evaluate_policy(
     point = _ratio(num.sum(axis=1), den.sum(axis=1))
     rng = np.random.default_rng(seed + 1)
     n = len(logs)
+    if groups is None:
+        member = np.arange(n)
+    else:
+        if len(groups) != n:
+            raise HomepageError(f"groups: {len(groups)} labels for {n} rows")
+        member = np.unique(np.asarray(groups), return_inverse=True)[1].reshape(-1)
+    n_units = int(member.max()) + 1
     boots = np.empty((n_boot, len(estimators)))
     for b in range(n_boot):
-        counts = np.bincount(rng.integers(0, n, n), minlength=n).astype(np.float64)
+        counts = np.bincount(rng.integers(0, n_units, n_units), minlength=n_units).astype(np.float64)[member]
         # einsum, not matmul: BLAS gemv on a (1, n) matrix is pathologically slow on a busy machine
         boots[b] = _ratio(np.einsum("en,n->e", num, counts), np.einsum("en,n->e", den, counts))
     tail = (1.0 - level) / 2.0

@@ -84,6 +84,14 @@ def test_evaluate_command_on_parquet_logs(world: tuple[BrowsingSimulator, Catalo
         assert v["low"] <= v["estimate"] <= v["high"]
     table = CliRunner().invoke(app, ["artwork", "evaluate", str(tmp_path / "logs.parquet"), "--policy", "uniform", "--n-boot", "20"])
     assert table.exit_code == 0 and "95%" in table.output and "snips" in table.output
+    # the bootstrap resamples users (the logs carry user ids), or rows when asked
+    assert out["bootstrap_unit"] == "users" and "bootstrap over users" in table.output
+    by_rows = CliRunner().invoke(
+        app, ["artwork", "evaluate", str(tmp_path / "logs.parquet"), "--policy", "uniform", "--json", "--n-boot", "50", "--resample", "rows"]
+    )
+    assert by_rows.exit_code == 0 and json.loads(by_rows.output)["bootstrap_unit"] == "rows"
+    bad = CliRunner().invoke(app, ["artwork", "evaluate", str(tmp_path / "logs.parquet"), "--policy", "uniform", "--resample", "pages"])
+    assert bad.exit_code == 2 and "--resample" in bad.output
 
 
 def test_evaluate_command_with_a_saved_model(

@@ -4,6 +4,7 @@ from logged impressions) and ``simulate`` (uniform-random artwork logs from a sy
 from __future__ import annotations
 
 import json
+from enum import Enum
 from pathlib import Path
 
 import typer
@@ -13,6 +14,13 @@ from homepage.cli import app
 from homepage.cli.outputs import table_console
 from homepage.errors import HomepageError
 from homepage.strict_json import strict_dumps
+
+class Resample(str, Enum):
+    """The bootstrap's unit in ``artwork evaluate``."""
+
+    users = "users"
+    rows = "rows"
+
 
 artwork_app = typer.Typer(help="Artwork personalisation: simulate logs, train the selector, evaluate policies off-line.", no_args_is_help=True)
 app.add_typer(artwork_app, name="artwork")
@@ -26,9 +34,16 @@ def evaluate(
     n_boot: int = typer.Option(200, "--n-boot", min=0, max=100_000, help="Bootstrap replicates."),
     replay_runs: int = typer.Option(20, "--replay-runs", min=1, max=1000, help="Replay runs averaged (stochastic targets)."),
     seed: int = typer.Option(0, "--seed", min=0),
+    resample: Resample = typer.Option(
+        "users", "--resample",
+        help="Bootstrap unit: users (a user's rows together; logs without user ids fall back to rows) or rows.",
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
 ) -> None:
-    """Estimate a policy's reward rate from logs with replay, IPS, SNIPS and DR, with 95% bootstrap intervals."""
+    """Estimate a policy's reward rate from logs with replay, IPS, SNIPS and DR, with 95% bootstrap intervals.
+
+    The bootstrap resamples users by default: served logs repeat a user's artwork on every page of a
+    stability period, so their rows are not independent and resampling rows gives too narrow intervals."""
     from artwork.ope import evaluate_policy
     from artwork.reward_model import cross_fitted_q
     from artwork.target_policy import needs_dataset_contexts, read_logs, read_model_logs, resolve_policy
@@ -53,7 +68,9 @@ def evaluate(
             catalog = Catalog.from_frames(ds.titles, ds.variants)
     dist = resolve_policy(policy, feedback, catalog)
     q = cross_fitted_q(feedback, seed=seed)
-    estimates = evaluate_policy(feedback, dist, q, n_boot=n_boot, seed=seed, replay_runs=replay_runs)
+    unit = "users" if resample is Resample.users and feedback.user_id is not None else "rows"
+    groups = feedback.user_id if unit == "users" else None
+    estimates = evaluate_policy(feedback, dist, q, n_boot=n_boot, seed=seed, replay_runs=replay_runs, groups=groups)
     logged = float(feedback.reward.mean())
     if as_json:
         out = {
@@ -61,6 +78,7 @@ def evaluate(
             "policy": policy,
             "n": len(feedback),
             "logged_reward_rate": logged,
+            "bootstrap_unit": unit,
             "estimates": {
                 e.estimator: {"estimate": e.value, "low": e.low, "high": e.high, "support": e.support} for e in estimates
             },
@@ -69,7 +87,7 @@ def evaluate(
         return
     table = Table(
         title=f"{logs.name}: {len(feedback):,} logged rows, logged rate {logged:.5f}",
-        caption=f"policy {policy}; 95% percentile bootstrap over rows ({n_boot} replicates)",
+        caption=f"policy {policy}; 95% percentile bootstrap over {unit} ({n_boot} replicates)",
     )
     table.add_column("estimator")
     table.add_column("estimate", justify="right")
