@@ -86,6 +86,7 @@ def test_evaluate_command_on_parquet_logs(world: tuple[BrowsingSimulator, Catalo
     assert table.exit_code == 0 and "95%" in table.output and "snips" in table.output
     # the bootstrap resamples users (the logs carry user ids), or rows when asked
     assert out["bootstrap_unit"] == "users" and "bootstrap over users" in table.output
+    assert out["unsupported"] == [] and "warning" not in table.output
     by_rows = CliRunner().invoke(
         app, ["artwork", "evaluate", str(tmp_path / "logs.parquet"), "--policy", "uniform", "--json", "--n-boot", "50", "--resample", "rows"]
     )
@@ -149,6 +150,13 @@ def test_evaluate_json_is_strict_when_no_logged_row_supports_the_policy(tmp_path
     def refuse(constant: str) -> None:
         raise ValueError(f"not strict JSON: {constant}")
 
-    out = json.loads(result.output, parse_constant=refuse)["estimates"]
+    whole = json.loads(result.output, parse_constant=refuse)
+    out = whole["estimates"]
     assert out["replay"]["estimate"] is None and out["snips"]["estimate"] is None
     assert out["ips"]["estimate"] == 0.0 and out["replay"]["support"] == 0.0
+    # IPS's 0 [0, 0] looks like a confident answer: the output names every estimator without support
+    assert set(whole["unsupported"]) == {"replay", "ips", "snips", "dr"}
+    table = CliRunner().invoke(
+        app, ["artwork", "evaluate", str(tmp_path / "logs.parquet"), "--policy", f"probs:{tmp_path / 'arm2.parquet'}", "--n-boot", "20"]
+    )
+    assert table.exit_code == 0 and "no logged row supports this policy for replay, ips, snips, dr" in table.output

@@ -72,6 +72,8 @@ def evaluate(
     groups = feedback.user_id if unit == "users" else None
     estimates = evaluate_policy(feedback, dist, q, n_boot=n_boot, seed=seed, replay_runs=replay_runs, groups=groups)
     logged = float(feedback.reward.mean())
+    # no logged row took an action the policy would: IPS says 0 and DR only its reward model, both with tight intervals
+    unsupported = [e.estimator for e in estimates if not e.support > 0]
     if as_json:
         out = {
             "logs": str(logs),
@@ -79,6 +81,7 @@ def evaluate(
             "n": len(feedback),
             "logged_reward_rate": logged,
             "bootstrap_unit": unit,
+            "unsupported": unsupported,
             "estimates": {
                 e.estimator: {"estimate": e.value, "low": e.low, "high": e.high, "support": e.support} for e in estimates
             },
@@ -96,6 +99,12 @@ def evaluate(
     for e in estimates:
         table.add_row(e.estimator, f"{e.value:.5f}", f"[{e.low:.5f}, {e.high:.5f}]", f"{e.support:,.0f}")
     table_console().print(table)
+    if unsupported:
+        typer.echo(
+            f"warning: no logged row supports this policy for {', '.join(unsupported)} (support 0): "
+            "those estimates and intervals say nothing about it",
+            err=True,
+        )
 
 
 @artwork_app.command("train")
