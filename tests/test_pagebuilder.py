@@ -589,3 +589,27 @@ def test_a_request_for_a_page_without_rows_or_columns_is_refused_naming_the_fiel
     (field,) = shape
     with pytest.raises(HomepageError, match=rf"^request\.{field}: {shape[field]};"):
         build_page(user(), world(), page_models(None), RequestContext(user_id=1, now=10**9, **shape))
+
+
+@pytest.mark.parametrize("policy", ["row-ranking", "template", "single-list"])  # stage-wise needs a trained model; its candidates are row-ranking's
+def test_a_ranker_returning_unsigned_title_ids_does_not_fail_the_page(policy: str) -> None:
+    """``uint64`` ids are integers, so the row passes the contract check; concatenated with the other rankers'
+    ``int64`` ids numpy made them float64 and the id lookup raised: every page fell back (``model_error``)."""
+    from dataclasses import replace
+
+    class Unsigned(HandRanker):
+        name: ClassVar[str] = "top_n"
+
+        def rows(self, request: RankRequest) -> list[CandidateRow]:
+            rows = [r for r in candidate_rows() if r.ranker == "top_n"]
+            huge = replace(rows[1], row_id="top_n:huge", title_ids=np.r_[rows[1].title_ids.astype(np.uint64)[:-1], np.uint64(2**64 - 1)])
+            return [replace(rows[0], title_ids=rows[0].title_ids.astype(np.uint64)), huge]
+
+    rankers = tuple(Unsigned() if r.name == "top_n" else r for r in page_models(None).rankers)
+    models = PageModels("test", "h", CATALOG, rankers, rules=PageRules())
+    page = build_page(user(), world(), models, RequestContext(user_id=1, now=10**9, rows=20, cols=10), policy=policy)
+    placed = {r.row_id: r for r in page.rows}
+    if policy != "single-list":
+        assert "top_n:pop" in placed and all(isinstance(t, int) for t in placed["top_n:pop"].title_ids)
+        assert 2**64 - 1 not in placed.get("top_n:huge", placed["top_n:pop"]).title_ids  # an id no catalog holds is left out
+    assert not page.notes

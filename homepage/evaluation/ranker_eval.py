@@ -112,7 +112,7 @@ def ranked_lists(ranker: Ranker, log: EventLog, catalog: Catalog, split: Split, 
             problem = row_problem(r)
             if problem is not None:
                 raise RankerFailed(f"rows() broke the row contract for user {uid}: {problem}")
-        idx = catalog.index_of(np.concatenate([r.title_ids for r in rows]))
+        idx = catalog.index_of(np.concatenate([r.title_ids for r in rows], dtype=np.int64))  # uint64 ids too (as the page builder)
         _, first = np.unique(idx, return_index=True)
         idx = idx[np.sort(first)]
         seen = split.train.indices[split.train.indptr[u] : split.train.indptr[u + 1]]

@@ -127,7 +127,9 @@ class CandidateMatrix:
         lengths = np.array([len(r) for r in rows], dtype=np.int64)
         width = int(lengths.max()) if k else 0
         look = lookup if lookup is not None else TitleLookup(catalog, allowed, max_table=0)
-        flat = look(np.concatenate([r.title_ids for r in rows])) if k else np.zeros(0, np.int64)
+        # as int64: one plug-in's uint64 ids beside int64 ones would make numpy concatenate to float64
+        # (an id past int64 wraps negative, unknown, and is dropped like any unknown id)
+        flat = look(np.concatenate([r.title_ids for r in rows], dtype=np.int64)) if k else np.zeros(0, np.int64)
         if unseen is not None and flat.size:
             hide = unseen[np.maximum(flat, 0)] & (flat >= 0)
             if hide.any():
