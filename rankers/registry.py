@@ -35,16 +35,37 @@ class RankerSpec(BaseModel):
 
 @cache
 def registered() -> dict[str, EntryPoint]:
-    """Name -> entry point for every installed ranker."""
+    """Name -> entry point for every installed ranker (see ``collisions`` for a name registered twice)."""
     return {ep.name: ep for ep in entry_points(group=GROUP)}
 
 
+@cache
+def collisions() -> dict[str, tuple[str, ...]]:
+    """Name -> "distribution (module:Class)" of each installed package registering it, for names two register differently.
+
+    ``registered()`` keeps one of them, and which one follows the order of ``sys.path`` and of
+    site-packages' directory listing: a plug-in named like a built-in (or like another plug-in)
+    would silently replace it on one machine and never run on another.
+    """
+    seen: dict[str, dict[str, str]] = {}
+    for ep in entry_points(group=GROUP):
+        dist = ep.dist.name if ep.dist is not None else "?"
+        seen.setdefault(ep.name, {}).setdefault(ep.value, dist)
+    return {name: tuple(f"{dist} ({value})" for value, dist in by.items()) for name, by in seen.items() if len(by) > 1}
+
+
 def ranker_class(name: str) -> type[Ranker]:
-    """The class registered as ``name``; a clear error when missing or broken."""
+    """The class registered as ``name``; a clear error when missing, broken or registered by two packages."""
     eps = registered()
     if name not in eps:
         known = ", ".join(sorted(eps)) or "none"
         raise RankerNotFound(f"ranker {name!r} is not registered in entry-point group {GROUP!r} (registered: {known})")
+    if name in collisions():
+        raise RankerNotFound(
+            f"ranker {name!r} is registered by more than one installed package: {', '.join(collisions()[name])}; "
+            "which one loads would depend on install order: give the plug-in a name of its own (its class's `name` "
+            "and its entry point), or uninstall one"
+        )
     cls = load_entry_point(eps[name])
     if cls.name != name:
         raise RankerNotFound(

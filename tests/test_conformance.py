@@ -378,3 +378,30 @@ def test_suite_catches_a_ranker_that_learns_from_after_until() -> None:
     with pytest.raises(AssertionError, match=r"arrays\(\)\['order'\] changes when only events after FitInput.until change"):
         check_learns_only_up_to_until(_Leaky)
     check_learns_only_up_to_until(_PopularAbove)
+
+
+def test_a_plugin_registering_a_built_in_name_is_refused_naming_both(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An installed plug-in registering ``top_n`` (its own class): the registry kept whichever entry point came
+    last, so the plug-in silently never ran (or silently replaced the built-in on another machine)."""
+    (tmp_path / "top_n_again_xyz.py").write_text(
+        "from rankers.base import Ranker\nclass MyTopN(Ranker):\n    name = 'top_n'\n    def rows(self, request):\n        return []\n"
+    )
+    dist = tmp_path / "top_n_again_xyz-0.1.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: top-n-again-xyz\nVersion: 0.1\n")
+    (dist / "entry_points.txt").write_text(f"[{GROUP}]\ntop_n = top_n_again_xyz:MyTopN\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    registry.registered.cache_clear()
+    registry.collisions.cache_clear()
+    try:
+        with pytest.raises(RankerNotFound) as e:
+            ranker_class("top_n")
+        assert ranker_class("trending").name == "trending"  # the other names are unaffected
+    finally:
+        monkeypatch.undo()
+        registry.registered.cache_clear()
+        registry.collisions.cache_clear()
+        sys.modules.pop("top_n_again_xyz", None)
+    msg = str(e.value)
+    assert "more than one installed package" in msg and "top_n_again_xyz:MyTopN" in msg and "rankers.top_n:TopNRanker" in msg
+    assert ranker_class("top_n").__module__ == "rankers.top_n"
