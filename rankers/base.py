@@ -207,8 +207,8 @@ def row_problem(row: object) -> str | None:
         return f"{row.row_id}: scores must be a float numpy array as long as title_ids"
     if ids.size > 1 and len(set(ids.tolist())) != ids.size:  # faster than np.unique at row lengths
         return f"{row.row_id}: a title appears twice"
-    if np.isnan(scores).any():
-        return f"{row.row_id}: NaN score"
-    if not isinstance(row.row_score, numbers.Real) or row.row_score != row.row_score:
-        return f"{row.row_id}: row_score must be a number, not {row.row_score!r}"
+    if not np.isfinite(scores).all():  # an infinity is served as a null score (JSON has none), as the contract says finite
+        return f"{row.row_id}: NaN or infinite score"
+    if not isinstance(row.row_score, numbers.Real) or not np.isfinite(row.row_score):
+        return f"{row.row_id}: row_score must be a finite number, not {row.row_score!r}"
     return None

@@ -71,7 +71,9 @@ def test_suite_catches_a_broken_ranker() -> None:
         ("int_scores", "scores must be a float numpy array"),
         ("list_ids", "title_ids must be a 1-D integer numpy array, not a list"),
         ("float_ids", "title_ids must be a 1-D integer numpy array, not a 1-D float64 array"),
-        ("nan_row_score", "row_score must be a number"),
+        ("nan_row_score", "row_score must be a finite number"),
+        ("inf_score", "NaN or infinite score"),
+        ("inf_row_score", "row_score must be a finite number, not inf"),
     ],
 )
 def test_suite_fails_rows_the_page_builder_would_drop(mistake: str, message: str) -> None:
@@ -94,7 +96,10 @@ def test_suite_fails_rows_the_page_builder_would_drop(mistake: str, message: str
                 ids = ids.tolist()
             if mistake == "float_ids":
                 ids = ids.astype(np.float64)
-            return [CandidateRow("sloppy", "sloppy", "Sloppy", ids, scores, RowReason("x"), row_score=float("nan") if mistake == "nan_row_score" else 0.0)]
+            if mistake == "inf_score":
+                scores = np.array([np.inf, 2.0, 1.0], np.float32)
+            row_score = {"nan_row_score": float("nan"), "inf_row_score": float("inf")}.get(mistake, 0.0)
+            return [CandidateRow("sloppy", "sloppy", "Sloppy", ids, scores, RowReason("x"), row_score=row_score)]
 
     with pytest.raises(AssertionError, match=f"would drop this row: sloppy: {message}"):
         check_valid_rows(Sloppy)
