@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import numbers
+import re
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
@@ -26,6 +27,11 @@ from homepage.domain import CandidateRow, RequestContext
 from homepage.errors import HomepageError
 from homepage.eventlog import EventLog
 from homepage.state import GlobalState, UserState
+
+
+# what the events API takes as a play's row_id (homepage.api.schemas.EventIn): a row served under another id
+# could never be credited with its plays
+ROW_ID = re.compile(r"^[A-Za-z0-9_.:@-]{1,128}$")
 
 
 class StateNeed(StrEnum):
@@ -199,6 +205,8 @@ def row_problem(row: object) -> str | None:
     """
     if not isinstance(row, CandidateRow):
         return f"a {type(row).__name__}, not a CandidateRow"
+    if not isinstance(row.row_id, str) or not ROW_ID.match(row.row_id):
+        return f"row_id {row.row_id!r} does not match {ROW_ID.pattern} (the events API would refuse the plays from it)"
     ids, scores = row.title_ids, row.scores
     if not isinstance(ids, np.ndarray) or ids.dtype.kind not in "iu" or ids.ndim != 1:
         got = f"a {ids.ndim}-D {ids.dtype} array" if isinstance(ids, np.ndarray) else f"a {type(ids).__name__}"

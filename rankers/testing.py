@@ -44,13 +44,12 @@ from homepage.catalog import Catalog
 from homepage.domain import CandidateRow, RequestContext, RowReason
 from homepage.eventlog import EventLog
 from homepage.state import GlobalState, UserState
-from rankers.base import ArtifactError, FitInput, Ranker, RankerConfig, RankRequest, StateNeed, row_problem
+from rankers.base import ROW_ID, ArtifactError, FitInput, Ranker, RankerConfig, RankRequest, StateNeed, row_problem
 
 DAY = 86_400
 T0 = 1_700_000_000
 COLD_USER = 999_999
 UNKNOWN_TITLES_USER = 999_998
-ROW_ID = re.compile(r"^[A-Za-z0-9_.:@-]{1,128}$")
 NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 SPEED_BUDGET_MS = 5.0
 

@@ -410,3 +410,19 @@ def test_a_plugin_registering_a_built_in_name_is_refused_naming_both(tmp_path: P
     msg = str(e.value)
     assert "more than one installed package" in msg and "top_n_again_xyz:MyTopN" in msg and "rankers.top_n:TopNRanker" in msg
     assert ranker_class("top_n").__module__ == "rankers.top_n"
+
+
+@pytest.mark.parametrize("row_id", ["top_n", "video_to_video:527", "top_n:pop@2", "a.b-c_d", "top_n: new releases", "Neuheiten", "", "x" * 129, "genre/Action"])
+def test_the_row_ids_the_page_builder_takes_are_the_ones_the_events_api_takes(row_id: str) -> None:
+    """A play names its row by row_id; a row served under an id POST /events refuses could never be credited."""
+    from pydantic import ValidationError
+
+    from homepage.api.schemas import EventIn
+    from rankers.base import ROW_ID
+
+    try:
+        EventIn(user_id=1, title_id=1, kind="play", row_id=row_id)
+        accepted = True
+    except ValidationError:
+        accepted = False
+    assert accepted == bool(ROW_ID.match(row_id))
