@@ -10,6 +10,7 @@ import dataclasses
 import hashlib
 import logging
 import re
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -140,8 +141,16 @@ def _held_back(n: int) -> str:
     return f" (and {n:,} times since the last line; they are logged once a minute)" if n else ""
 
 
-def collect_candidates(rankers: Sequence[Ranker], request: RankRequest) -> tuple[list[CandidateRow], list[str]]:
-    """Every ranker's rows; a failing ranker is skipped and noted, never fails the page (logged at most once a minute per kind)."""
+def collect_candidates(
+    rankers: Sequence[Ranker], request: RankRequest, slow_seconds: float | None = None
+) -> tuple[list[CandidateRow], list[str]]:
+    """Every ranker's rows; a failing ranker is skipped and noted, never fails the page (logged at most once a minute per kind).
+
+    With ``slow_seconds`` (serving: the page deadline) a ranker whose ``rows()`` takes longer is
+    logged: pages are built on the event loop and the deadline covers only the Redis read, so one
+    slow call holds every request of its worker. Not a page note: replay's pages must not depend
+    on timing.
+    """
     rows: list[CandidateRow] = []
     notes: list[str] = []
     owners: dict[str, str] = {}  # row id -> the ranker whose row has it
@@ -150,6 +159,7 @@ def collect_candidates(rankers: Sequence[Ranker], request: RankRequest) -> tuple
         instances[r.name] = instances.get(r.name, 0) + 1
         # one ranker configured twice: the second's row ids get "@2", so served logs tell the rows apart
         suffix = f"@{instances[r.name]}" if instances[r.name] > 1 else ""
+        started = time.perf_counter()
         try:
             got = r.rows(request)
         except Exception as e:  # a plug-in can fail in any way; the page must still be built
@@ -158,6 +168,13 @@ def collect_candidates(rankers: Sequence[Ranker], request: RankRequest) -> tuple
                 log.exception("ranker %s failed%s", r.name, _held_back(held))
             notes.append(f"ranker {r.name} failed: {type(e).__name__}")
             continue
+        finally:
+            took = time.perf_counter() - started
+            if slow_seconds is not None and took > slow_seconds and (held := RANKER_LOG.admit((r.name, "slow"))) is not None:
+                log.warning(
+                    "ranker %s took %.0f ms for one page (the deadline is %.0f ms, and it holds every request on this worker)%s",
+                    r.name, took * 1000, slow_seconds * 1000, _held_back(held),
+                )
         if not isinstance(got, (list, tuple)):  # None, or one row not in a list: nothing to iterate
             held = RANKER_LOG.admit((r.name, "not a list"))
             if held is not None:
@@ -248,10 +265,12 @@ class PreparedRequest:
     raw_personal: np.ndarray | None
 
 
-def prepare_request(user: UserState, world: GlobalState, models: PageModels, request: RequestContext) -> PreparedRequest:
-    """Run the rankers and compute the user's signals once for a request."""
+def prepare_request(
+    user: UserState, world: GlobalState, models: PageModels, request: RequestContext, slow_seconds: float | None = None
+) -> PreparedRequest:
+    """Run the rankers and compute the user's signals once for a request (``slow_seconds``: see ``collect_candidates``)."""
     signals, raw = user_signals(user, models, request)
-    cands, notes = collect_candidates(models.rankers, RankRequest(user, world, models.catalog, request))
+    cands, notes = collect_candidates(models.rankers, RankRequest(user, world, models.catalog, request), slow_seconds)
     return PreparedRequest(tuple(cands), tuple(notes), signals, raw)
 
 
@@ -265,18 +284,20 @@ def build_page(
     explain: bool = False,
     nonce: str = "",
     prepared: PreparedRequest | None = None,
+    slow_seconds: float | None = None,
 ) -> Page:
     """Build the page for ``request`` from ``user``'s state and the ``world`` state.
 
     ``prepared`` lets replay share one ``prepare_request`` between the policies it
-    compares; it must come from the same user, world, models and request.
+    compares; it must come from the same user, world, models and request. ``slow_seconds``
+    (serving) logs a ranker slower than that.
     """
     for name in ("rows", "cols"):
         if getattr(request, name) < 1:
             raise HomepageError(f"request.{name}: {getattr(request, name)}; a page has at least one row and one column")
     spec = get_policy(policy)
     catalog = models.catalog
-    prep = prepared if prepared is not None else prepare_request(user, world, models, request)
+    prep = prepared if prepared is not None else prepare_request(user, world, models, request, slow_seconds)
     if spec.single_list:
         cands = single_list_rows(user, world, prep.raw_personal, catalog, request.rows, request.cols)
     else:

@@ -429,7 +429,10 @@ class PageService:
         params = params.shaped(cur.models)
         hour = (now // 3600) % 24
         ctx = RequestContext(user.user_id, now, params.rows, params.cols, params.device, hour, params.region)
-        page = build_page(user, cur.world, cur.models, ctx, policy=cur.policy, explain=params.explain, nonce=nonce)
+        page = build_page(
+            user, cur.world, cur.models, ctx, policy=cur.policy, explain=params.explain, nonce=nonce,
+            slow_seconds=self.config.deadline_seconds,
+        )
         region = params.region if params.region is not None else user.region  # the request's, else the profile's
         if region is not None and (note := region_note(cur.world, region)):
             page = dataclasses.replace(page, notes=(*page.notes, note))  # in the body, so cached pages carry it

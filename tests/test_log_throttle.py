@@ -41,3 +41,34 @@ def test_a_ranker_failing_on_every_request_logs_once_but_notes_every_page(caplog
     assert all(n == ["ranker exploding_for_logs failed: RuntimeError"] for n in notes)
     lines = [r for r in caplog.records if "exploding_for_logs" in r.getMessage()]
     assert len(lines) == 1 and lines[0].exc_info is not None  # the first one, with its traceback
+
+
+class Slow(Ranker):
+    name: ClassVar[str] = "slow_for_logs"
+
+    def rows(self, request: RankRequest) -> list[CandidateRow]:
+        import time
+
+        time.sleep(0.06)
+        return []
+
+
+def test_a_slow_ranker_is_named_in_the_log_once_a_minute(caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Pages are built on the event loop and the deadline covers only the Redis read: a slow
+    plug-in held every request of its worker and nothing named it. Serving passes its deadline
+    and the ranker is logged, not noted (replay's pages must not depend on timing); offline
+    (no deadline) nothing is timed."""
+    monkeypatch.setattr("homepage.page.RANKER_LOG", LogThrottle(period=60.0))
+    request = RankRequest(None, None, None, None)  # type: ignore[arg-type]  # never read
+    with caplog.at_level(logging.WARNING, logger="homepage.page"):
+        collect_candidates([Slow()], request)  # offline: no deadline
+        assert not [r for r in caplog.records if "slow_for_logs" in r.getMessage()]
+        notes = [collect_candidates([Slow(), Exploding()], request, slow_seconds=0.05)[1] for _ in range(3)]
+    assert all(n == ["ranker exploding_for_logs failed: RuntimeError"] for n in notes)
+    slow = [r.getMessage() for r in caplog.records if "slow_for_logs" in r.getMessage()]
+    assert len(slow) == 1 and "took" in slow[0] and "the deadline is 50 ms" in slow[0], slow
+    # a failing ranker that is also slow is logged for both
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="homepage.page"):
+        collect_candidates([Exploding()], request, slow_seconds=0.0)
+    assert any("exploding_for_logs took" in r.getMessage() for r in caplog.records)
