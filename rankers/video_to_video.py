@@ -9,10 +9,10 @@ and keeps obscure titles out of these rows; co-watched titles outside the pool r
 candidates on their collaborative score alone.
 
 Request: anchors are the user's recent, strongly engaged titles (rated >= ``min_stars``
-or watched to ``min_progress``), scored by engagement and recency; an anchor too similar
-to one already chosen (in its neighbour list above ``max_anchor_similarity``, or sharing
-over ``max_anchor_overlap`` of its neighbours) is skipped. Each anchor gives a row of its
-neighbours the user has not seen.
+or watched to ``min_progress``, and whose latest rating, if any, is not below ``min_stars``),
+scored by engagement and recency; an anchor too similar to one already chosen (in its
+neighbour list above ``max_anchor_similarity``, or sharing over ``max_anchor_overlap`` of its
+neighbours) is skipped. Each anchor gives a row of its neighbours the user has not seen.
 """
 
 from __future__ import annotations
@@ -145,6 +145,7 @@ class VideoToVideoRanker(Ranker):
         idx, ts, kinds = user.title_idx[known], user.ts[known], user.kinds[known]
         stars, prog = user.stars[known], user.progress[known]
         strong = ((kinds == RATING) & (stars >= self.anchor_stars_)) | ((kinds == PLAY) & (prog >= cfg.min_progress))
+        strong &= ~np.isin(idx, self._rated_down(idx, kinds, stars))
         if not strong.any():
             return np.zeros(0, np.int64), np.zeros(0, np.float64)
         engagement = np.where(kinds == RATING, stars / 5.0, prog).astype(np.float64)
@@ -158,6 +159,17 @@ class VideoToVideoRanker(Ranker):
         score = engagement * (0.25 + 0.75 * np.exp2(-age / (cfg.anchor_half_life_days * DAY)))
         order = np.lexsort((-ts, -score))  # equal scores: the more recent first
         return idx[order], score[order]
+
+    def _rated_down(self, idx: np.ndarray, kinds: np.ndarray, stars: np.ndarray) -> np.ndarray:
+        """Catalog indices whose latest rating is below the anchor threshold.
+
+        The user's latest word on a title overrides a strong event: a title rated 5 and later
+        1, or watched to the end and rated 1, is no "Because you watched" anchor.
+        """
+        rated = kinds == RATING
+        r_idx, r_stars = idx[rated][::-1], stars[rated][::-1]  # latest first
+        titles, first = np.unique(r_idx, return_index=True)
+        return titles[r_stars[first] < self.anchor_stars_]
 
     def choose_anchors(self, user: UserState) -> list[tuple[int, float]]:
         """Up to ``max_rows`` anchors, best first, none a near duplicate of one chosen before.

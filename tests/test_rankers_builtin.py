@@ -267,6 +267,18 @@ def test_video_to_video_anchors_are_engaged_and_not_near_duplicates() -> None:
         assert not set(x.title_ids.tolist()) & {1, 2, 6, 9}  # nothing the user has seen
 
 
+def test_video_to_video_no_anchor_the_user_rated_down_since() -> None:
+    """The latest rating decides: a title rated 5 then 1, or watched to the end then rated 1, is no anchor."""
+    ev = v2v_events()
+    ev += [(1, 2, RATING, T - DAY // 2, np.nan, 1.0)]  # changed their mind about 2
+    ev += [(1, 7, PLAY, T - 3 * DAY, 1.0, np.nan), (1, 7, RATING, T - DAY // 3, np.nan, 1.5)]  # finished 7, then rated it low
+    ev += [(1, 8, RATING, T - 5 * DAY, np.nan, 2.0), (1, 8, RATING, T - DAY // 4, np.nan, 4.5)]  # and came round to 8
+    w = Tiny(ev, titles=V2V_TITLES)
+    r = w.fit(VideoToVideoRanker({"max_rows": 5, "min_row_length": 1, "max_anchor_similarity": 1.0, "max_anchor_overlap": 1.0}))
+    anchors = {x.reason.anchor_title_id for x in r.rows(w.request(1))}
+    assert anchors == {1, 6, 8}
+
+
 def test_video_to_video_artifact_round_trip(tmp_path) -> None:  # type: ignore[no-untyped-def]
     w = v2v_world()
     r = w.fit(VideoToVideoRanker({"min_row_length": 1}))
