@@ -64,6 +64,14 @@ class UserState:
         return frozen(idx[keep]), frozen(prog[keep]), frozen(ts[keep])
 
     @cached_property
+    def latest_stars(self) -> tuple[np.ndarray, np.ndarray]:
+        """(title_idx, stars) of the latest rating per rated catalog title: the user's current word on it."""
+        m = (self.kinds == RATING) & (self.title_idx >= 0)
+        r_idx, r_stars = self.title_idx[m][::-1], self.stars[m][::-1]  # latest first
+        idx, first = np.unique(r_idx, return_index=True)
+        return frozen(idx.astype(np.int64)), frozen(r_stars[first].astype(np.float32))
+
+    @cached_property
     def known_titles(self) -> np.ndarray:
         """Distinct catalog indices the user interacted with, most recently interacted with first."""
         idx = self.title_idx[self.title_idx >= 0]

@@ -75,6 +75,18 @@ class FitInput:
     until: int
     world: GlobalState  # the global state as of ``until``
 
+    def stars_on_scale(self, stars: float) -> float:
+        """``stars``, or the best title's mean rating by ``until`` when the data's scale stops below it.
+
+        Implicit feedback exported as ratings (every rating 1) would otherwise fall below any
+        threshold on stars; on a 0.5-5 scale some title's ratings average 5 and ``stars`` holds.
+        """
+        w = self.world
+        rated = w.rating_count > 0
+        if not rated.any():
+            return float(stars)
+        return float(min(stars, float((w.rating_sum[rated] / w.rating_count[rated]).max())))
+
 
 @dataclass(frozen=True, eq=False)
 class RankRequest:

@@ -101,6 +101,9 @@ class PersonalizedConfig(RankerConfig):
     popularity_half_life_days: float = Field(default=180.0, gt=0.0)
     genre_pool: int = Field(default=1000, ge=10, description="top titles filtered into genre rows")
     min_genre_titles: int = Field(default=10, ge=1, description="shortest genre row worth proposing")
+    genre_min_stars: float = Field(
+        default=3.0, ge=0.0, description="a title the user last rated below this adds nothing to their genre rows' genres (0: every title counts)",
+    )
     favourite_genres: bool = Field(
         default=True,
         description="rows of the genres a user stated (profile) where their history gives none: every row of a user without history, the spare genre rows of one with little",
@@ -120,7 +123,7 @@ class PersonalizedRanker(Ranker):
     needs = frozenset({StateNeed.HISTORY, StateNeed.PROFILE})
     artifact_version = 1
     # bundles from before each feature serve as measured
-    old_artifact_config: ClassVar[dict[str, Any]] = {"favourite_genres": False, "popular_genres": False}
+    old_artifact_config: ClassVar[dict[str, Any]] = {"favourite_genres": False, "popular_genres": False, "genre_min_stars": 0.0}
     config: PersonalizedConfig
 
     # ------------------------------------------------------------------ fit
@@ -142,6 +145,7 @@ class PersonalizedRanker(Ranker):
         age_days = (int(data.until) - ts).astype(np.float64) / 86_400.0
         pop = np.log1p(np.bincount(title_idx, weights=np.exp2(-age_days / c.popularity_half_life_days), minlength=n_titles))
         self.prior_ = (pop / max(pop.max(initial=0.0), 1e-12)).astype(np.float32)
+        self.genre_stars_ = data.stars_on_scale(c.genre_min_stars)
         self._reset_caches()
         return self
 
@@ -263,12 +267,18 @@ class PersonalizedRanker(Ranker):
             more = pool[: j * cols + c.row_length]
             if more.size > j * cols:
                 out.append(self._row(request.catalog, f"more_picks:{j}", "More picks for you", more, scores, RowReason(kind="top_picks")))
-        history = self._top_genres(request.catalog, items[items < n], w[items < n], c.max_rows - len(out))
+        liked = w * ~np.isin(items, self.rated_down(user))  # a title rated low makes none of its genres "for you"
+        history = self._top_genres(request.catalog, items[items < n], liked[items < n], c.max_rows - len(out))
         out += self._genre_rows(request.catalog, pool, scores, history, c.max_rows - len(out))
         if c.favourite_genres:  # slots the history leaves free go to the genres the user said they like
             stated = [g for g in favourite_genre_indices(request.catalog, user.favourite_genres) if g not in history]
             out += self._genre_rows(request.catalog, pool, scores, stated, c.max_rows - len(out))
         return out
+
+    def rated_down(self, user: UserState) -> np.ndarray:
+        """Catalog indices the user last rated below ``genre_min_stars`` (on the data's scale; none when it is 0)."""
+        idx, stars = user.latest_stars
+        return idx[stars < self.genre_stars_]
 
     def _new_user_rows(self, request: RankRequest) -> list[CandidateRow]:
         """For a user without history: per stated favourite genre, or else per popular genre, its most popular titles.
@@ -352,11 +362,13 @@ class PersonalizedRanker(Ranker):
             "item_indptr": m.indptr.astype(np.int64),
             "item_indices": m.indices.astype(np.int32),
             "item_data": m.data.astype(np.float32),
+            "genre_stars": np.array([self.genre_stars_], np.float64),
         }
 
     def restore(self, arrays: dict[str, np.ndarray]) -> None:
         self.item_factors_ = np.ascontiguousarray(arrays["item_factors"], np.float32)
         self.prior_ = np.asarray(arrays["prior"], np.float32)
+        self.genre_stars_ = float(arrays["genre_stars"][0]) if "genre_stars" in arrays else self.config.genre_min_stars
         n = self.prior_.shape[0]
         self.item_model_ = sp.csr_matrix(
             (arrays["item_data"], arrays["item_indices"], arrays["item_indptr"]), shape=(n, n)

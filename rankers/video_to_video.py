@@ -113,7 +113,7 @@ class VideoToVideoRanker(Ranker):
             return np.concatenate([dr, r[out]]), np.concatenate([pool_idx[dc], c[out]]), np.concatenate([dv, cf[out]])
 
         self.neighbours_, self.neighbour_scores_ = neighbours(n, cfg.n_neighbours, block_candidates, cfg.block_size, on_block, threads=cfg.fit_threads)
-        self.anchor_stars_ = anchor_stars(data, cfg.min_stars)
+        self.anchor_stars_ = data.stars_on_scale(cfg.min_stars)
         self._compile_anchor_pass()
         return self
 
@@ -145,7 +145,8 @@ class VideoToVideoRanker(Ranker):
         idx, ts, kinds = user.title_idx[known], user.ts[known], user.kinds[known]
         stars, prog = user.stars[known], user.progress[known]
         strong = ((kinds == RATING) & (stars >= self.anchor_stars_)) | ((kinds == PLAY) & (prog >= cfg.min_progress))
-        strong &= ~np.isin(idx, self._rated_down(idx, kinds, stars))
+        rated, last = user.latest_stars  # the latest rating decides: a title rated 5, then 1, is no anchor
+        strong &= ~np.isin(idx, rated[last < self.anchor_stars_])
         if not strong.any():
             return np.zeros(0, np.int64), np.zeros(0, np.float64)
         engagement = np.where(kinds == RATING, stars / 5.0, prog).astype(np.float64)
@@ -159,17 +160,6 @@ class VideoToVideoRanker(Ranker):
         score = engagement * (0.25 + 0.75 * np.exp2(-age / (cfg.anchor_half_life_days * DAY)))
         order = np.lexsort((-ts, -score))  # equal scores: the more recent first
         return idx[order], score[order]
-
-    def _rated_down(self, idx: np.ndarray, kinds: np.ndarray, stars: np.ndarray) -> np.ndarray:
-        """Catalog indices whose latest rating is below the anchor threshold.
-
-        The user's latest word on a title overrides a strong event: a title rated 5 and later
-        1, or watched to the end and rated 1, is no "Because you watched" anchor.
-        """
-        rated = kinds == RATING
-        r_idx, r_stars = idx[rated][::-1], stars[rated][::-1]  # latest first
-        titles, first = np.unique(r_idx, return_index=True)
-        return titles[r_stars[first] < self.anchor_stars_]
 
     def choose_anchors(self, user: UserState) -> list[tuple[int, float]]:
         """Up to ``max_rows`` anchors, best first, none a near duplicate of one chosen before.
@@ -232,19 +222,6 @@ class VideoToVideoRanker(Ranker):
                 )
             )
         return out
-
-
-def anchor_stars(data: FitInput, min_stars: float) -> float:
-    """``min_stars``, or the best title's mean rating by ``until`` when the data's scale stops below it.
-
-    Implicit feedback exported as ratings (every rating 1) would otherwise give no anchor at all;
-    on a 0.5-5 scale some title's ratings average 5 and the threshold stays ``min_stars``.
-    """
-    w = data.world
-    rated = w.rating_count > 0
-    if not rated.any():
-        return float(min_stars)
-    return float(min(min_stars, float((w.rating_sum[rated] / w.rating_count[rated]).max())))
 
 
 @numba.njit(cache=True, nogil=True)

@@ -227,6 +227,54 @@ def test_an_artifact_saved_before_the_switch_keeps_serving_without_it(tmp_path: 
     assert old.config.favourite_genres is False and old.config.popular_genres is False
 
 
+def with_ratings(user: UserState, rated: list[tuple[int, float]], catalog: Catalog, t0: int) -> UserState:
+    """The user after rating ``rated`` ((title id, stars), in that order; no refit)."""
+    n = len(rated)
+    ids = np.asarray([t for t, _ in rated], np.int64)
+    return dataclasses.replace(
+        user, as_of=t0 + n,
+        title_ids=frozen(np.concatenate([user.title_ids, ids])),
+        title_idx=frozen(np.concatenate([user.title_idx, catalog.index_of(ids)])),
+        ts=frozen(np.concatenate([user.ts, t0 + np.arange(1, n + 1)])),
+        kinds=frozen(np.concatenate([user.kinds, np.ones(n, np.int8)])),
+        stars=frozen(np.concatenate([user.stars, np.asarray([s for _, s in rated], np.float32)])),
+        progress=frozen(np.concatenate([user.progress, np.full(n, np.nan, np.float32)])),
+    )
+
+
+def test_titles_the_user_rated_low_make_no_genre_row_for_them() -> None:
+    """A comedy fan who rated three horror titles 1 star gets no "Horror films for you"; the last rating counts."""
+    r, catalog, log, until = fitted({"max_rows": 6})
+    fan = log.user_state(0, until)
+    assert "personalized:genre:Horror" not in [row.row_id for row in r.rows(request(fan, catalog, log, until))]
+    hated = with_ratings(fan, [(130, 1.0), (131, 1.0), (132, 1.5)], catalog, until)
+    assert "personalized:genre:Horror" not in [row.row_id for row in r.rows(request(hated, catalog, log, until + 3))]
+    came_round = with_ratings(hated, [(130, 4.5), (131, 4.0)], catalog, until + 3)  # re-rated: they like two now
+    assert "personalized:genre:Horror" in [row.row_id for row in r.rows(request(came_round, catalog, log, until + 5))]
+    off = fitted({"max_rows": 6, "genre_min_stars": 0.0})[0]  # 0: every title counts, as before
+    assert "personalized:genre:Horror" in [row.row_id for row in off.rows(request(hated, catalog, log, until + 3))]
+
+
+def test_genre_threshold_follows_the_datas_scale_and_old_artifacts_keep_every_title(tmp_path: Path) -> None:
+    """Implicit feedback exported as ratings of 1 keeps its genre rows; a bundle from before the field counts every title."""
+    import json
+
+    catalog, log, until = two_taste_world()
+    ones = log.global_state(until)
+    ones = dataclasses.replace(ones, rating_sum=ones.rating_count.astype(ones.rating_sum.dtype))  # every rating 1
+    assert PersonalizedRanker(SMALL).fit(FitInput(log, catalog, until, ones)).genre_stars_ == 1.0
+    r, *_ = fitted()
+    assert r.genre_stars_ == 3.0 and PersonalizedRanker.load(r.save(tmp_path / "new")).genre_stars_ == 3.0
+    d = r.save(tmp_path / "old")
+    manifest = json.loads((d / "manifest.json").read_text())
+    del manifest["config"]["genre_min_stars"]  # as the code before the field wrote it
+    (d / "manifest.json").write_text(json.dumps(manifest))
+    arrays = dict(np.load(d / "arrays.npz"))
+    del arrays["genre_stars"]
+    np.savez(d / "arrays.npz", **arrays)
+    assert PersonalizedRanker.load(d).genre_stars_ == 0.0
+
+
 def test_the_event_log_carries_the_users_tables_favourites() -> None:
     catalog, log, until = two_taste_world()
     ev = pd.DataFrame([(0, 100, 1, 5, 4.0)], columns=["user_id", "title_id", "kind", "ts", "stars"])

@@ -90,6 +90,7 @@ class SparkFitter:
         ranker.item_model_ = prune_rows(b, items, n_titles, ranker.kept_per_title(items.size), keep_negative=c.keep_negative)
         pop = np.log1p(self.stats.popularity_prior(data.until, c.popularity_half_life_days))
         ranker.prior_ = (pop / max(pop.max(initial=0.0), 1e-12)).astype(np.float32)
+        ranker.genre_stars_ = data.stars_on_scale(c.genre_min_stars)
         ranker._reset_caches()  # as its own fit ends: every cache (fold-in, new users' pool, last scores) empty
 
     def fit_page_model(
