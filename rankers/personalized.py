@@ -271,8 +271,9 @@ class PersonalizedRanker(Ranker):
         history = self._top_genres(request.catalog, items[items < n], liked[items < n], c.max_rows - len(out))
         out += self._genre_rows(request.catalog, pool, scores, history, c.max_rows - len(out))
         if c.favourite_genres:  # slots the history leaves free go to the genres the user said they like
-            stated = [g for g in favourite_genre_indices(request.catalog, user.favourite_genres) if g not in history]
-            out += self._genre_rows(request.catalog, pool, scores, stated, c.max_rows - len(out))
+            made = {row.reason.genre for row in out}  # a history genre too short for a row still counts as stated
+            stated = [g for g in favourite_genre_indices(request.catalog, user.favourite_genres) if request.catalog.genres[g] not in made]
+            out += self._genre_rows(request.catalog, pool, scores, stated, c.max_rows - len(out), beyond_pool=True)
         return out
 
     def rated_down(self, user: UserState) -> np.ndarray:
@@ -298,7 +299,7 @@ class PersonalizedRanker(Ranker):
         _, pool, popular = self._prior_top
         stated = favourite_genre_indices(catalog, request.user.favourite_genres) if c.favourite_genres else []
         if stated:
-            return self._genre_rows(catalog, pool, self.prior_[:n], stated, c.max_rows)
+            return self._genre_rows(catalog, pool, self.prior_[:n], stated, c.max_rows, beyond_pool=True)
         if c.popular_genres:
             return self._genre_rows(catalog, pool, self.prior_[:n], popular, c.max_rows, title=popular_genre_row_title)
         return []
@@ -313,17 +314,25 @@ class PersonalizedRanker(Ranker):
 
     def _genre_rows(
         self, catalog: Catalog, pool: np.ndarray, scores: np.ndarray, genres: list[int], limit: int,
-        title: Callable[[str], str] = genre_row_title,
+        title: Callable[[str], str] = genre_row_title, beyond_pool: bool = False,
     ) -> list[CandidateRow]:
-        """Up to ``limit`` "<Genre> for you" rows: ``pool`` (best first) filtered by each genre in turn, long enough ones only."""
+        """Up to ``limit`` "<Genre> for you" rows: ``pool`` (best first) filtered by each genre in turn, long enough ones only.
+
+        ``beyond_pool`` (genres the user stated): a genre the pool holds too few titles of is
+        filled from the whole catalog by the same scores, so a stated favourite of a niche genre
+        (Film-Noir: 7 of ml-latest-small's 1,000 most popular titles) still gets its row.
+        """
         c = self.config
         out: list[CandidateRow] = []
         if limit <= 0 or not genres:
             return out
         in_genres = catalog.genre_matrix[pool][:, genres].T  # one gather for all rows
+        shortest = min(c.min_genre_titles, c.row_length)
         for j, g in enumerate(genres):
             in_genre = pool[in_genres[j]][: c.row_length]
-            if in_genre.size >= min(c.min_genre_titles, c.row_length):
+            if in_genre.size < shortest and beyond_pool:
+                in_genre = _top(np.where(catalog.genre_matrix[: scores.size, g], scores, -np.inf), c.row_length)
+            if in_genre.size >= shortest:
                 genre = catalog.genres[g]
                 out.append(self._row(catalog, f"genre:{genre}", title(genre), in_genre, scores, RowReason(kind="genre", genre=genre)))
                 if len(out) == limit:

@@ -195,6 +195,27 @@ def test_a_user_without_history_gets_rows_of_the_genres_they_stated() -> None:
     assert [(row.row_id, row.display_title) for row in both] == [(row.row_id, row.display_title) for row in rows]
 
 
+def test_a_stated_niche_genre_gets_its_row_from_beyond_the_pool() -> None:
+    """A stated genre with too few titles among the ``genre_pool`` best (Film-Noir on ml-latest-small) is filled from the
+    whole catalog by the same scores, for a new user and in a known user's spare slots; history's genres are not."""
+    r, catalog, log, until = fitted({"genre_pool": 10, "min_genre_titles": 8, "max_rows": 4})
+    drama = catalog.genre_matrix[:, catalog.genre_index["Drama"]]
+    assert drama[np.argsort(-r.prior_, kind="stable")[:10]].sum() < 8 <= drama.sum()  # too few dramas in the pool
+    cold = UserState.empty(999, until, favourite_genres=("Drama",))
+    (row,) = r.rows(request(cold, catalog, log, until))
+    idx = catalog.index_of(row.title_ids)
+    assert row.row_id == "personalized:genre:Drama" and len(row) == 10 and drama[idx].all()
+    assert np.array_equal(row.scores, np.sort(r.prior_[drama])[::-1][:10])  # the genre's most popular, in order
+    fan = log.user_state(0, until)  # a comedy fan: a third of their titles are dramas too, too few in the pool for a row
+    assert "personalized:genre:Drama" not in [row.row_id for row in r.rows(request(fan, catalog, log, until))]
+    for genre in ("Drama", "Horror"):  # stated: Drama as well as a genre history lacks
+        stated = dataclasses.replace(fan, favourite_genres=(genre,))
+        got = {row.row_id: row for row in r.rows(request(stated, catalog, log, until))}[f"personalized:genre:{genre}"]
+        column = catalog.genre_matrix[:, catalog.genre_index[genre]]
+        assert column[catalog.index_of(got.title_ids)].all() and not np.isin(got.title_ids, fan.title_ids).any()
+        assert len(got) >= 8 and np.all(np.diff(got.scores) <= 0)
+
+
 def test_stated_genres_fill_only_the_genre_rows_history_leaves_free() -> None:
     r, catalog, log, until = fitted({"max_rows": 4})
     comedy_fan = log.user_state(0, until)
