@@ -34,6 +34,11 @@ from homepage.state import GlobalState, UserState
 ROW_ID = re.compile(r"^[A-Za-z0-9_.:@-]{1,128}$")
 
 
+def safe_id(text: str) -> str:
+    """``text`` with every character a row id may not hold (see ``ROW_ID``) replaced by ``_``: for data in row ids."""
+    return re.sub(r"[^A-Za-z0-9_.:@-]", "_", text)
+
+
 class StateNeed(StrEnum):
     """Parts of the state a ranker reads, declared for its readers and the conformance suite.
 

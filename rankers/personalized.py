@@ -29,7 +29,7 @@ from pydantic import Field
 from homepage.catalog import Catalog
 from homepage.domain import CandidateRow, RowReason
 from homepage.state import UserState
-from rankers.base import FitInput, Ranker, RankerConfig, RankRequest, StateNeed
+from rankers.base import FitInput, Ranker, RankerConfig, RankRequest, StateNeed, safe_id
 from rankers.factorization import (
     FoldIn,
     dense_scores,
@@ -334,7 +334,7 @@ class PersonalizedRanker(Ranker):
                 in_genre = _top(np.where(catalog.genre_matrix[: scores.size, g], scores, -np.inf), c.row_length)
             if in_genre.size >= shortest:
                 genre = catalog.genres[g]
-                out.append(self._row(catalog, f"genre:{genre}", title(genre), in_genre, scores, RowReason(kind="genre", genre=genre)))
+                out.append(self._row(catalog, f"genre:{safe_id(genre)}", title(genre), in_genre, scores, RowReason(kind="genre", genre=genre)))
                 if len(out) == limit:
                     break
         return out

@@ -9,7 +9,6 @@ and cached for as long as that ``GlobalState`` object lives, so a request only f
 
 from __future__ import annotations
 
-import re
 import weakref
 from collections.abc import Callable
 
@@ -20,7 +19,7 @@ from pydantic import Field
 
 from homepage.domain import CandidateRow, RowReason
 from homepage.state import GlobalState, UserState
-from rankers.base import RankerConfig, Ranker, RankRequest, StateNeed
+from rankers.base import RankerConfig, Ranker, RankRequest, StateNeed, safe_id
 from rankers.similarity import mean_of, not_in, top_k
 
 
@@ -103,11 +102,6 @@ class PopularityRows:
                 return top_k(full, k, exclude=seen)
             idx, sc = idx[keep], sc[keep]
         return idx[:k], sc[:k]
-
-
-def safe_id(text: str) -> str:
-    """``text`` with every character a row id may not hold (see ``Event.row_id``) replaced by ``_``."""
-    return re.sub(r"[^A-Za-z0-9_.:@-]", "_", text)
 
 
 def user_region(request: RankRequest) -> str | None:

@@ -169,6 +169,27 @@ def test_a_user_without_history_gets_rows_of_the_most_popular_genres() -> None:
     assert fitted({"popular_genres": False})[0].rows(request(cold, catalog, log, until)) == []
 
 
+def test_a_genre_named_with_spaces_or_quotes_gets_a_row_id_the_events_api_takes() -> None:
+    """A MovieLens-format catalog may name a genre "Science Fiction" or "Children's": its row id held the name as it
+    was, and the page builder drops a row whose id the events API refuses (its plays could never be credited)."""
+    from rankers.base import row_problem
+
+    catalog, log, until = two_taste_world()
+    names = {"Comedy": "Children's", "Horror": "Science Fiction", "Drama": "Drama"}
+    titles = pd.DataFrame({"title_id": catalog.title_ids, "name": [f"t{i}" for i in range(N_TITLES)], "year": 2000,
+                           "genres": [[names[g] for g in catalog.genres if catalog.genre_matrix[i, catalog.genre_index[g]]]
+                                      for i in range(N_TITLES)]})
+    renamed = Catalog.from_frames(titles)
+    r = PersonalizedRanker(SMALL)
+    r.fit(FitInput(log=log, catalog=renamed, until=until, world=log.global_state(until)))
+    cold = UserState.empty(999, until)
+    rows = r.rows(RankRequest(cold, log.global_state(until), renamed, RequestContext(user_id=999, now=until)))
+    assert {row.reason.genre for row in rows} == set(names.values())
+    assert all(row_problem(row) is None for row in rows), [row.row_id for row in rows]
+    assert len({row.row_id for row in rows}) == len(rows)
+    assert "personalized:genre:Science_Fiction" in {row.row_id for row in rows}
+
+
 def test_cold_user_scores_exist() -> None:
     r, catalog, log, until = fitted()
     cold = UserState.empty(999, until)
