@@ -453,3 +453,31 @@ def test_deployments_sharing_a_models_dir_keep_each_others_bundle_and_last_good(
         keys = list(store.client.scan_iter(match=f"{other.keys.prefix}:*", count=1000))
         for i in range(0, len(keys), 500):
             store.client.unlink(*keys[i : i + 500])
+
+
+def test_world_counters_lost_from_redis_keep_the_world_read_before_and_say_so(store: RedisStore, serving_bundle: Path, tmp_path: Path) -> None:
+    """The active version's trending and popularity hashes evicted (a maxmemory-policy other than noeviction), then an
+    event writing one title into them again: re-read, the world was all but zeros, and a new user's page and the fallback
+    came out empty while ``/health/ready`` said ready. Now the refresh keeps the world it read before, and names what was lost."""
+    from homepage.domain import Event
+
+    publish_dataset(store, WORLD_SMALL, models=serving_bundle)
+    svc = PageService(store, ServiceConfig(models_dir=tmp_path, world_refresh_seconds=1e-6))
+    try:
+        assert svc.refresh() and svc.ready
+        held = svc.loaded
+        assert held is not None and held.world.counts.sum() > 0
+        v = held.store_version
+        for key in (store.keys.glob(v, "counts"), store.keys.glob(v, "decayed"), *[store.keys.region(v, r, "decayed") for r in held.world.region_counts]):
+            store.client.delete(key)
+        title = int(held.models.catalog.title_ids[0])
+        store.append_events([Event(user_id=10**6, title_id=title, kind="play", ts=held.world.as_of, progress=1.0)], held.models.catalog)
+        assert not svc.refresh() and not svc.ready
+        assert "world counters lost" in (svc.last_error or "") and "counts (1 of " in (svc.last_error or "")
+        assert svc.loaded is not None and svc.loaded.world is held.world  # what it read before, not zeros
+        page = svc.fallback(10**6 + 1, PageParams(rows=3, cols=5), svc.now(), "test")
+        assert page.rows_by_ranker  # the fallback still has its popular rows
+        publish_dataset(store, WORLD_SMALL, models=serving_bundle)  # the operator's fix: a publish writes them again
+        assert svc.refresh() and svc.ready and svc.loaded.store_version != v
+    finally:
+        svc.close()

@@ -57,6 +57,7 @@ from the global slot every few seconds and the pointer and metadata from the con
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Mapping
 from dataclasses import MISSING, dataclass, fields
@@ -253,9 +254,24 @@ class VersionMeta:
     bundle_version: str | None = None
     source: str | None = None
     late_epoch: int | None = None  # the late decayed sums' epoch (``homepage.decay``); None: none (an old record reads as ``late_epoch_of``)
+    # the world counter hashes publish wrote, as (region or None, name, titles in it): events only add titles to them,
+    # so a hash holding fewer was lost (evicted) since; None for records written before 2026-12-07
+    world_fields: tuple[tuple[str | None, str, int], ...] | None = None
 
     def to_redis(self) -> dict[str, str]:
-        return {f.name: str(getattr(self, f.name)) for f in fields(self) if getattr(self, f.name) is not None}
+        out = {f.name: str(getattr(self, f.name)) for f in fields(self) if getattr(self, f.name) is not None}
+        if self.world_fields is not None:
+            out["world_fields"] = json.dumps([list(w) for w in self.world_fields])
+        return out
+
+    def world_lost(self, held: Mapping[tuple[str | None, str], int]) -> list[str]:
+        """The world hashes publish wrote that hold fewer titles now than then (``held``: (region or None, name) -> titles)."""
+        lost = []
+        for region, name, n in self.world_fields or ():
+            if held.get((region, name), 0) < n:
+                where = f"region {region!r} {name}" if region is not None else name
+                lost.append(f"{where} ({held.get((region, name), 0):,} of {n:,} titles)")
+        return lost
 
     @classmethod
     def from_redis(cls, raw: Mapping[bytes, bytes]) -> VersionMeta:
@@ -276,6 +292,7 @@ class VersionMeta:
             bundle_version=d.get("bundle_version"),
             source=d.get("source"),
             late_epoch=int(d["late_epoch"]) if "late_epoch" in d else late_epoch_of(int(d["as_of"]), float(d["created"])),
+            world_fields=tuple((r, str(name), int(n)) for r, name, n in json.loads(d["world_fields"])) if "world_fields" in d else None,
         )
 
 

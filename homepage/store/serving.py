@@ -12,7 +12,7 @@ from homepage import decay
 from homepage.catalog import Catalog
 from homepage.state import GlobalState, UserState, frozen
 from homepage.store.base import DELETE_BATCH, SCAN_COUNT, StoreBase
-from homepage.store.errors import NotPublished, guarded
+from homepage.store.errors import NotPublished, StoreError, guarded
 from homepage.store.records import ReadState, as_served, decode_profile, dense, user_of_key, user_state
 from homepage.store.scripts import CACHE_PAGE, PATCH_PROFILE
 from homepage.stream_ids import stream_id_key
@@ -51,6 +51,15 @@ class PageReads(StoreBase):
             for name in ("counts", "decayed", "decayed_late"):
                 pipe.hgetall(k.region(v, r, name))
         per_region = pipe.execute() if regions else []
+        held = {(None, "counts"): len(counts), (None, "decayed"): len(dec), (None, "rating_sum"): len(rsum), (None, "rating_count"): len(rcount)}
+        held |= {(r, name): len(per_region[3 * i + j]) for i, r in enumerate(regions) for j, name in enumerate(("counts", "decayed"))}
+        if lost := m.world_lost(held):
+            # zeros in their place would serve empty trending, top-N and fallback rows, and report ready
+            raise StoreError(
+                f"version {v!r}: world counters lost from Redis since the publish: {', '.join(lost[:6])}"
+                f"{f' and {len(lost) - 6} more' if len(lost) > 6 else ''} "
+                "(evicted under a maxmemory-policy other than noeviction?); publish again"
+            )
         scale = decay.read_scale(now, m.epoch, m.half_life)
 
         def decayed(raw: Mapping[bytes, bytes], raw_late: Mapping[bytes, bytes]) -> np.ndarray:

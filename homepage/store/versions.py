@@ -75,6 +75,7 @@ class VersionWrites(EventWrites):
             raise StoreError(f"version {version!r}: already exists under prefix {k.prefix!r}")
         t = int(world.as_of)
         created = time.time()
+        hashes = _world_hashes(world)
         meta = VersionMeta(
             version=version,
             state="writing",
@@ -87,6 +88,7 @@ class VersionWrites(EventWrites):
             bundle_version=bundle_version,
             source=source,
             late_epoch=late_epoch_of(t, created),  # events on the wall clock, years after an old dataset's time
+            world_fields=tuple((r, name, int(np.count_nonzero(values))) for (r, name), values in hashes.items()),
         )
         pipe = self.client.pipeline(transaction=False)
         # names this events stream: a Redis restarted empty gets a new one at the publish it needs, so merge-events
@@ -127,7 +129,7 @@ class VersionWrites(EventWrites):
 
             # every write renews the lease: a gc takes a version whose lease ran out for an abandoned one
             pipe.set(k.lease(version), b"1", ex=s.publish_lease_seconds)
-            self._write_world(pipe, version, log, catalog, world)
+            self._write_world(pipe, version, log, catalog, world, hashes)
             if bundle_dir is not None:
                 for rel, data in _bundle_files(Path(bundle_dir)):
                     if only_files is not None and rel not in only_files:
@@ -186,23 +188,14 @@ class VersionWrites(EventWrites):
             pipe.srem(k.users(version), str(u))
         pipe.execute()
 
-    def _write_world(self, pipe: Any, v: str, log: Any, catalog: Catalog, world: GlobalState) -> None:
+    def _write_world(
+        self, pipe: Any, v: str, log: Any, catalog: Catalog, world: GlobalState, hashes: Mapping[tuple[str | None, str], np.ndarray]
+    ) -> None:
         k = self.keys
-        # epoch == as_of, so the stored log-time sums are the decayed counts themselves
-        stored = decay.to_stored(world.decayed, world.as_of, world.as_of, world.half_life)
-        for name, values in (
-            ("counts", world.counts),
-            ("decayed", stored),
-            ("rating_sum", world.rating_sum),
-            ("rating_count", world.rating_count),
-        ):
-            if values.any():
-                pipe.hset(k.glob(v, name), mapping=sparse(catalog, values))
-        for r, c in world.region_counts.items():
+        for r in world.region_counts:
             pipe.sadd(k.regions(v), r)
-            if c.any():
-                pipe.hset(k.region(v, r, "counts"), mapping=sparse(catalog, c))
-                pipe.hset(k.region(v, r, "decayed"), mapping=sparse(catalog, world.region_decayed[r]))
+        for (r, name), values in hashes.items():
+            pipe.hset(k.glob(v, name) if r is None else k.region(v, r, name), mapping=sparse(catalog, values))
         n = int(np.searchsorted(log.t_ts, world.as_of, side="right"))
         active_users = log.user_ids[np.unique(log.t_user_pos[:n])]
         for start in range(0, active_users.size, 10_000):
@@ -409,6 +402,21 @@ class VersionWrites(EventWrites):
         for key in self.client.scan_iter(match=self.keys.version_pattern(v), count=SCAN_COUNT):
             pipe.memory_usage(key, samples=0)
         return int(sum(x or 0 for x in pipe.execute()))
+
+
+def _world_hashes(world: GlobalState) -> dict[tuple[str | None, str], np.ndarray]:
+    """The world counter hashes a publish writes, (region or None, name) -> per-title values (their non-zero entries)."""
+    # epoch == as_of, so the stored log-time sums are the decayed counts themselves
+    stored = decay.to_stored(world.decayed, world.as_of, world.as_of, world.half_life)
+    out: dict[tuple[str | None, str], np.ndarray] = {}
+    for name, values in (("counts", world.counts), ("decayed", stored), ("rating_sum", world.rating_sum), ("rating_count", world.rating_count)):
+        if values.any():
+            out[(None, name)] = values
+    for r, c in world.region_counts.items():
+        if c.any():
+            out[(r, "counts")] = c
+            out[(r, "decayed")] = world.region_decayed[r]
+    return out
 
 
 def _holds(out: Path, files: Mapping[str, bytes]) -> bool:
