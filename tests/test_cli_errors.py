@@ -453,3 +453,21 @@ def test_logs_export_with_nothing_served_says_so_and_names_the_prefix(
     code, err = run_cli(monkeypatch, capsys, "logs", "export", "--out", str(out))
     assert_one_line_error(code, err, "no served pages", repr(cli_store.keys.prefix))
     assert "float64" not in err and not out.exists()
+
+
+@pytest.mark.parametrize("redis_backend", BACKENDS, indirect=True)
+def test_versions_lists_the_others_when_one_versions_record_is_lost(cli_store: RedisStore, small: Path, monkeypatch, capsys) -> None:
+    """A listed version whose record Redis lost (evicted, a partial restore) made `homepage versions` one error line
+    and no listing, just when the operator needs to see what is left; now that line says so and the others are listed."""
+    from homepage.cli import main
+
+    old = publish_dataset(cli_store, small).meta.version
+    new = publish_dataset(cli_store, small).meta.version
+    cli_store.client.delete(cli_store.keys.meta(old))
+    monkeypatch.setattr("sys.argv", ["homepage", "versions"])
+    main()
+    out, _ = capsys.readouterr()
+    lines = out.splitlines()
+    assert len(lines) == 2, out
+    assert lines[0].startswith(f"  {old}  record missing from Redis")
+    assert lines[1].startswith(f"* {new}  as of ")

@@ -20,7 +20,7 @@ from homepage.cli.train import parse_time
 from homepage.config import load_config
 from homepage.publish import publish_dataset
 from homepage.settings import SettingsError, get_settings, shown_url
-from homepage.store import RedisStore, StoreRefused, connect
+from homepage.store import RedisStore, StoreError, StoreRefused, StoreUnavailable, connect
 
 
 def store_location() -> str:
@@ -146,9 +146,15 @@ def versions() -> None:
                 highlight=False,
             )
         for v in listed:
-            m = store.meta(v)
-            as_of = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(m.as_of))
             mark = "*" if v == active else " "
+            try:
+                m = store.meta(v)
+            except StoreUnavailable:
+                raise  # an outage: no listing rather than a wrong one
+            except StoreError:  # one version's record gone (evicted, a partial restore): the others are listed all the same
+                typer.echo(f"{mark} {v}  record missing from Redis (evicted, or restored in part?)")
+                continue
+            as_of = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(m.as_of))
             typer.echo(f"{mark} {v}  as of {as_of}  users {m.n_users}  bundle {m.bundle_version or '-'}")
     finally:
         store.close()
