@@ -471,3 +471,15 @@ def test_versions_lists_the_others_when_one_versions_record_is_lost(cli_store: R
     assert len(lines) == 2, out
     assert lines[0].startswith(f"  {old}  record missing from Redis")
     assert lines[1].startswith(f"* {new}  as of ")
+
+
+@pytest.mark.parametrize("redis_backend", BACKENDS, indirect=True)
+def test_rollback_to_a_version_whose_record_is_lost_says_so(cli_store: RedisStore, small: Path, monkeypatch, capsys) -> None:
+    """The version a rollback would restore lost its record (evicted, a partial restore): refused, as before, but saying
+    why instead of only "version V: not found" about a version `homepage versions` lists."""
+    old = publish_dataset(cli_store, small).meta.version
+    new = publish_dataset(cli_store, small).meta.version
+    cli_store.client.delete(cli_store.keys.meta(old))
+    code, err = run_cli(monkeypatch, capsys, "rollback")
+    assert_one_line_error(code, err, f"the version before {new}, {old}, has lost its record in Redis", "publish the dataset again")
+    assert cli_store.active_version() == new

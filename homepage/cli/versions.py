@@ -122,6 +122,11 @@ def check_rollback_target(store: RedisStore) -> None:
     active = store.active_version()
     published = store.versions()
     older = published[: published.index(active)] if active in published else published
+    if older and not store.version_exists(older[-1]):
+        raise HomepageError(
+            f"rollback: the version before {active}, {older[-1]}, has lost its record in Redis (evicted, or restored in part?): "
+            "workers could not load it; publish the dataset again instead"
+        )
     if older:
         return
     where = f"under prefix {store.keys.prefix!r}"
