@@ -259,9 +259,17 @@ def merge_stream_into_dataset(dataset: Path, store: RedisStore, *, accept_gap: b
     store.drain_outboxes()
     entries, tally = store.events_since(after)
     if stream_reset(mark, tally) and not accept_gap:
+        assert mark is not None
+        # another epoch: a new stream; the same one with a smaller tally: the same stream, from before the last merge
+        why = (
+            "under another epoch): Redis was restarted without persistence or flushed"
+            if mark.get("epoch") and mark.get("epoch") != tally.get("epoch")
+            else "under the same epoch): Redis went back in time (restored from a snapshot older than the last merge, "
+            "or a replica behind its primary took over)"
+        )
         raise HomepageError(
             f"{dataset}: the events stream {stream!r} started over since the last merge (it counts {tally['added']:,} entries "
-            f"ever added, {int(mark.get('added', 0)):,} then, under another epoch): Redis was restarted without persistence or flushed, so events "  # type: ignore[union-attr, call-overload]
+            f"ever added, {int(mark.get('added', 0)):,} then, {why}, so events "  # type: ignore[call-overload]
             "acknowledged after the last merge may be lost, and erasures (DELETE /users) taken since then are forgotten; "
             "pass --accept-gap to merge what the stream holds now"
         )

@@ -213,6 +213,21 @@ def test_a_stream_that_started_over_is_refused_unless_accepted(store: RedisStore
     assert merge_stream_into_dataset(ds_dir, store).added == 1  # the mark holds the new epoch: the next merge is plain
 
 
+def test_a_stream_restored_from_an_older_snapshot_is_refused_saying_so(store: RedisStore, tmp_path: Path) -> None:
+    """Redis restored from a snapshot taken before the last merge: the same stream (same epoch), counting fewer entries.
+    The refusal said "under another epoch ... restarted without persistence or flushed", neither of which happened."""
+    ds_dir, catalog, t = _published(store, tmp_path)
+    store.append_events([Event(user_id=1, title_id=10, kind="play", ts=t)], catalog)
+    snapshot = {key: store.client.dump(key) for key in (store.keys.events, store.keys.events_tally)}
+    store.append_events([Event(user_id=1, title_id=10, kind="play", ts=t + 1 + i) for i in range(3)], catalog)
+    assert merge_stream_into_dataset(ds_dir, store).added == 4
+    for key, data in snapshot.items():  # the restore: the stream and its tally as they were
+        store.client.restore(key, 0, data, replace=True)
+    with pytest.raises(HomepageError, match=r"started over since the last merge .*under the same epoch\): Redis went back in time") as e:
+        merge_stream_into_dataset(ds_dir, store)
+    assert "another epoch" not in str(e.value) and "flushed" not in str(e.value)
+
+
 def test_a_mark_from_before_epochs_is_checked_by_its_counts() -> None:
     assert stream_reset({"added": 5, "erased": 0}, {"added": 3, "erased": 0, "epoch": "e2"})
     assert not stream_reset({"added": 5, "erased": 0}, {"added": 9, "erased": 0, "epoch": "e2"})
