@@ -210,6 +210,8 @@ class PageService:
                 held is None or held.store_version == version or self.store.version_exists(held.store_version)
             )
             if version is None:
+                if self.loaded is None:  # started after Redis came back empty: popular rows, as the workers running then keep
+                    self._serve_last_good("Redis holds no published version at start-up", "a publish")
                 raise StoreError("no published version: run `homepage publish`")
             self.store.sweep_served_after_erasures()  # pages logged late, after their user's erasure
             self._forget_in_models(self.store.recently_erased())  # an erasure another worker took
@@ -380,11 +382,13 @@ class PageService:
         """Which store's versions these are (server and key prefix): another deployment's on a shared disk are not ours."""
         return self.store.store_id
 
-    def _serve_last_good(self) -> None:
-        """Redis is down and nothing is loaded: the last version served from this models directory, for the fallback page.
+    def _serve_last_good(self, why: str = "Redis unavailable at start-up", until: str = "it answers") -> None:
+        """Redis is down, or holds no published version, and nothing is loaded: the last version served from this
+        models directory, for the fallback page.
 
-        Pages stay degraded (every read fails) but hold popular rows instead of none; once Redis
-        answers, the next refresh reads its state, and a different active version replaces this one.
+        Pages stay degraded (every read fails, or the version is not in Redis) but hold popular rows
+        instead of none; once Redis answers with a version, the next refresh reads its state, and a
+        different active version replaces this one.
         """
         if self._tried_last_good:
             return
@@ -406,11 +410,11 @@ class PageService:
                 from_disk=True,
             )
         except Exception as e:  # a damaged bundle on disk: empty fallback pages, as without one
-            log.warning("Redis unavailable at start-up, and the last served version %s does not load: %s", last.store_version, e)
+            log.warning("%s, and the last served version %s does not load: %s", why, last.store_version, e)
             return
         self.loaded = loaded
         _freeze_heap()
-        log.warning("Redis unavailable at start-up: fallback pages from version %s (kept on disk) until it answers", last.store_version)
+        log.warning("%s: fallback pages from version %s (kept on disk) until %s", why, last.store_version, until)
 
     async def refresh_forever(self) -> None:
         """The lifespan's background task: refresh every ``refresh_seconds`` (sooner while unhealthy)."""

@@ -481,3 +481,32 @@ def test_world_counters_lost_from_redis_keep_the_world_read_before_and_say_so(st
         assert svc.refresh() and svc.ready and svc.loaded.store_version != v
     finally:
         svc.close()
+
+
+def test_a_worker_started_after_redis_came_back_empty_serves_the_last_version_it_kept(store: RedisStore, serving_bundle: Path, tmp_path: Path) -> None:
+    """Redis restarted without persistence (or flushed) and a worker (re)started before the publish: the workers running
+    then kept their popular rows, but it served empty pages, although the last version this models directory served was
+    on disk for just that (as for a worker started while Redis is down). Now it serves those rows, degraded."""
+    import asyncio
+
+    publish_dataset(store, WORLD_SMALL, models=serving_bundle)
+    first = PageService(store, ServiceConfig(models_dir=tmp_path, world_refresh_seconds=3600))
+    try:
+        assert first.refresh()  # puts the version live, and keeps it on disk as last-good
+        served = first.loaded
+        assert served is not None
+    finally:
+        first.close()
+    for key in list(store.client.scan_iter(match=f"{store.keys.prefix}:*")):  # what a restart without persistence leaves
+        store.client.delete(key)
+    svc = PageService(store, ServiceConfig(models_dir=tmp_path, world_refresh_seconds=3600))
+    try:
+        assert not svc.refresh() and not svc.ready and "no published version" in (svc.last_error or "")
+        assert svc.loaded is not None and svc.loaded.store_version == served.store_version and svc.loaded.from_disk
+        page = asyncio.run(svc.page(12, PageParams(rows=3, cols=5)))
+        assert page.degraded and page.reason == "not_published" and page.rows_by_ranker  # popular rows, not an empty page
+        new = publish_dataset(store, WORLD_SMALL, models=serving_bundle).meta.version
+        assert svc.refresh() and svc.ready and svc.loaded.store_version == new and not svc.loaded.from_disk
+        assert not asyncio.run(svc.page(12, PageParams(rows=3, cols=5))).degraded
+    finally:
+        svc.close()
