@@ -608,6 +608,19 @@ def test_bundle_files_round_trip(store: RedisStore, world: World, tmp_path: Path
             assert (out / p.relative_to(bundle)).read_bytes() == p.read_bytes()
 
 
+def test_a_bundle_gone_from_redis_is_not_reported_as_never_published(store: RedisStore, world: World, tmp_path: Path) -> None:
+    """The bundle hash evicted (a maxmemory-policy other than noeviction): a worker putting the version live said it
+    was published without a model, which sends the operator looking at the publish instead of at Redis."""
+    bundle = tmp_path / "bundle"
+    bundle.mkdir()
+    (bundle / "manifest.json").write_text('{"version": "b1"}')
+    world.publish(store, "v1", bundle=bundle)
+    store.client.delete(store.keys.bundle("v1"))
+    with pytest.raises(StoreError, match="its model bundle b1 is gone from Redis") as e:
+        store.materialize_bundle("v1", tmp_path / "out")
+    assert "no model bundle was published" not in str(e.value)
+
+
 def test_store_unavailable_when_nothing_listens(world: World) -> None:
     down = RedisStore.from_url("redis://127.0.0.1:1/0", "x")
     with pytest.raises(StoreUnavailable, match="redis unavailable"):

@@ -246,9 +246,15 @@ class VersionWrites(EventWrites):
         """
         v = self._resolve(version)
         files = self.bundle_files(v)
+        name = self.meta(v).bundle_version
+        if not files and name is not None:  # published with one: the hash went since
+            raise StoreError(
+                f"version {v!r}: its model bundle {name} is gone from Redis (evicted under a maxmemory-policy other than "
+                "noeviction?); publish again"
+            )
         if not files:
             raise StoreError(f"version {v!r}: no model bundle was published with it")
-        name = self.meta(v).bundle_version or v
+        name = name or v
         out = Path(dest_dir) / f"{UNPACKED_PREFIX}{name}-{store_tag(self.store_id)}"
         for rel in files:
             if ".." in Path(rel).parts or Path(rel).is_absolute():
