@@ -280,6 +280,7 @@ class PageService:
             self._answered(error)  # Redis answered (e.g. back empty after a restart): that outage is over
             if loading is not None:
                 self._remember_bad(loading, self.last_error)
+                self._unloadable_at_start(loading)
         except Exception as e:  # a bad bundle must not take the service down
             # which version, and where it is unpacked: "No space left on device" alone names neither
             where = f" putting version {loading} live (unpacked under {self.config.models_dir})" if loading is not None else ""
@@ -287,6 +288,7 @@ class PageService:
             self._answered(f"version {loading}: {type(e).__name__}: {e}" if loading is not None else f"{type(e).__name__}: {e}")
             if loading is not None:
                 self._remember_bad(loading, self.last_error)
+                self._unloadable_at_start(loading)
         self._world_read_at = -float("inf")  # after any failure the next refresh reads the world again
         return False
 
@@ -415,6 +417,12 @@ class PageService:
         self.loaded = loaded
         _freeze_heap()
         log.warning("%s: fallback pages from version %s (kept on disk) until %s", why, last.store_version, until)
+
+    def _unloadable_at_start(self, version: str) -> None:
+        """The active version fails to go live (its bundle or world counters gone from Redis, a bad bundle) and nothing is
+        loaded: the last-good copy's rows rather than empty pages, as workers started before it keep serving theirs."""
+        if self.loaded is None:
+            self._serve_last_good(f"version {version} cannot go live at start-up", "a version goes live")
 
     async def refresh_forever(self) -> None:
         """The lifespan's background task: refresh every ``refresh_seconds`` (sooner while unhealthy)."""

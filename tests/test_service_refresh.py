@@ -510,3 +510,30 @@ def test_a_worker_started_after_redis_came_back_empty_serves_the_last_version_it
         assert not asyncio.run(svc.page(12, PageParams(rows=3, cols=5))).degraded
     finally:
         svc.close()
+
+
+def test_a_worker_started_when_the_active_version_cannot_go_live_serves_the_last_version_it_kept(
+    store: RedisStore, serving_bundle: Path, tmp_path: Path
+) -> None:
+    """The active version's bundle hash evicted, then a worker (re)started: it could not load the version and served
+    empty pages, while the workers started before kept serving it. Now it serves the copy its models directory kept
+    of the last version it put live (here that very version: its users' keys are still in Redis, so pages are personal)."""
+    import asyncio
+
+    v = publish_dataset(store, WORLD_SMALL, models=serving_bundle).meta.version
+    first = PageService(store, ServiceConfig(models_dir=tmp_path, world_refresh_seconds=3600))
+    try:
+        assert first.refresh()
+    finally:
+        first.close()
+    store.client.delete(store.keys.bundle(v))
+    svc = PageService(store, ServiceConfig(models_dir=tmp_path, world_refresh_seconds=3600))
+    try:
+        assert not svc.refresh() and not svc.ready and "is gone from Redis" in (svc.last_error or "")
+        assert svc.loaded is not None and svc.loaded.from_disk and svc.loaded.store_version == v
+        page = asyncio.run(svc.page(12, PageParams(rows=3, cols=5)))
+        assert not page.degraded and page.rows_by_ranker
+        new = publish_dataset(store, WORLD_SMALL, models=serving_bundle).meta.version
+        assert svc.refresh() and svc.ready and svc.loaded.store_version == new and not svc.loaded.from_disk
+    finally:
+        svc.close()
