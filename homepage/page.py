@@ -28,7 +28,7 @@ from homepage.pagebuilder.model import PageModel
 from homepage.pagebuilder.policies import policy as get_policy
 from homepage.pagebuilder.rules import PageRules
 from homepage.state import GlobalState, UserState
-from rankers.base import Ranker, RankRequest, row_problem
+from rankers.base import Ranker, RankRequest, row_id_problem, row_problem
 
 log = logging.getLogger(__name__)
 
@@ -185,6 +185,7 @@ def collect_candidates(
             problem = row_problem(row)
             if problem is None and suffix:
                 row = dataclasses.replace(row, row_id=row.row_id + suffix)
+                problem = row_id_problem(row.row_id)  # "@2" can take a long id past the events API's 128 characters
             if problem is None and row.row_id in owners:
                 owner = owners[row.row_id]
                 problem = f"{row.row_id}: row_id already used by " + (f"ranker {owner}'s row (start it with the ranker's name)" if owner != r.name else "another of its rows")

@@ -34,6 +34,13 @@ from homepage.state import GlobalState, UserState
 ROW_ID = re.compile(r"^[A-Za-z0-9_.:@-]{1,128}$")
 
 
+def row_id_problem(row_id: object) -> str | None:
+    """Why the events API would refuse ``row_id`` (see ``ROW_ID``), or None: also for an id the page builder suffixes."""
+    if not isinstance(row_id, str) or not ROW_ID.match(row_id):
+        return f"row_id {row_id!r} does not match {ROW_ID.pattern} (the events API would refuse the plays from it)"
+    return None
+
+
 def safe_id(text: str) -> str:
     """``text`` with every character a row id may not hold (see ``ROW_ID``) replaced by ``_``: for data in row ids."""
     return re.sub(r"[^A-Za-z0-9_.:@-]", "_", text)
@@ -222,8 +229,8 @@ def row_problem(row: object) -> str | None:
     """
     if not isinstance(row, CandidateRow):
         return f"a {type(row).__name__}, not a CandidateRow"
-    if not isinstance(row.row_id, str) or not ROW_ID.match(row.row_id):
-        return f"row_id {row.row_id!r} does not match {ROW_ID.pattern} (the events API would refuse the plays from it)"
+    if (problem := row_id_problem(row.row_id)) is not None:
+        return problem
     ids, scores = row.title_ids, row.scores
     if not isinstance(ids, np.ndarray) or ids.dtype.kind not in "iu" or ids.ndim != 1:
         got = f"a {ids.ndim}-D {ids.dtype} array" if isinstance(ids, np.ndarray) else f"a {type(ids).__name__}"

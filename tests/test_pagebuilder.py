@@ -620,3 +620,25 @@ def test_a_ranker_returning_unsigned_title_ids_does_not_fail_the_page(policy: st
         assert "top_n:pop" in placed and all(isinstance(t, int) for t in placed["top_n:pop"].title_ids)
         assert 2**64 - 1 not in placed.get("top_n:huge", placed["top_n:pop"]).title_ids  # an id no catalog holds is left out
     assert not page.notes
+
+
+def test_a_second_instances_suffix_never_makes_a_row_id_the_events_api_refuses() -> None:
+    """The "@2" of a ranker configured twice is checked with the id: a 127-character id would become 129, served under
+    an id POST /events refuses (so its plays could never be logged); such a row is dropped with a note instead."""
+    from dataclasses import replace
+
+    from homepage.page import collect_candidates
+    from rankers.base import ROW_ID
+
+    class LongIds(HandRanker):
+        name: ClassVar[str] = "top_n"
+
+        def rows(self, request: RankRequest) -> list[CandidateRow]:
+            first = next(r for r in candidate_rows() if r.ranker == "top_n")
+            return [replace(first, row_id="top_n:" + "x" * 121)]  # 127 characters: valid alone
+
+    req = RankRequest(user(), world(), CATALOG, RequestContext(user_id=1, now=10**9, rows=20, cols=10))
+    rows, notes = collect_candidates((LongIds(), LongIds()), req)
+    assert all(ROW_ID.match(r.row_id) for r in rows), [r.row_id for r in rows]
+    assert [r.row_id for r in rows] == ["top_n:" + "x" * 121]
+    assert len(notes) == 1 and notes[0].startswith("ranker top_n: row dropped: row_id 'top_n:xxx") and "@2" in notes[0], notes
