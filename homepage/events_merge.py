@@ -260,13 +260,20 @@ def merge_stream_into_dataset(dataset: Path, store: RedisStore, *, accept_gap: b
     entries, tally = store.events_since(after)
     if stream_reset(mark, tally) and not accept_gap:
         assert mark is not None
-        # another epoch: a new stream; the same one with a smaller tally: the same stream, from before the last merge
-        why = (
-            "under another epoch): Redis was restarted without persistence or flushed"
-            if mark.get("epoch") and mark.get("epoch") != tally.get("epoch")
-            else "under the same epoch): Redis went back in time (restored from a snapshot older than the last merge, "
-            "or a replica behind its primary took over)"
-        )
+        # another epoch: a new stream; the same one with a smaller tally: the same stream, from before the last merge;
+        # a mark written before epochs existed cannot tell the two apart
+        if not mark.get("epoch"):
+            why = (
+                "and the last merge recorded no epoch to tell why): Redis was restarted without persistence or flushed, "
+                "or went back in time (restored from a snapshot older than the last merge, or a replica took over)"
+            )
+        elif mark.get("epoch") != tally.get("epoch"):
+            why = "under another epoch): Redis was restarted without persistence or flushed"
+        else:
+            why = (
+                "under the same epoch): Redis went back in time (restored from a snapshot older than the last merge, "
+                "or a replica behind its primary took over)"
+            )
         raise HomepageError(
             f"{dataset}: the events stream {stream!r} started over since the last merge (it counts {tally['added']:,} entries "
             f"ever added, {int(mark.get('added', 0)):,} then, {why}, so events "  # type: ignore[call-overload]
