@@ -735,3 +735,21 @@ def test_a_page_read_before_an_erasure_is_not_cached_when_new_activity_refills_t
     assert store.client.strlen(store.keys.hist("v1", u)) == read.hist_len  # the same length, another history
     assert not store.page_served(u, "f", b"page of the erased history", 60, None, "v1", read)
     assert store.read_request(u, now, world.catalog, "f", "v1")[0] is None
+
+
+def test_a_region_whose_decayed_sums_all_underflowed_publishes_and_reads(store: RedisStore, world: World) -> None:
+    """A region whose every event is over a thousand half-lives old (ml-latest-small spans 22 years; the half-life is a
+    week) has counts but decayed sums of exactly 0: publish wrote an empty hash (redis-py refuses HSET with no pairs),
+    and a world read must not take the missing hash for a lost one."""
+    import dataclasses
+
+    g = world.log.global_state(world.t, HALF_LIFE)
+    r = "old-region"
+    counts = np.zeros(len(world.catalog), np.int64)
+    counts[0] = 2
+    g = dataclasses.replace(
+        g, region_counts={**g.region_counts, r: counts}, region_decayed={**g.region_decayed, r: np.zeros(len(world.catalog))}
+    )
+    store.publish("v1", world.log, world.catalog, world.ds.users, g, None)
+    read = store.read_global_state(world.t, world.catalog, "v1")
+    assert read.region_counts[r][0] == 2 and not read.region_decayed[r].any()

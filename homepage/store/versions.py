@@ -421,7 +421,9 @@ def _world_hashes(world: GlobalState) -> dict[tuple[str | None, str], np.ndarray
     for r, c in world.region_counts.items():
         if c.any():
             out[(r, "counts")] = c
-            out[(r, "decayed")] = world.region_decayed[r]
+        d = world.region_decayed.get(r)
+        if c.any() and d is not None and d.any():  # all 0 when every event is ~1,000 half-lives old: HSET takes no empty hash
+            out[(r, "decayed")] = d
     return out
 
 
