@@ -20,6 +20,7 @@ import hashlib
 import json
 import os
 import shutil
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -28,6 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 import pyarrow.parquet as pq
+from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from homepage.catalog import Catalog
@@ -180,7 +182,8 @@ def _fit_and_save(rankers: list[Ranker], data: FitInput, tmp: Path, progress: bo
     entries: list[dict[str, str]] = []
     used: set[str] = set()
     with Progress(
-        TextColumn("[bold]{task.description}"), BarColumn(), TimeElapsedColumn(), disable=not progress, transient=False
+        TextColumn("[bold]{task.description}"), BarColumn(), TimeElapsedColumn(), disable=not progress, transient=False,
+        console=Console(stderr=True),  # stdout is the bundle's path, for `BUNDLE=$(homepage train ...)`
     ) as bar:
         for ranker in rankers:
             task = bar.add_task(f"fit {ranker.name}", total=1)
@@ -263,7 +266,7 @@ def _artwork_component(
     from artwork.tuning import DEFAULT_GRID, train_selector
 
     period = _artwork_period(config)
-    say = (lambda m: print(f"artwork: {m}")) if progress else None
+    say = (lambda m: print(f"artwork: {m}", file=sys.stderr)) if progress else None
     selector, report = train_selector(data, catalog, config.artwork_epsilon, period, grid or DEFAULT_GRID, progress=say)
     PageArtwork.of(selector, catalog).save(tmp / "artwork")
     return {

@@ -295,7 +295,7 @@ def test_train_command_takes_artwork_logs(world: Path, trained: Path, tmp_path: 
     res = CliRunner().invoke(app, ["train", str(world), "--out", str(tmp_path / "m"), "--config", str(cfg),
                                    "--artwork-logs", str(trained / "logs.parquet")])
     assert res.exit_code == 0, res.output
-    manifest = json.loads((Path(res.output.strip().splitlines()[-1]) / "manifest.json").read_text())
+    manifest = json.loads((Path(res.stdout.strip().splitlines()[-1]) / "manifest.json").read_text())
     assert manifest["components"]["artwork"]["trained"] is True
     bad = CliRunner().invoke(app, ["train", str(world), "--out", str(tmp_path / "m2"), "--config", str(cfg),
                                    "--artwork-logs", str(tmp_path / "missing.parquet")])

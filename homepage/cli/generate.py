@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from homepage.cli import app
+from homepage.cli import app, err
 from homepage.cli.outputs import check_dataset_out
 from homepage.errors import HomepageError
 
@@ -29,7 +29,7 @@ def generate(
         raise HomepageError(f"--events: {events} is fewer than one event per user ({users})")
     params = WorldParams(n_users=users, n_titles=titles, seed=seed, n_events=events, days=days)
     with Progress(
-        TextColumn("generating"), BarColumn(), TextColumn("{task.completed}/{task.total} users"), TimeElapsedColumn()
+        TextColumn("generating"), BarColumn(), TextColumn("{task.completed}/{task.total} users"), TimeElapsedColumn(), console=err
     ) as bar:
         task = bar.add_task("users", total=users)
         world = generate_world(params, progress=lambda done, total: bar.update(task, completed=done))

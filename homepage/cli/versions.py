@@ -63,7 +63,7 @@ def publish(
     store = open_store()
     try:
         with Progress(
-            TextColumn("publishing users"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), transient=True
+            TextColumn("publishing users"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), transient=True, console=err
         ) as bar:
             task = bar.add_task("users", total=None)
             result = publish_dataset(

@@ -388,6 +388,7 @@ def fit_page_model(
     ``catalog_at(t)`` is the catalog as known at t (titles' tags up to t): the inner rankers are
     fitted on it, so nothing written after the inner split reaches the labels' window.
     """
+    from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from rankers.base import FitInput, fit_ranker
@@ -400,7 +401,7 @@ def fit_page_model(
     rankers = build_rankers(list(config.rankers))
     world = log.global_state(inner, config.half_life_seconds)
     fit_catalog = catalog_at(inner) if catalog_at is not None else catalog
-    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), disable=not progress) as bar:
+    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), disable=not progress, console=Console(stderr=True)) as bar:
         task = bar.add_task("page model: fit rankers at inner split", total=len(rankers))
         for r in rankers:
             fit_ranker(r, FitInput(log, fit_catalog, inner, world), fit)
