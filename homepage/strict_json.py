@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -15,13 +17,27 @@ from homepage.errors import HomepageError
 def write_json(path: Path, data: object, option: str, **dumps: Any) -> None:
     """Write ``data`` as strict JSON (NaN and infinities as null, which every parser reads), or fail naming ``option``.
 
-    A metric over no requests has no value: Python's ``json`` would write a bare ``NaN``.
+    A metric over no requests has no value: Python's ``json`` would write a bare ``NaN``. Written
+    beside ``path`` then renamed over it: a full disk or a kill mid-write leaves the previous file
+    (or none), never a truncated one a script would read as the report.
     """
+    text = strict_dumps(data, **dumps)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(strict_dumps(data, **dumps))
+        fd, name = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)  # unique: two runs may write at once
     except OSError as e:
         raise HomepageError(f"{option} {path}: cannot write ({e.strerror or e})") from e
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.chmod(name, 0o644)  # mkstemp's 0600 would hide the report from the group that reads it
+        os.replace(name, path)
+    except OSError as e:
+        os.unlink(name)
+        raise HomepageError(f"{option} {path}: cannot write ({e.strerror or e})") from e
+    except BaseException:
+        os.unlink(name)
+        raise
 
 
 def strict_dumps(data: object, **dumps: Any) -> str:

@@ -6,6 +6,7 @@ bundle's path alone, with stdout a pipe, not a terminal.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -41,3 +42,27 @@ def test_generate_prints_only_its_summary_on_stdout(tmp_path: Path) -> None:
     assert res.returncode == 0, res.stderr
     assert res.stdout.splitlines() == [res.stdout.strip()] and res.stdout.startswith(f"{tmp_path / 'world'}: 30 users"), res.stdout
     assert "generating" in res.stderr
+
+
+WRITE_OVER_THE_SIZE_LIMIT = """
+import resource, sys
+from pathlib import Path
+from homepage.errors import HomepageError
+from homepage.strict_json import write_json
+
+resource.setrlimit(resource.RLIMIT_FSIZE, (4096, resource.RLIM_INFINITY))  # Python ignores SIGXFSZ: writes fail with EFBIG
+try:
+    write_json(Path(sys.argv[1]), {"rows": list(range(10_000))}, "--json")
+except HomepageError as e:
+    print(e)
+"""
+
+
+def test_a_json_report_that_fails_mid_write_leaves_the_previous_one_whole(tmp_path: Path) -> None:
+    """A full disk (here a file-size limit) while writing ``--json``: the old report stays, no truncated JSON, no temp file."""
+    report = tmp_path / "report.json"
+    report.write_text('{"previous": true}')
+    res = subprocess.run([sys.executable, "-c", WRITE_OVER_THE_SIZE_LIMIT, str(report)], capture_output=True, text=True, timeout=60)
+    assert f"--json {report}: cannot write (File too large)" in res.stdout, res
+    assert json.loads(report.read_text()) == {"previous": True}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["report.json"]
