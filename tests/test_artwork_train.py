@@ -243,6 +243,26 @@ def test_cli_error_is_one_line_naming_the_file_and_row(world: Path, tmp_path: Pa
     assert not (tmp_path / "o").exists()
 
 
+def _under_a_file_size_limit(limit: int) -> None:
+    import resource
+
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, resource.RLIM_INFINITY))  # Python ignores SIGXFSZ: writes fail with EFBIG
+
+
+def test_a_train_that_fails_mid_write_leaves_out_alone_and_can_be_run_again(world: Path, trained: Path, tmp_path: Path) -> None:
+    """A full disk (here a file-size limit) while saving: it left a truncated selector.npz the next run refused to write over."""
+    out = tmp_path / "art"
+    argv = [sys.executable, "-m", "homepage", "artwork", "train", str(trained / "logs.parquet"), "--dataset", str(world), "--out", str(out)]
+    failed = subprocess.run(argv, capture_output=True, text=True, timeout=300, preexec_fn=lambda: _under_a_file_size_limit(16_384))
+    assert failed.returncode == 2 and "File too large" in failed.stderr, failed.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # neither --out nor a temporary directory
+    for _ in range(2):  # into a new --out, then over the selector it wrote
+        res = subprocess.run(argv, capture_output=True, text=True, timeout=300)
+        assert res.returncode == 0, res.stderr
+        assert sorted(p.name for p in out.iterdir()) == ["selector.json", "selector.npz", "training.json"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["art"]
+
+
 def test_bundle_ships_the_trained_selector(world: Path, trained: Path, tmp_path: Path) -> None:
     ds = load_dataset(world)
     cfg = PipelineConfig(page=PageConfig(train_model=False))

@@ -4,8 +4,12 @@ from logged impressions) and ``simulate`` (uniform-random artwork logs from a sy
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import tempfile
 from enum import Enum
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.table import Table
@@ -14,6 +18,9 @@ from homepage.cli import app
 from homepage.cli.outputs import table_console
 from homepage.errors import HomepageError
 from homepage.strict_json import strict_dumps
+
+if TYPE_CHECKING:
+    from artwork.page_artwork import PageArtwork
 
 class Resample(str, Enum):
     """The bootstrap's unit in ``artwork evaluate``."""
@@ -135,14 +142,37 @@ def train(
     summary = data.summary()
     typer.echo(f"{logs}: {summary['impressions']:,} impressions ({summary['kind']}), {summary['users']:,} users, play rate {summary['play_rate']:.4f}")
     selector, report = train_selector(data, catalog, epsilon, period, seed=seed, progress=typer.echo)
-    PageArtwork.of(selector, catalog).save(out)
-    (Path(out) / "training.json").write_text(
-        json.dumps({"logs": str(logs), "dataset": str(dataset), "data": summary, "training": report.to_json()}, indent=2)
-    )
+    training = {"logs": str(logs), "dataset": str(dataset), "data": summary, "training": report.to_json()}
+    _write_selector_dir(Path(out), PageArtwork.of(selector, catalog), training)
     typer.echo(
         f"{out}: selector trained (ridge {report.ridge:g}, bias_prior {report.bias_prior:g}, user_prior {report.user_prior:g}), "
         f"epsilon {epsilon:g}"
     )
+
+
+def _write_selector_dir(out: Path, page_artwork: PageArtwork, training: dict[str, object]) -> None:
+    """Write the selector and ``training.json`` into a directory beside ``out``, then swap it in with renames.
+
+    Written in place, a run that failed part-way (a full disk, a kill) left a truncated
+    ``selector.npz`` that the next run refused to write over, or an old selector's json beside
+    a new one's arrays.
+    """
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    try:
+        page_artwork.save(tmp)
+        (tmp / "training.json").write_text(json.dumps(training, indent=2))
+        os.chmod(tmp, 0o755)  # mkdtemp's 0700 would hide it from the group that serves it
+        if out.exists():
+            old = out.parent / f".{out.name}.old-{os.getpid()}"
+            os.rename(out, old)
+            os.rename(tmp, out)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.rename(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
 
 
 @artwork_app.command("simulate")
