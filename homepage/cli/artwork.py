@@ -22,6 +22,7 @@ from homepage.strict_json import strict_dumps
 if TYPE_CHECKING:
     from artwork.page_artwork import PageArtwork
 
+
 class Resample(str, Enum):
     """The bootstrap's unit in ``artwork evaluate``."""
 
