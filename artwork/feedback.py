@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from homepage.errors import HomepageError
+from homepage.replaced_file import replaced
 
 REQUIRED_COLUMNS = ("action", "reward", "propensity")
 CONTEXT_PREFIX = "ctx_"
@@ -136,7 +137,8 @@ def write_feedback(logs: LoggedFeedback, path: Path) -> None:
     table = pa.Table.from_pandas(logs.to_frame(), preserve_index=False)
     meta = dict(table.schema.metadata or {})
     meta[b"artwork.n_actions"] = str(logs.n_actions).encode()
-    pq.write_table(table.replace_schema_metadata(meta), path)
+    with replaced(Path(path)) as tmp:
+        pq.write_table(table.replace_schema_metadata(meta), tmp)
 
 
 def read_feedback(path: Path) -> LoggedFeedback:

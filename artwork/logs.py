@@ -21,6 +21,7 @@ import pandas as pd
 
 from artwork.feedback import LoggedFeedback
 from fixtures.simulator import BrowsingSimulator
+from homepage.replaced_file import replaced
 
 
 @dataclass(frozen=True, eq=False)
@@ -94,8 +95,8 @@ def write_simulated_feedback(sim: BrowsingSimulator, n: int, path: Path, seed: i
     sim_logs = simulate_uniform_logs(sim, n, seed=seed)
     table = pa.Table.from_pandas(feedback_frame(sim_logs, sim), preserve_index=False)
     meta = {**(table.schema.metadata or {}), b"artwork.n_actions": str(sim_logs.logs.n_actions).encode()}
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    pq.write_table(table.replace_schema_metadata(meta), path)
+    with replaced(Path(path)) as tmp:  # a failed write leaves no truncated log for `artwork train` to read
+        pq.write_table(table.replace_schema_metadata(meta), tmp)
     return sim_logs
 
 

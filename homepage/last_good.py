@@ -12,14 +12,13 @@ wrote one file over each other's, and only the last to put a version live kept i
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from homepage.replaced_file import replaced
 from homepage.state import GlobalState
 from homepage.unpacked import store_tag
 
@@ -77,14 +76,8 @@ def save_last_good(models_dir: Path, last: LastGood, store_id: str) -> Path:
         if r in w.region_decayed:
             arrays[f"region_decayed_{i}"] = np.asarray(w.region_decayed[r])
     path = models_dir / file_name(store_id)
-    fd, name = tempfile.mkstemp(prefix=f".{path.name}.tmp-", suffix=".npz", dir=models_dir)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-        os.replace(name, path)
-    except BaseException:
-        Path(name).unlink(missing_ok=True)
-        raise
+    with replaced(path) as tmp:
+        np.savez(tmp, **arrays)
     return path
 
 

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from homepage.errors import HomepageError
+from homepage.replaced_file import replaced
 
 
 def write_json(path: Path, data: object, option: str, **dumps: Any) -> None:
@@ -23,21 +22,10 @@ def write_json(path: Path, data: object, option: str, **dumps: Any) -> None:
     """
     text = strict_dumps(data, **dumps)
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, name = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)  # unique: two runs may write at once
+        with replaced(path) as tmp:
+            tmp.write_text(text)
     except OSError as e:
         raise HomepageError(f"{option} {path}: cannot write ({e.strerror or e})") from e
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.chmod(name, 0o644)  # mkstemp's 0600 would hide the report from the group that reads it
-        os.replace(name, path)
-    except OSError as e:
-        os.unlink(name)
-        raise HomepageError(f"{option} {path}: cannot write ({e.strerror or e})") from e
-    except BaseException:
-        os.unlink(name)
-        raise
 
 
 def strict_dumps(data: object, **dumps: Any) -> str:

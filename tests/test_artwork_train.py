@@ -263,6 +263,21 @@ def test_a_train_that_fails_mid_write_leaves_out_alone_and_can_be_run_again(worl
     assert sorted(p.name for p in tmp_path.iterdir()) == ["art"]
 
 
+def test_a_simulate_that_fails_mid_write_keeps_the_previous_log_whole(world: Path, tmp_path: Path) -> None:
+    """``artwork simulate --out`` wrote its Parquet in place: a full disk left a truncated log for ``artwork train`` to read."""
+    import pyarrow.parquet as pq
+
+    out = tmp_path / "sim.parquet"
+    argv = [sys.executable, "-m", "homepage", "artwork", "simulate", str(world), "--out", str(out), "--impressions", "2000", "--seed", "3"]
+    assert subprocess.run(argv, capture_output=True, text=True, timeout=300).returncode == 0
+    before = out.read_bytes()
+    bigger = [*argv[:-4], "--impressions", "200000", "--seed", "4"]
+    failed = subprocess.run(bigger, capture_output=True, text=True, timeout=300, preexec_fn=lambda: _under_a_file_size_limit(len(before) + 4096))
+    assert failed.returncode != 0, failed.stdout
+    assert out.read_bytes() == before and pq.read_table(out).num_rows == 2000
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["sim.parquet"]  # no temporary file left
+
+
 def test_bundle_ships_the_trained_selector(world: Path, trained: Path, tmp_path: Path) -> None:
     ds = load_dataset(world)
     cfg = PipelineConfig(page=PageConfig(train_model=False))

@@ -22,8 +22,6 @@ Columns:
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +30,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from homepage.errors import HomepageError
+from homepage.replaced_file import replaced
 
 RANDOM_POLICY = "random"
 
@@ -78,17 +77,8 @@ def write_served_logs(frame: pd.DataFrame, path: Path) -> Path:
     table = to_table(frame)
     validate(table.to_pandas(), str(path))
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)  # unique: two exports may run at once
-    os.close(fd)
-    tmp = Path(name)
-    try:
+    with replaced(path) as tmp:  # two exports may run at once: the last rename wins whole
         pq.write_table(table, tmp)
-        os.chmod(tmp, 0o644)
-        tmp.replace(path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
     return path
 
 
