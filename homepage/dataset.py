@@ -23,6 +23,7 @@ import pyarrow.parquet as pq
 
 from homepage.domain import KIND_BY_CODE
 from homepage.errors import HomepageError
+from homepage.replaced_file import swap_in_dir
 
 FORMAT_VERSION = 1
 
@@ -266,15 +267,9 @@ def check_replaceable(out: Path) -> None:
 
 def _swap_in(tmp: Path, out: Path) -> None:
     """Replace ``out`` by ``tmp`` with renames; ``out`` is never half-written."""
-    os.chmod(tmp, 0o755)
-    if not out.exists():
-        os.rename(tmp, out)
-        return
-    check_replaceable(out)
-    old = out.parent / f".{out.name}.old-{os.getpid()}-{time.time_ns()}"
-    os.rename(out, old)
-    os.rename(tmp, out)
-    shutil.rmtree(old, ignore_errors=True)
+    if out.exists():
+        check_replaceable(out)
+    swap_in_dir(tmp, out)
 
 
 MANIFEST_FIELDS: dict[str, tuple[type, ...]] = {

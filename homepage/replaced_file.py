@@ -1,4 +1,4 @@
-"""Write a file beside its final path, then rename it over that path.
+"""Write a file (or a directory) beside its final path, then rename it over that path.
 
 A full disk, a file-size limit or a kill part-way through a write in place leaves a truncated
 file that the next reader takes for the real one (a report, a log, a world snapshot). Written
@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -34,3 +36,19 @@ def replaced(path: Path, mode: int = 0o644) -> Iterator[Path]:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def swap_in_dir(tmp: Path, out: Path) -> None:
+    """Put the complete directory ``tmp`` (beside ``out``) at ``out`` with renames, deleting the previous ``out`` after.
+
+    ``out`` is never a mix of an old run's files and a new one's; the caller checks first that
+    ``out`` is something it may replace.
+    """
+    os.chmod(tmp, 0o755)  # mkdtemp's 0700 would hide it from the group that reads it
+    if not out.exists():
+        os.rename(tmp, out)
+        return
+    old = out.parent / f".{out.name}.old-{os.getpid()}-{time.time_ns()}"
+    os.rename(out, old)
+    os.rename(tmp, out)
+    shutil.rmtree(old, ignore_errors=True)

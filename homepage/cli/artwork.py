@@ -4,7 +4,6 @@ from logged impressions) and ``simulate`` (uniform-random artwork logs from a sy
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import tempfile
 from enum import Enum
@@ -17,6 +16,7 @@ from rich.table import Table
 from homepage.cli import app
 from homepage.cli.outputs import table_console
 from homepage.errors import HomepageError
+from homepage.replaced_file import swap_in_dir
 from homepage.strict_json import strict_dumps
 
 if TYPE_CHECKING:
@@ -163,14 +163,7 @@ def _write_selector_dir(out: Path, page_artwork: PageArtwork, training: dict[str
     try:
         page_artwork.save(tmp)
         (tmp / "training.json").write_text(json.dumps(training, indent=2))
-        os.chmod(tmp, 0o755)  # mkdtemp's 0700 would hide it from the group that serves it
-        if out.exists():
-            old = out.parent / f".{out.name}.old-{os.getpid()}"
-            os.rename(out, old)
-            os.rename(tmp, out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.rename(tmp, out)
+        swap_in_dir(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
