@@ -109,7 +109,8 @@ def eval_rankers(
             rankers.append((spec.name, build_rankers([spec])[0]))
         except RankerNotFound as e:
             rankers.append((spec.name, f"not available: {e}"))
-    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), transient=True, console=Console(stderr=True)) as bar:
+    console = Console(stderr=True)
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), transient=True, console=console, disable=not console.is_terminal) as bar:
         task = bar.add_task("splitting", total=None)
         result = run_protocol(
             log, catalog, t, rankers, peers=None if peers else [], ease_lambdas=lambdas, min_stars=min_stars,

@@ -63,7 +63,8 @@ def publish(
     store = open_store()
     try:
         with Progress(
-            TextColumn("publishing users"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), transient=True, console=err
+            TextColumn("publishing users"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), transient=True, console=err,
+            disable=not err.is_terminal,  # off a terminal a transient bar leaves a blank line before an error's one line
         ) as bar:
             task = bar.add_task("users", total=None)
             result = publish_dataset(
