@@ -10,6 +10,7 @@ start: prometheus_client then keeps every value in memory-mapped files there, an
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 from prometheus_client import (
@@ -20,6 +21,7 @@ from prometheus_client import (
     generate_latest,
     multiprocess,
 )
+from prometheus_client.metrics_core import Metric
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 1.0, 2.5)
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
@@ -57,7 +59,7 @@ class ServingMetrics:
         self.model_reloads = Counter("homepage_model_reloads", "Model versions loaded", registry=r)
         # state, one series per live worker (multiprocess: liveall): which version each serves, and whether it can
         self.serving = Gauge(
-            "homepage_serving_info", "1 for the version this worker serves (0 for one it served before)",
+            "homepage_serving_info", "1 for the version this worker serves (one series per worker: the versions it served before leave)",
             ["store_version", "model_version", "policy"], registry=r, multiprocess_mode="liveall",
         )
         self.ready = Gauge("homepage_ready", "1 when this worker serves personal pages (what /health/ready says)", registry=r, multiprocess_mode="liveall")
@@ -71,8 +73,9 @@ class ServingMetrics:
     def set_state(self, serving: tuple[str, str, str] | None, ready: bool, redis_up: bool) -> None:
         """Record what a refresh found: the (store version, model version, policy) served, readiness, Redis."""
         if serving != self._serving_labels:
-            if self._serving_labels is not None:
-                self.serving.labels(*self._serving_labels).set(0)
+            if self._serving_labels is not None:  # a series per version ever served grew /metrics at every publish
+                self.serving.labels(*self._serving_labels).set(0)  # a worker's file keeps it: ``render`` leaves zeros out
+                self.serving.remove(*self._serving_labels)
             if serving is not None:
                 self.serving.labels(*serving).set(1)
             self._serving_labels = serving
@@ -86,8 +89,25 @@ class ServingMetrics:
             return generate_latest(self.registry)
         _forget_dead_workers(path)
         merged = CollectorRegistry()
-        multiprocess.MultiProcessCollector(merged, path=path)
+        merged.register(_ServedNow(multiprocess.MultiProcessCollector(None, path=path)))
         return generate_latest(merged)
+
+
+class _ServedNow:
+    """The workers' merged metrics without the ``homepage_serving_info`` series of versions they no longer serve.
+
+    A worker's memory-mapped file keeps every label set it ever wrote (``remove`` does not reach
+    it), so each publish or rollback left one more series per worker, at 0, for good.
+    """
+
+    def __init__(self, inner: multiprocess.MultiProcessCollector) -> None:
+        self._inner = inner
+
+    def collect(self) -> Iterator[Metric]:
+        for m in self._inner.collect():
+            if m.name == "homepage_serving_info":
+                m.samples = [s for s in m.samples if s.value != 0]
+            yield m
 
 
 def _forget_dead_workers(path: str) -> None:

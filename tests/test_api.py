@@ -474,3 +474,28 @@ def test_homepage_serve_command_serves_the_published_version(api: Api, tmp_path:
     finally:
         proc.terminate()
         proc.wait(timeout=20)
+
+
+_SWITCH_VERSIONS = """
+from homepage.metrics import ServingMetrics
+m = ServingMetrics()
+for v in range(12):  # publishes and rollbacks
+    m.set_state((f"s{v}", f"m{v % 3}", "stage-wise"), True, True)
+print(m.render().decode())
+"""
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_serving_info_keeps_one_series_per_worker_through_version_switches(tmp_path: Path, workers: int) -> None:
+    """A long-running worker follows many publishes and rollbacks: each left a series at 0 behind (53 after
+    36 switches on two workers), so /metrics and every scrape grew for as long as the worker ran."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
+    if workers > 1:  # as `homepage serve --workers N` runs them: values in memory-mapped files, merged by `render`
+        env["PROMETHEUS_MULTIPROC_DIR"] = str(tmp_path)
+    out = subprocess.run([sys.executable, "-c", _SWITCH_VERSIONS], env=env, capture_output=True, text=True, check=True).stdout
+    info = [ln for ln in out.splitlines() if ln.startswith("homepage_serving_info{")]
+    assert len(info) == 1 and 'store_version="s11"' in info[0] and info[0].endswith(" 1.0"), info
