@@ -12,7 +12,9 @@ import contextlib
 import fcntl
 import hashlib
 import logging
+import re
 import shutil
+import time
 from collections.abc import Iterator
 from typing import BinaryIO
 from pathlib import Path
@@ -20,6 +22,10 @@ from pathlib import Path
 LOCK_FILE = ".unpack.lock"
 PREFIX = "unpacked-"  # a worker unpacks a bundle into PREFIX + its version + its store's tag: never an operator's own directory
 MARK = ".unpacked-from-redis"  # written into every bundle directory a worker unpacks, naming its store: the only ones it ever deletes
+# what a worker killed mid-write leaves: an unpack's directory (``.<bundle>.tmp-<pid>-<ns>``) or a
+# last-good file's temporary copy (``.last-good-<tag>.npz.tmp-<random>.npz``)
+LEFTOVER = re.compile(r"^\..+\.tmp-\d+-\d+$|^\.last-good-.+\.npz\.tmp-.+\.npz$")
+LEFTOVER_SECONDS = 3600.0  # no unpack nor last-good write takes this long: an older one's writer is gone
 log = logging.getLogger(__name__)
 
 
@@ -82,6 +88,8 @@ def prune_unpacked(models_dir: Path, keep: Path, store_id: str) -> list[str]:
     is what another deployment's workers (another key prefix or Redis) unpacked into the same
     directory: its ``MARK`` names that store. (A deployment put its new bundle live and deleted
     the one the other was serving.) An empty ``MARK`` is from a release before stores were named.
+    What a worker killed mid-write left (``LEFTOVER``, untouched for ``LEFTOVER_SECONDS``) goes
+    too: nothing else ever finished or removed it, a whole bundle each time.
     """
     gone: list[str] = []
     with models_dir_lock(models_dir, exclusive=True):
@@ -89,7 +97,23 @@ def prune_unpacked(models_dir: Path, keep: Path, store_id: str) -> list[str]:
             if p.is_dir() and p.name.startswith(PREFIX) and _unpacked_by(p, store_id) and p.resolve() != keep.resolve():
                 shutil.rmtree(p, ignore_errors=True)
                 gone.append(p.name)
+            elif _abandoned(p):
+                if p.is_dir():
+                    shutil.rmtree(p, ignore_errors=True)
+                else:
+                    p.unlink(missing_ok=True)
+                gone.append(p.name)
     return sorted(gone)
+
+
+def _abandoned(path: Path) -> bool:
+    """Whether ``path`` is a temporary copy a worker killed mid-write left behind (not one being written now)."""
+    if not LEFTOVER.match(path.name):
+        return False
+    try:
+        return time.time() - path.stat().st_mtime > LEFTOVER_SECONDS
+    except OSError:  # gone meanwhile
+        return False
 
 
 def _unpacked_by(bundle_dir: Path, store_id: str) -> bool:

@@ -398,6 +398,38 @@ def test_bundles_unpacked_for_earlier_versions_are_deleted_when_another_goes_liv
         svc.close()
 
 
+def test_what_a_worker_killed_mid_write_left_in_the_models_dir_goes_at_the_next_switch(
+    store: RedisStore, serving_bundle: Path, tmp_path: Path
+) -> None:
+    """A worker killed while it unpacked a bundle (or wrote its last-good file) left the temporary copy, and the
+    prune skipped every ``.``-entry as an unpack in progress: a whole bundle on disk for good at each such kill."""
+    import os
+    import shutil
+
+    models_dir = tmp_path / "models"
+    publish_dataset(store, WORLD_SMALL, models=serving_bundle)
+    svc = PageService(store, ServiceConfig(models_dir=models_dir))
+    try:
+        assert svc.refresh()
+        live = next(p for p in models_dir.iterdir() if p.name.startswith("unpacked-"))
+        killed = models_dir / f".{live.name[len('unpacked-'):]}.tmp-4242-1765000000000000000"
+        shutil.copytree(live, killed)
+        half_written = models_dir / ".last-good-0123456789ab.npz.tmp-k3x9_q.npz"
+        half_written.write_bytes(b"PK")
+        hours_ago = time.time() - 2 * 3600
+        for p in (killed, half_written):
+            os.utime(p, (hours_ago, hours_ago))
+        in_progress = models_dir / ".v9.tmp-1-2"  # another worker's unpack now: kept
+        in_progress.mkdir()
+        publish_dataset(store, WORLD_SMALL, models=serving_bundle)
+        assert svc.refresh()
+        left = sorted(p.name for p in models_dir.iterdir())
+        assert not killed.exists() and not half_written.exists() and in_progress.is_dir(), left
+        assert any(n.startswith("unpacked-") for n in left) and any(n.startswith("last-good-") for n in left), left
+    finally:
+        svc.close()
+
+
 def test_a_version_switch_is_logged_with_what_it_replaced(store: RedisStore, serving_bundle: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     """A model switch or rollback left no log line at any level: only /metrics showed it."""
     import logging
