@@ -266,3 +266,15 @@ def recent_world(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 __all__ += ["free_port", "LiveServer", "live_api_on_embedded", "serving_bundle", "WORLD_SMALL", "recent_world"]
+
+
+def socket_answers(sock: Path) -> bool:
+    """Whether a server accepts connections on the unix socket ``sock`` (an embedded Redis is running)."""
+    import socket
+
+    with socket.socket(socket.AF_UNIX) as s:
+        try:
+            s.connect(str(sock))
+        except OSError:
+            return False
+    return True

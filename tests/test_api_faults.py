@@ -23,7 +23,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from redis_fixtures import WORLD_SMALL, free_port
+from redis_fixtures import WORLD_SMALL, free_port, socket_answers
 
 from homepage.errors import HomepageError
 from homepage.publish import publish_dataset
@@ -518,18 +518,7 @@ def test_serve_starts_a_killed_embedded_redis_again_and_keeps_its_data(serving_b
     finally:
         proc.terminate()
         proc.wait(timeout=30)
-    assert not (data / "redis.sock").exists() or not _socket_answers(data / "redis.sock"), "serve stopped the server it started"
-
-
-def _socket_answers(sock: Path) -> bool:
-    import socket
-
-    with socket.socket(socket.AF_UNIX) as s:
-        try:
-            s.connect(str(sock))
-        except OSError:
-            return False
-    return True
+    assert not (data / "redis.sock").exists() or not socket_answers(data / "redis.sock"), "serve stopped the server it started"
 
 
 def test_revive_starts_no_second_server_beside_a_live_one(tmp_path_factory: pytest.TempPathFactory) -> None:
@@ -544,11 +533,11 @@ def test_revive_starts_no_second_server_beside_a_live_one(tmp_path_factory: pyte
         assert emb.revive() is False and int(store.client.info("server")["process_id"]) == pid
         os.kill(pid, signal.SIGKILL)
         deadline = time.monotonic() + 10
-        while _socket_answers(emb.socket_path) and time.monotonic() < deadline:
+        while socket_answers(emb.socket_path) and time.monotonic() < deadline:
             time.sleep(0.05)
         assert emb.revive() is True and emb.revive() is False
         assert store.client.get("kept") == b"1" and int(store.client.info("server")["process_id"]) != pid
     finally:
         store.client.close()
         emb.stop()
-    assert not _socket_answers(emb.socket_path)
+    assert not socket_answers(emb.socket_path)

@@ -24,7 +24,7 @@ from typing import Any
 
 import httpx
 import pytest
-from redis_fixtures import WORLD_SMALL, free_port
+from redis_fixtures import WORLD_SMALL, free_port, socket_answers
 
 from homepage.embedded_redis import EmbeddedRedis
 from homepage.publish import publish_dataset
@@ -126,17 +126,6 @@ def test_metrics_aggregate_across_two_workers(embedded_redis: EmbeddedRedis, emb
         embedded_client.unlink(key)
 
 
-def _listening(sock: Path) -> bool:
-    import socket
-
-    with socket.socket(socket.AF_UNIX) as s:
-        try:
-            s.connect(str(sock))
-        except OSError:
-            return False
-    return True
-
-
 @pytest.mark.parametrize("workers", [1, 2])
 def test_sigterm_stops_the_embedded_redis_the_server_started(tmp_path: Path, workers: int) -> None:
     """``kill <pid>`` (SIGTERM, as systemd and docker stop do) shuts the server down and the Redis it started with it."""
@@ -158,7 +147,7 @@ def test_sigterm_stops_the_embedded_redis_the_server_started(tmp_path: Path, wor
                 pass
             assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[1][-2000:]
             time.sleep(0.2)
-        assert _listening(sock), "the serve command started an embedded Redis"
+        assert socket_answers(sock), "the serve command started an embedded Redis"
         # SIGHUP (a closed terminal, a reload by habit): several workers are restarted, one is left alone; both keep serving
         proc.send_signal(signal.SIGHUP)
         time.sleep(1.0)
@@ -175,13 +164,13 @@ def test_sigterm_stops_the_embedded_redis_the_server_started(tmp_path: Path, wor
         proc.terminate()
         assert proc.wait(timeout=30) in (0, 128 + 15)  # one worker: uvicorn re-raises the signal after shutting down
         deadline = time.monotonic() + 10
-        while _listening(sock) and time.monotonic() < deadline:
+        while socket_answers(sock) and time.monotonic() < deadline:
             time.sleep(0.1)
-        assert not _listening(sock), "the embedded Redis outlived the server"
+        assert not socket_answers(sock), "the embedded Redis outlived the server"
     finally:
         if proc.poll() is None:
             proc.kill()
-        if _listening(sock):  # do not leave it running for the rest of the suite
+        if socket_answers(sock):  # do not leave it running for the rest of the suite
             import redis
 
             with contextlib.suppress(redis.ConnectionError):
