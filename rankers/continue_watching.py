@@ -47,13 +47,15 @@ def resume_scores(user: UserState, cfg: ContinueWatchingConfig) -> tuple[np.ndar
     if not ok.any():
         return np.zeros(0, np.int64), np.zeros(0, np.float64)
     idx, prog, ts, age = idx[ok], prog[ok].astype(np.float64), ts[ok], age[ok]
-    # distinct titles played after each candidate's last play: the user moved on from it
+    # distinct other titles played after each candidate's last play: the user moved on from it
     plays = (user.kinds == PLAY) & (user.title_idx >= 0)
     p_idx, p_ts = user.title_idx[plays], user.ts[plays]
-    r = p_idx[::-1]
-    _, first = np.unique(r, return_index=True)
-    last_play = np.sort(p_ts[::-1][first])
+    played, first = np.unique(p_idx[::-1], return_index=True)
+    own_last = p_ts[::-1][first]  # per title in ``played``; every candidate is among them
+    last_play = np.sort(own_last)
     since = last_play.size - np.searchsorted(last_play, ts, side="right")
+    # a later play of the candidate itself without progress (a resume) is not moving on from it
+    since -= own_last[np.searchsorted(played, idx)] > ts
     score = np.exp2(-np.maximum(age, 0.0) / (cfg.recency_half_life_days * DAY)) * (0.5 + 0.5 * prog)
     score = score / (1.0 + cfg.moved_on_penalty * since)
     return idx, score

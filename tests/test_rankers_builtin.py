@@ -169,6 +169,17 @@ def test_continue_watching_penalises_moving_on() -> None:
     assert w.ids(w.fit(ContinueWatchingRanker(cfg)).rows(w.request(u))[0]) == [2, 1]
 
 
+def test_continue_watching_resume_without_progress_is_not_moving_on() -> None:
+    # 1 at 60%, then 2 at 50%, then a play of 1 without progress: the user went back to 1, which
+    # moved on from 2 but not from 1 itself (1: 0.8 / 1.1 = 0.727 beats 2: 0.75 / 1.1 = 0.682)
+    u = 1
+    ev = [(u, 1, PLAY, T - 3 * DAY, 0.6, np.nan), (u, 2, PLAY, T - 3 * DAY + 1, 0.5, np.nan), (u, 1, PLAY, T - 3 * DAY + 20, np.nan, np.nan)]
+    w = Tiny(ev)
+    row = w.fit(ContinueWatchingRanker({"recency_half_life_days": 10_000})).rows(w.request(u))[0]
+    assert w.ids(row) == [1, 2]
+    assert row.scores.tolist() == pytest.approx([0.8 / 1.1, 0.75 / 1.1], rel=1e-3)
+
+
 def test_continue_watching_empty_without_progress() -> None:
     ev = [(1, t, RATING, T - DAY, np.nan, 4.0) for t in range(1, 6)] + [(1, 9, PLAY, T - DAY, np.nan, np.nan)]
     w = Tiny(ev)
