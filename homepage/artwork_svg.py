@@ -7,7 +7,8 @@ band names the emphasis. Pure string building: no I/O, deterministic for the sam
 
 from __future__ import annotations
 
-import textwrap
+import re
+import unicodedata
 import zlib
 from dataclasses import dataclass
 from xml.sax.saxutils import escape
@@ -68,6 +69,65 @@ class VariantStyle:
         return "#111" if self.lightness >= 55 else "#f5f5f5"
 
 
+TITLE_CELLS = 16  # a title line's width in Latin letters; East Asian wide characters take two
+TITLE_LINES = 4
+# characters XML 1.0 forbids even escaped (a control character in a title made the whole poster unreadable)
+_NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff\ud800-\udfff]")
+_JOINS_NEXT = "\u200d"  # zero-width joiner: "👩\u200d👧" is one glyph
+
+
+def _xml(text: str) -> str:
+    return escape(_NOT_XML.sub("", text))
+
+
+def _clusters(text: str) -> list[str]:
+    """``text`` cut into what a reader sees as one character: a letter with its combining marks,
+    an emoji with its modifiers, variation selectors and zero-width-joined parts."""
+    out: list[str] = []
+    for ch in text:
+        attached = unicodedata.category(ch) in ("Mn", "Me", "Mc") or ch in "\u200d\ufe0e\ufe0f" or "\U0001f3fb" <= ch <= "\U0001f3ff"
+        if out and (attached or out[-1].endswith(_JOINS_NEXT)):
+            out[-1] += ch
+        else:
+            out.append(ch)
+    return out
+
+
+def _cells(cluster: str) -> int:
+    return 2 if unicodedata.east_asian_width(cluster[0]) in ("W", "F") else 1
+
+
+def wrap_title(name: str, cells: int = TITLE_CELLS, max_lines: int = TITLE_LINES) -> list[str]:
+    """``name`` in at most ``max_lines`` lines of ``cells`` display cells, broken at spaces where it can,
+    never inside a character (a combining accent or a joined emoji stays whole); "…" ends a cut title."""
+    lines: list[str] = []
+    line: list[str] = []
+    width = 0
+    for word in " ".join(name.split()).split(" "):
+        parts = _clusters(word)
+        need = sum(_cells(c) for c in parts)
+        if line and width + 1 + need <= cells:
+            line.append(" ")
+            width += 1
+        elif line:
+            lines.append("".join(line))
+            line, width = [], 0
+        for c in parts:  # a word longer than a line (or CJK, which has no spaces) breaks between characters
+            if line and width + _cells(c) > cells:
+                lines.append("".join(line).rstrip())
+                line, width = [], 0
+            line.append(c)
+            width += _cells(c)
+    if line:
+        lines.append("".join(line))
+    if len(lines) > max_lines:
+        last = _clusters(lines[max_lines - 1])
+        while last and sum(_cells(c) for c in last) + 1 > cells:
+            last.pop()
+        lines = lines[: max_lines - 1] + ["".join(last).rstrip() + "…"]
+    return lines or [""]
+
+
 def _hash_hue(text: str) -> int:
     return zlib.crc32(text.encode()) % 360
 
@@ -87,10 +147,10 @@ def variant_style(variant: ArtworkVariant) -> VariantStyle:
 def placeholder_svg(name: str, year: int | None, variant: ArtworkVariant) -> str:
     """An SVG poster showing the title, year, the variant's emphasis (colour and label) and tone."""
     st = variant_style(variant)
-    lines = textwrap.wrap(name, width=16, max_lines=4, placeholder="…") or [""]
+    lines = wrap_title(name)
     title_y = 70
     title = "".join(
-        f'<text x="100" y="{title_y + 24 * i}" font-size="20" font-weight="700" text-anchor="middle">{escape(line)}</text>'
+        f'<text x="100" y="{title_y + 24 * i}" font-size="20" font-weight="700" text-anchor="middle">{_xml(line)}</text>'
         for i, line in enumerate(lines)
     )
     year_text = f'<text x="100" y="{title_y + 24 * len(lines) + 6}" font-size="15" text-anchor="middle" opacity="0.85">{year}</text>' if year else ""
@@ -100,9 +160,9 @@ def placeholder_svg(name: str, year: int | None, variant: ArtworkVariant) -> str
         if st.kind == "cast"
         else ""
     )
-    label = escape(textwrap.shorten(st.label, width=22, placeholder="…"))
-    tone = escape(variant.tone)
-    alt = escape(f"{name}{f' ({year})' if year else ''}: {st.label} artwork, {variant.tone} tone")
+    label = _xml(wrap_title(st.label, cells=22, max_lines=1)[0])
+    tone = _xml(variant.tone)
+    alt = _xml(f"{name}{f' ({year})' if year else ''}: {st.label} artwork, {variant.tone} tone")
     return (
         f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {WIDTH} {HEIGHT}" width="{WIDTH}" height="{HEIGHT}" role="img" '
         f'font-family="Helvetica, Arial, sans-serif" color="{st.text}" fill="{st.text}">'

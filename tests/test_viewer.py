@@ -68,6 +68,32 @@ def test_placeholder_escapes_markup_in_names() -> None:
     assert "Tom & Jerry" in " ".join(_texts(svg))
 
 
+@pytest.mark.parametrize(
+    ("name", "lines"),
+    [
+        # a combining accent stays on its letter: a line began with a lone U+0301
+        ("Cafe\u0301" * 6, ["Cafe\u0301Cafe\u0301Cafe\u0301Cafe\u0301", "Cafe\u0301Cafe\u0301"]),
+        # a joined emoji is one glyph of two cells: it was cut after its zero-width joiner
+        ("\U0001f469\u200d\U0001f467" * 9, ["\U0001f469\u200d\U0001f467" * 8, "\U0001f469\u200d\U0001f467"]),
+        # CJK takes two cells a character: 16 of them ran 320 px wide on a 200 px poster
+        ("千と千尋の神隠し千と千尋の神隠し", ["千と千尋の神隠し", "千と千尋の神隠し"]),
+        ("الرسالة الرسالة (The Message)", ["الرسالة الرسالة", "(The Message)"]),
+        ("A" * 80, ["A" * 16] * 3 + ["A" * 15 + "…"]),
+    ],
+)
+def test_placeholder_title_wraps_by_display_width_never_inside_a_character(name: str, lines: list[str]) -> None:
+    texts = _texts(placeholder_svg(name, None, ArtworkVariant("1-0", 1)))
+    assert texts[1:-1] == lines  # between the tone and the label
+
+
+def test_placeholder_drops_control_characters_xml_cannot_hold() -> None:
+    v = ArtworkVariant("1-1", 1, emphasis_genre="Sci\x0cFi", tone="dark\x01")
+    svg = placeholder_svg("Don\x01t Look\x1b Now", 1973, v)
+    root = ET.fromstring(svg)  # was "not well-formed (invalid token)"
+    assert _texts(svg) == ["dark", "Dont Look Now", "1973", "Sci Fi"]  # \x0c is a space
+    assert root.find(f"{SVG_NS}title") is not None
+
+
 def test_emphasis_is_shown_by_colour_and_label() -> None:
     genres = [variant_style(ArtworkVariant(f"1-{i}", 1, emphasis_genre=g)) for i, g in enumerate(["Action", "Comedy", "Horror", "Sci-Fi"])]
     assert len({s.hue for s in genres}) == 4 and [s.label for s in genres] == ["Action", "Comedy", "Horror", "Sci-Fi"]
