@@ -587,7 +587,7 @@ def test_only_line_ends_split_a_dat_file(tmp_path) -> None:
     (src / "movies.dat").write_bytes(original.replace(b"rables", b"ra\x85\x0cbles"))
     ingest_movielens(src, tmp_path / "ds")
     names = load_dataset(tmp_path / "ds").titles.set_index("title_id")["name"]
-    assert names.loc[2] == "Les Miséra\x85\x0cbles" and len(names) == 3
+    assert names.loc[2] == "Les Miséra…\x0cbles" and len(names) == 3  # 0x85 is cp1252's ellipsis
     (src / "movies.dat").write_bytes(original.decode("latin-1").encode("utf-8-sig"))  # UTF-8 with a BOM
     ingest_movielens(src, tmp_path / "ds")
     assert load_dataset(tmp_path / "ds").titles.set_index("title_id")["name"].loc[2] == "Les Misérables"
@@ -732,6 +732,23 @@ def test_a_damaged_or_older_dataset_can_still_be_replaced(tmp_path) -> None:
     manifest.write_text("{oops")
     ingest_movielens(src, tmp_path / "ds")
     assert len(load_dataset(tmp_path / "ds").events) == 7
+
+
+def test_a_cp1252_movies_file_keeps_its_punctuation(tmp_path) -> None:
+    """0x80-0x9f were read as latin-1's C1 controls: "Don\x92t Look Now" and an ellipsis the name's strip removed."""
+    src = copy_layout("ml-1m-like", tmp_path)
+    text = (src / "movies.dat").read_bytes().decode("latin-1")
+    text = text.replace("Toy Story", "Don\u2019t Look Now\u2026").replace("Misérables", "Mis\u00e9rables \u201cTout\u201d")
+    (src / "movies.dat").write_bytes(text.encode("cp1252"))
+    ingest_movielens(src, tmp_path / "ds")
+    names = load_dataset(tmp_path / "ds").titles.set_index("title_id")["name"]
+    assert names.loc[1] == "Don\u2019t Look Now\u2026" and names.loc[2] == "Les Mis\u00e9rables \u201cTout\u201d"
+    # 0x81 is undefined in cp1252: that line is latin-1 (a C1 control), the others stay cp1252
+    (src / "movies.dat").write_bytes(text.encode("cp1252").replace(b"Now", b"N\x81ow"))
+    ingest_movielens(src, tmp_path / "ds")
+    names = load_dataset(tmp_path / "ds").titles.set_index("title_id")["name"]
+    assert names.loc[1] == "Don\x92t Look N\x81ow"  # latin-1's 0x85 is a space to the year's pattern
+    assert names.loc[2] == "Les Mis\u00e9rables \u201cTout\u201d"
 
 
 def test_one_latin1_line_in_a_utf8_file_leaves_the_other_lines_alone(tmp_path) -> None:

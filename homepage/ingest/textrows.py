@@ -30,10 +30,13 @@ class TextFormat:
 
 
 def decode_text(path: Path) -> str:
-    """File text: UTF-8 when it decodes, else line by line UTF-8 or latin-1 (ml-1m, ml-10m, ml-100k are latin-1).
+    """File text: UTF-8 when it decodes, else line by line UTF-8 or cp1252 (ml-1m, ml-10m, ml-100k are latin-1).
 
     Line by line, so one latin-1 line in a UTF-8 file (an edited release) leaves the others
-    intact instead of turning every accented title of the file into mojibake.
+    intact instead of turning every accented title of the file into mojibake. cp1252 is latin-1
+    with printable characters where latin-1 has C1 controls (0x80-0x9f): a file saved on Windows
+    writes "Don't" with 0x92 and "..." as 0x85, which latin-1 read as invisible control characters.
+    A line holding one of the five bytes cp1252 leaves undefined is read as latin-1.
     """
     raw = path.read_bytes()
     try:
@@ -45,6 +48,10 @@ def decode_text(path: Path) -> str:
 def _decode_line(line: bytes) -> str:
     try:
         return line.decode("utf-8")
+    except UnicodeDecodeError:
+        pass
+    try:
+        return line.decode("cp1252")
     except UnicodeDecodeError:
         return line.decode("latin-1")
 
@@ -64,7 +71,7 @@ def _lines(text: str, fmt: TextFormat) -> Iterator[tuple[int, list[str]]]:
             start = reader.line_num + 1
         return
     # only CR/LF end a line: str.splitlines also breaks at \x85, \x0c, \x1c-\x1e, U+2028, which
-    # latin-1 titles can hold (0x85 is cp1252's ellipsis)
+    # titles can hold (a latin-1 0x85, a form feed)
     for i, line in enumerate(_LINE_END.split(text.removeprefix("\ufeff")), start=1):
         if line.strip():
             yield i, line.split(fmt.sep)
