@@ -11,8 +11,11 @@ import pandas as pd
 YEAR_RE = r"^(?P<name>.*?)\s*\((?P<year>\d{4})(?:\s*[-\u2013]\s*(?:\d{4})?)?\)\s*$"
 TOP_TAGS = 5
 # MovieLens files titles under their noun: "Matrix, The", "Crow, The: Wicked Prayer",
-# "Mondays in the Sun (Lunes al sol, Los)"; the article goes back in front for display
-ARTICLES = "The|A|An|Les|Le|La|L'|Los|Las|El|Il|Lo|Gli|Der|Die|Das"
+# "Mondays in the Sun (Lunes al sol, Los)"; the article goes back in front for display. Romance,
+# German, Dutch, Scandinavian and Portuguese articles too: ml-latest-small files "Vitelloni, I",
+# "Chien andalou, Un", "Sjunde inseglet, Det", "Grønne slagtere, De" (none of its titles ends in
+# one of these words without it being an article)
+ARTICLES = "The|A|An|Les|Le|La|L'|Un|Une|Los|Las|El|Una|Il|Lo|I|Gli|Uno|Der|Die|Das|Ein|Eine|De|Het|Den|Det|En|Ett|O|Os|As|Um|Uma"
 TRAILING_ARTICLE = re.compile(rf"^(?P<aka>a\.k\.a\. )?(?P<noun>.+?), (?P<article>{ARTICLES})(?P<rest>:.*)?$")
 ALSO_KNOWN_AS = re.compile(r"\(([^()]*)\)")
 
