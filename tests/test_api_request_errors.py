@@ -13,8 +13,10 @@ from pathlib import Path
 import httpx
 import pandas as pd
 import pytest
+from pydantic import ValidationError
 from redis_fixtures import live_api_on_embedded
 
+from homepage.api.schemas import ProfileIn
 from homepage.pagebuilder.features import DEVICES
 
 API_KEY = "errors-" + uuid.uuid4().hex
@@ -88,6 +90,22 @@ def test_an_unknown_favourite_genre_is_a_422_listing_the_catalogs_genres(http: h
     assert http.get("/users/4243", headers=KEY).status_code == 404  # nothing stored
     assert http.request(method, "/users/4243", json={"favourite_genres": ["Comedy"]}, headers=KEY).json()["favourite_genres"] == ["Comedy"]
     assert http.delete("/users/4243", headers=KEY).status_code == 200
+
+
+@pytest.mark.parametrize("genre", ["Ciência-Ficção", "アニメ", "Film-Noir (Néo)"])
+def test_a_favourite_genre_in_any_script_is_checked_against_the_catalog(http: httpx.Client, genre: str) -> None:
+    """An ASCII-only pattern refused a catalog's 'Ciência-Ficção' before the catalog was asked: no profile could name it."""
+    r = http.put("/users/4244", json={"favourite_genres": ["Drama", genre]}, headers=KEY)
+    assert r.status_code == 422, r.text
+    (error,) = r.json()["errors"]
+    assert error["field"] == "favourite_genres.1" and error["message"].startswith(f"unknown genre {genre!r}; the catalog's genres: "), r.text
+    assert ProfileIn(favourite_genres=[genre]).favourite_genres == [genre]  # a catalog holding it gets it stored
+
+
+@pytest.mark.parametrize("genre", ["Drama\n", "Dra\x00ma", "Drama|Comedy", "<b>"])
+def test_a_favourite_genre_with_control_characters_or_markup_is_still_refused_by_its_pattern(genre: str) -> None:
+    with pytest.raises(ValidationError, match="should match pattern"):
+        ProfileIn(favourite_genres=[genre])
 
 
 # ------------------------------------------------------------------ echoed input is bounded

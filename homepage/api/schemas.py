@@ -246,7 +246,9 @@ class ProfileIn(BaseModel):
     region: str | None = Field(
         default=None, pattern=REGION_PATTERN, description="regional rows (a degraded page takes only the request's region parameter)"
     )
-    favourite_genres: list[Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9 '&()_./-]+$")]] = Field(
+    # letters of any script (\w is Unicode here): a catalog's "Ciência-Ficção" or "アニメ" was refused by
+    # an ASCII pattern; the route then checks the name against the catalog's genres
+    favourite_genres: list[Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[\w '&()./-]+$")]] = Field(
         default_factory=list,
         max_length=20,
         description="catalog genre names, at most 20 entries as sent (repeats are then dropped); a new user's genre rows, and the artwork chosen for the user",
