@@ -522,6 +522,29 @@ def test_an_external_image_that_fails_shows_the_placeholder(viewer: Viewer, tab:
         viewer.app.state.viewer_settings = before
 
 
+def test_a_right_to_left_title_is_laid_out_right_to_left(viewer: Viewer, tab: Tab) -> None:
+    """A long Hebrew title ran left to right in its card: the ellipsis cut off its first words, not its last."""
+    page = tab.page
+    hebrew = "הסיפור הארוך מאוד של הכפר הקטן בהרים"
+
+    def with_hebrew_title(route: Any) -> None:
+        body = route.fetch().json()
+        body["rows"][0]["titles"][0]["name"] = hebrew
+        route.fulfill(status=200, content_type="application/json", body=json.dumps(body))
+
+    page.route("**/viewer/page/**", with_hebrew_title)
+    page.goto(viewer.url + "/")
+    page.click("button.sample[data-label='heavy']")
+    page.wait_for_selector(".row .card .card-title")
+    first, second = page.eval_on_selector_all(
+        ".row .card .card-title",
+        "els => els.slice(0, 2).map(e => { const s = getComputedStyle(e); return [e.textContent, s.direction, s.textAlign, e.scrollWidth > e.clientWidth]; })",
+    )
+    assert first[0].startswith(hebrew) and first[1:] == ["rtl", "start", True], first
+    assert second[1] == "ltr", second  # an English title stays left to right
+    assert not tab.errors
+
+
 def test_back_and_forward_return_to_the_users_and_policies_shown(viewer: Viewer, tab: Tab) -> None:
     """Each user, policy or compare picked is a history entry: Back shows the previous view, with its controls."""
     page = tab.page

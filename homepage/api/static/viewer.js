@@ -126,7 +126,8 @@ function cardNode(card, ri, ci, ctx) {
       "aria-describedby": state.explain ? explainId : null, // a button's name hides its content
     },
     artNode(card, label),
-    el("span", { class: "card-title", text: label }),
+    // dir=auto: a Hebrew or Arabic title runs right to left, so its ellipsis cuts its end, not its first words
+    el("span", { class: "card-title", dir: "auto", text: label }),
     only ? el("span", { class: "badge", text: `only in ${ctx.policy}` }) : null,
     el("span", { id: explainId, class: "explain explain-card", text: `variant ${card.variant_id || "default"} · propensity ${fmt(card.propensity, 2)}` }),
   );
