@@ -270,7 +270,11 @@ class PersonalizedRanker(Ranker):
                 out.append(self._row(request.catalog, f"more_picks:{j}", "More picks for you", more, scores, RowReason(kind="top_picks")))
         liked = w * ~np.isin(items, self.rated_down(user)) if self.genre_stars_ > 0 else w  # rated low: none of its genres "for you"
         history = self._top_genres(request.catalog, items[items < n], liked[items < n], c.max_rows - len(out))
-        out += self._genre_rows(request.catalog, pool, scores, history, c.max_rows - len(out))
+        # the genre the user leans to most is theirs even when niche (five documentaries rated 5: nine
+        # documentaries among ml-latest-small's 1,000 best for them, so no row): filled from the whole catalog,
+        # as a stated genre is; a weaker genre too rare in the pool still leaves its slot to the next
+        out += self._genre_rows(request.catalog, pool, scores, history[:1], c.max_rows - len(out), beyond_pool=True)
+        out += self._genre_rows(request.catalog, pool, scores, history[1:], c.max_rows - len(out))
         if c.favourite_genres:  # slots the history leaves free go to the genres the user said they like
             made = {row.reason.genre for row in out}  # a history genre too short for a row still counts as stated
             stated = [g for g in favourite_genre_indices(request.catalog, user.favourite_genres) if request.catalog.genres[g] not in made]
@@ -319,9 +323,10 @@ class PersonalizedRanker(Ranker):
     ) -> list[CandidateRow]:
         """Up to ``limit`` "<Genre> for you" rows: ``pool`` (best first) filtered by each genre in turn, long enough ones only.
 
-        ``beyond_pool`` (genres the user stated): a genre the pool holds too few titles of is
-        filled from the whole catalog by the same scores, so a stated favourite of a niche genre
-        (Film-Noir: 7 of ml-latest-small's 1,000 most popular titles) still gets its row.
+        ``beyond_pool`` (genres the user stated, and the one their history leans to most): a genre
+        the pool holds too few titles of is filled from the whole catalog by the same scores, so a
+        stated favourite of a niche genre (Film-Noir: 7 of ml-latest-small's 1,000 most popular
+        titles) still gets its row.
         """
         c = self.config
         out: list[CandidateRow] = []

@@ -218,7 +218,7 @@ def test_a_user_without_history_gets_rows_of_the_genres_they_stated() -> None:
 
 def test_a_stated_niche_genre_gets_its_row_from_beyond_the_pool() -> None:
     """A stated genre with too few titles among the ``genre_pool`` best (Film-Noir on ml-latest-small) is filled from the
-    whole catalog by the same scores, for a new user and in a known user's spare slots; history's genres are not."""
+    whole catalog by the same scores, for a new user and in a known user's spare slots; history's weaker genres are not."""
     r, catalog, log, until = fitted({"genre_pool": 10, "min_genre_titles": 8, "max_rows": 4})
     drama = catalog.genre_matrix[:, catalog.genre_index["Drama"]]
     assert drama[np.argsort(-r.prior_, kind="stable")[:10]].sum() < 8 <= drama.sum()  # too few dramas in the pool
@@ -236,6 +236,22 @@ def test_a_stated_niche_genre_gets_its_row_from_beyond_the_pool() -> None:
         assert column[catalog.index_of(got.title_ids)].all() and not np.isin(got.title_ids, fan.title_ids).any()
         assert len(got) >= 8 and np.all(np.diff(got.scores) <= 0)
 
+
+
+def test_the_genre_a_user_leans_to_most_gets_its_row_even_when_niche() -> None:
+    """Five documentaries rated 5 on ml-latest-small: nine among the user's 1,000 best, so no "Documentaries for you"
+    while Comedy and Drama got rows. The strongest history genre is filled from the whole catalog, as a stated one is."""
+    r, catalog, log, until = fitted({"genre_pool": 10, "min_genre_titles": 8, "max_rows": 4})
+    drama = catalog.genre_matrix[:, catalog.genre_index["Drama"]]
+    new = with_plays(UserState.empty(999, until), [100, 103, 106, 130, 133], catalog, until)  # dramas only (comedy or horror too)
+    scores = r.score_titles(new)
+    scores[new.known_titles] = -np.inf
+    assert drama[np.argsort(-scores, kind="stable")[:10]].sum() < 8 <= drama.sum() - 5  # too few dramas in the pool
+    rows = {row.row_id: row for row in r.rows(request(new, catalog, log, until + 10))}
+    got = rows["personalized:genre:Drama"]
+    assert drama[catalog.index_of(got.title_ids)].all() and not np.isin(got.title_ids, new.title_ids).any()
+    assert len(got) >= 8 and np.all(np.diff(got.scores) <= 0)
+    assert list(rows).index("personalized:genre:Drama") == 1  # first of the genre rows, right after top picks
 
 def test_stated_genres_fill_only_the_genre_rows_history_leaves_free() -> None:
     r, catalog, log, until = fitted({"max_rows": 4})
