@@ -220,6 +220,19 @@ def test_pin_within_n() -> None:
         assert placed[1].forced_by == "pin:continue_watching"
 
 
+
+@pytest.mark.parametrize(("within", "rows"), [(2, 1), (3, 2), (50, 3)])
+def test_a_page_shorter_than_the_pin_still_holds_the_pinned_row(within: int, rows: int) -> None:
+    """A compact client asking for one row got no "Continue watching" under the default pin within 2: the pin
+    forced it at the second stage, which a one-row page never reaches. It is placed within the page's rows."""
+    last = TemplateScorer(order=("personalized", "top_n", "trending", "video_to_video", "continue_watching"))
+    pin = PageRules(rules=({"rule": "pin", "ranker": "continue_watching", "within": within},))
+    placed, _ = build(pin, scorer=last, rows=rows)
+    assert len(placed) == rows and [r.ranker for r in placed].count("continue_watching") == 1
+    assert placed[-1].ranker == "continue_watching" and placed[-1].forced_by == "pin:continue_watching"
+    unpinned, _ = build(PageRules(rules=()), scorer=last, rows=rows)  # the scorer alone would not place it
+    assert "continue_watching" not in [r.ranker for r in unpinned]
+
 def test_a_pinned_row_needs_only_one_new_title() -> None:
     """Continue watching (5 titles here) under min_titles 8: pinned, it is still placed; unpinned, it is not."""
     rules = ({"rule": "min_titles", "n": 8}, {"rule": "pin", "ranker": "continue_watching", "within": 2})

@@ -52,7 +52,7 @@ def assemble(
 ) -> tuple[list[PlacedRow], list[StageTrace]]:
     """Build up to ``rows`` rows of up to ``cols`` titles; returns the rows and (if explain) the traces."""
     feats = StageFeatures(cm, stats, user, cols, len(ranker_vocab), rules.viewport_rows)
-    plan = RulePlan(rules, list(ranker_vocab), cols)
+    plan = RulePlan(rules, list(ranker_vocab), cols, rows)
     alive = np.ones(len(cm), dtype=bool)
     placed: list[PlacedRow] = []
     traces: list[StageTrace] = []

@@ -129,7 +129,7 @@ class RulePlan:
     of vector operations; pins and viewport-genre rules keep their configured order.
     """
 
-    def __init__(self, rules: PageRules, ranker_names: list[str], cols: int | None = None) -> None:
+    def __init__(self, rules: PageRules, ranker_names: list[str], cols: int | None = None, rows: int | None = None) -> None:
         self.viewport_rows = rules.viewport_rows
         self.min_titles = 1  # a row must add at least one title
         limit = np.full(len(ranker_names) + 1, 2**62, dtype=np.int64)  # no limit; last: unknown rankers
@@ -147,7 +147,10 @@ class RulePlan:
                     code = ranker_names.index(r.ranker)
                     limit[code] = min(limit[code], r.max)
             elif isinstance(r, PinRule) and r.ranker in ranker_names:
-                self.ordered.append(("pin", ranker_names.index(r.ranker), r.within - 1, f"pin:{r.ranker}"))
+                # a page shorter than ``within`` pins the row within its rows: a one-row page asked for
+                # by a compact client is the continue-watching row, not a page without it
+                last = r.within if rows is None else max(min(r.within, rows), 1)
+                self.ordered.append(("pin", ranker_names.index(r.ranker), last - 1, f"pin:{r.ranker}"))
             elif isinstance(r, MinViewportGenresRule):
                 self.ordered.append(("genres", r.k, 0, f"min_viewport_genres:{r.k}"))
         self.limit = limit
@@ -196,6 +199,7 @@ def eligible(
     ranker_count: np.ndarray,
     viewport_genre_count: int,
     cols: int | None = None,
+    rows: int | None = None,
 ) -> tuple[np.ndarray, str | None]:
     """Which remaining rows may be placed at ``stage``, and the rule forcing the choice if any.
 
@@ -203,4 +207,4 @@ def eligible(
     The page loop resolves the rules once per page with ``RulePlan``; this is the same check
     for a single stage.
     """
-    return RulePlan(rules, ranker_names, cols).eligible(stage, row_rankers, n_effective, new_genres, ranker_count, viewport_genre_count)
+    return RulePlan(rules, ranker_names, cols, rows).eligible(stage, row_rankers, n_effective, new_genres, ranker_count, viewport_genre_count)
