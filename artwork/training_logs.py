@@ -6,7 +6,9 @@ Two kinds of Parquet file are accepted, told apart by their columns:
   :mod:`homepage.servedlogs.schema`): one row per title shown on a served page. The arm is
   the variant's position among its title's variants, the reward ``played`` and the
   propensity ``artwork_propensity``. Impressions without an artwork choice (null
-  ``variant_id``, e.g. degraded pages) carry no artwork information and are left out;
+  ``variant_id``, e.g. degraded pages) carry no artwork information and are left out, and so
+  are impressions of a title or variant the dataset's catalog no longer has (withdrawn, or
+  re-genred since the page was served: a log spans catalog versions), counted and named;
 - **artwork feedback** (:func:`artwork.feedback.write_feedback`, e.g. from
   ``homepage artwork simulate``): ``action``, ``reward``, ``propensity``, ``title_idx``,
   ``user_id`` and an optional ``ts``.
@@ -46,6 +48,8 @@ class TrainingLogs:
     context_row: np.ndarray  # int64 (n,)
     kind: str  # SERVED or FEEDBACK
     n_skipped: int  # impressions without an artwork choice, left out
+    n_not_in_catalog: int = 0  # impressions of a title or variant the catalog no longer has, left out
+    first_not_in_catalog: str = ""  # the first of them, as "row R: title_id T, variant_id 'V'"
 
     def summary(self) -> dict[str, object]:
         """What was trained on, for the bundle manifest and the command's report."""
@@ -54,6 +58,7 @@ class TrainingLogs:
             "kind": self.kind,
             "impressions": len(lg),
             "skipped_without_artwork": self.n_skipped,
+            "skipped_not_in_catalog": self.n_not_in_catalog,
             "users": int(np.unique(lg.user_id).size) if lg.user_id is not None else 0,
             "titles": int(np.unique(lg.title_idx).size) if lg.title_idx is not None else 0,
             "play_rate": float(lg.reward.mean()) if len(lg) else 0.0,
@@ -125,21 +130,25 @@ def _reward(frame: pd.DataFrame, where: str, name: str) -> np.ndarray:
     return r
 
 
-def _variant_positions(catalog: Catalog, title_idx: np.ndarray, variant_ids: np.ndarray, where: str, rows: np.ndarray) -> np.ndarray:
-    """Position of each variant id within its title's variant tuple; an error names the first stranger."""
-    pos_of = {v.variant_id: j for vs in catalog.variants for j, v in enumerate(vs)}
-    title_of = {v.variant_id: i for i, vs in enumerate(catalog.variants) for v in vs}
-    out = np.empty(title_idx.size, np.int64)
+def _in_catalog(catalog: Catalog, title_idx: np.ndarray, variant_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Whether each (title, variant) is in the catalog, and the variant's position within its title's variants (-1 if not)."""
+    pos_of = {v.variant_id: (i, j) for i, vs in enumerate(catalog.variants) for j, v in enumerate(vs)}
+    pos = np.full(title_idx.size, -1, np.int64)
     for k, (t, v) in enumerate(zip(title_idx.tolist(), variant_ids.tolist())):
-        if title_of.get(v) != t:
-            raise HomepageError(
-                f"{where}: row {int(rows[k])}: variant_id {v!r} is not an artwork variant of title {int(catalog.title_ids[t])}"
-            )
-        out[k] = pos_of[v]
-    return out
+        at = pos_of.get(v)
+        if t >= 0 and at is not None and at[0] == t:
+            pos[k] = at[1]
+    return pos >= 0, pos
 
 
-def _served(frame: pd.DataFrame, where: str, catalog: Catalog) -> tuple[LoggedFeedback, np.ndarray, int]:
+def _served(frame: pd.DataFrame, where: str, catalog: Catalog) -> tuple[LoggedFeedback, np.ndarray, int, int, str]:
+    """The impressions with an artwork choice of titles and variants in ``catalog``, their times, and what was left out.
+
+    Returns (logs, ts, impressions without a choice, impressions not in the catalog, the first of
+    those). A served log spans catalog versions: a title withdrawn since, or a variant gone with a
+    genre change, is no longer the catalog's to train; a log none of whose impressions are in the
+    catalog is an error (the wrong ``--dataset``).
+    """
     _need(frame, where, ("user_id", "ts", "title_id", "played"), "a served log")
     for c in ("variant_id", "artwork_propensity"):
         if c not in frame.columns:
@@ -147,28 +156,36 @@ def _served(frame: pd.DataFrame, where: str, catalog: Catalog) -> tuple[LoggedFe
     has_variant = frame["variant_id"].notna().to_numpy()
     has_prop = frame["artwork_propensity"].notna().to_numpy()
     _first_bad(where, has_variant != has_prop, "variant_id and artwork_propensity must be both set or both empty")
-    rows = np.flatnonzero(has_variant)
-    sub = frame.iloc[rows]
-    title_ids = _int_col(frame, where, "title_id")[rows]
-    title_idx = catalog.index_of(title_ids)
-    bad = title_idx < 0
-    if bad.any():
-        i = int(np.flatnonzero(bad)[0])
-        raise HomepageError(f"{where}: row {int(rows[i])}: title_id {int(title_ids[i])} is not in the dataset's catalog")
-    action = _variant_positions(catalog, title_idx, sub["variant_id"].astype(str).to_numpy(), where, rows)
-    reward = _reward(frame, where, "played")[rows]
-    prop = _propensity(frame, where, "artwork_propensity", has_prop)[rows]
+    reward_all = _reward(frame, where, "played")
+    prop_all = _propensity(frame, where, "artwork_propensity", has_prop)
+    users_all, ts_all = _int_col(frame, where, "user_id"), _int_col(frame, where, "ts")
+    chosen = np.flatnonzero(has_variant)
+    title_ids = _int_col(frame, where, "title_id")[chosen]
+    variant_ids = frame["variant_id"].iloc[chosen].astype(str).to_numpy()
+    known, pos = _in_catalog(catalog, catalog.index_of(title_ids), variant_ids)
+    first = ""
+    if not known.all():
+        i = int(np.flatnonzero(~known)[0])
+        first = f"row {int(chosen[i])}: title_id {int(title_ids[i])}, variant_id {variant_ids[i]!r}"
+        if not known.any():
+            raise HomepageError(
+                f"{where}: none of its {chosen.size} impressions with artwork is of a title and variant in the dataset's catalog "
+                f"({first} is not); is it the dataset these pages were served from?"
+            )
+    rows = chosen[known]
+    title_idx = catalog.index_of(title_ids[known])
+    action = pos[known]
     n_choices = np.array([len(catalog.variants[t]) for t in title_idx.tolist()], np.int64)
     logs = LoggedFeedback(
         action=action,
-        reward=reward,
-        propensity=prop,
+        reward=reward_all[rows],
+        propensity=prop_all[rows],
         n_actions=max(int(n_choices.max(initial=1)), int(action.max(initial=0)) + 1),
         title_idx=title_idx,
-        user_id=_int_col(frame, where, "user_id")[rows],
+        user_id=users_all[rows],
         n_choices=n_choices,
     )
-    return logs, _int_col(frame, where, "ts")[rows], int(frame.shape[0] - rows.size)
+    return logs, ts_all[rows], int(frame.shape[0] - chosen.size), int(chosen.size - rows.size), first
 
 
 def _feedback(frame: pd.DataFrame, where: str, catalog: Catalog, default_ts: int) -> tuple[LoggedFeedback, np.ndarray]:
@@ -218,7 +235,7 @@ def read_training_logs(path: Path, catalog: Catalog, events: EventLog, stable_pe
     if len(frame) == 0:
         raise HomepageError(f"{where}: no rows")
     if "page_id" in frame.columns:
-        logs, ts, skipped = _served(frame, where, catalog)
+        logs, ts, skipped, gone, first_gone = _served(frame, where, catalog)
         kind = SERVED
         if len(logs) == 0:
             raise HomepageError(f"{where}: none of its {skipped} impressions has an artwork choice (variant_id is empty)")
@@ -234,11 +251,11 @@ def read_training_logs(path: Path, catalog: Catalog, events: EventLog, stable_pe
         if until is not None:
             end = min(end, int(until))
         logs, ts = _feedback(frame, where, catalog, end)
-        kind, skipped = FEEDBACK, 0
+        kind, skipped, gone, first_gone = FEEDBACK, 0, 0, ""
     else:
         raise HomepageError(
             f"{where}: neither a served log (page_id, title_id, variant_id, artwork_propensity, played) "
             "nor artwork feedback (action, reward, propensity, title_idx, user_id)"
         )
     ctx, row = contexts_at(events, catalog, logs.user_id, ts, stable_period)
-    return TrainingLogs(logs, ctx, row, kind, skipped)
+    return TrainingLogs(logs, ctx, row, kind, skipped, gone, first_gone)

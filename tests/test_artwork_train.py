@@ -187,8 +187,8 @@ def _write(frame: pd.DataFrame, path: Path) -> Path:
 
 
 BAD_SERVED = [
-    ("title_id", lambda f: f.assign(title_id=f["title_id"].where(f.index != 5, 999_999)), "row 5: title_id 999999 is not in the dataset's catalog"),
-    ("variant_id", lambda f: f.assign(variant_id=f["variant_id"].where(f.index != 7, "nope-1")), "row 7: variant_id 'nope-1' is not an artwork variant of title"),
+    ("no title in the catalog", lambda f: f.assign(title_id=999_999),
+     "none of its 400 impressions with artwork is of a title and variant in the dataset's catalog (row 0: title_id 999999"),
     # row 1 has no artwork choice: row numbers still count every row of the file
     ("propensity", lambda f: f.assign(artwork_propensity=f["artwork_propensity"].where(f.index != 2, 0.0).where(f.index != 1, None),
                                       variant_id=f["variant_id"].where(f.index != 1, None)), "row 2: artwork_propensity = 0.0 is not a probability in (0, 1]"),
@@ -233,14 +233,54 @@ def test_bad_feedback_and_files_name_the_problem(world: Path, trained: Path, tmp
 
 def test_cli_error_is_one_line_naming_the_file_and_row(world: Path, tmp_path: Path) -> None:
     frame, _ = _served_frame(world)
-    path = _write(frame.assign(title_id=frame["title_id"].where(frame.index != 5, 999_999)), tmp_path / "bad.parquet")
+    path = _write(frame.assign(played=frame["played"].where(frame.index != 5, 3)), tmp_path / "bad.parquet")
     res = subprocess.run(
         [sys.executable, "-m", "homepage", "artwork", "train", str(path), "--dataset", str(world), "--out", str(tmp_path / "o")],
         capture_output=True, text=True, timeout=120,
     )
     assert res.returncode == 2
-    assert f"{path}: row 5: title_id 999999" in " ".join(res.stderr.split()) and "Traceback" not in res.stderr
+    assert f"{path}: row 5: played = 3" in " ".join(res.stderr.split()) and "Traceback" not in res.stderr
     assert not (tmp_path / "o").exists()
+
+
+def test_a_served_log_spanning_catalog_versions_trains_on_what_the_catalog_still_has(world: Path, tmp_path: Path) -> None:
+    """Pages served before a catalog change show titles since withdrawn and variants since gone (a genre
+    changed): those impressions are left out and counted, the rest train; the log was refused whole before."""
+    frame, catalog = _served_frame(world)
+    ds = load_dataset(world)
+    withdrawn = int(frame["title_id"].iloc[5])
+    regenred_row = next(i for i in range(len(frame)) if not frame["variant_id"].iloc[i].endswith("-n")
+                        and int(frame["title_id"].iloc[i]) != withdrawn)
+    gone_variant = frame["variant_id"].iloc[regenred_row]
+    titles = ds.titles[ds.titles["title_id"] != withdrawn]
+    variants = ds.variants[(ds.variants["title_id"] != withdrawn) & (ds.variants["variant_id"] != gone_variant)]
+    now = Catalog.from_frames(titles, variants)  # the catalog of the next version
+    left_out = (frame["title_id"] == withdrawn) | (frame["variant_id"] == gone_variant)
+    path = write_served_logs(frame, tmp_path / "served.parquet")
+    data = read_training_logs(path, now, EventLog.from_frame(ds.events, now, ds.users), WEEK)
+    assert data.n_not_in_catalog == int(left_out.sum()) >= 2 and data.summary()["skipped_not_in_catalog"] == data.n_not_in_catalog
+    assert data.first_not_in_catalog.startswith(f"row {int(np.flatnonzero(left_out.to_numpy())[0])}: title_id ")
+    keep = frame[~left_out]
+    assert len(data.logs) == len(keep)
+    assert now.title_ids[data.logs.title_idx].tolist() == keep["title_id"].tolist()
+    assert [now.variants[t][a].variant_id for t, a in zip(data.logs.title_idx, data.logs.action)] == keep["variant_id"].tolist()
+    np.testing.assert_allclose(data.logs.propensity, keep["artwork_propensity"].to_numpy(float))
+
+
+def test_artwork_train_command_reports_the_impressions_a_catalog_change_left_out(world: Path, tmp_path: Path) -> None:
+    frame, _ = _served_frame(world)
+    frame = frame.assign(title_id=frame["title_id"].where(frame.index != 5, 999_999),
+                         variant_id=frame["variant_id"].where(frame.index != 7, "gone-1"))
+    path = _write(frame, tmp_path / "served.parquet")
+    res = subprocess.run(
+        [sys.executable, "-m", "homepage", "artwork", "train", str(path), "--dataset", str(world), "--out", str(tmp_path / "o")],
+        capture_output=True, text=True, timeout=180,
+    )
+    assert res.returncode == 0, res.stderr
+    assert "left out 2 impressions of titles or artwork variants" in " ".join(res.stderr.split())
+    assert "row 5: title_id 999999" in " ".join(res.stderr.split())
+    training = json.loads((tmp_path / "o" / "training.json").read_text())
+    assert training["data"]["skipped_not_in_catalog"] == 2 and training["data"]["impressions"] == len(frame) - 2
 
 
 def _under_a_file_size_limit(limit: int) -> None:

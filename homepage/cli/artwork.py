@@ -142,6 +142,12 @@ def train(
     data = read_training_logs(logs, catalog, EventLog.from_frame(ds.events, catalog, ds.users), period)
     summary = data.summary()
     typer.echo(f"{logs}: {summary['impressions']:,} impressions ({summary['kind']}), {summary['users']:,} users, play rate {summary['play_rate']:.4f}")
+    if data.n_not_in_catalog:
+        typer.echo(
+            f"{logs}: left out {data.n_not_in_catalog:,} impressions of titles or artwork variants {dataset} does not have "
+            f"(first: {data.first_not_in_catalog})",
+            err=True,
+        )
     selector, report = train_selector(data, catalog, epsilon, period, seed=seed, progress=typer.echo)
     training = {"logs": str(logs), "dataset": str(dataset), "data": summary, "training": report.to_json()}
     _write_selector_dir(Path(out), PageArtwork.of(selector, catalog), training)

@@ -80,4 +80,7 @@ def train(
             highlight=False,
             soft_wrap=True,
         )
+    gone = bundle.manifest["components"].get("artwork", {}).get("logs", {}).get("skipped_not_in_catalog", 0)
+    if gone:
+        console.print(f"note: --artwork-logs: left out {gone:,} impressions of titles or artwork variants {dataset} does not have", highlight=False, soft_wrap=True)
     typer.echo(str(bundle.path))
