@@ -9,6 +9,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from homepage.catalog import Catalog
 from homepage.config import PipelineConfig
 from homepage.dataset import load_dataset
@@ -105,7 +107,25 @@ def check_bundle_serves(bundle_dir: Path, catalog: Catalog, dataset: Path) -> fl
             f"--models: bundle {bundle.version} was trained on another catalog: {why} "
             f"(bundle trained on {bundle.manifest.get('dataset', {}).get('path')})"
         )
+    check_no_withdrawn_titles(bundle.catalog, catalog, bundle.version, dataset)
     return bundle.config.half_life_seconds
+
+
+def check_no_withdrawn_titles(served: Catalog, listed: Catalog, bundle_version: str, dataset: Path) -> None:
+    """Refuse a bundle holding titles the dataset no longer lists (withdrawn: a licence ended).
+
+    Workers serve the bundle's catalog: such a title stayed in its users' continue-watching rows,
+    named because-you-watched rows, and came back into every row once someone played it (the
+    events counted it). A dataset with titles the bundle lacks (new releases) is fine: they wait
+    for the next training.
+    """
+    gone = np.flatnonzero(~np.isin(served.title_ids, listed.title_ids))
+    if gone.size:
+        named = ", ".join(f"{int(served.title_ids[i])} {served.names[i]!r}" for i in gone[:5])
+        raise HomepageError(
+            f"--models: bundle {bundle_version} serves {gone.size} titles {dataset} does not list ({named}"
+            f"{', ...' if gone.size > 5 else ''}); pages would still show them: train a bundle on {dataset} and publish that"
+        )
 
 
 def check_half_life(given: float | None, trained: float | None, bundle_version: str | None) -> float:

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from redis_fixtures import *  # noqa: F403
 from redis_fixtures import make_store, write_small_dataset
@@ -293,3 +294,30 @@ def test_publish_uploads_only_the_files_the_bundle_lists(store: RedisStore, cli_
     published = set(store.bundle_files(store.active_version()))
     listed = set(json.loads((bundle / "manifest.json").read_text())["files"])
     assert published == listed | {"manifest.json"}
+
+
+def test_publish_refuses_a_bundle_serving_titles_the_dataset_withdrew(
+    store: RedisStore, cli_settings: Settings, small: Path, models: Path, tmp_path: Path
+) -> None:
+    """A title dropped from the movies file (its licence ended) while its ratings stay in the history: the
+    bundle trained before still serves it (workers serve the bundle's catalog), so publishing the two together
+    is refused, naming it; a catalog that only grew (a new release the bundle lacks) publishes."""
+    from homepage.dataset import write_dataset
+
+    good = publish_dataset(store, small, models=models).meta.version
+    ds = load_dataset(small)
+    listed = ds.events[ds.events["title_id"].isin(ds.titles["title_id"])]
+    gone = int(listed["title_id"].value_counts().index[0])  # the most watched title
+    write_dataset(tmp_path / "withdrawn", source="edited", events=ds.events, users=ds.users,
+                  titles=ds.titles[ds.titles["title_id"] != gone], variants=ds.variants[ds.variants["title_id"] != gone])
+    with pytest.raises(HomepageError, match=rf"serves 1 titles .*withdrawn does not list \({gone} '"):
+        publish_dataset(store, tmp_path / "withdrawn", models=models)
+    assert store.active_version() == good and store.versions() == [good]
+    new_id = int(ds.titles["title_id"].max()) + 1
+    new = ds.titles.iloc[:1].assign(title_id=new_id, name="A New Release")
+    new_variants = ds.variants[ds.variants["title_id"] == int(ds.titles["title_id"].iloc[0])].assign(title_id=new_id)
+    new_variants = new_variants.assign(variant_id=[f"{new_id}-{i}" for i in range(len(new_variants))])
+    write_dataset(tmp_path / "grown", source="edited", events=ds.events, users=ds.users,
+                  titles=pd.concat([ds.titles, new], ignore_index=True), variants=pd.concat([ds.variants, new_variants], ignore_index=True))
+    grown = publish_dataset(store, tmp_path / "grown", models=models).meta.version
+    assert store.active_version() == grown
