@@ -25,6 +25,14 @@ from prometheus_client.metrics_core import Metric
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 1.0, 2.5)
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+# the methods the API answers (and HEAD, OPTIONS); any other is labelled "other": the HTTP parser passes
+# some thirty (WebDAV's PROPFIND, MKCOL, ...; h11 any token), each a new series on every route a client names
+LABELLED_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
+def method_label(method: str) -> str:
+    """A request's method as a metric label: one of ``LABELLED_METHODS`` or ``"other"``, so clients cannot add series."""
+    return method if method in LABELLED_METHODS else "other"
 
 
 def multiprocess_dir() -> str | None:

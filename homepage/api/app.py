@@ -33,7 +33,7 @@ from homepage.api.security import BodyLimit
 from homepage.api.settings import ServeSettings, get_serve_settings
 from homepage.errors import HomepageError
 from homepage.log_throttle import LogThrottle
-from homepage.metrics import ServingMetrics
+from homepage.metrics import ServingMetrics, method_label
 from homepage.service import PageService
 from homepage.settings import Settings, get_settings
 from homepage.store import StoreUnavailable, connect
@@ -211,7 +211,7 @@ class Unhandled(HttpMiddleware):
 
 
 class Timing(HttpMiddleware):
-    """ASGI middleware: per-endpoint latency histogram and status counts (route templates, not raw paths)."""
+    """ASGI middleware: per-endpoint latency histogram and status counts (route templates, not raw paths; known methods)."""
 
     async def http(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         t0 = time.perf_counter()
@@ -229,5 +229,5 @@ class Timing(HttpMiddleware):
             route = scope.get("route")
             endpoint = getattr(route, "path", "unmatched")
             metrics: ServingMetrics = scope["app"].state.metrics
-            metrics.latency.labels(endpoint, scope["method"]).observe(time.perf_counter() - t0)
+            metrics.latency.labels(endpoint, method_label(scope["method"])).observe(time.perf_counter() - t0)
             metrics.responses.labels(endpoint, str(status)).inc()

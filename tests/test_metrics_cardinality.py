@@ -1,0 +1,50 @@
+"""What clients send cannot add series to ``/metrics``: its labels take bounded values whatever the requests.
+
+Found by a soak (2026-12-07): a scan with WebDAV methods (``PROPFIND``, ``MKCOL``, ... which the
+HTTP parser passes on to the app, and h11 any token) added a latency histogram of 18 series per
+method on every route it named.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from pathlib import Path
+
+import httpx
+
+from homepage.api.app import create_app
+from homepage.api.settings import ServeSettings
+from homepage.metrics import LABELLED_METHODS
+
+# methods httptools (llhttp) passes to the app, and tokens h11 would
+SCAN_METHODS = [
+    "PROPFIND", "PROPPATCH", "MKCOL", "COPY", "MOVE", "LOCK", "UNLOCK", "SEARCH", "REPORT", "MKACTIVITY",
+    "CHECKOUT", "MERGE", "M-SEARCH", "NOTIFY", "SUBSCRIBE", "UNSUBSCRIBE", "PURGE", "LINK", "UNLINK", "SOURCE",
+    "QUERY", "TRACE", "ACL", "BIND", "REBIND", "UNBIND", "MKCALENDAR",
+] + [f"X-SCAN-{i}" for i in range(30)]
+
+
+def metrics_after(app: object, requests: list[tuple[str, str]]) -> str:
+    """Send each (method, path) to the app in process (no lifespan, no Redis needed), then read ``/metrics``."""
+
+    async def run() -> str:
+        transport = httpx.ASGITransport(app=app)  # type: ignore[arg-type]
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+            for method, path in requests:
+                await client.request(method, path)
+            return (await client.get("/metrics")).text
+
+    return asyncio.run(run())
+
+
+def test_request_methods_take_a_bounded_set_of_label_values(tmp_path: Path) -> None:
+    app = create_app(ServeSettings(models_dir=tmp_path))
+    paths = ["/health/live", "/homepage/7", "/events", "/users/7", "/no/such/route"]
+    text = metrics_after(app, [(m, p) for m in SCAN_METHODS + ["GET", "DELETE"] for p in paths])
+    methods = set(re.findall(r'^homepage_request_seconds_count\{[^}]*method="([^"]*)"', text, re.M))
+    assert "other" in methods and {"GET", "DELETE"} <= methods, methods
+    assert methods <= LABELLED_METHODS | {"other"}, sorted(methods - LABELLED_METHODS)
+    # each endpoint's histogram: at most one per labelled method and "other", however many methods were sent
+    histograms = re.findall(r"^homepage_request_seconds_count\{", text, re.M)
+    assert len(histograms) <= len(paths) * 3 + 1, len(histograms)  # GET, DELETE, other; /metrics itself
