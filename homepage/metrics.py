@@ -83,7 +83,8 @@ class ServingMetrics:
         if serving != self._serving_labels:
             if self._serving_labels is not None:  # a series per version ever served grew /metrics at every publish
                 self.serving.labels(*self._serving_labels).set(0)  # a worker's file keeps it: ``render`` leaves zeros out
-                self.serving.remove(*self._serving_labels)
+                if multiprocess_dir() is None:  # there prometheus_client only warns (two raw lines on stderr a switch)
+                    self.serving.remove(*self._serving_labels)
             if serving is not None:
                 self.serving.labels(*serving).set(1)
             self._serving_labels = serving
