@@ -100,10 +100,12 @@ def uvicorn_log_config(settings: LogSettings | None = None) -> dict[str, Any]:
         "disable_existing_loggers": False,
         "formatters": {"homepage": fmt},
         "handlers": {"stderr": {"()": "homepage.log_setup.StderrHandler", "formatter": "homepage", "level": s.level}},
+        # uvicorn warns once per malformed request or connection: once a minute per message instead
+        "filters": {"repeated": {"()": "homepage.log_throttle.RepeatedWarnings"}},
         "root": {"handlers": ["stderr"], "level": s.level},
         "loggers": {
             "uvicorn": {"handlers": [], "level": s.level, "propagate": True},
-            "uvicorn.error": {"handlers": [], "level": s.level, "propagate": True},
+            "uvicorn.error": {"handlers": [], "level": s.level, "propagate": True, "filters": ["repeated"]},
             "uvicorn.access": {"handlers": [], "level": "WARNING", "propagate": False},
         },
     }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable, Hashable
@@ -31,3 +32,26 @@ class LogThrottle:
                 return None
             self._state[key] = (now, 0)
             return 0 if last is None else last[1]
+
+
+class RepeatedWarnings:
+    """A logging filter: a logger's warnings pass once per ``period`` seconds per message, the next one counting those held back.
+
+    For uvicorn's ``uvicorn.error``, which warns once per malformed request ("Invalid HTTP request
+    received.": a TLS handshake or a scanner on the HTTP port; "Unsupported upgrade request."): any
+    peer could write log lines as fast as it opens connections (400 junk connections, 500 lines).
+    Other levels pass untouched.
+    """
+
+    def __init__(self, period: float = 60.0, clock: Callable[[], float] = time.monotonic) -> None:
+        self.throttle = LogThrottle(period, clock)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno != logging.WARNING:
+            return True
+        held = self.throttle.admit(str(record.msg))  # uvicorn's messages are constants: a bounded set of keys
+        if held is None:
+            return False
+        if held:
+            record.msg = f"{record.msg} (and {held:,} times since the last line; they are logged once a minute)"
+        return True

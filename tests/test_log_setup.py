@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -64,3 +65,59 @@ def test_the_uvicorn_config_is_valid_for_dictconfig() -> None:
     finally:
         root.handlers[:] = saved[0]
         root.setLevel(saved[1])
+
+
+_SERVE_JUNK = """
+import sys, uvicorn
+from homepage.api.nodelay import http_protocol
+from homepage.log_setup import uvicorn_log_config
+
+async def ok(scope, receive, send):
+    if scope["type"] == "http":
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+uvicorn.run(ok, host="127.0.0.1", port=int(sys.argv[1]), http=http_protocol(), log_config=uvicorn_log_config(), lifespan="off")
+"""
+
+
+def test_a_peer_sending_junk_cannot_write_a_log_line_per_connection(tmp_path: Path) -> None:
+    """uvicorn warns once per malformed request: 400 junk connections (a TLS handshake on the HTTP port, websocket
+    upgrades) wrote 500 lines at the default level. Each of its warnings now passes once a minute, with the count."""
+    import os
+    import socket
+    import subprocess
+    import time
+
+    from redis_fixtures import free_port
+
+    port = free_port()
+    env = {**os.environ, "HOMEPAGE_LOG_FORMAT": "text", "HOMEPAGE_LOG_LEVEL": "WARNING"}
+    err = tmp_path / "stderr"
+    with open(err, "wb") as stderr:
+        proc = subprocess.Popen([sys.executable, "-c", _SERVE_JUNK, str(port)], env=env, stderr=stderr)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                assert proc.poll() is None and time.monotonic() < deadline, err.read_text()[-2000:]
+                time.sleep(0.1)
+        junk = [b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + bytes(50)] * 200  # a TLS ClientHello
+        junk += [b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n"] * 100
+        for data in junk:
+            with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+                s.sendall(data)
+                s.recv(1000)  # the 400, or the page: the server has dealt with it
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as s:  # a good request is still served
+            s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert s.recv(1000).startswith(b"HTTP/1.1 200")
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    lines = [ln for ln in err.read_text().splitlines() if "WARNING" in ln]
+    assert any("Invalid HTTP request received." in ln for ln in lines), lines  # the first of each still says it happens
+    assert any("Unsupported upgrade request." in ln for ln in lines), lines
+    assert len(lines) <= 5, lines[:10]

@@ -8,7 +8,7 @@ from typing import ClassVar
 import pytest
 
 from homepage.domain import CandidateRow
-from homepage.log_throttle import LogThrottle
+from homepage.log_throttle import LogThrottle, RepeatedWarnings
 from homepage.page import collect_candidates
 from rankers.base import Ranker, RankRequest
 
@@ -24,6 +24,22 @@ def test_one_message_per_period_per_key_with_the_count_held_back() -> None:
     now[0] = 60.0
     assert t.admit("a") == 6  # the six held back since the first
     assert t.admit("a") is None
+
+
+def test_repeated_warnings_pass_once_a_period_and_the_next_says_how_many_were_held() -> None:
+    now = [0.0]
+    f = RepeatedWarnings(period=60.0, clock=lambda: now[0])
+
+    def record(level: int, msg: str) -> logging.LogRecord:
+        return logging.LogRecord("uvicorn.error", level, __file__, 1, msg, None, None)
+
+    assert f.filter(record(logging.WARNING, "Invalid HTTP request received."))
+    assert not any(f.filter(record(logging.WARNING, "Invalid HTTP request received.")) for _ in range(7))
+    assert f.filter(record(logging.WARNING, "Unsupported upgrade request."))  # another message: its own period
+    assert all(f.filter(record(logging.INFO, "Started server process")) for _ in range(3))  # other levels untouched
+    now[0] = 61.0
+    r = record(logging.WARNING, "Invalid HTTP request received.")
+    assert f.filter(r) and r.getMessage() == "Invalid HTTP request received. (and 7 times since the last line; they are logged once a minute)"
 
 
 class Exploding(Ranker):
