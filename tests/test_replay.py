@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import re
 import tempfile
 from dataclasses import replace
@@ -137,6 +138,51 @@ def test_coverage_interval_contains_the_point() -> None:
     pr, lo_r, hi_r = bootstrap_coverage(same, 1000)
     assert pg == pr and lo_g <= pg <= hi_g
     assert hi_g - lo_g > 1.3 * (hi_r - lo_r)
+
+
+def test_ndcg_2d_discounts_rows_and_columns_by_log2_of_position_plus_two() -> None:
+    """One target alone at row r, column c scores 1 / (log2(r + 2) * log2(c + 2)): its ideal page has it at (0, 0), worth 1."""
+    genre, info = np.zeros((10, 1), bool), np.ones(10)
+    for r, c in [(0, 2), (2, 0), (1, 1), (2, 2)]:
+        grid = np.full((3, 3), -1)
+        grid[r, c] = 7
+        s = score_page(grid, ["a", "b", "c"], np.array([7]), genre, info, viewport=(3, 3))
+        assert s.values["ndcg_2d"] == pytest.approx(1 / (math.log2(r + 2) * math.log2(c + 2))), (r, c)
+
+
+def test_recalls_count_only_their_slots_and_title_zero_is_a_title() -> None:
+    """Viewport recall: hits inside the viewport over min(|targets|, its slots); page recall: over min(|targets|, the page's)."""
+    grid = np.array([[0, 1, 2], [3, 4, 5]])  # catalog index 0 is a title like any other (-1 is the empty slot)
+    targets = np.array([0, 2, 5, 8, 9, 10, 11, 12])  # more targets than the page has slots
+    s = score_page(grid, ["a", "b"], targets, np.zeros((20, 1), bool), np.ones(20), viewport=(1, 2))
+    assert s.values["viewport_recall"] == pytest.approx(1 / 2)  # title 0 in the 1 x 2 viewport; 2 is just right of it
+    assert s.values["page_recall"] == pytest.approx(3 / 6)  # 3 hits; the page could hold 6 at most
+    assert s.hits_grid.tolist() == [[True, False, True], [False, False, True]]
+
+
+def test_bootstrap_interval_is_the_central_95_percent() -> None:
+    """The interval of a mean of n normal values is about mean +- 1.96 sd / sqrt(n), resampling values or groups."""
+    v = np.random.default_rng(4).normal(0.0, 1.0, 2000)
+    se = v.std() / math.sqrt(v.size)
+    for groups in (None, np.arange(v.size)):
+        m, lo, hi = bootstrap_mean(v, n_boot=2000, groups=groups)
+        assert hi - lo == pytest.approx(2 * 1.96 * se, rel=0.08)
+        assert (m - lo) == pytest.approx(hi - m, rel=0.2)
+
+
+def test_bootstrap_over_groups_of_unequal_size_averages_each_resample() -> None:
+    """A resample's mean is over the requests it holds: equal values give that value, whatever the groups' sizes."""
+    groups = np.repeat(np.arange(6), [1, 5, 2, 9, 1, 3])
+    assert bootstrap_mean(np.full(groups.size, 0.3), n_boot=200, groups=groups) == pytest.approx((0.3, 0.3, 0.3))
+
+
+def test_resampling_groups_keeps_a_users_requests_together_wherever_they_are() -> None:
+    users = np.tile(np.array([5, 3, 9, 1]), 4)  # each user's requests spread over the sample, users unsorted
+    w = resample_weights(users.size, 50, 0, users)
+    for u in np.unique(users):
+        cols = w[:, users == u]
+        assert (cols == cols[:, :1]).all(), u
+    assert not (w == w[:, :1]).all()  # users are drawn differently: the test can fail
 
 
 # ------------------------------------------------------------------ a tiny world, fitted
@@ -654,3 +700,17 @@ def test_explain_rebuilds_a_page_served_for_another_region(world: dict[str, obje
     assert res.exit_code != 0 and "--region" in str(res.exception), res.output
 
 
+def test_paired_differences_are_the_first_policy_minus_the_second(world: dict[str, object]) -> None:
+    """"a - b" in the report is a's mean minus b's on the same requests, not the other way round."""
+    from homepage.replay.run import replay
+
+    log: EventLog = world["log"]  # type: ignore[assignment]
+    models: PageModels = world["models"]  # type: ignore[assignment]
+    protocol = ReplayProtocol(split_time=world["split"], requests_per_user=1, max_requests=20, seed=3)  # type: ignore[arg-type]
+    requests = sample_requests(log, protocol)
+    report = replay(log, models, ["template", "single-list"], requests, protocol, 7 * DAY, world["split"]).to_json(n_boot=50)  # type: ignore[arg-type]
+    pair = report["paired"]["template - single-list"]  # type: ignore[index]
+    for m in ("novelty", "ndcg_2d", "viewport_genres"):
+        a, b = (report["policies"][p][m]["mean"] for p in ("template", "single-list"))  # type: ignore[index]
+        assert pair[m]["mean"] == pytest.approx(a - b), m
+    assert pair["novelty"]["mean"] != 0  # the two policies differ: the sign can be wrong
