@@ -351,3 +351,8 @@ def test_one_se_rule_keeps_a_blend_only_when_it_beats_noise() -> None:
     assert simplest_within_one_se(ranked) is plain
     ranked = sorted([plain, tiny_gain, big_gain], key=lambda s: -s.mean_ndcg)
     assert simplest_within_one_se(ranked) is big_gain
+
+
+def test_coverage_does_not_count_padding_as_a_title() -> None:
+    # a list shorter than K is padded with -1: two distinct titles recommended, not three
+    assert coverage(np.array([[0, 1], [1, -1]]), n_titles=10, k=2) == pytest.approx(2 / 10)
