@@ -12,7 +12,7 @@ from homepage.eventlog import EventLog
 from homepage.state import PLAY, RATING, UserState
 from rankers.base import FitInput, RankRequest
 from rankers.continue_watching import ContinueWatchingRanker
-from rankers.similarity import top_k, user_title_matrix
+from rankers.similarity import not_in, top_k, user_title_matrix
 from rankers.top_n import TopNRanker
 from rankers.trending import TrendingRanker
 from rankers.video_to_video import VideoToVideoRanker
@@ -358,3 +358,71 @@ def test_neighbours_do_not_depend_on_fit_threads() -> None:
     np.testing.assert_array_equal(one[0], three[0])
     np.testing.assert_array_equal(one[1], three[1])
     assert (one[0] >= 0).all()
+
+
+def test_top_n_equal_averages_go_to_the_more_watched_title() -> None:
+    # mean rating 3: titles 1 and 2 have none (both at the prior mean, 3.0); 2 is watched more than 1
+    ev = ratings(3, 5.0, 5) + ratings(4, 1.0, 5, 2000) + plays(-1, 1, n=6) + plays(-2, 2, n=12)
+    w = Tiny(ev)
+    rows = w.fit(TopNRanker({"regional": False})).rows(w.request(1))
+    assert w.ids(rows[0]) == [3, 2, 1, 4]  # 3.4, 3.0, 3.0, 2.6
+
+
+def test_trending_never_lists_a_title_nobody_played_even_without_a_minimum() -> None:
+    titles = pd.DataFrame({"title_id": [1, 2, 3], "name": ["a", "b", "c"]})  # 3: in the catalog, never played
+    w = Tiny(plays(-1, 1, n=3) + plays(-2, 2), titles=titles)
+    rows = w.fit(TrendingRanker({"min_recent": 0})).rows(w.request(999))
+    assert w.ids(rows[0]) == [1, 2]
+
+
+def test_continue_watching_start_is_a_start_and_old_partial_plays_drop() -> None:
+    u = 1
+    ev = [
+        (u, 1, PLAY, T - DAY, 0.05, np.nan),  # exactly at ``start``: started
+        (u, 2, PLAY, T - 100 * DAY, 0.5, np.nan),  # within max_age_days (180)
+        (u, 3, PLAY, T - 200 * DAY, 0.5, np.nan),  # older: dropped
+    ]
+    w = Tiny(ev)
+    rows = w.fit(ContinueWatchingRanker()).rows(w.request(u))
+    assert w.ids(rows[0]) == [1, 2]
+    assert w.ids(w.fit(ContinueWatchingRanker({"max_age_days": 250})).rows(w.request(u))[0]) == [1, 2, 3]
+
+
+def test_top_k_breaks_ties_at_the_cut_by_index() -> None:
+    """Titles tied at the k-th score: the lower indices make it in, whatever argpartition picks (a plain sort as reference)."""
+    rng = np.random.default_rng(7)
+    for _ in range(300):
+        n = int(rng.integers(2, 400))
+        s = rng.integers(0, 4, n).astype(np.float64)
+        k = int(rng.integers(1, n))
+        idx, _ = top_k(s, k)
+        assert idx.tolist() == np.lexsort((np.arange(n), -s))[:k].tolist()
+
+
+def test_not_in_never_excludes_padding() -> None:
+    assert not_in(np.array([-1, 0, 3, 2]), np.array([3])).tolist() == [True, True, False, True]
+
+
+def test_no_title_is_its_own_neighbour_with_co_watching_alone() -> None:
+    # every user watched titles 1-4 together: each co-occurs with itself most of all
+    # (in a catalog of 100, so the co-occurrence is sparse and goes to ``neighbours`` as it is)
+    ev = [(u, t, PLAY, T - DAY, 1.0, np.nan) for u in range(6) for t in (1, 2, 3, 4)]
+    w = Tiny(ev, titles=pd.DataFrame({"title_id": range(1, 101), "name": [f"T{i}" for i in range(1, 101)]}))
+    r = w.fit(VideoToVideoRanker({"collaborative_weight": 1.0, "shrinkage": 0.0, "n_neighbours": 4}))
+    nb = r.neighbours_
+    assert (nb != np.arange(nb.shape[0])[:, None]).all()
+    assert sorted(nb[0, :3].tolist()) == [1, 2, 3] and nb[0, 3] == -1  # title 1's: the other three, and no more
+
+
+def test_video_to_video_anchors_come_from_the_latest_titles_and_fade_by_the_half_life() -> None:
+    # user 1 rated titles 1..10 five stars, one a day, title 10 last (a day ago); others co-watched all ten
+    u = 1
+    ev = [(u, t, RATING, T - (11 - t) * DAY, np.nan, 5.0) for t in range(1, 11)]
+    ev += [(100 + v, t, PLAY, T - 50 * DAY, 1.0, np.nan) for v in range(3) for t in range(1, 11)]
+    w = Tiny(ev)
+    r = w.fit(VideoToVideoRanker({"anchor_pool": 3, "anchor_half_life_days": 30}))
+    idx, score = r.anchor_scores(w.log.user_state(u, T))
+    ids = w.catalog.title_ids[idx]
+    assert ids.tolist() == [10, 9, 8]  # the 3 latest of the 10, the most recent first
+    # engagement 5 / 5 = 1, times 0.25 + 0.75 x 2^-(age / 30 days)
+    assert score.tolist() == pytest.approx((0.25 + 0.75 * 2.0 ** (-(11 - ids) / 30)).tolist())
