@@ -39,7 +39,7 @@ from rankers.factorization import (
     prune_rows,
     sparse_scores,
 )
-from rankers.similarity import mean_of
+from rankers.similarity import mean_of, top_k
 
 DENSE_ITEM_MODEL_BYTES = 16 << 20  # a dense copy of the item model up to 2,048 titles
 DENSE_MIN_FILL = 0.1
@@ -400,9 +400,5 @@ def favourite_genre_indices(catalog: Catalog, favourites: tuple[str, ...]) -> li
 
 
 def _top(scores: np.ndarray, k: int) -> np.ndarray:
-    """Indices of the ``k`` best finite scores, best first; ties broken by index (deterministic)."""
-    k = min(k, int(np.isfinite(scores).sum()))
-    if k <= 0:
-        return np.zeros(0, np.int64)
-    part = np.sort(np.argpartition(-scores, k - 1)[:k]) if k < scores.size else np.arange(scores.size)
-    return part[np.argsort(-scores[part], kind="stable")].astype(np.int64)  # stable on sorted indices: ties by index
+    """Indices of the ``k`` best finite scores, best first; ties broken by index, at the cut too (``top_k``)."""
+    return top_k(scores, k)[0]
