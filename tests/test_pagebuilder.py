@@ -7,7 +7,9 @@ Everything runs on a hand-made catalog of 80 titles and hand-made rankers, with 
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import math
 from typing import ClassVar
 
 import numpy as np
@@ -18,7 +20,7 @@ from pydantic import ValidationError
 from homepage.catalog import Catalog
 from homepage.domain import CandidateRow, RequestContext, RowReason
 from homepage.errors import HomepageError
-from homepage.page import KIND_VOCAB, PageModels, build_page, ranker_problem
+from homepage.page import KIND_VOCAB, PageModels, build_page, ranker_problem, single_list_rows, user_signals
 from homepage.pagebuilder.candidates import CandidateMatrix, TitleStats
 from homepage.pagebuilder.features import COL, FEATURE_NAMES, StageFeatures, UserSignals
 from homepage.pagebuilder.loop import assemble
@@ -655,3 +657,32 @@ def test_a_second_instances_suffix_never_makes_a_row_id_the_events_api_refuses()
     assert all(ROW_ID.match(r.row_id) for r in rows), [r.row_id for r in rows]
     assert [r.row_id for r in rows] == ["top_n:" + "x" * 121]
     assert len(notes) == 1 and notes[0].startswith("ranker top_n: row dropped: row_id 'top_n:xxx") and "@2" in notes[0], notes
+
+
+def test_rank_value_and_standardised_scores_by_hand() -> None:
+    """value: 1 / log2(2 + rank) of the user's unseen titles by personal score (ties by index), 0 for seen ones and past ``top``."""
+    s = np.array([0.9, 0.5, 0.9, 0.1, 0.7], np.float32)
+    v = UserSignals.rank_value(s, np.array([4]), top=3)  # title 4 (0.7) is seen
+    # unseen by score: 0 and 2 (0.9, tied: the lower index first), then 1 (0.5); 3 is past the top 3
+    assert v.tolist() == pytest.approx([1.0, 1 / math.log2(4), 1 / math.log2(3), 0.0, 0.0])
+    z = UserSignals.standardise(s)
+    assert float(z.mean()) == pytest.approx(0.0, abs=1e-6) and float(z.std()) == pytest.approx(1.0, rel=1e-5)
+    assert np.argsort(z, kind="stable").tolist() == np.argsort(s, kind="stable").tolist()
+
+
+def test_user_signals_count_the_days_since_the_latest_event() -> None:
+    day = 86_400
+    u = dataclasses.replace(user(), ts=frozen(10**9 - day * np.array([30, 20, 10, 3], dtype=np.int64)))
+    models = PageModels("v", "h", CATALOG, (*(r for r in hand_rankers() if r.name != "personalized"), Personal()))
+    sig, raw = user_signals(u, models, RequestContext(user_id=1, now=10**9 + 2 * day, device="web", hour=21))
+    assert sig.days_since_last == pytest.approx(5.0)  # the latest event, 3 days before as_of, not the first
+    assert (sig.history_len, sig.device, sig.hour) == (4, 1, 21) and raw is not None
+
+
+def test_single_list_keeps_a_last_partial_row() -> None:
+    """Fewer titles than the page holds: the last row is short, not dropped."""
+    raw = personal_scores()
+    rows = single_list_rows(user(), world(), raw, CATALOG, rows=10, cols=10)
+    assert [len(r.title_ids) for r in rows] == [10] * 7 + [6]  # 80 titles, 4 seen: 76
+    shown = np.concatenate([r.title_ids for r in rows])
+    assert shown.tolist() == CATALOG.title_ids[[i for i in range(N_TITLES) if i not in (76, 77, 78, 79)]].tolist()  # best first
