@@ -686,3 +686,14 @@ def test_single_list_keeps_a_last_partial_row() -> None:
     assert [len(r.title_ids) for r in rows] == [10] * 7 + [6]  # 80 titles, 4 seen: 76
     shown = np.concatenate([r.title_ids for r in rows])
     assert shown.tolist() == CATALOG.title_ids[[i for i in range(N_TITLES) if i not in (76, 77, 78, 79)]].tolist()  # best first
+
+
+def test_oracle_gain_discounts_each_hit_by_the_column_it_would_show_in_now() -> None:
+    """The training label: over a row's targets, 1 / log2(2 + its column once the rows above took their titles)."""
+    cm = matrix([row("top_n", "a", [0, 1, 2, 3], "top_n"), row("personalized", "b", [1, 5, 6, 7], "top_picks")])
+    feats = StageFeatures(cm, TitleStats.compute(world(), CATALOG), signals(), 4, len(VOCAB), 3)
+    oracle = OracleScorer(np.array([2, 6]), cols=4)
+    assert oracle.gains(feats.view(0, np.array([0, 1]))).tolist() == pytest.approx([1 / math.log2(4)] * 2)  # both at column 2
+    feats.place(0, 0)
+    # row b lost title 1 to row a: title 6 moves to column 1
+    assert oracle.gains(feats.view(1, np.array([1]))).tolist() == pytest.approx([1 / math.log2(3)])
