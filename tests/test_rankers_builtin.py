@@ -12,7 +12,7 @@ from homepage.eventlog import EventLog
 from homepage.state import PLAY, RATING, UserState
 from rankers.base import FitInput, RankRequest
 from rankers.continue_watching import ContinueWatchingRanker
-from rankers.similarity import not_in, top_k, user_title_matrix
+from rankers.similarity import content_features, not_in, top_k, user_title_matrix
 from rankers.top_n import TopNRanker
 from rankers.trending import TrendingRanker
 from rankers.video_to_video import VideoToVideoRanker
@@ -426,3 +426,19 @@ def test_video_to_video_anchors_come_from_the_latest_titles_and_fade_by_the_half
     assert ids.tolist() == [10, 9, 8]  # the 3 latest of the 10, the most recent first
     # engagement 5 / 5 = 1, times 0.25 + 0.75 x 2^-(age / 30 days)
     assert score.tolist() == pytest.approx((0.25 + 0.75 * 2.0 ** (-(11 - ids) / 30)).tolist())
+
+
+def test_content_similarity_ignores_tags_no_other_title_has() -> None:
+    """A tag on one title only says nothing about its neighbours: two titles sharing their one common tag are a full tag match."""
+    titles = pd.DataFrame({"title_id": [1, 2, 3], "name": list("abc"), "tags": [("dark", "only-a"), ("dark",), ("x",)]})
+    sim = content_features(Catalog.from_frames(titles)).against(slice(0, 3), np.arange(3))
+    assert sim[0, 1] == pytest.approx(0.15) and sim[1, 1] == pytest.approx(0.15)  # the tag block's weight, as for B with itself
+    assert sim[2].tolist() == [0.0, 0.0, 0.0]  # C's only tag is its own: no tag features at all
+
+
+def test_trending_min_recent_is_a_minimum_a_title_may_meet() -> None:
+    ev = [(u, 1, PLAY, T, 1.0, np.nan) for u in range(5)] + [(10 + u, 2, PLAY, T, 1.0, np.nan) for u in range(2)]
+    w = Tiny(ev)
+    assert w.world.decayed[w.catalog.index_of(np.array([2]))[0]] == 2.0  # two plays now: exactly 2
+    rows = w.fit(TrendingRanker({"min_recent": 2.0})).rows(w.request(999))
+    assert w.ids(rows[0]) == [1, 2]
