@@ -442,3 +442,14 @@ def test_trending_min_recent_is_a_minimum_a_title_may_meet() -> None:
     assert w.world.decayed[w.catalog.index_of(np.array([2]))[0]] == 2.0  # two plays now: exactly 2
     rows = w.fit(TrendingRanker({"min_recent": 2.0})).rows(w.request(999))
     assert w.ids(rows[0]) == [1, 2]
+
+
+def test_video_to_video_row_of_exactly_min_row_length_is_kept() -> None:
+    # title 1's neighbours are 2-5; the user saw 2, leaving 3 = min_row_length
+    ev = [(100 + v, t, PLAY, T - 50 * DAY, 1.0, np.nan) for v in range(3) for t in range(1, 6)]
+    ev += [(1, 2, PLAY, T - 3 * DAY, 1.0, np.nan), (1, 1, RATING, T - 2 * DAY, np.nan, 5.0)]
+    w = Tiny(ev)
+    r = w.fit(VideoToVideoRanker({"min_row_length": 3}))
+    rows = r.rows(w.request(1))
+    assert [(x.reason.anchor_title_id, sorted(w.ids(x))) for x in rows] == [(1, [3, 4, 5])]
+    assert w.fit(VideoToVideoRanker({"min_row_length": 4})).rows(w.request(1)) == []  # one short of the minimum: no row
