@@ -697,3 +697,15 @@ def test_oracle_gain_discounts_each_hit_by_the_column_it_would_show_in_now() -> 
     feats.place(0, 0)
     # row b lost title 1 to row a: title 6 moves to column 1
     assert oracle.gains(feats.view(1, np.array([1]))).tolist() == pytest.approx([1 / math.log2(3)])
+
+
+def test_min_viewport_genres_spreads_the_missing_genres_over_the_viewport_rows_left() -> None:
+    """5 genres missing with 3 viewport rows to go: a row must bring ceil(5 / 3) = 2 new ones now."""
+    from homepage.pagebuilder.rules import eligible
+
+    rules = PageRules(viewport_rows=3, viewport_cols=10, rules=({"rule": "min_viewport_genres", "k": 5},))
+    args = (["a"], np.zeros(3, np.int64), np.full(3, 10), np.array([1.0, 2.0, 3.0]), np.zeros(2, np.int64))
+    ok, forced = eligible(rules, 0, *args, viewport_genre_count=0)
+    assert ok.tolist() == [False, True, True] and forced == "min_viewport_genres:5"
+    ok, forced = eligible(rules, 2, *args, viewport_genre_count=2)  # 3 missing, one row left: all 3 now
+    assert ok.tolist() == [False, False, True]
