@@ -351,6 +351,13 @@ def test_one_se_rule_keeps_a_blend_only_when_it_beats_noise() -> None:
     assert simplest_within_one_se(ranked) is plain
     ranked = sorted([plain, tiny_gain, big_gain], key=lambda s: -s.mean_ndcg)
     assert simplest_within_one_se(ranked) is big_gain
+    # a gain of 0.01 is 4 standard errors of the mean difference (0.05 / sqrt(400)), though a fifth of one user's spread
+    clear_gain = Setting({"weight_pop": 0.3, "weight_mf": 0.0}, base + 0.01 + noise, base)
+    assert simplest_within_one_se(sorted([plain, clear_gain], key=lambda s: -s.mean_ndcg)) is clear_gain
+    # equally simple (another item-model weight is no blend component): the higher NDCG
+    other_item = Setting({"weight_item": 0.5, "weight_pop": 0.0, "weight_mf": 0.0}, base + 0.001 + noise, base)
+    assert other_item.complexity == plain.complexity
+    assert simplest_within_one_se(sorted([plain, other_item], key=lambda s: -s.mean_ndcg)) is other_item
 
 
 def test_coverage_does_not_count_padding_as_a_title() -> None:
