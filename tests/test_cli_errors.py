@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import socket
 from collections.abc import Iterator
 from typing import Any
 from pathlib import Path
@@ -368,6 +369,21 @@ def test_serve_refuses_a_database_the_server_lacks_before_starting(embedded_redi
     monkeypatch.setenv("REDIS_URL", url)
     code, err = run_cli(monkeypatch, capsys, "serve", "--host", "256.0.0.1")  # an unbindable host: without the check, uvicorn fails at once
     assert_one_line_error(code, err, f"REDIS_URL {url!r}", "DB index is out of range")
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_serve_refuses_a_port_in_use_before_starting_anything(workers: int, clean_env: None, tmp_path: Path, monkeypatch, capsys) -> None:
+    """A second `serve` on a busy port (a deploy's mistake) is one line naming the port, before it starts the embedded
+    Redis or loads a model: uvicorn binds only after a worker's start-up, so it printed "serving on", loaded the
+    bundle into the models directory, then exited 3 with uvicorn's own line."""
+    monkeypatch.setenv("HOMEPAGE_MODELS_DIR", str(tmp_path / "models"))
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        code, err = run_cli(monkeypatch, capsys, "serve", "--port", str(port), "--workers", str(workers))
+    assert_one_line_error(code, err, f"--port {port}: 127.0.0.1:{port} is in use")
+    assert not (tmp_path / "redis").exists() and not (tmp_path / "models").exists()
 
 
 @pytest.mark.parametrize(("var", "value", "message"), [

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import secrets
@@ -107,6 +108,9 @@ def serve(
     from homepage.api.settings import ServeSettings
     from homepage.settings import get_settings, settings_error
 
+    # before Redis, the embedded server and the workers' model loading: uvicorn binds only after one
+    # worker's start-up, so a second serve by mistake printed "serving on", loaded everything, then exited 3
+    _check_port_free(host, port)
     if clock is not None:
         os.environ["HOMEPAGE_CLOCK"] = clock.value  # read by every worker's settings
     try:
@@ -223,13 +227,19 @@ def demo(
 
 
 def _check_port_free(host: str, port: int) -> None:
-    """Refuse a port another process listens on, naming it (uvicorn would find out only once everything else is done)."""
-    with socket.socket() as s:
+    """Refuse a port another process listens on, naming it (uvicorn would find out only once everything else is done).
+
+    Only a port in use is refused here: any other bind error (a host name this check cannot
+    resolve as uvicorn would) is left to uvicorn to report.
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET  # as uvicorn picks it
+    with socket.socket(family) as s:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds: a port in TIME_WAIT is free
         try:
             s.bind((host, port))
         except OSError as e:
-            raise HomepageError(f"--port {port}: {host}:{port} is in use ({e.strerror}); stop what listens there or give another --port") from None
+            if e.errno == errno.EADDRINUSE:
+                raise HomepageError(f"--port {port}: {host}:{port} is in use ({e.strerror}); stop what listens there or give another --port") from None
 
 
 def _demo_artwork_logs(world: Path, var: Path, impressions: int = 100_000) -> Path | None:
