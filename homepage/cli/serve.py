@@ -86,7 +86,7 @@ def run_server(host: str, port: int, workers: int) -> None:
         if watcher is not None:
             watcher.join(timeout=10)  # not reviving the server while it is stopped below
         if emb is not None:
-            emb.stop()
+            emb.stop(found_too=True)  # a server found running is stopped too, when this was its last client
         if metrics_dir is not None:
             os.environ.pop(MULTIPROC_ENV, None)
             shutil.rmtree(metrics_dir, ignore_errors=True)
