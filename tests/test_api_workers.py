@@ -44,6 +44,14 @@ def worker_pids(parent: int) -> list[int]:
     return [int(c) for c in children if b"spawn_main" in Path(f"/proc/{c}/cmdline").read_bytes()]
 
 
+def running(pid: int) -> bool:
+    """Whether the process exists and has not exited (a zombie not reaped yet has)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+
+
 def pages_in_file(path: Path) -> float:
     """Pages one worker counted, read from its own counter file."""
     from prometheus_client.multiprocess import MultiProcessCollector
@@ -222,6 +230,58 @@ def test_the_last_serve_on_an_embedded_redis_it_found_stops_it(tmp_path: Path, w
         if proc.poll() is None:
             proc.kill()
         if socket_answers(sock):  # do not leave it running for the rest of the suite
+            import redis
+
+            with contextlib.suppress(redis.ConnectionError):
+                redis.Redis(unix_socket_path=str(sock)).shutdown(nosave=True)
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="needs /proc to find the worker processes")
+def test_workers_stop_when_serve_is_killed(tmp_path: Path) -> None:
+    """`homepage serve --workers 2` killed with SIGKILL (an OOM kill, a stop that timed out into kill -9): its workers
+    held the port and served on with no one to stop them, and the restarted serve found the port taken. Now each
+    worker sees its parent gone and stops gracefully, and the port is free for the restart."""
+    env = {**os.environ, "HOMEPAGE_KEY_PREFIX": f"t{uuid.uuid4().hex[:10]}", "HOMEPAGE_EMBEDDED_DIR": str(tmp_path / "redis"),
+           "HOMEPAGE_MODELS_DIR": str(tmp_path / "unpacked"), "OPENBLAS_NUM_THREADS": "1"}
+    env.pop("REDIS_URL", None)
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    port = free_port()
+    exe = shutil.which("homepage") or str(Path(sys.executable).parent / "homepage")
+    proc = subprocess.Popen([exe, "serve", "--port", str(port), "--workers", "2"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    sock = tmp_path / "redis" / "redis.sock"
+    workers: list[int] = []
+    metrics_dir: Path | None = None
+    try:
+        deadline = time.monotonic() + 90
+        while True:  # live (no version is published, so not ready)
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/health/live", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[1][-2000:]
+            time.sleep(0.2)
+        workers = worker_pids(proc.pid)
+        assert len(workers) == 2, workers
+        environ = dict(v.split(b"=", 1) for v in Path(f"/proc/{workers[0]}/environ").read_bytes().split(b"\0") if b"=" in v)
+        metrics_dir = Path(environ[b"PROMETHEUS_MULTIPROC_DIR"].decode())  # the killed serve cannot remove it
+        proc.kill()
+        proc.wait(timeout=10)
+        deadline = time.monotonic() + 20
+        while any(map(running, workers)) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not [w for w in workers if running(w)], "workers outlived the killed serve"
+        with pytest.raises(httpx.ConnectError):  # the port is free for the restarted serve
+            httpx.get(f"http://127.0.0.1:{port}/health/live", timeout=2)
+    finally:
+        for w in workers:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(w, signal.SIGKILL)
+        if metrics_dir is not None:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
+        if proc.poll() is None:
+            proc.kill()
+        if socket_answers(sock):  # the killed serve could not stop the Redis it started
             import redis
 
             with contextlib.suppress(redis.ConnectionError):

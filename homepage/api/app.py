@@ -28,6 +28,7 @@ from threadpoolctl import threadpool_limits
 from homepage.api.asgi import HttpMiddleware
 from homepage.api.compression import GzipWhenAccepted
 from homepage.api.echo import MAX_MESSAGE, clip
+from homepage.api.orphaned import stop_when_orphaned
 from homepage.api.request_id import REQUEST_ID_HEADER, RequestId, request_id
 from homepage.api.security import BodyLimit
 from homepage.api.settings import ServeSettings, get_serve_settings
@@ -60,13 +61,15 @@ def create_app(settings: ServeSettings | None = None, store_settings: Settings |
         # burns the cores they need (6x a ranker's CPU time on a busy 2-core box)
         blas = threadpool_limits(1)
         task = asyncio.create_task(_refresh_after(service))
+        orphan_watch = asyncio.create_task(stop_when_orphaned())
         try:
             yield
         finally:
             blas.restore_original_limits()
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            for t in (task, orphan_watch):
+                t.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await t
             service.close()
             store.close()
 
