@@ -35,6 +35,7 @@ from homepage.metrics import ServingMetrics
 from homepage.model_erasure import erase_user_weights
 from homepage.page import PageModels, build_page, ranker_problem
 from homepage.page_json import TitleCards, dumps, page_json
+from homepage.pagebuilder.policies import policy as get_policy
 from homepage.state import GlobalState, UserState
 from homepage.store import IdempotencyConflict, NotPublished, RedisStore, StoreError, StoreUnavailable
 from homepage.unpacked import models_dir_lock, prune_unpacked
@@ -235,9 +236,10 @@ class PageService:
             if not (new_models or force or time.monotonic() - self._world_read_at >= self.config.world_refresh_seconds):
                 self._answered()
                 return True
+            policy = self.config.policy or ("stage-wise" if models.page_model is not None else "row-ranking")
+            _check_policy(policy, models)  # not put live to serve model_error pages behind a ready /health/ready
             read_at = time.monotonic()
             world = self.store.read_global_state(now, models.catalog, version)
-            policy = self.config.policy or ("stage-wise" if models.page_model is not None else "row-ranking")
             cards = cur.cards if cur is not None and cur.models is models else TitleCards.from_catalog(models.catalog, self.config.public_url)
             _warm_up(models, world, policy)
             self.loaded = Loaded(
@@ -609,6 +611,16 @@ class _BadVersion:
         first, cap = BAD_BUNDLE_RETRY
         delay = min(previous.delay * 2, cap) if previous is not None and previous.version == version else first
         return _BadVersion(version, error, delay, time.monotonic() + delay)
+
+
+def _check_policy(policy: str, models: PageModels) -> None:
+    """Refuse a policy (``HOMEPAGE_POLICY``) that is not registered, or that needs the page model the bundle lacks.
+
+    Put live, such a version built no page (each one ``model_error``, the fallback) while
+    ``/health/ready`` said ready: a restart with a mistyped policy passed every readiness check.
+    """
+    if get_policy(policy).needs_model and models.page_model is None:
+        raise HomepageError(f"policy {policy!r} (HOMEPAGE_POLICY) needs a page model; bundle {models.version} has none")
 
 
 def _warm_up(models: PageModels, world: GlobalState, policy: str) -> None:

@@ -389,6 +389,7 @@ def test_serve_refuses_a_port_in_use_before_starting_anything(workers: int, clea
 @pytest.mark.parametrize(("var", "value", "message"), [
     ("HOMEPAGE_DEADLINE_MS", "abc", "valid number"),
     ("HOMEPAGE_THREADS", "0", "greater than or equal to 1"),
+    ("HOMEPAGE_POLICY", "stage_wise", "unknown policy 'stage_wise' (known: "),
 ])
 def test_serve_names_a_bad_serving_variable(var: str, value: str, message: str, clean_env: None, monkeypatch, capsys) -> None:
     """A bad HOMEPAGE_* serving variable stops `serve` in one line (it was a pydantic traceback from the worker)."""

@@ -186,6 +186,22 @@ def test_admin_reload_reaches_every_worker_at_its_next_refresh(
             w.close()
 
 
+def test_a_policy_the_service_cannot_serve_keeps_the_version_out_and_says_so(store: RedisStore, serving_bundle: Path, tmp_path: Path) -> None:
+    """HOMEPAGE_POLICY mistyped on a restart: the version went live, each page was the model_error fallback, and
+    /health/ready said ready. Now the version is not put in, and the error names the policy."""
+    version = publish_dataset(store, WORLD_SMALL, models=serving_bundle).meta.version
+    bad = PageService(store, ServiceConfig(models_dir=tmp_path / "bad", policy="stage_wise"))
+    good = PageService(store, ServiceConfig(models_dir=tmp_path / "good", policy="template"))
+    try:
+        assert not bad.refresh() and not bad.ready
+        assert bad.loaded is None or bad.loaded.store_version != version
+        assert f"version {version}: unknown policy 'stage_wise'" in (bad.last_error or ""), bad.last_error
+        assert good.refresh() and good.ready and good.loaded is not None and good.loaded.policy == "template"
+    finally:
+        bad.close()
+        good.close()
+
+
 def test_nothing_published_is_one_warning_not_a_traceback_per_refresh(
     store: RedisStore, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

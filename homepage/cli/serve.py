@@ -114,9 +114,16 @@ def serve(
     if clock is not None:
         os.environ["HOMEPAGE_CLOCK"] = clock.value  # read by every worker's settings
     try:
-        ServeSettings()  # a bad HOMEPAGE_* variable: one line here, not a traceback from the worker
+        serve_settings = ServeSettings()  # a bad HOMEPAGE_* variable: one line here, not a traceback from the worker
     except ValidationError as e:
         raise settings_error(e) from None
+    if serve_settings.policy is not None:  # a mistyped one: every worker would refuse every version
+        from homepage.pagebuilder.policies import policy as get_policy
+
+        try:
+            get_policy(serve_settings.policy)
+        except HomepageError as e:
+            raise HomepageError(f"HOMEPAGE_POLICY {serve_settings.policy!r}: {e}") from None
 
     if get_settings().redis_url:
         from homepage.cli.versions import open_store
