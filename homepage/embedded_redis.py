@@ -27,6 +27,7 @@ SOCKET_FILE = "redis.sock"
 # AF_UNIX paths are limited to 108 bytes on Linux
 MAX_SOCKET_PATH = 100
 STOP_GRACE_SECONDS = 1.0
+BUSY_SECONDS = 60.0  # how long a start waits for a server that accepts connections but does not answer
 FOUND_STOP_SECONDS = 10.0  # a found server's answer to CLIENT LIST, then its shutdown (a save of its data)
 
 log = logging.getLogger(__name__)
@@ -76,7 +77,20 @@ class EmbeddedRedis:
 
     def _connect_or_start(self, sock: Path) -> Path:
         self._started = True
-        if _listening(sock):
+        deadline = time.monotonic() + BUSY_SECONDS
+        while not _listening(sock):
+            # a server that accepts but does not answer is busy (saving as it shuts down, a slow command):
+            # a second one started beside it would write the same data files; only a refused socket is dead
+            if _refused(sock):
+                break
+            if time.monotonic() > deadline:
+                self._started = False
+                raise HomepageError(
+                    f"{self.data_dir}: the embedded Redis there accepts connections but has not answered for "
+                    f"{BUSY_SECONDS:.0f} s; not starting a second server on its data"
+                )
+            time.sleep(0.1)
+        else:
             return sock
         if sock.exists():  # a socket left behind by a killed server
             sock.unlink()

@@ -753,3 +753,31 @@ def test_a_region_whose_decayed_sums_all_underflowed_publishes_and_reads(store: 
     store.publish("v1", world.log, world.catalog, world.ds.users, g, None)
     read = store.read_global_state(world.t, world.catalog, "v1")
     assert read.region_counts[r][0] == 2 and not read.region_decayed[r].any()
+
+
+def test_a_start_waits_for_a_busy_embedded_redis_instead_of_starting_a_second(tmp_path: Path) -> None:
+    """A server that accepts but does not answer (saving as it shuts down, a slow command) made a starting process
+    remove its socket and start a second server on the same data files (a restart overlapping the old serve's
+    exit). Now the start waits for it to answer, as a revive does, and connects to the same server."""
+    import threading
+
+    emb = EmbeddedRedis(tmp_path / "r")
+    first = RedisStore.from_socket(emb.start())
+    try:
+        first.client.set("hp:probe", b"kept")
+        pid = int(first.client.info("server")["process_id"])
+        busy = threading.Thread(target=RedisStore.from_socket(emb.socket_path).client.execute_command, args=("DEBUG", "SLEEP", "1.6"))
+        busy.start()
+        time.sleep(0.3)
+        second = EmbeddedRedis(tmp_path / "r")
+        other = RedisStore.from_socket(second.start())
+        busy.join()
+        try:
+            assert not second.started_here and int(other.client.info("server")["process_id"]) == pid
+            assert other.client.get("hp:probe") == b"kept"
+        finally:
+            other.close()
+            second.stop()
+    finally:
+        first.close()
+        emb.stop()
