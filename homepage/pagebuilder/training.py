@@ -223,9 +223,9 @@ def stage_data(
     parts: list[StageData] = []
     try:
         if workers > 1 and follow is None and len(chunks) > 1:
-            import multiprocessing as mp
+            from homepage.forked_pool import forked_pool
 
-            with mp.get_context("fork").Pool(workers) as pool:
+            with forked_pool(workers) as pool:
                 for c, part in zip(chunks, pool.imap(_chunk_groups, chunks), strict=True):
                     parts.append(part)
                     if progress is not None:

@@ -325,9 +325,9 @@ def replay(
     results: list[dict[str, RequestScore]] = []
     try:
         if workers > 1 and len(batches) > 1:
-            import multiprocessing as mp
+            from homepage.forked_pool import forked_pool
 
-            with mp.get_context("fork").Pool(workers) as pool:
+            with forked_pool(workers) as pool:
                 for part in pool.imap(_score_requests, batches):
                     results.extend(part)
                     if progress is not None:

@@ -1,0 +1,72 @@
+"""Forked workers (replay, page-model training) die of SIGTERM whichever of their threads receives it.
+
+``Pool.terminate`` ends idle workers with SIGTERM. Under the CLI's SIGTERM handler, inherited
+by the fork, a signal the kernel gave to a worker's native thread (OpenBLAS, OpenMP) only set a
+flag while the main thread slept in a semaphore wait: ``homepage train`` hung in its pool's exit
+(seen 2026-12-07 on ml-latest-small, a worker in ``SemLock.__enter__`` for 20 minutes).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+# a worker whose second thread receives SIGTERM: dead within seconds, or still alive
+_PROBE = """
+import os, signal, threading, time
+from homepage.cli import install_sigterm_exit
+from homepage.forked_pool import forked_pool
+
+install_sigterm_exit()
+
+def task(_):
+    def hit():
+        time.sleep(0.2)
+        signal.pthread_kill(threading.get_ident(), signal.SIGTERM)
+        time.sleep(60)
+    threading.Thread(target=hit, daemon=True).start()
+    return os.getpid()
+
+pool = forked_pool(1)
+pid = pool.apply(task, (0,))
+deadline = time.monotonic() + 10
+state = "alive"
+while time.monotonic() < deadline:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            if any(line.startswith("State:") and ("Z" in line or "X" in line) for line in f):
+                state = "dead"
+                break
+    except FileNotFoundError:
+        state = "dead"
+        break
+    time.sleep(0.05)
+print(state, flush=True)
+import multiprocessing
+for child in multiprocessing.active_children():  # the deaf worker, or the one replacing the dead: they hold our pipes
+    os.kill(child.pid, signal.SIGKILL)
+os._exit(0)  # not through the pool's exit: with a deaf worker, that is the hang itself
+"""
+
+
+def test_a_forked_worker_dies_of_sigterm_whichever_thread_receives_it() -> None:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+    out = subprocess.run([sys.executable, "-c", _PROBE], env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["dead"], f"a worker survived SIGTERM on its second thread: {out.stdout!r} {out.stderr[-2000:]}"
+
+
+def test_every_process_pool_is_the_forked_pool() -> None:
+    """Replay and training fork through ``forked_pool``; a plain ``Pool`` would inherit the CLI's handler again."""
+    plain = [
+        f"{p.relative_to(REPO)}:{n}"
+        for p in (REPO / "homepage").rglob("*.py")
+        if p.name != "forked_pool.py"
+        for n, line in enumerate(p.read_text().splitlines(), 1)
+        if ".Pool(" in line or "ProcessPoolExecutor(" in line
+    ]
+    assert plain == []
