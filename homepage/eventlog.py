@@ -40,6 +40,8 @@ class EventLog:
     t_stars: np.ndarray
     t_kinds: np.ndarray
     t_user_pos: np.ndarray  # position of the event's user in ``user_ids``
+    t_first: np.ndarray  # bool: the earliest event of its (user, title): what popularity counts (``first_of_pairs``)
+    t_first_rating: np.ndarray  # bool: the earliest rating of its (user, title): what the rating sums count
     regions: tuple[str, ...]
     user_region: dict[int, str]
     # stated favourite genres (a profile's, as ``PUT /users`` sets them); like the region, one value per user, not timed
@@ -78,6 +80,7 @@ class EventLog:
         t_order = np.argsort(ts, kind="stable")
         t_order = t_order[tidx[t_order] >= 0]
         t_user_pos = np.searchsorted(user_ids, user[t_order])
+        t_first, t_first_rating = first_of_pairs(t_user_pos, tidx[t_order], kinds[t_order] == RATING, len(catalog))
         return cls(
             n_titles=len(catalog),
             user_ids=frozen(user_ids),
@@ -94,6 +97,8 @@ class EventLog:
             t_stars=frozen(stars[t_order]),
             t_kinds=frozen(kinds[t_order]),
             t_user_pos=frozen(t_user_pos.astype(np.int64)),
+            t_first=frozen(t_first),
+            t_first_rating=frozen(t_first_rating),
             regions=regions,
             user_region=region_of,
             user_favourites=favourites,
@@ -161,13 +166,14 @@ class EventLog:
     def global_state(self, t: int, half_life: float = 7 * DAY) -> GlobalState:
         """World statistics over every event with ``ts <= t``."""
         n = int(np.searchsorted(self.t_ts, t, side="right"))
-        tidx = self.t_title_idx[:n]
-        w = np.exp2(-(t - self.t_ts[:n]).astype(np.float64) / half_life)
-        is_rating = self.t_kinds[:n] == RATING
+        first = self.t_first[:n]
+        tidx = self.t_title_idx[:n][first]
+        w = np.exp2(-(t - self.t_ts[:n][first]).astype(np.float64) / half_life)
+        is_rating = self.t_first_rating[:n]
         rcounts: dict[str, np.ndarray] = {}
         rdecayed: dict[str, np.ndarray] = {}
         if self.regions:
-            reg = self.t_region[:n]
+            reg = self.t_region[:n][first]
             ok = reg >= 0
             flat = reg[ok].astype(np.int64) * self.n_titles + tidx[ok]
             size = len(self.regions) * self.n_titles
@@ -181,8 +187,8 @@ class EventLog:
             half_life=float(half_life),
             counts=frozen(np.bincount(tidx, minlength=self.n_titles).astype(np.int64)),
             decayed=frozen(np.bincount(tidx, weights=w, minlength=self.n_titles)),
-            rating_sum=frozen(np.bincount(tidx[is_rating], weights=self.t_stars[:n][is_rating], minlength=self.n_titles)),
-            rating_count=frozen(np.bincount(tidx[is_rating], minlength=self.n_titles).astype(np.int64)),
+            rating_sum=frozen(np.bincount(self.t_title_idx[:n][is_rating], weights=self.t_stars[:n][is_rating], minlength=self.n_titles)),
+            rating_count=frozen(np.bincount(self.t_title_idx[:n][is_rating], minlength=self.n_titles).astype(np.int64)),
             region_counts=rcounts,
             region_decayed=rdecayed,
             n_users=int(np.count_nonzero(np.bincount(self.t_user_pos[:n], minlength=self.user_ids.size))),
@@ -196,14 +202,15 @@ class EventLog:
             raise ValueError(f"cannot advance a state as of {base.as_of} back to {t}")
         a = int(np.searchsorted(self.t_ts, base.as_of, side="right"))
         b = int(np.searchsorted(self.t_ts, t, side="right"))
-        tidx = self.t_title_idx[a:b]
-        w = np.exp2(-(t - self.t_ts[a:b]).astype(np.float64) / base.half_life)
+        first = self.t_first[a:b]
+        tidx = self.t_title_idx[a:b][first]
+        w = np.exp2(-(t - self.t_ts[a:b][first]).astype(np.float64) / base.half_life)
         fade = float(np.exp2(-(t - base.as_of) / base.half_life))
-        is_rating = self.t_kinds[a:b] == RATING
+        is_rating = self.t_first_rating[a:b]
         rcounts: dict[str, np.ndarray] = {}
         rdecayed: dict[str, np.ndarray] = {}
         if self.regions:
-            reg = self.t_region[a:b]
+            reg = self.t_region[a:b][first]
             ok = reg >= 0
             flat = reg[ok].astype(np.int64) * self.n_titles + tidx[ok]
             size = len(self.regions) * self.n_titles
@@ -218,8 +225,8 @@ class EventLog:
             half_life=base.half_life,
             counts=frozen(base.counts + np.bincount(tidx, minlength=self.n_titles)),
             decayed=frozen(base.decayed * fade + np.bincount(tidx, weights=w, minlength=self.n_titles)),
-            rating_sum=frozen(base.rating_sum + np.bincount(tidx[is_rating], weights=self.t_stars[a:b][is_rating], minlength=self.n_titles)),
-            rating_count=frozen(base.rating_count + np.bincount(tidx[is_rating], minlength=self.n_titles)),
+            rating_sum=frozen(base.rating_sum + np.bincount(self.t_title_idx[a:b][is_rating], weights=self.t_stars[a:b][is_rating], minlength=self.n_titles)),
+            rating_count=frozen(base.rating_count + np.bincount(self.t_title_idx[a:b][is_rating], minlength=self.n_titles)),
             region_counts=rcounts,
             region_decayed=rdecayed,
             n_users=int(np.searchsorted(self._first_event_ts, t, side="right")),
@@ -235,6 +242,23 @@ class EventLog:
         """(user position, title index, ts, stars) of known-title events with ``ts <= until``: fitting input."""
         n = self.t_ts.size if until is None else int(np.searchsorted(self.t_ts, until, side="right"))
         return self.t_user_pos[:n], self.t_title_idx[:n], self.t_ts[:n], self.t_stars[:n]
+
+
+def first_of_pairs(user_pos: np.ndarray, title_idx: np.ndarray, is_rating: np.ndarray, n_titles: int) -> tuple[np.ndarray, np.ndarray]:
+    """(earliest event of its (user, title), earliest rating of its (user, title)) per event, for events in time order.
+
+    Popularity counts a viewer once per title: repeated plays, progress heartbeats, resumes,
+    rewatches and re-ratings add nothing to the world counters, so one account cannot push a
+    title into everyone's "Trending now" or "Top 10" (the store applies the same rule per event).
+    Ties in time go to the event first in the log, as they do online to the one that came first.
+    """
+    key = user_pos.astype(np.int64) * max(int(n_titles), 1) + title_idx.astype(np.int64)
+    first = np.zeros(key.shape, bool)
+    first[np.unique(key, return_index=True)[1]] = True
+    first_rating = np.zeros(key.shape, bool)
+    rated = np.flatnonzero(is_rating)
+    first_rating[rated[np.unique(key[rated], return_index=True)[1]]] = True
+    return first, first_rating
 
 
 def _float_col(events: pd.DataFrame, name: str, keep: np.ndarray) -> np.ndarray:

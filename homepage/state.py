@@ -90,13 +90,13 @@ class UserState:
 
 @dataclass(frozen=True, eq=False)
 class GlobalState:
-    """World statistics as of ``as_of`` over plays and ratings, indexed by catalog title index."""
+    """World statistics as of ``as_of`` over plays and ratings, indexed by catalog title index; a user counts once per title."""
 
     as_of: int
     half_life: float  # seconds, for ``decayed``
-    counts: np.ndarray  # int64 interactions per title
-    decayed: np.ndarray  # float64 sum of 2^-(age/half_life) per title
-    rating_sum: np.ndarray  # float64
+    counts: np.ndarray  # int64 users per title (a user counts once: ``eventlog.first_of_pairs``)
+    decayed: np.ndarray  # float64 sum of 2^-(age/half_life) of each user's earliest event of the title
+    rating_sum: np.ndarray  # float64 of each user's earliest rating of the title
     rating_count: np.ndarray  # int64
     region_counts: Mapping[str, np.ndarray] = field(default_factory=dict)
     region_decayed: Mapping[str, np.ndarray] = field(default_factory=dict)

@@ -1,8 +1,8 @@
 """Top-N: the most popular titles overall and in the user's region; also serves cold start.
 
-Popularity is the interaction count, or, with ``bayesian``, the mean rating shrunk toward
-the global mean by ``prior_count`` pseudo-ratings (an IMDb-style weighted rating), among
-titles with at least ``min_count`` interactions. The regional row ranks by regional
+Popularity is the count of users who played or rated a title (each once), or, with
+``bayesian``, the mean rating shrunk toward the global mean by ``prior_count`` pseudo-ratings
+(an IMDb-style weighted rating), among titles with at least ``min_count`` such users. The regional row ranks by regional
 counts (the world keeps no regional ratings). The ranking of a world is computed once
 and cached for as long as that ``GlobalState`` object lives, so a request only filters it.
 """

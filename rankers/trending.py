@@ -1,7 +1,7 @@
 """Trending now: exponentially time-decayed popularity, overall and in the user's region.
 
 The decayed counts (``GlobalState.decayed``: the sum of 2^-(age / half_life) over a title's
-events) are computed as of any t by ``EventLog.global_state(t, half_life)`` offline and kept
+viewers, each at their earliest play or rating of it: ``eventlog.first_of_pairs``) are computed as of any t by ``EventLog.global_state(t, half_life)`` offline and kept
 up to date per event by the Redis store online; the half-life is the pipeline's
 ``trending_half_life_days``. A title must have at least ``min_recent`` decayed events so
 that one stray play does not trend.

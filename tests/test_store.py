@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from pathlib import Path
@@ -103,6 +104,28 @@ def test_history_records_round_trip() -> None:
     assert unpack_history(None).size == 0
 
 
+def test_an_outbox_entry_counts_a_viewer_once_and_an_older_releases_entry_as_before() -> None:
+    """An entry an older worker left in an outbox has no ``earliest``: finished by this release, it counts as it did."""
+    from homepage.store.keyspace import VersionMeta
+    from homepage.store.records import OutboxEntry, counted
+
+    event = Event(user_id=1, title_id=20, kind="rating", ts=1_000, stars=4.0).model_dump_json(exclude_none=True)
+    payload = json.dumps({"i": 0, "k": "t", "v": "v1", "e": event, "t": "20", "w": "1.5", "s": "4.0"})
+    meta = VersionMeta(version="v1", state="complete", as_of=0, epoch=0, half_life=1000.0, created=0.0, n_titles=1)
+    old = OutboxEntry.parse(1, b"7 " + json.dumps(["EU", payload]).encode())
+    assert old.earliest is None and counted(old, None) == counted(old, meta)
+    assert counted(old, meta).count and counted(old, meta).rating_count and counted(old, meta).weights == (("decayed", "1.5"),)
+    first = OutboxEntry.parse(1, b"8 " + json.dumps(["EU", payload, [-1, -1, ""]]).encode())
+    assert counted(first, meta) == counted(old, meta)
+    again = OutboxEntry.parse(1, b"9 " + json.dumps(["EU", payload, [900, 900, "5"]]).encode())
+    c = counted(again, meta)
+    assert (c.count, c.weights, c.stars, c.rating_count) == (False, (), None, False)
+    earlier = OutboxEntry.parse(1, b"9 " + json.dumps(["EU", payload, [1_100, 1_200, "5"]]).encode())
+    c = counted(earlier, meta)  # arrives late with an earlier time: the weight and the stars move to it
+    assert not c.count and not c.rating_count and c.stars == "-1.0"
+    assert c.weights[0] == ("decayed", "1.5") and c.weights[1][0] == "decayed" and float(c.weights[1][1]) == -(2.0 ** 1.1)
+
+
 def test_published_state_equals_event_log(store: RedisStore, world: World) -> None:
     world.publish(store, "v1")
     assert store.active_version() == "v1" and store.versions() == ["v1"]
@@ -153,6 +176,45 @@ def test_appended_events_are_read_back(store: RedisStore, world: World) -> None:
     assert_user_equal(store.read_user_state(1, world.t + 7, world.catalog), log2.user_state(1, world.t + 7))
     entries = store.client.xrange(store.keys.events)
     assert [Event.model_validate_json(f[b"e"]) for _, f in entries] == events
+
+
+def test_a_viewer_counts_once_per_title_online_as_offline(store: RedisStore, world: World) -> None:
+    """Repeated plays, progress heartbeats of one viewing, re-ratings and a flood from one account each
+    counted in the world counters (on ml-latest-small 60 five-star ratings from one new account put a
+    title rated once first in every new user's "Top 10 today"). Now a (user, title) counts once, by its
+    earliest event (its earliest rating for the ratings), in whatever order the events arrive, and the
+    store agrees with the event log."""
+    world.publish(store, "v1")
+    t = world.t
+    before = store.read_global_state(t + 1_000, world.catalog)
+    ids = world.catalog.title_ids
+    flood, beats, late = int(ids[-1]), int(ids[-2]), int(ids[-3])
+    events = [Event(user_id=5001, title_id=flood, kind="rating", ts=t + 10 + i, stars=5.0) for i in range(200)]
+    events += [Event(user_id=5002, title_id=beats, kind="play", ts=t + 30 * i, progress=i / 10) for i in range(1, 10)]
+    events += [
+        Event(user_id=5003, title_id=late, kind="rating", ts=t + 60, stars=2.0),
+        Event(user_id=5003, title_id=late, kind="play", ts=t + 50, progress=0.5),  # arrives after a later event
+        Event(user_id=5003, title_id=late, kind="rating", ts=t + 40, stars=4.5),  # the earliest rating, arriving last
+        Event(user_id=5003, title_id=late, kind="play", ts=t + 40, progress=0.9),  # ties the earliest: changes nothing
+    ]
+    first = int(world.log.u_title_ids[world.log.user_span(1)[0]])  # user 1 (region EU) watching again what they watched
+    events += [Event(user_id=1, title_id=first, kind="play", ts=t + 70 + i) for i in range(3)]
+    store.append_events(events[:150], world.catalog)  # a flood across batches, then the rest in one
+    store.append_events(events[150:], world.catalog)
+    now = t + 1_000
+    online, offline = store.read_global_state(now, world.catalog), world.with_events(events).global_state(now, HALF_LIFE)
+    assert_global_equal(online, offline)
+    i_flood, i_beats, i_late, i_first = (int(i) for i in world.catalog.index_of([flood, beats, late, first]))
+    assert online.counts[i_flood] - before.counts[i_flood] == 1
+    assert online.rating_count[i_flood] - before.rating_count[i_flood] == 1
+    assert online.rating_sum[i_flood] - before.rating_sum[i_flood] == 5.0
+    assert online.counts[i_beats] - before.counts[i_beats] == 1
+    np.testing.assert_allclose(online.decayed[i_beats] - before.decayed[i_beats], 2 ** (-(now - (t + 30)) / HALF_LIFE), rtol=1e-9)
+    assert online.counts[i_late] - before.counts[i_late] == 1 and online.rating_count[i_late] - before.rating_count[i_late] == 1
+    assert online.rating_sum[i_late] - before.rating_sum[i_late] == 4.5
+    np.testing.assert_allclose(online.decayed[i_late] - before.decayed[i_late], 2 ** (-(now - (t + 40)) / HALF_LIFE), rtol=1e-9)
+    assert online.counts[i_first] == before.counts[i_first] and online.region_counts["EU"][i_first] == before.region_counts["EU"][i_first]
+    np.testing.assert_allclose(online.decayed[i_first], before.decayed[i_first], rtol=1e-12)
 
 
 def test_events_on_a_clock_a_thousand_half_lives_after_the_data_are_counted(store: RedisStore, world: World) -> None:
@@ -234,9 +296,10 @@ def test_regions_beyond_the_cap_count_overall_but_get_no_counters_of_their_own(s
     t10 = int(world.catalog.index_of([10])[0])
     assert after.counts[t10] == before.counts[t10] + 5  # every event counts overall
     assert sum(int(after.region_counts[r][t10]) for r in new) == len(new)
-    # a region the version has keeps counting after the cap is reached
-    capped.append_events([Event(user_id=users[0], title_id=10, kind="play", ts=world.t + 50, progress=1.0)], world.catalog)
-    assert "zip0" in new and int(capped.read_global_state(world.t + 100, world.catalog).region_counts["zip0"][t10]) == 2
+    # a region the version has keeps counting after the cap is reached (another title: a viewer counts once per title)
+    other = int(world.catalog.title_ids[(t10 + 1) % len(world.catalog)])
+    capped.append_events([Event(user_id=users[0], title_id=other, kind="play", ts=world.t + 50, progress=1.0)], world.catalog)
+    assert "zip0" in new and int(capped.read_global_state(world.t + 100, world.catalog).region_counts["zip0"][(t10 + 1) % len(world.catalog)]) == 1
 
 
 def test_a_flooded_users_history_keeps_its_newest_records(store: RedisStore, world: World) -> None:

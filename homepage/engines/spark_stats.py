@@ -69,16 +69,24 @@ class SparkStats:
     def _global_state(self, t: int, half_life: float) -> GlobalState:
         from pyspark.sql import functions as F
 
+        from pyspark.sql import Window
+
         n = len(self.catalog)
         ev = self.events.where(F.col("ts") <= t).withColumn("w", F.pow(F.lit(2.0), -((F.lit(t) - F.col("ts")).cast("double") / F.lit(half_life))))
         is_rating = F.col("kind") == int(RATING)
+        # a viewer counts once per title (``eventlog.first_of_pairs``): the pair's earliest event, its earliest rating
+        pair = Window.partitionBy("user_id", "idx")
+        first = F.row_number().over(pair.orderBy("ts", "row")) == 1
+        first_rating = F.row_number().over(pair.orderBy((~is_rating).cast("int"), "ts", "row")) == 1
+        ev = ev.withColumn("first", first).withColumn("first_rating", first_rating & is_rating)
+        counted = ev.where(F.col("first"))
         per_title = ev.groupBy("idx").agg(
-            F.count(F.lit(1)).alias("c"),
-            F.sum("w").alias("d"),
-            F.sum(F.when(is_rating, F.col("stars").cast("double")).otherwise(0.0)).alias("rs"),
-            F.sum(F.when(is_rating, 1).otherwise(0)).alias("rc"),
+            F.sum(F.when(F.col("first"), 1).otherwise(0)).alias("c"),
+            F.sum(F.when(F.col("first"), F.col("w")).otherwise(0.0)).alias("d"),
+            F.sum(F.when(F.col("first_rating"), F.col("stars").cast("double")).otherwise(0.0)).alias("rs"),
+            F.sum(F.when(F.col("first_rating"), 1).otherwise(0)).alias("rc"),
         ).toPandas()
-        per_region = ev.where(F.col("region").isNotNull()).groupBy("region", "idx").agg(F.count(F.lit(1)).alias("c"), F.sum("w").alias("d")).toPandas()
+        per_region = counted.where(F.col("region").isNotNull()).groupBy("region", "idx").agg(F.count(F.lit(1)).alias("c"), F.sum("w").alias("d")).toPandas()
         n_users = int(ev.select(F.countDistinct("user_id")).first()[0])  # type: ignore[index]
         idx = per_title["idx"].to_numpy(np.int64)
         counts, decayed = np.zeros(n, np.int64), np.zeros(n)

@@ -12,7 +12,7 @@ from homepage.domain import EVENT_CODES, Event
 from homepage.state import PLAY, RATING
 from homepage.store.base import DELETE_BATCH, SCAN_COUNT, StoreBase
 from homepage.store.errors import IdempotencyConflict, StoreError, guarded
-from homepage.store.records import HISTORY_DTYPE, LEGACY_KEY_VALUE, OutboxEntry, event_payloads, event_record, key_digest, user_of_key
+from homepage.store.records import HISTORY_DTYPE, LEGACY_KEY_VALUE, OutboxEntry, counted, event_payloads, event_record, key_digest, user_of_key
 from homepage.store.scripts import ATTEMPT_TTL_SECONDS, GLOBAL_STEP, TRIM_STEP, USER_STEP
 
 
@@ -104,7 +104,7 @@ class EventWrites(StoreBase):
         pipe = self.client.pipeline(transaction=False)
         for u, idx in by_user.items():
             keys = [k.hist(v, u), k.page(v, u), k.api_profile(u), k.outbox(u), k.seq(u), k.attempt(u, token), k.profile(v, u)]
-            args: list[Any] = [s.idempotency_ttl_seconds, ATTEMPT_TTL_SECONDS, most_bytes, kept_bytes]
+            args: list[Any] = [s.idempotency_ttl_seconds, ATTEMPT_TTL_SECONDS, most_bytes, kept_bytes, HISTORY_DTYPE.itemsize]
             for i in idx:
                 if ikeys[i]:
                     keys.append(k.idempotency(u, ikeys[i]))
@@ -152,17 +152,21 @@ class EventWrites(StoreBase):
             p = e.payload
             ops: list[list[Any]] = []
             if p["t"] is not None and p["v"] not in gone:
-                v, tid, w, sums = p["v"], p["t"], p["w"], p.get("d") or "decayed"
-                ops.append(["HINCRBY", ki(k.glob(v, "counts")), tid, "1"])
-                ops.append(["HINCRBYFLOAT", ki(k.glob(v, sums)), tid, w])
-                if p["s"] is not None:
-                    ops.append(["HINCRBYFLOAT", ki(k.glob(v, "rating_sum")), tid, p["s"]])
+                v, tid = p["v"], p["t"]
+                c = counted(e, self.meta(v) if e.earliest is not None else None)
+                if c.count:
+                    ops.append(["HINCRBY", ki(k.glob(v, "counts")), tid, "1"])
+                for sums, w in c.weights:
+                    ops.append(["HINCRBYFLOAT", ki(k.glob(v, sums)), tid, w])
+                if c.stars is not None:
+                    ops.append(["HINCRBYFLOAT", ki(k.glob(v, "rating_sum")), tid, c.stars])
+                if c.rating_count:
                     ops.append(["HINCRBY", ki(k.glob(v, "rating_count")), tid, "1"])
                 ops.append(["SADD", ki(k.users(v)), str(e.user_id)])
-                if e.region:
+                if e.region and (c.count or c.weights):
                     ops.append([
-                        "REGION", ki(k.regions(v)), e.region, ki(k.region(v, e.region, "counts")),
-                        ki(k.region(v, e.region, sums)), tid, w, self.settings.max_regions,
+                        "REGION", ki(k.regions(v)), e.region, ki(k.region(v, e.region, "counts")), "1" if c.count else "0",
+                        [[ki(k.region(v, e.region, sums)), w] for sums, w in c.weights], tid, self.settings.max_regions,
                     ])
             doc.append([str(e.user_id), str(e.seq), ["u", str(e.user_id), "v", p["v"], "e", p["e"], "q", str(e.seq)], ops])
         keys = sorted(key_index, key=key_index.__getitem__)

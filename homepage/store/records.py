@@ -158,6 +158,10 @@ class OutboxEntry:
     seq: int
     region: str
     payload: dict[str, Any]  # i: batch index, k: attempt token, v, e: event JSON, t, w, s (see event_payloads)
+    # what the user's history held of the title before the event (``scripts.PRIOR``): the earliest play or
+    # rating's ts, the earliest rating's ts and stars (-1, -1, "" for none); None when not looked up (an
+    # event without a history record, or an entry an older release wrote: counted as every event was)
+    earliest: tuple[int, int, str] | None = None
 
     @property
     def token(self) -> str:
@@ -170,8 +174,9 @@ class OutboxEntry:
     @classmethod
     def parse(cls, user_id: int, raw: bytes) -> OutboxEntry:
         seq, _, rest = raw.partition(b" ")
-        region, payload = json.loads(rest)
-        return cls(int(user_id), int(seq), str(region), json.loads(payload))
+        region, payload, *more = json.loads(rest)
+        earliest = tuple(more[0]) if more and isinstance(more[0], list) and len(more[0]) == 3 else None
+        return cls(int(user_id), int(seq), str(region), json.loads(payload), earliest)  # type: ignore[arg-type]
 
 
 def event_payloads(events: Sequence[Event], catalog: Catalog, v: str, m: VersionMeta, token: str) -> list[str]:
@@ -195,6 +200,46 @@ def event_payloads(events: Sequence[Event], catalog: Catalog, v: str, m: Version
             p["d"] = "decayed_late"  # the sums ``w`` is relative to (absent: ``decayed``)
         out.append(json.dumps(p))
     return out
+
+
+@dataclass(frozen=True, slots=True)
+class Counted:
+    """What one event adds to a title's world counters (as strings, for HINCRBY/HINCRBYFLOAT)."""
+
+    count: bool  # one more viewer in ``counts`` (and the region's)
+    weights: tuple[tuple[str, str], ...]  # (decayed sums' name, weight to add), a negative one taking back an earlier event's
+    stars: str | None  # to add to ``rating_sum``
+    rating_count: bool  # one more rating in ``rating_count``
+
+
+def counted(e: OutboxEntry, m: VersionMeta | None) -> Counted:
+    """An event's share of the popularity counters: a viewer counts once per title (``eventlog.first_of_pairs``).
+
+    The earliest play or rating of a (user, title) is its count and its decayed weight, the earliest
+    rating its rating: a repeated play, a progress heartbeat, a rewatch or a re-rating adds nothing,
+    and an event arriving late with an earlier time moves the weight (and the stars) to itself.
+    ``e.earliest`` is what the user's history held of the title before it; without it (``m`` None:
+    an entry an older release wrote) every event counts, as it did.
+    """
+    p = e.payload
+    own = (p.get("d") or "decayed", p["w"])
+    rating = p["s"] is not None
+    if e.earliest is None or m is None:
+        return Counted(True, (own,), p["s"], rating)
+    first_ts, rated_ts, rated_stars = int(e.earliest[0]), int(e.earliest[1]), str(e.earliest[2])
+    ts = int(json.loads(p["e"])["ts"])
+    weights: tuple[tuple[str, str], ...] = ()
+    if first_ts < 0:
+        weights = (own,)
+    elif ts < first_ts:
+        w_old, late = decay.split_weights(np.array([first_ts], np.int64), m.epoch, m.late_epoch, m.half_life)
+        weights = (own, ("decayed_late" if late[0] else "decayed", repr(-float(w_old[0]))))
+    stars = None
+    if rating and rated_ts < 0:
+        stars = p["s"]
+    elif rating and ts < rated_ts:
+        stars = repr(float(p["s"]) - float(rated_stars))
+    return Counted(first_ts < 0, weights, stars, rating and rated_ts < 0)
 
 
 def as_served(stated: Mapping[bytes, bytes], published: Mapping[bytes, bytes]) -> Mapping[bytes, bytes]:
