@@ -243,6 +243,11 @@ class EventLog:
         n = self.t_ts.size if until is None else int(np.searchsorted(self.t_ts, until, side="right"))
         return self.t_user_pos[:n], self.t_title_idx[:n], self.t_ts[:n], self.t_stars[:n]
 
+    def firsts(self, until: int | None = None) -> np.ndarray:
+        """Which of ``interactions(until)`` is its (user, title)'s earliest event: what popularity counts (``first_of_pairs``)."""
+        n = self.t_ts.size if until is None else int(np.searchsorted(self.t_ts, until, side="right"))
+        return self.t_first[:n]
+
 
 def first_of_pairs(user_pos: np.ndarray, title_idx: np.ndarray, is_rating: np.ndarray, n_titles: int) -> tuple[np.ndarray, np.ndarray]:
     """(earliest event of its (user, title), earliest rating of its (user, title)) per event, for events in time order.

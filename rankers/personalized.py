@@ -143,8 +143,10 @@ class PersonalizedRanker(Ranker):
         )
         items, b = fit_ease(x, c.ease_lambda, min_count=c.ease_min_count, max_items=c.ease_max_items)
         self.item_model_ = prune_rows(b, items, n_titles, self.kept_per_title(items.size), keep_negative=c.keep_negative)
-        age_days = (int(data.until) - ts).astype(np.float64) / 86_400.0
-        pop = np.log1p(np.bincount(title_idx, weights=np.exp2(-age_days / c.popularity_half_life_days), minlength=n_titles))
+        # a user counts once per title, at their earliest event of it (as the world counters): one account's flood is one viewer
+        first = data.log.firsts(data.until)
+        age_days = (int(data.until) - ts[first]).astype(np.float64) / 86_400.0
+        pop = np.log1p(np.bincount(title_idx[first], weights=np.exp2(-age_days / c.popularity_half_life_days), minlength=n_titles))
         self.prior_ = (pop / max(pop.max(initial=0.0), 1e-12)).astype(np.float32)
         self.genre_stars_ = data.stars_on_scale(c.genre_min_stars)
         self._reset_caches()

@@ -457,3 +457,23 @@ def test_rows_break_ties_at_the_cut_by_index() -> None:
         s = rng.integers(0, 4, n).astype(np.float32)
         k = int(rng.integers(1, n))
         assert _top(s, k).tolist() == np.lexsort((np.arange(n), -s))[:k].tolist()
+
+
+def test_one_accounts_flood_of_plays_weighs_as_one_viewer_in_the_popularity_prior() -> None:
+    """The prior ("Popular <genre>" rows of a new user, and the blend for everyone) summed every event: after a
+    merge and a retrain one account's 500 plays of a title nobody watched made it the most popular title. A user
+    counts once per title, at their earliest event of it, as in the world counters."""
+    catalog, log, until = two_taste_world()
+    plays = pd.DataFrame({"user_id": log.user_ids.repeat(np.diff(log.user_ptr)), "title_id": log.u_title_ids, "kind": log.u_kinds,
+                          "ts": log.u_ts, "stars": log.u_stars})
+    obscure = int(catalog.title_ids[0])  # a title with at most a few plays in the world
+    once = pd.concat([plays, pd.DataFrame({"user_id": [999], "title_id": [obscure], "kind": [0], "ts": [until - 500], "stars": [np.nan]})])
+    flood = pd.concat([once, pd.DataFrame({"user_id": 999, "title_id": obscure, "kind": 0, "ts": until - 499 + np.arange(499), "stars": np.nan})])
+    priors = []
+    for frame in (once, flood):
+        frame = frame.sort_values("ts", kind="stable").reset_index(drop=True)
+        flog = EventLog.from_frame(frame, catalog)
+        r = PersonalizedRanker(SMALL).fit(FitInput(log=flog, catalog=catalog, until=until, world=flog.global_state(until)))
+        priors.append(r.prior_)
+    np.testing.assert_array_equal(priors[1], priors[0])
+    assert priors[0][0] < 1.0  # not the most popular title on one viewer's word

@@ -124,12 +124,15 @@ class SparkStats:
 
     # ------------------------------------------------------------------ fitting inputs
     def popularity_prior(self, until: int, half_life_days: float) -> np.ndarray:
-        """Per title, the sum of 2^-(age in days / half-life) over events with ts <= until (the personalised prior's input)."""
+        """Per title, the sum of 2^-(age in days / half-life) over each user's earliest event of it with ts <= until (the personalised prior's input)."""
+        from pyspark.sql import Window
         from pyspark.sql import functions as F
 
         age_days = (F.lit(int(until)) - F.col("ts")).cast("double") / F.lit(86_400.0)
         w = F.pow(F.lit(2.0), -(age_days / F.lit(float(half_life_days))))
-        got = self.events.where(F.col("ts") <= int(until)).groupBy("idx").agg(F.sum(w).alias("p")).toPandas()
+        first = F.row_number().over(Window.partitionBy("user_id", "idx").orderBy("ts", "row")) == 1
+        ev = self.events.where(F.col("ts") <= int(until)).withColumn("first", first)
+        got = ev.where(F.col("first")).groupBy("idx").agg(F.sum(w).alias("p")).toPandas()
         out = np.zeros(len(self.catalog))
         out[got["idx"].to_numpy(np.int64)] = got["p"].to_numpy(np.float64)
         return out
