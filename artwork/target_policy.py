@@ -15,6 +15,7 @@ Specs understood by :func:`resolve_policy` (and so by ``homepage artwork evaluat
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -23,6 +24,9 @@ from artwork.open_bandit import is_open_bandit_csv, position_action_dist, read_o
 from homepage.catalog import Catalog
 from homepage.errors import HomepageError
 from homepage.eventlog import EventLog
+
+if TYPE_CHECKING:
+    from artwork.training_logs import TrainingLogs
 
 
 def uniform_dist(logs: LoggedFeedback) -> np.ndarray:
@@ -56,12 +60,14 @@ def needs_dataset_contexts(path: Path, spec: str) -> bool:
     return not any(n.startswith(CONTEXT_PREFIX) for n in names)
 
 
-def read_model_logs(path: Path, spec: str, catalog: Catalog, events: EventLog) -> LoggedFeedback:
-    """Logs without ``ctx_*`` columns, each row given the context the ``model:`` policy ``spec`` saw.
+def read_model_logs(path: Path, spec: str, catalog: Catalog, events: EventLog) -> tuple[LoggedFeedback, TrainingLogs]:
+    """Logs without ``ctx_*`` columns, each row given the context the ``model:`` policy ``spec`` saw, and what was read.
 
     Either kind of training log is read (:func:`artwork.training_logs.read_training_logs`):
     each row's context is the user's history in the dataset as of the start of the row's
     stability period under the model's own period, exactly as training and serving build it.
+    The ``TrainingLogs`` says what was left out (impressions of titles or variants the catalog
+    does not have), which the caller must report: the estimates are over the rest only.
     """
     from artwork.selector import ArtworkSelector
     from artwork.training_logs import read_training_logs
@@ -69,10 +75,11 @@ def read_model_logs(path: Path, spec: str, catalog: Catalog, events: EventLog) -
     model = ArtworkSelector.load(Path(spec.partition(":")[2].partition("@")[0]))
     data = read_training_logs(Path(path), catalog, events, model.stable_period)
     lg = data.logs
-    return LoggedFeedback(
+    feedback = LoggedFeedback(
         lg.action, lg.reward, lg.propensity, lg.n_actions, position=lg.position, context=data.contexts[data.context_row],
         title_idx=lg.title_idx, user_id=lg.user_id, n_choices=lg.n_choices,
     )
+    return feedback, data
 
 
 def resolve_policy(spec: str, logs: LoggedFeedback, catalog: Catalog | None = None) -> np.ndarray:

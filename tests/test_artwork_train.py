@@ -107,7 +107,7 @@ def test_documented_evaluate_works_on_simulated_and_served_logs_without_contexts
     from artwork.selector import ArtworkSelector
     from artwork.target_policy import read_model_logs
 
-    rows = read_model_logs(held, policy, catalog, EventLog.from_frame(ds.events, catalog, ds.users))
+    rows, _ = read_model_logs(held, policy, catalog, EventLog.from_frame(ds.events, catalog, ds.users))
     probs = ArtworkSelector.load(trained / "art" / "selector", catalog).action_probabilities(
         rows.context, rows.title_idx, epsilon=0.0, user_ids=rows.user_id
     )
@@ -281,6 +281,29 @@ def test_artwork_train_command_reports_the_impressions_a_catalog_change_left_out
     assert "row 5: title_id 999999" in " ".join(res.stderr.split())
     training = json.loads((tmp_path / "o" / "training.json").read_text())
     assert training["data"]["skipped_not_in_catalog"] == 2 and training["data"]["impressions"] == len(frame) - 2
+
+
+def test_evaluate_says_how_many_impressions_a_catalog_change_left_out(world: Path, trained: Path, tmp_path: Path) -> None:
+    """``homepage artwork evaluate SERVED --policy model:... --dataset D`` leaves out impressions of titles D does not
+    have, as training does; it did so without a word (a log of 400 impressions, half of another catalog, was
+    estimated over 200 rows, exit 0, nothing on stderr), where it used to stop naming the row. Now it says how many
+    and which first, and the JSON counts them."""
+    frame, _ = _served_frame(world)
+    gone = np.arange(len(frame)) % 4 == 1  # a quarter of the impressions: titles the dataset no longer lists
+    frame = frame.assign(title_id=np.where(gone, frame["title_id"] + 1_000_000, frame["title_id"]))
+    served = write_served_logs(frame, tmp_path / "served.parquet")
+    policy = f"model:{trained / 'art' / 'selector'}@0.0"
+    res = subprocess.run(
+        [sys.executable, "-m", "homepage", "artwork", "evaluate", str(served), "--policy", policy, "--dataset", str(world),
+         "--json", "--n-boot", "10", "--replay-runs", "2"],
+        capture_output=True, text=True, timeout=180,
+    )
+    assert res.returncode == 0, res.stderr
+    out = json.loads(res.stdout)
+    assert out["n"] == int((~gone).sum()) and out["skipped_not_in_catalog"] == int(gone.sum())
+    err = " ".join(res.stderr.split())
+    assert f"left out {int(gone.sum())} impressions of titles or artwork variants" in err, err
+    assert f"row 1: title_id {int(frame['title_id'].iloc[1])}" in err, err
 
 
 def _under_a_file_size_limit(limit: int) -> None:

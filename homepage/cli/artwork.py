@@ -57,6 +57,7 @@ def evaluate(
     from artwork.target_policy import needs_dataset_contexts, read_logs, read_model_logs, resolve_policy
 
     catalog = None
+    not_in_catalog = 0  # served impressions of titles or variants --dataset does not have (a log spans catalog versions)
     if dataset is not None and needs_dataset_contexts(logs, policy):
         # `homepage artwork simulate`'s feedback and served logs carry no contexts: build them as training does
         from homepage.catalog import Catalog
@@ -65,7 +66,14 @@ def evaluate(
 
         ds = load_dataset(dataset, columns=["user_id", "title_id", "kind", "ts", "progress", "stars"])
         catalog = Catalog.from_frames(ds.titles, ds.variants)
-        feedback = read_model_logs(logs, policy, catalog, EventLog.from_frame(ds.events, catalog, ds.users))
+        feedback, read = read_model_logs(logs, policy, catalog, EventLog.from_frame(ds.events, catalog, ds.users))
+        not_in_catalog = read.n_not_in_catalog
+        if not_in_catalog:  # left out as training leaves them out, but said: the estimates are over the rest only
+            typer.echo(
+                f"{logs}: left out {not_in_catalog:,} impressions of titles or artwork variants {dataset} does not have "
+                f"(first: {read.first_not_in_catalog}); the estimates are over the other {len(feedback):,}",
+                err=True,
+            )
     else:
         feedback = read_logs(logs)
         if dataset is not None:
@@ -87,6 +95,7 @@ def evaluate(
             "logs": str(logs),
             "policy": policy,
             "n": len(feedback),
+            "skipped_not_in_catalog": not_in_catalog,
             "logged_reward_rate": logged,
             "bootstrap_unit": unit,
             "unsupported": unsupported,
