@@ -23,7 +23,9 @@ def top_k(scores: np.ndarray, k: int, exclude: np.ndarray | None = None) -> tupl
     ``exclude`` is a bool mask (or index array) of positions that may not be picked.
     Positions with a non-finite score are never picked.
     """
-    s = np.asarray(scores, dtype=np.float64)
+    s = np.asarray(scores)
+    if s.dtype.kind != "f":  # float32 scores stay float32: a float64 copy orders and ties them the same, at twice the work
+        s = s.astype(np.float64)
     if exclude is not None and len(exclude):
         s = s.copy()
         s[exclude] = -np.inf
@@ -32,7 +34,8 @@ def top_k(scores: np.ndarray, k: int, exclude: np.ndarray | None = None) -> tupl
     k = min(int(k), n_ok)
     if k <= 0:
         return np.zeros(0, np.int64), np.zeros(0, np.float32)
-    s = np.where(ok, s, -np.inf)
+    if n_ok < s.size and not (s[~ok] == -np.inf).all():  # NaN and +inf become -inf: never picked (a seen title's -inf is already)
+        s = np.where(ok, s, -np.inf)
     part = np.argpartition(-s, k - 1)[:k] if k < s.size else np.arange(s.size)
     # among equal scores at the cut, argpartition is deterministic but arbitrary: resolve
     # ties by index so the row is the same whatever the order of computation
@@ -42,8 +45,8 @@ def top_k(scores: np.ndarray, k: int, exclude: np.ndarray | None = None) -> tupl
         above = np.flatnonzero(s > cut)
         at = np.flatnonzero(s == cut)[: k - above.size]
         part = np.concatenate([above, at])
-    order = np.lexsort((part, -s[part]))
-    idx = part[order].astype(np.int64)
+    part = np.sort(part)
+    idx = part[np.argsort(-s[part], kind="stable")].astype(np.int64)  # stable on sorted indices: ties by index
     return idx, s[idx].astype(np.float32)
 
 
