@@ -398,6 +398,25 @@ def test_serve_names_a_bad_serving_variable(var: str, value: str, message: str, 
     assert_one_line_error(code, err, f"{var} {value!r}", message)
 
 
+@pytest.mark.parametrize(("var", "value", "message"), [
+    ("HOMEPAGE_DEADLINE_MS", "abc", "valid number"),
+    ("HOMEPAGE_POLICY", "stage_wise", "unknown policy 'stage_wise' (known: "),
+])
+def test_demo_names_a_bad_serving_variable_before_generating_anything(
+    var: str, value: str, message: str, clean_env: None, tmp_path: Path, monkeypatch, capsys
+) -> None:
+    """`homepage demo` checked none of the variables its workers read: with HOMEPAGE_POLICY mistyped it generated,
+    trained, published, printed "try: curl ..." and served a node that was never ready (every version refused);
+    a bad HOMEPAGE_DEADLINE_MS was a traceback from the worker after the training. Now one line, before any work."""
+    monkeypatch.setenv(var, value)
+    with socket.socket() as s:  # a port free now, so the demo's own port check passes
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    code, err = run_cli(monkeypatch, capsys, "demo", "--var", str(tmp_path / "var"), "--port", str(port), "--users", "10", "--titles", "10")
+    assert_one_line_error(code, err, f"{var} {value!r}", message)
+    assert not (tmp_path / "var").exists()
+
+
 def _listed_commands(group: object, path: tuple[str, ...] = ()) -> Iterator[tuple[str, str]]:
     """(command path, the help text its group's listing shows) for every command under ``group``
     (typer's own vendored click groups: anything with ``commands``)."""

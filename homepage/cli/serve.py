@@ -103,27 +103,14 @@ def serve(
     ),
 ) -> None:
     """Serve the API against REDIS_URL, or the embedded Redis that `homepage publish` used."""
-    from pydantic import ValidationError
-
-    from homepage.api.settings import ServeSettings
-    from homepage.settings import get_settings, settings_error
+    from homepage.settings import get_settings
 
     # before Redis, the embedded server and the workers' model loading: uvicorn binds only after one
     # worker's start-up, so a second serve by mistake printed "serving on", loaded everything, then exited 3
     _check_port_free(host, port)
     if clock is not None:
         os.environ["HOMEPAGE_CLOCK"] = clock.value  # read by every worker's settings
-    try:
-        serve_settings = ServeSettings()  # a bad HOMEPAGE_* variable: one line here, not a traceback from the worker
-    except ValidationError as e:
-        raise settings_error(e) from None
-    if serve_settings.policy is not None:  # a mistyped one: every worker would refuse every version
-        from homepage.pagebuilder.policies import policy as get_policy
-
-        try:
-            get_policy(serve_settings.policy)
-        except HomepageError as e:
-            raise HomepageError(f"HOMEPAGE_POLICY {serve_settings.policy!r}: {e}") from None
+    _check_serve_settings()
 
     if get_settings().redis_url:
         from homepage.cli.versions import open_store
@@ -183,6 +170,7 @@ def demo(
     from homepage.store import connect
 
     _check_port_free("127.0.0.1", port)  # before a minute of generating and training, not after
+    _check_serve_settings()  # so are the variables the workers read (a mistyped HOMEPAGE_POLICY served nothing)
     var = var.resolve()
     if not use_redis_url:  # settings read variables case-insensitively, set or empty: every spelling goes
         for name in [n for n in os.environ if n.lower() in ("redis_url", "homepage_redis_url")]:
@@ -231,6 +219,30 @@ def demo(
     else:
         typer.echo("development mode: writes need no key; clicking a card in the viewer records a play")
     run_server("127.0.0.1", port, 1)
+
+
+def _check_serve_settings() -> None:
+    """Check the serving variables every worker reads, in one line here (``serve`` and ``demo``).
+
+    A bad ``HOMEPAGE_*`` variable was a pydantic traceback from the worker; a ``HOMEPAGE_POLICY``
+    no one registered made every worker refuse every version (not ready, no page served).
+    """
+    from pydantic import ValidationError
+
+    from homepage.api.settings import ServeSettings
+    from homepage.settings import settings_error
+
+    try:
+        serve_settings = ServeSettings()
+    except ValidationError as e:
+        raise settings_error(e) from None
+    if serve_settings.policy is not None:
+        from homepage.pagebuilder.policies import policy as get_policy
+
+        try:
+            get_policy(serve_settings.policy)
+        except HomepageError as e:
+            raise HomepageError(f"HOMEPAGE_POLICY {serve_settings.policy!r}: {e}") from None
 
 
 def _check_port_free(host: str, port: int) -> None:
