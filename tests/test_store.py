@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 import uuid
@@ -844,3 +845,57 @@ def test_a_start_waits_for_a_busy_embedded_redis_instead_of_starting_a_second(tm
     finally:
         first.close()
         emb.stop()
+
+
+_START_AND_LEAVE = """
+import os, sys
+from homepage.embedded_redis import EmbeddedRedis, _forget
+e = EmbeddedRedis(sys.argv[1])
+e.start()
+_forget(e._server)  # leave it running, as a process that started it and left while others were on it would
+os._exit(0)
+"""
+
+
+def test_serve_stops_at_exit_a_server_another_process_started_after_its_own_died(tmp_path: Path) -> None:
+    """`homepage serve` started the embedded Redis; it was killed and another process (a worker's connect, a CLI)
+    started it again before serve's watcher did. serve's handle then named a dead server, so its exit stopped
+    nothing, the new one was never "found", and it ran on with no one to stop it. Now serve treats it as found:
+    the last to leave stops it, saving."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from redis_fixtures import socket_answers
+
+    emb = EmbeddedRedis(tmp_path / "r")
+    sock = emb.start()
+    store = RedisStore.from_socket(sock)
+    pid = int(store.client.info("server")["process_id"])
+    store.close()
+    os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while socket_answers(sock) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    subprocess.run([sys.executable, "-c", _START_AND_LEAVE, str(tmp_path / "r")], check=True, timeout=60)
+    other = RedisStore.from_socket(sock)
+    try:
+        assert int(other.client.info("server")["process_id"]) != pid
+        other.client.set("hp:kept", b"1")
+    finally:
+        other.close()
+    try:
+        emb.stop(found_too=True)  # as serve leaves
+        assert not socket_answers(sock), "the server another process started outlived the serve that was its last client"
+        again = EmbeddedRedis(tmp_path / "r")
+        back = RedisStore.from_socket(again.start())
+        assert back.client.get("hp:kept") == b"1"  # saved as it stopped
+        back.close()
+        again.stop()
+    finally:
+        if socket_answers(sock):
+            import redis
+
+            with contextlib.suppress(redis.ConnectionError):
+                redis.Redis(unix_socket_path=str(sock)).shutdown(nosave=True)
