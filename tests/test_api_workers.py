@@ -77,6 +77,30 @@ def serve(env: dict[str, str], port: int, workers: int) -> subprocess.Popen[byte
         time.sleep(0.2)
 
 
+def serve_embedded(tmp_path: Path, workers: int) -> tuple[subprocess.Popen[bytes], int]:
+    """``homepage serve`` on the embedded Redis in ``tmp_path / "redis"`` (its own key prefix), and its port."""
+    env = {**os.environ, "HOMEPAGE_KEY_PREFIX": f"t{uuid.uuid4().hex[:10]}", "HOMEPAGE_EMBEDDED_DIR": str(tmp_path / "redis"),
+           "HOMEPAGE_MODELS_DIR": str(tmp_path / "unpacked"), "OPENBLAS_NUM_THREADS": "1"}
+    env.pop("REDIS_URL", None)
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    port = free_port()
+    exe = shutil.which("homepage") or str(Path(sys.executable).parent / "homepage")
+    return subprocess.Popen([exe, "serve", "--port", str(port), "--workers", str(workers)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE), port
+
+
+def wait_live(proc: subprocess.Popen[bytes], port: int) -> None:
+    """Until ``/health/live`` answers (no version is published, so not ready); fails if serve exits or takes 90 s."""
+    deadline = time.monotonic() + 90
+    while True:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/health/live", timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[1][-2000:]
+        time.sleep(0.2)
+
+
 @pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="needs /proc to find the worker processes")
 def test_metrics_aggregate_across_two_workers(embedded_redis: EmbeddedRedis, embedded_client: Any, serving_bundle: Path, tmp_path: Path) -> None:
     prefix = f"t{uuid.uuid4().hex[:10]}"
@@ -137,24 +161,10 @@ def test_metrics_aggregate_across_two_workers(embedded_redis: EmbeddedRedis, emb
 @pytest.mark.parametrize("workers", [1, 2])
 def test_sigterm_stops_the_embedded_redis_the_server_started(tmp_path: Path, workers: int) -> None:
     """``kill <pid>`` (SIGTERM, as systemd and docker stop do) shuts the server down and the Redis it started with it."""
-    env = {**os.environ, "HOMEPAGE_KEY_PREFIX": f"t{uuid.uuid4().hex[:10]}", "HOMEPAGE_EMBEDDED_DIR": str(tmp_path / "redis"),
-           "HOMEPAGE_MODELS_DIR": str(tmp_path / "unpacked"), "OPENBLAS_NUM_THREADS": "1"}
-    env.pop("REDIS_URL", None)
-    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
-    port = free_port()
-    exe = shutil.which("homepage") or str(Path(sys.executable).parent / "homepage")
-    proc = subprocess.Popen([exe, "serve", "--port", str(port), "--workers", str(workers)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc, port = serve_embedded(tmp_path, workers)
     sock = tmp_path / "redis" / "redis.sock"
     try:
-        deadline = time.monotonic() + 90
-        while True:  # live (no version is published, so not ready)
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/health/live", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[1][-2000:]
-            time.sleep(0.2)
+        wait_live(proc, port)
         assert socket_answers(sock), "the serve command started an embedded Redis"
         # SIGHUP (a closed terminal, a reload by habit): several workers are restarted, one is left alone; both keep serving
         proc.send_signal(signal.SIGHUP)
@@ -194,24 +204,10 @@ def test_the_last_serve_on_an_embedded_redis_it_found_stops_it(tmp_path: Path, w
     sock = tmp_path / "redis" / "redis.sock"
     first = EmbeddedRedis(tmp_path / "redis")  # another process's server, found by serve
     store = RedisStore.from_socket(first.start())
-    env = {**os.environ, "HOMEPAGE_KEY_PREFIX": f"t{uuid.uuid4().hex[:10]}", "HOMEPAGE_EMBEDDED_DIR": str(tmp_path / "redis"),
-           "HOMEPAGE_MODELS_DIR": str(tmp_path / "unpacked"), "OPENBLAS_NUM_THREADS": "1"}
-    env.pop("REDIS_URL", None)
-    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
-    port = free_port()
-    exe = shutil.which("homepage") or str(Path(sys.executable).parent / "homepage")
-    proc = subprocess.Popen([exe, "serve", "--port", str(port), "--workers", str(workers)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc, port = serve_embedded(tmp_path, workers)
     try:
         store.client.set("kept", "1")
-        deadline = time.monotonic() + 90
-        while True:  # live and on the server (no version is published, so not ready)
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/health/live", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[1][-2000:]
-            time.sleep(0.2)
+        wait_live(proc, port)
         store.close()
         first.stop()  # the process that started it leaves: serve's workers are still on it
         assert socket_answers(sock), "the embedded Redis stopped under a serve still using it"
@@ -241,26 +237,12 @@ def test_workers_stop_when_serve_is_killed(tmp_path: Path) -> None:
     """`homepage serve --workers 2` killed with SIGKILL (an OOM kill, a stop that timed out into kill -9): its workers
     held the port and served on with no one to stop them, and the restarted serve found the port taken. Now each
     worker sees its parent gone and stops gracefully, and the port is free for the restart."""
-    env = {**os.environ, "HOMEPAGE_KEY_PREFIX": f"t{uuid.uuid4().hex[:10]}", "HOMEPAGE_EMBEDDED_DIR": str(tmp_path / "redis"),
-           "HOMEPAGE_MODELS_DIR": str(tmp_path / "unpacked"), "OPENBLAS_NUM_THREADS": "1"}
-    env.pop("REDIS_URL", None)
-    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
-    port = free_port()
-    exe = shutil.which("homepage") or str(Path(sys.executable).parent / "homepage")
-    proc = subprocess.Popen([exe, "serve", "--port", str(port), "--workers", "2"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc, port = serve_embedded(tmp_path, 2)
     sock = tmp_path / "redis" / "redis.sock"
     workers: list[int] = []
     metrics_dir: Path | None = None
     try:
-        deadline = time.monotonic() + 90
-        while True:  # live (no version is published, so not ready)
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/health/live", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[1][-2000:]
-            time.sleep(0.2)
+        wait_live(proc, port)
         workers = worker_pids(proc.pid)
         assert len(workers) == 2, workers
         environ = dict(v.split(b"=", 1) for v in Path(f"/proc/{workers[0]}/environ").read_bytes().split(b"\0") if b"=" in v)
