@@ -278,3 +278,15 @@ def socket_answers(sock: Path) -> bool:
         except OSError:
             return False
     return True
+
+
+def stop_leftover_server(sock: Path) -> None:
+    """Shut down an embedded Redis a test left running on ``sock`` (none: nothing to do), so it does not outlive the test."""
+    if not socket_answers(sock):
+        return
+    import contextlib
+
+    import redis
+
+    with contextlib.suppress(redis.ConnectionError):  # its reply is the connection closing
+        redis.Redis(unix_socket_path=str(sock)).shutdown(nosave=True)

@@ -24,7 +24,7 @@ from typing import Any
 
 import httpx
 import pytest
-from redis_fixtures import WORLD_SMALL, free_port, socket_answers
+from redis_fixtures import WORLD_SMALL, free_port, socket_answers, stop_leftover_server
 
 from homepage.embedded_redis import EmbeddedRedis
 from homepage.publish import publish_dataset
@@ -188,11 +188,7 @@ def test_sigterm_stops_the_embedded_redis_the_server_started(tmp_path: Path, wor
     finally:
         if proc.poll() is None:
             proc.kill()
-        if socket_answers(sock):  # do not leave it running for the rest of the suite
-            import redis
-
-            with contextlib.suppress(redis.ConnectionError):
-                redis.Redis(unix_socket_path=str(sock)).shutdown(nosave=True)
+        stop_leftover_server(sock)  # not left running for the rest of the suite
 
 
 @pytest.mark.parametrize("workers", [1, 2])
@@ -225,11 +221,7 @@ def test_the_last_serve_on_an_embedded_redis_it_found_stops_it(tmp_path: Path, w
     finally:
         if proc.poll() is None:
             proc.kill()
-        if socket_answers(sock):  # do not leave it running for the rest of the suite
-            import redis
-
-            with contextlib.suppress(redis.ConnectionError):
-                redis.Redis(unix_socket_path=str(sock)).shutdown(nosave=True)
+        stop_leftover_server(sock)  # not left running for the rest of the suite
 
 
 @pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="needs /proc to find the worker processes")
@@ -263,8 +255,4 @@ def test_workers_stop_when_serve_is_killed(tmp_path: Path) -> None:
             shutil.rmtree(metrics_dir, ignore_errors=True)
         if proc.poll() is None:
             proc.kill()
-        if socket_answers(sock):  # the killed serve could not stop the Redis it started
-            import redis
-
-            with contextlib.suppress(redis.ConnectionError):
-                redis.Redis(unix_socket_path=str(sock)).shutdown(nosave=True)
+        stop_leftover_server(sock)  # not left running for the rest of the suite

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import time
 import uuid
@@ -867,7 +866,7 @@ def test_serve_stops_at_exit_a_server_another_process_started_after_its_own_died
     import subprocess
     import sys
 
-    from redis_fixtures import socket_answers
+    from redis_fixtures import socket_answers, stop_leftover_server
 
     emb = EmbeddedRedis(tmp_path / "r")
     sock = emb.start()
@@ -894,8 +893,4 @@ def test_serve_stops_at_exit_a_server_another_process_started_after_its_own_died
         back.close()
         again.stop()
     finally:
-        if socket_answers(sock):
-            import redis
-
-            with contextlib.suppress(redis.ConnectionError):
-                redis.Redis(unix_socket_path=str(sock)).shutdown(nosave=True)
+        stop_leftover_server(sock)  # not left running for the rest of the suite
