@@ -1,6 +1,6 @@
 """The process pool replay and page-model training fork: workers that die on SIGTERM, as ``Pool.terminate`` needs.
 
-The CLI handles SIGTERM in Python (``cli.install_sigterm_exit``: clean-up runs, exit 143), and a
+The CLI handles SIGTERM in Python (``cli.sigterm``: clean-up runs, exit 143), and a
 forked worker inherits that handler. ``Pool.terminate``, which closing the pool calls, sends each
 idle worker SIGTERM while the worker blocks in a semaphore wait; when the kernel delivered the
 signal to one of the worker's native threads (OpenBLAS, OpenMP), only a flag was set, the main

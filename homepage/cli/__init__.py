@@ -5,19 +5,16 @@ from __future__ import annotations
 import errno
 import inspect
 import os
-import signal
 import sys
 import threading
 import traceback
-from collections.abc import Callable
-from types import FrameType
-from typing import Any
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 
 from homepage import log_setup
+from homepage.cli.sigterm import install_sigterm_exit
 from homepage.errors import HomepageError
 from homepage.settings import unknown_variables
 
@@ -69,49 +66,6 @@ def _register() -> None:
         for entry in entries:
             entry.rich_help_panel = place.get(str(entry.name), (UNPLACED_PANEL, 0))[0]
         entries.sort(key=lambda e: (rank.get(e.rich_help_panel, len(rank)), place.get(str(e.name), ("", 0))[1]))
-
-
-class Terminated(SystemExit):
-    """``SystemExit(128 + signum)`` raised by the SIGTERM handler."""
-
-
-REDELIVER_SECONDS = 0.01
-
-
-def exit_on_sigterm(signum: int, frame: FrameType | None) -> None:
-    """SIGTERM as ``SystemExit(143)``: clean-up code runs (temporary outputs removed) instead of the process just dying."""
-    raise Terminated(128 + signum)
-
-
-def install_sigterm_exit() -> Callable[[], None]:
-    """Make SIGTERM exit with 143 through clean-up code, in the main thread; returns what undoes it.
-
-    A signal handled while C code runs a Python callback (ctypes: threadpoolctl listing the loaded
-    libraries, which implicit and the rankers do on every fit) raises inside the callback, where
-    the exception is printed and dropped: the command ran on to the end and exited 0. The
-    ``sys.unraisablehook`` here sends the signal again a moment later, from a timer thread (sent
-    from inside the hook, it would be handled, and dropped, in the hook itself).
-    """
-    previous_handler = signal.signal(signal.SIGTERM, exit_on_sigterm)
-    # a blocked signal mask survives exec: a parent that blocked SIGTERM would make the handler deaf
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
-    previous_hook = sys.unraisablehook
-
-    def redeliver(unraisable: Any) -> None:
-        if isinstance(unraisable.exc_value, Terminated):
-            timer = threading.Timer(REDELIVER_SECONDS, os.kill, (os.getpid(), int(unraisable.exc_value.code) - 128))
-            timer.daemon = True
-            timer.start()
-            return
-        previous_hook(unraisable)
-
-    sys.unraisablehook = redeliver
-
-    def restore() -> None:
-        signal.signal(signal.SIGTERM, previous_handler)
-        sys.unraisablehook = previous_hook
-
-    return restore
 
 
 def main() -> None:

@@ -16,7 +16,8 @@ from pathlib import Path
 
 import typer
 
-from homepage.cli import app, exit_on_sigterm
+from homepage.cli import app
+from homepage.cli.sigterm import exit_on_sigterm
 from homepage.errors import HomepageError
 
 log = logging.getLogger(__name__)
