@@ -7,7 +7,9 @@ markup would swallow.
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 import shutil
 import socket
 from collections.abc import Iterator
@@ -384,6 +386,21 @@ def test_serve_refuses_a_port_in_use_before_starting_anything(workers: int, clea
         code, err = run_cli(monkeypatch, capsys, "serve", "--port", str(port), "--workers", str(workers))
     assert_one_line_error(code, err, f"--port {port}: 127.0.0.1:{port} is in use")
     assert not (tmp_path / "redis").exists() and not (tmp_path / "models").exists()
+
+
+def test_the_port_check_leaves_a_host_of_a_family_the_machine_lacks_to_uvicorn(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`serve --host ::1` on a machine without IPv6: the port check's socket() failed with a traceback before uvicorn could say why."""
+    from homepage.cli import serve as serve_cli
+
+    real_socket = socket.socket
+
+    def no_ipv6(family: int = socket.AF_INET, *args: object) -> socket.socket:
+        if family == socket.AF_INET6:
+            raise OSError(errno.EAFNOSUPPORT, os.strerror(errno.EAFNOSUPPORT))
+        return real_socket(family, *args)  # type: ignore[call-overload]
+
+    monkeypatch.setattr(serve_cli.socket, "socket", no_ipv6)
+    serve_cli._check_port_free("::1", 8000)  # returns: nothing to check, uvicorn reports the family itself
 
 
 @pytest.mark.parametrize(("var", "value", "message"), [

@@ -253,7 +253,11 @@ def _check_port_free(host: str, port: int) -> None:
     resolve as uvicorn would) is left to uvicorn to report.
     """
     family = socket.AF_INET6 if ":" in host else socket.AF_INET  # as uvicorn picks it
-    with socket.socket(family) as s:
+    try:
+        s = socket.socket(family)  # no IPv6 on the machine: EAFNOSUPPORT here, uvicorn's to report too
+    except OSError:
+        return
+    with s:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds: a port in TIME_WAIT is free
         try:
             s.bind((host, port))
