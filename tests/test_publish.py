@@ -321,3 +321,34 @@ def test_publish_refuses_a_bundle_serving_titles_the_dataset_withdrew(
                   titles=pd.concat([ds.titles, new], ignore_index=True), variants=pd.concat([ds.variants, new_variants], ignore_index=True))
     grown = publish_dataset(store, tmp_path / "grown", models=models).meta.version
     assert store.active_version() == grown
+
+
+def test_a_rollback_that_serves_withdrawn_titles_again_names_them(
+    store: RedisStore, cli_settings: Settings, small: Path, models: Path, tmp_path: Path
+) -> None:
+    """Publish refuses a bundle serving titles its dataset withdrew, but a rollback restored the older bundle as it was,
+    silently: the withdrawn title was on pages again. It still rolls back (the lever for a broken version), naming them."""
+    from homepage.bundle import train_bundle
+    from homepage.config import PageConfig, PipelineConfig
+    from homepage.dataset import write_dataset
+
+    _register()
+    before = publish_dataset(store, small, models=models).meta.version
+    ds = load_dataset(small)
+    gone = int(ds.events["title_id"].value_counts().index[0])
+    name = str(ds.titles.set_index("title_id").loc[gone, "name"])
+    write_dataset(tmp_path / "withdrawn", source="edited", events=ds.events, users=ds.users,
+                  titles=ds.titles[ds.titles["title_id"] != gone], variants=ds.variants[ds.variants["title_id"] != gone])
+    trained = tmp_path / "models-withdrawn"
+    train_bundle(load_dataset(tmp_path / "withdrawn"), trained, PipelineConfig(page=PageConfig(train_model=False)))
+    after = publish_dataset(store, tmp_path / "withdrawn", models=trained).meta.version
+    res = CliRunner().invoke(app, ["rollback"])
+    assert res.exit_code == 0, res.output
+    assert store.active_version() == before
+    said = " ".join(res.output.split())
+    assert f"warning: {before} serves 1 titles {after} did not ({gone} {name!r})" in said, res.output
+
+    again = publish_dataset(store, small, models=models).meta.version  # the same titles: nothing to say
+    assert store.active_version() == again
+    res = CliRunner().invoke(app, ["rollback"])
+    assert res.exit_code == 0 and store.active_version() == before and "warning" not in res.output, res.output

@@ -102,8 +102,11 @@ def rollback() -> None:
     store = open_store()
     try:
         check_rollback_target(store)
+        replaced = store.active_version()
         active = store.rollback()
         typer.echo(f"active version: {active}")
+        if replaced is not None:
+            warn_of_titles_back(store, replaced, active)
         missed = store.events_missed_by(active)
         if missed:
             err.print(
@@ -114,6 +117,28 @@ def rollback() -> None:
             )
     finally:
         store.close()
+
+
+def warn_of_titles_back(store: RedisStore, replaced: str, active: str) -> None:
+    """Name the titles a rollback serves again that the replaced version's bundle did not (withdrawn since: a licence ended).
+
+    Publish refuses a bundle serving titles its dataset no longer lists; a rollback restores an
+    older bundle as it was, so such titles are back on pages until a publish replaces it. Warned,
+    not refused: rollback is the lever pulled when the newer version is broken.
+    """
+    older, newer = store.bundle_titles(active), store.bundle_titles(replaced)
+    if older is None or newer is None:
+        return
+    back = older[~older["title_id"].isin(newer["title_id"])]
+    if back.empty:
+        return
+    named = ", ".join(f"{int(t)} {n!r}" for t, n in zip(back["title_id"].iloc[:5], back["name"].iloc[:5]))
+    err.print(
+        f"[yellow]warning:[/] {escape(active)} serves {len(back)} titles {escape(replaced)} did not ({escape(named)}"
+        f"{', ...' if len(back) > 5 else ''}): if they were withdrawn, they are on pages again until `homepage publish` "
+        "with a bundle trained on the current dataset",
+        highlight=False,
+    )
 
 
 def check_rollback_target(store: RedisStore) -> None:

@@ -13,6 +13,7 @@ replica takes over (the window is the replication lag). Durability against that 
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 import secrets
@@ -23,6 +24,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
 import redis
 
 from homepage import decay
@@ -212,6 +215,14 @@ class VersionWrites(EventWrites):
     def bundle_file(self, version: str, rel: str) -> bytes | None:
         """One file of a version's model bundle (None when it has no such file)."""
         return self.client.hget(self.keys.bundle(version), rel)
+
+    @guarded
+    def bundle_titles(self, version: str) -> pd.DataFrame | None:
+        """``title_id`` and ``name`` of the titles a version's bundle serves (its catalog); None without a bundle."""
+        raw = self.client.hget(self.keys.bundle(version), "catalog/titles.parquet")
+        if raw is None:
+            return None
+        return pq.read_table(io.BytesIO(raw), columns=["title_id", "name"]).to_pandas()
 
     @guarded
     def rewrite_bundle_file(self, version: str, rel: str, rewrite: Callable[[bytes], bytes | None]) -> bool:
