@@ -359,6 +359,52 @@ def test_redis_out_of_memory_refuses_events_with_503_and_still_serves_built_page
     store.client.close()
 
 
+def test_a_primary_turned_replica_refuses_writes_with_503_serves_pages_and_reconnects(redis_proc: RedisProcess, api_proc: str) -> None:
+    """A failover: the server the API talks to becomes a replica and answers READONLY to every write. Events, profiles
+    and erasures get 503 + Retry-After (a 500 with a traceback each before), pages are still built from what it can read
+    (they were model_error fallbacks), and once it takes writes again the refused event goes through."""
+    store = RedisStore.from_url(f"redis://127.0.0.1:{redis_proc.port}/0")
+    nowhere = free_port()  # a primary that never answers: the replica keeps its data and stays read-only
+    key = {"X-API-Key": API_KEY}
+    with httpx.Client(base_url=api_proc, timeout=10) as c:
+        _wait_for(c, "/homepage/3", lambda r: r.json()["degraded"] is False, 10)
+        store.client.replicaof("127.0.0.1", nowhere)
+        try:
+            ev = {"user_id": 7, "title_id": 1, "kind": "play", "progress": 0.5, "ts": 1_790_000_000, "idempotency_key": "readonly-event-1"}
+            writes = [
+                c.post("/events", json=ev, headers=key),
+                c.put("/users/7", json={"region": "EU"}, headers=key),
+                c.delete("/users/8", headers=key),
+            ]
+            assert [(r.status_code, bool(r.headers.get("retry-after"))) for r in writes] == [(503, True)] * 3, [r.text for r in writes]
+            pages = [c.get(f"/homepage/{u}") for u in (11, 12, 13)]
+            assert all(p.status_code == 200 and p.json()["degraded"] is False for p in pages), [p.headers.get("x-degraded") for p in pages]
+        finally:
+            store.client.replicaof("NO", "ONE")
+        r = c.post("/events", json=ev, headers=key)
+        assert r.status_code == 202 and r.json() == {"accepted": 1, "duplicates": 0}
+    store.client.close()
+
+
+def test_a_write_refused_as_read_only_drops_the_idle_connections_so_the_next_command_connects_again(redis_proc: RedisProcess) -> None:
+    """After a failover a managed Redis's endpoint name points at the new primary, but an open connection stays
+    with the old one, now a replica: a READONLY reply closes the store's idle connections, so the next command
+    connects again (and resolves the name again) instead of being refused on that connection for good."""
+    url = f"redis://127.0.0.1:{redis_proc.port}/0"
+    store, admin = RedisStore.from_url(url), RedisStore.from_url(url)
+    before = store.client.client_id()
+    admin.client.replicaof("127.0.0.1", free_port())
+    try:
+        with pytest.raises(StoreUnavailable, match="read-only"):
+            store.request_reload()
+    finally:
+        admin.client.replicaof("NO", "ONE")
+    assert store.request_reload() == 1
+    assert store.client.client_id() != before
+    store.client.close()
+    admin.client.close()
+
+
 def test_a_worker_started_while_redis_is_down_serves_the_last_version_it_kept(redis_proc: RedisProcess, api_proc: str, tmp_path: Path) -> None:
     """A restart or a new worker during an outage: popular rows of the last version this models directory served,
     flagged degraded, instead of empty pages; personal pages once Redis answers."""

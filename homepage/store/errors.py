@@ -58,6 +58,7 @@ UNAVAILABLE = (
     redis.exceptions.RedisClusterException,
 )
 OUT_OF_MEMORY = "OOM command not allowed"  # the server's refusal of a write at maxmemory, also inside a script
+READ_ONLY = "You can't write against a read only replica"  # a write to a replica, also inside a script
 PROGRAMMING_ERRORS = (redis.exceptions.CrossSlotTransactionError, redis.exceptions.InvalidPipelineStack)
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -75,6 +76,11 @@ def guarded(fn: Callable[P, R]) -> Callable[P, R]:
                 raise
             raise StoreUnavailable(f"redis unavailable: {type(e).__name__}: {e}") from e
         except redis.ResponseError as e:
+            if isinstance(e, redis.exceptions.ReadOnlyError) or READ_ONLY in str(e):
+                drop_idle_connections(args[0] if args else None)
+                raise StoreUnavailable(
+                    f"redis unavailable: read-only: the server at REDIS_URL is a replica now (a failover?) and refuses writes: {e}"
+                ) from e
             # maxmemory reached inside a Lua script (the write it tried was refused): a script error, not an OOM reply
             if OUT_OF_MEMORY in str(e):
                 raise StoreUnavailable(f"redis unavailable: out of memory: {e}") from e
@@ -83,3 +89,13 @@ def guarded(fn: Callable[P, R]) -> Callable[P, R]:
     return wrapper
 
 
+def drop_idle_connections(store: object) -> None:
+    """Close the idle connections of ``store``'s client, so the next command connects again.
+
+    After a failover a managed Redis's endpoint name points at the promoted replica, while an
+    open connection stays with the old primary, now a replica answering READONLY to every
+    write until it is closed. (A cluster client follows failovers by itself.)
+    """
+    pool = getattr(getattr(store, "client", None), "connection_pool", None)
+    if pool is not None:
+        pool.disconnect(inuse_connections=False)
