@@ -17,7 +17,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from homepage.errors import HomepageError
 
-REDIS_SCHEMES = ("redis://", "rediss://", "unix://", "redis+cluster://")
+CLUSTER_SCHEMES = ("redis+cluster://", "rediss+cluster://")  # rediss: TLS to every node
+REDIS_SCHEMES = ("redis://", "rediss://", "unix://", *CLUSTER_SCHEMES)
 KEY_PREFIX_PATTERN = r"^[A-Za-z0-9_.-]{1,64}$"
 
 
@@ -54,7 +55,7 @@ def check_redis_url(url: str) -> None:
     """
     if not url.startswith(REDIS_SCHEMES):
         raise ValueError(f"REDIS_URL {shown_url(url)}: use one of {', '.join(REDIS_SCHEMES)}")
-    if url.startswith("redis+cluster://"):
+    if url.startswith(CLUSTER_SCHEMES):
         return  # host:port list, checked by homepage.store.cluster_nodes
     try:
         parts = urlsplit(url)
@@ -88,7 +89,8 @@ class Settings(BaseSettings):
         default=None,
         validation_alias=AliasChoices("REDIS_URL", "HOMEPAGE_REDIS_URL"),
         description=(
-            "redis://host:port/db (one server), redis+cluster://host:port[,host:port...] (Redis Cluster);"
+            "redis://host:port/db (one server; rediss:// with TLS), redis+cluster://[user:password@]host:port[,host:port...]"
+            " (Redis Cluster; rediss+cluster:// with TLS);"
             " unset means the embedded Redis in ``embedded_dir``"
         ),
     )
@@ -126,7 +128,7 @@ class Settings(BaseSettings):
     @property
     def redis_cluster(self) -> bool:
         """True when ``redis_url`` names a Redis Cluster."""
-        return bool(self.redis_url and self.redis_url.startswith("redis+cluster://"))
+        return bool(self.redis_url and self.redis_url.startswith(CLUSTER_SCHEMES))
 
 
 def env_name(field: str) -> str:

@@ -4,18 +4,22 @@ killed on the cluster), and publish seen atomically by readers."""
 
 from __future__ import annotations
 
+import subprocess
 import threading
 import time
+import uuid
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+import redis
 from redis_fixtures import *  # noqa: F403
 from test_store import HALF_LIFE, World, _new_events, assert_global_equal, assert_user_equal, world  # noqa: F401
 
 from homepage.domain import Event
 from homepage.settings import Settings
-from homepage.store import Keyspace, RedisStore, StoreError, StoreUnavailable, cluster_nodes
+from homepage.store import Keyspace, RedisStore, StoreError, StoreUnavailable, cluster_nodes, cluster_options
 
 
 # ---------------------------------------------------------------- keys and slots
@@ -63,6 +67,57 @@ def test_cluster_urls() -> None:
     assert not Settings(redis_url="redis://h:1").redis_cluster
     with pytest.raises(ValueError, match="REDIS_URL 'http://h:1'"):
         Settings(redis_url="http://h:1")
+
+
+def test_a_cluster_urls_user_password_and_tls_options_reach_the_client() -> None:
+    """Managed clusters ask for a password and TLS: the user info is not part of the first host (it was, so no
+    password was sent and the connection error printed it), options read as redis-py reads a one-server URL's."""
+    url = "rediss+cluster://app:p%40ss@h1:7000,h2:7001/?ssl_ca_certs=/etc/ca.pem&ssl_check_hostname=false"
+    assert cluster_nodes(url) == [("h1", 7000), ("h2", 7001)]
+    assert cluster_options(url) == {"username": "app", "password": "p@ss", "ssl": True, "ssl_ca_certs": "/etc/ca.pem", "ssl_check_hostname": False}
+    assert cluster_options("redis+cluster://:pw@h:1") == {"password": "pw"} and cluster_options("redis+cluster://h:1") == {}
+    assert Settings(redis_url=url).redis_cluster
+
+
+def test_a_password_protected_cluster_is_reached_and_a_wrong_password_never_shown(tmp_path: Path) -> None:
+    """A one-node cluster with ``requirepass``, as a managed cluster has: the URL's password is sent, and a wrong one
+    is refused without appearing in the error (the connection error named it as part of a host before)."""
+    from redis_cluster import REDIS_SERVER, _free_ports
+
+    if not Path(REDIS_SERVER).exists():
+        pytest.skip(f"no {REDIS_SERVER}")
+    (port,) = _free_ports(1)
+    secret = "cl-" + uuid.uuid4().hex
+    proc = subprocess.Popen(
+        [REDIS_SERVER, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(tmp_path), "--cluster-enabled", "yes",
+         "--cluster-config-file", "nodes.conf", "--requirepass", secret, "--save", "", "--appendonly", "no"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        admin = redis.Redis(port=port, password=secret)
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                admin.execute_command("CLUSTER", "ADDSLOTSRANGE", "0", "16383")
+                break
+            except redis.ConnectionError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+        while b"cluster_state:ok" not in admin.execute_command("CLUSTER", "INFO") and time.monotonic() < deadline:
+            time.sleep(0.05)
+        admin.close()
+        store = RedisStore.from_url(f"redis+cluster://:{secret}@127.0.0.1:{port}", "tpw")
+        assert store.ping() and store.active_version() is None
+        store.close()
+        wrong = RedisStore.from_url(f"redis+cluster://:wrong-{secret}@127.0.0.1:{port}", "tpw")
+        with pytest.raises(StoreError) as e:
+            wrong.ping()
+        assert secret not in str(e.value)
+        wrong.close()
+    finally:
+        proc.kill()
+        proc.wait(10)
 
 
 def test_store_unavailable_when_no_cluster_node_answers(world: World) -> None:

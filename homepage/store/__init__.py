@@ -13,7 +13,7 @@ multi-key command, pipeline read, transaction and script touches one hash slot.
 - ``errors``: what the store raises (``StoreUnavailable`` for an outage); ``cluster``: cluster URLs.
 """
 
-from homepage.store.cluster import cluster_nodes
+from homepage.store.cluster import cluster_nodes, cluster_options
 from homepage.store.errors import IdempotencyConflict, NotPublished, StoreError, StoreRefused, StoreUnavailable
 from homepage.store.keyspace import Keyspace, VersionMeta
 from homepage.store.records import HISTORY_DTYPE, ReadState, event_digest, pack_history, unpack_history
@@ -31,6 +31,7 @@ __all__ = [
     "StoreUnavailable",
     "VersionMeta",
     "cluster_nodes",
+    "cluster_options",
     "connect",
     "event_digest",
     "pack_history",

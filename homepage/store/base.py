@@ -10,8 +10,8 @@ from typing import Any, Self
 import redis
 
 from homepage.embedded_redis import EmbeddedRedis
-from homepage.settings import Settings, shown_url
-from homepage.store.cluster import CLUSTER_SCHEME, LazyCluster
+from homepage.settings import CLUSTER_SCHEMES, Settings, shown_url
+from homepage.store.cluster import LazyCluster
 from homepage.store.errors import UNAVAILABLE, StoreError, StoreRefused, StoreUnavailable, guarded
 from homepage.store.keyspace import Keyspace, VersionMeta
 from homepage.stream_ids import stream_id_key
@@ -42,7 +42,7 @@ class StoreBase:
     def from_url(cls, url: str, prefix: str = "hp", *, settings: Settings | None = None) -> Self:
         """A store on the server (``redis://``) or cluster (``redis+cluster://``) at ``url``; connects lazily."""
         s = settings or Settings(redis_url=url, key_prefix=prefix)
-        if url.startswith(CLUSTER_SCHEME):
+        if url.startswith(CLUSTER_SCHEMES):
             return cls(LazyCluster(url, s), prefix, settings=s)
         client = redis.Redis.from_url(url, socket_timeout=s.socket_timeout, socket_connect_timeout=s.connect_timeout)
         return cls(client, prefix, settings=s)

@@ -1,10 +1,13 @@
-"""Redis Cluster connections: ``redis+cluster://host:port[,host:port...]`` URLs and a lazily made client."""
+"""Redis Cluster connections: ``redis+cluster://[user:password@]host:port[,host:port...][/?options]`` URLs
+(``rediss+cluster://`` for TLS) and a lazily made client."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from homepage.settings import Settings, shown_url
+from redis.connection import parse_url
+
+from homepage.settings import CLUSTER_SCHEMES, Settings, shown_url
 from homepage.store.errors import StoreError
 
 CLUSTER_SCHEME = "redis+cluster://"
@@ -26,6 +29,7 @@ class LazyCluster:
                 startup_nodes=[ClusterNode(h, p) for h, p in cluster_nodes(self.url)],
                 socket_timeout=self.settings.socket_timeout,
                 socket_connect_timeout=self.settings.connect_timeout,
+                **cluster_options(self.url),
             )
         return self._client
 
@@ -38,10 +42,36 @@ class LazyCluster:
         return getattr(self._get(), name)
 
 
+def _parts(url: str) -> tuple[bool, str, str, str]:
+    """(TLS, user info, host list, query) of a cluster URL; all empty for another URL."""
+    scheme = next((s for s in CLUSTER_SCHEMES if url.startswith(s)), None)
+    if scheme is None:
+        return False, "", "", ""
+    rest, _, query = url[len(scheme) :].partition("?")
+    netloc = rest.split("/", 1)[0]
+    userinfo, _, hosts = netloc.rpartition("@")  # a password holds no '@' unencoded, a host never does
+    return scheme.startswith("rediss"), userinfo, hosts, query
+
+
+def cluster_options(url: str) -> dict[str, Any]:
+    """What a cluster URL says besides its nodes: user and password, TLS and the URL's options (``ssl_ca_certs=...``).
+
+    Read as redis-py reads a one-server URL (percent-decoding, typed options), so the same
+    options work on both; before 2026-12-07 the user info was taken for part of the first
+    host, so no password reached the cluster and the connection error printed it.
+    """
+    tls, userinfo, _, query = _parts(url)
+    kwargs = parse_url(f"{'rediss' if tls else 'redis'}://{userinfo + '@' if userinfo else ''}node/?{query}")
+    for k in ("host", "port", "db", "connection_class"):
+        kwargs.pop(k, None)
+    if tls:
+        kwargs["ssl"] = True
+    return kwargs
+
+
 def cluster_nodes(url: str) -> list[tuple[str, int]]:
-    """(host, port) startup nodes of ``redis+cluster://host:port[,host:port...]``."""
-    rest = url[len(CLUSTER_SCHEME) :] if url.startswith(CLUSTER_SCHEME) else ""
-    hosts = rest.split("/", 1)[0]
+    """(host, port) startup nodes of ``redis+cluster://[user:password@]host:port[,host:port...]``."""
+    hosts = _parts(url)[2]
     out = []
     for part in filter(None, hosts.split(",")):
         host, sep, port = part.rpartition(":")
