@@ -12,6 +12,7 @@ import json
 import os
 import shutil
 import socket
+import uuid
 from collections.abc import Iterator
 from typing import Any
 from pathlib import Path
@@ -259,6 +260,33 @@ def test_wrong_password_names_redis_url(embedded_redis: EmbeddedRedis, clean_env
     finally:
         with redis.Redis(unix_socket_path=str(sock), password="right-one") as reset:
             reset.config_set("requirepass", "")
+        admin.close()
+
+
+@pytest.mark.parametrize(("rules", "argv", "parts"), [
+    (["~other:*", "+@all"], ["versions"], ["the server refuses it", "ACL", "keys", "starts with 'hp:'", "HOMEPAGE_KEY_PREFIX"]),
+    (["~other:*", "+@all"], ["gc"], ["the server refuses it", "ACL", "starts with 'hp:'"]),
+    (["~*", "+@all", "-lrange"], ["versions"], ["REDIS_URL's user is refused by the server's ACL", "lrange"]),
+])
+def test_an_acl_refusing_the_store_is_one_line(
+    rules: list[str], argv: list[str], parts: list[str], embedded_redis: EmbeddedRedis, clean_env: None, monkeypatch, capsys
+) -> None:
+    """A managed Redis's ACL user limited to other keys (``~app:*``) or commands: one line naming the ACL (and, for
+    keys, the prefix and the variable that sets it), not a traceback; the password never shown."""
+    import redis
+
+    sock = embedded_redis.start()
+    user, secret = "acl-" + uuid.uuid4().hex[:8], "pw-" + uuid.uuid4().hex
+    admin = redis.Redis(unix_socket_path=str(sock))
+    admin.acl_setuser(user, enabled=True, passwords=[f"+{secret}"], keys=[r.removeprefix("~") for r in rules if r.startswith("~")],
+                      commands=[r for r in rules if not r.startswith("~")])
+    try:
+        monkeypatch.setenv("REDIS_URL", f"unix://{sock}?username={user}&password={secret}")
+        code, err = run_cli(monkeypatch, capsys, *argv)
+        assert_one_line_error(code, err, *parts)
+        assert secret not in err
+    finally:
+        admin.acl_deluser(user)
         admin.close()
 
 

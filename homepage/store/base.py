@@ -106,11 +106,15 @@ class StoreBase:
         """PING once: ``StoreRefused`` when the server refuses these settings, ``StoreUnavailable`` when it does not answer.
 
         A database index the server does not have is known only when connecting, and redis-py
-        reports it as a bare ``ResponseError``; a wrong password as a ``ConnectionError``.
+        reports it as a bare ``ResponseError``; a wrong password as a ``ConnectionError``; an ACL
+        user barred from this prefix's keys only at the first key it touches, so one is read.
         """
         transient = (*UNAVAILABLE, redis.exceptions.MasterDownError, redis.exceptions.ReadOnlyError)
         try:
             self.ping()
+            self._probe_keys()
+        except StoreRefused as e:  # an ACL refusing this prefix's keys
+            raise StoreRefused(f"{e} (every key of this store starts with {self.keys.prefix + ':'!r}: HOMEPAGE_KEY_PREFIX sets it)") from None
         except redis.ResponseError as e:
             if isinstance(e, transient):  # a replica without its master, a server loading: it heals by itself
                 raise StoreUnavailable(f"redis unavailable: {type(e).__name__}: {e}") from e
@@ -120,6 +124,11 @@ class StoreBase:
             if isinstance(cause, redis.AuthenticationError) or (isinstance(cause, redis.ResponseError) and not isinstance(cause, transient)):
                 raise StoreRefused(str(cause)) from None
             raise
+
+    @guarded
+    def _probe_keys(self) -> None:
+        """Read a key under the prefix: an ACL user limited to other keys (``~app:*``) is refused at start, not at every request."""
+        self.client.exists(self.keys.active)
 
     @guarded
     def active_version(self) -> str | None:

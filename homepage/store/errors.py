@@ -65,7 +65,7 @@ R = TypeVar("R")
 
 
 def guarded(fn: Callable[P, R]) -> Callable[P, R]:
-    """Turn connection-level Redis failures into ``StoreUnavailable``."""
+    """Turn connection-level Redis failures into ``StoreUnavailable``, and an ACL's refusal into ``StoreRefused``."""
 
     @functools.wraps(fn)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
@@ -76,6 +76,8 @@ def guarded(fn: Callable[P, R]) -> Callable[P, R]:
                 raise
             raise StoreUnavailable(f"redis unavailable: {type(e).__name__}: {e}") from e
         except redis.ResponseError as e:
+            if isinstance(e, redis.exceptions.NoPermissionError):  # an ACL: no outage, nothing to retry
+                raise StoreRefused(f"REDIS_URL's user is refused by the server's ACL: {e}") from None
             if isinstance(e, redis.exceptions.ReadOnlyError) or READ_ONLY in str(e):
                 drop_idle_connections(args[0] if args else None)
                 raise StoreUnavailable(
