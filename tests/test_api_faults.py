@@ -442,6 +442,41 @@ def test_publish_refuses_a_server_that_evicts_keys(redis_proc: RedisProcess, ser
         store.client.close()
 
 
+def test_publish_refuses_an_evicting_server_whose_config_command_is_disabled(tmp_path: Path, serving_bundle: Path) -> None:
+    """Managed Redis disables CONFIG (``rename-command CONFIG ""``) and often defaults to volatile-lru (idempotency keys
+    and cached pages have TTLs: evictable): INFO's memory section tells the policy, where the check passed such a server."""
+    import redis
+
+    port = free_port()
+    proc = subprocess.Popen(
+        [redis_binary(), "--port", str(port), "--bind", "127.0.0.1", "--dir", str(tmp_path), "--save", "", "--appendonly", "no",
+         "--maxmemory", "1gb", "--maxmemory-policy", "volatile-lru", "--rename-command", "CONFIG", '""'],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    store = RedisStore.from_url(f"redis://127.0.0.1:{port}/0")
+    try:
+        deadline = time.monotonic() + 20
+        while not _answers(store) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        with pytest.raises(redis.ResponseError, match="unknown command"):
+            store.client.config_get("maxmemory")
+        assert store.evicting_policy() == "volatile-lru"
+        with pytest.raises(HomepageError, match="maxmemory-policy volatile-lru"):
+            publish_dataset(store, WORLD_SMALL, models=serving_bundle)
+        assert store.client.dbsize() == 0
+    finally:
+        store.client.close()
+        proc.kill()
+        proc.wait(10)
+
+
+def _answers(store: RedisStore) -> bool:
+    try:
+        return store.ping()
+    except StoreUnavailable:
+        return False
+
+
 def test_a_version_record_cut_short_is_an_outage_for_clients_not_a_500(redis_proc: RedisProcess, serving_bundle: Path, tmp_path: Path) -> None:
     """The active version's record lost fields (evicted, then partly rewritten): a worker reading it answers events with
     503 + Retry-After, as in any outage, instead of a 500 and a traceback per request; pages are still served (from the

@@ -88,19 +88,26 @@ class StoreBase:
 
     def evicting_policy(self) -> str | None:
         """The server's ``maxmemory-policy`` when it may evict this store's keys (a memory limit and a policy other
-        than ``noeviction``), else None; None too when it cannot tell (a cluster, CONFIG disabled).
+        than ``noeviction``), else None; None too when it cannot tell (a cluster, CONFIG and INFO both refused).
 
         An evicted version record, bundle file or history serves wrong pages, and an evicted
-        idempotency key counts a retried event twice.
+        idempotency key counts a retried event twice. Managed services disable CONFIG but
+        answer INFO, whose memory section says the same (before 2026-12-07 such a server, whose
+        default policy is often ``volatile-lru``, passed as one that never evicts).
         """
         if self.is_cluster:
             return None
         try:
             conf = self.client.config_get("maxmemory*")
+            policy, limit = conf.get("maxmemory-policy", "noeviction"), conf.get("maxmemory", 0)
         except (redis.ResponseError, *UNAVAILABLE):
-            return None
-        policy = str(conf.get("maxmemory-policy", "noeviction"))
-        return policy if policy != "noeviction" and int(conf.get("maxmemory", 0) or 0) > 0 else None
+            try:
+                info = self.client.info("memory")
+            except (redis.ResponseError, *UNAVAILABLE):
+                return None
+            policy, limit = info.get("maxmemory_policy", "noeviction"), info.get("maxmemory", 0)
+        policy = str(policy)
+        return policy if policy != "noeviction" and int(limit or 0) > 0 else None
 
     def check_settings(self) -> None:
         """PING once: ``StoreRefused`` when the server refuses these settings, ``StoreUnavailable`` when it does not answer.
