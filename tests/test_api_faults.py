@@ -28,7 +28,7 @@ from redis_fixtures import WORLD_SMALL, free_port, socket_answers
 from homepage.errors import HomepageError
 from homepage.publish import publish_dataset
 from homepage.settings import Settings
-from homepage.store import RedisStore, StoreUnavailable
+from homepage.store import RedisStore, StoreRefused, StoreUnavailable
 
 DEADLINE_MS = 100
 # client-side slack over the server's deadline: HTTP, JSON and scheduling on a shared 2-core box
@@ -466,6 +466,47 @@ def test_publish_refuses_an_evicting_server_whose_config_command_is_disabled(tmp
         assert store.client.dbsize() == 0
     finally:
         store.client.close()
+        proc.kill()
+        proc.wait(10)
+
+
+def test_a_tls_server_is_reached_with_the_urls_ca_file_and_refused_for_good_without_it(tmp_path: Path) -> None:
+    """``rediss://`` with ``ssl_ca_certs`` reaches a TLS server with a password; without the CA the certificate cannot be
+    verified, which no wait cures: settings refused (serve stops in one line naming the fix), not an outage (serve
+    started and served the fallback for good)."""
+    if shutil.which("openssl") is None:
+        pytest.skip("no openssl to make the certificates")
+    ssl_dir = tmp_path / "tls"
+    ssl_dir.mkdir()
+
+    def openssl(*args: str) -> None:
+        subprocess.run(["openssl", *args], cwd=ssl_dir, check=True, capture_output=True)
+
+    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.crt", "-days", "2", "-subj", "/CN=test-ca")
+    openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=localhost")
+    (ssl_dir / "ext.cnf").write_text("subjectAltName=DNS:localhost,IP:127.0.0.1\n")
+    openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial", "-out", "server.crt",
+            "-days", "2", "-extfile", "ext.cnf")
+    port, secret = free_port(), "tls-" + uuid.uuid4().hex
+    proc = subprocess.Popen(
+        [redis_binary(), "--port", "0", "--tls-port", str(port), "--bind", "127.0.0.1", "--dir", str(tmp_path), "--save", "",
+         "--tls-cert-file", str(ssl_dir / "server.crt"), "--tls-key-file", str(ssl_dir / "server.key"),
+         "--tls-ca-cert-file", str(ssl_dir / "ca.crt"), "--tls-auth-clients", "no", "--requirepass", secret],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    good = RedisStore.from_url(f"rediss://:{secret}@127.0.0.1:{port}/0?ssl_ca_certs={ssl_dir / 'ca.crt'}")
+    bad = RedisStore.from_url(f"rediss://:{secret}@127.0.0.1:{port}/0")
+    try:
+        deadline = time.monotonic() + 20
+        while not _answers(good) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        good.check_settings()
+        with pytest.raises(StoreRefused, match="ssl_ca_certs") as e:
+            bad.check_settings()
+        assert secret not in str(e.value)
+    finally:
+        good.client.close()
+        bad.client.close()
         proc.kill()
         proc.wait(10)
 

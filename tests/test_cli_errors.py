@@ -290,6 +290,24 @@ def test_an_acl_refusing_the_store_is_one_line(
         admin.close()
 
 
+def test_no_password_where_the_server_asks_for_one_says_so(embedded_redis: EmbeddedRedis, clean_env: None, monkeypatch, capsys) -> None:
+    """redis-py's RESP3 handshake makes the server's reply talk of HELLO, not of a password: the line says what is missing."""
+    import redis
+
+    sock = embedded_redis.start()
+    admin = redis.Redis(unix_socket_path=str(sock))
+    admin.config_set("requirepass", "right-one")
+    try:
+        monkeypatch.setenv("REDIS_URL", f"unix://{sock}")
+        code, err = run_cli(monkeypatch, capsys, "versions")
+        assert_one_line_error(code, err, "the server asks for a password and REDIS_URL gives none")
+        assert "HELLO" not in err
+    finally:
+        with redis.Redis(unix_socket_path=str(sock), password="right-one") as reset:
+            reset.config_set("requirepass", "")
+        admin.close()
+
+
 def test_versions_of_an_empty_store_say_where_they_looked(cli_store: RedisStore, monkeypatch, capsys) -> None:
     """Nothing published (another prefix, another database, a fresh embedded Redis): a line on stderr
     naming the prefix and the Redis, instead of no output at all; stdout stays an empty listing."""

@@ -20,6 +20,32 @@ SCAN_COUNT = 1000
 DELETE_BATCH = 500
 
 
+NO_PASSWORD_SENT = ("NOAUTH", "HELLO must be called with the client already authenticated")  # RESP2's words, RESP3's
+WRONG_PASSWORD = "invalid username-password pair or user is disabled"
+CERTIFICATE_REFUSED = "CERTIFICATE_VERIFY_FAILED"
+
+
+def refused_for_good(cause: BaseException | None) -> str | None:
+    """What to tell an operator when a connection failed for a reason waiting cannot cure; None for an outage.
+
+    Read from the words (a cluster client wraps the node's error in its own): no password sent
+    where the server asks for one (RESP3's reply, redis-py's default, talks of HELLO, not of a
+    password), a wrong one, and a TLS certificate this machine cannot verify (before 2026-12-07 an outage:
+    ``serve`` started and served the fallback for good).
+    """
+    text = str(cause or "")
+    if any(w in text for w in NO_PASSWORD_SENT):
+        return "the server asks for a password and REDIS_URL gives none: redis://:PASSWORD@host:port/db (redis://USER:PASSWORD@... for an ACL user)"
+    if WRONG_PASSWORD in text:  # a cluster client's words around it say no node is reachable
+        return WRONG_PASSWORD
+    if CERTIFICATE_REFUSED in text:
+        return (
+            f"{text.rstrip('.')}: the server's TLS certificate is not signed by a CA this machine trusts, or does not name the host;"
+            " give the CA as rediss://host:port/db?ssl_ca_certs=/path/ca.pem"
+        )
+    return None
+
+
 class StoreBase:
     """A connection to the service's Redis under one key prefix; the version pointer and metadata, cached."""
 
@@ -128,6 +154,8 @@ class StoreBase:
             raise StoreRefused(str(e)) from None
         except StoreUnavailable as e:
             cause = e.__cause__
+            if (why := refused_for_good(cause)) is not None:
+                raise StoreRefused(why) from None
             if isinstance(cause, redis.AuthenticationError) or (isinstance(cause, redis.ResponseError) and not isinstance(cause, transient)):
                 raise StoreRefused(str(cause)) from None
             raise
