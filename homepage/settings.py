@@ -56,7 +56,16 @@ def check_redis_url(url: str) -> None:
     if not url.startswith(REDIS_SCHEMES):
         raise ValueError(f"REDIS_URL {shown_url(url)}: use one of {', '.join(REDIS_SCHEMES)}")
     if url.startswith(CLUSTER_SCHEMES):
-        return  # host:port list, checked by homepage.store.cluster_nodes
+        # host:port list, checked by homepage.store.cluster_nodes; a cluster has database 0 only, and a
+        # database named anyway was ignored: two deployments told apart by it shared one keyspace
+        rest, _, query = url.split("://", 1)[1].partition("?")
+        db = rest.rpartition("@")[2].partition("/")[2].strip("/") or ",".join(parse_qs(query).get("db", []))
+        if db not in ("", "0"):
+            shown = "" if _has_secret(url) else f" {db!r}"
+            raise ValueError(
+                f"REDIS_URL {shown_url(url)}: database{shown}: a Redis Cluster has database 0 only; keep deployments apart with HOMEPAGE_KEY_PREFIX"
+            )
+        return
     try:
         parts = urlsplit(url)
         port = parts.port

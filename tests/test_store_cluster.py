@@ -18,7 +18,7 @@ from redis_fixtures import *  # noqa: F403
 from test_store import HALF_LIFE, World, _new_events, assert_global_equal, assert_user_equal, world  # noqa: F401
 
 from homepage.domain import Event
-from homepage.settings import Settings
+from homepage.settings import Settings, SettingsError, get_settings
 from homepage.store import Keyspace, RedisStore, StoreError, StoreUnavailable, cluster_nodes, cluster_options
 
 
@@ -77,6 +77,20 @@ def test_a_cluster_urls_user_password_and_tls_options_reach_the_client() -> None
     assert cluster_options(url) == {"username": "app", "password": "p@ss", "ssl": True, "ssl_ca_certs": "/etc/ca.pem", "ssl_check_hostname": False}
     assert cluster_options("redis+cluster://:pw@h:1") == {"password": "pw"} and cluster_options("redis+cluster://h:1") == {}
     assert Settings(redis_url=url).redis_cluster
+
+
+@pytest.mark.parametrize("url", ["redis+cluster://h:1/3", "redis+cluster://:s3cret@h:1,h:2/3", "redis+cluster://h:1/?db=2"])
+def test_a_cluster_url_naming_another_database_is_refused(url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A cluster has database 0 only: a database in the URL was ignored, so deployments told apart by it shared one keyspace."""
+    monkeypatch.setenv("REDIS_URL", url)
+    get_settings.cache_clear()
+    try:
+        with pytest.raises(SettingsError, match="database 0 only; keep deployments apart with HOMEPAGE_KEY_PREFIX") as e:
+            get_settings()
+    finally:
+        get_settings.cache_clear()
+    assert "s3cret" not in str(e.value)
+    assert Settings(redis_url="redis+cluster://h:1/0").redis_cluster and Settings(redis_url="redis+cluster://h:1/").redis_cluster
 
 
 def test_a_password_protected_cluster_is_reached_and_a_wrong_password_never_shown(tmp_path: Path) -> None:
