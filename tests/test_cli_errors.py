@@ -267,6 +267,7 @@ def test_wrong_password_names_redis_url(embedded_redis: EmbeddedRedis, clean_env
     (["~other:*", "+@all"], ["versions"], ["the server refuses it", "ACL", "keys", "starts with 'hp:'", "HOMEPAGE_KEY_PREFIX"]),
     (["~other:*", "+@all"], ["gc"], ["the server refuses it", "ACL", "starts with 'hp:'"]),
     (["~*", "+@all", "-lrange"], ["versions"], ["REDIS_URL's user is refused by the server's ACL", "lrange"]),
+    (["~*", "+@read", "+@write", "+@connection"], ["versions"], ["the server refuses it", "eval", "Lua scripts"]),  # least privilege, no scripts
 ])
 def test_an_acl_refusing_the_store_is_one_line(
     rules: list[str], argv: list[str], parts: list[str], embedded_redis: EmbeddedRedis, clean_env: None, monkeypatch, capsys

@@ -140,14 +140,18 @@ class StoreBase:
 
         A database index the server does not have is known only when connecting, and redis-py
         reports it as a bare ``ResponseError``; a wrong password as a ``ConnectionError``; an ACL
-        user barred from this prefix's keys only at the first key it touches, so one is read.
+        user barred from this prefix's keys or from scripts only at the first it touches, so one is run.
         """
         transient = (*UNAVAILABLE, redis.exceptions.MasterDownError, redis.exceptions.ReadOnlyError)
         try:
             self.ping()
-            self._probe_keys()
-        except StoreRefused as e:  # an ACL refusing this prefix's keys
-            raise StoreRefused(f"{e} (every key of this store starts with {self.keys.prefix + ':'!r}: HOMEPAGE_KEY_PREFIX sets it)") from None
+            self._probe_access()
+        except StoreRefused as e:  # an ACL refusing this prefix's keys, or scripts
+            hint = (
+                f"every key of this store starts with {self.keys.prefix + ':'!r}: HOMEPAGE_KEY_PREFIX sets it" if "keys" in str(e)
+                else "the store needs +@all -@dangerous on its keys, Lua scripts (EVAL) included"
+            )
+            raise StoreRefused(f"{e} ({hint})") from None
         except redis.ResponseError as e:
             if isinstance(e, transient):  # a replica without its master, a server loading: it heals by itself
                 raise StoreUnavailable(f"redis unavailable: {type(e).__name__}: {e}") from e
@@ -161,9 +165,11 @@ class StoreBase:
             raise
 
     @guarded
-    def _probe_keys(self) -> None:
-        """Read a key under the prefix: an ACL user limited to other keys (``~app:*``) is refused at start, not at every request."""
-        self.client.exists(self.keys.active)
+    def _probe_access(self) -> None:
+        """Read a key under the prefix from a script: an ACL user limited to other keys (``~app:*``) or without
+        scripting (``+@read +@write``) is refused at start, not at every request (a read-only script: a replica
+        or a full memory runs it)."""
+        self.client.eval("return redis.call('EXISTS', KEYS[1])", 1, self.keys.active)
 
     @guarded
     def active_version(self) -> str | None:
