@@ -481,6 +481,31 @@ def test_demo_names_a_bad_serving_variable_before_generating_anything(
     assert not (tmp_path / "var").exists()
 
 
+def test_demo_on_redis_url_names_a_password_the_server_refuses_before_generating_anything(
+    embedded_redis: EmbeddedRedis, clean_env: None, tmp_path: Path, monkeypatch, capsys
+) -> None:
+    """`homepage demo --use-redis-url` with a wrong password generated and trained for a minute, then failed at the publish."""
+    import redis
+
+    sock = embedded_redis.start()
+    admin = redis.Redis(unix_socket_path=str(sock))
+    admin.config_set("requirepass", "right-one")
+    try:
+        monkeypatch.setenv("REDIS_URL", f"unix://{sock}?password=wrong-one")
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        code, err = run_cli(
+            monkeypatch, capsys, "demo", "--use-redis-url", "--var", str(tmp_path / "var"), "--port", str(port), "--users", "10", "--titles", "10"
+        )
+        assert_one_line_error(code, err, "REDIS_URL", "the server refuses it")
+        assert "wrong-one" not in err and not (tmp_path / "var").exists()
+    finally:
+        with redis.Redis(unix_socket_path=str(sock), password="right-one") as reset:
+            reset.config_set("requirepass", "")
+        admin.close()
+
+
 def _listed_commands(group: object, path: tuple[str, ...] = ()) -> Iterator[tuple[str, str]]:
     """(command path, the help text its group's listing shows) for every command under ``group``
     (typer's own vendored click groups: anything with ``commands``)."""

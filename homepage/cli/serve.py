@@ -172,6 +172,10 @@ def demo(
 
     _check_port_free("127.0.0.1", port)  # before a minute of generating and training, not after
     _check_serve_settings()  # so are the variables the workers read (a mistyped HOMEPAGE_POLICY served nothing)
+    if use_redis_url and get_settings().redis_url:  # a password, ACL or certificate the server refuses: before the training too
+        from homepage.cli.versions import open_store
+
+        open_store().close()
     var = var.resolve()
     if not use_redis_url:  # settings read variables case-insensitively, set or empty: every spelling goes
         for name in [n for n in os.environ if n.lower() in ("redis_url", "homepage_redis_url")]:
