@@ -359,7 +359,7 @@ def test_redis_out_of_memory_refuses_events_with_503_and_still_serves_built_page
     store.client.close()
 
 
-def test_a_primary_turned_replica_refuses_writes_with_503_serves_pages_and_reconnects(redis_proc: RedisProcess, api_proc: str) -> None:
+def test_a_primary_turned_replica_refuses_writes_with_503_serves_pages_and_reconnects(redis_proc: RedisProcess, api_proc: str, tmp_path: Path) -> None:
     """A failover: the server the API talks to becomes a replica and answers READONLY to every write. Events, profiles
     and erasures get 503 + Retry-After (a 500 with a traceback each before), pages are still built from what it can read
     (they were model_error fallbacks), and once it takes writes again the refused event goes through."""
@@ -384,6 +384,28 @@ def test_a_primary_turned_replica_refuses_writes_with_503_serves_pages_and_recon
         r = c.post("/events", json=ev, headers=key)
         assert r.status_code == 202 and r.json() == {"accepted": 1, "duplicates": 0}
     store.client.close()
+    log_text = _wait_for_log(tmp_path / "api.log", lambda t: "got 503 while Redis answers reads" in t, 5)
+    assert log_text.count("got 503 while Redis answers reads") == 1 and "read-only" in log_text, log_text  # once a minute, saying why
+
+
+def test_an_acl_taking_away_a_command_while_serving_is_a_503_without_its_details(redis_proc: RedisProcess, api_proc: str, tmp_path: Path) -> None:
+    """A managed service's ACL changed under a running worker (scripts taken away): writes get 503 like any refused write,
+    logged once a minute, not a 400 quoting the server's ACL to the client (nor a 500 and a traceback, as before)."""
+    store = RedisStore.from_url(f"redis://127.0.0.1:{redis_proc.port}/0")
+    key = {"X-API-Key": API_KEY}
+    with httpx.Client(base_url=api_proc, timeout=10) as c:
+        _wait_for(c, "/homepage/3", lambda r: r.json()["degraded"] is False, 10)
+        store.client.acl_setuser("default", enabled=True, nopass=True, keys=["*"], channels=["*"], commands=["+@all", "-eval"])
+        try:
+            writes = [c.patch("/users/7", json={"region": "EU"}, headers=key), c.delete("/users/8", headers=key)]
+        finally:
+            store.client.acl_setuser("default", enabled=True, nopass=True, keys=["*"], channels=["*"], commands=["+@all"])
+        assert [r.status_code for r in writes] == [503, 503], [r.text for r in writes]
+        assert all("ACL" not in r.text for r in writes)
+        assert c.patch("/users/7", json={"region": "EU"}, headers=key).status_code == 200
+    store.client.close()
+    log_text = _wait_for_log(tmp_path / "api.log", lambda t: "got 503 while Redis answers reads" in t, 5)
+    assert "ACL" in log_text and "Traceback" not in log_text, log_text
 
 
 def test_a_write_refused_as_read_only_drops_the_idle_connections_so_the_next_command_connects_again(redis_proc: RedisProcess) -> None:

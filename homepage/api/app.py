@@ -37,7 +37,7 @@ from homepage.log_throttle import LogThrottle
 from homepage.metrics import ServingMetrics, method_label
 from homepage.service import PageService
 from homepage.settings import Settings, get_settings
-from homepage.store import StoreUnavailable, connect
+from homepage.store import StoreRefused, StoreUnavailable, connect
 
 log = logging.getLogger(__name__)
 RETRY_AFTER = "1"
@@ -138,13 +138,37 @@ def _install_handlers(app: FastAPI) -> None:
             headers = {**(headers or {}), "Allow": ", ".join(allowed)} if allowed else headers
         return JSONResponse({"detail": detail}, status_code=exc.status_code, headers=headers)
 
+    refused_writes = LogThrottle(60.0)
+
     @app.exception_handler(StoreUnavailable)
     async def unavailable(request: Request, exc: StoreUnavailable) -> JSONResponse:
+        _log_refused_write(request, exc, refused_writes)
+        return JSONResponse({"detail": "storage unavailable, retry later"}, status_code=503, headers={"Retry-After": RETRY_AFTER})
+
+    @app.exception_handler(StoreRefused)
+    async def refused(request: Request, exc: StoreRefused) -> JSONResponse:
+        # the server's ACL: not the client's error (a 400 quoting it), and no detail of the deployment for it
+        _log_refused_write(request, exc, refused_writes)
         return JSONResponse({"detail": "storage unavailable, retry later"}, status_code=503, headers={"Retry-After": RETRY_AFTER})
 
     @app.exception_handler(HomepageError)
     async def user_error(request: Request, exc: HomepageError) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status_code=400)
+
+
+def _log_refused_write(request: Request, exc: Exception, throttle: LogThrottle) -> None:
+    """Log, once a minute, a 503 given while Redis answers this worker's reads (a replica answering READONLY, memory full, an ACL).
+
+    The refresh logs an outage when it starts and ends; a server that refuses only writes left
+    nothing in the log while every event got 503.
+    """
+    service = getattr(request.app.state, "service", None)
+    if service is None or not service.redis_ok or service.loaded is None:
+        return  # an outage (the refresh said so) or no version yet
+    held = throttle.admit("write")
+    if held is not None:
+        log.warning("%s %s got 503 while Redis answers reads (%d more since the last logged): %s",
+                    request.method, getattr(request.scope.get("route"), "path", "?"), held, exc)
 
 
 MAX_ERRORS = 20  # listed in a 422; ``errors_omitted`` counts the rest
