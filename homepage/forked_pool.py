@@ -1,23 +1,57 @@
-"""The process pool replay and page-model training fork: workers that die on SIGTERM, as ``Pool.terminate`` needs.
+"""The process pool replay and page-model training fork: a pool that SIGTERM can close without hanging.
 
-The CLI handles SIGTERM in Python (``cli.sigterm``: clean-up runs, exit 143), and a
-forked worker inherits that handler. ``Pool.terminate``, which closing the pool calls, sends each
-idle worker SIGTERM while the worker blocks in a semaphore wait; when the kernel delivered the
-signal to one of the worker's native threads (OpenBLAS, OpenMP), only a flag was set, the main
-thread never woke to act on it, and ``homepage train`` waited for that worker for ever. Workers
-start with the default action again: SIGTERM ends them whichever thread receives it.
+The CLI handles SIGTERM in Python (``cli.sigterm``: clean-up runs, exit 143), and closing a pool
+on the way out (``Pool.terminate``) hung in two ways, both seen on 2026-12-07:
+
+- a forked worker inherited that handler. ``Pool.terminate`` sends each worker SIGTERM; when the
+  kernel delivered it to one of the worker's native threads (OpenBLAS, OpenMP) while its main
+  thread slept in a semaphore wait, only a flag was set and the worker lived on. Workers start
+  with the default action again: SIGTERM ends them whichever thread receives it.
+- a worker killed while it sent a large result (stage data: megabytes) left part of a message in
+  the results pipe; the pool's result thread waited for the rest, and ``terminate`` joined it for
+  ever. Once the workers are dead, this pool closes its own end of that pipe: the thread reads
+  end-of-file and stops.
 """
 
 from __future__ import annotations
 
 import multiprocessing as mp
 import signal
+import threading
+from multiprocessing.connection import wait
 from multiprocessing.pool import Pool
+from typing import Any
+
+
+class _ForkedPool(Pool):
+    """``Pool`` whose termination ends the result thread once every worker is dead."""
+
+    @classmethod
+    def _terminate_pool(  # type: ignore[override]
+        cls, taskqueue: Any, inqueue: Any, outqueue: Any, pool: list[Any], change_notifier: Any, worker_handler: threading.Thread, *rest: Any
+    ) -> None:
+        ender = threading.Thread(target=_end_results_when_workers_gone, args=(outqueue, pool, worker_handler), daemon=True)
+        try:
+            ender.start()
+        except RuntimeError:  # at interpreter shutdown (a pool never closed): no new threads, the plain termination
+            pass
+        super()._terminate_pool(taskqueue, inqueue, outqueue, pool, change_notifier, worker_handler, *rest)
+
+
+def _end_results_when_workers_gone(outqueue: Any, pool: list[Any], worker_handler: threading.Thread) -> None:
+    """Close the parent's write end of the results pipe once no worker can write to it (a result half sent stays half)."""
+    worker_handler.join()  # until it has stopped, it may replace a dead worker
+    pending = [p.sentinel for p in pool]  # each ready once its process has ended; nothing is reaped here
+    while pending:
+        ready = wait(pending)
+        pending = [s for s in pending if s not in ready]
+    outqueue._writer.close()  # terminate wrote its stop message before killing the workers: the parent has nothing left to send
 
 
 def forked_pool(workers: int) -> Pool:
-    """A pool of ``workers`` forked processes (they share the parent's loaded models) that SIGTERM ends."""
-    return mp.get_context("fork").Pool(workers, initializer=_default_sigterm)
+    """A pool of ``workers`` forked processes (they share the parent's loaded models) that SIGTERM can close."""
+    ctx = mp.get_context("fork")
+    return _ForkedPool(workers, initializer=_default_sigterm, context=ctx)
 
 
 def _default_sigterm() -> None:

@@ -70,3 +70,37 @@ def test_every_process_pool_is_the_forked_pool() -> None:
         if ".Pool(" in line or "ProcessPoolExecutor(" in line
     ]
     assert plain == []
+
+
+# a worker killed while it wrote a result leaves part of a message in the results pipe
+_HALF_A_RESULT = """
+import struct, sys, time
+from homepage.forked_pool import forked_pool
+
+def half_a_result(_):
+    frame = sys._getframe()
+    while "outqueue" not in frame.f_locals:  # multiprocessing.pool.worker's
+        frame = frame.f_back
+    # what a worker SIGTERMed in the middle of sending a large result leaves: a length, part of the bytes
+    frame.f_locals["outqueue"]._writer._send(struct.pack("!i", 1_000_000) + b"x" * 1000)
+    time.sleep(60)
+
+POOL = forked_pool(1)
+POOL.apply_async(half_a_result, (0,))
+time.sleep(1)
+started = time.monotonic()
+POOL.terminate()
+print(f"terminated in {time.monotonic() - started:.1f} s", flush=True)
+"""
+
+
+def test_terminating_a_pool_whose_worker_died_mid_result_does_not_hang() -> None:
+    """Closing the pool on SIGTERM kills busy workers; one killed while it sent a large result (stage data: megabytes)
+    left the pool's result thread waiting for the rest of the message, and ``Pool.terminate`` joined it for ever
+    (seen 2026-12-07: ``homepage train`` SIGTERMed in its stage data, alive 15 minutes later)."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+    try:
+        out = subprocess.run([sys.executable, "-c", _HALF_A_RESULT], env=env, capture_output=True, text=True, timeout=60)
+    except subprocess.TimeoutExpired:
+        raise AssertionError("Pool.terminate still waiting after 60 s for a result its killed worker never finished") from None
+    assert out.returncode == 0 and out.stdout.startswith("terminated in"), (out.returncode, out.stdout, out.stderr[-2000:])
