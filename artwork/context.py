@@ -15,11 +15,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numba
 import numpy as np
 import scipy.sparse as sp
 
 from homepage.catalog import Catalog
+from homepage.kernel_cache import cached_njit
 from homepage.state import PLAY, RATING, UserState
 
 DAY = 86_400.0
@@ -128,7 +128,7 @@ class UserContextBuilder:
         return np.vstack([self.build(s) for s in states])
 
 
-@numba.njit(cache=True, nogil=True)
+@cached_njit(nogil=True)
 def _weighted_row_sum(indptr: np.ndarray, indices: np.ndarray, data: np.ndarray, rows: np.ndarray, weights: np.ndarray, n_cols: int) -> np.ndarray:
     """``sum_i weights[i] * M[rows[i]]`` of a CSR matrix: the cost of the history, not of the catalog."""
     out = np.zeros(n_cols)

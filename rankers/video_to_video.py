@@ -20,11 +20,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Self
 
-import numba
 import numpy as np
 from pydantic import Field
 
 from homepage.domain import CandidateRow, RowReason
+from homepage.kernel_cache import cached_njit
 from homepage.state import PLAY, RATING, UserState
 from rankers.base import FitInput, RankerConfig, Ranker, RankRequest, StateNeed
 from rankers.similarity import content_features, neighbours, not_in, row_top_k, user_title_matrix
@@ -224,7 +224,7 @@ class VideoToVideoRanker(Ranker):
         return out
 
 
-@numba.njit(cache=True, nogil=True)
+@cached_njit(nogil=True)
 def _greedy_anchors(
     idx: np.ndarray, nbrs: np.ndarray, nscores: np.ndarray, head: int, max_rows: int, max_similarity: float, max_overlap: float
 ) -> np.ndarray:

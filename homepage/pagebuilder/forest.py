@@ -16,8 +16,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import lightgbm as lgb
-import numba
 import numpy as np
+
+from homepage.kernel_cache import cached_njit
 
 # flags of a node: missing type in the low two bits, then default-left and categorical
 _MISSING_NONE, _MISSING_ZERO, _MISSING_NAN = 0, 1, 2
@@ -124,7 +125,7 @@ class ForestReader:
         return out
 
 
-@numba.njit(cache=True, nogil=True)
+@cached_njit(nogil=True)
 def _walk(
     X: np.ndarray,
     cols: np.ndarray,

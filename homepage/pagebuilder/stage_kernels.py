@@ -8,14 +8,15 @@ plain-Python reference in ``tests/test_pagebuilder_reference.py`` checks every f
 
 from __future__ import annotations
 
-import numba
 import numpy as np
+
+from homepage.kernel_cache import cached_njit
 
 # per-position signals (StageFeatures.signals), zero at padding
 SIG_PERS, SIG_POP, SIG_TREND, SIG_FRESH, SIG_VALUE = range(5)
 
 
-@numba.njit(cache=True, nogil=True, inline="always")
+@cached_njit(nogil=True, inline="always")
 def _popcount(x: np.uint64) -> np.int64:
     x = x - ((x >> np.uint64(1)) & np.uint64(0x5555555555555555))
     x = (x & np.uint64(0x3333333333333333)) + ((x >> np.uint64(2)) & np.uint64(0x3333333333333333))
@@ -23,7 +24,7 @@ def _popcount(x: np.uint64) -> np.int64:
     return np.int64((x * np.uint64(0x0101010101010101)) >> np.uint64(56))
 
 
-@numba.njit(cache=True, nogil=True)
+@cached_njit(nogil=True)
 def aggregate_rows(
     avail: np.ndarray,
     cols: int,
@@ -106,7 +107,7 @@ def aggregate_rows(
             X[r, c[11]] = s_value / value_total[r] if value_total[r] > 0 else 0.0
 
 
-@numba.njit(cache=True, nogil=True)
+@cached_njit(nogil=True)
 def page_columns(
     X: np.ndarray,
     remaining: np.ndarray,
@@ -156,7 +157,7 @@ def page_columns(
     return Xr
 
 
-@numba.njit(cache=True, nogil=True)
+@cached_njit(nogil=True)
 def place_row(
     row: int,
     titles: np.ndarray,
