@@ -462,6 +462,46 @@ def test_serve_names_a_bad_serving_variable(var: str, value: str, message: str, 
     assert_one_line_error(code, err, f"{var} {value!r}", message)
 
 
+@pytest.mark.parametrize("workers", [1, 2])
+def test_serve_refuses_a_models_dir_it_cannot_write_before_starting(workers: int, clean_env: None, tmp_path: Path, monkeypatch, capsys) -> None:
+    """An unwritable HOMEPAGE_MODELS_DIR (the default is relative to the working directory, read-only in a container
+    image) served a node never ready, a traceback logged at every retry and every page a fallback saying
+    `redis_unavailable`; now one line before anything starts. (A file stands in the way: root writes anywhere else.)"""
+    (tmp_path / "ro").write_text("")
+    monkeypatch.setenv("HOMEPAGE_MODELS_DIR", str(tmp_path / "ro" / "models"))
+    code, err = run_cli(monkeypatch, capsys, "serve", "--host", "256.0.0.1", "--workers", str(workers))
+    assert_one_line_error(code, err, f"HOMEPAGE_MODELS_DIR {tmp_path / 'ro' / 'models'}:", "set HOMEPAGE_MODELS_DIR to a writable directory")
+    assert not (tmp_path / "redis").exists()
+
+
+def test_serve_names_the_working_directory_of_the_default_models_dir(clean_env: None, tmp_path: Path, monkeypatch, capsys) -> None:
+    monkeypatch.delenv("HOMEPAGE_MODELS_DIR", raising=False)
+    (tmp_path / "var").write_text("")  # var/serving-models cannot be made here
+    monkeypatch.chdir(tmp_path)
+    code, err = run_cli(monkeypatch, capsys, "serve", "--host", "256.0.0.1")
+    assert_one_line_error(code, err, "HOMEPAGE_MODELS_DIR var/serving-models:", f"(the default, under the working directory {tmp_path})")
+
+
+@pytest.mark.parametrize("kind", ["missing", "file"])
+def test_serve_refuses_a_metrics_dir_the_workers_cannot_write(kind: str, clean_env: None, tmp_path: Path, monkeypatch, capsys) -> None:
+    """A PROMETHEUS_MULTIPROC_DIR that is missing (prometheus_client does not create it) crashed every worker at
+    start-up, uvicorn starting new ones in a loop of tracebacks while `serve` ran on, never serving."""
+    metrics = tmp_path / "metrics"
+    if kind == "file":
+        metrics.write_text("")
+    monkeypatch.setenv("HOMEPAGE_MODELS_DIR", str(tmp_path / "models"))
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(metrics))
+    code, err = run_cli(monkeypatch, capsys, "serve", "--host", "256.0.0.1", "--workers", "2")
+    assert_one_line_error(code, err, f"PROMETHEUS_MULTIPROC_DIR {metrics}: not a directory")
+
+
+def test_train_refuses_an_out_it_cannot_write_before_loading(small: Path, clean_env: None, tmp_path: Path, monkeypatch, capsys) -> None:
+    """`homepage train --out` on a read-only volume was a PermissionError traceback (exit 1) after loading the dataset."""
+    (tmp_path / "ro").write_text("")
+    code, err = run_cli(monkeypatch, capsys, "train", str(small), "--out", str(tmp_path / "ro" / "models"))
+    assert_one_line_error(code, err, f"--out {tmp_path / 'ro' / 'models'}:")
+
+
 @pytest.mark.parametrize(("var", "value", "message"), [
     ("HOMEPAGE_DEADLINE_MS", "abc", "valid number"),
     ("HOMEPAGE_POLICY", "stage_wise", "unknown policy 'stage_wise' (known: "),

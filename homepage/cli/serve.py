@@ -49,7 +49,11 @@ def run_server(host: str, port: int, workers: int) -> None:
     emb = None
     metrics_dir = None
     if workers > 1 and not os.environ.get(MULTIPROC_ENV):
-        metrics_dir = tempfile.mkdtemp(prefix="homepage-metrics-")
+        try:
+            metrics_dir = tempfile.mkdtemp(prefix="homepage-metrics-")
+        except OSError as e:  # tempfile found no writable directory (a read-only root file system without a /tmp volume)
+            raise HomepageError(f"--workers {workers}: no writable temporary directory for the workers' metrics ({e}); "
+                                f"set TMPDIR or {MULTIPROC_ENV} to a writable directory") from None
         os.environ[MULTIPROC_ENV] = metrics_dir  # inherited by the spawned workers before they import prometheus_client
     for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ.setdefault(var, "1")  # spawned workers start with one BLAS thread; the app's lifespan limits an in-process one
@@ -112,6 +116,7 @@ def serve(
     if clock is not None:
         os.environ["HOMEPAGE_CLOCK"] = clock.value  # read by every worker's settings
     _check_serve_settings()
+    _check_runtime_dirs(workers)
 
     if get_settings().redis_url:
         from homepage.cli.versions import open_store
@@ -248,6 +253,32 @@ def _check_serve_settings() -> None:
             get_policy(serve_settings.policy)
         except HomepageError as e:
             raise HomepageError(f"HOMEPAGE_POLICY {serve_settings.policy!r}: {e}") from None
+
+
+def _check_runtime_dirs(workers: int) -> None:
+    """Refuse, in one line, the directories the workers write in at run time when they cannot be written.
+
+    An unwritable ``HOMEPAGE_MODELS_DIR`` (by default ``var/serving-models`` under the working
+    directory, read-only in a container image) left every worker never ready, logging a traceback at
+    each retry; a ``PROMETHEUS_MULTIPROC_DIR`` that is missing or read-only crashed every worker at
+    start-up, again and again, while ``serve`` ran on.
+    """
+    from homepage.api.settings import ServeSettings
+    from homepage.cli.outputs import check_output_dir
+    from homepage.metrics import MULTIPROC_ENV
+
+    models_dir = ServeSettings().models_dir
+    try:
+        check_output_dir(models_dir, "HOMEPAGE_MODELS_DIR")
+    except HomepageError as e:
+        what = "the default" if "HOMEPAGE_MODELS_DIR" not in {n.upper() for n in os.environ} else "a relative path"
+        where = f" ({what}, under the working directory {Path.cwd()})" if not models_dir.is_absolute() else ""
+        raise HomepageError(f"{e}: workers unpack the published bundles there{where}; set HOMEPAGE_MODELS_DIR to a writable directory") from None
+    metrics = os.environ.get(MULTIPROC_ENV)
+    if metrics:
+        if not Path(metrics).is_dir():
+            raise HomepageError(f"{MULTIPROC_ENV} {metrics}: not a directory (prometheus_client writes the workers' metrics there and does not create it)")
+        check_output_dir(Path(metrics), MULTIPROC_ENV)
 
 
 def _check_port_free(host: str, port: int) -> None:

@@ -54,11 +54,13 @@ def train(
     """Fit every configured ranker on events with ts <= UNTIL and write one model bundle."""
     from rich.console import Console
 
+    from homepage.cli.outputs import check_output_dir
     from homepage.cli.ranker_warnings import ranker_problem_warnings
     from homepage.config import load_config
     from homepage.dataset import load_dataset
     from homepage.engines import get_engine
 
+    check_output_dir(out, "--out")  # a read-only volume fails now, not after loading the dataset
     cfg = load_config(config)
     t = parse_time(until) if until is not None else None
     runner = get_engine(engine, master, dataset)
