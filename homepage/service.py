@@ -47,6 +47,10 @@ MAX_BAD_VERSIONS = 16
 ADMIN_THREADS = 2  # erasures and reloads at once; more wait their turn (each takes seconds: streams read through, a bundle loaded)
 
 
+class NoModelLoaded(Exception):
+    """Redis answers but this worker has no version live (none could be loaded; the refresh logs why): the page is ``model_error``, not a Redis outage."""
+
+
 @dataclass(frozen=True)
 class ServiceConfig:
     """How the service serves: deadline, cache TTL, policy, refresh period, where bundles are unpacked."""
@@ -492,6 +496,8 @@ class PageService:
             reason = "deadline"
         except NotPublished:
             reason = "not_published"
+        except NoModelLoaded:  # not "redis_unavailable" (it was, and marked Redis down until the next refresh)
+            reason = "model_error"
         except StoreUnavailable:
             reason = "redis_unavailable"
             self.redis_ok = False
@@ -521,6 +527,8 @@ class PageService:
             # Redis answers without the loaded version's keys: a page from them would hold no history
             raise NotPublished("the loaded version is not in Redis")
         if cur is None:
+            if self.redis_ok:
+                raise NoModelLoaded("no version could be put live")
             raise StoreUnavailable("no model loaded yet")
         field_ = params.cache_field(cur.policy)
         read = self.run(
@@ -559,6 +567,8 @@ class PageService:
         """
         cur = self.loaded
         if cur is None:
+            if self.redis_ok:
+                raise NoModelLoaded("no version could be put live")
             raise StoreUnavailable("no model loaded yet")
         if self.config.clock == "data" and not (stamped_under == cur.store_version == self.store.active_version()):
             raise StoreUnavailable("the published version changed under the data clock; retry in a few seconds")

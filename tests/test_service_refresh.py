@@ -585,3 +585,21 @@ def test_a_worker_started_when_the_active_version_cannot_go_live_serves_the_last
         assert svc.refresh() and svc.ready and svc.loaded.store_version == new and not svc.loaded.from_disk
     finally:
         svc.close()
+
+
+def test_a_worker_with_no_version_it_can_put_live_says_model_error_not_redis(store: RedisStore, serving_bundle: Path, tmp_path: Path) -> None:
+    """No version live and no kept copy (its bundle gone, an unwritable models directory, a bad bundle) while Redis
+    answers: pages were `redis_unavailable` and each marked Redis down (the `homepage_redis_up` gauge, alerts on
+    that fallback reason) until the next refresh, sending on-call to a healthy Redis."""
+    import asyncio
+
+    v = publish_dataset(store, WORLD_SMALL, models=serving_bundle).meta.version
+    store.client.delete(store.keys.bundle(v))
+    svc = PageService(store, ServiceConfig(models_dir=tmp_path, world_refresh_seconds=3600))
+    try:
+        assert not svc.refresh() and svc.loaded is None and svc.redis_ok
+        page = asyncio.run(svc.page(12, PageParams(rows=3, cols=5)))
+        assert page.degraded and page.reason == "model_error"
+        assert svc.redis_ok
+    finally:
+        svc.close()
