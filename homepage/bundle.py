@@ -18,10 +18,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import shutil
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -39,8 +39,11 @@ from homepage.errors import HomepageError
 from homepage.eventlog import EventLog
 from homepage.ingest.titles import titles_as_of
 from homepage.provenance import dataset_sha256, environment, git_commit, git_dirty
+from homepage.training_dir import remove_abandoned, training_dir
 from rankers.base import ArtifactError, FitInput, Ranker, config_blob_hash, fit_ranker
 from rankers.registry import build_rankers, ranker_class
+
+logger = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -134,45 +137,47 @@ def train_bundle(
     version = version_name(created, chash, dataset, until)
 
     out.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{version}.tmp-", dir=out))
-    try:
-        entries = _fit_and_save(rankers, data, tmp, progress, fitter)
-        _write_catalog(dataset, tmp / "catalog", titles)
-        components: dict[str, Any] = {}
-        if config.page.train_model:
-            components["page_model"] = _fit_page_model(log, catalog, config, until, tmp, progress, fitter, workers, _catalog_at(dataset))
-        components["artwork"] = _artwork_component(catalog, config, tmp, artwork_logs, art_data, progress, artwork_grid)
-        manifest: dict[str, Any] = {
-            "bundle_format": BUNDLE_FORMAT,
-            "version": version,
-            "created": created,
-            "train_window": [log.first_ts, until],
-            "dataset": {
-                "path": str(dataset.path),
-                "source": dataset.manifest.source,
-                "counts": dataset.manifest.counts,
-                "sha256": data_sha256,
-                "events_used": int(data.log.interactions(until)[0].size),
-            },
-            "config": json.loads(config.model_dump_json()),
-            "config_hash": chash,
-            "rankers": entries,
-            "components": components,
-            "git_commit": commit,
-            "git_dirty": dirty,
-            "environment": environment(),
-            "metrics": {},
-        }
-        manifest["files"] = file_digests(tmp, manifest)
-        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True))
-        os.chmod(tmp, 0o755)
-        final = out / version
-        if final.exists():  # same inputs in the same second: replace, the contents are equivalent
-            shutil.rmtree(final)
-        os.rename(tmp, final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    if gone := remove_abandoned(out):
+        logger.warning("removed %d half-written bundles that trainings killed mid-write left in %s: %s", len(gone), out, ", ".join(gone))
+    with training_dir(out, version) as tmp:  # locked while written: a training killed outright leaves it for the next one to remove
+        try:
+            entries = _fit_and_save(rankers, data, tmp, progress, fitter)
+            _write_catalog(dataset, tmp / "catalog", titles)
+            components: dict[str, Any] = {}
+            if config.page.train_model:
+                components["page_model"] = _fit_page_model(log, catalog, config, until, tmp, progress, fitter, workers, _catalog_at(dataset))
+            components["artwork"] = _artwork_component(catalog, config, tmp, artwork_logs, art_data, progress, artwork_grid)
+            manifest: dict[str, Any] = {
+                "bundle_format": BUNDLE_FORMAT,
+                "version": version,
+                "created": created,
+                "train_window": [log.first_ts, until],
+                "dataset": {
+                    "path": str(dataset.path),
+                    "source": dataset.manifest.source,
+                    "counts": dataset.manifest.counts,
+                    "sha256": data_sha256,
+                    "events_used": int(data.log.interactions(until)[0].size),
+                },
+                "config": json.loads(config.model_dump_json()),
+                "config_hash": chash,
+                "rankers": entries,
+                "components": components,
+                "git_commit": commit,
+                "git_dirty": dirty,
+                "environment": environment(),
+                "metrics": {},
+            }
+            manifest["files"] = file_digests(tmp, manifest)
+            (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True))
+            os.chmod(tmp, 0o755)
+            final = out / version
+            if final.exists():  # same inputs in the same second: replace, the contents are equivalent
+                shutil.rmtree(final)
+            os.rename(tmp, final)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
     _write_latest(out, version)
     return ModelBundle(final, version, manifest, config, catalog, tuple(rankers))
 

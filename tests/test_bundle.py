@@ -470,3 +470,36 @@ def test_train_on_a_full_disk_is_one_line_and_leaves_nothing_behind(tmp_path: Pa
     assert p.stderr.strip().splitlines()[-1].startswith("error: File too large"), p.stderr[-3000:]
     assert sorted(x.name for x in (tmp_path / "models").iterdir()) == ["LATEST"]  # no half-written bundle
     assert (tmp_path / "models" / "LATEST").read_text() == "v-earlier\n"
+
+
+def test_a_training_killed_outright_leaves_its_half_written_bundle_to_the_next_one_only(
+    dataset_dir: Path, config: PipelineConfig, tmp_path: Path
+) -> None:
+    """SIGKILL (an OOM kill, a Kubernetes Job's deadline, a drained node) runs no clean-up: the half-written
+    `.<version>.tmp-*` directory stayed for good, one more at each retry of the Job. The next training into the
+    same directory removes it, and never a directory a live training still holds, however old."""
+    import os
+    import signal
+    import subprocess
+    import time
+
+    from homepage.training_dir import training_dir
+
+    world = Path(__file__).resolve().parents[1] / "fixtures" / "world-small"
+    models = tmp_path / "models"
+    proc = subprocess.Popen([sys.executable, "-m", "homepage", "train", str(world), "--out", str(models), "--workers", "2"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not any(models.glob(".v*.tmp-*")):
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    killed = sorted(models.glob(".v*.tmp-*"))
+    assert len(killed) == 1, sorted(p.name for p in models.iterdir())
+    time.sleep(2)  # the forked pool workers (they hold the lock too) see their parent gone
+    with training_dir(models, "v20990101T000000-live") as live:  # another training, still writing
+        for d in (*killed, live):
+            os.utime(d, (time.time() - 3600, time.time() - 3600))
+        bundle = train_bundle(load_dataset(dataset_dir), models, config)
+        left = sorted(p.name for p in models.iterdir())
+        assert left == sorted([live.name, bundle.version, "LATEST"]), left
