@@ -18,6 +18,8 @@ from typing import Any, TypeVar
 
 import numba
 
+from homepage.errors import HomepageError
+
 F = TypeVar("F", bound=Callable[..., Any])
 CACHE_ENV = "NUMBA_CACHE_DIR"
 NO_LOCATOR = "no locator available"
@@ -32,7 +34,14 @@ def cached_njit(**options: Any) -> Callable[[F], Any]:
         except RuntimeError as e:
             if NO_LOCATOR not in str(e) or os.environ.get(CACHE_ENV):
                 raise
-        use_cache_dir(private_cache_dir())
+        try:
+            where = private_cache_dir()
+        except OSError as e:  # no writable temporary directory either (a read-only root file system without a /tmp volume)
+            raise HomepageError(
+                f"numba has nowhere to cache the compiled kernels: not beside the source ({func.__module__}), not in ~/.cache, "
+                f"not in a temporary directory ({e.strerror or e}); set NUMBA_CACHE_DIR or TMPDIR to a writable directory"
+            ) from None
+        use_cache_dir(where)
         return numba.njit(cache=True, **options)(func)
 
     return decorate

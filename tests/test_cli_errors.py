@@ -22,6 +22,7 @@ from redis_fixtures import BACKENDS, WORLD_SMALL, write_small_dataset
 from typer.testing import CliRunner
 
 from homepage.embedded_redis import EmbeddedRedis
+from homepage.errors import HomepageError
 from homepage.publish import publish_dataset
 from homepage.settings import Settings, get_settings
 from homepage.store import RedisStore
@@ -648,3 +649,16 @@ def test_rollback_to_a_version_whose_record_is_lost_says_so(cli_store: RedisStor
     code, err = run_cli(monkeypatch, capsys, "rollback")
     assert_one_line_error(code, err, f"the version before {new}, {old}, has lost its record in Redis", "publish the dataset again")
     assert cli_store.active_version() == new
+
+
+def test_an_error_importing_the_commands_is_one_line(clean_env: None, monkeypatch, capsys) -> None:
+    """The commands' modules are imported before any command runs; an error there (numba with no place to cache its
+    kernels: a read-only image with no writable temporary directory) was a traceback, not the one line other errors get."""
+    import homepage.cli
+
+    def no_cache() -> None:
+        raise HomepageError("numba has nowhere to cache the compiled kernels: ...; set NUMBA_CACHE_DIR or TMPDIR to a writable directory")
+
+    monkeypatch.setattr(homepage.cli, "_register", no_cache)
+    code, err = run_cli(monkeypatch, capsys, "versions")
+    assert_one_line_error(code, err, "nowhere to cache the compiled kernels", "set NUMBA_CACHE_DIR or TMPDIR")

@@ -80,3 +80,17 @@ def test_the_projects_kernels_use_it() -> None:
     sources = [p for pkg in ("homepage", "rankers", "artwork", "fixtures") for p in (ROOT / pkg).rglob("*.py") if p.name != "kernel_cache.py"]
     assert [str(p.relative_to(ROOT)) for p in sources if "cache=True" in p.read_text()] == []
     assert sum("@cached_njit(" in p.read_text() for p in sources) >= 4
+
+
+def test_no_writable_temporary_directory_either_is_one_line_naming_the_variables(tmp_path: Path) -> None:
+    """A read-only root file system with no /tmp volume: a one-line error (the CLI's) naming what to set, not a traceback from tempfile."""
+    _, env = _unwritable_place(tmp_path)
+    code = (
+        "import tempfile, sys; tempfile.tempdir = sys.argv[1]\n"
+        "from homepage.errors import HomepageError\n"
+        "try:\n    import kern\nexcept HomepageError as e:\n    print(e)\n"
+    )
+    run = subprocess.run([sys.executable, "-c", code, str(tmp_path / "not-a-dir" / "tmp")], cwd=tmp_path, env=env,
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "nowhere to cache the compiled kernels" in run.stdout and "set NUMBA_CACHE_DIR or TMPDIR" in run.stdout

@@ -70,9 +70,9 @@ def _register() -> None:
 
 def main() -> None:
     """Console-script entry point: user errors become one line and exit code 2."""
-    _register()
     restore = install_sigterm_exit() if threading.current_thread() is threading.main_thread() else None
     try:
+        _register()  # imports the commands' modules: an error there (no place for numba's cache) is one line too
         log_setup.install()  # a bad HOMEPAGE_LOG_* is a one-line error like any other setting
         for warning in unknown_variables(os.environ):
             err.print(f"warning: {escape(warning)}", style="yellow", highlight=False)
