@@ -699,6 +699,35 @@ def test_oracle_gain_discounts_each_hit_by_the_column_it_would_show_in_now() -> 
     assert oracle.gains(feats.view(1, np.array([1]))).tolist() == pytest.approx([1 / math.log2(3)])
 
 
+def test_oracle_gains_equal_a_per_stage_isin_over_random_pages() -> None:
+    """The oracle's kept gains and once-per-matrix target cells equal each stage's own ``np.isin``, bit for bit.
+
+    One oracle scores pages on two different candidate matrices in turn, so target cells kept from
+    the first matrix must not be read for the second.
+    """
+    rng = np.random.default_rng(11)
+    stats = TitleStats.compute(world(), CATALOG)
+    for trial in range(12):
+        cols = int(rng.choice([4, 10, 25]))
+        oracle = OracleScorer(rng.choice(N_TITLES, size=int(rng.integers(1, 20)), replace=False), cols)
+        disc = 1.0 / np.log2(np.arange(cols) + 2.0)
+        for _ in range(2):
+            rows = [
+                row(str(rng.choice(RANKERS)), f"r{j}", rng.choice(N_TITLES, size=int(rng.integers(1, 35)), replace=False), "top_n", float(rng.random()))
+                for j in range(int(rng.integers(2, 12)))
+            ]
+            cm = matrix(rows)
+            _, traces = assemble(cm, CATALOG, stats, signals(), oracle, PageRules(rules=()), VOCAB, 6, cols, explain=True)
+            assert traces
+            for tr in traces:
+                v = tr.view
+                rem = v.remaining
+                hit = v.take[rem] & np.isin(v.titles[rem], oracle.targets)
+                want = np.where(hit, disc[np.clip(v.csum[rem] - 1, 0, cols - 1)], 0.0).sum(axis=1)
+                assert oracle.gains(v).tobytes() == want.tobytes(), trial
+                assert np.array_equal(tr.scores, want + 1e-6 * np.tanh(cm.row_score[rem])), trial
+
+
 def test_min_viewport_genres_spreads_the_missing_genres_over_the_viewport_rows_left() -> None:
     """5 genres missing with 3 viewport rows to go: a row must bring ceil(5 / 3) = 2 new ones now."""
     from homepage.pagebuilder.rules import eligible

@@ -129,10 +129,14 @@ class StageView:
         r = self.remaining[j]
         return self.titles[r][self.take[r]]
 
-    def discounted_hits(self, targets: np.ndarray, disc: np.ndarray) -> np.ndarray:
-        """Per remaining row: sum of ``disc[column]`` over its effective titles in ``targets``."""
+    def discounted_hits(self, is_target: np.ndarray, disc: np.ndarray) -> np.ndarray:
+        """Per remaining row: sum of ``disc[column]`` over its effective titles that are targets.
+
+        ``is_target`` marks the target cells of all K x L titles (``np.isin(titles, targets)``),
+        computed once per candidate matrix by the caller rather than once per stage.
+        """
         rem = self.remaining
-        hit = self.take[rem] & np.isin(self.titles[rem], targets)
+        hit = self.take[rem] & is_target[rem]
         col = np.clip(self.csum[rem] - 1, 0, disc.size - 1)
         return np.where(hit, disc[col], 0.0).sum(axis=1)
 

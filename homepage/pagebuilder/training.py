@@ -38,16 +38,31 @@ LEVELS = 4
 
 
 class OracleScorer:
-    """Scores each row by its true marginal gain on this request (training only)."""
+    """Scores each row by its true marginal gain on this request (training only).
+
+    A stage's gains are asked for twice (to drive the page, then to label the stage), so each
+    view's are kept; which cells hold a target is worked out once per candidate matrix, not per stage.
+    """
 
     stagewise = True
 
     def __init__(self, targets: np.ndarray, cols: int) -> None:
         self.targets = targets
         self.disc = 1.0 / np.log2(np.arange(cols) + 2.0)
+        self._cells: tuple[np.ndarray, np.ndarray] | None = None  # (titles, is_target) of the last candidate matrix
+        self._gains: dict[StageView, np.ndarray] = {}
+
+    def _is_target(self, titles: np.ndarray) -> np.ndarray:
+        """``np.isin(titles, targets)``, computed once for a candidate matrix's titles."""
+        if self._cells is None or self._cells[0] is not titles:
+            self._cells = (titles, np.isin(titles, self.targets))
+        return self._cells[1]
 
     def gains(self, view: StageView) -> np.ndarray:
-        return view.discounted_hits(self.targets, self.disc)
+        g = self._gains.get(view)
+        if g is None:
+            g = self._gains[view] = view.discounted_hits(self._is_target(view.titles), self.disc)
+        return g
 
     def score(self, view: StageView, cm: CandidateMatrix) -> np.ndarray:
         # ties (typically zero gain) broken by the ranker's own row score, deterministically
