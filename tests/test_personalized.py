@@ -431,6 +431,56 @@ def test_ease_weights_do_not_depend_on_the_blas_threads() -> None:
             np.testing.assert_array_equal(fit_ease(x, 500.0)[1], alone)
 
 
+def test_ease_in_place_inverse_and_banded_pruning_equal_the_whole_matrix_formulas_bit_for_bit() -> None:
+    """``mirror_upper`` and the banded top-k give the bytes of ``np.triu(p) + np.triu(p, 1).T`` and of one argpartition.
+
+    Random matrices of sizes around the band, with exact signed zeros and ties; then fit_ease and
+    prune_rows end to end against the same formulas written out whole.
+    """
+    import scipy.sparse as sp
+
+    from rankers import factorization as F
+
+    rng = np.random.default_rng(5)
+    for n in (1, 2, 7, 8, 9, 33):
+        for block in (1, 3, 8, 256):
+            p = rng.normal(size=(n, n)).round(1)  # ties
+            p[rng.random((n, n)) < 0.2] = -0.0
+            p[rng.random((n, n)) < 0.2] = 0.0
+            want = np.triu(p) + np.triu(p, 1).T
+            got = F.mirror_upper(p.copy(), block=block)
+            assert got.tobytes() == want.tobytes(), (n, block)
+            for keep_negative in (False, True):
+                for k in {1, max(n - 1, 1)}:
+                    if k >= n:
+                        continue
+                    key = -np.abs(want) if keep_negative else -want
+                    whole = np.argpartition(key, k - 1, axis=1)[:, :k]
+                    assert np.array_equal(F._top_columns(want, k, keep_negative, block=block), whole), (n, block, k)
+
+    x = sp.random(300, 120, density=0.05, random_state=rng, format="csr", dtype=np.float32)
+    x.data[:] = rng.integers(1, 4, x.data.size)
+    items, b = F.fit_ease(x, 20.0)
+    xs = x[:, items].astype(np.float64)
+    g = (xs.T @ xs).toarray()
+    g[np.diag_indices_from(g)] += 20.0
+    c, _ = F.lapack.dpotrf(g, lower=False)
+    p, _ = F.lapack.dpotri(c, lower=False)
+    p = np.triu(p) + np.triu(p, 1).T
+    want_b = p / (-np.diag(p))
+    want_b[np.diag_indices_from(want_b)] = 0.0
+    assert b.tobytes() == want_b.tobytes()
+    for keep_negative in (False, True):
+        m = F.prune_rows(b, items, 120, 10, keep_negative=keep_negative)
+        key = -np.abs(want_b) if keep_negative else -want_b
+        top = np.argpartition(key, 9, axis=1)[:, :10]
+        w = np.take_along_axis(want_b, top, axis=1)
+        keep = w != 0 if keep_negative else w > 0
+        want_m = sp.csr_matrix((w[keep].astype(np.float32), (np.repeat(items, keep.sum(axis=1)), items[top[keep]])), shape=(120, 120))
+        want_m.sort_indices()
+        assert (m != want_m).nnz == 0 and m.indices.tobytes() == want_m.indices.tobytes() and m.data.tobytes() == want_m.data.tobytes()
+
+
 def test_a_cut_before_any_title_has_two_users_still_fits() -> None:
     """EASE on no item (an early backtest fold, a tiny dataset) raised LinAlgError from a 0 x 0 inverse; the ranker must still serve."""
     catalog, log, _ = two_taste_world()
