@@ -466,6 +466,37 @@ def test_page_model_training_does_not_depend_on_a_timing(capfd: pytest.CaptureFi
     assert models[0].booster.model_to_string() == models[1].booster.model_to_string()
 
 
+def test_page_model_evaluates_only_the_validation_set_and_trains_the_model_it_did_with_the_training_set_evaluated_too() -> None:
+    """NDCG on the training set each round was work nothing read: without it, the same trees and the same early stop."""
+    import lightgbm as lgb
+
+    from homepage.pagebuilder.model import CATEGORICAL, DEFAULT_PARAMS, MODEL_FEATURES
+
+    rng = np.random.default_rng(4)
+    n = 6000
+    X = rng.random((n, len(COL)))
+    X[:, COL["ranker"]] = rng.integers(0, len(VOCAB), n)
+    X[:, COL["reason_kind"]] = rng.integers(0, len(KIND_VOCAB), n)
+    y = (rng.random(n) * 5 * X[:, COL["pers_mean"]]).astype(np.int32)
+    groups = np.full(n // 20, 20)
+    tr, va = slice(0, 4800), slice(4800, n)
+    valid = (X[va], y[va], groups[240:])
+    model = PageModel.fit(X[tr], y[tr], groups[:240], VOCAB, KIND_VOCAB, num_rounds=80, params={"min_data_in_leaf": 20}, valid=valid)
+    assert set(model.booster.best_score) == {"valid"}
+
+    cols = [COL[f] for f in MODEL_FEATURES]
+    cat = [f for f in MODEL_FEATURES if f in CATEGORICAL]
+    train = lgb.Dataset(X[tr][:, cols], y[tr], group=groups[:240], feature_name=list(MODEL_FEATURES), categorical_feature=cat, free_raw_data=False)
+    sets = [train, lgb.Dataset(X[va][:, cols], y[va], group=groups[240:], reference=train)]
+    old = lgb.train(
+        {**DEFAULT_PARAMS, "min_data_in_leaf": 20}, train, num_boost_round=80, valid_sets=sets, valid_names=["train", "valid"],
+        callbacks=[lgb.early_stopping(30, verbose=False)],
+    )
+    assert model.booster.best_iteration == old.best_iteration
+    assert model.booster.model_to_string().split("parameters:")[0] == old.model_to_string().split("parameters:")[0]
+
+
+
 def test_every_builtin_reason_kind_is_in_the_page_model_vocabulary() -> None:
     """A row whose reason kind is missing from the vocabulary reaches the model as 'other'."""
     from homepage.page import KIND_VOCAB

@@ -80,7 +80,10 @@ class PageModel:
         cols = [COL[f] for f in features]
         cat = [f for f in features if f in CATEGORICAL]
         train = lgb.Dataset(X[:, cols], y, group=groups, feature_name=list(features), categorical_feature=cat, free_raw_data=False)
-        sets, names, callbacks = [train], ["train"], []
+        # only the validation set is evaluated: NDCG on the training set each round fed nothing (early stopping skips it)
+        sets: list[lgb.Dataset] = []
+        names: list[str] = []
+        callbacks: list[Any] = []
         if valid is not None:
             sets.append(lgb.Dataset(valid[0][:, cols], valid[1], group=valid[2], reference=train))
             names.append("valid")
