@@ -185,6 +185,32 @@ def test_resampling_groups_keeps_a_users_requests_together_wherever_they_are() -
     assert not (w == w[:, :1]).all()  # users are drawn differently: the test can fail
 
 
+
+def test_resample_weights_are_drawn_once_per_key_and_equal_a_fresh_draw() -> None:
+    """Kept weights are the draw a fresh generator makes (one resample after another), read-only, and keyed by every input."""
+
+    def fresh(n: int, n_boot: int, seed: int, groups: np.ndarray | None) -> np.ndarray:
+        rng = np.random.default_rng(seed)
+        if groups is None:
+            return np.stack([np.bincount(rng.integers(0, n, n), minlength=n) for _ in range(n_boot)])
+        _, codes = np.unique(groups, return_inverse=True)
+        g = int(codes.max()) + 1
+        return np.stack([np.bincount(rng.integers(0, g, g), minlength=g) for _ in range(n_boot)])[:, codes]
+
+    rng = np.random.default_rng(8)
+    for _ in range(20):
+        n, n_boot, seed = int(rng.integers(1, 60)), int(rng.integers(1, 40)), int(rng.integers(0, 3))
+        groups = None if rng.random() < 0.3 else rng.integers(0, max(1, n // 2), n).astype(rng.choice([np.int32, np.int64]))
+        w = resample_weights(n, n_boot, seed, groups)
+        assert np.array_equal(w, fresh(n, n_boot, seed, groups))
+        assert resample_weights(n, n_boot, seed, None if groups is None else groups.copy()) is w  # drawn once
+        assert not w.flags.writeable
+    labels = np.array(["b", "a", "b", "c"])
+    assert np.array_equal(resample_weights(4, 30, 1, labels), fresh(4, 30, 1, labels))  # labels that are not numbers: drawn each time
+    other = np.array([1, 0, 1, 2])
+    assert np.array_equal(resample_weights(4, 30, 1, other), fresh(4, 30, 1, other))
+    assert not np.array_equal(resample_weights(4, 30, 1, other), resample_weights(4, 30, 2, other))  # the seed is in the key
+
 # ------------------------------------------------------------------ a tiny world, fitted
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:

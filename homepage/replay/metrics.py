@@ -102,12 +102,32 @@ def resample_weights(n: int, n_boot: int, seed: int, groups: np.ndarray | None =
     request, e.g. its user) whole groups are: a user's requests share the user's taste and
     often most of their targets (replay draws up to three request times per user, usually in
     one rating session), so they are not independent, and resampling them one by one
-    narrows the interval as if there were more users than there are.
+    narrows the interval as if there were more users than there are. The result is read-only and
+    kept (up to 8 keys): a replay report asks for the same resamples for every metric.
     """
+    g = None if groups is None else np.asarray(groups)
+    if g is not None and g.dtype.kind not in "biu":  # labels that are not plain numbers: no key to keep the weights under
+        return _resample_weights(n, n_boot, seed, g)
+    key = (n, n_boot, seed, None if g is None else (g.dtype.str, g.tobytes()))
+    hit = _WEIGHTS.get(key)
+    if hit is None:
+        if len(_WEIGHTS) >= 8:
+            _WEIGHTS.clear()
+        hit = _WEIGHTS[key] = _resample_weights(n, n_boot, seed, g)
+        hit.setflags(write=False)  # shared by every caller with the same key
+    return hit
+
+
+# (n, n_boot, seed, groups) -> weights: replay asks for the same resamples for every metric, policy and pair
+_WEIGHTS: dict[tuple[object, ...], np.ndarray] = {}
+
+
+def _resample_weights(n: int, n_boot: int, seed: int, groups: np.ndarray | None) -> np.ndarray:
+    """``resample_weights`` computed: one draw of ``n`` requests (or of the groups) per resample, in order."""
     rng = np.random.default_rng(seed)
     if groups is None:
         return np.stack([np.bincount(rng.integers(0, n, n), minlength=n) for _ in range(n_boot)]) if n else np.zeros((n_boot, 0), np.int64)
-    _, codes = np.unique(np.asarray(groups), return_inverse=True)
+    _, codes = np.unique(groups, return_inverse=True)
     g = int(codes.max()) + 1 if codes.size else 0
     draws = np.stack([np.bincount(rng.integers(0, g, g), minlength=g) for _ in range(n_boot)]) if g else np.zeros((n_boot, 0), np.int64)
     return draws[:, codes]
