@@ -606,7 +606,7 @@ def test_backtest_and_train_name_a_bad_out_or_option_before_any_work(world: dict
     a_file.write_text("keep me")
     for args, words in (
         (["backtest", str(root / "world"), "--out", str(a_file)], "is a file, not a directory"),
-        (["train", str(root / "world"), "--out", str(a_file)], "is a file, not a models directory"),
+        (["train", str(root / "world"), "--out", str(a_file)], "is a file, not a directory"),  # checked before loading the dataset
     ):
         res = CliRunner().invoke(app, args)
         assert res.exit_code != 0 and "--out" in str(res.exception) and words in str(res.exception), (args, res.exception)
