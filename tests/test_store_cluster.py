@@ -20,6 +20,7 @@ from test_store import HALF_LIFE, World, _new_events, assert_global_equal, asser
 from homepage.domain import Event
 from homepage.settings import Settings, SettingsError, get_settings
 from homepage.store import Keyspace, RedisStore, StoreError, StoreUnavailable, cluster_nodes, cluster_options
+from homepage.store.cluster import LazyCluster
 
 
 # ---------------------------------------------------------------- keys and slots
@@ -77,6 +78,20 @@ def test_a_cluster_urls_user_password_and_tls_options_reach_the_client() -> None
     assert cluster_options(url) == {"username": "app", "password": "p@ss", "ssl": True, "ssl_ca_certs": "/etc/ca.pem", "ssl_check_hostname": False}
     assert cluster_options("redis+cluster://:pw@h:1") == {"password": "pw"} and cluster_options("redis+cluster://h:1") == {}
     assert Settings(redis_url=url).redis_cluster
+
+
+def test_a_cluster_urls_ipv6_hosts_and_timeouts_reach_the_client(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A bracketed IPv6 host is given to the resolver bare (with its brackets no node was ever reachable), and a
+    timeout in the URL's options wins over the settings' one, as in a one-server URL (it was a TypeError at the first command)."""
+    import redis.cluster
+
+    assert cluster_nodes("redis+cluster://[::1]:7000,[fd00::2]:7001") == [("::1", 7000), ("fd00::2", 7001)]
+    made: dict[str, Any] = {}
+    monkeypatch.setattr(redis.cluster, "RedisCluster", lambda **kw: made.update(kw))
+    url = "redis+cluster://:pw@[::1]:7000/?socket_timeout=7&socket_connect_timeout=3"
+    LazyCluster(url, Settings(redis_url=url))._get()
+    assert [(n.host, n.port) for n in made.pop("startup_nodes")] == [("::1", 7000)]
+    assert made == {"socket_timeout": 7.0, "socket_connect_timeout": 3.0, "password": "pw"}
 
 
 @pytest.mark.parametrize("url", ["redis+cluster://h:1/3", "redis+cluster://:s3cret@h:1,h:2/3", "redis+cluster://h:1/?db=2"])

@@ -25,11 +25,10 @@ class LazyCluster:
         if self._client is None:
             from redis.cluster import ClusterNode, RedisCluster
 
+            # the URL's own timeouts win, as redis-py's from_url lets a one-server URL's (given twice: a TypeError)
+            options = {"socket_timeout": self.settings.socket_timeout, "socket_connect_timeout": self.settings.connect_timeout}
             self._client = RedisCluster(
-                startup_nodes=[ClusterNode(h, p) for h, p in cluster_nodes(self.url)],
-                socket_timeout=self.settings.socket_timeout,
-                socket_connect_timeout=self.settings.connect_timeout,
-                **cluster_options(self.url),
+                startup_nodes=[ClusterNode(h, p) for h, p in cluster_nodes(self.url)], **{**options, **cluster_options(self.url)}
             )
         return self._client
 
@@ -70,11 +69,13 @@ def cluster_options(url: str) -> dict[str, Any]:
 
 
 def cluster_nodes(url: str) -> list[tuple[str, int]]:
-    """(host, port) startup nodes of ``redis+cluster://[user:password@]host:port[,host:port...]``."""
+    """(host, port) startup nodes of ``redis+cluster://[user:password@]host:port[,host:port...]`` (IPv6: ``[::1]:7000``)."""
     hosts = _parts(url)[2]
     out = []
     for part in filter(None, hosts.split(",")):
         host, sep, port = part.rpartition(":")
+        if host.startswith("[") and host.endswith("]"):  # an IPv6 address, bracketed as in any URL: the resolver wants it bare
+            host = host[1:-1]
         if not sep or not host or not port.isdigit():
             raise StoreError(f"REDIS_URL {shown_url(url)}: give {CLUSTER_SCHEME}host:port[,host:port...]")
         out.append((host, int(port)))
