@@ -25,7 +25,7 @@ from homepage.errors import HomepageError
 from homepage.eventlog import EventLog
 from homepage.publish import locate_bundle, publish_dataset
 from homepage.settings import Settings, get_settings
-from homepage.store import RedisStore
+from homepage.store import RedisStore, StoreUnavailable
 
 
 def cli_env(settings: Settings, **extra: str) -> dict[str, str]:
@@ -352,3 +352,23 @@ def test_a_rollback_that_serves_withdrawn_titles_again_names_them(
     assert store.active_version() == again
     res = CliRunner().invoke(app, ["rollback"])
     assert res.exit_code == 0 and store.active_version() == before and "warning" not in res.output, res.output
+
+
+def test_a_rollback_whose_checks_fail_afterwards_still_says_it_rolled_back(
+    store: RedisStore, cli_settings: Settings, small: Path, models: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The comparison of the two bundles runs after the rollback: an outage there was an error and exit 1 while the
+    rollback was done, and an operator running it again rolled back one version more."""
+    _register()
+    before = publish_dataset(store, small, models=models).meta.version
+    publish_dataset(store, small, models=models)
+
+    def outage(*_: object) -> None:
+        raise StoreUnavailable("redis unavailable: ConnectionError")
+
+    monkeypatch.setattr(RedisStore, "bundle_titles", outage)
+    res = CliRunner().invoke(app, ["rollback"])
+    assert res.exit_code == 0, (res.output, res.exception)
+    assert store.active_version() == before
+    said = " ".join(res.output.split())
+    assert f"active version: {before}" in said and f"warning: rolled back to {before}, but what it serves again could not be checked" in said, said

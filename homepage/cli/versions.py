@@ -105,9 +105,15 @@ def rollback() -> None:
         replaced = store.active_version()
         active = store.rollback()
         typer.echo(f"active version: {active}")
-        if replaced is not None:
-            warn_of_titles_back(store, replaced, active)
-        missed = store.events_missed_by(active)
+        try:
+            if replaced is not None:
+                warn_of_titles_back(store, replaced, active)
+            missed = store.events_missed_by(active)
+        except (StoreError, ValueError, KeyError) as e:
+            # the rollback is done: an error here read as a failed rollback, and running it again rolled back one version more
+            err.print(f"[yellow]warning:[/] rolled back to {escape(active)}, but what it serves again could not be checked: {escape(str(e))}",
+                      highlight=False, soft_wrap=True)
+            return
         if missed:
             err.print(
                 f"[yellow]warning:[/] {missed} events acknowledged since {active} was last live are not in its user "
