@@ -2,8 +2,8 @@
 
 MovieLens has no stated genres, so this runs on a generated world where a share of users
 (``--stated``) tell the service their strongest true genres (``WorldParams.stated_genres``).
-Two bundles are trained on events up to the split, identical except for the personalised
-ranker's ``favourite_genres`` switch; both replay the same requests:
+Two bundles are trained on events up to the split, identical except for one switch of the
+personalised ranker (``--switch``, by default ``favourite_genres``); both replay the same requests:
 
 - *first visits*: every user whose first play comes after the split, asked for a page one
   second before it (no history), scored against what they played in the next 30 days;
@@ -16,6 +16,7 @@ metrics; stage-wise pages differ a little, each bundle's page model being traine
 
     python bench/favourite_genres.py                     # 4,000 users, half of them stating genres
     python bench/favourite_genres.py --json docs/results/favourite-genres.json
+    python bench/favourite_genres.py --switch popular_beside_stated   # popular-genre rows beside stated ones, against none
 """
 
 from __future__ import annotations
@@ -73,6 +74,10 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--max-requests", type=int, default=PageConfig().max_requests, help="page-model training requests (the config's page.max_requests)")
     ap.add_argument("--bootstrap", type=int, default=1000)
+    ap.add_argument(
+        "--switch", default="favourite_genres", choices=["favourite_genres", "popular_beside_stated"],
+        help="the personalised ranker's switch the second bundle turns off",
+    )
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()
     started = time.perf_counter()
@@ -85,7 +90,7 @@ def main() -> None:
         log = EventLog.from_frame(ds.events, catalog, ds.users)
         on_cfg = PipelineConfig(page=PageConfig(max_requests=args.max_requests))
         off_rankers = tuple(
-            RankerSpec(name=s.name, config={**s.config, "favourite_genres": False}) if s.name == "personalized" else s for s in DEFAULT_RANKERS
+            RankerSpec(name=s.name, config={**s.config, args.switch: False}) if s.name == "personalized" else s for s in DEFAULT_RANKERS
         )
         off_cfg = PipelineConfig(rankers=off_rankers, page=PageConfig(max_requests=args.max_requests))
         split = log.quantile_time(on_cfg.split_quantile)

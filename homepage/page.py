@@ -217,11 +217,14 @@ def ranker_problem_counts(found: Iterable[tuple[str, str]]) -> dict[str, dict[st
 
 
 def user_signals(user: UserState, models: PageModels, request: RequestContext) -> tuple[UserSignals, np.ndarray | None]:
-    """Per-request features shared by all rows, and the raw personalised scores (None if cold)."""
+    """Per-request features shared by all rows, and the raw personalised scores (None if cold and silent)."""
     raw: np.ndarray | None = None
     personal = models.personal
     if personal is not None and len(user.known_titles):
         raw = np.asarray(personal.score_titles(user), dtype=np.float32)  # type: ignore[attr-defined]
+    elif personal is not None and user.favourite_genres and hasattr(personal, "stated_genre_scores"):
+        stated = personal.stated_genre_scores(user, models.catalog)  # a new user's taste is what they said
+        raw = None if stated is None else np.asarray(stated, dtype=np.float32)
     days = (request.now - int(user.ts[-1])) / 86_400 if len(user) else float("nan")
     device = DEVICES.index(request.device) if request.device in DEVICES else -1
     hour = request.hour if request.hour is not None else -1

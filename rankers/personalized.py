@@ -113,6 +113,13 @@ class PersonalizedConfig(RankerConfig):
         default=True,
         description="a user without history who stated no favourite genres gets rows of the most popular genres (popular titles in each)",
     )
+    popular_beside_stated: bool = Field(
+        default=True,
+        description=(
+            "a user without history who stated favourite genres also gets the popular-genre rows of other genres, after theirs,"
+            " and the page builder scores their titles by the stated genres (stated_genre_scores)"
+        ),
+    )
     seed: int = 0
 
 
@@ -124,7 +131,9 @@ class PersonalizedRanker(Ranker):
     needs = frozenset({StateNeed.HISTORY, StateNeed.PROFILE})
     artifact_version = 1
     # bundles from before each feature serve as measured
-    old_artifact_config: ClassVar[dict[str, Any]] = {"favourite_genres": False, "popular_genres": False, "genre_min_stars": 0.0}
+    old_artifact_config: ClassVar[dict[str, Any]] = {
+        "favourite_genres": False, "popular_genres": False, "genre_min_stars": 0.0, "popular_beside_stated": False,
+    }
     config: PersonalizedConfig
 
     # ------------------------------------------------------------------ fit
@@ -205,6 +214,23 @@ class PersonalizedRanker(Ranker):
         s = self._score_titles(user)
         self._memo = (user, s)  # one tuple assignment: safe with concurrent requests
         return s.copy()
+
+    def stated_genre_scores(self, user: UserState, catalog: Catalog) -> np.ndarray | None:
+        """A user without history, scored by what they said: the popularity prior, plus the item model's top weight for titles of a stated genre.
+
+        The page builder's personal features of such a user were missing, so its model could not
+        tell their stated-genre rows from the popular-genre rows beside them, and put the popular
+        ones first (``bench/favourite_genres.py --switch popular_beside_stated``). None when the
+        switch is off or no stated genre is in the catalog.
+        """
+        c = self.config
+        stated = favourite_genre_indices(catalog, user.favourite_genres) if c.favourite_genres and c.popular_beside_stated else []
+        if not stated:
+            return None
+        s = np.multiply(self.prior_, np.float32(c.weight_pop))
+        n = min(s.size, len(catalog))
+        s[:n] += np.float32(c.weight_item) * catalog.genre_matrix[:n][:, stated].any(axis=1)
+        return s
 
     def _score_titles(self, user: UserState) -> np.ndarray:
         c = self.config
@@ -289,13 +315,12 @@ class PersonalizedRanker(Ranker):
         return idx[stars < self.genre_stars_]
 
     def _new_user_rows(self, request: RankRequest) -> list[CandidateRow]:
-        """For a user without history: per stated favourite genre, or else per popular genre, its most popular titles.
+        """For a user without history: per stated favourite genre, then per popular genre, its most popular titles.
 
         Without the popular genres a first page held only the top-N and trending rows (two to
         four where ten were asked for, one on MovieLens), fewer than the fallback page served
-        during an outage. They are not added beside stated genres: the page policies cannot tell the
-        two kinds of genre row apart, and in a test on world-small stage-wise then showed only
-        one of two stated genres on 18 of 40 first pages, none on 2.
+        during an outage; and until ``popular_beside_stated`` so did the page of a user who
+        stated one genre (three rows).
         """
         c, catalog = self.config, request.catalog
         n = min(self.n_titles, len(catalog))
@@ -305,11 +330,13 @@ class PersonalizedRanker(Ranker):
             self._prior_top = ((n, k), pool, self._popular_genres(catalog, pool))
         _, pool, popular = self._prior_top
         stated = favourite_genre_indices(catalog, request.user.favourite_genres) if c.favourite_genres else []
-        if stated:
-            return self._genre_rows(catalog, pool, self.prior_[:n], stated, c.max_rows, beyond_pool=True)
+        out = self._genre_rows(catalog, pool, self.prior_[:n], stated, c.max_rows, beyond_pool=True)
+        if stated and not c.popular_beside_stated:
+            return out
         if c.popular_genres:
-            return self._genre_rows(catalog, pool, self.prior_[:n], popular, c.max_rows, title=popular_genre_row_title)
-        return []
+            rest = [g for g in popular if g not in stated]
+            out += self._genre_rows(catalog, pool, self.prior_[:n], rest, c.max_rows - len(out), title=popular_genre_row_title)
+        return out
 
     def _popular_genres(self, catalog: Catalog, pool: np.ndarray) -> list[int]:
         """Genre indices by the popularity prior summed over ``pool``'s titles, most popular first."""

@@ -710,6 +710,26 @@ def test_user_signals_count_the_days_since_the_latest_event() -> None:
     assert (sig.history_len, sig.device, sig.hour) == (4, 1, 21) and raw is not None
 
 
+def test_a_new_user_who_stated_genres_has_personal_signals_when_the_personal_ranker_scores_them() -> None:
+    """Without history the page builder had no personal features: the stated genres give them (``stated_genre_scores``);
+    a personal ranker without that method, and a user who stated nothing, stay without."""
+
+    class Stated(Personal):
+        def stated_genre_scores(self, user: UserState, catalog: Catalog) -> np.ndarray | None:
+            col = catalog.genre_matrix[:, catalog.genre_index[user.favourite_genres[0]]]
+            return col.astype(np.float32)
+
+    others = tuple(r for r in hand_rankers() if r.name != "personalized")
+    ctx = RequestContext(user_id=9, now=10**9)
+    cold = UserState.empty(9, 10**9, favourite_genres=("Horror",))
+    sig, raw = user_signals(cold, PageModels("v", "h", CATALOG, (*others, Stated())), ctx)
+    horror = CATALOG.genre_matrix[:, CATALOG.genre_index["Horror"]].astype(bool)
+    assert raw is not None and np.array_equal(raw > 0, horror) and sig.personal is not None
+    assert sig.value is not None and sig.value[horror].min() > sig.value[~horror].max()  # the stated genre's titles rank first
+    assert user_signals(cold, PageModels("v", "h", CATALOG, (*others, Personal())), ctx)[1] is None
+    assert user_signals(UserState.empty(9, 10**9), PageModels("v", "h", CATALOG, (*others, Stated())), ctx)[1] is None
+
+
 def test_single_list_keeps_a_last_partial_row() -> None:
     """Fewer titles than the page holds: the last row is short, not dropped."""
     raw = personal_scores()

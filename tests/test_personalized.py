@@ -212,8 +212,40 @@ def test_a_user_without_history_gets_rows_of_the_genres_they_stated() -> None:
     off = PersonalizedRanker({**SMALL, "favourite_genres": False, "popular_genres": False})
     off.fit(FitInput(log=log, catalog=catalog, until=until, world=log.global_state(until)))
     assert off.rows(request(cold, catalog, log, until)) == []
-    both = fitted()[0].rows(request(cold, catalog, log, until))  # stated genres: no popular ones beside them
-    assert [(row.row_id, row.display_title) for row in both] == [(row.row_id, row.display_title) for row in rows]
+    alone = fitted({"popular_beside_stated": False})[0].rows(request(cold, catalog, log, until))
+    assert [(row.row_id, row.display_title) for row in alone] == [(row.row_id, row.display_title) for row in rows]
+
+
+def test_a_new_user_who_stated_one_genre_also_gets_the_other_popular_genres_after_it() -> None:
+    """Stating a genre used to cost a first page its popular-genre rows: one genre row, with top-N and trending three rows
+    in all, where a user who said nothing got ten. The stated genres come first, then the popular ones not stated."""
+    r, catalog, log, until = fitted()
+    said_nothing = r.rows(request(UserState.empty(999, until), catalog, log, until))
+    popular = [row.reason.genre for row in said_nothing]
+    stated = popular[-1]  # the least popular genre: its row must still come first
+    rows = r.rows(request(UserState.empty(999, until, favourite_genres=(stated,)), catalog, log, until))
+    assert [row.reason.genre for row in rows] == [stated, *(g for g in popular if g != stated)]
+    assert rows[0].display_title == genre_row_title(stated) and rows[0].row_id == f"personalized:genre:{stated}"
+    assert all(row.display_title.startswith("Popular ") for row in rows[1:])
+    assert len({row.row_id for row in rows}) == len(rows)
+    capped = fitted({"max_rows": 2})[0].rows(request(UserState.empty(999, until, favourite_genres=(stated,)), catalog, log, until))
+    assert [row.reason.genre for row in capped] == [stated, popular[0]]  # max_rows counts both kinds
+
+
+def test_a_new_user_is_scored_by_the_genres_they_stated() -> None:
+    """The page builder's personal features of a new user who stated genres: popularity, plus the item model's top weight
+    on titles of those genres. Without them its model could not tell their rows from the popular-genre rows beside them."""
+    r, catalog, log, until = fitted()
+    horror = catalog.genre_matrix[:, catalog.genre_index["Horror"]].astype(bool)
+    s = r.stated_genre_scores(UserState.empty(999, until, favourite_genres=("Horror", "Western")), catalog)
+    assert s is not None and s.dtype == np.float32
+    base = r.prior_ * np.float32(2.0)  # weight_pop
+    assert np.allclose(s[horror], base[horror] + 1.0) and np.array_equal(s[~horror], base[~horror])  # weight_item 1
+    assert s[horror].min() > base[~horror].min()
+    for silent in ((), ("Western",)):  # nothing stated the catalog knows
+        assert r.stated_genre_scores(UserState.empty(999, until, favourite_genres=silent), catalog) is None
+    off = fitted({"popular_beside_stated": False})[0]
+    assert off.stated_genre_scores(UserState.empty(999, until, favourite_genres=("Horror",)), catalog) is None
 
 
 def test_a_stated_niche_genre_gets_its_row_from_beyond_the_pool() -> None:
@@ -280,9 +312,11 @@ def test_an_artifact_saved_before_the_switch_keeps_serving_without_it(tmp_path: 
     assert PersonalizedRanker.load(d).config.favourite_genres is True
     manifest = json.loads((d / "manifest.json").read_text())
     del manifest["config"]["favourite_genres"], manifest["config"]["popular_genres"]  # as the code before the fields wrote it
+    del manifest["config"]["popular_beside_stated"]
     (d / "manifest.json").write_text(json.dumps(manifest))
     old = PersonalizedRanker.load(d)
     assert old.config.favourite_genres is False and old.config.popular_genres is False
+    assert old.config.popular_beside_stated is False
 
 
 def with_ratings(user: UserState, rated: list[tuple[int, float]], catalog: Catalog, t0: int) -> UserState:
