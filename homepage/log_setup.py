@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 from datetime import datetime, timezone
 from typing import Any, Literal
@@ -91,6 +92,27 @@ def install(settings: LogSettings | None = None) -> None:
         root.setLevel(s.level)
 
 
+def _at_most_info(level: str) -> str:
+    return level if logging.getLevelName(level) <= logging.INFO else "INFO"
+
+
+class WorkerDeaths:
+    """A logging filter for ``uvicorn.error``: a worker that died (an OOM kill, a crash) is a warning, not uvicorn's info line.
+
+    At the default level (``WARNING``) the supervisor's "Child process [N] died" was dropped, so a
+    worker killed and replaced left no line in the log at all.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < logging.WARNING and _WORKER_DIED.fullmatch(record.getMessage()):
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+            record.msg, record.args = f"{record.getMessage()}; uvicorn starts another worker in its place", None
+        return True
+
+
+_WORKER_DIED = re.compile(r"Child process \[\d+\] died")
+
+
 def uvicorn_log_config(settings: LogSettings | None = None) -> dict[str, Any]:
     """A ``logging.config.dictConfig`` for uvicorn: its loggers and ours through one handler, in each worker."""
     s = settings or log_settings()
@@ -101,11 +123,12 @@ def uvicorn_log_config(settings: LogSettings | None = None) -> dict[str, Any]:
         "formatters": {"homepage": fmt},
         "handlers": {"stderr": {"()": "homepage.log_setup.StderrHandler", "formatter": "homepage", "level": s.level}},
         # uvicorn warns once per malformed request or connection: once a minute per message instead
-        "filters": {"repeated": {"()": "homepage.log_throttle.RepeatedWarnings"}},
+        "filters": {"repeated": {"()": "homepage.log_throttle.RepeatedWarnings"}, "worker_deaths": {"()": "homepage.log_setup.WorkerDeaths"}},
         "root": {"handlers": ["stderr"], "level": s.level},
         "loggers": {
             "uvicorn": {"handlers": [], "level": s.level, "propagate": True},
-            "uvicorn.error": {"handlers": [], "level": s.level, "propagate": True, "filters": ["repeated"]},
+            # INFO at most: the supervisor's line about a dead worker must reach ``WorkerDeaths`` (the handler drops other info lines)
+            "uvicorn.error": {"handlers": [], "level": _at_most_info(s.level), "propagate": True, "filters": ["repeated", "worker_deaths"]},
             "uvicorn.access": {"handlers": [], "level": "WARNING", "propagate": False},
         },
     }

@@ -154,6 +154,9 @@ def test_metrics_aggregate_across_two_workers(embedded_redis: EmbeddedRedis, emb
         proc.terminate()
         proc.wait(timeout=30)
     assert not metrics_dir.exists(), "the serve command leaves no metrics directory behind"
+    # at the default log level: a worker killed (an OOM kill) left no line before
+    err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
+    assert re.search(rf"WARNING \[{proc.pid}\] uvicorn.error: Child process \[{pids[0]}\] died", err), err[-2000:]
     for key in embedded_client.scan_iter(match=f"{prefix}:*", count=1000):
         embedded_client.unlink(key)
 

@@ -67,6 +67,25 @@ def test_the_uvicorn_config_is_valid_for_dictconfig() -> None:
         root.setLevel(saved[1])
 
 
+def test_a_worker_that_died_is_a_warning_at_the_default_level(capsys: pytest.CaptureFixture[str]) -> None:
+    """uvicorn's supervisor says "Child process [N] died" at info: at WARNING (the default) an OOM-killed worker left no line."""
+    import logging.config
+
+    root, error_log = logging.getLogger(), logging.getLogger("uvicorn.error")
+    saved = (list(root.handlers), root.level, error_log.level, list(error_log.filters))
+    try:
+        logging.config.dictConfig(uvicorn_log_config(LogSettings(level="WARNING")))
+        error_log.info("Started server process [%d]", 4321)
+        error_log.info("Child process [%d] died", 4321)
+        lines = capsys.readouterr().err.splitlines()
+        assert len(lines) == 1 and " WARNING " in lines[0] and "Child process [4321] died" in lines[0], lines
+    finally:
+        root.handlers[:] = saved[0]
+        root.setLevel(saved[1])
+        error_log.setLevel(saved[2])
+        error_log.filters[:] = saved[3]
+
+
 _SERVE_JUNK = """
 import sys, uvicorn
 from homepage.api.nodelay import http_protocol
