@@ -28,6 +28,8 @@ MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 # the methods the API answers (and HEAD, OPTIONS); any other is labelled "other": the HTTP parser passes
 # some thirty (WebDAV's PROPFIND, MKCOL, ...; h11 any token), each a new series on every route a client names
 LABELLED_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+# why a page was the fallback (``X-Degraded``); each series exists from the start, at 0
+FALLBACK_REASONS = ("deadline", "redis_unavailable", "model_error", "not_published")
 
 
 def method_label(method: str) -> str:
@@ -52,8 +54,12 @@ class ServingMetrics:
         self.responses = Counter("homepage_responses", "Responses by endpoint and status", ["endpoint", "status"], registry=r)
         self.pages = Counter("homepage_pages", "Pages served by outcome (built, cache_hit, degraded)", ["outcome"], registry=r)
         self.fallbacks = Counter("homepage_fallbacks", "Fallback pages by reason", ["reason"], registry=r)
+        for reason in FALLBACK_REASONS:  # a series born at its first increment hides that one from rate() and increase()
+            self.fallbacks.labels(reason)
         self.cache_hits = Counter("homepage_page_cache_hits", "Page cache hits", registry=r)
-        self.rows_served = Counter("homepage_rows_served", "Rows served by ranker", ["ranker"], registry=r)
+        self.rows_served = Counter(
+            "homepage_rows_served", "Rows by ranker in pages built and fallback pages (a cache hit repeats a page counted when built)", ["ranker"], registry=r
+        )
         self.ranker_problems = Counter(
             "homepage_ranker_problems", "Pages built without some of a ranker's rows: it raised (failed) or broke the row contract (rows_dropped)",
             ["ranker", "kind"], registry=r,

@@ -15,7 +15,7 @@ import httpx
 
 from homepage.api.app import create_app
 from homepage.api.settings import ServeSettings
-from homepage.metrics import LABELLED_METHODS
+from homepage.metrics import FALLBACK_REASONS, LABELLED_METHODS
 
 # methods httptools (llhttp) passes to the app, and tokens h11 would
 SCAN_METHODS = [
@@ -48,3 +48,15 @@ def test_request_methods_take_a_bounded_set_of_label_values(tmp_path: Path) -> N
     # each endpoint's histogram: at most one per labelled method and "other", however many methods were sent
     histograms = re.findall(r"^homepage_request_seconds_count\{", text, re.M)
     assert len(histograms) <= len(paths) * 3 + 1, len(histograms)  # GET, DELETE, other; /metrics itself
+
+
+def test_every_fallback_reason_is_a_series_from_the_start(tmp_path: Path) -> None:
+    """An alert on ``increase(homepage_fallbacks_total{reason="deadline"}[5m])`` sees the first fallback too.
+
+    A series born at its first increment starts at that value, which ``rate`` and ``increase``
+    cannot see: the first outage after a deploy counted nothing in them.
+    """
+    text = metrics_after(create_app(ServeSettings(models_dir=tmp_path)), [])
+    found = dict(re.findall(r'^homepage_fallbacks_total\{reason="(\w+)"\} (\S+)$', text, re.M))
+    assert found == {r: "0.0" for r in FALLBACK_REASONS}, found
+    assert set(FALLBACK_REASONS) == {"deadline", "redis_unavailable", "model_error", "not_published"}  # X-Degraded's values (README)
