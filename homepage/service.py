@@ -274,7 +274,7 @@ class PageService:
             return True
         except StoreUnavailable as e:
             if not self._outage_logged:  # once an outage (and once its end): on-call sees when, not every 2 s
-                log.warning("store unavailable: %s; pages are the fallback and events get 503 until it answers", e)
+                log.warning("store unavailable: %s; pages are the fallback and events get 503 until it answers (%s)", e, self.store.location)
                 self._outage_logged = True
             self.redis_ok, self.last_error = False, str(e)
             if self.loaded is None:
@@ -282,7 +282,7 @@ class PageService:
         except HomepageError as e:  # e.g. nothing published yet: one line, once while it lasts
             error = f"version {loading}: {e}" if loading is not None else str(e)
             if error != self.last_error:
-                log.warning("refresh: %s", error)
+                log.warning("refresh: %s (%s)", error, self.store.location)  # a wrong REDIS_URL or prefix looks like this
             self._answered(error)  # Redis answered (e.g. back empty after a restart): that outage is over
             if loading is not None:
                 self._remember_bad(loading, self.last_error)

@@ -214,6 +214,9 @@ def test_nothing_published_is_one_warning_not_a_traceback_per_refresh(
         assert "no published version" in (svc.last_error or "") and not svc.ready
         records = [r for r in caplog.records if r.name == "homepage.service"]
         assert len(records) == 1 and records[0].exc_info is None and "no published version" in records[0].getMessage()
+        # which Redis and prefix it looked in: a wrong REDIS_URL, database or HOMEPAGE_KEY_PREFIX looks just like this
+        message = records[0].getMessage()
+        assert f"prefix {store.keys.prefix!r}" in message and ("REDIS_URL" if store.settings.redis_url else "embedded Redis") in message, message
     finally:
         svc.close()
 

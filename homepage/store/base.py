@@ -87,6 +87,13 @@ class StoreBase:
         where = shown_url(s.redis_url) if s.redis_url else f"embedded:{Path(s.embedded_dir).resolve()}"
         return f"{where}|{self.keys.prefix}"
 
+    @property
+    def location(self) -> str:
+        """Which Redis and key prefix, as an operator sets them (password hidden): for log lines."""
+        s = self.settings
+        where = f"REDIS_URL {shown_url(s.redis_url)}" if s.redis_url else f"the embedded Redis in {str(Path(s.embedded_dir).resolve())!r}"
+        return f"{where}, prefix {self.keys.prefix!r}"
+
     def close(self) -> None:
         """Close connections; stop the embedded server if this store started it."""
         self.client.close()
