@@ -69,9 +69,11 @@ def assemble(
                 static_scores = np.asarray(scorer.score(view, cm), dtype=np.float64)
             s = static_scores[remaining]
         ok, forced = plan.eligible(stage, cm.ranker[remaining], view.n_effective, view.X[:, NEW_GENRES], feats.ranker_count, feats.viewport_genre_count)
-        best = int(np.argmax(np.where(ok, s, -np.inf)))
-        if not ok[best] and not ok.any():
+        if not ok.any():
             break
+        best = int(np.argmax(np.where(ok, s, -np.inf)))
+        if not ok[best]:  # every eligible row scored -inf: the first of them, never a row the rules refuse
+            best = int(np.argmax(ok))
         row_i = int(remaining[best])
         keep = view.take[row_i]
         eff = feats.place(row_i, stage)
