@@ -331,10 +331,16 @@ def distinct_headings(placed: list[PlacedRow]) -> list[PlacedRow]:
     ("More picks for you" rows all carry the same title; the page decides their order.)
     """
     seen: dict[str, int] = {}
+    used: set[str] = set()
     out = []
     for r in placed:
         n = seen[r.display_title] = seen.get(r.display_title, 0) + 1
-        out.append(r if n == 1 else replace(r, display_title=f"{r.display_title} ({n})"))
+        heading = r.display_title if n == 1 else f"{r.display_title} ({n})"
+        while heading in used:  # a ranker's own heading already reads "X (2)": take the next number
+            n = seen[r.display_title] = n + 1
+            heading = f"{r.display_title} ({n})"
+        used.add(heading)
+        out.append(r if heading == r.display_title else replace(r, display_title=heading))
     return out
 
 

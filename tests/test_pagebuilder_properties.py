@@ -16,8 +16,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from test_pagebuilder import CATALOG, N_TITLES, VOCAB, row, signals, world
 
-from homepage.domain import PlacedRow
-from homepage.page import KIND_VOCAB
+from homepage.domain import PlacedRow, RowReason
+from homepage.page import KIND_VOCAB, distinct_headings
 from homepage.pagebuilder.candidates import CandidateMatrix, TitleStats
 from homepage.pagebuilder.loop import assemble
 from homepage.pagebuilder.policies import TemplateScorer
@@ -57,6 +57,16 @@ def test_a_pin_holds_when_the_pinned_row_scores_minus_infinity() -> None:
     rules = PageRules(rules=(PinRule(ranker="continue_watching", within=1),))
     placed = place(rows, rules, 2, 4, FixedScorer([0.0, -math.inf], stagewise=False))
     assert [p.row_id for p in placed] == ["continue_watching:cw", "top_n:a"]
+
+
+def test_headings_stay_distinct_when_a_rankers_own_heading_carries_a_number() -> None:
+    def placed(title: str, stage: int) -> PlacedRow:
+        return PlacedRow(f"r{stage}", "top_n", title, RowReason(kind="top_n"), (1,), (1.0,), stage, 0.0)
+
+    got = [r.display_title for r in distinct_headings([placed("Popular", 0), placed("Popular (2)", 1), placed("Popular", 2)])]
+    assert got == ["Popular", "Popular (2)", "Popular (3)"]
+    got = [r.display_title for r in distinct_headings([placed("Popular", 0), placed("Popular", 1), placed("Popular (2)", 2)])]
+    assert len(set(got)) == 3 and got[:2] == ["Popular", "Popular (2)"]
 
 
 # ------------------------------------------------------------------ the page loop
