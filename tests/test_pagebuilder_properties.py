@@ -59,6 +59,19 @@ def test_a_pin_holds_when_the_pinned_row_scores_minus_infinity() -> None:
     assert [p.row_id for p in placed] == ["continue_watching:cw", "top_n:a"]
 
 
+def test_two_pins_within_two_rows_both_hold() -> None:
+    """Each pin was forced only at its own last stage: the first took row 1, the second went to row 2 or below."""
+    rows = [row("continue_watching", "cw", [5], "continue_watching"), row("top_n", "a", [0, 1], "top_n"), row("personalized", "p", [2, 3], "top_picks")]
+    rules = PageRules(rules=(PinRule(ranker="continue_watching", within=2), PinRule(ranker="top_n", within=2)))
+    placed = place(rows, rules, 3, 4, FixedScorer([0.0, 0.0, 1.0], stagewise=True))
+    assert [(p.row_id, p.forced_by) for p in placed] == [
+        ("continue_watching:cw", "pin:continue_watching"), ("top_n:a", "pin:top_n"), ("personalized:p", None)
+    ]
+    # one pin alone is still placed at its last stage, not before
+    placed = place(rows, PageRules(rules=(PinRule(ranker="top_n", within=2),)), 3, 4, FixedScorer([0.0, 0.0, 1.0], stagewise=True))
+    assert [(p.row_id, p.forced_by) for p in placed] == [("personalized:p", None), ("top_n:a", "pin:top_n"), ("continue_watching:cw", None)]
+
+
 def test_headings_stay_distinct_when_a_rankers_own_heading_carries_a_number() -> None:
     def placed(title: str, stage: int) -> PlacedRow:
         return PlacedRow(f"r{stage}", "top_n", title, RowReason(kind="top_n"), (1,), (1.0,), stage, 0.0)

@@ -144,11 +144,8 @@ def reference_eligible(
                 if (rule.ranker == "*" or rule.ranker == name) and count[int(cm.ranker[r])] >= rule.max:
                     ok[j] = False
     for rule in rules.rules:
-        if isinstance(rule, PinRule) and rule.ranker in names and stage == rule.within - 1:
-            code = names.index(rule.ranker)
-            mine = ok & (cm.ranker[remaining] == code)
-            if page.rankers.count(code) == 0 and mine.any():
-                return mine
+        if isinstance(rule, PinRule) and rule.ranker in names and reference_due_pin(rules, stage, names, cm, remaining, page, ok) is rule:
+            return ok & (cm.ranker[remaining] == names.index(rule.ranker))
         elif isinstance(rule, MinViewportGenresRule) and stage < rules.viewport_rows:
             need = rule.k - len(page.viewport_genres)
             if need > 0:
@@ -156,6 +153,21 @@ def reference_eligible(
                 if better.any() and not better.all():
                     ok = better
     return ok
+
+
+def reference_due_pin(rules: PageRules, stage: int, names: list[str], cm: CandidateMatrix, remaining: list[int], page: Placed, ok: np.ndarray) -> PinRule | None:
+    """The pin to place at ``stage``: the earliest due of the pending pins, once they fill every stage up to some deadline."""
+    pending: dict[str, PinRule] = {}  # ranker -> its pin with the earliest deadline (first configured on a tie)
+    for rule in rules.rules:
+        if isinstance(rule, PinRule) and rule.ranker in names and rule.within - 1 >= stage:
+            code = names.index(rule.ranker)
+            if page.rankers.count(code) == 0 and (ok & (cm.ranker[remaining] == code)).any():
+                if rule.ranker not in pending or rule.within < pending[rule.ranker].within:
+                    pending[rule.ranker] = rule
+    due = sorted(pending.values(), key=lambda r: r.within)  # stable: configured order on a tie
+    if any(stage + j == r.within - 1 for j, r in enumerate(due)):
+        return due[0]
+    return None
 
 
 # ------------------------------------------------------------------ checking a page against it
@@ -214,13 +226,15 @@ def test_hand_made_rows_match_the_reference() -> None:
 
     stats = TitleStats.compute(world(), CATALOG)
     rules = PageRules(rules=({"rule": "pin", "ranker": "continue_watching", "within": 2}, {"rule": "max_rows", "ranker": "*", "max": 3}, {"rule": "min_titles", "n": 3}))
+    pins = PageRules(rules=({"rule": "pin", "ranker": "continue_watching", "within": 2}, {"rule": "pin", "ranker": "top_n", "within": 3}, {"rule": "pin", "ranker": "video_to_video", "within": 3}))
     rng = np.random.default_rng(1)
     checked = 0
     for cols in (5, 10, 40):
         for scorer in (TemplateScorer(), OracleScorer(rng.choice(80, 15, replace=False), cols)):
-            cm = matrix()
-            _, traces = assemble(cm, CATALOG, stats, signals(), scorer, rules, VOCAB, 10, cols, explain=True)
-            checked += check_page_against_reference(cm, CATALOG, stats, signals(), rules, list(VOCAB), traces, cols)
+            for page_rules in (rules, pins):
+                cm = matrix()
+                _, traces = assemble(cm, CATALOG, stats, signals(), scorer, page_rules, VOCAB, 10, cols, explain=True)
+                checked += check_page_against_reference(cm, CATALOG, stats, signals(), page_rules, list(VOCAB), traces, cols)
     cold = UserSignals(None, None, 0, math.nan, 2, 13)
     _, traces = assemble(matrix(), CATALOG, stats, cold, TemplateScorer(), rules, VOCAB, 8, 10, explain=True)
     checked += check_page_against_reference(matrix(), CATALOG, stats, cold, rules, list(VOCAB), traces, 10)

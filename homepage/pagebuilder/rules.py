@@ -173,12 +173,10 @@ class RulePlan:
         need = np.where(ranker_count[row_rankers] == 0, self.min_titles_first[row_rankers], self.min_titles_rest[row_rankers])
         ok = (n_effective >= need) & (ranker_count < self.limit)[row_rankers]
         forced: str | None = None
-        for what, a, b, label in self.ordered:
+        for i, (what, a, b, label) in enumerate(self.ordered):
             if what == "pin":
-                if stage == b and ranker_count[a] == 0:
-                    mine = ok & (row_rankers == a)
-                    if mine.any():
-                        return mine, label
+                if ranker_count[a] == 0 and self._due_pin(stage, ok, row_rankers, ranker_count) == i:
+                    return ok & (row_rankers == a), label
             elif stage < self.viewport_rows:
                 need = a - viewport_genre_count
                 if need > 0:
@@ -187,6 +185,23 @@ class RulePlan:
                     if better.any() and not better.all():
                         ok, forced = better, label
         return ok, forced
+
+    def _due_pin(self, stage: int, ok: np.ndarray, row_rankers: np.ndarray, ranker_count: np.ndarray) -> int | None:
+        """The pin (index in ``ordered``) to place now so every pending pin still meets its row, or None.
+
+        Pending: a pinned ranker with no row yet and an eligible row now, at its earliest deadline not yet past.
+        When the pins due by some deadline fill every stage left up to it, the earliest due is placed
+        (one pin: exactly at its last stage; two pins within 2: the second is not left to row 3).
+        """
+        first: dict[int, tuple[int, int]] = {}  # ranker code -> (its earliest deadline, index)
+        for i, (what, a, b, _) in enumerate(self.ordered):
+            if what == "pin" and b >= stage and ranker_count[a] == 0 and (a not in first or b < first[a][0]) and (ok & (row_rankers == a)).any():
+                first[a] = (b, i)
+        pending = sorted(first.values())
+        for j, (b, _) in enumerate(pending):
+            if stage + j == b:  # j + 1 pins due by stage b, and b - stage + 1 = j + 1 stages left for them
+                return pending[0][1]
+        return None
 
 
 def eligible(
