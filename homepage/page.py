@@ -232,11 +232,15 @@ def user_signals(user: UserState, models: PageModels, request: RequestContext) -
     return UserSignals(UserSignals.standardise(raw), value, len(user), days, device, hour), raw
 
 
-def single_list_rows(user: UserState, world: GlobalState, raw: np.ndarray | None, catalog: Catalog, rows: int, cols: int) -> list[CandidateRow]:
-    """The personalised top R x C unseen titles cut into rows (popularity for cold users)."""
+def single_list_rows(
+    user: UserState, world: GlobalState, raw: np.ndarray | None, catalog: Catalog, rows: int, cols: int, allowed: np.ndarray | None = None
+) -> list[CandidateRow]:
+    """The personalised top R x C unseen titles cut into rows (popularity for cold users), of the ``allowed`` titles if given."""
     scores = (raw if raw is not None else world.counts.astype(np.float32)).astype(np.float64, copy=True)
     scores[user.known_titles] = -np.inf
     scores[world.counts == 0] = -np.inf  # not shown before anyone has watched it (CandidateMatrix.build)
+    if allowed is not None:  # the maturity rules: chosen among the titles the page may show, not dropped after
+        scores[~allowed] = -np.inf
     n = min(rows * cols, int(np.isfinite(scores).sum()))
     if n == 0:
         return []
@@ -303,7 +307,7 @@ def build_page(
     catalog = models.catalog
     prep = prepared if prepared is not None else prepare_request(user, world, models, request, slow_seconds)
     if spec.single_list:
-        cands = single_list_rows(user, world, prep.raw_personal, catalog, request.rows, request.cols)
+        cands = single_list_rows(user, world, prep.raw_personal, catalog, request.rows, request.cols, models.allowed)
     else:
         cands = list(prep.candidates)
     cm = models.candidate_matrix(cands, user, world)

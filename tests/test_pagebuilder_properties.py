@@ -72,6 +72,20 @@ def test_two_pins_within_two_rows_both_hold() -> None:
     assert [(p.row_id, p.forced_by) for p in placed] == [("personalized:p", None), ("top_n:a", "pin:top_n"), ("continue_watching:cw", None)]
 
 
+def test_a_single_list_page_under_a_maturity_rule_is_full() -> None:
+    """The top 20 held two R-rated titles, chosen and then dropped: rows of 9."""
+    from test_pagebuilder import page_models, user
+
+    from homepage.domain import RequestContext
+    from homepage.page import build_page
+
+    models = page_models(None, PageRules(rules=(MaturityRule(allowed=("PG",)),)))
+    page = build_page(user(), world(), models, RequestContext(user_id=1, now=10**9, rows=2, cols=10), policy="single-list")
+    ids = [t for r in page.rows for t in r.title_ids]
+    assert [len(r.title_ids) for r in page.rows] == [10, 10]
+    assert models.allowed[CATALOG.index_of(np.array(ids, dtype=np.int64))].all()
+
+
 def test_headings_stay_distinct_when_a_rankers_own_heading_carries_a_number() -> None:
     def placed(title: str, stage: int) -> PlacedRow:
         return PlacedRow(f"r{stage}", "top_n", title, RowReason(kind="top_n"), (1,), (1.0,), stage, 0.0)
