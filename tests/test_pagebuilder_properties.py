@@ -160,6 +160,24 @@ def test_every_page_keeps_the_loops_invariants(rows: list, rules: PageRules, n_r
             assert not at or at[0] < min(r.within, n_rows)
 
 
+@settings(max_examples=100, deadline=None)
+@given(pins=st.dictionaries(st.sampled_from(VOCAB), st.integers(1, 3), min_size=2, max_size=4), n_rows=st.integers(2, 6), stagewise=st.booleans(), data=st.data())
+def test_pins_that_can_all_hold_do(pins: dict[str, int], n_rows: int, stagewise: bool, data: st.DataObject) -> None:
+    """Rows of disjoint titles, each pinned ranker with one or two: when the deadlines leave room, every pin holds."""
+    rows, t = [], 0
+    for name in VOCAB:
+        for k in range(data.draw(st.integers(1 if name in pins else 0, 2))):
+            rows.append(row(name, str(k), [t, t + 1], "top_n"))
+            t += 2
+    scores = data.draw(st.lists(st.floats(-3, 3), min_size=len(rows), max_size=len(rows)))
+    placed = place(rows, PageRules(rules=tuple(PinRule(ranker=n, within=w) for n, w in pins.items())), n_rows, 4, FixedScorer(scores, stagewise))
+    deadlines = sorted(min(w, n_rows) - 1 for w in pins.values())
+    if all(d >= j for j, d in enumerate(deadlines)):
+        for name, within in pins.items():
+            at = [i for i, p in enumerate(placed) if p.ranker == name]
+            assert at and at[0] < min(within, n_rows), (name, within, [p.ranker for p in placed])
+
+
 # ------------------------------------------------------------------ replay metrics
 
 N_CAT = 30
