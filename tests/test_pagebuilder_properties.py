@@ -52,6 +52,13 @@ def test_a_row_the_rules_refuse_is_never_placed_when_every_eligible_row_scores_m
     assert [(p.row_id, len(p.title_ids)) for p in placed] == [("top_n:a", 2), ("top_n:c", 2)]
 
 
+def test_a_row_scored_nan_is_placed_after_the_rows_with_a_score() -> None:
+    """argmax takes NaN for the maximum: a scorer's NaN (a plug-in's mean of nothing) put its row first."""
+    rows = [row("top_n", "a", [0, 1], "top_n"), row("top_n", "b", [2, 3], "top_n"), row("top_n", "c", [4, 5], "top_n")]
+    placed = place(rows, PageRules(rules=()), 3, 4, FixedScorer([math.nan, 1.0, -math.inf], stagewise=False))
+    assert [p.row_id for p in placed] == ["top_n:b", "top_n:a", "top_n:c"]
+
+
 def test_a_pin_holds_when_the_pinned_row_scores_minus_infinity() -> None:
     rows = [row("top_n", "a", [0, 1], "top_n"), row("continue_watching", "cw", [5], "continue_watching")]
     rules = PageRules(rules=(PinRule(ranker="continue_watching", within=1),))

@@ -71,8 +71,8 @@ def assemble(
         ok, forced = plan.eligible(stage, cm.ranker[remaining], view.n_effective, view.X[:, NEW_GENRES], feats.ranker_count, feats.viewport_genre_count)
         if not ok.any():
             break
-        best = int(np.argmax(np.where(ok, s, -np.inf)))
-        if not ok[best]:  # every eligible row scored -inf: the first of them, never a row the rules refuse
+        best = int(np.argmax(np.where(ok & ~np.isnan(s), s, -np.inf)))  # a NaN score ranks last, not first
+        if not ok[best]:  # every eligible row scored -inf or NaN: the first of them, never a row the rules refuse
             best = int(np.argmax(ok))
         row_i = int(remaining[best])
         keep = view.take[row_i]
