@@ -157,6 +157,7 @@ def test_every_page_keeps_the_loops_invariants(rows: list, rules: PageRules, n_r
         assert list(p.title_ids) == [t for t, a in zip(ids, ok) if a and t not in shown][:cols]
         shown.update(p.title_ids)
         need = 1 if p.ranker in exempt or (p.ranker in pinned and count[p.ranker] == 0) else min_titles
+        assert p.forced_by is None or p.forced_by.startswith("min_viewport_genres:") or p.forced_by == f"pin:{p.ranker}"
         assert need <= len(p.title_ids) <= cols
         count[p.ranker] += 1
     for r in rules.rules:
