@@ -154,6 +154,7 @@ class RulePlan:
             elif isinstance(r, MinViewportGenresRule):
                 self.ordered.append(("genres", r.k, 0, f"min_viewport_genres:{r.k}"))
         self.limit = limit
+        self.n_pins = sum(what == "pin" for what, *_ in self.ordered)
         if cols is not None:  # a page narrower than min_titles asks for full rows, not for none
             self.min_titles = min(self.min_titles, cols)
         # per ranker code (last: unknown rankers), for its first row and for the rows after it:
@@ -195,7 +196,8 @@ class RulePlan:
         """
         first: dict[int, tuple[int, int]] = {}  # ranker code -> (its earliest deadline, index)
         for i, (what, a, b, _) in enumerate(self.ordered):
-            if what == "pin" and b >= stage and ranker_count[a] == 0 and (a not in first or b < first[a][0]) and (ok & (row_rankers == a)).any():
+            # a deadline n_pins or more stages away cannot be due yet: skip the vector test (one pin: only at its stage, as before)
+            if what == "pin" and stage <= b < stage + self.n_pins and ranker_count[a] == 0 and (a not in first or b < first[a][0]) and (ok & (row_rankers == a)).any():
                 first[a] = (b, i)
         pending = sorted(first.values())
         for j, (b, _) in enumerate(pending):
