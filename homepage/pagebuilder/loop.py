@@ -69,10 +69,14 @@ def assemble(
                 static_scores = np.asarray(scorer.score(view, cm), dtype=np.float64)
             s = static_scores[remaining]
         ok, forced = plan.eligible(stage, cm.ranker[remaining], view.n_effective, view.X[:, NEW_GENRES], feats.ranker_count, feats.viewport_genre_count)
-        if not ok.any():
-            break
-        best = int(np.argmax(np.where(ok & ~np.isnan(s), s, -np.inf)))  # a NaN score ranks last, not first
+        masked = np.where(ok, s, -np.inf)
+        best = int(np.argmax(masked))
+        if masked[best] != masked[best]:  # argmax takes a NaN for the maximum: a NaN score ranks last, not first
+            masked[np.isnan(masked)] = -np.inf
+            best = int(np.argmax(masked))
         if not ok[best]:  # every eligible row scored -inf or NaN: the first of them, never a row the rules refuse
+            if not ok.any():
+                break
             best = int(np.argmax(ok))
         row_i = int(remaining[best])
         keep = view.take[row_i]
