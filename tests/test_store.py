@@ -302,6 +302,21 @@ def test_regions_beyond_the_cap_count_overall_but_get_no_counters_of_their_own(s
     assert "zip0" in new and int(capped.read_global_state(world.t + 100, world.catalog).region_counts["zip0"][(t10 + 1) % len(world.catalog)]) == 1
 
 
+def test_a_publish_keeps_counters_of_at_most_max_regions_regions(store: RedisStore, world: World) -> None:
+    """Regions users set through the API reach the dataset with merge-events: a publish wrote a counter pair for
+    each (305 regions past the cap of 256, measured), in Redis and in every worker. It keeps the largest ones."""
+    capped = RedisStore(store.client, store.keys.prefix, settings=store.settings.model_copy(update={"max_regions": 1}))
+    full = world.log.global_state(world.t, HALF_LIFE)
+    assert len(full.region_counts) == 2
+    world.publish(capped, "v1")
+    got = capped.read_global_state(world.t, world.catalog)
+    largest = max(full.region_counts, key=lambda r: int(full.region_counts[r].sum()))
+    assert sorted(got.region_counts) == sorted(got.region_decayed) == [largest]
+    np.testing.assert_array_equal(got.region_counts[largest], full.region_counts[largest])
+    np.testing.assert_array_equal(got.counts, full.counts)  # every event still counts overall
+    assert sorted(capped.client.smembers(capped.keys.regions("v1"))) == [largest.encode()]
+
+
 def test_a_flooded_users_history_keeps_its_newest_records(store: RedisStore, world: World) -> None:
     """350k plays for one user grew their history to 10 MB, moved whole on every page miss: it is bounded."""
     capped = RedisStore(store.client, store.keys.prefix, settings=store.settings.model_copy(update={"max_history_records": 100}))

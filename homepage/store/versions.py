@@ -13,6 +13,7 @@ replica takes over (the window is the replication lag). Durability against that 
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import logging
 import os
@@ -78,6 +79,7 @@ class VersionWrites(EventWrites):
             raise StoreError(f"version {version!r}: already exists under prefix {k.prefix!r}")
         t = int(world.as_of)
         created = time.time()
+        world = _capped_regions(world, s.max_regions)
         hashes = _world_hashes(world)
         meta = VersionMeta(
             version=version,
@@ -419,6 +421,22 @@ class VersionWrites(EventWrites):
         for key in self.client.scan_iter(match=self.keys.version_pattern(v), count=SCAN_COUNT):
             pipe.memory_usage(key, samples=0)
         return int(sum(x or 0 for x in pipe.execute()))
+
+
+def _capped_regions(world: GlobalState, most: int) -> GlobalState:
+    """``world`` with counters of its ``most`` regions with the most viewers (then by name); the others count overall only.
+
+    As events do (``HOMEPAGE_MAX_REGIONS``): regions users set through the API reach the dataset with
+    ``merge-events``, and a publish wrote a counter pair for each, in Redis and in every worker.
+    """
+    if len(world.region_counts) <= most:
+        return world
+    kept = sorted(world.region_counts, key=lambda r: (-int(world.region_counts[r].sum()), r))[:most]
+    return dataclasses.replace(
+        world,
+        region_counts={r: world.region_counts[r] for r in kept},
+        region_decayed={r: world.region_decayed[r] for r in kept if r in world.region_decayed},
+    )
 
 
 def _world_hashes(world: GlobalState) -> dict[tuple[str | None, str], np.ndarray]:
