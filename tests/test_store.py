@@ -333,6 +333,20 @@ def test_a_flooded_users_history_keeps_its_newest_records(store: RedisStore, wor
     assert len(capped.read_user_state(1, world.t + 1000, world.catalog)) == len(world.log.user_state(1, world.t + 1000))
 
 
+def test_a_publish_writes_at_most_max_history_records_of_a_history(store: RedisStore, world: World) -> None:
+    """The bound held for events only: a flood merged into the dataset (``merge-events``) was published whole, and
+    HOMEPAGE_MAX_HISTORY_RECORDS=100 left a published world-small history at 219 records. It keeps the newest."""
+    capped = RedisStore(store.client, store.keys.prefix, settings=store.settings.model_copy(update={"max_history_records": 100}))
+    flood = [Event(user_id=1, title_id=10 * (1 + i % 30), kind="play", ts=world.t - 1000 + i, progress=1.0) for i in range(250)]
+    log = world.with_events(flood)
+    capped.publish("v1", log, world.catalog, world.ds.users, log.global_state(world.t, HALF_LIFE))
+    got = capped.read_user_state(1, world.t, world.catalog)
+    assert len(got) == 100
+    full = log.user_state(1, world.t)
+    np.testing.assert_array_equal(got.ts, full.ts[-100:])
+    assert capped.client.strlen(capped.keys.hist("v1", 1)) == 100 * HISTORY_DTYPE.itemsize
+
+
 def test_idempotency_keys_apply_an_event_once(store: RedisStore, world: World) -> None:
     world.publish(store, "v1")
     events = _new_events(world)[:3]

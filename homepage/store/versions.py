@@ -118,6 +118,7 @@ class VersionWrites(EventWrites):
                     a, b = log.user_span(u)
                     if b > a:
                         b = a + int(np.searchsorted(log.u_ts[a:b], t, side="right"))
+                        a = max(a, b - s.max_history_records)  # the newest, as events keep them (a merged flood came back whole)
                     if b > a:
                         pipe.set(
                             k.hist(version, u),
