@@ -360,6 +360,25 @@ def test_redis_out_of_memory_refuses_events_with_503_and_still_serves_built_page
     store.client.close()
 
 
+def test_redis_out_of_memory_refuses_a_users_first_profile_patch_as_it_refuses_a_put(redis_proc: RedisProcess) -> None:
+    """Redis checks a script's memory at its first write only, and PATCH's began with a DEL: under noeviction at its
+    limit every user's first PATCH was written (2,000 of them, 244 KB past maxmemory=1) while PUT got 503."""
+    store = RedisStore.from_url(f"redis://127.0.0.1:{redis_proc.port}/0")
+    store.client.config_set("maxmemory-policy", "noeviction")
+    store.client.config_set("maxmemory", "1")
+    try:
+        with pytest.raises(StoreUnavailable):
+            store.set_profile(1, "EU", [])
+        with pytest.raises(StoreUnavailable):
+            store.patch_profile(2, {"region": "EU"})
+        assert store.client.dbsize() == 0
+    finally:
+        store.client.config_set("maxmemory", "0")
+    store.patch_profile(2, {"region": "EU"})
+    assert store.get_profile(2) == ("EU", ())
+    store.client.close()
+
+
 def test_a_primary_turned_replica_refuses_writes_with_503_serves_pages_and_reconnects(redis_proc: RedisProcess, api_proc: str, tmp_path: Path) -> None:
     """A failover: the server the API talks to becomes a replica and answers READONLY to every write. Events, profiles
     and erasures get 503 + Retry-After (a 500 with a traceback each before), pages are still built from what it can read

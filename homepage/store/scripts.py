@@ -284,10 +284,15 @@ return 1
 # KEYS: API profile, the version's profile, page keys to drop (one user slot)
 # ARGV: region: keep|set|clear, the region, genres: keep|set, genres (JSON)
 # A user's first PATCH starts from the profile they see (the version's), so a field not sent keeps it.
+# The first write is an HSET: Redis refuses a script out of memory only at its first write, and a DEL
+# first let every user's first PATCH through past maxmemory (while PUT got 503).
 PATCH_PROFILE = """
-if redis.call('HEXISTS', KEYS[1], 'api') == 0 then
+local first = redis.call('HEXISTS', KEYS[1], 'api') == 0
+redis.call('HSET', KEYS[1], 'api', '1')
+if first then
+  local seen = {}
+  if KEYS[2] ~= KEYS[1] then seen = redis.call('HGETALL', KEYS[2]) end
   redis.call('DEL', KEYS[1])
-  local seen = redis.call('HGETALL', KEYS[2])
   if #seen > 0 then redis.call('HSET', KEYS[1], unpack(seen)) end
   redis.call('HSET', KEYS[1], 'api', '1')
 end
