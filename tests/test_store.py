@@ -347,6 +347,20 @@ def test_a_publish_writes_at_most_max_history_records_of_a_history(store: RedisS
     assert capped.client.strlen(capped.keys.hist("v1", 1)) == 100 * HISTORY_DTYPE.itemsize
 
 
+def test_an_event_leaves_the_history_at_its_size_in_memory(store: RedisStore, world: World) -> None:
+    """APPEND grows a string to twice its length (Redis's greedy allocation): one play doubled the memory of a history
+    published at its size (2,648 -> 5,208 B for 2,349 B of records), so a live version's histories took up to 2x."""
+    u = 1
+    log = world.with_events([Event(user_id=u, title_id=10 * (1 + i % 30), kind="play", ts=world.t - 1000 + i, progress=1.0) for i in range(80)])
+    store.publish("v1", log, world.catalog, world.ds.users, log.global_state(world.t, HALF_LIFE))
+    key = store.keys.hist("v1", u)
+    assert store.client.strlen(key) > 2000
+    for i in range(3):
+        assert store.append_events([Event(user_id=u, title_id=10, kind="play", ts=world.t + 1 + i, progress=0.5)], world.catalog) == 1
+        size, used = store.client.strlen(key), store.client.memory_usage(key, samples=0)
+        assert used < 1.3 * size + 100, (i, size, used)
+
+
 def test_idempotency_keys_apply_an_event_once(store: RedisStore, world: World) -> None:
     world.publish(store, "v1")
     events = _new_events(world)[:3]

@@ -119,7 +119,9 @@ for i = 6, #ARGV, 4 do
     n = n + 1
   end
 end
-local known = earliest_of(redis.call('GET', KEYS[1]) or '', wanted, n, size)
+local hist = redis.call('GET', KEYS[1]) or ''
+local known = earliest_of(hist, wanted, n, size)
+local added = {}
 for i = 6, #ARGV, 4 do
   local ki = tonumber(ARGV[i])
   local fresh = true
@@ -133,20 +135,21 @@ for i = 6, #ARGV, 4 do
       local found = known[string.sub(ARGV[i + 2], 1, 8)]
       earliest = {found[1], found[2], found[3]}
       note(found, ARGV[i + 2], 1)
-      redis.call('APPEND', KEYS[1], ARGV[i + 2])
-      redis.call('DEL', KEYS[2])
+      added[#added + 1] = ARGV[i + 2]
     end
     local seq = redis.call('INCR', KEYS[5])
     redis.call('RPUSH', KEYS[4], seq .. ' ' .. cjson.encode({region, ARGV[i + 3], earliest}))
   end
 end
-local most = tonumber(ARGV[3])
-if most > 0 then
-  local len = redis.call('STRLEN', KEYS[1])
-  if len > most then  -- a client flooding one user: every page miss would move the whole history
-    redis.call('SET', KEYS[1], redis.call('GETRANGE', KEYS[1], len - tonumber(ARGV[4]), -1))
-  end
+-- the history written whole, at its size: APPEND grows a string to twice its length (Redis's greedy
+-- allocation), so one play doubled the memory of a history published at its size
+local most, before = tonumber(ARGV[3]), #hist
+hist = hist .. table.concat(added)
+if most > 0 and #hist > most then  -- a client flooding one user: every page miss would move the whole history
+  hist = string.sub(hist, #hist - tonumber(ARGV[4]) + 1)
 end
+if #added > 0 or #hist ~= before then redis.call('SET', KEYS[1], hist) end
+if #added > 0 then redis.call('DEL', KEYS[2]) end
 redis.call('SET', KEYS[6], applied, 'EX', ARGV[2])
 return {applied, redis.call('LRANGE', KEYS[4], 0, -1)}
 """
