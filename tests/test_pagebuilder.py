@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import re
 from typing import ClassVar
 
 import numpy as np
@@ -321,6 +322,24 @@ def test_maturity_rule_filters_titles() -> None:
 def test_rules_naming_unknown_rankers_are_rejected(rule: dict, message: str) -> None:
     with pytest.raises(HomepageError, match=message.replace("(", r"\(").replace(")", r"\)")):
         PageRules(rules=(rule,)).check(set(RANKERS))
+
+
+@pytest.mark.parametrize(
+    ("rules", "message"),
+    [
+        (
+            [{"rule": "pin", "ranker": "continue_watching"}, {"rule": "max_rows", "ranker": "continue_watching", "max": 0}],
+            "rules[1] (max_rows): max 0 for 'continue_watching', which rules[0] (pin) places",
+        ),
+        ([{"rule": "max_rows", "ranker": "top_n", "max": 0}, {"rule": "pin", "ranker": "top_n", "within": 3}], "rules[0] (max_rows): max 0 for 'top_n', which rules[1] (pin)"),
+        ([{"rule": "min_viewport_genres", "k": 65}], "rules[0] (min_viewport_genres): k 65 is more than the 64 genres"),
+    ],
+)
+def test_contradictory_or_unmeetable_rules_are_refused_at_load_naming_the_rule(rules: list[dict], message: str) -> None:
+    """A pin on a ranker capped at 0 rows, and more viewport genres than the page builder tracks, loaded without a word."""
+    with pytest.raises(HomepageError, match=re.escape(message)):
+        PageRules(rules=tuple(rules)).check(set(RANKERS))
+    PageRules(rules=({"rule": "min_viewport_genres", "k": 64}, {"rule": "max_rows", "ranker": "top_n", "max": 0})).check(set(RANKERS))
 
 
 @pytest.mark.parametrize(

@@ -10,6 +10,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from homepage.errors import HomepageError
 
+GENRE_BITS = 64  # the page builder's genre sets (``candidates.genre_bits``) hold the first 64 genres
+
 
 class _Rule(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -92,6 +94,16 @@ class PageRules(BaseModel):
                 raise HomepageError(f"rules[{i}] (max_rows): max 0 for every ranker leaves every page empty")
             if isinstance(r, MaturityRule) and not r.allowed and not r.allow_unrated:
                 raise HomepageError(f"rules[{i}] (maturity): allows no rating and no unrated title: every page would be empty")
+            if isinstance(r, MinViewportGenresRule) and r.k > GENRE_BITS:
+                raise HomepageError(f"rules[{i}] (min_viewport_genres): k {r.k} is more than the {GENRE_BITS} genres the page builder tracks")
+        self._check_pins_can_be_placed()
+
+    def _check_pins_can_be_placed(self) -> None:
+        """Reject a ``max_rows`` of 0 for a ranker a ``pin`` places: the two rules contradict each other."""
+        pinned = {r.ranker: i for i, r in enumerate(self.rules) if isinstance(r, PinRule)}
+        for i, r in enumerate(self.rules):
+            if isinstance(r, MaxRowsRule) and r.max == 0 and r.ranker in pinned:
+                raise HomepageError(f"rules[{i}] (max_rows): max 0 for {r.ranker!r}, which rules[{pinned[r.ranker]}] (pin) places on every page it has a row for")
 
     def refusing_only(self) -> PageRules:
         """The rules that only refuse rows (no pins, no viewport-genre forcing), each ranker still held to the same minimum.
