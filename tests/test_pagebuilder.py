@@ -249,6 +249,17 @@ def test_a_pinned_row_needs_only_one_new_title() -> None:
     assert "continue_watching" in [r.ranker for r in exempt]
 
 
+def test_a_min_titles_exemption_holds_for_its_own_rule_only() -> None:
+    """Continue watching (5 titles) exempt from min_titles 4 but not from min_titles 8: the rules' exempt lists
+    were merged, so the first rule's exemption let it through the second."""
+    rules = ({"rule": "min_titles", "n": 4, "exempt": ["continue_watching"]}, {"rule": "min_titles", "n": 8})
+    placed, _ = build(PageRules(rules=rules), cols=10)
+    assert placed and all(len(r.title_ids) >= 8 for r in placed)
+    assert "continue_watching" not in [r.ranker for r in placed]
+    both, _ = build(PageRules(rules=(rules[0], {**rules[1], "exempt": ["continue_watching"]})), cols=10)
+    assert "continue_watching" in [r.ranker for r in both]
+
+
 def test_a_pin_exempts_only_the_row_it_places() -> None:
     """The pinned ranker's later rows are held to min_titles like any other; an exempt ranker's are not."""
     pin = {"rule": "pin", "ranker": "video_to_video", "within": 1}

@@ -137,7 +137,8 @@ def reference_eligible(
     for rule in rules.rules:
         if isinstance(rule, MinTitlesRule):  # a pinned ranker's first row needs one new title
             first_of_pinned = np.array([int(cm.ranker[r]) in pinned and page.rankers.count(int(cm.ranker[r])) == 0 for r in remaining], dtype=bool)
-            ok &= (n_eff >= min(rule.n, cols)) | first_of_pinned
+            exempt = np.array([int(cm.ranker[r]) < len(names) and names[cm.ranker[r]] in rule.exempt for r in remaining], dtype=bool)
+            ok &= (n_eff >= min(rule.n, cols)) | first_of_pinned | exempt  # an exempt ranker's rows need one new title, for this rule only
         elif isinstance(rule, MaxRowsRule):
             for j, r in enumerate(remaining):
                 name = names[cm.ranker[r]] if cm.ranker[r] < len(names) else None

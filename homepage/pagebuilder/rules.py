@@ -134,6 +134,20 @@ class PageRules(BaseModel):
         return mask
 
 
+def _min_titles_per_ranker(rules: list[MinTitlesRule], ranker_names: list[str], cols: int | None) -> np.ndarray:
+    """New titles a row of each ranker code (last: unknown rankers) must add: the largest ``n`` of the rules not exempting it.
+
+    Each rule's ``exempt`` holds for that rule only (a ranker exempt from one rule is still held to the others);
+    a page narrower than ``n`` asks for full rows, not for none; every row adds at least one title.
+    """
+    need = np.ones(len(ranker_names) + 1, dtype=np.int64)
+    for r in rules:
+        n = r.n if cols is None else min(r.n, cols)
+        held = np.array([name not in r.exempt for name in ranker_names] + [True])
+        np.maximum(need, np.where(held, n, 1), out=need)
+    return need
+
+
 class RulePlan:
     """The row rules of a ``PageRules``, resolved once per page against the ranker codes.
 
@@ -143,15 +157,13 @@ class RulePlan:
 
     def __init__(self, rules: PageRules, ranker_names: list[str], cols: int | None = None, rows: int | None = None) -> None:
         self.viewport_rows = rules.viewport_rows
-        self.min_titles = 1  # a row must add at least one title
+        min_titles: list[MinTitlesRule] = []
         limit = np.full(len(ranker_names) + 1, 2**62, dtype=np.int64)  # no limit; last: unknown rankers
         # in configured order: ("pin", ranker code, stage, label) or ("genres", k, 0, label)
         self.ordered: list[tuple[str, int, int, str]] = []
-        exempt: set[str] = set()
         for r in rules.rules:
             if isinstance(r, MinTitlesRule):
-                self.min_titles = max(self.min_titles, r.n)
-                exempt.update(r.exempt)
+                min_titles.append(r)
             elif isinstance(r, MaxRowsRule):
                 if r.ranker == "*":
                     np.minimum(limit, r.max, out=limit)
@@ -167,13 +179,9 @@ class RulePlan:
                 self.ordered.append(("genres", r.k, 0, f"min_viewport_genres:{r.k}"))
         self.limit = limit
         self.n_pins = sum(what == "pin" for what, *_ in self.ordered)
-        if cols is not None:  # a page narrower than min_titles asks for full rows, not for none
-            self.min_titles = min(self.min_titles, cols)
         # per ranker code (last: unknown rankers), for its first row and for the rows after it:
-        # an exempt ranker's rows need one new title, a pinned ranker's first row (the one pinned) too
-        self.min_titles_rest = np.full(len(ranker_names) + 1, self.min_titles, dtype=np.int64)
-        for name in exempt & set(ranker_names):
-            self.min_titles_rest[ranker_names.index(name)] = 1
+        # a pinned ranker's first row (the one pinned) needs one new title
+        self.min_titles_rest = _min_titles_per_ranker(min_titles, ranker_names, cols)
         self.min_titles_first = self.min_titles_rest.copy()
         for what, code, _, _ in self.ordered:
             if what == "pin":
