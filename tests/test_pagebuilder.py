@@ -809,6 +809,18 @@ def test_oracle_gains_equal_a_per_stage_isin_over_random_pages() -> None:
                 assert np.array_equal(tr.scores, want + 1e-6 * np.tanh(cm.row_score[rem])), trial
 
 
+def test_a_pin_is_kept_whatever_the_order_of_the_rules() -> None:
+    """min_viewport_genres listed before the pin: at the pin's last row the genre rule refused continue watching
+    (no new genre), so the pin was not due and continue watching went to row 3, past ``within`` 2."""
+    rows = [row("top_n", "b", [0], "top_n"), row("personalized", "a", [18], "genre"), row("continue_watching", "cw", [16], "continue_watching"), row("video_to_video", "c", [11], "because_you_watched")]
+    scorer = TemplateScorer(order=("personalized", "top_n", "video_to_video", "continue_watching"))
+    pin, genres = {"rule": "pin", "ranker": "continue_watching", "within": 2}, {"rule": "min_viewport_genres", "k": 4}
+    for rules in ((pin, genres), (genres, pin)):
+        cm = matrix(rows)
+        placed, _ = assemble(cm, CATALOG, TitleStats.compute(world(), CATALOG), signals(), scorer, PageRules(viewport_rows=2, rules=rules), VOCAB, 4, 4)
+        assert [(r.row_id, r.forced_by) for r in placed[:2]] == [("top_n:b", "min_viewport_genres:4"), ("continue_watching:cw", "pin:continue_watching")]
+
+
 def test_min_viewport_genres_spreads_the_missing_genres_over_the_viewport_rows_left() -> None:
     """5 genres missing with 3 viewport rows to go: a row must bring ceil(5 / 3) = 2 new ones now."""
     from homepage.pagebuilder.rules import eligible

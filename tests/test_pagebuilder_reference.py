@@ -129,7 +129,7 @@ def reference_stage(
 def reference_eligible(
     rules: PageRules, stage: int, names: list[str], cm: CandidateMatrix, remaining: list[int], page: Placed, cols: int, new_genres: np.ndarray
 ) -> np.ndarray:
-    """Which remaining rows the rules let through at ``stage`` (rules applied in their configured order)."""
+    """Which remaining rows the rules let through at ``stage`` (a due pin first, then genre rules in their configured order)."""
     n_eff = np.array([len(effective_titles(cm, r, page, cols)) for r in remaining])
     count = {code: page.rankers.count(code) for code in set(cm.ranker.tolist())}
     ok = n_eff > 0
@@ -144,10 +144,11 @@ def reference_eligible(
                 name = names[cm.ranker[r]] if cm.ranker[r] < len(names) else None
                 if (rule.ranker == "*" or rule.ranker == name) and count[int(cm.ranker[r])] >= rule.max:
                     ok[j] = False
-    for rule in rules.rules:
+    for rule in rules.rules:  # pins first, whatever the configured order
         if isinstance(rule, PinRule) and rule.ranker in names and reference_due_pin(rules, stage, names, cm, remaining, page, ok) is rule:
             return ok & (cm.ranker[remaining] == names.index(rule.ranker))
-        elif isinstance(rule, MinViewportGenresRule) and stage < rules.viewport_rows:
+    for rule in rules.rules:
+        if isinstance(rule, MinViewportGenresRule) and stage < rules.viewport_rows:
             need = rule.k - len(page.viewport_genres)
             if need > 0:
                 better = ok & (new_genres >= math.ceil(need / (rules.viewport_rows - stage)))

@@ -152,14 +152,14 @@ class RulePlan:
     """The row rules of a ``PageRules``, resolved once per page against the ranker codes.
 
     Row-count rules become one limit per ranker code, so a stage's eligibility is a couple
-    of vector operations; pins and viewport-genre rules keep their configured order.
+    of vector operations; pins come before viewport-genre rules (each kind in its configured order).
     """
 
     def __init__(self, rules: PageRules, ranker_names: list[str], cols: int | None = None, rows: int | None = None) -> None:
         self.viewport_rows = rules.viewport_rows
         min_titles: list[MinTitlesRule] = []
         limit = np.full(len(ranker_names) + 1, 2**62, dtype=np.int64)  # no limit; last: unknown rankers
-        # in configured order: ("pin", ranker code, stage, label) or ("genres", k, 0, label)
+        # ("pin", ranker code, stage, label) or ("genres", k, 0, label): pins, then genre rules, each in configured order
         self.ordered: list[tuple[str, int, int, str]] = []
         for r in rules.rules:
             if isinstance(r, MinTitlesRule):
@@ -177,6 +177,7 @@ class RulePlan:
                 self.ordered.append(("pin", ranker_names.index(r.ranker), last - 1, f"pin:{r.ranker}"))
             elif isinstance(r, MinViewportGenresRule):
                 self.ordered.append(("genres", r.k, 0, f"min_viewport_genres:{r.k}"))
+        self.ordered.sort(key=lambda o: o[0] != "pin")  # pins first, whatever the configured order: a pin is kept, a genre target is a best effort
         self.limit = limit
         self.n_pins = sum(what == "pin" for what, *_ in self.ordered)
         # per ranker code (last: unknown rankers), for its first row and for the rows after it:
