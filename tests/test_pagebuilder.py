@@ -809,6 +809,15 @@ def test_oracle_gains_equal_a_per_stage_isin_over_random_pages() -> None:
                 assert np.array_equal(tr.scores, want + 1e-6 * np.tanh(cm.row_score[rem])), trial
 
 
+def test_min_viewport_genres_counts_the_titles_the_viewport_shows() -> None:
+    """A 1 x 1 viewport, k 2: row "a" shows Action there and Comedy, Drama only past the viewport's column; the rule
+    counted a row's genres over all its columns, so "a" (3 genres, 1 visible) passed and "b" (Action, Romance) was not forced."""
+    rows = [row("personalized", "a", [18, 2], "genre"), row("top_n", "b", [0], "top_n")]
+    rules = PageRules(viewport_rows=1, viewport_cols=1, rules=({"rule": "min_viewport_genres", "k": 2},))
+    placed, _ = assemble(matrix(rows), CATALOG, TitleStats.compute(world(), CATALOG), signals(), TemplateScorer(), rules, VOCAB, 2, 4)
+    assert [(r.row_id, r.forced_by) for r in placed] == [("top_n:b", "min_viewport_genres:2"), ("personalized:a", None)]
+
+
 def test_a_pin_is_kept_whatever_the_order_of_the_rules() -> None:
     """min_viewport_genres listed before the pin: at the pin's last row the genre rule refused continue watching
     (no new genre), so the pin was not due and continue watching went to row 3, past ``within`` 2."""

@@ -43,7 +43,8 @@ class Placed:
 
     shown: set[int] = field(default_factory=set)  # catalog indices on the page
     genres_above: list[set[int]] = field(default_factory=list)  # each placed row's genres, in order
-    viewport_genres: set[int] = field(default_factory=set)
+    viewport_genres: set[int] = field(default_factory=set)  # of the viewport rows' titles (the new_genres feature)
+    visible_genres: set[int] = field(default_factory=set)  # of the titles the viewport shows (min_viewport_genres)
     rankers: list[int] = field(default_factory=list)  # ranker code of each placed row
     kinds: list[int] = field(default_factory=list)
 
@@ -149,7 +150,7 @@ def reference_eligible(
             return ok & (cm.ranker[remaining] == names.index(rule.ranker))
     for rule in rules.rules:
         if isinstance(rule, MinViewportGenresRule) and stage < rules.viewport_rows:
-            need = rule.k - len(page.viewport_genres)
+            need = rule.k - len(page.visible_genres)
             if need > 0:
                 better = ok & (new_genres >= math.ceil(need / (rules.viewport_rows - stage)))
                 if better.any() and not better.all():
@@ -199,7 +200,9 @@ def check_page_against_reference(
             np.testing.assert_allclose(got[:, c], ref[:, c], rtol=RTOL, atol=ATOL, equal_nan=True, err_msg=f"stage {stage}, feature {name}")
         for j, r in enumerate(remaining):
             assert tr.view.effective(j).tolist() == effective_titles(cm, r, page, cols), f"stage {stage}, row {r}: effective titles"
-        ok = reference_eligible(rules, stage, names, cm, remaining, page, cols, ref[:, FEATURE_NAMES.index("new_genres")])
+        visible = [effective_titles(cm, r, page, cols)[: rules.viewport_cols] for r in remaining]
+        new_visible = np.array([len(set().union(*(title_genres(catalog, t) for t in v)) - page.visible_genres) for v in visible])
+        ok = reference_eligible(rules, stage, names, cm, remaining, page, cols, new_visible)
         np.testing.assert_array_equal(tr.eligible, ok, err_msg=f"stage {stage}: eligible rows")
         if score is not None:
             s = np.where(ok, np.asarray(score(ref.astype(np.float32))), -np.inf)  # type: ignore[operator]
@@ -213,6 +216,7 @@ def check_page_against_reference(
         page.genres_above.append(genres)
         if stage < rules.viewport_rows:
             page.viewport_genres |= genres
+            page.visible_genres.update(*(title_genres(catalog, t) for t in eff[: rules.viewport_cols]))
         page.rankers.append(int(cm.ranker[chosen]))
         page.kinds.append(int(cm.kind[chosen]))
     return len(traces)
@@ -229,11 +233,12 @@ def test_hand_made_rows_match_the_reference() -> None:
     stats = TitleStats.compute(world(), CATALOG)
     rules = PageRules(rules=({"rule": "pin", "ranker": "continue_watching", "within": 2}, {"rule": "max_rows", "ranker": "*", "max": 3}, {"rule": "min_titles", "n": 3}))
     pins = PageRules(rules=({"rule": "pin", "ranker": "continue_watching", "within": 2}, {"rule": "pin", "ranker": "top_n", "within": 3}, {"rule": "pin", "ranker": "video_to_video", "within": 3}))
+    genres = PageRules(viewport_rows=3, viewport_cols=2, rules=({"rule": "min_viewport_genres", "k": 6}, {"rule": "pin", "ranker": "continue_watching", "within": 3}, {"rule": "min_viewport_genres", "k": 4}))
     rng = np.random.default_rng(1)
     checked = 0
     for cols in (5, 10, 40):
         for scorer in (TemplateScorer(), OracleScorer(rng.choice(80, 15, replace=False), cols)):
-            for page_rules in (rules, pins):
+            for page_rules in (rules, pins, genres):
                 cm = matrix()
                 _, traces = assemble(cm, CATALOG, stats, signals(), scorer, page_rules, VOCAB, 10, cols, explain=True)
                 checked += check_page_against_reference(cm, CATALOG, stats, signals(), page_rules, list(VOCAB), traces, cols)

@@ -187,7 +187,8 @@ class StageFeatures:
         self.avail = valid.copy()
         self.stale = True  # the effective titles must be re-derived before the next view
         self.page_bits = np.uint64(0)
-        self.unseen_viewport_bits = _ALL_GENRES  # genres not yet in the viewport
+        self.unseen_viewport_bits = _ALL_GENRES  # genres not yet in the viewport rows (the new_genres feature)
+        self.unseen_visible_bits = _ALL_GENRES  # genres not yet among the titles the viewport shows (min_viewport_genres)
         self.above_bits = np.zeros(K, dtype=np.uint64)  # each placed row's genres, in page order
         self.n_above = 0
         self.ranker_count = np.zeros(n_rankers + 1, dtype=np.int64)
@@ -211,8 +212,22 @@ class StageFeatures:
         self.X = X
 
     @property
-    def viewport_genre_count(self) -> int:
-        return 64 - int(self.unseen_viewport_bits).bit_count()
+    def visible_genre_count(self) -> int:
+        """Distinct genres among the titles the viewport shows (see ``see_viewport``)."""
+        return 64 - int(self.unseen_visible_bits).bit_count()
+
+    def visible_bits(self, rows: np.ndarray, viewport_cols: int) -> np.ndarray:
+        """The genre sets of what ``rows`` would show in the viewport: their first ``viewport_cols`` effective titles."""
+        shown = self.take[rows] & (self.csum[rows] <= viewport_cols)
+        return np.bitwise_or.reduce(np.where(shown, self.bits[rows], np.uint64(0)), axis=1)
+
+    def visible_new_genres(self, remaining: np.ndarray, viewport_cols: int) -> np.ndarray:
+        """Genres each remaining row would add to those the viewport shows (for ``min_viewport_genres`` only)."""
+        return np.bitwise_count(self.visible_bits(remaining, viewport_cols) & self.unseen_visible_bits).astype(np.int64)
+
+    def see_viewport(self, row: int, viewport_cols: int) -> None:
+        """Count the genres ``row`` shows in the viewport; call before ``place`` for a viewport row."""
+        self.unseen_visible_bits &= ~self.visible_bits(np.array([row]), viewport_cols)[0]
 
     def _aggregate(self) -> None:
         """Re-derive every row's effective titles and title aggregates from the titles still available.

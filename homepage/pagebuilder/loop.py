@@ -68,7 +68,9 @@ def assemble(
             if static_scores is None:
                 static_scores = np.asarray(scorer.score(view, cm), dtype=np.float64)
             s = static_scores[remaining]
-        ok, forced = plan.eligible(stage, cm.ranker[remaining], view.n_effective, view.X[:, NEW_GENRES], feats.ranker_count, feats.viewport_genre_count)
+        counting = plan.genre_rules and stage < rules.viewport_rows  # min_viewport_genres counts the titles the viewport shows
+        new_genres = feats.visible_new_genres(remaining, rules.viewport_cols) if counting else view.X[:, NEW_GENRES]
+        ok, forced = plan.eligible(stage, cm.ranker[remaining], view.n_effective, new_genres, feats.ranker_count, feats.visible_genre_count)
         masked = np.where(ok, s, -np.inf)
         best = int(np.argmax(masked))
         if masked[best] != masked[best]:  # argmax takes a NaN for the maximum: a NaN score ranks last, not first
@@ -80,6 +82,8 @@ def assemble(
             best = int(np.argmax(ok))
         row_i = int(remaining[best])
         keep = view.take[row_i]
+        if counting:
+            feats.see_viewport(row_i, rules.viewport_cols)
         eff = feats.place(row_i, stage)
         cand = cm.rows[row_i]
         placed.append(

@@ -47,7 +47,7 @@ class MinTitlesRule(_Rule):
 
 
 class MinViewportGenresRule(_Rule):
-    """At least ``k`` distinct genres among the titles of the viewport rows."""
+    """At least ``k`` distinct genres among the titles the viewport shows: the first ``viewport_cols`` of each of the first ``viewport_rows`` rows."""
 
     rule: Literal["min_viewport_genres"] = "min_viewport_genres"
     k: int = Field(ge=1, le=100)
@@ -179,6 +179,7 @@ class RulePlan:
                 self.ordered.append(("genres", r.k, 0, f"min_viewport_genres:{r.k}"))
         self.ordered.sort(key=lambda o: o[0] != "pin")  # pins first, whatever the configured order: a pin is kept, a genre target is a best effort
         self.limit = limit
+        self.genre_rules = any(what == "genres" for what, *_ in self.ordered)
         self.n_pins = sum(what == "pin" for what, *_ in self.ordered)
         # per ranker code (last: unknown rankers), for its first row and for the rows after it:
         # a pinned ranker's first row (the one pinned) needs one new title
@@ -191,7 +192,11 @@ class RulePlan:
     def eligible(
         self, stage: int, row_rankers: np.ndarray, n_effective: np.ndarray, new_genres: np.ndarray, ranker_count: np.ndarray, viewport_genre_count: int
     ) -> tuple[np.ndarray, str | None]:
-        """Which remaining rows may be placed at ``stage``, and the rule forcing the choice if any."""
+        """Which remaining rows may be placed at ``stage``, and the rule forcing the choice if any.
+
+        ``new_genres`` and ``viewport_genre_count`` count genres among the titles the viewport shows
+        (the first ``viewport_cols`` of each of the first ``viewport_rows`` rows).
+        """
         need = np.where(ranker_count[row_rankers] == 0, self.min_titles_first[row_rankers], self.min_titles_rest[row_rankers])
         ok = (n_effective >= need) & (ranker_count < self.limit)[row_rankers]
         forced: str | None = None
