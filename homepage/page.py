@@ -26,7 +26,7 @@ from homepage.pagebuilder.features import DEVICES, UserSignals
 from homepage.pagebuilder.loop import assemble
 from homepage.pagebuilder.model import PageModel
 from homepage.pagebuilder.policies import policy as get_policy
-from homepage.pagebuilder.rules import PageRules
+from homepage.pagebuilder.rules import PageRules, unmet_rules
 from homepage.state import GlobalState, UserState
 from rankers.base import Ranker, RankRequest, row_id_problem, row_problem
 
@@ -325,7 +325,7 @@ def build_page(
         policy=policy,
         model_version=models.version,
         config_hash=models.config_hash,
-        notes=prep.notes,
+        notes=(*prep.notes, *unmet_rules(rules, cm, models.ranker_vocab, placed, catalog, request.rows)),
     )
 
 

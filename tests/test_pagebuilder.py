@@ -19,7 +19,7 @@ import pytest
 from pydantic import ValidationError
 
 from homepage.catalog import Catalog
-from homepage.domain import CandidateRow, RequestContext, RowReason
+from homepage.domain import CandidateRow, PlacedRow, RequestContext, RowReason
 from homepage.errors import HomepageError
 from homepage.page import KIND_VOCAB, PageModels, build_page, ranker_problem, single_list_rows, user_signals
 from homepage.pagebuilder.candidates import CandidateMatrix, TitleStats
@@ -27,7 +27,7 @@ from homepage.pagebuilder.features import COL, FEATURE_NAMES, StageFeatures, Use
 from homepage.pagebuilder.loop import assemble
 from homepage.pagebuilder.model import PageModel
 from homepage.pagebuilder.policies import TemplateScorer
-from homepage.pagebuilder.rules import PageRules
+from homepage.pagebuilder.rules import PageRules, unmet_rules
 from homepage.pagebuilder.training import OracleScorer, grade
 from homepage.servedlogs.training import LoggedOrderScorer
 from homepage.state import GlobalState, UserState, frozen
@@ -828,6 +828,40 @@ def test_a_pin_is_kept_whatever_the_order_of_the_rules() -> None:
         cm = matrix(rows)
         placed, _ = assemble(cm, CATALOG, TitleStats.compute(world(), CATALOG), signals(), scorer, PageRules(viewport_rows=2, rules=rules), VOCAB, 4, 4)
         assert [(r.row_id, r.forced_by) for r in placed[:2]] == [("top_n:b", "min_viewport_genres:4"), ("continue_watching:cw", "pin:continue_watching")]
+
+
+def unmet(rows: list[CandidateRow], rules: PageRules, scorer: object, n_rows: int = 4, cols: int = 4) -> tuple[list[PlacedRow], list[str]]:
+    """The placed rows of hand-made candidate rows and the notes of the rules they do not meet."""
+    cm = matrix(rows)
+    placed, _ = assemble(cm, CATALOG, TitleStats.compute(world(), CATALOG), signals(), scorer, rules, VOCAB, n_rows, cols)
+    return placed, unmet_rules(rules, cm, VOCAB, placed, CATALOG, n_rows)
+
+
+def test_a_viewport_genre_target_the_greedy_choice_misses_is_noted() -> None:
+    """Three one-title rows, 2 viewport rows, k 4: "b" + "c" show 4 genres, but "a" first leaves 3, and nothing said so."""
+    rows = [row("personalized", "a", [1], "genre"), row("top_n", "b", [0], "top_n"), row("video_to_video", "c", [2], "because_you_watched")]
+    rules = PageRules(viewport_rows=2, rules=({"rule": "pin", "ranker": "continue_watching"}, {"rule": "min_viewport_genres", "k": 4}))
+    placed, notes = unmet(rows, rules, TemplateScorer(order=("personalized", "top_n", "video_to_video")))
+    assert placed[0].row_id == "personalized:a"
+    assert notes == ["rules[1] (min_viewport_genres) unmet: 3 genres among the titles the viewport shows (2 x 6), k 4"]
+    assert unmet(rows, rules, TemplateScorer(order=("top_n", "video_to_video", "personalized")))[1] == []
+
+
+def test_a_pinned_row_whose_titles_all_went_to_rows_above_is_noted() -> None:
+    """Rankers that do not exclude each other's titles: "a" above takes continue watching's only title, so the pin cannot place it."""
+    rows = [row("personalized", "a", [16, 1, 2], "genre"), row("continue_watching", "cw", [16], "continue_watching"), row("top_n", "b", [3, 4], "top_n")]
+    rules = PageRules(rules=({"rule": "min_titles", "n": 1}, {"rule": "pin", "ranker": "continue_watching", "within": 2}))
+    placed, notes = unmet(rows, rules, TemplateScorer(order=("personalized", "top_n", "continue_watching")))
+    assert "continue_watching" not in [r.ranker for r in placed]
+    assert notes == ["rules[1] (pin) unmet: continue_watching not on the page (no title of its row left new), not within the first 2 rows"]
+
+
+def test_build_page_notes_an_unmet_rule(page_model: PageModel) -> None:
+    """A page that cannot meet its genre target says so in its notes (and so in explain), next to the candidate notes."""
+    rules = PageRules(viewport_rows=1, viewport_cols=1, rules=({"rule": "min_viewport_genres", "k": 3},))
+    page = build_page(user(), world(), page_models(page_model, rules), RequestContext(user_id=7, now=10**9, rows=4, cols=6))
+    assert "rules[0] (min_viewport_genres) unmet: 2 genres among the titles the viewport shows (1 x 1), k 3" in page.notes
+    assert not [n for n in build_page(user(), world(), page_models(page_model), RequestContext(user_id=7, now=10**9, rows=4, cols=6)).notes if "unmet" in n]
 
 
 def test_min_viewport_genres_spreads_the_missing_genres_over_the_viewport_rows_left() -> None:

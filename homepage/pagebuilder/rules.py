@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import math
-from typing import Annotated, Literal
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Annotated, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from homepage.errors import HomepageError
+
+if TYPE_CHECKING:
+    from homepage.catalog import Catalog
+    from homepage.domain import PlacedRow
+    from homepage.pagebuilder.candidates import CandidateMatrix
 
 GENRE_BITS = 64  # the page builder's genre sets (``candidates.genre_bits``) hold the first 64 genres
 
@@ -251,3 +257,36 @@ def eligible(
     for a single stage.
     """
     return RulePlan(rules, ranker_names, cols, rows).eligible(stage, row_rankers, n_effective, new_genres, ranker_count, viewport_genre_count)
+
+
+def unmet_rules(rules: PageRules, cm: CandidateMatrix, ranker_names: Sequence[str], placed: Sequence[PlacedRow], catalog: Catalog, rows: int) -> list[str]:
+    """A note for each pin or ``min_viewport_genres`` rule the built page does not meet (the page's ``notes``)."""
+    notes = []
+    for i, r in enumerate(rules.rules):
+        if isinstance(r, PinRule) and r.ranker in ranker_names:
+            note = _unmet_pin(r, cm, ranker_names.index(r.ranker), placed, rows)
+        elif isinstance(r, MinViewportGenresRule):
+            note = _unmet_genres(r, rules, placed, catalog)
+        else:
+            continue
+        if note:
+            notes.append(f"rules[{i}] ({r.rule}) unmet: {note}")
+    return notes
+
+
+def _unmet_pin(r: PinRule, cm: CandidateMatrix, code: int, placed: Sequence[PlacedRow], rows: int) -> str | None:
+    """Why the pinned ranker's row is not within its rows although it had a candidate row with a title, or None."""
+    last = max(min(r.within, rows), 1)
+    at = next((stage for stage, p in enumerate(placed) if p.ranker == r.ranker), None)
+    if (at is not None and at < last) or not cm.valid[cm.ranker == code].any():
+        return None
+    where = "not on the page (no title of its row left new)" if at is None else f"on row {at + 1}"
+    return f"{r.ranker} {where}, not within the first {last} rows"
+
+
+def _unmet_genres(r: MinViewportGenresRule, rules: PageRules, placed: Sequence[PlacedRow], catalog: Catalog) -> str | None:
+    """The viewport's genre count when below ``k``, or None."""
+    shown = [t for p in placed[: rules.viewport_rows] for t in p.title_ids[: rules.viewport_cols]]
+    idx = catalog.index_of(shown)
+    n = int(catalog.genre_matrix[idx[idx >= 0]].any(axis=0).sum()) if shown else 0
+    return None if n >= r.k else f"{n} genres among the titles the viewport shows ({rules.viewport_rows} x {rules.viewport_cols}), k {r.k}"
