@@ -153,6 +153,7 @@ class PageService:
         # slow admin work has its own threads: a batch of erasures on the page pool left no thread for the pages' reads
         self._admin_pool = ThreadPoolExecutor(max_workers=ADMIN_THREADS, thread_name_prefix="admin")
         self._refresh_lock = threading.Lock()
+        self._closed = False  # set by close(): a refresh after it leaves the store alone
         self._reloads_seen: int | None = None  # the count of reload requests in Redis at the last refresh
         self._world_read_at = -float("inf")  # monotonic time of the last world-state read
         self._bad_versions: dict[str, _BadVersion] = {}  # versions that failed to load or to go live
@@ -162,8 +163,16 @@ class PageService:
         self._build_errors = LogThrottle(60.0)  # a failing page model would log a traceback per request
 
     def close(self) -> None:
-        self._pool.shutdown(wait=False, cancel_futures=True)
-        self._admin_pool.shutdown(wait=False, cancel_futures=True)
+        """Stop the thread pools and the refreshes, waiting for those running: the caller closes the store next.
+
+        A refresh still running in its thread (the lifespan cancels only the task awaiting it) reconnected to
+        the closed store and kept that connection open: ``homepage serve`` then saw a client left on its
+        embedded Redis at its exit, and left the server running.
+        """
+        self._pool.shutdown(wait=True, cancel_futures=True)
+        self._admin_pool.shutdown(wait=True, cancel_futures=True)
+        with self._refresh_lock:
+            self._closed = True
 
     # ------------------------------------------------------------ state refresh (background)
     def refresh(self, force: bool = False, everywhere: bool = False) -> bool:
@@ -184,6 +193,8 @@ class PageService:
         trouble: the service keeps serving what it has and notes the error (``/health/ready``).
         """
         with self._refresh_lock:
+            if self._closed:  # the background refresh's last round, run after the lifespan closed the service
+                return False
             try:
                 if everywhere:
                     self._ask_all_workers_to_reload()

@@ -606,3 +606,39 @@ def test_a_worker_with_no_version_it_can_put_live_says_model_error_not_redis(sto
         assert svc.redis_ok
     finally:
         svc.close()
+
+
+def test_a_refresh_running_as_the_service_closes_leaves_no_client_on_the_embedded_redis(
+    serving_bundle: Path, tmp_path: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """`homepage serve`, stopped on a busy box, at times left its embedded Redis running: the lifespan cancelled only the
+    task awaiting the background refresh, then closed the service and the store; the refresh, still running in its
+    thread, reconnected and kept that connection, and serve's stop saw a client left and kept the server for it. Now
+    closing the service waits for a running refresh, and a refresh after the close leaves the store alone."""
+    import threading
+
+    from redis_fixtures import socket_answers, stop_leftover_server
+
+    from homepage.embedded_redis import EmbeddedRedis
+
+    emb = EmbeddedRedis(tmp_path_factory.mktemp("emb"))  # a short socket path
+    sock = emb.start()
+    store = RedisStore.from_socket(sock)
+    svc = PageService(store, ServiceConfig(models_dir=tmp_path, world_refresh_seconds=3600))
+    try:
+        publish_dataset(store, WORLD_SMALL, models=serving_bundle)
+        assert svc.refresh()
+        closing = threading.Thread(target=svc.close)
+        with svc._refresh_lock:  # a refresh running in its thread as the lifespan closes the service
+            closing.start()
+            closing.join(0.5)
+            assert closing.is_alive(), "the service closed under a running refresh"
+        closing.join(30)
+        store.close()
+        assert not svc.refresh()  # the background refresh's round that starts after the close: no command sent
+        emb.stop(found_too=True)  # as serve leaves
+        assert not socket_answers(sock), "a refresh after the close kept a client on the embedded Redis, which outlived serve"
+    finally:
+        svc.close()
+        store.client.close()
+        stop_leftover_server(sock)  # not left running for the rest of the suite

@@ -70,7 +70,7 @@ def create_app(settings: ServeSettings | None = None, store_settings: Settings |
                 t.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await t
-            service.close()
+            await asyncio.to_thread(service.close)  # waits for a refresh still running in its thread
             store.close()
 
     app = FastAPI(
