@@ -141,14 +141,18 @@ for i = 6, #ARGV, 4 do
     redis.call('RPUSH', KEYS[4], seq .. ' ' .. cjson.encode({region, ARGV[i + 3], earliest}))
   end
 end
--- the history written whole, at its size: APPEND grows a string to twice its length (Redis's greedy
--- allocation), so one play doubled the memory of a history published at its size
-local most, before = tonumber(ARGV[3]), #hist
-hist = hist .. table.concat(added)
-if most > 0 and #hist > most then  -- a client flooding one user: every page miss would move the whole history
-  hist = string.sub(hist, #hist - tonumber(ARGV[4]) + 1)
+-- under 1 MB the history is written whole, at its size: APPEND grows a string to twice its length there
+-- (Redis's greedy allocation), so one play doubled the memory of a history published at its size. Past
+-- 1 MB APPEND adds at most 1 MB, and a rewrite (a Lua concat of the whole history) doubled the call's time
+local most, tail = tonumber(ARGV[3]), table.concat(added)
+if most > 0 and #hist + #tail > most then  -- a client flooding one user: every page miss would move the whole history
+  hist = hist .. tail
+  redis.call('SET', KEYS[1], string.sub(hist, #hist - tonumber(ARGV[4]) + 1))
+elseif #hist + #tail < 1048576 and #tail > 0 then
+  redis.call('SET', KEYS[1], hist .. tail)
+elseif #tail > 0 then
+  redis.call('APPEND', KEYS[1], tail)
 end
-if #added > 0 or #hist ~= before then redis.call('SET', KEYS[1], hist) end
 if #added > 0 then redis.call('DEL', KEYS[2]) end
 redis.call('SET', KEYS[6], applied, 'EX', ARGV[2])
 return {applied, redis.call('LRANGE', KEYS[4], 0, -1)}
