@@ -356,7 +356,7 @@ def load_bundle(path: str | os.PathLike[str]) -> ModelBundle:
     if manifest.get("bundle_format") != BUNDLE_FORMAT:
         raise BundleError(f"{mpath}: bundle format {manifest.get('bundle_format')}, this code reads {BUNDLE_FORMAT}")
     try:
-        config = PipelineConfig.model_validate(manifest["config"])
+        config = PipelineConfig.model_validate(manifest["config"], context={"stored": True})
     except Exception as e:
         raise BundleError(f"{mpath}: config: {e}") from e
     # checked on the config as stored: fields the code gained since (with defaults) do not invalidate it

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, model_validator
 
 from homepage.errors import HomepageError
 from homepage.pagebuilder.rules import PageRules
@@ -58,9 +58,9 @@ class PipelineConfig(BaseModel):
     artwork_stable_days: float = Field(default=7.0, gt=0.0, le=365.0, description="a user keeps a title's artwork this long")
 
     @model_validator(mode="after")
-    def _rules_name_configured_rankers(self) -> PipelineConfig:
-        try:
-            self.page.rules.check({r.name for r in self.rankers})
+    def _rules_name_configured_rankers(self, info: ValidationInfo) -> PipelineConfig:
+        try:  # a bundle's stored config (context {"stored": True}) keeps loading as it was trained
+            self.page.rules.check({r.name for r in self.rankers}, stored=bool((info.context or {}).get("stored")))
         except HomepageError as e:
             # a config listing its own rankers keeps the default rules unless it gives some (page.rules.rules: a
             # page.rules giving only the viewport keeps them too): say whose rule it is

@@ -84,7 +84,7 @@ class PageModels:
         )
 
     def __post_init__(self) -> None:
-        self.rules.check({r.name for r in self.rankers})
+        self.rules.check({r.name for r in self.rankers}, stored=True)  # new configs are checked in full by PipelineConfig
         self.allowed = self.rules.allowed_titles(self.catalog.maturity)
         self._lookup: TitleLookup | None = None
 

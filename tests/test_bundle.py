@@ -503,3 +503,27 @@ def test_a_training_killed_outright_leaves_its_half_written_bundle_to_the_next_o
         bundle = train_bundle(load_dataset(dataset_dir), models, config)
         left = sorted(p.name for p in models.iterdir())
         assert left == sorted([live.name, bundle.version, "LATEST"]), left
+
+
+@pytest.mark.parametrize(
+    "rules",
+    [
+        [{"rule": "min_viewport_genres", "k": 80}],
+        [{"rule": "pin", "ranker": "continue_watching"}, {"rule": "max_rows", "ranker": "continue_watching", "max": 0}],
+    ],
+)
+def test_a_bundle_trained_with_rules_now_refused_for_new_configs_still_loads(trained, tmp_path: Path, rules: list) -> None:  # type: ignore[no-untyped-def]
+    """A min_viewport_genres k above 64, or a pin on a ranker capped at 0 rows, became an error at load: a bundle trained
+    with one (and served: the rule just went unmet) failed to load, so its version could not go live after an upgrade."""
+    from homepage.page import PageModels
+
+    d = copy_bundle(trained[0], tmp_path)
+    m = json.loads((d / "manifest.json").read_text())
+    m["config"]["page"]["rules"]["rules"] = rules
+    m["config_hash"] = PipelineConfig.hash_of(m["config"])
+    (d / "manifest.json").write_text(json.dumps(m))
+    bundle = load_bundle(d)
+    assert len(bundle.config.page.rules.rules) == len(rules)
+    PageModels.from_bundle(bundle)
+    with pytest.raises(ValueError, match="rules"):  # a config written today is still refused
+        PipelineConfig.model_validate(m["config"])

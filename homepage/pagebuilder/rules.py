@@ -85,8 +85,12 @@ class PageRules(BaseModel):
         MinTitlesRule(n=4),
     )
 
-    def check(self, rankers: set[str]) -> None:
-        """Reject rules that name rankers which are not configured."""
+    def check(self, rankers: set[str], stored: bool = False) -> None:
+        """Reject rules that name rankers which are not configured.
+
+        ``stored`` (a trained bundle's rules): the contradictions refused since 2026-12-08 are let through, so a
+        bundle that served with one (the rule just went unmet) still loads.
+        """
         for i, r in enumerate(self.rules):
             name = getattr(r, "ranker", None)
             named = ([name] if name not in (None, "*") else []) + list(getattr(r, "exempt", ()))
@@ -100,9 +104,10 @@ class PageRules(BaseModel):
                 raise HomepageError(f"rules[{i}] (max_rows): max 0 for every ranker leaves every page empty")
             if isinstance(r, MaturityRule) and not r.allowed and not r.allow_unrated:
                 raise HomepageError(f"rules[{i}] (maturity): allows no rating and no unrated title: every page would be empty")
-            if isinstance(r, MinViewportGenresRule) and r.k > GENRE_BITS:
+            if isinstance(r, MinViewportGenresRule) and r.k > GENRE_BITS and not stored:
                 raise HomepageError(f"rules[{i}] (min_viewport_genres): k {r.k} is more than the {GENRE_BITS} genres the page builder tracks")
-        self._check_pins_can_be_placed()
+        if not stored:
+            self._check_pins_can_be_placed()
 
     def _check_pins_can_be_placed(self) -> None:
         """Reject a ``max_rows`` of 0 for a ranker a ``pin`` places: the two rules contradict each other."""
