@@ -17,7 +17,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 # a worker whose second thread receives SIGTERM: dead within seconds, or still alive
 _PROBE = """
-import os, signal, threading, time
+import os, signal, sys, threading, time
 from homepage.cli import install_sigterm_exit
 from homepage.forked_pool import forked_pool
 
@@ -31,25 +31,35 @@ def task(_):
     threading.Thread(target=hit, daemon=True).start()
     return os.getpid()
 
-pool = forked_pool(1)
-pid = pool.apply(task, (0,))
-deadline = time.monotonic() + 10
-state = "alive"
-while time.monotonic() < deadline:
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            if any(line.startswith("State:") and ("Z" in line or "X" in line) for line in f):
-                state = "dead"
-                break
-    except FileNotFoundError:
-        state = "dead"
-        break
-    time.sleep(0.05)
-print(state, flush=True)
-import multiprocessing
-for child in multiprocessing.active_children():  # the deaf worker, or the one replacing the dead: they hold our pipes
-    os.kill(child.pid, signal.SIGKILL)
-os._exit(0)  # not through the pool's exit: with a deaf worker, that is the hang itself
+import multiprocessing, traceback
+code = 0
+try:
+    pool = forked_pool(1)
+    pid = pool.apply(task, (0,))
+    deadline = time.monotonic() + 10
+    state = "alive"
+    while time.monotonic() < deadline:
+        try:
+            with open(f"/proc/{pid}/status") as f:
+                if any(line.startswith("State:") and ("Z" in line or "X" in line) for line in f):
+                    state = "dead"
+                    break
+        except (FileNotFoundError, ProcessLookupError):  # gone before the open, or between it and the read
+            state = "dead"
+            break
+        time.sleep(0.05)
+    print(state, flush=True)
+except BaseException:
+    traceback.print_exc()
+    code = 1
+finally:
+    for child in multiprocessing.active_children():  # the deaf worker, or the one replacing the dead: they hold our pipes
+        try:
+            os.kill(child.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    sys.stderr.flush()
+    os._exit(code)  # never through the pool's exit: with a deaf worker, that is the hang itself
 """
 
 
