@@ -139,3 +139,11 @@ def test_every_benchmark_shown_exists_with_its_flags() -> None:
                     if f'"{flag}"' not in source:
                         bad.append(f"{doc.relative_to(ROOT)}:{n}: {script.relative_to(ROOT)} has no option {flag}")
     assert not bad, "\n".join(bad)
+
+
+def test_ci_runs_the_readmes_test_command() -> None:
+    """``.ci/run`` is the README's second command (``-q`` on pip aside): an install step or pytest flag changed in one only fails here."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8").splitlines()
+    shown = next(line for line in readme if line.endswith("# the whole test suite")).rsplit("#", 1)[0].strip()
+    ci = [line for line in (ROOT / ".ci" / "run").read_text(encoding="utf-8").splitlines() if line.startswith("python3 -m pip")]
+    assert [c.replace("pip install -q ", "pip install ") for c in ci] == [shown], (ci, shown)
