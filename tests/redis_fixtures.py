@@ -179,9 +179,17 @@ class LiveServer:
     """A real uvicorn server in a thread, serving ``app`` on loopback (lifespan included)."""
 
     def __init__(self, app: Any, port: int | None = None) -> None:
+        import socket
+
         import uvicorn
 
-        self.port = port or free_port()
+        # bound here and handed to uvicorn, which binds only after the app's start-up (a bundle loaded: seconds):
+        # a port picked free and closed could meanwhile go to a server of the other test process (pytest-xdist)
+        self.socket = socket.socket()
+        self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.socket.bind(("127.0.0.1", port or 0))
+        self.socket.listen(128)  # listening: no other socket can bind the port, SO_REUSEADDR or not
+        self.port = int(self.socket.getsockname()[1])
         self.url = f"http://127.0.0.1:{self.port}"
         self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning", access_log=False))
         self.thread: Any = None
@@ -190,7 +198,7 @@ class LiveServer:
         import threading
         import time
 
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.socket]}, daemon=True)
         self.thread.start()
         deadline = time.monotonic() + 60
         while not self.server.started:
@@ -202,6 +210,7 @@ class LiveServer:
     def __exit__(self, *exc: object) -> None:
         self.server.should_exit = True
         self.thread.join(timeout=30)
+        self.socket.close()
 
 
 @contextmanager
