@@ -35,8 +35,8 @@ from redis_fixtures import *  # noqa: E402, F401, F403
 
 
 # The modules that take a minute or more (single process, 2-core machine), longest first. Under
-# `-n 2 --dist loadfile` a long module collected last (alphabetical order put Spark near the end) kept
-# one worker busy for minutes after the other had run out of work: starting them first evens the two.
+# `-n 2 --dist loadfile` a long module collected last (alphabetical order puts Spark near the end) can keep
+# one worker busy after the other has run out of work: starting them first evens the two.
 LONG_MODULES = ("test_service_refresh.py", "test_spark_engine.py", "test_api_faults.py", "test_api_workers.py", "test_artwork_train.py")
 assert all((REPO / "tests" / name).is_file() for name in LONG_MODULES), "a long module was renamed: update LONG_MODULES"
 
