@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import pyarrow.parquet as pq
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, TextColumn, TimeElapsedColumn
 
 from homepage.catalog import Catalog
 from homepage.config import PipelineConfig
@@ -38,6 +38,7 @@ from homepage.dataset import TITLE_SCHEMA, VARIANT_SCHEMA, Dataset, conform
 from homepage.errors import HomepageError
 from homepage.eventlog import EventLog
 from homepage.ingest.titles import titles_as_of
+from homepage.progress_bar import ProgressBar
 from homepage.provenance import dataset_sha256, environment, git_commit, git_dirty
 from homepage.training_dir import remove_abandoned, training_dir
 from rankers.base import ArtifactError, FitInput, Ranker, config_blob_hash, fit_ranker
@@ -186,7 +187,7 @@ def _fit_and_save(rankers: list[Ranker], data: FitInput, tmp: Path, progress: bo
     """Fit each ranker and save its artifact into ``tmp/rankers/<dir>``, with a progress bar when asked."""
     entries: list[dict[str, str]] = []
     used: set[str] = set()
-    with Progress(
+    with ProgressBar(
         TextColumn("[bold]{task.description}"), BarColumn(), TimeElapsedColumn(), disable=not progress, transient=False,
         console=Console(stderr=True),  # stdout is the bundle's path, for `BUNDLE=$(homepage train ...)`
     ) as bar:

@@ -46,7 +46,7 @@ def test_only_the_store_imports_redis() -> None:
     assert found and all(f.startswith("homepage/store/") for f in found), found
 
 
-LOW = {"homepage.domain", "homepage.errors", "homepage.catalog", "homepage.state", "homepage.eventlog", "homepage.replaced_file", "homepage.forked_pool", "homepage.kernel_cache"}
+LOW = {"homepage.domain", "homepage.errors", "homepage.catalog", "homepage.state", "homepage.eventlog", "homepage.replaced_file", "homepage.forked_pool", "homepage.kernel_cache", "homepage.progress_bar"}
 
 
 @pytest.mark.parametrize(

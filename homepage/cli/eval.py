@@ -8,11 +8,12 @@ from typing import Any
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.progress import SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from homepage.cli import app
 from homepage.cli.outputs import check_output_file, table_console
+from homepage.progress_bar import ProgressBar
 from homepage.cli.train import parse_time
 from homepage.errors import HomepageError
 from homepage.provenance import run_provenance
@@ -110,7 +111,7 @@ def eval_rankers(
         except RankerNotFound as e:
             rankers.append((spec.name, f"not available: {e}"))
     console = Console(stderr=True)
-    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), transient=True, console=console, disable=not console.is_terminal) as bar:
+    with ProgressBar(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), transient=True, console=console, disable=not console.is_terminal) as bar:
         task = bar.add_task("splitting", total=None)
         result = run_protocol(
             log, catalog, t, rankers, peers=None if peers else [], ease_lambdas=lambdas, min_stars=min_stars,

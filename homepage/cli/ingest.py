@@ -6,10 +6,11 @@ from pathlib import Path
 
 import typer
 from rich.markup import escape
-from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
+from rich.progress import BarColumn, DownloadColumn, TextColumn, TimeRemainingColumn, TransferSpeedColumn
 
 from homepage.cli import err
 from homepage.cli.data import ingest_app
+from homepage.progress_bar import ProgressBar
 from homepage.cli.outputs import check_dataset_out
 
 
@@ -27,7 +28,7 @@ def movielens(
     check_dataset_out(out, "--out")
     total = ingest_bytes(src, metadata)
     columns = (TextColumn("ingest"), BarColumn(), DownloadColumn(), TransferSpeedColumn(), TimeRemainingColumn())
-    with Progress(*columns, console=err, disable=quiet, transient=True) as progress:
+    with ProgressBar(*columns, console=err, disable=quiet, transient=True) as progress:
         task = progress.add_task("ingest", total=total)
         manifest, bad = ingest_movielens(
             src, out, metadata=metadata, skip_bad=skip_bad, on_bytes=lambda n: progress.advance(task, n)

@@ -10,7 +10,6 @@ from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
-    Progress,
     TextColumn,
     TimeElapsedColumn,
 )
@@ -18,6 +17,7 @@ from rich.progress import (
 from homepage.cli import app, err
 from homepage.cli.train import parse_time
 from homepage.config import load_config
+from homepage.progress_bar import ProgressBar
 from homepage.publish import publish_dataset
 from homepage.settings import SettingsError, get_settings, shown_url
 from homepage.store import RedisStore, StoreError, StoreRefused, StoreUnavailable, connect
@@ -62,7 +62,7 @@ def publish(
     at_ts = parse_time(at, "--at") if at is not None else None
     store = open_store()
     try:
-        with Progress(
+        with ProgressBar(
             TextColumn("publishing users"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), transient=True, console=err,
             disable=not err.is_terminal,  # off a terminal a transient bar leaves a blank line before an error's one line
         ) as bar:

@@ -404,7 +404,9 @@ def fit_page_model(
     fitted on it, so nothing written after the inner split reaches the labels' window.
     """
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
+
+    from homepage.progress_bar import ProgressBar
 
     from rankers.base import FitInput, fit_ranker
     from rankers.registry import build_rankers
@@ -416,7 +418,7 @@ def fit_page_model(
     rankers = build_rankers(list(config.rankers))
     world = log.global_state(inner, config.half_life_seconds)
     fit_catalog = catalog_at(inner) if catalog_at is not None else catalog
-    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), disable=not progress, console=Console(stderr=True)) as bar:
+    with ProgressBar(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), disable=not progress, console=Console(stderr=True)) as bar:
         task = bar.add_task("page model: fit rankers at inner split", total=len(rankers))
         for r in rankers:
             fit_ranker(r, FitInput(log, fit_catalog, inner, world), fit)
