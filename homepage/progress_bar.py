@@ -6,7 +6,7 @@ from rich.progress import Progress
 
 
 class ProgressBar(Progress):
-    """rich's ``Progress``; disabled, it prints nothing. Before rich 15 a disabled bar still printed a
+    """rich's ``Progress``; disabled, it prints nothing. Before rich 14.3 a disabled bar still printed a
     newline when it stopped off a terminal: a blank line on stderr before a command's one-line error."""
 
     def stop(self) -> None:

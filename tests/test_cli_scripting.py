@@ -66,3 +66,23 @@ def test_a_json_report_that_fails_mid_write_leaves_the_previous_one_whole(tmp_pa
     assert f"--json {report}: cannot write (File too large)" in res.stdout, res
     assert json.loads(report.read_text()) == {"previous": True}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["report.json"]
+
+
+def test_a_disabled_progress_bar_writes_nothing_off_a_terminal() -> None:
+    """A disabled bar (publish, eval rankers, ingest --quiet, train) leaves no blank line before a command's one-line error."""
+    import io
+
+    from rich.console import Console
+    from rich.progress import BarColumn
+
+    from homepage.progress_bar import ProgressBar
+
+    out = io.StringIO()
+    console = Console(file=out, force_terminal=False)
+    for transient in (True, False):
+        with ProgressBar(BarColumn(), console=console, disable=True, transient=transient) as bar:
+            bar.update(bar.add_task("x", total=3), completed=2)
+    assert out.getvalue() == ""
+    with ProgressBar(BarColumn(), console=console, transient=False) as bar:  # enabled, it still draws off a terminal
+        bar.update(bar.add_task("x", total=3), completed=3)
+    assert "━" in out.getvalue()
