@@ -13,9 +13,9 @@ from rich.table import Table
 
 from homepage.cli import app
 from homepage.cli.outputs import check_output_file, table_console
-from homepage.progress_bar import ProgressBar
 from homepage.cli.train import parse_time
 from homepage.errors import HomepageError
+from homepage.progress_bar import ProgressBar
 from homepage.provenance import run_provenance
 from homepage.strict_json import write_json
 

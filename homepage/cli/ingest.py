@@ -10,8 +10,8 @@ from rich.progress import BarColumn, DownloadColumn, TextColumn, TimeRemainingCo
 
 from homepage.cli import err
 from homepage.cli.data import ingest_app
-from homepage.progress_bar import ProgressBar
 from homepage.cli.outputs import check_dataset_out
+from homepage.progress_bar import ProgressBar
 
 
 @ingest_app.command("movielens")
